@@ -1,0 +1,1 @@
+"""mmalign: align multimodal generative models with human preferences."""

@@ -1,0 +1,38 @@
+"""KTO: desirable / undesirable losses (METHODS.md section 1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._common import check_beta, check_nonnegative, log_ratios, pair_metrics
+from .scores import LossOutput, PairScores
+
+
+def kto_reference_point(lw: Tensor, ll: Tensor) -> Tensor:
+    """`z = clamp(mean([lw; ll]), 0)`, detached: the KL reference point from the batch.
+
+    TRL estimates z from mismatched prompt/completion pairs; Diffusion-KTO
+    uses the batch mean, as here.
+    """
+    return torch.cat([lw, ll]).mean().clamp(min=0).detach()
+
+
+def kto(
+    s: PairScores, *, beta: float = 0.1, lambda_d: float = 1.0, lambda_u: float = 1.0
+) -> LossOutput:
+    """KTO, Ethayarajh et al. 2024, Eq. 8, with chosen = desirable and rejected = undesirable.
+
+    `lambda_d*(1 - sig(beta*(lw - z))) + lambda_u*(1 - sig(beta*(z - ll)))`.
+    """
+    check_beta(beta)
+    check_nonnegative(lambda_d, "lambda_d")
+    check_nonnegative(lambda_u, "lambda_u")
+    lw, ll = log_ratios(s)
+    z = kto_reference_point(lw, ll)
+    loss = lambda_d * (1 - torch.sigmoid(beta * (lw - z))) + lambda_u * (
+        1 - torch.sigmoid(beta * (z - ll))
+    )
+    metrics = pair_metrics(s, beta * lw, beta * ll)
+    metrics["kl"] = z.expand_as(lw)
+    return LossOutput(loss, metrics)

@@ -1,0 +1,20 @@
+"""'Did you mean ...?' for mistyped names (config keys, loss names, loss arguments)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """A sentence suggesting the closest candidate, or listing them all."""
+    options = sorted(candidates)
+    guess = closest(name, options)
+    if guess is not None:
+        return f"did you mean '{guess}'?"
+    return "valid: " + (", ".join(options) if options else "(none)")
