@@ -9,6 +9,7 @@ an int); the one leniency is a float written in exponent form without a dot
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -41,14 +42,18 @@ def load_config(cls: type[T], path: str | Path | None, overrides: Iterable[str] 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {loaded!r}")
         raw = loaded
-    raw = apply_overrides(raw, overrides)
+    raw = apply_overrides(raw, overrides, cls)
     return from_dict(cls, raw)
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Set `a.b.c=value` (value parsed as YAML; list items by index: `objective.0.beta=1`)."""
-    import copy
+def apply_overrides(
+    raw: dict[str, Any], overrides: Iterable[str], cls: type | None = None
+) -> dict[str, Any]:
+    """Set `a.b.c=value` (value parsed as YAML; list items by index: `objective.0.beta=1`).
 
+    With the dataclass `cls`, a key the YAML leaves out starts from the
+    field's default, so `objective.0.beta=1` edits the default objective.
+    """
     raw = copy.deepcopy(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -57,6 +62,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
         value = yaml.safe_load(text) if text.strip() else None
         parts = key.split(".")
         node: Any = raw
+        schema = cls
         for depth, part in enumerate(parts):
             last = depth == len(parts) - 1
             where = ".".join(parts[: depth + 1])
@@ -70,18 +76,50 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
                     node[index] = value
                 else:
                     node = node[index]
+                schema = None
             elif isinstance(node, dict):
                 if last:
                     node[part] = value
-                else:
-                    if node.get(part) is None:
-                        node[part] = {}
-                    node = node[part]
+                    continue
+                if node.get(part) is None:
+                    node[part] = _default_raw(schema, part)
+                node = node[part]
+                schema = _field_dataclass(schema, part)
             else:
                 raise ConfigError(
                     f"override '{key}': '{'.'.join(parts[:depth])}' is a value, not a section"
                 )
     return raw
+
+
+def _default_raw(schema: type | None, name: str) -> Any:
+    """The default of field `name` of dataclass `schema` as plain YAML data ({} if none)."""
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return {}
+    for f in dataclasses.fields(schema):
+        if f.name == name:
+            if f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            elif f.default is not dataclasses.MISSING:
+                value = copy.deepcopy(f.default)
+            else:
+                return {}
+            if dataclasses.is_dataclass(value):
+                return dataclasses.asdict(value)  # type: ignore[arg-type]
+            return {} if value is None else value
+    return {}
+
+
+def _field_dataclass(schema: type | None, name: str) -> type | None:
+    """The dataclass type of field `name` (through Optional), or None."""
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return None
+    tp = typing.get_type_hints(schema).get(name)
+    candidates = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+    for candidate in candidates:
+        if dataclasses.is_dataclass(candidate):
+            return candidate  # type: ignore[return-value]
+    return None
 
 
 def from_dict(cls: type[T], data: Any, path: str = "") -> T:

@@ -13,13 +13,18 @@ from .unpaired import kto_reference_point
 def mapo_s(mse: Tensor, snr: float) -> Tensor:
     """`s(x) = snr*x / (exp(snr*x) - 1)`, bounded and decreasing in the MSE x.
 
-    Computed with expm1; near 0 (where it is 0/0) the Taylor series
-    `1 - y/2 + y**2/12` takes over, so value and gradient stay finite.
+    Written as `y*exp(-y) / -expm1(-y)` for y > 0 so a large MSE cannot
+    overflow; near 0 (where it is 0/0) the Taylor series `1 - y/2 + y**2/12`
+    takes over. Every branch gets a safe input so gradients stay finite.
     """
     y = snr * mse
     small = y.abs() < 1e-4
-    y_safe = torch.where(small, torch.ones_like(y), y)
-    return torch.where(small, 1 - y / 2 + y * y / 12, y_safe / torch.expm1(y_safe))
+    y_pos = torch.where(y >= 1e-4, y, torch.ones_like(y))
+    y_neg = torch.where(y <= -1e-4, y, -torch.ones_like(y))
+    large = y_pos * torch.exp(-y_pos) / -torch.expm1(-y_pos)
+    negative = y_neg / torch.expm1(y_neg)  # only for artificial negative "MSE"
+    taylor = 1 - y / 2 + y * y / 12
+    return torch.where(small, taylor, torch.where(y > 0, large, negative))
 
 
 def mapo(

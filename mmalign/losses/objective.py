@@ -57,8 +57,7 @@ class Objective:
             where = f"objective[{i}]"
             if term.loss not in registry:
                 raise ValueError(
-                    f"{where}.loss: unknown loss '{term.loss}'; "
-                    f"{did_you_mean(term.loss, registry)}"
+                    f"{where}.loss: unknown loss '{term.loss}'; {did_you_mean(term.loss, registry)}"
                 )
             try:
                 registry[term.loss].check_kwargs(dict(term.kwargs))
@@ -84,8 +83,7 @@ class Objective:
         for i, spec in enumerate(specs):
             if not isinstance(spec, Mapping):
                 raise ValueError(
-                    f"objective[{i}] must be a mapping like {{loss: dpo, beta: 0.1}}, "
-                    f"got {spec!r}"
+                    f"objective[{i}] must be a mapping like {{loss: dpo, beta: 0.1}}, got {spec!r}"
                 )
             if "loss" not in spec:
                 raise ValueError(f"objective[{i}].loss is missing (e.g. loss: dpo)")

@@ -152,8 +152,7 @@ def orpo(s: PairScores, *, beta: float = 0.1) -> LossOutput:
     mc, mr = mean_logps(s)
     if bool((mc >= 0).any() | (mr >= 0).any()):
         raise ValueError(
-            "orpo needs log-probabilities: every mean token log-prob (score / length) "
-            "must be < 0"
+            "orpo needs log-probabilities: every mean token log-prob (score / length) must be < 0"
         )
     log_odds = (mc - mr) - (log1mexp(mc) - log1mexp(mr))
     loss = -mc - beta * logsig(log_odds)

@@ -44,8 +44,7 @@ class Loss:
         for key in kwargs:
             if key not in valid:
                 raise ValueError(
-                    f"loss '{self.name}' has no argument '{key}'; "
-                    f"{did_you_mean(key, valid)}"
+                    f"loss '{self.name}' has no argument '{key}'; {did_you_mean(key, valid)}"
                 )
 
     def __call__(self, scores: PairScores, **kwargs: Any) -> LossOutput:

@@ -58,8 +58,7 @@ class PairScores:
         """
         if not isinstance(self.chosen, Tensor) or self.chosen.dim() != 1:
             raise ValueError(
-                f"PairScores.chosen must be a 1-D tensor of shape [B], got "
-                f"{_describe(self.chosen)}"
+                f"PairScores.chosen must be a 1-D tensor of shape [B], got {_describe(self.chosen)}"
             )
         shape = tuple(self.chosen.shape)
         for f in fields(self):

@@ -1,0 +1,24 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmalign.losses import PairScores
+
+
+def make_scores(batch: int = 8, seed: int = 0, *, lengths: bool = False) -> PairScores:
+    """Random scores that look like log-likelihoods (negative)."""
+    g = torch.Generator().manual_seed(seed)
+    neg = lambda: -torch.rand(batch, generator=g, dtype=torch.float64) * 3 - 0.05  # noqa: E731
+    s = PairScores(chosen=neg(), rejected=neg(), ref_chosen=neg(), ref_rejected=neg())
+    if lengths:
+        s.chosen_len = torch.randint(1, 20, (batch,), generator=g).double()
+        s.rejected_len = torch.randint(1, 20, (batch,), generator=g).double()
+    return s
+
+
+@pytest.fixture
+def scores() -> PairScores:
+    return make_scores()
