@@ -52,12 +52,13 @@ def mapo(
 
 
 def smpo(s: PairScores, *, beta: float = 0.1, gamma: float = 10.0) -> LossOutput:
-    """SmPO-Diffusion, Lu et al. 2025 (ICML), smoothed-preference DPO.
+    """SmPO-Diffusion, Lu et al. 2025 (ICML), smoothed-preference Diffusion-DPO.
 
-    Paper: `-logsig(-0.5*beta_dpo*(2p - 1)*gamma*((mse_c - mse_r) - (ref_c - ref_r)))`.
-    With `score = -mse` and `beta = 0.5*beta_dpo` (the DPO scale used across
-    mmalign) this is `-logsig(beta*gamma*(2p - 1)*delta)`; p = `s.label`
-    (None means 1). At p = 0.5 the loss is the constant log 2: no push on ties.
+    `-logsig(-0.5*beta*(2p - 1)*gamma*((mse_c - mse_r) - (ref_c - ref_r)))` with
+    `mse = -score` and p = `s.label` (None means 1), exactly the paper's form:
+    `beta` here is SmPO's `beta_dpo` (5000 SDXL, 2000 SD1.5), the 0.5 is inside.
+    So with p = 1 and gamma = 1 it equals `dpo(beta = 0.5 * beta)`, Diffusion-DPO.
+    At p = 0.5 the loss is the constant log 2: no push on near-ties.
     """
     check_beta(beta)
     if not gamma > 0:
@@ -65,8 +66,9 @@ def smpo(s: PairScores, *, beta: float = 0.1, gamma: float = 10.0) -> LossOutput
     lw, ll = log_ratios(s)
     p = soft_label(s)
     smooth = torch.ones_like(lw) if p is None else 2 * p - 1
-    loss = -logsig(beta * gamma * smooth * (lw - ll))
-    return LossOutput(loss, pair_metrics(s, beta * lw, beta * ll))
+    # (mse_c - mse_r) - (ref_mse_c - ref_mse_r) = -(lw - ll) for score = -mse.
+    loss = -logsig(-0.5 * beta * smooth * gamma * -(lw - ll))
+    return LossOutput(loss, pair_metrics(s, 0.5 * beta * lw, 0.5 * beta * ll))
 
 
 def diffusion_kto(s: PairScores, *, beta: float = 0.1) -> LossOutput:
