@@ -47,6 +47,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_toy_path(args: argparse.Namespace) -> int:
+    from .data.toy.paths import model_path
+
+    print(model_path(args.model))
+    return 0
+
+
+def _cmd_toy_build(args: argparse.Namespace) -> int:
+    import json
+
+    from .data.toy.build import build
+    from .data.toy.paths import MODELS_DIR
+
+    which = tuple(args.only) if args.only else ("sd", "vlm")
+    results = build(which, out_root=args.out or MODELS_DIR, work_dir=args.work, seed=args.seed)
+    print(json.dumps(results, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmalign",
@@ -73,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=300, help="optimisation steps per loss")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("toy", help="the toy world: base models and datasets")
+    toy_sub = p.add_subparsers(dest="toy_command", metavar="ACTION", required=True)
+    t = toy_sub.add_parser("path", help="print the folder of a shipped toy model")
+    t.add_argument("model", choices=["sd", "vlm"])
+    t.set_defaults(func=_cmd_toy_path)
+    t = toy_sub.add_parser(
+        "build", help="train toy-sd and toy-vlm from scratch (seeded, resumable)"
+    )
+    t.add_argument("--only", nargs="+", choices=["sd", "vlm"], help="build only these")
+    t.add_argument("--out", default=None, help="models folder (default: the package's own)")
+    t.add_argument("--work", default=None, help="checkpoint folder for resuming")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_cmd_toy_build)
     return parser
 
 
@@ -84,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as err:
         print(f"mmalign: config error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"mmalign: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,395 @@
+"""`toy-sd`: a tiny Stable-Diffusion-architecture pipeline trained on the shapes world.
+
+Same classes as SD1.5 (`UNet2DConditionModel`, `AutoencoderKL`, `CLIPTextModel`,
+`CLIPTokenizer`, a DDPM-trained epsilon-prediction UNet with SD's scaled-linear
+schedule), so `StableDiffusionPipeline.from_pretrained(path)` loads it exactly
+as it loads SD1.5 and every diffusion code path of mmalign runs on it.
+
+The build has three resumable stages, each checkpointed in `work_dir`:
+1. the VAE learns to reconstruct 32x32 renders (flat and outlined, so a tuned
+   model can still draw a style the base never produces) -> 8x8x4 latents;
+2. every training image is encoded once (cached latents, mean and std);
+3. the UNet and the text encoder learn to denoise those latents from the
+   caption, with 10% empty captions for classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .clip_tokenizer import save_clip_tokenizer
+from .render import render_batch
+from .world import all_prompts, sample_prompts
+
+IMAGE_SIZE = 32
+TEXT_MAX_LENGTH = 24  # the longest toy caption is 13 tokens with BOS/EOS
+
+
+@dataclass
+class ToySDSettings:
+    seed: int = 0
+    num_images: int = 16384
+    vae_steps: int = 600
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-6
+    unet_steps: int = 3000
+    unet_batch: int = 64
+    unet_lr: float = 5e-4
+    warmup: int = 100
+    caption_dropout: float = 0.1
+    checkpoint_every: int = 250
+    eval_prompts: int = 200
+    eval_steps: int = 20
+    guidance_scale: float = 4.0
+
+
+def toy_words() -> list[str]:
+    """Every word of the toy grammar (the tokenizer spells each as one token)."""
+    return sorted({w for p in all_prompts() for w in p.text.split()})
+
+
+def build_models(seed: int, tokenizer_dir: Path):
+    """Random-init components with the toy-sd architecture (a scaled-down SD1.5)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=TEXT_MAX_LENGTH,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 32),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=IMAGE_SIZE,
+    )
+    unet = UNet2DConditionModel(
+        sample_size=IMAGE_SIZE // 4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 128),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=64,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    # SD1.5's training schedule.
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        clip_sample=False,
+        steps_offset=1,
+    )
+    return tokenizer, text_encoder, vae, unet, scheduler
+
+
+def training_images(settings: ToySDSettings) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Jittered flat renders of train-split prompts (UNet data) and a style mix (VAE data)."""
+    prompts = [p.text for p in sample_prompts(settings.num_images, "train", settings.seed)]
+    flat = render_batch(prompts, IMAGE_SIZE, "flat", seed=settings.seed)
+    outlined = render_batch(prompts[::2], IMAGE_SIZE, "outlined", seed=settings.seed + 1)
+    return prompts, flat, torch.cat([flat[1::2], outlined])
+
+
+def _lr_at(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={
+        "meta": json.dumps(meta)
+    })
+    tmp.replace(path)  # a crash never leaves half a checkpoint
+
+
+def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    return load_file(str(path)), meta
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, state in opt.state_dict()["state"].items():
+        for k, v in state.items():
+            out[f"{prefix}{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, prefix: str) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            index, name = key[len(prefix) :].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def train_vae(vae, images: torch.Tensor, settings: ToySDSettings, work: Path, progress: bool):
+    ckpt = work / "vae.safetensors"
+    opt = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
+    start = 0
+    found = _load_checkpoint(ckpt)
+    if found is not None:
+        tensors, meta = found
+        vae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("vae.")})
+        _restore_optimizer(opt, tensors, "opt.")
+        start = meta["step"]
+    gen = torch.Generator().manual_seed(settings.seed + 10)
+    for _ in range(start):  # replay the data order so a resumed run sees the same batches
+        torch.randint(len(images), (settings.vae_batch,), generator=gen)
+    bar = tqdm(range(start, settings.vae_steps), desc="toy-sd vae", disable=not progress)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = settings.vae_lr * _lr_at(step, settings.vae_steps, 50)
+        x = images[torch.randint(len(images), (settings.vae_batch,), generator=gen)] * 2 - 1
+        torch.manual_seed(settings.seed * 100003 + step)
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        rec = (recon - x).abs().mean() + (recon - x).pow(2).mean()
+        loss = rec + settings.kl_weight * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(rec=f"{rec.item():.4f}")
+        if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.vae_steps:
+            tensors = {f"vae.{k}": v for k, v in vae.state_dict().items()}
+            tensors.update(_optimizer_tensors(opt, "opt."))
+            _save_checkpoint(ckpt, tensors, {"step": step + 1})
+    return vae
+
+
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor, work: Path, progress: bool):
+    """Latent mean and std of every image, computed once and cached."""
+    cache = work / "latents.safetensors"
+    if cache.is_file():
+        data = load_file(str(cache))
+        return data["mean"], data["std"]
+    means, stds = [], []
+    for i in tqdm(range(0, len(images), 256), desc="toy-sd encode", disable=not progress):
+        dist = vae.encode(images[i : i + 256] * 2 - 1).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    mean, std = torch.cat(means), torch.cat(stds)
+    save_file({"mean": mean.contiguous(), "std": std.contiguous()}, str(cache))
+    return mean, std
+
+
+def train_unet(
+    unet, text_encoder, tokenizer, scheduler, prompts, mean, std, scaling: float,
+    settings: ToySDSettings, work: Path, progress: bool, stop_after: int | None = None,
+):  # fmt: skip
+    """Denoising training of UNet + text encoder; `stop_after` simulates an interruption."""
+    ckpt = work / "unet.safetensors"
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=settings.unet_lr, weight_decay=1e-2)
+    start = 0
+    found = _load_checkpoint(ckpt)
+    if found is not None:
+        tensors, meta = found
+        unet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("unet.")})
+        text_encoder.load_state_dict(
+            {k[5:]: v for k, v in tensors.items() if k.startswith("text.")}
+        )
+        _restore_optimizer(opt, tensors, "opt.")
+        start = meta["step"]
+    ids = tokenizer(
+        [*prompts, ""], padding="max_length", max_length=TEXT_MAX_LENGTH, return_tensors="pt"
+    ).input_ids
+    empty = ids[-1]
+    ids = ids[:-1]
+    end = settings.unet_steps if stop_after is None else min(stop_after, settings.unet_steps)
+    bar = tqdm(range(start, end), desc="toy-sd unet", disable=not progress)
+    for step in bar:
+        # One generator per step: a resumed run draws exactly the batches it would have.
+        gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+        for group in opt.param_groups:
+            group["lr"] = settings.unet_lr * _lr_at(step, settings.unet_steps, settings.warmup)
+        idx = torch.randint(len(prompts), (settings.unet_batch,), generator=gen)
+        eps_latent = torch.randn(mean[idx].shape, generator=gen)
+        x0 = (mean[idx] + std[idx] * eps_latent) * scaling
+        batch_ids = ids[idx].clone()
+        drop = torch.rand(len(idx), generator=gen) < settings.caption_dropout
+        batch_ids[drop] = empty
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
+        x_t = scheduler.add_noise(x0, noise, t)
+        cond = text_encoder(batch_ids)[0]
+        loss = (unet(x_t, t, cond).sample - noise).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % settings.checkpoint_every == 0 or step + 1 in (end, settings.unet_steps):
+            tensors = {f"unet.{k}": v for k, v in unet.state_dict().items()}
+            tensors.update({f"text.{k}": v for k, v in text_encoder.state_dict().items()})
+            tensors.update(_optimizer_tensors(opt, "opt."))
+            _save_checkpoint(ckpt, tensors, {"step": step + 1})
+
+
+def load_pipeline(path: str | Path):
+    """Load a toy-sd folder the way any SD1.5 folder loads, with the fast sampler it ships."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def sample(pipe, prompts: list[str], seed: int, steps: int = 20, guidance: float = 4.0):
+    """Images [B,3,H,W] in [0,1] for `prompts`, one seeded generator per prompt."""
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
+    out = pipe(
+        prompts, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+        output_type="pt",
+    )  # fmt: skip
+    return out.images
+
+
+def evaluate_toy_sd(
+    path: str | Path, n: int = 200, seed: int = 1234, steps: int = 20, guidance: float = 4.0,
+    batch: int = 50,
+) -> dict[str, float]:  # fmt: skip
+    """Mean `toy:fidelity` on `n` held-out prompts and seconds per image."""
+    from .rewards import fidelity
+
+    pipe = load_pipeline(path)
+    prompts = [p.text for p in sample_prompts(n, "heldout", seed)]
+    scores = []
+    start = time.perf_counter()
+    for i in range(0, n, batch):
+        images = sample(pipe, prompts[i : i + batch], seed + i, steps, guidance)
+        scores.append(fidelity(images, prompts[i : i + batch]))
+    seconds = (time.perf_counter() - start) / n
+    fid = torch.cat(scores)
+    return {
+        "heldout_fidelity_mean": float(fid.mean()),
+        "heldout_fidelity_median": float(fid.median()),
+        "n": n,
+        "seconds_per_image_batched": seconds,
+    }
+
+
+def build_toy_sd(
+    out_dir: str | Path, work_dir: str | Path, settings: ToySDSettings | None = None,
+    progress: bool = True,
+) -> dict:  # fmt: skip
+    """Train toy-sd from scratch (resuming from `work_dir`) and save it to `out_dir`."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    settings = settings or ToySDSettings()
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    tokenizer_dir = save_clip_tokenizer(toy_words(), work / "tokenizer", TEXT_MAX_LENGTH)
+    tokenizer, text_encoder, vae, unet, scheduler = build_models(settings.seed, tokenizer_dir)
+    prompts, flat, vae_images = training_images(settings)
+    train_vae(vae, vae_images, settings, work, progress)
+    vae.eval()
+    mean, std = encode_latents(vae, flat, work, progress)
+    scaling = float(1 / mean.std())
+    vae.register_to_config(scaling_factor=scaling)
+    train_unet(
+        unet, text_encoder, tokenizer, scheduler, prompts, mean, std, scaling, settings, work,
+        progress,
+    )  # fmt: skip
+    out = Path(out_dir)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        # Trained as DDPM; ships DDIM so 20 steps sample well.
+        scheduler=DDIMScheduler.from_config(scheduler.config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out)
+    train_seconds = time.perf_counter() - start
+    metrics = evaluate_toy_sd(out, settings.eval_prompts, steps=settings.eval_steps,
+                              guidance=settings.guidance_scale)  # fmt: skip
+    metrics.update(train_seconds=train_seconds, settings=asdict(settings))
+    (out / "build_metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_card(out, unet, vae, text_encoder, tokenizer, metrics)
+    return metrics
+
+
+def write_card(out: Path, unet, vae, text_encoder, tokenizer, metrics: dict) -> None:
+    """The model card: how toy-sd was trained and what it measured."""
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    s = metrics["settings"]
+    card = f"""# toy-sd
+
+A tiny Stable-Diffusion-architecture pipeline for mmalign's shapes world. It loads
+exactly like SD1.5: `StableDiffusionPipeline.from_pretrained(path)`.
+
+| component | class | parameters |
+|---|---|---|
+| unet | UNet2DConditionModel, blocks (32, 64, 128), 8x8x4 latents | {count(unet):,} |
+| vae | AutoencoderKL, blocks (16, 32, 32), 32x32 RGB -> 8x8x4 | {count(vae):,} |
+| text_encoder | CLIPTextModel, 2 layers, width 64 | {count(text_encoder):,} |
+| tokenizer | CLIPTokenizer (byte-level BPE, {len(tokenizer)} tokens, one per toy word) | - |
+| scheduler | DDIMScheduler (trained with DDPM, SD1.5's scaled-linear betas, epsilon) | - |
+
+## Training (`mmalign toy build --only sd`, seed {s["seed"]})
+- Data: {s["num_images"]} jittered flat renders of train-split prompts (held-out
+  (shape, colour, background) combinations never seen).
+- VAE: {s["vae_steps"]} AdamW steps, batch {s["vae_batch"]}, lr {s["vae_lr"]}, L1 + MSE
+  reconstruction + {s["kl_weight"]} KL, on flat and outlined renders (so a tuned model can
+  draw the outlined style the base never produces); latent scaling factor
+  {vae.config.scaling_factor:.4f} (1 / std of the latents).
+- UNet + text encoder: {s["unet_steps"]} AdamW steps, batch {s["unet_batch"]}, lr
+  {s["unet_lr"]} (warmup {s["warmup"]}, cosine), {s["caption_dropout"]:.0%} empty captions for
+  classifier-free guidance, latents encoded once and cached.
+- Wall time on the 2-core build machine: {metrics["train_seconds"] / 60:.1f} min.
+
+## Measured quality
+- Mean `toy:fidelity` on {metrics["n"]} held-out prompts ({s["eval_steps"]} DDIM steps,
+  guidance {s["guidance_scale"]}, seeds fixed): **{metrics["heldout_fidelity_mean"]:.3f}**
+  (median {metrics["heldout_fidelity_median"]:.3f}); a random-init model scores near 0.
+- Sampling: {metrics["seconds_per_image_batched"]:.3f} s per image (batched, CPU).
+"""
+    (out / "README.md").write_text(card)
