@@ -1,0 +1,142 @@
+"""Programmatic rewards of the toy world: prompt fidelity, style, and a family of users.
+
+All take images [B,3,H,H] in [0,1] (H >= 16) and return [B] in [0,1], higher is better. They
+are exact functions of the pixels, which is what lets a test prove that alignment moved a
+model the right way. Flaw rewards (heatmaps, dense scores) are in `flaws.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ...suggest import did_you_mean
+from .analysis import DARK, Reading, as_prompts, read_images
+from .render import STYLES, palette_tensor
+from .world import COLORS, SHAPES, ToyPrompt
+
+# Shape credit ramps from 0 at this template IoU to 1 at IOU_FULL: renders reach ~0.9 even
+# for small shapes, while a shapeless blob or noise stays below the floor.
+IOU_FLOOR, IOU_FULL = 0.5, 0.8
+
+
+def _ramp(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    return ((x - lo) / (hi - lo)).clamp(0, 1)
+
+
+def fidelity_parts(
+    images: torch.Tensor, prompts: Sequence[ToyPrompt | str], reading: Reading | None = None
+) -> dict[str, torch.Tensor]:
+    """The three thirds of `fidelity`: `background`, `color`, `shape`, each [B] in [0,1].
+
+    Each is "right or wrong" times "how cleanly": the background counts when the border's
+    median is nearest the prompt's background colour, times the share of border pixels that
+    are that colour; the shape colour likewise on the non-dark foreground (so an outline does
+    not count against it); the shape kind when the prompt's shape is the best template on the
+    shape's bounding box, times a ramp of its IoU. Purity and IoU make noise score near 0.
+    """
+    r = reading if reading is not None else read_images(images)
+    parsed = as_prompts(prompts, r.bg_index.shape[0])
+    dev = r.bg_index.device
+    bg = torch.tensor([COLORS.index(p.background) for p in parsed], device=dev)
+    color = torch.tensor([COLORS.index(p.color) for p in parsed], device=dev)
+    shape = torch.tensor([SHAPES.index(p.shape) for p in parsed], device=dev)
+    iou = r.ious.gather(1, shape[:, None])[:, 0]
+    best = r.ious.argmax(1) == shape
+    return {
+        "background": (r.bg_index == bg) * r.border_purity,
+        "color": (r.fill_index == color) * r.fill_purity * r.has_shape,
+        "shape": best * _ramp(iou, IOU_FLOOR, IOU_FULL) * r.has_shape,
+    }
+
+
+def fidelity(images: torch.Tensor, prompts: Sequence[ToyPrompt | str]) -> torch.Tensor:
+    """How well each image follows its prompt, [B] in [0,1]: the mean of `fidelity_parts`.
+
+    Size and position words are not scored: they are left free for user tastes to act on.
+    """
+    parts = fidelity_parts(images, prompts)
+    return (parts["background"] + parts["color"] + parts["shape"]) / 3
+
+
+def style_score(images: torch.Tensor, style: str = "outlined") -> torch.Tensor:
+    """How much each image looks drawn in `style`, [B] in [0,1] (0 without a shape).
+
+    `outlined`: the share of the 1-pixel ring around the shape's fill colour that is dark ink
+    (the inner edge of the outline band); `flat`: 1 minus that.
+    """
+    if style not in STYLES:
+        raise ValueError(f"unknown style '{style}'; {did_you_mean(style, STYLES)}")
+    r = read_images(images)
+    outlined = r.outline * r.has_shape
+    return outlined if style == "outlined" else (1 - r.outline) * r.has_shape
+
+
+# --- users ----------------------------------------------------------------------------------
+
+TASTE_WEIGHT = 0.3  # below 1/3: no taste makes up for missing a third of the prompt
+_TEMPERATURE = 0.1  # softness of colour membership (palette colours are >= 0.45 apart)
+
+
+def _liking_colors(liked: tuple[str, ...]) -> Callable[[torch.Tensor, Reading], torch.Tensor]:
+    """Taste = mean over the shape's non-dark pixels of their soft membership in `liked`.
+
+    Soft, so a slightly warmer red already scores a little higher for a warm user.
+    """
+    def taste(images: torch.Tensor, r: Reading) -> torch.Tensor:
+        palette = palette_tensor(COLORS, images.device)
+        dist = torch.linalg.vector_norm(images[:, None] - palette[None, :, :, None, None], dim=2)
+        weights = torch.softmax(-dist / _TEMPERATURE, dim=1)
+        member = weights[:, [COLORS.index(c) for c in liked]].sum(1)
+        ink = r.shape_mask & (images.amax(1) >= DARK)
+        return (member * ink).flatten(1).sum(1) / ink.flatten(1).sum(1).clamp(min=1)
+
+    return taste
+
+
+def _bigness(images: torch.Tensor, r: Reading) -> torch.Tensor:
+    """Linear size sqrt(shape area / image area): ~0.25 small circle, ~0.53 large circle."""
+    side = r.shape_mask.flatten(1).float().mean(1).sqrt()
+    return _ramp(side, 0.2, 0.6) * r.has_shape
+
+
+USERS: dict[str, str] = {
+    "warm": "likes red, orange and yellow shapes",
+    "cool": "likes blue, green and purple shapes",
+    "big": "likes large shapes (by foreground area)",
+    "small": "likes small shapes (by foreground area)",
+    "outline": "likes shapes drawn with a dark outline",
+}
+_TASTES: dict[str, Callable[[torch.Tensor, Reading], torch.Tensor]] = {
+    "warm": _liking_colors(("red", "orange", "yellow")),
+    "cool": _liking_colors(("blue", "green", "purple")),
+    "big": _bigness,
+    "small": lambda images, r: (1 - _bigness(images, r)) * r.has_shape,
+    "outline": lambda images, r: r.outline * r.has_shape,
+}
+
+
+def user_taste(images: torch.Tensor, user_id: str) -> torch.Tensor:
+    """The user's taste alone, [B] in [0,1], ignoring the prompt."""
+    if user_id not in _TASTES:
+        raise ValueError(f"unknown toy user '{user_id}'; {did_you_mean(user_id, USERS)}")
+    r = read_images(images)
+    return _TASTES[user_id](images.float().clamp(0, 1), r)
+
+
+def user_reward(
+    images: torch.Tensor, prompts: Sequence[ToyPrompt | str], user_id: str
+) -> torch.Tensor:
+    """A user's reward, [B] in [0,1]: fidelity * (1 - TASTE_WEIGHT + TASTE_WEIGHT * taste).
+
+    Multiplying keeps the prompt first (an unfaithful image pleases nobody); among images that
+    follow the prompt equally well, the user's taste decides.
+    """
+    if user_id not in _TASTES:
+        raise ValueError(f"unknown toy user '{user_id}'; {did_you_mean(user_id, USERS)}")
+    r = read_images(images)
+    parts = fidelity_parts(images, prompts, r)
+    fid = (parts["background"] + parts["color"] + parts["shape"]) / 3
+    taste = _TASTES[user_id](images.float().clamp(0, 1), r)
+    return fid * (1 - TASTE_WEIGHT + TASTE_WEIGHT * taste)

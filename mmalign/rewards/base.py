@@ -1,0 +1,44 @@
+"""The `Scorer` interface every reward model implements, and image-batch conversion."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# PIL is imported only by type checkers: a scorer that never sees PIL images need not load it.
+ImageBatch = torch.Tensor | Sequence["Image.Image"]
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A reward model: `score(images, prompts)` -> [B] floats, higher is better.
+
+    `images` is a float tensor [B,3,H,W] in [0,1] or a list of PIL images (see
+    `as_image_batch`); `prompts` holds one caption per image.
+    """
+
+    name: str
+
+    def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor: ...
+
+
+def as_image_batch(images: ImageBatch) -> torch.Tensor:
+    """A float tensor [B,3,H,W] in [0,1] from a tensor (float in [0,1] or uint8) or PIL images."""
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images [B,3,H,W], got {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            return images.float() / 255
+        return images.float().clamp(0, 1)
+    arrays = [np.asarray(img.convert("RGB"), dtype=np.float32) / 255 for img in images]
+    if not arrays:
+        raise ValueError("no images to score")
+    if len({a.shape for a in arrays}) > 1:
+        raise ValueError(f"images differ in size: {sorted({a.shape[:2] for a in arrays})}")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

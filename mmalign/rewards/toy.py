@@ -1,0 +1,64 @@
+"""Scorers for the toy world (`mmalign.data.toy`): exact, programmatic, CPU-fast."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..data.toy.flaws import dense_scores
+from ..data.toy.render import STYLES
+from ..data.toy.rewards import USERS, fidelity, style_score, user_reward
+from ..suggest import did_you_mean
+from .base import ImageBatch, as_image_batch
+
+
+class ToyFidelity:
+    """`toy:fidelity`: shape colour, shape kind and background each count a third."""
+
+    name = "toy:fidelity"
+
+    def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
+        return fidelity(as_image_batch(images), prompts)
+
+
+class ToyStyle:
+    """`toy:style[:<style>]`: how much the image is drawn in a style (default `outlined`)."""
+
+    variants = STYLES
+
+    def __init__(self, style: str = "outlined") -> None:
+        if style not in STYLES:
+            raise ValueError(f"unknown toy style '{style}'; {did_you_mean(style, STYLES)}")
+        self.style = style
+        self.name = f"toy:style:{style}"
+
+    def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
+        return style_score(as_image_batch(images), self.style)
+
+
+class ToyUser:
+    """`toy:user:<id>`: a toy user's reward, fidelity weighted by their taste (see USERS)."""
+
+    variants = tuple(USERS)
+    requires_argument = True
+
+    def __init__(self, user_id: str | None = None) -> None:
+        if user_id is None:
+            raise ValueError(f"toy:user needs a user: 'toy:user:<id>', <id> in {', '.join(USERS)}")
+        if user_id not in USERS:
+            raise ValueError(f"unknown toy user '{user_id}'; {did_you_mean(user_id, USERS)}")
+        self.user_id = user_id
+        self.name = f"toy:user:{user_id}"
+
+    def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
+        return user_reward(as_image_batch(images), prompts, self.user_id)
+
+
+class ToyFlaws:
+    """`toy:flaws`: ImageDoctor's `overall` dense score (alignment, aesthetics, plausibility)."""
+
+    name = "toy:flaws"
+
+    def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
+        return dense_scores(as_image_batch(images), prompts)["overall"]
