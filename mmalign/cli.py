@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .config import ConfigError
+
 
 def _cmd_losses(args: argparse.Namespace) -> int:
     from .losses import LOSSES
@@ -66,6 +68,30 @@ def _cmd_toy_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_toy_data(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from .data.toy.datasets import build_dataset
+
+    options = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set '{item}' is not of the form key=value")
+        options[key] = yaml.safe_load(value)
+    try:
+        summary = build_dataset(
+            args.kind, args.out, n=args.n, seed=args.seed, model=args.model, **options
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    keep = ("kind", "rows", "paths", "skipped", "seconds")
+    print(json.dumps({k: summary[k] for k in keep if k in summary}, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmalign",
@@ -106,12 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--work", default=None, help="checkpoint folder for resuming")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_cmd_toy_build)
+    t = toy_sub.add_parser("data", help="build a toy preference dataset (HF datasets on disk)")
+    t.add_argument(
+        "kind", choices=["pairs", "style", "users", "flaws", "vqa", "hallucination", "safety"]
+    )
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--n", type=int, default=64, help="number of rows (default: 64)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--model", default=None, help="toy-sd folder (default: the shipped one)")
+    t.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="builder option, e.g. --set label_noise=0.1 --set ties=keep",
+    )  # fmt: skip
+    t.set_defaults(func=_cmd_toy_data)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .config import ConfigError
-
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
