@@ -146,7 +146,12 @@ def read_images(images: torch.Tensor) -> Reading:
     fill_index = torch.linalg.vector_norm(fill_rgb[:, None] - palette, dim=2).argmin(1)
     near_fill = color_distance(images, palette[fill_index][:, None])[:, 0] < NEAR_COLOR
     fill = colored & near_fill
-    fill_purity = fill.flatten(1).sum(1) / colored.flatten(1).sum(1).clamp(min=1)
+    # Purity is read on the interior (pixels whose 4 neighbours are coloured too): a 1-px rim
+    # blended with the background is how any decoder draws an edge at this resolution, not a
+    # wrong colour. Shapes too thin to have an interior fall back to every coloured pixel.
+    interior = colored & ~_grow4(~colored)
+    interior = torch.where(interior.flatten(1).any(1)[:, None, None], interior, colored)
+    fill_purity = (fill & interior).flatten(1).sum(1) / interior.flatten(1).sum(1).clamp(min=1)
 
     # The outline: how much of the 1-pixel ring around the fill is dark ink.
     ring = _grow4(fill) & ~fill
