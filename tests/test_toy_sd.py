@@ -91,3 +91,14 @@ def test_single_image_samples_in_under_a_second(shipped):
     start = time.perf_counter()
     sd.sample(shipped, [prompt], seed=1)
     assert time.perf_counter() - start < 1.0
+
+
+def test_shipped_toy_models_fit_the_package_budget():
+    """Both toy models ship as package data: 30 MB together at most."""
+    root = model_path("sd", must_exist=False).parent
+    if not root.is_dir():
+        pytest.skip(f"no toy model is built at {root}")
+    weights = list(root.rglob("*.safetensors"))
+    assert weights, "a shipped toy model must be in safetensors"
+    assert not list(root.rglob("*.bin")) and not list(root.rglob("*.pt"))
+    assert sum(f.stat().st_size for f in weights) <= 30 * 2**20

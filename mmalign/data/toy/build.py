@@ -1,8 +1,16 @@
-"""`mmalign toy build`: train the toy base models from scratch, resumably."""
+"""`mmalign toy build`: train the toy base models from scratch, resumably.
+
+Both models build at once, each in its own process with one thread: on a small CPU two
+single-threaded trainings finish sooner than two two-threaded ones in a row (measured on
+the 2-core build machine: one toy-sd step takes 0.49 s on one thread, 0.44 s on two).
+"""
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 from .paths import MODEL_NAMES, MODELS_DIR
@@ -12,6 +20,29 @@ def default_work_dir(seed: int) -> Path:
     return Path.home() / ".cache" / "mmalign" / f"toy-build-seed{seed}"
 
 
+def _build_one(
+    kind: str, out: Path, work: Path, seed: int, progress: bool, threads: int | None,
+    position: int = 0,
+) -> dict:  # fmt: skip
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    if kind == "sd":
+        from .sd import ToySDSettings, build_toy_sd
+
+        result = build_toy_sd(out, work / "sd", ToySDSettings(seed=seed), progress, position)
+    else:
+        from .vlm import build_toy_vlm
+
+        result = build_toy_vlm(out, work_dir=work / "vlm", seed=seed, progress=progress,
+                               position=position)  # fmt: skip
+    result["wall_seconds"] = time.perf_counter() - start
+    result["threads"] = torch.get_num_threads()
+    return result
+
+
 def build(
     which: tuple[str, ...] = ("sd", "vlm"),
     *,
@@ -19,26 +50,27 @@ def build(
     work_dir: str | Path | None = None,
     seed: int = 0,
     progress: bool = True,
+    parallel: bool | None = None,
 ) -> dict[str, dict]:
     """Build each model in `which` into `out_root/<name>`; checkpoints go to `work_dir`.
 
-    Re-running after an interruption resumes from the last checkpoint of the
-    stage that was running.
+    Re-running after an interruption resumes from the last checkpoint of the stage that
+    was running. `parallel` (default: when there are at least as many cores as models)
+    trains the models side by side, one process and one thread each.
     """
-    work = Path(work_dir) if work_dir is not None else default_work_dir(seed)
-    results: dict[str, dict] = {}
     for kind in which:
         if kind not in MODEL_NAMES:
             raise ValueError(f"unknown toy model '{kind}'; valid: {', '.join(MODEL_NAMES)}")
-        out = Path(out_root) / MODEL_NAMES[kind]
-        start = time.perf_counter()
-        if kind == "sd":
-            from .sd import ToySDSettings, build_toy_sd
-
-            results[kind] = build_toy_sd(out, work / "sd", ToySDSettings(seed=seed), progress)
-        else:
-            from .vlm import build_toy_vlm
-
-            results[kind] = build_toy_vlm(out, work_dir=work / "vlm", seed=seed, progress=progress)
-        results[kind]["wall_seconds"] = time.perf_counter() - start
-    return results
+    work = Path(work_dir) if work_dir is not None else default_work_dir(seed)
+    outs = {kind: Path(out_root) / MODEL_NAMES[kind] for kind in which}
+    if parallel is None:
+        parallel = len(which) > 1 and (os.cpu_count() or 1) >= len(which)
+    if not parallel:
+        return {k: _build_one(k, outs[k], work, seed, progress, None) for k in which}
+    # Spawned workers: a forked process would inherit this one's OpenMP thread pool.
+    with ProcessPoolExecutor(len(which), mp_context=get_context("spawn")) as pool:
+        futures = {
+            k: pool.submit(_build_one, k, outs[k], work, seed, progress, 1, i)
+            for i, k in enumerate(which)
+        }
+        return {k: f.result() for k, f in futures.items()}

@@ -1,9 +1,9 @@
 """`toy-sd`: a tiny Stable-Diffusion-architecture pipeline trained on the shapes world.
 
 Same classes as SD1.5 (`UNet2DConditionModel`, `AutoencoderKL`, `CLIPTextModel`,
-`CLIPTokenizer`, a DDPM-trained epsilon-prediction UNet with SD's scaled-linear
-schedule), so `StableDiffusionPipeline.from_pretrained(path)` loads it exactly
-as it loads SD1.5 and every diffusion code path of mmalign runs on it.
+`CLIPTokenizer`; a DDPM-trained v-prediction UNet like SD2's 768 models), so
+`StableDiffusionPipeline.from_pretrained(path)` loads it exactly as it loads SD1.5 and
+every diffusion code path of mmalign runs on it.
 
 The build has three resumable stages, each checkpointed in `work_dir`:
 1. the VAE learns to reconstruct 32x32 renders (flat and outlined, so a tuned
@@ -39,20 +39,21 @@ TEXT_MAX_LENGTH = 24  # the longest toy caption is 13 tokens with BOS/EOS
 class ToySDSettings:
     seed: int = 0
     num_images: int = 16384
-    vae_steps: int = 2000
+    vae_steps: int = 1500
     vae_batch: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
-    unet_steps: int = 2500
-    unet_batch: int = 64
-    unet_lr: float = 5e-4
+    unet_steps: int = 3600
+    unet_batch: int = 32
+    unet_lr: float = 1e-3
+    snr_gamma: float = 5.0
     warmup: int = 100
     caption_dropout: float = 0.1
     noise_offset: float = 0.1
     checkpoint_every: int = 250
     eval_prompts: int = 200
     eval_steps: int = 20
-    guidance_scale: float = 4.0
+    guidance_scale: float = 2.5
 
 
 def toy_words() -> list[str]:
@@ -90,6 +91,8 @@ def build_models(seed: int, tokenizer_dir: Path):
         layers_per_block=1,
         norm_num_groups=8,
         sample_size=IMAGE_SIZE,
+        # No attention in the VAE's mid block: at 16x16 it cost a quarter of each VAE step.
+        mid_block_add_attention=False,
     )
     # The posterior starts nearly deterministic (std ~ 0.007): with the default std of 1
     # the decoder first sees mostly noise and learns several times slower.
@@ -100,14 +103,21 @@ def build_models(seed: int, tokenizer_dir: Path):
         sample_size=IMAGE_SIZE // 2,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(32, 64),
+        block_out_channels=(32, 64, 64),
         layers_per_block=1,
-        # Cross-attention at 8x8 only: attention over 16x16 tokens costs more than it adds.
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        # Cross-attention at 8x8 and 4x4 only: attention over 16x16 tokens costs more than it
+        # adds. The 4x4 level is what lets shapes form: without it, shape kind stayed near
+        # chance in every budget we tried (GPU sweep: shape third 0.16-0.30 vs 0.69-0.77).
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=64,
         attention_head_dim=8,
         norm_num_groups=16,
+        # The attention-pooled caption is also added to the timestep embedding (diffusers'
+        # `addition_embed_type="text"`), so every ResBlock sees the prompt, not only the
+        # cross-attention layers; with the 4x4 level it lifted held-out fidelity 0.64 -> 0.85.
+        addition_embed_type="text",
+        encoder_hid_dim=64,
     )
     # DDPM's linear schedule, not SD1.5's scaled-linear: on 16x16 latents SD's schedule leaves
     # enough signal at t = T (alpha_bar 0.0047) that samples started from pure noise come out
@@ -117,7 +127,9 @@ def build_models(seed: int, tokenizer_dir: Path):
         beta_start=0.0001,
         beta_end=0.02,
         beta_schedule="linear",
-        prediction_type="epsilon",
+        # v-prediction with min-SNR weighting (Hang et al. 2023) learned shapes faster than
+        # epsilon at the same budget (held-out fidelity 0.88 vs 0.85 at 3000 steps).
+        prediction_type="v_prediction",
         clip_sample=False,
         steps_offset=1,
     )
@@ -178,7 +190,10 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, prefix: str) -
     opt.load_state_dict(sd)
 
 
-def train_vae(vae, images: torch.Tensor, settings: ToySDSettings, work: Path, progress: bool):
+def train_vae(
+    vae, images: torch.Tensor, settings: ToySDSettings, work: Path, progress: bool,
+    position: int = 0,
+):  # fmt: skip
     ckpt = work / "vae.safetensors"
     opt = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
     start = 0
@@ -191,7 +206,8 @@ def train_vae(vae, images: torch.Tensor, settings: ToySDSettings, work: Path, pr
     gen = torch.Generator().manual_seed(settings.seed + 10)
     for _ in range(start):  # replay the data order so a resumed run sees the same batches
         torch.randint(len(images), (settings.vae_batch,), generator=gen)
-    bar = tqdm(range(start, settings.vae_steps), desc="toy-sd vae", disable=not progress)
+    bar = tqdm(range(start, settings.vae_steps), desc="toy-sd vae", disable=not progress,
+               position=position)  # fmt: skip
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = settings.vae_lr * _lr_at(step, settings.vae_steps, 50)
@@ -213,14 +229,15 @@ def train_vae(vae, images: torch.Tensor, settings: ToySDSettings, work: Path, pr
 
 
 @torch.no_grad()
-def encode_latents(vae, images: torch.Tensor, work: Path, progress: bool):
+def encode_latents(vae, images: torch.Tensor, work: Path, progress: bool, position: int = 0):
     """Latent mean and std of every image, computed once and cached."""
     cache = work / "latents.safetensors"
     if cache.is_file():
         data = load_file(str(cache))
         return data["mean"], data["std"]
     means, stds = [], []
-    for i in tqdm(range(0, len(images), 256), desc="toy-sd encode", disable=not progress):
+    for i in tqdm(range(0, len(images), 256), desc="toy-sd encode", disable=not progress,
+                  position=position):  # fmt: skip
         dist = vae.encode(images[i : i + 256] * 2 - 1).latent_dist
         means.append(dist.mean)
         stds.append(dist.std)
@@ -232,6 +249,7 @@ def encode_latents(vae, images: torch.Tensor, work: Path, progress: bool):
 def train_unet(
     unet, text_encoder, tokenizer, scheduler, prompts, mean, std, scaling: float,
     settings: ToySDSettings, work: Path, progress: bool, stop_after: int | None = None,
+    position: int = 0,
 ):  # fmt: skip
     """Denoising training of UNet + text encoder; `stop_after` simulates an interruption."""
     ckpt = work / "unet.safetensors"
@@ -252,8 +270,10 @@ def train_unet(
     ).input_ids
     empty = ids[-1]
     ids = ids[:-1]
+    alphas = scheduler.alphas_cumprod
+    snr_all = alphas / (1 - alphas)
     end = settings.unet_steps if stop_after is None else min(stop_after, settings.unet_steps)
-    bar = tqdm(range(start, end), desc="toy-sd unet", disable=not progress)
+    bar = tqdm(range(start, end), desc="toy-sd unet", disable=not progress, position=position)
     for step in bar:
         # One generator per step: a resumed run draws exactly the batches it would have.
         gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
@@ -271,7 +291,10 @@ def train_unet(
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
         x_t = scheduler.add_noise(x0, noise, t)
         cond = text_encoder(batch_ids)[0]
-        loss = (unet(x_t, t, cond).sample - noise).pow(2).mean()
+        per_image = (unet(x_t, t, cond).sample - scheduler.get_velocity(x0, noise, t)).pow(2)
+        # Min-SNR-gamma weights for v-prediction: min(SNR, gamma) / (SNR + 1).
+        snr = snr_all[t]
+        loss = (per_image.mean((1, 2, 3)) * snr.clamp(max=settings.snr_gamma) / (snr + 1)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -294,7 +317,7 @@ def load_pipeline(path: str | Path):
 
 
 @torch.no_grad()
-def sample(pipe, prompts: list[str], seed: int, steps: int = 20, guidance: float = 4.0):
+def sample(pipe, prompts: list[str], seed: int, steps: int = 20, guidance: float = 2.5):
     """Images [B,3,H,W] in [0,1] for `prompts`, one seeded generator per prompt."""
     gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
     out = pipe(
@@ -305,7 +328,7 @@ def sample(pipe, prompts: list[str], seed: int, steps: int = 20, guidance: float
 
 
 def evaluate_toy_sd(
-    path: str | Path, n: int = 200, seed: int = 1234, steps: int = 20, guidance: float = 4.0,
+    path: str | Path, n: int = 200, seed: int = 1234, steps: int = 20, guidance: float = 2.5,
     batch: int = 50,
 ) -> dict[str, float]:  # fmt: skip
     """Mean `toy:fidelity` on `n` held-out prompts and seconds per image."""
@@ -330,7 +353,7 @@ def evaluate_toy_sd(
 
 def build_toy_sd(
     out_dir: str | Path, work_dir: str | Path, settings: ToySDSettings | None = None,
-    progress: bool = True,
+    progress: bool = True, position: int = 0,
 ) -> dict:  # fmt: skip
     """Train toy-sd from scratch (resuming from `work_dir`) and save it to `out_dir`."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -342,14 +365,14 @@ def build_toy_sd(
     tokenizer_dir = save_clip_tokenizer(toy_words(), work / "tokenizer", TEXT_MAX_LENGTH)
     tokenizer, text_encoder, vae, unet, scheduler = build_models(settings.seed, tokenizer_dir)
     prompts, flat, vae_images = training_images(settings)
-    train_vae(vae, vae_images, settings, work, progress)
+    train_vae(vae, vae_images, settings, work, progress, position)
     vae.eval()
-    mean, std = encode_latents(vae, flat, work, progress)
+    mean, std = encode_latents(vae, flat, work, progress, position)
     scaling = float(1 / mean.std())
     vae.register_to_config(scaling_factor=scaling)
     train_unet(
         unet, text_encoder, tokenizer, scheduler, prompts, mean, std, scaling, settings, work,
-        progress,
+        progress, position=position,
     )  # fmt: skip
     out = Path(out_dir)
     pipe = StableDiffusionPipeline(
@@ -385,11 +408,11 @@ exactly like SD1.5: `StableDiffusionPipeline.from_pretrained(path)`.
 
 | component | class | parameters |
 |---|---|---|
-| unet | UNet2DConditionModel, blocks (32, 64), cross-attn at 8x8, 16x16x4 | {count(unet):,} |
+| unet | UNet2DConditionModel (32, 64, 64), attn at 8x8 + 4x4, text time embed | {count(unet):,} |
 | vae | AutoencoderKL, blocks (16, 32), 32x32 RGB -> 16x16x4 | {count(vae):,} |
 | text_encoder | CLIPTextModel, 2 layers, width 64 | {count(text_encoder):,} |
 | tokenizer | CLIPTokenizer (byte-level BPE, {len(tokenizer)} tokens, one per toy word) | - |
-| scheduler | DDIMScheduler, trailing spacing (trained as DDPM, linear betas, epsilon) | - |
+| scheduler | DDIMScheduler, trailing spacing (trained as DDPM, linear betas, v-prediction) | - |
 
 ## Training (`mmalign toy build --only sd`, seed {s["seed"]})
 - Data: {s["num_images"]} jittered flat renders of train-split prompts (held-out
@@ -400,7 +423,8 @@ exactly like SD1.5: `StableDiffusionPipeline.from_pretrained(path)`.
   {vae.config.scaling_factor:.4f} (1 / std of the latents).
 - UNet + text encoder: {s["unet_steps"]} AdamW steps, batch {s["unet_batch"]}, lr
   {s["unet_lr"]} (warmup {s["warmup"]}, cosine), {s["caption_dropout"]:.0%} empty captions for
-  classifier-free guidance, offset noise {s["noise_offset"]}, latents encoded once and cached.
+  classifier-free guidance, offset noise {s["noise_offset"]}, min-SNR-{s["snr_gamma"]:g} loss
+  weights, latents encoded once and cached.
 - Wall time on the 2-core build machine: {metrics["train_seconds"] / 60:.1f} min.
 
 ## Measured quality
