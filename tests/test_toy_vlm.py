@@ -151,8 +151,7 @@ def test_resume_matches_straight_run(tokenizer, tmp_path, restart_at):
 
 @pytest.mark.skipif(
     not SHIPPED.is_dir(),
-    reason=f"toy-vlm is not built yet at {SHIPPED}; build it with "
-    "`python -m mmalign.data.toy.vlm mmalign/data/toy/models/toy-vlm`",
+    reason=f"toy-vlm is not built yet at {SHIPPED}; build it with `mmalign toy build --only vlm`",
 )
 def test_shipped_model_answers_heldout_questions():
     metrics = vlm.evaluate_toy_vlm(SHIPPED, n=60, seed=7)

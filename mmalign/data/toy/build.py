@@ -37,7 +37,8 @@ def _build_one(
         from .vlm import build_toy_vlm
 
         result = build_toy_vlm(out, work_dir=work / "vlm", seed=seed, progress=progress,
-                               position=position)  # fmt: skip
+                               position=position,
+                               command=f"mmalign toy build --only vlm --seed {seed}")  # fmt: skip
     result["wall_seconds"] = time.perf_counter() - start
     result["threads"] = torch.get_num_threads()
     return result
