@@ -18,7 +18,6 @@ The build has three resumable stages, each checkpointed in `work_dir`:
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .clip_tokenizer import save_clip_tokenizer
 from .render import render_batch
+from .schedule import lr_factor
 from .world import all_prompts, sample_prompts
 
 IMAGE_SIZE = 32
@@ -145,12 +145,6 @@ def training_images(settings: ToySDSettings) -> tuple[list[str], torch.Tensor, t
     return prompts, flat, torch.cat([flat[1::3], flat[2::3], outlined])
 
 
-def _lr_at(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def _save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     tmp = path.with_suffix(".tmp")
     save_file(
@@ -210,7 +204,7 @@ def train_vae(
                position=position)  # fmt: skip
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = settings.vae_lr * _lr_at(step, settings.vae_steps, 50)
+            group["lr"] = settings.vae_lr * lr_factor(step, settings.vae_steps, 50)
         x = images[torch.randint(len(images), (settings.vae_batch,), generator=gen)] * 2 - 1
         torch.manual_seed(settings.seed * 100003 + step)
         posterior = vae.encode(x).latent_dist
@@ -278,7 +272,7 @@ def train_unet(
         # One generator per step: a resumed run draws exactly the batches it would have.
         gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         for group in opt.param_groups:
-            group["lr"] = settings.unet_lr * _lr_at(step, settings.unet_steps, settings.warmup)
+            group["lr"] = settings.unet_lr * lr_factor(step, settings.unet_steps, settings.warmup)
         idx = torch.randint(len(prompts), (settings.unet_batch,), generator=gen)
         eps_latent = torch.randn(mean[idx].shape, generator=gen)
         x0 = (mean[idx] + std[idx] * eps_latent) * scaling
