@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .checkpoint import optimizer_tensors, read_meta, restore_optimizer, save_tensors
 from .clip_tokenizer import save_clip_tokenizer
 from .render import render_batch
 from .schedule import lr_factor
@@ -145,43 +146,10 @@ def training_images(settings: ToySDSettings) -> tuple[list[str], torch.Tensor, t
     return prompts, flat, torch.cat([flat[1::3], flat[2::3], outlined])
 
 
-def _save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()},
-        str(tmp),
-        metadata={"meta": json.dumps(meta)},
-    )
-    tmp.replace(path)  # a crash never leaves half a checkpoint
-
-
 def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
     if not path.is_file():
         return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["meta"])
-    return load_file(str(path)), meta
-
-
-def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
-    out = {}
-    for i, state in opt.state_dict()["state"].items():
-        for k, v in state.items():
-            out[f"{prefix}{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return out
-
-
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, prefix: str) -> None:
-    sd = opt.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith(prefix):
-            index, name = key[len(prefix) :].split(".", 1)
-            state.setdefault(int(index), {})[name] = value
-    sd["state"] = state
-    opt.load_state_dict(sd)
+    return load_file(str(path)), read_meta(path)
 
 
 def train_vae(
@@ -195,7 +163,7 @@ def train_vae(
     if found is not None:
         tensors, meta = found
         vae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("vae.")})
-        _restore_optimizer(opt, tensors, "opt.")
+        restore_optimizer(opt, tensors, "opt.")
         start = meta["step"]
     gen = torch.Generator().manual_seed(settings.seed + 10)
     for _ in range(start):  # replay the data order so a resumed run sees the same batches
@@ -217,8 +185,8 @@ def train_vae(
         bar.set_postfix(rec=f"{rec.item():.4f}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.vae_steps:
             tensors = {f"vae.{k}": v for k, v in vae.state_dict().items()}
-            tensors.update(_optimizer_tensors(opt, "opt."))
-            _save_checkpoint(ckpt, tensors, {"step": step + 1})
+            tensors.update(optimizer_tensors(opt, "opt."))
+            save_tensors(ckpt, tensors, {"step": step + 1})
     return vae
 
 
@@ -257,7 +225,7 @@ def train_unet(
         text_encoder.load_state_dict(
             {k[5:]: v for k, v in tensors.items() if k.startswith("text.")}
         )
-        _restore_optimizer(opt, tensors, "opt.")
+        restore_optimizer(opt, tensors, "opt.")
         start = meta["step"]
     ids = tokenizer(
         [*prompts, ""], padding="max_length", max_length=TEXT_MAX_LENGTH, return_tensors="pt"
@@ -297,8 +265,8 @@ def train_unet(
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 in (end, settings.unet_steps):
             tensors = {f"unet.{k}": v for k, v in unet.state_dict().items()}
             tensors.update({f"text.{k}": v for k, v in text_encoder.state_dict().items()})
-            tensors.update(_optimizer_tensors(opt, "opt."))
-            _save_checkpoint(ckpt, tensors, {"step": step + 1})
+            tensors.update(optimizer_tensors(opt, "opt."))
+            save_tensors(ckpt, tensors, {"step": step + 1})
 
 
 def load_pipeline(path: str | Path):

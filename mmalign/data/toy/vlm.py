@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from .checkpoint import optimizer_tensors, read_meta, restore_optimizer, save_tensors
 from .render import render_batch
 from .schedule import lr_factor
 from .world import COLORS, SHAPES, ToyPrompt, prompts
@@ -488,23 +488,14 @@ def _unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _save_checkpoint(path: Path, module: torch.nn.Module, opt, meta: dict) -> None:
     tensors = {f"model.{k}": v for k, v in _unique_state(module).items()}
-    for i, state in opt.state_dict()["state"].items():
-        for k, v in state.items():
-            tensors[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    tensors.update(optimizer_tensors(opt, "opt."))
     tensors["rng.torch"] = torch.get_rng_state()
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
-    tmp.replace(path)  # a crash never leaves half a checkpoint
-
-
-def _read_meta(path: Path) -> dict:
-    with safe_open(str(path), "pt") as f:
-        return json.loads(f.metadata()["meta"])
+    save_tensors(path, tensors, meta)
 
 
 def _load_checkpoint(path: Path, module: torch.nn.Module, opt, fingerprint: str) -> int:
     """Restore module, optimizer and RNG from `path`; returns the step to continue from."""
-    if _read_meta(path)["fingerprint"] != fingerprint:
+    if read_meta(path)["fingerprint"] != fingerprint:
         raise ValueError(
             f"checkpoint {path} was written by different settings; pass resume=False to start "
             "over, or another work_dir"
@@ -514,16 +505,9 @@ def _load_checkpoint(path: Path, module: torch.nn.Module, opt, fingerprint: str)
     missing = module.load_state_dict(state, strict=False).missing_keys
     if set(missing) - (set(module.state_dict()) - set(_unique_state(module))):
         raise ValueError(f"checkpoint {path} lacks {sorted(missing)[:5]}")
-    sd = opt.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            index, name = key[4:].split(".", 1)
-            state.setdefault(int(index), {})[name] = value
-    sd["state"] = state
-    opt.load_state_dict(sd)
+    restore_optimizer(opt, tensors, "opt.")
     torch.set_rng_state(tensors["rng.torch"])
-    return int(_read_meta(path)["step"])
+    return int(read_meta(path)["step"])
 
 
 def _fit(
