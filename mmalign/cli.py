@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import ConfigError
 
@@ -39,10 +40,108 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import Config
+    from .train.loop import train
+
+    cfg = load_config(Config, args.config, args.overrides)
+    if cfg.model.kind != "diffusion":
+        raise ConfigError("model.kind: only diffusion training is available so far")
+    from .diffusion.recipe import DiffusionRecipe
+
+    result = train(cfg, DiffusionRecipe)
+    if result.saved:
+        print(f"mmalign: trained {result.steps} steps in {result.seconds:.0f} s")
+        print(f"weights: {result.saved['path']}")
+        print(f"metrics: {result.output_dir / 'metrics.jsonl'}")
+    return 0
+
+
+def _sampling_defaults(model, steps: int | None, guidance: float | None) -> tuple[int, float]:
+    """The toy-sd card's sampler (20 steps, guidance 2.5); else 50 steps, guidance 7.5 (SD1.5)
+    or 5.0 (SDXL)."""
+    from .data.toy.paths import MODELS_DIR
+
+    toy = str(model.source).startswith(str(MODELS_DIR))
+    default_steps = 20 if toy else 50
+    default_guidance = 2.5 if toy else (5.0 if model.family == "sdxl" else 7.5)
+    return steps or default_steps, default_guidance if guidance is None else guidance
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from .diffusion import apply_lora, load_pipeline, load_tuned
+    from .eval.grid import image_grid
+    from .eval.winrate import _pil, generate
+
+    if Path(args.model).joinpath("mmalign_run.json").is_file():
+        model = load_tuned(args.model)
+    else:
+        model = load_pipeline(args.model)
+    if args.lora:
+        apply_lora(model, args.lora)
+    steps, guidance = _sampling_defaults(model, args.steps, args.guidance)
+    prompts = [p for p in args.prompt for _ in range(args.n)]
+    images = generate(
+        model.pipe, prompts, seed=args.seed, steps=steps, guidance=guidance,
+        batch_size=args.batch_size,
+    )  # fmt: skip
+    grid = image_grid([_pil(images)], [f"seed {args.seed}, {steps} steps, cfg {guidance}"], prompts)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    grid.save(args.out)
+    print(f"grid: {Path(args.out).resolve()}")
+    return 0
+
+
+def _cmd_eval_winrate(args: argparse.Namespace) -> int:
+    from .diffusion import load_pipeline, load_tuned
+    from .diffusion.recipe import resolve_prompts, run_info
+    from .eval.winrate import run_winrate
+
+    info = run_info(args.tuned)
+    base_name = args.base or (info or {}).get("base")
+    if base_name is None:
+        raise ConfigError("--base is needed unless --tuned is a training output_dir")
+    base = load_pipeline(base_name)
+    tuned = load_tuned(args.tuned, base_name)
+    prompts = resolve_prompts(args.prompts)
+    if args.n is not None:
+        prompts = prompts[: args.n]
+    steps, guidance = _sampling_defaults(base, args.steps, args.guidance)
+    results = run_winrate(
+        base.pipe, tuned.pipe, prompts, args.scorers.split(","), args.out, seed=args.seed,
+        steps=steps, guidance=guidance, batch_size=args.batch_size,
+        meta={"base": base.source, "tuned": str(args.tuned), "prompt_source": args.prompts},
+    )  # fmt: skip
+    for name, r in results["scorers"].items():
+        lo, hi = r["ci95"]
+        print(
+            f"{name}: win rate {r['win_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}, n={r['n']}), "
+            f"mean {r['base_mean']:.4f} -> {r['tuned_mean']:.4f}"
+        )
+    print(f"results: {Path(args.out).resolve() / 'results.json'}")
+    print(f"grid: {Path(results['grid']).resolve()}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import CONFIG, run_demo
+
+    print(f"mmalign demo: MaPO on toy-sd ({CONFIG.name}), then a win rate over the base ...")
+    report, results = run_demo(args.out, overrides=tuple(args.overrides))
+    r = results["scorers"]["toy:fidelity"]
+    lo, hi = r["ci95"]
+    print(report.read_text())
+    print(f"win rate on toy:fidelity: {r['win_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%})")
+    print(f"grid: {Path(results['grid']).resolve()}")
+    print(f"report: {report.resolve()}")
+    return 0
+
+
+def _cmd_showcase(args: argparse.Namespace) -> int:
     from .showcase import run_showcase
 
-    print("mmalign demo: every registered loss trains a 16-item bandit policy ...")
+    print("mmalign showcase: every registered loss trains a 16-item bandit policy ...")
     report = run_showcase(args.out, steps=args.steps, seed=args.seed)
     print(report.read_text())
     print(f"report: {report.resolve()}")
@@ -113,11 +212,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.set_defaults(func=_cmd_config_show)
 
-    p = sub.add_parser("demo", help="run the main job on the toy world and print its report")
+    p = sub.add_parser("train", help="train a recipe: mmalign train CONFIG [key=value ...]")
+    p.add_argument("config", help="YAML recipe, e.g. configs/toy/mapo.yaml")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.max_steps=100"
+    )
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("sample", help="sample an image grid from a diffusion model")
+    p.add_argument("model", help="pipeline folder, hub id, toy:sd, or a training output_dir")
+    p.add_argument("--lora", default=None, help="a LoRA folder to load on top")
+    p.add_argument("--prompt", action="append", required=True, help="repeat for more prompts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=1, help="images per prompt (seeds seed, seed+1, ...)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", default="samples/grid.png", help="PNG path (default samples/grid.png)")
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("eval", help="evaluate models")
+    eval_sub = p.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
+    w = eval_sub.add_parser("winrate", help="win rate of a tuned model over its base")
+    w.add_argument("--base", default=None, help="base model (default: the run's base)")
+    w.add_argument("--tuned", required=True, help="pipeline, LoRA folder or training output_dir")
+    w.add_argument("--prompts", default="toy:heldout", help="toy:heldout[:N] or a text file")
+    w.add_argument("--n", type=int, default=None, help="use only the first N prompts")
+    w.add_argument("--scorers", default="toy:fidelity", help="comma-separated scorer names")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--steps", type=int, default=None)
+    w.add_argument("--guidance", type=float, default=None)
+    w.add_argument("--batch-size", type=int, default=50)
+    w.add_argument("--out", required=True, help="output folder (results.json, grid.png)")
+    w.set_defaults(func=_cmd_eval_winrate)
+
+    p = sub.add_parser(
+        "demo", help="the main job on the toy world: train MaPO on toy-sd, report its win rate"
+    )
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("showcase", help="every registered loss on a 16-item bandit (seconds)")
+    p.add_argument("--out", default="runs/showcase", help="output folder")
     p.add_argument("--steps", type=int, default=300, help="optimisation steps per loss")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=_cmd_showcase)
 
     p = sub.add_parser("toy", help="the toy world: base models and datasets")
     toy_sub = p.add_subparsers(dest="toy_command", metavar="ACTION", required=True)
@@ -154,6 +294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as err:
         print(f"mmalign: config error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        from .train.loop import TrainingError
+
+        if not isinstance(err, TrainingError):
+            raise
+        print(f"mmalign: training stopped: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:  # bad input the user can fix: a clear message, no traceback
+        print(f"mmalign: error: {err}", file=sys.stderr)
         return 2
     except FileNotFoundError as err:
         print(f"mmalign: error: {err}", file=sys.stderr)

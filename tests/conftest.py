@@ -22,3 +22,9 @@ def make_scores(batch: int = 8, seed: int = 0, *, lengths: bool = False) -> Pair
 @pytest.fixture
 def scores() -> PairScores:
     return make_scores()
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Built toy data and pre-encoding caches go to a per-session temporary folder."""
+    monkeypatch.setenv("MMALIGN_CACHE", str(tmp_path_factory.getbasetemp() / "mmalign-cache"))

@@ -1,5 +1,21 @@
-"""Training: the config schema (and, with the diffusion issue, the one training loop)."""
+"""Training: the config schema and the one training loop every recipe uses."""
 
-from .config import Config, DataConfig, LoraConfig, ModelConfig, TrainConfig
+from .config import (
+    Config,
+    DataConfig,
+    DiffusionConfig,
+    LoraConfig,
+    ModelConfig,
+    TrainConfig,
+    ValidationConfig,
+)
 
-__all__ = ["Config", "DataConfig", "LoraConfig", "ModelConfig", "TrainConfig"]
+__all__ = [
+    "Config",
+    "DataConfig",
+    "DiffusionConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "ValidationConfig",
+]

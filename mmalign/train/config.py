@@ -21,6 +21,7 @@ class ModelConfig:
     revision: str | None = None
     variant: str | None = None  # e.g. "fp16" weight files
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # full precision unless asked
+    vae: str | None = None  # an fp16-safe VAE; without it the VAE stays float32
 
 
 @dataclass
@@ -37,9 +38,40 @@ class LoraConfig:
 
 @dataclass
 class DataConfig:
-    path: str  # a local dataset folder or a hub id
+    path: str  # a local dataset folder, a hub id, or toy:<kind> (built on first use, cached)
     split: str  # named explicitly: there is no silent default split
     max_samples: int | None = None
+    toy: dict[str, Any] | None = None  # toy:<kind> builder options, e.g. {n: 512}
+    num_workers: int = 0  # DataLoader workers decoding images
+
+
+@dataclass
+class DiffusionConfig:
+    """Diffusion-only settings (METHODS.md section 2)."""
+
+    resolution: int | None = None  # None: the UNet's native size
+    caption_dropout: float = 0.2  # share of pairs trained on the empty prompt (both images)
+    precompute: bool = False  # encode latents + text once into a cache; never run the encoders
+    cache_dir: str | None = None  # default: $MMALIGN_CACHE/encoded/<fingerprint>
+    reference: Literal["auto", "adapters", "copy"] = "auto"  # auto: adapters with LoRA
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ValueError(
+                f"diffusion.caption_dropout must be in [0, 1), got {self.caption_dropout}"
+            )
+
+
+@dataclass
+class ValidationConfig:
+    """A fixed-seed sample grid every `every` steps (0: only after the last step)."""
+
+    every: int = 0
+    prompts: list[str] | str = "toy:heldout:8"  # a list, or toy:heldout:N
+    seed: int = 0
+    steps: int = 20
+    guidance: float = 5.0
+    enabled: bool = True
 
 
 @dataclass
@@ -63,11 +95,14 @@ class TrainConfig:
     checkpoint_every: int = 500
     checkpoint_total_limit: int | None = 3
     resume_from: str | None = None  # "latest" or a checkpoint folder
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # also wandb, trackio
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if not self.learning_rate > 0:
             raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
 
@@ -83,6 +118,8 @@ class Config:
     objective: list[dict[str, Any]] = field(default_factory=_default_objective)
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraConfig | None = field(default_factory=LoraConfig)  # null: full fine-tune
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     output_dir: str = "runs/mmalign"
 
     def __post_init__(self) -> None:

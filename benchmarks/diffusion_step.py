@@ -1,0 +1,596 @@
+"""Seconds per training step and peak memory of mmalign's diffusion preference step.
+
+What is measured: one full optimisation step (encode if needed, score the pairs, loss,
+backward, AdamW step) on the random tiny SD1.5 / SDXL pipelines of `mmalign.diffusion.load`,
+for these variants (each in both families):
+
+    ours-{dpo,mapo}-{lora,full}-{encode,cache}   mmalign's `DiffusionPairScorer` + `Objective`
+    naive-dpo-{lora,full}-encode                 a baseline written the way the public
+                                                 Diffusion-DPO training scripts do it
+
+`ours`: chosen and rejected go through the UNet in one forward over [chosen; rejected]; the
+Diffusion-DPO reference is the same UNet with its adapters disabled (LoRA) or one frozen copy
+(full fine-tune), and MaPO, being reference-free, runs no reference at all. `encode` runs the
+VAE and the text encoders on the pixels every step (`Encoder.encode`); `cache` encodes the
+batch once before timing and reuses the tensors, as training from the pre-encoding cache does.
+
+`naive`: the encoders run every step, chosen and rejected take separate UNet forwards, and the
+reference is a second full UNet (a deepcopy of the base) run separately on chosen and rejected,
+for both LoRA and the full fine-tune.
+
+Every variant runs in its own child process (this file with `--variant NAME --json`), so its
+peak memory is its own: the child's peak RSS (`ru_maxrss`) on CPU, and
+`torch.cuda.max_memory_allocated()` on CUDA. The time is the median of the timed steps after
+the warm-up steps. The parent prints one table of the variants and one of the ratios the
+project's acceptance asks for, each computed from this run's own numbers and marked PASS or
+MISS against its target:
+
+    MaPO time / DPO time           <= 0.75
+    MaPO peak / DPO peak           <  1
+    cache speed-up (encode / cache time) >= 1.3
+    ours time / naive time         <= 0.7
+
+Run `python benchmarks/diffusion_step.py --help` for the options; `--quick` is a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+Impl = Literal["ours", "naive"]
+LossName = Literal["dpo", "mapo"]
+TrainKind = Literal["lora", "full"]
+FAMILIES = ("sd", "sdxl")
+DPO_BETA = 2500.0  # Diffusion-DPO's SD1.5 value; it changes no timing, only the loss value
+JSON_MARK = "BENCH_JSON "
+QUICK = {"steps": 2, "warmup": 1, "batch": 2, "resolution": 32}
+FULL = {"steps": 4, "warmup": 1, "batch": 8, "resolution": 64}
+
+
+@dataclass(frozen=True)
+class Variant:
+    impl: Impl
+    loss: LossName
+    train: TrainKind
+    cache: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.impl}-{self.loss}-{self.train}-{'cache' if self.cache else 'encode'}"
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        *(
+            Variant("ours", loss, train, cache)
+            for train in ("lora", "full")
+            for loss in ("dpo", "mapo")
+            for cache in (False, True)
+        ),
+        Variant("naive", "dpo", "lora", False),
+        Variant("naive", "dpo", "full", False),
+    ]
+}
+
+
+# ------------------------------------------------------------------------------ the child
+
+
+def _rss_mb() -> float:
+    """The current resident set size (Linux /proc; elsewhere the peak is the best we have)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return _peak_rss_mb()
+    return pages * resource.getpagesize() / 2**20
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB here
+
+
+def _pixel_batch(batch: int, resolution: int) -> dict[str, Any]:
+    """A collated `PairImages` batch of random pixels: the step's cost does not depend on the
+    image content, and random pixels need no toy dataset to be rendered first."""
+    import torch
+
+    from mmalign.data.toy.world import sample_prompts
+
+    g = torch.Generator().manual_seed(0)
+    r = float(resolution)
+    return {
+        # The toy world's prompts fit the tiny pipelines' 24-token tokenizer untruncated.
+        "prompt": [p.text for p in sample_prompts(batch, "train", 0)],
+        "pixels": torch.rand((batch, 2, 3, resolution, resolution), generator=g) * 2 - 1,
+        "time_ids": torch.tensor([r, r, 0.0, 0.0, r, r]).expand(batch, 2, 6).clone(),
+        "label": torch.ones(batch),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _ours(
+    model: Any, variant: Variant, pixels: dict[str, Any], rank: int, device: torch.device
+) -> tuple[Callable[[int], float], torch.nn.Module]:
+    """mmalign's step, as `mmalign train` runs it for a diffusion recipe."""
+    import torch
+
+    from mmalign.diffusion import DiffusionPairScorer
+    from mmalign.diffusion.encode import Encoder
+    from mmalign.diffusion.lora import add_lora
+    from mmalign.losses import Objective
+    from mmalign.train import LoraConfig
+
+    unet = model.unet
+    if variant.train == "lora":
+        add_lora(unet, LoraConfig(rank=rank))
+    else:
+        unet.requires_grad_(True)
+    spec = {"loss": "dpo", "beta": DPO_BETA} if variant.loss == "dpo" else {"loss": "mapo"}
+    objective = Objective.from_config([spec])
+    reference = "adapters" if variant.train == "lora" else "copy"
+    encoder = Encoder(model)
+    scorer = DiffusionPairScorer(
+        model, encoder.empty(), reference=reference if objective.needs_reference else "none"
+    )
+    if scorer.reference_unet is not None:
+        scorer.reference_unet.to(device)
+    batch = pixels
+    cached: dict[str, torch.Tensor] | None = None
+    if variant.cache:
+        # The cache is written once before training; the recipe then keeps the encoders off
+        # the accelerator, so they hold no device memory during the steps.
+        rows = list(range(len(pixels["prompt"])))
+        cached = {k: v.to(device) for k, v in encoder.encode(pixels, rows).items()}
+        for name in ("vae", "text_encoder", "text_encoder_2"):
+            module = getattr(model.pipe, name, None)
+            if module is not None:
+                module.to("cpu")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+    optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=1e-5)
+    b = len(pixels["prompt"])
+    unet.train()
+
+    def step(i: int) -> float:
+        if cached is None:
+            encoded = encoder.encode(batch, list(range(i * b, (i + 1) * b)))
+            inputs = {k: v.to(device) for k, v in encoded.items()}
+        else:
+            inputs = cached
+        seeds = torch.arange(b) + i * b  # one seed per pair, as the loop derives them
+        scores = scorer(unet, inputs, seeds, with_reference=objective.needs_reference, base=unet)
+        loss = objective(scores).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return step, unet
+
+
+def _naive(
+    model: Any, variant: Variant, pixels: dict[str, Any], rank: int, device: torch.device
+) -> tuple[Callable[[int], float], torch.nn.Module]:
+    """The baseline: what the public Diffusion-DPO scripts do, with the same math."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    from mmalign.diffusion.lora import add_lora
+    from mmalign.train import LoraConfig
+
+    pipe = model.pipe
+    sdxl = model.family == "sdxl"
+    unet = pipe.unet
+    # A second full UNet as the reference, copied before any adapter is added.
+    ref_unet = copy.deepcopy(unet).requires_grad_(False).eval()
+    if variant.train == "lora":
+        add_lora(unet, LoraConfig(rank=rank))
+    else:
+        unet.requires_grad_(True)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    num_t = int(scheduler.config.num_train_timesteps)
+    vae = pipe.vae
+    optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=1e-5)
+    b = len(pixels["prompt"])
+
+    def encode_text(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = pipe.encode_prompt(
+            prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+        return out[0], (out[2] if sdxl else None)
+
+    with torch.no_grad():
+        empty_embeds, empty_pooled = encode_text([""])
+    unet.train()
+
+    def step(i: int) -> float:
+        gen = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            px = pixels["pixels"].to(device, vae.dtype)
+            flat = torch.cat([px[:, 0], px[:, 1]])
+            latents = vae.encode(flat).latent_dist.sample() * vae.config.scaling_factor
+            embeds, pooled = encode_text(list(pixels["prompt"]))
+        drop = (torch.rand(b, generator=gen) < 0.2).to(device)  # caption dropout, as ours
+        embeds = torch.where(drop.view(-1, 1, 1), empty_embeds.expand_as(embeds), embeds)
+        if pooled is not None and empty_pooled is not None:
+            pooled = torch.where(drop.view(-1, 1), empty_pooled.expand_as(pooled), pooled)
+        lat_c, lat_r = latents[:b], latents[b:]
+        noise = torch.randn(lat_c.shape, generator=gen).to(device)
+        t = torch.randint(0, num_t, (b,), generator=gen).to(device)
+        time_ids = pixels["time_ids"].to(device)
+
+        def mse(net: torch.nn.Module, x0: torch.Tensor, side: int) -> torch.Tensor:
+            noisy = scheduler.add_noise(x0, noise, t)
+            if model.prediction_type == "epsilon":
+                target = noise
+            else:
+                target = scheduler.get_velocity(x0, noise, t)
+            kwargs: dict[str, Any] = {}
+            if sdxl:
+                kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids[:, side]}
+            pred = net(noisy, t, embeds, **kwargs).sample
+            return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+
+        mse_c, mse_r = mse(unet, lat_c, 0), mse(unet, lat_r, 1)
+        with torch.no_grad():
+            ref_c, ref_r = mse(ref_unet, lat_c, 0), mse(ref_unet, lat_r, 1)
+        # Wallace et al. 2024, Eq. 14 as their script writes it.
+        inside = -0.5 * DPO_BETA * ((mse_c - mse_r) - (ref_c - ref_r))
+        loss = -F.logsigmoid(inside).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return step, unet
+
+
+def run_child(args: argparse.Namespace) -> dict[str, Any]:
+    """Build one variant, time its steps and report its peak memory."""
+    # Everything is imported before the baseline RSS is read, so `train_rss_mb` counts the
+    # run (models, optimizer state, activations), not the libraries.
+    import peft  # noqa: F401
+    import torch
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline  # noqa: F401
+
+    from mmalign.diffusion import DiffusionModel, tiny_sd_pipeline, tiny_sdxl_pipeline
+
+    torch.set_num_threads(args.threads)
+    variant = VARIANTS[args.variant]
+    device = torch.device(_device_name(args.device))
+    base_rss = _rss_mb()
+    make = tiny_sdxl_pipeline if args.family == "sdxl" else tiny_sd_pipeline
+    pipe = make(seed=0, prediction_type="epsilon")
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    model = DiffusionModel(pipe, args.family, f"tiny-{args.family}")
+    pixels = _pixel_batch(args.batch, args.resolution)
+    torch.manual_seed(0)  # the LoRA initialisation
+    build = _ours if variant.impl == "ours" else _naive
+    step, unet = build(model, variant, pixels, args.rank, device)
+    times: list[float] = []
+    loss = float("nan")
+    for i in range(args.warmup + args.steps):
+        _sync(device)
+        start = time.perf_counter()
+        loss = step(i)  # float() of the loss already waits for the device
+        _sync(device)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+    peak_rss = _peak_rss_mb()
+    peak_cuda = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {
+        "variant": variant.name,
+        "family": args.family,
+        "device": str(device),
+        "threads": args.threads,
+        "batch": args.batch,
+        "resolution": args.resolution,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "s_per_step": statistics.median(times),
+        "s_per_step_mean": statistics.fmean(times),
+        "s_per_step_min": min(times),
+        "step_times": times,
+        "peak_mb": peak_cuda if peak_cuda is not None else peak_rss,
+        "peak_rss_mb": peak_rss,
+        "peak_cuda_mb": peak_cuda,
+        "base_rss_mb": base_rss,
+        "train_rss_mb": peak_rss - base_rss,
+        "trainable_params": sum(p.numel() for p in unet.parameters() if p.requires_grad),
+        "final_loss": loss,
+    }
+
+
+def _device_name(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+# ----------------------------------------------------------------------------- the parent
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """`metric(numerator) / metric(denominator)`; `{t}` in a name stands for lora or full."""
+
+    name: str
+    numerator: str
+    denominator: str
+    metric: Literal["s_per_step", "peak_mb", "train_rss_mb"]
+    target: float | None
+    op: Literal["<=", "<", ">="] = "<="
+
+
+RATIOS = [
+    Ratio("MaPO/DPO time (cache)", "ours-mapo-{t}-cache", "ours-dpo-{t}-cache", "s_per_step", 0.75),
+    Ratio(
+        "MaPO/DPO time (encode)", "ours-mapo-{t}-encode", "ours-dpo-{t}-encode", "s_per_step", 0.75
+    ),
+    Ratio("MaPO/DPO peak (cache)", "ours-mapo-{t}-cache", "ours-dpo-{t}-cache", "peak_mb", 1, "<"),
+    Ratio(
+        "MaPO/DPO peak (encode)", "ours-mapo-{t}-encode", "ours-dpo-{t}-encode", "peak_mb", 1, "<"
+    ),
+    # On CPU the peak RSS is mostly the libraries (the same in every child), which pulls every
+    # peak ratio towards 1; the same ratio over the RSS the run added shows the difference.
+    Ratio(
+        "MaPO/DPO +run MB (cache)",
+        "ours-mapo-{t}-cache",
+        "ours-dpo-{t}-cache",
+        "train_rss_mb",
+        1,
+        "<",
+    ),
+    Ratio(
+        "MaPO/DPO +run MB (encode)",
+        "ours-mapo-{t}-encode",
+        "ours-dpo-{t}-encode",
+        "train_rss_mb",
+        1,
+        "<",
+    ),
+    Ratio(
+        "cache speed-up DPO", "ours-dpo-{t}-encode", "ours-dpo-{t}-cache", "s_per_step", 1.3, ">="
+    ),
+    Ratio(
+        "cache speed-up MaPO",
+        "ours-mapo-{t}-encode",
+        "ours-mapo-{t}-cache",
+        "s_per_step",
+        1.3,
+        ">=",
+    ),
+    # Like for like: both run the encoders every step.
+    Ratio(
+        "ours/naive time (encode)", "ours-dpo-{t}-encode", "naive-dpo-{t}-encode", "s_per_step", 0.7
+    ),
+    # What a user of the pre-encoding cache gets against the baseline.
+    Ratio(
+        "ours/naive time (ours cache)",
+        "ours-dpo-{t}-cache",
+        "naive-dpo-{t}-encode",
+        "s_per_step",
+        0.7,
+    ),
+    Ratio(
+        "ours/naive peak (encode)", "ours-dpo-{t}-encode", "naive-dpo-{t}-encode", "peak_mb", None
+    ),
+]
+
+
+def _verdict(value: float, target: float | None, op: str) -> str:
+    if target is None:
+        return "-"
+    ok = {"<=": value <= target, "<": value < target, ">=": value >= target}[op]
+    return "PASS" if ok else "MISS"
+
+
+def compute_ratios(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every ratio whose two variants ran (and succeeded) in this run."""
+    rows = []
+    for family, by_variant in results.items():
+        for train in ("lora", "full"):
+            for r in RATIOS:
+                num = by_variant.get(r.numerator.format(t=train), {})
+                den = by_variant.get(r.denominator.format(t=train), {})
+                if r.metric not in num or r.metric not in den:
+                    continue
+                value = num[r.metric] / den[r.metric]
+                rows.append({
+                    "family": family,
+                    "train": train,
+                    "name": r.name,
+                    "numerator": r.numerator.format(t=train),
+                    "denominator": r.denominator.format(t=train),
+                    "metric": r.metric,
+                    "value": value,
+                    "target": r.target,
+                    "op": r.op,
+                    "verdict": _verdict(value, r.target, r.op),
+                })  # fmt: skip
+    return rows
+
+
+def _run_variant(args: argparse.Namespace, family: str, name: str) -> dict[str, Any]:
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--json",
+        "--variant", name, "--family", family,
+        "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--batch", str(args.batch), "--resolution", str(args.resolution),
+        "--rank", str(args.rank), "--device", args.device, "--threads", str(args.threads),
+    ]  # fmt: skip
+    # Every thread-pool knob follows --threads, so children never oversubscribe the machine.
+    threads = str(args.threads)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(JSON_MARK):
+            return dict(json.loads(line[len(JSON_MARK) :]))
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
+    return {
+        "variant": name,
+        "family": family,
+        "error": "\n".join(tail),
+        "returncode": proc.returncode,
+    }
+
+
+def _print_tables(
+    results: dict[str, dict[str, dict[str, Any]]], ratios: list[dict[str, Any]]
+) -> None:
+    device = next((r["device"] for v in results.values() for r in v.values() if "device" in r), "?")
+    peak = "peak MB (cuda alloc)" if device.startswith("cuda") else "peak MB (RSS)"
+    print(f"\n{'family':<6} {'variant':<22} {'s/step':>9} {'min s':>9} {peak:>20} {'+run MB':>8}")
+    for family, by_variant in results.items():
+        for name, r in by_variant.items():
+            if "error" in r:
+                print(f"{family:<6} {name:<22} FAILED: {r['error'].splitlines()[-1:]}")
+                continue
+            print(
+                f"{family:<6} {name:<22} {r['s_per_step']:>9.4f} {r['s_per_step_min']:>9.4f} "
+                f"{r['peak_mb']:>20.1f} {r['train_rss_mb']:>8.1f}"
+            )
+    print(f"\n{'family':<6} {'train':<5} {'ratio':<29} {'value':>7} {'target':>8}  verdict")
+    for row in ratios:
+        target = "-" if row["target"] is None else f"{row['op']} {row['target']:g}"
+        print(
+            f"{row['family']:<6} {row['train']:<5} {row['name']:<29} {row['value']:>7.3f} "
+            f"{target:>8}  {row['verdict']}"
+        )
+
+
+def run_parent(args: argparse.Namespace) -> int:
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    for family in families:
+        if family not in FAMILIES:
+            raise SystemExit(f"--families: unknown family {family!r} (use {', '.join(FAMILIES)})")
+    names = list(VARIANTS) if args.variants is None else args.variants.split(",")
+    for name in names:
+        if name not in VARIANTS:
+            raise SystemExit(f"--variants: unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    start = time.perf_counter()
+    for family in families:
+        results[family] = {}
+        for name in names:
+            r = _run_variant(args, family, name)
+            results[family][name] = r
+            done = "FAILED" if "error" in r else f"{r['s_per_step']:.4f} s/step"
+            print(f"[{time.perf_counter() - start:6.1f}s] {family} {name}: {done}", flush=True)
+    ratios = compute_ratios(results)
+    _print_tables(results, ratios)
+    report = {
+        "benchmark": "diffusion_step",
+        "config": {
+            "families": families, "variants": names, "steps": args.steps,
+            "warmup": args.warmup, "batch": args.batch, "resolution": args.resolution,
+            "rank": args.rank, "device": args.device, "threads": args.threads,
+            "quick": args.quick, "python": sys.version.split()[0],
+        },
+        "results": results,
+        "ratios": ratios,
+    }  # fmt: skip
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {out}")
+    failed = any("error" in r for v in results.values() for r in v.values())
+    return 1 if failed else 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Time mmalign's diffusion preference step against a naive baseline.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--families", default="sd,sdxl", help="comma list of sd, sdxl")
+    p.add_argument(
+        "--variants", default=None, help=f"comma list (default all): {', '.join(VARIANTS)}"
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"timed steps ({FULL['steps']}; quick {QUICK['steps']})",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help=f"untimed steps first ({FULL['warmup']}; quick {QUICK['warmup']})",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help=f"pairs per step ({FULL['batch']}; quick {QUICK['batch']})",
+    )
+    p.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help=f"pixels ({FULL['resolution']}; quick {QUICK['resolution']})",
+    )
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank")
+    p.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available"
+    )
+    p.add_argument(
+        "--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")),
+        help="torch / OpenMP threads of each child (default: $OMP_NUM_THREADS, else 1)",
+    )  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="a smoke run: few small steps")
+    p.add_argument("--out", default=None, help="write the results and ratios as JSON here")
+    # The child side: one variant, its result as one JSON line.
+    p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--family", default="sd", help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="child mode: run --variant, print JSON")
+    args = p.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.json:
+        if args.variant not in VARIANTS:
+            raise SystemExit(f"--json needs --variant, one of {', '.join(VARIANTS)}")
+        print(JSON_MARK + json.dumps(run_child(args)), flush=True)
+        return 0
+    return run_parent(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

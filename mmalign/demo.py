@@ -1,0 +1,53 @@
+"""`mmalign demo`: the main job on the toy world, end to end.
+
+Train `configs/toy/mapo.yaml` (LoRA on toy-sd, building its data on first use), compare the
+result with toy-sd on 200 held-out prompts (same seeds) and write a short report next to
+the win-rate results and the side-by-side grid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import load_config
+
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy" / "mapo.yaml"
+
+
+def run_demo(out: str | Path, config: str | Path = CONFIG, overrides: tuple[str, ...] = ()):
+    from .diffusion import load_pipeline, load_tuned
+    from .diffusion.recipe import DiffusionRecipe, resolve_prompts
+    from .eval.winrate import run_winrate
+    from .train import Config
+    from .train.loop import train
+
+    out = Path(out)
+    run_dir = out / "train"
+    cfg = load_config(Config, config, [f"output_dir={run_dir}", "train.resume_from=latest",
+                                       *overrides])  # fmt: skip
+    result = train(cfg, DiffusionRecipe)
+    base = load_pipeline(cfg.model.name_or_path)
+    tuned = load_tuned(run_dir)
+    results = run_winrate(
+        base.pipe, tuned.pipe, resolve_prompts("toy:heldout"), ["toy:fidelity"], out / "eval",
+        steps=20, guidance=2.5, meta={"base": base.source, "tuned": str(run_dir)},
+    )  # fmt: skip
+    r = results["scorers"]["toy:fidelity"]
+    lo, hi = r["ci95"]
+    lines = [
+        "# mmalign demo: MaPO on toy-sd",
+        "",
+        f"Recipe: `{config}` ({result.steps} steps, {result.seconds:.0f} s of training).",
+        f"Trained LoRA: `{run_dir}` (load it with `pipe.load_lora_weights(...)`).",
+        "",
+        f"On {r['n']} held-out prompts with the same seeds, the tuned model beats toy-sd on",
+        f"`toy:fidelity` for **{r['win_rate']:.1%}** of prompts (95% bootstrap CI "
+        f"{lo:.1%}-{hi:.1%}; {r['wins']} wins, {r['ties']} ties, {r['losses']} losses).",
+        f"Mean fidelity {r['base_mean']:.3f} -> {r['tuned_mean']:.3f}; "
+        f"median {r['base_median']:.3f} -> {r['tuned_median']:.3f}.",
+        "",
+        f"Side by side: `{results['grid']}`. Training metrics: `{run_dir / 'metrics.jsonl'}`.",
+    ]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report, results

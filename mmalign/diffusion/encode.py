@@ -1,0 +1,197 @@
+"""Text and VAE encoding, and the pre-encoding cache.
+
+Training needs, per pair: VAE latents of both images, the prompt's text embeddings (SDXL:
+plus the pooled embedding) and SDXL's time ids. `Encoder` computes them from pixels; the
+cache (`precompute`) runs it once over the dataset and writes safetensors shards, so training
+streams `EncodedPairs` and never runs the VAE or the text encoders. A cache is keyed by a
+fingerprint of the encoders (config and weights), the resolution and the data; a change in
+any of them builds a new one.
+
+Latents are drawn from the VAE posterior with a generator seeded by the row index, so the
+cached and the uncached paths train on the same latents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from .load import DiffusionModel
+
+CACHE_VERSION = 1
+SHARD_ROWS = 4096
+
+
+class Encoder:
+    """The frozen encoders of a pipeline: `text(prompts)` and `latents(pixels, seeds)`."""
+
+    def __init__(self, model: DiffusionModel):
+        self.model = model
+        self._empty: dict[str, torch.Tensor] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.pipe.text_encoder.device
+
+    @torch.no_grad()
+    def text(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """`prompt_embeds` [B,L,D] (and `pooled` [B,P] for SDXL), in the text encoders' dtype."""
+        pipe = self.model.pipe
+        out = pipe.encode_prompt(
+            prompts,
+            device=self.device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+        )
+        encoded = {"prompt_embeds": out[0]}
+        if self.model.family == "sdxl":
+            encoded["pooled"] = out[2]
+        return encoded
+
+    def empty(self) -> dict[str, torch.Tensor]:
+        """The empty prompt's embeddings [1,...]: what caption dropout conditions on."""
+        if self._empty is None:
+            self._empty = {k: v.cpu() for k, v in self.text([""]).items()}
+        return self._empty
+
+    @torch.no_grad()
+    def latents(self, pixels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """Scaled latents of pixels [N,3,H,W] in [-1,1]; draw i uses generator `seeds[i]`."""
+        vae = self.model.pipe.vae
+        gens = [torch.Generator(vae.device).manual_seed(int(s)) for s in seeds]
+        posterior = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+        return posterior.sample(generator=gens) * vae.config.scaling_factor
+
+    def encode(self, batch: dict[str, Any], rows: list[int]) -> dict[str, torch.Tensor]:
+        """A collated `PairImages` batch -> latents [B,2,C,h,w], text embeddings, time ids."""
+        pixels = batch["pixels"]
+        b = pixels.shape[0]
+        seeds = [2 * r for r in rows] + [2 * r + 1 for r in rows]
+        flat = torch.cat([pixels[:, 0], pixels[:, 1]])
+        lat = self.latents(flat, seeds)
+        out = {"latents": torch.stack([lat[:b], lat[b:]], dim=1)}
+        out.update(self.text(list(batch["prompt"])))
+        out["time_ids"] = batch["time_ids"]
+        out["label"] = batch["label"]
+        return out
+
+
+def _checksum(module: torch.nn.Module) -> float:
+    """A cheap weight fingerprint: the sums of the first and last parameter tensors."""
+    params = [p.detach() for p in module.parameters()]
+    return float(params[0].double().sum() + params[-1].double().sum())
+
+
+def fingerprint(model: DiffusionModel, resolution: int, data_fingerprint: str, rows: int) -> str:
+    pipe = model.pipe
+    encoders = [pipe.vae, pipe.text_encoder] + (
+        [pipe.text_encoder_2] if model.family == "sdxl" else []
+    )
+    payload = {
+        "version": CACHE_VERSION,
+        "family": model.family,
+        "configs": [dict(e.config) if isinstance(e.config, dict) else e.config.to_dict()
+                    for e in encoders],
+        "weights": [_checksum(e) for e in encoders],
+        "dtypes": [str(e.dtype) for e in encoders],
+        "resolution": resolution,
+        "data": data_fingerprint,
+        "rows": rows,
+    }  # fmt: skip
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def precompute(
+    encoder: Encoder,
+    images: torch.utils.data.Dataset,
+    out_dir: str | Path,
+    key: str,
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Encode every row of `images` (a `PairImages`) once into `out_dir` (skipped if a cache
+    with the same `key` is there). Written to a temporary folder, then renamed: a cache is
+    complete or absent."""
+    from .data import collate
+
+    out_dir = Path(out_dir)
+    meta_path = out_dir / "meta.json"
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("key") == key:
+        return out_dir
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    loader = torch.utils.data.DataLoader(
+        images, batch_size=batch_size, num_workers=num_workers, collate_fn=collate
+    )
+    shard: dict[str, list[torch.Tensor]] = {}
+    shards, done = 0, 0
+
+    def flush() -> None:
+        nonlocal shards
+        if shard:
+            tensors = {k: torch.cat(v).contiguous().cpu() for k, v in shard.items()}
+            save_file(tensors, str(tmp / f"shard-{shards:05d}.safetensors"))
+            shards += 1
+            shard.clear()
+
+    with tqdm(total=len(images), desc="pre-encoding", unit="pair", disable=not progress) as bar:
+        for batch in loader:
+            rows = list(range(done, done + len(batch["prompt"])))
+            for k, v in encoder.encode(batch, rows).items():
+                shard.setdefault(k, []).append(v)
+            done += len(rows)
+            bar.update(len(rows))
+            if sum(len(x) for x in shard["label"]) >= SHARD_ROWS:
+                flush()
+    flush()
+    save_file(
+        {k: v.contiguous() for k, v in encoder.empty().items()}, str(tmp / "empty.safetensors")
+    )
+    meta = {"key": key, "rows": done, "shards": shards, "version": CACHE_VERSION}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+class EncodedPairs(torch.utils.data.Dataset):
+    """Rows of a pre-encoding cache, read lazily from its safetensors shards."""
+
+    def __init__(self, cache_dir: str | Path):
+        self.dir = Path(cache_dir)
+        meta = json.loads((self.dir / "meta.json").read_text())
+        self.rows = int(meta["rows"])
+        self._files = [
+            safe_open(str(self.dir / f"shard-{i:05d}.safetensors"), framework="pt")
+            for i in range(int(meta["shards"]))
+        ]
+        self._sizes = [f.get_slice("label").get_shape()[0] for f in self._files]
+        with safe_open(str(self.dir / "empty.safetensors"), framework="pt") as f:
+            self.empty = {k: f.get_tensor(k) for k in f.keys()}
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        i = int(index)
+        for f, size in zip(self._files, self._sizes, strict=True):
+            if i < size:
+                return {k: f.get_slice(k)[i : i + 1][0] for k in f.keys()}
+            i -= size
+        raise IndexError(index)
+
+
+def stack(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([item[k] for item in items]) for k in items[0]}

@@ -1,0 +1,240 @@
+"""Load SD1.5- and SDXL-architecture pipelines (and the toy-sd), and build tiny random ones.
+
+`load_pipeline` is the one entry point: a local folder or a hub id, a dtype (full precision
+unless asked), a weight variant and a revision. The VAE stays in float32 unless an fp16-safe
+VAE is given (`vae=`), because the SDXL VAE overflows in fp16 (METHODS.md section 2).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+Family = Literal["sd", "sdxl"]
+
+
+@dataclass
+class DiffusionModel:
+    """A loaded pipeline and what training needs to know about it."""
+
+    pipe: Any  # StableDiffusionPipeline | StableDiffusionXLPipeline
+    family: Family
+    source: str  # the folder or hub id it came from
+
+    @property
+    def unet(self) -> torch.nn.Module:
+        return self.pipe.unet
+
+    @property
+    def prediction_type(self) -> str:
+        return str(self.pipe.scheduler.config.get("prediction_type", "epsilon"))
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+
+    @property
+    def default_resolution(self) -> int:
+        return int(self.pipe.unet.config.sample_size) * self.vae_scale
+
+
+def _family(pipe: Any) -> Family:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if isinstance(pipe, StableDiffusionXLPipeline):
+        return "sdxl"
+    if isinstance(pipe, StableDiffusionPipeline):
+        return "sd"
+    raise ValueError(
+        f"mmalign trains StableDiffusionPipeline and StableDiffusionXLPipeline models; "
+        f"this one is a {type(pipe).__name__}"
+    )
+
+
+def pipeline_class(name_or_path: str | Path) -> str | None:
+    """The `_class_name` in a local folder's model_index.json (None for a hub id)."""
+    index = Path(name_or_path) / "model_index.json"
+    if index.is_file():
+        return str(json.loads(index.read_text()).get("_class_name"))
+    return None
+
+
+def resolve_model(name_or_path: str | Path) -> str:
+    """`toy:sd` names the shipped toy-sd; anything else is a folder or hub id as given."""
+    if str(name_or_path) == "toy:sd":
+        from ..data.toy.paths import model_path
+
+        return str(model_path("sd"))
+    return str(name_or_path)
+
+
+def load_pipeline(
+    name_or_path: str | Path,
+    *,
+    dtype: str = "float32",
+    variant: str | None = None,
+    revision: str | None = None,
+    vae: str | None = None,
+    device: str | torch.device | None = None,
+) -> DiffusionModel:
+    """Load an SD1.5 or SDXL pipeline (any folder `save_pretrained` wrote, or a hub id).
+
+    dtype: "float32" (default), "float16" or "bfloat16" for the UNet and text encoders.
+    vae: an fp16-safe VAE (folder or hub id) loaded in `dtype`; without it the VAE is fp32.
+    """
+    from diffusers import AutoencoderKL, DiffusionPipeline
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    source = resolve_model(name_or_path)
+    if Path(source).exists() and pipeline_class(source) is None:
+        raise FileNotFoundError(
+            f"{source} is not a diffusers pipeline folder (no model_index.json)"
+        )
+    kwargs: dict[str, Any] = {"torch_dtype": DTYPES[dtype], "variant": variant}
+    if revision is not None:
+        kwargs["revision"] = revision
+    if vae is not None:
+        kwargs["vae"] = AutoencoderKL.from_pretrained(vae, torch_dtype=DTYPES[dtype])
+    elif dtype != "float32":
+        kwargs["vae"] = AutoencoderKL.from_pretrained(
+            source, subfolder="vae", torch_dtype=torch.float32, variant=variant, revision=revision
+        )
+    if pipeline_class(source) in (None, "StableDiffusionPipeline"):
+        kwargs["safety_checker"] = None  # alignment research: no NSFW filter on the outputs
+    pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
+    family = _family(pipe)
+    if device is not None:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return DiffusionModel(pipe, family, source)
+
+
+# ------------------------------------------------------------------ tiny random pipelines
+
+
+def _toy_tokenizer():
+    """The toy world's real CLIP BPE tokenizer (shipped with toy-sd): tests need no download."""
+    from transformers import CLIPTokenizer
+
+    from ..data.toy.paths import model_path
+
+    return CLIPTokenizer.from_pretrained(model_path("sd") / "tokenizer")
+
+
+def _tiny_text_encoder(tokenizer, seed: int, *, projection: bool = False):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def _tiny_vae(seed: int):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(16, 32),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+    )
+
+
+def _scheduler(prediction_type: str):
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        prediction_type=prediction_type,
+    )
+
+
+def tiny_sd_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
+    """A random SD1.5-architecture pipeline (32 px, about 1 M parameters) for tests."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    tokenizer = _toy_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    return StableDiffusionPipeline(
+        unet=unet,
+        vae=_tiny_vae(seed + 1),
+        text_encoder=_tiny_text_encoder(tokenizer, seed + 2),
+        tokenizer=tokenizer,
+        scheduler=_scheduler(prediction_type),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def tiny_sdxl_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
+    """A random SDXL-architecture pipeline: two text encoders, pooled embeddings and
+    `text_time` micro-conditioning (`add_time_ids`), as in SDXL, at 32 px."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+
+    tokenizer = _toy_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,  # 6 time ids * 8 + 32 pooled
+        cross_attention_dim=64,  # the two encoders' hidden states side by side
+        norm_num_groups=8,
+    )
+    return StableDiffusionXLPipeline(
+        unet=unet,
+        vae=_tiny_vae(seed + 1),
+        text_encoder=_tiny_text_encoder(tokenizer, seed + 2),
+        text_encoder_2=_tiny_text_encoder(tokenizer, seed + 3, projection=True),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        scheduler=_scheduler(prediction_type),
+    )

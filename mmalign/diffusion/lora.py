@@ -1,0 +1,47 @@
+"""LoRA on the UNet through peft, saved in the format `pipe.load_lora_weights` reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..train.config import LoraConfig
+from .load import Family
+
+# The attention projections, as in the diffusers LoRA training examples.
+DEFAULT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def add_lora(unet: torch.nn.Module, cfg: LoraConfig) -> None:
+    """Attach a trainable LoRA adapter; every base weight is frozen."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    unet.requires_grad_(False)
+    unet.add_adapter(
+        PeftLoraConfig(
+            r=cfg.rank,
+            lora_alpha=cfg.alpha if cfg.alpha is not None else cfg.rank,
+            lora_dropout=cfg.dropout,
+            init_lora_weights="gaussian",
+            target_modules=list(cfg.target_modules or DEFAULT_TARGETS),
+        )
+    )
+
+
+def lora_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+
+
+def save_lora(out_dir: str | Path, unet: torch.nn.Module, family: Family) -> Path:
+    """Write `out_dir/pytorch_lora_weights.safetensors` with the pipeline class's own writer."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+    layers = {k: v.detach().to("cpu").contiguous() for k, v in lora_state_dict(unet).items()}
+    cls.save_lora_weights(str(out_dir), unet_lora_layers=layers, safe_serialization=True)
+    return Path(out_dir) / LORA_FILE

@@ -1,0 +1,182 @@
+"""The diffusion recipe: what `mmalign train` needs from an SD1.5 / SDXL / toy-sd model.
+
+It loads the pipeline, adds LoRA (or trains the full UNet against a frozen copy), opens the
+pairs, optionally pre-encodes them, scores batches with `DiffusionPairScorer`, samples the
+validation grid and saves the result in the ecosystem's format.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..train.config import Config
+from .data import PairImages, cache_root, collate, has_soft_labels, open_pairs
+from .encode import EncodedPairs, Encoder, fingerprint, precompute, stack
+from .load import load_pipeline
+from .lora import add_lora, save_lora
+from .scorer import DiffusionPairScorer
+
+FULL_UNET_DIR = "unet"
+
+
+def validation_prompts(spec: list[str] | str) -> list[str]:
+    """A list as given, or `toy:heldout:N` (the first N held-out toy prompts, seed 0)."""
+    if isinstance(spec, list):
+        return list(spec)
+    return resolve_prompts(spec)
+
+
+def resolve_prompts(spec: str) -> list[str]:
+    """`toy:heldout[:N]` / `toy:train[:N]` (default N 200) or a text file, one prompt a line."""
+    if spec.startswith("toy:"):
+        from ..data.toy.world import sample_prompts
+
+        parts = spec.split(":")
+        split = parts[1] if len(parts) > 1 else "heldout"
+        if split not in ("heldout", "train"):
+            raise ValueError(f"prompts {spec!r}: use toy:heldout[:N] or toy:train[:N]")
+        n = int(parts[2]) if len(parts) > 2 else 200
+        return [p.text for p in sample_prompts(n, split, 0)]  # type: ignore[arg-type]
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts: {spec} is neither toy:heldout[:N] nor a file")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+class DiffusionRecipe:
+    def __init__(self, cfg: Config, accelerator: Any):
+        self.cfg = cfg
+        self.accelerator = accelerator
+        device = accelerator.device
+        m = cfg.model
+        self.diffusion = load_pipeline(
+            m.name_or_path, dtype=m.dtype, variant=m.variant, revision=m.revision, vae=m.vae
+        )
+        pipe = self.diffusion.pipe
+        pipe.to(device)
+        self.resolution = cfg.diffusion.resolution or self.diffusion.default_resolution
+        rows, self.report = open_pairs(
+            cfg.data.path,
+            cfg.data.split,
+            toy_options=cfg.data.toy,
+            model=self.diffusion.source if cfg.data.path.startswith("toy:") else None,
+            max_samples=cfg.data.max_samples,
+        )
+        if accelerator.is_main_process and self.report.num_skipped:
+            print(f"mmalign: {self.report}")
+        self.rows = rows
+        self.encoder = Encoder(self.diffusion)
+        self.cache: Path | None = None
+        images = PairImages(rows, self.resolution)
+        if cfg.diffusion.precompute:
+            key = fingerprint(self.diffusion, self.resolution, rows._fingerprint, len(rows))
+            folder = Path(cfg.diffusion.cache_dir or cache_root() / "encoded" / key)
+            if accelerator.is_main_process:
+                precompute(self.encoder, images, folder, key, num_workers=cfg.data.num_workers)
+            accelerator.wait_for_everyone()
+            self.cache = folder
+            self.dataset: torch.utils.data.Dataset = EncodedPairs(folder)
+            empty = self.dataset.empty  # type: ignore[attr-defined]
+            # Training never runs the encoders: keep them off the accelerator until sampling.
+            self._encoders_to("cpu")
+        else:
+            self.dataset = images
+            empty = self.encoder.empty()
+        self.model = pipe.unet
+        if cfg.lora is not None:
+            # Seeded here, not earlier: building the cache draws from the global generator,
+            # and the cached and uncached runs must start from the same adapter.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.train.seed)
+                add_lora(self.model, cfg.lora)
+        else:
+            self.model.requires_grad_(True)
+        reference = cfg.diffusion.reference
+        if reference == "auto":
+            reference = "adapters" if cfg.lora is not None else "copy"
+        if reference == "adapters" and cfg.lora is None:
+            raise ValueError("diffusion.reference: 'adapters' needs lora; use 'copy' or 'auto'")
+        needs_ref = cfg.build_objective().needs_reference
+        self.scorer = DiffusionPairScorer(
+            self.diffusion,
+            empty,
+            reference=reference if needs_ref else "none",  # type: ignore[arg-type]
+            caption_dropout=cfg.diffusion.caption_dropout,
+            use_labels=has_soft_labels(rows),
+        )
+        if self.scorer.reference_unet is not None:
+            self.scorer.reference_unet.to(device)
+        self._text_dtype = pipe.text_encoder.dtype
+
+    def _encoders_to(self, device: str | torch.device) -> None:
+        pipe = self.diffusion.pipe
+        for name in ("vae", "text_encoder", "text_encoder_2"):
+            module = getattr(pipe, name, None)
+            if module is not None:
+                module.to(device)
+
+    def collate(self, items: list[Any]) -> Any:
+        return stack(items) if self.cache is not None else collate(items)
+
+    def to_device(self, batch: Any, rows: list[int], device: torch.device) -> dict[str, Any]:
+        if self.cache is None:
+            batch = self.encoder.encode(batch, rows)
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def score(self, model, batch, seeds, *, with_reference: bool):
+        base = self.accelerator.unwrap_model(model)
+        return self.scorer(model, batch, seeds, with_reference=with_reference, base=base)
+
+    @torch.no_grad()
+    def validate(self, step: int):
+        from ..eval.grid import image_grid
+
+        v = self.cfg.validation
+        prompts = validation_prompts(v.prompts)
+        if self.cache is not None:
+            self._encoders_to(self.accelerator.device)
+        pipe = self.diffusion.pipe
+        was_training = self.model.training
+        self.model.eval()
+        gens = [
+            torch.Generator(self.accelerator.device).manual_seed(v.seed + i)
+            for i in range(len(prompts))
+        ]
+        images = pipe(
+            prompts, num_inference_steps=v.steps, guidance_scale=v.guidance, generator=gens,
+            height=self.resolution, width=self.resolution, output_type="pil",
+        ).images  # fmt: skip
+        self.model.train(was_training)
+        if self.cache is not None:
+            self._encoders_to("cpu")
+        return image_grid([images], [f"step {step}"], prompts)
+
+    def save(self, output_dir: Path) -> dict[str, Any]:
+        if self.cfg.lora is not None:
+            path = save_lora(output_dir, self.model, self.diffusion.family)
+            return {"kind": "lora", "path": str(path)}
+        folder = output_dir / FULL_UNET_DIR
+        self.model.save_pretrained(folder, safe_serialization=True)
+        return {"kind": "unet", "path": str(folder)}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "task": "diffusion",
+            "base": self.diffusion.source,
+            "family": self.diffusion.family,
+            "prediction_type": self.diffusion.prediction_type,
+            "resolution": self.resolution,
+            "rows": len(self.dataset),
+            "skipped": self.report.skipped,
+            "cache": str(self.cache) if self.cache else None,
+        }
+
+
+def run_info(path: str | Path) -> dict[str, Any] | None:
+    """The `mmalign_run.json` of a training output_dir, or None."""
+    f = Path(path) / "mmalign_run.json"
+    return json.loads(f.read_text()) if f.is_file() else None

@@ -1,0 +1,138 @@
+"""The diffusion pair scorer: a batch of encoded pairs -> `{"main": PairScores}`.
+
+Diffusion-DPO's scoring (Wallace et al. 2024, METHODS.md section 2): chosen and rejected
+share one timestep and one noise tensor per pair and go through the UNet in one forward over
+the stacked batch [chosen; rejected]. The score is `-mse`, the denoising error against the
+prediction type's target averaged over C,H,W. Caption dropout replaces both images' prompt
+by the empty prompt. The reference is the same UNet with its LoRA adapters disabled, or a
+frozen copy for a full fine-tune, run without gradients, and skipped when no objective term
+needs it.
+
+Every random draw of pair i comes from a generator seeded by `seeds[i]` (the loop derives it
+from the run seed, the step and the pair's position in the global batch), so a resumed run and
+a run split over several processes draw exactly the same noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+
+from ..losses import PairScores
+from .load import DiffusionModel
+
+ReferenceKind = Literal["adapters", "copy", "none"]
+
+
+class DiffusionPairScorer:
+    def __init__(
+        self,
+        model: DiffusionModel,
+        empty: dict[str, torch.Tensor],
+        *,
+        reference: ReferenceKind,
+        caption_dropout: float = 0.2,
+        use_labels: bool = False,
+    ):
+        from diffusers import DDPMScheduler
+
+        self.family = model.family
+        self.prediction_type = model.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
+        self.noise_scheduler = DDPMScheduler.from_config(model.pipe.scheduler.config)
+        self.num_timesteps = int(self.noise_scheduler.config.num_train_timesteps)
+        self.empty = empty
+        self.reference = reference
+        self.caption_dropout = caption_dropout
+        self.use_labels = use_labels
+        self.reference_unet: torch.nn.Module | None = None
+        if reference == "copy":  # full fine-tune: a frozen copy of the starting UNet
+            self.reference_unet = copy.deepcopy(model.unet).requires_grad_(False).eval()
+
+    def draws(self, seeds: torch.Tensor, latent_shape: torch.Size):
+        """Per pair: timestep, noise and whether its caption is dropped, from its own seed."""
+        ts, noises, drops = [], [], []
+        for seed in seeds.tolist():
+            gen = torch.Generator().manual_seed(int(seed))
+            ts.append(torch.randint(0, self.num_timesteps, (1,), generator=gen))
+            noises.append(torch.randn(latent_shape, generator=gen))
+            drops.append(torch.rand(1, generator=gen) < self.caption_dropout)
+        return torch.cat(ts), torch.stack(noises), torch.cat(drops)
+
+    def _conditioning(self, batch: dict[str, torch.Tensor], drop: torch.Tensor):
+        cond = {"prompt_embeds": batch["prompt_embeds"]}
+        if self.family == "sdxl":
+            cond["pooled"] = batch["pooled"]
+        if bool(drop.any()):
+            mask = drop.to(cond["prompt_embeds"].device)
+            for key, value in cond.items():
+                empty = self.empty[key].to(value.device, value.dtype).expand_as(value)
+                shape = (-1,) + (1,) * (value.dim() - 1)
+                cond[key] = torch.where(mask.view(shape), empty, value)
+        return cond
+
+    def _mse(self, unet, noisy, t, target, cond, time_ids) -> torch.Tensor:
+        b = noisy.shape[0] // 2
+        kwargs = {}
+        if self.family == "sdxl":
+            kwargs["added_cond_kwargs"] = {
+                "text_embeds": cond["pooled"].repeat(2, 1),
+                "time_ids": torch.cat([time_ids[:, 0], time_ids[:, 1]]).to(cond["pooled"].dtype),
+            }
+        embeds = cond["prompt_embeds"]
+        pred = unet(noisy, t.repeat(2), embeds.repeat(2, 1, 1), **kwargs).sample
+        mse = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+        return mse.view(2, b)
+
+    @contextlib.contextmanager
+    def _reference(self, unet) -> Iterator[torch.nn.Module]:
+        if self.reference_unet is not None:
+            yield self.reference_unet
+            return
+        unet.disable_adapters()
+        try:
+            yield unet
+        finally:
+            unet.enable_adapters()
+
+    def __call__(
+        self,
+        unet: torch.nn.Module,
+        batch: dict[str, torch.Tensor],
+        seeds: torch.Tensor,
+        *,
+        with_reference: bool,
+        base: torch.nn.Module | None = None,
+    ) -> dict[str, PairScores]:
+        """`unet`: the policy as trained (maybe DDP-wrapped); `base`: the same module
+        unwrapped, used for the reference so no gradient hooks fire."""
+        latents = batch["latents"]  # [B, 2, C, h, w]
+        device, dtype = latents.device, batch["prompt_embeds"].dtype
+        t, noise, drop = self.draws(seeds, latents.shape[2:])
+        t, noise = t.to(device), noise.to(device, latents.dtype)
+        x0 = torch.cat([latents[:, 0], latents[:, 1]])
+        noise2, t2 = noise.repeat(2, 1, 1, 1), t.repeat(2)
+        noisy = self.noise_scheduler.add_noise(x0, noise2, t2)
+        if self.prediction_type == "epsilon":
+            target = noise2
+        else:
+            target = self.noise_scheduler.get_velocity(x0, noise2, t2)
+        cond = self._conditioning(batch, drop)
+        noisy = noisy.to(dtype)
+        time_ids = batch.get("time_ids")
+        mse = self._mse(unet, noisy, t, target, cond, time_ids)
+        scores = PairScores(chosen=-mse[0], rejected=-mse[1])
+        if with_reference:
+            if self.reference == "none":
+                raise ValueError("the objective needs a reference but the scorer has none")
+            with torch.no_grad(), self._reference(base if base is not None else unet) as ref:
+                ref_mse = self._mse(ref, noisy, t, target, cond, time_ids)
+            scores.ref_chosen, scores.ref_rejected = -ref_mse[0], -ref_mse[1]
+        if self.use_labels:
+            scores.label = batch["label"].float().to(device)
+        return {"main": scores}

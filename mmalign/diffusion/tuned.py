@@ -1,0 +1,73 @@
+"""Load what training produced: a pipeline folder, a LoRA folder or a training output_dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .load import DiffusionModel, load_pipeline
+from .lora import LORA_FILE
+
+
+def _lora_params(unet: torch.nn.Module) -> int:
+    return sum(p.numel() for n, p in unet.named_parameters() if "lora_" in n)
+
+
+def apply_lora(model: DiffusionModel, lora: str | Path) -> DiffusionModel:
+    """`pipe.load_lora_weights(lora)`, failing clearly when the LoRA does not fit the model."""
+    path = Path(lora)
+    if path.is_dir() and not (path / LORA_FILE).is_file():
+        raise FileNotFoundError(f"{path} holds no {LORA_FILE}")
+    before = _lora_params(model.unet)
+    try:
+        model.pipe.load_lora_weights(str(path))
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"the LoRA at {path} does not fit the model {model.source}: {err}"
+        ) from None
+    if _lora_params(model.unet) == before:
+        raise ValueError(
+            f"the LoRA at {path} does not fit the model {model.source}: none of its layers "
+            "matched the UNet (was it trained on another architecture?)"
+        )
+    return model
+
+
+def load_tuned(
+    tuned: str | Path, base: str | None = None, *, dtype: str = "float32"
+) -> DiffusionModel:
+    """`tuned`: a pipeline folder, a LoRA folder (needs `base`), a full-UNet folder (needs
+    `base`) or a training output_dir (its final weights; the base comes from its run file)."""
+    from diffusers import UNet2DConditionModel
+
+    path = Path(tuned)
+    if not path.exists():
+        raise FileNotFoundError(f"--tuned {path} does not exist")
+    run_file = path / "mmalign_run.json"
+    if run_file.is_file():
+        run = json.loads(run_file.read_text())
+        final = run.get("final")
+        if not final:
+            raise ValueError(f"{path} is a training run that has not finished (no final weights)")
+        base = base or run["base"]
+        path = Path(final["path"])
+        if not path.is_absolute() and not path.exists():
+            path = Path(tuned) / path.name
+        if final["kind"] == "lora":
+            path = path.parent
+    if (path / "model_index.json").is_file():
+        return load_pipeline(path, dtype=dtype)
+    if base is None:
+        raise ValueError(f"{path} holds LoRA or UNet weights only: give the base model (--base)")
+    model = load_pipeline(base, dtype=dtype)
+    if (path / LORA_FILE).is_file():
+        return apply_lora(model, path)
+    if (path / "config.json").is_file():
+        unet = UNet2DConditionModel.from_pretrained(path, torch_dtype=model.unet.dtype)
+        model.pipe.register_modules(unet=unet)
+        return model
+    raise ValueError(
+        f"{path} is neither a pipeline, a LoRA ({LORA_FILE}), a UNet folder nor a training run"
+    )

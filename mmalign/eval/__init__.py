@@ -1,0 +1,1 @@
+"""Evaluation: generation with fixed seeds, win rates with bootstrap intervals, image grids."""

@@ -1,0 +1,100 @@
+"""Training checkpoints: the trainable weights, optimizer, LR schedule and step.
+
+A checkpoint holds only what training changes (for LoRA, the adapter weights, not the base
+model), as safetensors plus `torch.save` files read back with `weights_only=True`. It is
+written to a temporary folder and renamed, so a folder named `checkpoint-N` is always
+complete. The data position and every random draw derive from the step, so the step is all
+the loop needs to continue with identical losses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: p.detach().to("cpu").contiguous()
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := PATTERN.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer,
+    scheduler,
+    scaler=None,
+    total_limit: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    root = Path(output_dir) / "checkpoints"
+    final = root / f"checkpoint-{step}"
+    tmp = root / f".checkpoint-{step}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    if scaler is not None:
+        torch.save(scaler.state_dict(), tmp / "scaler.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=2) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    if total_limit is not None:
+        for old in list_checkpoints(output_dir)[:-total_limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def resolve_resume(output_dir: str | Path, resume_from: str | None) -> Path | None:
+    """`latest` -> the newest checkpoint in output_dir (None if there is none yet)."""
+    if resume_from is None:
+        return None
+    if resume_from == "latest":
+        found = list_checkpoints(output_dir)
+        return found[-1] if found else None
+    path = Path(resume_from)
+    if not (path / "state.json").is_file():
+        raise FileNotFoundError(f"train.resume_from: {path} is not an mmalign checkpoint folder")
+    return path
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler=None) -> int:
+    tensors = load_file(str(path / "trainable.safetensors"))
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(tensors) != expected:
+        missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise ValueError(
+            f"checkpoint {path} does not match the model being trained: "
+            f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
+        )
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    if scaler is not None and (path / "scaler.pt").is_file():
+        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
+    return int(json.loads((path / "state.json").read_text())["step"])

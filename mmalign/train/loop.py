@@ -1,0 +1,364 @@
+"""The one training loop: every recipe (diffusion, VLM) runs through `train`.
+
+A recipe owns the model and the data (see `Recipe`); the loop owns everything else:
+accelerate for the device, mixed precision and multi-process (DDP), gradient accumulation,
+the optimizer and schedule, checkpoints and resuming, metrics and validation.
+
+Determinism: the pairs a step trains on and every random draw of a pair (the recipe gets one
+seed per pair) are functions of (run seed, step, position in the global batch). So a resumed
+run continues with the same losses, and `accelerate launch --num_processes N` with batch
+`B/N` per process sees exactly the pairs and draws of one process with batch `B`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import to_dict
+from ..losses import PairScores
+from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from .config import Config
+from .optim import build_optimizer, build_scheduler
+
+METRICS_FILE = "metrics.jsonl"
+RUN_FILE = "mmalign_run.json"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss, ...); the message says where and what to do."""
+
+
+class Recipe(Protocol):
+    """What the loop needs from a model family."""
+
+    model: torch.nn.Module  # the module that trains (its requires_grad parameters)
+    dataset: torch.utils.data.Dataset  # rows the loop indexes
+
+    def collate(self, items: list[Any]) -> Any: ...
+
+    def to_device(self, batch: Any, rows: list[int], device: torch.device) -> Any: ...
+
+    def score(
+        self, model: torch.nn.Module, batch: Any, seeds: torch.Tensor, *, with_reference: bool
+    ) -> dict[str, PairScores]: ...
+
+    def save(self, output_dir: Path) -> dict[str, Any]: ...
+
+    def validate(self, step: int) -> Any: ...  # a PIL image, or None
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    final_metrics: dict[str, float]
+    saved: dict[str, Any]
+    seconds: float
+
+
+class StepBatches:
+    """Row indices for (step, micro-step, process): position p of the run's stream of pairs is
+    row `perm_e[p % n]` of epoch `e = p // n`, each epoch a permutation seeded by (seed, e)."""
+
+    def __init__(self, n: int, micro: int, accumulation: int, world: int, rank: int, seed: int):
+        if n < 1:
+            raise ValueError("the dataset has no rows to train on")
+        self.n, self.micro, self.accumulation = n, micro, accumulation
+        self.world, self.rank, self.seed = world, rank, seed
+        self.global_batch = micro * world * accumulation
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def positions(self, step: int, micro_step: int) -> torch.Tensor:
+        start = step * self.global_batch + (micro_step * self.world + self.rank) * self.micro
+        return torch.arange(start, start + self.micro)
+
+    def rows(self, positions: torch.Tensor) -> list[int]:
+        out = []
+        for p in positions.tolist():
+            epoch = p // self.n
+            if epoch not in self._perms:
+                self._perms = {epoch: torch.randperm(self.n, generator=_gen(self.seed, epoch))}
+            out.append(int(self._perms[epoch][p % self.n]))
+        return out
+
+    def iterate(self, start_step: int, end_step: int) -> Iterator[list[int]]:
+        for step in range(start_step, end_step):
+            for micro_step in range(self.accumulation):
+                yield self.rows(self.positions(step, micro_step))
+
+
+def _gen(*salt: int) -> torch.Generator:
+    value = 0
+    for s in salt:
+        value = (value * 1_000_003 + int(s)) % (2**62)
+    return torch.Generator().manual_seed(value)
+
+
+def pair_seeds(seed: int, positions: torch.Tensor) -> torch.Tensor:
+    """One seed per pair, from the run seed and the pair's position in the run."""
+    return (seed * 1_000_003 + 7) * 4_194_304 % (2**62) + positions
+
+
+def _pair_metrics(scores: dict[str, PairScores]) -> dict[str, torch.Tensor]:
+    """Scores beside the losses (which report implicit and ranking accuracy): the policy's
+    scores and the policy-minus-reference gaps that show the model moving while the loss
+    looks flat (METHODS.md section 2)."""
+    out = {}
+    for name, s in scores.items():
+        out[f"{name}/score_chosen"] = s.chosen.detach().float().mean()
+        out[f"{name}/score_rejected"] = s.rejected.detach().float().mean()
+        if s.has_reference:
+            assert s.ref_chosen is not None and s.ref_rejected is not None
+            out[f"{name}/chosen_minus_ref"] = (s.chosen - s.ref_chosen).detach().float().mean()
+            out[f"{name}/rejected_minus_ref"] = (
+                (s.rejected - s.ref_rejected).detach().float().mean()
+            )
+    return out
+
+
+def _all_finite(scores: dict[str, PairScores]) -> torch.Tensor:
+    """1.0 when every score of every pair is finite (checked on all processes alike)."""
+    ok = all(
+        bool(torch.isfinite(v.detach()).all())
+        for s in scores.values()
+        for v in (s.chosen, s.rejected, s.ref_chosen, s.ref_rejected)
+        if v is not None
+    )
+    return torch.tensor(float(ok))
+
+
+def _trackers(names: list[str]) -> list[str]:
+    from accelerate.utils import is_tensorboard_available, is_trackio_available, is_wandb_available
+
+    available = {
+        "tensorboard": is_tensorboard_available,
+        "wandb": is_wandb_available,
+        "trackio": is_trackio_available,
+    }
+    for name in names:
+        if name not in available:
+            raise ValueError(
+                f"train.trackers: unknown tracker {name!r}; use {', '.join(available)}"
+            )
+        if not available[name]():
+            raise ValueError(f"train.trackers: {name} is not installed (pip install {name})")
+    return names
+
+
+def _log_image(accelerator, image, step: int) -> None:
+    import numpy as np
+
+    array = np.asarray(image.convert("RGB"))
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({"validation": array[None]}, step, dataformats="NHWC")
+        elif hasattr(tracker, "log_images"):
+            tracker.log_images({"validation": [array]}, step)
+
+
+def _rewrite_metrics(path: Path, upto: int) -> None:
+    """On resume, keep the logged steps up to the checkpoint: the file stays one run."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= upto]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainResult:
+    from accelerate import Accelerator
+
+    tc = cfg.train
+    out_dir = Path(cfg.output_dir)
+    trackers = _trackers(list(tc.trackers))
+    accelerator = Accelerator(
+        mixed_precision=tc.mixed_precision,
+        log_with=trackers or None,
+        project_dir=str(out_dir / "logs"),
+    )
+    main = accelerator.is_main_process
+    torch.manual_seed(tc.seed)  # adapter initialisation is part of the run's seed
+    recipe = make_recipe(cfg, accelerator)
+    objective = cfg.build_objective()
+    world = accelerator.num_processes
+    global_batch = tc.batch_size * world * tc.gradient_accumulation_steps
+    lr = tc.learning_rate * (global_batch if tc.scale_lr else 1)
+    if tc.gradient_checkpointing and hasattr(recipe.model, "enable_gradient_checkpointing"):
+        recipe.model.enable_gradient_checkpointing()
+    params = [p for p in recipe.model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, tc, lr)
+    scheduler = build_scheduler(optimizer, tc)
+    model, optimizer = accelerator.prepare(recipe.model, optimizer)
+    base = accelerator.unwrap_model(model)
+    scaler = getattr(accelerator, "scaler", None)
+
+    start_step = 0
+    resume = resolve_resume(out_dir, tc.resume_from)
+    if resume is not None:
+        start_step = load_checkpoint(resume, base, optimizer, scheduler, scaler)
+        if main:
+            print(f"mmalign: resumed from {resume} at step {start_step}")
+    elif main and tc.resume_from != "latest" and list_checkpoints(out_dir):
+        raise TrainingError(
+            f"{out_dir} already holds checkpoints; set train.resume_from=latest to continue "
+            "that run, or choose another output_dir"
+        )
+    metrics_path = out_dir / METRICS_FILE
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _rewrite_metrics(metrics_path, start_step)
+        run = {"config": to_dict(cfg), **recipe.describe(), "processes": world}
+        (out_dir / RUN_FILE).write_text(json.dumps(run, indent=2, default=str) + "\n")
+    if trackers:
+        accelerator.init_trackers("mmalign", config=_flat(to_dict(cfg)))
+
+    sampler = StepBatches(
+        len(recipe.dataset), tc.batch_size, tc.gradient_accumulation_steps, world,
+        accelerator.process_index, tc.seed,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        recipe.dataset,
+        batch_sampler=list(sampler.iterate(start_step, tc.max_steps)),
+        collate_fn=recipe.collate,
+        num_workers=cfg.data.num_workers,
+    )
+    batches = iter(loader)
+    last_good = str(list_checkpoints(out_dir)[-1]) if list_checkpoints(out_dir) else "none"
+    logged: dict[str, float] = {}
+    started = time.perf_counter()
+    bar = tqdm(total=tc.max_steps, initial=start_step, desc="train", unit="step", disable=not main)
+    model.train()
+    window: dict[str, torch.Tensor] = {}  # metric sums since the last log line
+    window_steps = 0
+    for step in range(start_step, tc.max_steps):
+        sums: dict[str, torch.Tensor] = {}
+        for micro in range(tc.gradient_accumulation_steps):
+            positions = sampler.positions(step, micro)
+            rows = sampler.rows(positions)
+            batch = recipe.to_device(next(batches), rows, accelerator.device)
+            seeds = pair_seeds(tc.seed, positions)
+            last = micro == tc.gradient_accumulation_steps - 1
+            sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
+            with sync, accelerator.autocast():
+                scores = recipe.score(model, batch, seeds, with_reference=objective.needs_reference)
+                finite = _all_finite(scores)
+                if accelerator.reduce(finite, "sum").item() == world:
+                    out = objective(scores)
+                    finite = torch.isfinite(out.loss.detach()).float()
+            if accelerator.reduce(finite, "sum").item() < world:
+                raise TrainingError(
+                    f"step {step + 1}: the loss is not finite (NaN or inf scores); stopped "
+                    f"before the update. Last good checkpoint: {last_good}. Lower the learning "
+                    "rate or beta, then resume with train.resume_from=latest"
+                )
+            accelerator.backward(out.loss / tc.gradient_accumulation_steps)
+            for key, value in {**out.metrics, **_pair_metrics(scores)}.items():
+                value = value.detach().float() / tc.gradient_accumulation_steps
+                sums[key] = sums.get(key, 0) + value
+        if tc.max_grad_norm is not None:
+            norm = accelerator.clip_grad_norm_(params, tc.max_grad_norm)
+            sums["grad_norm"] = torch.as_tensor(norm).detach().float()
+        sums["lr"] = torch.tensor(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        bar.update(1)
+        for key, value in sums.items():
+            window[key] = window.get(key, 0) + torch.as_tensor(value)
+        window_steps += 1
+        if done % tc.log_every == 0 or done == tc.max_steps:
+            # The mean over the steps since the last line and over the processes.
+            keys = sorted(window)
+            values = torch.stack([window[k].to(accelerator.device) for k in keys]) / window_steps
+            values = accelerator.reduce(values, "mean")
+            window, window_steps = {}, 0
+            logged = {k: float(v) for k, v in zip(keys, values.tolist(), strict=True)}
+            if main:
+                logged.pop("lr")  # the window's mean; the log shows this step's rate
+                record = {"step": done, "loss": logged.pop("loss"), "lr": float(sums["lr"])}
+                record.update(logged)
+                logged = record
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.set_postfix(_postfix(record))
+            if trackers:
+                accelerator.log({k: v for k, v in logged.items() if k != "step"}, step=done)
+        if done % tc.checkpoint_every == 0 and done < tc.max_steps:
+            if main:
+                last_good = str(
+                    save_checkpoint(
+                        out_dir, done, base, optimizer, scheduler, scaler,
+                        tc.checkpoint_total_limit,
+                    )
+                )  # fmt: skip
+            accelerator.wait_for_everyone()
+        if cfg.validation.enabled and cfg.validation.every and done % cfg.validation.every == 0:
+            _validate(accelerator, recipe, out_dir, done)
+    bar.close()
+    accelerator.wait_for_everyone()
+    saved: dict[str, Any] = {}
+    if main:
+        save_checkpoint(
+            out_dir, tc.max_steps, base, optimizer, scheduler, scaler, tc.checkpoint_total_limit
+        )
+        saved = recipe.save(out_dir)
+        run = json.loads((out_dir / RUN_FILE).read_text())
+        run["final"] = saved
+        (out_dir / RUN_FILE).write_text(json.dumps(run, indent=2, default=str) + "\n")
+    if cfg.validation.enabled and not (
+        cfg.validation.every and tc.max_steps % cfg.validation.every == 0
+    ):
+        _validate(accelerator, recipe, out_dir, tc.max_steps)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    seconds = time.perf_counter() - started
+    return TrainResult(out_dir, tc.max_steps, logged, saved, seconds)
+
+
+def _validate(accelerator, recipe: Recipe, out_dir: Path, step: int) -> None:
+    if accelerator.is_main_process:
+        image = recipe.validate(step)
+        if image is not None:
+            folder = out_dir / "validation"
+            folder.mkdir(parents=True, exist_ok=True)
+            image.save(folder / f"step-{step:06d}.png")
+            _log_image(accelerator, image, step)
+    accelerator.wait_for_everyone()
+
+
+def _postfix(record: dict[str, float]) -> dict[str, str]:
+    out = {"loss": f"{record['loss']:.4f}"}
+    for key, value in record.items():
+        if key.endswith("/accuracy") and "acc" not in out:
+            out["acc"] = f"{value:.2f}"
+        if key.endswith("/margin") and "margin" not in out:
+            out["margin"] = f"{value:.3g}"
+    return out
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Tracker hyperparameters: nested keys joined by dots, lists as strings."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        elif isinstance(v, int | float | str | bool) or v is None:
+            out[key] = v if v is not None else "none"
+        else:
+            out[key] = json.dumps(v, default=str)
+        if isinstance(out.get(key), float) and not math.isfinite(out[key]):
+            out[key] = str(out[key])
+    return out

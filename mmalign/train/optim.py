@@ -1,0 +1,43 @@
+"""Optimizers and learning-rate schedules for the training loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from .config import TrainConfig
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig, lr: float):
+    params = list(params)
+    if not params:
+        raise ValueError("nothing to train: the model has no parameter with requires_grad")
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        # A fixed lr (the authors' SDXL setup), not Adafactor's relative step size.
+        return Adafactor(
+            params, lr=lr, weight_decay=cfg.weight_decay, relative_step=False,
+            scale_parameter=False, warmup_init=False,
+        )  # fmt: skip
+    if cfg.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ValueError(
+                "train.optimizer: adamw8bit needs bitsandbytes: pip install 'mmalign[gpu]'"
+            ) from None
+        return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"train.optimizer: unknown optimizer {cfg.optimizer!r}")
+
+
+def build_scheduler(optimizer, cfg: TrainConfig):
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(
+        cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
+        num_training_steps=cfg.max_steps,
+    )  # fmt: skip

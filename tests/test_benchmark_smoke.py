@@ -1,0 +1,47 @@
+"""Smoke test of `benchmarks/diffusion_step.py`: a `--quick` run of two variants on tiny SD."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "diffusion_step.py"
+VARIANTS = ["ours-mapo-lora-cache", "ours-dpo-lora-cache"]
+RESULT_KEYS = {
+    "variant", "family", "device", "s_per_step", "s_per_step_mean", "step_times", "peak_mb",
+    "peak_rss_mb", "peak_cuda_mb", "base_rss_mb", "train_rss_mb", "final_loss",
+}  # fmt: skip
+
+
+def test_quick_run_writes_results_and_ratios(tmp_path):
+    out = tmp_path / "bench.json"
+    # Force CPU and one thread: the smoke test checks the plumbing, not the device.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [
+        sys.executable, str(BENCH), "--quick", "--families", "sd", "--device", "cpu",
+        "--threads", "1", "--variants", ",".join(VARIANTS), "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "MaPO/DPO time (cache)" in proc.stdout  # the ratio table was printed
+    report = json.loads(out.read_text())
+    assert set(report) == {"benchmark", "config", "results", "ratios"}
+    assert report["config"]["quick"] is True
+    assert list(report["results"]) == ["sd"]
+    for name in VARIANTS:
+        result = report["results"]["sd"][name]
+        assert RESULT_KEYS <= set(result), sorted(RESULT_KEYS - set(result))
+        assert result["variant"] == name and result["device"] == "cpu"
+        assert len(result["step_times"]) == report["config"]["steps"]
+        assert result["s_per_step"] > 0 and result["peak_mb"] > 0
+        assert result["final_loss"] == result["final_loss"]  # not NaN
+    ratios = {(r["train"], r["name"]): r for r in report["ratios"]}
+    time_ratio = ratios[("lora", "MaPO/DPO time (cache)")]
+    assert time_ratio["verdict"] in ("PASS", "MISS")
+    assert time_ratio["numerator"] == "ours-mapo-lora-cache"
+    assert time_ratio["value"] > 0
+    # Ratios whose variants did not run are left out, not reported as zero.
+    assert not any(r["train"] == "full" for r in report["ratios"])
