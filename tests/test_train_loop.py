@@ -118,3 +118,14 @@ def test_bad_input_is_named(tiny, tmp_path):
     cfg = tiny_config(tiny, tmp_path / "x", data={"path": str(tmp_path), "toy": None})
     with pytest.raises((ValueError, FileNotFoundError)):
         train(cfg, DiffusionRecipe)
+
+
+def test_a_dataset_without_pair_columns_is_named(tiny, tmp_path):
+    from datasets import Dataset
+
+    folder = tmp_path / "bad"
+    Dataset.from_dict({"caption": ["a"], "image": ["b"]}).save_to_disk(str(folder))
+    cfg = tiny_config(tiny, tmp_path / "x", data={"path": str(folder), "toy": None})
+    with pytest.raises(ValueError, match="missing: prompt, chosen, rejected"):
+        train(cfg, DiffusionRecipe)
+    assert not (tmp_path / "x" / "pytorch_lora_weights.safetensors").exists()

@@ -66,3 +66,15 @@ def test_eval_winrate_names_a_bad_scorer(tmp_path, capsys):
                  "--scorers", "toy:fidelty", "--out", str(tmp_path / "e")])  # fmt: skip
     assert code == 2
     assert "toy:fidelity" in capsys.readouterr().err
+
+
+def test_sample_command_writes_a_grid(tmp_path, capsys):
+    from PIL import Image
+
+    tiny = save_tiny(tmp_path)
+    out = tmp_path / "grid.png"
+    code = main(["sample", str(tiny), "--prompt", "a red circle on a blue background",
+                 "--prompt", "a green square on a white background", "--n", "2",
+                 "--steps", "2", "--out", str(out)])  # fmt: skip
+    assert code == 0 and "grid:" in capsys.readouterr().out
+    assert Image.open(out).size[1] > 4 * 32  # four rows of images
