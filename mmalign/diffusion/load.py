@@ -175,13 +175,12 @@ def _scheduler(prediction_type: str):
     )
 
 
-def tiny_sd_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
-    """A random SD1.5-architecture pipeline (32 px, about 1 M parameters) for tests."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+def _tiny_unet(seed: int, **family: Any):
+    """A two-level 16x16-latent UNet; `family` adds what SD or SDXL conditioning needs."""
+    from diffusers import UNet2DConditionModel
 
-    tokenizer = _toy_tokenizer()
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         block_out_channels=(16, 32),
         layers_per_block=1,
         sample_size=16,
@@ -189,10 +188,17 @@ def tiny_sd_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
         norm_num_groups=8,
+        **family,
     )
+
+
+def tiny_sd_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
+    """A random SD1.5-architecture pipeline (32 px, about 1 M parameters) for tests."""
+    from diffusers import StableDiffusionPipeline
+
+    tokenizer = _toy_tokenizer()
+    unet = _tiny_unet(seed, cross_attention_dim=32, attention_head_dim=8)
     return StableDiffusionPipeline(
         unet=unet,
         vae=_tiny_vae(seed + 1),
@@ -208,18 +214,11 @@ def tiny_sd_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
 def tiny_sdxl_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
     """A random SDXL-architecture pipeline: two text encoders, pooled embeddings and
     `text_time` micro-conditioning (`add_time_ids`), as in SDXL, at 32 px."""
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline
 
     tokenizer = _toy_tokenizer()
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    unet = _tiny_unet(
+        seed,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -227,7 +226,6 @@ def tiny_sdxl_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
         transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=80,  # 6 time ids * 8 + 32 pooled
         cross_attention_dim=64,  # the two encoders' hidden states side by side
-        norm_num_groups=8,
     )
     return StableDiffusionXLPipeline(
         unet=unet,
