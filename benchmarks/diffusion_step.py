@@ -536,30 +536,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--variants", default=None, help=f"comma list (default all): {', '.join(VARIANTS)}"
     )
-    p.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help=f"timed steps ({FULL['steps']}; quick {QUICK['steps']})",
-    )
-    p.add_argument(
-        "--warmup",
-        type=int,
-        default=None,
-        help=f"untimed steps first ({FULL['warmup']}; quick {QUICK['warmup']})",
-    )
-    p.add_argument(
-        "--batch",
-        type=int,
-        default=None,
-        help=f"pairs per step ({FULL['batch']}; quick {QUICK['batch']})",
-    )
-    p.add_argument(
-        "--resolution",
-        type=int,
-        default=None,
-        help=f"pixels ({FULL['resolution']}; quick {QUICK['resolution']})",
-    )
+    # Sizes default to the full run's, or the quick run's with --quick.
+    for name, what in (("steps", "timed steps"), ("warmup", "untimed steps first"),
+                       ("batch", "pairs per step"), ("resolution", "pixels")):  # fmt: skip
+        help_text = f"{what} ({FULL[name]}; quick {QUICK[name]})"
+        p.add_argument(f"--{name}", type=int, default=None, help=help_text)
     p.add_argument("--rank", type=int, default=8, help="LoRA rank")
     p.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available"
