@@ -46,11 +46,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train.loop import train
 
     cfg = load_config(Config, args.config, args.overrides)
-    if cfg.model.kind != "diffusion":
-        raise ConfigError("model.kind: only diffusion training is available so far")
-    from .diffusion.recipe import DiffusionRecipe
+    if cfg.model.kind == "vlm":
+        from .vlm.recipe import VLMRecipe as recipe
+    else:
+        from .diffusion.recipe import DiffusionRecipe as recipe
 
-    result = train(cfg, DiffusionRecipe)
+    result = train(cfg, recipe)
     if result.saved:
         print(f"mmalign: trained {result.steps} steps in {result.seconds:.0f} s")
         print(f"weights: {result.saved['path']}")

@@ -8,6 +8,7 @@ from .config import (
     ModelConfig,
     TrainConfig,
     ValidationConfig,
+    VLMConfig,
 )
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "LoraConfig",
     "ModelConfig",
     "TrainConfig",
+    "VLMConfig",
     "ValidationConfig",
 ]

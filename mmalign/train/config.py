@@ -63,6 +63,24 @@ class DiffusionConfig:
 
 
 @dataclass
+class VLMConfig:
+    """VLM-only settings (METHODS.md section 3)."""
+
+    max_length: int | None = None  # rows longer than this are skipped and counted, never cut
+    strict: bool = False  # raise on the first row that does not fit, naming it
+    reference: Literal["auto", "adapters", "copy", "precomputed"] = "auto"  # auto: adapters
+    train_vision: bool = False  # full fine-tune: train the vision tower too (LLaVA freezes it)
+    bpo_form: Literal["objective", "extra_rows"] = "objective"  # extra_rows: the released code
+    blind_batch_size: int = 32  # generating blind responses (BPO) when the data has none
+    blind_max_new_tokens: int = 32
+    merge: bool = False  # also save the base model with the adapter merged in
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and self.max_length < 8:
+            raise ValueError(f"vlm.max_length must be >= 8, got {self.max_length}")
+
+
+@dataclass
 class ValidationConfig:
     """A fixed-seed sample grid every `every` steps (0: only after the last step)."""
 
@@ -119,6 +137,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraConfig | None = field(default_factory=LoraConfig)  # null: full fine-tune
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    vlm: VLMConfig = field(default_factory=VLMConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     output_dir: str = "runs/mmalign"
 

@@ -1,0 +1,121 @@
+"""Load vision-language models (LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / Qwen2.5-VL, Idefics3 /
+SmolVLM, toy-vlm) with their processors, through transformers' Auto classes.
+
+`load_vlm` is the one entry point: a local folder or hub id, a dtype (full precision unless
+asked), a revision. `toy:vlm` names the shipped toy-vlm. A folder holding a PEFT adapter
+(`adapter_config.json`) loads its base model and applies the adapter.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# Module-name parts of the image path (vision tower and projector) across the families we load:
+# LoRA "all-linear" stays out of them and the features they produce can be reused.
+VISION_PARTS = (
+    "vision_tower",
+    "visual",
+    "vision_model",
+    "multi_modal_projector",
+    "connector",
+    "image_newline",
+)
+TESTED_FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")
+
+
+@dataclass
+class VLM:
+    """A loaded vision-language model, its processor, and where it came from."""
+
+    model: Any  # a transformers *ForConditionalGeneration (or a PeftModel around one)
+    processor: Any
+    source: str
+
+    @property
+    def family(self) -> str:
+        return str(self.core.config.model_type)
+
+    @property
+    def core(self) -> Any:
+        """The transformers model under any PEFT wrapper."""
+        m = self.model
+        return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+    @property
+    def tokenizer(self) -> Any:
+        return getattr(self.processor, "tokenizer", self.processor)
+
+
+def resolve_model(name_or_path: str | Path) -> str:
+    """`toy:vlm` names the shipped toy-vlm; anything else is a folder or hub id as given."""
+    if str(name_or_path) == "toy:vlm":
+        from ..data.toy.paths import model_path
+
+        return str(model_path("vlm"))
+    return str(name_or_path)
+
+
+def _dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def load_vlm(
+    name_or_path: str | Path,
+    *,
+    dtype: str = "float32",
+    revision: str | None = None,
+    adapter: str | Path | None = None,
+) -> VLM:
+    """The model (`AutoModelForImageTextToText`) and processor (`AutoProcessor`, with its chat
+    template) from a folder or hub id. `adapter`: a PEFT adapter folder applied on top; a
+    folder that is itself an adapter loads its `base_model_name_or_path` first."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    source = resolve_model(name_or_path)
+    config_file = Path(source) / "adapter_config.json"
+    if adapter is None and config_file.is_file():
+        adapter, source = source, json.loads(config_file.read_text())["base_model_name_or_path"]
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            source, dtype=_dtype(dtype), revision=revision
+        )
+    except ValueError as err:
+        raise ValueError(
+            f"{source} is not an image-text-to-text model transformers can load ({err})"
+        ) from None
+    processor = AutoProcessor.from_pretrained(source, revision=revision)
+    if getattr(processor, "chat_template", None) is None:
+        raise ValueError(f"{source}: the processor has no chat template; mmalign needs one")
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    return VLM(model, processor, source)
+
+
+def image_path_modules(model: torch.nn.Module) -> list[str]:
+    """Names of the modules that turn pixels into image features (tower + projector)."""
+    return [
+        name
+        for name, _ in model.named_modules()
+        if name and name.split(".")[-1] in VISION_PARTS
+    ]
+
+
+def in_image_path(name: str) -> bool:
+    return any(part in VISION_PARTS for part in name.split("."))
+
+
+def image_path_trainable(model: torch.nn.Module) -> bool:
+    """Whether any parameter between the pixels and the language model trains."""
+    return any(p.requires_grad for n, p in model.named_parameters() if in_image_path(n))

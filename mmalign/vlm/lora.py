@@ -1,0 +1,71 @@
+"""LoRA on a VLM's language model through peft; saved as a PEFT adapter folder.
+
+"all-linear" here means every linear layer of the language model: peft's own "all-linear"
+would also adapt the vision tower and the projector, which LLaVA-style recipes keep frozen
+(and which would stop the image features from being shared with the reference).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..train.config import LoraConfig
+from .load import in_image_path
+
+ADAPTER_DIR = "adapter"
+
+
+def lora_targets(model: torch.nn.Module, names: list[str] | None) -> list[str]:
+    """Full names of the language model's linear layers (all, or those ending in `names`)."""
+    out_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    targets = []
+    for full, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or module is out_head or in_image_path(full):
+            continue
+        if names is None or any(full == n or full.endswith("." + n) for n in names):
+            targets.append(full)
+    if not targets:
+        raise ValueError(
+            f"lora.target_modules {names} match no linear layer of the language model"
+        )
+    return targets
+
+
+def add_lora(model: Any, cfg: LoraConfig) -> Any:
+    """A PeftModel with a trainable LoRA adapter on the language model; all else frozen."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    targets = lora_targets(model, cfg.target_modules)
+    config = PeftLoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha if cfg.alpha is not None else cfg.rank,
+        lora_dropout=cfg.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    model.requires_grad_(False)
+    return get_peft_model(model, config)
+
+
+def save_adapter(model: Any, processor: Any, out_dir: str | Path) -> Path:
+    """The adapter folder `PeftModel.from_pretrained(base, folder)` loads (plus the processor,
+    so `mmalign chat folder` works on its own)."""
+    folder = Path(out_dir) / ADAPTER_DIR
+    model.save_pretrained(folder, safe_serialization=True)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def save_merged(model: Any, processor: Any, out_dir: str | Path) -> Path:
+    """The base model with the adapter merged in, a plain transformers folder."""
+    import copy
+
+    folder = Path(out_dir) / "merged"
+    merged = copy.deepcopy(model).merge_and_unload()
+    merged.save_pretrained(folder, safe_serialization=True)
+    processor.save_pretrained(folder)
+    return folder

@@ -1,0 +1,236 @@
+"""The VLM recipe: what `mmalign train` needs for `model.kind: vlm`.
+
+It loads the model and processor, adds LoRA on the language model (or trains it in full with
+the vision tower frozen, against a frozen copy), opens the pairs, skips and counts rows that do
+not fit `vlm.max_length`, builds BPO blind responses when the objective needs them and the data
+has none, and scores batches with `VLMPairScorer`. Output: a PEFT adapter folder (`adapter/`),
+or the full model (`model/`), plus `merged/` on request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.schema import ValidationReport
+from ..train.config import Config
+from .collate import PAIR_FIELDS, PairCollator, SequenceBatch
+from .load import in_image_path, load_vlm
+from .lora import add_lora, save_adapter, save_merged
+from .scorer import VLMPairScorer
+
+FULL_MODEL_DIR = "model"
+
+
+class VLMRows(torch.utils.data.Dataset):
+    """Dataset rows as dicts, with generated columns (`blind`) added and, for BPO's
+    "extra rows" form, each blind pair appended as a plain row (rejected = blind)."""
+
+    def __init__(self, rows: Any, keep: list[int], extra: dict[str, list[Any]] | None = None,
+                 blind_as_rows: bool = False):  # fmt: skip
+        self.rows, self.extra = rows, extra or {}
+        self.index = [(i, False) for i in keep]
+        if blind_as_rows:
+            self.index += [(i, True) for i in keep]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[int, dict[str, Any]]:
+        row_id, as_blind = self.index[int(i)]
+        row = dict(self.rows[row_id])
+        for name, values in self.extra.items():
+            row[name] = values[row_id]
+        if as_blind:
+            row["rejected"] = row["blind"]
+        return int(i), row
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def open_rows(cfg: Config) -> tuple[Any, ValidationReport]:
+    """The training rows: `toy:<kind>` (built once and cached), else any format
+    `open_vlm_pairs` reads (MMSafe-PO, Re-Align, TRL-style, LLaVA conversations, pairs)."""
+    from datasets import load_from_disk
+
+    from ..data.schema import validate_rows
+    from ..diffusion.data import TOY_PREFIX, toy_pairs
+
+    d = cfg.data
+    if d.path.startswith(TOY_PREFIX):
+        rows = load_from_disk(str(toy_pairs(d.path[len(TOY_PREFIX) :], d.toy or {})))
+        if d.max_samples is not None:
+            rows = rows.select(range(min(d.max_samples, len(rows))))
+        checked, report = validate_rows(rows, "text")
+        return checked, report
+    if d.toy:
+        raise ValueError("data.toy is only for data.path: toy:<kind>")
+    from .data import open_vlm_pairs
+
+    return open_vlm_pairs(d.path, d.split, max_samples=d.max_samples)
+
+
+class VLMRecipe:
+    def __init__(self, cfg: Config, accelerator: Any):
+        from ..diffusion.data import cache_root
+
+        self.cfg, self.accelerator = cfg, accelerator
+        m, v = cfg.model, cfg.vlm
+        self.vlm = load_vlm(m.name_or_path, dtype=m.dtype, revision=m.revision)
+        objective = cfg.build_objective()
+        pairs = list(objective.pairs)
+        for pair in pairs:
+            if pair not in PAIR_FIELDS:
+                raise ValueError(
+                    f"objective: pair '{pair}' is not produced by the VLM scorer; use "
+                    f"{', '.join(PAIR_FIELDS)}"
+                )
+        blind_as_rows = "blind" in pairs and v.bpo_form == "extra_rows"
+        if blind_as_rows:  # the released BPO code: blind pairs become extra rows of `main`
+            pairs = [p for p in pairs if p != "blind"] or ["main"]
+        self.rows, self.report = open_rows(cfg)
+        extra: dict[str, list[Any]] = {}
+        wants_blind = "blind" in objective.pairs
+        if wants_blind and ("blind" not in self.rows.column_names
+                            or any(b is None for b in self.rows["blind"])):  # fmt: skip
+            key = _digest(self.vlm.source, self.rows._fingerprint, v.blind_max_new_tokens)
+            extra["blind"] = self._blind(cache_root() / "vlm-blind" / f"{key}.json")
+        self.collator = PairCollator(self.vlm.processor, ["main", "blind"] if blind_as_rows
+                                     else pairs, v.max_length)  # fmt: skip
+        keep = self._fitting(extra)
+        self.collator.pairs = tuple(pairs)
+        self.dataset = VLMRows(self.rows, keep, extra, blind_as_rows)
+        device = accelerator.device
+        model = self.vlm.model
+        if cfg.lora is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.train.seed)
+                model = add_lora(model, cfg.lora)
+        else:
+            model.requires_grad_(True)
+            if not v.train_vision:
+                for name, p in model.named_parameters():
+                    if in_image_path(name) and "projector" not in name:
+                        p.requires_grad_(False)
+        self.model = model.to(device)
+        self.vlm.model = self.model
+        reference = v.reference
+        if reference == "auto":
+            reference = "adapters" if cfg.lora is not None else "copy"
+        if reference == "adapters" and cfg.lora is None:
+            raise ValueError("vlm.reference: 'adapters' needs lora; use 'copy' or 'auto'")
+        if not objective.needs_reference:
+            reference = "none"
+        scores = None
+        if reference == "precomputed":
+            key = _digest(self.vlm.source, self.rows._fingerprint, pairs, v.max_length, extra)
+            scores = self._reference_pass(cache_root() / "vlm-reference" / f"{key}.json")
+        self.scorer = VLMPairScorer(self.model, reference, scores)  # type: ignore[arg-type]
+        if self.scorer.reference_model is not None:
+            self.scorer.reference_model.to(device)
+
+    # ------------------------------------------------------------------ data preparation
+    def _fitting(self, extra: dict[str, list[Any]]) -> list[int]:
+        """Row ids that fit max_length; the others are counted in the report (or raise)."""
+        n = len(self.rows)
+        if self.cfg.vlm.max_length is None:
+            return list(range(n))
+        keep, reasons = [], Counter[str]()
+        for i in tqdm(range(n), desc="checking lengths", unit="row", leave=False):
+            row = dict(self.rows[i])
+            row.update({k: vals[i] for k, vals in extra.items()})
+            if self.collator.fits(row):
+                keep.append(i)
+                continue
+            if self.cfg.vlm.strict:
+                raise ValueError(
+                    f"row {i}: {self.collator.lengths(row)} tokens exceed vlm.max_length "
+                    f"{self.cfg.vlm.max_length}; image tokens are never truncated"
+                )
+            reasons["too_long"] += 1
+            self.report.kept, self.report.total = self.report.kept - 1, self.report.total - 1
+            self.report.skip(i, "too_long")
+        if reasons and self.accelerator.is_main_process:
+            print(f"mmalign: skipped {reasons['too_long']} of {n} rows longer than "
+                  f"vlm.max_length={self.cfg.vlm.max_length}")  # fmt: skip
+        if not keep:
+            raise ValueError("no row fits vlm.max_length; raise it")
+        return keep
+
+    def _blind(self, path: Path) -> list[str]:
+        """Blind responses of the base model (built once, cached by model and data)."""
+        from .blind import blind_responses
+
+        if path.is_file():
+            return list(json.loads(path.read_text()))
+        v = self.cfg.vlm
+        answers = blind_responses(self.vlm.model, self.vlm.processor, self.rows["prompt"],
+                                  batch_size=v.blind_batch_size,
+                                  max_new_tokens=v.blind_max_new_tokens)  # fmt: skip
+        if self.accelerator.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(answers))
+        return answers
+
+    @torch.no_grad()
+    def _reference_pass(self, path: Path) -> dict[tuple[int, str, str], float]:
+        """Reference scores of every sequence, from one pass over the data (cached)."""
+        from .scorer import image_features, sequence_logps
+
+        if path.is_file():
+            return {(r, v, c): s for r, v, c, s in json.loads(path.read_text())}
+        core, out = self.vlm.core, []
+        batch_size = self.cfg.train.batch_size
+        for start in tqdm(range(0, len(self.dataset), batch_size), desc="reference scores"):
+            items = [self.dataset[i] for i in range(start, min(start + batch_size,
+                                                                 len(self.dataset)))]  # fmt: skip
+            batch = self.collate(items).to(self.accelerator.device)
+            logps = sequence_logps(core, batch, image_features(core, batch))[0].tolist()
+            for (row, variant, completion), s in zip(batch.sequence_keys, logps, strict=True):
+                out.append((batch.rows[row], variant, completion, s))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out))
+        return {(r, v, c): s for r, v, c, s in out}
+
+    # ----------------------------------------------------------------- the loop's API
+    def collate(self, items: list[tuple[int, dict[str, Any]]]) -> SequenceBatch:
+        return self.collator([row for _, row in items], row_ids=[i for i, _ in items])
+
+    def to_device(self, batch: SequenceBatch, rows: list[int], device: torch.device):
+        return batch.to(device)
+
+    def score(self, model, batch, seeds, *, with_reference: bool):
+        return self.scorer(model, batch, with_reference=with_reference)
+
+    def validate(self, step: int) -> None:
+        return None
+
+    def save(self, output_dir: Path) -> dict[str, Any]:
+        if self.cfg.lora is not None:
+            path = save_adapter(self.model, self.vlm.processor, output_dir)
+            saved: dict[str, Any] = {"kind": "peft_adapter", "path": str(path)}
+            if self.cfg.vlm.merge:
+                saved["merged"] = str(save_merged(self.model, self.vlm.processor, output_dir))
+            return saved
+        folder = output_dir / FULL_MODEL_DIR
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.vlm.processor.save_pretrained(folder)
+        return {"kind": "model", "path": str(folder)}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "task": "vlm",
+            "base": self.vlm.source,
+            "family": self.vlm.family,
+            "rows": len(self.dataset),
+            "skipped": self.report.skipped,
+            "reference": self.scorer.reference,
+        }
