@@ -225,14 +225,15 @@ class PairCollator:
             rendered = {}
             for variant in dict.fromkeys(v for v, _ in seqs):
                 images = self._images(row, variant)
-                rendered[variant] = self.format.render(row["prompt"], len(images),
-                                                       [a for v, a in seqs if v == variant])  # fmt: skip
+                answers = [a for v, a in seqs if v == variant]
+                rendered[variant] = self.format.render(row["prompt"], len(images), answers)
                 prompts.append((r, variant))
                 prompt_texts.append(rendered[variant].prompt)
                 prompt_images.append([to_pil_image(im).convert("RGB") for im in images])
             base = len(sequences)
             for variant, answer in seqs:
-                sequences.append((prompts.index((r, variant)), rendered[variant].completions[answer]))
+                p = prompts.index((r, variant))
+                sequences.append((p, rendered[variant].completions[answer]))
             for pair, (c, j) in plan.items():
                 pair_idx[pair][0].append(base + c)
                 pair_idx[pair][1].append(base + j)
@@ -255,7 +256,7 @@ class PairCollator:
             else:
                 keys = [image_key(im) for im in flat_images]
                 first: dict[str, int] = {}
-                for i, k in enumerate(keys):
+                for k in keys:
                     first.setdefault(k, len(first))
                 order = list(dict.fromkeys(keys))
                 vision = _cat_units([per_image[keys.index(k)] for k in order])
@@ -278,7 +279,7 @@ class PairCollator:
                 extra_rows.append(type_ids[p][keep].tolist() + [0] * len(comp))
         longest = max(len(x) for x in ids_rows)
         if check_length and self.max_length is not None and longest > self.max_length:
-            which = [i for i, x in enumerate(ids_rows) if len(x) > self.max_length][0]
+            which = next(i for i, x in enumerate(ids_rows) if len(x) > self.max_length)
             row = prompts[sequences[which][0]][0]
             name = row if row_ids is None else row_ids[row]
             raise ValueError(
