@@ -1,0 +1,89 @@
+"""The LAION aesthetic predictor (improved-aesthetic-predictor, Schuhmann 2022): an MLP
+768-1024-128-64-16-1 on L2-normalised CLIP ViT-L/14 (OpenAI) image embeddings; scores are on
+the AVA 1-10 scale. The "linearMSE" checkpoint `sac+logos+ava1-l14-linearMSE.pth` is a plain
+state dict with keys layers.{0,2,4,6,7}.{weight,bias}: Linear layers with Dropout at 1, 3 and
+5 and no activations (METHODS.md section 4). The prompt is not used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import BatchedScorer, clip_pixels, resolve_file
+from .openclip import create
+
+CHECKPOINT = "sac+logos+ava1-l14-linearMSE.pth"
+# A hub mirror of the GitHub file (christophschuhmann/improved-aesthetic-predictor); pass a
+# local path to use your own copy.
+REPO = "camenduru/improved-aesthetic-predictor"
+LINEAR_KEYS = (0, 2, 4, 6, 7)
+
+
+class AestheticMLP(nn.Module):
+    """The predictor's MLP with its module indices, so the public state dict loads strictly."""
+
+    def __init__(self, sizes: Sequence[int] = (768, 1024, 128, 64, 16, 1)) -> None:
+        super().__init__()
+        if len(sizes) != 6:
+            raise ValueError(f"the aesthetic MLP has 5 linear layers (6 sizes), got {sizes}")
+        d = sizes
+        self.layers = nn.Sequential(
+            nn.Linear(d[0], d[1]), nn.Dropout(0.2),
+            nn.Linear(d[1], d[2]), nn.Dropout(0.2),
+            nn.Linear(d[2], d[3]), nn.Dropout(0.1),
+            nn.Linear(d[3], d[4]),
+            nn.Linear(d[4], d[5]),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> AestheticMLP:
+        """Sizes read from the weights (768 ... 1 for the public file), then a strict load."""
+        missing = [f"layers.{i}.weight" for i in LINEAR_KEYS if f"layers.{i}.weight" not in state]
+        if missing:
+            raise ValueError(f"not an aesthetic-predictor state dict: missing {missing}")
+        sizes = [state["layers.0.weight"].shape[1]]
+        sizes += [state[f"layers.{i}.weight"].shape[0] for i in LINEAR_KEYS]
+        mlp = cls(sizes)
+        mlp.load_state_dict(state, strict=True)
+        return mlp
+
+
+class Aesthetic(BatchedScorer):
+    """`aesthetic`: `path` is the MLP checkpoint (file, folder or hub repo); `clip` the
+    backbone as `<arch>:<pretrained tag or file>` (default ViT-L-14:openai)."""
+
+    def __init__(
+        self,
+        *,
+        path: str | Path = REPO,
+        clip: str = "ViT-L-14:openai",
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        super().__init__(device, dtype, batch_size)
+        self.name = "aesthetic"
+        state = torch.load(resolve_file(path, CHECKPOINT), map_location="cpu", weights_only=True)
+        self.mlp = AestheticMLP.from_state_dict(state).to(self.device, self.dtype).eval()
+        arch, _, pretrained = clip.partition(":")
+        self.model, _, self.size, self.mean, self.std = create(
+            arch, pretrained=pretrained or "openai", device=self.device, dtype=self.dtype
+        )
+        width = self.model.visual.output_dim
+        if width != self.mlp.layers[0].in_features:
+            raise ValueError(
+                f"aesthetic MLP expects {self.mlp.layers[0].in_features}-d embeddings, "
+                f"the CLIP backbone {clip} gives {width}"
+            )
+
+    def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        pixels = clip_pixels(pixels, self.size, self.mean, self.std).to(self.dtype)
+        return self.mlp(F.normalize(self.model.encode_image(pixels), dim=-1)).squeeze(-1)

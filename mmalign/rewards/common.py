@@ -1,0 +1,118 @@
+"""What the real reward models share: batching with a progress bar, device and dtype, CLIP-style
+pixel preprocessing on tensors, and finding a checkpoint file locally or on the hub."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .base import ImageBatch, as_image_batch
+
+# OpenAI CLIP's normalisation, used by PickScore's processor, HPSv2 and the aesthetic MLP.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """`None`/"auto": CUDA when there is one, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """A torch dtype from "float32"/"fp16"/"bf16"/a dtype; `None` is float32 (full precision)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    aliases = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+    name = aliases.get(str(dtype), str(dtype))
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"dtype {dtype!r}: use float32, float16 or bfloat16")
+    return value
+
+
+def clip_pixels(
+    images: torch.Tensor,
+    size: int,
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
+) -> torch.Tensor:
+    """CLIP preprocessing on a [B,3,H,W] batch in [0,1]: bicubic resize of the shorter side to
+    `size`, centre crop, normalise. The tensor form of CLIPImageProcessor / open_clip's
+    `preprocess_val`, so a batch is processed at once instead of image by image through PIL."""
+    h, w = images.shape[-2:]
+    scale = size / min(h, w)
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    if (new_h, new_w) != (h, w):
+        images = F.interpolate(
+            images, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True
+        ).clamp(0, 1)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    images = images[..., top : top + size, left : left + size]
+    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images - m) / s
+
+
+def resolve_file(source: str | Path, filename: str) -> Path:
+    """A checkpoint file: `source` itself if it is a file, `source/filename` if it is a folder,
+    else `filename` downloaded from the hub repo `source`."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if not (path / filename).is_file():
+            raise FileNotFoundError(f"{path} has no {filename}")
+        return path / filename
+    if str(source).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"checkpoint {source} does not exist")
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(str(source), filename))
+
+
+class BatchedScorer:
+    """Base of the model-backed scorers: `score` splits the batch into chunks of `batch_size`,
+    moves each to the model's device and calls `_score_batch` without gradients.
+    A progress bar shows when there is more than one chunk."""
+
+    name: str
+
+    def __init__(
+        self,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype)
+        self.batch_size = batch_size
+
+    def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
+        batch = as_image_batch(images)
+        if len(prompts) != len(batch):
+            raise ValueError(f"{self.name}: {len(batch)} images but {len(prompts)} prompts")
+        out = []
+        n, step = len(batch), self.batch_size
+        chunks = tqdm(
+            range(0, n, step), desc=self.name, unit="batch", disable=n <= step, leave=False
+        )
+        for start in chunks:
+            # float32 here: preprocessing (bicubic resize) runs in full precision, the model in
+            # self.dtype.
+            pixels = batch[start : start + step].to(self.device)
+            out.append(self._score_batch(pixels, list(prompts[start : start + step])).float())
+        return torch.cat(out).cpu()

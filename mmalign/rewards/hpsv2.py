@@ -1,0 +1,58 @@
+"""HPSv2 (Wu et al. 2023, "Human Preference Score v2"): OpenCLIP ViT-H-14 fine-tuned on HPD v2.
+
+score = cos(text, image) (the paper reports x100); checkpoint `HPS_v2.1_compressed.pt` (v2.1,
+the default) or `HPS_v2_compressed.pt` (v2.0) from the hub repo `xswu/HPSv2`, a dict whose
+'state_dict' holds the whole CLIP. The `hpsv2` package reloads it on every call; this scorer
+loads it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..suggest import did_you_mean
+from .common import BatchedScorer, clip_pixels, resolve_file
+from .openclip import create
+
+REPO = "xswu/HPSv2"
+CHECKPOINTS = {"v2.1": "HPS_v2.1_compressed.pt", "v2.0": "HPS_v2_compressed.pt"}
+
+
+class HPSv2(BatchedScorer):
+    """`hpsv2[:v2.1|v2.0]`: `path` is the checkpoint file, a folder holding it, or a hub repo;
+    `arch` the OpenCLIP architecture (or a model config JSON)."""
+
+    variants = tuple(CHECKPOINTS)
+
+    def __init__(
+        self,
+        version: str = "v2.1",
+        *,
+        path: str | Path = REPO,
+        arch: str | Path = "ViT-H-14",
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if version not in CHECKPOINTS:
+            raise ValueError(
+                f"unknown HPSv2 version '{version}'; {did_you_mean(version, CHECKPOINTS)}"
+            )
+        super().__init__(device, dtype, batch_size)
+        self.name = f"hpsv2:{version}"
+        checkpoint = resolve_file(path, CHECKPOINTS[version])
+        self.model, self.tokenizer, self.size, self.mean, self.std = create(
+            arch, pretrained=checkpoint, device=self.device, dtype=self.dtype
+        )
+
+    def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        pixels = clip_pixels(pixels, self.size, self.mean, self.std).to(self.dtype)
+        image = F.normalize(self.model.encode_image(pixels), dim=-1)
+        text = F.normalize(
+            self.model.encode_text(self.tokenizer(list(prompts)).to(self.device)), dim=-1
+        )
+        return (image * text).sum(-1)

@@ -1,0 +1,67 @@
+"""Building OpenCLIP models for the scorers (HPSv2, CLIP score, aesthetic) without downloads
+beyond the checkpoint asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+try:
+    import open_clip
+except ImportError:  # optional: the `eval` extra
+    open_clip = None
+
+
+def require_open_clip():
+    if open_clip is None:
+        raise ImportError(
+            "this scorer needs open_clip: pip install 'mmalign[eval]' (open_clip_torch)"
+        )
+    return open_clip
+
+
+def model_name(arch: str | Path) -> str:
+    """An OpenCLIP architecture name (`ViT-H-14`), or a path to a model config JSON, which is
+    registered under its file stem (how tests build tiny models with the real key layout)."""
+    oc = require_open_clip()
+    path = Path(arch)
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise FileNotFoundError(f"OpenCLIP model config {path} does not exist")
+        oc.add_model_config(path)
+        return path.stem
+    if str(arch) not in oc.list_models():
+        from ..suggest import did_you_mean
+
+        raise ValueError(
+            f"unknown OpenCLIP model '{arch}'; {did_you_mean(str(arch), oc.list_models())}"
+        )
+    return str(arch)
+
+
+def create(
+    arch: str | Path,
+    *,
+    pretrained: str | Path | None,
+    device: torch.device,
+    dtype: torch.dtype,
+):
+    """(model, tokenizer, image size, mean, std). `pretrained` is an OpenCLIP tag (`openai`,
+    `laion2b_s32b_b79k`: downloaded by open_clip), a local checkpoint file (loaded with
+    `weights_only=True`; a dict with a 'state_dict' key, as HPSv2's, works too) or None
+    (random weights, to be loaded by the caller)."""
+    oc = require_open_clip()
+    name = model_name(arch)
+    local = pretrained is not None and Path(pretrained).is_file()
+    model = oc.create_model(name, pretrained=None if local else pretrained, device="cpu")
+    if local:
+        oc.load_checkpoint(model, str(pretrained), weights_only=True)
+    model = model.to(device=device, dtype=dtype).eval()
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, tuple | list) else size
+    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    from .common import CLIP_MEAN, CLIP_STD
+
+    mean, std = tuple(cfg.get("mean", CLIP_MEAN)), tuple(cfg.get("std", CLIP_STD))
+    return model, oc.get_tokenizer(name), int(size), mean, std

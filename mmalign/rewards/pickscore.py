@@ -1,0 +1,68 @@
+"""PickScore (Kirstain et al. 2023, "Pick-a-Pic"): a CLIP ViT-H/14 fine-tuned on Pick-a-Pic.
+
+score = logit_scale.exp() * cos(text, image), as in the PickScore repository's inference
+example (about 20-23 on real images; METHODS.md section 4). Some code reports the raw cosine
+(about 0.22): this scorer does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .common import BatchedScorer, clip_pixels
+
+MODEL = "yuvalkirstain/PickScore_v1"
+PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+
+
+def _embeds(output) -> torch.Tensor:
+    """transformers >= 5 returns a model output from get_*_features, older versions a tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def _crop_size(crop) -> int:
+    """The processor's crop height: an int, a dict, or transformers 5's SizeDict."""
+    if isinstance(crop, int):
+        return crop
+    for key in ("height", "shortest_edge"):
+        value = crop.get(key) if isinstance(crop, dict) else getattr(crop, key, None)
+        if value:
+            return int(value)
+    raise ValueError(f"cannot read a crop size from the PickScore processor: {crop!r}")
+
+
+class PickScore(BatchedScorer):
+    """`pickscore`: `path` is the model (folder or hub id), `processor` its processor
+    (default: the processor PickScore was trained with, a different repository)."""
+
+    def __init__(
+        self,
+        path: str | Path = MODEL,
+        *,
+        processor: str | Path | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        from transformers import AutoProcessor, CLIPModel
+
+        super().__init__(device, dtype, batch_size)
+        self.name = "pickscore"
+        self.model = CLIPModel.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
+        self.processor = AutoProcessor.from_pretrained(str(processor or PROCESSOR))
+        ip = self.processor.image_processor
+        self.size = _crop_size(ip.crop_size)
+        self.mean, self.std = tuple(ip.image_mean), tuple(ip.image_std)
+
+    def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        pixels = clip_pixels(pixels, self.size, self.mean, self.std).to(self.dtype)
+        text = self.processor.tokenizer(
+            list(prompts), padding=True, truncation=True, max_length=77, return_tensors="pt"
+        ).to(self.device)
+        image_emb = F.normalize(_embeds(self.model.get_image_features(pixel_values=pixels)), dim=-1)
+        text_emb = F.normalize(_embeds(self.model.get_text_features(**text)), dim=-1)
+        return self.model.logit_scale.exp() * (image_emb * text_emb).sum(-1)
