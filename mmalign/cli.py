@@ -246,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--batch-size", type=int, default=50)
     w.add_argument("--out", required=True, help="output folder (results.json, grid.png)")
     w.set_defaults(func=_cmd_eval_winrate)
+    from .vlm.cli import register, register_eval
+
+    register_eval(eval_sub)
+    register(sub)
 
     p = sub.add_parser(
         "demo", help="the main job on the toy world: train MaPO on toy-sd, report its win rate"
@@ -286,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="builder option, e.g. --set label_noise=0.1 --set ties=keep",
     )  # fmt: skip
     t.set_defaults(func=_cmd_toy_data)
+
+    from apps.label.cli import register as register_label  # the app lives in apps/label
+
+    register_label(sub)
     return parser
 
 

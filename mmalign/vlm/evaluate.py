@@ -13,8 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from datasets import load_from_disk
-
 from .blind import generate_answers
 from .collate import row_images, user_content
 from .load import VLM
@@ -24,6 +22,8 @@ TASKS = ("hallucination", "safety")
 
 def heldout_rows(task: str, n: int, seed: int) -> Any:
     """`n` toy rows of `task` on held-out prompts (built in a temporary folder)."""
+    from datasets import load_from_disk
+
     from ..data.toy.datasets import build_dataset
 
     if task not in TASKS:

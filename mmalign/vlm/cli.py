@@ -1,0 +1,74 @@
+"""`mmalign chat` (a model's answer about an image) and `mmalign eval vlm` (toy-world rates)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _load(model: str, adapter: str | None):
+    from .load import load_vlm
+
+    run = Path(model) / "mmalign_run.json"
+    if run.is_file():  # a training output_dir: its saved adapter or model
+        model = json.loads(run.read_text())["final"]["path"]
+    return load_vlm(model, adapter=adapter)
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .blind import generate_answers
+    from .collate import user_content
+
+    vlm = _load(args.model, args.adapter)
+    images = []
+    for path in args.image or []:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--image {path}: no such file")
+        images.append(Image.open(path).convert("RGB"))
+    conversation = [{"role": "user", "content": user_content(args.prompt, len(images))}]
+    reply = generate_answers(vlm.model, vlm.processor, [conversation], [images],
+                             batch_size=1, max_new_tokens=args.max_new_tokens,
+                             desc="generating")[0]  # fmt: skip
+    print(reply)
+    return 0
+
+
+def _cmd_eval_vlm(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_toy
+
+    vlm = _load(args.model, args.adapter)
+    results = evaluate_toy(vlm, args.task, n=args.n, seed=args.seed)
+    rates = {k: v for k, v in results.items() if k.endswith("_rate") or k.endswith("accuracy")}
+    for key, value in rates.items():
+        print(f"{key}: {value:.2%} (+- {results[key + '_se']:.2%}, n={results[key + '_n']})")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"results: {Path(args.out).resolve()}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("chat", help="a VLM's answer about an image")
+    p.add_argument("model", help="folder, hub id, toy:vlm, adapter folder or training output_dir")
+    p.add_argument("--adapter", help="a PEFT adapter folder applied on top of MODEL")
+    p.add_argument("--image", action="append", help="an image file (repeat for several)")
+    p.add_argument("--prompt", required=True, help="the question; <image> marks image places")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.set_defaults(func=_cmd_chat)
+
+
+def register_eval(eval_sub) -> None:
+    from .evaluate import TASKS
+
+    p = eval_sub.add_parser("vlm", help="toy-world hallucination or safety rates of a VLM")
+    p.add_argument("model", help="folder, hub id, toy:vlm, adapter folder or training output_dir")
+    p.add_argument("--adapter", help="a PEFT adapter folder applied on top of MODEL")
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--n", type=int, default=2000, help="items drawn (held-out prompts)")
+    p.add_argument("--seed", type=int, default=4321)
+    p.add_argument("--out", help="write the results as JSON here")
+    p.set_defaults(func=_cmd_eval_vlm)
