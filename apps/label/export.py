@@ -1,0 +1,102 @@
+"""Export votes as a Hugging Face dataset: Pick-a-Pic v2 shards or PreferencePair rows.
+
+One row per vote that is not undone and not a skip (skips are counted and reported).
+Pick-a-Pic: `jpg_0` is the image shown on the left, `label_0`/`label_1` are 1/0 for
+a win and 0.5/0.5 for a tie, `user_id` the annotator, `created_at` the vote time.
+PreferencePair: `chosen` is the preferred image, `label` 1.0 (0.5 for a tie), ready for
+`mmalign train` (`data.path=DIR`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from .images import load_image, resolve
+from .store import Store
+
+Format = Literal["pickapic", "pairs"]
+
+
+def _image_bytes(root: Path, ref: str) -> bytes:
+    load_image(root, ref)  # the same checks as when the image is shown
+    return resolve(root, ref).read_bytes()
+
+
+def export_votes(
+    store: Store, image_root: str | Path, out: str | Path, fmt: Format, *, split: str = "train"
+) -> dict[str, Any]:
+    """Write the votes to `out`; returns counts (`rows`, `skipped` by reason)."""
+    if fmt not in ("pickapic", "pairs"):
+        raise ValueError(f"format must be 'pickapic' or 'pairs', got {fmt!r}")
+    root = Path(image_root)
+    rows, skipped = [], Counter()
+    for v in store.all_votes():
+        if v["choice"] == "skip":
+            skipped["skip"] += 1
+            continue
+        images = [_image_bytes(root, v["image_0"]), _image_bytes(root, v["image_1"])]
+        left, right = images[v["left_image"]], images[1 - v["left_image"]]
+        created = datetime.fromtimestamp(v["created_at"], tz=timezone.utc).replace(tzinfo=None)
+        rows.append((v, left, right, created))
+
+    out = Path(out)
+    if fmt == "pickapic":
+        _write_pickapic(rows, out, split)
+    else:
+        _write_pairs(rows, out, store.url)
+    return {"rows": len(rows), "skipped": dict(skipped), "format": fmt, "out": str(out)}
+
+
+def _write_pickapic(rows: list[Any], out: Path, split: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmalign.data.pickapic import PICKAPIC_SCHEMA, _uid
+
+    schema = PICKAPIC_SCHEMA.set(
+        PICKAPIC_SCHEMA.get_field_index("user_id"), pa.field("user_id", pa.string())
+    )  # annotator names, not Pick-a-Pic's integer ids
+    prompts = Counter(v["prompt"] for v, *_ in rows)
+    records = []
+    for v, left, right, created in rows:
+        l0 = {"left": 1.0, "right": 0.0, "tie": 0.5}[v["choice"]]
+        uid_0, uid_1 = _uid(left), _uid(right)
+        records.append(
+            {
+                "caption": v["prompt"], "jpg_0": left, "jpg_1": right,
+                "label_0": l0, "label_1": 1.0 - l0, "has_label": True,
+                "are_different": left != right,
+                "best_image_uid": "" if l0 == 0.5 else (uid_0 if l0 > 0.5 else uid_1),
+                "image_0_uid": uid_0, "image_1_uid": uid_1,
+                "model_0": "unknown", "model_1": "unknown",
+                "user_id": v["annotator"], "ranking_id": v["seq"], "created_at": created,
+                "num_example_per_prompt": prompts[v["prompt"]],
+            }
+        )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{split}-*.parquet"):
+        stale.unlink()
+    path = out / f"{split}-00000-of-00001.parquet"
+    pq.write_table(pa.Table.from_pylist(records, schema=schema), path)
+
+
+def _write_pairs(rows: list[Any], out: Path, db: str) -> None:
+    from mmalign.data.schema import write_pairs
+
+    pairs = []
+    for v, left, right, _created in rows:
+        chosen, rejected = (right, left) if v["choice"] == "right" else (left, right)
+        pairs.append(
+            {
+                "prompt": v["prompt"],
+                "chosen": {"bytes": chosen, "path": None},
+                "rejected": {"bytes": rejected, "path": None},
+                "label": 0.5 if v["choice"] == "tie" else 1.0,
+                "user_id": v["annotator"],
+                "source": f"label:{v['vote_id']}",
+            }
+        )
+    write_pairs(pairs, out, "image")

@@ -1,0 +1,397 @@
+"""Votes and pairs in a SQL database: SQLite in WAL mode by default, PostgreSQL for a team.
+
+Every vote is one transaction and carries a client-generated id (`vote_id`, the primary
+key of its row), so a submit that is retried after a lost acknowledgement is stored once.
+A vote is acknowledged only after its transaction commits. On SQLite the connection runs
+in WAL mode with `synchronous=NORMAL`: a committed transaction is in the WAL file before
+COMMIT returns, so a killed server (SIGKILL) loses nothing it acknowledged (only a power
+cut could lose the last transactions, which NORMAL trades for speed). Write transactions
+start with `BEGIN IMMEDIATE` so two concurrent votes wait on the busy timeout instead of
+failing with "database is locked" when a read lock is upgraded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+CHOICES = ("left", "right", "tie", "skip")
+_VOTE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+BUSY_TIMEOUT_MS = 10_000
+
+metadata = MetaData()
+
+pairs = Table(
+    "pairs",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("pair_id", String(64), nullable=False, unique=True),
+    Column("prompt", Text, nullable=False),
+    Column("image_0", String(255), nullable=False),  # file names under the image folder
+    Column("image_1", String(255), nullable=False),
+    Column("source", String(255), nullable=False, default=""),
+    # Non-skip votes not undone: the queue hands a pair out until it has `overlap` of them.
+    Column("n_votes", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_pairs_n_votes", pairs.c.n_votes)
+
+votes = Table(
+    "votes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # order of arrival (undo)
+    Column("vote_id", String(64), nullable=False, unique=True),  # client-generated
+    Column("pair_id", String(64), nullable=False),
+    Column("annotator", String(64), nullable=False),
+    Column("choice", String(8), nullable=False),  # left | right | tie | skip
+    Column("left_image", Integer, nullable=False),  # 0 or 1: which pair image was on the left
+    Column("decide_ms", Integer, nullable=False),  # time from showing the pair to the vote
+    Column("created_at", Float, nullable=False),  # unix seconds, server clock
+    Column("undone", Integer, nullable=False, default=0),
+    Column("undone_at", Float, nullable=True),
+)
+Index("ix_votes_annotator", votes.c.annotator, votes.c.undone, votes.c.pair_id)
+Index("ix_votes_pair", votes.c.pair_id)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
+class VoteError(ValueError):
+    """A vote the store refuses: unknown pair, bad choice, already voted, foreign vote id."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    pair_id: str
+    prompt: str
+    image_0: str
+    image_1: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The answer to a vote: `stored` (new) or `duplicate` (this vote id was stored before)."""
+
+    status: str
+    vote_id: str
+    annotator: str
+    pair_id: str
+
+
+def sqlite_url(path: str | Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def make_engine(db: str | Path) -> tuple[Engine, Engine]:
+    """(write engine, read engine) for a path (SQLite) or a SQLAlchemy URL (PostgreSQL)."""
+    url = str(db)
+    if "://" not in url:
+        url = sqlite_url(db)
+    if not url.startswith("sqlite"):
+        engine = create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
+        return engine, engine
+
+    def sqlite_engine(begin: str) -> Engine:
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+            pool_size=16,
+            max_overflow=48,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+
+    return sqlite_engine("BEGIN IMMEDIATE"), sqlite_engine("BEGIN")
+
+
+def pair_id_for(prompt: str, image_0: bytes, image_1: bytes) -> str:
+    """A content id: importing the same dataset twice adds no pairs."""
+    h = hashlib.sha256(prompt.encode())
+    h.update(hashlib.sha256(image_0).digest())
+    h.update(hashlib.sha256(image_1).digest())
+    return h.hexdigest()[:24]
+
+
+class Store:
+    """The labeling database. Thread-safe: every method opens its own connection."""
+
+    def __init__(self, db: str | Path, *, overlap: int | None = None) -> None:
+        self.url = str(db)
+        self.write, self.read = make_engine(db)
+        metadata.create_all(self.write)
+        if overlap is not None:
+            self.set_setting("overlap", str(overlap))
+        self.overlap = int(self.get_setting("overlap", "1"))
+        if self.overlap < 1:
+            raise ValueError(f"overlap (annotators per pair) must be >= 1, got {self.overlap}")
+
+    def close(self) -> None:
+        self.write.dispose()
+        if self.read is not self.write:
+            self.read.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.write.begin() as conn:
+            yield conn
+
+    # ------------------------------------------------------------------ settings
+
+    def get_setting(self, key: str, default: str | None = None) -> str | None:
+        with self.read.begin() as conn:
+            row = conn.execute(select(settings.c.value).where(settings.c.key == key)).first()
+        return default if row is None else row[0]
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._tx() as conn:
+            found = conn.execute(select(settings.c.key).where(settings.c.key == key)).first()
+            if found:
+                conn.execute(update(settings).where(settings.c.key == key).values(value=value))
+            else:
+                conn.execute(settings.insert().values(key=key, value=value))
+
+    # --------------------------------------------------------------------- pairs
+
+    def add_pairs(self, rows: Iterable[Pair]) -> int:
+        """Insert pairs (one transaction); pairs already present are left as they are."""
+        added = 0
+        now = time.time()
+        with self._tx() as conn:
+            known = set(conn.execute(select(pairs.c.pair_id)).scalars())
+            for p in rows:
+                if p.pair_id in known:
+                    continue
+                known.add(p.pair_id)
+                conn.execute(
+                    pairs.insert().values(
+                        pair_id=p.pair_id, prompt=p.prompt, image_0=p.image_0,
+                        image_1=p.image_1, source=p.source, n_votes=0, created_at=now,
+                    )
+                )
+                added += 1
+        return added
+
+    def get_pair(self, pair_id: str) -> Pair | None:
+        with self.read.begin() as conn:
+            row = conn.execute(select(pairs).where(pairs.c.pair_id == pair_id)).first()
+        return None if row is None else _pair(row)
+
+    def count_pairs(self) -> int:
+        with self.read.begin() as conn:
+            return int(conn.execute(select(func.count()).select_from(pairs)).scalar_one())
+
+    def _open_for(self, annotator: str):
+        mine = select(votes.c.pair_id).where(
+            votes.c.annotator == annotator, votes.c.undone == 0
+        )
+        return (pairs.c.n_votes < self.overlap) & pairs.c.pair_id.not_in(mine)
+
+    def next_pair(self, annotator: str) -> Pair | None:
+        """The annotator's next pair: one they have not voted on that still needs votes.
+
+        Pairs with the fewest votes come first; among those each annotator walks the
+        pairs from their own starting point (a hash of the name), so concurrent
+        annotators rarely get the same pair and `overlap` is met without a lock.
+        """
+        offset = int(hashlib.sha256(annotator.encode()).hexdigest()[:8], 16)
+        with self.read.begin() as conn:
+            n = int(conn.execute(select(func.max(pairs.c.seq))).scalar_one() or 0)
+            if n == 0:
+                return None
+            start = offset % n
+            query = (
+                select(pairs)
+                .where(self._open_for(annotator))
+                .order_by(pairs.c.n_votes, (pairs.c.seq + (n - 1 - start)) % n)
+                .limit(1)
+            )
+            row = conn.execute(query).first()
+        return None if row is None else _pair(row)
+
+    def progress(self, annotator: str) -> tuple[int, int]:
+        """(votes cast, size of the annotator's queue = votes cast + pairs still open)."""
+        with self.read.begin() as conn:
+            done = conn.execute(
+                select(func.count())
+                .select_from(votes)
+                .where(votes.c.annotator == annotator, votes.c.undone == 0)
+            ).scalar_one()
+            left = conn.execute(
+                select(func.count()).select_from(pairs).where(self._open_for(annotator))
+            ).scalar_one()
+        return int(done), int(done) + int(left)
+
+    # --------------------------------------------------------------------- votes
+
+    def record_vote(
+        self,
+        *,
+        vote_id: str,
+        annotator: str,
+        pair_id: str,
+        choice: str,
+        left_image: int,
+        decide_ms: int,
+    ) -> Ack:
+        """Store one vote in one transaction; a repeated `vote_id` is acknowledged, not stored.
+
+        `annotator` must come from the authenticated session, never from the client.
+        """
+        if not isinstance(vote_id, str) or not _VOTE_ID.match(vote_id):
+            raise VoteError(f"vote_id must be 8-64 characters [A-Za-z0-9_-], got {vote_id!r}")
+        if choice not in CHOICES:
+            raise VoteError(f"choice must be one of {CHOICES}, got {choice!r}")
+        if left_image not in (0, 1):
+            raise VoteError(f"left_image must be 0 or 1, got {left_image!r}")
+        decide_ms = max(0, min(int(decide_ms), 86_400_000))
+        try:
+            with self._tx() as conn:
+                return self._insert_vote(
+                    conn, vote_id, annotator, pair_id, choice, left_image, decide_ms
+                )
+        except IntegrityError:
+            # Two retries of one vote raced past the lookup: the loser reads the winner's row.
+            return self._existing(vote_id, annotator)
+
+    def _insert_vote(
+        self, conn: Connection, vote_id: str, annotator: str, pair_id: str, choice: str,
+        left_image: int, decide_ms: int,
+    ) -> Ack:  # fmt: skip
+        old = conn.execute(select(votes).where(votes.c.vote_id == vote_id)).first()
+        if old is not None:
+            return _ack_existing(old, annotator)
+        if conn.execute(select(pairs.c.seq).where(pairs.c.pair_id == pair_id)).first() is None:
+            raise VoteError(f"unknown pair {pair_id!r}")
+        again = conn.execute(
+            select(votes.c.vote_id).where(
+                votes.c.annotator == annotator, votes.c.pair_id == pair_id, votes.c.undone == 0
+            )
+        ).first()
+        if again is not None:
+            raise VoteError(f"{annotator} already voted on pair {pair_id} (undo it first)")
+        conn.execute(
+            votes.insert().values(
+                vote_id=vote_id, pair_id=pair_id, annotator=annotator, choice=choice,
+                left_image=left_image, decide_ms=decide_ms, created_at=time.time(), undone=0,
+            )
+        )
+        if choice != "skip":
+            conn.execute(
+                update(pairs)
+                .where(pairs.c.pair_id == pair_id)
+                .values(n_votes=pairs.c.n_votes + 1)
+            )
+        return Ack("stored", vote_id, annotator, pair_id)
+
+    def _existing(self, vote_id: str, annotator: str) -> Ack:
+        with self.read.begin() as conn:
+            old = conn.execute(select(votes).where(votes.c.vote_id == vote_id)).first()
+        if old is None:
+            raise VoteError(f"vote {vote_id} could not be stored")
+        return _ack_existing(old, annotator)
+
+    def undo_last(self, annotator: str) -> str | None:
+        """Withdraw the annotator's most recent vote; returns its pair id (None: nothing to undo).
+
+        The row stays, marked undone, so the log of what happened is complete; exports
+        and statistics leave undone votes out.
+        """
+        with self._tx() as conn:
+            row = conn.execute(
+                select(votes)
+                .where(votes.c.annotator == annotator, votes.c.undone == 0)
+                .order_by(votes.c.seq.desc())
+                .limit(1)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(
+                update(votes)
+                .where(votes.c.seq == row.seq)
+                .values(undone=1, undone_at=time.time())
+            )
+            if row.choice != "skip":
+                conn.execute(
+                    update(pairs)
+                    .where(pairs.c.pair_id == row.pair_id)
+                    .values(n_votes=pairs.c.n_votes - 1)
+                )
+            return str(row.pair_id)
+
+    def votes_of(self, annotator: str, *, include_undone: bool = False) -> list[dict[str, Any]]:
+        """One annotator's own votes, oldest first."""
+        query = select(votes).where(votes.c.annotator == annotator)
+        if not include_undone:
+            query = query.where(votes.c.undone == 0)
+        with self.read.begin() as conn:
+            rows = conn.execute(query.order_by(votes.c.seq)).mappings().all()
+        return [_plain(r) for r in rows]
+
+    def all_votes(self) -> list[dict[str, Any]]:
+        """Every vote not undone, with its pair's prompt and images, oldest first."""
+        query = (
+            select(votes, pairs.c.prompt, pairs.c.image_0, pairs.c.image_1)
+            .join(pairs, pairs.c.pair_id == votes.c.pair_id)
+            .where(votes.c.undone == 0)
+            .order_by(votes.c.seq)
+        )
+        with self.read.begin() as conn:
+            return [_plain(r) for r in conn.execute(query).mappings().all()]
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    return {str(k): v for k, v in row.items()}  # keys are str subclasses; JSON wants str
+
+
+def _pair(row: Any) -> Pair:
+    return Pair(row.pair_id, row.prompt, row.image_0, row.image_1, row.source)
+
+
+def _ack_existing(old: Any, annotator: str) -> Ack:
+    if old.annotator != annotator:  # never reveal or touch another annotator's vote
+        raise VoteError("vote id already used by another annotator")
+    return Ack("duplicate", old.vote_id, old.annotator, old.pair_id)

@@ -1,0 +1,278 @@
+"""The labeling app's parts without a server: store, users, images, statistics, export."""
+
+from __future__ import annotations
+
+import io
+import threading
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from apps.label.export import export_votes
+from apps.label.images import ImageError, check_bytes, import_pairs, load_image, resolve
+from apps.label.stats import cohen_kappa, fleiss_kappa, preferred, summarize
+from apps.label.store import Pair, Store, VoteError
+from apps.label.testing import make_pairs_dataset
+from apps.label.users import Authenticator, add_user, check_password, hash_password, load_users
+
+
+def _png(size: int = 8, color: tuple[int, int, int] = (255, 0, 0)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "labels.sqlite", overlap=2)
+    s.add_pairs(Pair(f"p{i}", f"prompt {i}", f"a{i}.png", f"b{i}.png", "test") for i in range(6))
+    return s
+
+
+def _vote(store: Store, user: str, pair: str, choice: str = "left", vid: str | None = None):
+    return store.record_vote(vote_id=vid or uuid.uuid4().hex, annotator=user, pair_id=pair,
+                             choice=choice, left_image=0, decide_ms=500)  # fmt: skip
+
+
+def test_sqlite_runs_in_wal_mode(store: Store) -> None:
+    with store.write.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar()) >= 1000
+
+
+def test_retried_vote_is_stored_once(store: Store) -> None:
+    vid = uuid.uuid4().hex
+    assert _vote(store, "ann", "p0", vid=vid).status == "stored"
+    assert _vote(store, "ann", "p0", vid=vid).status == "duplicate"
+    assert len(store.votes_of("ann")) == 1
+
+
+def test_vote_id_of_another_annotator_is_refused(store: Store) -> None:
+    vid = uuid.uuid4().hex
+    _vote(store, "ann", "p0", vid=vid)
+    with pytest.raises(VoteError, match="another annotator"):
+        _vote(store, "eve", "p0", vid=vid)
+    assert store.votes_of("eve") == [] and store.votes_of("ann")[0]["annotator"] == "ann"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"pair_id": "nope"}, "unknown pair"),
+        ({"choice": "both"}, "choice must be"),
+        ({"vote_id": "x"}, "vote_id"),
+        ({"vote_id": "../../etc/passwd"}, "vote_id"),
+        ({"left_image": 2}, "left_image"),
+    ],
+)
+def test_bad_votes_are_refused(store: Store, kwargs: dict, match: str) -> None:
+    args = {"vote_id": uuid.uuid4().hex, "annotator": "ann", "pair_id": "p0", "choice": "left",
+            "left_image": 0, "decide_ms": 1} | kwargs  # fmt: skip
+    with pytest.raises(VoteError, match=match):
+        store.record_vote(**args)
+
+
+def test_queue_overlap_progress_and_undo(store: Store) -> None:
+    # overlap=2: a pair leaves the queue after two non-skip votes
+    for user in ("a", "b"):
+        _vote(store, user, "p0")
+    assert store.next_pair("c") is not None and store.next_pair("c").pair_id != "p0"
+    assert store.progress("c") == (0, 5)
+    with pytest.raises(VoteError, match="already voted"):
+        _vote(store, "a", "p0")
+    # a skip does not count towards the overlap but is done for its annotator
+    _vote(store, "a", "p1", "skip")
+    assert store.progress("a") == (2, 6)
+    assert store.undo_last("a") == "p1"
+    assert store.undo_last("a") == "p0"
+    assert store.undo_last("a") is None
+    assert store.progress("a") == (0, 6)
+    assert store.progress("c") == (0, 6)  # p0 is open again: only b's vote is left on it
+    assert len(store.votes_of("a", include_undone=True)) == 2
+    _vote(store, "a", "p0", "right")  # after an undo the pair can be voted again
+    assert [v["choice"] for v in store.votes_of("a")] == ["right"]
+
+
+def test_queue_walks_every_pair_once(store: Store) -> None:
+    seen = []
+    while (pair := store.next_pair("solo")) is not None:
+        seen.append(pair.pair_id)
+        _vote(store, "solo", pair.pair_id)
+    assert sorted(seen) == [f"p{i}" for i in range(6)]
+
+
+def test_concurrent_writers_store_every_vote_once(tmp_path: Path) -> None:
+    s = Store(tmp_path / "c.sqlite", overlap=16)
+    s.add_pairs(Pair(f"p{i}", "x", "a", "b", "t") for i in range(30))
+    acked: dict[str, list[str]] = {}
+
+    def annotate(user: str) -> None:
+        other = Store(tmp_path / "c.sqlite")  # each thread its own engine, like a worker
+        mine = acked.setdefault(user, [])
+        for i in range(30):
+            vid = f"{user}-{i:04d}-{uuid.uuid4().hex[:8]}"
+            for _ in range(2):  # every vote sent twice: the retry must not add a row
+                ack = _vote(other, user, f"p{i}", vid=vid)
+            assert ack.annotator == user
+            mine.append(vid)
+        other.close()
+
+    threads = [threading.Thread(target=annotate, args=(f"u{k}",)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    rows = s.all_votes()
+    assert len(rows) == 16 * 30
+    assert Counter(r["vote_id"] for r in rows).most_common(1)[0][1] == 1
+    for user, ids in acked.items():
+        assert sorted(v["vote_id"] for v in s.votes_of(user)) == sorted(ids)
+
+
+# ------------------------------------------------------------------------- users
+
+
+def test_passwords_are_salted_scrypt_hashes(tmp_path: Path) -> None:
+    h1, h2 = hash_password("secret"), hash_password("secret")
+    assert h1 != h2 and h1.startswith("scrypt$") and "secret" not in h1
+    assert check_password("secret", h1) and not check_password("Secret", h1)
+    path = tmp_path / "users.txt"
+    add_user(path, "ann", "pw1")
+    add_user(path, "boss", "pw2", "admin")
+    add_user(path, "ann", "pw3")  # reset a password
+    assert set(load_users(path)) == {"ann", "boss"}
+    auth = Authenticator(path)
+    assert auth("ann", "pw3") and not auth("ann", "pw1") and not auth("nobody", "pw3")
+    assert auth.role("boss") == "admin" and auth.role("ann") == "annotator"
+    with pytest.raises(ValueError, match="user name"):
+        add_user(path, "a:b", "pw")
+    with pytest.raises(ValueError, match="empty"):
+        add_user(path, "c", "")
+
+
+# ------------------------------------------------------------------------ images
+
+
+def test_image_references_cannot_leave_the_folder(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "ok.png").write_bytes(_png())
+    (tmp_path / "secret.png").write_bytes(_png())
+    (root / "link.png").symlink_to(tmp_path / "secret.png")
+    assert resolve(root, "ok.png") == (root / "ok.png").resolve()
+    assert load_image(root, "ok.png").size == (8, 8)
+    for ref in ("../secret.png", "/etc/passwd", str(tmp_path / "secret.png"), "a/../../secret.png",
+                "link.png", "", "ok.png\x00"):  # fmt: skip
+        with pytest.raises(ImageError):
+            load_image(root, ref)
+
+
+def test_oversized_and_undecodable_images_get_clear_errors(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(ImageError, match="cannot decode"):
+        check_bytes(b"not an image at all", "row 3 column 'chosen'")
+    with pytest.raises(ImageError, match="cannot decode"):
+        check_bytes(_png(64)[:60], "truncated")
+    import apps.label.images as images
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 32 * 32)
+    with pytest.raises(ImageError, match="64x64 pixels is over the limit"):
+        check_bytes(_png(64), "big")
+    monkeypatch.setattr(images, "MAX_BYTES", 10)
+    with pytest.raises(ImageError, match="MiB limit"):
+        check_bytes(_png(8), "heavy")
+
+
+def test_import_a_preference_pair_dataset(tmp_path: Path) -> None:
+    data = make_pairs_dataset(tmp_path / "pairs", 5, size=16)
+    pairs = list(import_pairs(data, tmp_path / "img"))
+    assert len(pairs) == 5 and all(p.prompt.startswith("a ") for p in pairs)
+    assert all((tmp_path / "img" / p.image_0).is_file() for p in pairs)
+    s = Store(tmp_path / "db.sqlite")
+    assert s.add_pairs(pairs) == 5 and s.add_pairs(pairs) == 0  # a re-import adds nothing
+
+
+def test_import_stops_on_an_undecodable_image(tmp_path: Path) -> None:
+    from mmalign.data.pickapic import write_pickapic
+
+    rows = [{"prompt": "p", "chosen": _png(), "rejected": b"\x89PNG broken"}]
+    write_pickapic(rows, tmp_path / "pap", "train", seed=1)
+    with pytest.raises(ImageError, match=r"undecodable images in Pick-a-Pic rows \[0\]"):
+        list(import_pairs(tmp_path / "pap", tmp_path / "img", split="train"))
+
+
+# ------------------------------------------------------------------------- stats
+
+
+def test_cohen_kappa_matches_a_hand_computed_value() -> None:
+    a = ["x", "x", "y", "y", "x", "y", "x", "x"]
+    b = ["x", "y", "y", "y", "x", "x", "x", "x"]
+    # p_o = 6/8; p_e = (5*5 + 3*3)/64 = 34/64 -> kappa = (48 - 34) / (64 - 34) = 14/30
+    assert cohen_kappa(a, b) == pytest.approx(14 / 30)
+    assert cohen_kappa(["x", "y"], ["x", "y"]) == pytest.approx(1.0)
+
+
+def test_fleiss_kappa_matches_the_textbook_example() -> None:
+    # Wikipedia's worked example (10 items, 14 raters, 5 categories): kappa = 0.210
+    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0],
+             [2, 2, 8, 1, 1], [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2],
+             [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]  # fmt: skip
+    items = [{str(j): n for j, n in enumerate(row) if n} for row in table]
+    assert fleiss_kappa(items) == pytest.approx(0.2099, abs=1e-3)
+
+
+def test_summary_reads_preferences_through_the_left_right_order() -> None:
+    assert preferred("left", 1) == "image_1" and preferred("right", 1) == "image_0"
+    votes = [
+        {"annotator": "a", "pair_id": "p1", "choice": "left", "left_image": 0, "decide_ms": 1000},
+        {"annotator": "b", "pair_id": "p1", "choice": "right", "left_image": 1, "decide_ms": 3000},
+        {"annotator": "a", "pair_id": "p2", "choice": "tie", "left_image": 0, "decide_ms": 2000},
+        {"annotator": "b", "pair_id": "p2", "choice": "tie", "left_image": 1, "decide_ms": 2000},
+    ]
+    s = summarize(votes)
+    assert s["cohen"][0]["cohen_kappa"] == pytest.approx(1.0)
+    assert s["fleiss_kappa"] == pytest.approx(1.0)
+    assert s["left_share"] == pytest.approx(0.5) and s["median_s"] == pytest.approx(2.0)
+    assert [a["votes"] for a in s["annotators"]] == [2, 2]
+
+
+# ------------------------------------------------------------------------ export
+
+
+def test_export_holds_exactly_the_votes_cast(tmp_path: Path) -> None:
+    from mmalign.data.pickapic import load_pickapic
+    from mmalign.data.schema import load_pairs
+
+    root = tmp_path / "img"
+    data = make_pairs_dataset(tmp_path / "pairs", 4, size=16)
+    s = Store(tmp_path / "db.sqlite", overlap=3)
+    pairs = list(import_pairs(data, root))
+    s.add_pairs(pairs)
+    p = [x.pair_id for x in pairs]
+    s.record_vote(vote_id="v-left-0001", annotator="a", pair_id=p[0], choice="left",
+                  left_image=1, decide_ms=10)  # fmt: skip
+    s.record_vote(vote_id="v-tie-00001", annotator="b", pair_id=p[1], choice="tie",
+                  left_image=0, decide_ms=10)  # fmt: skip
+    s.record_vote(vote_id="v-skip-0001", annotator="a", pair_id=p[2], choice="skip",
+                  left_image=0, decide_ms=10)  # fmt: skip
+    s.record_vote(vote_id="v-undone-01", annotator="b", pair_id=p[3], choice="left",
+                  left_image=0, decide_ms=10)  # fmt: skip
+    s.undo_last("b")
+
+    summary = export_votes(s, root, tmp_path / "out_pairs", "pairs")
+    assert summary["rows"] == 2 and summary["skipped"] == {"skip": 1}
+    ds = load_pairs(tmp_path / "out_pairs")
+    assert sorted(ds["source"]) == ["label:v-left-0001", "label:v-tie-00001"]
+    row = ds[ds["source"].index("label:v-left-0001")]
+    # left_image=1 and "left": the annotator preferred image_1 of the pair
+    chosen = Image.open(root / pairs[0].image_1).convert("RGB")
+    assert list(row["chosen"].convert("RGB").getdata()) == list(chosen.getdata())
+    assert row["label"] == 1.0 and row["user_id"] == "a"
+    assert ds[ds["source"].index("label:v-tie-00001")]["label"] == 0.5
+
+    export_votes(s, root, tmp_path / "out_pap", "pickapic")
+    pap, report = load_pickapic(tmp_path / "out_pap", "train", tie_policy="half")
+    assert len(pap) == 2 and report.num_skipped == 0
+    assert sorted(pap["label"]) == [0.5, 1.0] and sorted(pap["user_id"]) == ["a", "b"]
