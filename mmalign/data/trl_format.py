@@ -1,0 +1,113 @@
+"""TRL-style VLM preference data (`trl.DPOTrainer`'s vision format) into PreferencePair rows.
+
+Columns: `prompt`, `chosen`, `rejected` and `images` (a list of images; a single `image`
+column is accepted too). Two layouts, as TRL documents them:
+
+- standard: `prompt`, `chosen`, `rejected` are strings;
+- conversational: lists of messages, e.g. `prompt = [{"role": "user", "content": [{"type":
+  "image"}, {"type": "text", "text": "What is shown?"}]}]` and `chosen = [{"role":
+  "assistant", "content": [{"type": "text", "text": "A cat."}]}]`. Each `{"type": "image"}`
+  part becomes an `<image>` placeholder at its place in the prompt. Without a `prompt`
+  column ("implicit prompt"), `chosen` and `rejected` are whole conversations that share
+  every message but the last, and the shared messages are the prompt.
+
+mmalign's collator renders one user turn, so a prompt with a system message or several
+turns is skipped and counted as `multi_turn_prompt` rather than silently flattened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from .schema import ValidationReport
+from .vlm_rows import (
+    IMAGE_PLACEHOLDER,
+    SkipRow,
+    collect,
+    make_row,
+    read_records,
+    require_keys,
+    text_of,
+    to_dataset,
+)
+
+REQUIRED = {"chosen": ("chosen",), "rejected": ("rejected",)}
+SOURCE = "trl"
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(m, Mapping) and "role" in m for m in value)
+
+
+def prompt_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    """One user message -> its text, with `<image>` where each image part is."""
+    if len(messages) != 1 or messages[0].get("role") != "user":
+        raise SkipRow("multi_turn_prompt")
+    content = messages[0].get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise SkipRow("bad_type_prompt")
+    parts = []
+    for part in content:
+        if isinstance(part, Mapping) and part.get("type") == "image":
+            parts.append(IMAGE_PLACEHOLDER)
+        elif isinstance(part, Mapping) and part.get("type") == "text":
+            parts.append(str(part.get("text", "")))
+        else:
+            raise SkipRow("bad_type_prompt")
+    return "\n".join(p for p in parts if p)
+
+
+def _answer(value: Any, name: str) -> Any:
+    if not _is_messages(value):
+        return value
+    if len(value) != 1 or value[0].get("role") != "assistant":
+        raise SkipRow(f"bad_type_{name}")
+    return text_of(value[0].get("content"))
+
+
+def trl_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, Any]:
+    prompt, chosen, rejected = record.get("prompt"), record.get("chosen"), record.get("rejected")
+    if prompt is None and _is_messages(chosen) and _is_messages(rejected):  # implicit prompt
+        if len(chosen) < 2 or chosen[:-1] != rejected[:-1]:
+            raise SkipRow("missing_prompt")
+        prompt, chosen, rejected = chosen[:-1], chosen[-1:], rejected[-1:]
+    if _is_messages(prompt):
+        prompt = prompt_text(prompt)
+    images = record.get("images")
+    if images is None:
+        images = [] if record.get("image") is None else [record["image"]]
+    if not isinstance(images, list):
+        raise SkipRow("bad_type_images")
+    return make_row(prompt, images, _answer(chosen, "chosen"), _answer(rejected, "rejected"),
+                    image_root, source=SOURCE, label=record.get("label"))  # fmt: skip
+
+
+def trl_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path | None,
+              where: str = "TRL-style data", max_samples: int | None = None,
+              strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
+    records = records if isinstance(records, Dataset) else list(records)
+    if isinstance(records, Dataset):
+        require_keys([dict.fromkeys(records.column_names)], REQUIRED, where)
+    else:
+        require_keys(records, REQUIRED, where)
+    root = None if image_root is None else Path(image_root)
+    report = ValidationReport(name=where)
+    rows = collect(records, lambda r: trl_row(r, root), report, max_samples=max_samples,
+                   strict=strict)  # fmt: skip
+    return to_dataset(rows, report, where), report
+
+
+def read_trl(path: str | Path, *, image_root: str | Path | None = None,
+             max_samples: int | None = None,
+             strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
+    """A TRL-style JSON / JSONL file (image paths relative to `image_root`, default: the
+    file's folder)."""
+    path = Path(path)
+    return trl_pairs(read_records(path), image_root=image_root or path.parent, where=str(path),
+                     max_samples=max_samples, strict=strict)  # fmt: skip
