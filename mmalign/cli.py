@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_eval(eval_sub)
     register(sub)
+    from .vlm.data import register as register_vlm_data
+
+    register_vlm_data(sub)  # `mmalign data realign`
 
     p = sub.add_parser(
         "demo", help="the main job on the toy world: train MaPO on toy-sd, report its win rate"
