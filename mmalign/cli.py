@@ -96,7 +96,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     from .diffusion import load_pipeline, load_tuned
-    from .diffusion.recipe import resolve_prompts, run_info
+    from .diffusion.recipe import run_info
+    from .eval.cli import scorer_kwargs
+    from .eval.prompts import resolve_prompts
     from .eval.winrate import run_winrate
 
     info = run_info(args.tuned)
@@ -105,13 +107,15 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
         raise ConfigError("--base is needed unless --tuned is a training output_dir")
     base = load_pipeline(base_name)
     tuned = load_tuned(args.tuned, base_name)
-    prompts = resolve_prompts(args.prompts)
+    prompts = resolve_prompts(args.prompts, pickapic_root=args.pickapic_root)
     if args.n is not None:
         prompts = prompts[: args.n]
     steps, guidance = _sampling_defaults(base, args.steps, args.guidance)
+    scorers = args.scorers.split(",")
     results = run_winrate(
-        base.pipe, tuned.pipe, prompts, args.scorers.split(","), args.out, seed=args.seed,
+        base.pipe, tuned.pipe, prompts, scorers, args.out, seed=args.seed,
         steps=steps, guidance=guidance, batch_size=args.batch_size,
+        seeds_per_prompt=args.seeds_per_prompt, scorer_kwargs=scorer_kwargs(args, scorers),
         meta={"base": base.source, "tuned": str(args.tuned), "prompt_source": args.prompts},
     )  # fmt: skip
     for name, r in results["scorers"].items():
@@ -122,6 +126,7 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
         )
     print(f"results: {Path(args.out).resolve() / 'results.json'}")
     print(f"grid: {Path(results['grid']).resolve()}")
+    print(f"report: {Path(results['report']).resolve()}")
     return 0
 
 
@@ -237,15 +242,24 @@ def build_parser() -> argparse.ArgumentParser:
     w = eval_sub.add_parser("winrate", help="win rate of a tuned model over its base")
     w.add_argument("--base", default=None, help="base model (default: the run's base)")
     w.add_argument("--tuned", required=True, help="pipeline, LoRA folder or training output_dir")
-    w.add_argument("--prompts", default="toy:heldout", help="toy:heldout[:N] or a text file")
+    w.add_argument(
+        "--prompts", default="toy:heldout",
+        help="toy:heldout[:N], pickapic:test_unique, parti:FILE, hps:FILE|DIR, or a text file",
+    )  # fmt: skip
     w.add_argument("--n", type=int, default=None, help="use only the first N prompts")
     w.add_argument("--scorers", default="toy:fidelity", help="comma-separated scorer names")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--steps", type=int, default=None)
     w.add_argument("--guidance", type=float, default=None)
     w.add_argument("--batch-size", type=int, default=50)
-    w.add_argument("--out", required=True, help="output folder (results.json, grid.png)")
+    w.add_argument("--seeds-per-prompt", type=int, default=1, help="images per prompt and model")
+    w.add_argument("--out", required=True, help="output folder (results.json, report.html, ...)")
     w.set_defaults(func=_cmd_eval_winrate)
+    from .eval.cli import add_scorer_options
+    from .eval.cli import register_eval as register_eval_scorers
+
+    add_scorer_options(w)
+    register_eval_scorers(eval_sub)
     from .vlm.cli import register, register_eval
 
     register_eval(eval_sub)

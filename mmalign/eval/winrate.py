@@ -2,17 +2,22 @@
 
 For every scorer, prompt i is a win for the tuned model if its image scores higher than the
 base's image for the same prompt and seed (METHODS.md section 4); an exact tie counts as half
-a win. The 95% interval is a percentile bootstrap over prompts.
+a win. The 95% interval is a percentile bootstrap over prompts. Images are saved as PNGs under
+`out_dir/images/{base,tuned}/` and reused by a later run with the same models and sampler
+(resumable); the models are told apart by their ids and weight files (`fingerprint`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -21,16 +26,28 @@ from .grid import image_grid
 
 BOOTSTRAP = 10_000
 GRID_ROWS = 16
+SEED_STRIDE = 100_000  # seed offset between a prompt's images k and k+1
 
 
-def win_stats(base: torch.Tensor, tuned: torch.Tensor, seed: int = 0) -> dict[str, Any]:
-    """Win rate (ties count half) with a 95% bootstrap CI, and both models' mean and median."""
+def win_stats(
+    base: torch.Tensor, tuned: torch.Tensor, seed: int = 0, *, seeds_per_prompt: int = 1
+) -> dict[str, Any]:
+    """Win rate (ties count half) with a 95% bootstrap CI, and both models' mean and median.
+
+    With several seeds per prompt the scores are ordered prompt-major ([P*K], K seeds of
+    prompt 0 first) and the bootstrap resamples prompts, not images: images of one prompt are
+    not independent draws.
+    """
     base, tuned = base.double(), tuned.double()
     outcome = (tuned > base).double() + 0.5 * (tuned == base).double()
     n = outcome.numel()
+    if n % seeds_per_prompt:
+        raise ValueError(f"{n} scores are not {seeds_per_prompt} seeds per prompt")
+    per_prompt = outcome.view(-1, seeds_per_prompt).mean(dim=1)
+    p = per_prompt.numel()
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (BOOTSTRAP, n), generator=gen)
-    boot = outcome[idx].mean(dim=1)
+    idx = torch.randint(0, p, (BOOTSTRAP, p), generator=gen)
+    boot = per_prompt[idx].mean(dim=1)
     lo, hi = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     return {
         "win_rate": float(outcome.mean()),
@@ -40,13 +57,53 @@ def win_stats(base: torch.Tensor, tuned: torch.Tensor, seed: int = 0) -> dict[st
         "base_median": float(base.median()),
         "tuned_median": float(tuned.median()),
         "n": n,
+        "prompts": p,
         "wins": int((tuned > base).sum()),
         "ties": int((tuned == base).sum()),
         "losses": int((tuned < base).sum()),
     }
 
 
+def image_seed(seed: int, prompt_index: int, k: int = 0) -> int:
+    """The generator seed of image k of prompt i: `seed + i` for the first image (as before
+    several seeds existed), then `seed + i + k * SEED_STRIDE`, so truncating the prompt list
+    (`--n`) never changes a prompt's seeds."""
+    return seed + prompt_index + k * SEED_STRIDE
+
+
 @torch.no_grad()
+def generate_seeded(
+    pipe,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    steps: int,
+    guidance: float,
+    batch_size: int,
+    resolution: int | None = None,
+    desc: str = "generate",
+) -> torch.Tensor:
+    """Images [N,3,H,W] in [0,1]; image i uses a generator seeded with `seeds[i]`."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    device = pipe.unet.device
+    out = []
+    size = {"height": resolution, "width": resolution} if resolution else {}
+    with tqdm(total=len(prompts), desc=desc, unit="img") as bar:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start : start + batch_size])
+            gens = [
+                torch.Generator(device).manual_seed(s) for s in seeds[start : start + batch_size]
+            ]
+            images = pipe(
+                chunk, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                output_type="pt", **size,
+            ).images  # fmt: skip
+            out.append(images.float().cpu())
+            bar.update(len(chunk))
+    return torch.cat(out)
+
+
 def generate(
     pipe,
     prompts: Sequence[str],
@@ -59,22 +116,11 @@ def generate(
     desc: str = "generate",
 ) -> torch.Tensor:
     """Images [N,3,H,W] in [0,1]; prompt i always uses generator seed `seed + i`."""
-    device = pipe.unet.device
-    out = []
-    size = {"height": resolution, "width": resolution} if resolution else {}
-    with tqdm(total=len(prompts), desc=desc, unit="img") as bar:
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start : start + batch_size])
-            gens = [
-                torch.Generator(device).manual_seed(seed + start + i) for i in range(len(chunk))
-            ]
-            images = pipe(
-                chunk, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
-                output_type="pt", **size,
-            ).images  # fmt: skip
-            out.append(images.float().cpu())
-            bar.update(len(chunk))
-    return torch.cat(out)
+    seeds = [seed + i for i in range(len(prompts))]
+    return generate_seeded(
+        pipe, prompts, seeds, steps=steps, guidance=guidance, batch_size=batch_size,
+        resolution=resolution, desc=desc,
+    )  # fmt: skip
 
 
 def _pil(images: torch.Tensor):
@@ -82,6 +128,79 @@ def _pil(images: torch.Tensor):
 
     arrays = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(a) for a in arrays]
+
+
+def _image_file(model: str, prompt_index: int, seed: int) -> str:
+    return f"images/{model}/{prompt_index:05d}-seed{seed}.png"
+
+
+def fingerprint(source: str | None) -> str | None:
+    """Names, sizes and modification times of the weight files under a local model folder (a
+    retrained run at the same path gets a new fingerprint); None for a hub id or toy name."""
+    if source is None or not Path(source).exists():
+        return None
+    root = Path(source)
+    files = [root] if root.is_file() else sorted(
+        p for ext in ("*.safetensors", "*.bin", "*.pt") for p in root.rglob(ext)
+        if "checkpoints" not in p.relative_to(root).parts
+    )  # fmt: skip
+    digest = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        name = f.name if f == root else f.relative_to(root)
+        digest.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
+def _sync_settings(out_dir: Path, settings: dict[str, Any]) -> None:
+    """Reuse images in out_dir/images only when they came from the same model and sampler: a
+    changed sampler clears both models' images, a changed model only its own; said aloud."""
+    path = out_dir / "images" / "settings.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        changed = sorted(k for k in settings if old.get(k) != settings[k])
+        stale = set()
+        for key in changed:
+            stale |= {key.split("_")[0]} if key.startswith(("base", "tuned")) else {"base", "tuned"}
+        for model in sorted(stale):
+            folder = out_dir / "images" / model
+            if folder.is_dir():
+                print(
+                    f"mmalign: {folder} was generated with other settings "
+                    f"({', '.join(changed)}); generating again"
+                )
+                shutil.rmtree(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def generate_or_reuse(
+    pipe,
+    model: str,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    prompt_index: Sequence[int],
+    out_dir: Path,
+    **sampler: Any,
+) -> tuple[torch.Tensor, int]:
+    """Images for (prompt, seed) pairs, reading PNGs already under out_dir/images/<model> and
+    generating (and saving) only the missing ones; returns (images [N,3,H,W], generated).
+    Generated images are quantised to 8 bits before scoring, as the saved PNGs are, so a
+    resumed run scores exactly the same pixels."""
+    from PIL import Image
+
+    files = [out_dir / _image_file(model, i, s) for i, s in zip(prompt_index, seeds, strict=True)]
+    missing = [j for j, f in enumerate(files) if not f.is_file()]
+    if missing:
+        new = generate_seeded(
+            pipe, [prompts[j] for j in missing], [seeds[j] for j in missing], desc=model,
+            **sampler,
+        )  # fmt: skip
+        files[0].parent.mkdir(parents=True, exist_ok=True)
+        for j, image in zip(missing, _pil(new), strict=True):
+            image.save(files[j])
+    images = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))) for f in files]
+    return torch.stack(images).permute(0, 3, 1, 2).float() / 255, len(missing)
 
 
 def run_winrate(
@@ -95,40 +214,78 @@ def run_winrate(
     steps: int = 20,
     guidance: float = 2.5,
     batch_size: int = 50,
+    seeds_per_prompt: int = 1,
+    scorer_kwargs: dict[str, dict[str, Any]] | None = None,
+    report: bool = True,
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Generate with both pipelines, score, write `results.json` and `grid.png` in out_dir."""
+    """Generate with both pipelines (reusing images already in out_dir), score with every
+    scorer, write `results.json`, `per_prompt.jsonl` (one line per prompt and seed),
+    `grid.png` and, with `report`, `report.html`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if seeds_per_prompt < 1:
+        raise ValueError(f"seeds_per_prompt must be >= 1, got {seeds_per_prompt}")
     started = time.perf_counter()
-    loaded = [get_scorer(name) for name in scorers]  # fail on a bad name before generating
-    kwargs = {"seed": seed, "steps": steps, "guidance": guidance, "batch_size": batch_size}
-    base = generate(base_pipe, prompts, desc="base", **kwargs)
-    tuned = generate(tuned_pipe, prompts, desc="tuned", **kwargs)
+    scorer_kwargs = scorer_kwargs or {}
+    loaded = [get_scorer(name, **scorer_kwargs.get(name, {})) for name in scorers]  # fail early
+    base_id, tuned_id = (meta or {}).get("base"), (meta or {}).get("tuned")
+    _sync_settings(
+        out_dir,
+        {"base": base_id, "base_weights": fingerprint(base_id), "tuned": tuned_id,
+         "tuned_weights": fingerprint(tuned_id), "steps": steps, "guidance": guidance},
+    )  # fmt: skip
+    # Prompt-major order: the K seeds of prompt 0, then prompt 1, ...
+    index = [i for i in range(len(prompts)) for _ in range(seeds_per_prompt)]
+    seeds = [image_seed(seed, i, k) for i in range(len(prompts)) for k in range(seeds_per_prompt)]
+    texts = [prompts[i] for i in index]
+    sampler = {"steps": steps, "guidance": guidance, "batch_size": batch_size}
+    base, made_b = generate_or_reuse(base_pipe, "base", texts, seeds, index, out_dir, **sampler)
+    tuned, made_t = generate_or_reuse(tuned_pipe, "tuned", texts, seeds, index, out_dir, **sampler)
     results: dict[str, Any] = {"scorers": {}}
-    notes: list[list[str]] = [[], []]
+    scores: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, scorer in zip(scorers, loaded, strict=True):
-        b, t = scorer.score(base, prompts).cpu(), scorer.score(tuned, prompts).cpu()
-        results["scorers"][name] = win_stats(b, t, seed)
-        if not notes[0]:
-            notes = [[f"{name} {x:.3f}" for x in b], [f"{name} {x:.3f}" for x in t]]
-    k = min(GRID_ROWS, len(prompts))
+        b, t = scorer.score(base, texts).cpu(), scorer.score(tuned, texts).cpu()
+        scores[name] = (b, t)
+        stats = win_stats(b, t, seed, seeds_per_prompt=seeds_per_prompt)
+        results["scorers"][name] = {**stats, "model": getattr(scorer, "name", name)}
+    with (out_dir / "per_prompt.jsonl").open("w") as f:
+        for j, (i, s) in enumerate(zip(index, seeds, strict=True)):
+            row = {
+                "prompt_index": i, "prompt": texts[j], "seed": s,
+                "base_image": _image_file("base", i, s), "tuned_image": _image_file("tuned", i, s),
+                "scores": {
+                    n: {"base": float(b[j]), "tuned": float(t[j])} for n, (b, t) in scores.items()
+                },
+            }  # fmt: skip
+            f.write(json.dumps(row) + "\n")
+    first = scorers[0]
+    k = min(GRID_ROWS, len(texts))
     grid = image_grid(
-        [_pil(base[:k]), _pil(tuned[:k])], ["base", "tuned"], list(prompts[:k]),
-        [notes[0][:k], notes[1][:k]],
+        [_pil(base[:k]), _pil(tuned[:k])], ["base", "tuned"], texts[:k],
+        [[f"{first} {x:.3f}" for x in scores[first][0][:k]],
+         [f"{first} {x:.3f}" for x in scores[first][1][:k]]],
     )  # fmt: skip
     grid_path = out_dir / "grid.png"
     grid.save(grid_path)
     results.update(
         {
             "prompts": len(prompts),
+            "seeds_per_prompt": seeds_per_prompt,
             "seed": seed,
             "steps": steps,
             "guidance": guidance,
             "grid": str(grid_path),
+            "per_prompt": str(out_dir / "per_prompt.jsonl"),
+            "images_generated": made_b + made_t,
+            "images_reused": 2 * len(texts) - made_b - made_t,
             "seconds": time.perf_counter() - started,
             **(meta or {}),
         }
     )
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if report:
+        from .report import write_report
+
+        results["report"] = str(write_report(out_dir))
     return results

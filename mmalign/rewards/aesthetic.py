@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import BatchedScorer, clip_pixels, resolve_file
+from .common import BatchedScorer, resolve_file
 from .openclip import create
 
 CHECKPOINT = "sac+logos+ava1-l14-linearMSE.pth"
@@ -85,5 +85,4 @@ class Aesthetic(BatchedScorer):
             )
 
     def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        pixels = clip_pixels(pixels, self.size, self.mean, self.std).to(self.dtype)
         return self.mlp(F.normalize(self.model.encode_image(pixels), dim=-1)).squeeze(-1)

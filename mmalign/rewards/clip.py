@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .common import BatchedScorer, clip_pixels
+from .common import BatchedScorer
 from .openclip import create
 
 DEFAULT = "ViT-L-14:openai"
@@ -41,7 +41,6 @@ class ClipScore(BatchedScorer):
         )
 
     def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        pixels = clip_pixels(pixels, self.size, self.mean, self.std).to(self.dtype)
         image = F.normalize(self.model.encode_image(pixels), dim=-1)
         text = F.normalize(
             self.model.encode_text(self.tokenizer(list(prompts)).to(self.device)), dim=-1

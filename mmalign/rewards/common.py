@@ -79,11 +79,16 @@ def resolve_file(source: str | Path, filename: str) -> Path:
 
 
 class BatchedScorer:
-    """Base of the model-backed scorers: `score` splits the batch into chunks of `batch_size`,
-    moves each to the model's device and calls `_score_batch` without gradients.
-    A progress bar shows when there is more than one chunk."""
+    """Base of the model-backed scorers: `score` splits the images into chunks of `batch_size`,
+    applies CLIP preprocessing (`size`, `mean`, `std`, set by the subclass) and calls
+    `_score_batch` on the model's device and dtype without gradients. A list of PIL images of
+    different sizes (Pick-a-Pic mixes 512 and 1024 px) is preprocessed image by image. A
+    progress bar shows when there is more than one chunk."""
 
     name: str
+    size: int
+    mean: Sequence[float] = CLIP_MEAN
+    std: Sequence[float] = CLIP_STD
 
     def __init__(
         self,
@@ -98,21 +103,28 @@ class BatchedScorer:
         self.batch_size = batch_size
 
     def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """Scores [B] of preprocessed pixels [B,3,size,size] (in self.dtype, on self.device)."""
         raise NotImplementedError
+
+    def _pixels(self, images: ImageBatch) -> torch.Tensor:
+        # Resizing runs in float32 on the device; the model in self.dtype.
+        if isinstance(images, torch.Tensor) or len({im.size for im in images}) == 1:
+            batch = as_image_batch(images).to(self.device)
+            return clip_pixels(batch, self.size, self.mean, self.std).to(self.dtype)
+        return torch.cat([self._pixels([im]) for im in images])
 
     @torch.no_grad()
     def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
-        batch = as_image_batch(images)
-        if len(prompts) != len(batch):
-            raise ValueError(f"{self.name}: {len(batch)} images but {len(prompts)} prompts")
+        if len(prompts) != len(images):
+            raise ValueError(f"{self.name}: {len(images)} images but {len(prompts)} prompts")
+        if isinstance(images, torch.Tensor):
+            as_image_batch(images[:1])  # shape check before any work
         out = []
-        n, step = len(batch), self.batch_size
+        n, step = len(images), self.batch_size
         chunks = tqdm(
             range(0, n, step), desc=self.name, unit="batch", disable=n <= step, leave=False
         )
         for start in chunks:
-            # float32 here: preprocessing (bicubic resize) runs in full precision, the model in
-            # self.dtype.
-            pixels = batch[start : start + step].to(self.device)
+            pixels = self._pixels(images[start : start + step])
             out.append(self._score_batch(pixels, list(prompts[start : start + step])).float())
         return torch.cat(out).cpu()

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..suggest import did_you_mean
-from .common import BatchedScorer, clip_pixels, resolve_file
+from .common import BatchedScorer, resolve_file
 from .openclip import create
 
 REPO = "xswu/HPSv2"
@@ -50,7 +50,6 @@ class HPSv2(BatchedScorer):
         )
 
     def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        pixels = clip_pixels(pixels, self.size, self.mean, self.std).to(self.dtype)
         image = F.normalize(self.model.encode_image(pixels), dim=-1)
         text = F.normalize(
             self.model.encode_text(self.tokenizer(list(prompts)).to(self.device)), dim=-1

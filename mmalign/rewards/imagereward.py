@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .common import BatchedScorer, clip_pixels
+from .common import CLIP_MEAN, CLIP_STD, BatchedScorer
 
 MEAN, STD = 0.16717, 1.03334
 SIZE = 224  # BLIP's input size in ImageReward
@@ -45,13 +45,13 @@ class ImageRewardScorer(BatchedScorer):
         package = _package()
         super().__init__(device, dtype, batch_size)
         self.name = "imagereward"
+        self.size, self.mean, self.std = SIZE, CLIP_MEAN, CLIP_STD
         kwargs = {"med_config": str(med_config)} if med_config else {}
         self.model = package.load(str(path), device=str(self.device), **kwargs)
         self.model = self.model.to(self.device, self.dtype).eval()
 
     def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         blip = self.model.blip
-        pixels = clip_pixels(pixels, SIZE).to(self.dtype)
         text = blip.tokenizer(
             list(prompts), padding="max_length", truncation=True, max_length=35,
             return_tensors="pt",

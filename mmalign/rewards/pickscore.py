@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .common import BatchedScorer, clip_pixels
+from .common import BatchedScorer
 
 MODEL = "yuvalkirstain/PickScore_v1"
 PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -59,7 +59,6 @@ class PickScore(BatchedScorer):
         self.mean, self.std = tuple(ip.image_mean), tuple(ip.image_std)
 
     def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        pixels = clip_pixels(pixels, self.size, self.mean, self.std).to(self.dtype)
         text = self.processor.tokenizer(
             list(prompts), padding=True, truncation=True, max_length=77, return_tensors="pt"
         ).to(self.device)

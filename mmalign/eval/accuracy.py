@@ -1,0 +1,136 @@
+"""Preference accuracy of a reward scorer on human-labelled pairs, with PickScore's tie protocol.
+
+Kirstain et al. 2023 (Pick-a-Pic, section 5): the scorer predicts a tie when its two scores
+differ by at most a threshold t, tuned on the validation split; a prediction scores 1 when it
+matches the human label (left, right or tie), 0.5 when exactly one of the two is a tie, and 0
+when it picks the other image. With t = 0 and no tied labels this is plain pairwise accuracy.
+
+Data: `pickapic:<split>` (a local v2 folder, `$MMALIGN_PICKAPIC`, or the hub) or a toy
+dataset `toy:<kind>[:N]` (built from toy-sd samples; the validation set uses another seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .prompts import pickapic_source
+
+VALIDATION = {"test": "validation", "test_unique": "validation_unique"}
+
+
+def outcome_scores(diff: torch.Tensor, label: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Per pair: 1, 0.5 or 0 under the tie protocol. `diff` = score(chosen) - score(rejected),
+    `label` = P(chosen preferred): 1, or 0.5 for a human tie."""
+    predicted_tie = diff.abs() <= threshold
+    human_tie = (label - 0.5).abs() < 1e-6
+    right = ~predicted_tie & ~human_tie & (diff > 0)
+    both_tie = predicted_tie & human_tie
+    one_tie = predicted_tie ^ human_tie
+    return right.double() + both_tie.double() + 0.5 * one_tie.double()
+
+
+def tune_threshold(diff: torch.Tensor, label: torch.Tensor) -> float:
+    """The tie threshold with the best accuracy: 0, or one of the |diff| values (accuracy only
+    changes there); the smallest of equal bests."""
+    candidates = torch.cat([torch.zeros(1, dtype=diff.dtype), diff.abs().sort().values])
+    best, best_t = -1.0, 0.0
+    for t in candidates.unique().tolist():
+        acc = float(outcome_scores(diff, label, t).mean())
+        if acc > best + 1e-12:
+            best, best_t = acc, t
+    return best_t
+
+
+def load_pairs(spec: str, *, pickapic_root: str | None = None, max_rows: int | None = None):
+    """(rows with prompt, chosen, rejected, label; the skip report) for a data spec."""
+    family, _, rest = spec.partition(":")
+    if family == "pickapic":
+        from ..data.pickapic import load_pickapic
+
+        if not rest:
+            raise ValueError("data pickapic: name the split, e.g. pickapic:test")
+        # Ties stay (label 0.5): the protocol scores them.
+        return load_pickapic(
+            pickapic_source(pickapic_root), rest, tie_policy="half", max_rows=max_rows
+        )
+    if family == "toy":
+        from ..diffusion.data import open_pairs
+
+        kind, _, tail = rest.partition(":")
+        seed = 0
+        if tail:
+            seed = int(tail)
+        options: dict[str, Any] = {"n": max_rows or 128, "seed": seed, "ties": "keep"}
+        return open_pairs(f"toy:{kind}", "train", toy_options=options)
+    raise ValueError(f"data {spec!r}: use pickapic:<split> or toy:<kind>[:seed]")
+
+
+def validation_spec(spec: str) -> str:
+    """The split the threshold is tuned on: Pick-a-Pic's validation for its test, another seed
+    for toy data."""
+    family, _, rest = spec.partition(":")
+    if family == "pickapic":
+        if rest not in VALIDATION:
+            raise ValueError(f"no validation split known for {spec}; pass --tune-on")
+        return f"pickapic:{VALIDATION[rest]}"
+    kind, _, seed = rest.partition(":")
+    return f"toy:{kind}:{int(seed or 0) + 1}"
+
+
+def score_pairs(scorer, rows, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(score(chosen) - score(rejected), label) over all rows, in batches."""
+    diffs, labels = [], []
+    n = len(rows)
+    for start in tqdm(range(0, n, batch_size), desc=f"score {scorer.name}", unit="batch"):
+        batch = rows[start : start + batch_size]
+        prompts: Sequence[str] = batch["prompt"]
+        chosen = scorer.score(batch["chosen"], prompts)
+        rejected = scorer.score(batch["rejected"], prompts)
+        diffs.append((chosen - rejected).double())
+        label = [1.0 if v is None else float(v) for v in batch["label"]]
+        labels.append(torch.tensor(label, dtype=torch.float64))
+    if not diffs:
+        raise ValueError("no pairs to score")
+    return torch.cat(diffs), torch.cat(labels)
+
+
+def accuracy(
+    scorer,
+    data: str,
+    *,
+    tune_on: str | None = None,
+    threshold: float | None = None,
+    pickapic_root: str | None = None,
+    max_rows: int | None = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """The scorer's accuracy on `data` with the tie threshold tuned on `tune_on` (default: the
+    validation split) or given as `threshold`."""
+    result: dict[str, Any] = {"scorer": scorer.name, "data": data}
+    if threshold is None:
+        tune_on = tune_on or validation_spec(data)
+        rows, report = load_pairs(tune_on, pickapic_root=pickapic_root, max_rows=max_rows)
+        d, lab = score_pairs(scorer, rows, batch_size)
+        threshold = tune_threshold(d, lab)
+        result["tuned_on"] = {
+            "data": tune_on, "pairs": len(lab), "skipped": report.num_skipped,
+            "accuracy_at_threshold": float(outcome_scores(d, lab, threshold).mean()),
+        }  # fmt: skip
+    rows, report = load_pairs(data, pickapic_root=pickapic_root, max_rows=max_rows)
+    diff, label = score_pairs(scorer, rows, batch_size)
+    result.update(
+        {
+            "threshold": threshold,
+            "accuracy": float(outcome_scores(diff, label, threshold).mean()),
+            "accuracy_no_ties": float(outcome_scores(diff, label, 0.0).mean()),
+            "pairs": len(label),
+            "tied_labels": int(((label - 0.5).abs() < 1e-6).sum()),
+            "skipped": report.num_skipped,
+            "skip_reasons": dict(report.skipped),
+        }
+    )
+    return result

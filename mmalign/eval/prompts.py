@@ -1,0 +1,82 @@
+"""Prompt sets for evaluation, by name.
+
+- `toy:heldout[:N]`, `toy:train[:N]`: the toy grammar's fixed prompts (default N 200).
+- `pickapic:<split>`: unique captions of a Pick-a-Pic v2 split, e.g. `test_unique` (500 prompts),
+  read from `pickapic_root` or `$MMALIGN_PICKAPIC` (a local folder of v2 Parquet shards or a
+  `save_to_disk` folder), else from the hub id `yuvalkirstain/pickapic_v2`.
+- `parti:<file>`: PartiPrompts (Yu et al. 2022), the `Prompt` column of `PartiPrompts.tsv`.
+- `hps:<file or folder>`: the HPS v2 benchmark prompts (Wu et al. 2023), JSON lists, one file
+  per style (anime, concept-art, paintings, photo); a folder reads every `*.json` by name.
+- any other spec: a text file, one prompt per line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+PICKAPIC_HUB = "yuvalkirstain/pickapic_v2"
+PICKAPIC_ENV = "MMALIGN_PICKAPIC"
+
+
+def pickapic_source(root: str | Path | None = None) -> str:
+    """A local Pick-a-Pic folder (`root`, else `$MMALIGN_PICKAPIC`) or the hub id."""
+    return str(root or os.environ.get(PICKAPIC_ENV) or PICKAPIC_HUB)
+
+
+def _parti(path: Path) -> list[str]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        if "Prompt" not in (reader.fieldnames or []):
+            raise ValueError(
+                f"{path}: no 'Prompt' column (PartiPrompts.tsv has Prompt, Category, ...)"
+            )
+        return [row["Prompt"].strip() for row in reader if row["Prompt"].strip()]
+
+
+def _hps(path: Path) -> list[str]:
+    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    if not files:
+        raise FileNotFoundError(f"{path}: no HPS v2 benchmark *.json files")
+    prompts = []
+    for file in files:
+        data = json.loads(file.read_text())
+        if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
+            raise ValueError(f"{file}: expected a JSON list of prompt strings")
+        prompts += data
+    return prompts
+
+
+def _existing(spec: str, path: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"prompts {spec}: {p} does not exist")
+    return p
+
+
+def resolve_prompts(spec: str, *, pickapic_root: str | Path | None = None) -> list[str]:
+    """The prompts a spec names (see the module docstring)."""
+    family, _, rest = spec.partition(":")
+    if family == "toy":
+        from ..diffusion.recipe import resolve_prompts as toy_prompts
+
+        return toy_prompts(spec)
+    if family == "pickapic":
+        from ..data.pickapic import pickapic_prompts
+
+        if not rest:
+            raise ValueError("prompts pickapic: name the split, e.g. pickapic:test_unique")
+        return pickapic_prompts(pickapic_source(pickapic_root), rest)
+    if family == "parti":
+        return _parti(_existing(spec, rest))
+    if family == "hps":
+        return _hps(_existing(spec, rest))
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"prompts: {spec} is none of toy:heldout[:N], pickapic:<split>, parti:<tsv>, "
+            "hps:<json or folder>, or a text file"
+        )
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
