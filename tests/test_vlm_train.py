@@ -158,3 +158,13 @@ class _Accel:
 
     device = torch.device("cpu")
     is_main_process = True
+
+
+def test_gradient_checkpointing_gives_the_same_step(tmp_path):
+    plain, checkpointed = tmp_path / "plain", tmp_path / "gc"
+    train(vlm_config(plain, train={"max_steps": 2}), VLMRecipe)
+    train(vlm_config(checkpointed, train={"max_steps": 2, "gradient_checkpointing": True}),
+          VLMRecipe)  # fmt: skip
+    grads = [json.loads(x)["grad_norm"] for x in (checkpointed / "metrics.jsonl").open()]
+    assert grads[0] > 0
+    assert losses(checkpointed) == pytest.approx(losses(plain), abs=1e-6)

@@ -194,8 +194,8 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     world = accelerator.num_processes
     global_batch = tc.batch_size * world * tc.gradient_accumulation_steps
     lr = tc.learning_rate * (global_batch if tc.scale_lr else 1)
-    if tc.gradient_checkpointing and hasattr(recipe.model, "enable_gradient_checkpointing"):
-        recipe.model.enable_gradient_checkpointing()
+    if tc.gradient_checkpointing:
+        _enable_gradient_checkpointing(recipe.model)
     params = [p for p in recipe.model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, tc, lr)
     scheduler = build_scheduler(optimizer, tc)
@@ -325,6 +325,20 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     accelerator.end_training()
     seconds = time.perf_counter() - started
     return TrainResult(out_dir, tc.max_steps, logged, saved, seconds)
+
+
+def _enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """diffusers models call it `enable_gradient_checkpointing`, transformers (and PEFT) models
+    `gradient_checkpointing_enable`; the non-reentrant form needs no input gradients, which
+    frozen embeddings under LoRA would not give."""
+    if hasattr(model, "enable_gradient_checkpointing"):
+        model.enable_gradient_checkpointing()
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        raise ValueError(
+            f"train.gradient_checkpointing: {type(model).__name__} does not support it"
+        )
 
 
 def _validate(accelerator, recipe: Recipe, out_dir: Path, step: int) -> None:
