@@ -254,6 +254,18 @@ def test_open_vlm_pairs_saved_datasets(tmp_path):
     assert _color(ds[0]["image"]) == (0, 0, 255)
 
 
+def test_open_vlm_pairs_mmsafe_from_a_saved_dataset(tmp_path):
+    """MMSafe-PO as a dataset with an Image column (the hub layout), detected by its fields."""
+    records = {k: [MMSAFE[k]] * 3 for k in MMSAFE if k != "image"}
+    records["image"] = [{"bytes": _png((255, 0, 0)), "path": None}, None,
+                        {"bytes": b"junk", "path": None}]  # fmt: skip
+    features = Features({**{k: Value("string") for k in records}, "image": Image()})
+    Dataset.from_dict(records, features=features).save_to_disk(str(tmp_path / "mmsafe"))
+    ds, report = open_vlm_pairs(tmp_path / "mmsafe", "train")
+    assert len(ds) == 1 and ds["source"] == ["mmsafe-po"] and ds["entity"] == ["powder"]
+    assert report.skipped == {"missing_image": 1, "undecodable_image": 1}
+
+
 def test_open_vlm_pairs_toy_and_collator(folder):
     """toy:<kind> and reader rows both go through the VLM collator of toy-vlm."""
     from transformers import AutoProcessor

@@ -28,7 +28,7 @@ from mmalign.vlm.realign import (
     first_dissimilar,
     realign_dataset,
 )
-from mmalign.vlm.tiny import tiny_llava
+from mmalign.vlm.tiny import tiny_llava, tiny_qwen2vl
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +121,19 @@ def test_vision_encoder_retrieval_on_toy(toy):
                                                                               k=3)[0] if i != 1]
 
 
+def test_open_clip_embedder_behind_the_same_interface():
+    pytest.importorskip("open_clip")
+    from mmalign.vlm.realign import OpenClipEmbedder
+
+    embedder = OpenClipEmbedder("ViT-S-32", pretrained=None)  # random weights: no download
+    images = [_solid(c) for c in ((250, 0, 0), (0, 0, 250), (0, 250, 0))]
+    emb = embedder.embed([*images, images[0]])
+    assert emb.shape[0] == 4 and torch.allclose(emb.norm(dim=-1), torch.ones(4))
+    assert float(emb[0] @ emb[3]) == pytest.approx(1.0, abs=1e-5)
+    found = ImageIndex(embedder, images).search([images[1]], k=3)[0]
+    assert sorted(found) == [0, 2]
+
+
 # --------------------------------------------------------------------------------- fill-in
 
 
@@ -136,15 +149,19 @@ def test_fill_of_a_whole_answer_is_the_models_answer_about_the_retrieved_image(t
     assert fills == ["green", "white"]
 
 
-def test_multi_span_fill_keeps_the_unmasked_text(tmp_path):
-    model, processor = tiny_llava(tmp_path / "llava")
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_multi_span_fill_keeps_the_unmasked_text(family):
+    model, processor = (tiny_llava if family == "llava" else tiny_qwen2vl)()
     vlm = VLM(model, processor, "tiny")
+    images = [_solid(c).resize((56, 56)) for c in ((250, 0, 0), (0, 0, 250), (0, 250, 0))]
+    emb = VisionEncoderEmbedder(vlm).embed([*images, images[0]])
+    assert emb.shape[0] == 4 and float(emb[0] @ emb[3]) == pytest.approx(1.0, abs=1e-5)
     text = "The red circle is on the left, near two squares."
     spans = Lexicon().spans(text)
     assert [text[s.start : s.end] for s in spans] == ["red", "circle", "on the left", "near",
                                                       "two", "squares"]  # fmt: skip
-    image = _solid((10, 200, 30)).resize((32, 32))
-    fill = SpanFiller(vlm, max_new_tokens=6).fill(["Describe."], [image], [text], [spans])[0]
+    fill = SpanFiller(vlm, max_new_tokens=6).fill(["<image>\nDescribe."], images[1:2], [text],
+                                                  [spans])[0]  # fmt: skip
     # The frame around the masked words is unchanged, whatever the random model wrote (at
     # most as many words per span as the span had).
     assert re.fullmatch(r"The \S+ \S+ is \S+( \S+){0,2}, \S+ \S+ \S+\.", fill), fill

@@ -78,8 +78,7 @@ def llava_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, A
 def llava_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path | None,
                 where: str = "LLaVA-format data", max_samples: int | None = None,
                 strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    records = list(records)
-    require_keys(records, REQUIRED, where)
+    records = require_keys(records, REQUIRED, where)
     root = None if image_root is None else Path(image_root)
     report = ValidationReport(name=where)
     rows = collect(records, lambda r: llava_row(r, root), report, max_samples=max_samples,

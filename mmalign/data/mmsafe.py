@@ -40,8 +40,7 @@ def mmsafe_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path
                  where: str = "MMSafe-PO", max_samples: int | None = None,
                  strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
     """Rows and the report of every skipped record, by reason."""
-    records = list(records)
-    require_keys(records, REQUIRED, where)
+    records = require_keys(records, REQUIRED, where)
     root = None if image_root is None else Path(image_root)
     report = ValidationReport(name=where)
     rows = collect(records, lambda r: mmsafe_row(r, root), report, max_samples=max_samples,

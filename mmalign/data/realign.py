@@ -67,8 +67,7 @@ def realign_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str,
 def realign_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path | None,
                   where: str = "Re-Align", max_samples: int | None = None,
                   strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    records = list(records)
-    require_keys(records, KEYS, where)
+    records = require_keys(records, KEYS, where)
     root = None if image_root is None else Path(image_root)
     report = ValidationReport(name=where)
     rows = collect(records, lambda r: realign_row(r, root), report, max_samples=max_samples,

@@ -91,11 +91,7 @@ def trl_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, Any
 def trl_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path | None,
               where: str = "TRL-style data", max_samples: int | None = None,
               strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    records = records if isinstance(records, Dataset) else list(records)
-    if isinstance(records, Dataset):
-        require_keys([dict.fromkeys(records.column_names)], REQUIRED, where)
-    else:
-        require_keys(records, REQUIRED, where)
+    records = require_keys(records, REQUIRED, where)
     root = None if image_root is None else Path(image_root)
     report = ValidationReport(name=where)
     rows = collect(records, lambda r: trl_row(r, root), report, max_samples=max_samples,

@@ -88,16 +88,22 @@ def pick(record: Mapping[str, Any], names: Sequence[str]) -> Any:
     return None
 
 
-def require_keys(records: Sequence[Mapping[str, Any]], fields: Mapping[str, Sequence[str]],
-                 where: str) -> None:  # fmt: skip
-    """Raise when no record has any accepted key of a field: a schema error, not bad rows."""
-    keys = set().union(*(r.keys() for r in records)) if records else set()
+def require_keys(records: Iterable[Mapping[str, Any]], fields: Mapping[str, Sequence[str]],
+                 where: str) -> Sequence[Mapping[str, Any]]:  # fmt: skip
+    """`records` as a sequence (a `Dataset` stays one, read lazily); raises when no record
+    has any accepted key of a field: a schema error, not bad rows."""
+    if isinstance(records, Dataset):
+        keys = set(records.column_names)
+    else:
+        records = list(records)
+        keys = set().union(*(r.keys() for r in records)) if records else set()
     for field, names in fields.items():
         if not keys & set(names):
             raise ValueError(
                 f"{where}: no record has the field {field!r} (accepted keys: "
                 f"{', '.join(names)}); the records have keys {sorted(keys)[:20]}"
             )
+    return records
 
 
 # ------------------------------------------------------------------------------- images

@@ -260,15 +260,16 @@ class ImageIndex:
         self.embedder = embedder
         self.images = list(images)
         self.keys = [image_key(im) for im in self.images]
+        self.positions: dict[str, list[int]] = {}  # pixel key -> pool indices (copies too)
+        for i, key in enumerate(self.keys):
+            self.positions.setdefault(key, []).append(i)
         self.embeddings = embedder.embed(self.images)
 
     def search(self, queries: Sequence[Any], k: int) -> list[list[int]]:
         """Pool indices of the `k` nearest other images of each query, nearest first."""
         sims = self.embedder.embed(queries) @ self.embeddings.T
         for q, query in enumerate(queries):
-            key = image_key(query)
-            same = [i for i, other in enumerate(self.keys) if other == key]
-            sims[q, same] = float("-inf")
+            sims[q, self.positions.get(image_key(query), [])] = float("-inf")
         k = min(k, len(self.images))
         values, index = sims.topk(k, dim=-1) if k else (sims[:, :0], sims[:, :0].long())
         return [[int(i) for i, v in zip(row, vals, strict=True) if v > float("-inf")]
