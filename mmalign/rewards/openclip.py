@@ -3,6 +3,7 @@ beyond the checkpoint asked for."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -54,7 +55,14 @@ def create(
     oc = require_open_clip()
     name = model_name(arch)
     local = pretrained is not None and Path(pretrained).is_file()
-    model = oc.create_model(name, pretrained=None if local else pretrained, device="cpu")
+    root = logging.getLogger()
+    level = root.level
+    if local:  # open_clip warns "no pretrained weights loaded": the next line loads them
+        root.setLevel(logging.ERROR)
+    try:
+        model = oc.create_model(name, pretrained=None if local else pretrained, device="cpu")
+    finally:
+        root.setLevel(level)
     if local:
         oc.load_checkpoint(model, str(pretrained), weights_only=True)
     model = model.to(device=device, dtype=dtype).eval()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -36,7 +37,13 @@ def _openclip_model(config: Path, seed: int):
 
     open_clip.add_model_config(config)
     torch.manual_seed(seed)
-    return open_clip.create_model(config.stem, pretrained=None)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # "no pretrained weights loaded": random weights are the point
+    try:
+        return open_clip.create_model(config.stem, pretrained=None)
+    finally:
+        root.setLevel(level)
 
 
 def save_hpsv2(out: str | Path, *, version_file: str = "HPS_v2.1_compressed.pt", seed: int = 0):
