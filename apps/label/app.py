@@ -302,9 +302,9 @@ class LabelApp:
                         generate_btn = gr.Button("Generate", variant="primary", scale=1)
                 prompt = gr.HTML(_prompt_html(None, "Loading ..."))
                 with gr.Row(equal_height=True):
-                    left = gr.Image(label="Left", type="pil", interactive=False, height=520,
+                    left = gr.Image(label="Left", type="pil", interactive=False, height=440,
                                     format="png", elem_classes="lbl-img", buttons=[])  # fmt: skip
-                    right = gr.Image(label="Right", type="pil", interactive=False, height=520,
+                    right = gr.Image(label="Right", type="pil", interactive=False, height=440,
                                      format="png", elem_classes="lbl-img", buttons=[])  # fmt: skip
                 with gr.Row(elem_classes="lbl-vote"):
                     b_left = gr.Button("⬅ Left is better  [←]", variant="primary",

@@ -1,0 +1,284 @@
+"""Load test of the labeling app: vote latency and throughput at 1, 8 and 32 annotators.
+
+Launches `mmalign label` in a subprocess on a synthetic pair dataset and drives it with
+concurrent annotators (threads), each logged in as its own user:
+
+- `gradio_client`: `Client.predict(api_name="/vote")`, what the issue's clients use. Note:
+  gradio_client polls its message queue every 50 ms (`time.sleep(0.05)` in
+  `gradio_client.utils.stream_sse_v1plus`), so its latency has a floor near 50 ms that
+  the server does not set.
+- `http`: Gradio's own HTTP API for the same endpoint (`POST /gradio_api/call/vote`, then
+  the result stream `GET /gradio_api/call/vote/{event_id}`) with one keep-alive session
+  per annotator: the server's latency without the client's polling.
+- baseline: `Store.record_vote` called in-process by the same number of threads (the
+  SQLite transaction alone), measured in the same run; the table gives the ratios.
+
+After each HTTP/gradio_client run every acknowledged vote is checked in the database:
+stored exactly once, under the right annotator. `--kill-after N` sends SIGKILL to the
+server once N votes are acknowledged in the last run, restarts it and checks again.
+
+    OMP_NUM_THREADS=1 python benchmarks/label_load.py --out runs/bench/label_load.json
+    OMP_NUM_THREADS=1 python benchmarks/label_load.py --levels 32 --votes 200 \
+        --clients gradio_client --kill-after 3000      # the issue's full reliability run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from apps.label.store import Pair, Store
+from apps.label.testing import Server, make_pairs_dataset
+from apps.label.users import add_user
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+class HttpAnnotator:
+    """One annotator over Gradio's HTTP API, logged in with a session cookie."""
+
+    def __init__(self, url: str, user: str, password: str) -> None:
+        self.url = url
+        self.http = httpx.Client(timeout=60)
+        r = self.http.post(f"{url}/login", data={"username": user, "password": password})
+        r.raise_for_status()
+
+    def call(self, api: str, *data: object) -> object:
+        r = self.http.post(f"{self.url}/gradio_api/call/{api}", json={"data": list(data)})
+        r.raise_for_status()
+        event = r.json()["event_id"]
+        with self.http.stream("GET", f"{self.url}/gradio_api/call/{api}/{event}") as s:
+            kind = None
+            for line in s.iter_lines():
+                if line.startswith("event:"):
+                    kind = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and kind in ("complete", "error"):
+                    payload = line.split(":", 1)[1].strip()
+                    if kind == "error":
+                        raise RuntimeError(f"{api}: {payload}")
+                    return json.loads(payload)[0]
+        raise RuntimeError(f"{api}: no result")
+
+
+class ClientAnnotator:
+    def __init__(self, url: str, user: str, password: str) -> None:
+        from gradio_client import Client
+
+        self.client = Client(url, auth=(user, password), verbose=False)
+
+    def call(self, api: str, *data: object) -> object:
+        return self.client.predict(*data, api_name=f"/{api}")
+
+
+def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, lat: list,
+              kill: tuple | None = None) -> dict:  # fmt: skip
+    """Every user: next pair, vote; latency of the vote call only. Returns counts."""
+    errors: list[str] = []
+    stop = threading.Event()
+    ready = threading.Barrier(len(users) + 1)
+    bar = tqdm(total=len(users) * votes, desc=f"{kind} x{len(users)}", unit="vote", leave=False)
+
+    def annotate(user: str) -> None:
+        try:
+            cls = HttpAnnotator if kind == "http" else ClientAnnotator
+            a = cls(url, user, f"pw-{user}")
+        except Exception as err:
+            errors.append(f"{user}: login: {err}")
+            ready.wait()
+            return
+        ready.wait()
+        mine = acked.setdefault(user, [])
+        try:
+            for i in range(votes):
+                if stop.is_set():
+                    return
+                pair = a.call("next_pair")
+                if not pair:
+                    errors.append(f"{user}: queue empty after {i} votes")
+                    return
+                vid = uuid.uuid4().hex
+                choice = ("left", "right", "tie", "skip")[i % 4]
+                t0 = time.perf_counter()
+                ack = a.call("vote", vid, pair["pair_id"], choice, pair["left_image"], 100)
+                lat.append(time.perf_counter() - t0)
+                if ack["annotator"] != user or ack["vote_id"] != vid:
+                    errors.append(f"{user}: wrong ack {ack}")
+                mine.append((vid, pair["pair_id"], choice))
+                bar.update()
+        except Exception as err:
+            if not stop.is_set():
+                errors.append(f"{user}: {type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=annotate, args=(u,), daemon=True) for u in users]
+    for t in threads:
+        t.start()
+    ready.wait()
+    t0 = time.perf_counter()
+    if kill is not None:
+        server, after = kill
+        while sum(len(v) for v in acked.values()) < after and any(t.is_alive() for t in threads):
+            time.sleep(0.01)
+        stop.set()
+        server.kill()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    bar.close()
+    return {"errors": errors, "seconds": seconds}
+
+
+def check(db: Path, acked: dict) -> dict:
+    store = Store(db)
+    rows = {r["vote_id"]: r for r in store.all_votes()}
+    missing = wrong = 0
+    for user, vs in acked.items():
+        for vid, pair_id, choice in vs:
+            row = rows.get(vid)
+            if row is None:
+                missing += 1
+            elif (row["annotator"], row["pair_id"], row["choice"]) != (user, pair_id, choice):
+                wrong += 1
+    n = sum(len(v) for v in acked.values())
+    store.close()
+    return {"acknowledged": n, "missing": missing, "wrong_annotator": wrong,
+            "stored_once": len(rows) == len(set(rows))}  # fmt: skip
+
+
+def baseline(db: Path, users: list[str], votes: int) -> dict:
+    """The same votes straight into the store from threads: the cost of the transaction."""
+    for old in db.parent.glob(db.name + "*"):
+        old.unlink()
+    store = Store(db, overlap=len(users))
+    store.add_pairs(Pair(f"p{i}", "a prompt", "a.png", "b.png", "bench") for i in range(votes))
+    ids = _pair_ids(store)
+    lat: list[float] = []
+
+    def annotate(user: str) -> None:
+        for i in range(votes):
+            t0 = time.perf_counter()
+            store.record_vote(vote_id=uuid.uuid4().hex, annotator=user, pair_id=ids[i % len(ids)],
+                              choice="left", left_image=0, decide_ms=100)  # fmt: skip
+            lat.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=annotate, args=(f"base-{u}",)) for u in users]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return _summary(lat, time.perf_counter() - t0)
+
+
+def _pair_ids(store: Store) -> list[str]:
+    from sqlalchemy import select
+
+    from apps.label.store import pairs
+
+    with store.read.begin() as conn:
+        return list(conn.execute(select(pairs.c.pair_id)).scalars())
+
+
+def _summary(lat: list[float], seconds: float) -> dict:
+    return {
+        "votes": len(lat),
+        "p50_ms": 1000 * statistics.median(lat) if lat else None,
+        "p99_ms": 1000 * _pct(lat, 0.99) if lat else None,
+        "votes_per_s": len(lat) / seconds if seconds else None,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--votes", type=int, default=40, help="votes per annotator per run")
+    ap.add_argument("--clients", nargs="+", default=["http", "gradio_client"],
+                    choices=["http", "gradio_client"])  # fmt: skip
+    ap.add_argument("--kill-after", type=int, default=None,
+                    help="SIGKILL the server after N votes of the last run; restart")
+    ap.add_argument("--out", default="runs/bench/label_load.json")
+    ap.add_argument("--work", default=None, help="work folder (default: a temporary one)")
+    args = ap.parse_args()
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="label_load_"))
+    work.mkdir(parents=True, exist_ok=True)
+    n_users = max(args.levels)
+    data = make_pairs_dataset(work / "pairs", args.votes + 10, size=32)
+    users_file = work / "users.txt"
+    if not users_file.exists():
+        for k in range(n_users):
+            add_user(users_file, f"u{k:02d}", f"pw-u{k:02d}")
+    results = {"machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+                           "python": platform.python_version()},
+               "votes_per_annotator": args.votes, "runs": []}  # fmt: skip
+    runs = [(kind, level) for level in args.levels for kind in args.clients]
+    for i, (kind, level) in enumerate(runs):
+        db = work / f"{kind}-{level}.sqlite"
+        for old in work.glob(f"{kind}-{level}.sqlite*"):
+            if old.is_file():
+                old.unlink()
+        # every annotator sees every pair (overlap = annotators): the queue never runs dry
+        common = ["--users", str(users_file), "--db", str(db), "--overlap", str(n_users)]
+        server = Server(["--data", str(data), *common], log=work / "server.log").wait()
+        users = [f"u{k:02d}" for k in range(level)]
+        acked: dict = {}
+        lat: list[float] = []
+        last = i == len(runs) - 1
+        kill = (server, args.kill_after) if (last and args.kill_after) else None
+        try:
+            out = run_level(server.url, users, args.votes, kind, acked, lat, kill)
+        finally:
+            server.kill()
+        row = {"client": kind, "annotators": level, **_summary(lat, out["seconds"]),
+               "errors": out["errors"][:5], "n_errors": len(out["errors"])}  # fmt: skip
+        if kill:
+            again = Server(common, log=work / "server.log").wait()  # restart on the same db
+            again.kill()
+            row["killed_after"] = args.kill_after
+        row["check"] = check(db, acked)
+        base = baseline(work / f"base-{kind}-{level}.sqlite", users, args.votes)
+        row["baseline_store"] = base
+        if row["p50_ms"] and base["p50_ms"]:
+            row["p50_over_store"] = row["p50_ms"] / base["p50_ms"]
+            row["store_over_app_throughput"] = base["votes_per_s"] / row["votes_per_s"]
+        results["runs"].append(row)
+        print(json.dumps(row), flush=True)
+
+    print(f"\n{'client':14} {'annot.':>6} {'votes':>6} {'p50 ms':>8} {'p99 ms':>8} {'votes/s':>8} "
+          f"{'store p50':>9} {'store v/s':>9} {'lost':>5} {'wrong':>5}")  # fmt: skip
+    for r in results["runs"]:
+        b, c = r["baseline_store"], r["check"]
+        print(f"{r['client']:14} {r['annotators']:>6} {r['votes']:>6} {r['p50_ms']:>8.1f} "
+              f"{r['p99_ms']:>8.1f} {r['votes_per_s']:>8.1f} {b['p50_ms']:>9.2f} "
+              f"{b['votes_per_s']:>9.0f} {c['missing']:>5} {c['wrong_annotator']:>5}")  # fmt: skip
+    at32 = [r for r in results["runs"] if r["annotators"] == 32]
+    for r in at32:
+        verdict = "PASS" if r["p99_ms"] <= 50 else "MISS"
+        p99 = r["p99_ms"]
+        print(f"target p99 <= 50 ms at 32 annotators ({r['client']}): {p99:.1f} ms {verdict}")
+    print(f"load average during the run: {os.getloadavg()} on {os.cpu_count()} CPUs")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"results: {args.out}")
+    bad = any(r["check"]["missing"] or r["check"]["wrong_annotator"] for r in results["runs"])
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

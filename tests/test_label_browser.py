@@ -1,0 +1,81 @@
+"""The labeling page in a real browser: Playwright drives Debian's Chromium.
+
+Logs in, votes with the keyboard, watches the progress bar advance, undoes a vote, and
+checks that the export holds exactly the votes cast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from apps.label.export import export_votes  # noqa: E402
+from apps.label.screenshots import CHROMIUM, login  # noqa: E402
+from apps.label.store import Store  # noqa: E402
+from apps.label.testing import make_pairs_dataset, serve  # noqa: E402
+from apps.label.users import add_user  # noqa: E402
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (make test)"),
+]
+
+
+def _done(page) -> int:
+    return int(page.locator(".lbl-progress").get_attribute("data-done"))
+
+
+def _press(page, key: str, expect_done: int) -> None:
+    page.keyboard.press(key)
+    page.wait_for_function(
+        f"document.querySelector('.lbl-progress').dataset.done === '{expect_done}'",
+        timeout=30_000,
+    )
+
+
+def test_keyboard_votes_progress_undo_and_export(tmp_path: Path) -> None:
+    from mmalign.data.schema import load_pairs
+
+    data = make_pairs_dataset(tmp_path / "pairs", 6, size=64)
+    users = tmp_path / "users.txt"
+    add_user(users, "ann", "pw-ann")
+    db = tmp_path / "labels.sqlite"
+    with serve(["--data", str(data), "--users", str(users), "--db", str(db)],
+               log=tmp_path / "server.log") as server, sync_api.sync_playwright() as p:  # fmt: skip
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            login(page, server.url, "ann", "pw-ann")
+            assert _done(page) == 0
+            assert page.locator(".lbl-progress").get_attribute("data-total") == "6"
+            for text in ("[←]", "[→]", "[↓]", "[S]", "[U]"):  # shortcuts shown on screen
+                assert page.get_by_text(text, exact=False).count() >= 1
+            width0 = page.locator(".lbl-fill").evaluate("e => e.getBoundingClientRect().width")
+            _press(page, "ArrowLeft", 1)
+            _press(page, "ArrowRight", 2)
+            width2 = page.locator(".lbl-fill").evaluate("e => e.getBoundingClientRect().width")
+            assert width2 > width0  # the bar itself advanced, not only the counter
+            _press(page, "ArrowDown", 3)
+            _press(page, "u", 2)  # undo the tie
+            page.get_by_text("Last vote undone").wait_for(timeout=30_000)
+            _press(page, "ArrowLeft", 3)
+            _press(page, "s", 4)
+        finally:
+            browser.close()
+
+    store = Store(db)
+    votes = store.votes_of("ann")
+    assert [v["choice"] for v in votes] == ["left", "right", "left", "skip"]
+    assert len(store.votes_of("ann", include_undone=True)) == 5
+    assert all(v["decide_ms"] > 0 for v in votes)
+    summary = export_votes(store, str(db) + ".images", tmp_path / "export", "pairs")
+    assert summary == {"rows": 3, "skipped": {"skip": 1}, "format": "pairs",
+                       "out": str(tmp_path / "export")}  # fmt: skip
+    ds = load_pairs(tmp_path / "export")
+    cast = {f"label:{v['vote_id']}" for v in votes if v["choice"] != "skip"}
+    assert set(ds["source"]) == cast and len(ds) == 3
+    assert set(ds["user_id"]) == {"ann"} and list(ds["label"]) == [1.0, 1.0, 1.0]

@@ -1,0 +1,240 @@
+"""The labeling app launched in a subprocess: login required on every route, identities
+from the session, concurrent annotators through `gradio_client`, SIGKILL and restart.
+
+Scaled down for the unit suite (8-10 annotators x 12 votes, a kill after 30 votes);
+`benchmarks/label_load.py` runs 32 x 200 with the same checks.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio")
+from gradio_client import Client
+
+from apps.label.store import Store
+from apps.label.testing import Server, make_pairs_dataset, serve
+from apps.label.users import add_user
+
+pytestmark = pytest.mark.timeout(300)
+N_USERS = 10
+N_VOTES = 12
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("label")
+    data = make_pairs_dataset(root / "pairs", 40, size=24)
+    users = root / "users.txt"
+    for k in range(N_USERS):
+        add_user(users, f"u{k:02d}", f"pw-u{k:02d}")
+    add_user(users, "boss", "pw-boss", "admin")
+    return {"root": root, "data": data, "users": users}
+
+
+@pytest.fixture(scope="module")
+def server(world):
+    db = world["root"] / "labels.sqlite"
+    args = ["--data", str(world["data"]), "--users", str(world["users"]), "--db", str(db),
+            "--overlap", str(N_USERS)]  # fmt: skip
+    with serve(args, log=world["root"] / "server.log") as s:
+        s.db = db
+        yield s
+
+
+def _get(url: str, cookie: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def _post(url: str, body: bytes, cookie: str | None = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"} | ({"Cookie": cookie} if cookie else {})
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def _login(url: str, user: str, password: str) -> str:
+    body = f"username={user}&password={password}".encode()
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    req = urllib.request.Request(url + "/login", data=body, method="POST", headers=form)
+    with urllib.request.urlopen(req, timeout=20) as r:
+        cookies = r.headers.get_all("Set-Cookie")
+    return "; ".join(c.split(";")[0] for c in cookies)
+
+
+def test_no_route_serves_pairs_votes_or_images_without_login(server, world) -> None:
+    image = next((Path(str(server.db) + ".images")).iterdir())
+    prompt = Store(server.db).next_pair("nobody").prompt.encode()
+    for path in ["/config", "/gradio_api/info", "/gradio_api/openapi.json",
+                 f"/gradio_api/file={image}", f"/file={image}", f"/gradio_api/file/{image}",
+                 "/gradio_api/queue/data?session_hash=x",
+                 "/gradio_api/call/next_pair/abc"]:  # fmt: skip
+        status, body = _get(server.url + path)
+        assert status in (401, 403, 404), (path, status)
+        assert prompt not in body and b"\x89PNG" not in body, path
+    for api in ("next_pair", "my_votes", "vote", "admin_stats"):
+        status, body = _post(server.url + f"/gradio_api/call/{api}", b'{"data": []}')
+        assert status in (401, 403), (api, status)
+    status, body = _post(server.url + "/gradio_api/queue/join", b'{"data": [], "fn_index": 0}')
+    assert status in (401, 403)
+    status, body = _get(server.url + "/")
+    assert prompt not in body  # the login page, nothing of the data
+    with pytest.raises(ValueError):
+        Client(server.url, auth=("u00", "wrong password"), verbose=False)
+
+
+def test_file_routes_refuse_path_traversal_after_login(server) -> None:
+    cookie = _login(server.url, "u00", "pw-u00")
+    assert _get(server.url + "/config", cookie)[0] == 200  # the cookie works
+    for path in ["/gradio_api/file=/etc/passwd", "/gradio_api/file=../../../../etc/passwd",
+                 "/gradio_api/file=%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+                 f"/gradio_api/file={server.db}",
+                 "/gradio_api/file=" + str(Path.home())]:  # fmt: skip
+        status, body = _get(server.url + path, cookie)
+        assert status != 200 and b"root:" not in body and b"SQLite format" not in body, path
+
+
+def test_identity_comes_from_the_session(server) -> None:
+    a = Client(server.url, auth=("u00", "pw-u00"), verbose=False)
+    b = Client(server.url, auth=("u01", "pw-u01"), verbose=False)
+    pair = a.predict(api_name="/next_pair")
+    vid = uuid.uuid4().hex
+    ack = a.predict(vid, pair["pair_id"], "left", pair["left_image"], 700, api_name="/vote")
+    assert ack["annotator"] == "u00" and ack["status"] == "stored"
+    again = a.predict(vid, pair["pair_id"], "left", 0, 700, api_name="/vote")
+    assert again["status"] == "duplicate"
+    with pytest.raises(Exception, match="another annotator"):  # b cannot replay a's vote id
+        b.predict(vid, pair["pair_id"], "right", 0, 700, api_name="/vote")
+    assert vid not in {v["vote_id"] for v in b.predict(api_name="/my_votes")}
+    assert vid in {v["vote_id"] for v in a.predict(api_name="/my_votes")}
+    assert b.predict(api_name="/undo")["pair_id"] is None  # b's undo never touches a's vote
+    assert vid in {v["vote_id"] for v in a.predict(api_name="/my_votes")}
+    with pytest.raises(Exception, match="admin only"):
+        a.predict(api_name="/admin_stats")
+    boss = Client(server.url, auth=("boss", "pw-boss"), verbose=False)
+    stats = boss.predict(api_name="/admin_stats")
+    assert stats["votes"] >= 1 and "u00" in {r["annotator"] for r in stats["annotators"]}
+    assert a.predict(api_name="/undo")["pair_id"] == pair["pair_id"]
+
+
+def _annotate(url: str, user: str, n: int, acked: dict, errors: list, stop: threading.Event):
+    """One annotator: next pair, vote, every 5th vote sent twice (a retry)."""
+    try:
+        client = Client(url, auth=(user, f"pw-{user}"), verbose=False)
+        mine = acked.setdefault(user, [])
+        for i in range(n):
+            if stop.is_set():
+                return
+            pair = client.predict(api_name="/next_pair")
+            if not pair:
+                return
+            vid = uuid.uuid4().hex
+            choice = ("left", "right", "tie", "skip")[i % 4]
+            for _ in range(2 if i % 5 == 0 else 1):
+                ack = client.predict(vid, pair["pair_id"], choice, pair["left_image"], 100 + i,
+                                     api_name="/vote")  # fmt: skip
+                if ack["annotator"] != user or ack["vote_id"] != vid:
+                    errors.append(f"{user}: ack for {ack}")
+            mine.append((vid, pair["pair_id"], choice))
+    except Exception as err:  # after a kill, clients fail: the test decides what is expected
+        if not stop.is_set():
+            errors.append(f"{user}: {type(err).__name__}: {err}")
+
+
+def _run_annotators(url: str, users: list[str], n: int, stop: threading.Event) -> tuple:
+    acked: dict[str, list] = {}
+    errors: list[str] = []
+    threads = [threading.Thread(target=_annotate, args=(url, u, n, acked, errors, stop))
+               for u in users]  # fmt: skip
+    for t in threads:
+        t.start()
+    return threads, acked, errors
+
+
+def _check_stored(db: Path, acked: dict) -> int:
+    store = Store(db)
+    rows = store.all_votes()
+    by_id = {r["vote_id"]: r for r in rows}
+    assert len(by_id) == len(rows)  # vote ids are unique
+    count = 0
+    for user, votes in acked.items():
+        for vid, pair_id, choice in votes:
+            row = by_id.get(vid)
+            assert row is not None, f"acknowledged vote {vid} of {user} is missing"
+            assert (row["annotator"], row["pair_id"], row["choice"]) == (user, pair_id, choice)
+            count += 1
+    store.close()
+    return count
+
+
+def test_concurrent_annotators_every_vote_stored_once(server) -> None:
+    users = [f"u{k:02d}" for k in range(2, N_USERS)]
+    stop = threading.Event()
+    threads, acked, errors = _run_annotators(server.url, users, N_VOTES, stop)
+    for t in threads:
+        t.join(timeout=240)
+    assert not errors, errors[:5]
+    assert all(len(acked[u]) == N_VOTES for u in users)
+    assert _check_stored(server.db, acked) == len(users) * N_VOTES
+    store = Store(server.db)
+    for u in users:  # nothing beyond what each annotator was acknowledged for
+        assert len(store.votes_of(u)) == N_VOTES
+
+
+def test_sigkill_mid_run_loses_no_acknowledged_vote(world) -> None:
+    db = world["root"] / "killed.sqlite"
+    args = ["--data", str(world["data"]), "--users", str(world["users"]), "--db", str(db),
+            "--overlap", str(N_USERS)]  # fmt: skip
+    log = world["root"] / "killed.log"
+    server = Server(args, log=log).wait()
+    stop = threading.Event()
+    try:
+        threads, acked, errors = _run_annotators(
+            server.url, [f"u{k:02d}" for k in range(6)], 1000, stop
+        )
+        deadline = time.monotonic() + 120
+        while sum(len(v) for v in acked.values()) < 30 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        server.kill()  # SIGKILL: no shutdown hooks, no flush
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        server.kill()
+    assert not errors, errors[:5]
+    before = sum(len(v) for v in acked.values())
+    assert before >= 30
+    # restart on the same database: every acknowledged vote is there, the app serves again
+    with serve(["--users", str(world["users"]), "--db", str(db)], log=log) as again:
+        assert _check_stored(db, acked) == before
+        client = Client(again.url, auth=("u00", "pw-u00"), verbose=False)
+        assert len(client.predict(api_name="/my_votes")) >= len(acked["u00"])
+
+
+def test_cli_adduser_and_export(world, server, tmp_path: Path) -> None:
+    users = tmp_path / "users.txt"
+    cmd = [sys.executable, "-m", "mmalign.cli", "label", "adduser", "zed", "--users", str(users),
+           "--password-stdin", "--role", "admin"]  # fmt: skip
+    out = subprocess.run(cmd, input="s3cret\n", capture_output=True, text=True, check=True)
+    assert "zed (admin)" in out.stdout and "s3cret" not in users.read_text()
+    cmd = [sys.executable, "-m", "mmalign.cli", "label", "export", "--db", str(server.db),
+           "--out", str(tmp_path / "export"), "--format", "pairs"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert '"rows"' in out.stdout
