@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,eval]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,6 +39,7 @@ toy-acceptance: $(STAMP)
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/diffusion_step.py --out runs/bench/diffusion_step.json
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/scoring.py --out runs/bench/scoring.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
