@@ -6,14 +6,14 @@ BIN     = $(VENV)/bin
 # A stamp per extras set: re-install when pyproject.toml changes.
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint install clean-venv toy-acceptance bench
+.PHONY: demo test lint install clean-venv toy-acceptance bench chromium label-load label-screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,eval]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,eval,app]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,7 +21,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mmalign demo
 
-test: $(STAMP)
+# The labeling app's browser test drives Debian's Chromium (Playwright's own download is
+# not reachable); installed here when missing (as root).
+chromium:
+	@command -v chromium >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update && \
+	  apt-get -o DPkg::Lock::Timeout=600 install -y chromium; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 # Issue acceptance on the toy world (about 10 min per recipe on 2 CPU cores): train, then
@@ -40,6 +46,16 @@ toy-acceptance: $(STAMP)
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/diffusion_step.py --out runs/bench/diffusion_step.json
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/scoring.py --out runs/bench/scoring.json
+
+# The labeling app: 32 annotators x 200 votes through gradio_client, then vote latency at
+# 1, 8 and 32 annotators; screenshots of the labeling and admin pages.
+label-load: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/label_load.py --levels 32 --votes 200 \
+	  --clients gradio_client --kill-after 5000 --out runs/bench/label_load_full.json
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/label_load.py --out runs/bench/label_load.json
+
+label-screenshots: $(STAMP) chromium
+	OMP_NUM_THREADS=1 $(BIN)/python -m apps.label.screenshots --out apps/label/screenshots
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
