@@ -7,13 +7,17 @@ in WAL mode with `synchronous=NORMAL`: a committed transaction is in the WAL fil
 COMMIT returns, so a killed server (SIGKILL) loses nothing it acknowledged (only a power
 cut could lose the last transactions, which NORMAL trades for speed). Write transactions
 start with `BEGIN IMMEDIATE` so two concurrent votes wait on the busy timeout instead of
-failing with "database is locked" when a read lock is upgraded.
+failing with "database is locked" when a read lock is upgraded, and inside one process
+the writers queue on a lock first: SQLite's busy handler retries with sleeps of up to
+100 ms, so 32 threads contending on the database lock starve each other (p99 in seconds
+measured without the lock), while a lock hands the database over as soon as it is free.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -162,6 +166,8 @@ class Store:
     def __init__(self, db: str | Path, *, overlap: int | None = None) -> None:
         self.url = str(db)
         self.write, self.read = make_engine(db)
+        # SQLite has one writer at a time anyway; PostgreSQL takes row locks, no queue needed.
+        self._write_lock = threading.Lock() if self.write.dialect.name == "sqlite" else None
         metadata.create_all(self.write)
         if overlap is not None:
             self.set_setting("overlap", str(overlap))
@@ -176,7 +182,11 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        with self.write.begin() as conn:
+        if self._write_lock is None:
+            with self.write.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self.write.begin() as conn:
             yield conn
 
     # ------------------------------------------------------------------ settings
