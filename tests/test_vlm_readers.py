@@ -217,6 +217,8 @@ def test_open_vlm_pairs_detects_each_json_format(folder):
     for path, source in ((mmsafe, "mmsafe-po"), (realign, "re-align")):
         ds, report = open_vlm_pairs(path, "train")
         assert ds["source"] == [source] and report.kept == 1
+    with pytest.raises(FileNotFoundError, match=r"missing\.json: no such file"):
+        open_vlm_pairs(folder / "missing.json", "train")
     with pytest.raises(ValueError, match="unknown VLM data format 'mmsafe_po'"):
         open_vlm_pairs(mmsafe, "train", format="mmsafe_po")
     # A folder holding one JSON file and its images.

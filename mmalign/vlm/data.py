@@ -139,7 +139,9 @@ def open_vlm_pairs(
             if split not in ds:
                 raise ValueError(f"{path} has splits {list(ds)}; asked for split {split!r}")
             ds = ds[split]
-    elif local.exists() or "/" in path:  # parquet shards in a folder, or a hub id
+    elif local.exists() or ("/" in path and not path.startswith((".", "/"))
+                            and local.suffix not in (".json", ".jsonl")):  # fmt: skip
+        # parquet shards in a folder, or a hub id (owner/name)
         ds = load_dataset(path, split=split)
     else:
         raise FileNotFoundError(f"{path}: no such file, folder or hub id (owner/name)")
