@@ -222,5 +222,6 @@ def test_cli_builds_pairs_the_recipe_reads(tmp_path, capsys):
                  "--max-samples", "8", "--out", str(out)]) == 0  # fmt: skip
     ds, report = open_vlm_pairs(out, "train")
     assert len(ds) == report.kept > 0 and ds[0]["retrieved_image"] is not None
+    assert ds[0]["source"].startswith("re-align:")  # read as saved pairs, kept as built
     assert (out / "realign_summary.json").is_file()
     assert "re-align pairs" in capsys.readouterr().out

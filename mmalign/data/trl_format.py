@@ -85,7 +85,9 @@ def trl_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, Any
     if not isinstance(images, list):
         raise SkipRow("bad_type_images")
     return make_row(prompt, images, _answer(chosen, "chosen"), _answer(rejected, "rejected"),
-                    image_root, source=SOURCE, label=record.get("label"))  # fmt: skip
+                    image_root, source=SOURCE, label=record.get("label"),
+                    blind=record.get("blind"),
+                    retrieved_image=record.get("retrieved_image"))  # fmt: skip
 
 
 def trl_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path | None,

@@ -11,7 +11,8 @@ fields:
 - `mmsafe`: `question` with `entity_type` (or `type` + `entity`), MMSafe-PO's fields;
 - `trl`: an `images` column, or conversational (message list) prompt / chosen / rejected;
   a JSON file of plain `prompt` / `chosen` / `rejected` strings is read as TRL standard too;
-- `pairs`: a saved PreferencePair dataset (string `prompt`, `chosen`, `rejected`).
+- `pairs`: a saved PreferencePair dataset (string `prompt`, `chosen`, `rejected`; one
+  `image`; checked by `validate_rows`, so `label`, `blind`, `retrieved_image` pass through).
 
 Image paths are resolved inside `image_root` (default: the JSON file's folder, or the dataset
 folder) and never outside it. Every skipped row is counted in the returned report.
@@ -36,6 +37,9 @@ def detect_format(fields: Sequence[str], sample: Mapping[str, Any] | None = None
 
     keys = set(fields)
     sample = sample or {}
+    plain = {"prompt", "chosen", "rejected"} <= keys and isinstance(sample.get("prompt"), str)
+    if saved and plain and "images" not in keys:  # PreferencePair rows (e.g. the rDPO builder's)
+        return "pairs"
     if keys & set(RETRIEVED_KEYS) or {"y_w", "y_l"} & keys:
         return "realign"
     if "conversations" in keys:
