@@ -108,6 +108,9 @@ def test_errors_name_the_file_and_field(folder):
     (folder / "bad.json").write_text('[{"question": 1,}]')
     with pytest.raises(ValueError, match=r"bad\.json: not valid JSON"):
         read_mmsafe(folder / "bad.json")
+    lines = json.dumps(MMSAFE) + "\n" + json.dumps({**MMSAFE, "id": "z"}) + "\n"
+    (folder / "lines.json").write_text(lines)  # JSON Lines under a .json name
+    assert read_mmsafe(folder / "lines.json")[0]["id"] == ["0", "z"]
     (folder / "bad.jsonl").write_text(json.dumps(MMSAFE) + "\n{oops\n")
     with pytest.raises(ValueError, match=r"bad\.jsonl: line 2 is not valid JSON"):
         read_mmsafe(folder / "bad.jsonl")

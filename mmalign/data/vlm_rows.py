@@ -47,7 +47,13 @@ def read_records(path: str | Path, split: str | None = None) -> list[dict[str, A
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl" or (path.suffix != ".json" and not text.lstrip().startswith("[")):
+    head = text.lstrip()[:1]
+    lines = [line for line in text.splitlines() if line.strip()]
+    # JSON Lines: by suffix, or a .json file whose lines are each one object (common in
+    # releases), which json.loads would reject as "Extra data".
+    jsonl = path.suffix == ".jsonl" or (head == "{" and len(lines) > 1
+                                        and lines[0].rstrip().endswith("}"))  # fmt: skip
+    if jsonl:
         records = []
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
