@@ -368,10 +368,13 @@ def build_realign(
     chosen: str = "data",
     batch_size: int = 32,
     max_new_tokens: int = 8,
+    answer_max_new_tokens: int = 128,
 ) -> RealignResult:
     """Re-Align rows from `rows` (prompt, one image, chosen) and an image `pool` (default: the
     rows' own images). `chosen="model"` makes y_w the VLM's own greedy answer (the paper's
-    setting); `"data"` keeps the row's `chosen`. Every row is kept or counted as skipped."""
+    setting, up to `answer_max_new_tokens`); `"data"` keeps the row's `chosen`.
+    `max_new_tokens` bounds each masked span's re-generation. Every row is kept or counted
+    as skipped."""
     if chosen not in ("data", "model"):
         raise ValueError(f"chosen must be 'data' or 'model', got {chosen!r}")
     if k < 1:
@@ -400,7 +403,7 @@ def build_realign(
                          for t in todo]  # fmt: skip
         answers = generate_answers(vlm.model, vlm.processor, conversations,
                                    [[t["image"]] for t in todo], batch_size=batch_size,
-                                   max_new_tokens=max_new_tokens * 4,
+                                   max_new_tokens=answer_max_new_tokens,
                                    desc="answers (y_w)")  # fmt: skip
         for t, a in zip(todo, answers, strict=True):
             t["chosen"] = a
