@@ -59,3 +59,35 @@ def test_accuracy_command_on_a_local_pickapic_folder(tmp_path, capsys):
     assert r["accuracy"] > r["accuracy_no_ties"]  # ... which the test ties reward
     assert r["accuracy"] >= 0.9
     assert "accuracy" in capsys.readouterr().out
+
+
+def test_implicit_reward_accuracy_command(tmp_path, capsys):
+    """The base against itself (a full-model reference: its own UNet loaded again) has margins
+    of exactly 0, so accuracy 0.5; a trained LoRA (adapters-off reference) moves them."""
+    from diffusion_helpers import save_tiny, tiny_config
+
+    from mmalign.diffusion.data import open_pairs
+    from mmalign.diffusion.recipe import DiffusionRecipe
+    from mmalign.train.loop import train
+
+    tiny = save_tiny(tmp_path)
+    run = tmp_path / "run"
+    cfg = tiny_config(tiny, run, train={"max_steps": 2, "learning_rate": 1e-2})
+    train(cfg, DiffusionRecipe)
+    rows, _ = open_pairs("toy:style", "train", toy_options=dict(cfg.data.toy))
+    write_pickapic([dict(r) for r in rows], tmp_path / "pp", "train")
+    results = {}
+    for name, model in (("still", [str(tiny), "--base", str(tiny)]), ("moved", [str(run)])):
+        out = tmp_path / f"{name}.json"
+        code = main(["eval", "accuracy", "--data", "pickapic:train", "--model", *model,
+                     "--pickapic-root", str(tmp_path / "pp"), "--draws", "2", "--out", str(out),
+                     "--scorer-device", "cpu"])  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        results[name] = json.loads(out.read_text())
+    still, moved = results["still"], results["moved"]
+    assert still["pairs"] == moved["pairs"] == 16 and moved["base"] == str(tiny)
+    assert still["mean_margin"] == 0.0 and still["implicit_accuracy"] == 0.5
+    assert moved["mean_margin"] != 0.0 and 0 <= moved["implicit_accuracy"] <= 1
+    assert "implicit reward" in capsys.readouterr().out
+    assert main(["eval", "accuracy", "--data", "pickapic:train", "--model", str(run),
+                 "--scorer", "toy:style"]) == 2  # fmt: skip

@@ -64,7 +64,9 @@ def load_pairs(spec: str, *, pickapic_root: str | None = None, max_rows: int | N
         seed = 0
         if tail:
             seed = int(tail)
-        options: dict[str, Any] = {"n": max_rows or 128, "seed": seed, "ties": "keep"}
+        options: dict[str, Any] = {"n": max_rows or 128, "seed": seed}
+        if kind == "pairs":
+            options["ties"] = "keep"  # labelled 0.5: the protocol scores them
         return open_pairs(f"toy:{kind}", "train", toy_options=options)
     raise ValueError(f"data {spec!r}: use pickapic:<split> or toy:<kind>[:seed]")
 

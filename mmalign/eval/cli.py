@@ -45,9 +45,40 @@ def add_scorer_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _cmd_eval_implicit(args: argparse.Namespace) -> int:
+    from .implicit import implicit_accuracy
+
+    result = implicit_accuracy(
+        args.model, args.data, base=args.base, draws=args.draws, batch_size=args.batch_size,
+        max_rows=args.max_rows, pickapic_root=args.pickapic_root,
+        device=None if args.scorer_device == "auto" else args.scorer_device,
+    )  # fmt: skip
+    print(
+        f"implicit reward of {result['model']} over {result['base']} on {result['data']}: "
+        f"accuracy {result['implicit_accuracy']:.1%} ({result['pairs']} pairs, "
+        f"{result['draws']} draws each; {result['ties_left_out']} ties left out, "
+        f"{result['skipped']} rows skipped)"
+    )
+    _write(args.out, result)
+    return 0
+
+
+def _write(out: str | None, result: dict[str, Any]) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results: {Path(out).resolve()}")
+
+
 def _cmd_eval_accuracy(args: argparse.Namespace) -> int:
     from ..rewards import get_scorer
     from .accuracy import accuracy
+
+    if (args.scorer is None) == (args.model is None):
+        raise ValueError("eval accuracy: give --scorer NAME (a reward model) or --model RUN "
+                         "(a diffusion model's implicit reward), not both")  # fmt: skip
+    if args.model is not None:
+        return _cmd_eval_implicit(args)
 
     kwargs = scorer_kwargs(args, [args.scorer]).get(args.scorer, {})
     scorer = get_scorer(args.scorer, **kwargs)
@@ -63,10 +94,7 @@ def _cmd_eval_accuracy(args: argparse.Namespace) -> int:
         f"{result['tied_labels']} tied labels, {result['skipped']} rows skipped); "
         f"without ties {result['accuracy_no_ties']:.1%}"
     )
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"results: {Path(args.out).resolve()}")
+    _write(args.out, result)
     return 0
 
 
@@ -80,10 +108,19 @@ def _cmd_eval_report(args: argparse.Namespace) -> int:
 
 def register_eval(eval_sub) -> None:
     p = eval_sub.add_parser(
-        "accuracy", help="a reward scorer's accuracy on human-labelled pairs (PickScore ties)"
+        "accuracy",
+        help="accuracy on labelled pairs: a reward scorer's (PickScore's tie protocol) or a "
+        "diffusion model's implicit reward over its reference",
     )
     p.add_argument("--data", required=True, help="pickapic:<split> (e.g. pickapic:test), toy:pairs")
-    p.add_argument("--scorer", required=True, help="scorer name, e.g. pickscore, toy:fidelity")
+    p.add_argument("--scorer", default=None, help="scorer name, e.g. pickscore, toy:fidelity")
+    p.add_argument(
+        "--model", default=None,
+        help="instead of --scorer: a tuned diffusion model (training output_dir, LoRA, pipeline) "
+        "whose implicit reward over --base is measured (Diffusion-DPO)",
+    )  # fmt: skip
+    p.add_argument("--base", default=None, help="the reference for --model (default: its base)")
+    p.add_argument("--draws", type=int, default=4, help="--model: noise draws per pair")
     p.add_argument("--tune-on", default=None, help="data the tie threshold is tuned on")
     p.add_argument("--threshold", type=float, default=None, help="a fixed tie threshold")
     p.add_argument("--max-rows", type=int, default=None, help="read at most N rows per split")
