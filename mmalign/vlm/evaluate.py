@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .blind import generate_answers
-from .collate import row_images, user_content
-from .load import VLM
+if TYPE_CHECKING:  # the CLI imports TASKS while building its parser: keep torch out of it
+    from .load import VLM
 
 TASKS = ("hallucination", "safety")
 
@@ -34,6 +33,9 @@ def heldout_rows(task: str, n: int, seed: int) -> Any:
 
 
 def answer_rows(vlm: VLM, rows: Any, batch_size: int = 64, max_new_tokens: int = 16) -> list[str]:
+    from .blind import generate_answers
+    from .collate import row_images, user_content
+
     conversations, images = [], []
     for row in rows:
         shown = row_images(row)
