@@ -95,3 +95,21 @@ def test_fingerprint_changes_when_weights_are_rewritten(tmp_path):
 def test_report_names_a_folder_without_results(tmp_path, capsys):
     assert main(["eval", "report", str(tmp_path)]) == 2
     assert "results.json" in capsys.readouterr().err
+
+
+def test_scorer_options_per_name():
+    import argparse
+
+    from mmalign.eval.cli import scorer_kwargs
+
+    args = argparse.Namespace(scorer_path=["pickscore=/models/ps"], scorer_device="cpu",
+                              scorer_dtype="float16")  # fmt: skip
+    kw = scorer_kwargs(args, ["pickscore", "hpsv2", "toy:style"])
+    assert kw == {"pickscore": {"device": "cpu", "dtype": "float16", "path": "/models/ps"},
+                  "hpsv2": {"device": "cpu", "dtype": "float16"}}  # fmt: skip
+    args.scorer_path = ["clip=/x"]
+    with pytest.raises(ValueError, match="not among the scorers"):
+        scorer_kwargs(args, ["pickscore"])
+    args.scorer_path = ["pickscore"]
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        scorer_kwargs(args, ["pickscore"])
