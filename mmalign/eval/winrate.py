@@ -82,6 +82,7 @@ def generate_seeded(
     batch_size: int,
     resolution: int | None = None,
     desc: str = "generate",
+    progress: bool = True,
 ) -> torch.Tensor:
     """Images [N,3,H,W] in [0,1]; image i uses a generator seeded with `seeds[i]`."""
     if len(prompts) != len(seeds):
@@ -89,7 +90,7 @@ def generate_seeded(
     device = pipe.unet.device
     out = []
     size = {"height": resolution, "width": resolution} if resolution else {}
-    with tqdm(total=len(prompts), desc=desc, unit="img") as bar:
+    with tqdm(total=len(prompts), desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
             gens = [
@@ -130,8 +131,11 @@ def _pil(images: torch.Tensor):
     return [Image.fromarray(a) for a in arrays]
 
 
-def _image_file(model: str, prompt_index: int, seed: int) -> str:
-    return f"images/{model}/{prompt_index:05d}-seed{seed}.png"
+def _image_file(model: str, prompt_index: int, prompt: str, seed: int) -> str:
+    """`images/<model>/<index>-<prompt hash>-seed<seed>.png`: another prompt list in the same
+    folder never picks up an image made for a different prompt."""
+    tag = hashlib.sha1(prompt.encode()).hexdigest()[:8]
+    return f"images/{model}/{prompt_index:05d}-{tag}-seed{seed}.png"
 
 
 def fingerprint(source: str | None) -> str | None:
@@ -189,16 +193,24 @@ def generate_or_reuse(
     resumed run scores exactly the same pixels."""
     from PIL import Image
 
-    files = [out_dir / _image_file(model, i, s) for i, s in zip(prompt_index, seeds, strict=True)]
+    files = [
+        out_dir / _image_file(model, i, p, s)
+        for i, p, s in zip(prompt_index, prompts, seeds, strict=True)
+    ]
     missing = [j for j, f in enumerate(files) if not f.is_file()]
     if missing:
-        new = generate_seeded(
-            pipe, [prompts[j] for j in missing], [seeds[j] for j in missing], desc=model,
-            **sampler,
-        )  # fmt: skip
         files[0].parent.mkdir(parents=True, exist_ok=True)
-        for j, image in zip(missing, _pil(new), strict=True):
-            image.save(files[j])
+    step = sampler.pop("batch_size")
+    with tqdm(total=len(missing), desc=model, unit="img", disable=not missing) as bar:
+        for start in range(0, len(missing), step):
+            chunk = missing[start : start + step]
+            new = generate_seeded(
+                pipe, [prompts[j] for j in chunk], [seeds[j] for j in chunk], batch_size=step,
+                desc=model, progress=False, **sampler,
+            )  # fmt: skip
+            for j, image in zip(chunk, _pil(new), strict=True):  # saved per chunk: resumable
+                image.save(files[j])
+            bar.update(len(chunk))
     images = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))) for f in files]
     return torch.stack(images).permute(0, 3, 1, 2).float() / 255, len(missing)
 
@@ -253,7 +265,8 @@ def run_winrate(
         for j, (i, s) in enumerate(zip(index, seeds, strict=True)):
             row = {
                 "prompt_index": i, "prompt": texts[j], "seed": s,
-                "base_image": _image_file("base", i, s), "tuned_image": _image_file("tuned", i, s),
+                "base_image": _image_file("base", i, texts[j], s),
+                "tuned_image": _image_file("tuned", i, texts[j], s),
                 "scores": {
                     n: {"base": float(b[j]), "tuned": float(t[j])} for n, (b, t) in scores.items()
                 },
