@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 # A stamp per extras set: re-install when pyproject.toml changes.
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint install clean-venv toy-acceptance bench chromium label-load label-screenshots
+.PHONY: demo test lint install clean-venv toy-acceptance bench chromium label-load label-screenshots bench-vlm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ toy-acceptance: $(STAMP)
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/diffusion_step.py --out runs/bench/diffusion_step.json
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/scoring.py --out runs/bench/scoring.json
+
+# mmalign's VLM DPO step and scores against TRL's DPOTrainer (the `bench` extra installs TRL).
+bench-vlm: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/vlm_vs_trl.py --models toy,llava,qwen \
+	  --out runs/bench/vlm_vs_trl.json
 
 # The labeling app: 32 annotators x 200 votes through gradio_client, then vote latency at
 # 1, 8 and 32 annotators; screenshots of the labeling and admin pages.
