@@ -288,7 +288,7 @@ class LabelApp:
             state = gr.State({})
             with gr.Tab("Label"):
                 with gr.Row(equal_height=True):
-                    gr.Markdown("## mmalign · which image is better?", scale=3)
+                    gr.Markdown("### mmalign · which image is better?", scale=3)
                     who = gr.Markdown(scale=2)
                     gr.Button("Log out", link="/logout", size="sm", scale=0, min_width=90)
                 progress = gr.HTML(_progress_html(0, 0))
@@ -322,7 +322,9 @@ class LabelApp:
                     "that matches the prompt better; use Tie when you cannot tell."
                 )
             with gr.Tab("Admin", visible=False) as admin_tab:
-                refresh = gr.Button("Refresh", size="sm")
+                with gr.Row(equal_height=True):
+                    gr.Markdown("### Labeling statistics (votes not undone)", scale=5)
+                    refresh = gr.Button("↻ Refresh", size="sm", scale=0, min_width=110)
                 cards = gr.HTML()
                 gr.Markdown("### Annotators")
                 people = gr.Dataframe(
