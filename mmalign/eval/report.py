@@ -31,7 +31,7 @@ max-width:560px}.prompt .t{font-weight:600;font-size:13px;margin-bottom:4px;max-
 .cell{display:inline-block;text-align:center;margin:0 3px}
 .cell img{width:128px;height:128px;image-rendering:pixelated;border:3px solid transparent;
 border-radius:3px}.cell img.win{border-color:#2da44e}.cap{font-size:11px;color:#57606a}
-.s{font-size:11px;font-family:ui-monospace,monospace}
+.s{font-size:11px;font-family:ui-monospace,monospace}.s .w{color:#1a7f37;font-weight:700}
 """
 
 
@@ -129,7 +129,8 @@ def _prompts_section(out_dir: Path, rows: list[dict[str, Any]], scorers: list[st
     first = scorers[0]
     parts = [
         f"<p class=meta>{len(shown)} of {len(by_prompt)} prompts, in order. A green frame marks "
-        f"the image {html.escape(first)} prefers; scores listed under each image.</p>"
+        f"the image {html.escape(first)} prefers; under each image its scores, in green where "
+        "it beats the other model's image.</p>"
     ]
     for i in shown:
         pairs = []
@@ -139,7 +140,11 @@ def _prompts_section(out_dir: Path, rows: list[dict[str, Any]], scorers: list[st
             for side in ("base", "tuned"):
                 other = "tuned" if side == "base" else "base"
                 win = s[first][side] > s[first][other]
-                score_lines = "<br>".join(f"{html.escape(n)} {s[n][side]:.3f}" for n in scorers)
+                score_lines = "<br>".join(
+                    f"<span class={'w' if s[n][side] > s[n][other] else 'n'}>"
+                    f"{html.escape(n)} {s[n][side]:.3f}</span>"
+                    for n in scorers
+                )
                 src = _image(out_dir / row[f"{side}_image"])
                 cells.append(
                     f"<div class=cell><div class=cap>{side}</div>"
