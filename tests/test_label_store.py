@@ -276,3 +276,20 @@ def test_export_holds_exactly_the_votes_cast(tmp_path: Path) -> None:
     pap, report = load_pickapic(tmp_path / "out_pap", "train", tie_policy="half")
     assert len(pap) == 2 and report.num_skipped == 0
     assert sorted(pap["label"]) == [0.5, 1.0] and sorted(pap["user_id"]) == ["a", "b"]
+
+
+def test_model_mode_generates_a_stored_pair_with_two_seeds(tmp_path: Path) -> None:
+    pytest.importorskip("gradio")
+    from apps.label.app import LabelApp
+
+    users = tmp_path / "users.txt"
+    add_user(users, "ann", "pw")
+    s = Store(tmp_path / "db.sqlite")
+    app = LabelApp(s, tmp_path / "img", Authenticator(users), model="toy-sd", steps=2)
+    pair = app.generate_pair("a red circle on a blue background")
+    assert s.get_pair(pair.pair_id) == pair and pair.source.startswith("model:toy-sd:seeds")
+    a, b = (load_image(tmp_path / "img", ref) for ref in (pair.image_0, pair.image_1))
+    assert a.size == b.size and a.tobytes() != b.tobytes()  # two seeds, two images
+    s.record_vote(vote_id="gen-vote-01", annotator="ann", pair_id=pair.pair_id, choice="right",
+                  left_image=0, decide_ms=900)  # fmt: skip
+    assert export_votes(s, tmp_path / "img", tmp_path / "out", "pairs")["rows"] == 1

@@ -104,12 +104,14 @@ class LabelApp:
         *,
         model: str | None = None,
         seed: int | None = None,
+        steps: int | None = None,
     ) -> None:
         self.store = store
         self.image_root = Path(image_root)
         self.image_root.mkdir(parents=True, exist_ok=True)
         self.auth = auth
         self.model_name = model
+        self.steps = steps  # sampler steps in --model mode (default: the model card's)
         self._model: Any = None
         self._model_lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -207,7 +209,7 @@ class LabelApp:
             if self._model is None:
                 name = "toy:sd" if self.model_name in (None, "toy-sd") else self.model_name
                 self._model = load_pipeline(name)
-            steps, guidance = _sampling_defaults(self._model, None, None)
+            steps, guidance = _sampling_defaults(self._model, self.steps, None)
             seed = secrets.randbelow(2**31 - 2)
             images = generate(self._model.pipe, [prompt, prompt], seed=seed, steps=steps,
                               guidance=guidance, batch_size=2, desc="label")  # fmt: skip
