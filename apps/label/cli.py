@@ -48,7 +48,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                      desc="import pairs", unit="pair")  # fmt: skip
         added = store.add_pairs(pairs)
         print(f"label: {added} new pairs from {args.data}; {store.count_pairs()} in {args.db}")
-    app = LabelApp(store, root, auth, model=args.model, seed=args.seed)
+    app = LabelApp(store, root, auth, model=args.model, seed=args.seed, steps=args.steps)
     print(f"label: http://{args.host}:{args.port} (users: {args.users}, overlap {store.overlap})")
     app.launch(args.host, args.port)
     return 0
@@ -95,6 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--seed", type=int, default=None, help="seed of the left/right coin")
+    p.add_argument("--steps", type=int, default=None, help="--model sampler steps (card's)")
     p.set_defaults(func=_cmd_serve)
     actions = p.add_subparsers(dest="label_command", metavar="ACTION")
 
