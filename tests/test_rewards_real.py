@@ -123,3 +123,16 @@ def test_imagereward_without_the_package_names_the_extra():
             get_scorer("imagereward")
     else:
         pytest.skip("ImageReward is installed; its loader needs the real checkpoint")
+
+
+def test_mixed_size_pil_images_are_preprocessed_one_by_one(tmp_path):
+    from PIL import Image
+
+    weights, config = tiny.save_openclip(tmp_path, seed=4)
+    scorer = get_scorer(f"clip:{config}", path=weights, batch_size=4)
+    x = images(3)
+    pil = [Image.fromarray((x[i].permute(1, 2, 0) * 255).byte().numpy()) for i in range(3)]
+    pil[1] = pil[1].resize((64, 40))  # Pick-a-Pic mixes sizes within a batch
+    mixed = scorer.score(pil, PROMPTS[:3])
+    alone = torch.cat([scorer.score([im], [p]) for im, p in zip(pil, PROMPTS, strict=False)])
+    torch.testing.assert_close(mixed, alone, rtol=1e-4, atol=1e-4)
