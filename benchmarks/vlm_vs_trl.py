@@ -55,7 +55,7 @@ from typing import Any
 
 JSON_MARK = "BENCH_JSON "
 MODELS = ("toy", "llava", "qwen")
-SIDES = ("mmalign", "trl")
+SIDES = ("mmalign", "mmalign-cached", "trl")  # "trl" is the baseline of every ratio
 BETA = 0.1
 WEIGHT_DECAY = 0.01  # mmalign's default (train.weight_decay); TRL gets the same
 MAX_GRAD_NORM = 1.0  # both libraries' default
@@ -204,15 +204,32 @@ def _mmalign_steps(vlm: Any, rows: Any, args: argparse.Namespace, device: Any, t
     from mmalign.vlm.lora import add_lora
     from mmalign.vlm.scorer import VLMPairScorer
 
+    collator = PairCollator(vlm.processor, ("main",))
+    b = args.batch
+    reference, cached = "adapters", None
+    if args.side == "mmalign-cached":
+        # `vlm.reference: precomputed`: one no-grad pass of the base model over the rows before
+        # training (as VLMRecipe._reference_pass does); the steps then run no reference forward.
+        from mmalign.vlm.scorer import image_features, sequence_logps
+
+        started, cached = time.perf_counter(), {}
+        with torch.no_grad():
+            for i in range(total):
+                ids = list(range(i * b, (i + 1) * b))
+                batch = collator([rows[j] for j in ids], row_ids=ids).to(device)
+                logps = sequence_logps(vlm.core, batch, image_features(vlm.core, batch))[0]
+                for (row, variant, text), s in zip(batch.sequence_keys, logps.tolist(),
+                                                   strict=True):  # fmt: skip
+                    cached[(batch.rows[row], variant, text)] = s
+        marks["reference_pass_s"] = time.perf_counter() - started
+        reference = "precomputed"
     torch.manual_seed(SEED)  # the LoRA initialisation (TRL seeds the same way)
     model = add_lora(vlm.model, LoraConfig(rank=args.rank, dropout=0.0)).to(device)
     model.train()
-    collator = PairCollator(vlm.processor, ("main",))
-    scorer = VLMPairScorer(model, "adapters")
+    scorer = VLMPairScorer(model, reference, cached)  # type: ignore[arg-type]
     objective = Objective.from_config([{"loss": "dpo", "beta": BETA}])
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=WEIGHT_DECAY)
-    b = args.batch
     ends, losses = [], []
     marks["setup_rss_mb"] = _rss_mb()
     for i in range(total):
@@ -276,7 +293,7 @@ def run_step_child(args: argparse.Namespace) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
     start = (time.perf_counter(), time.process_time())
-    run = _mmalign_steps if args.side == "mmalign" else _trl_steps
+    run = _trl_steps if args.side == "trl" else _mmalign_steps
     marks: dict[str, float] = {}
     ends, losses, trainable = run(vlm, rows, args, device, total, marks)
     if len(ends) != total:
@@ -308,6 +325,7 @@ def run_step_child(args: argparse.Namespace) -> dict[str, Any]:
         "train_rss_mb": peak_rss - base_rss,
         # RSS once the model, adapters, optimizer (and TRL's trainer) are set up, before step 0
         "setup_rss_mb": marks["setup_rss_mb"],
+        "reference_pass_s": marks.get("reference_pass_s"),  # mmalign-cached: the one-off pass
         "trainable_params": trainable,
         "losses": losses,
     }
@@ -439,17 +457,21 @@ def _child(args: argparse.Namespace, mode: str, model: str, path: str, rows: str
         "--warmup", str(args.warmup), "--rank", str(args.rank), "--lr", str(args.lr),
         "--device", args.device, "--threads", str(args.threads),
     ]  # fmt: skip
-    result = run_child(argv, args.threads)
+    result = run_child(argv, args.threads, args.mmap_threshold)
     if "error" in result:
         result.update(model=model, side=side, batch=batch)
     return result
 
 
-def run_child(argv: list[str], threads: int) -> dict[str, Any]:
+def run_child(argv: list[str], threads: int, mmap_threshold: int | None = None) -> dict[str, Any]:
     """This file in a child process with `argv`; its JSON line, or the error it ended with."""
     cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    if mmap_threshold is not None:
+        # glibc: blocks from this size up are mmapped and go back to the system when freed, so
+        # the peak RSS follows the live memory instead of what the heap happened to keep.
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(JSON_MARK):
@@ -479,6 +501,7 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "train_rss_mb": max(r["train_rss_mb"] for r in runs),
         "step_rss_mb": max(r["peak_rss_mb"] - r["setup_rss_mb"] for r in runs),
         "losses": first["losses"],
+        "reference_pass_s": first.get("reference_pass_s"),
         "rounds": runs,
     }  # fmt: skip
 
@@ -494,20 +517,23 @@ RATIO_METRICS = (
 
 
 def compute_ratios(steps: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> list[dict]:
-    """mmalign / TRL for every (model, batch) whose two sides ran."""
+    """mmalign side / TRL for every (model, batch) where both ran."""
     out = []
     for model, by_batch in steps.items():
         for batch, sides in by_batch.items():
-            ours, trl = sides.get("mmalign", {}), sides.get("trl", {})
-            for metric, target in RATIO_METRICS:
-                if "error" in ours or "error" in trl or metric not in ours or metric not in trl:
+            trl = sides.get("trl", {})
+            for side, ours in sides.items():
+                if side == "trl":
                     continue
-                if not trl[metric] > 0:
-                    continue
-                value = ours[metric] / trl[metric]
-                verdict = "-" if target is None else ("PASS" if value <= target else "MISS")
-                out.append({"model": model, "batch": int(batch), "metric": metric,
-                            "value": value, "target": target, "verdict": verdict})  # fmt: skip
+                for metric, target in RATIO_METRICS:
+                    if "error" in ours or "error" in trl or metric not in ours or \
+                            metric not in trl or not trl[metric] > 0:  # fmt: skip
+                        continue
+                    value = ours[metric] / trl[metric]
+                    verdict = "-" if target is None else ("PASS" if value <= target else "MISS")
+                    out.append({"model": model, "batch": int(batch), "side": side,
+                                "metric": metric, "value": value, "target": target,
+                                "verdict": verdict})  # fmt: skip
     return out
 
 
@@ -529,25 +555,28 @@ def _print_tables(checks: dict[str, Any], steps: dict[str, Any], ratios: list[di
                    if "device" in r), "?")  # fmt: skip
     peak = "peak MB (cuda)" if device.startswith("cuda") else "peak MB (RSS)"
     print(f"\n(b) one DPO step on {device} (medians over the timed steps of every round)")
-    print(f"{'model':<6} {'batch':>5} {'side':<8} {'s/step':>8} {'min s':>8} {'cpu s':>8} "
+    print(f"{'model':<6} {'batch':>5} {'side':<14} {'s/step':>8} {'min s':>8} {'cpu s':>8} "
           f"{peak:>14} {'+run MB':>8} {'+step MB':>8} {'loss first->last':>17}")  # fmt: skip
     for model, by_batch in steps.items():
         for batch, sides in by_batch.items():
             for side, r in sides.items():
                 if "error" in r:
-                    print(f"{model:<6} {batch:>5} {side:<8} FAILED: {r['error'].splitlines()[-1:]}")
+                    print(
+                        f"{model:<6} {batch:>5} {side:<14} FAILED: {r['error'].splitlines()[-1:]}"
+                    )
                     continue
                 losses = f"{r['losses'][0]:.4f}->{r['losses'][-1]:.4f}"
-                print(f"{model:<6} {batch:>5} {side:<8} {r['s_per_step']:>8.4f} "
+                print(f"{model:<6} {batch:>5} {side:<14} {r['s_per_step']:>8.4f} "
                       f"{r['s_per_step_min']:>8.4f} {r['cpu_s_per_step']:>8.4f} "
                       f"{r['peak_mb']:>14.1f} {r['train_rss_mb']:>8.1f} {r['step_rss_mb']:>8.1f} "
                       f"{losses:>17}")  # fmt: skip
     print(f"\nratios mmalign / TRL (targets: time <= {TIME_TARGET}, peak memory <= 1)")
-    print(f"{'model':<6} {'batch':>5} {'metric':<15} {'value':>7} {'target':>7}  verdict")
+    print(f"{'model':<6} {'batch':>5} {'side':<14} {'metric':<15} {'value':>7} {'target':>7}  "
+          "verdict")  # fmt: skip
     for r in ratios:
         target = "-" if r["target"] is None else f"{r['target']:g}"
-        print(f"{r['model']:<6} {r['batch']:>5} {r['metric']:<15} {r['value']:>7.3f} "
-              f"{target:>7}  {r['verdict']}")  # fmt: skip
+        print(f"{r['model']:<6} {r['batch']:>5} {r['side']:<14} {r['metric']:<15} "
+              f"{r['value']:>7.3f} {target:>7}  {r['verdict']}")  # fmt: skip
 
 
 def run_parent(args: argparse.Namespace) -> int:
@@ -557,6 +586,9 @@ def run_parent(args: argparse.Namespace) -> int:
     for m in models:
         if m not in MODELS:
             raise SystemExit(f"--models: unknown model {m!r} (use {', '.join(MODELS)})")
+    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    if "trl" not in sides or any(s not in SIDES for s in sides):
+        raise SystemExit(f"--sides: a comma list of {', '.join(SIDES)} that includes trl")
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     if not batches or min(batches) < 1:
         raise SystemExit(f"--batches: positive pair counts, got {args.batches!r}")
@@ -574,25 +606,27 @@ def run_parent(args: argparse.Namespace) -> int:
                 print(f"[{time.perf_counter() - start:6.1f}s] {model} scores: {done}", flush=True)
             steps[model] = {}
             for batch in batches:
-                runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+                runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
                 # Rounds alternate the sides, so a load change on a shared machine hits both.
                 for i in range(args.rounds):
-                    for side in SIDES:
+                    for side in sides:
                         r = _child(args, "step", model, paths[model], rows, side, batch)
                         runs[side].append(r)
                         done = "FAILED" if "error" in r else f"{r['s_per_step']:.4f} s/step"
                         print(f"[{time.perf_counter() - start:6.1f}s] {model} batch {batch} "
                               f"{side} round {i + 1}: {done}", flush=True)  # fmt: skip
-                steps[model][str(batch)] = {side: combine(runs[side]) for side in SIDES}
+                steps[model][str(batch)] = {side: combine(runs[side]) for side in sides}
     ratios = compute_ratios(steps)
     _print_tables(checks, steps, ratios)
     report = {
         "benchmark": "vlm_vs_trl",
         "config": {
-            "models": models, "batches": batches, "steps": args.steps, "warmup": args.warmup,
+            "models": models, "sides": sides, "batches": batches, "steps": args.steps,
+            "warmup": args.warmup,
             "rounds": args.rounds, "rank": args.rank, "lr": args.lr, "beta": BETA,
             "weight_decay": WEIGHT_DECAY, "max_grad_norm": MAX_GRAD_NORM,
             "device": args.device, "threads": args.threads, "quick": args.quick,
+            "mmap_threshold": args.mmap_threshold,
             "trl": trl.__version__, "python": sys.version.split()[0],
         },
         "checks": checks,
@@ -615,6 +649,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--models", default="toy,llava", help=f"comma list of {', '.join(MODELS)}")
+    p.add_argument("--sides", default="mmalign,trl",
+                   help="comma list of mmalign (reference = disabled adapters, like TRL), "
+                        "mmalign-cached (reference log-probs precomputed by one pass before "
+                        "training), trl")  # fmt: skip
     p.add_argument("--batches", default=None,
                    help=f"comma list of pairs per step ({FULL['batches']}; quick "
                         f"{QUICK['batches']})")  # fmt: skip
@@ -631,6 +669,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch / OpenMP threads of each child (default: $OMP_NUM_THREADS, else 1)",
     )  # fmt: skip
     p.add_argument("--skip-check", action="store_true", help="skip part (a), the score check")
+    p.add_argument(
+        "--mmap-threshold", type=int, default=None,
+        help="CPU memory runs: set glibc's MALLOC_MMAP_THRESHOLD_ (bytes) in the children, so "
+        "peak RSS tracks live memory rather than heap caching (it slows the steps: take the "
+        "times from a run without it)",
+    )  # fmt: skip
     p.add_argument("--quick", action="store_true", help="a smoke run: few small steps")
     p.add_argument("--out", default="runs/bench/vlm_vs_trl.json", help="results as JSON")
     # The child side.

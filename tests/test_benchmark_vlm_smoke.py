@@ -30,7 +30,7 @@ def bench():
 def test_quick_run_writes_scores_steps_and_ratios(bench, tmp_path, monkeypatch):
     calls = []
 
-    def in_process(argv, threads):
+    def in_process(argv, threads, mmap_threshold=None):
         calls.append(argv)
         args = bench.parse_args(argv)
         run = bench.run_step_child if args.child == "step" else bench.run_check_child
@@ -38,12 +38,12 @@ def test_quick_run_writes_scores_steps_and_ratios(bench, tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench, "run_child", in_process)
     out = tmp_path / "bench.json"
-    code = bench.main(["--quick", "--models", "toy", "--device", "cpu", "--threads", "1",
-                       "--out", str(out)])  # fmt: skip
+    code = bench.main(["--quick", "--models", "toy", "--sides", "mmalign,mmalign-cached,trl",
+                       "--device", "cpu", "--threads", "1", "--out", str(out)])  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
     assert report["config"]["quick"] is True
-    assert [a[1] for a in calls] == ["check", "step", "step"]  # (a), then mmalign and TRL
+    assert [a[1] for a in calls] == ["check", "step", "step", "step"]  # (a), then each side
 
     # (a): mmalign's scores are the directly computed log-probs; TRL's are its own sequences'.
     check = report["checks"]["toy"]
@@ -55,7 +55,7 @@ def test_quick_run_writes_scores_steps_and_ratios(bench, tmp_path, monkeypatch):
 
     # (b): both sides trained the same adapter size for the asked steps.
     sides = report["steps"]["toy"]["2"]
-    assert set(sides) == {"mmalign", "trl"}
+    assert set(sides) == {"mmalign", "mmalign-cached", "trl"}
     for side, r in sides.items():
         assert "error" not in r, r
         assert r["side"] == side and r["batch"] == 2
@@ -65,7 +65,11 @@ def test_quick_run_writes_scores_steps_and_ratios(bench, tmp_path, monkeypatch):
         # Zero-initialised LoRA: the policy is the reference at step 0, so the loss is log 2.
         assert r["losses"][0] == pytest.approx(0.693147, abs=1e-5)
     assert sides["mmalign"]["trainable_params"] == sides["trl"]["trainable_params"]
-    ratios = {r["metric"]: r for r in report["ratios"]}
+    # The precomputed reference is the adapters-disabled one: the same training, step by step.
+    assert sides["mmalign-cached"]["reference_pass_s"] > 0
+    assert sides["mmalign-cached"]["losses"] == pytest.approx(sides["mmalign"]["losses"], abs=1e-6)
+    assert {r["side"] for r in report["ratios"]} == {"mmalign", "mmalign-cached"}
+    ratios = {r["metric"]: r for r in report["ratios"] if r["side"] == "mmalign"}
     assert {"s_per_step", "cpu_s_per_step", "peak_mb"} <= set(ratios)
     time_ratio = ratios["s_per_step"]
     assert time_ratio["value"] == pytest.approx(
