@@ -10,12 +10,20 @@ concurrent annotators (threads), each logged in as its own user:
 - `http`: Gradio's own HTTP API for the same endpoint (`POST /gradio_api/call/vote`, then
   the result stream `GET /gradio_api/call/vote/{event_id}`) with one keep-alive session
   per annotator: the server's latency without the client's polling.
+- `http1`: the same Gradio route, one call per vote: `vote` answers with the next pair
+  (`next`), so `next_pair` is called once at the start.
+- `fast`: `POST /label_api/vote` (apps/label/fast_routes.py), a FastAPI route outside
+  Gradio's queue on the same login cookie, answering with the next pair: one plain
+  HTTP request per vote.
 - baseline: `Store.record_vote` called in-process by the same number of threads (the
   SQLite transaction alone), measured in the same run; the table gives the ratios.
 
 After each HTTP/gradio_client run every acknowledged vote is checked in the database:
-stored exactly once, under the right annotator. `--kill-after N` sends SIGKILL to the
-server once N votes are acknowledged in the last run, restarts it and checks again.
+stored exactly once, under the right annotator. `--think-ms T` makes each annotator look
+at a pair for T ms before voting (default 0: back to back, a closed loop in which the
+latency at N annotators is about N / the server's votes per second). `--kill-after N`
+sends SIGKILL to the server once N votes are acknowledged in the last run, restarts it and
+checks again.
 
     OMP_NUM_THREADS=1 python benchmarks/label_load.py --out runs/bench/label_load.json
     OMP_NUM_THREADS=1 python benchmarks/label_load.py --levels 32 --votes 200 \
@@ -41,6 +49,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from apps.label.fast_routes import VOTE_FIELDS
 from apps.label.store import Pair, Store
 from apps.label.testing import Server, make_pairs_dataset
 from apps.label.users import add_user
@@ -77,6 +86,20 @@ class HttpAnnotator:
         raise RuntimeError(f"{api}: no result")
 
 
+class FastAnnotator(HttpAnnotator):
+    """One annotator over `/label_api/*`: one plain request per vote, no queue."""
+
+    def call(self, api: str, *data: object) -> object:
+        if api == "next_pair":
+            r = self.http.get(f"{self.url}/label_api/next_pair")
+        else:
+            body = dict(zip(VOTE_FIELDS, data, strict=True))
+            r = self.http.post(f"{self.url}/label_api/vote", json=body)
+        if r.status_code != 200:
+            raise RuntimeError(f"{api}: {r.status_code} {r.text}")
+        return r.json()
+
+
 class ClientAnnotator:
     def __init__(self, url: str, user: str, password: str) -> None:
         from gradio_client import Client
@@ -87,9 +110,14 @@ class ClientAnnotator:
         return self.client.predict(*data, api_name=f"/{api}")
 
 
+ANNOTATORS = {"http": HttpAnnotator, "http1": HttpAnnotator, "fast": FastAnnotator,
+              "gradio_client": ClientAnnotator}
+
+
 def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, lat: list,
-              kill: tuple | None = None) -> dict:  # fmt: skip
-    """Every user: next pair, vote; latency of the vote call only. Returns counts."""
+              kill: tuple | None = None, think: float = 0.0) -> dict:  # fmt: skip
+    """Every user: next pair, `think` seconds looking at it, vote; latency of the vote call
+    only. Returns counts."""
     errors: list[str] = []
     stop = threading.Event()
     ready = threading.Barrier(len(users) + 1)
@@ -97,24 +125,28 @@ def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, la
 
     def annotate(user: str) -> None:
         try:
-            cls = HttpAnnotator if kind == "http" else ClientAnnotator
-            a = cls(url, user, f"pw-{user}")
+            a = ANNOTATORS[kind](url, user, f"pw-{user}")
         except Exception as err:
             errors.append(f"{user}: login: {err}")
             ready.wait()
             return
         ready.wait()
         mine = acked.setdefault(user, [])
+        one_call = kind in ("http1", "fast")  # the vote's reply carries the next pair
         try:
+            pair = a.call("next_pair") if one_call else None
             for i in range(votes):
                 if stop.is_set():
                     return
-                pair = a.call("next_pair")
+                if not one_call:
+                    pair = a.call("next_pair")
                 if not pair:
                     errors.append(f"{user}: queue empty after {i} votes")
                     return
                 vid = uuid.uuid4().hex
                 choice = ("left", "right", "tie", "skip")[i % 4]
+                if think:
+                    time.sleep(think)
                 t0 = time.perf_counter()
                 ack = a.call("vote", vid, pair["pair_id"], choice, pair["left_image"], 100)
                 lat.append(time.perf_counter() - t0)
@@ -122,6 +154,8 @@ def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, la
                     errors.append(f"{user}: wrong ack {ack}")
                 mine.append((vid, pair["pair_id"], choice))
                 bar.update()
+                if one_call:
+                    pair = ack["next"]
         except Exception as err:
             if not stop.is_set():
                 errors.append(f"{user}: {type(err).__name__}: {err}")
@@ -208,10 +242,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--votes", type=int, default=40, help="votes per annotator per run")
-    ap.add_argument("--clients", nargs="+", default=["http", "gradio_client"],
-                    choices=["http", "gradio_client"])  # fmt: skip
+    ap.add_argument("--clients", nargs="+", default=["http", "http1", "fast", "gradio_client"],
+                    choices=list(ANNOTATORS))  # fmt: skip
     ap.add_argument("--kill-after", type=int, default=None,
                     help="SIGKILL the server after N votes of the last run; restart")
+    ap.add_argument("--think-ms", type=float, default=0.0,
+                    help="each annotator's time looking at a pair before voting (default 0: "
+                    "back to back, as fast as the server answers)")
     ap.add_argument("--out", default="runs/bench/label_load.json")
     ap.add_argument("--work", default=None, help="work folder (default: a temporary one)")
     args = ap.parse_args()
@@ -226,7 +263,8 @@ def main() -> int:
             add_user(users_file, f"u{k:02d}", f"pw-u{k:02d}")
     results = {"machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(),
                            "python": platform.python_version()},
-               "votes_per_annotator": args.votes, "runs": []}  # fmt: skip
+               "votes_per_annotator": args.votes, "think_ms": args.think_ms,
+               "runs": []}  # fmt: skip
     runs = [(kind, level) for level in args.levels for kind in args.clients]
     for i, (kind, level) in enumerate(runs):
         db = work / f"{kind}-{level}.sqlite"
@@ -242,11 +280,13 @@ def main() -> int:
         last = i == len(runs) - 1
         kill = (server, args.kill_after) if (last and args.kill_after) else None
         try:
-            out = run_level(server.url, users, args.votes, kind, acked, lat, kill)
+            out = run_level(server.url, users, args.votes, kind, acked, lat, kill,
+                            args.think_ms / 1000)
         finally:
             server.kill()
         row = {"client": kind, "annotators": level, **_summary(lat, out["seconds"]),
-               "errors": out["errors"][:5], "n_errors": len(out["errors"])}  # fmt: skip
+               "errors": out["errors"][:5], "n_errors": len(out["errors"]),
+               "load_avg_after": os.getloadavg()}  # fmt: skip
         if kill:
             again = Server(common, log=work / "server.log").wait()  # restart on the same db
             again.kill()

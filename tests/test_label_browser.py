@@ -50,6 +50,8 @@ def test_keyboard_votes_progress_undo_and_export(tmp_path: Path) -> None:
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             login(page, server.url, "ann", "pw-ann")
+            posts: list[str] = []
+            page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
             assert _done(page) == 0
             assert page.locator(".lbl-progress").get_attribute("data-total") == "6"
             for text in ("[←]", "[→]", "[↓]", "[S]", "[U]"):  # shortcuts shown on screen
@@ -64,6 +66,9 @@ def test_keyboard_votes_progress_undo_and_export(tmp_path: Path) -> None:
             page.get_by_text("Last vote undone").wait_for(timeout=30_000)
             _press(page, "ArrowLeft", 3)
             _press(page, "s", 4)
+            # the six key presses went straight to Gradio's run route, none through its queue
+            assert sum(u.endswith("/gradio_api/run/predict") for u in posts) == 6, posts
+            assert not any("/queue/join" in u for u in posts), posts
         finally:
             browser.close()
 

@@ -7,6 +7,7 @@ Scaled down for the unit suite (8-10 annotators x 12 votes, a kill after 30 vote
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -89,6 +90,9 @@ def test_no_route_serves_pairs_votes_or_images_without_login(server, world) -> N
         status, body = _get(server.url + path)
         assert status in (401, 403, 404), (path, status)
         assert prompt not in body and b"\x89PNG" not in body, path
+    assert _get(server.url + "/label_api/next_pair")[0] == 401  # the fast path, too
+    status, body = _post(server.url + "/label_api/vote", b'{"vote_id": "x"}')
+    assert status == 401 and prompt not in body
     for api in ("next_pair", "my_votes", "vote", "admin_stats"):
         status, body = _post(server.url + f"/gradio_api/call/{api}", b'{"data": []}')
         assert status in (401, 403), (api, status)
@@ -118,6 +122,7 @@ def test_identity_comes_from_the_session(server) -> None:
     vid = uuid.uuid4().hex
     ack = a.predict(vid, pair["pair_id"], "left", pair["left_image"], 700, api_name="/vote")
     assert ack["annotator"] == "u00" and ack["status"] == "stored"
+    assert ack["next"]["pair_id"] != pair["pair_id"]  # the reply carries the next pair
     again = a.predict(vid, pair["pair_id"], "left", 0, 700, api_name="/vote")
     assert again["status"] == "duplicate"
     with pytest.raises(Exception, match="another annotator"):  # b cannot replay a's vote id
@@ -132,6 +137,48 @@ def test_identity_comes_from_the_session(server) -> None:
     stats = boss.predict(api_name="/admin_stats")
     assert stats["votes"] >= 1 and "u00" in {r["annotator"] for r in stats["annotators"]}
     assert a.predict(api_name="/undo")["pair_id"] == pair["pair_id"]
+
+
+def _fast_vote(url: str, cookie: str, body: dict, **headers: str) -> tuple[int, dict]:
+    req = urllib.request.Request(url + "/label_api/vote", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", "Cookie": cookie,
+                                          **headers}, method="POST")  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_fast_vote_route_session_identity_idempotent_next_pair(server) -> None:
+    a, b = _login(server.url, "u00", "pw-u00"), _login(server.url, "u01", "pw-u01")
+    status, raw = _get(server.url + "/label_api/next_pair", a)
+    pair = json.loads(raw)
+    assert status == 200 and pair["pair_id"] and pair["left_image"] in (0, 1)
+    vid = uuid.uuid4().hex
+    vote = {"vote_id": vid, "pair_id": pair["pair_id"], "choice": "right",
+            "left_image": pair["left_image"], "decide_ms": 900}  # fmt: skip
+    # a name in the body is ignored: the vote is u00's, whose cookie sent it
+    status, ack = _fast_vote(server.url, a, {**vote, "annotator": "u01"})
+    assert status == 200 and ack["status"] == "stored" and ack["annotator"] == "u00"
+    assert ack["next"]["pair_id"] not in ("", pair["pair_id"])  # the next pair, not this one
+    status, again = _fast_vote(server.url, a, vote)  # a retry is stored once
+    assert status == 200 and again["status"] == "duplicate"
+    status, err = _fast_vote(server.url, b, {**vote, "choice": "left"})  # u01 replays the id
+    assert status == 400 and "another annotator" in err["error"]
+    status, err = _fast_vote(server.url, a, {**vote, "vote_id": uuid.uuid4().hex},
+                             Origin="http://evil.example")  # fmt: skip
+    assert status == 403
+    status, err = _fast_vote(server.url, a, {**vote, "vote_id": uuid.uuid4().hex,
+                                             "choice": "maybe"})  # fmt: skip
+    assert status == 400 and "choice" in err["error"]
+    store = Store(server.db)
+    mine = [v for v in store.votes_of("u00") if v["vote_id"] == vid]
+    assert [(v["choice"], v["decide_ms"]) for v in mine] == [("right", 900)]
+    assert not store.votes_of("u01")
+    store.close()
+    client = Client(server.url, auth=("u00", "pw-u00"), verbose=False)
+    assert client.predict(api_name="/undo")["pair_id"] == pair["pair_id"]
 
 
 def _annotate(url: str, user: str, n: int, acked: dict, errors: list, stop: threading.Event):

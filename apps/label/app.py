@@ -6,9 +6,13 @@ vote carries an id: the UI makes one when it shows a pair (a double submit of th
 is stored once), API clients send their own (a retried request is stored once).
 
 API (through `gradio_client`, logged in): `next_pair() -> {pair_id, prompt, left_image}`,
-`vote(vote_id, pair_id, choice, left_image, decide_ms) -> {status, vote_id, pair_id}`,
+`vote(vote_id, pair_id, choice, left_image, decide_ms) -> {status, vote_id, pair_id,
+annotator, next}` (`next`: the caller's next pair, so a client needs one call per vote),
 `undo() -> {pair_id}`, `my_votes() -> [..]` (the caller's own votes only),
 `admin_stats()` (admins only).
+
+The fast path, outside Gradio's queue (`fast_routes.py`): `POST /label_api/vote` with the
+same fields as JSON and `GET /label_api/next_pair`, on the same login session cookie.
 """
 
 from __future__ import annotations
@@ -117,6 +121,8 @@ class LabelApp:
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self.api_queue = os.environ.get("MMALIGN_LABEL_API_QUEUE", "1") == "1"
+        # "1" puts the page's vote/undo events back on Gradio's queue (for comparisons)
+        self.ui_queue = os.environ.get("MMALIGN_LABEL_UI_QUEUE", "0") == "1"
 
     # ------------------------------------------------------------------ helpers
 
@@ -246,11 +252,7 @@ class LabelApp:
 
     def api_next_pair(self, request: gr.Request) -> dict[str, Any]:
         """The caller's next pair and a random left image (0 or 1); {} when the queue is empty."""
-        user = _user(request)
-        pair = self.store.next_pair(user)
-        if pair is None:
-            return {}
-        return {"pair_id": pair.pair_id, "prompt": pair.prompt, "left_image": self._coin()}
+        return self.next_for(_user(request))
 
     def api_vote(
         self, vote_id: str, pair_id: str, choice: str, left_image: int, decide_ms: int,
@@ -265,8 +267,17 @@ class LabelApp:
             )  # fmt: skip
         except VoteError as err:
             raise gr.Error(str(err)) from err
+        # the next pair in the same reply: one round trip per vote instead of two
         return {"status": ack.status, "vote_id": ack.vote_id, "pair_id": ack.pair_id,
-                "annotator": ack.annotator}  # fmt: skip
+                "annotator": ack.annotator, "next": self.next_for(user)}  # fmt: skip
+
+    def next_for(self, user: str) -> dict[str, Any]:
+        """`user`'s next pair as plain data ({} when the queue is empty); `user` is the
+        authenticated session's name, never a name the client sent."""
+        pair = self.store.next_pair(user)
+        if pair is None:
+            return {}
+        return {"pair_id": pair.pair_id, "prompt": pair.prompt, "left_image": self._coin()}
 
     def api_undo(self, request: gr.Request) -> dict[str, Any]:
         """Withdraw the caller's last vote."""
@@ -343,10 +354,14 @@ class LabelApp:
             shown = [state, prompt, left, right, progress, status]
             private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
             demo.load(self.on_load, None, [*shown, who, admin_tab], **private)
+            # Votes and undo skip Gradio's queue (one POST to /gradio_api/run/..., still
+            # behind the login check, the user still from the session): the keys and buttons
+            # answer without waiting behind other annotators' queued events.
+            direct = {**private, "queue": self.ui_queue}
             for button, choice in ((b_left, "left"), (b_right, "right"), (b_tie, "tie"),
                                    (b_skip, "skip")):  # fmt: skip
-                button.click(self._voter(choice), [state], shown, **private)
-            b_undo.click(self.on_undo, [state], shown, **private)
+                button.click(self._voter(choice), [state], shown, **direct)
+            b_undo.click(self.on_undo, [state], shown, **direct)
             if generate_btn is not None and prompt_box is not None:
                 for trigger in (generate_btn.click, prompt_box.submit):
                     trigger(self.on_generate, [prompt_box], shown, api_visibility="private",
@@ -364,14 +379,19 @@ class LabelApp:
         return demo
 
     def launch(self, host: str = "127.0.0.1", port: int = 7860, **kwargs: Any) -> None:
+        from .fast_routes import add_fast_routes
+
         demo = self.build()
         demo.queue(default_concurrency_limit=None, max_size=None)
-        demo.launch(
+        app, _, _ = demo.launch(
             server_name=host, server_port=port, auth=self.auth,
             auth_message="mmalign labeling: sign in with the account your admin made for you.",
             css=CSS + ADMIN_CSS, head=KEYS_JS, show_error=True, ssr_mode=False,
-            max_file_size="20mb", footer_links=[], quiet=True, **kwargs,
+            max_file_size="20mb", footer_links=[], quiet=True, prevent_thread_lock=True,
+            **kwargs,
         )  # fmt: skip
+        add_fast_routes(app, self)  # the server is up: until here /label_api/* answers 404
+        demo.block_thread()
 
 
 ADMIN_CSS = """

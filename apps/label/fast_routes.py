@@ -1,0 +1,105 @@
+"""The vote path outside Gradio's queue: plain FastAPI routes on the app Gradio serves.
+
+Gradio runs every API call through its queue (join, then a result stream), and an
+annotator's vote used to be two such calls (`vote`, then `next_pair`). These routes do the
+same work in one HTTP request: `POST /label_api/vote` stores the vote (one transaction,
+acknowledged after commit, idempotent by the client's vote id) and answers with the
+caller's next pair; `GET /label_api/next_pair` gives the first one.
+
+Security is Gradio's login, unchanged: the caller is the user of the session cookie that
+Gradio's `/login` set (the same token table Gradio's own routes check); no cookie, no
+answer (401). The annotator's name is never read from the request. Bodies must be JSON
+(415 otherwise) and a request from another origin is refused (403): a cross-site page
+cannot send a JSON POST without a CORS preflight, which Gradio's CORS middleware does not
+grant, so the session cookie cannot be used to vote from elsewhere (CSRF).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from .store import VoteError
+
+if TYPE_CHECKING:
+    from .app import LabelApp
+
+VOTE_FIELDS = ("vote_id", "pair_id", "choice", "left_image", "decide_ms")
+
+
+def session_user(app: Any, request: Request) -> str | None:
+    """The logged-in user of this request's Gradio session cookie, or None.
+
+    Gradio's `/login` stores `token -> user name` in `app.tokens` and sets the token as
+    `access-token-<cookie_id>` (and an `-unsecure-` twin for plain-HTTP localhost); this is
+    the lookup Gradio's own `login_check` does (gradio/routes.py, `get_current_user`).
+    """
+    token = request.cookies.get(f"access-token-{app.cookie_id}") or request.cookies.get(
+        f"access-token-unsecure-{app.cookie_id}"
+    )
+    user = app.tokens.get(token) if token else None
+    return str(user) if user else None
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None:  # not a browser cross-origin request (scripts, curl, same-origin GET)
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host")
+
+
+def add_fast_routes(app: FastAPI, label: LabelApp) -> None:
+    """Mount `/label_api/vote` and `/label_api/next_pair` on Gradio's FastAPI `app`."""
+
+    async def next_pair(request: Request) -> JSONResponse:
+        user = session_user(app, request)
+        if user is None:
+            return _error(401, "not logged in")
+        return JSONResponse(await run_in_threadpool(label.next_for, user))
+
+    async def vote(request: Request) -> JSONResponse:
+        user = session_user(app, request)
+        if user is None:
+            return _error(401, "not logged in")
+        if not _same_origin(request):
+            return _error(403, "cross-origin vote refused")
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return _error(415, "send the vote as application/json")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, f"the body must be a JSON object with {VOTE_FIELDS}")
+        missing = [k for k in VOTE_FIELDS if k not in body]
+        if missing:
+            return _error(400, f"missing fields: {missing}")
+        try:
+            left_image, decide_ms = int(body["left_image"]), int(body["decide_ms"])
+        except (TypeError, ValueError):
+            return _error(400, "left_image and decide_ms must be integers")
+
+        def store_and_next() -> dict[str, Any]:
+            ack = label.store.record_vote(
+                vote_id=body["vote_id"], annotator=user, pair_id=str(body["pair_id"]),
+                choice=body["choice"], left_image=left_image, decide_ms=decide_ms,
+            )  # fmt: skip
+            # committed above: only now is the vote acknowledged, with the next pair
+            return {"status": ack.status, "vote_id": ack.vote_id, "pair_id": ack.pair_id,
+                    "annotator": ack.annotator, "next": label.next_for(user)}  # fmt: skip
+
+        try:
+            return JSONResponse(await run_in_threadpool(store_and_next))
+        except VoteError as err:
+            return _error(400, str(err))
+
+    app.add_api_route("/label_api/next_pair", next_pair, methods=["GET"])
+    app.add_api_route("/label_api/vote", vote, methods=["POST"])
