@@ -20,10 +20,10 @@ concurrent annotators (threads), each logged in as its own user:
 
 After each HTTP/gradio_client run every acknowledged vote is checked in the database:
 stored exactly once, under the right annotator. `--think-ms T` makes each annotator look
-at a pair for T ms before voting (default 0: back to back, a closed loop in which the
-latency at N annotators is about N / the server's votes per second). `--kill-after N`
-sends SIGKILL to the server once N votes are acknowledged in the last run, restarts it and
-checks again.
+at a pair for 0.5T to 1.5T ms (uniform) before voting (default 0: back to back, a closed
+loop in which the latency at N annotators is about N / the server's votes per second).
+`--kill-after N` sends SIGKILL to the server once N votes are acknowledged in the last
+run, restarts it and checks again.
 
     OMP_NUM_THREADS=1 python benchmarks/label_load.py --out runs/bench/label_load.json
     OMP_NUM_THREADS=1 python benchmarks/label_load.py --levels 32 --votes 200 \
@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
@@ -124,6 +125,9 @@ def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, la
     bar = tqdm(total=len(users) * votes, desc=f"{kind} x{len(users)}", unit="vote", leave=False)
 
     def annotate(user: str) -> None:
+        # independent annotators: think times drawn from [0.5, 1.5] x `think`, so they do
+        # not all vote at the same instant (a fixed time would keep the start in lockstep)
+        rng = random.Random(user)
         try:
             a = ANNOTATORS[kind](url, user, f"pw-{user}")
         except Exception as err:
@@ -146,7 +150,7 @@ def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, la
                 vid = uuid.uuid4().hex
                 choice = ("left", "right", "tie", "skip")[i % 4]
                 if think:
-                    time.sleep(think)
+                    time.sleep(think * rng.uniform(0.5, 1.5))
                 t0 = time.perf_counter()
                 ack = a.call("vote", vid, pair["pair_id"], choice, pair["left_image"], 100)
                 lat.append(time.perf_counter() - t0)
