@@ -80,19 +80,31 @@ def test_resume_reproduces_the_losses(tmp_path):
     assert losses(part) == pytest.approx(losses(full), abs=1e-6)
 
 
-def test_bpo_builds_blind_responses_once_and_both_forms_train(tmp_path, capsys):
+def test_bpo_builds_blind_responses_once_and_both_forms_train(tmp_path, monkeypatch):
+    import mmalign.vlm.blind as blind_module
+
+    calls = []
+    real = blind_module.blind_responses
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(blind_module, "blind_responses", counted)
     objective = [{"pair": "main", "loss": "dpo"}, {"pair": "blind", "loss": "dpo"}]
-    cfg = vlm_config(tmp_path / "bpo", objective=objective)
+    data = {"toy": {"n": 20}}  # a dataset no other test builds blind responses for
+    cfg = vlm_config(tmp_path / "bpo", objective=objective, data=data)
     train(cfg, VLMRecipe)
-    assert "blind responses" in capsys.readouterr().err
+    assert calls == [20]
     metrics = json.loads((tmp_path / "bpo" / "metrics.jsonl").read_text().splitlines()[0])
     assert "blind/dpo/loss" in metrics and "main/dpo/loss" in metrics
 
     rows = VLMRecipe(cfg, _Accel())
-    assert "blind responses" not in capsys.readouterr().err  # cached
+    assert calls == [20]  # read back from the cache, not generated again
     blind = rows.dataset.extra["blind"]
-    assert len(blind) == 24 and all(isinstance(b, str) for b in blind)
-    extra = vlm_config(tmp_path / "rows", objective=objective, vlm={"bpo_form": "extra_rows"})
+    assert len(blind) == 20 and all(isinstance(b, str) for b in blind)
+    extra = vlm_config(tmp_path / "rows", objective=objective, data=data,
+                       vlm={"bpo_form": "extra_rows"})  # fmt: skip
     recipe = VLMRecipe(extra, _Accel())
     assert len(recipe.dataset) == 2 * len(rows.dataset)
     _, row = recipe.dataset[len(rows.dataset)]
