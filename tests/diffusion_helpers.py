@@ -37,6 +37,11 @@ def tiny_config(model: Path | str, out: Path, **sections: Any) -> Config:
         "validation": {"enabled": False},
         "output_dir": str(out),
     }  # fmt: skip
+    return config_with(raw, sections)
+
+
+def config_with(raw: dict[str, Any], sections: dict[str, Any]) -> Config:
+    """`raw` with each of `sections` merged into its section (or replacing it), as a Config."""
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(raw.get(key), dict):
             raw[key] = {**raw[key], **value}

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import torch
+from diffusion_helpers import config_with
 
-from mmalign.config import from_dict
 from mmalign.train import Config
 from mmalign.train.loop import train
 from mmalign.vlm.recipe import VLMRecipe
@@ -29,12 +29,7 @@ def vlm_config(out: Path, **sections: Any) -> Config:
         "validation": {"enabled": False},
         "output_dir": str(out),
     }  # fmt: skip
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(raw.get(key), dict):
-            raw[key] = {**raw[key], **value}
-        else:
-            raw[key] = value
-    return from_dict(Config, raw)
+    return config_with(raw, sections)
 
 
 def losses(out: Path) -> list[float]:

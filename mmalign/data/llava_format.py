@@ -26,12 +26,10 @@ from datasets import Dataset
 from .schema import ValidationReport
 from .vlm_rows import (
     SkipRow,
-    collect,
+    convert_records,
     make_row,
     read_records,
-    require_keys,
     text_of,
-    to_dataset,
 )
 
 HUMAN = ("human", "user")
@@ -78,12 +76,8 @@ def llava_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, A
 def llava_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path | None,
                 where: str = "LLaVA-format data", max_samples: int | None = None,
                 strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    records = require_keys(records, REQUIRED, where)
-    root = None if image_root is None else Path(image_root)
-    report = ValidationReport(name=where)
-    rows = collect(records, lambda r: llava_row(r, root), report, max_samples=max_samples,
-                   strict=strict)  # fmt: skip
-    return to_dataset(rows, report, where), report
+    return convert_records(records, REQUIRED, llava_row, image_root=image_root, where=where,
+                           max_samples=max_samples, strict=strict)  # fmt: skip
 
 
 def read_llava(path: str | Path, *, image_root: str | Path | None = None,

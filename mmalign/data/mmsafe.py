@@ -16,7 +16,7 @@ from typing import Any
 from datasets import Dataset
 
 from .schema import ValidationReport
-from .vlm_rows import collect, make_row, read_records, require_keys, to_dataset
+from .vlm_rows import convert_records, make_row, read_records
 
 FIELDS = ("id", "question", "image", "chosen", "rejected", "type", "entity", "entity_type")
 METADATA = ("id", "type", "entity", "entity_type")
@@ -40,12 +40,8 @@ def mmsafe_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path
                  where: str = "MMSafe-PO", max_samples: int | None = None,
                  strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
     """Rows and the report of every skipped record, by reason."""
-    records = require_keys(records, REQUIRED, where)
-    root = None if image_root is None else Path(image_root)
-    report = ValidationReport(name=where)
-    rows = collect(records, lambda r: mmsafe_row(r, root), report, max_samples=max_samples,
-                   strict=strict)  # fmt: skip
-    return to_dataset(rows, report, where), report
+    return convert_records(records, REQUIRED, mmsafe_row, image_root=image_root, where=where,
+                           max_samples=max_samples, strict=strict)  # fmt: skip
 
 
 def read_mmsafe(path: str | Path, *, image_root: str | Path | None = None,

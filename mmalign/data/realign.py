@@ -26,7 +26,13 @@ from typing import Any
 from datasets import Dataset
 
 from .schema import ValidationReport
-from .vlm_rows import SkipRow, collect, make_row, pick, read_records, require_keys, to_dataset
+from .vlm_rows import (
+    SkipRow,
+    convert_records,
+    make_row,
+    pick,
+    read_records,
+)
 
 KEYS: dict[str, tuple[str, ...]] = {
     "image": ("image", "image_path", "img_path", "img"),
@@ -67,12 +73,8 @@ def realign_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str,
 def realign_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path | None,
                   where: str = "Re-Align", max_samples: int | None = None,
                   strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    records = require_keys(records, KEYS, where)
-    root = None if image_root is None else Path(image_root)
-    report = ValidationReport(name=where)
-    rows = collect(records, lambda r: realign_row(r, root), report, max_samples=max_samples,
-                   strict=strict)  # fmt: skip
-    return to_dataset(rows, report, where), report
+    return convert_records(records, KEYS, realign_row, image_root=image_root, where=where,
+                           max_samples=max_samples, strict=strict)  # fmt: skip
 
 
 def read_realign(path: str | Path, *, image_root: str | Path | None = None,

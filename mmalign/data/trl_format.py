@@ -27,12 +27,10 @@ from .schema import ValidationReport
 from .vlm_rows import (
     IMAGE_PLACEHOLDER,
     SkipRow,
-    collect,
+    convert_records,
     make_row,
     read_records,
-    require_keys,
     text_of,
-    to_dataset,
 )
 
 REQUIRED = {"chosen": ("chosen",), "rejected": ("rejected",)}
@@ -93,12 +91,8 @@ def trl_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, Any
 def trl_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path | None,
               where: str = "TRL-style data", max_samples: int | None = None,
               strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    records = require_keys(records, REQUIRED, where)
-    root = None if image_root is None else Path(image_root)
-    report = ValidationReport(name=where)
-    rows = collect(records, lambda r: trl_row(r, root), report, max_samples=max_samples,
-                   strict=strict)  # fmt: skip
-    return to_dataset(rows, report, where), report
+    return convert_records(records, REQUIRED, trl_row, image_root=image_root, where=where,
+                           max_samples=max_samples, strict=strict)  # fmt: skip
 
 
 def read_trl(path: str | Path, *, image_root: str | Path | None = None,

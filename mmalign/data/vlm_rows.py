@@ -274,3 +274,17 @@ def to_dataset(rows: list[dict[str, Any]], report: ValidationReport, where: str)
                 columns[name].append(None if value is None else (str(value) if is_text
                                                                  else value))  # fmt: skip
     return Dataset.from_dict(columns, features=Features(spec))
+
+
+def convert_records(records: Iterable[Mapping[str, Any]], fields: Mapping[str, Sequence[str]],
+                    to_row: Callable[[Mapping[str, Any], Path | None], dict], *,
+                    image_root: str | Path | None, where: str, max_samples: int | None = None,
+                    strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
+    """What every reader does: check the keys, convert each record with `to_row` (skips
+    counted by reason in the report), and build the dataset."""
+    records = require_keys(records, fields, where)
+    root = None if image_root is None else Path(image_root)
+    report = ValidationReport(name=where)
+    rows = collect(records, lambda r: to_row(r, root), report, max_samples=max_samples,
+                   strict=strict)  # fmt: skip
+    return to_dataset(rows, report, where), report
