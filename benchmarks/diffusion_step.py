@@ -39,7 +39,6 @@ import argparse
 import copy
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from mmalign.bench import peak_rss_mb as _peak_rss_mb
+from mmalign.bench import rss_mb as _rss_mb
 
 if TYPE_CHECKING:
     import torch
@@ -90,20 +92,6 @@ VARIANTS: dict[str, Variant] = {
 
 
 # ------------------------------------------------------------------------------ the child
-
-
-def _rss_mb() -> float:
-    """The current resident set size (Linux /proc; elsewhere the peak is the best we have)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except OSError:
-        return _peak_rss_mb()
-    return pages * resource.getpagesize() / 2**20
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB here
 
 
 def _pixel_batch(batch: int, resolution: int) -> dict[str, Any]:

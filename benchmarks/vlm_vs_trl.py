@@ -44,7 +44,6 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from mmalign.bench import peak_rss_mb as _peak_rss_mb
+from mmalign.bench import rss_mb as _rss_mb
 
 JSON_MARK = "BENCH_JSON "
 MODELS = ("toy", "llava", "qwen")
@@ -68,20 +70,6 @@ FULL = {"steps": 5, "warmup": 2, "batches": "8,32", "rounds": 2}
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def _rss_mb() -> float:
-    """The current resident set size (Linux /proc; elsewhere the peak is the best we have)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except OSError:
-        return _peak_rss_mb()
-    return pages * resource.getpagesize() / 2**20
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB here
 
 
 def _device(requested: str) -> Any:

@@ -1,0 +1,22 @@
+"""Process memory readings shared by the benchmarks (benchmarks/*.py)."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+
+
+def rss_mb() -> float:
+    """The current resident set size (Linux /proc; elsewhere the peak is the best we have)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return peak_rss_mb()
+    return pages * resource.getpagesize() / 2**20
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set size so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB here
