@@ -40,19 +40,12 @@ CORPUS = (
 def make_tokenizer(special: Sequence[str], *, bos: str | None, eos: str, pad: str,
                    vocab_size: int = 300):  # fmt: skip
     """A byte-level BPE fast tokenizer trained on a small corpus, with `special` tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(special),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([CORPUS] * 4, trainer)
+    from ..data.toy.vlm import byte_level_bpe
+
+    tok = byte_level_bpe([CORPUS] * 4, special, vocab_size)
     if bos is not None:
         tok.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, special.index(bos))]

@@ -219,24 +219,32 @@ def qa_corpus() -> list[str]:
 # Tokenizer, processor, model
 
 
-def train_tokenizer(vocab_size: int = 512):
-    """A byte-level BPE trained on the QA corpus, wrapped as a transformers fast tokenizer.
-
-    Byte-level, so any text round-trips (no unknown token); BOS is prepended by the tokenizer's
-    post-processor like Llama's; `<image>` is a special token so it is never split or merged."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+def byte_level_bpe(corpus: Sequence[str], special: Sequence[str], vocab_size: int):
+    """A byte-level BPE `tokenizers.Tokenizer` trained on `corpus`, `special` kept whole."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(special),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(qa_corpus(), trainer)
+    tok.train_from_iterator(corpus, trainer)
+    return tok
+
+
+def train_tokenizer(vocab_size: int = 512):
+    """A byte-level BPE trained on the QA corpus, wrapped as a transformers fast tokenizer.
+
+    Byte-level, so any text round-trips (no unknown token); BOS is prepended by the tokenizer's
+    post-processor like Llama's; `<image>` is a special token so it is never split or merged."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok = byte_level_bpe(qa_corpus(), SPECIAL_TOKENS, vocab_size)
     bos = SPECIAL_TOKENS.index("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)]
