@@ -48,8 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mmalign.bench import peak_cuda_mb
 from mmalign.bench import peak_rss_mb as _peak_rss_mb
 from mmalign.bench import rss_mb as _rss_mb
+from mmalign.bench import sync as _sync
 
 if TYPE_CHECKING:
     import torch
@@ -111,12 +113,6 @@ def _pixel_batch(batch: int, resolution: int) -> dict[str, Any]:
         "label": torch.ones(batch),
     }
 
-
-def _sync(device: torch.device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _ours(
@@ -291,7 +287,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
     peak_rss = _peak_rss_mb()
-    peak_cuda = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    peak_cuda = peak_cuda_mb(device)
     return {
         "variant": variant.name,
         "family": args.family,

@@ -52,8 +52,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmalign.bench import peak_cuda_mb
 from mmalign.bench import peak_rss_mb as _peak_rss_mb
 from mmalign.bench import rss_mb as _rss_mb
+from mmalign.bench import sync as _sync
 
 JSON_MARK = "BENCH_JSON "
 MODELS = ("toy", "llava", "qwen")
@@ -81,12 +83,6 @@ def _device(requested: str) -> Any:
         raise SystemExit("--device cuda: no CUDA device is available")
     return torch.device(requested)
 
-
-def _sync(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _import_all() -> None:
@@ -291,7 +287,7 @@ def run_step_child(args: argparse.Namespace) -> dict[str, Any]:
     times = [b[0] - a[0] for a, b in pairs]
     cpu_times = [b[1] - a[1] for a, b in pairs]
     peak_rss = _peak_rss_mb()
-    peak_cuda = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    peak_cuda = peak_cuda_mb(device)
     return {
         "side": args.side,
         "model": args.model,

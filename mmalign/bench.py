@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def rss_mb() -> float:
@@ -20,3 +21,18 @@ def peak_rss_mb() -> float:
     """The process's peak resident set size so far."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB here
+
+
+def sync(device: Any) -> None:
+    """Wait for queued device work, so a timer around a step measures the step."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_cuda_mb(device: Any) -> float | None:
+    """Peak CUDA memory allocated on `device` (None off CUDA)."""
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
