@@ -149,3 +149,16 @@ def test_unknown_pair_is_named(models):
     vlm = load_vlm(models["toy"])
     with pytest.raises(ValueError, match="unknown VLM pair 'visaul'"):
         PairCollator(vlm.processor, ("visaul",))
+
+
+def test_weights_key_changes_when_the_weights_change(tmp_path):
+    """Caches of generated blind answers and reference scores are keyed by the weights: the same
+    folder with rewritten weights (a rebuilt model) must not reuse them; a reload must."""
+    tiny_llava(tmp_path / "m")
+    first, again = load_vlm(tmp_path / "m"), load_vlm(tmp_path / "m")
+    assert first.weights_key == again.weights_key
+    assert load_vlm(tmp_path / "m", dtype="bfloat16").weights_key != first.weights_key
+    with torch.no_grad():
+        next(first.model.parameters()).add_(1.0)
+    first.model.save_pretrained(tmp_path / "m")  # same names and sizes, new contents
+    assert load_vlm(tmp_path / "m").weights_key != again.weights_key

@@ -37,6 +37,9 @@ class VLM:
     model: Any  # a transformers *ForConditionalGeneration (or a PeftModel around one)
     processor: Any
     source: str
+    # Identifies the loaded weights (and dtype) for caches of what the model generated or
+    # scored: a path alone would serve stale entries after the folder's weights change.
+    weights_key: tuple[Any, ...] = ()
 
     @property
     def family(self) -> str:
@@ -100,7 +103,23 @@ def load_vlm(
 
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
-    return VLM(model, processor, source)
+    return VLM(model, processor, source, (dtype, *weights_key(source, revision, adapter)))
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def weights_key(source: str, revision: str | None, adapter: str | Path | None) -> tuple:
+    """Each local weight file's name, size and modification time (cheap even for a 7B model,
+    unlike hashing it), for the model folder and the adapter; a hub id with its revision."""
+
+    def files(folder: str | Path | None) -> list[tuple[str, int, int]]:
+        if folder is None or not Path(folder).is_dir():
+            return []
+        return [(f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                for f in sorted(Path(folder).iterdir()) if f.suffix in WEIGHT_SUFFIXES]  # fmt: skip
+
+    return (source, revision, files(source), str(adapter) if adapter else None, files(adapter))
 
 
 def image_path_modules(model: torch.nn.Module) -> list[str]:

@@ -101,7 +101,7 @@ class VLMRecipe:
         wants_blind = "blind" in objective.pairs
         if wants_blind and ("blind" not in self.rows.column_names
                             or any(b is None for b in self.rows["blind"])):  # fmt: skip
-            key = _digest(self.vlm.source, self.rows._fingerprint, v.blind_max_new_tokens)
+            key = _digest(self.vlm.weights_key, self.rows._fingerprint, v.blind_max_new_tokens)
             extra["blind"] = self._blind(cache_root() / "vlm-blind" / f"{key}.json")
         self.collator = PairCollator(self.vlm.processor, ["main", "blind"] if blind_as_rows
                                      else pairs, v.max_length)  # fmt: skip
@@ -131,7 +131,7 @@ class VLMRecipe:
             reference = "none"
         scores = None
         if reference == "precomputed":
-            key = _digest(self.vlm.source, self.rows._fingerprint, pairs, v.max_length, extra)
+            key = _digest(self.vlm.weights_key, self.rows._fingerprint, pairs, v.max_length, extra)
             scores = self._reference_pass(cache_root() / "vlm-reference" / f"{key}.json")
         self.scorer = VLMPairScorer(self.model, reference, scores)  # type: ignore[arg-type]
         if self.scorer.reference_model is not None:
