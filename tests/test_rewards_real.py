@@ -1,6 +1,7 @@
 """Real reward-model loaders, each on tiny random weights saved in the real checkpoint's file
-format and key names: PickScore, HPSv2, CLIP score, aesthetic; ImageReward's missing-package
-error; the registry's names and arguments."""
+format and key names: PickScore, HPSv2, CLIP score, aesthetic (ImageReward's tiny weights are in
+test_rewards_imagereward.py; here its error without hub access); the registry's names and
+arguments."""
 
 from __future__ import annotations
 
@@ -114,15 +115,21 @@ def test_aesthetic_rejects_a_width_mismatch(tmp_path):
         get_scorer("aesthetic", path=mlp_file, clip=f"{config}:{weights}")
 
 
-def test_imagereward_without_the_package_names_the_extra():
-    pytest.importorskip("torch")
-    try:
-        import ImageReward  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="image-reward"):
-            get_scorer("imagereward")
-    else:
-        pytest.skip("ImageReward is installed; its loader needs the real checkpoint")
+def test_imagereward_offline_hub_id_names_the_local_options(monkeypatch, tmp_path):
+    # No package needed any more (tests/test_rewards_imagereward.py covers the tiny weights);
+    # without hub access the default hub id fails with a message naming the local way out.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match=r"(?s)bert-base-uncased.*tokenizer= a local"):
+        get_scorer("imagereward")
+    bert = tiny.save_bert_tokenizer(tmp_path / "bert")
+    with pytest.raises(OSError, match=r"(?s)THUDM/ImageReward.*path= a local ImageReward\.pt"):
+        get_scorer("imagereward", tokenizer=bert)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        get_scorer("imagereward", path=tmp_path / "ImageReward.pt", tokenizer=bert)
 
 
 def test_mixed_size_pil_images_are_preprocessed_one_by_one(tmp_path):

@@ -8,14 +8,15 @@ set `requires_argument`). Real models load lazily, so listing names costs no imp
 | --- | --- | --- |
 | `pickscore` | PickScore_v1 (transformers CLIP) | - |
 | `hpsv2[:v2.1/v2.0]` | OpenCLIP ViT-H-14 + HPS checkpoint | version (default v2.1) |
-| `imagereward` | ImageReward-v1.0 (optional package) | - |
+| `imagereward` | ImageReward-v1.0 (BLIP on transformers) | - |
 | `clip[:<arch>[:<tag>]]` | OpenCLIP, 100 * cosine | backbone (default ViT-L-14:openai) |
 | `aesthetic` | LAION aesthetic MLP on CLIP ViT-L/14 | - |
 | `toy:fidelity`, `toy:style[:<style>]`, `toy:user:<id>`, `toy:flaws` | toy world rewards | |
 
 Keyword arguments of `get_scorer(name, **kwargs)` go to the factory: `path` (a local folder,
 file or hub id for the weights), `device`, `dtype`, `batch_size`, and per scorer `processor`
-(pickscore), `arch` (hpsv2: an OpenCLIP name or model config JSON), `clip` (aesthetic).
+(pickscore), `arch` (hpsv2: an OpenCLIP name or model config JSON), `clip` (aesthetic),
+`med_config` and `tokenizer` (imagereward).
 """
 
 from __future__ import annotations
