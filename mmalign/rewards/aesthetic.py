@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import BatchedScorer, resolve_file
+from .common import BatchedScorer, resolve_file, reward_head
 from .openclip import create
 
 CHECKPOINT = "sac+logos+ava1-l14-linearMSE.pth"
@@ -31,14 +31,7 @@ class AestheticMLP(nn.Module):
         super().__init__()
         if len(sizes) != 6:
             raise ValueError(f"the aesthetic MLP has 5 linear layers (6 sizes), got {sizes}")
-        d = sizes
-        self.layers = nn.Sequential(
-            nn.Linear(d[0], d[1]), nn.Dropout(0.2),
-            nn.Linear(d[1], d[2]), nn.Dropout(0.2),
-            nn.Linear(d[2], d[3]), nn.Dropout(0.1),
-            nn.Linear(d[3], d[4]),
-            nn.Linear(d[4], d[5]),
-        )  # fmt: skip
+        self.layers = reward_head(sizes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)

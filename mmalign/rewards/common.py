@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from .base import ImageBatch, as_image_batch
@@ -128,3 +129,17 @@ class BatchedScorer:
             pixels = self._pixels(images[start : start + step])
             out.append(self._score_batch(pixels, list(prompts[start : start + step])).float())
         return torch.cat(out).cpu()
+
+
+def reward_head(sizes: Sequence[int]) -> nn.Sequential:
+    """The improved-aesthetic-predictor MLP that LAION's aesthetic model and ImageReward both
+    use: Linear layers at indices 0, 2, 4, 6, 7, Dropout 0.2, 0.2, 0.1 at 1, 3, 5, no
+    activations (so the checkpoints' `layers.<i>` keys load as they are)."""
+    d = sizes
+    return nn.Sequential(
+        nn.Linear(d[0], d[1]), nn.Dropout(0.2),
+        nn.Linear(d[1], d[2]), nn.Dropout(0.2),
+        nn.Linear(d[2], d[3]), nn.Dropout(0.1),
+        nn.Linear(d[3], d[4]),
+        nn.Linear(d[4], d[5]),
+    )  # fmt: skip

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .common import CLIP_MEAN, CLIP_STD, BatchedScorer
+from .common import CLIP_MEAN, CLIP_STD, BatchedScorer, reward_head
 
 REPO = "THUDM/ImageReward"
 CHECKPOINT = "ImageReward.pt"
@@ -216,19 +216,6 @@ def text_config(med: Mapping[str, Any], encoder_width: int):
         use_cache=False,
         attn_implementation="eager",
     )
-
-
-def reward_head(sizes: Sequence[int]) -> nn.Sequential:
-    """ImageReward's MLP (the improved-aesthetic-predictor layout): Linear layers at 0, 2, 4, 6,
-    7, Dropout 0.2, 0.2, 0.1 at 1, 3, 5, no activations."""
-    d = sizes
-    return nn.Sequential(
-        nn.Linear(d[0], d[1]), nn.Dropout(0.2),
-        nn.Linear(d[1], d[2]), nn.Dropout(0.2),
-        nn.Linear(d[2], d[3]), nn.Dropout(0.1),
-        nn.Linear(d[3], d[4]),
-        nn.Linear(d[4], d[5]),
-    )  # fmt: skip
 
 
 class _Head(nn.Module):
