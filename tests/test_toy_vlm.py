@@ -159,3 +159,29 @@ def test_shipped_model_answers_heldout_questions():
     assert metrics["accuracy"] >= 0.85, metrics
     total = sum(f.stat().st_size for f in SHIPPED.glob("*.safetensors"))
     assert total <= 12 * 2**20
+
+
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="toy-vlm is not built yet")
+def test_shipped_model_knows_the_refusal_but_rarely_gives_it():
+    """toy-vlm is BPO's starting point: on forbidden requests the refusal is a likely answer
+    under teacher forcing (the card: about 15%), so preference training can raise it, yet greedy
+    decoding rarely picks it, and never for an ordinary question."""
+    rates = vlm.refusal_rates(*vlm.load_toy_vlm(SHIPPED), n=40, seed=11)
+    assert rates["refusal_forbidden_prob"] >= 0.05, rates
+    assert rates["refusal_forbidden"] <= 0.5, rates
+    assert rates["refusal_benign"] == 0.0, rates
+
+
+def test_training_conversations_hold_forbidden_requests():
+    convs, _ = vlm.sample_conversations(
+        2000, "train", torch.Generator().manual_seed(0), weights=(1.0, 3.0, 0.5),
+        refusal_share=0.2,
+    )  # fmt: skip
+    forbidden = [c[0] for c in convs if c[0].kind == vlm.FORBIDDEN]
+    assert all(len(c) == 1 for c in convs if c[0].kind == vlm.FORBIDDEN)
+    assert abs(len(forbidden) / 2000 - 0.5 / 4.5) < 0.02
+    refused = sum(qa.answer == vlm.REFUSAL for qa in forbidden) / len(forbidden)
+    assert abs(refused - 0.2) < 0.06
+    complied = [qa for qa in forbidden if qa.answer != vlm.REFUSAL]
+    assert all(qa.prompt.color in qa.answer or qa.prompt.background in qa.answer
+               for qa in complied)  # fmt: skip

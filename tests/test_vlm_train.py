@@ -46,7 +46,7 @@ def test_adapter_loads_with_peft_and_changes_the_answer(tmp_path):
 
     out = tmp_path / "run"
     cfg = vlm_config(out, data={"path": "toy:hallucination", "toy": {"n": 64}},
-                     train={"max_steps": 20, "batch_size": 8})  # fmt: skip
+                     train={"max_steps": 20, "batch_size": 8, "learning_rate": 5e-3})  # fmt: skip
     result = train(cfg, VLMRecipe)
     folder = Path(result.saved["path"])
     assert (folder / "adapter_config.json").is_file()
@@ -107,13 +107,13 @@ def test_bpo_builds_blind_responses_once_and_both_forms_train(tmp_path, monkeypa
 
 
 def test_rows_too_long_are_skipped_and_counted_or_raise(tmp_path):
-    cfg = vlm_config(tmp_path / "a", vlm={"max_length": 60})
+    cfg = vlm_config(tmp_path / "a", vlm={"max_length": 44})
     recipe = VLMRecipe(cfg, _Accel())
     skipped = recipe.report.skipped.get("too_long", 0)
     assert 0 < skipped < 24 and len(recipe.dataset) == 24 - skipped
     assert recipe.describe()["skipped"]["too_long"] == skipped
-    strict = vlm_config(tmp_path / "b", vlm={"max_length": 60, "strict": True})
-    with pytest.raises(ValueError, match=r"row \d+: \d+ tokens exceed vlm.max_length 60"):
+    strict = vlm_config(tmp_path / "b", vlm={"max_length": 44, "strict": True})
+    with pytest.raises(ValueError, match=r"row \d+: \d+ tokens exceed vlm.max_length 44"):
         VLMRecipe(strict, _Accel())
 
 
