@@ -893,11 +893,11 @@ Stage 1: the vision tower alone, {s['vision_steps']} steps of batch {s['vision_b
 {s['vision_lr']}), classifying the shape from its mean patch feature (a stand-in for LLaVA's
 pretrained CLIP; the head is discarded). Stage 2: the projector and language model (tower frozen,
 as in LLaVA), {s['steps']} steps of batch {s['batch_size']} conversations (one image, three or
-four questions or one forbidden request; presence, when asked, comes first so its answer cannot be copied), loss on the
-answer tokens and EOS only; AdamW (lr {s['lr']}, weight decay {s['weight_decay']}),
-{s['warmup']} warmup steps then cosine to zero; gradient clipping {s['grad_clip']}; seed
-{s['seed']}. Training took {m['train_seconds']:.0f} s on a CPU ({m['total_seconds']:.0f} s with
-the evaluation).
+four questions, or one forbidden request; presence, when asked, comes first so its answer
+cannot be copied), loss on the answer tokens and EOS only; AdamW (lr {s['lr']}, weight decay
+{s['weight_decay']}), {s['warmup']} warmup steps then cosine to zero; gradient clipping
+{s['grad_clip']}; seed {s['seed']}. Training took {m['train_seconds']:.0f} s on a CPU
+({m['total_seconds']:.0f} s with the evaluation).
 
 ## Evaluation
 
