@@ -39,7 +39,6 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -48,9 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mmalign.bench import peak_cuda_mb
-from mmalign.bench import peak_rss_mb as _peak_rss_mb
 from mmalign.bench import rss_mb as _rss_mb
+from mmalign.bench import step_summary
 from mmalign.bench import sync as _sync
 
 if TYPE_CHECKING:
@@ -286,8 +284,6 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         _sync(device)
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
-    peak_rss = _peak_rss_mb()
-    peak_cuda = peak_cuda_mb(device)
     return {
         "variant": variant.name,
         "family": args.family,
@@ -297,15 +293,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         "resolution": args.resolution,
         "warmup": args.warmup,
         "steps": args.steps,
-        "s_per_step": statistics.median(times),
-        "s_per_step_mean": statistics.fmean(times),
-        "s_per_step_min": min(times),
-        "step_times": times,
-        "peak_mb": peak_cuda if peak_cuda is not None else peak_rss,
-        "peak_rss_mb": peak_rss,
-        "peak_cuda_mb": peak_cuda,
-        "base_rss_mb": base_rss,
-        "train_rss_mb": peak_rss - base_rss,
+        **step_summary(times, device, base_rss),
         "trainable_params": sum(p.numel() for p in unet.parameters() if p.requires_grad),
         "final_loss": loss,
     }

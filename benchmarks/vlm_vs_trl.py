@@ -52,9 +52,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmalign.bench import peak_cuda_mb
-from mmalign.bench import peak_rss_mb as _peak_rss_mb
 from mmalign.bench import rss_mb as _rss_mb
+from mmalign.bench import step_summary
 from mmalign.bench import sync as _sync
 
 JSON_MARK = "BENCH_JSON "
@@ -286,8 +285,6 @@ def run_step_child(args: argparse.Namespace) -> dict[str, Any]:
     pairs = list(zip([start, *ends[:-1]], ends, strict=True))[args.warmup :]
     times = [b[0] - a[0] for a, b in pairs]
     cpu_times = [b[1] - a[1] for a, b in pairs]
-    peak_rss = _peak_rss_mb()
-    peak_cuda = peak_cuda_mb(device)
     return {
         "side": args.side,
         "model": args.model,
@@ -296,17 +293,9 @@ def run_step_child(args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch,
         "warmup": args.warmup,
         "steps": args.steps,
-        "s_per_step": statistics.median(times),
-        "s_per_step_mean": statistics.fmean(times),
-        "s_per_step_min": min(times),
-        "step_times": times,
+        **step_summary(times, device, base_rss),
         "cpu_s_per_step": statistics.median(cpu_times),
         "cpu_step_times": cpu_times,
-        "peak_mb": peak_cuda if peak_cuda is not None else peak_rss,
-        "peak_rss_mb": peak_rss,
-        "peak_cuda_mb": peak_cuda,
-        "base_rss_mb": base_rss,
-        "train_rss_mb": peak_rss - base_rss,
         # RSS once the model, adapters, optimizer (and TRL's trainer) are set up, before step 0
         "setup_rss_mb": marks["setup_rss_mb"],
         "reference_pass_s": marks.get("reference_pass_s"),  # mmalign-cached: the one-off pass

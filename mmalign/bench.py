@@ -36,3 +36,23 @@ def peak_cuda_mb(device: Any) -> float | None:
     import torch
 
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def step_summary(times: list[float], device: Any, base_rss: float) -> dict[str, Any]:
+    """Seconds per step (median, mean, min, all) and peak memory after the timed steps: the
+    figures every step benchmark reports. `peak_mb` is CUDA's peak on a GPU, else the RSS peak;
+    `train_rss_mb` is the RSS peak above `base_rss` (the process before the model loaded)."""
+    import statistics
+
+    peak_rss, peak_cuda = peak_rss_mb(), peak_cuda_mb(device)
+    return {
+        "s_per_step": statistics.median(times),
+        "s_per_step_mean": statistics.fmean(times),
+        "s_per_step_min": min(times),
+        "step_times": times,
+        "peak_mb": peak_cuda if peak_cuda is not None else peak_rss,
+        "peak_rss_mb": peak_rss,
+        "peak_cuda_mb": peak_cuda,
+        "base_rss_mb": base_rss,
+        "train_rss_mb": peak_rss - base_rss,
+    }
