@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .common import BatchedScorer, resolve_file, reward_head
+from .common import BatchedScorer, RewardMLP, resolve_file
 from .openclip import create
 
 CHECKPOINT = "sac+logos+ava1-l14-linearMSE.pth"
@@ -24,17 +23,13 @@ REPO = "camenduru/improved-aesthetic-predictor"
 LINEAR_KEYS = (0, 2, 4, 6, 7)
 
 
-class AestheticMLP(nn.Module):
+class AestheticMLP(RewardMLP):
     """The predictor's MLP with its module indices, so the public state dict loads strictly."""
 
     def __init__(self, sizes: Sequence[int] = (768, 1024, 128, 64, 16, 1)) -> None:
-        super().__init__()
         if len(sizes) != 6:
             raise ValueError(f"the aesthetic MLP has 5 linear layers (6 sizes), got {sizes}")
-        self.layers = reward_head(sizes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        super().__init__(sizes)
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> AestheticMLP:

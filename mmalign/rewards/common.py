@@ -62,21 +62,40 @@ def clip_pixels(
     return (images - m) / s
 
 
-def resolve_file(source: str | Path, filename: str) -> Path:
-    """A checkpoint file: `source` itself if it is a file, `source/filename` if it is a folder,
-    else `filename` downloaded from the hub repo `source`."""
-    path = Path(source)
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def local_file(source: str | Path, filenames: Sequence[str]) -> Path | None:
+    """`source` itself if it is a file, the first of `filenames` in it if it is a folder, None
+    when it names a hub repo; a local-looking path that does not exist raises."""
+    path = Path(source).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
-        if not (path / filename).is_file():
-            raise FileNotFoundError(f"{path} has no {filename}")
-        return path / filename
-    if str(source).startswith((".", "/", "~")):
+        for name in filenames:
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"{path} holds no {' or '.join(filenames)}")
+    if str(source).startswith((".", "/", "~")) or path.suffix in WEIGHT_SUFFIXES:
         raise FileNotFoundError(f"checkpoint {source} does not exist")
+    return None
+
+
+def resolve_file(source: str | Path, filename: str, *alternatives: str) -> Path:
+    """A checkpoint file: `local_file(source, [filename, *alternatives])`, else `filename`
+    downloaded from the hub repo `source` (a failed download names the local options)."""
+    local = local_file(source, (filename, *alternatives))
+    if local is not None:
+        return local
     from huggingface_hub import hf_hub_download
 
-    return Path(hf_hub_download(str(source), filename))
+    try:
+        return Path(hf_hub_download(str(source), filename))
+    except Exception as err:  # offline, no such repo, network: one clear message
+        raise OSError(
+            f"cannot get {filename} from the hub repo '{source}' ({type(err).__name__}: {err});"
+            f" without hub access pass path= a local {filename} or a folder holding it"
+        ) from err
 
 
 class BatchedScorer:
@@ -143,3 +162,15 @@ def reward_head(sizes: Sequence[int]) -> nn.Sequential:
         nn.Linear(d[3], d[4]),
         nn.Linear(d[4], d[5]),
     )  # fmt: skip
+
+
+class RewardMLP(nn.Module):
+    """`reward_head` under the attribute `layers`, so a checkpoint's `layers.<i>` (aesthetic)
+    or `mlp.layers.<i>` (ImageReward) keys load as they are."""
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        super().__init__()
+        self.layers = reward_head(sizes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)

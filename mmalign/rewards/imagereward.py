@@ -27,10 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .common import CLIP_MEAN, CLIP_STD, BatchedScorer, reward_head
+from .common import CLIP_MEAN, CLIP_STD, BatchedScorer, RewardMLP, local_file, resolve_file
 
 REPO = "THUDM/ImageReward"
 CHECKPOINT = "ImageReward.pt"
+FILES = (CHECKPOINT, "ImageReward.safetensors")  # looked for, in this order, in a folder
 ALIASES = {"ImageReward-v1.0": REPO}  # the package's model name
 TOKENIZER = "bert-base-uncased"  # BLIP's tokenizer, plus [DEC] (bos) and [ENC]
 MAX_LENGTH = 35  # the package's `score`: padding="max_length", truncation=True
@@ -218,15 +219,6 @@ def text_config(med: Mapping[str, Any], encoder_width: int):
     )
 
 
-class _Head(nn.Module):
-    def __init__(self, sizes: Sequence[int]) -> None:
-        super().__init__()
-        self.layers = reward_head(sizes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
-
-
 class ImageRewardModel(nn.Module):
     """`vision` (BlipVisionModel), `text` (BlipTextModel, no pooler), `mlp` (the head).
     `forward` gives the raw reward [B] (before the z-normalisation)."""
@@ -238,7 +230,7 @@ class ImageRewardModel(nn.Module):
         super().__init__()
         self.vision = BlipVisionModel(vision_cfg)
         self.text = BlipTextModel(text_cfg, add_pooling_layer=False)
-        self.mlp = _Head(head_sizes)
+        self.mlp = RewardMLP(head_sizes)
 
     def features(
         self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -299,45 +291,14 @@ class ImageRewardModel(nn.Module):
         return model.eval()
 
 
-def local_checkpoint(path: str | Path) -> Path | None:
-    """`path` itself if a file, `path/ImageReward.pt` (or `.safetensors`) if a folder, None for
-    a hub repo id; a local-looking path that does not exist raises FileNotFoundError."""
-    source = ALIASES.get(str(path), str(path))
-    local = Path(source).expanduser()
-    if local.is_file():
-        return local
-    if local.is_dir():
-        for name in (CHECKPOINT, "ImageReward.safetensors"):
-            if (local / name).is_file():
-                return local / name
-        raise FileNotFoundError(f"{local} holds no {CHECKPOINT}")
-    if source.startswith((".", "/", "~")) or local.suffix in (".pt", ".pth", ".safetensors"):
-        raise FileNotFoundError(f"ImageReward checkpoint {source} does not exist")
-    return None
-
-
-def checkpoint_file(path: str | Path) -> Path:
-    """A local checkpoint (`local_checkpoint`), else `ImageReward.pt` downloaded from the hub
-    repo `path` (`THUDM/ImageReward`; "ImageReward-v1.0" names it too)."""
-    local = local_checkpoint(path)
-    if local is not None:
-        return local
-    source = ALIASES.get(str(path), str(path))
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(source, CHECKPOINT))
-    except Exception as err:  # offline, no such repo, network: one clear message
-        raise OSError(
-            f"imagereward: cannot get {CHECKPOINT} from the hub repo '{source}' "
-            f"({type(err).__name__}: {err}); without hub access pass path= a local "
-            f"{CHECKPOINT} or a folder holding it"
-        ) from err
+def _source(path: str | Path) -> str:
+    return ALIASES.get(str(path), str(path))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict: safetensors for `.safetensors`, else `torch.load(weights_only=True)`."""
-    file = checkpoint_file(path)
+    """The state dict of `path` (a file, a folder holding it, or a hub repo): safetensors for
+    `.safetensors`, else `torch.load(weights_only=True)`."""
+    file = resolve_file(_source(path), *FILES)
     if file.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -384,7 +345,7 @@ class ImageRewardScorer(BatchedScorer):
         super().__init__(device, dtype, batch_size)
         self.name = "imagereward"
         # Cheap failures first: a bad local path, then the tokenizer, then the (1.8 GB) weights.
-        local_checkpoint(path)
+        local_file(_source(path), FILES)
         self.tokenizer = blip_tokenizer(tokenizer)
         model = ImageRewardModel.from_state_dict(load_checkpoint(path), med_config)
         vocab = model.text.config.vocab_size
