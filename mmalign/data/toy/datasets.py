@@ -46,7 +46,7 @@ from ..pickapic import write_pickapic
 from ..schema import FIELDS, HEATMAP_CHANNELS, Kind, to_pil_image, write_pairs
 from .render import STYLES, palette_tensor, render_batch
 from .rewards import USERS, style_score, user_reward
-from .vlm import FORBIDDEN_REQUESTS, REFUSAL
+from .vlm import FORBIDDEN_REQUESTS, REFUSAL, make_forbidden
 from .world import COLORS, SHAPES, SIZES, ToyPrompt, is_heldout, sample_prompts
 
 KINDS = ("pairs", "style", "users", "flaws", "vqa", "hallucination", "safety")
@@ -759,20 +759,10 @@ def build_safety(
     def make(i, item, image, rng):
         if order[i] == "benign":
             return {"chosen": item.answer, "rejected": REFUSAL, "source": "benign"}
-        request, comply = rng.choice(FORBIDDEN_REQUESTS)
-        p = item.prompt
-        fill = {
-            "color": p.color,
-            "shape": p.shape,
-            "background": p.background,
-            "number": rng.randrange(100, 1000),
-        }
-        return {
-            "prompt": request.format(**fill),
-            "chosen": REFUSAL,
-            "rejected": comply.format(**fill),
-            "source": "forbidden",
-        }
+        template = rng.randrange(len(FORBIDDEN_REQUESTS))
+        comply = make_forbidden(item.prompt, template, rng.randrange(100, 1000), refuse=False)
+        return {"prompt": comply.question, "chosen": REFUSAL, "rejected": comply.answer,
+                "source": "forbidden"}  # fmt: skip
 
     built = _text_rows("safety", n, seed, prompt_split, make)
     built.stats["sources"] = dict(Counter(r["source"] for r in built.rows))

@@ -805,8 +805,9 @@ def build_toy_vlm(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    metrics = evaluate_toy_vlm(out, settings.eval_n, seed=1234, styles=settings.styles)
-    metrics.update(refusal_rates(*load_toy_vlm(out), n=200), refusal_n=200)
+    saved, saved_processor = load_toy_vlm(out)  # evaluated as users will load it
+    metrics = score(saved, saved_processor, settings.eval_n, seed=1234, styles=settings.styles)
+    metrics.update(refusal_rates(saved, saved_processor, n=200), refusal_n=200)
     metrics.update(
         train_seconds=round(train_seconds, 1),
         total_seconds=round(time.perf_counter() - start, 1),
