@@ -23,6 +23,7 @@ import torch
 from datasets import Dataset, load_dataset, load_from_disk
 
 from ..data.schema import ValidationReport, to_pil_image, validate_rows
+from ..weights import weight_files
 
 TOY_PREFIX = "toy:"
 
@@ -38,6 +39,22 @@ def _digest(payload: Any) -> str:
     ]
 
 
+def toy_data_folder(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
+    """Where toy dataset `kind` built with `options` is cached. Kinds sampled from toy-sd
+    (`MODEL_KINDS`) are also keyed by its weight files, so a rebuilt model gets new data."""
+    from ..data.toy.datasets import MODEL_KINDS
+
+    opts = dict(options)
+    if model is not None:
+        opts["model"] = model
+    key: list[Any] = [kind, opts]
+    if kind in MODEL_KINDS:
+        from ..data.toy.paths import model_path
+
+        key.append(weight_files(model if model is not None else model_path("sd"), recursive=True))
+    return cache_root() / "toy-data" / f"{kind}-{_digest(key)}"
+
+
 def toy_pairs(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
     """Build toy dataset `kind` with `options` once; later calls return the cached folder."""
     from ..data.toy.datasets import KINDS, build_dataset
@@ -51,7 +68,7 @@ def toy_pairs(kind: str, options: Mapping[str, Any], model: str | None = None) -
     opts = dict(options)
     if model is not None:
         opts["model"] = model
-    folder = cache_root() / "toy-data" / f"{kind}-{_digest([kind, opts])}"
+    folder = toy_data_folder(kind, options, model)
     if not (folder / "summary.json").is_file():
         tmp = folder.with_name(folder.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)

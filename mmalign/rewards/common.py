@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..weights import WEIGHT_SUFFIXES
 from .base import ImageBatch, as_image_batch
 
 # OpenAI CLIP's normalisation, used by PickScore's processor, HPSv2 and the aesthetic MLP.
@@ -60,9 +61,6 @@ def clip_pixels(
     m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images - m) / s
-
-
-WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
 def local_file(source: str | Path, filenames: Sequence[str]) -> Path | None:

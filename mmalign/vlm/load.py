@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ..weights import weight_files
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # Module-name parts of the image path (vision tower and projector) across the families we load:
@@ -106,20 +108,11 @@ def load_vlm(
     return VLM(model, processor, source, (dtype, *weights_key(source, revision, adapter)))
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
 def weights_key(source: str, revision: str | None, adapter: str | Path | None) -> tuple:
-    """Each local weight file's name, size and modification time (cheap even for a 7B model,
-    unlike hashing it), for the model folder and the adapter; a hub id with its revision."""
-
-    def files(folder: str | Path | None) -> list[tuple[str, int, int]]:
-        if folder is None or not Path(folder).is_dir():
-            return []
-        return [(f.name, f.stat().st_size, f.stat().st_mtime_ns)
-                for f in sorted(Path(folder).iterdir()) if f.suffix in WEIGHT_SUFFIXES]  # fmt: skip
-
-    return (source, revision, files(source), str(adapter) if adapter else None, files(adapter))
+    """The model folder's and the adapter's weight files (`mmalign.weights.weight_files`);
+    a hub id with its revision."""
+    adapter_name = str(adapter) if adapter else None
+    return (source, revision, weight_files(source), adapter_name, weight_files(adapter))
 
 
 def image_path_modules(model: torch.nn.Module) -> list[str]:

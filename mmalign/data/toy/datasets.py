@@ -50,6 +50,7 @@ from .vlm import FORBIDDEN_REQUESTS, REFUSAL, make_forbidden
 from .world import COLORS, SHAPES, SIZES, ToyPrompt, is_heldout, sample_prompts
 
 KINDS = ("pairs", "style", "users", "flaws", "vqa", "hallucination", "safety")
+MODEL_KINDS = ("pairs", "style", "users")  # may sample toy-sd (the others only render)
 IMAGE_SIZE = 32  # toy-sd's and toy-vlm's resolution
 TIE_MARGIN = 0.02  # reward differences below this are ties
 DENSE_SCORES = ("alignment", "aesthetics", "plausibility", "overall")  # ImageDoctor's four
