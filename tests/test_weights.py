@@ -38,3 +38,31 @@ def test_toy_data_of_a_sampled_kind_is_rebuilt_when_the_model_changes(tmp_path, 
     # Rendered kinds never sample a model: their key ignores its weights.
     assert toy_data_folder("vqa", options, model) == rendered
     assert toy_data_folder("pairs", {"n": 9}, model) != toy_data_folder("pairs", options, model)
+
+
+def test_concurrent_runs_build_a_toy_dataset_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import mmalign.data.toy.datasets as datasets
+    from mmalign.diffusion.data import toy_pairs
+
+    monkeypatch.setenv("MMALIGN_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def slow_build(kind, out_dir, **options):
+        calls.append(kind)
+        time.sleep(0.3)  # long enough for the other run to arrive mid-build
+        (out_dir / "pairs").mkdir(parents=True)
+        (out_dir / "summary.json").write_text("{}")
+
+    monkeypatch.setattr(datasets, "build_dataset", slow_build)
+    found = []
+    runs = [threading.Thread(target=lambda: found.append(toy_pairs("vqa", {"n": 4})))
+            for _ in range(2)]  # fmt: skip
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert calls == ["vqa"]
+    assert found[0] == found[1] and (found[0] / "..").resolve().joinpath("summary.json").is_file()

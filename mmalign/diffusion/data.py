@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset, load_dataset, load_from_disk
+from filelock import FileLock
 
 from ..data.schema import ValidationReport, to_pil_image, validate_rows
 from ..weights import weight_files
@@ -69,13 +70,18 @@ def toy_pairs(kind: str, options: Mapping[str, Any], model: str | None = None) -
     if model is not None:
         opts["model"] = model
     folder = toy_data_folder(kind, options, model)
-    if not (folder / "summary.json").is_file():
-        tmp = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        print(f"mmalign: building toy dataset '{kind}' {opts} into {folder} (first use)")
-        build_dataset(kind, tmp, **opts)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)  # whole or not at all: an interrupted build leaves only .partial
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Two runs wanting the same data (a DPO and a MaPO run side by side, or the processes of
+    # one `accelerate launch`) would both build into the same .partial folder: the second
+    # waits here and then finds the first one's result.
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / "summary.json").is_file():
+            tmp = folder.with_name(folder.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            print(f"mmalign: building toy dataset '{kind}' {opts} into {folder} (first use)")
+            build_dataset(kind, tmp, **opts)
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)  # whole or not at all: an interrupted build leaves .partial
     return folder / "pairs"
 
 
