@@ -29,9 +29,24 @@ def test_clip_tokenizer_spells_every_toy_word_as_one_token(tmp_path):
     assert tok.decode(tok("zebra 42!").input_ids, skip_special_tokens=True) == "zebra 4 2 !"
 
 
-def _tiny(tmp_path, unet_steps: int):
+def test_loss_weights_match_their_formulas():
+    snr = torch.tensor([0.01, 0.5, 4.0, 100.0])
+    torch.testing.assert_close(sd.loss_weights(snr, "v", 5.0), torch.ones(4))
+    # min-SNR-5 in v form: min(snr, 5) / (snr + 1); tiny at high noise (snr -> 0).
+    torch.testing.assert_close(
+        sd.loss_weights(snr, "min_snr", 5.0), torch.tensor([0.01 / 1.01, 0.5 / 1.5, 0.8, 5 / 101])
+    )
+    # Capped v: plain v-MSE until snr + 1 exceeds gamma, then gamma / (snr + 1).
+    torch.testing.assert_close(
+        sd.loss_weights(snr, "v_capped", 5.0), torch.tensor([1.0, 1.0, 1.0, 5 / 101])
+    )
+    with pytest.raises(ValueError, match="unknown loss_weight 'snr'; valid: v, v_capped"):
+        sd.loss_weights(snr, "snr", 5.0)
+
+
+def _tiny(tmp_path, unet_steps: int, **overrides):
     settings = sd.ToySDSettings(num_images=64, unet_batch=8, unet_steps=unet_steps,
-                                checkpoint_every=100)  # fmt: skip
+                                checkpoint_every=100, **overrides)  # fmt: skip
     tok_dir = save_clip_tokenizer(sd.toy_words(), tmp_path / "tok", sd.TEXT_MAX_LENGTH)
     tokenizer, text_encoder, _vae, unet, scheduler = sd.build_models(0, tok_dir)
     prompts = [p.text for p in sample_prompts(64, "train", 0)]
@@ -52,6 +67,19 @@ def test_unet_training_resumes_exactly(tmp_path):
         straight.state_dict().items(), resumed.state_dict().items(), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_checkpoint_from_other_settings_is_not_resumed(tmp_path):
+    args, _ = _tiny(tmp_path, unet_steps=4)
+    sd.train_unet(*args, work=tmp_path, progress=False, stop_after=2)
+    # Evaluation settings may change between runs; the loss weighting may not.
+    args, _ = _tiny(tmp_path, unet_steps=4, eval_prompts=10)
+    sd.train_unet(*args, work=tmp_path, progress=False, stop_after=3)
+    args, _ = _tiny(tmp_path, unet_steps=4, loss_weight="min_snr")
+    with pytest.raises(ValueError, match="written by different toy-sd settings"):
+        sd.train_unet(*args, work=tmp_path, progress=False)
+    assert sd.ToySDSettings().fingerprint("vae") == sd.ToySDSettings(unet_lr=1).fingerprint("vae")
+    assert sd.ToySDSettings().fingerprint("unet") != sd.ToySDSettings(vae_lr=1).fingerprint("unet")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +109,7 @@ def test_shipped_toy_sd_follows_heldout_prompts(shipped):
     images = sd.sample(shipped, prompts, seed=1234)
     seconds = (time.perf_counter() - start) / len(prompts)
     assert images.shape == (40, 3, 32, 32)
-    assert float(fidelity(images, prompts).mean()) >= 0.7
+    assert float(fidelity(images, prompts).mean()) >= 0.75  # the bar (200: in the card)
     assert seconds < 1.0
 
 
