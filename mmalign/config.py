@@ -59,6 +59,9 @@ def apply_overrides(
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not of the form key=value")
+        if "[" in key:  # objective[0].beta: the common guess, named with its spelling here
+            dotted = key.replace("[", ".").replace("]", "")
+            raise ConfigError(f"override '{key}': list items take a dotted index: '{dotted}'")
         value = yaml.safe_load(text) if text.strip() else None
         parts = key.split(".")
         node: Any = raw

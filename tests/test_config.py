@@ -56,6 +56,7 @@ def test_yaml_exponent_without_dot_is_a_float(tmp_path):
         (["lora.target_modules=to_q"], r"lora.target_modules: expected a list"),
         (["train=3"], r"train: expected a mapping"),
         (["objective.3.beta=1"], r"needs a list index below 1"),
+        (["objective[0].beta=1"], r"list items take a dotted index: 'objective\.0\.beta'"),
         (["nokey"], r"not of the form key=value"),
     ],
 )
