@@ -40,14 +40,17 @@ def _digest(payload: Any) -> str:
     ]
 
 
+def _with_model(options: Mapping[str, Any], model: str | None) -> dict[str, Any]:
+    """A toy builder's options, with the model to sample from when one is given."""
+    return {**options, "model": model} if model is not None else dict(options)
+
+
 def toy_data_folder(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
     """Where toy dataset `kind` built with `options` is cached. Kinds sampled from toy-sd
     (`MODEL_KINDS`) are also keyed by its weight files, so a rebuilt model gets new data."""
     from ..data.toy.datasets import MODEL_KINDS
 
-    opts = dict(options)
-    if model is not None:
-        opts["model"] = model
+    opts = _with_model(options, model)
     key: list[Any] = [kind, opts]
     if kind in MODEL_KINDS:
         from ..data.toy.paths import model_path
@@ -66,9 +69,7 @@ def toy_pairs(kind: str, options: Mapping[str, Any], model: str | None = None) -
         raise ValueError(
             f"data.path: unknown toy dataset 'toy:{kind}'; {did_you_mean(kind, KINDS)}"
         )
-    opts = dict(options)
-    if model is not None:
-        opts["model"] = model
+    opts = _with_model(options, model)
     folder = toy_data_folder(kind, options, model)
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Two runs wanting the same data (a DPO and a MaPO run side by side, or the processes of

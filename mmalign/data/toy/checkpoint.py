@@ -6,8 +6,10 @@ metadata; written to a temporary file and renamed, so a crash never leaves half 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -24,6 +26,22 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> No
 def read_meta(path: Path) -> dict:
     with safe_open(str(path), "pt") as f:
         return json.loads(f.metadata()["meta"])
+
+
+def fingerprint_of(settings: dict[str, Any]) -> str:
+    """A short stable hash of the settings a checkpoint was trained under."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_fingerprint(path: Path, fingerprint: str, start_over: str, model: str = "") -> dict:
+    """`path`'s metadata, if it was written under `fingerprint`; otherwise raise, because
+    resuming it would silently mix two recipes. `start_over` says how to begin afresh;
+    `model` names the model in the message."""
+    meta = read_meta(path)
+    if meta.get("fingerprint") != fingerprint:
+        settings = f"{model} settings" if model else "settings"
+        raise ValueError(f"checkpoint {path} was written by different {settings}; {start_over}")
+    return meta
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:

@@ -17,7 +17,6 @@ The build has three resumable stages, each checkpointed in `work_dir`:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -28,7 +27,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .checkpoint import optimizer_tensors, read_meta, restore_optimizer, save_tensors
+from .checkpoint import (
+    check_fingerprint,
+    fingerprint_of,
+    optimizer_tensors,
+    restore_optimizer,
+    save_tensors,
+)
 from .clip_tokenizer import save_clip_tokenizer
 from .render import render_batch
 from .schedule import lr_factor
@@ -71,7 +76,7 @@ class ToySDSettings:
             d.pop(key)
         if stage == "vae":
             d = {k: v for k, v in d.items() if k in ("seed", "num_images", *_VAE_FIELDS)}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint_of(d)
 
 
 _VAE_FIELDS = ("vae_steps", "vae_batch", "vae_lr", "kl_weight")
@@ -195,12 +200,10 @@ def _load_checkpoint(path: Path, fingerprint: str) -> tuple[dict[str, torch.Tens
     (resuming it would silently mix two recipes)."""
     if not path.is_file():
         return None
-    meta = read_meta(path)
-    if meta.get("fingerprint") != fingerprint:
-        raise ValueError(
-            f"checkpoint {path} was written by different toy-sd settings (or an older "
-            "mmalign); delete it or pass another work dir to start this stage over"
-        )
+    meta = check_fingerprint(
+        path, fingerprint, "delete it or pass another work dir to start this stage over",
+        model="toy-sd",
+    )  # fmt: skip
     return load_file(str(path)), meta
 
 

@@ -16,7 +16,6 @@ Build: `python -m mmalign.data.toy.vlm mmalign/data/toy/models/toy-vlm`.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import tempfile
 import time
@@ -29,7 +28,13 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from .checkpoint import optimizer_tensors, read_meta, restore_optimizer, save_tensors
+from .checkpoint import (
+    check_fingerprint,
+    fingerprint_of,
+    optimizer_tensors,
+    restore_optimizer,
+    save_tensors,
+)
 from .render import render_batch
 from .schedule import lr_factor
 from .world import COLORS, SHAPES, ToyPrompt, prompts
@@ -512,7 +517,7 @@ class ToyVLMSettings:
         d = asdict(self)
         for key in ("eval_n", "checkpoint_every"):
             d.pop(key)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint_of(d)
 
 
 def _adamw(
@@ -554,11 +559,9 @@ def _save_checkpoint(path: Path, module: torch.nn.Module, opt, meta: dict) -> No
 
 def _load_checkpoint(path: Path, module: torch.nn.Module, opt, fingerprint: str) -> int:
     """Restore module, optimizer and RNG from `path`; returns the step to continue from."""
-    if read_meta(path)["fingerprint"] != fingerprint:
-        raise ValueError(
-            f"checkpoint {path} was written by different settings; pass resume=False to start "
-            "over, or another work_dir"
-        )
+    meta = check_fingerprint(
+        path, fingerprint, "pass resume=False to start over, or another work_dir"
+    )
     tensors = load_file(str(path))
     state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     missing = module.load_state_dict(state, strict=False).missing_keys
@@ -566,7 +569,7 @@ def _load_checkpoint(path: Path, module: torch.nn.Module, opt, fingerprint: str)
         raise ValueError(f"checkpoint {path} lacks {sorted(missing)[:5]}")
     restore_optimizer(opt, tensors, "opt.")
     torch.set_rng_state(tensors["rng.torch"])
-    return int(read_meta(path)["step"])
+    return int(meta["step"])
 
 
 def _fit(
