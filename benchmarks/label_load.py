@@ -115,10 +115,21 @@ ANNOTATORS = {"http": HttpAnnotator, "http1": HttpAnnotator, "fast": FastAnnotat
               "gradio_client": ClientAnnotator}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, lat: list,
-              kill: tuple | None = None, think: float = 0.0) -> dict:  # fmt: skip
+              kill: tuple | None = None, think: float = 0.0,
+              server_pid: int | None = None) -> dict:  # fmt: skip
     """Every user: next pair, `think` seconds looking at it, vote; latency of the vote call
-    only. Returns counts."""
+    only. Returns counts, and the server's CPU seconds from the end of the logins to the
+    last vote (`server_cpu_s`) when `server_pid` is given."""
     errors: list[str] = []
     stop = threading.Event()
     ready = threading.Barrier(len(users) + 1)
@@ -169,6 +180,7 @@ def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, la
         t.start()
     ready.wait()
     t0 = time.perf_counter()
+    cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
     if kill is not None:
         server, after = kill
         while sum(len(v) for v in acked.values()) < after and any(t.is_alive() for t in threads):
@@ -178,8 +190,9 @@ def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, la
     for t in threads:
         t.join()
     seconds = time.perf_counter() - t0
+    cpu = cpu_seconds(server_pid) - cpu0 if server_pid and kill is None else None
     bar.close()
-    return {"errors": errors, "seconds": seconds}
+    return {"errors": errors, "seconds": seconds, "server_cpu_s": cpu}
 
 
 def check(db: Path, acked: dict) -> dict:
@@ -285,10 +298,13 @@ def main() -> int:
         kill = (server, args.kill_after) if (last and args.kill_after) else None
         try:
             out = run_level(server.url, users, args.votes, kind, acked, lat, kill,
-                            args.think_ms / 1000)
+                            args.think_ms / 1000, server.proc.pid)
         finally:
             server.kill()
+        cpu = out["server_cpu_s"]
         row = {"client": kind, "annotators": level, **_summary(lat, out["seconds"]),
+               # the server's CPU per vote (logins excluded): what bounds a closed loop
+               "server_cpu_ms_per_vote": 1000 * cpu / len(lat) if cpu and lat else None,
                "errors": out["errors"][:5], "n_errors": len(out["errors"]),
                "load_avg_after": os.getloadavg()}  # fmt: skip
         if kill:
@@ -304,12 +320,15 @@ def main() -> int:
         results["runs"].append(row)
         print(json.dumps(row), flush=True)
 
-    print(f"\n{'client':14} {'annot.':>6} {'votes':>6} {'p50 ms':>8} {'p99 ms':>8} {'votes/s':>8} "
-          f"{'store p50':>9} {'store v/s':>9} {'lost':>5} {'wrong':>5}")  # fmt: skip
+    print(f"\n{'client':14} {'annot.':>6} {'votes':>6} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'votes/s':>8} {'srv cpu ms':>10} {'store p50':>9} {'store v/s':>9} {'lost':>5} "
+          f"{'wrong':>5}")  # fmt: skip
     for r in results["runs"]:
         b, c = r["baseline_store"], r["check"]
+        cpu = r["server_cpu_ms_per_vote"]
         print(f"{r['client']:14} {r['annotators']:>6} {r['votes']:>6} {r['p50_ms']:>8.1f} "
-              f"{r['p99_ms']:>8.1f} {r['votes_per_s']:>8.1f} {b['p50_ms']:>9.2f} "
+              f"{r['p99_ms']:>8.1f} {r['votes_per_s']:>8.1f} "
+              f"{'-' if cpu is None else f'{cpu:.2f}':>10} {b['p50_ms']:>9.2f} "
               f"{b['votes_per_s']:>9.0f} {c['missing']:>5} {c['wrong_annotator']:>5}")  # fmt: skip
     at32 = [r for r in results["runs"] if r["annotators"] == 32]
     for r in at32:

@@ -1,17 +1,19 @@
-"""The vote path outside Gradio's queue: plain FastAPI routes on the app Gradio serves.
+"""The vote path outside Gradio's queue: plain FastAPI routes beside the mounted Gradio app.
 
 Gradio runs every API call through its queue (join, then a result stream), and an
 annotator's vote used to be two such calls (`vote`, then `next_pair`). These routes do the
 same work in one HTTP request: `POST /label_api/vote` stores the vote (one transaction,
 acknowledged after commit, idempotent by the client's vote id) and answers with the
-caller's next pair; `GET /label_api/next_pair` gives the first one.
+caller's next pair; `GET /label_api/next_pair` gives the first one. They live on the outer
+FastAPI app that the Gradio UI is mounted on (`LabelApp.launch`), so a vote also skips the
+Gradio app's middleware stack and its route table.
 
 Security is Gradio's login, unchanged: the caller is the user of the session cookie that
 Gradio's `/login` set (the same token table Gradio's own routes check); no cookie, no
 answer (401). The annotator's name is never read from the request. Bodies must be JSON
-(415 otherwise) and a request from another origin is refused (403): a cross-site page
-cannot send a JSON POST without a CORS preflight, which Gradio's CORS middleware does not
-grant, so the session cookie cannot be used to vote from elsewhere (CSRF).
+(415 otherwise) and a request whose `Origin` is another site is refused (403): a browser
+sends `Origin` with every cross-site POST, and a JSON body needs a CORS preflight first,
+so the session cookie cannot be used to vote from another page (CSRF).
 """
 
 from __future__ import annotations
@@ -57,16 +59,25 @@ def _same_origin(request: Request) -> bool:
 
 
 def add_fast_routes(app: FastAPI, label: LabelApp) -> None:
-    """Mount `/label_api/vote` and `/label_api/next_pair` on Gradio's FastAPI `app`."""
+    """Add `/label_api/vote` and `/label_api/next_pair` to `app`, the FastAPI app the Gradio
+    UI gets mounted on; the login is the mounted Gradio app's (found on the first request)."""
+    from starlette.routing import Mount
+
+    mounted: list[Any] = []
+
+    def gradio_app() -> Any:
+        if not mounted:
+            mounted.extend(r.app for r in app.routes if isinstance(r, Mount))
+        return mounted[0]
 
     async def next_pair(request: Request) -> JSONResponse:
-        user = session_user(app, request)
+        user = session_user(gradio_app(), request)
         if user is None:
             return _error(401, "not logged in")
         return JSONResponse(await run_in_threadpool(label.next_for, user))
 
     async def vote(request: Request) -> JSONResponse:
-        user = session_user(app, request)
+        user = session_user(gradio_app(), request)
         if user is None:
             return _error(401, "not logged in")
         if not _same_origin(request):

