@@ -3,39 +3,19 @@ images are encoded once per step, the reference and the skipping of long rows.""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from vlm_helpers import pair_rows, random_images, tiny_vlms
 
 from mmalign.vlm.collate import PairCollator, user_content
 from mmalign.vlm.load import load_vlm
 from mmalign.vlm.scorer import VLMPairScorer
-from mmalign.vlm.tiny import tiny_llava, tiny_qwen2vl
+from mmalign.vlm.tiny import tiny_llava
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vlms")
-    tiny_llava(root / "llava")
-    tiny_qwen2vl(root / "qwen")
-    return {"toy": "toy:vlm", "llava": str(root / "llava"), "qwen": str(root / "qwen")}
-
-
-def _images(n: int, size: int = 56) -> list[Image.Image]:
-    rng = np.random.default_rng(0)
-    return [Image.fromarray((rng.random((size, size, 3)) * 255).astype("uint8")) for _ in
-            range(n)]  # fmt: skip
-
-
-def _rows():
-    a, b, c = _images(3)
-    return [
-        {"prompt": "what color is the shape?", "image": a, "chosen": "red",
-         "rejected": "blue square", "retrieved_image": b, "blind": "no idea"},
-        {"prompt": "is there a star?", "image": a, "chosen": "yes", "rejected": "no",
-         "retrieved_image": c, "blind": "maybe"},
-    ]  # fmt: skip
+    return tiny_vlms(tmp_path_factory.mktemp("vlms"))
 
 
 def direct_logp(vlm, prompt: str, images: list, answer: str) -> float:
@@ -60,7 +40,7 @@ def direct_logp(vlm, prompt: str, images: list, answer: str) -> float:
 @pytest.mark.parametrize("family", ["toy", "llava", "qwen"])
 def test_scores_equal_direct_log_probs(models, family):
     vlm = load_vlm(models[family])
-    rows = _rows()
+    rows = pair_rows()
     batch = PairCollator(vlm.processor, ("main", "visual", "blind"))(rows)
     scores = VLMPairScorer(vlm.model, "copy")(vlm.model, batch, with_reference=True)
     for i, row in enumerate(rows):
@@ -84,7 +64,7 @@ def test_scores_equal_direct_log_probs(models, family):
 @pytest.mark.parametrize("family", ["llava", "qwen"])
 def test_each_distinct_image_is_encoded_once(models, family):
     vlm = load_vlm(models[family])
-    rows = _rows()  # 3 distinct images behind 4 sequences a row (6 a row as separate pairs)
+    rows = pair_rows()  # 3 distinct images behind 4 sequences a row (6 a row as separate pairs)
     batch = PairCollator(vlm.processor, ("main", "visual", "blind"))(rows)
     assert batch.input_ids.shape[0] == 8
     tower = vlm.core.model.vision_tower if family == "llava" else vlm.core.model.visual
@@ -108,7 +88,7 @@ def test_reference_from_disabled_adapters_matches_base(models):
     from mmalign.vlm.lora import add_lora
 
     vlm = load_vlm(models["toy"])
-    batch = PairCollator(vlm.processor, ("main",))(_rows())
+    batch = PairCollator(vlm.processor, ("main",))(pair_rows())
     base = VLMPairScorer(vlm.model, "copy")(vlm.model, batch, with_reference=False)["main"]
     model = add_lora(vlm.model, LoraConfig(rank=4))
     with torch.no_grad():  # move the adapter away from its zero start
@@ -122,7 +102,7 @@ def test_reference_from_disabled_adapters_matches_base(models):
 
 def test_long_rows_raise_naming_the_row(models):
     vlm = load_vlm(models["toy"])
-    rows = _rows()
+    rows = pair_rows()
     rows[1] = {**rows[1], "chosen": "yes " * 60}
     collator = PairCollator(vlm.processor, ("main",), max_length=40)
     assert collator.fits(rows[0]) and not collator.fits(rows[1])
@@ -132,7 +112,7 @@ def test_long_rows_raise_naming_the_row(models):
 
 def test_multi_image_rows_and_placeholders(models):
     vlm = load_vlm(models["llava"])
-    a, b = _images(2)
+    a, b = random_images(2)
     row = {"prompt": "<image> left, <image> right: same colour?", "images": [a, b],
            "chosen": "no", "rejected": "yes"}  # fmt: skip
     batch = PairCollator(vlm.processor, ("main",))([row])

@@ -74,6 +74,9 @@ class VLMConfig:
     blind_batch_size: int = 32  # generating blind responses (BPO) when the data has none
     blind_max_new_tokens: int = 32
     merge: bool = False  # also save the base model with the adapter merged in
+    # completions that share a prompt run in one row, the prompt once (mmalign/vlm/packing.py);
+    # used where the model supports it (LLaVA family, Idefics3/SmolVLM; not Qwen2-VL's M-RoPE)
+    pack_prompts: bool = True
 
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 8:

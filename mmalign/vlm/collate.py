@@ -115,6 +115,7 @@ class SequenceBatch:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # mm_token_type_ids, ...
     rows: list[int] = field(default_factory=list)  # dataset row of each pair
     sequence_keys: list[tuple[int, str, str]] = field(default_factory=list)
+    pad_id: int = 0  # the token in padded positions
 
     def to(self, device: torch.device | str) -> SequenceBatch:
         def move(t: torch.Tensor) -> torch.Tensor:
@@ -126,6 +127,7 @@ class SequenceBatch:
             None if self.label is None else move(self.label),
             {k: move(v) for k, v in self.vision.items()}, self.units, self.layout,
             {k: move(v) for k, v in self.extra.items()}, self.rows, self.sequence_keys,
+            self.pad_id,
         )  # fmt: skip
 
 
@@ -316,4 +318,5 @@ class PairCollator:
             extra=extra,
             rows=list(row_ids) if row_ids is not None else list(range(len(rows))),
             sequence_keys=[(prompts[p][0], prompts[p][1], c) for p, c in sequences],
+            pad_id=self.pad_id,
         )

@@ -133,7 +133,8 @@ class VLMRecipe:
         if reference == "precomputed":
             key = _digest(self.vlm.weights_key, self.rows._fingerprint, pairs, v.max_length, extra)
             scores = self._reference_pass(cache_root() / "vlm-reference" / f"{key}.json")
-        self.scorer = VLMPairScorer(self.model, reference, scores)  # type: ignore[arg-type]
+        self.scorer = VLMPairScorer(self.model, reference, scores,  # type: ignore[arg-type]
+                                    pack=v.pack_prompts)  # fmt: skip
         if self.scorer.reference_model is not None:
             self.scorer.reference_model.to(device)
 
@@ -183,7 +184,7 @@ class VLMRecipe:
     @torch.no_grad()
     def _reference_pass(self, path: Path) -> dict[tuple[int, str, str], float]:
         """Reference scores of every sequence, from one pass over the data (cached)."""
-        from .scorer import image_features, sequence_logps
+        from .scorer import image_features, pack_batch, sequence_logps
 
         if path.is_file():
             return {(r, v, c): s for r, v, c, s in json.loads(path.read_text())}
@@ -193,7 +194,8 @@ class VLMRecipe:
             items = [self.dataset[i] for i in range(start, min(start + batch_size,
                                                                  len(self.dataset)))]  # fmt: skip
             batch = self.collate(items).to(self.accelerator.device)
-            logps = sequence_logps(core, batch, image_features(core, batch))[0].tolist()
+            packed = pack_batch(core, batch) if self.cfg.vlm.pack_prompts else None
+            logps = sequence_logps(core, batch, image_features(core, batch), packed)[0].tolist()
             for (row, variant, completion), s in zip(batch.sequence_keys, logps, strict=True):
                 out.append((batch.rows[row], variant, completion, s))
         path.parent.mkdir(parents=True, exist_ok=True)
