@@ -22,6 +22,7 @@ from typing import Literal
 
 import torch
 
+from ..adapters import AdapterSwitch
 from ..losses import PairScores
 from .load import DiffusionModel
 
@@ -51,6 +52,7 @@ class DiffusionPairScorer:
         self.caption_dropout = caption_dropout
         self.use_labels = use_labels
         self.reference_unet: torch.nn.Module | None = None
+        self._adapters = AdapterSwitch()  # LoRA: the reference is the UNet with these off
         if reference == "copy":  # full fine-tune: a frozen copy of the starting UNet
             self.reference_unet = copy.deepcopy(model.unet).requires_grad_(False).eval()
 
@@ -94,11 +96,8 @@ class DiffusionPairScorer:
         if self.reference_unet is not None:
             yield self.reference_unet
             return
-        unet.disable_adapters()
-        try:
+        with self._adapters.off(unet):
             yield unet
-        finally:
-            unet.enable_adapters()
 
     def __call__(
         self,

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..adapters import AdapterSwitch
 from ..losses import PairScores
 from .collate import SequenceBatch
 from .load import image_path_trainable
@@ -35,30 +36,6 @@ def _core(model: Any) -> Any:
     """The transformers *ForConditionalGeneration under PEFT / DDP wrappers."""
     m = getattr(model, "module", model)
     return m.get_base_model() if hasattr(m, "get_base_model") else m
-
-
-def adapter_layers(model: Any) -> list[Any]:
-    """The PEFT adapter layers (LoRA, LoHa, ...) of `model`, found once for a training run."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return [m for m in getattr(model, "module", model).modules() if isinstance(m, BaseTunerLayer)]
-
-
-@contextlib.contextmanager
-def adapters_disabled(layers: list[Any]):
-    """PEFT's `PeftModel.disable_adapter()` for layer adapters, on layers found beforehand.
-
-    PEFT's context walks the whole model twice and builds a status report on every entry
-    (`get_model_status`): 4-7 ms of a 97 ms toy-vlm DPO step at batch 8 on this CPU. The
-    toggle itself is the same (`enable_adapters` per layer, which also sets requires_grad).
-    """
-    for layer in layers:
-        layer.enable_adapters(False)
-    try:
-        yield
-    finally:
-        for layer in layers:
-            layer.enable_adapters(True)
 
 
 def image_features(core: Any, batch: SequenceBatch) -> list[torch.Tensor]:
@@ -156,16 +133,13 @@ class VLMPairScorer:
         self.reference_scores = reference_scores
         # per model (by identity): its adapter layers, and whether its image path trains;
         # both are fixed for a run and cost a walk over every module to find out
-        self._layers: dict[int, list[Any]] = {}
+        self._adapters = AdapterSwitch()
         self._frozen: dict[int, bool] = {}
 
     @contextlib.contextmanager
     def _reference(self, model: Any):
         if self.reference == "adapters":
-            key = id(model)
-            if key not in self._layers:
-                self._layers[key] = adapter_layers(model)
-            with adapters_disabled(self._layers[key]):
+            with self._adapters.off(model):
                 yield _core(model)
         else:
             yield self.reference_model
