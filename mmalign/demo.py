@@ -14,6 +14,27 @@ from .config import load_config
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy" / "mapo.yaml"
 
 
+def _set_aside_other_recipe(run_dir: Path, cfg: object) -> None:
+    """An earlier demo run of another recipe (an older checkout's config) is moved aside, with
+    a note, so the demo trains the current recipe instead of resuming the old weights."""
+    from .config import to_dict
+    from .train.checkpoint import list_checkpoints
+    from .train.loop import RUN_FILE
+    from .train.resume import recipe_changes
+
+    if not list_checkpoints(run_dir):
+        return
+    changes = recipe_changes(run_dir / RUN_FILE, to_dict(cfg))
+    if not changes:
+        return
+    n = 1
+    while (aside := run_dir.with_name(f"{run_dir.name}.old-{n}")).exists():
+        n += 1
+    run_dir.rename(aside)
+    print(f"demo: {run_dir} was trained with another recipe ({'; '.join(changes[:3])}); "
+          f"moved it to {aside} and training the current one from the start")
+
+
 def run_demo(out: str | Path, config: str | Path = CONFIG, overrides: tuple[str, ...] = ()):
     from .diffusion import load_pipeline, load_tuned
     from .diffusion.recipe import DiffusionRecipe, resolve_prompts
@@ -25,6 +46,7 @@ def run_demo(out: str | Path, config: str | Path = CONFIG, overrides: tuple[str,
     run_dir = out / "train"
     cfg = load_config(Config, config, [f"output_dir={run_dir}", "train.resume_from=latest",
                                        *overrides])  # fmt: skip
+    _set_aside_other_recipe(run_dir, cfg)
     result = train(cfg, DiffusionRecipe)
     base = load_pipeline(cfg.model.name_or_path)
     tuned = load_tuned(run_dir)

@@ -93,6 +93,22 @@ def test_existing_checkpoints_are_not_overwritten_silently(tiny, tmp_path):
         train(tiny_config(tiny, out, train={"max_steps": 3}), DiffusionRecipe)
 
 
+def test_resume_refuses_a_changed_recipe_and_allows_a_longer_run(tiny, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(tiny, out, train={"max_steps": 2}), DiffusionRecipe)
+    # another beta: the step-2 weights belong to the old recipe (it would not even train,
+    # having reached max_steps, and hand those weights back as the new recipe's)
+    changed = tiny_config(tiny, out, objective=[{"loss": "dpo", "beta": 123.0}],
+                          train={"max_steps": 2, "resume_from": "latest"})  # fmt: skip
+    with pytest.raises(TrainingError, match=r"another recipe \(objective\.0\.beta: "):
+        train(changed, DiffusionRecipe)
+    # running longer, logging differently: the same run, resumed
+    longer = tiny_config(tiny, out, train={"max_steps": 3, "resume_from": "latest",
+                                           "log_every": 2})  # fmt: skip
+    train(longer, DiffusionRecipe)
+    assert [m["step"] for m in read_metrics(out)][-1] == 3
+
+
 def test_reference_free_objectives_never_run_the_reference(tiny, tmp_path):
     out = tmp_path / "mapo"
     cfg = tiny_config(tiny, out, objective=[{"loss": "mapo"}], train={"max_steps": 2})
@@ -129,3 +145,18 @@ def test_a_dataset_without_pair_columns_is_named(tiny, tmp_path):
     with pytest.raises(ValueError, match="missing: prompt, chosen, rejected"):
         train(cfg, DiffusionRecipe)
     assert not (tmp_path / "x" / "pytorch_lora_weights.safetensors").exists()
+
+
+def test_demo_sets_aside_a_run_of_another_recipe(tmp_path):
+    from mmalign.config import to_dict
+    from mmalign.demo import _set_aside_other_recipe
+
+    run = tmp_path / "train"
+    old = tiny_config("some-model", run)
+    (run / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    (run / "mmalign_run.json").write_text(json.dumps({"config": to_dict(old)}, default=str))
+    _set_aside_other_recipe(run, tiny_config("some-model", run, train={"max_steps": 9}))
+    assert (run / "checkpoints").is_dir()  # a longer run of the same recipe: resumed
+    new = tiny_config("some-model", run, objective=[{"loss": "mapo", "beta": 10.0}])
+    _set_aside_other_recipe(run, new)
+    assert not run.exists() and (tmp_path / "train.old-1" / "checkpoints").is_dir()

@@ -29,6 +29,7 @@ from ..losses import PairScores
 from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from .config import Config
 from .optim import build_optimizer, build_scheduler
+from .resume import RESUMABLE, recipe_changes
 
 METRICS_FILE = "metrics.jsonl"
 RUN_FILE = "mmalign_run.json"
@@ -206,6 +207,13 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     start_step = 0
     resume = resolve_resume(out_dir, tc.resume_from)
     if resume is not None:
+        changes = recipe_changes(resume.parent.parent / RUN_FILE, to_dict(cfg))
+        if changes:
+            raise TrainingError(
+                f"{resume} was trained with another recipe ({'; '.join(changes[:6])}"
+                f"{'; ...' if len(changes) > 6 else ''}): a resumed run may change only "
+                f"{', '.join(RESUMABLE)}. Choose another output_dir for the new recipe."
+            )
         start_step = load_checkpoint(resume, base, optimizer, scheduler, scaler)
         if main:
             print(f"mmalign: resumed from {resume} at step {start_step}")
