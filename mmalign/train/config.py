@@ -75,7 +75,7 @@ class VLMConfig:
     blind_max_new_tokens: int = 32
     merge: bool = False  # also save the base model with the adapter merged in
     # completions that share a prompt run in one row, the prompt once (mmalign/vlm/packing.py);
-    # used where the model supports it (LLaVA family, Idefics3/SmolVLM; not Qwen2-VL's M-RoPE)
+    # used where the model supports it and a test shows it exact (LLaVA; not Qwen2-VL's M-RoPE)
     pack_prompts: bool = True
 
     def __post_init__(self) -> None:
