@@ -72,10 +72,9 @@ def sequence_logps(
     if batch.vision:
         if batch.layout == "image":
             assert features is not None
-            ordered = [features[u] for row_units in units for u in row_units]
+            shown = [u for row_units in units for u in row_units]  # row by row, in order
             kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(
-                pooler_output=tuple(ordered))}  # fmt: skip
-            shown = [u for row_units in units for u in row_units]
+                pooler_output=tuple(features[u] for u in shown))}  # fmt: skip
             if "image_grid_thw" in batch.vision:  # M-RoPE positions follow each image's grid
                 kwargs["image_grid_thw"] = batch.vision["image_grid_thw"][shown]
             if "image_sizes" in batch.vision:
