@@ -193,14 +193,15 @@ def _mmalign_steps(vlm: Any, rows: Any, args: argparse.Namespace, device: Any, t
     if args.side == "mmalign-cached":
         # `vlm.reference: precomputed`: one no-grad pass of the base model over the rows before
         # training (as VLMRecipe._reference_pass does); the steps then run no reference forward.
-        from mmalign.vlm.scorer import image_features, sequence_logps
+        from mmalign.vlm.scorer import image_features, pack_batch, sequence_logps
 
         started, cached = time.perf_counter(), {}
         with torch.no_grad():
             for i in range(total):
                 ids = list(range(i * b, (i + 1) * b))
                 batch = collator([rows[j] for j in ids], row_ids=ids).to(device)
-                logps = sequence_logps(vlm.core, batch, image_features(vlm.core, batch))[0]
+                feats = image_features(vlm.core, batch)
+                logps = sequence_logps(vlm.core, batch, feats, pack_batch(vlm.core, batch))[0]
                 for (row, variant, text), s in zip(batch.sequence_keys, logps.tolist(),
                                                    strict=True):  # fmt: skip
                     cached[(batch.rows[row], variant, text)] = s
