@@ -59,21 +59,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sampling_defaults(model, steps: int | None, guidance: float | None) -> tuple[int, float]:
-    """The toy-sd card's sampler (20 steps, guidance 2.5); else 50 steps, guidance 7.5 (SD1.5)
-    or 5.0 (SDXL)."""
-    from .data.toy.paths import MODELS_DIR
-
-    toy = str(model.source).startswith(str(MODELS_DIR))
-    default_steps = 20 if toy else 50
-    default_guidance = 2.5 if toy else (5.0 if model.family == "sdxl" else 7.5)
-    return steps or default_steps, default_guidance if guidance is None else guidance
-
-
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .diffusion import apply_lora, load_pipeline, load_tuned
-    from .eval.grid import image_grid
-    from .eval.winrate import _pil, generate
+    from .diffusion.sample import generate, sampling_defaults, to_pil_images
+    from .grid import image_grid
 
     if Path(args.model).joinpath("mmalign_run.json").is_file():
         model = load_tuned(args.model)
@@ -81,13 +70,14 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         model = load_pipeline(args.model)
     if args.lora:
         apply_lora(model, args.lora)
-    steps, guidance = _sampling_defaults(model, args.steps, args.guidance)
+    steps, guidance = sampling_defaults(model, args.steps, args.guidance)
     prompts = [p for p in args.prompt for _ in range(args.n)]
     images = generate(
         model.pipe, prompts, seed=args.seed, steps=steps, guidance=guidance,
         batch_size=args.batch_size,
     )  # fmt: skip
-    grid = image_grid([_pil(images)], [f"seed {args.seed}, {steps} steps, cfg {guidance}"], prompts)
+    header = f"seed {args.seed}, {steps} steps, cfg {guidance}"
+    grid = image_grid([to_pil_images(images)], [header], prompts)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     grid.save(args.out)
     print(f"grid: {Path(args.out).resolve()}")
@@ -97,6 +87,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     from .diffusion import load_pipeline, load_tuned
     from .diffusion.recipe import run_info
+    from .diffusion.sample import sampling_defaults
     from .eval.cli import scorer_kwargs
     from .eval.prompts import resolve_prompts
     from .eval.winrate import run_winrate
@@ -110,7 +101,7 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     prompts = resolve_prompts(args.prompts, pickapic_root=args.pickapic_root)
     if args.n is not None:
         prompts = prompts[: args.n]
-    steps, guidance = _sampling_defaults(base, args.steps, args.guidance)
+    steps, guidance = sampling_defaults(base, args.steps, args.guidance)
     scorers = args.scorers.split(",")
     results = run_winrate(
         base.pipe, tuned.pipe, prompts, scorers, args.out, seed=args.seed,

@@ -206,16 +206,15 @@ class LabelApp:
 
     def generate_pair(self, prompt: str) -> Pair:
         """Generate two images for `prompt` with two random seeds and store them as a pair."""
-        from mmalign.cli import _sampling_defaults
         from mmalign.data.schema import to_pil_image
         from mmalign.diffusion import load_pipeline
-        from mmalign.eval.winrate import generate
+        from mmalign.diffusion.sample import generate, sampling_defaults
 
         with self._model_lock:  # one generation at a time: the model is not thread-safe
             if self._model is None:
                 name = "toy:sd" if self.model_name in (None, "toy-sd") else self.model_name
                 self._model = load_pipeline(name)
-            steps, guidance = _sampling_defaults(self._model, self.steps, None)
+            steps, guidance = sampling_defaults(self._model, self.steps, None)
             seed = secrets.randbelow(2**31 - 2)
             images = generate(self._model.pipe, [prompt, prompt], seed=seed, steps=steps,
                               guidance=guidance, batch_size=2, desc="label")  # fmt: skip

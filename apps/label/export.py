@@ -54,7 +54,7 @@ def _write_pickapic(rows: list[Any], out: Path, split: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mmalign.data.pickapic import PICKAPIC_SCHEMA, _uid
+    from mmalign.data.pickapic import PICKAPIC_SCHEMA, image_uid
 
     schema = PICKAPIC_SCHEMA.set(
         PICKAPIC_SCHEMA.get_field_index("user_id"), pa.field("user_id", pa.string())
@@ -63,7 +63,7 @@ def _write_pickapic(rows: list[Any], out: Path, split: str) -> None:
     records = []
     for v, left, right, created in rows:
         l0 = {"left": 1.0, "right": 0.0, "tie": 0.5}[v["choice"]]
-        uid_0, uid_1 = _uid(left), _uid(right)
+        uid_0, uid_1 = image_uid(left), image_uid(right)
         records.append(
             {
                 "caption": v["prompt"], "jpg_0": left, "jpg_1": right,

@@ -255,7 +255,8 @@ def _jpeg(image: Any, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def _uid(data: bytes) -> str:
+def image_uid(data: bytes) -> str:
+    """Pick-a-Pic-style image uid: a UUID5 of the encoded bytes' SHA-256 (same bytes, same uid)."""
     return str(uuid.uuid5(_UID_NAMESPACE, hashlib.sha256(data).hexdigest()))
 
 
@@ -309,7 +310,7 @@ def write_pickapic(
         if rng.random() < 0.5:
             sides.reverse()
         (jpg_0, l0, uid_0, m0), (jpg_1, l1, uid_1, m1) = sides
-        uid_0, uid_1 = uid_0 or _uid(jpg_0), uid_1 or _uid(jpg_1)
+        uid_0, uid_1 = uid_0 or image_uid(jpg_0), uid_1 or image_uid(jpg_1)
         records.append(
             {
                 "caption": row["prompt"],

@@ -133,7 +133,7 @@ class DiffusionRecipe:
 
     @torch.no_grad()
     def validate(self, step: int):
-        from ..eval.grid import image_grid
+        from ..grid import image_grid
 
         v = self.cfg.validation
         prompts = validation_prompts(v.prompts)

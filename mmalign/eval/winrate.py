@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..diffusion.sample import generate_seeded, to_pil_images
+from ..grid import image_grid
 from ..rewards import get_scorer
-from .grid import image_grid
 
 BOOTSTRAP = 10_000
 GRID_ROWS = 16
@@ -69,66 +70,6 @@ def image_seed(seed: int, prompt_index: int, k: int = 0) -> int:
     several seeds existed), then `seed + i + k * SEED_STRIDE`, so truncating the prompt list
     (`--n`) never changes a prompt's seeds."""
     return seed + prompt_index + k * SEED_STRIDE
-
-
-@torch.no_grad()
-def generate_seeded(
-    pipe,
-    prompts: Sequence[str],
-    seeds: Sequence[int],
-    *,
-    steps: int,
-    guidance: float,
-    batch_size: int,
-    resolution: int | None = None,
-    desc: str = "generate",
-    progress: bool = True,
-) -> torch.Tensor:
-    """Images [N,3,H,W] in [0,1]; image i uses a generator seeded with `seeds[i]`."""
-    if len(prompts) != len(seeds):
-        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    device = pipe.unet.device
-    out = []
-    size = {"height": resolution, "width": resolution} if resolution else {}
-    with tqdm(total=len(prompts), desc=desc, unit="img", disable=not progress) as bar:
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start : start + batch_size])
-            gens = [
-                torch.Generator(device).manual_seed(s) for s in seeds[start : start + batch_size]
-            ]
-            images = pipe(
-                chunk, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
-                output_type="pt", **size,
-            ).images  # fmt: skip
-            out.append(images.float().cpu())
-            bar.update(len(chunk))
-    return torch.cat(out)
-
-
-def generate(
-    pipe,
-    prompts: Sequence[str],
-    *,
-    seed: int,
-    steps: int,
-    guidance: float,
-    batch_size: int,
-    resolution: int | None = None,
-    desc: str = "generate",
-) -> torch.Tensor:
-    """Images [N,3,H,W] in [0,1]; prompt i always uses generator seed `seed + i`."""
-    seeds = [seed + i for i in range(len(prompts))]
-    return generate_seeded(
-        pipe, prompts, seeds, steps=steps, guidance=guidance, batch_size=batch_size,
-        resolution=resolution, desc=desc,
-    )  # fmt: skip
-
-
-def _pil(images: torch.Tensor):
-    from PIL import Image
-
-    arrays = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    return [Image.fromarray(a) for a in arrays]
 
 
 def _image_file(model: str, prompt_index: int, prompt: str, seed: int) -> str:
@@ -208,7 +149,8 @@ def generate_or_reuse(
                 pipe, [prompts[j] for j in chunk], [seeds[j] for j in chunk], batch_size=step,
                 desc=model, progress=False, **sampler,
             )  # fmt: skip
-            for j, image in zip(chunk, _pil(new), strict=True):  # saved per chunk: resumable
+            # saved per chunk: resumable
+            for j, image in zip(chunk, to_pil_images(new), strict=True):
                 image.save(files[j])
             bar.update(len(chunk))
     images = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))) for f in files]
@@ -275,7 +217,7 @@ def run_winrate(
     first = scorers[0]
     k = min(GRID_ROWS, len(texts))
     grid = image_grid(
-        [_pil(base[:k]), _pil(tuned[:k])], ["base", "tuned"], texts[:k],
+        [to_pil_images(base[:k]), to_pil_images(tuned[:k])], ["base", "tuned"], texts[:k],
         [[f"{first} {x:.3f}" for x in scores[first][0][:k]],
          [f"{first} {x:.3f}" for x in scores[first][1][:k]]],
     )  # fmt: skip
