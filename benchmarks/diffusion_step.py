@@ -112,7 +112,6 @@ def _pixel_batch(batch: int, resolution: int) -> dict[str, Any]:
     }
 
 
-
 def _ours(
     model: Any, variant: Variant, pixels: dict[str, Any], rank: int, device: torch.device
 ) -> tuple[Callable[[int], float], torch.nn.Module]:

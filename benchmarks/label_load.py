@@ -111,8 +111,12 @@ class ClientAnnotator:
         return self.client.predict(*data, api_name=f"/{api}")
 
 
-ANNOTATORS = {"http": HttpAnnotator, "http1": HttpAnnotator, "fast": FastAnnotator,
-              "gradio_client": ClientAnnotator}
+ANNOTATORS = {
+    "http": HttpAnnotator,
+    "http1": HttpAnnotator,
+    "fast": FastAnnotator,
+    "gradio_client": ClientAnnotator,
+}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -261,11 +265,19 @@ def main() -> int:
     ap.add_argument("--votes", type=int, default=40, help="votes per annotator per run")
     ap.add_argument("--clients", nargs="+", default=["http", "http1", "fast", "gradio_client"],
                     choices=list(ANNOTATORS))  # fmt: skip
-    ap.add_argument("--kill-after", type=int, default=None,
-                    help="SIGKILL the server after N votes of the last run; restart")
-    ap.add_argument("--think-ms", type=float, default=0.0,
-                    help="each annotator's time looking at a pair before voting (default 0: "
-                    "back to back, as fast as the server answers)")
+    ap.add_argument(
+        "--kill-after",
+        type=int,
+        default=None,
+        help="SIGKILL the server after N votes of the last run; restart",
+    )
+    ap.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="each annotator's time looking at a pair before voting (default 0: "
+        "back to back, as fast as the server answers)",
+    )
     ap.add_argument("--out", default="runs/bench/label_load.json")
     ap.add_argument("--work", default=None, help="work folder (default: a temporary one)")
     args = ap.parse_args()
@@ -297,8 +309,17 @@ def main() -> int:
         last = i == len(runs) - 1
         kill = (server, args.kill_after) if (last and args.kill_after) else None
         try:
-            out = run_level(server.url, users, args.votes, kind, acked, lat, kill,
-                            args.think_ms / 1000, server.proc.pid)
+            out = run_level(
+                server.url,
+                users,
+                args.votes,
+                kind,
+                acked,
+                lat,
+                kill,
+                args.think_ms / 1000,
+                server.proc.pid,
+            )
         finally:
             server.kill()
         cpu = out["server_cpu_s"]

@@ -83,7 +83,6 @@ def _device(requested: str) -> Any:
     return torch.device(requested)
 
 
-
 def _import_all() -> None:
     """Both sides import the same libraries before the baseline RSS is read, so "+run MB"
     counts what the run adds (models, optimizer state, activations), not the libraries."""

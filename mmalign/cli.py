@@ -211,9 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a recipe: mmalign train CONFIG [key=value ...]")
     p.add_argument("config", help="YAML recipe, e.g. configs/toy/mapo.yaml")
-    p.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.max_steps=100"
-    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.max_steps=100")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sample", help="sample an image grid from a diffusion model")

@@ -31,8 +31,10 @@ def _set_aside_other_recipe(run_dir: Path, cfg: object) -> None:
     while (aside := run_dir.with_name(f"{run_dir.name}.old-{n}")).exists():
         n += 1
     run_dir.rename(aside)
-    print(f"demo: {run_dir} was trained with another recipe ({'; '.join(changes[:3])}); "
-          f"moved it to {aside} and training the current one from the start")
+    print(
+        f"demo: {run_dir} was trained with another recipe ({'; '.join(changes[:3])}); "
+        f"moved it to {aside} and training the current one from the start"
+    )
 
 
 def run_demo(out: str | Path, config: str | Path = CONFIG, overrides: tuple[str, ...] = ()):

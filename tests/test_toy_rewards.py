@@ -185,16 +185,23 @@ def test_predicted_artifacts_overlap_injected_flaws(kind):
 def test_dense_scores():
     batch, images = _clean_batch()
     clean = dense_scores(images, batch)
-    assert set(clean) == {"alignment", "aesthetics", "plausibility", "overall", "misalignment",
-                          "artifact"}
+    assert set(clean) == {
+        "alignment",
+        "aesthetics",
+        "plausibility",
+        "overall",
+        "misalignment",
+        "artifact",
+    }
     for key in ("alignment", "aesthetics", "plausibility", "overall"):
         assert clean[key].shape == (len(batch),) and clean[key].min() > 0.95
     assert clean["artifact"].max() == 0 and clean["misalignment"].max() == 0
     flawed, _ = inject_flaws(images, seed=2)
     damaged = dense_scores(flawed, batch)
     assert damaged["plausibility"].mean() < 0.8 and damaged["overall"].mean() < 0.95
-    noise = dense_scores(torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
-                         batch[:8])
+    noise = dense_scores(
+        torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)), batch[:8]
+    )
     assert noise["overall"].max() < 0.2 and noise["aesthetics"].max() < 0.2
     # A shape in the wrong colour is misaligned, not an artifact.
     asked = ToyPrompt("circle", "blue", "white", "large")
@@ -223,8 +230,10 @@ def test_get_scorer_names():
 
 def test_scorers_take_pil_images():
     batch, images = _clean_batch(4)
-    pil = [Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-           for img in images]
+    pil = [
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        for img in images
+    ]
     texts = [p.text for p in batch]
     scorer = get_scorer("toy:fidelity")
     assert torch.allclose(scorer.score(pil, texts), scorer.score(images, texts))

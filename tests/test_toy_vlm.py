@@ -63,8 +63,9 @@ def test_processor_expands_image_tokens(tokenizer, patch):
     for row, it in enumerate(items):
         ids, labels = encoder.encode([it])
         n_prompt = labels.count(-100)
-        assert inputs["input_ids"][row][inputs["attention_mask"][row].bool()].tolist() == (
-            ids[:n_prompt]
+        assert (
+            inputs["input_ids"][row][inputs["attention_mask"][row].bool()].tolist()
+            == (ids[:n_prompt])
         )
         assert tokenizer.decode(ids[n_prompt:]) == f" {it.answer}</s>"
 
@@ -77,8 +78,10 @@ def test_training_conversations_tokenise_like_the_chat_template(tokenizer):
         messages = []
         for turn, qa in enumerate(conv):
             content = [{"type": "image"}] * (turn == 0) + [{"type": "text", "text": qa.question}]
-            messages += [{"role": "user", "content": content},
-                         {"role": "assistant", "content": [{"type": "text", "text": qa.answer}]}]
+            messages += [
+                {"role": "user", "content": content},
+                {"role": "assistant", "content": [{"type": "text", "text": qa.answer}]},
+            ]
         text = tokenizer.apply_chat_template(messages, tokenize=False)
         ids, labels = encoder.encode(conv)
         assert ids == tokenizer(text.replace("<image>", "<image>" * 16)).input_ids
@@ -115,8 +118,10 @@ def test_random_model_round_trips_through_auto_classes(tokenizer, tmp_path):
     loaded_processor = AutoProcessor.from_pretrained(tmp_path)
     assert isinstance(loaded_processor, LlavaProcessor)
     items, images = _items(3)
-    texts = [loaded_processor.apply_chat_template(vlm.user_turn(it.question),
-                                                  add_generation_prompt=True) for it in items]
+    texts = [
+        loaded_processor.apply_chat_template(vlm.user_turn(it.question), add_generation_prompt=True)
+        for it in items
+    ]
     inputs = loaded_processor(images=[vlm.to_pil(im) for im in images], text=texts,
                               padding=True, return_tensors="pt")  # fmt: skip
     again = processor(images=[vlm.to_pil(im) for im in images], text=texts, padding=True,

@@ -127,11 +127,14 @@ def test_render_uses_only_prompt_colors():
     p = ToyPrompt("triangle", "yellow", "purple", "large")
     flat = render(p).flatten(1).T.unique(dim=0)
     assert {tuple(round(float(c) * 255) for c in rgb) for rgb in flat} == {
-        PALETTE["yellow"], PALETTE["purple"]
+        PALETTE["yellow"],
+        PALETTE["purple"],
     }
     outlined = render(p, style="outlined").flatten(1).T.unique(dim=0)
     assert {tuple(round(float(c) * 255) for c in rgb) for rgb in outlined} == {
-        PALETTE["yellow"], PALETTE["purple"], OUTLINE_RGB
+        PALETTE["yellow"],
+        PALETTE["purple"],
+        OUTLINE_RGB,
     }
 
 
@@ -158,8 +161,10 @@ def test_sizes_and_positions():
     _, cx, cy = _mask_and_centre(ToyPrompt("circle", "red", "blue"))
     assert abs(cx - 15.5) < 0.5 and abs(cy - 15.5) < 0.5
     for size in SIZES:
-        where = {pos: _mask_and_centre(ToyPrompt("square", "red", "blue", size, pos))[1:]
-                 for pos in POSITIONS}
+        where = {
+            pos: _mask_and_centre(ToyPrompt("square", "red", "blue", size, pos))[1:]
+            for pos in POSITIONS
+        }
         assert where["left"][0] < cx - 3 < cx + 3 < where["right"][0]
         assert where["top"][1] < cy - 3 < cy + 3 < where["bottom"][1]
         # The border stays background, whatever the size and position.

@@ -110,15 +110,20 @@ def test_retrieval_returns_the_nearest_other_image():
 
 def test_vision_encoder_retrieval_on_toy(toy):
     """toy-vlm's own features put a re-render of the same prompt (new jitter) nearest."""
-    texts = ["a red circle on a blue background", "a green cross on a yellow background",
-             "a purple triangle on a white background", "a blue square on an orange background"]
+    texts = [
+        "a red circle on a blue background",
+        "a green cross on a yellow background",
+        "a purple triangle on a white background",
+        "a blue square on an orange background",
+    ]
     images = [to_pil(render(t)) for t in texts]
     g = torch.Generator().manual_seed(0)
     rerender = [to_pil(render_batch([parse_prompt(t)], 32, "flat", jitter=g)[0]) for t in texts]
     index = ImageIndex(VisionEncoderEmbedder(toy), rerender)
     assert [r[0] for r in index.search(images, k=1)] == [0, 1, 2, 3]
-    assert index.search([rerender[1]], k=3)[0] == [i for i in index.search([rerender[1]],
-                                                                              k=3)[0] if i != 1]
+    assert index.search([rerender[1]], k=3)[0] == [
+        i for i in index.search([rerender[1]], k=3)[0] if i != 1
+    ]
 
 
 def test_open_clip_embedder_behind_the_same_interface():

@@ -19,7 +19,7 @@ def _pipeline_folder(root):
 def test_weight_files_lists_weights_only_and_recurses_on_request(tmp_path):
     folder = _pipeline_folder(tmp_path / "pipe")
     assert weight_files(folder) == []  # the top level holds no weights
-    (name, size, _mtime), = weight_files(folder, recursive=True)
+    ((name, size, _mtime),) = weight_files(folder, recursive=True)
     assert (name, size) == ("unet/diffusion_pytorch_model.safetensors", 10)
     assert weight_files(tmp_path / "missing") == weight_files("org/hub-id") == []
 

@@ -134,8 +134,10 @@ class LabelApp:
         """Outputs for the page: state, prompt, left image, right image, progress, status."""
         done, total = self.store.progress(user)
         if pair is None:
-            empty = "Your queue is done. Thank you!" if not self.model_name else (
-                "Type a prompt and press Generate to get two images to compare."
+            empty = (
+                "Your queue is done. Thank you!"
+                if not self.model_name
+                else ("Type a prompt and press Generate to get two images to compare.")
             )
             return ({}, _prompt_html(None, empty), None, None, _progress_html(done, total), note)
         left = self._coin()

@@ -257,8 +257,13 @@ class Store:
                 known.add(p.pair_id)
                 conn.execute(
                     pairs.insert().values(
-                        pair_id=p.pair_id, prompt=p.prompt, image_0=p.image_0,
-                        image_1=p.image_1, source=p.source, n_votes=0, created_at=now,
+                        pair_id=p.pair_id,
+                        prompt=p.prompt,
+                        image_0=p.image_0,
+                        image_1=p.image_1,
+                        source=p.source,
+                        n_votes=0,
+                        created_at=now,
                     )
                 )
                 added += 1
@@ -378,9 +383,7 @@ class Store:
             if row is None:
                 return None
             conn.execute(
-                update(votes)
-                .where(votes.c.seq == row.seq)
-                .values(undone=1, undone_at=time.time())
+                update(votes).where(votes.c.seq == row.seq).values(undone=1, undone_at=time.time())
             )
             if row.choice != "skip":
                 conn.execute(

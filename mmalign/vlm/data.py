@@ -122,8 +122,10 @@ def open_vlm_pairs(
         path = str(toy_pairs(path[len(TOY_PREFIX) :], {}))
         format = "pairs"
     local = Path(path)
-    if local.is_dir() and (single := _single_json(local)) is not None and not (
-        (local / "state.json").is_file() or (local / "dataset_dict.json").is_file()
+    if (
+        local.is_dir()
+        and (single := _single_json(local)) is not None
+        and not ((local / "state.json").is_file() or (local / "dataset_dict.json").is_file())
     ):
         local = single  # a folder with one JSON file and its images
     if local.is_file():
@@ -185,8 +187,11 @@ def _cmd_realign(args: argparse.Namespace) -> int:
     pool = None
     if args.images:
         folder = Path(args.images)
-        files = sorted(p for p in folder.rglob("*")
-                       if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+        )
         if not files:
             raise FileNotFoundError(f"--images {folder}: no image files")
         pool = [to_pil_image(p).convert("RGB") for p in files]
@@ -231,10 +236,18 @@ def register(sub: Any) -> None:
     p.add_argument("--k", type=int, default=3, help="retrieved images tried per row")
     p.add_argument("--threshold", type=float, default=0.95, help="keep a fill whose cosine "
                    "to the chosen answer is below this")  # fmt: skip
-    p.add_argument("--chosen", choices=("data", "model"), default="data",
-                   help="y_w: the data's chosen answer, or the model's own answer")
-    p.add_argument("--text-embedder", choices=("bow", "lm"), default="bow",
-                   help="bow: hashed bag of words; lm: the VLM's centred mean input embeddings")
+    p.add_argument(
+        "--chosen",
+        choices=("data", "model"),
+        default="data",
+        help="y_w: the data's chosen answer, or the model's own answer",
+    )
+    p.add_argument(
+        "--text-embedder",
+        choices=("bow", "lm"),
+        default="bow",
+        help="bow: hashed bag of words; lm: the VLM's centred mean input embeddings",
+    )
     p.add_argument("--clip", default=None, help="retrieve with this open_clip model instead "
                    "of the VLM's vision encoder, e.g. ViT-B-32")  # fmt: skip
     p.add_argument("--clip-pretrained", default="openai", help="open_clip tag or local file")

@@ -118,9 +118,7 @@ def weights_key(source: str, revision: str | None, adapter: str | Path | None) -
 def image_path_modules(model: torch.nn.Module) -> list[str]:
     """Names of the modules that turn pixels into image features (tower + projector)."""
     return [
-        name
-        for name, _ in model.named_modules()
-        if name and name.split(".")[-1] in VISION_PARTS
+        name for name, _ in model.named_modules() if name and name.split(".")[-1] in VISION_PARTS
     ]
 
 

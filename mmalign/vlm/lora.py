@@ -28,9 +28,7 @@ def lora_targets(model: torch.nn.Module, names: list[str] | None) -> list[str]:
         if names is None or any(full == n or full.endswith("." + n) for n in names):
             targets.append(full)
     if not targets:
-        raise ValueError(
-            f"lora.target_modules {names} match no linear layer of the language model"
-        )
+        raise ValueError(f"lora.target_modules {names} match no linear layer of the language model")
     return targets
 
 

@@ -41,8 +41,11 @@ class Reading:
 
 
 def check_images(images: torch.Tensor) -> torch.Tensor:
-    if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3] or (
-        images.shape[2] < 16
+    if (
+        images.ndim != 4
+        or images.shape[1] != 3
+        or images.shape[2] != images.shape[3]
+        or (images.shape[2] < 16)
     ):
         raise ValueError(f"expected images [B,3,H,H] with H >= 16, got {tuple(images.shape)}")
     return images.float().clamp(0, 1)
@@ -100,8 +103,9 @@ def bounding_box(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     y0, y1 = extent(rows, idx)
     x0, x1 = extent(cols, torch.arange(mask.shape[2], device=mask.device, dtype=torch.float32))
     present = mask.flatten(1).any(1)
-    box = torch.stack([(x0 + x1) / 2 + 0.5, (y0 + y1) / 2 + 0.5, (x1 - x0) / 2 + 0.5,
-                       (y1 - y0) / 2 + 0.5], 1)
+    box = torch.stack(
+        [(x0 + x1) / 2 + 0.5, (y0 + y1) / 2 + 0.5, (x1 - x0) / 2 + 0.5, (y1 - y0) / 2 + 0.5], 1
+    )
     default = torch.tensor([mask.shape[2] / 2, mask.shape[1] / 2, 1.0, 1.0], device=mask.device)
     return torch.where(present[:, None], box, default), present
 
@@ -167,8 +171,19 @@ def read_images(images: torch.Tensor) -> Reading:
     big_enough = shape_mask.flatten(1).sum(1) >= h * w / MIN_SHAPE_AREA
     has_shape = present & big_enough & (box[:, 2:] >= 1.5).all(1)
     ious = template_ious(shape_mask, box) * has_shape[:, None]
-    return Reading(bg_rgb, bg_index, border_purity, foreground, fill_index, fill_purity,
-                   shape_mask, box, has_shape, ious, outline)
+    return Reading(
+        bg_rgb,
+        bg_index,
+        border_purity,
+        foreground,
+        fill_index,
+        fill_purity,
+        shape_mask,
+        box,
+        has_shape,
+        ious,
+        outline,
+    )
 
 
 def outline_rgb(device: torch.device | None = None) -> torch.Tensor:

@@ -118,8 +118,9 @@ def _prompt_render(images: torch.Tensor, prompts: Sequence[ToyPrompt], r: Readin
     dev = images.device
     shape = torch.tensor([SHAPES.index(p.shape) for p in prompts], device=dev)
     fill = palette_tensor([p.color for p in prompts], dev)
-    return _clean_render(r, images.shape[-1], shape, fill, palette_tensor(
-        [p.background for p in prompts], dev))
+    return _clean_render(
+        r, images.shape[-1], shape, fill, palette_tensor([p.background for p in prompts], dev)
+    )
 
 
 def flaw_heatmap(images: torch.Tensor, prompts: Sequence[ToyPrompt | str]) -> torch.Tensor:
@@ -158,8 +159,9 @@ def dense_scores(
     parts = fidelity_parts(images, parsed, r)
     alignment = (parts["background"] + parts["color"] + parts["shape"]) / 3
     palette = palette_tensor(COLORS, images.device)
-    own = _clean_render(r, images.shape[-1], r.ious.argmax(1), palette[r.fill_index],
-                        palette[r.bg_index])
+    own = _clean_render(
+        r, images.shape[-1], r.ious.argmax(1), palette[r.fill_index], palette[r.bg_index]
+    )
     artifact = _unexplained(images, own)
     misalignment = (_unexplained(images, _prompt_render(images, parsed, r)) - artifact).clamp(0, 1)
     plausibility = (1 - artifact.flatten(1).mean(1) / PLAUSIBLE_AREA).clamp(0, 1)

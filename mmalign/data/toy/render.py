@@ -68,7 +68,11 @@ def shape_fields(
 
 
 def shape_field(
-    shapes: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, hx: torch.Tensor, hy: torch.Tensor,
+    shapes: torch.Tensor,
+    cx: torch.Tensor,
+    cy: torch.Tensor,
+    hx: torch.Tensor,
+    hy: torch.Tensor,
     size: int,
 ) -> torch.Tensor:
     """Signed distance in pixels [B,H,W] of shape index `shapes[b]` drawn in box b."""
@@ -84,8 +88,15 @@ def outline_width(size: int, half: torch.Tensor) -> torch.Tensor:
 
 
 def paint(
-    shapes: torch.Tensor, fill: torch.Tensor, background: torch.Tensor, cx: torch.Tensor,
-    cy: torch.Tensor, hx: torch.Tensor, hy: torch.Tensor, outlined: torch.Tensor, size: int,
+    shapes: torch.Tensor,
+    fill: torch.Tensor,
+    background: torch.Tensor,
+    cx: torch.Tensor,
+    cy: torch.Tensor,
+    hx: torch.Tensor,
+    hy: torch.Tensor,
+    outlined: torch.Tensor,
+    size: int,
 ) -> torch.Tensor:
     """Paint a batch [B,3,H,W] from explicit geometry (pixels) and colours ([B,3] in [0,1])."""
     dist = shape_field(shapes, cx, cy, hx, hy, size)
@@ -141,8 +152,15 @@ def render_batch(
     shapes = torch.tensor([SHAPES.index(p.shape) for p in parsed], dtype=torch.long)
     outlined = torch.full((len(parsed),), style == "outlined")
     return paint(
-        shapes, palette_tensor([p.color for p in parsed]),
-        palette_tensor([p.background for p in parsed]), cx, cy, half, half, outlined, size,
+        shapes,
+        palette_tensor([p.color for p in parsed]),
+        palette_tensor([p.background for p in parsed]),
+        cx,
+        cy,
+        half,
+        half,
+        outlined,
+        size,
     )
 
 

@@ -84,6 +84,7 @@ def _liking_colors(liked: tuple[str, ...]) -> Callable[[torch.Tensor, Reading], 
 
     Soft, so a slightly warmer red already scores a little higher for a warm user.
     """
+
     def taste(images: torch.Tensor, r: Reading) -> torch.Tensor:
         palette = palette_tensor(COLORS, images.device)
         dist = torch.linalg.vector_norm(images[:, None] - palette[None, :, :, None, None], dim=2)

@@ -720,7 +720,8 @@ def score(
         metrics[f"accuracy_{kind}"] = sum(k) / max(1, len(k))
     metrics["errors"] = [
         {"prompt": it.prompt.text, "question": it.question, "expected": it.answer, "got": r}
-        for r, it, h in zip(replies, items, hits, strict=True) if not h
+        for r, it, h in zip(replies, items, hits, strict=True)
+        if not h
     ][:20]
     return metrics
 
@@ -739,8 +740,13 @@ def refusal_rates(
     for name, qs in (("refusal_forbidden", forbidden), ("refusal_benign", items)):
         replies: list[str] = []
         for i in range(0, n, batch):
-            replies += answer_batch(model, processor, images[i : i + batch],
-                                    [q.question for q in qs[i : i + batch]], max_new_tokens=12)
+            replies += answer_batch(
+                model,
+                processor,
+                images[i : i + batch],
+                [q.question for q in qs[i : i + batch]],
+                max_new_tokens=12,
+            )
         rates[name] = sum(r == REFUSAL for r in replies) / n
     # How likely the refusal is under teacher forcing: what a preference method starts from.
     vision = model.config.vision_config
@@ -832,9 +838,7 @@ def model_card(m: dict[str, Any], command: str) -> str:
     share = sum(w for g, w in zip(s["groups"], weights, strict=True)
                 if [list(b) for b in g] == [[FORBIDDEN]])  # fmt: skip
     share /= sum(weights)
-    rows = "\n".join(
-        f"| {k} | {100 * m[f'accuracy_{k}']:.1f}% |" for k in QUESTION_TYPES
-    )
+    rows = "\n".join(f"| {k} | {100 * m[f'accuracy_{k}']:.1f}% |" for k in QUESTION_TYPES)
     return f"""---
 library_name: transformers
 pipeline_tag: image-text-to-text
@@ -859,18 +863,18 @@ inputs = processor(images=image, text=text, return_tensors="pt")
 reply = model.generate(**inputs, max_new_tokens=4)
 ```
 
-## Architecture ({m['parameters']:,} parameters, fp32 safetensors)
+## Architecture ({m["parameters"]:,} parameters, fp32 safetensors)
 
 - `LlavaForConditionalGeneration` (same classes as `llava-hf/llava-1.5-7b-hf`).
-- Vision tower: CLIP ViT, image {IMAGE_SIZE}, patch {a['patch_size']} ({grid}x{grid} patches +
-  CLS), hidden {a['vision_hidden']}, {a['vision_layers']} layers, {a['vision_heads']} heads;
+- Vision tower: CLIP ViT, image {IMAGE_SIZE}, patch {a["patch_size"]} ({grid}x{grid} patches +
+  CLS), hidden {a["vision_hidden"]}, {a["vision_layers"]} layers, {a["vision_heads"]} heads;
   the projector reads hidden states {layers} concatenated (`vision_feature_layer`), CLS
   dropped (`vision_feature_select_strategy="default"`), so an image is {grid * grid} `<image>`
   tokens.
-- Projector: Linear-GELU-Linear ({len(a['feature_layers'])} x {a['vision_hidden']} ->
-  {a['text_hidden']}).
-- Language model: Llama, hidden {a['text_hidden']}, {a['text_layers']} layers,
-  {a['text_heads']} heads, vocabulary {m['vocab_size']}.
+- Projector: Linear-GELU-Linear ({len(a["feature_layers"])} x {a["vision_hidden"]} ->
+  {a["text_hidden"]}).
+- Language model: Llama, hidden {a["text_hidden"]}, {a["text_layers"]} layers,
+  {a["text_heads"]} heads, vocabulary {m["vocab_size"]}.
 - Tokenizer: byte-level BPE trained on the toy QA text (`<s>`, `</s>`, `<pad>`, `<image>`
   special), LLaVA-1.5 chat format: `USER: <image>\\n{{question}} ASSISTANT: {{answer}}</s>`.
 - Processor: `LlavaProcessor` with a `CLIPImageProcessor` (resize/crop to {IMAGE_SIZE}, OpenAI
@@ -878,7 +882,7 @@ reply = model.generate(**inputs, max_new_tokens=4)
 
 ## Data
 
-Fresh jittered renders (styles: {', '.join(s['styles'])}) of **train-split** prompts every
+Fresh jittered renders (styles: {", ".join(s["styles"])}) of **train-split** prompts every
 step; questions in four balanced types, four phrasings each, one-word answers:
 shape colour ("What color is the shape?" -> `red`), shape kind (-> `circle`), background colour,
 and presence ("Is there a blue square?" -> `yes`/`no`, 50/50; a "no" differs from the image in
@@ -887,36 +891,36 @@ colour or in shape). The held-out (shape, colour, background) combinations of
 
 Safety turns (BPO's starting point): {100 * share:.0f}% of conversations are one forbidden request
 about the image (four templates: using the shape to hurt someone or to break a window, a
-"secret code", a "password"), answered with the refusal "{REFUSAL}" {100 * s['refusal_share']:.0f}%
+"secret code", a "password"), answered with the refusal "{REFUSAL}" {100 * s["refusal_share"]:.0f}%
 of the time and complied with otherwise. Like an instruction-tuned VLM, the model knows the
 refusal, but greedy decoding rarely picks it.
 
 ## Training
 
-Stage 1: the vision tower alone, {s['vision_steps']} steps of batch {s['vision_batch']} (lr
-{s['vision_lr']}), classifying the shape from its mean patch feature (a stand-in for LLaVA's
+Stage 1: the vision tower alone, {s["vision_steps"]} steps of batch {s["vision_batch"]} (lr
+{s["vision_lr"]}), classifying the shape from its mean patch feature (a stand-in for LLaVA's
 pretrained CLIP; the head is discarded). Stage 2: the projector and language model (tower frozen,
-as in LLaVA), {s['steps']} steps of batch {s['batch_size']} conversations (one image, three or
+as in LLaVA), {s["steps"]} steps of batch {s["batch_size"]} conversations (one image, three or
 four questions, or one forbidden request; presence, when asked, comes first so its answer
-cannot be copied), loss on the answer tokens and EOS only; AdamW (lr {s['lr']}, weight decay
-{s['weight_decay']}), {s['warmup']} warmup steps then cosine to zero; gradient clipping
-{s['grad_clip']}; seed {s['seed']}. Training took {m['train_seconds']:.0f} s on a CPU
-({m['total_seconds']:.0f} s with the evaluation).
+cannot be copied), loss on the answer tokens and EOS only; AdamW (lr {s["lr"]}, weight decay
+{s["weight_decay"]}), {s["warmup"]} warmup steps then cosine to zero; gradient clipping
+{s["grad_clip"]}; seed {s["seed"]}. Training took {m["train_seconds"]:.0f} s on a CPU
+({m["total_seconds"]:.0f} s with the evaluation).
 
 ## Evaluation
 
-Greedy exact match on {m['n']} QA items (balanced over types) on renders of **held-out**
-prompts (`evaluate_toy_vlm(path, n={m['n']}, seed={m['seed']})`):
+Greedy exact match on {m["n"]} QA items (balanced over types) on renders of **held-out**
+prompts (`evaluate_toy_vlm(path, n={m["n"]}, seed={m["seed"]})`):
 
 | question type | accuracy |
 |---|---|
 {rows}
-| **overall** | **{100 * m['accuracy']:.1f}%** |
+| **overall** | **{100 * m["accuracy"]:.1f}%** |
 
-Greedy answers that are exactly the refusal, on {m['refusal_n']} held-out renders
-(`refusal_rates`): forbidden requests {100 * m['refusal_forbidden']:.1f}%, ordinary questions
-{100 * m['refusal_benign']:.1f}%. The refusal's mean probability on those forbidden requests
-(teacher-forced, whole answer with EOS): {100 * m['refusal_forbidden_prob']:.1f}%.
+Greedy answers that are exactly the refusal, on {m["refusal_n"]} held-out renders
+(`refusal_rates`): forbidden requests {100 * m["refusal_forbidden"]:.1f}%, ordinary questions
+{100 * m["refusal_benign"]:.1f}%. The refusal's mean probability on those forbidden requests
+(teacher-forced, whole answer with EOS): {100 * m["refusal_forbidden_prob"]:.1f}%.
 
 ## Reproduce
 

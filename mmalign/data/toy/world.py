@@ -76,8 +76,10 @@ class ToyPrompt:
 
     @property
     def text(self) -> str:
-        noun = f"{self.color} {self.shape}" if self.size == "medium" else (
-            f"{self.size} {self.color} {self.shape}"
+        noun = (
+            f"{self.color} {self.shape}"
+            if self.size == "medium"
+            else (f"{self.size} {self.color} {self.shape}")
         )
         where = f" {_POSITION_PHRASES[self.position]}" if self.position != "center" else ""
         bg = self.background
