@@ -99,7 +99,7 @@ def _pixel_batch(batch: int, resolution: int) -> dict[str, Any]:
     image content, and random pixels need no toy dataset to be rendered first."""
     import torch
 
-    from mmalign.data.toy.world import sample_prompts
+    from mmalign.toy.world import sample_prompts
 
     g = torch.Generator().manual_seed(0)
     r = float(resolution)

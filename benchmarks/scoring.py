@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.images, args.repeats = args.batch, 1
     torch.set_num_threads(args.threads)
-    from mmalign.data.toy.world import sample_prompts
+    from mmalign.toy.world import sample_prompts
 
     prompts = [t.text for t in sample_prompts(args.images, "heldout", 0)]
     images = torch.rand(

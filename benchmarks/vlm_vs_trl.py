@@ -401,7 +401,7 @@ def prepare(workdir: Path, models: list[str], n_rows: int) -> tuple[dict[str, st
     """Save the tiny random models and build the toy hallucination rows (once per run)."""
     from datasets import load_from_disk
 
-    from mmalign.data.toy.datasets import build_dataset
+    from mmalign.toy.datasets import build_dataset
     from mmalign.vlm.tiny import tiny_llava, tiny_qwen2vl
 
     paths = {}

@@ -146,7 +146,7 @@ def _cmd_showcase(args: argparse.Namespace) -> int:
 
 
 def _cmd_toy_path(args: argparse.Namespace) -> int:
-    from .data.toy.paths import model_path
+    from .toy.paths import model_path
 
     print(model_path(args.model))
     return 0
@@ -155,8 +155,8 @@ def _cmd_toy_path(args: argparse.Namespace) -> int:
 def _cmd_toy_build(args: argparse.Namespace) -> int:
     import json
 
-    from .data.toy.build import build
-    from .data.toy.paths import MODELS_DIR
+    from .toy.models.build import build
+    from .toy.paths import MODELS_DIR
 
     which = tuple(args.only) if args.only else ("sd", "vlm")
     results = build(which, out_root=args.out or MODELS_DIR, work_dir=args.work, seed=args.seed)
@@ -169,7 +169,7 @@ def _cmd_toy_data(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from .data.toy.datasets import build_dataset
+    from .toy.datasets import build_dataset
 
     options = {}
     for item in args.set or []:

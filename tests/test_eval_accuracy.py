@@ -9,9 +9,9 @@ import torch
 
 from mmalign.cli import main
 from mmalign.data.pickapic import write_pickapic
-from mmalign.data.toy.render import render
-from mmalign.data.toy.world import sample_prompts
 from mmalign.eval.accuracy import outcome_scores, tune_threshold
+from mmalign.toy.render import render
+from mmalign.toy.world import sample_prompts
 
 
 def test_tie_protocol_by_hand():

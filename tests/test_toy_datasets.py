@@ -11,10 +11,10 @@ from datasets import load_from_disk
 
 from mmalign.data.pickapic import load_pickapic
 from mmalign.data.schema import validate_rows
-from mmalign.data.toy.analysis import read_images
-from mmalign.data.toy.datasets import REFUSAL, build_dataset
-from mmalign.data.toy.rewards import USERS, style_score, user_reward
-from mmalign.data.toy.world import COLORS, SHAPES, is_heldout, parse_prompt
+from mmalign.toy.analysis import read_images
+from mmalign.toy.datasets import REFUSAL, build_dataset
+from mmalign.toy.rewards import USERS, style_score, user_reward
+from mmalign.toy.world import COLORS, SHAPES, is_heldout, parse_prompt
 
 IMAGE_COLUMNS = ["prompt", "chosen", "rejected", "label", "source"]
 
@@ -52,7 +52,7 @@ def check(out, kind: str, columns: list[str], tmp_path, *, tie_policy: str = "dr
 @pytest.fixture(scope="module")
 def toy_sd(tmp_path_factory):
     """A random-weight toy-sd (2 training steps), loaded once."""
-    from mmalign.data.toy.sd import ToySDSettings, build_toy_sd, load_pipeline
+    from mmalign.toy.models.sd import ToySDSettings, build_toy_sd, load_pipeline
 
     root = tmp_path_factory.mktemp("toy-sd")
     settings = ToySDSettings(
@@ -154,7 +154,7 @@ def test_flaws_heatmaps_only_on_rejected_and_dense_set(tmp_path) -> None:
 
 
 def test_vqa_wrong_answer_of_same_type(tmp_path) -> None:
-    from mmalign.data.toy.vlm import PHRASINGS
+    from mmalign.toy.models.vlm import PHRASINGS
 
     build_dataset("vqa", tmp_path, n=16)
     ds, summary = check(tmp_path, "text", [*IMAGE_COLUMNS[:4], "image", "source"], tmp_path)
@@ -178,7 +178,7 @@ def test_hallucination_answers_true_to_each_image(tmp_path) -> None:
     image, retrieved = tensor(ds["image"]), tensor(ds["retrieved_image"])
     assert all((image[i] != retrieved[i]).any() for i in range(len(ds)))
     assert all(c != r for c, r in zip(ds["chosen"], ds["rejected"], strict=True))
-    from mmalign.data.toy.vlm import PHRASINGS
+    from mmalign.toy.models.vlm import PHRASINGS
 
     seen, other = read_images(image), read_images(retrieved)
     reading = {

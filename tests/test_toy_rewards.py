@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mmalign.data.toy.flaws import dense_scores, flaw_heatmap, inject_flaws
-from mmalign.data.toy.render import STYLES, render_batch
-from mmalign.data.toy.rewards import USERS, fidelity, fidelity_parts, style_score, user_reward
-from mmalign.data.toy.world import COLORS, POSITIONS, SHAPES, SIZES, ToyPrompt, all_prompts
 from mmalign.rewards import SCORERS, Scorer, get_scorer, scorer_names
+from mmalign.toy.flaws import dense_scores, flaw_heatmap, inject_flaws
+from mmalign.toy.render import STYLES, render_batch
+from mmalign.toy.rewards import USERS, fidelity, fidelity_parts, style_score, user_reward
+from mmalign.toy.world import COLORS, POSITIONS, SHAPES, SIZES, ToyPrompt, all_prompts
 
 
 def _covering_prompts() -> list[ToyPrompt]:

@@ -7,10 +7,10 @@ import time
 import pytest
 import torch
 
-from mmalign.data.toy import sd
-from mmalign.data.toy.clip_tokenizer import save_clip_tokenizer
-from mmalign.data.toy.paths import model_path
-from mmalign.data.toy.world import sample_prompts
+from mmalign.toy.models import sd
+from mmalign.toy.models.clip_tokenizer import save_clip_tokenizer
+from mmalign.toy.paths import model_path
+from mmalign.toy.world import sample_prompts
 
 
 def test_clip_tokenizer_spells_every_toy_word_as_one_token(tmp_path):
@@ -102,7 +102,7 @@ def test_shipped_toy_sd_loads_like_sd15(shipped):
 
 def test_shipped_toy_sd_follows_heldout_prompts(shipped):
     """The model card's figure uses 200 prompts; 40 here keep the test short."""
-    from mmalign.data.toy.rewards import fidelity
+    from mmalign.toy.rewards import fidelity
 
     prompts = [p.text for p in sample_prompts(40, "heldout", 1234)]
     start = time.perf_counter()

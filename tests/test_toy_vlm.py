@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from mmalign.data.toy import vlm
-from mmalign.data.toy.world import is_heldout
+from mmalign.toy.models import vlm
+from mmalign.toy.paths import model_path
+from mmalign.toy.world import is_heldout
 
-SHIPPED = Path(vlm.__file__).parent / "models" / "toy-vlm"
+SHIPPED = model_path("vlm")  # shipped with the package: a missing model is a failure, not a skip
 TINY = vlm.ToyVLMArch(patch_size=8, vision_hidden=32, vision_layers=1, vision_heads=2,
                       text_hidden=32, text_layers=1, text_heads=2)  # fmt: skip
 
@@ -154,10 +153,6 @@ def test_resume_matches_straight_run(tokenizer, tmp_path, restart_at):
         vlm.train(second, tokenizer, other, tmp_path / "b", progress=False)
 
 
-@pytest.mark.skipif(
-    not SHIPPED.is_dir(),
-    reason=f"toy-vlm is not built yet at {SHIPPED}; build it with `mmalign toy build --only vlm`",
-)
 def test_shipped_model_answers_heldout_questions():
     metrics = vlm.evaluate_toy_vlm(SHIPPED, n=60, seed=7)
     # The card reports >= 90% on 400 items; 85% on 60 is a real bar that a fixed seed can't flake.
@@ -166,7 +161,6 @@ def test_shipped_model_answers_heldout_questions():
     assert total <= 12 * 2**20
 
 
-@pytest.mark.skipif(not SHIPPED.is_dir(), reason="toy-vlm is not built yet")
 def test_shipped_model_knows_the_refusal_but_rarely_gives_it():
     """toy-vlm is BPO's starting point: on forbidden requests the refusal is a likely answer
     under teacher forcing (the card: about 15%), so preference training can raise it, yet greedy

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmalign.data.toy.render import OUTLINE_RGB, palette_tensor, render, render_batch
-from mmalign.data.toy.world import (
+from mmalign.toy.render import OUTLINE_RGB, palette_tensor, render, render_batch
+from mmalign.toy.world import (
     COLORS,
     PALETTE,
     POSITIONS,

@@ -7,7 +7,7 @@ import json
 import torchvision.transforms.functional as F
 
 from mmalign.cli import main
-from mmalign.data.toy.render import render
+from mmalign.toy.render import render
 
 
 def test_chat_answers_about_an_image(tmp_path, capsys):

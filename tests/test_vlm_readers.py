@@ -275,7 +275,7 @@ def test_open_vlm_pairs_toy_and_collator(folder):
     """toy:<kind> and reader rows both go through the VLM collator of toy-vlm."""
     from transformers import AutoProcessor
 
-    from mmalign.data.toy.paths import model_path
+    from mmalign.toy.paths import model_path
     from mmalign.vlm.collate import PairCollator
 
     ds, report = open_vlm_pairs("toy:hallucination", "train", max_samples=4)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from mmalign.data.toy import COLORS, SHAPES, render, sample_prompts
-from mmalign.data.toy.render import render_batch
-from mmalign.data.toy.vlm import answer, to_pil
-from mmalign.data.toy.world import parse_prompt
+from mmalign.toy import COLORS, SHAPES, render, sample_prompts
+from mmalign.toy.models.vlm import answer, to_pil
+from mmalign.toy.render import render_batch
+from mmalign.toy.world import parse_prompt
 from mmalign.vlm.collate import PairCollator, image_key
 from mmalign.vlm.data import open_vlm_pairs
 from mmalign.vlm.load import VLM, load_vlm

@@ -40,7 +40,7 @@ def test_adapter_loads_with_peft_and_changes_the_answer(tmp_path):
     from peft import PeftModel
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from mmalign.data.toy.paths import model_path
+    from mmalign.toy.paths import model_path
     from mmalign.vlm.evaluate import answer_rows, heldout_rows
     from mmalign.vlm.load import VLM
 

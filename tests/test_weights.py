@@ -44,7 +44,7 @@ def test_concurrent_runs_build_a_toy_dataset_once(tmp_path, monkeypatch):
     import threading
     import time
 
-    import mmalign.data.toy.datasets as datasets
+    import mmalign.toy.datasets as datasets
     from mmalign.diffusion.data import toy_pairs
 
     monkeypatch.setenv("MMALIGN_CACHE", str(tmp_path / "cache"))

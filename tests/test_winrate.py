@@ -34,7 +34,7 @@ def test_the_interval_narrows_with_more_prompts():
 
 
 def test_toy_prompts_are_held_out_and_fixed():
-    from mmalign.data.toy.world import is_heldout, parse_prompt
+    from mmalign.toy.world import is_heldout, parse_prompt
 
     prompts = resolve_prompts("toy:heldout")
     assert len(prompts) == 200 and prompts == resolve_prompts("toy:heldout")

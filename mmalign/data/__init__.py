@@ -1,7 +1,7 @@
 """Preference data: the `PreferencePair` schema, dataset readers/writers, and the toy world."""
 
 # Schema and Pick-a-Pic names load on first use: importing `datasets` takes about a
-# second, and `mmalign.data.toy` (and the CLI) should not pay for it.
+# second, and `mmalign.toy` (and the CLI) should not pay for it.
 _LAZY = {
     "IMAGE_PAIR_FEATURES": "schema",
     "TEXT_PAIR_FEATURES": "schema",

@@ -48,12 +48,12 @@ def _with_model(options: Mapping[str, Any], model: str | None) -> dict[str, Any]
 def toy_data_folder(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
     """Where toy dataset `kind` built with `options` is cached. Kinds sampled from toy-sd
     (`MODEL_KINDS`) are also keyed by its weight files, so a rebuilt model gets new data."""
-    from ..data.toy.datasets import MODEL_KINDS
+    from ..toy.datasets import MODEL_KINDS
 
     opts = _with_model(options, model)
     key: list[Any] = [kind, opts]
     if kind in MODEL_KINDS:
-        from ..data.toy.paths import model_path
+        from ..toy.paths import model_path
 
         key.append(weight_files(model if model is not None else model_path("sd"), recursive=True))
     return cache_root() / "toy-data" / f"{kind}-{_digest(key)}"
@@ -61,7 +61,7 @@ def toy_data_folder(kind: str, options: Mapping[str, Any], model: str | None = N
 
 def toy_pairs(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
     """Build toy dataset `kind` with `options` once; later calls return the cached folder."""
-    from ..data.toy.datasets import KINDS, build_dataset
+    from ..toy.datasets import KINDS, build_dataset
 
     if kind not in KINDS:
         from ..suggest import did_you_mean

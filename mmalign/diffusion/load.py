@@ -67,7 +67,7 @@ def pipeline_class(name_or_path: str | Path) -> str | None:
 def resolve_model(name_or_path: str | Path) -> str:
     """`toy:sd` names the shipped toy-sd; anything else is a folder or hub id as given."""
     if str(name_or_path) == "toy:sd":
-        from ..data.toy.paths import model_path
+        from ..toy.paths import model_path
 
         return str(model_path("sd"))
     return str(name_or_path)
@@ -122,7 +122,7 @@ def _toy_tokenizer():
     """The toy world's real CLIP BPE tokenizer (shipped with toy-sd): tests need no download."""
     from transformers import CLIPTokenizer
 
-    from ..data.toy.paths import model_path
+    from ..toy.paths import model_path
 
     return CLIPTokenizer.from_pretrained(model_path("sd") / "tokenizer")
 

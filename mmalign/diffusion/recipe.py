@@ -33,7 +33,7 @@ def validation_prompts(spec: list[str] | str) -> list[str]:
 def resolve_prompts(spec: str) -> list[str]:
     """`toy:heldout[:N]` / `toy:train[:N]` (default N 200) or a text file, one prompt a line."""
     if spec.startswith("toy:"):
-        from ..data.toy.world import sample_prompts
+        from ..toy.world import sample_prompts
 
         parts = spec.split(":")
         split = parts[1] if len(parts) > 1 else "heldout"

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 def sampling_defaults(model, steps: int | None, guidance: float | None) -> tuple[int, float]:
     """The toy-sd card's sampler (20 steps, guidance 2.5); else 50 steps, guidance 7.5 (SD1.5)
     or 5.0 (SDXL). An explicit `steps` / `guidance` wins."""
-    from ..data.toy.paths import MODELS_DIR
+    from ..toy.paths import MODELS_DIR
 
     toy = str(model.source).startswith(str(MODELS_DIR))
     default_steps = 20 if toy else 50

@@ -86,7 +86,7 @@ def save_pickscore(out: str | Path, *, seed: int = 0) -> tuple[Path, Path]:
     (the toy-sd CLIP BPE tokenizer, 32 px image processor) saved with `save_pretrained`."""
     from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from ..data.toy.paths import model_path
+    from ..toy.paths import model_path
 
     out = Path(out)
     tokenizer = AutoTokenizer.from_pretrained(model_path("sd") / "tokenizer")

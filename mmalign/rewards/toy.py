@@ -1,4 +1,4 @@
-"""Scorers for the toy world (`mmalign.data.toy`): exact, programmatic, CPU-fast."""
+"""Scorers for the toy world (`mmalign.toy`): exact, programmatic, CPU-fast."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import torch
 
-from ..data.toy.flaws import dense_scores
-from ..data.toy.render import STYLES
-from ..data.toy.rewards import USERS, fidelity, style_score, user_reward
 from ..suggest import did_you_mean
+from ..toy.flaws import dense_scores
+from ..toy.render import STYLES
+from ..toy.rewards import USERS, fidelity, style_score, user_reward
 from .base import ImageBatch, as_image_batch
 
 

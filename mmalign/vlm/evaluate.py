@@ -23,7 +23,7 @@ def heldout_rows(task: str, n: int, seed: int) -> Any:
     """`n` toy rows of `task` on held-out prompts (built in a temporary folder)."""
     from datasets import load_from_disk
 
-    from ..data.toy.datasets import build_dataset
+    from ..toy.datasets import build_dataset
 
     if task not in TASKS:
         raise ValueError(f"unknown toy VLM task {task!r}; use {', '.join(TASKS)}")

@@ -61,7 +61,7 @@ class VLM:
 def resolve_model(name_or_path: str | Path) -> str:
     """`toy:vlm` names the shipped toy-vlm; anything else is a folder or hub id as given."""
     if str(name_or_path) == "toy:vlm":
-        from ..data.toy.paths import model_path
+        from ..toy.paths import model_path
 
         return str(model_path("vlm"))
     return str(name_or_path)

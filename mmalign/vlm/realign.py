@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.schema import ValidationReport, to_pil_image
-from ..data.toy.world import COLORS, POSITIONS, SHAPES, SIZES
+from ..toy.world import COLORS, POSITIONS, SHAPES, SIZES
 from .collate import ChatFormat, image_key, row_images
 from .load import VLM
 

@@ -43,7 +43,7 @@ def make_tokenizer(special: Sequence[str], *, bos: str | None, eos: str, pad: st
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    from ..data.toy.vlm import byte_level_bpe
+    from ..toy.models.vlm import byte_level_bpe
 
     tok = byte_level_bpe([CORPUS] * 4, special, vocab_size)
     if bos is not None:

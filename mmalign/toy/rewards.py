@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ...suggest import did_you_mean
+from ..suggest import did_you_mean
 from .analysis import DARK, Reading, as_prompts, read_images
 from .render import STYLES, palette_tensor
 from .world import COLORS, SHAPES, ToyPrompt

@@ -41,12 +41,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ...suggest import did_you_mean
-from ..pickapic import write_pickapic
-from ..schema import FIELDS, HEATMAP_CHANNELS, Kind, to_pil_image, write_pairs
+from ..data.pickapic import write_pickapic
+from ..data.schema import FIELDS, HEATMAP_CHANNELS, Kind, to_pil_image, write_pairs
+from ..suggest import did_you_mean
+from .models.vlm import FORBIDDEN_REQUESTS, REFUSAL, make_forbidden
 from .render import STYLES, palette_tensor, render_batch
 from .rewards import USERS, style_score, user_reward
-from .vlm import FORBIDDEN_REQUESTS, REFUSAL, make_forbidden
 from .world import COLORS, SHAPES, SIZES, ToyPrompt, is_heldout, sample_prompts
 
 KINDS = ("pairs", "style", "users", "flaws", "vqa", "hallucination", "safety")
@@ -87,7 +87,7 @@ def _quantise(images: torch.Tensor) -> torch.Tensor:
 
 
 def _pipeline(model: Any):
-    from .sd import load_pipeline
+    from .models.sd import load_pipeline
 
     if model is None:
         from .paths import model_path
@@ -108,7 +108,7 @@ def _model_images(
     desc: str,
 ) -> torch.Tensor:
     """toy-sd samples of `texts`, the i-th drawn with seed `seed + i` whatever the batching."""
-    from .sd import sample
+    from .models.sd import sample
 
     out = []
     with tqdm(total=len(texts), desc=desc, unit="img", disable=not progress) as bar:
@@ -606,7 +606,7 @@ def build_flaws(
 
 def _qa(n: int, split: str, seed: int, kind: str):
     """`n` balanced QA items and their renders from toy-vlm's own training generator."""
-    from .vlm import sample_qa
+    from .models.vlm import sample_qa
 
     items, images = sample_qa(n, split, _gen(seed, "qa", kind))
     return items, _quantise(images)
@@ -695,7 +695,7 @@ def build_hallucination(
     is about (a colour, the shape, the background; for presence questions, the asked object's
     colour or shape). The retrieved prompt stays in `prompt_split` (no held-out leak)."""
     started, options = time.perf_counter(), _options(locals())
-    from .vlm import make_qa
+    from .models.vlm import make_qa
 
     retrieved: list[ToyPrompt] = []
     rewritten = 0

@@ -10,7 +10,7 @@ The tokenizer is a real byte-level BPE trained on the toy QA corpus, with LLaVA'
 train-split prompts every step; the card reports greedy exact-match accuracy on renders of
 held-out (shape, colour, background) combinations the model never saw.
 
-Build: `python -m mmalign.data.toy.vlm mmalign/data/toy/models/toy-vlm`.
+Build: `python -m mmalign.toy.models.vlm mmalign/data/toy/models/toy-vlm`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from ..render import render_batch
+from ..world import COLORS, SHAPES, ToyPrompt, prompts
 from .checkpoint import (
     check_fingerprint,
     fingerprint_of,
@@ -35,9 +37,7 @@ from .checkpoint import (
     restore_optimizer,
     save_tensors,
 )
-from .render import render_batch
 from .schedule import lr_factor
-from .world import COLORS, SHAPES, ToyPrompt, prompts
 
 IMAGE_SIZE = 32
 IMAGE_TOKEN = "<image>"
@@ -825,7 +825,7 @@ def build_toy_vlm(
         settings=asdict(settings),
     )
     (out / "build_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    command = command or f"python -m mmalign.data.toy.vlm {out_dir} --seed {seed}"
+    command = command or f"python -m mmalign.toy.models.vlm {out_dir} --seed {seed}"
     (out / "README.md").write_text(model_card(metrics, command))
     return metrics
 
@@ -887,7 +887,7 @@ step; questions in four balanced types, four phrasings each, one-word answers:
 shape colour ("What color is the shape?" -> `red`), shape kind (-> `circle`), background colour,
 and presence ("Is there a blue square?" -> `yes`/`no`, 50/50; a "no" differs from the image in
 colour or in shape). The held-out (shape, colour, background) combinations of
-`mmalign.data.toy.world` are never trained on.
+`mmalign.toy.world` are never trained on.
 
 Safety turns (BPO's starting point): {100 * share:.0f}% of conversations are one forbidden request
 about the image (four templates: using the shape to hurt someone or to break a window, a

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from ...suggest import did_you_mean
+from ..suggest import did_you_mean
 
 # Standard RGB meanings, chosen far apart: the closest pair (orange, yellow) is 115/255 apart,
 # so "nearest palette colour" is unambiguous for renders and tolerant for generated images.

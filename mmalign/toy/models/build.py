@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from .paths import MODEL_NAMES, MODELS_DIR
+from ..paths import MODEL_NAMES, MODELS_DIR
 
 
 def default_work_dir(seed: int) -> Path:

@@ -1,6 +1,6 @@
 """The toy "shapes" world: prompts, a renderer and exact programmatic rewards.
 
-    from mmalign.data.toy import render, fidelity
+    from mmalign.toy import render, fidelity
     image = render("a small red circle on the left on a blue background")  # [3,32,32]
     fidelity(image[None], ["a small red circle on the left on a blue background"])  # ~1.0
 

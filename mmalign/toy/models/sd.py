@@ -27,6 +27,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..render import render_batch
+from ..world import all_prompts, sample_prompts
 from .checkpoint import (
     check_fingerprint,
     fingerprint_of,
@@ -35,9 +37,7 @@ from .checkpoint import (
     save_tensors,
 )
 from .clip_tokenizer import save_clip_tokenizer
-from .render import render_batch
 from .schedule import lr_factor
-from .world import all_prompts, sample_prompts
 
 IMAGE_SIZE = 32
 TEXT_MAX_LENGTH = 24  # the longest toy caption is 13 tokens with BOS/EOS
@@ -357,7 +357,7 @@ def evaluate_toy_sd(
     batch: int = 50,
 ) -> dict[str, float]:  # fmt: skip
     """Mean `toy:fidelity` on `n` held-out prompts and seconds per image."""
-    from .rewards import fidelity
+    from ..rewards import fidelity
 
     pipe = load_pipeline(path)
     prompts = [p.text for p in sample_prompts(n, "heldout", seed)]
