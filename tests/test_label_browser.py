@@ -1,7 +1,8 @@
 """The labeling page in a real browser: Playwright drives Debian's Chromium.
 
 Logs in, votes with the keyboard, watches the progress bar advance, undoes a vote, and
-checks that the export holds exactly the votes cast.
+checks that the export holds exactly the votes cast. Every step waits for what the
+annotator sees (the progress text, the new pair, the bar at rest), never for a time.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import pytest
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
 
+from apps.label.browser import CHROMIUM, Shown, login, wait_shown  # noqa: E402
 from apps.label.export import export_votes  # noqa: E402
-from apps.label.screenshots import CHROMIUM, login  # noqa: E402
 from apps.label.store import Store  # noqa: E402
 from apps.label.testing import make_pairs_dataset, serve  # noqa: E402
 from apps.label.users import add_user  # noqa: E402
@@ -23,18 +24,17 @@ pytestmark = [
     pytest.mark.timeout(300),
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (make test)"),
 ]
+TOTAL = 6
 
 
-def _done(page) -> int:
-    return int(page.locator(".lbl-progress").get_attribute("data-done"))
-
-
-def _press(page, key: str, expect_done: int) -> None:
+def _press(page, key: str, before: Shown, done: int, *, pair: str | None = None) -> Shown:
+    """Press `key`; wait for `done` of TOTAL with a new pair (`pair` when it is known) and the
+    bar at rest, which must then be filled to done / TOTAL."""
     page.keyboard.press(key)
-    page.wait_for_function(
-        f"document.querySelector('.lbl-progress').dataset.done === '{expect_done}'",
-        timeout=30_000,
-    )
+    shown = wait_shown(page, done, total=TOTAL, not_pair=None if pair else before["pair"],
+                       pair=pair)  # fmt: skip
+    assert shown["share"] == pytest.approx(done / TOTAL, abs=0.005), shown  # the bar, too
+    return shown
 
 
 def test_keyboard_votes_progress_undo_and_export(tmp_path: Path) -> None:
@@ -52,20 +52,17 @@ def test_keyboard_votes_progress_undo_and_export(tmp_path: Path) -> None:
             login(page, server.url, "ann", "pw-ann")
             posts: list[str] = []
             page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
-            assert _done(page) == 0
-            assert page.locator(".lbl-progress").get_attribute("data-total") == "6"
+            shown = wait_shown(page, 0, total=TOTAL)
+            assert shown["share"] == 0.0  # an empty bar, not a full one swept down to 0
             for text in ("[←]", "[→]", "[↓]", "[S]", "[U]"):  # shortcuts shown on screen
                 assert page.get_by_text(text, exact=False).count() >= 1
-            width0 = page.locator(".lbl-fill").evaluate("e => e.getBoundingClientRect().width")
-            _press(page, "ArrowLeft", 1)
-            _press(page, "ArrowRight", 2)
-            width2 = page.locator(".lbl-fill").evaluate("e => e.getBoundingClientRect().width")
-            assert width2 > width0  # the bar itself advanced, not only the counter
-            _press(page, "ArrowDown", 3)
-            _press(page, "u", 2)  # undo the tie
+            shown = _press(page, "ArrowLeft", shown, 1)
+            shown = _press(page, "ArrowRight", shown, 2)
+            tied = _press(page, "ArrowDown", shown, 3)
+            shown = _press(page, "u", tied, 2, pair=shown["pair"])  # undo: the tied pair again
             page.get_by_text("Last vote undone").wait_for(timeout=30_000)
-            _press(page, "ArrowLeft", 3)
-            _press(page, "s", 4)
+            shown = _press(page, "ArrowLeft", shown, 3)
+            shown = _press(page, "s", shown, 4)
             # the six key presses went straight to Gradio's run route, none through its queue
             assert sum(u.endswith("/gradio_api/run/predict") for u in posts) == 6, posts
             assert not any("/queue/join" in u for u in posts), posts

@@ -75,7 +75,7 @@ kbd { border: 1px solid #9ca3af; border-bottom-width: 2px; border-radius: 4px;
 
 
 def _progress_html(done: int, total: int) -> str:
-    share = 100.0 * done / total if total else 100.0
+    share = 100.0 * done / total if total else 100.0  # an empty queue reads as finished
     return (
         f'<div class="lbl-progress" data-done="{done}" data-total="{total}">'
         f'<div class="lbl-bar"><div class="lbl-fill" style="width:{share:.1f}%"></div></div>'
@@ -83,11 +83,22 @@ def _progress_html(done: int, total: int) -> str:
     )
 
 
-def _prompt_html(prompt: str | None, note: str = "") -> str:
+# The bar before the page knows the queue: empty, not "0 of 0" (a full bar). Gradio patches
+# the HTML in place, so the fill keeps its element and the CSS transition animates every
+# width change: a full placeholder swept down to 0 on load and back up on the first votes.
+_PROGRESS_LOADING = (
+    '<div class="lbl-progress"><div class="lbl-bar"><div class="lbl-fill" style="width:0%">'
+    '</div></div><div class="lbl-text">Loading your queue …</div></div>'
+)
+
+
+def _prompt_html(prompt: str | None, note: str = "", pair_id: str = "") -> str:
     if prompt is None:
         return f'<div id="lbl-prompt">{html.escape(note or "Nothing left to label")}</div>'
     muted = f'<span class="lbl-muted">{html.escape(note)}</span>' if note else ""
-    return f'<div id="lbl-prompt">{muted}{html.escape(prompt)}</div>'
+    # the shown pair's id (not secret: the API hands it out): the page says which pair it shows
+    shown = html.escape(pair_id, quote=True)
+    return f'<div id="lbl-prompt" data-pair-id="{shown}">{muted}{html.escape(prompt)}</div>'
 
 
 def _user(request: gr.Request | None) -> str:
@@ -146,7 +157,8 @@ class LabelApp:
             images = [load_image(self.image_root, refs[left]),
                       load_image(self.image_root, refs[1 - left])]  # fmt: skip
         except ImageError as err:
-            return ({}, _prompt_html(pair.prompt), None, None, _progress_html(done, total),
+            return ({}, _prompt_html(pair.prompt, pair_id=pair.pair_id), None, None,
+                    _progress_html(done, total),
                     f"⚠️ cannot show pair {pair.pair_id}: {err}")  # fmt: skip
         state = {
             "pair_id": pair.pair_id,
@@ -154,7 +166,7 @@ class LabelApp:
             "vote_id": uuid.uuid4().hex,  # one id per shown pair: a double submit counts once
             "shown_at": time.monotonic(),
         }
-        return (state, _prompt_html(pair.prompt), images[0], images[1],
+        return (state, _prompt_html(pair.prompt, pair_id=pair.pair_id), images[0], images[1],
                 _progress_html(done, total), note)  # fmt: skip
 
     # -------------------------------------------------------------------- UI events
@@ -305,7 +317,7 @@ class LabelApp:
                     gr.Markdown("### mmalign · which image is better?", scale=3)
                     who = gr.Markdown(scale=2)
                     gr.Button("Log out", link="/logout", size="sm", scale=0, min_width=90)
-                progress = gr.HTML(_progress_html(0, 0))
+                progress = gr.HTML(_PROGRESS_LOADING)
                 prompt_box = None
                 generate_btn = None
                 if self.model_name:

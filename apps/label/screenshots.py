@@ -15,20 +15,10 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from .browser import CHROMIUM, login, wait_shown
 from .store import Store
 from .testing import make_pairs_dataset, serve
 from .users import add_user
-
-CHROMIUM = "/usr/bin/chromium"
-
-
-def login(page, url: str, user: str, password: str) -> None:
-    page.goto(url)
-    page.locator("input[type=text]").first.fill(user)
-    page.locator("input[type=password]").first.fill(password)
-    page.get_by_role("button", name="Login").click()
-    page.locator("#lbl-left").wait_for(timeout=60_000)
-    page.locator(".lbl-img img").first.wait_for(timeout=60_000)
 
 
 def main() -> None:
@@ -62,13 +52,10 @@ def main() -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1360, "height": 960})
             login(page, server.url, "lead", "pw-lead")
+            shown = wait_shown(page, 0)
             for key in ("ArrowLeft", "ArrowRight", "ArrowDown", "ArrowLeft"):
-                before = page.locator(".lbl-progress").get_attribute("data-done")
                 page.keyboard.press(key)
-                page.wait_for_function(
-                    f"document.querySelector('.lbl-progress').dataset.done !== '{before}'"
-                )
-            page.wait_for_timeout(800)
+                shown = wait_shown(page, shown["done"] + 1, not_pair=shown["pair"])
             page.screenshot(path=str(out / "label.png"))
             page.get_by_role("tab", name="Admin").click()
             page.locator(".lbl-cards").wait_for(timeout=30_000)
