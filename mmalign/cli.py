@@ -85,11 +85,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_winrate(args: argparse.Namespace) -> int:
+    from .data.prompts import resolve_prompts
     from .diffusion import load_pipeline, load_tuned
     from .diffusion.recipe import run_info
     from .diffusion.sample import sampling_defaults
     from .eval.cli import scorer_kwargs
-    from .eval.prompts import resolve_prompts
     from .eval.winrate import run_winrate
 
     info = run_info(args.tuned)

@@ -38,8 +38,9 @@ def _set_aside_other_recipe(run_dir: Path, cfg: object) -> None:
 
 
 def run_demo(out: str | Path, config: str | Path = CONFIG, overrides: tuple[str, ...] = ()):
+    from .data.prompts import resolve_prompts
     from .diffusion import load_pipeline, load_tuned
-    from .diffusion.recipe import DiffusionRecipe, resolve_prompts
+    from .diffusion.recipe import DiffusionRecipe
     from .eval.winrate import run_winrate
     from .train import Config
     from .train.loop import train

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from mmalign.diffusion.data import toy_data_folder
+from mmalign.toy.cache import toy_data_folder
 from mmalign.weights import weight_files
 
 
@@ -45,7 +45,7 @@ def test_concurrent_runs_build_a_toy_dataset_once(tmp_path, monkeypatch):
     import time
 
     import mmalign.toy.datasets as datasets
-    from mmalign.diffusion.data import toy_pairs
+    from mmalign.toy.cache import toy_pairs
 
     monkeypatch.setenv("MMALIGN_CACHE", str(tmp_path / "cache"))
     calls = []

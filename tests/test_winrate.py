@@ -8,7 +8,8 @@ import torch
 from diffusion_helpers import save_tiny, tiny_config
 
 from mmalign.cli import main
-from mmalign.diffusion.recipe import DiffusionRecipe, resolve_prompts
+from mmalign.data.prompts import resolve_prompts
+from mmalign.diffusion.recipe import DiffusionRecipe
 from mmalign.eval.winrate import win_stats
 from mmalign.train.loop import train
 

@@ -11,79 +11,15 @@ needs: each image's original size and the crop taken from it.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset, load_dataset, load_from_disk
-from filelock import FileLock
 
 from ..data.schema import ValidationReport, to_pil_image, validate_rows
-from ..weights import weight_files
-
-TOY_PREFIX = "toy:"
-
-
-def cache_root() -> Path:
-    """Where mmalign caches built toy data and pre-encoded latents (`$MMALIGN_CACHE`)."""
-    return Path(os.environ.get("MMALIGN_CACHE", Path.home() / ".cache" / "mmalign"))
-
-
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
-        :16
-    ]
-
-
-def _with_model(options: Mapping[str, Any], model: str | None) -> dict[str, Any]:
-    """A toy builder's options, with the model to sample from when one is given."""
-    return {**options, "model": model} if model is not None else dict(options)
-
-
-def toy_data_folder(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
-    """Where toy dataset `kind` built with `options` is cached. Kinds sampled from toy-sd
-    (`MODEL_KINDS`) are also keyed by its weight files, so a rebuilt model gets new data."""
-    from ..toy.datasets import MODEL_KINDS
-
-    opts = _with_model(options, model)
-    key: list[Any] = [kind, opts]
-    if kind in MODEL_KINDS:
-        from ..toy.paths import model_path
-
-        key.append(weight_files(model if model is not None else model_path("sd"), recursive=True))
-    return cache_root() / "toy-data" / f"{kind}-{_digest(key)}"
-
-
-def toy_pairs(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
-    """Build toy dataset `kind` with `options` once; later calls return the cached folder."""
-    from ..toy.datasets import KINDS, build_dataset
-
-    if kind not in KINDS:
-        from ..suggest import did_you_mean
-
-        raise ValueError(
-            f"data.path: unknown toy dataset 'toy:{kind}'; {did_you_mean(kind, KINDS)}"
-        )
-    opts = _with_model(options, model)
-    folder = toy_data_folder(kind, options, model)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # Two runs wanting the same data (a DPO and a MaPO run side by side, or the processes of
-    # one `accelerate launch`) would both build into the same .partial folder: the second
-    # waits here and then finds the first one's result.
-    with FileLock(str(folder) + ".lock"):
-        if not (folder / "summary.json").is_file():
-            tmp = folder.with_name(folder.name + ".partial")
-            shutil.rmtree(tmp, ignore_errors=True)
-            print(f"mmalign: building toy dataset '{kind}' {opts} into {folder} (first use)")
-            build_dataset(kind, tmp, **opts)
-            shutil.rmtree(folder, ignore_errors=True)
-            tmp.rename(folder)  # whole or not at all: an interrupted build leaves .partial
-    return folder / "pairs"
+from ..toy.cache import TOY_PREFIX, toy_pairs
 
 
 def _is_saved(path: Path) -> bool:

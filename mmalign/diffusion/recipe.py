@@ -13,8 +13,10 @@ from typing import Any
 
 import torch
 
+from ..data.cache import cache_root
+from ..data.prompts import resolve_prompts
 from ..train.config import Config
-from .data import PairImages, cache_root, collate, has_soft_labels, open_pairs
+from .data import PairImages, collate, has_soft_labels, open_pairs
 from .encode import EncodedPairs, Encoder, fingerprint, precompute, stack
 from .load import load_pipeline
 from .lora import add_lora, save_lora
@@ -28,23 +30,6 @@ def validation_prompts(spec: list[str] | str) -> list[str]:
     if isinstance(spec, list):
         return list(spec)
     return resolve_prompts(spec)
-
-
-def resolve_prompts(spec: str) -> list[str]:
-    """`toy:heldout[:N]` / `toy:train[:N]` (default N 200) or a text file, one prompt a line."""
-    if spec.startswith("toy:"):
-        from ..toy.world import sample_prompts
-
-        parts = spec.split(":")
-        split = parts[1] if len(parts) > 1 else "heldout"
-        if split not in ("heldout", "train"):
-            raise ValueError(f"prompts {spec!r}: use toy:heldout[:N] or toy:train[:N]")
-        n = int(parts[2]) if len(parts) > 2 else 200
-        return [p.text for p in sample_prompts(n, split, 0)]  # type: ignore[arg-type]
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompts: {spec} is neither toy:heldout[:N] nor a file")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 class DiffusionRecipe:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .prompts import pickapic_source
+from ..data.prompts import pickapic_source
 
 VALIDATION = {"test": "validation", "test_unique": "validation_unique"}
 

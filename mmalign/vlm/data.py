@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 FORMATS = ("mmsafe", "realign", "trl", "llava", "pairs")
-TOY_PREFIX = "toy:"
 
 
 def detect_format(fields: Sequence[str], sample: Mapping[str, Any] | None = None,
@@ -111,12 +110,11 @@ def open_vlm_pairs(
 
     from ..data.schema import validate_rows
     from ..data.vlm_rows import read_records
+    from ..toy.cache import TOY_PREFIX, toy_pairs
 
     _check_format(format)
     path = str(path)
     if path.startswith(TOY_PREFIX):
-        from ..diffusion.data import toy_pairs
-
         if format not in (None, "pairs"):
             raise ValueError(f"{path} is a toy PreferencePair dataset; format must be 'pairs'")
         path = str(toy_pairs(path[len(TOY_PREFIX) :], {}))

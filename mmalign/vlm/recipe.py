@@ -62,7 +62,7 @@ def open_rows(cfg: Config) -> tuple[Any, ValidationReport]:
     from datasets import load_from_disk
 
     from ..data.schema import validate_rows
-    from ..diffusion.data import TOY_PREFIX, toy_pairs
+    from ..toy.cache import TOY_PREFIX, toy_pairs
 
     d = cfg.data
     if d.path.startswith(TOY_PREFIX):
@@ -80,7 +80,7 @@ def open_rows(cfg: Config) -> tuple[Any, ValidationReport]:
 
 class VLMRecipe:
     def __init__(self, cfg: Config, accelerator: Any):
-        from ..diffusion.data import cache_root
+        from ..data.cache import cache_root
 
         self.cfg, self.accelerator = cfg, accelerator
         m, v = cfg.model, cfg.vlm

@@ -1,4 +1,4 @@
-"""Prompt sets for evaluation, by name.
+"""Prompt sets by name: one resolver for evaluation, validation samples and the demo.
 
 - `toy:heldout[:N]`, `toy:train[:N]`: the toy grammar's fixed prompts (default N 200).
 - `pickapic:<split>`: unique captions of a Pick-a-Pic v2 split, e.g. `test_unique` (500 prompts),
@@ -49,6 +49,18 @@ def _hps(path: Path) -> list[str]:
     return prompts
 
 
+def _toy(spec: str) -> list[str]:
+    """`toy:heldout[:N]` / `toy:train[:N]`: the first N prompts of that split (seed 0)."""
+    from ..toy.world import sample_prompts
+
+    parts = spec.split(":")
+    split = parts[1] if len(parts) > 1 else "heldout"
+    if split not in ("heldout", "train"):
+        raise ValueError(f"prompts {spec!r}: use toy:heldout[:N] or toy:train[:N]")
+    n = int(parts[2]) if len(parts) > 2 else 200
+    return [p.text for p in sample_prompts(n, split, 0)]  # type: ignore[arg-type]
+
+
 def _existing(spec: str, path: str) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
@@ -60,9 +72,7 @@ def resolve_prompts(spec: str, *, pickapic_root: str | Path | None = None) -> li
     """The prompts a spec names (see the module docstring)."""
     family, _, rest = spec.partition(":")
     if family == "toy":
-        from ..diffusion.recipe import resolve_prompts as toy_prompts
-
-        return toy_prompts(spec)
+        return _toy(spec)
     if family == "pickapic":
         from ..data.pickapic import pickapic_prompts
 

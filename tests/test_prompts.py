@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmalign.data.pickapic import PICKAPIC_SCHEMA, write_pickapic
-from mmalign.eval.prompts import resolve_prompts
+from mmalign.data.prompts import resolve_prompts
 
 
 def pickapic_rows(captions):

@@ -1,0 +1,53 @@
+"""Toy datasets built on first use and cached by their options (and toy-sd's weights).
+
+`toy:<kind>` in a recipe's `data.path` or a `--data` flag resolves here: every adapter (diffusion,
+VLM) and the evaluation take toy data from this one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..data.cache import build_once, cache_root, digest
+from ..suggest import did_you_mean
+from ..weights import weight_files
+
+TOY_PREFIX = "toy:"
+
+
+def _with_model(options: Mapping[str, Any], model: str | None) -> dict[str, Any]:
+    """A toy builder's options, with the model to sample from when one is given."""
+    return {**options, "model": model} if model is not None else dict(options)
+
+
+def toy_data_folder(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
+    """Where toy dataset `kind` built with `options` is cached. Kinds sampled from toy-sd
+    (`MODEL_KINDS`) are also keyed by its weight files, so a rebuilt model gets new data."""
+    from .datasets import MODEL_KINDS
+
+    key: list[Any] = [kind, _with_model(options, model)]
+    if kind in MODEL_KINDS:
+        from .paths import model_path
+
+        key.append(weight_files(model if model is not None else model_path("sd"), recursive=True))
+    return cache_root() / "toy-data" / f"{kind}-{digest(key)}"
+
+
+def toy_pairs(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
+    """Build toy dataset `kind` with `options` once; later calls return the cached `pairs/`."""
+    from .datasets import KINDS, build_dataset
+
+    if kind not in KINDS:
+        raise ValueError(
+            f"data.path: unknown toy dataset '{TOY_PREFIX}{kind}'; {did_you_mean(kind, KINDS)}"
+        )
+    opts = _with_model(options, model)
+    folder = toy_data_folder(kind, options, model)
+
+    def build(tmp: Path) -> None:
+        print(f"mmalign: building toy dataset '{kind}' {opts} into {folder} (first use)")
+        build_dataset(kind, tmp, **opts)
+
+    return build_once(folder, build) / "pairs"
