@@ -21,6 +21,7 @@ from apps.label.testing import make_pairs_dataset, serve  # noqa: E402
 from apps.label.users import add_user  # noqa: E402
 
 pytestmark = [
+    pytest.mark.slow,  # a server and Chromium: about 15 s
     pytest.mark.timeout(300),
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (make test)"),
 ]

@@ -231,6 +231,7 @@ def _check_stored(db: Path, acked: dict) -> int:
     return count
 
 
+@pytest.mark.slow  # 8 annotators x 12 votes through gradio_client: about 15 s
 def test_concurrent_annotators_every_vote_stored_once(server) -> None:
     users = [f"u{k:02d}" for k in range(2, N_USERS)]
     stop = threading.Event()
@@ -245,6 +246,7 @@ def test_concurrent_annotators_every_vote_stored_once(server) -> None:
         assert len(store.votes_of(u)) == N_VOTES
 
 
+@pytest.mark.slow  # a second server, killed and restarted: about 14 s
 def test_sigkill_mid_run_loses_no_acknowledged_vote(world) -> None:
     db = world["root"] / "killed.sqlite"
     args = ["--data", str(world["data"]), "--users", str(world["users"]), "--db", str(db),
