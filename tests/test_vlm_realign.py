@@ -17,17 +17,16 @@ from mmalign.toy.world import parse_prompt
 from mmalign.vlm.collate import PairCollator, image_key
 from mmalign.vlm.data import open_vlm_pairs
 from mmalign.vlm.load import VLM, load_vlm
-from mmalign.vlm.realign import (
+from mmalign.vlm.realign import build_realign, realign_dataset
+from mmalign.vlm.realign_embed import (
     BagOfWordsEmbedder,
     ImageIndex,
-    Lexicon,
-    SpanFiller,
     TokenEmbeddingEmbedder,
     VisionEncoderEmbedder,
-    build_realign,
     first_dissimilar,
-    realign_dataset,
 )
+from mmalign.vlm.realign_fill import SpanFiller
+from mmalign.vlm.realign_lexicon import Lexicon
 from mmalign.vlm.tiny import tiny_llava, tiny_qwen2vl
 
 
@@ -128,7 +127,7 @@ def test_vision_encoder_retrieval_on_toy(toy):
 
 def test_open_clip_embedder_behind_the_same_interface():
     pytest.importorskip("open_clip")
-    from mmalign.vlm.realign import OpenClipEmbedder
+    from mmalign.vlm.realign_embed import OpenClipEmbedder
 
     embedder = OpenClipEmbedder("ViT-S-32", pretrained=None)  # random weights: no download
     images = [_solid(c) for c in ((250, 0, 0), (0, 0, 250), (0, 250, 0))]

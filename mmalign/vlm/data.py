@@ -170,13 +170,8 @@ def open_vlm_pairs(
 def _cmd_realign(args: argparse.Namespace) -> int:
     from ..data.schema import to_pil_image
     from .load import load_vlm
-    from .realign import (
-        BagOfWordsEmbedder,
-        OpenClipEmbedder,
-        TokenEmbeddingEmbedder,
-        build_realign,
-        realign_dataset,
-    )
+    from .realign import build_realign, realign_dataset
+    from .realign_embed import BagOfWordsEmbedder, OpenClipEmbedder, TokenEmbeddingEmbedder
 
     vlm = load_vlm(args.model)
     rows, report = open_vlm_pairs(args.data, args.split, image_root=args.image_root,

@@ -1,0 +1,164 @@
+"""Re-Align's embeddings and what compares them: image embedders for retrieving similar images
+(`ImageIndex`, cosine top-k over a pool), text embedders for the similarity filter
+(`first_dissimilar`). Every embedder returns L2-normalised rows, so a dot product is a cosine.
+
+Why `BagOfWordsEmbedder` is the default text embedder and `TokenEmbeddingEmbedder` is not:
+see `mmalign.vlm.realign`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.schema import to_pil_image
+from .collate import image_key
+from .load import VLM
+from .realign_lexicon import WORD
+
+THRESHOLD = 0.95  # Re-Align: keep the first fill whose cosine to y_w is < 0.95
+
+
+class Embedder(Protocol):
+    """Anything with `embed(items) -> [N, D]` L2-normalised float embeddings."""
+
+    def embed(self, items: Sequence[Any]) -> torch.Tensor: ...
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x.float(), dim=-1)
+
+
+class VisionEncoderEmbedder:
+    """Mean-pooled `model.model.get_image_features(...)` (vision tower + projector) of the VLM:
+    the image as the policy sees it. Works for every family whose image processor returns what
+    `get_image_features` takes (LLaVA, LLaVA-NeXT, Qwen2-VL, Idefics3)."""
+
+    def __init__(self, vlm: VLM, batch_size: int = 64):
+        self.vlm, self.batch_size = vlm, batch_size
+
+    @torch.no_grad()
+    def embed(self, items: Sequence[Any]) -> torch.Tensor:
+        core, out = self.vlm.core, []
+        device = next(core.parameters()).device
+        image_processor = self.vlm.processor.image_processor
+        for start in tqdm(range(0, len(items), self.batch_size), desc="embedding images",
+                          unit="batch", leave=False):  # fmt: skip
+            chunk = [to_pil_image(x).convert("RGB") for x in items[start : start + self.batch_size]]
+            inputs = image_processor(images=chunk, return_tensors="pt")
+            inputs = {k: v.to(device) for k, v in inputs.items() if torch.is_tensor(v)}
+            features = core.model.get_image_features(**inputs, return_dict=True).pooler_output
+            out += [f.reshape(-1, f.shape[-1]).float().mean(0) for f in features]
+        return _normalise(torch.stack(out).cpu())
+
+
+class OpenClipEmbedder:
+    """CLIP image embeddings through open_clip (`pip install open_clip_torch`, in the `eval`
+    extra). `pretrained`: an open_clip tag or a local checkpoint file; None = random weights."""
+
+    def __init__(self, model_name: str = "ViT-B-32", pretrained: str | None = "openai",
+                 batch_size: int = 64, device: str = "cpu"):  # fmt: skip
+        try:
+            import open_clip
+        except ImportError:
+            raise ImportError(
+                "the CLIP image embedder needs open_clip: pip install open_clip_torch "
+                "(or mmalign[eval]); the VLM's own vision encoder needs nothing extra"
+            ) from None
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=pretrained, device=device
+        )
+        self.model.eval()
+        self.batch_size, self.device = batch_size, device
+
+    @torch.no_grad()
+    def embed(self, items: Sequence[Any]) -> torch.Tensor:
+        out = []
+        for start in tqdm(range(0, len(items), self.batch_size), desc="embedding images (CLIP)",
+                          unit="batch", leave=False):  # fmt: skip
+            chunk = items[start : start + self.batch_size]
+            pixels = torch.stack([self.preprocess(to_pil_image(x).convert("RGB")) for x in chunk])
+            out.append(self.model.encode_image(pixels.to(self.device)).float().cpu())
+        return _normalise(torch.cat(out))
+
+
+class TokenEmbeddingEmbedder:
+    """Sentence embedding = the mean of the VLM language model's input token embeddings over
+    the text's tokens (special tokens left out), after subtracting the mean embedding of the
+    vocabulary: the common direction all token embeddings share would otherwise dominate
+    every cosine (Mu & Viswanath 2018, "All-but-the-Top")."""
+
+    def __init__(self, vlm: VLM):
+        self.vlm = vlm
+        weight = vlm.core.get_input_embeddings().weight.detach()
+        self.table, self.center = weight, weight.float().mean(0)
+
+    @torch.no_grad()
+    def embed(self, items: Sequence[str]) -> torch.Tensor:
+        out = []
+        for text in items:
+            ids = self.vlm.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if not ids:
+                out.append(torch.zeros_like(self.center).cpu())
+                continue
+            vectors = self.table[torch.tensor(ids, device=self.table.device)].float()
+            out.append((vectors - self.center).mean(0).cpu())
+        return _normalise(torch.stack(out))
+
+
+class BagOfWordsEmbedder:
+    """Hashed counts of lowercase words (blake2b into `dim` buckets): model-free, exact."""
+
+    def __init__(self, dim: int = 1 << 16):
+        self.dim = dim
+
+    def _bucket(self, word: str) -> int:
+        return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest()) % self.dim
+
+    def embed(self, items: Sequence[str]) -> torch.Tensor:
+        out = torch.zeros(len(items), self.dim)
+        for i, text in enumerate(items):
+            for word in WORD.findall(text.lower()):
+                out[i, self._bucket(word)] += 1
+        return _normalise(out)
+
+
+def first_dissimilar(reference: str, candidates: Sequence[str], embedder: Embedder,
+                     threshold: float = THRESHOLD) -> int | None:  # fmt: skip
+    """Index of the first candidate whose cosine to `reference` is below `threshold`."""
+    if not candidates:
+        return None
+    emb = embedder.embed([reference, *candidates])
+    sims = emb[1:] @ emb[0]
+    passing = torch.nonzero(sims < threshold).flatten()
+    return int(passing[0]) if len(passing) else None
+
+
+class ImageIndex:
+    """An image pool, embedded once; cosine top-k search that never returns the query image
+    itself (nor a pixel-identical copy of it)."""
+
+    def __init__(self, embedder: Embedder, images: Sequence[Any]):
+        if not images:
+            raise ValueError("the image pool is empty")
+        self.embedder = embedder
+        self.images = list(images)
+        self.keys = [image_key(im) for im in self.images]
+        self.positions: dict[str, list[int]] = {}  # pixel key -> pool indices (copies too)
+        for i, key in enumerate(self.keys):
+            self.positions.setdefault(key, []).append(i)
+        self.embeddings = embedder.embed(self.images)
+
+    def search(self, queries: Sequence[Any], k: int) -> list[list[int]]:
+        """Pool indices of the `k` nearest other images of each query, nearest first."""
+        sims = self.embedder.embed(queries) @ self.embeddings.T
+        for q, query in enumerate(queries):
+            sims[q, self.positions.get(image_key(query), [])] = float("-inf")
+        k = min(k, len(self.images))
+        values, index = sims.topk(k, dim=-1) if k else (sims[:, :0], sims[:, :0].long())
+        return [[int(i) for i, v in zip(row, vals, strict=True) if v > float("-inf")]
+                for row, vals in zip(index.tolist(), values.tolist(), strict=True)]  # fmt: skip
