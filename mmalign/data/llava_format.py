@@ -17,18 +17,14 @@ for multi-image records; without `<image>` in the prompt the images come first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
-
-from .schema import ValidationReport
 from .vlm_rows import (
+    RecordFormat,
     SkipRow,
-    convert_records,
     make_row,
-    read_records,
     text_of,
 )
 
@@ -73,18 +69,7 @@ def llava_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, A
     return make_row(prompt, images, chosen, rejected, image_root, **extra)
 
 
-def llava_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path | None,
-                where: str = "LLaVA-format data", max_samples: int | None = None,
-                strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    return convert_records(records, REQUIRED, llava_row, image_root=image_root, where=where,
-                           max_samples=max_samples, strict=strict)  # fmt: skip
-
-
-def read_llava(path: str | Path, *, image_root: str | Path | None = None,
-               max_samples: int | None = None,
-               strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    """A LLaVA-format JSON / JSONL file (image paths relative to `image_root`, default: the
-    file's folder, never outside it)."""
-    path = Path(path)
-    return llava_pairs(read_records(path), image_root=image_root or path.parent,
-                       where=str(path), max_samples=max_samples, strict=strict)  # fmt: skip
+# `llava_pairs` converts records already read (a list, a `Dataset`), `read_llava` a file.
+FORMAT = RecordFormat("LLaVA-format data", REQUIRED, llava_row)
+llava_pairs = FORMAT.pairs
+read_llava = FORMAT.read

@@ -9,14 +9,11 @@ BPO's blind responses are not in the data: `mmalign.vlm.blind` builds them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
-
-from .schema import ValidationReport
-from .vlm_rows import convert_records, make_row, read_records
+from .vlm_rows import RecordFormat, make_row
 
 FIELDS = ("id", "question", "image", "chosen", "rejected", "type", "entity", "entity_type")
 METADATA = ("id", "type", "entity", "entity_type")
@@ -36,19 +33,7 @@ def mmsafe_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, 
                     record.get("rejected"), image_root, source=SOURCE, **meta)  # fmt: skip
 
 
-def mmsafe_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path | None,
-                 where: str = "MMSafe-PO", max_samples: int | None = None,
-                 strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    """Rows and the report of every skipped record, by reason."""
-    return convert_records(records, REQUIRED, mmsafe_row, image_root=image_root, where=where,
-                           max_samples=max_samples, strict=strict)  # fmt: skip
-
-
-def read_mmsafe(path: str | Path, *, image_root: str | Path | None = None,
-                max_samples: int | None = None,
-                strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    """An MMSafe-PO JSON / JSONL file; image paths are relative to `image_root` (default: the
-    file's folder) and must stay inside it."""
-    path = Path(path)
-    return mmsafe_pairs(read_records(path), image_root=image_root or path.parent,
-                        where=str(path), max_samples=max_samples, strict=strict)  # fmt: skip
+# `mmsafe_pairs` converts records already read (a list, a `Dataset`), `read_mmsafe` a file.
+FORMAT = RecordFormat("MMSafe-PO", REQUIRED, mmsafe_row)
+mmsafe_pairs = FORMAT.pairs
+read_mmsafe = FORMAT.read

@@ -19,19 +19,15 @@ record has a required field is an error naming the field and the accepted keys.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
-
-from .schema import ValidationReport
 from .vlm_rows import (
+    RecordFormat,
     SkipRow,
-    convert_records,
     make_row,
     pick,
-    read_records,
 )
 
 KEYS: dict[str, tuple[str, ...]] = {
@@ -70,18 +66,7 @@ def realign_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str,
                     pick(record, KEYS["rejected"]), image_root, **extra)  # fmt: skip
 
 
-def realign_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path | None,
-                  where: str = "Re-Align", max_samples: int | None = None,
-                  strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    return convert_records(records, KEYS, realign_row, image_root=image_root, where=where,
-                           max_samples=max_samples, strict=strict)  # fmt: skip
-
-
-def read_realign(path: str | Path, *, image_root: str | Path | None = None,
-                 max_samples: int | None = None,
-                 strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    """A Re-Align JSON / JSONL file; image paths relative to `image_root` (default: the
-    file's folder), never outside it."""
-    path = Path(path)
-    return realign_pairs(read_records(path), image_root=image_root or path.parent,
-                         where=str(path), max_samples=max_samples, strict=strict)  # fmt: skip
+# `realign_pairs` converts records already read (a list, a `Dataset`), `read_realign` a file.
+FORMAT = RecordFormat("Re-Align", KEYS, realign_row)
+realign_pairs = FORMAT.pairs
+read_realign = FORMAT.read

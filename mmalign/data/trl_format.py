@@ -17,19 +17,15 @@ turns is skipped and counted as `multi_turn_prompt` rather than silently flatten
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
-
-from .schema import ValidationReport
 from .vlm_rows import (
     IMAGE_PLACEHOLDER,
+    RecordFormat,
     SkipRow,
-    convert_records,
     make_row,
-    read_records,
     text_of,
 )
 
@@ -88,18 +84,7 @@ def trl_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, Any
                     retrieved_image=record.get("retrieved_image"))  # fmt: skip
 
 
-def trl_pairs(records: Iterable[Mapping[str, Any]], *, image_root: str | Path | None,
-              where: str = "TRL-style data", max_samples: int | None = None,
-              strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    return convert_records(records, REQUIRED, trl_row, image_root=image_root, where=where,
-                           max_samples=max_samples, strict=strict)  # fmt: skip
-
-
-def read_trl(path: str | Path, *, image_root: str | Path | None = None,
-             max_samples: int | None = None,
-             strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    """A TRL-style JSON / JSONL file (image paths relative to `image_root`, default: the
-    file's folder)."""
-    path = Path(path)
-    return trl_pairs(read_records(path), image_root=image_root or path.parent, where=str(path),
-                     max_samples=max_samples, strict=strict)  # fmt: skip
+# `trl_pairs` converts records already read (a list, a `Dataset`), `read_trl` a file.
+FORMAT = RecordFormat("TRL-style data", REQUIRED, trl_row)
+trl_pairs = FORMAT.pairs
+read_trl = FORMAT.read

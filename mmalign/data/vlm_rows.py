@@ -18,6 +18,7 @@ import binascii
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -276,15 +277,38 @@ def to_dataset(rows: list[dict[str, Any]], report: ValidationReport, where: str)
     return Dataset.from_dict(columns, features=Features(spec))
 
 
-def convert_records(records: Iterable[Mapping[str, Any]], fields: Mapping[str, Sequence[str]],
-                    to_row: Callable[[Mapping[str, Any], Path | None], dict], *,
-                    image_root: str | Path | None, where: str, max_samples: int | None = None,
-                    strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
-    """What every reader does: check the keys, convert each record with `to_row` (skips
-    counted by reason in the report), and build the dataset."""
-    records = require_keys(records, fields, where)
-    root = None if image_root is None else Path(image_root)
-    report = ValidationReport(name=where)
-    rows = collect(records, lambda r: to_row(r, root), report, max_samples=max_samples,
-                   strict=strict)  # fmt: skip
-    return to_dataset(rows, report, where), report
+RowConverter = Callable[[Mapping[str, Any], Path | None], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """One VLM preference format: the fields its records must have (each with its accepted
+    keys), how a record becomes a row (`to_row`, SkipRow for an unusable one) and the name its
+    messages carry. Each reader module exposes `pairs` and `read` as `<format>_pairs` and
+    `read_<format>`, so the formats differ only in what is theirs."""
+
+    name: str
+    fields: Mapping[str, Sequence[str]]
+    to_row: RowConverter
+
+    def pairs(self, records: Iterable[Mapping[str, Any]], *, image_root: str | Path | None,
+              where: str | None = None, max_samples: int | None = None,
+              strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
+        """What every reader does: check the keys, convert each record (skips counted by
+        reason in the report, raised under `strict`), and build the dataset."""
+        where = self.name if where is None else where
+        records = require_keys(records, self.fields, where)
+        root = None if image_root is None else Path(image_root)
+        report = ValidationReport(name=where)
+        rows = collect(records, lambda r: self.to_row(r, root), report,
+                       max_samples=max_samples, strict=strict)  # fmt: skip
+        return to_dataset(rows, report, where), report
+
+    def read(self, path: str | Path, *, image_root: str | Path | None = None,
+             max_samples: int | None = None,
+             strict: bool = False) -> tuple[Dataset, ValidationReport]:  # fmt: skip
+        """A JSON / JSONL file of this format; image paths are relative to `image_root`
+        (default: the file's folder) and must stay inside it."""
+        path = Path(path)
+        return self.pairs(read_records(path), image_root=image_root or path.parent,
+                          where=str(path), max_samples=max_samples, strict=strict)  # fmt: skip
