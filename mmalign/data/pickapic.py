@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict, IterableDataset, load_dataset, load_from_disk
 
-from .schema import ValidationReport, pair_features, to_pil_image
+from .schema import ValidationReport, decodable, pair_features, to_pil_image
 
 TiePolicy = Literal["drop", "half", "random"]
 
@@ -124,14 +124,6 @@ def _user_id(value: Any) -> str | None:
     return str(value)
 
 
-def _decodable(data: Any) -> bool:
-    try:
-        to_pil_image(data)
-    except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
-        return False
-    return True
-
-
 def _to_pair(
     row: Mapping[str, Any], index: int, tie_policy: TiePolicy, require_different: bool, seed: int
 ) -> tuple[dict[str, Any] | None, str | None]:
@@ -159,7 +151,7 @@ def _to_pair(
             first_wins, label = random.Random(f"{seed}:{index}").random() < 0.5, 1.0
         else:  # "half": which side is "chosen" does not matter at label 0.5
             first_wins = True
-    if not (_decodable(row["jpg_0"]) and _decodable(row["jpg_1"])):
+    if not (decodable(row["jpg_0"]) and decodable(row["jpg_1"])):
         return None, "undecodable_image"
     win, lose = ("jpg_0", "jpg_1") if first_wins else ("jpg_1", "jpg_0")
     return {

@@ -147,7 +147,8 @@ def to_pil_image(value: Any) -> PILImage.Image:
     return PILImage.fromarray(array)
 
 
-def _decodable(value: Any) -> bool:
+def decodable(value: Any) -> bool:
+    """Whether `to_pil_image` decodes `value` (a truncated or corrupt file does not)."""
     try:
         to_pil_image(value)
     except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
@@ -196,10 +197,10 @@ def check_row(row: Mapping[str, Any], kind: Kind) -> str | None:
     for name in ("chosen", "rejected"):
         if kind == "text" and not isinstance(row[name], str):
             return f"bad_type_{name}"
-        if kind == "image" and not _decodable(row[name]):
+        if kind == "image" and not decodable(row[name]):
             return f"undecodable_{name}"
     for name in IMAGE_FIELDS:
-        if row.get(name) is not None and not _decodable(row[name]):
+        if row.get(name) is not None and not decodable(row[name]):
             return f"undecodable_{name}"
     if not _label_ok(row.get("label")):
         return "bad_label"
