@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 # A stamp per extras set: re-install when pyproject.toml changes.
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint install clean-venv toy-acceptance bench chromium label-load label-screenshots bench-vlm
+.PHONY: demo test test-fast lint install clean-venv toy-acceptance bench chromium label-load label-screenshots bench-vlm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ chromium:
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
+# The suite without the tests marked slow (servers, a browser, sampling the toy models).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not slow'
+
 # Issue acceptance on the toy world (about 10 min per recipe on 2 CPU cores): train, then
 # the win rate over toy-sd on 200 held-out prompts. Results under runs/acceptance/.
 toy-acceptance: $(STAMP)
@@ -46,6 +50,7 @@ toy-acceptance: $(STAMP)
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/diffusion_step.py --out runs/bench/diffusion_step.json
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/scoring.py --out runs/bench/scoring.json
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/toy_sampling.py --out runs/bench/toy_sampling.json
 
 # mmalign's VLM DPO step and scores against TRL's DPOTrainer (the `bench` extra installs TRL).
 bench-vlm: $(STAMP)
@@ -65,6 +70,7 @@ label-screenshots: $(STAMP) chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean-venv:
 	rm -rf $(VENV)

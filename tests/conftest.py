@@ -28,3 +28,13 @@ def scores() -> PairScores:
 def _cache_in_tmp(tmp_path_factory, monkeypatch):
     """Built toy data and pre-encoding caches go to a per-session temporary folder."""
     monkeypatch.setenv("MMALIGN_CACHE", str(tmp_path_factory.getbasetemp() / "mmalign-cache"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a CUDA device: without one they are skipped, with the reason."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

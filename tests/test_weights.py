@@ -41,28 +41,56 @@ def test_toy_data_of_a_sampled_kind_is_rebuilt_when_the_model_changes(tmp_path, 
 
 
 def test_concurrent_runs_build_a_toy_dataset_once(tmp_path, monkeypatch):
-    import threading
-    import time
+    """Two runs ask for the same toy data at once: one builds, the other waits and reuses it.
 
+    The build does not start until both runs have reached the lock (no sleep deciding the
+    overlap), so the second run really waits on a held lock."""
+    import threading
+
+    import mmalign.data.cache as cache
     import mmalign.toy.datasets as datasets
     from mmalign.toy.cache import toy_pairs
 
     monkeypatch.setenv("MMALIGN_CACHE", str(tmp_path / "cache"))
+    arrived = threading.Semaphore(0)
+    real_lock = cache.FileLock
+
+    class CountingLock:  # the real file lock, announcing each run that reaches it
+        def __init__(self, path: str):
+            self.lock = real_lock(path)
+
+        def __enter__(self):
+            arrived.release()
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc):
+            return self.lock.__exit__(*exc)
+
     calls = []
 
-    def slow_build(kind, out_dir, **options):
+    def build_when_both_wait(kind, out_dir, **options):
         calls.append(kind)
-        time.sleep(0.3)  # long enough for the other run to arrive mid-build
+        assert arrived.acquire(timeout=30) and arrived.acquire(timeout=30), "no second run"
         (out_dir / "pairs").mkdir(parents=True)
         (out_dir / "summary.json").write_text("{}")
 
-    monkeypatch.setattr(datasets, "build_dataset", slow_build)
-    found = []
-    runs = [threading.Thread(target=lambda: found.append(toy_pairs("vqa", {"n": 4})))
-            for _ in range(2)]  # fmt: skip
-    for run in runs:
-        run.start()
-    for run in runs:
-        run.join()
+    monkeypatch.setattr(cache, "FileLock", CountingLock)
+    monkeypatch.setattr(datasets, "build_dataset", build_when_both_wait)
+    start = threading.Barrier(2)
+    found, errors = [], []
+
+    def run():
+        start.wait()
+        try:
+            found.append(toy_pairs("vqa", {"n": 4}))
+        except Exception as e:  # reported in the main thread, where pytest sees it
+            errors.append(e)
+
+    runs = [threading.Thread(target=run) for _ in range(2)]
+    for r in runs:
+        r.start()
+    for r in runs:
+        r.join(timeout=60)
+    assert errors == []
     assert calls == ["vqa"]
     assert found[0] == found[1] and (found[0] / "..").resolve().joinpath("summary.json").is_file()
