@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from .common import BatchedScorer, RewardMLP, resolve_file
-from .openclip import create
+from .common import RewardMLP, ScorerOptions, resolve_file
+from .openclip import OpenClipScorer
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
 
 CHECKPOINT = "sac+logos+ava1-l14-linearMSE.pth"
 # A hub mirror of the GitHub file (christophschuhmann/improved-aesthetic-predictor); pass a
@@ -44,7 +48,7 @@ class AestheticMLP(RewardMLP):
         return mlp
 
 
-class Aesthetic(BatchedScorer):
+class Aesthetic(OpenClipScorer):
     """`aesthetic`: `path` is the MLP checkpoint (file, folder or hub repo); `clip` the
     backbone as `<arch>:<pretrained tag or file>` (default ViT-L-14:openai)."""
 
@@ -53,18 +57,14 @@ class Aesthetic(BatchedScorer):
         *,
         path: str | Path = REPO,
         clip: str = "ViT-L-14:openai",
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        batch_size: int = 32,
+        **options: Unpack[ScorerOptions],
     ) -> None:
-        super().__init__(device, dtype, batch_size)
+        super().__init__(**options)
         self.name = "aesthetic"
         state = torch.load(resolve_file(path, CHECKPOINT), map_location="cpu", weights_only=True)
         self.mlp = AestheticMLP.from_state_dict(state).to(self.device, self.dtype).eval()
         arch, _, pretrained = clip.partition(":")
-        self.model, _, self.size, self.mean, self.std = create(
-            arch, pretrained=pretrained or "openai", device=self.device, dtype=self.dtype
-        )
+        self._load(arch, pretrained or "openai")
         width = self.model.visual.output_dim
         if width != self.mlp.layers[0].in_features:
             raise ValueError(

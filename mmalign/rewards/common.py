@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -94,6 +95,15 @@ def resolve_file(source: str | Path, filename: str, *alternatives: str) -> Path:
             f"cannot get {filename} from the hub repo '{source}' ({type(err).__name__}: {err});"
             f" without hub access pass path= a local {filename} or a folder holding it"
         ) from err
+
+
+class ScorerOptions(TypedDict, total=False):
+    """The keyword arguments every model-backed scorer takes besides its own (`BatchedScorer`):
+    a scorer's `__init__` declares them as `**options: Unpack[ScorerOptions]`."""
+
+    device: str | torch.device | None
+    dtype: str | torch.dtype | None
+    batch_size: int
 
 
 class BatchedScorer:

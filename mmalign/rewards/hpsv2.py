@@ -10,19 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
 from ..suggest import did_you_mean
-from .common import BatchedScorer, resolve_file
-from .openclip import create
+from .common import ScorerOptions, resolve_file
+from .openclip import OpenClipScorer
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
 
 REPO = "xswu/HPSv2"
 CHECKPOINTS = {"v2.1": "HPS_v2.1_compressed.pt", "v2.0": "HPS_v2_compressed.pt"}
 
 
-class HPSv2(BatchedScorer):
+class HPSv2(OpenClipScorer):
     """`hpsv2[:v2.1|v2.0]`: `path` is the checkpoint file, a folder holding it, or a hub repo;
     `arch` the OpenCLIP architecture (or a model config JSON)."""
 
@@ -34,24 +37,16 @@ class HPSv2(BatchedScorer):
         *,
         path: str | Path = REPO,
         arch: str | Path = "ViT-H-14",
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        batch_size: int = 32,
+        **options: Unpack[ScorerOptions],
     ) -> None:
         if version not in CHECKPOINTS:
             raise ValueError(
                 f"unknown HPSv2 version '{version}'; {did_you_mean(version, CHECKPOINTS)}"
             )
-        super().__init__(device, dtype, batch_size)
+        super().__init__(**options)
         self.name = f"hpsv2:{version}"
         checkpoint = resolve_file(path, CHECKPOINTS[version])
-        self.model, self.tokenizer, self.size, self.mean, self.std = create(
-            arch, pretrained=checkpoint, device=self.device, dtype=self.dtype
-        )
+        self._load(arch, checkpoint)
 
     def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        image = F.normalize(self.model.encode_image(pixels), dim=-1)
-        text = F.normalize(
-            self.model.encode_text(self.tokenizer(list(prompts)).to(self.device)), dim=-1
-        )
-        return (image * text).sum(-1)
+        return self._cosine(pixels, prompts)

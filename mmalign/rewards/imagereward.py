@@ -22,12 +22,23 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from .common import CLIP_MEAN, CLIP_STD, BatchedScorer, RewardMLP, local_file, resolve_file
+from .common import (
+    CLIP_MEAN,
+    CLIP_STD,
+    BatchedScorer,
+    RewardMLP,
+    ScorerOptions,
+    local_file,
+    resolve_file,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
 
 REPO = "THUDM/ImageReward"
 CHECKPOINT = "ImageReward.pt"
@@ -338,11 +349,9 @@ class ImageRewardScorer(BatchedScorer):
         path: str | Path = REPO,
         med_config: str | Path | Mapping[str, Any] | None = None,
         tokenizer: str | Path = TOKENIZER,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        batch_size: int = 32,
+        **options: Unpack[ScorerOptions],
     ) -> None:
-        super().__init__(device, dtype, batch_size)
+        super().__init__(**options)
         self.name = "imagereward"
         # Cheap failures first: a bad local path, then the tokenizer, then the (1.8 GB) weights.
         local_file(_source(path), FILES)

@@ -1,12 +1,16 @@
-"""Building OpenCLIP models for the scorers (HPSv2, CLIP score, aesthetic) without downloads
-beyond the checkpoint asked for."""
+"""The OpenCLIP-backed scorers' shared part (HPSv2, CLIP score, aesthetic): building the model
+without downloads beyond the checkpoint asked for, and the text-image cosine."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+
+from .common import CLIP_MEAN, CLIP_STD, BatchedScorer
 
 try:
     import open_clip
@@ -69,7 +73,22 @@ def create(
     size = model.visual.image_size
     size = size[0] if isinstance(size, tuple | list) else size
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-    from .common import CLIP_MEAN, CLIP_STD
-
     mean, std = tuple(cfg.get("mean", CLIP_MEAN)), tuple(cfg.get("std", CLIP_STD))
     return model, oc.get_tokenizer(name), int(size), mean, std
+
+
+class OpenClipScorer(BatchedScorer):
+    """A scorer on an OpenCLIP model: `_load` builds it with its tokenizer and preprocessing
+    (size, mean, std) on the scorer's device and dtype; `_cosine` is cos(text, image)."""
+
+    def _load(self, arch: str | Path, pretrained: str | Path | None) -> None:
+        self.model, self.tokenizer, self.size, self.mean, self.std = create(
+            arch, pretrained=pretrained, device=self.device, dtype=self.dtype
+        )
+
+    def _cosine(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        image = F.normalize(self.model.encode_image(pixels), dim=-1)
+        text = F.normalize(
+            self.model.encode_text(self.tokenizer(list(prompts)).to(self.device)), dim=-1
+        )
+        return (image * text).sum(-1)

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from .common import BatchedScorer
+from .common import BatchedScorer, ScorerOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
 
 MODEL = "yuvalkirstain/PickScore_v1"
 PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -44,13 +48,11 @@ class PickScore(BatchedScorer):
         path: str | Path = MODEL,
         *,
         processor: str | Path | None = None,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        batch_size: int = 32,
+        **options: Unpack[ScorerOptions],
     ) -> None:
         from transformers import AutoProcessor, CLIPModel
 
-        super().__init__(device, dtype, batch_size)
+        super().__init__(**options)
         self.name = "pickscore"
         self.model = CLIPModel.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
         self.processor = AutoProcessor.from_pretrained(str(processor or PROCESSOR))
