@@ -154,7 +154,7 @@ def test_flaws_heatmaps_only_on_rejected_and_dense_set(tmp_path) -> None:
 
 
 def test_vqa_wrong_answer_of_same_type(tmp_path) -> None:
-    from mmalign.toy.models.vlm import PHRASINGS
+    from mmalign.toy.qa import PHRASINGS
 
     build_dataset("vqa", tmp_path, n=16)
     ds, summary = check(tmp_path, "text", [*IMAGE_COLUMNS[:4], "image", "source"], tmp_path)
@@ -178,7 +178,7 @@ def test_hallucination_answers_true_to_each_image(tmp_path) -> None:
     image, retrieved = tensor(ds["image"]), tensor(ds["retrieved_image"])
     assert all((image[i] != retrieved[i]).any() for i in range(len(ds)))
     assert all(c != r for c, r in zip(ds["chosen"], ds["rejected"], strict=True))
-    from mmalign.toy.models.vlm import PHRASINGS
+    from mmalign.toy.qa import PHRASINGS
 
     seen, other = read_images(image), read_images(retrieved)
     reading = {

@@ -18,7 +18,7 @@
 | hallucination | Re-Align rDPO | answer true to the image | answer true to `retrieved_image` |
 | safety | BPO / PRISM | refusal (forbidden) / answer (benign) | compliance / over-refusal |
 
-VLM questions come from the toy VLM's own generator (`vlm.sample_qa`), so they use exactly the
+VLM questions come from the toy VLM's own generator (`qa.sample_qa`), so they use exactly the
 phrasings toy-vlm was trained on. Every row is a function of `seed`: the same seed gives the same
 prompts, images and labels. Images are quantised to 8 bits before they are scored, so a reward
 recomputed from the stored PNGs gives the stored label.
@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from ..data.pickapic import write_pickapic
 from ..data.schema import FIELDS, HEATMAP_CHANNELS, Kind, to_pil_image, write_pairs
 from ..suggest import did_you_mean
-from .models.vlm import FORBIDDEN_REQUESTS, REFUSAL, make_forbidden
+from .qa import FORBIDDEN_REQUESTS, REFUSAL, make_forbidden, make_qa, sample_qa
 from .render import STYLES, palette_tensor, render_batch
 from .rewards import USERS, style_score, user_reward
 from .world import COLORS, SHAPES, SIZES, ToyPrompt, is_heldout, sample_prompts
@@ -606,8 +606,6 @@ def build_flaws(
 
 def _qa(n: int, split: str, seed: int, kind: str):
     """`n` balanced QA items and their renders from toy-vlm's own training generator."""
-    from .models.vlm import sample_qa
-
     items, images = sample_qa(n, split, _gen(seed, "qa", kind))
     return items, _quantise(images)
 
@@ -695,8 +693,6 @@ def build_hallucination(
     is about (a colour, the shape, the background; for presence questions, the asked object's
     colour or shape). The retrieved prompt stays in `prompt_split` (no held-out leak)."""
     started, options = time.perf_counter(), _options(locals())
-    from .models.vlm import make_qa
-
     retrieved: list[ToyPrompt] = []
     rewritten = 0
 
