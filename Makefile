@@ -66,7 +66,7 @@ label-load: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/label_load.py --out runs/bench/label_load.json
 
 label-screenshots: $(STAMP) chromium
-	OMP_NUM_THREADS=1 $(BIN)/python -m apps.label.screenshots --out apps/label/screenshots
+	OMP_NUM_THREADS=1 $(BIN)/python -m mmalign_label.screenshots --out apps/label/screenshots
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

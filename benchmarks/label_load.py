@@ -46,14 +46,11 @@ import uuid
 from pathlib import Path
 
 import httpx
+from mmalign_label.fast_routes import VOTE_FIELDS
+from mmalign_label.store import Pair, Store
+from mmalign_label.testing import Server, make_pairs_dataset
+from mmalign_label.users import add_user
 from tqdm import tqdm
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from apps.label.fast_routes import VOTE_FIELDS
-from apps.label.store import Pair, Store
-from apps.label.testing import Server, make_pairs_dataset
-from apps.label.users import add_user
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -242,9 +239,8 @@ def baseline(db: Path, users: list[str], votes: int) -> dict:
 
 
 def _pair_ids(store: Store) -> list[str]:
+    from mmalign_label.store import pairs
     from sqlalchemy import select
-
-    from apps.label.store import pairs
 
     with store.read.begin() as conn:
         return list(conn.execute(select(pairs.c.pair_id)).scalars())

@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     t.set_defaults(func=_cmd_toy_data)
 
-    from apps.label.cli import register as register_label  # the app lives in apps/label
+    # the labeling app (folder apps/label, package mmalign_label), imported only here
+    from mmalign_label.cli import register as register_label
 
     register_label(sub)
     return parser

@@ -14,11 +14,11 @@ import pytest
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from apps.label.browser import CHROMIUM, Shown, login, wait_shown  # noqa: E402
-from apps.label.export import export_votes  # noqa: E402
-from apps.label.store import Store  # noqa: E402
-from apps.label.testing import make_pairs_dataset, serve  # noqa: E402
-from apps.label.users import add_user  # noqa: E402
+from mmalign_label.browser import CHROMIUM, Shown, login, wait_shown  # noqa: E402
+from mmalign_label.export import export_votes  # noqa: E402
+from mmalign_label.store import Store  # noqa: E402
+from mmalign_label.testing import make_pairs_dataset, serve  # noqa: E402
+from mmalign_label.users import add_user  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,  # a server and Chromium: about 15 s

@@ -21,10 +21,9 @@ import pytest
 
 pytest.importorskip("gradio")
 from gradio_client import Client
-
-from apps.label.store import Store
-from apps.label.testing import Server, make_pairs_dataset, serve
-from apps.label.users import add_user
+from mmalign_label.store import Store
+from mmalign_label.testing import Server, make_pairs_dataset, serve
+from mmalign_label.users import add_user
 
 pytestmark = pytest.mark.timeout(300)
 N_USERS = 10

@@ -9,14 +9,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from mmalign_label.export import export_votes
+from mmalign_label.images import ImageError, check_bytes, import_pairs, load_image, resolve
+from mmalign_label.stats import cohen_kappa, fleiss_kappa, preferred, summarize
+from mmalign_label.store import Pair, Store, VoteError
+from mmalign_label.testing import make_pairs_dataset
+from mmalign_label.users import Authenticator, add_user, check_password, hash_password, load_users
 from PIL import Image
-
-from apps.label.export import export_votes
-from apps.label.images import ImageError, check_bytes, import_pairs, load_image, resolve
-from apps.label.stats import cohen_kappa, fleiss_kappa, preferred, summarize
-from apps.label.store import Pair, Store, VoteError
-from apps.label.testing import make_pairs_dataset
-from apps.label.users import Authenticator, add_user, check_password, hash_password, load_users
 
 
 def _png(size: int = 8, color: tuple[int, int, int] = (255, 0, 0)) -> bytes:
@@ -183,7 +182,7 @@ def test_oversized_and_undecodable_images_get_clear_errors(tmp_path: Path, monke
         check_bytes(b"not an image at all", "row 3 column 'chosen'")
     with pytest.raises(ImageError, match="cannot decode"):
         check_bytes(_png(64)[:60], "truncated")
-    import apps.label.images as images
+    import mmalign_label.images as images
 
     monkeypatch.setattr(images, "MAX_PIXELS", 32 * 32)
     with pytest.raises(ImageError, match="64x64 pixels is over the limit"):
@@ -289,7 +288,7 @@ def test_export_holds_exactly_the_votes_cast(tmp_path: Path) -> None:
 @pytest.mark.slow  # loads toy-sd and samples two images: about 5 s on 2 CPU cores
 def test_model_mode_generates_a_stored_pair_with_two_seeds(tmp_path: Path) -> None:
     pytest.importorskip("gradio")
-    from apps.label.app import LabelApp
+    from mmalign_label.app import LabelApp
 
     users = tmp_path / "users.txt"
     add_user(users, "ann", "pw")

@@ -1,6 +1,6 @@
 """Screenshots of the labeling page and the admin page in headless Chromium.
 
-    python -m apps.label.screenshots --out apps/label/screenshots
+    python -m mmalign_label.screenshots --out apps/label/screenshots
 
 Builds a small shapes dataset, launches the app, has three annotators vote (two through
 the store, one in the browser with the keyboard) and saves `label.png` and `admin.png`.
