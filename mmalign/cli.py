@@ -253,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_eval(eval_sub)
     register(sub)
+    from .data_cli import register as register_data
+
+    register_data(sub)  # `mmalign data show`
     from .vlm.data import register as register_vlm_data
 
     register_vlm_data(sub)  # `mmalign data realign`

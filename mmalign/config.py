@@ -24,7 +24,13 @@ from .suggest import did_you_mean
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Input the user can fix (a missing file, a model not in the cache, a bad value): `mmalign`
+    prints the message and exits with status 2, without a traceback. The message names the
+    input and what to do."""
+
+
+class ConfigError(InputError):
     """A config that cannot be used; the message names the key."""
 
 
@@ -36,7 +42,10 @@ def load_config(cls: type[T], path: str | Path | None, overrides: Iterable[str] 
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         with path.open() as f:
-            loaded = yaml.safe_load(f)
+            try:
+                loaded = yaml.safe_load(f)
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{path}: {_yaml_problem(err)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -62,7 +71,10 @@ def apply_overrides(
         if "[" in key:  # objective[0].beta: the common guess, named with its spelling here
             dotted = key.replace("[", ".").replace("]", "")
             raise ConfigError(f"override '{key}': list items take a dotted index: '{dotted}'")
-        value = yaml.safe_load(text) if text.strip() else None
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override '{item}': the value is not YAML ({_yaml_problem(err)})")
         parts = key.split(".")
         node: Any = raw
         schema = cls
@@ -86,8 +98,10 @@ def apply_overrides(
                     continue
                 if node.get(part) is None:
                     node[part] = _default_raw(schema, part)
-                node = node[part]
                 schema = _field_dataclass(schema, part)
+                if isinstance(node[part], str) and hasattr(schema, "expand_raw"):
+                    node[part] = {"card": node[part]}  # `data: CARD`, then `data.split=...`
+                node = node[part]
             else:
                 raise ConfigError(
                     f"override '{key}': '{'.'.join(parts[:depth])}' is a value, not a section"
@@ -128,6 +142,9 @@ def _field_dataclass(schema: type | None, name: str) -> type | None:
 def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     """Build dataclass `cls` from a mapping, checking keys and types recursively."""
     label = path or "config"
+    expand = getattr(cls, "expand_raw", None)  # a schema may accept a shorthand, e.g. a card
+    if expand is not None:
+        data = expand(data)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{label}: expected a mapping of keys, got {_show(data)}")
     hints = typing.get_type_hints(cls)
@@ -221,6 +238,14 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line from a YAML parser error: where (1-based line and column) and what."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or getattr(err, "context", None) or str(err)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}YAML syntax error: {problem}"
 
 
 def _join(path: str, name: str) -> str:

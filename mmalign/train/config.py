@@ -38,11 +38,20 @@ class LoraConfig:
 
 @dataclass
 class DataConfig:
+    """`data:` of a recipe, or the name of a dataset card (`data: datasets/pickapic_v2.yaml`,
+    `data: {card: pickapic_v2, split: validation}`) whose keys fill in what is not given."""
+
     path: str  # a local dataset folder, a hub id, or toy:<kind> (built on first use, cached)
     split: str  # named explicitly: there is no silent default split
     max_samples: int | None = None
     toy: dict[str, Any] | None = None  # toy:<kind> builder options, e.g. {n: 512}
     num_workers: int = 0  # DataLoader workers decoding images
+
+    @staticmethod
+    def expand_raw(raw: Any) -> Any:
+        from ..data.cards import expand_data
+
+        return expand_data(raw)
 
 
 @dataclass

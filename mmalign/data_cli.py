@@ -1,0 +1,86 @@
+"""`mmalign data show CARD`: what a dataset card resolves to, read on a sample of its rows.
+
+Prints the card (source, license, split, columns, policy, published rows), then opens the data
+the way a recipe would (toy sets are built on first use and cached; Pick-a-Pic and the VLM
+formats go through their readers) and reports the rows read, the columns and the skipped rows
+by reason on the sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .data.cards import DatasetCard, load_card
+
+VLM_READERS = ("llava", "mmsafe", "realign", "trl")
+
+
+def _open(card: DatasetCard, split: str, sample: int) -> tuple[Any, Any]:
+    """(rows, ValidationReport) for up to `sample` rows of `split`."""
+    if card.reader == "pickapic":
+        from .data.pickapic import load_pickapic
+
+        return load_pickapic(card.location, split, tie_policy=card.ties or "drop", max_rows=sample)
+    if card.reader in VLM_READERS:
+        from .vlm.data import open_vlm_pairs
+
+        return open_vlm_pairs(card.location, split, format=card.reader, max_samples=sample)
+    # reader "pairs": a toy set (built once and cached) or a saved PreferencePair folder
+    from datasets import load_from_disk
+
+    from .data.schema import validate_rows
+    from .toy.cache import TOY_PREFIX, toy_pairs
+
+    location = card.location
+    if location.startswith(TOY_PREFIX):
+        location = str(toy_pairs(location[len(TOY_PREFIX) :], card.toy))
+    rows = load_from_disk(location)
+    if sample is not None:
+        rows = rows.select(range(min(sample, len(rows))))
+    return validate_rows(rows, "image" if card.kind != "text" else "text", strict=False)
+
+
+def show(card: DatasetCard, split: str | None, sample: int) -> str:
+    lines = [
+        f"{card.name}  ({card.file})",
+        f"  {card.description}" if card.description else "",
+        f"  source: {', '.join(f'{k}={v}' for k, v in card.source.items())}",
+        f"  license: {card.license}",
+        f"  kind: {card.kind}, reader: {card.reader}, default split: {card.split}",
+        "  published rows: "
+        + ", ".join(f"{k} {'?' if v is None else f'{v:,}'}" for k, v in card.splits.items()),
+        f"  ties: {card.ties or '-'}",
+    ]
+    lines += [f"  column {k} -> {v}" for k, v in card.columns.items()]
+    lines += [f"  filter: {f}" for f in card.filters]
+    if card.reader in ("none", "prompts"):
+        lines.append(f"  no preference-pair reader: {card.notes or 'nothing to open'}")
+        return "\n".join(line for line in lines if line)
+    data = card.data_config()
+    lines.append(f"  resolves to: data.path={data['path']} data.split={split or card.split}")
+    if data.get("toy"):
+        lines.append(f"  toy options: {data['toy']}")
+    rows, report = _open(card, split or card.split or "train", sample)
+    lines.append(f"  sample: {len(rows)} rows, columns {list(rows.column_names)}")
+    lines.append("  " + str(report).replace("\n", "\n  "))
+    return "\n".join(line for line in lines if line)
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    print(show(load_card(args.card), args.split, args.sample))
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `mmalign data` (once) with its `show` action."""
+    data = sub.choices.get("data") if hasattr(sub, "choices") else None
+    if data is None:
+        data = sub.add_parser("data", help="dataset cards; build and convert preference datasets")
+        data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    actions = next(a for a in data._actions if isinstance(a, argparse._SubParsersAction))
+    p = actions.add_parser("show", help="what a dataset card (datasets/*.yaml) resolves to")
+    p.add_argument("card", help="a card file, or a name in datasets/ (e.g. toy_pairs)")
+    p.add_argument("--split", default=None, help="split to open (default: the card's)")
+    p.add_argument("--sample", type=int, default=64, help="rows to read and check (default 64)")
+    p.set_defaults(func=_cmd_show)
