@@ -239,7 +239,7 @@ def baseline(db: Path, users: list[str], votes: int) -> dict:
 
 
 def _pair_ids(store: Store) -> list[str]:
-    from mmalign_label.store import pairs
+    from mmalign_label.tables import pairs
     from sqlalchemy import select
 
     with store.read.begin() as conn:

@@ -1,14 +1,9 @@
-"""Votes and pairs in a SQL database: SQLite in WAL mode by default, PostgreSQL for a team.
+"""Votes and pairs in the labeling database (tables in `tables`, connections in `engines`).
 
 Every vote is one transaction and carries a client-generated id (`vote_id`, the primary
 key of its row), so a submit that is retried after a lost acknowledgement is stored once.
-A vote is acknowledged only after its transaction commits. On SQLite the connection runs
-in WAL mode with `synchronous=NORMAL`: a committed transaction is in the WAL file before
-COMMIT returns, so a killed server (SIGKILL) loses nothing it acknowledged (only a power
-cut could lose the last transactions, which NORMAL trades for speed). Write transactions
-start with `BEGIN IMMEDIATE` so two concurrent votes wait on the busy timeout instead of
-failing with "database is locked" when a read lock is upgraded, and inside one process
-the writers queue on a lock first: SQLite's busy handler retries with sleeps of up to
+A vote is acknowledged only after its transaction commits. Inside one process the writers
+queue on a lock before SQLite's own: SQLite's busy handler retries with sleeps of up to
 100 ms, so 32 threads contending on the database lock starve each other (p99 in seconds
 measured without the lock), while a lock hands the database over as soon as it is free.
 """
@@ -25,108 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Engine,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    bindparam,
-    create_engine,
-    event,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
+
+from . import statements as stmt
+from .engines import make_engine
+from .tables import metadata, pairs, settings, votes
 
 CHOICES = ("left", "right", "tie", "skip")
 _VOTE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-BUSY_TIMEOUT_MS = 10_000
-
-metadata = MetaData()
-
-pairs = Table(
-    "pairs",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("pair_id", String(64), nullable=False, unique=True),
-    Column("prompt", Text, nullable=False),
-    Column("image_0", String(255), nullable=False),  # file names under the image folder
-    Column("image_1", String(255), nullable=False),
-    Column("source", String(255), nullable=False, default=""),
-    # Non-skip votes not undone: the queue hands a pair out until it has `overlap` of them.
-    Column("n_votes", Integer, nullable=False, default=0),
-    Column("created_at", Float, nullable=False),
-)
-Index("ix_pairs_n_votes", pairs.c.n_votes)
-
-votes = Table(
-    "votes",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),  # order of arrival (undo)
-    Column("vote_id", String(64), nullable=False, unique=True),  # client-generated
-    Column("pair_id", String(64), nullable=False),
-    Column("annotator", String(64), nullable=False),
-    Column("choice", String(8), nullable=False),  # left | right | tie | skip
-    Column("left_image", Integer, nullable=False),  # 0 or 1: which pair image was on the left
-    Column("decide_ms", Integer, nullable=False),  # time from showing the pair to the vote
-    Column("created_at", Float, nullable=False),  # unix seconds, server clock
-    Column("undone", Integer, nullable=False, default=0),
-    Column("undone_at", Float, nullable=True),
-)
-Index("ix_votes_annotator", votes.c.annotator, votes.c.undone, votes.c.pair_id)
-Index("ix_votes_pair", votes.c.pair_id)
-
-settings = Table(
-    "settings",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
-)
-
-
-# The statements of the vote path, built once with bound parameters: SQLAlchemy caches
-# their compiled form, so a call pays for running them, not for building a query and
-# looking up its compiled form. Measured on this machine, one thread: next_pair 0.69-1.06 ->
-# 0.24-0.27 ms, record_vote 1.14-1.57 -> 0.43 ms; 32 threads alternating the two: 303-387
-# -> 845-892 votes/s.
-_MINE = select(votes.c.pair_id).where(
-    votes.c.annotator == bindparam("annotator"), votes.c.undone == 0
-)
-_OPEN = (pairs.c.n_votes < bindparam("overlap")) & pairs.c.pair_id.not_in(_MINE)
-_MAX_SEQ = select(func.max(pairs.c.seq))
-# Each annotator walks the pairs from their own starting point: (seq + shift) % n.
-_NEXT_PAIR = (
-    select(pairs)
-    .where(_OPEN)
-    .order_by(pairs.c.n_votes, (pairs.c.seq + bindparam("shift")) % bindparam("n"))
-    .limit(1)
-)
-_COUNT_OPEN = select(func.count()).select_from(pairs).where(_OPEN)
-_COUNT_MINE = (
-    select(func.count())
-    .select_from(votes)
-    .where(votes.c.annotator == bindparam("annotator"), votes.c.undone == 0)
-)
-_VOTE_BY_ID = select(votes).where(votes.c.vote_id == bindparam("vote_id"))
-_PAIR_EXISTS = select(pairs.c.seq).where(pairs.c.pair_id == bindparam("pair_id"))
-_VOTED_ALREADY = select(votes.c.vote_id).where(
-    votes.c.annotator == bindparam("annotator"),
-    votes.c.pair_id == bindparam("pair_id"),
-    votes.c.undone == 0,
-)
-_INSERT_VOTE = votes.insert()
-_COUNT_VOTE = (
-    update(pairs)
-    .where(pairs.c.pair_id == bindparam("voted_pair"))  # a column's name is reserved here
-    .values(n_votes=pairs.c.n_votes + 1)
-)
 
 
 class VoteError(ValueError):
@@ -150,45 +52,6 @@ class Ack:
     vote_id: str
     annotator: str
     pair_id: str
-
-
-def sqlite_url(path: str | Path) -> str:
-    return f"sqlite:///{Path(path).resolve()}"
-
-
-def make_engine(db: str | Path) -> tuple[Engine, Engine]:
-    """(write engine, read engine) for a path (SQLite) or a SQLAlchemy URL (PostgreSQL)."""
-    url = str(db)
-    if "://" not in url:
-        url = sqlite_url(db)
-    if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
-        return engine, engine
-
-    def sqlite_engine(begin: str) -> Engine:
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
-            pool_size=16,
-            max_overflow=48,
-        )
-
-        @event.listens_for(engine, "connect")
-        def _connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql(begin)
-
-        return engine
-
-    return sqlite_engine("BEGIN IMMEDIATE"), sqlite_engine("BEGIN")
 
 
 def pair_id_for(prompt: str, image_0: bytes, image_1: bytes) -> str:
@@ -287,12 +150,12 @@ class Store:
         """
         offset = int(hashlib.sha256(annotator.encode()).hexdigest()[:8], 16)
         with self.read.begin() as conn:
-            n = int(conn.execute(_MAX_SEQ).scalar_one() or 0)
+            n = int(conn.execute(stmt.MAX_SEQ).scalar_one() or 0)
             if n == 0:
                 return None
             shift = n - 1 - offset % n
             row = conn.execute(
-                _NEXT_PAIR,
+                stmt.NEXT_PAIR,
                 {"annotator": annotator, "overlap": self.overlap, "shift": shift, "n": n},
             ).first()
         return None if row is None else _pair(row)
@@ -300,9 +163,9 @@ class Store:
     def progress(self, annotator: str) -> tuple[int, int]:
         """(votes cast, size of the annotator's queue = votes cast + pairs still open)."""
         with self.read.begin() as conn:
-            done = conn.execute(_COUNT_MINE, {"annotator": annotator}).scalar_one()
+            done = conn.execute(stmt.COUNT_MINE, {"annotator": annotator}).scalar_one()
             left = conn.execute(
-                _COUNT_OPEN, {"annotator": annotator, "overlap": self.overlap}
+                stmt.COUNT_OPEN, {"annotator": annotator, "overlap": self.overlap}
             ).scalar_one()
         return int(done), int(done) + int(left)
 
@@ -342,27 +205,27 @@ class Store:
         self, conn: Connection, vote_id: str, annotator: str, pair_id: str, choice: str,
         left_image: int, decide_ms: int,
     ) -> Ack:  # fmt: skip
-        old = conn.execute(_VOTE_BY_ID, {"vote_id": vote_id}).first()
+        old = conn.execute(stmt.VOTE_BY_ID, {"vote_id": vote_id}).first()
         if old is not None:
             return _ack_existing(old, annotator)
-        if conn.execute(_PAIR_EXISTS, {"pair_id": pair_id}).first() is None:
+        if conn.execute(stmt.PAIR_EXISTS, {"pair_id": pair_id}).first() is None:
             raise VoteError(f"unknown pair {pair_id!r}")
         mine = {"annotator": annotator, "pair_id": pair_id}
-        if conn.execute(_VOTED_ALREADY, mine).first() is not None:
+        if conn.execute(stmt.VOTED_ALREADY, mine).first() is not None:
             raise VoteError(f"{annotator} already voted on pair {pair_id} (undo it first)")
         conn.execute(
-            _INSERT_VOTE,
+            stmt.INSERT_VOTE,
             {"vote_id": vote_id, "pair_id": pair_id, "annotator": annotator, "choice": choice,
              "left_image": left_image, "decide_ms": decide_ms, "created_at": time.time(),
              "undone": 0, "undone_at": None},
         )  # fmt: skip
         if choice != "skip":
-            conn.execute(_COUNT_VOTE, {"voted_pair": pair_id})
+            conn.execute(stmt.COUNT_VOTE, {"voted_pair": pair_id})
         return Ack("stored", vote_id, annotator, pair_id)
 
     def _existing(self, vote_id: str, annotator: str) -> Ack:
         with self.read.begin() as conn:
-            old = conn.execute(_VOTE_BY_ID, {"vote_id": vote_id}).first()
+            old = conn.execute(stmt.VOTE_BY_ID, {"vote_id": vote_id}).first()
         if old is None:
             raise VoteError(f"vote {vote_id} could not be stored")
         return _ack_existing(old, annotator)

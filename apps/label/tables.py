@@ -1,0 +1,47 @@
+"""The labeling database's tables: pairs, votes (one row per vote, undone ones kept) and
+settings; SQLAlchemy Core, the same schema on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+pairs = Table(
+    "pairs",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("pair_id", String(64), nullable=False, unique=True),
+    Column("prompt", Text, nullable=False),
+    Column("image_0", String(255), nullable=False),  # file names under the image folder
+    Column("image_1", String(255), nullable=False),
+    Column("source", String(255), nullable=False, default=""),
+    # Non-skip votes not undone: the queue hands a pair out until it has `overlap` of them.
+    Column("n_votes", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_pairs_n_votes", pairs.c.n_votes)
+
+votes = Table(
+    "votes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # order of arrival (undo)
+    Column("vote_id", String(64), nullable=False, unique=True),  # client-generated
+    Column("pair_id", String(64), nullable=False),
+    Column("annotator", String(64), nullable=False),
+    Column("choice", String(8), nullable=False),  # left | right | tie | skip
+    Column("left_image", Integer, nullable=False),  # 0 or 1: which pair image was on the left
+    Column("decide_ms", Integer, nullable=False),  # time from showing the pair to the vote
+    Column("created_at", Float, nullable=False),  # unix seconds, server clock
+    Column("undone", Integer, nullable=False, default=0),
+    Column("undone_at", Float, nullable=True),
+)
+Index("ix_votes_annotator", votes.c.annotator, votes.c.undone, votes.c.pair_id)
+Index("ix_votes_pair", votes.c.pair_id)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
