@@ -6,6 +6,7 @@ so lw = 0.5, ll = -0.5, delta = 1. `ls(x) = log sigmoid(x)` on Python floats.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -42,8 +43,13 @@ CASES = [
     ("nca_pair", {"beta": 1.0}, {}, -ls(0.5) - 0.5 * ls(-0.5) - 0.5 * ls(0.5)),
     # one pair: the shift m = mean(0.5, -0.5) = 0
     ("bco_pair", {"beta": 1.0}, {}, -ls(0.5) - ls(0.5)),
-    # z = clamp(mean(0.5, -0.5), 0) = 0
-    ("kto", {"beta": 1.0, "lambda_d": 2.0, "lambda_u": 1.0}, {}, 2 * (1 - sig(0.5)) + 1 - sig(0.5)),
+    # z = clamp(mean(0.5, -0.5), 0) = 0; the pair's loss is the mean of its two examples' terms
+    (
+        "kto",
+        {"beta": 1.0, "lambda_d": 2.0, "lambda_u": 1.0},
+        {},
+        (2 * (1 - sig(0.5)) + 1 - sig(0.5)) / 2,
+    ),
     # mean log-probs -1/2 and -2/1
     ("simpo", {"beta": 2.0, "gamma": 0.5}, {"chosen_len": 2.0}, -ls(2.0 * 1.5 - 0.5)),
     ("cpo", {"beta": 1.0, "alpha": 1.0}, {}, -ls(1.0) + 1.0),
@@ -70,6 +76,35 @@ def test_dpop_penalty_when_chosen_falls_below_reference():
     # lw = -0.5, ll = -1.5, delta = 1, penalty = 0.5
     out = LOSSES["dpop"](s, beta=1.0, lam=2.0)
     assert float(out.loss) == pytest.approx(-ls(1.0 - 2.0 * 0.5))
+
+
+def test_cpo_nll_is_the_chosen_token_mean_by_hand():
+    # Two pairs of unequal lengths: chosen -6 over 3 tokens and -2 over 4, rejected -7 and -1.
+    t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    s = PairScores(
+        chosen=t(-6.0, -2.0),
+        rejected=t(-7.0, -1.0),
+        chosen_len=t(3.0, 4.0),
+        rejected_len=t(5.0, 1.0),
+    )
+    out = LOSSES["cpo"](s, beta=0.5, alpha=2.0)
+    # -logsig(0.5 * (pi_c - pi_r)) + 2 * (-pi_c / len_c): NLL 6/3 = 2 and 2/4 = 0.5
+    expected = [-ls(0.5 * 1.0) + 2.0 * 2.0, -ls(0.5 * -1.0) + 2.0 * 0.5]
+    assert out.loss.tolist() == pytest.approx(expected, rel=1e-12)
+    # The rejected lengths do not enter, and neither does a summed NLL.
+    same = LOSSES["cpo"](dataclasses.replace(s, rejected_len=t(1.0, 9.0)), beta=0.5, alpha=2.0)
+    assert same.loss.tolist() == pytest.approx(expected, rel=1e-12)
+
+
+def test_kto_batch_is_the_mean_over_examples():
+    # Two pairs: lw = (1, 0.2), ll = (-0.4, 0.6); z = clamp(mean(1, 0.2, -0.4, 0.6), 0) = 0.35.
+    t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    s = PairScores(chosen=t(1.0, 0.2), rejected=t(-0.4, 0.6), ref_chosen=t(0.0, 0.0),
+                   ref_rejected=t(0.0, 0.0))  # fmt: skip
+    terms = [1.5 * (1 - sig(1.0 - 0.35)), 1.5 * (1 - sig(0.2 - 0.35)),
+             0.5 * (1 - sig(0.35 + 0.4)), 0.5 * (1 - sig(0.35 - 0.6))]  # fmt: skip
+    out = LOSSES["kto"](s, beta=1.0, lambda_d=1.5, lambda_u=0.5)
+    assert float(out.loss.mean()) == pytest.approx(sum(terms) / 4, rel=1e-12)
 
 
 def test_orpo_by_hand():

@@ -78,6 +78,11 @@ def diffusion_kto(s: PairScores, *, beta: float = 0.1) -> LossOutput:
     detached, `1 - sig(sign*beta*(g - kl))` with sign +1 for the chosen and -1
     for the rejected image; the pair's loss is the sum of its two images'.
     The authors use beta = 1000.
+
+    Scale: the authors' code (train_kto_sd_v1.5.py) takes the mean over images,
+    so this per-pair sum is 2x their loss (kto halves its sum; this loss keeps
+    its scale until the configs tuned on it are re-checked). vs TRL 1.16: TRL has
+    none.
     """
     check_beta(beta)
     lw, ll = log_ratios(s)
