@@ -1,0 +1,144 @@
+"""The image kinds labelled by a reward or by style: `pairs` (Pick-a-Pic / Diffusion-DPO) and
+`style` (MaPO's Pick-Style)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..rewards import style_score
+from ..world import sample_prompts
+from .common import (
+    TIE_MARGIN,
+    Built,
+    check_ties,
+    finish,
+    flip_labels,
+    label_pair,
+    options_of,
+    render_mixed,
+    stream_generator,
+    stream_seed,
+)
+from .sampling import model_images, sample_pairs, toy_sd_pipeline
+
+
+def build_pairs(
+    out_dir: str | Path,
+    *,
+    n: int = 64,
+    seed: int = 0,
+    model: Any = None,
+    reward: str = "toy:fidelity",
+    ties: str = "drop",
+    tie_margin: float = TIE_MARGIN,
+    label_noise: float = 0.0,
+    split: str = "train",
+    prompt_split: str = "train",
+    steps: int = 20,
+    guidance: float = 4.0,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Two toy-sd samples (seeds differ) of each of `n` prompts, labelled by `reward` (any
+    `mmalign.rewards.get_scorer` name: `toy:fidelity`, `toy:style:outlined`, `toy:user:warm`).
+
+    ties: "drop" (counted as `tie`) or "keep" (label 0.5) for reward gaps below `tie_margin`.
+    label_noise: share of decided pairs whose chosen and rejected are swapped (seeded)."""
+    started, options = time.perf_counter(), options_of(locals())
+    check_ties(ties, label_noise)
+    from mmalign.rewards import get_scorer
+
+    score = get_scorer(reward).score
+    texts = [p.text for p in sample_prompts(n, prompt_split, seed)]
+    a, b = sample_pairs(
+        toy_sd_pipeline(model),
+        texts,
+        stream_seed(seed, "pairs"),
+        steps=steps,
+        guidance=guidance,
+        batch_size=batch_size,
+        progress=progress,
+        desc="toy-sd pairs",
+    )
+    ra, rb = score(a, texts).tolist(), score(b, texts).tolist()
+    built = Built([], "image")
+    for i, text in enumerate(texts):
+        row = label_pair(
+            {"prompt": text, "source": "toy:pairs"}, a[i], b[i], ra[i], rb[i], ties, tie_margin
+        )
+        if row is None:
+            built.skipped["tie"] += 1
+        else:
+            built.rows.append(row)
+    built.stats["label_noise"] = flip_labels(built.rows, label_noise, seed)
+    return finish(
+        "pairs", out_dir, built, n=n, seed=seed, split=split, options=options, started=started
+    )
+
+
+def build_style(
+    out_dir: str | Path,
+    *,
+    n: int = 64,
+    seed: int = 0,
+    model: Any = None,
+    rejected_source: str = "model",
+    split: str = "train",
+    prompt_split: str = "train",
+    steps: int = 20,
+    guidance: float = 4.0,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """MaPO's Pick-Style analog (reference mismatch): chosen = the `outlined` render, a style
+    toy-sd never produces; rejected = toy-sd's own sample (`rejected_source="model"`) or a
+    flat jittered render (`"render"`, fast). Label 1."""
+    started, options = time.perf_counter(), options_of(locals())
+    if rejected_source not in ("model", "render"):
+        raise ValueError(f"rejected_source must be 'model' or 'render', got {rejected_source!r}")
+    prompts = sample_prompts(n, prompt_split, seed)
+    texts = [p.text for p in prompts]
+    chosen = render_mixed(prompts, ["outlined"] * n, stream_generator(seed, "style-chosen"))
+    if rejected_source == "model":
+        rejected = model_images(
+            toy_sd_pipeline(model),
+            texts,
+            stream_seed(seed, "style"),
+            steps=steps,
+            guidance=guidance,
+            batch_size=batch_size,
+            progress=progress,
+            desc="toy-sd style",
+        )
+        rejected_model = "toy-sd"
+    else:
+        rejected = render_mixed(prompts, ["flat"] * n, stream_generator(seed, "style-rejected"))
+        rejected_model = "toy-render-flat"
+    rows = [
+        {
+            "prompt": t,
+            "chosen": c,
+            "rejected": r,
+            "label": 1.0,
+            "source": "toy:style",
+            "chosen_model": "toy-render-outlined",
+            "rejected_model": rejected_model,
+        }
+        for t, c, r in zip(texts, chosen, rejected, strict=True)
+    ]
+    stats = {
+        "style_outlined_chosen": float(style_score(chosen, "outlined").mean()),
+        "style_outlined_rejected": float(style_score(rejected, "outlined").mean()),
+    }
+    return finish(
+        "style",
+        out_dir,
+        Built(rows, "image", stats=stats),
+        n=n,
+        seed=seed,
+        split=split,
+        options=options,
+        started=started,
+    )

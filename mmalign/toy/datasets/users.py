@@ -1,0 +1,163 @@
+"""The per-user kind `users` (PPD): one pair per row, labelled by the row's user's taste."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..render import STYLES, palette_tensor
+from ..rewards import USERS, user_reward
+from ..world import COLORS, SIZES, ToyPrompt, sample_prompts
+from .common import (
+    Built,
+    check_ties,
+    finish,
+    flip_labels,
+    label_pair,
+    options_of,
+    quantise,
+    render_mixed,
+    stream_generator,
+    stream_seed,
+)
+from .sampling import sample_pairs, toy_sd_pipeline
+
+WARM, COOL = ("red", "orange", "yellow"), ("blue", "green", "purple")
+USER_TIE_MARGIN = 1e-3  # colour tastes move little within the prompt's colour (see build_users)
+
+
+def _tint(
+    images: torch.Tensor,
+    prompts: Sequence[ToyPrompt],
+    targets: Sequence[str],
+    gen: torch.Generator,
+    max_shift: float = 0.18,
+) -> torch.Tensor:
+    """Shift each shape's fill colour by 0.5-1 x `max_shift` towards `targets` (palette names):
+    still read as the prompt's colour (palette colours are >= 0.45 apart, "near" is 0.2, and a
+    background stays > 0.25 away), but warmer or cooler, which is what the colour users taste."""
+    fill = palette_tensor([p.color for p in prompts])
+    direction = palette_tensor(targets) - fill
+    direction = direction / direction.norm(dim=1, keepdim=True)
+    amount = (0.5 + 0.5 * torch.rand(len(prompts), 1, generator=gen)) * max_shift
+    is_fill = (images - fill[:, :, None, None]).abs().amax(1, keepdim=True) < 1e-3
+    return quantise(images + is_fill * (direction * amount)[:, :, None, None])
+
+
+def _user_candidates(
+    prompts: Sequence[ToyPrompt], gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two renders per prompt that differ in everything the users taste, each independently
+    ordered: size word (two different ones), style (one flat, one outlined) and colour tint
+    (one towards a warm colour, one towards a cool one). So every user has a preference and
+    users disagree about the same pair, which is what a user embedding must learn."""
+    n = len(prompts)
+    size_a = torch.randint(3, (n,), generator=gen)
+    size_b = (size_a + 1 + torch.randint(2, (n,), generator=gen)) % 3
+    style_flip, warm_flip = torch.randint(2, (2, n), generator=gen).tolist()
+    picks = torch.randint(len(COLORS), (n,), generator=gen).tolist()
+    out = []
+    for side, sizes in enumerate((size_a.tolist(), size_b.tolist())):
+        sized = [replace(p, size=SIZES[s]) for p, s in zip(prompts, sizes, strict=True)]
+        styles = [STYLES[f ^ side] for f in style_flip]
+        targets = []
+        for p, f, k in zip(prompts, warm_flip, picks, strict=True):
+            group = [c for c in (WARM if f ^ side else COOL) if c not in (p.color, p.background)]
+            targets.append(group[k % len(group)])
+        out.append(_tint(render_mixed(sized, styles, gen), prompts, targets, gen))
+    return out[0], out[1]
+
+
+def build_users(
+    out_dir: str | Path,
+    *,
+    n: int = 60,
+    seed: int = 0,
+    model: Any = None,
+    candidates: str = "render",
+    ties: str = "drop",
+    tie_margin: float = USER_TIE_MARGIN,
+    label_noise: float = 0.0,
+    max_rounds: int = 20,
+    split: str = "train",
+    prompt_split: str = "train",
+    steps: int = 20,
+    guidance: float = 4.0,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Per-user labels (PPD): `n` rows balanced over `USERS`, each a prompt without a size word
+    (size is left to taste), two candidates, chosen by the row's user's `user_reward`.
+
+    candidates: "render" (`_user_candidates`: size, style and colour tint differ) or "model"
+    (two toy-sd samples). Ties (reward gap below `tie_margin`) are dropped, counted and redrawn,
+    up to `max_rounds` rounds; a user still short after that is reported as `shortfall`. The
+    default margin is small because the colour users' rewards differ by ~0.01 between two
+    faithful images of one prompt: their taste must not outweigh the prompt (rewards.py)."""
+    started, options = time.perf_counter(), options_of(locals())
+    check_ties(ties, label_noise)
+    if candidates not in ("render", "model"):
+        raise ValueError(f"candidates must be 'render' or 'model', got {candidates!r}")
+    pipe = toy_sd_pipeline(model) if candidates == "model" else None
+    users = list(USERS)
+    quota = {u: n // len(users) + (i < n % len(users)) for i, u in enumerate(users)}
+    kept: dict[str, list[dict[str, Any]]] = {u: [] for u in users}
+    built = Built([], "image")
+    for round_ in range(max_rounds):
+        owners = [u for u in users for _ in range(quota[u] - len(kept[u]))]
+        if not owners:
+            break
+        prompts = [
+            replace(p, size="medium")
+            for p in sample_prompts(len(owners), prompt_split, stream_seed(seed, "users", round_))
+        ]
+        texts = [p.text for p in prompts]
+        if pipe is None:
+            a, b = _user_candidates(prompts, stream_generator(seed, "users-render", round_))
+            models = ("toy-render", "toy-render")
+        else:
+            a, b = sample_pairs(
+                pipe,
+                texts,
+                stream_seed(seed, "users", round_),
+                steps=steps,
+                guidance=guidance,
+                batch_size=batch_size,
+                progress=progress,
+                desc=f"toy-sd users round {round_}",
+            )
+            models = ("toy-sd", "toy-sd")
+        rewards = torch.empty(2, len(owners))
+        for u in dict.fromkeys(owners):
+            idx = [i for i, o in enumerate(owners) if o == u]
+            sub = [texts[i] for i in idx]
+            rewards[0, idx] = user_reward(a[idx], sub, u)
+            rewards[1, idx] = user_reward(b[idx], sub, u)
+        for i, (u, text) in enumerate(zip(owners, texts, strict=True)):
+            row = label_pair(
+                {"prompt": text, "user_id": u, "source": "toy:users"},
+                a[i],
+                b[i],
+                float(rewards[0, i]),
+                float(rewards[1, i]),
+                ties,
+                tie_margin,
+                models,
+            )
+            if row is None:
+                built.skipped["tie"] += 1
+            else:
+                kept[u].append(row)
+    # Interleave the users, so any prefix of the dataset is balanced too.
+    built.rows = [kept[u][k] for k in range(max(quota.values())) for u in users if k < len(kept[u])]
+    built.stats["users"] = {u: len(kept[u]) for u in users}
+    built.stats["shortfall"] = n - len(built.rows)
+    built.stats["label_noise"] = flip_labels(built.rows, label_noise, seed)
+    return finish(
+        "users", out_dir, built, n=n, seed=seed, split=split, options=options, started=started
+    )
