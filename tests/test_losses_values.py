@@ -56,8 +56,8 @@ CASES = [
     ("sft", {}, {"chosen_len": 4.0}, 0.25),
     # ref_c - pi_c = -0.5 -> no penalty; equals dpo
     ("dpop", {"beta": 1.0, "lam": 50.0}, {}, -ls(1.0)),
-    # smpo: -logsig(-0.5 * beta * (2p - 1) * gamma * (mse diff = -delta)) = -logsig(0.5*0.1*0.4*10)
-    ("smpo", {"beta": 0.1, "gamma": 10.0}, {"label": 0.7}, -ls(0.2)),
+    # smpo: -logsig(beta * (2p - 1) * gamma * delta) = -logsig(0.1 * 0.4 * 10 * 1)
+    ("smpo", {"beta": 0.1, "gamma": 10.0}, {"label": 0.7}, -ls(0.4)),
     ("diffusion_kto", {"beta": 1.0}, {}, 2 * (1 - sig(0.5))),
 ]
 

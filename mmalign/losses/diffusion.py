@@ -54,11 +54,12 @@ def mapo(
 def smpo(s: PairScores, *, beta: float = 0.1, gamma: float = 10.0) -> LossOutput:
     """SmPO-Diffusion, Lu et al. 2025 (ICML), smoothed-preference Diffusion-DPO.
 
-    `-logsig(-0.5*beta*(2p - 1)*gamma*((mse_c - mse_r) - (ref_c - ref_r)))` with
-    `mse = -score` and p = `s.label` (None means 1), exactly the paper's form:
-    `beta` here is SmPO's `beta_dpo` (5000 SDXL, 2000 SD1.5), the 0.5 is inside.
-    So with p = 1 and gamma = 1 it equals `dpo(beta = 0.5 * beta)`, Diffusion-DPO.
-    At p = 0.5 the loss is the constant log 2: no push on near-ties.
+    `-logsig(beta*(2p - 1)*gamma*(lw - ll))` with `lw - ll = -((mse_c - mse_r) - (ref_c -
+    ref_r))` (score = -mse) and p = `s.label` (None means 1). The paper writes
+    `-logsig(-0.5*beta_dpo*(2p - 1)*gamma*(mse differences))`; like every diffusion loss in
+    mmalign, `beta` here is dpo's beta, `0.5 * beta_dpo` (SmPO's 5000 for SDXL is 2500 here,
+    its 2000 for SD1.5 is 1000). So with p = 1 and gamma = 1 it equals `dpo(beta)`, which is
+    Diffusion-DPO. At p = 0.5 the loss is the constant log 2: no push on near-ties.
     """
     check_beta(beta)
     if not gamma > 0:
@@ -66,9 +67,8 @@ def smpo(s: PairScores, *, beta: float = 0.1, gamma: float = 10.0) -> LossOutput
     lw, ll = log_ratios(s)
     p = soft_label(s)
     smooth = torch.ones_like(lw) if p is None else 2 * p - 1
-    # (mse_c - mse_r) - (ref_mse_c - ref_mse_r) = -(lw - ll) for score = -mse.
-    loss = -logsig(-0.5 * beta * smooth * gamma * -(lw - ll))
-    return LossOutput(loss, pair_metrics(s, 0.5 * beta * lw, 0.5 * beta * ll))
+    loss = -logsig(beta * smooth * gamma * (lw - ll))
+    return LossOutput(loss, pair_metrics(s, beta * lw, beta * ll))
 
 
 def diffusion_kto(s: PairScores, *, beta: float = 0.1) -> LossOutput:

@@ -16,16 +16,10 @@ from typing import Any
 from torch import Tensor
 
 from ..suggest import did_you_mean
-from .registry import Loss
+from .catalog import LOSSES
 from .scores import LossOutput, PairScores
 
 TERM_KEYS = ("pair", "loss", "weight", "name")
-
-
-def _registry() -> dict[str, Loss]:
-    from . import LOSSES  # the registry imports this module: look it up late
-
-    return LOSSES
 
 
 @dataclass(frozen=True)
@@ -50,7 +44,7 @@ class Objective:
     def __init__(self, terms: Sequence[Term]):
         if not terms:
             raise ValueError("an objective needs at least one term")
-        registry = _registry()
+        registry = LOSSES
         named: list[Term] = []
         seen: set[str] = set()
         for i, term in enumerate(terms):
@@ -105,7 +99,7 @@ class Objective:
     @property
     def needs_reference(self) -> bool:
         """Whether any term needs reference scores (else the scorer skips the reference)."""
-        registry = _registry()
+        registry = LOSSES
         return any(not registry[t.loss].reference_free for t in self.terms)
 
     @property
@@ -114,7 +108,7 @@ class Objective:
         return tuple(dict.fromkeys(t.pair for t in self.terms))
 
     def __call__(self, scores: Mapping[str, PairScores]) -> ObjectiveOutput:
-        registry = _registry()
+        registry = LOSSES
         total: Tensor | None = None
         metrics: dict[str, Tensor] = {}
         outputs: dict[str, LossOutput] = {}
