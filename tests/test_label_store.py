@@ -294,7 +294,8 @@ def test_model_mode_generates_a_stored_pair_with_two_seeds(tmp_path: Path) -> No
     add_user(users, "ann", "pw")
     s = Store(tmp_path / "db.sqlite")
     app = LabelApp(s, tmp_path / "img", Authenticator(users), model="toy-sd", steps=2)
-    pair = app.generate_pair("a red circle on a blue background")
+    assert app.generator is not None
+    pair = app.generator.generate("a red circle on a blue background")
     assert s.get_pair(pair.pair_id) == pair and pair.source.startswith("model:toy-sd:seeds")
     a, b = (load_image(tmp_path / "img", ref) for ref in (pair.image_0, pair.image_1))
     assert a.size == b.size and a.tobytes() != b.tobytes()  # two seeds, two images

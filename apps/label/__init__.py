@@ -1,11 +1,21 @@
 """The labeling app: annotators compare two images and pick one (`mmalign label`).
 
 The folder apps/label installs as the package `mmalign_label` (pyproject's package-dir);
-its modules import each other relatively. Modules, one job each: `users` (the users file,
-scrypt password hashes), `store` (votes in SQLite WAL or PostgreSQL through SQLAlchemy,
-one transaction per vote), `images` (importing pairs, safe image paths, size and decode
-checks), `stats` (agreement, position bias), `export` (Pick-a-Pic v2 or PreferencePair
-datasets), `app` (the Gradio UI and its API), `cli` (the `mmalign label` command).
+its modules import each other relatively and one way (tests/test_label_install.py checks).
+One job each:
+
+- data: `tables` (the schema), `engines` (SQLite WAL / PostgreSQL connections), `statements`
+  (the vote path's prepared statements), `store` (votes and pairs, one transaction per vote),
+  `users` (the users file, scrypt password hashes), `images` (importing pairs, safe image
+  paths, size and decode checks)
+- what annotators and admins get: `labeling` (next pair, vote with the next pair in the
+  reply), `generate` (prompt mode: pairs from a model), `stats` (agreement, position
+  bias), `export` (Pick-a-Pic v2 or PreferencePair datasets)
+- the web app: `assets` (shortcut script, style sheets), `fragments` (progress bar, prompt,
+  admin tables), `app` (the Gradio UI and its API), `fast_routes` (the vote route outside
+  Gradio's queue), `server` (mounting both behind the login, uvicorn)
+- `cli` (the `mmalign label` command); for tests and tooling: `testing` (a pair dataset, a
+  server in a subprocess), `browser` (driving the page in Chromium), `screenshots`
 """
 
 # From the repository root the folder is also reachable as `apps.label`; importing it under

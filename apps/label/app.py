@@ -11,17 +11,15 @@ annotator, next}` (`next`: the caller's next pair, so a client needs one call pe
 `undo() -> {pair_id}`, `my_votes() -> [..]` (the caller's own votes only),
 `admin_stats()` (admins only).
 
-The fast path, outside Gradio's queue (`fast_routes.py`): `POST /label_api/vote` with the
-same fields as JSON and `GET /label_api/next_pair`, on the same login session cookie.
+The fast path, outside Gradio's queue (`fast_routes.py`, added by `server.py`): `POST
+/label_api/vote` with the same fields as JSON and `GET /label_api/next_pair`, on the same
+login session cookie. Both paths vote through `labeling.Labeling`.
 """
 
 from __future__ import annotations
 
 import html
 import os
-import random
-import secrets
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,76 +27,13 @@ from typing import Any
 
 import gradio as gr
 
-from .images import ImageError, encode_png, load_image, save_image
+from .fragments import PROGRESS_LOADING, admin_view, progress_html, prompt_html
+from .generate import PairGenerator
+from .images import ImageError, load_image
+from .labeling import Labeling
 from .stats import summarize
-from .store import Pair, Store, VoteError, pair_id_for
+from .store import Pair, Store, VoteError
 from .users import Authenticator
-
-KEYS_JS = """
-<script>
-(() => {
-  const keys = {ArrowLeft: "lbl-left", ArrowRight: "lbl-right", ArrowDown: "lbl-tie",
-                s: "lbl-skip", S: "lbl-skip", u: "lbl-undo", U: "lbl-undo"};
-  document.addEventListener("keydown", (event) => {
-    const tag = (event.target.tagName || "").toLowerCase();
-    if (tag === "input" || tag === "textarea" || event.target.isContentEditable) return;
-    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
-    const id = keys[event.key];
-    if (!id) return;
-    const button = document.getElementById(id);
-    if (button && !button.disabled) { event.preventDefault(); button.click(); }
-  });
-})();
-</script>
-"""
-
-CSS = """
-.gradio-container { max-width: 1400px !important; margin: auto; }
-#lbl-header { display: flex; align-items: center; gap: 18px; }
-#lbl-prompt { font-size: 1.55rem; line-height: 1.35; font-weight: 600; text-align: center;
-  padding: 14px 18px; border-radius: 12px; background: var(--block-background-fill);
-  border: 1px solid var(--border-color-primary); }
-#lbl-prompt .lbl-muted { font-size: 0.95rem; font-weight: 400; opacity: 0.65; display: block; }
-.lbl-progress { width: 100%; }
-.lbl-progress .lbl-bar { height: 12px; border-radius: 6px; background: var(--neutral-200);
-  overflow: hidden; }
-.lbl-progress .lbl-fill { height: 100%; background: linear-gradient(90deg, #6366f1, #22c55e);
-  transition: width 0.25s ease; }
-.lbl-progress .lbl-text { font-size: 0.9rem; margin-top: 4px; opacity: 0.8; }
-.lbl-img img { object-fit: contain !important; image-rendering: pixelated; }
-.lbl-vote button { font-size: 1.1rem !important; min-height: 56px; }
-kbd { border: 1px solid #9ca3af; border-bottom-width: 2px; border-radius: 4px;
-  padding: 0 6px; font-family: ui-monospace, monospace; font-size: 0.85em;
-  background: rgba(127,127,127,0.12); }
-#lbl-status { min-height: 1.6em; text-align: center; }
-"""
-
-
-def _progress_html(done: int, total: int) -> str:
-    share = 100.0 * done / total if total else 100.0  # an empty queue reads as finished
-    return (
-        f'<div class="lbl-progress" data-done="{done}" data-total="{total}">'
-        f'<div class="lbl-bar"><div class="lbl-fill" style="width:{share:.1f}%"></div></div>'
-        f'<div class="lbl-text">{done} of {total} pairs in your queue</div></div>'
-    )
-
-
-# The bar before the page knows the queue: empty, not "0 of 0" (a full bar). Gradio patches
-# the HTML in place, so the fill keeps its element and the CSS transition animates every
-# width change: a full placeholder swept down to 0 on load and back up on the first votes.
-_PROGRESS_LOADING = (
-    '<div class="lbl-progress"><div class="lbl-bar"><div class="lbl-fill" style="width:0%">'
-    '</div></div><div class="lbl-text">Loading your queue …</div></div>'
-)
-
-
-def _prompt_html(prompt: str | None, note: str = "", pair_id: str = "") -> str:
-    if prompt is None:
-        return f'<div id="lbl-prompt">{html.escape(note or "Nothing left to label")}</div>'
-    muted = f'<span class="lbl-muted">{html.escape(note)}</span>' if note else ""
-    # the shown pair's id (not secret: the API hands it out): the page says which pair it shows
-    shown = html.escape(pair_id, quote=True)
-    return f'<div id="lbl-prompt" data-pair-id="{shown}">{muted}{html.escape(prompt)}</div>'
 
 
 def _user(request: gr.Request | None) -> str:
@@ -126,20 +61,15 @@ class LabelApp:
         self.image_root.mkdir(parents=True, exist_ok=True)
         self.auth = auth
         self.model_name = model
-        self.steps = steps  # sampler steps in --model mode (default: the model card's)
-        self._model: Any = None
-        self._model_lock = threading.Lock()
-        self._rng = random.Random(seed)
-        self._rng_lock = threading.Lock()
+        self.labeling = Labeling(store, seed=seed)
+        self.generator = (
+            PairGenerator(store, self.image_root, model, steps=steps) if model else None
+        )
         self.api_queue = os.environ.get("MMALIGN_LABEL_API_QUEUE", "1") == "1"
         # "1" puts the page's vote/undo events back on Gradio's queue (for comparisons)
         self.ui_queue = os.environ.get("MMALIGN_LABEL_UI_QUEUE", "0") == "1"
 
     # ------------------------------------------------------------------ helpers
-
-    def _coin(self) -> int:
-        with self._rng_lock:
-            return self._rng.randrange(2)
 
     def _show(self, user: str, pair: Pair | None, note: str = "") -> tuple[Any, ...]:
         """Outputs for the page: state, prompt, left image, right image, progress, status."""
@@ -150,15 +80,15 @@ class LabelApp:
                 if not self.model_name
                 else ("Type a prompt and press Generate to get two images to compare.")
             )
-            return ({}, _prompt_html(None, empty), None, None, _progress_html(done, total), note)
-        left = self._coin()
+            return ({}, prompt_html(None, empty), None, None, progress_html(done, total), note)
+        left = self.labeling.coin()
         refs = (pair.image_0, pair.image_1)
         try:
             images = [load_image(self.image_root, refs[left]),
                       load_image(self.image_root, refs[1 - left])]  # fmt: skip
         except ImageError as err:
-            return ({}, _prompt_html(pair.prompt, pair_id=pair.pair_id), None, None,
-                    _progress_html(done, total),
+            return ({}, prompt_html(pair.prompt, pair_id=pair.pair_id), None, None,
+                    progress_html(done, total),
                     f"⚠️ cannot show pair {pair.pair_id}: {err}")  # fmt: skip
         state = {
             "pair_id": pair.pair_id,
@@ -166,8 +96,8 @@ class LabelApp:
             "vote_id": uuid.uuid4().hex,  # one id per shown pair: a double submit counts once
             "shown_at": time.monotonic(),
         }
-        return (state, _prompt_html(pair.prompt, pair_id=pair.pair_id), images[0], images[1],
-                _progress_html(done, total), note)  # fmt: skip
+        return (state, prompt_html(pair.prompt, pair_id=pair.pair_id), images[0], images[1],
+                progress_html(done, total), note)  # fmt: skip
 
     # -------------------------------------------------------------------- UI events
 
@@ -215,82 +145,32 @@ class LabelApp:
             return self._show(user, self.store.next_pair(user), "⚠️ Type a prompt first.")
         if len(prompt) > 500:
             return self._show(user, None, "⚠️ The prompt is over 500 characters.")
-        pair = self.generate_pair(prompt)
+        if self.generator is None:  # the Generate button exists only in prompt mode
+            raise gr.Error("this server has no model to generate pairs")
+        pair = self.generator.generate(prompt)
         return self._show(user, pair, f"Two images from {self.model_name} (different seeds).")
 
-    def generate_pair(self, prompt: str) -> Pair:
-        """Generate two images for `prompt` with two random seeds and store them as a pair."""
-        from mmalign.data.schema import to_pil_image
-        from mmalign.diffusion import load_pipeline
-        from mmalign.diffusion.sample import generate, sampling_defaults
-
-        with self._model_lock:  # one generation at a time: the model is not thread-safe
-            if self._model is None:
-                name = "toy:sd" if self.model_name in (None, "toy-sd") else self.model_name
-                self._model = load_pipeline(name)
-            steps, guidance = sampling_defaults(self._model, self.steps, None)
-            seed = secrets.randbelow(2**31 - 2)
-            images = generate(self._model.pipe, [prompt, prompt], seed=seed, steps=steps,
-                              guidance=guidance, batch_size=2, desc="label")  # fmt: skip
-        data = [encode_png(to_pil_image(img)) for img in images]
-        refs = [save_image(self.image_root, d, f"generated image {i}") for i, d in enumerate(data)]
-        pair = Pair(pair_id_for(prompt, *data), prompt, refs[0], refs[1],
-                    f"model:{self.model_name}:seeds {seed},{seed + 1}")  # fmt: skip
-        self.store.add_pairs([pair])
-        return pair
-
     def on_admin(self, request: gr.Request) -> tuple[Any, ...]:
-        stats = self.admin_stats(request)
-        people = [[a["annotator"], a["votes"], a["left"], a["right"], a["tie"], a["skip"],
-                   _fmt(a["left_share"], "{:.1%}"), _fmt(a["median_s"], "{:.2f}"),
-                   _fmt(a["mean_s"], "{:.2f}")] for a in stats["annotators"]]  # fmt: skip
-        kappas = [
-            [c["annotator_a"], c["annotator_b"], c["shared"], _fmt(c["cohen_kappa"], "{:.3f}")]
-            for c in stats["cohen"]
-        ]
-        cards = (
-            f"<div class='lbl-cards'>"
-            f"<div><b>{stats['votes']}</b><span>votes</span></div>"
-            f"<div><b>{len(stats['annotators'])}</b><span>annotators</span></div>"
-            f"<div><b>{_fmt(stats['fleiss_kappa'], '{:.3f}')}</b><span>Fleiss' κ "
-            f"({stats['overlapping_pairs']} overlapping pairs)</span></div>"
-            f"<div><b>{_fmt(stats['left_share'], '{:.1%}')}</b><span>left votes "
-            f"(position bias; 50% = none)</span></div>"
-            f"<div><b>{_fmt(stats['median_s'], '{:.2f} s')}</b><span>median time per vote</span>"
-            f"</div></div>"
-        )
-        return cards, people, kappas
+        return admin_view(self.admin_stats(request))
 
     # --------------------------------------------------------------------- API
 
     def api_next_pair(self, request: gr.Request) -> dict[str, Any]:
         """The caller's next pair and a random left image (0 or 1); {} when the queue is empty."""
-        return self.next_for(_user(request))
+        return self.labeling.next_for(_user(request))
 
     def api_vote(
         self, vote_id: str, pair_id: str, choice: str, left_image: int, decide_ms: int,
         request: gr.Request,
     ) -> dict[str, Any]:  # fmt: skip
         """Store the caller's vote; returns only after the vote is committed."""
-        user = _user(request)
         try:
-            ack = self.store.record_vote(
-                vote_id=vote_id, annotator=user, pair_id=pair_id, choice=choice,
+            return self.labeling.vote(
+                _user(request), vote_id=vote_id, pair_id=pair_id, choice=choice,
                 left_image=int(left_image), decide_ms=int(decide_ms),
             )  # fmt: skip
         except VoteError as err:
             raise gr.Error(str(err)) from err
-        # the next pair in the same reply: one round trip per vote instead of two
-        return {"status": ack.status, "vote_id": ack.vote_id, "pair_id": ack.pair_id,
-                "annotator": ack.annotator, "next": self.next_for(user)}  # fmt: skip
-
-    def next_for(self, user: str) -> dict[str, Any]:
-        """`user`'s next pair as plain data ({} when the queue is empty); `user` is the
-        authenticated session's name, never a name the client sent."""
-        pair = self.store.next_pair(user)
-        if pair is None:
-            return {}
-        return {"pair_id": pair.pair_id, "prompt": pair.prompt, "left_image": self._coin()}
 
     def api_undo(self, request: gr.Request) -> dict[str, Any]:
         """Withdraw the caller's last vote."""
@@ -317,7 +197,7 @@ class LabelApp:
                     gr.Markdown("### mmalign · which image is better?", scale=3)
                     who = gr.Markdown(scale=2)
                     gr.Button("Log out", link="/logout", size="sm", scale=0, min_width=90)
-                progress = gr.HTML(_PROGRESS_LOADING)
+                progress = gr.HTML(PROGRESS_LOADING)
                 prompt_box = None
                 generate_btn = None
                 if self.model_name:
@@ -326,7 +206,7 @@ class LabelApp:
                                                 "on a blue background'", show_label=False,
                                                 scale=5, max_length=500)  # fmt: skip
                         generate_btn = gr.Button("Generate", variant="primary", scale=1)
-                prompt = gr.HTML(_prompt_html(None, "Loading ..."))
+                prompt = gr.HTML(prompt_html(None, "Loading ..."))
                 with gr.Row(equal_height=True):
                     left = gr.Image(label="Left", type="pil", interactive=False, height=440,
                                     format="png", elem_classes="lbl-img", buttons=[])  # fmt: skip
@@ -390,39 +270,3 @@ class LabelApp:
             gr.api(self.api_my_votes, api_name="my_votes", **fast)
             gr.api(self.admin_stats, api_name="admin_stats", **fast)
         return demo
-
-    def launch(self, host: str = "127.0.0.1", port: int = 7860, **kwargs: Any) -> None:
-        """Serve the app with uvicorn: the Gradio UI mounted at `/` of a small FastAPI app
-        that also carries the fast vote routes (`fast_routes.py`). On the outer app a vote
-        skips the Gradio app's middleware stack and route table: 1.8-2.7 ms of server CPU
-        per vote instead of 3.1-3.4 ms with the routes added to Gradio's own app (32
-        annotators back to back, `benchmarks/label_load.py`'s fast client)."""
-        import uvicorn
-        from fastapi import FastAPI
-
-        from .fast_routes import add_fast_routes
-
-        demo = self.build()
-        demo.queue(default_concurrency_limit=None, max_size=None)
-        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-        add_fast_routes(app, self)
-        gr.mount_gradio_app(
-            app, demo, path="/", server_name=host, server_port=port, auth=self.auth,
-            auth_message="mmalign labeling: sign in with the account your admin made for you.",
-            css=CSS + ADMIN_CSS, head=KEYS_JS, show_error=True, ssr_mode=False,
-            max_file_size="20mb", footer_links=[], **kwargs,
-        )  # fmt: skip
-        uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-ADMIN_CSS = """
-.lbl-cards { display: grid; grid-template-columns: repeat(5, 1fr); gap: 12px; margin: 6px 0 4px; }
-.lbl-cards div { border: 1px solid var(--border-color-primary); border-radius: 12px;
-  padding: 12px 14px; background: var(--block-background-fill); }
-.lbl-cards b { display: block; font-size: 1.6rem; }
-.lbl-cards span { font-size: 0.85rem; opacity: 0.75; }
-"""
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "–" if value is None else spec.format(value)

@@ -33,6 +33,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import LabelApp
     from .images import import_pairs
+    from .server import serve
     from .store import Store
     from .users import Authenticator
 
@@ -50,7 +51,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"label: {added} new pairs from {args.data}; {store.count_pairs()} in {args.db}")
     app = LabelApp(store, root, auth, model=args.model, seed=args.seed, steps=args.steps)
     print(f"label: http://{args.host}:{args.port} (users: {args.users}, overlap {store.overlap})")
-    app.launch(args.host, args.port)
+    serve(app, args.host, args.port)
     return 0
 
 

@@ -5,8 +5,9 @@ annotator's vote used to be two such calls (`vote`, then `next_pair`). These rou
 same work in one HTTP request: `POST /label_api/vote` stores the vote (one transaction,
 acknowledged after commit, idempotent by the client's vote id) and answers with the
 caller's next pair; `GET /label_api/next_pair` gives the first one. They live on the outer
-FastAPI app that the Gradio UI is mounted on (`LabelApp.launch`), so a vote also skips the
-Gradio app's middleware stack and its route table.
+FastAPI app that the Gradio UI is mounted on (`server.py`), so a vote also skips the
+Gradio app's middleware stack and its route table. The work is `labeling.Labeling`'s, the
+same as the Gradio API's.
 
 Security is Gradio's login, unchanged: the caller is the user of the session cookie that
 Gradio's `/login` set (the same token table Gradio's own routes check); no cookie, no
@@ -18,17 +19,15 @@ so the session cookie cannot be used to vote from another page (CSRF).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from .labeling import Labeling
 from .store import VoteError
-
-if TYPE_CHECKING:
-    from .app import LabelApp
 
 VOTE_FIELDS = ("vote_id", "pair_id", "choice", "left_image", "decide_ms")
 
@@ -58,7 +57,7 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host")
 
 
-def add_fast_routes(app: FastAPI, label: LabelApp) -> None:
+def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
     """Add `/label_api/vote` and `/label_api/next_pair` to `app`, the FastAPI app the Gradio
     UI gets mounted on; the login is the mounted Gradio app's (found on the first request)."""
     from starlette.routing import Mount
@@ -74,7 +73,7 @@ def add_fast_routes(app: FastAPI, label: LabelApp) -> None:
         user = session_user(gradio_app(), request)
         if user is None:
             return _error(401, "not logged in")
-        return JSONResponse(await run_in_threadpool(label.next_for, user))
+        return JSONResponse(await run_in_threadpool(labeling.next_for, user))
 
     async def vote(request: Request) -> JSONResponse:
         user = session_user(gradio_app(), request)
@@ -98,14 +97,11 @@ def add_fast_routes(app: FastAPI, label: LabelApp) -> None:
         except (TypeError, ValueError):
             return _error(400, "left_image and decide_ms must be integers")
 
-        def store_and_next() -> dict[str, Any]:
-            ack = label.store.record_vote(
-                vote_id=body["vote_id"], annotator=user, pair_id=str(body["pair_id"]),
+        def store_and_next() -> dict[str, Any]:  # acknowledged only after the commit
+            return labeling.vote(
+                user, vote_id=body["vote_id"], pair_id=str(body["pair_id"]),
                 choice=body["choice"], left_image=left_image, decide_ms=decide_ms,
             )  # fmt: skip
-            # committed above: only now is the vote acknowledged, with the next pair
-            return {"status": ack.status, "vote_id": ack.vote_id, "pair_id": ack.pair_id,
-                    "annotator": ack.annotator, "next": label.next_for(user)}  # fmt: skip
 
         try:
             return JSONResponse(await run_in_threadpool(store_and_next))
