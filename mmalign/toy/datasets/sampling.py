@@ -14,7 +14,7 @@ from .common import quantise
 
 def toy_sd_pipeline(model: Any):
     """A loaded toy-sd pipeline from `model`: a folder, a pipeline, or None for the shipped one."""
-    from ..models.sd import load_pipeline
+    from ..models.sd.sampling import load_pipeline
 
     if model is None:
         from ..paths import model_path
@@ -35,7 +35,7 @@ def model_images(
     desc: str,
 ) -> torch.Tensor:
     """toy-sd samples of `texts`, the i-th drawn with seed `seed + i` whatever the batching."""
-    from ..models.sd import sample
+    from ..models.sd.sampling import sample
 
     out = []
     with tqdm(total=len(texts), desc=desc, unit="img", disable=not progress) as bar:

@@ -8,18 +8,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ...qa import GROUPS, STYLES, Group, sample_conversations, sample_qa
 from ...world import SHAPES
-from ..checkpoint import (
-    check_fingerprint,
-    fingerprint_of,
-    optimizer_tensors,
-    restore_optimizer,
-    save_tensors,
-)
+from ..checkpoint import fingerprint_of, load_checkpoint, save_checkpoint, state_under
 from ..schedule import lr_factor
 from .model import Encoder, ToyVLMArch, to_pixel_values
 
@@ -88,25 +81,19 @@ def _unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _save_checkpoint(path: Path, module: torch.nn.Module, opt, meta: dict) -> None:
-    tensors = {f"model.{k}": v for k, v in _unique_state(module).items()}
-    tensors.update(optimizer_tensors(opt, "opt."))
-    tensors["rng.torch"] = torch.get_rng_state()
-    save_tensors(path, tensors, meta)
-
-
-def _load_checkpoint(path: Path, module: torch.nn.Module, opt, fingerprint: str) -> int:
-    """Restore module, optimizer and RNG from `path`; returns the step to continue from."""
-    meta = check_fingerprint(
-        path, fingerprint, "pass resume=False to start over, or another work_dir"
+def _resume(path: Path, module: torch.nn.Module, opt, fingerprint: str) -> int:
+    """Restore module, optimizer and RNG from `path`; returns the step to continue from (0 when
+    there is no checkpoint)."""
+    found = load_checkpoint(
+        path, fingerprint, opt, "pass resume=False to start over, or another work_dir", rng=True
     )
-    tensors = load_file(str(path))
-    state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    missing = module.load_state_dict(state, strict=False).missing_keys
+    if found is None:
+        return 0
+    tensors, meta = found
+    missing = module.load_state_dict(state_under(tensors, "model"), strict=False).missing_keys
+    # Tied tensors were saved once (see `_unique_state`): only they may be missing.
     if set(missing) - (set(module.state_dict()) - set(_unique_state(module))):
         raise ValueError(f"checkpoint {path} lacks {sorted(missing)[:5]}")
-    restore_optimizer(opt, tensors, "opt.")
-    torch.set_rng_state(tensors["rng.torch"])
     return int(meta["step"])
 
 
@@ -121,7 +108,7 @@ def _fit(
     batches an uninterrupted one would."""
     fp = settings.fingerprint()
     opt = _adamw(module, lr, settings.weight_decay, scales)
-    start = _load_checkpoint(ckpt, module, opt, fp) if resume and ckpt.is_file() else 0
+    start = _resume(ckpt, module, opt, fp) if resume else 0
     end = steps if stop_after is None else min(steps, stop_after)
     module.train()
     losses: list[float] = []
@@ -138,7 +125,8 @@ def _fit(
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == end:
-            _save_checkpoint(ckpt, module, opt, {"step": step + 1, "fingerprint": fp})
+            meta = {"step": step + 1, "fingerprint": fp}
+            save_checkpoint(ckpt, {"model": _unique_state(module)}, opt, meta, rng=True)
     # Stale gradients would otherwise enter the next stage's clipping norm (the tower's, frozen
     # in stage 2) and make an uninterrupted run differ from a resumed one.
     module.zero_grad(set_to_none=True)
