@@ -46,6 +46,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train.loop import train
 
     cfg = load_config(Config, args.config, args.overrides)
+    from .train.sources import check_sources
+
+    check_sources(cfg)  # every missing model and data set named at once, before any loading
     if cfg.model.kind == "vlm":
         from .vlm.recipe import VLMRecipe as recipe
     else:
@@ -193,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mmalign",
         description="Align multimodal generative models with human preferences.",
     )
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="show the traceback of an input error (also MMALIGN_DEBUG=1); any place on the line",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("losses", help="list the registered preference losses")
@@ -308,24 +315,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. Bad input ends with a message naming it and exit status 2, no traceback
+    (`--debug` or MMALIGN_DEBUG=1 shows it); any other error keeps its traceback
+    (mmalign/cli_errors.py says which is which)."""
+    from .cli_errors import debug_requested, input_error_message
+
+    debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ConfigError as err:
-        print(f"mmalign: config error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        from .train.loop import TrainingError
-
-        if not isinstance(err, TrainingError):
+    except Exception as err:
+        loop = sys.modules.get(f"{__package__}.train.loop")  # loaded if training ran
+        if loop is not None and isinstance(err, loop.TrainingError) and not debug:
+            print(f"mmalign: training stopped: {err}", file=sys.stderr)
+            return 1
+        message = input_error_message(err)
+        if message is None or debug:
             raise
-        print(f"mmalign: training stopped: {err}", file=sys.stderr)
-        return 1
-    except ValueError as err:  # bad input the user can fix: a clear message, no traceback
-        print(f"mmalign: error: {err}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as err:
-        print(f"mmalign: error: {err}", file=sys.stderr)
+        kind = "config error" if isinstance(err, ConfigError) else "error"
+        print(f"mmalign: {kind}: {message}", file=sys.stderr)
         return 2
 
 

@@ -74,7 +74,8 @@ def apply_overrides(
         try:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as err:
-            raise ConfigError(f"override '{item}': the value is not YAML ({_yaml_problem(err)})")
+            problem = _yaml_problem(err)
+            raise ConfigError(f"override '{item}': the value is not YAML ({problem})") from None
         parts = key.split(".")
         node: Any = raw
         schema = cls

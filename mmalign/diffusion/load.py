@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import torch
 
+from ..hub import Need, hub_errors, require
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 Family = Literal["sd", "sdxl"]
 
@@ -64,6 +66,15 @@ def pipeline_class(name_or_path: str | Path) -> str | None:
     return None
 
 
+def dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """`dtype=` for diffusers' `from_pretrained` where the installed version takes it (it
+    deprecates `torch_dtype`, with a warning on every load), else `torch_dtype=`."""
+    from diffusers.utils import deprecation_utils
+
+    name = "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+    return {name: dtype}
+
+
 def resolve_model(name_or_path: str | Path) -> str:
     """`toy:sd` names the shipped toy-sd; anything else is a folder or hub id as given."""
     if str(name_or_path) == "toy:sd":
@@ -96,18 +107,26 @@ def load_pipeline(
         raise FileNotFoundError(
             f"{source} is not a diffusers pipeline folder (no model_index.json)"
         )
-    kwargs: dict[str, Any] = {"torch_dtype": DTYPES[dtype], "variant": variant}
+    needs = [Need(source, "model", file="model_index.json", revision=revision)]
+    if vae is not None:
+        needs.append(Need(vae, "vae", file="config.json"))
+    require(needs)  # before any weights load: every missing id named at once
+    kwargs: dict[str, Any] = {**dtype_kwarg(DTYPES[dtype]), "variant": variant}
     if revision is not None:
         kwargs["revision"] = revision
     if vae is not None:
-        kwargs["vae"] = AutoencoderKL.from_pretrained(vae, torch_dtype=DTYPES[dtype])
+        with hub_errors(vae, "vae"):
+            kwargs["vae"] = AutoencoderKL.from_pretrained(vae, **dtype_kwarg(DTYPES[dtype]))
     elif dtype != "float32":
-        kwargs["vae"] = AutoencoderKL.from_pretrained(
-            source, subfolder="vae", torch_dtype=torch.float32, variant=variant, revision=revision
-        )
+        with hub_errors(source, "model"):
+            kwargs["vae"] = AutoencoderKL.from_pretrained(
+                source, subfolder="vae", variant=variant, revision=revision,
+                **dtype_kwarg(torch.float32),
+            )  # fmt: skip
     if pipeline_class(source) in (None, "StableDiffusionPipeline"):
         kwargs["safety_checker"] = None  # alignment research: no NSFW filter on the outputs
-    pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
+    with hub_errors(source, "model"):
+        pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
     family = _family(pipe)
     if device is not None:
         pipe.to(device)

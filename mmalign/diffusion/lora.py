@@ -14,6 +14,24 @@ DEFAULT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
+def check_targets(unet: torch.nn.Module, targets: list[str] | None) -> None:
+    """Every `lora.target_modules` entry names some UNet layer (peft's rule: the full name or
+    its last dotted parts); checked once the model is loaded, before the data is built."""
+    names = [name for name, _ in unet.named_modules() if name]
+    for target in targets or DEFAULT_TARGETS:
+        if not any(n == target or n.endswith("." + target) for n in names):
+            from ..config import ConfigError
+            from ..suggest import did_you_mean
+
+            linear = [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear)]
+            # `to_out.0`: a numbered child is named with its parent
+            leaves = {".".join(n.split(".")[-2 if n[-1].isdigit() else -1 :]) for n in linear}
+            raise ConfigError(
+                f"lora.target_modules: '{target}' names no layer of the UNet; "
+                f"{did_you_mean(target, leaves)}"
+            )
+
+
 def add_lora(unet: torch.nn.Module, cfg: LoraConfig) -> None:
     """Attach a trainable LoRA adapter; every base weight is frozen."""
     from peft import LoraConfig as PeftLoraConfig

@@ -19,7 +19,7 @@ from ..train.config import Config
 from .data import PairImages, collate, has_soft_labels, open_pairs
 from .encode import EncodedPairs, Encoder, fingerprint, precompute, stack
 from .load import load_pipeline
-from .lora import add_lora, save_lora
+from .lora import add_lora, check_targets, save_lora
 from .scorer import DiffusionPairScorer
 
 FULL_UNET_DIR = "unet"
@@ -41,6 +41,8 @@ class DiffusionRecipe:
         self.diffusion = load_pipeline(
             m.name_or_path, dtype=m.dtype, variant=m.variant, revision=m.revision, vae=m.vae
         )
+        if cfg.lora is not None:  # before the data is built: a typo in a target fails now
+            check_targets(self.diffusion.unet, cfg.lora.target_modules)
         pipe = self.diffusion.pipe
         pipe.to(device)
         self.resolution = cfg.diffusion.resolution or self.diffusion.default_resolution

@@ -53,6 +53,16 @@ class DataConfig:
 
         return expand_data(raw)
 
+    def __post_init__(self) -> None:
+        # Local paths are checked when a command starts (mmalign/train/sources.py): a shipped
+        # recipe names data the user puts there, and `config show` must still print it.
+        if self.toy and not self.path.startswith("toy:"):
+            from ..hub import missing_local
+
+            if missing_local(self.path):  # the likelier mistake: the path, not data.toy
+                raise ConfigError(f"data.path: {self.path} does not exist (no such local folder)")
+            raise ConfigError(f"data.toy is only for data.path: toy:<kind>, not {self.path}")
+
 
 @dataclass
 class DiffusionConfig:
@@ -154,10 +164,14 @@ class Config:
     output_dir: str = "runs/mmalign"
 
     def __post_init__(self) -> None:
+        from ..losses import LOSSES
+        from .objective_check import check_terms
+
         try:
             Objective.from_config(self.objective)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        check_terms(self.objective, {name: loss.defaults for name, loss in LOSSES.items()})
 
     def build_objective(self) -> Objective:
         return Objective.from_config(self.objective)

@@ -28,7 +28,14 @@ def lora_targets(model: torch.nn.Module, names: list[str] | None) -> list[str]:
         if names is None or any(full == n or full.endswith("." + n) for n in names):
             targets.append(full)
     if not targets:
-        raise ValueError(f"lora.target_modules {names} match no linear layer of the language model")
+        from ..config import ConfigError
+
+        linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in linear if not in_image_path(n)})
+        raise ConfigError(
+            f"lora.target_modules {names} match no linear layer of the language model; "
+            f"its linear layers end in: {', '.join(leaves[:12])}"
+        )
     return targets
 
 

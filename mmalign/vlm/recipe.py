@@ -22,7 +22,7 @@ from ..data.schema import ValidationReport
 from ..train.config import Config
 from .collate import PAIR_FIELDS, PairCollator, SequenceBatch
 from .load import in_image_path, load_vlm
-from .lora import add_lora, save_adapter, save_merged
+from .lora import add_lora, lora_targets, save_adapter, save_merged
 from .scorer import VLMPairScorer
 
 FULL_MODEL_DIR = "model"
@@ -85,6 +85,8 @@ class VLMRecipe:
         self.cfg, self.accelerator = cfg, accelerator
         m, v = cfg.model, cfg.vlm
         self.vlm = load_vlm(m.name_or_path, dtype=m.dtype, revision=m.revision)
+        if cfg.lora is not None:  # before the data is built: a typo in a target fails now
+            lora_targets(self.vlm.model, cfg.lora.target_modules)
         objective = cfg.build_objective()
         pairs = list(objective.pairs)
         for pair in pairs:

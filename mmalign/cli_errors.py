@@ -1,0 +1,66 @@
+"""Which exceptions end an `mmalign` command as bad input (a message, exit status 2) and which
+are bugs (their traceback). `--debug` or MMALIGN_DEBUG=1 shows the traceback of both.
+
+Input errors are: `InputError` (and `ConfigError`) anywhere; a `ValueError` or `ImportError`
+raised by mmalign's or the labeling app's own code (their messages are written for the user,
+and the labeling app raises plain ValueError); a missing, existing or unreadable file that the
+operating system names; and a hub or network failure of a loader. A ValueError raised inside
+torch, diffusers or another library is a bug in how mmalign called it, and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from .config import InputError
+
+_OWN = (
+    str(Path(__file__).resolve().parent),  # mmalign
+    str(Path(__file__).resolve().parents[1] / "apps" / "label"),  # mmalign_label, in a checkout
+)
+_FILE_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES}
+
+
+def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
+    """(whether to show tracebacks, argv without `--debug`): the flag is taken anywhere on
+    the line, since a user adds it after the command they are debugging."""
+    env = os.environ.get("MMALIGN_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    return env or "--debug" in argv, [a for a in argv if a != "--debug"]
+
+
+def _raised_by_own_code(err: BaseException) -> bool:
+    frames = traceback.extract_tb(err.__traceback__)
+    if not frames:
+        return False
+    where = str(Path(frames[-1].filename).resolve())
+    own = (*_OWN, _label_package())
+    return any(where.startswith(root + os.sep) for root in own if root)
+
+
+def _label_package() -> str:
+    """The installed labeling app's folder, if it ran (an error from it means it is loaded)."""
+    app = sys.modules.get("mmalign_label")
+    return str(Path(app.__file__).resolve().parent) if app and app.__file__ else ""
+
+
+def input_error_message(err: BaseException) -> str | None:
+    """The message to print for a user-input error, None for anything else (a bug)."""
+    if isinstance(err, InputError):
+        return str(err)
+    if isinstance(err, OSError) and err.errno in _FILE_ERRNOS and err.filename:
+        return f"{err.filename}: {err.strerror}"
+    if isinstance(err, ValueError | ImportError | OSError) and _raised_by_own_code(err):
+        return str(err)
+    from .hub import hub_error_message
+
+    if hub_error_message(err, "ID", "the input") is not None:  # a loader no `hub_errors` wraps
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return (
+            f"{first} (a hub id that is not in the local cache, or no network: download it "
+            "with `hf download ID` where there is network, or give a local folder)"
+        )
+    return None

@@ -1,0 +1,79 @@
+"""The values of a recipe's loss arguments, checked when the config loads.
+
+The loss functions check their own arguments, but only when first called: after the model is
+loaded and the data built. Here every term's arguments are checked against the loss's
+signature (its keyword defaults give each argument's type) and the ranges below, so
+`objective.0.beta=-1` fails at once with the key named.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..config import ConfigError
+
+Rule = tuple[Callable[[float], bool], str]
+_POSITIVE: Rule = (lambda v: v > 0, "> 0")
+_NONNEGATIVE: Rule = (lambda v: v >= 0, ">= 0")
+_UNIT: Rule = (lambda v: 0 <= v <= 1, "in [0, 1]")
+
+# By argument name; (loss, argument) entries refine one loss. Anything numeric not listed here
+# must only be a finite number.
+RULES: dict[str | tuple[str, str], Rule] = {
+    "beta": _POSITIVE,
+    "snr": _POSITIVE,
+    "num_timesteps": _POSITIVE,
+    ("smpo", "gamma"): _POSITIVE,
+    ("simpo", "gamma"): _NONNEGATIVE,  # SimPO's target reward margin
+    "eps": (lambda v: 0 <= v < 0.5, "in [0, 0.5) (a label flip rate)"),
+    "lam": _NONNEGATIVE,
+    "alpha": _NONNEGATIVE,
+    "lambda_d": _NONNEGATIVE,
+    "lambda_u": _NONNEGATIVE,
+    "label": _UNIT,
+}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _hint(value: Any) -> str:
+    """YAML 1.1 reads `1e-3` (no dot) as text; the loss would receive a string."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return ""
+    return f" (YAML reads {value} as text: write it with a dot, e.g. {float(value)!r})"
+
+
+def check_terms(specs: Sequence[Mapping[str, Any]], defaults: Mapping[str, Mapping[str, Any]]):
+    """Raise `ConfigError` naming `objective.<i>.<arg>` for a value of the wrong type or out of
+    range. `defaults`: each loss's keyword arguments and defaults (`Loss.defaults`)."""
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, Mapping):
+            continue  # Objective.from_config words this one
+        where = f"objective.{i}"
+        weight = spec.get("weight", 1.0)
+        if _number(weight) and not weight >= 0:
+            raise ConfigError(f"{where}.weight must be >= 0, got {weight}")
+        loss = str(spec.get("loss", ""))
+        for arg, default in defaults.get(loss, {}).items():
+            if arg not in spec:
+                continue
+            value = spec[arg]
+            if _number(default):
+                if not _number(value):
+                    kind = "an integer" if isinstance(default, int) else "a number"
+                    raise ConfigError(
+                        f"{where}.{arg} ({loss}) must be {kind}, got {value!r}{_hint(value)}"
+                    )
+                if isinstance(default, int) and not isinstance(value, int):
+                    raise ConfigError(f"{where}.{arg} ({loss}) must be an integer, got {value!r}")
+                if not math.isfinite(value):
+                    raise ConfigError(f"{where}.{arg} ({loss}) must be finite, got {value}")
+            rule = RULES.get((loss, arg)) or RULES.get(arg)
+            if rule is not None and _number(value) and not rule[0](value):
+                raise ConfigError(f"{where}.{arg} ({loss}) must be {rule[1]}, got {value}")
