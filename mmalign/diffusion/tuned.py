@@ -3,16 +3,41 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from .load import DiffusionModel, load_pipeline
+from .load import DiffusionModel, dtype_kwarg, load_pipeline
 from .lora import LORA_FILE
 
 
 def _lora_params(unet: torch.nn.Module) -> int:
     return sum(p.numel() for n, p in unet.named_parameters() if "lora_" in n)
+
+
+class _NoTextEncoderNotice(logging.Filter):
+    """Drops diffusers' "No LoRA keys associated to CLIPTextModel..." notice: mmalign's LoRAs
+    adapt the UNet only, so the text encoders having none is expected, not a problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("No LoRA keys associated to") and "Text" in message)
+
+
+@contextmanager
+def _quiet_text_encoder_notice() -> Iterator[None]:
+    loggers = [logging.getLogger(f"diffusers.loaders.{m}") for m in ("lora_base", "peft")]
+    notice = _NoTextEncoderNotice()
+    for logger in loggers:
+        logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(notice)
 
 
 def apply_lora(model: DiffusionModel, lora: str | Path) -> DiffusionModel:
@@ -22,7 +47,8 @@ def apply_lora(model: DiffusionModel, lora: str | Path) -> DiffusionModel:
         raise FileNotFoundError(f"{path} holds no {LORA_FILE}")
     before = _lora_params(model.unet)
     try:
-        model.pipe.load_lora_weights(str(path))
+        with _quiet_text_encoder_notice():
+            model.pipe.load_lora_weights(str(path))
     except (RuntimeError, ValueError, KeyError) as err:
         raise ValueError(
             f"the LoRA at {path} does not fit the model {model.source}: {err}"
@@ -65,7 +91,7 @@ def load_tuned(
     if (path / LORA_FILE).is_file():
         return apply_lora(model, path)
     if (path / "config.json").is_file():
-        unet = UNet2DConditionModel.from_pretrained(path, torch_dtype=model.unet.dtype)
+        unet = UNet2DConditionModel.from_pretrained(path, **dtype_kwarg(model.unet.dtype))
         model.pipe.register_modules(unet=unet)
         return model
     raise ValueError(
