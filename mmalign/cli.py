@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import ConfigError
+from .config import ConfigError, InputError
 
 
 def _cmd_losses(args: argparse.Namespace) -> int:
@@ -94,18 +94,23 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     from .diffusion.sample import sampling_defaults
     from .eval.cli import scorer_kwargs
     from .eval.winrate import run_winrate
+    from .rewards import split_name
 
+    scorers = args.scorers.split(",")
+    for name in scorers:  # a typo fails before any model loads
+        split_name(name)
+    if not Path(args.tuned).exists():
+        raise InputError(f"--tuned {args.tuned} does not exist (no such local folder)")
     info = run_info(args.tuned)
     base_name = args.base or (info or {}).get("base")
     if base_name is None:
         raise ConfigError("--base is needed unless --tuned is a training output_dir")
-    base = load_pipeline(base_name)
-    tuned = load_tuned(args.tuned, base_name)
     prompts = resolve_prompts(args.prompts, pickapic_root=args.pickapic_root)
     if args.n is not None:
         prompts = prompts[: args.n]
+    base = load_pipeline(base_name)
+    tuned = load_tuned(args.tuned, base_name)
     steps, guidance = sampling_defaults(base, args.steps, args.guidance)
-    scorers = args.scorers.split(",")
     results = run_winrate(
         base.pipe, tuned.pipe, prompts, scorers, args.out, seed=args.seed,
         steps=steps, guidance=guidance, batch_size=args.batch_size,

@@ -63,7 +63,11 @@ def hub_cache() -> Path:
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if os.environ.get(var):
             return Path(os.environ[var]).expanduser()
-    return _hf_home() / "hub"
+    if "HF_HOME" in os.environ:
+        return _hf_home() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)  # the library's own default (or a caller's setting)
 
 
 def datasets_cache() -> Path:

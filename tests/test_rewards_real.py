@@ -123,10 +123,13 @@ def test_imagereward_offline_hub_id_names_the_local_options(monkeypatch, tmp_pat
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OSError, match=r"(?s)bert-base-uncased.*tokenizer= a local"):
+    from mmalign.config import InputError
+
+    offline = "is not in the local cache \\(offline\\): download it with `hf download"
+    with pytest.raises(InputError, match=rf"bert-base-uncased {offline}.*tokenizer= to a local"):
         get_scorer("imagereward")
     bert = tiny.save_bert_tokenizer(tmp_path / "bert")
-    with pytest.raises(OSError, match=r"(?s)THUDM/ImageReward.*path= a local ImageReward\.pt"):
+    with pytest.raises(InputError, match=rf"THUDM/ImageReward {offline}.*\(path=\) to a local"):
         get_scorer("imagereward", tokenizer=bert)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         get_scorer("imagereward", path=tmp_path / "ImageReward.pt", tokenizer=bert)

@@ -88,7 +88,12 @@ def _load_raw(
 ) -> Dataset | IterableDataset:
     root = Path(source)
     if not root.exists():  # a hub id; `datasets` itself lists the splits on a typo
-        ds = load_dataset(str(source), split=split, streaming=streaming, cache_dir=cache_dir)
+        from ..hub import hub_errors, require_one
+
+        require_one(str(source), "Pick-a-Pic (a local folder or $MMALIGN_PICKAPIC)",
+                    repo_type="dataset")  # fmt: skip
+        with hub_errors(source, "Pick-a-Pic (a local folder or $MMALIGN_PICKAPIC)"):
+            ds = load_dataset(str(source), split=split, streaming=streaming, cache_dir=cache_dir)
         return ds.select_columns(columns) if columns else ds
 
     parquet, saved = _parquet_splits(root), _saved_splits(root)

@@ -19,6 +19,7 @@ import torch
 from datasets import Dataset, load_dataset, load_from_disk
 
 from ..data.schema import ValidationReport, to_pil_image, validate_rows
+from ..hub import hub_errors, require_one
 from ..toy.cache import TOY_PREFIX, toy_pairs
 
 
@@ -49,7 +50,10 @@ def open_pairs(
                 raise ValueError(f"{path} has splits {list(ds)}; data.split is '{split}'")
             ds = ds[split]
     else:  # parquet shards in a folder, or a hub id
-        ds = load_dataset(path, split=split)
+        if not local.exists():
+            require_one(path, "data.path", repo_type="dataset")
+        with hub_errors(path, "data.path"):
+            ds = load_dataset(path, split=split)
     if "jpg_0" in ds.column_names:  # Pick-a-Pic columns: its reader applies the tie policy
         from ..data.pickapic import load_pickapic
 

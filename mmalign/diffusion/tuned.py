@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..hub import require_one
 from .load import DiffusionModel, dtype_kwarg, load_pipeline
 from .lora import LORA_FILE
 
@@ -45,6 +46,7 @@ def apply_lora(model: DiffusionModel, lora: str | Path) -> DiffusionModel:
     path = Path(lora)
     if path.is_dir() and not (path / LORA_FILE).is_file():
         raise FileNotFoundError(f"{path} holds no {LORA_FILE}")
+    require_one(str(lora), "lora", file=LORA_FILE)  # a missing folder, or a hub id offline
     before = _lora_params(model.unet)
     try:
         with _quiet_text_encoder_notice():

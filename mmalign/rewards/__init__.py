@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..config import InputError
 from ..suggest import did_you_mean
 from .base import Scorer, as_image_batch
 from .toy import ToyFidelity, ToyFlaws, ToyStyle, ToyUser
@@ -76,7 +77,7 @@ def split_name(name: str) -> tuple[str, str | None]:
         return name, None
     bases = [b for b in SCORERS if name.startswith(b + ":") and len(name) > len(b) + 1]
     if not bases:
-        raise ValueError(f"unknown scorer '{name}'; {did_you_mean(name, scorer_names())}")
+        raise InputError(f"unknown scorer '{name}'; {did_you_mean(name, scorer_names())}")
     base = max(bases, key=len)
     return base, name[len(base) + 1 :]
 

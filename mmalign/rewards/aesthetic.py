@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from .common import RewardMLP, ScorerOptions, resolve_file
+from .common import RewardMLP, ScorerOptions, resolve_file, scorer_key
 from .openclip import OpenClipScorer
 
 if TYPE_CHECKING:
@@ -61,7 +61,8 @@ class Aesthetic(OpenClipScorer):
     ) -> None:
         super().__init__(**options)
         self.name = "aesthetic"
-        state = torch.load(resolve_file(path, CHECKPOINT), map_location="cpu", weights_only=True)
+        file = resolve_file(path, CHECKPOINT, key=scorer_key("aesthetic"))
+        state = torch.load(file, map_location="cpu", weights_only=True)
         self.mlp = AestheticMLP.from_state_dict(state).to(self.device, self.dtype).eval()
         arch, _, pretrained = clip.partition(":")
         self._load(arch, pretrained or "openai")

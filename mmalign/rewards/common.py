@@ -80,17 +80,30 @@ def local_file(source: str | Path, filenames: Sequence[str]) -> Path | None:
     return None
 
 
-def resolve_file(source: str | Path, filename: str, *alternatives: str) -> Path:
+def scorer_key(name: str) -> str:
+    """How a user points scorer `name` at local weights, for messages."""
+    return f"--scorer-path {name} (path=)"
+
+
+def resolve_file(source: str | Path, filename: str, *alternatives: str, key: str = "path") -> Path:
     """A checkpoint file: `local_file(source, [filename, *alternatives])`, else `filename`
-    downloaded from the hub repo `source` (a failed download names the local options)."""
+    downloaded from the hub repo `source`; offline and not cached, or a failed download,
+    raises an `InputError` naming `key` (where the user gives the weights)."""
     local = local_file(source, (filename, *alternatives))
     if local is not None:
         return local
     from huggingface_hub import hf_hub_download
 
+    from ..config import InputError
+    from ..hub import hub_errors, require_one
+
+    require_one(str(source), key, file=filename)
     try:
-        return Path(hf_hub_download(str(source), filename))
-    except Exception as err:  # offline, no such repo, network: one clear message
+        with hub_errors(source, key):
+            return Path(hf_hub_download(str(source), filename))
+    except InputError:
+        raise
+    except Exception as err:  # anything else the download meets: one clear message
         raise OSError(
             f"cannot get {filename} from the hub repo '{source}' ({type(err).__name__}: {err});"
             f" without hub access pass path= a local {filename} or a folder holding it"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..suggest import did_you_mean
-from .common import ScorerOptions, resolve_file
+from .common import ScorerOptions, resolve_file, scorer_key
 from .openclip import OpenClipScorer
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class HPSv2(OpenClipScorer):
             )
         super().__init__(**options)
         self.name = f"hpsv2:{version}"
-        checkpoint = resolve_file(path, CHECKPOINTS[version])
+        checkpoint = resolve_file(path, CHECKPOINTS[version], key=scorer_key("hpsv2"))
         self._load(arch, checkpoint)
 
     def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:

@@ -35,6 +35,7 @@ from .common import (
     ScorerOptions,
     local_file,
     resolve_file,
+    scorer_key,
 )
 
 if TYPE_CHECKING:
@@ -309,7 +310,7 @@ def _source(path: str | Path) -> str:
 def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of `path` (a file, a folder holding it, or a hub repo): safetensors for
     `.safetensors`, else `torch.load(weights_only=True)`."""
-    file = resolve_file(_source(path), *FILES)
+    file = resolve_file(_source(path), *FILES, key=scorer_key("imagereward"))
     if file.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -325,8 +326,15 @@ def blip_tokenizer(source: str | Path = TOKENIZER):
     the checkpoint's 30524-token vocabulary."""
     from transformers import AutoTokenizer
 
+    from ..config import InputError
+    from ..hub import hub_errors, require_one
+
+    require_one(str(source), "imagereward tokenizer=")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        with hub_errors(source, "imagereward tokenizer="):
+            tokenizer = AutoTokenizer.from_pretrained(str(source))
+    except InputError:
+        raise
     except OSError as err:
         raise OSError(
             f"imagereward: cannot load the BERT tokenizer '{source}' ({err}); without hub "

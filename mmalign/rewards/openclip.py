@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..config import InputError
+from ..hub import hub_errors, require_one
 from .common import CLIP_MEAN, CLIP_STD, BatchedScorer
 
 try:
@@ -45,6 +47,22 @@ def model_name(arch: str | Path) -> str:
     return str(arch)
 
 
+def _require_tag(oc, name: str, tag: str) -> None:
+    """A pretrained tag OpenCLIP knows for `name`, whose hub repo is usable (cached when
+    offline); a path that does not exist is named as such."""
+    tags = oc.list_pretrained_tags_by_model(name)
+    if tag not in tags:
+        if Path(tag).suffix or "/" in tag:
+            raise FileNotFoundError(f"OpenCLIP checkpoint {tag} does not exist")
+        from ..suggest import did_you_mean
+
+        raise InputError(f"OpenCLIP {name} has no pretrained weights '{tag}'; "
+                         f"{did_you_mean(tag, tags)}")  # fmt: skip
+    repo = (oc.get_pretrained_cfg(name, tag).get("hf_hub") or "").strip("/")
+    if repo:
+        require_one(repo, f"the OpenCLIP weights {name}:{tag} (or a local checkpoint file)")
+
+
 def create(
     arch: str | Path,
     *,
@@ -59,12 +77,15 @@ def create(
     oc = require_open_clip()
     name = model_name(arch)
     local = pretrained is not None and Path(pretrained).is_file()
+    if pretrained is not None and not local:
+        _require_tag(oc, name, str(pretrained))
     root = logging.getLogger()
     level = root.level
     if local:  # open_clip warns "no pretrained weights loaded": the next line loads them
         root.setLevel(logging.ERROR)
     try:
-        model = oc.create_model(name, pretrained=None if local else pretrained, device="cpu")
+        with hub_errors(f"{name}:{pretrained}", "the OpenCLIP weights"):
+            model = oc.create_model(name, pretrained=None if local else pretrained, device="cpu")
     finally:
         root.setLevel(level)
     if local:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from .common import BatchedScorer, ScorerOptions
+from ..hub import Need, hub_errors, require
+from .common import BatchedScorer, ScorerOptions, scorer_key
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
@@ -54,8 +55,19 @@ class PickScore(BatchedScorer):
 
         super().__init__(**options)
         self.name = "pickscore"
-        self.model = CLIPModel.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
-        self.processor = AutoProcessor.from_pretrained(str(processor or PROCESSOR))
+        processor = str(processor or PROCESSOR)
+        key = scorer_key("pickscore")
+        require(
+            [
+                Need(str(path), key, file="config.json"),
+                Need(processor, "pickscore processor=", file="preprocessor_config.json"),
+            ]
+        )
+        with hub_errors(path, key):
+            model = CLIPModel.from_pretrained(str(path), dtype=self.dtype)
+        self.model = model.to(self.device).eval()
+        with hub_errors(processor, "pickscore processor="):
+            self.processor = AutoProcessor.from_pretrained(processor)
         ip = self.processor.image_processor
         self.size = _crop_size(ip.crop_size)
         self.mean, self.std = tuple(ip.image_mean), tuple(ip.image_std)

@@ -110,6 +110,7 @@ def open_vlm_pairs(
 
     from ..data.schema import validate_rows
     from ..data.vlm_rows import read_records
+    from ..hub import hub_errors, require_one
     from ..toy.cache import TOY_PREFIX, toy_pairs
 
     _check_format(format)
@@ -146,7 +147,10 @@ def open_vlm_pairs(
     elif local.exists() or ("/" in path and not path.startswith((".", "/"))
                             and local.suffix not in (".json", ".jsonl")):  # fmt: skip
         # parquet shards in a folder, or a hub id (owner/name)
-        ds = load_dataset(path, split=split)
+        if not local.exists():
+            require_one(path, "data", repo_type="dataset")
+        with hub_errors(path, "data"):
+            ds = load_dataset(path, split=split)
     else:
         raise FileNotFoundError(f"{path}: no such file, folder or hub id (owner/name)")
     if max_samples is not None:

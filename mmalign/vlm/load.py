@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ..config import InputError
+from ..hub import Need, hub_errors, require
 from ..weights import weight_files
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -89,15 +91,23 @@ def load_vlm(
     config_file = Path(source) / "adapter_config.json"
     if adapter is None and config_file.is_file():
         adapter, source = source, json.loads(config_file.read_text())["base_model_name_or_path"]
+    needs = [Need(source, "model", file="config.json", revision=revision)]
+    if adapter is not None:
+        needs.append(Need(str(adapter), "adapter", file="adapter_config.json"))
+    require(needs)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(
-            source, dtype=_dtype(dtype), revision=revision
-        )
+        with hub_errors(source, "model"):
+            model = AutoModelForImageTextToText.from_pretrained(
+                source, dtype=_dtype(dtype), revision=revision
+            )
+    except InputError:
+        raise
     except ValueError as err:
         raise ValueError(
             f"{source} is not an image-text-to-text model transformers can load ({err})"
         ) from None
-    processor = AutoProcessor.from_pretrained(source, revision=revision)
+    with hub_errors(source, "model"):
+        processor = AutoProcessor.from_pretrained(source, revision=revision)
     if getattr(processor, "chat_template", None) is None:
         raise ValueError(f"{source}: the processor has no chat template; mmalign needs one")
     if adapter is not None:
