@@ -62,11 +62,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(args: argparse.Namespace, *names: str) -> None:
+    """Counts given on the command line (None: the default) must be >= 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .diffusion import apply_lora, load_pipeline, load_tuned
     from .diffusion.sample import generate, sampling_defaults, to_pil_images
     from .grid import image_grid
 
+    _at_least_one(args, "n", "steps", "batch_size")
+    if args.lora and not Path(args.lora).exists():  # before the model loads
+        from .hub import require_one
+
+        require_one(args.lora, "--lora")
     if Path(args.model).joinpath("mmalign_run.json").is_file():
         model = load_tuned(args.model)
     else:
@@ -96,6 +109,7 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     from .eval.winrate import run_winrate
     from .rewards import split_name
 
+    _at_least_one(args, "n", "steps", "batch_size", "seeds_per_prompt")
     scorers = args.scorers.split(",")
     for name in scorers:  # a typo fails before any model loads
         split_name(name)
@@ -179,6 +193,9 @@ def _cmd_toy_data(args: argparse.Namespace) -> int:
 
     from .toy.datasets import build_dataset
 
+    _at_least_one(args, "n")
+    if args.model is not None and not Path(args.model).is_dir():
+        raise InputError(f"--model {args.model} does not exist (no such toy-sd folder)")
     options = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")

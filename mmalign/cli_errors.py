@@ -55,6 +55,8 @@ def input_error_message(err: BaseException) -> str | None:
         return f"{err.filename}: {err.strerror}"
     if isinstance(err, ValueError | ImportError | OSError) and _raised_by_own_code(err):
         return str(err)
+    if type(err).__module__.startswith("sqlalchemy") and "unable to open database" in str(err):
+        return f"{str(err).splitlines()[0]} (does the --db folder exist?)"  # the labeling app
     from .hub import hub_error_message
 
     if hub_error_message(err, "ID", "the input") is not None:  # a loader no `hub_errors` wraps

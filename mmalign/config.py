@@ -45,7 +45,7 @@ def load_config(cls: type[T], path: str | Path | None, overrides: Iterable[str] 
             try:
                 loaded = yaml.safe_load(f)
             except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: {_yaml_problem(err)}") from None
+                raise ConfigError(f"{path}: {yaml_problem(err)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -74,7 +74,7 @@ def apply_overrides(
         try:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as err:
-            problem = _yaml_problem(err)
+            problem = yaml_problem(err)
             raise ConfigError(f"override '{item}': the value is not YAML ({problem})") from None
         parts = key.split(".")
         node: Any = raw
@@ -241,7 +241,7 @@ def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
 
 
-def _yaml_problem(err: yaml.YAMLError) -> str:
+def yaml_problem(err: yaml.YAMLError) -> str:
     """One line from a YAML parser error: where (1-based line and column) and what."""
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     problem = getattr(err, "problem", None) or getattr(err, "context", None) or str(err)

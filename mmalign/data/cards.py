@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError
+from ..config import ConfigError, yaml_problem
 from ..suggest import did_you_mean
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets"  # in a source checkout
@@ -103,7 +103,7 @@ def load_card(name: str | Path) -> DatasetCard:
     try:
         raw = yaml.safe_load(file.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{file}: not valid YAML ({err})") from None
+        raise ConfigError(f"{file}: {yaml_problem(err)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: a card is a mapping of keys")
     for key in raw:

@@ -79,6 +79,8 @@ def validation_spec(spec: str) -> str:
         if rest not in VALIDATION:
             raise ValueError(f"no validation split known for {spec}; pass --tune-on")
         return f"pickapic:{VALIDATION[rest]}"
+    if family != "toy":
+        raise ValueError(f"--data {spec!r}: use pickapic:<split> or toy:<kind>[:seed]")
     kind, _, seed = rest.partition(":")
     return f"toy:{kind}:{int(seed or 0) + 1}"
 

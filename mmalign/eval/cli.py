@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..config import InputError
+
 
 def scorer_kwargs(args: argparse.Namespace, names: list[str]) -> dict[str, dict[str, Any]]:
     """Per scorer name: `path` from `--scorer-path NAME=PATH`, `device`/`dtype` for all."""
@@ -77,6 +79,11 @@ def _cmd_eval_accuracy(args: argparse.Namespace) -> int:
     if (args.scorer is None) == (args.model is None):
         raise ValueError("eval accuracy: give --scorer NAME (a reward model) or --model RUN "
                          "(a diffusion model's implicit reward), not both")  # fmt: skip
+    bounds = (("--threshold", args.threshold, 0), ("--batch-size", args.batch_size, 1),
+              ("--max-rows", args.max_rows, 1), ("--draws", args.draws, 1))  # fmt: skip
+    for flag, value, low in bounds:
+        if value is not None and value < low:
+            raise InputError(f"{flag} must be >= {low}, got {value}")
     if args.model is not None:
         return _cmd_eval_implicit(args)
 

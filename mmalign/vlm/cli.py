@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..config import InputError
+
 
 def _load(model: str, adapter: str | None):
     from .load import load_vlm
@@ -22,12 +24,16 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     from .blind import generate_answers
     from .collate import user_content
 
+    for path in args.image or []:  # before the model loads
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--image {path}: no such file")
     vlm = _load(args.model, args.adapter)
     images = []
     for path in args.image or []:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"--image {path}: no such file")
-        images.append(Image.open(path).convert("RGB"))
+        try:
+            images.append(Image.open(path).convert("RGB"))
+        except OSError as err:  # PIL's UnidentifiedImageError: not an image file
+            raise InputError(f"--image {path}: not an image PIL can read ({err})") from None
     conversation = [{"role": "user", "content": user_content(args.prompt, len(images))}]
     reply = generate_answers(vlm.model, vlm.processor, [conversation], [images],
                              batch_size=1, max_new_tokens=args.max_new_tokens,
@@ -39,6 +45,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 def _cmd_eval_vlm(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_toy
 
+    if args.n < 1:
+        raise InputError(f"--n must be >= 1, got {args.n}")
     vlm = _load(args.model, args.adapter)
     results = evaluate_toy(vlm, args.task, n=args.n, seed=args.seed)
     rates = {k: v for k, v in results.items() if k.endswith("_rate") or k.endswith("accuracy")}
