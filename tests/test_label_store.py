@@ -139,6 +139,103 @@ def test_concurrent_writers_store_every_vote_once(tmp_path: Path) -> None:
         assert sorted(v["vote_id"] for v in s.votes_of(user)) == sorted(ids)
 
 
+def _run_threads(target, args: list[tuple]) -> None:
+    threads = [threading.Thread(target=target, args=a) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    assert not [t.name for t in threads if t.is_alive()], "threads still running after 240 s"
+
+
+def _counted(s: Store) -> tuple[Counter, dict[str, int]]:
+    """(non-skip votes per pair from the log, the pairs' n_votes column)."""
+    from mmalign_label.tables import pairs
+
+    cast = Counter(r["pair_id"] for r in s.all_votes() if r["choice"] != "skip")
+    with s.read.begin() as conn:
+        column = dict(
+            conn.execute(pairs.select().with_only_columns(pairs.c.pair_id, pairs.c.n_votes)).all()
+        )
+    return cast, column  # fmt: skip
+
+
+def test_overlap_holds_for_32_annotators_draining_their_queues(tmp_path: Path) -> None:
+    # the issue's run: 32 annotators voting until their queues are empty on 100 pairs
+    # stored 622 votes with --overlap 2; each thread has its own engine (a server each), so
+    # only the database transaction can keep the count
+    db = tmp_path / "o.sqlite"
+    s = Store(db, overlap=2)
+    s.add_pairs(Pair(f"p{i:03d}", "x", "a", "b", "t") for i in range(100))
+    errors: list[str] = []
+
+    def annotate(user: str) -> None:
+        mine = Store(db)
+        try:
+            for i in range(200):
+                pair = mine.next_pair(user)
+                if pair is None:
+                    return
+                # within its lease a handed-out pair always has a place: no VoteError
+                _vote(mine, user, pair.pair_id, ("left", "right", "tie")[i % 3])
+        except Exception as err:
+            errors.append(f"{user}: {type(err).__name__}: {err}")
+        finally:
+            mine.close()
+
+    _run_threads(annotate, [(f"u{k:02d}",) for k in range(32)])
+    assert not errors, errors[:5]
+    cast, column = _counted(s)
+    assert max(cast.values()) <= 2, cast.most_common(3)
+    assert cast == Counter({f"p{i:03d}": 2 for i in range(100)})  # and every pair got its 2
+    assert column == dict(cast)
+
+
+def test_racing_votes_on_one_pair_store_at_most_overlap(tmp_path: Path) -> None:
+    # 32 annotators vote on the same pair at once without asking next_pair (API scripts can)
+    db = tmp_path / "r.sqlite"
+    s = Store(db, overlap=2)
+    s.add_pairs([Pair("p0", "x", "a", "b", "t")])
+    start = threading.Barrier(32)
+    outcomes: list[str] = []
+
+    def vote(user: str) -> None:
+        mine = Store(db)
+        start.wait()
+        try:
+            outcomes.append(_vote(mine, user, "p0").status)
+        except VoteError as err:
+            outcomes.append("full" if "already has its 2" in str(err) else str(err))
+        finally:
+            mine.close()
+
+    _run_threads(vote, [(f"u{k:02d}",) for k in range(32)])
+    assert Counter(outcomes) == Counter({"stored": 2, "full": 30})
+    assert _counted(s) == (Counter({"p0": 2}), {"p0": 2})
+    _vote(s, "late", "p0", "skip")  # a skip takes no place: still accepted
+
+
+def test_a_handed_out_pair_is_reserved_until_its_lease_expires(tmp_path: Path) -> None:
+    now = [1000.0]
+    s = Store(tmp_path / "l.sqlite", overlap=1, lease_s=60, clock=lambda: now[0])
+    s.add_pairs(Pair(f"p{i}", "x", "a", "b", "t") for i in range(2))
+    held = s.next_pair("a")
+    assert held is not None and s.next_pair("a") == held  # asked again: the same pair
+    other = s.next_pair("b")
+    assert other is not None and other != held  # reserved for a, not handed to b
+    assert s.next_pair("c") is None  # both pairs reserved, none voted yet
+    with pytest.raises(VoteError, match="reserved"):
+        _vote(s, "c", held.pair_id)
+    now[0] += 61  # the leases expired: c takes a's place, a's late vote finds the pair full
+    _vote(s, "c", held.pair_id)
+    with pytest.raises(VoteError, match="already has its 1"):
+        _vote(s, "a", held.pair_id)
+    assert s.undo_last("c") == held.pair_id  # undo leases the pair back to c
+    assert s.next_pair("a") == other and s.next_pair("c") == held
+    _vote(s, "c", held.pair_id, "skip")  # a skip gives the place back
+    assert s.next_pair("d") == held
+
+
 # ------------------------------------------------------------------------- users
 
 

@@ -6,6 +6,13 @@ A vote is acknowledged only after its transaction commits. Inside one process th
 queue on a lock before SQLite's own: SQLite's busy handler retries with sleeps of up to
 100 ms, so 32 threads contending on the database lock starve each other (p99 in seconds
 measured without the lock), while a lock hands the database over as soon as it is free.
+
+`overlap` is a guarantee, not a hint: `next_pair` reserves the pair it hands out (a lease
+of `lease_s` seconds, one per annotator), a pair is handed out only while its votes plus
+other annotators' live leases leave room, and a vote is stored only while there is room
+for it (others' live leases count as taken), checked in the vote's own transaction. So a
+pair never gets more than `overlap` votes (skips do not count), and an annotator who votes
+within their lease always has a place.
 """
 
 from __future__ import annotations
@@ -14,13 +21,13 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
 
 from . import statements as stmt
@@ -29,6 +36,10 @@ from .tables import metadata, pairs, settings, votes
 
 CHOICES = ("left", "right", "tie", "skip")
 _VOTE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+LEASE_S = 600.0  # how long a handed-out pair stays reserved for its annotator
+# Reservations lost to other annotators before `next_pair` gives up: each loss means another
+# annotator took a place, so this only bounds a pathological race.
+_RESERVE_TRIES = 32
 
 
 class VoteError(ValueError):
@@ -65,8 +76,15 @@ def pair_id_for(prompt: str, image_0: bytes, image_1: bytes) -> str:
 class Store:
     """The labeling database. Thread-safe: every method opens its own connection."""
 
-    def __init__(self, db: str | Path, *, overlap: int | None = None) -> None:
+    def __init__(
+        self, db: str | Path, *, overlap: int | None = None, lease_s: float = LEASE_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:  # fmt: skip
+        if lease_s <= 0:
+            raise ValueError(f"lease_s must be > 0, got {lease_s}")
         self.url = str(db)
+        self.lease_s = float(lease_s)
+        self.clock = clock  # wall clock: leases are shared by every server on the database
         self.write, self.read = make_engine(db)
         # SQLite has one writer at a time anyway; PostgreSQL takes row locks, no queue needed.
         self._write_lock = threading.Lock() if self.write.dialect.name == "sqlite" else None
@@ -102,7 +120,7 @@ class Store:
         with self._tx() as conn:
             found = conn.execute(select(settings.c.key).where(settings.c.key == key)).first()
             if found:
-                conn.execute(update(settings).where(settings.c.key == key).values(value=value))
+                conn.execute(settings.update().where(settings.c.key == key).values(value=value))
             else:
                 conn.execute(settings.insert().values(key=key, value=value))
 
@@ -142,23 +160,51 @@ class Store:
             return int(conn.execute(select(func.count()).select_from(pairs)).scalar_one())
 
     def next_pair(self, annotator: str) -> Pair | None:
-        """The annotator's next pair: one they have not voted on that still needs votes.
+        """The annotator's next pair, reserved for them for `lease_s` seconds: the pair they
+        hold a live lease on, else one they have not voted on that still has room.
 
         Pairs with the fewest votes come first; among those each annotator walks the
         pairs from their own starting point (a hash of the name), so concurrent
-        annotators rarely get the same pair and `overlap` is met without a lock.
+        annotators rarely race for the same pair (the loser of a race takes another).
         """
         offset = int(hashlib.sha256(annotator.encode()).hexdigest()[:8], 16)
-        with self.read.begin() as conn:
-            n = int(conn.execute(stmt.MAX_SEQ).scalar_one() or 0)
-            if n == 0:
+        for _ in range(_RESERVE_TRIES):
+            now = self.clock()
+            args = {"annotator": annotator, "overlap": self.overlap, "now": now}
+            with self.read.begin() as conn:
+                held = conn.execute(stmt.MY_LEASE, args).first()
+                if held is not None:
+                    return _pair(held)
+                n = int(conn.execute(stmt.MAX_SEQ).scalar_one() or 0)
+                if n == 0:
+                    return None
+                shift = n - 1 - offset % n
+                row = conn.execute(stmt.NEXT_PAIR, {**args, "shift": shift, "n": n}).first()
+            if row is None:
                 return None
-            shift = n - 1 - offset % n
-            row = conn.execute(
-                stmt.NEXT_PAIR,
-                {"annotator": annotator, "overlap": self.overlap, "shift": shift, "n": n},
-            ).first()
-        return None if row is None else _pair(row)
+            if self._reserve(annotator, row.pair_id, now):
+                return _pair(row)
+        return None
+
+    def _reserve(self, annotator: str, pair_id: str, now: float) -> bool:
+        """Lease `pair_id` to `annotator` if it still has room (False: another annotator
+        took the place since it was read); the annotator's older lease is dropped."""
+        mine = {"annotator": annotator, "pair_id": pair_id, "now": now}
+        with self._tx() as conn:
+            n_votes = conn.execute(stmt.LOCK_PAIR, mine).scalar_one_or_none()
+            if n_votes is None or conn.execute(stmt.VOTED_ALREADY, mine).first() is not None:
+                return False
+            if n_votes + conn.execute(stmt.OTHERS_LEASES, mine).scalar_one() >= self.overlap:
+                return False
+            self._lease(conn, annotator, pair_id, now)
+        return True
+
+    def _lease(self, conn: Connection, annotator: str, pair_id: str, now: float) -> None:
+        conn.execute(stmt.DROP_MY_LEASES, {"annotator": annotator})
+        conn.execute(
+            stmt.INSERT_LEASE,
+            {"pair_id": pair_id, "annotator": annotator, "expires_at": now + self.lease_s},
+        )
 
     def progress(self, annotator: str) -> tuple[int, int]:
         """(votes cast, size of the annotator's queue = votes cast + pairs still open)."""
@@ -208,19 +254,25 @@ class Store:
         old = conn.execute(stmt.VOTE_BY_ID, {"vote_id": vote_id}).first()
         if old is not None:
             return _ack_existing(old, annotator)
-        if conn.execute(stmt.PAIR_EXISTS, {"pair_id": pair_id}).first() is None:
+        mine = {"annotator": annotator, "pair_id": pair_id, "now": self.clock()}
+        if conn.execute(stmt.LOCK_PAIR, mine).first() is None:
             raise VoteError(f"unknown pair {pair_id!r}")
-        mine = {"annotator": annotator, "pair_id": pair_id}
         if conn.execute(stmt.VOTED_ALREADY, mine).first() is not None:
             raise VoteError(f"{annotator} already voted on pair {pair_id} (undo it first)")
+        if choice != "skip":  # a skip takes no place
+            room = self.overlap - conn.execute(stmt.OTHERS_LEASES, mine).scalar_one()
+            if conn.execute(stmt.COUNT_VOTE, {"voted_pair": pair_id, "room": room}).rowcount != 1:
+                raise VoteError(
+                    f"pair {pair_id} already has its {self.overlap} vote(s) or they are "
+                    "reserved for other annotators"
+                )
         conn.execute(
             stmt.INSERT_VOTE,
             {"vote_id": vote_id, "pair_id": pair_id, "annotator": annotator, "choice": choice,
              "left_image": left_image, "decide_ms": decide_ms, "created_at": time.time(),
              "undone": 0, "undone_at": None},
         )  # fmt: skip
-        if choice != "skip":
-            conn.execute(stmt.COUNT_VOTE, {"voted_pair": pair_id})
+        conn.execute(stmt.DROP_LEASE, mine)  # the place is a vote now, or given back (skip)
         return Ack("stored", vote_id, annotator, pair_id)
 
     def _existing(self, vote_id: str, annotator: str) -> Ack:
@@ -234,7 +286,8 @@ class Store:
         """Withdraw the annotator's most recent vote; returns its pair id (None: nothing to undo).
 
         The row stays, marked undone, so the log of what happened is complete; exports
-        and statistics leave undone votes out.
+        and statistics leave undone votes out. The pair is leased back to the annotator,
+        who is shown it again: their place stays theirs while they vote again.
         """
         with self._tx() as conn:
             row = conn.execute(
@@ -245,15 +298,18 @@ class Store:
             ).first()
             if row is None:
                 return None
+            now = self.clock()
+            mine = {"annotator": annotator, "pair_id": row.pair_id, "now": now}
+            n_votes = conn.execute(stmt.LOCK_PAIR, mine).scalar_one()
             conn.execute(
-                update(votes).where(votes.c.seq == row.seq).values(undone=1, undone_at=time.time())
+                votes.update().where(votes.c.seq == row.seq).values(undone=1, undone_at=now)
             )
             if row.choice != "skip":
-                conn.execute(
-                    update(pairs)
-                    .where(pairs.c.pair_id == row.pair_id)
-                    .values(n_votes=pairs.c.n_votes - 1)
-                )
+                conn.execute(stmt.UNCOUNT_VOTE, {"voted_pair": row.pair_id})
+                n_votes -= 1
+            # an undone skip freed no place: lease one back only if the pair has room
+            if n_votes + conn.execute(stmt.OTHERS_LEASES, mine).scalar_one() < self.overlap:
+                self._lease(conn, annotator, row.pair_id, now)
             return str(row.pair_id)
 
     def votes_of(self, annotator: str, *, include_undone: bool = False) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
-"""The labeling database's tables: pairs, votes (one row per vote, undone ones kept) and
-settings; SQLAlchemy Core, the same schema on SQLite and PostgreSQL."""
+"""The labeling database's tables: pairs, votes (one row per vote, undone ones kept), leases
+(the pair each annotator is looking at) and settings; SQLAlchemy Core, the same schema on
+SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -38,6 +39,18 @@ votes = Table(
 )
 Index("ix_votes_annotator", votes.c.annotator, votes.c.undone, votes.c.pair_id)
 Index("ix_votes_pair", votes.c.pair_id)
+
+# A pair handed out by `next_pair` is reserved for its annotator until `expires_at` (unix
+# seconds): one row per annotator at most (taking a new pair drops the old lease), so the
+# table stays as small as the team and needs no clean-up of expired rows.
+leases = Table(
+    "leases",
+    metadata,
+    Column("pair_id", String(64), primary_key=True),
+    Column("annotator", String(64), primary_key=True),
+    Column("expires_at", Float, nullable=False),
+)
+Index("ix_leases_annotator", leases.c.annotator)
 
 settings = Table(
     "settings",
