@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..diffusion.sample import generate_seeded, to_pil_images
-from ..grid import image_grid
+from ..grid import pair_grid
 from ..rewards import get_scorer
 
 BOOTSTRAP = 10_000
@@ -214,12 +214,12 @@ def run_winrate(
                 },
             }  # fmt: skip
             f.write(json.dumps(row) + "\n")
-    first = scorers[0]
     k = min(GRID_ROWS, len(texts))
-    grid = image_grid(
-        [to_pil_images(base[:k]), to_pil_images(tuned[:k])], ["base", "tuned"], texts[:k],
-        [[f"{first} {x:.3f}" for x in scores[first][0][:k]],
-         [f"{first} {x:.3f}" for x in scores[first][1][:k]]],
+    grid = pair_grid(
+        texts[:k], to_pil_images(base[:k]), to_pil_images(tuned[:k]),
+        {n: (b[:k].tolist(), t[:k].tolist()) for n, (b, t) in scores.items()},
+        seeds=seeds[:k] if seeds_per_prompt > 1 else None,
+        title=f"tuned {tuned_id or ''} vs base {base_id or ''}: first {k} of {len(texts)} images",
     )  # fmt: skip
     grid_path = out_dir / "grid.png"
     grid.save(grid_path)
