@@ -1,4 +1,4 @@
-"""Dataset cards (datasets/*.yaml): every card parses, recipes may name one, `data show` opens it."""
+"""Dataset cards (datasets/*.yaml): each parses, a recipe may name one, `data show` opens one."""
 
 from __future__ import annotations
 
