@@ -28,13 +28,15 @@ from .load import DiffusionModel
 
 CACHE_VERSION = 1
 SHARD_ROWS = 4096
+VAE_BATCH_SIZE = 8  # images per VAE call (diffusion.vae_batch_size); see Encoder.latents
 
 
 class Encoder:
     """The frozen encoders of a pipeline: `text(prompts)` and `latents(pixels, seeds)`."""
 
-    def __init__(self, model: DiffusionModel):
+    def __init__(self, model: DiffusionModel, *, vae_batch_size: int | None = VAE_BATCH_SIZE):
         self.model = model
+        self.vae_batch_size = vae_batch_size
         self._empty: dict[str, torch.Tensor] | None = None
 
     @property
@@ -64,11 +66,30 @@ class Encoder:
 
     @torch.no_grad()
     def latents(self, pixels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        """Scaled latents of pixels [N,3,H,W] in [-1,1]; draw i uses generator `seeds[i]`."""
+        """Scaled latents of pixels [N,3,H,W] in [-1,1]; draw i uses generator `seeds[i]`.
+
+        The VAE runs on `vae_batch_size` images at a time (None: all at once), as diffusers'
+        Diffusion-DPO script does: one call over 2B images at 64 px was 70 ms against 65 ms in
+        chunks of 8 on this project's CPU, and chunks bound the VAE's activation memory at
+        512 px. The posterior draw is what `DiagonalGaussianDistribution.sample` does with one
+        generator per image, with one generator re-seeded per image instead (the same numbers).
+        """
         vae = self.model.pipe.vae
-        gens = [torch.Generator(vae.device).manual_seed(int(s)) for s in seeds]
-        posterior = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
-        return posterior.sample(generator=gens) * vae.config.scaling_factor
+        # The first parameter, not `vae.device`/`vae.dtype`: diffusers' properties walk every
+        # submodule looking for offloading hooks, per image (about 4 ms per step here).
+        first = next(vae.parameters())
+        device, dtype = first.device, first.dtype
+        pixels = pixels.to(device, dtype)
+        size = self.vae_batch_size or len(pixels)
+        dists = [vae.encode(pixels[i : i + size]).latent_dist for i in range(0, len(pixels), size)]
+        mean = torch.cat([d.mean for d in dists])
+        std = torch.cat([d.std for d in dists])
+        noise = torch.empty_like(mean)
+        gen = torch.Generator(device)
+        for i, seed in enumerate(seeds):
+            gen.manual_seed(int(seed))
+            noise[i] = torch.randn(mean.shape[1:], generator=gen, device=device, dtype=dtype)
+        return (mean + std * noise) * vae.config.scaling_factor
 
     def encode(self, batch: dict[str, Any], rows: list[int]) -> dict[str, torch.Tensor]:
         """A collated `PairImages` batch -> latents [B,2,C,h,w], text embeddings, time ids."""

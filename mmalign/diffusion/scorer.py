@@ -59,8 +59,9 @@ class DiffusionPairScorer:
     def draws(self, seeds: torch.Tensor, latent_shape: torch.Size):
         """Per pair: timestep, noise and whether its caption is dropped, from its own seed."""
         ts, noises, drops = [], [], []
+        gen = torch.Generator()  # one per batch, re-seeded per pair: the same draws
         for seed in seeds.tolist():
-            gen = torch.Generator().manual_seed(int(seed))
+            gen.manual_seed(int(seed))
             ts.append(torch.randint(0, self.num_timesteps, (1,), generator=gen))
             noises.append(torch.randn(latent_shape, generator=gen))
             drops.append(torch.rand(1, generator=gen) < self.caption_dropout)
