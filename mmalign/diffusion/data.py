@@ -74,33 +74,76 @@ def open_pairs(
     return checked, report
 
 
+RESIZE_FILTERS = ("bilinear", "bicubic", "lanczos", "nearest")
+
+
 def crop_and_resize(
-    image, resolution: int
+    image, resolution: int, resize_filter: str = "bilinear", flip: bool = False
 ) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
     """Pixels [3,R,R] in [-1,1], the original (h, w) and the (top, left) of the centre crop
-    in the resized image: SDXL's `add_time_ids` are built from these real values."""
+    in the resized image: SDXL's `add_time_ids` are built from these real values.
+
+    The geometry is torchvision's `Resize(R)` + `CenterCrop(R)` (short side to R, long side
+    `int(R * long / short)`, offsets `round((size - R) / 2)`), with PIL's `resize_filter`:
+    bilinear is what Diffusion-DPO's training code and diffusers' script use (Wallace et al.
+    2024), so their data is reproduced pixel for pixel. `flip` mirrors the crop left to right
+    (torchvision's RandomHorizontalFlip comes after the crop too); the crop's `left` is then
+    counted from the mirrored image's left edge, so SDXL's crop condition stays true.
+    """
     import numpy as np
     from PIL import Image
 
     image = image.convert("RGB")
     w, h = image.size
-    scale = resolution / min(w, h)
-    new_w, new_h = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    if w <= h:
+        new_w, new_h = resolution, int(resolution * h / w)
+    else:
+        new_w, new_h = int(resolution * w / h), resolution
     if (new_w, new_h) != (w, h):
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    top, left = (new_h - resolution) // 2, (new_w - resolution) // 2
+        image = image.resize((new_w, new_h), Image.Resampling[resize_filter.upper()])
+    top, left = round((new_h - resolution) / 2), round((new_w - resolution) / 2)
     image = image.crop((left, top, left + resolution, top + resolution))
+    if flip:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        left = new_w - resolution - left
     array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0)
     return array.permute(2, 0, 1).contiguous(), (h, w), (top, left)
+
+
+def flip_coin(seed: int, row: int, side: int) -> bool:
+    """Whether image `side` (0 chosen, 1 rejected) of `row` is mirrored: a fair coin fixed by
+    (run seed, row, side), so the cached and uncached paths, a resumed run and every process of
+    a multi-process run see the same pixels. The script draws a new coin at every read."""
+    import random
+
+    return random.Random(f"flip-{seed}-{row}-{side}").random() < 0.5
 
 
 class PairImages(torch.utils.data.Dataset):
     """Row i -> prompt, pixels [2,3,R,R] (chosen, rejected), time ids [2,6], label."""
 
-    def __init__(self, rows: Dataset, resolution: int):
+    def __init__(
+        self,
+        rows: Dataset,
+        resolution: int,
+        *,
+        resize_filter: str = "bilinear",
+        flip_seed: int | None = None,
+    ):
+        if resize_filter not in RESIZE_FILTERS:
+            raise ValueError(
+                f"resize_filter must be one of {', '.join(RESIZE_FILTERS)}, got {resize_filter!r}"
+            )
         self.rows = rows
         self.resolution = resolution
+        self.resize_filter = resize_filter
+        self.flip_seed = flip_seed  # None: no flips
         self.has_label = "label" in rows.column_names
+
+    def describe(self) -> str:
+        """What besides the rows decides the pixels (part of the pre-encoding cache's key)."""
+        flip = "none" if self.flip_seed is None else f"seed{self.flip_seed}"
+        return f"filter={self.resize_filter};flip={flip}"
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -108,8 +151,11 @@ class PairImages(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[int(index)]
         pixels, time_ids = [], []
-        for name in ("chosen", "rejected"):
-            px, original, crop = crop_and_resize(to_pil_image(row[name]), self.resolution)
+        for side, name in enumerate(("chosen", "rejected")):
+            flip = self.flip_seed is not None and flip_coin(self.flip_seed, int(index), side)
+            px, original, crop = crop_and_resize(
+                to_pil_image(row[name]), self.resolution, self.resize_filter, flip
+            )
             pixels.append(px)
             time_ids.append(torch.tensor([*original, *crop, self.resolution, self.resolution]))
         label = row.get("label") if self.has_label else None

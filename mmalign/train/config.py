@@ -73,12 +73,19 @@ class DiffusionConfig:
     precompute: bool = False  # encode latents + text once into a cache; never run the encoders
     cache_dir: str | None = None  # default: $MMALIGN_CACHE/encoded/<fingerprint>
     reference: Literal["auto", "adapters", "copy"] = "auto"  # auto: adapters with LoRA
+    # Data as Diffusion-DPO's code reads it: resize filter (its bilinear) and horizontal flips
+    # (it flips; off here because a flip contradicts prompts that say left or right).
+    resize_filter: Literal["bilinear", "bicubic", "lanczos", "nearest"] = "bilinear"
+    random_flip: bool = False
+    vae_batch_size: int | None = 8  # images per VAE call (None: all at once)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(
                 f"diffusion.caption_dropout must be in [0, 1), got {self.caption_dropout}"
             )
+        if self.vae_batch_size is not None and self.vae_batch_size < 1:
+            raise ValueError(f"diffusion.vae_batch_size must be >= 1, got {self.vae_batch_size}")
 
 
 @dataclass
