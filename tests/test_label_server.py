@@ -103,6 +103,81 @@ def test_no_route_serves_pairs_votes_or_images_without_login(server, world) -> N
         Client(server.url, auth=("u00", "wrong password"), verbose=False)
 
 
+def test_open_gradio_routes_and_the_login_page_need_a_login(server) -> None:
+    # Gradio itself leaves /cancel, /heartbeat, /monitoring/{key} ... open
+    cancel = b'{"session_hash": "abc", "fn_index": 0, "event_id": "abc"}'
+    assert _post(server.url + "/gradio_api/cancel", cancel)[0] == 401
+    for path in ["/gradio_api/heartbeat/abc", "/monitoring/abc", "/gradio_api/startup-events",
+                 "/gradio_api/stream/abc/0/1/playlist.m3u8", "/gradio_api/info"]:  # fmt: skip
+        assert _get(server.url + path)[0] in (401, 404), path
+    status, page = _get(server.url + "/")  # the login page: no API description
+    assert status == 200 and b"auth_required" in page
+    assert b"my_votes" not in page and b"admin_stats" not in page
+    status, page = _get(server.url + "/", _login(server.url, "u00", "pw-u00"))
+    assert status == 200 and b"my_votes" in page  # signed in, the page is Gradio's own
+
+
+def _call(url: str, api: str, cookie: str) -> str:
+    status, raw = _post(url + f"/gradio_api/call/{api}", b'{"data": []}', cookie)
+    assert status == 200, raw
+    return str(json.loads(raw)["event_id"])
+
+
+def test_results_and_events_belong_to_their_user(server) -> None:
+    a, b = _login(server.url, "u08", "pw-u08"), _login(server.url, "u09", "pw-u09")
+    pair = json.loads(_get(server.url + "/label_api/next_pair", a)[1])
+    vid = uuid.uuid4().hex
+    vote = {"vote_id": vid, "pair_id": pair["pair_id"], "choice": "left", "left_image": 0,
+            "decide_ms": 5}  # fmt: skip
+    assert _fast_vote(server.url, a, vote)[0] == 200
+    event = _call(server.url, "my_votes", a)
+    # b knows a's event id (its session hash too): every way to read or stop it is refused
+    for path in [f"/gradio_api/call/my_votes/{event}", f"/gradio_api/call/vote/{event}",
+                 f"/gradio_api/queue/data?session_hash={event}",
+                 f"/gradio_api/heartbeat/{event}"]:  # fmt: skip
+        status, body = _get(server.url + path, b)
+        assert status == 403 and vid.encode() not in body, (path, status, body[:200])
+    cancel = json.dumps({"session_hash": event, "fn_index": 0, "event_id": event}).encode()
+    assert _post(server.url + "/gradio_api/cancel", cancel, b)[0] == 403
+    join = json.dumps({"data": [], "fn_index": 0, "session_hash": event}).encode()
+    assert _post(server.url + "/gradio_api/queue/join", join, b)[0] == 403
+    status, body = _get(server.url + f"/gradio_api/call/my_votes/{event}", a)  # a's own
+    assert status == 200 and b"event: complete" in body and vid.encode() in body
+    mine = _call(server.url, "my_votes", b)  # b reads b's own results
+    status, body = _get(server.url + f"/gradio_api/call/my_votes/{mine}", b)
+    assert status == 200 and b"event: complete" in body and vid.encode() not in body
+    client = Client(server.url, auth=("u08", "pw-u08"), verbose=False)  # the queue's own way
+    assert vid in {v["vote_id"] for v in client.predict(api_name="/my_votes")}
+    assert client.predict(api_name="/undo")["pair_id"] == pair["pair_id"]
+
+
+def _login_from(url: str, address: str, user: str, password: str) -> tuple[int, bytes]:
+    # the server trusts X-Forwarded-For from 127.0.0.1 (uvicorn's default, a local proxy):
+    # each test address is a client of its own
+    body = f"username={user}&password={password}".encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-For": address}
+    req = urllib.request.Request(url + "/login", data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_failed_logins_are_limited_per_address(server) -> None:
+    address = "203.0.113.7"
+    for k in range(10):  # the default limit: 10 failed logins a minute, names known or not
+        user = "u00" if k % 2 else f"ghost{k}"
+        assert _login_from(server.url, address, user, "wrong")[0] == 400
+    over = [
+        _login_from(server.url, address, user, password)
+        for user, password in [("u00", "wrong"), ("ghost", "wrong"), ("u00", "pw-u00")]
+    ]
+    assert {status for status, _ in over} == {429}  # fmt: skip
+    assert len({body for _, body in over}) == 1  # the same answer for every name
+    assert _login_from(server.url, "203.0.113.8", "u00", "pw-u00")[0] == 200  # per address
+
+
 def test_file_routes_refuse_path_traversal_after_login(server) -> None:
     cookie = _login(server.url, "u00", "pw-u00")
     assert _get(server.url + "/config", cookie)[0] == 200  # the cookie works

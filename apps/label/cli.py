@@ -40,7 +40,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     auth = Authenticator(args.users)
     if not auth.users():
         raise ValueError(f"{args.users} has no users: add one with `mmalign label adduser`")
-    store = Store(args.db, overlap=args.overlap)
+    store = Store(args.db, overlap=args.overlap, lease_s=args.lease)
     root = _image_root(args.db, args.images)
     if args.data is None and args.model is None and store.count_pairs() == 0:
         raise ValueError(f"{args.db} has no pairs: give --data DIR_OR_ID or --model MODEL")
@@ -51,7 +51,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"label: {added} new pairs from {args.data}; {store.count_pairs()} in {args.db}")
     app = LabelApp(store, root, auth, model=args.model, seed=args.seed, steps=args.steps)
     print(f"label: http://{args.host}:{args.port} (users: {args.users}, overlap {store.overlap})")
-    serve(app, args.host, args.port)
+    serve(app, args.host, args.port, login_limit=args.login_limit)
     return 0
 
 
@@ -93,6 +93,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", default=None, help="image folder (default: DB.images)")
     p.add_argument("--users", default="users.txt", help="users file (mmalign label adduser)")
     p.add_argument("--overlap", type=int, default=None, help="annotators per pair (default 1)")
+    p.add_argument(
+        "--lease",
+        type=float,
+        default=600.0,
+        help="seconds a shown pair stays reserved for its annotator (default 600)",
+    )
+    p.add_argument("--login-limit", type=int, default=10,
+                   help="failed logins per client address per minute (default 10)")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--seed", type=int, default=None, help="seed of the left/right coin")

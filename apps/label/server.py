@@ -4,6 +4,10 @@ carries the fast vote routes (`fast_routes.py`), behind Gradio's login, run by u
 On the outer app a vote skips the Gradio app's middleware stack and route table: 1.8-2.7 ms
 of server CPU per vote instead of 3.1-3.4 ms with the routes added to Gradio's own app (32
 annotators back to back, `benchmarks/label_load.py`'s fast client).
+
+Around it all: `login.LoginLimit` (failed logins per address) and `guard.RouteGuard`
+(anonymous requests reach the login page only; sessions and events belong to their user).
+The password check runs off the event loop (`login.off_loop`).
 """
 
 from __future__ import annotations
@@ -12,23 +16,40 @@ from typing import Any
 
 from .app import LabelApp
 from .assets import ADMIN_CSS, CSS, KEYS_JS
-from .fast_routes import add_fast_routes
+from .fast_routes import add_fast_routes, session_user
+from .guard import RouteGuard
+from .login import LOGIN_LIMIT, FailedLogins, LoginLimit, off_loop
 
 
-def serve(label: LabelApp, host: str = "127.0.0.1", port: int = 7860, **kwargs: Any) -> None:
-    """Serve `label` on host:port until the process ends; `kwargs` go to Gradio's mount."""
+def build_server(label: LabelApp, host: str = "127.0.0.1", port: int = 7860, *,
+                 login_limit: int = LOGIN_LIMIT, **kwargs: Any) -> Any:  # fmt: skip
+    """The ASGI app serving `label`; `kwargs` go to Gradio's mount."""
     import gradio as gr
-    import uvicorn
     from fastapi import FastAPI
+    from starlette.requests import Request
+    from starlette.routing import Mount
 
     demo = label.build()
     demo.queue(default_concurrency_limit=None, max_size=None)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     add_fast_routes(app, label.labeling)
     gr.mount_gradio_app(
-        app, demo, path="/", server_name=host, server_port=port, auth=label.auth,
+        app, demo, path="/", server_name=host, server_port=port, auth=off_loop(label.auth),
         auth_message="mmalign labeling: sign in with the account your admin made for you.",
         css=CSS + ADMIN_CSS, head=KEYS_JS, show_error=True, ssr_mode=False,
-        max_file_size="20mb", footer_links=[], **kwargs,
+        max_file_size="20mb", footer_links=[], run_history=False, **kwargs,
     )  # fmt: skip
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    gradio_app = next(r.app for r in app.routes if isinstance(r, Mount))
+
+    def user_of(scope: dict[str, Any]) -> str | None:
+        return session_user(gradio_app, Request(scope))
+
+    return LoginLimit(RouteGuard(app, user_of), FailedLogins(login_limit))
+
+
+def serve(label: LabelApp, host: str = "127.0.0.1", port: int = 7860, **kwargs: Any) -> None:
+    """Serve `label` on host:port until the process ends; `kwargs` go to `build_server`."""
+    import uvicorn
+
+    uvicorn.run(build_server(label, host, port, **kwargs), host=host, port=port,
+                log_level="warning")  # fmt: skip

@@ -1,0 +1,222 @@
+"""Who may reach which route of the mounted Gradio app, and whose results they may read.
+
+An ASGI middleware around the whole server (`server.py`), in front of Gradio's own checks:
+
+- Anonymous requests reach only the login page, the login and logout routes and the static
+  files the login page loads (401 otherwise). Gradio leaves some routes open (`/cancel`,
+  `/heartbeat`, `/stream`, `/monitoring/{key}`, ...); a list of what is open is shorter
+  and cannot miss a route a new Gradio version adds.
+- The login page does not carry the API description: Gradio embeds it in every page it
+  renders, logged in or not, so anonymous requests get an empty one (no endpoints; empty,
+  not absent, or the page's script asks the server for it).
+- Gradio's queue hands results to whoever names a session hash (`/queue/data`) or an event
+  id (`/call/{api}/{id}`), and cancels any event by id. Both are random, but a logged-in
+  annotator who learns one could read or stop another's results, so each session hash and
+  event id belongs to the user who used it first (the event ids Gradio returns belong to
+  their caller), and a request naming another user's id is refused (403).
+- Routes for features the app does not use (uploads, streams, run history, monitoring,
+  vibe editing, profiling, the proxy) are closed for everyone (404).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from .login import ASGIApp, Message, Scope, answer
+
+API = "/gradio_api"
+# What the login page needs before anyone is signed in.
+_OPEN_PATHS = {"/", "/login", "/logout", "/favicon.ico", "/theme.css", "/manifest.json",
+               "/robots.txt", f"{API}/login_check", f"{API}/theme.css"}  # fmt: skip
+_OPEN_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon")
+_CLOSED_PREFIXES = (
+    *(f"{API}/{p}" for p in ("upload", "stream", "reset", "run-history", "runs", "vibe",
+                             "undo-vibe", "profiling", "process_recording", "proxy=",
+                             "monitoring", "mcp", "dev/reload", "deep_link")),
+    "/monitoring",
+)  # fmt: skip
+_RESULT_STREAM = re.compile(rf"^{API}/call/(?:v2/)?[^/]+/(?P<event>[^/]+)$")
+_EVENT_ISSUERS = re.compile(rf"^{API}/(?:queue/join|call/(?:v2/)?[^/]+)$")
+_HEARTBEAT = re.compile(rf"^{API}/heartbeat/(?P<session>[^/]+)$")
+_API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.DOTALL)
+_NO_API_INFO = (
+    b'window.gradio_api_info = {"named_endpoints": {}, "unnamed_endpoints": {}};</script>'
+)
+MAX_BODY = 1 << 20  # Gradio API bodies here are a few hundred bytes; nothing is uploaded
+
+
+class Owners:
+    """Session hashes and event ids -> the user who used them first (one name space: Gradio
+    uses an event's id as its session hash when the caller sends none). Bounded: the
+    oldest ids are forgotten first."""
+
+    def __init__(self, max_ids: int = 200_000) -> None:
+        self.max_ids = max_ids
+        self._owner: OrderedDict[str, str] = OrderedDict()
+
+    def claim(self, key: str, user: str) -> bool:
+        """True when `key` is `user`'s (now or before); False when it is someone else's."""
+        owner = self._owner.setdefault(key, user)
+        if owner != user:
+            return False
+        self._owner.move_to_end(key)
+        while len(self._owner) > self.max_ids:
+            self._owner.popitem(last=False)
+        return True
+
+    def owned(self, key: str, user: str) -> bool:
+        return self._owner.get(key) == user
+
+
+class RouteGuard:
+    """The middleware; `user_of(scope)` is the signed-in user of a request, or None."""
+
+    def __init__(self, app: ASGIApp, user_of: Callable[[Scope], str | None]) -> None:
+        self.app = app
+        self.user_of = user_of
+        self.owners = Owners()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # lifespan; Gradio's websockets are not used
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"].rstrip("/") or "/"
+        if path.startswith(_CLOSED_PREFIXES):
+            await answer(send, 404, "Not found", {})
+            return
+        user = self.user_of(scope)
+        if user is None:
+            if path in _OPEN_PATHS or path.startswith(_OPEN_PREFIXES):
+                await self._anonymous(scope, receive, send)
+            else:
+                await answer(send, 401, "Not authenticated", {})
+            return
+        if not path.startswith(API + "/"):
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive) if scope["method"] == "POST" else b""
+        if body is None:
+            await answer(send, 413, "Request body too large", {})
+            return
+        refusal = self._refusal(scope, path, user, body)
+        if refusal:
+            await answer(send, 403, refusal, {})
+            return
+        replay = _replay(body, receive) if scope["method"] == "POST" else receive
+        if scope["method"] == "POST" and _EVENT_ISSUERS.match(path):
+            await self.app(_plain(scope), replay, self._claiming(send, user))
+        else:
+            await self.app(scope, replay, send)
+
+    def _refusal(self, scope: Scope, path: str, user: str, body: bytes) -> str | None:
+        """Why this signed-in request names another user's session or event (None: it
+        does not)."""
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        sessions = list(query.get("session_hash", []))
+        events: list[str] = []
+        if m := _HEARTBEAT.match(path):
+            sessions.append(m["session"])
+        if scope["method"] == "GET" and (m := _RESULT_STREAM.match(path)):
+            events.append(m["event"])
+        if body:
+            try:
+                data = json.loads(body)
+            except ValueError:
+                data = None  # Gradio answers malformed bodies itself
+            if isinstance(data, dict):
+                if isinstance(data.get("session_hash"), str):
+                    sessions.append(data["session_hash"])
+                if path == f"{API}/cancel" and isinstance(data.get("event_id"), str):
+                    events.append(data["event_id"])
+        if not all(self.owners.claim(s, user) for s in sessions):
+            return "this session belongs to another user"
+        if not all(self.owners.owned(e, user) for e in events):
+            return "this event belongs to another user"
+        return None
+
+    def _claiming(self, send: Any, user: str) -> Any:
+        """A `send` that gives the event id in the response to `user` before the client
+        gets it, so no one can name it first."""
+        chunks: list[bytes] = []
+
+        async def claiming(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    try:
+                        event = json.loads(b"".join(chunks)).get("event_id")
+                    except (ValueError, AttributeError):
+                        event = None
+                    if isinstance(event, str):  # an id already someone's stays theirs
+                        self.owners.claim(event, user)
+            await send(message)
+
+        return claiming
+
+    async def _anonymous(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Serve an open route; an HTML page (the login page) without the API description."""
+        if scope["method"] not in ("GET", "HEAD") or scope["path"].startswith(_OPEN_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        start: list[Message] = []
+        chunks: list[bytes] = []
+
+        async def strip(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.append(message)
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks)
+            head = start.pop()
+            headers = [(k, v) for k, v in head["headers"] if k.lower() != b"content-length"]
+            if any(k.lower() == b"content-type" and v.startswith(b"text/html")
+                   for k, v in headers):  # fmt: skip
+                body = _API_INFO.sub(_NO_API_INFO, body)
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**head, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(_plain(scope), receive, strip)
+
+
+def _plain(scope: Scope) -> Scope:
+    """The request without `Accept-Encoding`: a response read here must not come back
+    compressed (Gradio's Brotli middleware)."""
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"accept-encoding"]
+    return {**scope, "headers": headers}
+
+
+async def _read_body(receive: Any) -> bytes | None:
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return body
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY:
+            return None
+        if not message.get("more_body"):
+            return body
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: the client's disconnect
+
+    return again
