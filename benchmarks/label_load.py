@@ -25,9 +25,19 @@ loop in which the latency at N annotators is about N / the server's votes per se
 `--kill-after N` sends SIGKILL to the server once N votes are acknowledged in the last
 run, restarts it and checks again.
 
+`--login-flood K` runs every client and level three times, each on a fresh server: quiet,
+then with K anonymous clients sending wrong passwords to `/login` back to back while the
+annotators vote, from K addresses (`flood`: the per-address limit answers most with 429)
+and from a new address every attempt (`flood_spread`: no limit applies, every attempt
+runs scrypt; the addresses come in `X-Forwarded-For`, which the server trusts from
+127.0.0.1). The table gives each run's vote p50/p99 and the flooded p99 over the quiet one
+(the target is within 2x).
+
     OMP_NUM_THREADS=1 python benchmarks/label_load.py --out runs/bench/label_load.json
     OMP_NUM_THREADS=1 python benchmarks/label_load.py --levels 32 --votes 200 \
         --clients gradio_client --kill-after 3000      # the issue's full reliability run
+    OMP_NUM_THREADS=1 python benchmarks/label_load.py --levels 8 --votes 150 \
+        --clients fast --login-flood 4 --out runs/bench/label_login_flood.json
 """
 
 from __future__ import annotations
@@ -116,6 +126,48 @@ ANNOTATORS = {
 }
 
 
+class LoginFlood:
+    """`n` anonymous clients sending wrong passwords to `/login` back to back; from `n`
+    addresses, or from a new address every attempt (`spread`)."""
+
+    def __init__(self, url: str, n: int, *, spread: bool) -> None:
+        self.url, self.n, self.spread = url, n, spread
+        self.stop = threading.Event()
+        self.answers: list[int] = []
+        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True)
+                        for k in range(n)]  # fmt: skip
+
+    def _run(self, k: int) -> None:
+        http = httpx.Client(timeout=60)
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            address = f"10.{k}.{i // 250 % 250}.{i % 250 + 1}" if self.spread else f"10.{k}.0.1"
+            name = f"u{k:02d}" if i % 2 else f"ghost{k}"  # a known name, then an unknown one
+            try:
+                r = http.post(f"{self.url}/login", headers={"X-Forwarded-For": address},
+                              data={"username": name, "password": "wrong"})  # fmt: skip
+                self.answers.append(r.status_code)
+            except httpx.HTTPError:
+                self.answers.append(0)
+
+    def __enter__(self) -> LoginFlood:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=60)
+
+    def summary(self) -> dict:
+        counts: dict[str, int] = {}
+        for status in self.answers:
+            counts[str(status)] = counts.get(str(status), 0) + 1
+        return {"clients": self.n, "spread": self.spread, "answers": counts}
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process `pid` (Linux /proc; 0.0 elsewhere)."""
     try:
@@ -127,7 +179,7 @@ def cpu_seconds(pid: int) -> float:
 
 def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, lat: list,
               kill: tuple | None = None, think: float = 0.0,
-              server_pid: int | None = None) -> dict:  # fmt: skip
+              server_pid: int | None = None, flood: LoginFlood | None = None) -> dict:  # fmt: skip
     """Every user: next pair, `think` seconds looking at it, vote; latency of the vote call
     only. Returns counts, and the server's CPU seconds from the end of the logins to the
     last vote (`server_cpu_s`) when `server_pid` is given."""
@@ -180,6 +232,8 @@ def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, la
     for t in threads:
         t.start()
     ready.wait()
+    if flood is not None:  # after the annotators' logins: the flood meets their votes only
+        flood.__enter__()
     t0 = time.perf_counter()
     cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
     if kill is not None:
@@ -190,6 +244,8 @@ def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, la
         server.kill()
     for t in threads:
         t.join()
+    if flood is not None:
+        flood.__exit__()
     seconds = time.perf_counter() - t0
     cpu = cpu_seconds(server_pid) - cpu0 if server_pid and kill is None else None
     bar.close()
@@ -274,6 +330,13 @@ def main() -> int:
         help="each annotator's time looking at a pair before voting (default 0: "
         "back to back, as fast as the server answers)",
     )
+    ap.add_argument(
+        "--login-flood",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also run each level with K clients hammering /login (see above)",
+    )
     ap.add_argument("--out", default="runs/bench/label_load.json")
     ap.add_argument("--work", default=None, help="work folder (default: a temporary one)")
     args = ap.parse_args()
@@ -282,6 +345,9 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     n_users = max(args.levels)
     data = make_pairs_dataset(work / "pairs", args.votes + 10, size=32)
+    if args.login_flood:
+        # half of the flood's attempts name an annotator: u00 .. u{K-1} must exist
+        n_users = max(n_users, args.login_flood)
     users_file = work / "users.txt"
     if not users_file.exists():
         for k in range(n_users):
@@ -290,10 +356,12 @@ def main() -> int:
                            "python": platform.python_version()},
                "votes_per_annotator": args.votes, "think_ms": args.think_ms,
                "runs": []}  # fmt: skip
-    runs = [(kind, level) for level in args.levels for kind in args.clients]
-    for i, (kind, level) in enumerate(runs):
-        db = work / f"{kind}-{level}.sqlite"
-        for old in work.glob(f"{kind}-{level}.sqlite*"):
+    phases = ["quiet", "flood", "flood_spread"] if args.login_flood else ["quiet"]
+    runs = [(kind, level, phase) for level in args.levels for kind in args.clients
+            for phase in phases]  # fmt: skip
+    for i, (kind, level, phase) in enumerate(runs):
+        db = work / f"{kind}-{level}-{phase}.sqlite"
+        for old in work.glob(f"{kind}-{level}-{phase}.sqlite*"):
             if old.is_file():
                 old.unlink()
         # every annotator sees every pair (overlap = annotators): the queue never runs dry
@@ -304,6 +372,9 @@ def main() -> int:
         lat: list[float] = []
         last = i == len(runs) - 1
         kill = (server, args.kill_after) if (last and args.kill_after) else None
+        flood = None
+        if phase != "quiet":
+            flood = LoginFlood(server.url, args.login_flood, spread=phase == "flood_spread")
         try:
             out = run_level(
                 server.url,
@@ -315,11 +386,14 @@ def main() -> int:
                 kill,
                 args.think_ms / 1000,
                 server.proc.pid,
+                flood,
             )
         finally:
             server.kill()
         cpu = out["server_cpu_s"]
-        row = {"client": kind, "annotators": level, **_summary(lat, out["seconds"]),
+        row = {"client": kind, "annotators": level, "phase": phase,
+               "login_flood": flood.summary() if flood else None,
+               **_summary(lat, out["seconds"]),
                # the server's CPU per vote (logins excluded): what bounds a closed loop
                "server_cpu_ms_per_vote": 1000 * cpu / len(lat) if cpu and lat else None,
                "errors": out["errors"][:5], "n_errors": len(out["errors"]),
@@ -329,7 +403,7 @@ def main() -> int:
             again.kill()
             row["killed_after"] = args.kill_after
         row["check"] = check(db, acked)
-        base = baseline(work / f"base-{kind}-{level}.sqlite", users, args.votes)
+        base = baseline(work / f"base-{kind}-{level}-{phase}.sqlite", users, args.votes)
         row["baseline_store"] = base
         if row["p50_ms"] and base["p50_ms"]:
             row["p50_over_store"] = row["p50_ms"] / base["p50_ms"]
@@ -337,17 +411,30 @@ def main() -> int:
         results["runs"].append(row)
         print(json.dumps(row), flush=True)
 
-    print(f"\n{'client':14} {'annot.':>6} {'votes':>6} {'p50 ms':>8} {'p99 ms':>8} "
+    print(f"\n{'client':14} {'phase':>12} {'annot.':>6} {'votes':>6} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'votes/s':>8} {'srv cpu ms':>10} {'store p50':>9} {'store v/s':>9} {'lost':>5} "
           f"{'wrong':>5}")  # fmt: skip
     for r in results["runs"]:
         b, c = r["baseline_store"], r["check"]
         cpu = r["server_cpu_ms_per_vote"]
-        print(f"{r['client']:14} {r['annotators']:>6} {r['votes']:>6} {r['p50_ms']:>8.1f} "
+        print(f"{r['client']:14} {r['phase']:>12} {r['annotators']:>6} {r['votes']:>6} "
+              f"{r['p50_ms']:>8.1f} "
               f"{r['p99_ms']:>8.1f} {r['votes_per_s']:>8.1f} "
               f"{'-' if cpu is None else f'{cpu:.2f}':>10} {b['p50_ms']:>9.2f} "
               f"{b['votes_per_s']:>9.0f} {c['missing']:>5} {c['wrong_annotator']:>5}")  # fmt: skip
-    at32 = [r for r in results["runs"] if r["annotators"] == 32]
+    quiet = {(r["client"], r["annotators"]): r for r in results["runs"] if r["phase"] == "quiet"}
+    for r in results["runs"]:
+        q = quiet.get((r["client"], r["annotators"]))
+        if r["phase"] == "quiet" or not q or not r["p99_ms"] or not q["p99_ms"]:
+            continue
+        ratio = r["p99_ms"] / q["p99_ms"]
+        r["p99_over_quiet"] = ratio
+        verdict = "PASS" if ratio <= 2 else "MISS"
+        print(f"login flood ({r['phase']}, {r['client']} x{r['annotators']}): vote p50 "
+              f"{q['p50_ms']:.1f} -> {r['p50_ms']:.1f} ms, p99 {q['p99_ms']:.1f} -> "
+              f"{r['p99_ms']:.1f} ms ({ratio:.2f}x, target <= 2x: {verdict}); logins answered "
+              f"{r['login_flood']['answers']}")  # fmt: skip
+    at32 = [r for r in results["runs"] if r["annotators"] == 32 and r["phase"] == "quiet"]
     for r in at32:
         verdict = "PASS" if r["p99_ms"] <= 50 else "MISS"
         p99 = r["p99_ms"]
