@@ -13,7 +13,9 @@ One job each:
   bias), `export` (Pick-a-Pic v2 or PreferencePair datasets)
 - the web app: `assets` (shortcut script, style sheets), `fragments` (progress bar, prompt,
   admin tables), `app` (the Gradio UI and its API), `fast_routes` (the vote route outside
-  Gradio's queue), `server` (mounting both behind the login, uvicorn)
+  Gradio's queue), `login` (the password check off the event loop, failed logins limited
+  per address), `guard` (what anonymous requests reach; sessions and events belong to their
+  user), `server` (mounting it all behind the login, uvicorn)
 - `cli` (the `mmalign label` command); for tests and tooling: `testing` (a pair dataset, a
   server in a subprocess), `browser` (driving the page in Chromium), `screenshots`
 """
