@@ -71,8 +71,10 @@ def test_bad_cards_are_named(tmp_path):
     bad.write_text("name: x\nkind: image\nreader: pairs\nsource: {toy: vqa}\nlicense: x\nrow: 1\n")
     with pytest.raises(ConfigError, match="unknown key 'row'"):
         load_card(bad)
+    none = tmp_path / "none.yaml"
+    none.write_text("name: x\nkind: dense\nreader: none\nsource: {url: x}\nlicense: x\n")
     with pytest.raises(ConfigError, match="no preference-pair reader"):
-        load_card("richhf_18k").data_config()
+        load_card(none).data_config()
 
 
 def test_data_show_builds_a_toy_card_and_counts_its_rows(capsys):

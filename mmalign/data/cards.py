@@ -21,7 +21,9 @@ from ..config import ConfigError, yaml_problem
 from ..suggest import did_you_mean
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets"  # in a source checkout
-READERS = ("pickapic", "pairs", "llava", "mmsafe", "realign", "trl", "prompts", "none")
+READERS = (
+    "pickapic", "pairs", "llava", "mmsafe", "realign", "trl", "richhf", "prompts", "none",
+)  # fmt: skip
 KINDS = ("image", "text", "dense")
 CARD_KEYS = (
     "name", "description", "kind", "reader", "source", "license", "columns", "split",

@@ -1,0 +1,177 @@
+"""RichHF-18K's TFRecord format read without TensorFlow (mmalign/data/tfrecord.py, richhf.py).
+
+The tiny file is written in the release's exact layout: TFRecord framing with masked CRC-32C,
+each record a tf.train.Example serialized by the protobuf library itself (the message types
+built from example.proto/feature.proto's definitions), PNG heatmaps of 0..255.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmalign.config import InputError
+from mmalign.data.dense import DENSE_SCORES
+from mmalign.data.richhf import RichHFRows, read_records_richhf
+from mmalign.data.tfrecord import (
+    TFRecordError,
+    crc32c,
+    encode_example,
+    parse_example,
+    read_records,
+    write_records,
+)
+
+
+def _example_class():
+    """tf.train.Example as protobuf message classes, from TensorFlow's .proto definitions."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    f = descriptor_pb2.FileDescriptorProto(name="mm_example.proto", package="mmtf", syntax="proto3")
+    T = descriptor_pb2.FieldDescriptorProto
+    for name, kind in (("BytesList", T.TYPE_BYTES), ("FloatList", T.TYPE_FLOAT),
+                       ("Int64List", T.TYPE_INT64)):  # fmt: skip
+        m = f.message_type.add(name=name)
+        m.field.add(name="value", number=1, type=kind, label=T.LABEL_REPEATED)
+    feat = f.message_type.add(name="Feature")
+    feat.oneof_decl.add(name="kind")
+    for i, name in enumerate(("bytes_list", "float_list", "int64_list")):
+        tname = ".mmtf." + ("BytesList", "FloatList", "Int64List")[i]
+        feat.field.add(name=name, number=i + 1, type=T.TYPE_MESSAGE, type_name=tname,
+                       label=T.LABEL_OPTIONAL, oneof_index=0)  # fmt: skip
+    feats = f.message_type.add(name="Features")
+    entry = feats.nested_type.add(name="FeatureEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=T.TYPE_STRING, label=T.LABEL_OPTIONAL)
+    entry.field.add(name="value", number=2, type=T.TYPE_MESSAGE, type_name=".mmtf.Feature",
+                    label=T.LABEL_OPTIONAL)  # fmt: skip
+    feats.field.add(name="feature", number=1, type=T.TYPE_MESSAGE, label=T.LABEL_REPEATED,
+                    type_name=".mmtf.Features.FeatureEntry")  # fmt: skip
+    ex = f.message_type.add(name="Example")
+    ex.field.add(name="features", number=1, type=T.TYPE_MESSAGE, type_name=".mmtf.Features",
+                 label=T.LABEL_OPTIONAL)  # fmt: skip
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("mmtf.Example"))
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array.astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _record(Example, filename: str, scores: dict[str, float], size: int = 8, **skip) -> bytes:
+    ex = Example()
+    feature = ex.features.feature
+    feature["filename"].bytes_list.value.append(filename.encode())
+    for key, value in scores.items():
+        feature[key].float_list.value.append(value)
+    art = np.zeros((size, size))
+    art[2:4, 1:5] = 255
+    mis = np.zeros((size, size))
+    mis[0, 0] = 128
+    feature["artifact_map"].bytes_list.value.append(_png(art))
+    feature["misalignment_map"].bytes_list.value.append(_png(mis))
+    feature["prompt_misalignment_label"].bytes_list.value.append(b"1 1 0 1")
+    for key in skip:
+        del feature[key]
+    return ex.SerializeToString()
+
+
+GOOD = {"aesthetics_score": 0.5, "artifact_score": 0.75, "misalignment_score": 0.25,
+        "overall_score": 1.0}  # fmt: skip
+
+
+@pytest.fixture
+def richhf(tmp_path):
+    Example = _example_class()
+    records = [
+        _record(Example, "aaa.png", GOOD),
+        _record(Example, "bbb.png", {**GOOD, "overall_score": 1.5}),  # out of range
+        _record(Example, "ccc.png", GOOD, artifact_map=True),  # missing map
+        _record(Example, "ddd.png", GOOD),  # image of another aspect ratio
+        _record(Example, "eee.png", GOOD),  # no image on disk
+    ]
+    write_records(tmp_path / "dev.tfrecord", records)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(images / "aaa.png")
+    (images / "aaa.txt").write_text("a red square\n")
+    Image.new("RGB", (16, 12)).save(images / "ddd.png")
+    (images / "ddd.txt").write_text("x")
+    return tmp_path, images
+
+
+def test_crc32c_and_framing(tmp_path):
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    path = write_records(tmp_path / "x.tfrecord", [b"abc", b""])
+    assert list(read_records(path)) == [b"abc", b""]
+    raw = bytearray(path.read_bytes())
+    raw[13] ^= 1  # flip a data bit of record 0
+    (tmp_path / "bad.tfrecord").write_bytes(bytes(raw))
+    with pytest.raises(TFRecordError, match="record 0 at byte 0: bad data checksum"):
+        list(read_records(tmp_path / "bad.tfrecord"))
+    (tmp_path / "cut.tfrecord").write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(TFRecordError, match=r"record 1 .* truncated"):
+        list(read_records(tmp_path / "cut.tfrecord"))
+
+
+def test_parse_example_matches_protobuf_serializer():
+    Example = _example_class()
+    ex = Example()
+    ex.features.feature["b"].bytes_list.value.extend([b"x", b"yz"])
+    ex.features.feature["f"].float_list.value.extend([0.5, -2.0])
+    ex.features.feature["i"].int64_list.value.extend([3, -7, 1 << 40])
+    parsed = parse_example(ex.SerializeToString())
+    assert parsed == {"b": [b"x", b"yz"], "f": [0.5, -2.0], "i": [3, -7, 1 << 40]}
+    # and our encoder writes what protobuf reads back
+    ours = encode_example({"b": [b"x", b"yz"], "f": [0.5, -2.0], "i": [3, -7, 1 << 40]})
+    back = Example.FromString(ours)
+    assert list(back.features.feature["i"].int64_list.value) == [3, -7, 1 << 40]
+    assert list(back.features.feature["f"].float_list.value) == [0.5, -2.0]
+
+    # unpacked floats (one fixed32 field per value) parse too
+    def ld(number: int, payload: bytes) -> bytes:
+        return bytes([number << 3 | 2, len(payload)]) + payload
+
+    float_list = b"\x0d" + struct.pack("<f", 1.25) + b"\x0d" + struct.pack("<f", 2.0)
+    entry = ld(1, b"f") + ld(2, ld(2, float_list))
+    assert parse_example(ld(1, ld(1, entry))) == {"f": [1.25, 2.0]}
+
+
+def test_richhf_reader_on_tiny_file(richhf):
+    root, images = richhf
+    records, report = read_records_richhf(root, "dev")
+    assert [r.filename for r in records] == ["aaa.png", "ddd.png", "eee.png"]
+    assert report.skipped == {"score_out_of_range": 1, "missing_artifact_map": 1}
+    assert records[0].token_labels == [1, 1, 0, 1]
+    assert records[0].scores == {"alignment": 0.25, "aesthetics": 0.5, "plausibility": 0.75,
+                                 "overall": 1.0}  # fmt: skip
+
+    rows = RichHFRows(root, "dev", images=images)
+    assert len(rows) == 1
+    assert rows.report.kept == 1 and rows.report.total == 5
+    assert rows.report.skipped == {"score_out_of_range": 1, "missing_artifact_map": 1,
+                                   "heatmap_size_mismatch": 1, "image_not_found": 1}  # fmt: skip
+    row = rows[0]
+    assert row.prompt == "a red square" and row.name == "aaa.png"
+    assert row.image.size == (8, 8)  # resized to the heatmaps' grid
+    assert row.heatmaps.shape == (2, 8, 8) and row.heatmaps.dtype == np.float32
+    assert row.heatmaps[1].sum() == 8.0  # artifact: the 2 x 4 block of 255
+    assert row.heatmaps[0, 0, 0] == pytest.approx(128 / 255)  # misalignment channel first
+    assert set(row.scores) == set(DENSE_SCORES)
+
+
+def test_richhf_strict_names_record_and_key(richhf):
+    root, _ = richhf
+    with pytest.raises(ValueError, match="row 1: score_out_of_range"):
+        read_records_richhf(root / "dev.tfrecord", strict=True)
+    with pytest.raises(InputError, match="name a split"):
+        read_records_richhf(root)
+    with pytest.raises(InputError, match="holds no images"):
+        RichHFRows(root, "dev")
