@@ -12,6 +12,7 @@ set `requires_argument`). Real models load lazily, so listing names costs no imp
 | `clip[:<arch>[:<tag>]]` | OpenCLIP, 100 * cosine | backbone (default ViT-L-14:openai) |
 | `aesthetic` | LAION aesthetic MLP on CLIP ViT-L/14 | - |
 | `toy:fidelity`, `toy:style[:<style>]`, `toy:user:<id>`, `toy:flaws` | toy world rewards | |
+| `dense:<path>` | a trained dense reward head (`rewards/dense`): its overall score | checkpoint |
 
 Keyword arguments of `get_scorer(name, **kwargs)` go to the factory: `path` (a local folder,
 file or hub id for the weights), `device`, `dtype`, `batch_size`, and per scorer `processor`
@@ -54,6 +55,7 @@ SCORERS: dict[str, Callable[..., Scorer]] = {
     "toy:style": ToyStyle,
     "toy:user": ToyUser,
     "toy:flaws": ToyFlaws,
+    "dense": _lazy("dense.scorer", "DenseScorer", requires_argument=True),
 }
 
 __all__ = ["SCORERS", "Scorer", "as_image_batch", "get_scorer", "scorer_names"]

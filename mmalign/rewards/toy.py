@@ -62,3 +62,7 @@ class ToyFlaws:
 
     def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
         return dense_scores(as_image_batch(images), prompts)["overall"]
+
+    def dense(self, images: ImageBatch, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """All four scores [B] and both heatmaps [B,1,H,W], as `dense:<path>` returns them."""
+        return dense_scores(as_image_batch(images), prompts)

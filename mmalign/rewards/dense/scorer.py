@@ -1,0 +1,83 @@
+"""`dense:<path>`: a trained dense reward head as a scorer.
+
+`score(images, prompts)` is the `overall` score (ImageDoctor, Guo et al. 2025); `dense(images,
+prompts)` returns all four scores [B] and both heatmaps [B,1,H,W] on the input images' pixel
+grid, in the same layout as the toy world's ground truth (`mmalign.toy.flaws.dense_scores`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ...data.dense import DENSE_SCORES
+from ...data.schema import HEATMAP_CHANNELS
+from ..base import ImageBatch, as_image_batch
+from ..common import pick_device, pick_dtype
+from .model import DenseRewardModel
+
+
+def _resized(images: ImageBatch, size: int) -> torch.Tensor:
+    """A float batch [B,3,H,W]; PIL images of several sizes are resized to `size` first."""
+    if isinstance(images, torch.Tensor) or len({im.size for im in images}) == 1:
+        return as_image_batch(images)
+    return torch.cat([
+        F.interpolate(as_image_batch([im]), size=(size, size), mode="bilinear", antialias=True)
+        for im in images
+    ])  # fmt: skip
+
+
+class DenseScorer:
+    """A dense reward head loaded from `path` (its folder, or a training output_dir)."""
+
+    requires_argument = True
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if path is None:
+            raise ValueError("dense needs a checkpoint: 'dense:<path>' (a trained dense head)")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.name = f"dense:{path}"
+        self.device, self.dtype = pick_device(device), pick_dtype(dtype)
+        self.batch_size = batch_size
+        self.model = DenseRewardModel.from_pretrained(path).to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def dense(self, images: ImageBatch, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Scores {alignment, aesthetics, plausibility, overall} [B] and heatmaps
+        {misalignment, artifact} [B,1,H,W] in [0,1] (1 = flawed), on the CPU."""
+        if len(prompts) != len(images):
+            raise ValueError(f"{self.name}: {len(images)} images but {len(prompts)} prompts")
+        n, step = len(images), self.batch_size
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in (*DENSE_SCORES, *HEATMAP_CHANNELS)}
+        bar = tqdm(range(0, n, step), desc=self.name, unit="batch", disable=n <= step, leave=False)
+        for start in bar:
+            batch = _resized(images[start : start + step], self.model.config.image_size)
+            h, w = batch.shape[-2:]
+            ids, mask = self.model.tokenize(list(prompts[start : start + step]))
+            maps, scores = self.model(
+                batch.to(self.device, self.dtype), ids.to(self.device), mask.to(self.device)
+            )
+            maps = maps.float()
+            if maps.shape[-2:] != (h, w):
+                maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
+            for i, key in enumerate(DENSE_SCORES):
+                parts[key].append(scores[:, i].float().cpu())
+            for i, key in enumerate(HEATMAP_CHANNELS):
+                parts[key].append(maps[:, i : i + 1].clamp(0, 1).cpu())
+        return {k: torch.cat(v) for k, v in parts.items()}
+
+    def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
+        """The `overall` score [B] in [0, 1]."""
+        return self.dense(images, prompts)["overall"]

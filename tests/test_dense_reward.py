@@ -1,0 +1,106 @@
+"""The dense reward head (mmalign/rewards/dense): save/load, batching, `dense:<path>`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mmalign.config import InputError
+from mmalign.rewards import get_scorer
+from mmalign.rewards.dense import DenseRewardModel
+from mmalign.toy.paths import model_path
+
+
+def _toy_head(tmp_path, seed: int = 0):
+    torch.manual_seed(seed)
+    model = DenseRewardModel.from_backbone("toy", dim=32, depth=1, heads=2)
+    return model, model.save_pretrained(tmp_path / "head")
+
+
+def _images(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+PROMPTS = ["a red circle on a blue background", "a green square", "a yellow triangle"] * 2
+
+
+def test_toy_head_saves_loads_and_scores(tmp_path):
+    model, folder = _toy_head(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = DenseRewardModel.from_pretrained(folder)
+    ids, mask = model.tokenize(PROMPTS)
+    images = _images(6)
+    with torch.no_grad():
+        a, b = model.eval()(images, ids, mask), loaded(images, ids, mask)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].shape == (6, 2, 32, 32) and a[1].shape == (6, 4)
+    assert 0 <= float(a[0].min()) and float(a[1].max()) <= 1
+
+
+def test_dense_scorer_through_get_scorer_batched_equals_one_at_a_time(tmp_path):
+    _, folder = _toy_head(tmp_path)
+    scorer = get_scorer(f"dense:{folder}", device="cpu", batch_size=4)
+    images = _images(6)
+    out = scorer.dense(images, PROMPTS)
+    assert set(out) == {"alignment", "aesthetics", "plausibility", "overall", "misalignment",
+                        "artifact"}  # fmt: skip
+    assert out["artifact"].shape == (6, 1, 32, 32) and out["overall"].shape == (6,)
+    one = [scorer.dense(images[i : i + 1], PROMPTS[i : i + 1]) for i in range(6)]
+    for key, value in out.items():
+        torch.testing.assert_close(value, torch.cat([o[key] for o in one]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scorer.score(images, PROMPTS), out["overall"])
+    # a training output_dir (the head under reward/) works too
+    run = tmp_path / "run"
+    DenseRewardModel.from_pretrained(folder).save_pretrained(run / "reward")
+    torch.testing.assert_close(get_scorer(f"dense:{run}", device="cpu").score(images, PROMPTS),
+                               out["overall"])  # fmt: skip
+
+
+def test_wrong_checkpoints_are_named(tmp_path):
+    _, folder = _toy_head(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["dim"] = 16  # the weights were saved at dim 32
+    config["heads"] = 2
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"key '.*' has shape \(.*32"):
+        DenseRewardModel.from_pretrained(folder)
+    with pytest.raises(InputError, match="does not exist"):
+        get_scorer(f"dense:{tmp_path / 'nothing'}")
+    with pytest.raises(ValueError, match="dense:<path>"):
+        get_scorer("dense")
+
+
+def test_clip_backbone_round_trips_tiny_random_clip(tmp_path):
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path("sd") / "tokenizer")
+    config = CLIPConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "intermediate_size": 37,
+                     "max_position_embeddings": 24},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32,
+                       "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37},
+        projection_dim=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    clip = CLIPModel(config)
+    clip.save_pretrained(tmp_path / "clip")
+    tokenizer.save_pretrained(tmp_path / "clip")
+    model = DenseRewardModel.from_backbone(str(tmp_path / "clip"), dim=32, heads=2, depth=1)
+    # the backbone's weights are the checkpoint's
+    torch.testing.assert_close(
+        model.clip_model.vision_model.embeddings.patch_embedding.weight,
+        clip.vision_model.embeddings.patch_embedding.weight,
+    )
+    folder = model.save_pretrained(tmp_path / "head")
+    assert (folder / "tokenizer").is_dir()
+    scorer = get_scorer(f"dense:{folder}", device="cpu", batch_size=2)
+    images = _images(3)
+    out = scorer.dense(images, PROMPTS[:3])
+    ids, mask = model.tokenize(PROMPTS[:3])
+    with torch.no_grad():
+        maps, scores = model.eval()(images, ids, mask)
+    torch.testing.assert_close(out["overall"], scores[:, 3])
+    torch.testing.assert_close(out["artifact"], maps[:, 1:2])
