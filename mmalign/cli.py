@@ -51,6 +51,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     check_sources(cfg)  # every missing model and data set named at once, before any loading
     if cfg.model.kind == "vlm":
         from .vlm.recipe import VLMRecipe as recipe
+    elif cfg.model.kind == "reward":
+        from .reward_model.recipe import RewardRecipe as recipe
     else:
         from .diffusion.recipe import DiffusionRecipe as recipe
 

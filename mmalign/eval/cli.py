@@ -136,6 +136,10 @@ def register_eval(eval_sub) -> None:
     add_scorer_options(p)
     p.set_defaults(func=_cmd_eval_accuracy)
 
+    from .dense import register_dense
+
+    register_dense(eval_sub)
+
     p = eval_sub.add_parser("report", help="re-render DIR/report.html of an eval winrate folder")
     p.add_argument("dir", help="the --out folder of mmalign eval winrate")
     p.set_defaults(func=_cmd_eval_report)

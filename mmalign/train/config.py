@@ -17,7 +17,7 @@ from ..losses import Objective
 @dataclass
 class ModelConfig:
     name_or_path: str  # a local folder or a hub id
-    kind: Literal["diffusion", "vlm"] = "diffusion"
+    kind: Literal["diffusion", "vlm", "reward"] = "diffusion"  # reward: a dense reward head
     revision: str | None = None
     variant: str | None = None  # e.g. "fp16" weight files
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # full precision unless asked
@@ -168,6 +168,8 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     vlm: VLMConfig = field(default_factory=VLMConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    # model.kind reward: the dense head's options (mmalign/rewards/dense DenseRewardConfig)
+    reward: dict[str, Any] = field(default_factory=dict)
     output_dir: str = "runs/mmalign"
 
     def __post_init__(self) -> None:

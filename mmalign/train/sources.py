@@ -11,7 +11,7 @@ from ..hub import Need, require
 from .config import Config
 
 # The file that shows a model repo is in the cache, by what loads it.
-MARKERS = {"diffusion": "model_index.json", "vlm": "config.json"}
+MARKERS = {"diffusion": "model_index.json", "vlm": "config.json", "reward": "config.json"}
 
 
 def recipe_needs(cfg: Config) -> list[Need]:
