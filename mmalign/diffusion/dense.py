@@ -1,0 +1,114 @@
+"""Dense preference scores: the denoising error weighted by (1 - flaw heatmap).
+
+ImageDoctor (Guo et al. 2025, Sec. 4, "dense reward"): a flaw heatmap H of an image, pooled to
+the latent grid, weights the per-pixel diffusion loss by (1 - H). For preference losses mmalign
+applies that weight to the per-pixel squared error before the C,H,W mean of Diffusion-DPO's
+score (Wallace et al. 2024, Eq. 14; METHODS.md section 2):
+
+    score = -mean_{c,h,w}( w[h,w] * (eps_pred - target)[c,h,w]^2 ),   w = 1 - pool(H)
+
+so the flawed regions of the chosen image are not reinforced (by default only the chosen
+image is weighted: weighting the rejected one would stop penalising its flaws). The mean is
+over all positions (not divided by sum(w)): with w = 1 the score is exactly the plain one, and
+policy and reference scores share the weights, so DPO's difference stays a like-for-like
+comparison. The weights are a function of the image alone: computed once per image and cached
+(`DenseWeights`), never per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+MapName = Literal["artifact", "misalignment", "both"]
+Sides = Literal["chosen", "both"]
+
+
+def pool_to_latent(heatmaps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Heatmaps [B,K,H,W] -> [B,K,h,w]: each latent cell the mean of the pixels it covers
+    (area pooling; H, W must be multiples of h, w, as a VAE's factor-8 grid is)."""
+    if heatmaps.ndim != 4:
+        raise ValueError(f"heatmaps must be [B,K,H,W], got {tuple(heatmaps.shape)}")
+    (big_h, big_w), (h, w) = heatmaps.shape[-2:], size
+    if big_h % h or big_w % w:
+        raise ValueError(f"heatmaps {big_h}x{big_w} do not tile the latent grid {h}x{w}")
+    return F.avg_pool2d(heatmaps.float(), (big_h // h, big_w // w))
+
+
+def weight_map(dense: dict[str, torch.Tensor], map_name: MapName) -> torch.Tensor:
+    """The flaw heatmap [B,1,H,W] chosen by `map_name` from a scorer's `.dense()` output
+    (`both`: the pixelwise max of the two)."""
+    if map_name == "both":
+        return torch.maximum(dense["artifact"], dense["misalignment"])
+    if map_name not in dense:
+        raise ValueError(f"diffusion.dense.map: {map_name!r}; use artifact, misalignment, both")
+    return dense[map_name]
+
+
+def dense_weights(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """w = 1 - pool(H), [B,1,h,w] in [0, 1]."""
+    return (1 - pool_to_latent(heat.clamp(0, 1), size)).clamp(0, 1)
+
+
+def weighted_mse(
+    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-sample `mean_{C,H,W}(weight * (pred - target)^2)` [B]; `weight` [B,1,h,w] or None
+    (the plain mean, Diffusion-DPO's score)."""
+    err = (pred.float() - target.float()).pow(2)
+    if weight is not None:
+        err = err * weight.to(err.device, err.dtype)
+    return err.mean(dim=(1, 2, 3))
+
+
+class DenseWeights:
+    """Per row of a pair dataset: [2,1,h,w] weights (chosen, rejected), computed once with
+    `scorer.dense` over every image and kept; `sides="chosen"` leaves the rejected at 1."""
+
+    def __init__(self, weights: torch.Tensor) -> None:
+        if weights.ndim != 5 or weights.shape[1] != 2:
+            raise ValueError(f"dense weights must be [N,2,1,h,w], got {tuple(weights.shape)}")
+        self.weights = weights
+
+    @classmethod
+    def compute(
+        cls,
+        scorer: Any,
+        chosen: Sequence[Any],
+        rejected: Sequence[Any],
+        prompts: Sequence[str],
+        size: tuple[int, int],
+        *,
+        map_name: MapName = "artifact",
+        sides: Sides = "chosen",
+        batch_size: int = 64,
+    ) -> DenseWeights:
+        """`chosen`/`rejected`: images (tensors [3,H,W] or PIL) at the training resolution."""
+        from tqdm.auto import tqdm
+
+        out = []
+        for start in tqdm(range(0, len(prompts), batch_size), desc="dense weights", unit="batch"):
+            stop = start + batch_size
+            text = list(prompts[start:stop])
+            sides_w = []
+            for side, images in (("chosen", chosen), ("rejected", rejected)):
+                batch = images[start:stop]
+                if isinstance(batch, list) and batch and isinstance(batch[0], torch.Tensor):
+                    batch = torch.stack(batch)
+                if side == "rejected" and sides == "chosen":
+                    sides_w.append(torch.ones(len(text), 1, *size))
+                    continue
+                heat = weight_map(scorer.dense(batch, text), map_name)
+                sides_w.append(dense_weights(heat, size))
+            out.append(torch.stack(sides_w, 1))
+        return cls(torch.cat(out))
+
+    def __len__(self) -> int:
+        return int(self.weights.shape[0])
+
+    def rows(self, indices: Sequence[int]) -> torch.Tensor:
+        """[B,2,1,h,w] for dataset rows `indices`."""
+        return self.weights[torch.as_tensor(list(indices), dtype=torch.long)]

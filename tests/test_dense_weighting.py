@@ -1,0 +1,62 @@
+"""Dense preference weighting (mmalign/diffusion/dense.py): pooling, weights, scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmalign.diffusion.dense import DenseWeights, dense_weights, pool_to_latent, weighted_mse
+from mmalign.rewards import get_scorer
+from mmalign.toy.flaws import inject_flaws
+from mmalign.toy.render import render_batch
+from mmalign.toy.world import sample_prompts
+
+
+def test_pooling_equals_a_direct_block_mean():
+    g = torch.Generator().manual_seed(0)
+    heat = torch.rand(2, 2, 32, 32, generator=g)
+    pooled = pool_to_latent(heat, (4, 4))
+    assert pooled.shape == (2, 2, 4, 4)
+    for b in range(2):
+        for k in range(2):
+            for i in range(4):
+                for j in range(4):
+                    block = heat[b, k, 8 * i : 8 * i + 8, 8 * j : 8 * j + 8]
+                    assert float(pooled[b, k, i, j]) == pytest.approx(float(block.mean()), 1e-6)
+    with pytest.raises(ValueError, match="do not tile"):
+        pool_to_latent(heat, (5, 5))
+
+
+def test_all_ones_weight_gives_exactly_the_plain_score():
+    g = torch.Generator().manual_seed(1)
+    pred, target = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    plain = (pred - target).pow(2).mean(dim=(1, 2, 3))
+    assert torch.equal(weighted_mse(pred, target, torch.ones(3, 1, 8, 8)), plain)
+    assert torch.equal(weighted_mse(pred, target, None), plain)
+    assert torch.equal(dense_weights(torch.zeros(3, 1, 64, 64), (8, 8)), torch.ones(3, 1, 8, 8))
+
+
+def test_flawed_cells_do_not_count():
+    pred, target = torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
+    pred[0, :, 0, 0] = 2.0  # error 4 per channel in cell (0, 0) only
+    heat = torch.zeros(1, 1, 16, 16)
+    heat[0, 0, :8, :8] = 1.0  # that cell is fully flawed
+    w = dense_weights(heat, (2, 2))
+    assert w[0, 0].tolist() == [[0.0, 1.0], [1.0, 1.0]]
+    assert float(weighted_mse(pred, target, w)) == 0.0
+    assert float(weighted_mse(pred, target)) == pytest.approx(4 * 4 / 16)
+
+
+def test_dense_weights_from_toy_flaws_once_per_image():
+    prompts = [p.text for p in sample_prompts(6, "train", 0)]
+    clean = render_batch(sample_prompts(6, "train", 0))
+    flawed, _ = inject_flaws(clean, 0)
+    scorer = get_scorer("toy:flaws")
+    # chosen = flawed here, to see its flaws weighted down
+    dw = DenseWeights.compute(scorer, flawed, clean, prompts, (4, 4), batch_size=4)
+    assert dw.weights.shape == (6, 2, 1, 4, 4) and len(dw) == 6
+    assert torch.equal(dw.weights[:, 1], torch.ones(6, 1, 4, 4))  # rejected left at 1
+    heat = scorer.dense(flawed, prompts)["artifact"]
+    torch.testing.assert_close(dw.weights[:, 0], 1 - pool_to_latent(heat, (4, 4)))
+    assert float(dw.weights[:, 0].min()) < 1  # the flaws show
+    torch.testing.assert_close(dw.rows([5, 0]), dw.weights[[5, 0]])
