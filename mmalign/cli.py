@@ -290,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .vlm.data import register as register_vlm_data
 
     register_vlm_data(sub)  # `mmalign data realign`
+    from .diffusion.invert_cli import register as register_invert
+
+    register_invert(sub)  # `mmalign invert` (ReNoise)
 
     p = sub.add_parser(
         "demo", help="the main job on the toy world: train MaPO on toy-sd, report its win rate"

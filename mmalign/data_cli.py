@@ -1,4 +1,5 @@
-"""`mmalign data show CARD`: what a dataset card resolves to, read on a sample of its rows.
+"""`mmalign data show CARD`: what a dataset card resolves to, read on a sample of its rows;
+`mmalign data smooth DATA --scorer NAME --out DIR`: SmPO soft labels from a reward model.
 
 Prints the card (source, license, split, columns, policy, published rows), then opens the data
 the way a recipe would (toy sets are built on first use and cached; Pick-a-Pic and the VLM
@@ -72,8 +73,34 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_smooth(args: argparse.Namespace) -> int:
+    """SmPO soft labels (mmalign/diffusion/smooth.py): score, order, label, save."""
+    from .config import InputError
+    from .diffusion.data import open_pairs
+    from .diffusion.smooth import smooth_dataset
+    from .rewards import split_name
+
+    split_name(args.scorer)  # an unknown scorer fails before the data is read
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    rows, report = open_pairs(args.data, args.split, max_samples=args.max_samples)
+    if report.num_skipped:
+        print(f"mmalign: {report}")
+    if len(rows) == 0:
+        raise InputError(f"{args.data}: no reward-scorable image pairs ({report})")
+    try:
+        result = smooth_dataset(
+            rows, args.scorer, args.out, batch_size=args.batch_size, device=args.device
+        )
+    except ValueError as err:  # equal rewards everywhere, a non-finite reward, ...
+        raise InputError(f"mmalign data smooth: {err}") from None
+    print(result)
+    print(f"wrote {args.out} (columns label, reward_chosen, reward_rejected, smooth_swapped)")
+    return 0
+
+
 def register(sub: Any) -> None:
-    """Add `mmalign data` (once) with its `show` action."""
+    """Add `mmalign data` (once) with its `show` and `smooth` actions."""
     data = sub.choices.get("data") if hasattr(sub, "choices") else None
     if data is None:
         data = sub.add_parser("data", help="dataset cards; build and convert preference datasets")
@@ -84,3 +111,13 @@ def register(sub: Any) -> None:
     p.add_argument("--split", default=None, help="split to open (default: the card's)")
     p.add_argument("--sample", type=int, default=64, help="rows to read and check (default 64)")
     p.set_defaults(func=_cmd_show)
+    p = actions.add_parser("smooth", help="SmPO soft labels for image pairs from a reward model")
+    p.add_argument("data", help="image pairs: a saved dataset folder, a hub id or toy:<kind>")
+    p.add_argument("--scorer", default="pickscore", help="reward scorer (default pickscore; "
+                   "toy:fidelity, toy:user:<id>, ...)")  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder (a saved dataset)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--batch-size", type=int, default=32, help="pairs per scorer call")
+    p.add_argument("--device", default=None, help="the scorer's device (default: its own)")
+    p.add_argument("--max-samples", type=int, default=None)
+    p.set_defaults(func=_cmd_smooth)

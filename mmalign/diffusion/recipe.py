@@ -8,6 +8,7 @@ validation grid and saves the result in the ecosystem's format.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from .encode import EncodedPairs, Encoder, fingerprint, precompute, stack
 from .load import load_pipeline
 from .lora import add_lora, check_targets, save_lora
 from .scorer import DiffusionPairScorer
+from .smooth import smoothed_rows
+from .trajectory import make_trajectory
 
 FULL_UNET_DIR = "unet"
 
@@ -55,6 +58,10 @@ class DiffusionRecipe:
         )
         if accelerator.is_main_process and self.report.num_skipped:
             print(f"mmalign: {self.report}")
+        if cfg.data.smooth is not None:  # SmPO soft labels from a reward model (smooth.py)
+            rows, smoothed = smoothed_rows(rows, cfg.data.smooth, accelerator)
+            if accelerator.is_main_process:
+                print(f"mmalign: {smoothed}")
         self.rows = rows
         d = cfg.diffusion
         self.encoder = Encoder(self.diffusion, vae_batch_size=d.vae_batch_size)
@@ -99,6 +106,9 @@ class DiffusionRecipe:
             reference=reference if needs_ref else "none",  # type: ignore[arg-type]
             caption_dropout=cfg.diffusion.caption_dropout,
             use_labels=has_soft_labels(rows),
+            trajectory=make_trajectory(
+                d.trajectory, asdict(d.renoise), pipe.scheduler.config, self.diffusion.family
+            ),
         )
         if self.scorer.reference_unet is not None:
             self.scorer.reference_unet.to(device)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -38,6 +38,7 @@ class DiffusionPairScorer:
         reference: ReferenceKind,
         caption_dropout: float = 0.2,
         use_labels: bool = False,
+        trajectory: Any = None,
     ):
         from diffusers import DDPMScheduler
 
@@ -51,6 +52,7 @@ class DiffusionPairScorer:
         self.reference = reference
         self.caption_dropout = caption_dropout
         self.use_labels = use_labels
+        self.trajectory = trajectory  # None: add_noise; a ReNoiseTrajectory (SmPO, trajectory.py)
         self.reference_unet: torch.nn.Module | None = None
         self._adapters = AdapterSwitch()  # LoRA: the reference is the UNet with these off
         if reference == "copy":  # full fine-tune: a frozen copy of the starting UNet
@@ -118,6 +120,11 @@ class DiffusionPairScorer:
         x0 = torch.cat([latents[:, 0], latents[:, 1]])
         noise2, t2 = noise.repeat(2, 1, 1, 1), t.repeat(2)
         noisy = self.noise_scheduler.add_noise(x0, noise2, t2)
+        if self.trajectory is not None:  # SmPO: the inverted latent at the grid-snapped level
+            policy = base if base is not None else unet
+            cond_t = self._conditioning(batch, drop)
+            t, noisy, noise2 = self.trajectory(policy, x0, t, cond_t, batch.get("time_ids"))
+            t2 = t.repeat(2)
         if self.prediction_type == "epsilon":
             target = noise2
         else:

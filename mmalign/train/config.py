@@ -46,6 +46,9 @@ class DataConfig:
     max_samples: int | None = None
     toy: dict[str, Any] | None = None  # toy:<kind> builder options, e.g. {n: 512}
     num_workers: int = 0  # DataLoader workers decoding images
+    # SmPO soft labels from a reward model (mmalign/diffusion/smooth.py), e.g.
+    # {scorer: toy:fidelity}; keys scorer (default pickscore), batch_size, device
+    smooth: dict[str, Any] | None = None
 
     @staticmethod
     def expand_raw(raw: Any) -> Any:
@@ -62,6 +65,33 @@ class DataConfig:
             if missing_local(self.path):  # the likelier mistake: the path, not data.toy
                 raise ConfigError(f"data.path: {self.path} does not exist (no such local folder)")
             raise ConfigError(f"data.toy is only for data.path: toy:<kind>, not {self.path}")
+        if self.smooth is not None:
+            unknown = sorted(set(self.smooth) - {"scorer", "batch_size", "device"})
+            if unknown:
+                raise ConfigError(
+                    f"data.smooth: unknown key(s) {', '.join(unknown)}; "
+                    "use scorer, batch_size, device"
+                )
+
+
+@dataclass
+class RenoiseConfig:
+    """`diffusion.renoise` (with `trajectory: renoise`): DDIM inversion steps over the whole
+    schedule (None: 5 for SD1.5 and toy-sd, 10 for SDXL, as SmPO's released code), ReNoise
+    iterations per step and the estimates [lo, hi) averaged (SmPO: 1 iteration, both averaged)."""
+
+    steps: int | None = None
+    iterations: int = 1
+    average: list[int] | None = field(default_factory=lambda: [0, 2])
+
+    def __post_init__(self) -> None:
+        from ..diffusion.renoise import ReNoiseSettings
+
+        average = tuple(self.average) if self.average is not None else None
+        try:
+            ReNoiseSettings(self.steps, self.iterations, average)  # type: ignore[arg-type]
+        except ValueError as err:
+            raise ConfigError(f"diffusion.{err}") from None
 
 
 @dataclass
@@ -78,6 +108,10 @@ class DiffusionConfig:
     resize_filter: Literal["bilinear", "bicubic", "lanczos", "nearest"] = "bilinear"
     random_flip: bool = False
     vae_batch_size: int | None = 8  # images per VAE call (None: all at once)
+    # forward: x_t = add_noise(x0, eps, t) (Diffusion-DPO); renoise: SmPO's ReNoise-inverted
+    # latent and its implied noise (mmalign/diffusion/trajectory.py)
+    trajectory: Literal["forward", "renoise"] = "forward"
+    renoise: RenoiseConfig = field(default_factory=lambda: RenoiseConfig())
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.caption_dropout < 1.0:
@@ -103,6 +137,10 @@ class VLMConfig:
     # completions that share a prompt run in one row, the prompt once (mmalign/vlm/packing.py);
     # used where the model supports it and a test shows it exact (LLaVA; not Qwen2-VL's M-RoPE)
     pack_prompts: bool = True
+    # PRISM (mmalign/vlm/prism): add the stage tags as special tokens (their embedding rows
+    # train and save with a LoRA adapter); a step-level prefix ending before OUTPUT gets no
+    # end-of-turn token
+    prism: bool = False
 
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 8:
