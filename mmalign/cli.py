@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_toy_build)
     t = toy_sub.add_parser("data", help="build a toy preference dataset (HF datasets on disk)")
     t.add_argument(
-        "kind", choices=["pairs", "style", "users", "flaws", "vqa", "hallucination", "safety"]
+        "kind",
+        choices=["pairs", "style", "users", "flaws", "vqa", "hallucination", "safety", "prism"],
     )
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--n", type=int, default=64, help="number of rows (default: 64)")

@@ -18,7 +18,7 @@ is skipped and counted by `fits`, or raises in strict mode, naming the row.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,11 +74,14 @@ class Templated:
 
 
 class ChatFormat:
-    """Render prompts and completions with a processor's chat template."""
+    """Render prompts and completions with a processor's chat template. `open_end(answer)`:
+    the answers whose turn is not over (a step-level prefix), which end without the template's
+    end-of-turn text."""
 
-    def __init__(self, processor: Any):
+    def __init__(self, processor: Any, open_end: Callable[[str], bool] | None = None):
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.open_end = open_end
 
     def render(self, prompt: str, n_images: int, answers: Sequence[str]) -> Templated:
         user = [{"role": "user", "content": user_content(prompt, n_images)}]
@@ -93,6 +96,11 @@ class ChatFormat:
                     f"prompt before it; cannot separate the completion of {answer!r}"
                 )
             completions[answer] = full[len(head) :]
+            if self.open_end is not None and self.open_end(answer):
+                end = completions[answer].rfind(answer.strip())
+                if end < 0:
+                    raise ValueError(f"the chat template changed the open-ended answer {answer!r}")
+                completions[answer] = completions[answer][: end + len(answer.strip())]
         return Templated(head, completions)
 
     def completion_ids(self, text: str) -> list[int]:
@@ -157,17 +165,24 @@ def _cat_units(units: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.T
 
 
 class PairCollator:
-    """Rows -> `SequenceBatch` holding the sequences of the pairs named in `pairs`."""
+    """Rows -> `SequenceBatch` holding the sequences of the pairs named in `pairs`.
+    `chosen_only`: only the chosen answers are tokenized and scored (an objective that reads
+    nothing else, such as `sft`); each pair's rejected index points at its chosen sequence.
+    `open_end`: see `ChatFormat`."""
 
     def __init__(self, processor: Any, pairs: Sequence[str] = ("main",),
-                 max_length: int | None = None):  # fmt: skip
+                 max_length: int | None = None, *, chosen_only: bool = False,
+                 open_end: Callable[[str], bool] | None = None):  # fmt: skip
         unknown = [p for p in pairs if p not in PAIR_FIELDS]
         if unknown:
             raise ValueError(
                 f"unknown VLM pair {unknown[0]!r}; VLM scorers produce {', '.join(PAIR_FIELDS)}"
             )
+        if chosen_only and tuple(pairs) != ("main",):
+            raise ValueError(f"chosen-only rows have only the main pair, not {list(pairs)}")
         self.pairs = tuple(pairs)
-        self.format = ChatFormat(processor)
+        self.chosen_only = chosen_only
+        self.format = ChatFormat(processor, open_end)
         self.processor = processor
         self.max_length = max_length
         tok = self.format.tokenizer
@@ -190,7 +205,9 @@ class PairCollator:
         plan = {}
         for pair in self.pairs:
             chosen = seq("shown", row["chosen"])
-            if pair == "main":
+            if pair == "main" and self.chosen_only:
+                plan[pair] = (chosen, chosen)
+            elif pair == "main":
                 plan[pair] = (chosen, seq("shown", row["rejected"]))
             elif pair == "visual":
                 plan[pair] = (chosen, seq("retrieved", row["chosen"]))

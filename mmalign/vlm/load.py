@@ -110,6 +110,14 @@ def load_vlm(
         processor = AutoProcessor.from_pretrained(source, revision=revision)
     if getattr(processor, "chat_template", None) is None:
         raise ValueError(f"{source}: the processor has no chat template; mmalign needs one")
+    if adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file():
+        # the adapter's own processor: it may hold tokens the base lacks (PRISM's stage tags),
+        # whose embedding rows the adapter carries; the base grows to fit them first
+        from .prism.format import match_vocab
+
+        with hub_errors(str(adapter), "adapter"):
+            processor = AutoProcessor.from_pretrained(str(adapter))
+        match_vocab(model, processor)
     if adapter is not None:
         from peft import PeftModel
 

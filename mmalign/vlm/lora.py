@@ -39,8 +39,10 @@ def lora_targets(model: torch.nn.Module, names: list[str] | None) -> list[str]:
     return targets
 
 
-def add_lora(model: Any, cfg: LoraConfig) -> Any:
-    """A PeftModel with a trainable LoRA adapter on the language model; all else frozen."""
+def add_lora(model: Any, cfg: LoraConfig, trainable_tokens: list[int] | None = None) -> Any:
+    """A PeftModel with a trainable LoRA adapter on the language model; all else frozen.
+    `trainable_tokens`: embedding rows trained and saved with the adapter (tokens added to the
+    vocabulary, e.g. PRISM's stage tags; a tied output head shares them)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
@@ -51,6 +53,8 @@ def add_lora(model: Any, cfg: LoraConfig) -> Any:
         lora_dropout=cfg.dropout,
         target_modules=targets,
         task_type="CAUSAL_LM",
+        trainable_token_indices={"embed_tokens": list(trainable_tokens)} if trainable_tokens
+        else None,
     )
     model.requires_grad_(False)
     return get_peft_model(model, config)

@@ -85,6 +85,13 @@ class VLMRecipe:
         self.cfg, self.accelerator = cfg, accelerator
         m, v = cfg.model, cfg.vlm
         self.vlm = load_vlm(m.name_or_path, dtype=m.dtype, revision=m.revision)
+        self.stage_tokens = None
+        if v.prism:  # PRISM's stage tags as special tokens, before any text is tokenized
+            from .prism.format import add_stage_tokens
+
+            self.stage_tokens = add_stage_tokens(self.vlm.model, self.vlm.processor)
+            if accelerator.is_main_process:
+                print(f"mmalign: {self.stage_tokens}")
         if cfg.lora is not None:  # before the data is built: a typo in a target fails now
             lora_targets(self.vlm.model, cfg.lora.target_modules)
         objective = cfg.build_objective()
@@ -105,8 +112,14 @@ class VLMRecipe:
                             or any(b is None for b in self.rows["blind"])):  # fmt: skip
             key = _digest(self.vlm.weights_key, self.rows._fingerprint, v.blind_max_new_tokens)
             extra["blind"] = self._blind(cache_root() / "vlm-blind" / f"{key}.json")
+        # an objective that reads only the chosen answers (sft): rejected is never tokenized
+        chosen_only = all(t.loss == "sft" for t in objective.terms) and pairs == ["main"]
+        open_end = None
+        if v.prism:
+            from .prism.format import is_partial as open_end
         self.collator = PairCollator(self.vlm.processor, ["main", "blind"] if blind_as_rows
-                                     else pairs, v.max_length)  # fmt: skip
+                                     else pairs, v.max_length, chosen_only=chosen_only,
+                                     open_end=open_end)  # fmt: skip
         keep = self._fitting(extra)
         self.collator.pairs = tuple(pairs)
         self.dataset = VLMRows(self.rows, keep, extra, blind_as_rows)
@@ -115,7 +128,10 @@ class VLMRecipe:
         if cfg.lora is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.train.seed)
-                model = add_lora(model, cfg.lora)
+                new_rows = None
+                if self.stage_tokens is not None and self.stage_tokens.added:
+                    new_rows = [self.stage_tokens.ids[t] for t in self.stage_tokens.added]
+                model = add_lora(model, cfg.lora, trainable_tokens=new_rows)
         else:
             model.requires_grad_(True)
             if not v.train_vision:
@@ -237,4 +253,5 @@ class VLMRecipe:
             "rows": len(self.dataset),
             "skipped": self.report.skipped,
             "reference": self.scorer.reference,
+            **({"stage_tokens": str(self.stage_tokens)} if self.stage_tokens else {}),
         }

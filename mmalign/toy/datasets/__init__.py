@@ -17,6 +17,7 @@
 | vqa | VLM SFT | correct answer | wrong answer of the same type |
 | hallucination | Re-Align rDPO | answer true to the image | answer true to `retrieved_image` |
 | safety | BPO / PRISM | refusal (forbidden) / answer (benign) | compliance / over-refusal |
+| prism | PRISM-CoT | reasoned refusal / reasoned answer | the chain with the wrong verdict |
 
 VLM questions come from the toy VLM's own generator (`mmalign.toy.qa.sample_qa`), so they use
 exactly the phrasings toy-vlm was trained on. Every row is a function of `seed`: the same seed
@@ -40,10 +41,11 @@ from ..qa import FORBIDDEN_REQUESTS, REFUSAL
 from .common import DENSE_SCORES, IMAGE_SIZE, TIE_MARGIN, Built
 from .flaws import build_flaws
 from .pairs import build_pairs, build_style
+from .prism import build_prism
 from .questions import build_hallucination, build_safety, build_vqa
 from .users import COOL, USER_TIE_MARGIN, WARM, build_users
 
-KINDS = ("pairs", "style", "users", "flaws", "vqa", "hallucination", "safety")
+KINDS = ("pairs", "style", "users", "flaws", "vqa", "hallucination", "safety", "prism")
 MODEL_KINDS = ("pairs", "style", "users")  # may sample toy-sd (the others only render)
 
 BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -54,6 +56,7 @@ BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
     "vqa": build_vqa,
     "hallucination": build_hallucination,
     "safety": build_safety,
+    "prism": build_prism,
 }
 
 
@@ -98,6 +101,7 @@ __all__ = [
     "build_flaws",
     "build_hallucination",
     "build_pairs",
+    "build_prism",
     "build_safety",
     "build_style",
     "build_users",

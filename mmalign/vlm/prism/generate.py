@@ -1,0 +1,143 @@
+"""Batched generation for PRISM (Li et al. 2025, section 3.2): one stage at a time for the
+search, whole answers for evaluation.
+
+A stage request is a row (prompt + image), the assistant text so far (the prefix: whole stages)
+and the stage to write. Its opening tag is prefilled after the prefix and generation stops at
+the stage's closing tag (one token, `mmalign.vlm.prism.format`) or at the end of the turn; a
+sample that reaches `max_new_tokens` without the closing tag comes back `closed=False` (the
+search scores it as a failed node). Requests of many trees and nodes share one `generate` call
+per `batch_size` sequences, with left padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..collate import row_images, user_content
+from .format import close_tag, decode_keep_tags, open_tag, tag_ids
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    prompt: str
+    images: tuple[Any, ...]
+    prefix: str  # whole stages written so far
+    stage: str  # the stage to write
+
+
+@dataclass(frozen=True)
+class StageSample:
+    text: str  # the stage with its tags ("<|CAPTION|>...<|/CAPTION|>"), or what was written
+    closed: bool  # False: the limit (or the end of the turn) came before the closing tag
+    tokens: int
+
+
+def prompt_text(processor: Any, prompt: str, n_images: int) -> str:
+    """The chat template's prompt for one user turn, ready for the assistant's text."""
+    user = [{"role": "user", "content": user_content(prompt, n_images)}]
+    return processor.apply_chat_template(user, add_generation_prompt=True)
+
+
+def _inputs(processor: Any, texts: list[str], images: list[tuple[Any, ...]], device: Any):
+    from ...data.schema import to_pil_image
+
+    kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+    flat = [to_pil_image(im).convert("RGB") for ims in images for im in ims]
+    if flat:
+        kwargs["images"] = flat
+    return processor(**kwargs).to(device)
+
+
+@torch.no_grad()
+def _generate(model: Any, processor: Any, texts: list[str], images: list[tuple[Any, ...]],
+              eos: list[int], *, samples: int, max_new_tokens: int, sample: bool,
+              temperature: float) -> list[list[torch.Tensor]]:  # fmt: skip
+    """New token ids per text (`samples` each), padding stripped."""
+    tok = getattr(processor, "tokenizer", processor)
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        inputs = _inputs(processor, texts, images, model.device)
+    finally:
+        tok.padding_side = side
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos[-1]
+    extra: dict[str, Any] = {"do_sample": True, "temperature": temperature, "top_k": 0,
+                             "top_p": 1.0} if sample else {"do_sample": False}  # fmt: skip
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=eos,
+                         pad_token_id=pad, num_return_sequences=samples, **extra)  # fmt: skip
+    new = out[:, inputs["input_ids"].shape[1] :].cpu()
+    result: list[list[torch.Tensor]] = []
+    for i in range(len(texts)):
+        rows = []
+        for j in range(samples):
+            ids = new[i * samples + j]
+            stop = [k for k, t in enumerate(ids.tolist()) if t in eos]
+            rows.append(ids[: stop[0] + 1] if stop else ids)
+        result.append(rows)
+    return result
+
+
+class StageGenerator:
+    """Samples of single stages (temperature sampling), `batch_size` sequences per call."""
+
+    def __init__(self, model: Any, processor: Any, *, max_new_tokens: int = 48,
+                 temperature: float = 1.0, batch_size: int = 96):  # fmt: skip
+        if max_new_tokens < 1 or batch_size < 1 or temperature <= 0:
+            raise ValueError("max_new_tokens and batch_size must be >= 1, temperature > 0")
+        self.model, self.processor = model, processor
+        self.max_new_tokens, self.temperature, self.batch_size = \
+            max_new_tokens, temperature, batch_size  # fmt: skip
+        self.ids = tag_ids(processor)
+        tok = getattr(processor, "tokenizer", processor)
+        self.eos = tok.eos_token_id
+        self.calls = 0  # generate() calls made
+
+    def __call__(self, requests: Sequence[StageRequest], samples: int) -> list[list[StageSample]]:
+        """`samples` samples of each request's stage, in request order."""
+        per_call = max(1, self.batch_size // samples)
+        out: list[list[StageSample]] = []
+        for start in range(0, len(requests), per_call):
+            chunk = requests[start : start + per_call]
+            texts = [prompt_text(self.processor, r.prompt, len(r.images)) + r.prefix
+                     + open_tag(r.stage) for r in chunk]  # fmt: skip
+            # per stage: its closing tag ends the sample (and the end of the turn always)
+            by_stage: dict[str, list[int]] = {}
+            for i, r in enumerate(chunk):
+                by_stage.setdefault(r.stage, []).append(i)
+            results: dict[int, list[StageSample]] = {}
+            for stage, idx in by_stage.items():
+                close = self.ids[close_tag(stage)]
+                ids = _generate(self.model, self.processor, [texts[i] for i in idx],
+                                [chunk[i].images for i in idx], [close, self.eos],
+                                samples=samples, max_new_tokens=self.max_new_tokens,
+                                sample=True, temperature=self.temperature)  # fmt: skip
+                self.calls += 1
+                for i, rows in zip(idx, ids, strict=True):
+                    results[i] = [StageSample(open_tag(stage) + decode_keep_tags(
+                        self.processor, r), bool(len(r)) and int(r[-1]) == close, len(r))
+                        for r in rows]  # fmt: skip
+            out += [results[i] for i in range(len(chunk))]
+        return out
+
+
+def generate_full(model: Any, processor: Any, rows: Sequence[dict[str, Any]], *,
+                  batch_size: int = 64, max_new_tokens: int = 128,
+                  desc: str = "answering") -> list[str]:  # fmt: skip
+    """Greedy whole answers to `rows` (prompt + image), stage tags kept when the tokenizer has
+    them (a model without the format answers plainly)."""
+    tok = getattr(processor, "tokenizer", processor)
+    eos = [tok.eos_token_id]
+    answers: list[str] = []
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
+        chunk = rows[start : start + batch_size]
+        images = [tuple(row_images(r)) for r in chunk]
+        texts = [prompt_text(processor, r["prompt"], len(ims)) for r, ims in
+                 zip(chunk, images, strict=True)]  # fmt: skip
+        ids = _generate(model, processor, texts, images, eos, samples=1,
+                        max_new_tokens=max_new_tokens, sample=False, temperature=1.0)  # fmt: skip
+        answers += [decode_keep_tags(processor, r[0]).strip() for r in ids]
+    return answers
