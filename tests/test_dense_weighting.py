@@ -60,3 +60,35 @@ def test_dense_weights_from_toy_flaws_once_per_image():
     torch.testing.assert_close(dw.weights[:, 0], 1 - pool_to_latent(heat, (4, 4)))
     assert float(dw.weights[:, 0].min()) < 1  # the flaws show
     torch.testing.assert_close(dw.rows([5, 0]), dw.weights[[5, 0]])
+
+
+def test_scorer_with_all_ones_dense_weight_gives_todays_scores():
+    """The hook in DiffusionPairScorer: batch["dense_weight"] of ones changes nothing; a
+    weight that zeroes the chosen side's cells zeroes its MSE (policy and reference alike)."""
+    from mmalign.diffusion import DiffusionModel, DiffusionPairScorer, tiny_sd_pipeline
+
+    model = DiffusionModel(tiny_sd_pipeline(seed=0), "sd", "tiny")
+    pipe, b = model.pipe, 3
+    embeds = pipe.encode_prompt(["a red circle"] * b, device="cpu", num_images_per_prompt=1,
+                                do_classifier_free_guidance=False)[0]  # fmt: skip
+    empty = pipe.encode_prompt([""], device="cpu", num_images_per_prompt=1,
+                               do_classifier_free_guidance=False)[0]  # fmt: skip
+    scorer = DiffusionPairScorer(model, {"prompt_embeds": empty}, reference="copy",
+                                 caption_dropout=0.0)  # fmt: skip
+    latents = torch.randn(b, 2, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    batch = {"latents": latents, "prompt_embeds": embeds}
+    seeds = torch.arange(b) + 7
+    with torch.no_grad():
+        plain = scorer(pipe.unet, batch, seeds, with_reference=True)["main"]
+        ones = {**batch, "dense_weight": torch.ones(b, 2, 1, 16, 16)}
+        same = scorer(pipe.unet, ones, seeds, with_reference=True)["main"]
+        zero = torch.ones(b, 2, 1, 16, 16)
+        zero[:, 0] = 0
+        masked = scorer(pipe.unet, {**batch, "dense_weight": zero}, seeds,
+                        with_reference=True)["main"]  # fmt: skip
+    for field in ("chosen", "rejected", "ref_chosen", "ref_rejected"):
+        assert torch.equal(getattr(plain, field), getattr(same, field))
+    assert torch.equal(masked.chosen, torch.zeros(b)) and torch.equal(
+        masked.ref_chosen, torch.zeros(b)
+    )
+    assert torch.equal(masked.rejected, plain.rejected)

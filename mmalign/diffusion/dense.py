@@ -112,3 +112,39 @@ class DenseWeights:
     def rows(self, indices: Sequence[int]) -> torch.Tensor:
         """[B,2,1,h,w] for dataset rows `indices`."""
         return self.weights[torch.as_tensor(list(indices), dtype=torch.long)]
+
+
+DENSE_KEYS = ("scorer", "map", "sides", "batch_size", "device")
+
+
+def pair_weights(spec: dict[str, Any], images: Any, latent_size: int) -> DenseWeights:
+    """`diffusion.dense` of a recipe -> the weights of every row of `images` (a `PairImages`:
+    pixels [2,3,R,R] in [-1, 1] at the training resolution and crop), computed once at start.
+    `spec`: `scorer` (`toy:flaws` or `dense:<path>`, required), `map` (artifact), `sides`
+    (chosen), `batch_size` (64), `device` (auto)."""
+    from ..config import ConfigError
+    from ..rewards import get_scorer
+
+    unknown = sorted(set(spec) - set(DENSE_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"diffusion.dense: unknown key {unknown[0]!r}; use {', '.join(DENSE_KEYS)}"
+        )
+    if "scorer" not in spec:
+        raise ConfigError("diffusion.dense.scorer is missing (toy:flaws or dense:<path>)")
+    name = str(spec["scorer"])
+    kwargs = {} if name.startswith("toy:") else {"device": spec.get("device", "auto")}
+    scorer = get_scorer(name, **kwargs)
+    if not hasattr(scorer, "dense"):
+        raise ConfigError(f"diffusion.dense.scorer: {name} gives no heatmaps (toy:flaws, dense:)")
+    if spec.get("map", "artifact") not in ("artifact", "misalignment", "both"):
+        raise ConfigError(f"diffusion.dense.map: {spec['map']!r}; use artifact, misalignment, both")
+    if spec.get("sides", "chosen") not in ("chosen", "both"):
+        raise ConfigError(f"diffusion.dense.sides: {spec['sides']!r}; use chosen or both")
+    items = [images[i] for i in range(len(images))]
+    pixels = torch.stack([it["pixels"] for it in items]).add(1).div(2).clamp(0, 1)
+    return DenseWeights.compute(
+        scorer, pixels[:, 0], pixels[:, 1], [it["prompt"] for it in items],
+        (latent_size, latent_size), map_name=spec.get("map", "artifact"),
+        sides=spec.get("sides", "chosen"), batch_size=int(spec.get("batch_size", 64)),
+    )  # fmt: skip

@@ -113,6 +113,11 @@ class DiffusionRecipe:
         if self.scorer.reference_unet is not None:
             self.scorer.reference_unet.to(device)
         self._text_dtype = pipe.text_encoder.dtype
+        self.dense = None  # diffusion.dense: per-row weights 1 - H, computed once (dense.py)
+        if d.dense is not None:
+            from .dense import pair_weights
+
+            self.dense = pair_weights(d.dense, images, self.resolution // self.diffusion.vae_scale)
         self._unwrapped: tuple[torch.nn.Module, torch.nn.Module] | None = None
 
     def _encoders_to(self, device: str | torch.device) -> None:
@@ -128,6 +133,8 @@ class DiffusionRecipe:
     def to_device(self, batch: Any, rows: list[int], device: torch.device) -> dict[str, Any]:
         if self.cache is None:
             batch = self.encoder.encode(batch, rows)
+        if self.dense is not None:
+            batch = {**batch, "dense_weight": self.dense.rows(rows)}
         return {k: v.to(device) for k, v in batch.items()}
 
     def score(self, model, batch, seeds, *, with_reference: bool):

@@ -24,6 +24,7 @@ import torch
 
 from ..adapters import AdapterSwitch
 from ..losses import PairScores
+from .dense import weighted_mse
 from .load import DiffusionModel
 
 ReferenceKind = Literal["adapters", "copy", "none"]
@@ -81,7 +82,7 @@ class DiffusionPairScorer:
                 cond[key] = torch.where(mask.view(shape), empty, value)
         return cond
 
-    def _mse(self, unet, noisy, t, target, cond, time_ids) -> torch.Tensor:
+    def _mse(self, unet, noisy, t, target, cond, time_ids, weight=None) -> torch.Tensor:
         b = noisy.shape[0] // 2
         kwargs = {}
         if self.family == "sdxl":
@@ -91,7 +92,7 @@ class DiffusionPairScorer:
             }
         embeds = cond["prompt_embeds"]
         pred = unet(noisy, t.repeat(2), embeds.repeat(2, 1, 1), **kwargs).sample
-        mse = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+        mse = weighted_mse(pred, target, weight)  # weight None: the plain C,H,W mean
         return mse.view(2, b)
 
     @contextlib.contextmanager
@@ -132,13 +133,16 @@ class DiffusionPairScorer:
         cond = self._conditioning(batch, drop)
         noisy = noisy.to(dtype)
         time_ids = batch.get("time_ids")
-        mse = self._mse(unet, noisy, t, target, cond, time_ids)
+        weight = batch.get("dense_weight")  # [B,2,1,h,w]: ImageDoctor's 1 - H (dense.py)
+        if weight is not None:
+            weight = torch.cat([weight[:, 0], weight[:, 1]])
+        mse = self._mse(unet, noisy, t, target, cond, time_ids, weight)
         scores = PairScores(chosen=-mse[0], rejected=-mse[1])
         if with_reference:
             if self.reference == "none":
                 raise ValueError("the objective needs a reference but the scorer has none")
             with torch.no_grad(), self._reference(base if base is not None else unet) as ref:
-                ref_mse = self._mse(ref, noisy, t, target, cond, time_ids)
+                ref_mse = self._mse(ref, noisy, t, target, cond, time_ids, weight)
             scores.ref_chosen, scores.ref_rejected = -ref_mse[0], -ref_mse[1]
         if self.use_labels:
             scores.label = batch["label"].float().to(device)

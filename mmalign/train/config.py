@@ -108,6 +108,9 @@ class DiffusionConfig:
     resize_filter: Literal["bilinear", "bicubic", "lanczos", "nearest"] = "bilinear"
     random_flip: bool = False
     vae_batch_size: int | None = 8  # images per VAE call (None: all at once)
+    # ImageDoctor dense weights (diffusion/dense.py): {scorer: toy:flaws | dense:<path>, map:
+    # artifact, sides: chosen}; the per-pixel error is weighted by 1 - heatmap
+    dense: dict[str, Any] | None = None
     # forward: x_t = add_noise(x0, eps, t) (Diffusion-DPO); renoise: SmPO's ReNoise-inverted
     # latent and its implied noise (mmalign/diffusion/trajectory.py)
     trajectory: Literal["forward", "renoise"] = "forward"
