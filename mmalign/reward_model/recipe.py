@@ -4,7 +4,8 @@ RAHF's objective (Liang et al., CVPR 2024, Sec. 4.1): MSE between predicted and 
 heatmaps plus MSE between predicted and annotated scores. In the loop's terms the recipe scores
 two "pairs" per row, `heatmap` and `scores`, whose `chosen` score is `-MSE` of the row, and the
 objective holds `sft` on each (`sft` of a score with no lengths is `-chosen`, so the term is
-exactly that MSE; `weight` sets the balance, 1 and 1 in RAHF). `model.name_or_path` is
+exactly that MSE; `weight` sets the balance, 1 and 1 in RAHF). A third pair, `heatmap_flaws`,
+is the MSE over the truly flawed pixels alone (mmalign's addition, see `score`). `model.name_or_path` is
 `toy:dense` (a new toy head) or a CLIP checkpoint; `reward:` holds the head's options
 (`DenseRewardConfig`: dim, depth, heads, map_size, max_tokens, ...).
 """
@@ -22,7 +23,7 @@ from ..rewards.dense import DenseRewardModel
 from ..train.config import Config
 from .data import DenseTensors, collate_dense, open_dense
 
-PAIRS = ("heatmap", "scores")
+PAIRS = ("heatmap", "scores", "heatmap_flaws")
 REWARD_DIR = "reward"
 
 
@@ -67,8 +68,18 @@ class RewardRecipe:
         maps, scores = model(batch["pixels"], batch["ids"], batch["mask"])
         heat = -(maps.float() - batch["heatmaps"]).pow(2).mean(dim=(1, 2, 3))
         score = -(scores.float() - batch["scores"]).pow(2).mean(dim=1)
+        # The MSE over each image's flawed pixels only (truth > 0.5; 0 for a clean image): with
+        # flaws on ~1% of the pixels, the plain pixel MSE drives the sigmoid to 0 everywhere,
+        # where its gradient vanishes; this optional term keeps the flawed pixels in view.
+        flawed = (batch["heatmaps"] > 0.5).float()
+        err = (maps.float() - batch["heatmaps"]).pow(2) * flawed
+        flaws = -err.sum(dim=(1, 2, 3)) / flawed.sum(dim=(1, 2, 3)).clamp(min=1)
         zero = torch.zeros_like(heat)
-        return {"heatmap": PairScores(heat, zero), "scores": PairScores(score, zero)}
+        return {
+            "heatmap": PairScores(heat, zero),
+            "scores": PairScores(score, zero),
+            "heatmap_flaws": PairScores(flaws, zero),
+        }
 
     def validate(self, step: int) -> None:
         return None  # `mmalign eval dense` draws the heatmap overlays
