@@ -27,6 +27,14 @@ def _open(card: DatasetCard, split: str, sample: int) -> tuple[Any, Any]:
         from .vlm.data import open_vlm_pairs
 
         return open_vlm_pairs(card.location, split, format=card.reader, max_samples=sample)
+    if card.reader == "richhf":  # labels in TFRecords, images and captions joined from a folder
+        import os
+
+        from .data.richhf import RichHFRows
+
+        images = os.environ.get("MMALIGN_RICHHF_IMAGES") or f"{card.location}/images"
+        rows = RichHFRows(card.location, split, images=images, max_rows=sample)
+        return rows, rows.report
     # reader "pairs": a toy set (built once and cached) or a saved PreferencePair folder
     from datasets import load_from_disk
 

@@ -175,3 +175,14 @@ def test_richhf_strict_names_record_and_key(richhf):
         read_records_richhf(root)
     with pytest.raises(InputError, match="holds no images"):
         RichHFRows(root, "dev")
+
+
+def test_data_show_reads_the_richhf_card(richhf, monkeypatch, capsys):
+    from mmalign.cli import main
+
+    root, _ = richhf
+    monkeypatch.setenv("MMALIGN_RICHHF", str(root))
+    assert main(["data", "show", "richhf_18k", "--split", "dev", "--sample", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "reader: richhf" in out and "sample: 1 rows" in out
+    assert "image_not_found: 1" in out and "score_out_of_range: 1" in out

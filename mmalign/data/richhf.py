@@ -217,6 +217,10 @@ class RichHFRows:
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def column_names(self) -> list[str]:
+        return ["prompt", "image", "heatmaps", *DENSE_SCORES, "filename"]
+
     def __getitem__(self, index: int) -> DenseRow:
         record, path, prompt = self.items[index]
         image = PILImage.open(path).convert("RGB")
