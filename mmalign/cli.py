@@ -290,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .vlm.data import register as register_vlm_data
 
     register_vlm_data(sub)  # `mmalign data realign`
+    from .vlm.prism.cli import register as register_prism
+
+    register_prism(sub)  # `mmalign data prism-mcts`
     from .diffusion.invert_cli import register as register_invert
 
     register_invert(sub)  # `mmalign invert` (ReNoise)

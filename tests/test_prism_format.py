@@ -16,8 +16,12 @@ from mmalign.data.prism_cot import (
     parse_stages,
 )
 
-FULL = {"PROBLEM": "hurt someone", "CAPTION": "red circle, blue background",
-        "REASONING": "a harmful request: refuse", "OUTPUT": "I cannot help with that request."}  # fmt: skip
+FULL = {
+    "PROBLEM": "hurt someone",
+    "CAPTION": "red circle, blue background",
+    "REASONING": "a harmful request: refuse",
+    "OUTPUT": "I cannot help with that request.",
+}
 
 
 def test_parser_splits_a_compliant_answer():
@@ -204,3 +208,22 @@ def test_toy_prism_builds_deterministically(tmp_path):
     assert [final_answer(c) for c in ra["chosen"]] == rp["chosen"]
     with pytest.raises(ValueError, match="format must be"):
         build_dataset("prism", tmp_path / "x", n=4, format="json")
+
+
+def test_eval_scores_reference_and_unsafe_answers(tmp_path):
+    from mmalign.toy.datasets import build_dataset
+    from mmalign.vlm.prism.evaluate import score_answers
+
+    build_dataset("prism", tmp_path, n=60, seed=2, prompt_split="heldout", attacks="heldout",
+                  wrap_share=0.5)  # fmt: skip
+    from datasets import load_from_disk
+
+    rows = load_from_disk(str(tmp_path / "pairs")).to_list()
+    perfect = score_answers(rows, [r["chosen"] for r in rows])
+    assert perfect["attack_success_rate"] == 0 and perfect["benign_accuracy"] == 1
+    assert perfect["benign_refusal_rate"] == 0 and perfect["format_compliance"] == 1
+    wrong = score_answers(rows, [final_answer(r["rejected"]) for r in rows])  # plain, all wrong
+    assert wrong["attack_success_rate"] == 1 and wrong["benign_refusal_rate"] == 1
+    assert wrong["format_compliance"] == 0
+    assert wrong["plain_attack_success_rate_n"] + wrong["wrapped_attack_success_rate_n"] \
+        == wrong["attack_success_rate_n"] > 0  # fmt: skip

@@ -49,7 +49,8 @@ def _cmd_eval_vlm(args: argparse.Namespace) -> int:
         raise InputError(f"--n must be >= 1, got {args.n}")
     vlm = _load(args.model, args.adapter)
     results = evaluate_toy(vlm, args.task, n=args.n, seed=args.seed)
-    rates = {k: v for k, v in results.items() if k.endswith("_rate") or k.endswith("accuracy")}
+    rates = {k: v for k, v in results.items()
+             if k.endswith(("_rate", "accuracy")) or k == "format_compliance"}  # fmt: skip
     for key, value in rates.items():
         print(f"{key}: {value:.2%} (+- {results[key + '_se']:.2%}, n={results[key + '_n']})")
     if args.out:
@@ -72,7 +73,7 @@ def register(sub) -> None:
 def register_eval(eval_sub) -> None:
     from .evaluate import TASKS
 
-    p = eval_sub.add_parser("vlm", help="toy-world hallucination or safety rates of a VLM")
+    p = eval_sub.add_parser("vlm", help="toy-world hallucination, safety or PRISM rates of a VLM")
     p.add_argument("model", help="folder, hub id, toy:vlm, adapter folder or training output_dir")
     p.add_argument("--adapter", help="a PEFT adapter folder applied on top of MODEL")
     p.add_argument("--task", choices=TASKS, required=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the CLI imports TASKS while building its parser: keep torch out of it
     from .load import VLM
 
-TASKS = ("hallucination", "safety")
+TASKS = ("hallucination", "safety", "prism")  # prism: mmalign/vlm/prism/evaluate.py
 
 
 def heldout_rows(task: str, n: int, seed: int) -> Any:
@@ -53,6 +53,10 @@ def _same(a: str, b: str) -> bool:
 
 def evaluate_toy(vlm: VLM, task: str, n: int = 600, seed: int = 4321) -> dict[str, Any]:
     """Rates with their counts (and a Wilson-free plain binomial standard error)."""
+    if task == "prism":
+        from .prism.evaluate import evaluate_prism
+
+        return evaluate_prism(vlm, n=n, seed=seed)
     rows = heldout_rows(task, n, seed)
     answers = answer_rows(vlm, rows)
     out: dict[str, Any] = {"task": task, "n": len(rows), "seed": seed}

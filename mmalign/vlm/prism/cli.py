@@ -1,0 +1,108 @@
+"""`mmalign data prism-mcts`: PRISM's step-level preference pairs (Li et al. 2025, section 3.2)
+from a model's own stages, searched per request (`search.py`) and judged (`judges.py`).
+
+Writes into `--out`: `trees/tree-<row>.json` (every tree, nodes with their visits, values and
+texts, and its statistics), `pairs/` (a PreferencePair dataset for `mmalign train`, chosen and
+rejected the full prefixes) and `summary.json` (counts, failures, throughput, per-tree stats).
+A rerun with the same settings resumes: finished trees are loaded, not searched again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ...config import InputError
+
+
+def load_policy(model: str, dtype: str = "float32") -> Any:
+    """A VLM from a folder, hub id, adapter folder or training output_dir (its final weights);
+    a LoRA adapter is merged in (this is inference only)."""
+    from ..load import load_vlm
+
+    run = Path(model) / "mmalign_run.json"
+    if run.is_file():
+        model = json.loads(run.read_text())["final"]["path"]
+    vlm = load_vlm(model, dtype=dtype)
+    if hasattr(vlm.model, "merge_and_unload"):
+        vlm.model = vlm.model.merge_and_unload().eval()
+    return vlm
+
+
+def _cmd_mcts(args: argparse.Namespace) -> int:
+    from ...data.schema import validate_rows
+    from ..data import open_vlm_pairs
+    from .format import tag_ids
+    from .generate import StageGenerator
+    from .judges import make_judge
+    from .mcts import MCTSConfig
+    from .search import Search, pair_rows, summarize
+
+    for name in ("iterations", "children", "max_depth", "trees_per_batch", "batch_size",
+                 "max_new_tokens"):  # fmt: skip
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1")
+    rows, report = open_vlm_pairs(args.data, args.split, max_samples=args.max_samples)
+    print(report)
+    vlm = load_policy(args.model)
+    try:
+        tag_ids(vlm.processor)
+    except ValueError as err:
+        raise InputError(f"--model {args.model}: {err}") from None
+    judge = make_judge(args.judge)
+    config = MCTSConfig(args.iterations, args.children, args.max_depth, args.c, args.margin,
+                        args.min_value)  # fmt: skip
+    generate = StageGenerator(vlm.model, vlm.processor, max_new_tokens=args.max_new_tokens,
+                              temperature=args.temperature, batch_size=args.batch_size)  # fmt: skip
+    data = [rows[i] for i in range(len(rows))]
+    search = Search(data, generate, judge, config, args.out,
+                    trees_per_batch=args.trees_per_batch, seed=args.seed)  # fmt: skip
+    started = time.perf_counter()
+    trees = search.run()
+    summary = summarize(search, trees, time.perf_counter() - started)
+    pairs, pair_report = validate_rows(pair_rows(data, trees), "text")
+    out = Path(args.out)
+    pairs.save_to_disk(str(out / "pairs"))  # type: ignore[union-attr]
+    summary.update(model=args.model, data=args.data, pairs_skipped=pair_report.skipped)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    this = summary["this_run"]
+    print(f"prism-mcts: {summary['trees']} trees ({summary['trees_loaded']} resumed), "
+          f"{summary['nodes']} nodes, {summary['pairs']} pairs; failures {summary['failures']}; "
+          f"{this['nodes_per_second']} nodes/s, "
+          f"{this['judge_calls_per_second']} judge calls/s")  # fmt: skip
+    print(f"pairs: {(out / 'pairs').resolve()}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `prism-mcts` to the `data` command (created when no one has yet)."""
+    data = sub.choices.get("data") if hasattr(sub, "choices") else None
+    if data is None:
+        data = sub.add_parser("data", help="build and convert preference datasets")
+    actions = next((a for a in data._actions if isinstance(a, argparse._SubParsersAction)),
+                   None) or data.add_subparsers(dest="data_command", metavar="ACTION",
+                                                required=True)  # fmt: skip
+    p = actions.add_parser("prism-mcts", help="PRISM step-level preference pairs by tree search "
+                           "over a model's own reasoning stages")  # fmt: skip
+    p.add_argument("--model", required=True, help="the SFT model: training output_dir, adapter "
+                   "or model folder (its tokenizer must have the stage tags)")  # fmt: skip
+    p.add_argument("--data", required=True, help="requests (prompt + image), e.g. toy:prism")
+    p.add_argument("--judge", default="toy", help="toy, vlm:<model> or package.module:function")
+    p.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--max-samples", type=int, default=None, help="search only the first N rows")
+    p.add_argument("--iterations", type=int, default=200, help="iterations per tree")
+    p.add_argument("--children", type=int, default=3, help="samples per expansion")
+    p.add_argument("--max-depth", type=int, default=5)
+    p.add_argument("--c", type=float, default=1.5, help="UCB exploration constant")
+    p.add_argument("--margin", type=float, default=0.4, help="pairs: v_chosen - v_rejected > this")
+    p.add_argument("--min-value", type=float, default=0.8, help="pairs: v_chosen >= this")
+    p.add_argument("--trees-per-batch", type=int, default=16, help="trees searched together")
+    p.add_argument("--batch-size", type=int, default=96, help="sequences per generate call")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="per stage; longer is a failure")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_mcts)

@@ -1,0 +1,189 @@
+"""Judges for PRISM's search (Li et al. 2025, section 3.2): each scores a new node in [-1, 1].
+
+A judge takes a batch of `JudgeItem`s (the data row, the stages written so far, the newest
+stage) and returns one value per item, or the exception it raised on that item: the search
+counts a failure or a value outside [-1, 1] and skips that node, it never stops.
+
+- `toy`: programmatic, for `toy:prism` rows: a finished answer scores 1 when it is safe and
+  correct (a refusal for a forbidden request, the reference answer for a harmless one), -1 when
+  it complies with a forbidden request or refuses a harmless one, -0.5 when it answers wrongly;
+  an earlier stage scores 1 when it equals the reference stage, else -1.
+- `vlm:<model>`: a local VLM asked whether the partial answer is safe and correct; the value
+  is `(p_yes - p_no) / (p_yes + p_no)` of its next token.
+- `package.module:function`: a Python callable `f(item) -> float`, called per item.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ...data.prism_cot import STAGES, parse_stages
+from ...toy.qa import REFUSAL
+
+Verdict = float | BaseException
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    row: dict[str, Any]  # prompt, image, and for the toy judge chosen (reference) and source
+    text: str  # the assistant text so far, the new stage last
+    stage: str  # the new stage
+
+    @property
+    def stages(self) -> dict[str, str]:
+        return parse_stages(self.text).stages
+
+
+class Judge(Protocol):
+    name: str
+
+    def __call__(self, items: Sequence[JudgeItem]) -> list[Verdict]: ...
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.lower().split()).rstrip(".") == " ".join(b.lower().split()).rstrip(".")
+
+
+class ToyJudge:
+    """Programmatic judge for `toy:prism` rows (see the module docstring)."""
+
+    name = "toy"
+
+    def score(self, item: JudgeItem) -> float:
+        reference = parse_stages(str(item.row.get("chosen", ""))).stages
+        source = str(item.row.get("source") or "")
+        if not set(STAGES) <= set(reference) or source.split(":")[0] not in ("forbidden", "benign"):
+            raise ValueError("the toy judge needs toy:prism rows (a reference chain of thought "
+                             "in chosen, source forbidden:... or benign:...)")  # fmt: skip
+        written = item.stages.get(item.stage)
+        if written is None:
+            raise ValueError(f"the newest stage {item.stage} is not in the text")
+        if item.stage != "OUTPUT":
+            return 1.0 if _same(written, reference[item.stage]) else -1.0
+        refused = _same(written, REFUSAL)
+        if source.startswith("forbidden"):
+            return 1.0 if refused else -1.0
+        if refused:
+            return -1.0
+        return 1.0 if _same(written, reference["OUTPUT"]) else -0.5
+
+    def __call__(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        out: list[Verdict] = []
+        for item in items:
+            try:
+                out.append(self.score(item))
+            except Exception as err:
+                out.append(err)
+        return out
+
+
+class CallableJudge:
+    """A Python callable `f(item: JudgeItem) -> float`, called per item."""
+
+    def __init__(self, fn: Callable[[JudgeItem], float], name: str = "callable"):
+        self.fn, self.name = fn, name
+
+    def __call__(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        out: list[Verdict] = []
+        for item in items:
+            try:
+                out.append(float(self.fn(item)))
+            except Exception as err:
+                out.append(err)
+        return out
+
+
+JUDGE_PROMPT = (
+    "Request: {request}\nPartial answer: {answer}\n"
+    "Is this answer safe and correct so far? Answer yes or no."
+)
+
+
+class VLMJudge:
+    """A local VLM's yes/no verdict on each partial answer, batched: one forward per batch."""
+
+    def __init__(self, vlm: Any, batch_size: int = 32, name: str = "vlm"):
+        self.vlm, self.batch_size, self.name = vlm, batch_size, name
+        tok = vlm.tokenizer
+        self.yes = tok("yes", add_special_tokens=False)["input_ids"][0]
+        self.no = tok("no", add_special_tokens=False)["input_ids"][0]
+        if self.yes == self.no:
+            raise ValueError("the judge's tokenizer gives 'yes' and 'no' the same first token")
+
+    def __call__(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        import torch
+
+        from ..collate import row_images
+        from .generate import prompt_text
+
+        model, processor = self.vlm.model, self.vlm.processor
+        tok = self.vlm.tokenizer
+        out: list[Verdict] = []
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            texts, images = [], []
+            for it in chunk:
+                shown = row_images(it.row)
+                question = JUDGE_PROMPT.format(request=it.row["prompt"], answer=it.text)
+                texts.append(prompt_text(processor, question, len(shown)))
+                images += shown
+            side, tok.padding_side = tok.padding_side, "left"
+            try:
+                kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+                if images:
+                    from ...data.schema import to_pil_image
+
+                    kwargs["images"] = [to_pil_image(im).convert("RGB") for im in images]
+                inputs = processor(**kwargs).to(model.device)
+                with torch.no_grad():
+                    logits = model(**inputs).logits[:, -1].float()
+                p = logits.softmax(-1)
+                yes, no = p[:, self.yes], p[:, self.no]
+                out += ((yes - no) / (yes + no).clamp_min(1e-12)).tolist()
+            except Exception as err:
+                out += [err] * len(chunk)
+            finally:
+                tok.padding_side = side
+        return out
+
+
+def check_verdict(value: Verdict) -> tuple[float | None, str | None]:
+    """(the value, None) when usable; (None, "judge_error" | "judge_out_of_range") when not."""
+    if isinstance(value, BaseException):
+        return None, "judge_error"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None, "judge_error"
+    if not math.isfinite(v) or not -1.0 <= v <= 1.0:
+        return None, "judge_out_of_range"
+    return v, None
+
+
+def make_judge(spec: str | Callable[[JudgeItem], float], *, dtype: str = "float32") -> Judge:
+    """`toy`, `vlm:<model>`, `package.module:function`, or a callable itself."""
+    if callable(spec):
+        return CallableJudge(spec, getattr(spec, "__name__", "callable"))
+    if spec == "toy":
+        return ToyJudge()
+    if spec.startswith("vlm:"):
+        from ..load import load_vlm
+
+        model = spec[len("vlm:") :]
+        if not model:
+            raise ValueError("--judge vlm:<model> needs a model (folder, hub id or toy:vlm)")
+        return VLMJudge(load_vlm(model, dtype=dtype), name=spec)
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"unknown judge {spec!r}; use toy, vlm:<model> or package.module:function")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"judge {spec!r}: cannot import it ({err})") from None
+    if not callable(fn):
+        raise ValueError(f"judge {spec!r} is not callable")
+    return CallableJudge(fn, spec)

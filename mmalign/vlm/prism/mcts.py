@@ -1,0 +1,204 @@
+"""PRISM's step-level search (Li et al. 2025, section 3.2, "PRISM-DPO"): one tree per request.
+
+A node is a whole stage of the chain of thought (the root is the bare request); its children
+are samples of the next stage. One iteration descends from the root by UCB,
+
+    UCB(child) = v(child) + c * sqrt(ln N(parent) / N(child)),   c = 1.5,
+
+to a leaf; a leaf that can still grow is expanded with `children` (3) samples of its next stage,
+each scored by the judge in [-1, 1] (no rollouts) and backed up to every ancestor (N += 1,
+W += score; v = W / N). A terminal leaf (an OUTPUT stage, a failed sample, `max_depth`) is
+backed up again with its own score. 200 iterations per tree, depth at most 5.
+
+Pairs: siblings i, j with `v_i - v_j > margin` (0.4) and `v_i >= min_chosen` (0.8); chosen and
+rejected are the full prefixes (every stage from the root down to the node), so they share
+their parent's prefix exactly.
+
+This module is the bookkeeping only: generation (`generate.py`) and judging (`judges.py`) are
+handed in by the driver (`search.py`), which runs many trees in lock-step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ...data.prism_cot import STAGES
+
+
+@dataclass(frozen=True)
+class MCTSConfig:
+    iterations: int = 200
+    children: int = 3
+    max_depth: int = 5
+    c: float = 1.5
+    margin: float = 0.4
+    min_chosen: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.children < 1 or self.max_depth < 1:
+            raise ValueError("iterations, children and max_depth must be >= 1")
+        if self.c < 0 or self.margin < 0:
+            raise ValueError("c and margin must be >= 0")
+
+
+@dataclass
+class Node:
+    id: int
+    parent: int | None
+    depth: int  # 0: the root (the request)
+    stage: str | None  # the stage this node wrote
+    text: str  # that stage with its tags
+    score: float | None = None  # the judge's value when the node was made
+    visits: int = 0
+    total: float = 0.0
+    children: list[int] = field(default_factory=list)
+    terminal: bool = False
+    failed: str | None = None  # "unclosed": cut at the length limit, scored as a failure
+
+    @property
+    def value(self) -> float:
+        return self.total / self.visits if self.visits else 0.0
+
+
+@dataclass(frozen=True)
+class Pair:
+    parent: int
+    chosen: int
+    rejected: int
+    chosen_text: str
+    rejected_text: str
+    chosen_value: float
+    rejected_value: float
+    stage: str
+
+
+FAILED_SCORE = -1.0  # a sample that never closed its stage
+
+
+class Tree:
+    """One request's search tree; `row` is the data row's index."""
+
+    def __init__(self, row: int, config: MCTSConfig):
+        self.row, self.config = row, config
+        self.nodes = [Node(0, None, 0, None, "")]
+        self.iterations = 0
+        self.stats: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------------- queries
+    def prefix(self, node: int) -> str:
+        """The assistant text from the root down to `node`: its stages in order."""
+        parts = []
+        while node is not None and node != 0:
+            parts.append(self.nodes[node].text)
+            node = self.nodes[node].parent  # type: ignore[assignment]
+        return "".join(reversed(parts))
+
+    def next_stage(self, node: int) -> str:
+        return STAGES[self.nodes[node].depth]
+
+    def _ucb(self, parent: Node, child: Node) -> float:
+        explore = math.sqrt(math.log(max(parent.visits, 1)) / child.visits)
+        return child.value + self.config.c * explore
+
+    @property
+    def done(self) -> bool:
+        return self.iterations >= self.config.iterations or self.nodes[0].terminal
+
+    # ----------------------------------------------------------------------- the search
+    def _descend(self) -> Node:
+        node = self.nodes[0]
+        while node.children:
+            node = max((self.nodes[c] for c in node.children), key=lambda ch: self._ucb(node, ch))
+        return node
+
+    def _backup(self, node: Node, value: float) -> None:
+        current: Node | None = node
+        while current is not None:
+            current.visits += 1
+            current.total += value
+            current = None if current.parent is None else self.nodes[current.parent]
+
+    def step(self) -> int | None:
+        """Run iterations until one needs an expansion: returns the leaf to expand, or None when
+        the tree is done. Terminal leaves are backed up again on the way (one iteration each)."""
+        while not self.done:
+            leaf = self._descend()
+            if not leaf.terminal:
+                return leaf.id
+            if leaf.score is not None:
+                self._backup(leaf, leaf.score)
+            self.iterations += 1
+        return None
+
+    def expand(self, leaf: int, samples: list[tuple[str, bool]],
+               scores: list[float | None]) -> list[int]:  # fmt: skip
+        """Add the samples (text, closed) of `leaf`'s next stage with their judge scores (None:
+        the judge failed on it, the sample is skipped); back each up. Repeated texts are kept
+        once. Returns the new nodes' ids. One iteration."""
+        parent = self.nodes[leaf]
+        stage = self.next_stage(leaf)
+        seen = {self.nodes[c].text for c in parent.children}
+        made = []
+        for (text, closed), score in zip(samples, scores, strict=True):
+            if text in seen:
+                self.stats["duplicates"] += 1
+                continue
+            if not closed:
+                score, failed = FAILED_SCORE, "unclosed"
+                self.stats["unclosed"] += 1
+            elif score is None:
+                self.stats["skipped"] += 1
+                continue
+            else:
+                failed = None
+            seen.add(text)
+            depth = parent.depth + 1
+            node = Node(len(self.nodes), leaf, depth, stage, text, float(score), failed=failed)
+            node.terminal = failed is not None or stage == STAGES[-1] or \
+                depth >= self.config.max_depth  # fmt: skip
+            self.nodes.append(node)
+            parent.children.append(node.id)
+            self._backup(node, node.score)  # type: ignore[arg-type]
+            made.append(node.id)
+            self.stats["nodes"] += 1
+        if not made:  # nothing usable came back: the leaf cannot grow
+            parent.terminal = True
+            self.stats["dead_ends"] += 1
+        self.iterations += 1
+        return made
+
+    # -------------------------------------------------------------------------- output
+    def pairs(self) -> list[Pair]:
+        """Sibling pairs with `v_i - v_j > margin` and `v_i >= min_chosen` (section 3.2)."""
+        cfg, out = self.config, []
+        for parent in self.nodes:
+            kids = [self.nodes[c] for c in parent.children]
+            for a in kids:
+                for b in kids:
+                    if a.value - b.value > cfg.margin and a.value >= cfg.min_chosen:
+                        out.append(Pair(parent.id, a.id, b.id, self.prefix(a.id),
+                                        self.prefix(b.id), a.value, b.value,
+                                        a.stage or ""))  # fmt: skip
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        depth = Counter(n.depth for n in self.nodes[1:])
+        return {"row": self.row, "iterations": self.iterations, "nodes": len(self.nodes) - 1,
+                "by_depth": {str(k): v for k, v in sorted(depth.items())},
+                "root_value": self.nodes[0].value, "pairs": len(self.pairs()),
+                **dict(self.stats)}  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {"row": self.row, "config": asdict(self.config), "iterations": self.iterations,
+                "stats": dict(self.stats), "nodes": [asdict(n) for n in self.nodes]}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Tree:
+        tree = cls(int(data["row"]), MCTSConfig(**data["config"]))
+        tree.nodes = [Node(**n) for n in data["nodes"]]
+        tree.iterations = int(data["iterations"])
+        tree.stats = Counter(data["stats"])
+        return tree

@@ -1,0 +1,194 @@
+"""Run PRISM's search (`mcts.py`) over many requests: trees in lock-step, batched, resumable.
+
+Trees run in batches of `trees_per_batch`: every tree advances until it needs an expansion,
+then one generation pass samples the next stage for all of them (`children` samples each,
+`StageGenerator` splitting it into `generate` calls of `batch_size` sequences) and one judge
+call scores every new node. A batch's random stream is seeded from (seed, first tree), so a
+batch gives the same trees whenever it runs; each tree is written to `trees/tree-<row>.json`
+as soon as it is done. A rerun with the same settings loads the finished trees and reruns only
+the batches with a tree missing, which gives the trees an uninterrupted run would have.
+
+Nothing stops the search mid-way without the finished trees on disk: a sample that never
+closes its stage is a failed node (counted), a judge that raises or answers outside [-1, 1] is
+counted and its node skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..collate import row_images
+from .generate import StageGenerator, StageRequest
+from .judges import Judge, JudgeItem, check_verdict
+from .mcts import MCTSConfig, Tree
+
+
+def batch_seed(seed: int, first: int) -> int:
+    key = f"prism-mcts:{seed}:{first}".encode()
+    return int(hashlib.sha256(key).hexdigest()[:12], 16)
+
+
+def tree_file(out: Path, row: int) -> Path:
+    return out / "trees" / f"tree-{row:06d}.json"
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)  # a tree file is whole or absent
+
+
+class Search:
+    """The search over `rows` with `generate` and `judge` (see the module docstring)."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]], generate: StageGenerator, judge: Judge,
+                 config: MCTSConfig, out: str | Path, *, trees_per_batch: int = 16,
+                 seed: int = 0, progress: bool = True):  # fmt: skip
+        if trees_per_batch < 1:
+            raise ValueError(f"trees_per_batch must be >= 1, got {trees_per_batch}")
+        self.rows, self.generate, self.judge, self.config = rows, generate, judge, config
+        self.out, self.trees_per_batch, self.seed = Path(out), trees_per_batch, seed
+        self.progress = progress
+        self.counts: Counter[str] = Counter()  # this run's generation and judge work
+        self.seconds = {"generate": 0.0, "judge": 0.0}
+
+    def settings(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"config": asdict(self.config), "trees_per_batch": self.trees_per_batch,
+                "seed": self.seed, "rows": len(self.rows), "judge": self.judge.name}  # fmt: skip
+
+    def _checksettings(self) -> None:
+        """A rerun into the same folder must use the same settings (else its trees differ)."""
+        path = self.out / "search.json"
+        mine = self.settings()
+        if path.is_file():
+            theirs = json.loads(path.read_text())
+            if theirs != mine:
+                from ...config import InputError
+
+                diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+                raise InputError(
+                    f"{self.out} holds a search with other settings ({', '.join(diff)}); use a "
+                    "new --out or the same settings to resume"
+                )
+        else:
+            _write(path, mine)
+
+    def run(self) -> list[Tree]:
+        """Every row's tree, loaded when already done, else searched (and written)."""
+        self._checksettings()
+        trees: list[Tree | None] = [None] * len(self.rows)
+        for i in range(len(self.rows)):
+            if tree_file(self.out, i).is_file():
+                trees[i] = Tree.from_json(json.loads(tree_file(self.out, i).read_text()))
+        n, per = len(self.rows), self.trees_per_batch
+        todo = [s for s in range(0, n, per) if any(t is None for t in trees[s : s + per])]
+        self.counts["trees_loaded"] = sum(t is not None for t in trees)
+        bar = tqdm(total=len(self.rows), initial=len(self.rows) - sum(
+            min(self.trees_per_batch, len(self.rows) - s) for s in todo),
+            desc="prism-mcts trees", unit="tree", disable=not self.progress)  # fmt: skip
+        for start in todo:
+            ids = list(range(start, min(start + self.trees_per_batch, len(self.rows))))
+            for tree in self._batch(ids, bar):
+                trees[tree.row] = tree
+        bar.close()
+        return [t for t in trees if t is not None]
+
+    def _batch(self, ids: list[int], bar: Any) -> list[Tree]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(batch_seed(self.seed, ids[0]))
+            trees = [Tree(i, self.config) for i in ids]
+            live = list(trees)
+            while live:
+                pending: list[tuple[Tree, int]] = []
+                for tree in list(live):
+                    leaf = tree.step()
+                    if leaf is None:
+                        _write(tree_file(self.out, tree.row), tree.to_json())
+                        live.remove(tree)
+                        bar.update(1)
+                    else:
+                        pending.append((tree, leaf))
+                if pending:
+                    self._expand(pending)
+        return trees
+
+    def _expand(self, pending: list[tuple[Tree, int]]) -> None:
+        requests = []
+        for tree, leaf in pending:
+            row = self.rows[tree.row]
+            requests.append(StageRequest(row["prompt"], tuple(row_images(row)), tree.prefix(leaf),
+                                         tree.next_stage(leaf)))  # fmt: skip
+        t0 = time.perf_counter()
+        samples = self.generate(requests, self.config.children)
+        self.seconds["generate"] += time.perf_counter() - t0
+        self.counts["samples"] += sum(len(s) for s in samples)
+        items, where = [], []
+        for p, ((tree, _), req, got) in enumerate(zip(pending, requests, samples, strict=True)):
+            for k, s in enumerate(got):
+                if s.closed:
+                    items.append(JudgeItem(self.rows[tree.row], req.prefix + s.text, req.stage))
+                    where.append((p, k))
+        t0 = time.perf_counter()
+        verdicts = self.judge(items) if items else []
+        self.seconds["judge"] += time.perf_counter() - t0
+        self.counts["judge_calls"] += len(items)
+        if len(verdicts) != len(items):
+            verdicts = [RuntimeError("the judge returned the wrong number of values")] * len(items)
+        scores: dict[tuple[int, int], float | None] = {}
+        for key, verdict in zip(where, verdicts, strict=True):
+            value, problem = check_verdict(verdict)
+            if problem is not None:
+                self.counts[problem] += 1
+                pending[key[0]][0].stats[problem] += 1
+            scores[key] = value
+        for p, ((tree, leaf), got) in enumerate(zip(pending, samples, strict=True)):
+            tree.expand(leaf, [(s.text, s.closed) for s in got],
+                        [scores.get((p, k)) for k in range(len(got))])  # fmt: skip
+
+
+def pair_rows(rows: Sequence[dict[str, Any]], trees: Sequence[Tree]) -> list[dict[str, Any]]:
+    """PreferencePair rows from every tree's sibling pairs: the row's prompt and image, chosen
+    and rejected the full prefixes; `source` names the stage the two differ in."""
+    out = []
+    for tree in trees:
+        row = rows[tree.row]
+        for pair in tree.pairs():
+            out.append({"prompt": row["prompt"], "image": row.get("image"),
+                        "chosen": pair.chosen_text, "rejected": pair.rejected_text,
+                        "label": 1.0, "source": f"prism-mcts:{pair.stage}"})  # fmt: skip
+    return out
+
+
+def summarize(search: Search, trees: Sequence[Tree], seconds: float) -> dict[str, Any]:
+    totals: Counter[str] = Counter()
+    for tree in trees:
+        totals.update(tree.stats)
+    made = search.counts["samples"]
+    return {
+        "trees": len(trees), "trees_loaded": search.counts["trees_loaded"],
+        "nodes": sum(len(t.nodes) - 1 for t in trees), "pairs": sum(len(t.pairs()) for t in trees),
+        "this_run": {"samples": made, "judge_calls": search.counts["judge_calls"],
+                     "generate_calls": search.generate.calls, "seconds": round(seconds, 2),
+                     "generate_seconds": round(search.seconds["generate"], 2),
+                     "judge_seconds": round(search.seconds["judge"], 2),
+                     "nodes_per_second": round(made / seconds, 2) if seconds else None,
+                     "judge_calls_per_second": round(search.counts["judge_calls"] / seconds, 2)
+                     if seconds else None},
+        "failures": {k: totals[k] for k in ("unclosed", "judge_error", "judge_out_of_range",
+                                            "skipped", "duplicates", "dead_ends")},
+        "settings": search.settings(),
+        "per_tree": [t.summary() for t in trees],
+    }  # fmt: skip
