@@ -53,7 +53,8 @@ def add_lora(model: Any, cfg: LoraConfig, trainable_tokens: list[int] | None = N
         lora_dropout=cfg.dropout,
         target_modules=targets,
         task_type="CAUSAL_LM",
-        trainable_token_indices={"embed_tokens": list(trainable_tokens)} if trainable_tokens
+        trainable_token_indices={"embed_tokens": list(trainable_tokens)}
+        if trainable_tokens
         else None,
     )
     model.requires_grad_(False)
