@@ -5,9 +5,9 @@ heatmaps plus MSE between predicted and annotated scores. In the loop's terms th
 two "pairs" per row, `heatmap` and `scores`, whose `chosen` score is `-MSE` of the row, and the
 objective holds `sft` on each (`sft` of a score with no lengths is `-chosen`, so the term is
 exactly that MSE; `weight` sets the balance, 1 and 1 in RAHF). A third pair, `heatmap_flaws`,
-is the MSE over the truly flawed pixels alone (mmalign's addition, see `score`). `model.name_or_path` is
-`toy:dense` (a new toy head) or a CLIP checkpoint; `reward:` holds the head's options
-(`DenseRewardConfig`: dim, depth, heads, map_size, max_tokens, ...).
+is the MSE over the truly flawed pixels alone (mmalign's addition, see `score`).
+`model.name_or_path` is `toy:dense` (a new toy head) or a CLIP checkpoint; `reward:` holds the
+head's options (`DenseRewardConfig`: dim, depth, heads, map_size, max_tokens, ...).
 """
 
 from __future__ import annotations
