@@ -27,7 +27,14 @@ from ..adapters import AdapterSwitch
 from ..losses import PairScores
 from .collate import SequenceBatch
 from .load import image_path_trainable
-from .packing import Packed, pack, supports_packing, text_attention, unpacked_scored
+from .packing import (
+    Packed,
+    Scored,
+    pack,
+    supports_packing,
+    text_attention,
+    unpacked_scored,
+)
 
 Reference = Literal["adapters", "copy", "precomputed", "none"]
 
@@ -49,14 +56,15 @@ def image_features(core: Any, batch: SequenceBatch) -> list[torch.Tensor]:
     return list(features)
 
 
-def sequence_logps(
+def completion_hidden(
     core: Any,
     batch: SequenceBatch,
     features: list[torch.Tensor] | None,
     packed: Packed | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of completion-token log-probs [S], completion tokens [S]); with `packed`, the
-    model runs on the packed rows (`packing.pack`) and the same scores come out per sequence."""
+) -> tuple[torch.Tensor, torch.Tensor, Scored]:
+    """(last-layer hidden states [S', L', H], input ids [S', L'], where the scored tokens are):
+    one forward of the language model; `scored.source` indexes the positions that predict the
+    completion tokens (the last prompt token through the second-to-last completion token)."""
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     if packed is None:
@@ -83,13 +91,30 @@ def sequence_logps(
             index = torch.tensor([row_units[0] for row_units in units])
             kwargs.update({k: v[index.to(v.device)] for k, v in batch.vision.items()})
     hidden = core.model(**kwargs, use_cache=False).last_hidden_state
+    return hidden, ids, scored
+
+
+def sequence_logps(
+    core: Any,
+    batch: SequenceBatch,
+    features: list[torch.Tensor] | None,
+    packed: Packed | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of completion-token log-probs [S], completion tokens [S]); with `packed`, the
+    model runs on the packed rows (`packing.pack`) and the same scores come out per sequence."""
+    hidden, ids, scored = completion_hidden(core, batch, features, packed)
+    return completion_logps(core, hidden, ids, scored, batch.input_ids.shape[0])
+
+
+def completion_logps(core: Any, hidden: torch.Tensor, ids: torch.Tensor, scored: Scored,
+                     n: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(sum of completion-token log-probs [n], completion tokens [n]) from `completion_hidden`."""
     # Only the completion tokens are scored, each from the position that predicts it, so the
     # language model head never runs over the whole sequence.
     h = hidden[scored.row, scored.source]
     targets = ids[scored.row, scored.target]
     logits = core.get_output_embeddings()(h).float()
     token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
-    n = batch.input_ids.shape[0]
     sums = torch.zeros(n, device=hidden.device, dtype=token_logps.dtype)
     sums = sums.index_add(0, scored.sequence, token_logps)
     counts = torch.bincount(scored.sequence, minlength=n)

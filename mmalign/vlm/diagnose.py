@@ -1,0 +1,171 @@
+"""Per-pair preference-data diagnostics for VLMs: CHES, LN-CHES, ranking and implicit accuracy.
+
+CHES (Razin et al., "Unintentional Unalignment: Likelihood Displacement in Direct Preference
+Optimization", Definition 2) and its length-normalised form LN-CHES (Eq. 4 there) read the
+model's last-layer hidden states h_t at the positions that predict the response tokens (the
+last prompt token through the second-to-last response token; METHODS.md section 1):
+
+    S+ = sum_t h_t(x, y+),  S- = sum_t h_t(x, y-)
+    CHES    = <S+, S-> - ||S+||^2
+    LN-CHES = <S+, S-> / (|y+| |y-|) - ||S+||^2 / |y+|^2
+
+A high score marks a pair whose chosen and rejected answers look alike to the model: DPO on
+it tends to lower the chosen answer's likelihood (likelihood displacement). |y| counts the
+scored completion tokens, the end-of-turn token the chat template appends included, exactly
+the tokens the training scorer sums (scorer.py).
+
+Ranking accuracy (Chen et al., "Preference Learning Algorithms Do Not Learn Preference
+Rankings", Section 3): a pair is ranked right when pi_c > pi_r, the summed completion
+log-probs of the model, with no reference. Implicit-reward accuracy (DPO, Rafailov et al.
+2023, Eq. 5's implicit reward): (pi_c - ref_c) - (pi_r - ref_r) > 0, only with a reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.schema import ValidationReport
+from .collate import PairCollator, SequenceBatch, image_key, row_images
+from .scorer import VLMPairScorer, _core, completion_hidden, completion_logps, image_features
+
+
+def ches_scores(s_chosen: torch.Tensor, s_rejected: torch.Tensor, n_chosen: torch.Tensor,
+                n_rejected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(CHES, LN-CHES) per pair from the summed hidden states [B, H] and the lengths [B]
+    (Razin et al., Definition 2 and Eq. 4)."""
+    cross = (s_chosen * s_rejected).sum(-1)
+    own = (s_chosen * s_chosen).sum(-1)
+    n_c, n_r = n_chosen.to(cross.dtype), n_rejected.to(cross.dtype)
+    return cross - own, cross / (n_c * n_r) - own / (n_c * n_c)
+
+
+def hidden_sums(core: Any, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sum of last-layer hidden states over the predicting positions [S, H] in float64,
+    completion log-prob sums [S], completion tokens [S]) of every sequence, one forward."""
+    features = image_features(core, batch) if batch.layout == "image" else None
+    hidden, ids, scored = completion_hidden(core, batch, features)
+    n = batch.input_ids.shape[0]
+    h = hidden[scored.row, scored.source].double()
+    sums = h.new_zeros(n, h.shape[-1]).index_add(0, scored.sequence, h)
+    logps, counts = completion_logps(core, hidden, ids, scored, n)
+    return sums, logps, counts
+
+
+@torch.no_grad()
+def diagnose_batch(model: Any, batch: SequenceBatch,
+                   reference: VLMPairScorer | None = None) -> dict[str, list[Any]]:  # fmt: skip
+    """Per-pair columns of one batch (its `main` pairs): lengths, log-probs, accuracies and
+    CHES / LN-CHES; with `reference`, the reference log-probs and implicit accuracy too."""
+    core = _core(model)
+    sums, logps, counts = hidden_sums(core, batch)
+    c, r = batch.pairs["main"]
+    ches, ln_ches = ches_scores(sums[c], sums[r], counts[c], counts[r])
+    out: dict[str, list[Any]] = {
+        "chosen_tokens": counts[c].tolist(),
+        "rejected_tokens": counts[r].tolist(),
+        "logp_chosen": logps[c].tolist(),
+        "logp_rejected": logps[r].tolist(),
+        "ranking_correct": (logps[c] > logps[r]).tolist(),
+        "ches": ches.tolist(),
+        "ln_ches": ln_ches.tolist(),
+    }
+    if reference is not None:
+        ref = reference.reference_logps(model, batch)
+        out["ref_chosen"], out["ref_rejected"] = ref[c].tolist(), ref[r].tolist()
+        implicit = (logps[c] - ref[c]) - (logps[r] - ref[r])
+        out["implicit_correct"] = (implicit > 0).tolist()
+    return out
+
+
+def pair_key(row: Any) -> str:
+    """Identity of a pair: prompt, answers and image pixels (duplicates share it)."""
+    h = hashlib.blake2b(digest_size=12)
+    for text in (row["prompt"], row["chosen"], row["rejected"]):
+        h.update(str(text).encode() + b"\0")
+    for image in row_images(row):
+        h.update(image_key(image).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class Diagnosis:
+    """One row per diagnosed pair (`columns`, with `row` the index in the data) and what was
+    skipped (`report`: rows too long for `max_length`, counted as in training)."""
+
+    columns: dict[str, list[Any]]
+    report: ValidationReport
+    hidden_size: int
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.columns["row"])
+
+
+def diagnose_rows(model: Any, processor: Any, rows: Any, *, batch_size: int = 32,
+                  max_length: int | None = None, with_reference: bool = False,
+                  progress: bool = True) -> Diagnosis:  # fmt: skip
+    """Diagnose every pair of `rows` (PreferencePair rows with `prompt`, `chosen`, `rejected`
+    and their images) in batches of `batch_size` pairs."""
+    import time
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    start = time.perf_counter()
+    collator = PairCollator(processor, ("main",), max_length)
+    report = ValidationReport(name="diagnose")
+    reference = VLMPairScorer(model, "adapters", pack=False) if with_reference else None
+    first: dict[str, int] = {}
+    columns: dict[str, list[Any]] = {"row": [], "duplicate_of": []}
+    keep: list[int] = []
+    for i in range(len(rows)):
+        row = rows[i]
+        if max_length is not None and not collator.fits(row):
+            report.skip(i, "too_long")
+            continue
+        report.keep()
+        keep.append(i)
+        key = pair_key(row)
+        columns["row"].append(i)
+        columns["duplicate_of"].append(first[key] if key in first else -1)
+        first.setdefault(key, i)
+    bar = tqdm(total=len(keep), desc="diagnosing pairs", unit="pair", disable=not progress)
+    for b in range(0, len(keep), batch_size):
+        ids = keep[b : b + batch_size]
+        batch = collator([rows[i] for i in ids], check_length=False, row_ids=ids)
+        batch = batch.to(_core(model).device)
+        for name, values in diagnose_batch(model, batch, reference).items():
+            columns.setdefault(name, []).extend(values)
+        bar.update(len(ids))
+    bar.close()
+    hidden = int(_core(model).get_output_embeddings().weight.shape[-1])
+    return Diagnosis(columns, report, hidden, time.perf_counter() - start)
+
+
+def summarize(diag: Diagnosis) -> dict[str, Any]:
+    """Accuracies, score quantiles, length means, duplicates and skips of a diagnosis."""
+    cols, n = diag.columns, len(diag)
+    out: dict[str, Any] = {"pairs": n, "read": diag.report.total,
+                           "skipped": dict(diag.report.skipped), "hidden_size": diag.hidden_size,
+                           "seconds": round(diag.seconds, 2)}  # fmt: skip
+    if n == 0:
+        return out
+    out["ranking_accuracy"] = sum(cols["ranking_correct"]) / n
+    if "implicit_correct" in cols:
+        out["implicit_accuracy"] = sum(cols["implicit_correct"]) / n
+    ties = sum(a == b for a, b in zip(cols["logp_chosen"], cols["logp_rejected"], strict=True))
+    out["ranking_ties"] = ties
+    out["duplicates"] = sum(d >= 0 for d in cols["duplicate_of"])
+    for name in ("chosen_tokens", "rejected_tokens"):
+        out[f"mean_{name}"] = sum(cols[name]) / n
+    for name in ("ches", "ln_ches"):
+        values = torch.tensor(cols[name], dtype=torch.float64)
+        qs = torch.quantile(values, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64))
+        out[name] = {"mean": float(values.mean()), "p05": float(qs[0]), "median": float(qs[1]),
+                     "p95": float(qs[2]), "max": float(values.max())}  # fmt: skip
+    return out

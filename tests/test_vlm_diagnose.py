@@ -1,0 +1,118 @@
+"""Preference-data diagnostics: CHES / LN-CHES equal a direct computation from the model's
+last-layer hidden states (Razin et al., METHODS.md section 1), ranking and implicit accuracy
+per pair, duplicates, counted skips and the filter spelling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from vlm_helpers import pair_rows
+
+from mmalign.data.pair_filter import PairFilter, parse_filter
+from mmalign.vlm.collate import PairCollator, user_content
+from mmalign.vlm.diagnose import diagnose_batch, diagnose_rows
+from mmalign.vlm.load import load_vlm
+from mmalign.vlm.tiny import tiny_llava
+
+
+def direct_hidden(vlm, prompt: str, images: list, answer: str) -> tuple[torch.Tensor, int]:
+    """(sum of the last-layer hidden states from the last prompt token through the
+    second-to-last answer token, answer tokens), from the model's own full forward."""
+    user = [{"role": "user", "content": user_content(prompt, len(images))}]
+    head = vlm.processor.apply_chat_template(user, add_generation_prompt=True)
+    turn = {"role": "assistant", "content": [{"type": "text", "text": answer}]}
+    full = vlm.processor.apply_chat_template([*user, turn])
+    inputs = dict(vlm.processor(text=[head], images=images, return_tensors="pt"))
+    comp = torch.tensor([vlm.tokenizer(full[len(head) :], add_special_tokens=False)["input_ids"]])
+    p = inputs["input_ids"].shape[1]
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], comp], 1)
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    with torch.no_grad():
+        out = vlm.model(**inputs, output_hidden_states=True)
+    h = out.hidden_states[-1][0].double()
+    n = comp.shape[1]
+    return h[p - 1 : p - 1 + n].sum(0), n
+
+
+@pytest.mark.parametrize("family", ["toy", "llava"])
+def test_ches_equals_direct_computation(tmp_path, family):
+    source = "toy:vlm"
+    if family == "llava":
+        tiny_llava(tmp_path / "llava")
+        source = str(tmp_path / "llava")
+    vlm = load_vlm(source)
+    rows = pair_rows()
+    batch = PairCollator(vlm.processor, ("main",))(rows)
+    got = diagnose_batch(vlm.model, batch)
+    for i, row in enumerate(rows):
+        s_c, n_c = direct_hidden(vlm, row["prompt"], [row["image"]], row["chosen"])
+        s_r, n_r = direct_hidden(vlm, row["prompt"], [row["image"]], row["rejected"])
+        ches = float(s_c @ s_r - s_c @ s_c)
+        ln_ches = float(s_c @ s_r / (n_c * n_r) - s_c @ s_c / n_c**2)
+        assert got["chosen_tokens"][i] == n_c and got["rejected_tokens"][i] == n_r
+        assert got["ches"][i] == pytest.approx(ches, rel=1e-5, abs=1e-5), family
+        assert got["ln_ches"][i] == pytest.approx(ln_ches, rel=1e-5, abs=1e-5), family
+        ranked = got["logp_chosen"][i] > got["logp_rejected"][i]
+        assert got["ranking_correct"][i] == ranked
+    # the two rows have different answers: the scores must differ (not a constant)
+    assert got["ches"][0] != got["ches"][1]
+
+
+def test_identical_answers_score_zero_and_duplicates_are_flagged():
+    vlm = load_vlm("toy:vlm")
+    a, b = pair_rows()
+    same = {**a, "rejected": a["chosen"]}  # S- == S+: CHES = LN-CHES = 0 exactly
+    diag = diagnose_rows(vlm.model, vlm.processor, [a, same, b, dict(a)], batch_size=3,
+                         progress=False)  # fmt: skip
+    assert diag.columns["row"] == [0, 1, 2, 3]
+    assert diag.columns["ches"][1] == pytest.approx(0.0, abs=1e-6)
+    assert diag.columns["ln_ches"][1] == pytest.approx(0.0, abs=1e-9)
+    assert diag.columns["ranking_correct"][1] is False  # a tie is not ranked right
+    assert diag.columns["duplicate_of"] == [-1, -1, -1, 0]
+    assert diag.columns["ches"][3] == pytest.approx(diag.columns["ches"][0], rel=1e-6)
+
+
+def test_long_rows_are_counted_skips():
+    vlm = load_vlm("toy:vlm")
+    rows = pair_rows()
+    long = {**rows[0], "prompt": "what color is the shape ? " * 30}
+    collator = PairCollator(vlm.processor)
+    limit = max(collator.lengths(r) for r in rows)
+    diag = diagnose_rows(vlm.model, vlm.processor, [rows[0], long, rows[1]], max_length=limit,
+                         progress=False)  # fmt: skip
+    assert diag.columns["row"] == [0, 2]
+    assert diag.report.skipped == {"too_long": 1} and diag.report.examples["too_long"] == [1]
+
+
+def test_implicit_accuracy_against_the_adapters_off_reference():
+    from peft import LoraConfig, get_peft_model
+
+    vlm = load_vlm("toy:vlm")
+    model = get_peft_model(vlm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False))  # fmt: skip
+    rows = pair_rows()
+    diag = diagnose_rows(model, vlm.processor, rows, with_reference=True, progress=False)
+    cols = diag.columns
+    base = diagnose_rows(load_vlm("toy:vlm").model, vlm.processor, rows, progress=False).columns
+    assert cols["ref_chosen"] == pytest.approx(base["logp_chosen"], abs=1e-5)
+    assert cols["logp_chosen"] != pytest.approx(base["logp_chosen"], abs=1e-5)
+    for i in range(len(rows)):
+        delta = (cols["logp_chosen"][i] - cols["ref_chosen"][i]) - (
+            cols["logp_rejected"][i] - cols["ref_rejected"][i]
+        )
+        assert cols["implicit_correct"][i] == (delta > 0)
+
+
+def test_filter_spelling_and_keep():
+    f = parse_filter("ln_ches:keep_lowest=0.5")
+    assert f == PairFilter("ln_ches", "keep_lowest", 0.5)
+    assert f.keep([3.0, 1.0, float("nan"), 2.0, 0.5]) == [1, 4]
+    assert parse_filter("ches:max=2").keep([3.0, 1.0, 2.0]) == [1, 2]
+    with pytest.raises(ValueError, match="did you mean 'ln_ches'"):
+        parse_filter("ln_chess:keep_lowest=0.05")
+    with pytest.raises(ValueError, match="did you mean 'keep_lowest'"):
+        parse_filter("ln_ches:keep_lowst=0.05")
+    with pytest.raises(ValueError, match=r"fraction in \(0, 1\]"):
+        parse_filter("ln_ches:keep_lowest=5")
+    with pytest.raises(ValueError, match="METRIC:RULE=VALUE"):
+        parse_filter("ln_ches")
