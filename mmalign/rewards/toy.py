@@ -9,7 +9,7 @@ import torch
 from ..suggest import did_you_mean
 from ..toy.flaws import dense_scores
 from ..toy.render import STYLES
-from ..toy.rewards import USERS, fidelity, style_score, user_reward
+from ..toy.rewards import ALL_USERS, USERS, fidelity, style_score, user_reward
 from .base import ImageBatch, as_image_batch
 
 
@@ -38,16 +38,20 @@ class ToyStyle:
 
 
 class ToyUser:
-    """`toy:user:<id>`: a toy user's reward, fidelity weighted by their taste (see USERS)."""
+    """`toy:user:<id>`: a toy user's reward, fidelity weighted by their taste: the 5 named
+    `USERS` or a member of the PPD family (`t00`-`t15` train, `h00`-`h07` held out)."""
 
-    variants = tuple(USERS)
+    variants = ALL_USERS
     requires_argument = True
 
     def __init__(self, user_id: str | None = None) -> None:
         if user_id is None:
-            raise ValueError(f"toy:user needs a user: 'toy:user:<id>', <id> in {', '.join(USERS)}")
-        if user_id not in USERS:
-            raise ValueError(f"unknown toy user '{user_id}'; {did_you_mean(user_id, USERS)}")
+            named = ", ".join(USERS)
+            raise ValueError(
+                f"toy:user needs a user: 'toy:user:<id>', <id> in {named}, t00-t15, h00-h07"
+            )
+        if user_id not in ALL_USERS:
+            raise ValueError(f"unknown toy user '{user_id}'; {did_you_mean(user_id, ALL_USERS)}")
         self.user_id = user_id
         self.name = f"toy:user:{user_id}"
 

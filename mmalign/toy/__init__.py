@@ -9,7 +9,19 @@ Only torch is imported here; the toy models (`sd`, `vlm`) and data sets load on 
 
 from .flaws import dense_scores, flaw_heatmap, inject_flaws
 from .render import STYLES, render, render_batch
-from .rewards import USERS, fidelity, fidelity_parts, style_score, user_reward, user_taste
+from .rewards import (
+    ALL_USERS,
+    HELDOUT_USERS,
+    TRAIN_USERS,
+    USER_SETS,
+    USERS,
+    fidelity,
+    fidelity_parts,
+    style_score,
+    user_reward,
+    user_taste,
+    user_weights,
+)
 from .world import (
     COLORS,
     PALETTE,
@@ -24,13 +36,17 @@ from .world import (
 )
 
 __all__ = [
+    "ALL_USERS",
     "COLORS",
+    "HELDOUT_USERS",
     "PALETTE",
     "POSITIONS",
     "SHAPES",
     "SIZES",
     "STYLES",
+    "TRAIN_USERS",
     "USERS",
+    "USER_SETS",
     "ToyPrompt",
     "all_prompts",
     "dense_scores",
@@ -46,4 +62,5 @@ __all__ = [
     "style_score",
     "user_reward",
     "user_taste",
+    "user_weights",
 ]

@@ -7,6 +7,7 @@ model the right way. Flaw rewards (heatmaps, dense scores) are in `flaws.py`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -118,12 +119,68 @@ _TASTES: dict[str, Callable[[torch.Tensor, Reading], torch.Tensor]] = {
 }
 
 
+# --- a parametric family of users (PPD, Dang et al. CVPR 2025) ---------------------------------
+
+TASTE_DIMS = ("warmth", "size", "outline")  # the family's axes, each read in [-1, 1]
+TRAIN_USERS = tuple(f"t{k:02d}" for k in range(16))  # seen in training
+HELDOUT_USERS = tuple(f"h{k:02d}" for k in range(8))  # never seen in training
+FAMILY_USERS = TRAIN_USERS + HELDOUT_USERS
+ALL_USERS = (*USERS, *FAMILY_USERS)
+USER_SETS: dict[str, tuple[str, ...]] = {
+    "named": tuple(USERS),
+    "train": TRAIN_USERS,
+    "heldout": HELDOUT_USERS,
+}
+
+
+def user_weights(user_id: str) -> tuple[float, ...]:
+    """A family user's taste weights over `TASTE_DIMS`, L1-normalised (|w|_1 = 1).
+
+    A pure function of the id (SHA-256 of `ppd-user:<id>`, three 16-bit numbers mapped to
+    [-1, 1]), so the family is the same on every machine and torch version.
+    """
+    if user_id not in FAMILY_USERS:
+        raise ValueError(f"'{user_id}' is not a family user; {did_you_mean(user_id, FAMILY_USERS)}")
+    digest = hashlib.sha256(f"ppd-user:{user_id}".encode()).digest()
+    raw = [int.from_bytes(digest[2 * i : 2 * i + 2], "big") / 65535 * 2 - 1 for i in range(3)]
+    norm = sum(abs(w) for w in raw) or 1.0
+    return tuple(w / norm for w in raw)
+
+
+_warm_member = _liking_colors(("red", "orange", "yellow"))
+_cool_member = _liking_colors(("blue", "green", "purple"))
+
+
+def taste_axes(images: torch.Tensor, r: Reading) -> torch.Tensor:
+    """The image on `TASTE_DIMS`, [B, 3] in [-1, 1]: warm minus cool colour membership,
+    2 * bigness - 1, 2 * outline share - 1."""
+    warmth = _warm_member(images, r) - _cool_member(images, r)
+    return torch.stack([warmth, 2 * _bigness(images, r) - 1, 2 * r.outline - 1], dim=1)
+
+
+def _family_taste(user_id: str) -> Callable[[torch.Tensor, Reading], torch.Tensor]:
+    w = torch.tensor(user_weights(user_id))
+
+    def taste(images: torch.Tensor, r: Reading) -> torch.Tensor:
+        axes = taste_axes(images, r)
+        return (0.5 + 0.5 * axes @ w.to(axes)) * r.has_shape
+
+    return taste
+
+
+def _taste_of(user_id: str) -> Callable[[torch.Tensor, Reading], torch.Tensor]:
+    if user_id in _TASTES:
+        return _TASTES[user_id]
+    if user_id in FAMILY_USERS:
+        return _family_taste(user_id)
+    raise ValueError(f"unknown toy user '{user_id}'; {did_you_mean(user_id, ALL_USERS)}")
+
+
 def user_taste(images: torch.Tensor, user_id: str) -> torch.Tensor:
-    """The user's taste alone, [B] in [0,1], ignoring the prompt."""
-    if user_id not in _TASTES:
-        raise ValueError(f"unknown toy user '{user_id}'; {did_you_mean(user_id, USERS)}")
-    r = read_images(images)
-    return _TASTES[user_id](images.float().clamp(0, 1), r)
+    """The user's taste alone, [B] in [0,1], ignoring the prompt. A family user's taste is
+    `0.5 + 0.5 * w . taste_axes(image)` with `w = user_weights(user_id)`."""
+    taste = _taste_of(user_id)
+    return taste(images.float().clamp(0, 1), read_images(images))
 
 
 def user_reward(
@@ -132,12 +189,11 @@ def user_reward(
     """A user's reward, [B] in [0,1]: fidelity * (1 - TASTE_WEIGHT + TASTE_WEIGHT * taste).
 
     Multiplying keeps the prompt first (an unfaithful image pleases nobody); among images that
-    follow the prompt equally well, the user's taste decides.
+    follow the prompt equally well, the user's taste decides. Any id of `ALL_USERS`.
     """
-    if user_id not in _TASTES:
-        raise ValueError(f"unknown toy user '{user_id}'; {did_you_mean(user_id, USERS)}")
+    taste_fn = _taste_of(user_id)
     r = read_images(images)
     parts = fidelity_parts(images, prompts, r)
     fid = (parts["background"] + parts["color"] + parts["shape"]) / 3
-    taste = _TASTES[user_id](images.float().clamp(0, 1), r)
+    taste = taste_fn(images.float().clamp(0, 1), r)
     return fid * (1 - TASTE_WEIGHT + TASTE_WEIGHT * taste)

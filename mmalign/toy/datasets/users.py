@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
+from ...suggest import did_you_mean
 from ..render import STYLES, palette_tensor
-from ..rewards import USERS, user_reward
+from ..rewards import USER_SETS, user_reward
 from ..world import COLORS, SIZES, ToyPrompt, sample_prompts
 from .common import (
     Built,
@@ -86,45 +87,52 @@ def build_users(
     max_rounds: int = 20,
     split: str = "train",
     prompt_split: str = "train",
+    users: str = "named",
     steps: int = 20,
     guidance: float = 4.0,
     batch_size: int = 32,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Per-user labels (PPD): `n` rows balanced over `USERS`, each a prompt without a size word
+    """Per-user labels (PPD): `n` rows balanced over a user set, each a prompt without a size word
     (size is left to taste), two candidates, chosen by the row's user's `user_reward`.
 
     candidates: "render" (`_user_candidates`: size, style and colour tint differ) or "model"
     (two toy-sd samples). Ties (reward gap below `tie_margin`) are dropped, counted and redrawn,
     up to `max_rounds` rounds; a user still short after that is reported as `shortfall`. The
     default margin is small because the colour users' rewards differ by ~0.01 between two
-    faithful images of one prompt: their taste must not outweigh the prompt (rewards.py)."""
+    faithful images of one prompt: their taste must not outweigh the prompt (rewards.py).
+
+    users: "named" (the 5 `USERS`, the default), "train" (family users t00-t15) or "heldout"
+    (h00-h07, never in a training set); the family draws from its own seeded streams."""
     started, options = time.perf_counter(), options_of(locals())
     check_ties(ties, label_noise)
     if candidates not in ("render", "model"):
         raise ValueError(f"candidates must be 'render' or 'model', got {candidates!r}")
+    if users not in USER_SETS:
+        raise ValueError(f"unknown user set '{users}'; {did_you_mean(users, USER_SETS)}")
+    stream = "users" if users == "named" else f"users-{users}"
     pipe = toy_sd_pipeline(model) if candidates == "model" else None
-    users = list(USERS)
-    quota = {u: n // len(users) + (i < n % len(users)) for i, u in enumerate(users)}
-    kept: dict[str, list[dict[str, Any]]] = {u: [] for u in users}
+    members = list(USER_SETS[users])
+    quota = {u: n // len(members) + (i < n % len(members)) for i, u in enumerate(members)}
+    kept: dict[str, list[dict[str, Any]]] = {u: [] for u in members}
     built = Built([], "image")
     for round_ in range(max_rounds):
-        owners = [u for u in users for _ in range(quota[u] - len(kept[u]))]
+        owners = [u for u in members for _ in range(quota[u] - len(kept[u]))]
         if not owners:
             break
         prompts = [
             replace(p, size="medium")
-            for p in sample_prompts(len(owners), prompt_split, stream_seed(seed, "users", round_))
+            for p in sample_prompts(len(owners), prompt_split, stream_seed(seed, stream, round_))
         ]
         texts = [p.text for p in prompts]
         if pipe is None:
-            a, b = _user_candidates(prompts, stream_generator(seed, "users-render", round_))
+            a, b = _user_candidates(prompts, stream_generator(seed, f"{stream}-render", round_))
             models = ("toy-render", "toy-render")
         else:
             a, b = sample_pairs(
                 pipe,
                 texts,
-                stream_seed(seed, "users", round_),
+                stream_seed(seed, stream, round_),
                 steps=steps,
                 guidance=guidance,
                 batch_size=batch_size,
@@ -154,8 +162,11 @@ def build_users(
             else:
                 kept[u].append(row)
     # Interleave the users, so any prefix of the dataset is balanced too.
-    built.rows = [kept[u][k] for k in range(max(quota.values())) for u in users if k < len(kept[u])]
-    built.stats["users"] = {u: len(kept[u]) for u in users}
+    built.rows = [
+        kept[u][k] for k in range(max(quota.values())) for u in members if k < len(kept[u])
+    ]
+    built.stats["users"] = {u: len(kept[u]) for u in members}
+    built.stats["user_set"] = users
     built.stats["shortfall"] = n - len(built.rows)
     built.stats["label_noise"] = flip_labels(built.rows, label_noise, seed)
     return finish(

@@ -1,0 +1,93 @@
+"""The PPD family of toy users (Dang et al. CVPR 2025): deterministic, disjoint, per-user pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from datasets import load_from_disk
+
+from mmalign.rewards import get_scorer
+from mmalign.toy.datasets import build_dataset
+from mmalign.toy.render import render_batch
+from mmalign.toy.rewards import (
+    ALL_USERS,
+    HELDOUT_USERS,
+    TRAIN_USERS,
+    USERS,
+    fidelity,
+    user_reward,
+    user_taste,
+    user_weights,
+)
+from mmalign.toy.world import ToyPrompt
+
+
+def _tensor(image) -> torch.Tensor:
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(array).permute(2, 0, 1)[None]
+
+
+def test_family_sizes_disjoint_and_named_users_kept() -> None:
+    assert len(TRAIN_USERS) >= 16 and len(HELDOUT_USERS) >= 8
+    assert not set(TRAIN_USERS) & set(HELDOUT_USERS)
+    assert list(USERS) == ["warm", "cool", "big", "small", "outline"]
+    assert set(ALL_USERS) == set(USERS) | set(TRAIN_USERS) | set(HELDOUT_USERS)
+    weights = {u: user_weights(u) for u in TRAIN_USERS + HELDOUT_USERS}
+    assert len(set(weights.values())) == len(weights)  # no two users alike
+    for w in weights.values():
+        assert sum(abs(x) for x in w) == pytest.approx(1.0)
+
+
+def test_family_weights_are_pinned() -> None:
+    # A pure function of the id: these numbers must not drift between machines or versions.
+    assert user_weights("t00") == pytest.approx((0.393, -0.462, 0.145), abs=1e-3)
+    assert user_weights("h05") == pytest.approx((-0.916, -0.034, 0.05), abs=1e-3)
+
+
+def test_family_taste_follows_the_weights() -> None:
+    asked = ToyPrompt("circle", "red", "white", "medium")
+    flat, outlined = render_batch([asked], 32, "flat"), render_batch([asked], 32, "outlined")
+    for u in TRAIN_USERS + HELDOUT_USERS:
+        gap = float(user_taste(outlined, u) - user_taste(flat, u))
+        # The outline axis moves by ~2 between flat and outlined; only its weight should count.
+        assert gap == pytest.approx(user_weights(u)[2], abs=0.15), u
+        assert (gap > 0) == (user_weights(u)[2] > 0) or abs(user_weights(u)[2]) < 0.1
+
+
+def test_family_rewards_in_range_and_prompt_first() -> None:
+    asked = ToyPrompt("square", "blue", "yellow")
+    good = render_batch([asked] * 2, 32, "flat")
+    wrong = render_batch([ToyPrompt("triangle", "green", "white")] * 2, 32, "flat")
+    for u in ("t03", "h01"):
+        r = user_reward(good, [asked] * 2, u)
+        assert ((r >= 0) & (r <= 1)).all()
+        assert (r > user_reward(wrong, [asked] * 2, u)).all()
+        assert (r <= fidelity(good, [asked] * 2) + 1e-6).all()
+
+
+def test_every_user_is_a_scorer_and_unknown_ids_say_did_you_mean() -> None:
+    images = render_batch([ToyPrompt("circle", "red", "white")], 32)
+    for u in ("warm", "t00", "h07"):
+        s = get_scorer(f"toy:user:{u}")
+        assert s.score(images, [ToyPrompt("circle", "red", "white").text]).shape == (1,)
+    with pytest.raises(ValueError, match="did you mean 'h07'"):
+        get_scorer("toy:user:h7")
+    with pytest.raises(ValueError, match="did you mean"):
+        user_weights("t99")
+
+
+def test_heldout_users_dataset_deterministic_and_labelled(tmp_path) -> None:
+    summary = build_dataset("users", tmp_path / "a", n=16, seed=0, users="heldout")
+    build_dataset("users", tmp_path / "b", n=16, seed=0, users="heldout")
+    a = load_from_disk(str(tmp_path / "a" / "pairs"))
+    b = load_from_disk(str(tmp_path / "b" / "pairs"))
+    assert summary["user_set"] == "heldout" and summary["shortfall"] == 0
+    assert sorted(set(a["user_id"])) == sorted(HELDOUT_USERS)
+    assert a["prompt"] == b["prompt"] and a["label"] == b["label"]
+    for row in a:
+        c = user_reward(_tensor(row["chosen"]), [row["prompt"]], row["user_id"])
+        r = user_reward(_tensor(row["rejected"]), [row["prompt"]], row["user_id"])
+        assert float(c) > float(r), row["user_id"]
+    with pytest.raises(ValueError, match="did you mean 'heldout'"):
+        build_dataset("users", tmp_path / "c", n=4, users="heldou")
