@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .vlm.prism.cli import register as register_prism
 
     register_prism(sub)  # `mmalign data prism-mcts`
+    from .vlm.diagnose_cli import register as register_diagnose
+
+    register_diagnose(sub)  # `mmalign data diagnose`
     from .diffusion.invert_cli import register as register_invert
 
     register_invert(sub)  # `mmalign invert` (ReNoise)

@@ -116,3 +116,37 @@ def test_filter_spelling_and_keep():
         parse_filter("ln_ches:keep_lowest=5")
     with pytest.raises(ValueError, match="METRIC:RULE=VALUE"):
         parse_filter("ln_ches")
+
+
+def test_cli_writes_table_summary_report_and_filtered_set(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+    from datasets import Dataset, load_from_disk
+
+    from mmalign.cli import main
+
+    a, b = pair_rows()
+    rows = [a, b, {**a, "rejected": "green circle"}, {**b, "rejected": "maybe not"}, dict(a)]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "data"))
+    out = tmp_path / "diag"
+    code = main(["data", "diagnose", str(tmp_path / "data"), "--model", "toy:vlm", "--out",
+                 str(out), "--filter", "ln_ches:keep_lowest=0.4", "--batch-size", "2"])  # fmt: skip
+    assert code == 0
+    table = pd.read_parquet(out / "pairs.parquet")
+    assert list(table["row"]) == [0, 1, 2, 3, 4] and list(table["duplicate_of"])[-1] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pairs"] == 5 and summary["duplicates"] == 1
+    assert summary["ranking_accuracy"] == pytest.approx(table["ranking_correct"].mean())
+    kept = load_from_disk(str(out / "filtered"))
+    lowest = sorted(table.sort_values(["ln_ches", "row"]).head(2)["row"])
+    assert sorted(kept["rejected"]) == sorted(rows[i]["rejected"] for i in lowest)
+    assert "highest-LN-CHES" in (out / "report.html").read_text()
+    # an unknown filter key is a clear input error (exit 2), before the model loads
+    code = main(["data", "diagnose", str(tmp_path / "data"), "--model", "toy:vlm", "--out",
+                 str(out), "--filter", "ln_chess:keep_lowest=0.4"])  # fmt: skip
+    assert code == 2 and "did you mean 'ln_ches'" in capsys.readouterr().err
+    code = main(["data", "diagnose", "toy:pairs", "--model", "toy:vlm", "--out", str(out)])
+    assert code == 2 and "CHES and LN-CHES are defined for language-model" in (
+        capsys.readouterr().err
+    )

@@ -1,0 +1,114 @@
+"""`mmalign data diagnose DATA --model MODEL --out DIR`: per-pair diagnostics of VLM
+preference data (mmalign/vlm/diagnose.py: CHES, LN-CHES, ranking and implicit accuracy,
+lengths, duplicates).
+
+Writes `DIR/pairs.parquet` (one row per diagnosed pair), `DIR/summary.json` and
+`DIR/report.html` (histograms and the highest-LN-CHES pairs with their images and texts);
+with `--filter ln_ches:keep_lowest=0.05`, also `DIR/filtered/`, a saved dataset of the kept
+rows that `mmalign train` reads as `data.path`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..config import InputError
+
+# toy kinds whose pairs are images: CHES is defined for language-model responses
+DIFFUSION_TOY = ("toy:pairs", "toy:style", "toy:users", "toy:flaws")
+
+
+def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any],
+                  pair_filter: Any = None, top: int = 12) -> dict[str, Any]:  # fmt: skip
+    """Parquet table, summary.json, report.html (and filtered/) under `out`; the summary."""
+    import pandas as pd
+
+    from .diagnose import summarize
+    from .diagnose_html import render_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(diag.columns)
+    for name in ("prompt", "chosen", "rejected"):
+        table[name] = [str(rows[i][name]) for i in diag.columns["row"]]
+    table.to_parquet(out / "pairs.parquet", index=False)
+    summary = {**meta, **summarize(diag)}
+    if pair_filter is not None:
+        kept = [diag.columns["row"][i] for i in pair_filter.keep(diag.columns[pair_filter.metric])]
+        rows.select(kept).save_to_disk(str(out / "filtered"))
+        summary["filter"] = {"spec": str(pair_filter), "kept": len(kept), "of": len(diag)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.html").write_text(render_report(table, rows, summary, top=top))
+    return summary
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from ..data.pair_filter import parse_filter
+    from .cli import _load
+    from .data import open_vlm_pairs
+    from .diagnose import diagnose_rows
+
+    try:
+        pair_filter = parse_filter(args.filter) if args.filter else None
+    except ValueError as err:
+        raise InputError(f"--filter: {err}") from None
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.data in DIFFUSION_TOY:
+        raise InputError(
+            f"{args.data} holds image pairs: CHES and LN-CHES are defined for language-model "
+            "responses (hidden states of the response tokens), not for diffusion. For "
+            "ranking / implicit accuracy of a diffusion model use `mmalign eval accuracy`."
+        )
+    rows, report = open_vlm_pairs(args.data, args.split, max_samples=args.max_samples)
+    if report.num_skipped:
+        print(f"mmalign: {report}")
+    if len(rows) == 0:
+        raise InputError(f"{args.data}: no VLM preference pairs to diagnose ({report})")
+    vlm = _load(args.model, args.adapter)
+    if args.device:
+        vlm.model.to(args.device)
+    diag = diagnose_rows(vlm.model, vlm.processor, rows, batch_size=args.batch_size,
+                         max_length=args.max_length,
+                         with_reference=args.adapter is not None)  # fmt: skip
+    if diag.report.num_skipped:
+        print(f"mmalign: {diag.report}")
+    meta = {"data": args.data, "split": args.split, "model": vlm.source,
+            "adapter": args.adapter, "opened": dict(report.skipped)}  # fmt: skip
+    summary = write_outputs(diag, rows, Path(args.out), meta, pair_filter, top=args.top)
+    print(f"{summary['pairs']} pairs in {summary['seconds']:.1f}s; ranking accuracy "
+          f"{summary.get('ranking_accuracy', float('nan')):.1%}"
+          + (f", implicit accuracy {summary['implicit_accuracy']:.1%}"
+             if "implicit_accuracy" in summary else "")
+          + f"; duplicates {summary.get('duplicates', 0)}")  # fmt: skip
+    if "filter" in summary:
+        f = summary["filter"]
+        print(f"filter {f['spec']}: kept {f['kept']} of {f['of']} -> {Path(args.out, 'filtered')}")
+    print(f"wrote {Path(args.out).resolve()} (pairs.parquet, summary.json, report.html)")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `mmalign data diagnose` (the `data` command exists: mmalign/data_cli.py)."""
+    data = sub.choices["data"]
+    actions = next(a for a in data._actions if isinstance(a, argparse._SubParsersAction))
+    p = actions.add_parser("diagnose", help="per-pair CHES / LN-CHES, ranking and implicit "
+                           "accuracy, lengths and duplicates of VLM preference data")  # fmt: skip
+    p.add_argument("data", help="VLM pairs: toy:<kind>, a saved dataset, a JSON file, a hub id")
+    p.add_argument("--model", required=True, help="VLM folder, hub id, toy:vlm or training "
+                   "output_dir")  # fmt: skip
+    p.add_argument("--adapter", default=None, help="a PEFT adapter on top of MODEL; the model "
+                   "without it is the reference for implicit-reward accuracy")  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--split", default="train")
+    p.add_argument("--filter", default=None, help="write DIR/filtered with the pairs kept by "
+                   "METRIC:RULE=VALUE, e.g. ln_ches:keep_lowest=0.05 or ln_ches:max=3")  # fmt: skip
+    p.add_argument("--max-length", type=int, default=None, help="skip (and count) pairs "
+                   "longer than this many tokens, as training's vlm.max_length")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=32, help="pairs per forward")
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--top", type=int, default=12, help="highest-LN-CHES pairs in the report")
+    p.add_argument("--device", default=None, help="e.g. cuda (default: where the model loads)")
+    p.set_defaults(func=_cmd_diagnose)

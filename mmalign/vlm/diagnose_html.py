@@ -1,0 +1,75 @@
+"""The HTML report of `mmalign data diagnose`: summary, histograms of CHES / LN-CHES and the
+log-prob margin, and the highest-LN-CHES pairs with their images and texts (one file, images
+inlined as PNG)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from typing import Any
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _histograms(table: Any) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    margin = table["logp_chosen"] - table["logp_rejected"]
+    panels = [("ches", table["ches"]), ("ln_ches", table["ln_ches"]),
+              ("log-prob margin pi_c - pi_r", margin)]  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    for ax, (name, values) in zip(axes, panels, strict=True):
+        ax.hist(values, bins=40)
+        ax.set_title(name)
+    fig.tight_layout()
+    src = _png(fig)
+    plt.close(fig)
+    return f'<img alt="histograms" src="data:image/png;base64,{src}">'
+
+
+def _thumb(image: Any) -> str:
+    from ..data.schema import to_pil_image
+
+    pil = to_pil_image(image).convert("RGB")
+    pil.thumbnail((128, 128))
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def render_report(table: Any, rows: Any, summary: dict[str, Any], top: int = 12) -> str:
+    from .collate import row_images
+
+    esc = html.escape
+    parts = ["<!doctype html><meta charset='utf-8'><title>mmalign data diagnose</title>",
+             "<style>body{font-family:sans-serif;margin:2em}td{vertical-align:top;"
+             "padding:4px 8px;border-bottom:1px solid #ddd}pre{white-space:pre-wrap}</style>",
+             f"<h1>Preference-data diagnostics: {esc(str(summary.get('data')))}</h1>",
+             f"<pre>{esc(json.dumps(summary, indent=2))}</pre>"]  # fmt: skip
+    if len(table):
+        parts.append(_histograms(table))
+        worst = table.sort_values("ln_ches", ascending=False).head(top)
+        parts.append(f"<h2>The {len(worst)} highest-LN-CHES pairs (most likely to displace)</h2>")
+        parts.append(
+            "<table><tr><th>row</th><th>image</th><th>prompt</th><th>chosen</th>"
+            "<th>rejected</th><th>LN-CHES</th><th>CHES</th><th>pi_c - pi_r</th></tr>"
+        )
+        for _, r in worst.iterrows():
+            images = "".join(_thumb(im) for im in row_images(rows[int(r["row"])]))
+            margin = r["logp_chosen"] - r["logp_rejected"]
+            parts.append(
+                f"<tr><td>{int(r['row'])}</td><td>{images}</td><td>{esc(r['prompt'])}</td>"
+                f"<td>{esc(r['chosen'])}</td><td>{esc(r['rejected'])}</td>"
+                f"<td>{r['ln_ches']:.4g}</td><td>{r['ches']:.4g}</td><td>{margin:.3f}</td></tr>"
+            )
+        parts.append("</table>")
+    return "\n".join(parts) + "\n"
