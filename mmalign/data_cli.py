@@ -107,6 +107,35 @@ def _cmd_smooth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_user_embed(args: argparse.Namespace) -> int:
+    """PPD user embeddings (Dang et al. CVPR 2025): one per user, from its first --shots pairs."""
+    from pathlib import Path
+
+    from .config import InputError
+    from .data.schema import load_pairs
+    from .vlm.load import load_vlm
+    from .vlm.user_embed import cached_user_embeddings, examples_from_pairs, write_embeddings
+
+    folder = Path(args.data)
+    pairs = folder / "pairs" if (folder / "pairs").is_dir() else folder
+    if not pairs.is_dir():
+        raise InputError(f"{args.data}: no saved pairs dataset (a folder from `mmalign toy data`)")
+    examples, ties = examples_from_pairs(load_pairs(pairs))
+    if ties:
+        print(f"mmalign: skipped {ties} tied pair(s) (label 0.5): no preference to show")
+    vlm = load_vlm(args.model)
+    embs, hit = cached_user_embeddings(
+        vlm, examples, shots=args.shots, layer=args.layer, pooling=args.pooling,
+        batch_size=args.batch_size,
+    )  # fmt: skip
+    out = Path(args.out) if args.out else folder / "user_embeddings"
+    meta = {"model": args.model, "shots": args.shots, "layer": args.layer,
+            "pooling": args.pooling, "data": str(folder), "cached": hit}  # fmt: skip
+    path = write_embeddings(embs, out, meta)
+    print(f"wrote {len(embs)} user embeddings to {path} ({'from cache' if hit else 'computed'})")
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add `mmalign data` (once) with its `show` and `smooth` actions."""
     data = sub.choices.get("data") if hasattr(sub, "choices") else None
@@ -129,3 +158,12 @@ def register(sub: Any) -> None:
     p.add_argument("--device", default=None, help="the scorer's device (default: its own)")
     p.add_argument("--max-samples", type=int, default=None)
     p.set_defaults(func=_cmd_smooth)
+    p = actions.add_parser("user-embed", help="PPD: one VLM user embedding per user of the pairs")
+    p.add_argument("data", help="per-user pairs (a `mmalign toy data users` folder)")
+    p.add_argument("--model", default="toy:vlm", help="VLM folder or hub id (default toy:vlm)")
+    p.add_argument("--shots", type=int, default=4, help="examples per user (default 4)")
+    p.add_argument("--layer", type=int, default=-2, help="hidden state to pool (default -2)")
+    p.add_argument("--pooling", default="mean", choices=["mean", "last"])
+    p.add_argument("--batch-size", type=int, default=8, help="users per forward pass")
+    p.add_argument("--out", default=None, help="output folder (default DATA/user_embeddings)")
+    p.set_defaults(func=_cmd_user_embed)

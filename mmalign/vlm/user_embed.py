@@ -1,0 +1,190 @@
+"""PPD's user encoder (Dang et al. CVPR 2025): a VLM reads a user's few-shot preferences and an
+intermediate hidden state, pooled over the sequence, is the user embedding.
+
+One conversation per user: for each of N examples (N = 4 by default) the prompt, the preferred
+image and the dispreferred image, then a question about what the user likes. The VLM runs once
+over it (no generation); `hidden_states[layer]` (default -2, the paper's choice of a late
+intermediate layer) is pooled (`mean` over the real tokens, or `last` token). Layer, pooling and
+the rows used are recorded with the embeddings. Embeddings are cached by the model's weights
+(`VLM.weights_key`), the layer, the pooling and the exact examples (prompt text and image bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import InputError
+from ..data.cache import cache_root, digest
+from .load import VLM
+
+POOLINGS = ("mean", "last")
+Example = tuple[str, Any, Any]  # (prompt, preferred PIL image, dispreferred PIL image)
+
+
+def few_shot_conversation(examples: Sequence[Example]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The chat messages and images (in order) for one user's examples."""
+    content: list[dict[str, Any]] = []
+    images: list[Any] = []
+    for k, (prompt, preferred, dispreferred) in enumerate(examples, 1):
+        content += [
+            {"type": "text", "text": f"example {k}: {prompt}. preferred:"},
+            {"type": "image"},
+            {"type": "text", "text": "dispreferred:"},
+            {"type": "image"},
+        ]
+        images += [preferred.convert("RGB"), dispreferred.convert("RGB")]
+    content.append({"type": "text", "text": "what does this user like?"})
+    return [{"role": "user", "content": content}], images
+
+
+def _image_digest(image: Any) -> str:
+    return hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()[:16]
+
+
+def _check(examples: Mapping[str, Sequence[Example]], shots: int, layer: int, pooling: str) -> None:
+    if shots < 1:
+        raise InputError(f"--shots must be at least 1, got {shots}")
+    if pooling not in POOLINGS:
+        raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    short = {u: len(e) for u, e in examples.items() if len(e) < shots}
+    if short:
+        listed = ", ".join(f"{u} ({n})" for u, n in sorted(short.items()))
+        raise InputError(
+            f"{len(short)} user(s) have fewer than --shots {shots} examples: {listed}; "
+            "lower --shots or add pairs for them"
+        )
+
+
+@torch.no_grad()
+def embed_users(
+    vlm: VLM,
+    examples: Mapping[str, Sequence[Example]],
+    *,
+    shots: int = 4,
+    layer: int = -2,
+    pooling: str = "mean",
+    batch_size: int = 8,
+) -> dict[str, torch.Tensor]:
+    """One embedding [D] per user from their first `shots` examples, batched over users."""
+    _check(examples, shots, layer, pooling)
+    model, processor = vlm.model, vlm.processor
+    tok = vlm.tokenizer
+    side, tok.padding_side = tok.padding_side, "right"
+    users = list(examples)
+    out: dict[str, torch.Tensor] = {}
+    device = next(model.parameters()).device
+    try:
+        for start in tqdm(range(0, len(users), batch_size), desc="user embeddings", unit="batch"):
+            chunk = users[start : start + batch_size]
+            texts, images = [], []
+            for u in chunk:
+                messages, ims = few_shot_conversation(list(examples[u])[:shots])
+                texts.append(processor.apply_chat_template(messages, add_generation_prompt=True))
+                images += ims
+            inputs = processor(text=texts, images=images, padding=True, return_tensors="pt")
+            inputs = inputs.to(device)
+            hidden = model(**inputs, output_hidden_states=True).hidden_states
+            if not -len(hidden) <= layer < len(hidden):
+                raise InputError(f"layer {layer} out of range: the model has {len(hidden)} states")
+            h = hidden[layer].float()
+            mask = inputs["attention_mask"].to(h)
+            if pooling == "mean":
+                pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            else:
+                last = mask.sum(1).long() - 1
+                pooled = h[torch.arange(h.shape[0], device=h.device), last]
+            out.update({u: pooled[i].cpu() for i, u in enumerate(chunk)})
+    finally:
+        tok.padding_side = side
+    return out
+
+
+def cache_key(
+    vlm: VLM, examples: Mapping[str, Sequence[Example]], shots: int, layer: int, pooling: str
+) -> str:
+    """Digest of the weights, the settings and exactly the examples used (images by bytes)."""
+    used = {
+        u: [(p, _image_digest(a), _image_digest(b)) for p, a, b in list(e)[:shots]]
+        for u, e in examples.items()
+    }
+    return digest({"weights": vlm.weights_key, "shots": shots, "layer": layer,
+                   "pooling": pooling, "examples": used})  # fmt: skip
+
+
+def cached_user_embeddings(
+    vlm: VLM,
+    examples: Mapping[str, Sequence[Example]],
+    *,
+    shots: int = 4,
+    layer: int = -2,
+    pooling: str = "mean",
+    batch_size: int = 8,
+    cache_dir: str | Path | None = None,
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """`embed_users`, computed once: returns (embeddings, True if read from the cache)."""
+    from safetensors.torch import load_file, save_file
+
+    _check(examples, shots, layer, pooling)
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "user_embed"
+    path = root / f"{cache_key(vlm, examples, shots, layer, pooling)}.safetensors"
+    if path.is_file():
+        return dict(load_file(str(path))), True
+    embs = embed_users(
+        vlm, examples, shots=shots, layer=layer, pooling=pooling, batch_size=batch_size
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    save_file({u: e.contiguous() for u, e in embs.items()}, str(tmp))
+    tmp.replace(path)
+    return embs, False
+
+
+def write_embeddings(
+    embs: Mapping[str, torch.Tensor], out_dir: str | Path, meta: dict[str, Any]
+) -> Path:
+    """`out_dir/user_embeddings.safetensors` (one tensor per user id) and `.json` (settings)."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "user_embeddings.safetensors"
+    save_file({u: e.contiguous() for u, e in embs.items()}, str(path))
+    width = next(iter(embs.values())).shape[-1] if embs else 0
+    info = {**meta, "width": int(width), "users": sorted(embs)}
+    (out / "user_embeddings.json").write_text(json.dumps(info, indent=1))
+    return path
+
+
+def load_embeddings(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a `user_embeddings.safetensors` (or its folder)."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    p = p / "user_embeddings.safetensors" if p.is_dir() else p
+    if not p.is_file():
+        raise InputError(f"no user embeddings at {path} (run `mmalign data user-embed` first)")
+    return dict(load_file(str(p)))
+
+
+def examples_from_pairs(ds: Any) -> tuple[dict[str, list[Example]], int]:
+    """Per-user examples from PreferencePair rows with a `user_id` column, in row order; the
+    preferred image is the one the label picks. Returns (examples, ties skipped)."""
+    if "user_id" not in ds.column_names:
+        raise InputError("the data has no user_id column: PPD needs per-user pairs")
+    out: dict[str, list[Example]] = {}
+    ties = 0
+    for row in ds:
+        label = float(row["label"])
+        if label == 0.5:
+            ties += 1
+            continue
+        a, b = (row["chosen"], row["rejected"]) if label > 0.5 else (row["rejected"], row["chosen"])
+        out.setdefault(str(row["user_id"]), []).append((str(row["prompt"]), a, b))
+    return out, ties
