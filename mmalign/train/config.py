@@ -144,8 +144,16 @@ class VLMConfig:
     # train and save with a LoRA adapter); a step-level prefix ending before OUTPUT gets no
     # end-of-turn token
     prism: bool = False
+    # warn once when the chosen answers' summed log-likelihood has fallen by more than this
+    # many nats since the start while the margin rose (likelihood displacement, Razin et al.;
+    # mmalign/train/displacement.py); null: no warning (the metrics are logged anyway)
+    displacement_alarm: float | None = 5.0
 
     def __post_init__(self) -> None:
+        if self.displacement_alarm is not None and not self.displacement_alarm > 0:
+            raise ValueError(
+                f"vlm.displacement_alarm must be > 0 nats (or null), got {self.displacement_alarm}"
+            )
         if self.max_length is not None and self.max_length < 8:
             raise ValueError(f"vlm.max_length must be >= 8, got {self.max_length}")
 

@@ -28,6 +28,7 @@ from ..config import to_dict
 from ..losses import PairScores
 from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from .config import Config
+from .displacement import DisplacementAlarm
 from .optim import build_optimizer, build_scheduler
 from .resume import RESUMABLE, recipe_changes
 
@@ -250,6 +251,8 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     model.train()
     window: dict[str, torch.Tensor] = {}  # loss and grad_norm sums since the last log line
     window_steps = 0
+    # VLM recipes: chosen / rejected log-likelihood change since the start, and a warning
+    alarm = DisplacementAlarm(cfg.vlm.displacement_alarm) if cfg.model.kind == "vlm" else None
     for step in range(start_step, tc.max_steps):
         done = step + 1
         # The full metric set only on a step that logs; the others keep the loss and the
@@ -303,6 +306,8 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
             values = accelerator.reduce(values, "mean")
             window, window_steps = {}, 0
             logged = {k: float(v) for k, v in zip(keys, values.tolist(), strict=True)}
+            if alarm is not None:
+                logged.update(alarm.update(done, logged))
             if main:
                 record = {"step": done, "loss": logged.pop("loss"), "lr": float(lr)}
                 record.update(logged)

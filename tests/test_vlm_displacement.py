@@ -1,0 +1,87 @@
+"""The likelihood-displacement alarm (Razin et al.): metrics of the chosen / rejected change
+since the start, one warning naming the step when the chosen likelihood falls while the margin
+rises; it fires on a run built to displace (near-synonym refusals) and stays quiet on
+configs/toy/vlm_dpo.yaml's default run."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from mmalign.train.displacement import DisplacementAlarm, DisplacementWarning
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_alarm_fires_once_with_reference_metrics():
+    alarm = DisplacementAlarm(5.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning while the chosen change is small
+        out = alarm.update(10, {"main/chosen_minus_ref": -4.0, "main/rejected_minus_ref": -9.0})
+    assert out == {"displacement/chosen": -4.0, "displacement/rejected": -9.0,
+                   "displacement/margin": 5.0}  # fmt: skip
+    with pytest.warns(DisplacementWarning, match=r"step 20: .* fell by 6 nats .* rose by 4"):
+        alarm.update(20, {"main/chosen_minus_ref": -6.0, "main/rejected_minus_ref": -10.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        alarm.update(30, {"main/chosen_minus_ref": -9.0, "main/rejected_minus_ref": -20.0})
+    assert alarm.fired_at == 20
+
+
+def test_alarm_quiet_when_the_margin_falls_too_and_reference_free_baseline():
+    alarm = DisplacementAlarm(1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # both fall, the margin shrinks: not displacement
+        alarm.update(10, {"main/chosen_minus_ref": -3.0, "main/rejected_minus_ref": -1.0})
+    free = DisplacementAlarm(1.0)
+    assert free.update(10, {"main/score_chosen": -2.0, "main/score_rejected": -3.0}) == {
+        "displacement/chosen": 0.0,
+        "displacement/rejected": 0.0,
+        "displacement/margin": 0.0,
+    }
+    with pytest.warns(DisplacementWarning, match="step 20"):
+        out = free.update(20, {"main/score_chosen": -4.0, "main/score_rejected": -8.0})
+    assert out["displacement/chosen"] == -2.0 and out["displacement/margin"] == 3.0
+
+
+def _train(tmp_path: Path, *overrides: str) -> tuple[list[dict], list[str]]:
+    from mmalign.cli import main
+
+    out = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["train", str(ROOT / "configs/toy/vlm_dpo.yaml"), f"output_dir={out}",
+                     *overrides])  # fmt: skip
+    assert code == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return records, [str(w.message) for w in caught if w.category is DisplacementWarning]
+
+
+@pytest.mark.slow
+def test_alarm_fires_on_near_synonym_refusals(tmp_path):
+    from datasets import Dataset
+
+    from mmalign.toy.datasets import build_dataset
+    from mmalign.toy.qa import REFUSAL
+
+    build_dataset("safety", tmp_path / "safety", n=512, seed=0)
+    rows = Dataset.load_from_disk(str(tmp_path / "safety" / "pairs"))
+    rows = rows.filter(lambda r: r["source"] == "forbidden")
+    rows = rows.map(lambda r: {"chosen": REFUSAL, "rejected": "I cannot help with that."})
+    rows.save_to_disk(str(tmp_path / "near"))
+    records, fired = _train(tmp_path, f"data.path={tmp_path / 'near'}", "data.toy=null",
+                            "train.max_steps=60")  # fmt: skip
+    assert len(fired) == 1, fired
+    step = int(fired[0].split(":")[0].removeprefix("step "))
+    at = next(r for r in records if r["step"] == step)
+    assert at["displacement/chosen"] < -5.0 and at["displacement/margin"] > 0
+
+
+@pytest.mark.slow
+def test_alarm_quiet_on_the_default_toy_vlm_dpo_run(tmp_path):
+    records, fired = _train(tmp_path)
+    assert fired == []
+    assert all("displacement/chosen" in r for r in records)
