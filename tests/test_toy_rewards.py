@@ -213,7 +213,8 @@ def test_dense_scores():
 def test_get_scorer_names():
     toy = {"toy:fidelity", "toy:style", "toy:user", "toy:flaws"}
     # The real models register too (tests/test_rewards_real.py loads them from tiny weights).
-    assert toy | {"pickscore", "hpsv2", "clip", "aesthetic", "imagereward"} == set(SCORERS)
+    real = {"pickscore", "hpsv2", "clip", "aesthetic", "imagereward", "dense"}  # dense:<path>
+    assert toy | real == set(SCORERS)
     names = scorer_names()
     assert {"toy:fidelity", "toy:style", "toy:style:flat", "toy:flaws"} <= set(names)
     assert {f"toy:user:{u}" for u in USERS} <= set(names)
