@@ -13,6 +13,7 @@ import argparse
 from typing import Any
 
 from .data.cards import DatasetCard, load_card
+from .subcommands import group_actions
 
 VLM_READERS = ("llava", "mmsafe", "realign", "trl")
 
@@ -138,11 +139,7 @@ def _cmd_user_embed(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add `mmalign data` (once) with its `show` and `smooth` actions."""
-    data = sub.choices.get("data") if hasattr(sub, "choices") else None
-    if data is None:
-        data = sub.add_parser("data", help="dataset cards; build and convert preference datasets")
-        data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    actions = next(a for a in data._actions if isinstance(a, argparse._SubParsersAction))
+    actions = group_actions(sub, "data")
     p = actions.add_parser("show", help="what a dataset card (datasets/*.yaml) resolves to")
     p.add_argument("card", help="a card file, or a name in datasets/ (e.g. toy_pairs)")
     p.add_argument("--split", default=None, help="split to open (default: the card's)")

@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..subcommands import group_actions
+
 FORMATS = ("mmsafe", "realign", "trl", "llava", "pairs")
 
 
@@ -214,12 +216,7 @@ def _cmd_realign(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """`mmalign data realign`: build Re-Align rDPO pairs with a VLM (adds the `data` command
     when no one has yet)."""
-    data = sub.choices.get("data") if hasattr(sub, "choices") else None
-    if data is None:
-        data = sub.add_parser("data", help="build and convert preference datasets")
-    actions = next((a for a in data._actions if isinstance(a, argparse._SubParsersAction)),
-                   None) or data.add_subparsers(dest="data_command", metavar="ACTION",
-                                                required=True)  # fmt: skip
+    actions = group_actions(sub, "data")
     p = actions.add_parser("realign", help="Re-Align rDPO pairs: masked answers re-filled by "
                            "the VLM shown a retrieved similar image")  # fmt: skip
     p.add_argument("--model", required=True, help="VLM folder, hub id or toy:vlm")

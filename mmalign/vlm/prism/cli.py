@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ...config import InputError
+from ...subcommands import group_actions
 
 
 def load_policy(model: str, dtype: str = "float32") -> Any:
@@ -79,12 +80,7 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add `prism-mcts` to the `data` command (created when no one has yet)."""
-    data = sub.choices.get("data") if hasattr(sub, "choices") else None
-    if data is None:
-        data = sub.add_parser("data", help="build and convert preference datasets")
-    actions = next((a for a in data._actions if isinstance(a, argparse._SubParsersAction)),
-                   None) or data.add_subparsers(dest="data_command", metavar="ACTION",
-                                                required=True)  # fmt: skip
+    actions = group_actions(sub, "data")
     p = actions.add_parser("prism-mcts", help="PRISM step-level preference pairs by tree search "
                            "over a model's own reasoning stages")  # fmt: skip
     p.add_argument("--model", required=True, help="the SFT model: training output_dir, adapter "
