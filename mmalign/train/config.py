@@ -49,6 +49,10 @@ class DataConfig:
     # SmPO soft labels from a reward model (mmalign/diffusion/smooth.py), e.g.
     # {scorer: toy:fidelity}; keys scorer (default pickscore), batch_size, device
     smooth: dict[str, Any] | None = None
+    # keep the pairs a per-pair diagnostic selects, computed with the policy model before
+    # training (VLM only): `ln_ches:keep_lowest=0.05`, the spelling of `mmalign data diagnose
+    # --filter` (mmalign/data/pair_filter.py)
+    filter: str | None = None
 
     @staticmethod
     def expand_raw(raw: Any) -> Any:
@@ -72,6 +76,13 @@ class DataConfig:
                     f"data.smooth: unknown key(s) {', '.join(unknown)}; "
                     "use scorer, batch_size, device"
                 )
+        if self.filter is not None:
+            from ..data.pair_filter import parse_filter
+
+            try:
+                parse_filter(self.filter)
+            except ValueError as err:
+                raise ConfigError(f"data.filter: {err}") from None
 
 
 @dataclass
@@ -230,6 +241,12 @@ class Config:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         check_terms(self.objective, {name: loss.defaults for name, loss in LOSSES.items()})
+        if self.data.filter is not None and self.model.kind != "vlm":
+            raise ConfigError(
+                f"data.filter: {self.data.filter!r} needs model.kind: vlm; CHES and LN-CHES "
+                "are defined for language-model responses (hidden states of the response "
+                f"tokens), not for model.kind: {self.model.kind}"
+            )
 
     def build_objective(self) -> Objective:
         return Objective.from_config(self.objective)

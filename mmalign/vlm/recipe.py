@@ -26,6 +26,7 @@ from .lora import add_lora, lora_targets, save_adapter, save_merged
 from .scorer import VLMPairScorer
 
 FULL_MODEL_DIR = "model"
+FILTER_BATCH_SIZE = 32  # pairs per forward when data.filter scores the rows (diagnose's default)
 
 
 class VLMRows(torch.utils.data.Dataset):
@@ -121,6 +122,9 @@ class VLMRecipe:
                                      else pairs, v.max_length, chosen_only=chosen_only,
                                      open_end=open_end)  # fmt: skip
         keep = self._fitting(extra)
+        self.filtered: dict[str, Any] | None = None
+        if cfg.data.filter is not None:  # with the policy as loaded, before LoRA and reference
+            keep = self._filter(keep, accelerator.device)
         self.collator.pairs = tuple(pairs)
         self.dataset = VLMRows(self.rows, keep, extra, blind_as_rows)
         device = accelerator.device
@@ -149,7 +153,8 @@ class VLMRecipe:
             reference = "none"
         scores = None
         if reference == "precomputed":
-            key = _digest(self.vlm.weights_key, self.rows._fingerprint, pairs, v.max_length, extra)
+            key = _digest(self.vlm.weights_key, self.rows._fingerprint, pairs, v.max_length, extra,
+                          cfg.data.filter)  # fmt: skip
             scores = self._reference_pass(cache_root() / "vlm-reference" / f"{key}.json")
         self.scorer = VLMPairScorer(self.model, reference, scores,  # type: ignore[arg-type]
                                     pack=v.pack_prompts)  # fmt: skip
@@ -183,6 +188,33 @@ class VLMRecipe:
         if not keep:
             raise ValueError("no row fits vlm.max_length; raise it")
         return keep
+
+    def _filter(self, keep: list[int], device: torch.device) -> list[int]:
+        """The ids of `keep` that `data.filter` selects: the per-pair metric of each row from
+        the model as loaded (mmalign/vlm/diagnose.py, the code of `mmalign data diagnose`),
+        over the rows that fit `vlm.max_length`, so both keep the same rows."""
+        from ..config import ConfigError
+        from ..data.pair_filter import parse_filter
+        from .diagnose import diagnose_rows
+
+        spec = parse_filter(str(self.cfg.data.filter))
+        main = self.accelerator.is_main_process
+        model = self.vlm.model.to(device)
+        diag = diagnose_rows(model, self.vlm.processor, self.rows.select(keep),
+                             batch_size=FILTER_BATCH_SIZE, progress=main)  # fmt: skip
+        kept = [keep[diag.columns["row"][j]] for j in spec.keep(diag.columns[spec.metric])]
+        self.filtered = {"spec": str(spec), "kept": len(kept), "of": len(keep),
+                         "dropped": len(keep) - len(kept),
+                         "seconds": round(diag.seconds, 2)}  # fmt: skip
+        if main:
+            print(f"mmalign: data.filter {spec}: kept {len(kept)} of {len(keep)} rows, "
+                  f"dropped {len(keep) - len(kept)} ({diag.seconds:.1f}s)")  # fmt: skip
+        if not kept:
+            raise ConfigError(
+                f"data.filter {spec}: no row of {len(keep)} passes; raise the value "
+                f"(`mmalign data diagnose` shows the {spec.metric} of every pair)"
+            )
+        return kept
 
     def _blind(self, path: Path) -> list[str]:
         """Blind responses of the base model (built once, cached by model and data)."""
@@ -253,5 +285,6 @@ class VLMRecipe:
             "rows": len(self.dataset),
             "skipped": self.report.skipped,
             "reference": self.scorer.reference,
+            **({"filter": self.filtered} if self.filtered is not None else {}),
             **({"stage_tokens": str(self.stage_tokens)} if self.stage_tokens else {}),
         }
