@@ -5,6 +5,8 @@ backward, AdamW step) on the random tiny SD1.5 / SDXL pipelines of `mmalign.diff
 for these variants (each in both families):
 
     ours-{dpo,mapo}-{lora,full}-{encode,cache}   mmalign's `DiffusionPairScorer` + `Objective`
+    ours-dense-dpo-{lora,full}-{encode,cache}    the same Diffusion-DPO step with ImageDoctor's
+                                                 dense weighting (`diffusion.dense`)
     naive-dpo-{lora,full}-encode                 a baseline written the way the public
                                                  Diffusion-DPO training scripts do it
 
@@ -18,6 +20,13 @@ batch once before timing and reuses the tensors, as training from the pre-encodi
 reference is a second full UNet (a deepcopy of the base) run separately on chosen and rejected,
 for both LoRA and the full fine-tune.
 
+`ours-dense-dpo`: the per-image weights 1 - H (`mmalign.diffusion.dense.DenseWeights`) are
+computed once before timing by a dense reward head, as the recipe computes them once at the
+start of training, and each step looks up its rows and weights the squared error. The head is
+the toy backbone of `configs/toy/dense_reward.yaml`, freshly initialised from seed 0 (the
+benchmark does not depend on a trained head under runs/; the weights' values change no
+timing). The time to compute the weights is reported (`dense_setup_s`), outside the steps.
+
 Every variant runs in its own child process (this file with `--variant NAME --json`), so its
 peak memory is its own: the child's peak RSS (`ru_maxrss`) on CPU, and
 `torch.cuda.max_memory_allocated()` on CUDA. The time is the median of the timed steps after
@@ -27,6 +36,7 @@ MISS against its target:
 
     MaPO time / DPO time           <= 0.75
     MaPO peak / DPO peak           <  1
+    dense-DPO time / DPO time      <= 1.1
     cache speed-up (encode / cache time) >= 1.3
     ours time / naive time         <= 0.7
 
@@ -70,10 +80,12 @@ class Variant:
     loss: LossName
     train: TrainKind
     cache: bool
+    dense: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.impl}-{self.loss}-{self.train}-{'cache' if self.cache else 'encode'}"
+        loss = f"dense-{self.loss}" if self.dense else self.loss
+        return f"{self.impl}-{loss}-{self.train}-{'cache' if self.cache else 'encode'}"
 
 
 VARIANTS: dict[str, Variant] = {
@@ -83,6 +95,11 @@ VARIANTS: dict[str, Variant] = {
             Variant("ours", loss, train, cache)
             for train in ("lora", "full")
             for loss in ("dpo", "mapo")
+            for cache in (False, True)
+        ),
+        *(
+            Variant("ours", "dpo", train, cache, dense=True)
+            for train in ("lora", "full")
             for cache in (False, True)
         ),
         Variant("naive", "dpo", "lora", False),
@@ -112,9 +129,31 @@ def _pixel_batch(batch: int, resolution: int) -> dict[str, Any]:
     }
 
 
+def _dense_weights(pixels: dict[str, Any], latent_size: tuple[int, int]) -> Any:
+    """`DenseWeights` of the batch's pairs from a freshly initialised toy dense head (seed 0),
+    as `diffusion.dense` computes them once at the start of training (`pair_weights`)."""
+    import tempfile
+
+    import torch
+
+    from mmalign.diffusion.dense import DenseWeights
+    from mmalign.rewards.dense import DenseRewardConfig, DenseRewardModel, DenseScorer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = torch.get_rng_state()
+        torch.manual_seed(0)
+        DenseRewardModel(DenseRewardConfig()).save_pretrained(tmp)
+        torch.set_rng_state(state)  # the LoRA initialisation stays the one the others get
+        scorer = DenseScorer(tmp, device="cpu")
+    images = pixels["pixels"].add(1).div(2).clamp(0, 1)  # [B,2,3,R,R] in [0,1], as the recipe
+    return DenseWeights.compute(
+        scorer, images[:, 0], images[:, 1], list(pixels["prompt"]), latent_size
+    )
+
+
 def _ours(
     model: Any, variant: Variant, pixels: dict[str, Any], rank: int, device: torch.device
-) -> tuple[Callable[[int], float], torch.nn.Module]:
+) -> tuple[Callable[[int], float], torch.nn.Module, dict[str, Any]]:
     """mmalign's step, as `mmalign train` runs it for a diffusion recipe."""
     import torch
 
@@ -152,6 +191,15 @@ def _ours(
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
+    extra: dict[str, Any] = {}
+    dense = None
+    if variant.dense:
+        # Computed once before the steps, as the recipe does at the start of training.
+        start = time.perf_counter()
+        scale = model.vae_scale
+        side = int(pixels["pixels"].shape[-1]) // scale
+        dense = _dense_weights(pixels, (side, side))
+        extra["dense_setup_s"] = time.perf_counter() - start
     optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=1e-5)
     b = len(pixels["prompt"])
     unet.train()
@@ -162,6 +210,8 @@ def _ours(
             inputs = {k: v.to(device) for k, v in encoded.items()}
         else:
             inputs = cached
+        if dense is not None:  # the recipe's lookup of the batch's rows (recipe.py)
+            inputs = {**inputs, "dense_weight": dense.rows(range(b)).to(device)}
         seeds = torch.arange(b) + i * b  # one seed per pair, as the loop derives them
         scores = scorer(unet, inputs, seeds, with_reference=objective.needs_reference, base=unet)
         loss = objective(scores).loss
@@ -170,12 +220,12 @@ def _ours(
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    return step, unet
+    return step, unet, extra
 
 
 def _naive(
     model: Any, variant: Variant, pixels: dict[str, Any], rank: int, device: torch.device
-) -> tuple[Callable[[int], float], torch.nn.Module]:
+) -> tuple[Callable[[int], float], torch.nn.Module, dict[str, Any]]:
     """The baseline: what the public Diffusion-DPO scripts do, with the same math."""
     import torch
     import torch.nn.functional as F
@@ -248,7 +298,7 @@ def _naive(
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    return step, unet
+    return step, unet, {}
 
 
 def run_child(args: argparse.Namespace) -> dict[str, Any]:
@@ -273,7 +323,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     pixels = _pixel_batch(args.batch, args.resolution)
     torch.manual_seed(0)  # the LoRA initialisation
     build = _ours if variant.impl == "ours" else _naive
-    step, unet = build(model, variant, pixels, args.rank, device)
+    step, unet, extra = build(model, variant, pixels, args.rank, device)
     times: list[float] = []
     loss = float("nan")
     for i in range(args.warmup + args.steps):
@@ -295,6 +345,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         **step_summary(times, device, base_rss),
         "trainable_params": sum(p.numel() for p in unet.parameters() if p.requires_grad),
         "final_loss": loss,
+        **extra,
     }
 
 
@@ -347,6 +398,22 @@ RATIOS = [
         "train_rss_mb",
         1,
         "<",
+    ),
+    # ImageDoctor's dense weighting: the heatmaps are computed once, so a step only looks up
+    # its rows' weights and multiplies the squared error.
+    Ratio(
+        "dense-DPO/DPO time (cache)",
+        "ours-dense-dpo-{t}-cache",
+        "ours-dpo-{t}-cache",
+        "s_per_step",
+        1.1,
+    ),
+    Ratio(
+        "dense-DPO/DPO time (encode)",
+        "ours-dense-dpo-{t}-encode",
+        "ours-dpo-{t}-encode",
+        "s_per_step",
+        1.1,
     ),
     Ratio(
         "cache speed-up DPO", "ours-dpo-{t}-encode", "ours-dpo-{t}-cache", "s_per_step", 1.3, ">="
@@ -439,14 +506,14 @@ def _print_tables(
 ) -> None:
     device = next((r["device"] for v in results.values() for r in v.values() if "device" in r), "?")
     peak = "peak MB (cuda alloc)" if device.startswith("cuda") else "peak MB (RSS)"
-    print(f"\n{'family':<6} {'variant':<22} {'s/step':>9} {'min s':>9} {peak:>20} {'+run MB':>8}")
+    print(f"\n{'family':<6} {'variant':<26} {'s/step':>9} {'min s':>9} {peak:>20} {'+run MB':>8}")
     for family, by_variant in results.items():
         for name, r in by_variant.items():
             if "error" in r:
-                print(f"{family:<6} {name:<22} FAILED: {r['error'].splitlines()[-1:]}")
+                print(f"{family:<6} {name:<26} FAILED: {r['error'].splitlines()[-1:]}")
                 continue
             print(
-                f"{family:<6} {name:<22} {r['s_per_step']:>9.4f} {r['s_per_step_min']:>9.4f} "
+                f"{family:<6} {name:<26} {r['s_per_step']:>9.4f} {r['s_per_step_min']:>9.4f} "
                 f"{r['peak_mb']:>20.1f} {r['train_rss_mb']:>8.1f}"
             )
     print(f"\n{'family':<6} {'train':<5} {'ratio':<29} {'value':>7} {'target':>8}  verdict")

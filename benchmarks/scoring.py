@@ -7,6 +7,12 @@ toy scorers (programmatic, no model) are measured the same way for comparison, o
 image vs one call per 32 images, but not held to the target. The ratio batch-32 / batch-1
 throughput of each model scorer is checked against the target (>= 3x) in this run: PASS/MISS.
 
+`dense` is the dense reward head (`dense:<path>`, `mmalign.rewards.dense`) with the toy
+backbone in the architecture of `configs/toy/dense_reward.yaml` (the defaults of
+`DenseRewardConfig`), freshly initialised from seed 0 and saved with `save_pretrained`, so the
+benchmark does not depend on a trained head under runs/; its `score` runs the whole head
+(both heatmaps and the four scores), as `.dense` does.
+
     OMP_NUM_THREADS=1 python benchmarks/scoring.py --out runs/bench/scoring.json
 """
 
@@ -24,7 +30,8 @@ from pathlib import Path
 import torch
 
 TARGET = 3.0
-ALL = ["pickscore", "hpsv2", "clip", "aesthetic", "imagereward", "toy:fidelity", "toy:style"]
+ALL = ["pickscore", "hpsv2", "clip", "aesthetic", "dense", "imagereward", "toy:fidelity",
+       "toy:style"]  # fmt: skip
 
 
 def build(name: str, root: Path, device: str):
@@ -46,6 +53,13 @@ def build(name: str, root: Path, device: str):
         mlp = tiny.save_aesthetic(root / "aesthetic", width=16)
         return lambda bs: get_scorer(name, path=mlp, clip=f"{config}:{weights}", batch_size=bs,
                                      **common)  # fmt: skip
+    if name == "dense":
+        from mmalign.rewards.dense import DenseRewardConfig, DenseRewardModel
+
+        torch.manual_seed(0)  # a fresh toy head: the timing does not depend on trained weights
+        DenseRewardModel(DenseRewardConfig()).save_pretrained(root / "dense")
+        path = root / "dense"
+        return lambda bs: get_scorer(f"dense:{path}", batch_size=bs, **common)
     if name == "imagereward":
         try:
             import ImageReward  # noqa: F401

@@ -1,4 +1,4 @@
-"""Smoke test of `benchmarks/diffusion_step.py`: a `--quick` run of two variants on tiny SD."""
+"""Smoke test of `benchmarks/diffusion_step.py`: a `--quick` run of three variants on tiny SD."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "diffusion_step.py"
-VARIANTS = ["ours-mapo-lora-cache", "ours-dpo-lora-cache"]
+VARIANTS = ["ours-mapo-lora-cache", "ours-dpo-lora-cache", "ours-dense-dpo-lora-cache"]
 RESULT_KEYS = {
     "variant", "family", "device", "s_per_step", "s_per_step_mean", "step_times", "peak_mb",
     "peak_rss_mb", "peak_cuda_mb", "base_rss_mb", "train_rss_mb", "final_loss",
@@ -43,5 +43,10 @@ def test_quick_run_writes_results_and_ratios(tmp_path):
     assert time_ratio["verdict"] in ("PASS", "MISS")
     assert time_ratio["numerator"] == "ours-mapo-lora-cache"
     assert time_ratio["value"] > 0
+    dense = ratios[("lora", "dense-DPO/DPO time (cache)")]
+    assert dense["verdict"] in ("PASS", "MISS") and dense["target"] == 1.1
+    assert dense["denominator"] == "ours-dpo-lora-cache" and dense["value"] > 0
+    assert report["results"]["sd"]["ours-dense-dpo-lora-cache"]["dense_setup_s"] > 0
+    assert ("lora", "dense-DPO/DPO time (encode)") not in ratios
     # Ratios whose variants did not run are left out, not reported as zero.
     assert not any(r["train"] == "full" for r in report["ratios"])
