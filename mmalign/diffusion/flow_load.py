@@ -1,0 +1,175 @@
+"""Load flow-matching pipelines (SD3 / SD3.5 and FLUX.1) and tell them from DDPM ones.
+
+The family comes from the pipeline itself, never from its name: a flow-matching scheduler
+(`FlowMatchEulerDiscreteScheduler` and its siblings) makes it a flow model, and the
+transformer's class makes it `sd3` (`SD3Transformer2DModel`: three text encoders, latents as
+images) or `flux` (`FluxTransformer2DModel`: CLIP + T5, latents packed 2x2 into tokens, and
+FLUX.1-dev's guidance embedding). `process_of` reads the same fact from a folder's
+`model_index.json` before any weights load, so `mmalign train` picks the recipe without
+loading the model twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from ..hub import Need, hub_errors, require
+from .load import DTYPES, dtype_kwarg, pipeline_class, resolve_model
+
+FlowFamily = Literal["sd3", "flux"]
+Process = Literal["ddpm", "flow"]
+# diffusers' flow-matching schedulers: a pipeline saved with one of these trains by flow matching
+FLOW_SCHEDULERS = (
+    "FlowMatchEulerDiscreteScheduler",
+    "FlowMatchHeunDiscreteScheduler",
+    "FlowMatchLCMScheduler",
+)
+# the maximum T5 length each family's pipeline uses by default (`max_sequence_length`)
+DEFAULT_MAX_SEQUENCE = {"sd3": 256, "flux": 512}
+
+
+@dataclass
+class FlowModel:
+    """A loaded flow-matching pipeline and what training needs to know about it."""
+
+    pipe: Any  # StableDiffusion3Pipeline | FluxPipeline
+    family: FlowFamily
+    source: str
+
+    @property
+    def transformer(self) -> torch.nn.Module:
+        return self.pipe.transformer
+
+    @property
+    def unet(self) -> torch.nn.Module:
+        """The denoiser under the name the DDPM code paths use (the recipe's `model`)."""
+        return self.pipe.transformer
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+
+    @property
+    def default_resolution(self) -> int:
+        if self.family == "sd3":
+            return int(self.transformer.config.sample_size) * self.vae_scale
+        return 1024  # FLUX.1's native size; its transformer config names none
+
+    @property
+    def guidance_embeds(self) -> bool:
+        """FLUX.1-dev embeds the guidance value; schnell and SD3 do not."""
+        return bool(getattr(self.transformer.config, "guidance_embeds", False))
+
+    @property
+    def has_t5(self) -> bool:
+        name = "text_encoder_3" if self.family == "sd3" else "text_encoder_2"
+        return getattr(self.pipe, name, None) is not None
+
+    @property
+    def text_encoders(self) -> list[torch.nn.Module]:
+        names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+        return [m for m in (getattr(self.pipe, n, None) for n in names) if m is not None]
+
+
+def is_flow_scheduler(scheduler: Any) -> bool:
+    return type(scheduler).__name__ in FLOW_SCHEDULERS or hasattr(scheduler, "scale_noise")
+
+
+def flow_family(pipe: Any) -> FlowFamily:
+    """`sd3` or `flux` from the pipeline's scheduler and transformer classes."""
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    if not is_flow_scheduler(getattr(pipe, "scheduler", None)):
+        raise ValueError(
+            f"this {type(pipe).__name__} does not use a flow-matching scheduler "
+            f"(it has {type(getattr(pipe, 'scheduler', None)).__name__})"
+        )
+    transformer = getattr(pipe, "transformer", None)
+    if isinstance(transformer, SD3Transformer2DModel):
+        return "sd3"
+    if isinstance(transformer, FluxTransformer2DModel):
+        return "flux"
+    raise ValueError(
+        f"mmalign trains flow-matching StableDiffusion3Pipeline and FluxPipeline models; this "
+        f"{type(pipe).__name__} has a {type(transformer).__name__} denoiser"
+    )
+
+
+def _model_index(source: str, revision: str | None = None) -> dict[str, Any] | None:
+    local = Path(source) / "model_index.json"
+    if local.is_file():
+        return dict(json.loads(local.read_text()))
+    if Path(source).exists():
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return dict(json.loads(Path(hf_hub_download(source, "model_index.json",
+                                                    revision=revision)).read_text()))  # fmt: skip
+    except Exception:  # offline or unknown: the loader names the problem later
+        return None
+
+
+def process_of(name_or_path: str | Path, revision: str | None = None) -> Process | None:
+    """`flow` or `ddpm` from the scheduler class a pipeline folder (or hub id) was saved with;
+    None when there is no `model_index.json` to read."""
+    index = _model_index(resolve_model(name_or_path), revision)
+    if index is None:
+        return None
+    scheduler = index.get("scheduler") or [None, None]
+    return "flow" if scheduler[-1] in FLOW_SCHEDULERS else "ddpm"
+
+
+def load_flow_pipeline(
+    name_or_path: str | Path,
+    *,
+    dtype: str = "float32",
+    variant: str | None = None,
+    revision: str | None = None,
+    drop_t5: bool = False,
+    device: str | torch.device | None = None,
+) -> FlowModel:
+    """Load an SD3 / SD3.5 or FLUX.1 pipeline. The transformer and text encoders take
+    `dtype`; the VAE stays float32 (as diffusers' training scripts keep it). `drop_t5`
+    loads SD3 without its T5 encoder (the pipeline then feeds zeros in its place, as SD3
+    allows); FLUX cannot drop it."""
+    from diffusers import AutoencoderKL, DiffusionPipeline
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    source = resolve_model(name_or_path)
+    if Path(source).exists() and pipeline_class(source) is None:
+        raise FileNotFoundError(
+            f"{source} is not a diffusers pipeline folder (no model_index.json)"
+        )
+    require([Need(source, "model", file="model_index.json", revision=revision)])
+    kwargs: dict[str, Any] = {**dtype_kwarg(DTYPES[dtype]), "variant": variant}
+    if revision is not None:
+        kwargs["revision"] = revision
+    if dtype != "float32":
+        with hub_errors(source, "model"):
+            kwargs["vae"] = AutoencoderKL.from_pretrained(
+                source, subfolder="vae", variant=variant, revision=revision,
+                **dtype_kwarg(torch.float32),
+            )  # fmt: skip
+    if drop_t5:
+        if pipeline_class(source) == "FluxPipeline":
+            raise ValueError("diffusion.drop_t5: FLUX needs its T5 encoder; only SD3 can drop it")
+        kwargs.update(text_encoder_3=None, tokenizer_3=None)
+    with hub_errors(source, "model"):
+        pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
+    family = flow_family(pipe)
+    if device is not None:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return FlowModel(pipe, family, source)
+
+
+def flow_model(pipe: Any, source: str = "in-memory") -> FlowModel:
+    """Wrap an already built pipeline (tests, benchmarks)."""
+    return FlowModel(pipe, flow_family(pipe), source)

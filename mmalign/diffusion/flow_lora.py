@@ -1,0 +1,98 @@
+"""LoRA on an SD3 / FLUX transformer, saved so the stock `load_lora_weights` reads it.
+
+The default targets are the joint attention's projections of both streams, the list of
+diffusers' `train_dreambooth_lora_sd3.py` and flow_grpo's `train_sd3_dpo.py` (image stream
+`to_q/to_k/to_v/to_out.0`, text stream `add_q_proj/add_k_proj/add_v_proj/to_add_out`); FLUX's
+single-stream blocks match `attn.to_q/k/v` too. The file is written by the pipeline class's own
+`save_lora_weights` (keys `transformer.<module>.lora_A/B.weight`), so
+`StableDiffusion3Pipeline.load_lora_weights(dir)` / `FluxPipeline.load_lora_weights(dir)` load it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..train.config import LoraConfig
+from .flow_load import FlowFamily, FlowModel
+from .lora import LORA_FILE
+
+ATTENTION = [
+    "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
+    "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
+]  # fmt: skip
+FLOW_TARGETS: dict[str, list[str]] = {"sd3": ATTENTION, "flux": ATTENTION}
+
+
+def check_flow_targets(transformer: torch.nn.Module, family: FlowFamily,
+                       targets: list[str] | None) -> None:  # fmt: skip
+    """Every `lora.target_modules` entry names some layer of the transformer (peft's rule:
+    the full name or its last dotted parts); else a ConfigError naming what it has."""
+    from ..config import ConfigError
+    from ..suggest import did_you_mean
+
+    names = [name for name, _ in transformer.named_modules() if name]
+    for target in targets or FLOW_TARGETS[family]:
+        if any(n == target or n.endswith("." + target) for n in names):
+            continue
+        linear = [n for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)]
+        # the leaf and its parent (`attn.to_q`, `to_out.0`): how targets are usually written
+        leaves = sorted({".".join(n.split(".")[-3 if n[-1].isdigit() else -2 :]) for n in linear})
+        raise ConfigError(
+            f"lora.target_modules: '{target}' names no layer of the {type(transformer).__name__}; "
+            f"{did_you_mean(target, leaves)} (its linear layers: {', '.join(leaves[:24])}"
+            f"{', ...' if len(leaves) > 24 else ''})"
+        )
+
+
+def add_flow_lora(transformer: torch.nn.Module, family: FlowFamily, cfg: LoraConfig) -> None:
+    """Attach a trainable LoRA adapter; every base weight is frozen."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    transformer.requires_grad_(False)
+    transformer.add_adapter(
+        PeftLoraConfig(
+            r=cfg.rank,
+            lora_alpha=cfg.alpha if cfg.alpha is not None else cfg.rank,
+            lora_dropout=cfg.dropout,
+            init_lora_weights="gaussian",
+            target_modules=list(cfg.target_modules or FLOW_TARGETS[family]),
+        )
+    )
+
+
+def save_flow_lora(out_dir: str | Path, transformer: torch.nn.Module, family: FlowFamily) -> Path:
+    """Write `out_dir/pytorch_lora_weights.safetensors` with the pipeline class's writer."""
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+    from peft.utils import get_peft_model_state_dict
+
+    cls = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
+    state = get_peft_model_state_dict(transformer)
+    layers = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    cls.save_lora_weights(str(out_dir), transformer_lora_layers=layers, safe_serialization=True)
+    return Path(out_dir) / LORA_FILE
+
+
+def apply_flow_lora(model: FlowModel, lora: str | Path) -> FlowModel:
+    """`pipe.load_lora_weights(lora)`, failing clearly when nothing of it fits the model."""
+    path = Path(lora)
+    if path.is_dir() and not (path / LORA_FILE).is_file():
+        raise FileNotFoundError(f"{path} holds no {LORA_FILE}")
+
+    def count() -> int:
+        return sum(p.numel() for n, p in model.transformer.named_parameters() if "lora_" in n)
+
+    before = count()
+    try:
+        model.pipe.load_lora_weights(str(path))
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"the LoRA at {path} does not fit the model {model.source}: {err}"
+        ) from None
+    if count() == before:
+        raise ValueError(
+            f"the LoRA at {path} does not fit the model {model.source}: none of its layers "
+            "matched the transformer (was it trained on another architecture?)"
+        )
+    return model
