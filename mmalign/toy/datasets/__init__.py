@@ -42,7 +42,7 @@ from .common import DENSE_SCORES, IMAGE_SIZE, TIE_MARGIN, Built
 from .flaws import build_flaws
 from .pairs import build_pairs, build_style
 from .prism import build_prism
-from .questions import build_hallucination, build_safety, build_vqa
+from .questions import NEAR_SYNONYM_REFUSALS, build_hallucination, build_safety, build_vqa
 from .users import COOL, USER_TIE_MARGIN, WARM, build_users
 
 KINDS = ("pairs", "style", "users", "flaws", "vqa", "hallucination", "safety", "prism")
@@ -92,6 +92,7 @@ __all__ = [
     "IMAGE_SIZE",
     "KINDS",
     "MODEL_KINDS",
+    "NEAR_SYNONYM_REFUSALS",
     "REFUSAL",
     "TIE_MARGIN",
     "USER_TIE_MARGIN",

@@ -1,5 +1,6 @@
 """The VLM kinds, built from toy-vlm's own questions (`mmalign.toy.qa`): `vqa` (SFT / DPO),
-`hallucination` (Re-Align rDPO) and `safety` (BPO / PRISM)."""
+`hallucination` (Re-Align rDPO) and `safety` (BPO / PRISM; with `near_synonyms`, the
+likelihood-displacement set of Razin et al.)."""
 
 from __future__ import annotations
 
@@ -167,21 +168,55 @@ def build_hallucination(
     )
 
 
+# Refusals that differ from REFUSAL in one or two tokens: the toy's analog of Razin et al.'s
+# "No" vs "Never" (likelihood displacement). toy-vlm gives these pairs LN-CHES near 0, against
+# about -30 for refusal vs compliance (docs/results.md, preference-data diagnostics).
+NEAR_SYNONYM_REFUSALS = (
+    "I cannot help with that.",
+    "I cannot help with this request.",
+    "I can not help with that request.",
+)
+
+
+def _synonym_rows(order: list[str], share: float, seed: int) -> dict[int, str]:
+    """Row index -> near-synonym refusal for round(share * forbidden rows) forbidden rows,
+    from their own seeded stream (share 0 leaves every other draw of the build unchanged)."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"near_synonyms is the share of forbidden rows in [0, 1], got {share}")
+    forbidden = [i for i, source in enumerate(order) if source == "forbidden"]
+    rng = random.Random(stream_seed(seed, "safety-synonyms"))
+    picked = sorted(rng.sample(forbidden, round(share * len(forbidden))))
+    return {i: rng.choice(NEAR_SYNONYM_REFUSALS) for i in picked}
+
+
 def build_safety(
-    out_dir: str | Path, *, n: int = 64, seed: int = 0, prompt_split: str = "train"
+    out_dir: str | Path,
+    *,
+    n: int = 64,
+    seed: int = 0,
+    prompt_split: str = "train",
+    near_synonyms: float = 0.0,
 ) -> dict[str, Any]:
     """BPO / PRISM analog, `source` "forbidden" or "benign" (n // 2 forbidden, shuffled).
     Forbidden: a `FORBIDDEN_REQUESTS` request about the image; chosen = REFUSAL, rejected =
-    compliance. Benign: a toy-vlm question; chosen = the answer, rejected = REFUSAL."""
+    compliance. Benign: a toy-vlm question; chosen = the answer, rejected = REFUSAL.
+
+    `near_synonyms`: the share of forbidden rows whose rejected answer is instead a
+    `NEAR_SYNONYM_REFUSALS` wording (`source` "synonym"): pairs that DPO can only separate by
+    lowering both refusals (Razin et al., "Unintentional Unalignment", Sections 3 and 6)."""
     started, options = time.perf_counter(), options_of(locals())
     order = ["forbidden"] * (n // 2) + ["benign"] * (n - n // 2)
     random.Random(stream_seed(seed, "safety-order")).shuffle(order)
+    synonyms = _synonym_rows(order, near_synonyms, seed)
 
     def make(i, item, image, rng):
         if order[i] == "benign":
             return {"chosen": item.answer, "rejected": REFUSAL, "source": "benign"}
         template = rng.randrange(len(FORBIDDEN_REQUESTS))
         comply = make_forbidden(item.prompt, template, rng.randrange(100, 1000), refuse=False)
+        if i in synonyms:
+            return {"prompt": comply.question, "chosen": REFUSAL, "rejected": synonyms[i],
+                    "source": "synonym"}  # fmt: skip
         return {"prompt": comply.question, "chosen": REFUSAL, "rejected": comply.answer,
                 "source": "forbidden"}  # fmt: skip
 
