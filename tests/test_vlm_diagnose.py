@@ -150,3 +150,23 @@ def test_cli_writes_table_summary_report_and_filtered_set(tmp_path, capsys):
     assert code == 2 and "CHES and LN-CHES are defined for language-model" in (
         capsys.readouterr().err
     )
+
+
+def test_summary_by_source_means_and_changes():
+    from mmalign.data.schema import ValidationReport
+    from mmalign.vlm.diagnose import Diagnosis, summarize, summarize_by
+
+    cols = {"row": [0, 1, 2], "duplicate_of": [-1, -1, -1], "chosen_tokens": [2, 3, 4],
+            "rejected_tokens": [2, 2, 2], "logp_chosen": [-1.0, -3.0, -2.0],
+            "logp_rejected": [-2.0, -1.0, -6.0], "ranking_correct": [True, False, True],
+            "ches": [0.0, 1.0, 2.0], "ln_ches": [0.0, -1.0, -2.0],
+            "ref_chosen": [-2.0, -1.0, -2.0], "ref_rejected": [-2.0, -2.0, -2.0],
+            "implicit_correct": [True, False, False]}  # fmt: skip
+    diag = Diagnosis(cols, ValidationReport(name="t"), hidden_size=4)
+    by = summarize_by(diag, ["x", "y", "x"])
+    assert by["x"] == {"pairs": 2, "ranking_accuracy": 1.0, "implicit_accuracy": 0.5,
+                       "mean_logp_chosen": -1.5, "mean_logp_rejected": -4.0,
+                       "mean_ref_chosen": -2.0, "mean_ref_rejected": -2.0,
+                       "mean_chosen_change": 0.5, "mean_rejected_change": -2.0}  # fmt: skip
+    assert by["y"]["pairs"] == 1 and by["y"]["mean_chosen_change"] == -2.0
+    assert summarize(diag)["mean_chosen_change"] == pytest.approx(-2 / 3 + 1 / 3)  # -2 - (-5/3)

@@ -168,4 +168,33 @@ def summarize(diag: Diagnosis) -> dict[str, Any]:
         qs = torch.quantile(values, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64))
         out[name] = {"mean": float(values.mean()), "p05": float(qs[0]), "median": float(qs[1]),
                      "p95": float(qs[2]), "max": float(values.max())}  # fmt: skip
+    out.update(group_means(cols, range(n)))
+    return out
+
+
+def group_means(cols: dict[str, list[Any]], idx: Any) -> dict[str, float]:
+    """Mean log-probs of the pairs `idx` and, with a reference, their mean change from it
+    (`chosen_change` < 0: the chosen answers lost likelihood, Razin et al.'s displacement)."""
+    idx = list(idx)
+    out = {"logp_chosen": sum(cols["logp_chosen"][i] for i in idx) / len(idx),
+           "logp_rejected": sum(cols["logp_rejected"][i] for i in idx) / len(idx)}  # fmt: skip
+    if "ref_chosen" in cols:
+        for side in ("chosen", "rejected"):
+            out[f"ref_{side}"] = sum(cols[f"ref_{side}"][i] for i in idx) / len(idx)
+            out[f"{side}_change"] = out[f"logp_{side}"] - out[f"ref_{side}"]
+    return {f"mean_{k}": v for k, v in out.items()}
+
+
+def summarize_by(diag: Diagnosis, groups: list[str]) -> dict[str, dict[str, Any]]:
+    """Per group (e.g. the rows' `source`, one label per diagnosed pair): pairs, ranking and
+    implicit accuracy and the mean log-probs and changes of `group_means`."""
+    cols, out = diag.columns, {}
+    for name in sorted(set(groups)):
+        idx = [i for i, g in enumerate(groups) if g == name]
+        entry: dict[str, Any] = {"pairs": len(idx),
+                                 "ranking_accuracy": sum(cols["ranking_correct"][i]
+                                                         for i in idx) / len(idx)}  # fmt: skip
+        if "implicit_correct" in cols:
+            entry["implicit_accuracy"] = sum(cols["implicit_correct"][i] for i in idx) / len(idx)
+        out[name] = {**entry, **group_means(cols, idx)}
     return out

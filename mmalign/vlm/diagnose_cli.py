@@ -26,15 +26,18 @@ def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any],
     """Parquet table, summary.json, report.html (and filtered/) under `out`; the summary."""
     import pandas as pd
 
-    from .diagnose import summarize
+    from .diagnose import summarize, summarize_by
     from .diagnose_html import render_report
 
     out.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(diag.columns)
-    for name in ("prompt", "chosen", "rejected"):
+    texts = [n for n in ("prompt", "chosen", "rejected", "source") if n in rows.column_names]
+    for name in texts:
         table[name] = [str(rows[i][name]) for i in diag.columns["row"]]
     table.to_parquet(out / "pairs.parquet", index=False)
     summary = {**meta, **summarize(diag)}
+    if "source" in table and len(table):  # e.g. toy:safety's forbidden / synonym / benign
+        summary["by_source"] = summarize_by(diag, list(table["source"]))
     if pair_filter is not None:
         kept = [diag.columns["row"][i] for i in pair_filter.keep(diag.columns[pair_filter.metric])]
         rows.select(kept).save_to_disk(str(out / "filtered"))
