@@ -60,6 +60,11 @@ def add_flow_lora(transformer: torch.nn.Module, family: FlowFamily, cfg: LoraCon
             target_modules=list(cfg.target_modules or FLOW_TARGETS[family]),
         )
     )
+    # peft gives the adapter its base layer's dtype; a bf16 / fp16 model's LoRA weights are kept
+    # in float32 so the optimizer's small updates are not rounded away (as diffusers' scripts do)
+    for param in transformer.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
 
 
 def save_flow_lora(out_dir: str | Path, transformer: torch.nn.Module, family: FlowFamily) -> Path:
