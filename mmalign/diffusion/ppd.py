@@ -48,9 +48,14 @@ def _attention_module(unet: Any, processor_name: str) -> Any:
     return unet.get_submodule(processor_name.removesuffix(".processor"))
 
 
-def init_state_dict(unet: Any, embed_dim: int, *, seed: int = 0) -> dict[str, dict[str, Any]]:
+def init_state_dict(
+    unet: Any, embed_dim: int, *, seed: int = 0, zero_values: bool = False
+) -> dict[str, dict[str, Any]]:
     """A fresh branch in the IP-Adapter layout: `to_k_ip`/`to_v_ip` copy the text projections;
-    `proj` is a seeded Linear(embed_dim, USER_TOKENS * C) with a unit LayerNorm."""
+    `proj` is a seeded Linear(embed_dim, USER_TOKENS * C) with a unit LayerNorm.
+
+    zero_values: `to_v_ip` starts at zero instead, so the branch adds nothing at step 0 and the
+    policy starts equal to its reference (the branch off), as LoRA's zero B does for DPO."""
     if embed_dim < 1:
         raise InputError(f"the user embedding width must be positive, got {embed_dim}")
     cross = int(unet.config.cross_attention_dim)
@@ -70,7 +75,8 @@ def init_state_dict(unet: Any, embed_dim: int, *, seed: int = 0) -> dict[str, di
     for k, name in enumerate(_cross_attention_names(unet)):
         attn = _attention_module(unet, name)
         ip_adapter[f"{2 * k + 1}.to_k_ip.weight"] = attn.to_k.weight.detach().float().clone()
-        ip_adapter[f"{2 * k + 1}.to_v_ip.weight"] = attn.to_v.weight.detach().float().clone()
+        v = attn.to_v.weight.detach().float().clone()
+        ip_adapter[f"{2 * k + 1}.to_v_ip.weight"] = torch.zeros_like(v) if zero_values else v
     return {"image_proj": image_proj, "ip_adapter": ip_adapter}
 
 
@@ -79,10 +85,12 @@ def install(unet: Any, state: dict[str, dict[str, Any]]) -> None:
     unet._load_ip_adapter_weights([state], low_cpu_mem_usage=False)
 
 
-def add_user_branch(unet: Any, embed_dim: int, *, seed: int = 0) -> list[torch.nn.Parameter]:
+def add_user_branch(
+    unet: Any, embed_dim: int, *, seed: int = 0, zero_values: bool = False
+) -> list[torch.nn.Parameter]:
     """Add a fresh user branch to `unet`; freeze everything else; return the branch's
     parameters (the only ones that train)."""
-    install(unet, init_state_dict(unet, embed_dim, seed=seed))
+    install(unet, init_state_dict(unet, embed_dim, seed=seed, zero_values=zero_values))
     unet.requires_grad_(False)
     params = branch_parameters(unet)
     for p in params:

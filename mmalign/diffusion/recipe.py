@@ -36,6 +36,8 @@ def validation_prompts(spec: list[str] | str) -> list[str]:
 
 
 class DiffusionRecipe:
+    scorer_class: type[DiffusionPairScorer] = DiffusionPairScorer  # PPD: its own scorer
+
     def __init__(self, cfg: Config, accelerator: Any):
         self.cfg = cfg
         self.accelerator = accelerator
@@ -86,21 +88,9 @@ class DiffusionRecipe:
             self.dataset = images
             empty = self.encoder.empty()
         self.model = pipe.unet
-        if cfg.lora is not None:
-            # Seeded here, not earlier: building the cache draws from the global generator,
-            # and the cached and uncached runs must start from the same adapter.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.train.seed)
-                add_lora(self.model, cfg.lora)
-        else:
-            self.model.requires_grad_(True)
-        reference = cfg.diffusion.reference
-        if reference == "auto":
-            reference = "adapters" if cfg.lora is not None else "copy"
-        if reference == "adapters" and cfg.lora is None:
-            raise ValueError("diffusion.reference: 'adapters' needs lora; use 'copy' or 'auto'")
+        reference = self._make_trainable()
         needs_ref = cfg.build_objective().needs_reference
-        self.scorer = DiffusionPairScorer(
+        self.scorer = self.scorer_class(
             self.diffusion,
             empty,
             reference=reference if needs_ref else "none",  # type: ignore[arg-type]
@@ -119,6 +109,24 @@ class DiffusionRecipe:
 
             self.dense = pair_weights(d.dense, images, self.resolution // self.diffusion.vae_scale)
         self._unwrapped: tuple[torch.nn.Module, torch.nn.Module] | None = None
+
+    def _make_trainable(self) -> str:
+        """Add what trains (LoRA, or the whole UNet) and return the reference kind."""
+        cfg = self.cfg
+        if cfg.lora is not None:
+            # Seeded here, not earlier: building the cache draws from the global generator,
+            # and the cached and uncached runs must start from the same adapter.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.train.seed)
+                add_lora(self.model, cfg.lora)
+        else:
+            self.model.requires_grad_(True)
+        reference = cfg.diffusion.reference
+        if reference == "auto":
+            reference = "adapters" if cfg.lora is not None else "copy"
+        if reference == "adapters" and cfg.lora is None:
+            raise ValueError("diffusion.reference: 'adapters' needs lora; use 'copy' or 'auto'")
+        return reference
 
     def _encoders_to(self, device: str | torch.device) -> None:
         pipe = self.diffusion.pipe

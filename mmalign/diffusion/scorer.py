@@ -82,14 +82,22 @@ class DiffusionPairScorer:
                 cond[key] = torch.where(mask.view(shape), empty, value)
         return cond
 
+    def _added_cond(self, cond, time_ids) -> dict[str, Any]:
+        """The UNet's `added_cond_kwargs` for the stacked [chosen; rejected] batch (SDXL's
+        micro-conditioning; PPD's scorer adds the user embedding)."""
+        if self.family != "sdxl":
+            return {}
+        return {
+            "text_embeds": cond["pooled"].repeat(2, 1),
+            "time_ids": torch.cat([time_ids[:, 0], time_ids[:, 1]]).to(cond["pooled"].dtype),
+        }
+
     def _mse(self, unet, noisy, t, target, cond, time_ids, weight=None) -> torch.Tensor:
         b = noisy.shape[0] // 2
         kwargs = {}
-        if self.family == "sdxl":
-            kwargs["added_cond_kwargs"] = {
-                "text_embeds": cond["pooled"].repeat(2, 1),
-                "time_ids": torch.cat([time_ids[:, 0], time_ids[:, 1]]).to(cond["pooled"].dtype),
-            }
+        added = self._added_cond(cond, time_ids)
+        if added:
+            kwargs["added_cond_kwargs"] = added
         embeds = cond["prompt_embeds"]
         pred = unet(noisy, t.repeat(2), embeds.repeat(2, 1, 1), **kwargs).sample
         mse = weighted_mse(pred, target, weight)  # weight None: the plain C,H,W mean

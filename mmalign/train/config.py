@@ -126,6 +126,19 @@ class DiffusionConfig:
     # latent and its implied noise (mmalign/diffusion/trajectory.py)
     trajectory: Literal["forward", "renoise"] = "forward"
     renoise: RenoiseConfig = field(default_factory=lambda: RenoiseConfig())
+    # Flow-matching models (SD3 / SD3.5, FLUX; mmalign/diffusion/flow.py). process: auto
+    # detects ddpm or flow from the pipeline's scheduler; a recipe that names one fails on the
+    # other. The keys below apply to flow models only (None: the family's default).
+    process: Literal["auto", "ddpm", "flow"] = "auto"
+    sigma_sampling: Literal["logit_normal", "uniform", "mode"] | None = None  # logit_normal
+    logit_mean: float | None = None  # 0.0 (SD3 paper)
+    logit_std: float | None = None  # 1.0
+    mode_scale: float | None = None  # 1.29 (diffusers' scripts)
+    loss_weighting: Literal["none", "sigma_sqrt", "cosmap"] | None = None  # none
+    sigma_shift: float | None = None  # the scheduler's training shift (SD3 3.0, FLUX 1)
+    guidance: float | None = None  # FLUX.1-dev's embedded guidance; required for such a model
+    drop_t5: bool = False  # SD3 without its T5 encoder (zeros in its place, as SD3 allows)
+    max_sequence_length: int | None = None  # T5 tokens (SD3 256, FLUX 512)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.caption_dropout < 1.0:
@@ -134,6 +147,27 @@ class DiffusionConfig:
             )
         if self.vae_batch_size is not None and self.vae_batch_size < 1:
             raise ValueError(f"diffusion.vae_batch_size must be >= 1, got {self.vae_batch_size}")
+
+
+@dataclass
+class PPDConfig:
+    """`ppd:` (diffusion only): PPD (Dang et al. CVPR 2025, mmalign/diffusion/ppd_recipe.py).
+    The denoiser gets an IP-Adapter user branch (only it trains; `lora: null`), each pair is
+    scored conditioned on its user's embedding, the reference is the branch off."""
+
+    encoder: str = "toy:vlm"  # the VLM that reads each user's few-shot examples
+    shots: int = 4  # examples per user (the paper's N = 4)
+    layer: int = -2  # hidden state pooled into the embedding
+    pooling: Literal["mean", "last"] = "mean"
+    user_drop: float = 0.1  # probability a pair's embedding is zeroed (the unconditional user)
+    embeddings: str | None = None  # precomputed `mmalign data user-embed` output; None: compute
+    batch_size: int = 8  # users per encoder forward pass
+
+    def __post_init__(self) -> None:
+        if self.shots < 1:
+            raise ValueError(f"ppd.shots must be >= 1, got {self.shots}")
+        if not 0.0 <= self.user_drop < 1.0:
+            raise ValueError(f"ppd.user_drop must be in [0, 1), got {self.user_drop}")
 
 
 @dataclass
@@ -228,6 +262,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     vlm: VLMConfig = field(default_factory=VLMConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    ppd: PPDConfig | None = None  # PPD: personalized Diffusion-DPO (null: off)
     # model.kind reward: the dense head's options (mmalign/rewards/dense DenseRewardConfig)
     reward: dict[str, Any] = field(default_factory=dict)
     output_dir: str = "runs/mmalign"
@@ -248,5 +283,20 @@ class Config:
                 f"tokens), not for model.kind: {self.model.kind}"
             )
 
+        if self.ppd is not None:
+            _check_ppd(self)
+
     def build_objective(self) -> Objective:
         return Objective.from_config(self.objective)
+
+
+def _check_ppd(cfg: Config) -> None:
+    """PPD trains the user branch alone, on diffusion pairs, with the forward trajectory."""
+    if cfg.model.kind != "diffusion":
+        raise ConfigError(f"ppd: needs model.kind: diffusion, not {cfg.model.kind}")
+    if cfg.lora is not None:
+        raise ConfigError(
+            "ppd: trains only the user branch (decoupled cross-attention); set lora: null"
+        )
+    if cfg.diffusion.trajectory != "forward":
+        raise ConfigError("ppd: supports diffusion.trajectory: forward only")

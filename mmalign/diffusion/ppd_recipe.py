@@ -1,0 +1,190 @@
+"""PPD training (Dang et al. CVPR 2025): Diffusion-DPO on per-user pairs, conditioned on users.
+
+`mmalign train` runs this recipe when a diffusion recipe has a `ppd:` section. It is the
+diffusion recipe with three changes (METHODS.md section 2, "PPD"):
+
+1. Each user of the data gets one embedding from the VLM encoder reading the user's first
+   `ppd.shots` pairs (`mmalign/vlm/user_embed.py`; cached by the encoder's weights and the
+   examples, or read from `ppd.embeddings`, the output of `mmalign data user-embed`).
+2. What trains is the IP-Adapter user branch (`ppd.add_user_branch`), nothing else.
+3. Scores are Diffusion-DPO's `-mse` (the paper's loss; any core loss takes them) with the
+   policy conditioned on the pair's user embedding, zeroed with probability `ppd.user_drop`,
+   and the reference the same UNet with the user branch off, i.e. exactly the base model.
+
+The run saves `ppd_adapter.safetensors` (IP-Adapter layout, stock `load_ip_adapter` reads it)
+and the training users' `user_embeddings.safetensors` beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ConfigError
+from . import ppd
+from .recipe import DiffusionRecipe
+from .scorer import DiffusionPairScorer
+
+DROP_SALT = 0x5DEECE66D  # the user-drop draw of a pair: its own stream beside t, noise, caption
+
+
+class PPDPairScorer(DiffusionPairScorer):
+    """`DiffusionPairScorer` with the pair's user embedding in the policy's `added_cond_kwargs`
+    and the reference the same UNet with the user branch off (`ppd.user_branch_off`)."""
+
+    user_drop: float = 0.0
+    _user: torch.Tensor | None = None
+
+    def user_keep(self, seeds: torch.Tensor) -> torch.Tensor:
+        """1 where pair i keeps its user, 0 where it is dropped; from the pair's own seed."""
+        gen = torch.Generator()
+        keep = []
+        for seed in seeds.tolist():
+            gen.manual_seed((int(seed) + DROP_SALT) % (2**62))
+            keep.append(bool(torch.rand(1, generator=gen) >= self.user_drop))
+        return torch.tensor(keep, dtype=torch.float32)
+
+    def __call__(self, unet, batch, seeds, *, with_reference, base=None):
+        user = batch["user_embeds"]
+        self._user = user * self.user_keep(seeds).to(user)[:, None]
+        try:
+            return super().__call__(unet, batch, seeds, with_reference=with_reference, base=base)
+        finally:
+            self._user = None
+
+    def _added_cond(self, cond, time_ids) -> dict[str, Any]:
+        out = super()._added_cond(cond, time_ids)
+        if self._user is None:
+            raise ValueError("PPD scores need the batch's user embeddings (user_embeds)")
+        out["image_embeds"] = [self._user.repeat(2, 1)[:, None, :]]
+        return out
+
+    @contextlib.contextmanager
+    def _reference(self, unet) -> Iterator[torch.nn.Module]:
+        with ppd.user_branch_off(unet):
+            yield unet
+
+
+def training_embeddings(cfg: Any, rows: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """One embedding per user of `rows`: read from `ppd.embeddings`, or computed (and cached)
+    by the encoder from each user's first `ppd.shots` pairs. Returns (embeddings, info)."""
+    from ..vlm.user_embed import cached_user_embeddings, examples_from_pairs, load_embeddings
+
+    p = cfg.ppd
+    info: dict[str, Any] = {"encoder": p.encoder, "shots": p.shots, "layer": p.layer,
+                            "pooling": p.pooling}  # fmt: skip
+    if p.embeddings is not None:
+        embs = load_embeddings(p.embeddings)
+        meta_file = Path(p.embeddings)
+        meta_file = (meta_file if meta_file.is_dir() else meta_file.parent) / "user_embeddings.json"
+        if meta_file.is_file():
+            import json
+
+            saved = json.loads(meta_file.read_text())
+            info.update({k: saved[k] for k in ("shots", "layer", "pooling") if k in saved})
+            info["encoder"] = saved.get("model", p.encoder)
+        return embs, {**info, "source": str(p.embeddings), "cached": True}
+    from ..vlm.load import load_vlm
+
+    examples, ties = examples_from_pairs(rows)
+    vlm = load_vlm(p.encoder)
+    embs, hit = cached_user_embeddings(
+        vlm, examples, shots=p.shots, layer=p.layer, pooling=p.pooling, batch_size=p.batch_size
+    )
+    del vlm
+    return embs, {**info, "source": "computed", "cached": hit, "ties_skipped": ties}
+
+
+class PPDRecipe(DiffusionRecipe):
+    """The diffusion recipe with PPD's user branch, per-pair users and branch-off reference."""
+
+    scorer_class = PPDPairScorer
+
+    def __init__(self, cfg: Any, accelerator: Any):
+        super().__init__(cfg, accelerator)
+        self.scorer.user_drop = float(cfg.ppd.user_drop)  # type: ignore[attr-defined]
+
+    def _make_trainable(self) -> str:
+        cfg = self.cfg
+        if "user_id" not in self.rows.column_names:
+            raise ConfigError(
+                f"ppd: data.path {cfg.data.path} has no user_id column; PPD trains on per-user "
+                "pairs (e.g. toy:users with toy: {users: train})"
+            )
+        row_users = [str(u) for u in self.rows["user_id"]]
+        self.embeddings, self.embed_info = training_embeddings(cfg, self.rows)
+        missing = sorted(set(row_users) - set(self.embeddings))
+        if missing:
+            raise ConfigError(
+                f"ppd.embeddings: no embedding for user(s) {', '.join(missing[:8])} of the data"
+            )
+        self.users = sorted(set(row_users))
+        table = torch.stack([self.embeddings[u].float() for u in self.users])
+        index = {u: i for i, u in enumerate(self.users)}
+        self._row_user = torch.tensor([index[u] for u in row_users])
+        self._table = table
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed)
+            # to_v_ip at zero: the policy starts as the reference, as DPO with LoRA does
+            ppd.add_user_branch(
+                self.model, int(table.shape[1]), seed=cfg.train.seed, zero_values=True
+            )
+        if self.accelerator.is_main_process:
+            source = self.embed_info["source"]
+            print(
+                f"mmalign: PPD: {len(self.users)} users, embeddings of width {table.shape[1]} "
+                f"({source}{', from cache' if self.embed_info['cached'] else ''})"
+            )
+        return "adapters"  # the scorer's reference is the branch off, not a copy
+
+    def to_device(self, batch: Any, rows: list[int], device: torch.device) -> dict[str, Any]:
+        out = super().to_device(batch, rows, device)
+        out["user_embeds"] = self._table[self._row_user[rows]].to(device)
+        return out
+
+    @torch.no_grad()
+    def validate(self, step: int):
+        """The validation prompts for (up to) the first 3 training users, one row each."""
+        from ..grid import image_grid
+        from .recipe import validation_prompts
+
+        v = self.cfg.validation
+        prompts = validation_prompts(v.prompts)
+        if self.cache is not None:
+            self._encoders_to(self.accelerator.device)
+        pipe, device = self.diffusion.pipe, self.accelerator.device
+        was_training = self.model.training
+        self.model.eval()
+        rows, labels = [], []
+        for user in self.users[:3]:
+            e = self.embeddings[user].float().to(device)[None].expand(len(prompts), -1)
+            embeds = [torch.cat([torch.zeros_like(e), e])[:, None, :]]
+            gens = [torch.Generator(device).manual_seed(v.seed + i) for i in range(len(prompts))]
+            rows.append(pipe(
+                prompts, num_inference_steps=v.steps, guidance_scale=v.guidance, generator=gens,
+                height=self.resolution, width=self.resolution, output_type="pil",
+                ip_adapter_image_embeds=embeds,
+            ).images)  # fmt: skip
+            labels.append(f"step {step}, user {user}")
+        self.model.train(was_training)
+        if self.cache is not None:
+            self._encoders_to("cpu")
+        return image_grid(rows, labels, prompts)
+
+    def save(self, output_dir: Path) -> dict[str, Any]:
+        from ..vlm.user_embed import write_embeddings
+
+        meta = {k: self.embed_info[k] for k in ("encoder", "shots", "layer", "pooling")}
+        path = ppd.save_adapter(self.model, output_dir, meta)
+        write_embeddings(self.embeddings, output_dir, {**self.embed_info, "model": meta["encoder"]})
+        return {"kind": "ppd", "path": str(path)}
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["ppd"] = {**self.embed_info, "users": self.users,
+                      "embed_dim": int(self._table.shape[1])}  # fmt: skip
+        return out
