@@ -1,0 +1,284 @@
+"""The flow-matching recipe (SD3 / SD3.5, FLUX.1) and the choice between it and the DDPM one.
+
+`diffusion_recipe(cfg, accelerator)` is what `mmalign train` runs for `model.kind: diffusion`:
+it reads the scheduler a pipeline was saved with (`process_of`) and builds `FlowRecipe` for a
+flow-matching model, `DiffusionRecipe` for an SD1.5 / SDXL one, after checking that the recipe
+does not ask for the other process. `FlowRecipe` is `DiffusionRecipe`'s counterpart: load,
+LoRA on the transformer (or the full transformer against a frozen copy), the pairs, the
+optional pre-encoding cache (text embeddings in float16; its size is printed and recorded),
+`FlowPairScorer`, the validation grid, and saving in the pipeline's own LoRA format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ConfigError
+from ..data.cache import cache_root
+from ..train.config import Config, DiffusionConfig
+from .data import PairImages, collate, has_soft_labels, open_pairs
+from .encode import EncodedPairs, precompute, stack
+from .flow import FlowPairScorer, FlowSettings
+from .flow_encode import TEXT_DTYPE, FlowEncoder, cache_size, flow_fingerprint
+from .flow_load import DEFAULT_MAX_SEQUENCE, _model_index, load_flow_pipeline, process_of
+from .flow_lora import add_flow_lora, check_flow_targets, save_flow_lora
+from .load import resolve_model
+from .recipe import validation_prompts
+
+FULL_TRANSFORMER_DIR = "transformer"
+# diffusion.* keys that mean something for flow-matching models only
+FLOW_KEYS = (
+    "sigma_sampling", "logit_mean", "logit_std", "mode_scale", "loss_weighting",
+    "sigma_shift", "guidance", "max_sequence_length",
+)  # fmt: skip
+
+
+def _scheduler_name(source: str, revision: str | None) -> str:
+    index = _model_index(resolve_model(source), revision) or {}
+    return str((index.get("scheduler") or [None, "an unknown scheduler"])[-1])
+
+
+def check_process(cfg: Config) -> str | None:
+    """`flow` or `ddpm` for the recipe's model, or a ConfigError when the recipe asks for the
+    other one (diffusion.process, or a flow-only key given for a DDPM model)."""
+    m, d = cfg.model, cfg.diffusion
+    found = process_of(m.name_or_path, m.revision)
+    if found is None:
+        return None
+    scheduler = _scheduler_name(m.name_or_path, m.revision)
+    if d.process != "auto" and d.process != found:
+        raise ConfigError(
+            f"diffusion.process: {d.process}, but {m.name_or_path} is a "
+            f"{'flow-matching' if found == 'flow' else 'DDPM-family'} pipeline (its scheduler is "
+            f"{scheduler}); use diffusion.process: {found} (or auto) or another model"
+        )
+    if found == "ddpm":
+        given = [k for k in FLOW_KEYS if getattr(d, k) is not None] + (
+            ["drop_t5"] if d.drop_t5 else []
+        )
+        if given:
+            raise ConfigError(
+                f"diffusion.{given[0]} applies to flow-matching models (SD3, FLUX), but "
+                f"{m.name_or_path} is a DDPM-family pipeline (its scheduler is {scheduler}); "
+                f"remove {', '.join('diffusion.' + k for k in given)}"
+            )
+    else:
+        if d.trajectory != "forward":
+            raise ConfigError(
+                "diffusion.trajectory: renoise (SmPO) is implemented for DDPM models only; "
+                f"{m.name_or_path} is a flow-matching pipeline: use trajectory: forward"
+            )
+        if d.dense is not None:
+            raise ConfigError(
+                f"diffusion.dense is implemented for DDPM models only; {m.name_or_path} is a "
+                "flow-matching pipeline"
+            )
+    return found
+
+
+def diffusion_recipe(cfg: Config, accelerator: Any) -> Any:
+    """`FlowRecipe` for a flow-matching model, else `DiffusionRecipe`."""
+    if check_process(cfg) == "flow" or cfg.diffusion.process == "flow":
+        return FlowRecipe(cfg, accelerator)
+    from .recipe import DiffusionRecipe
+
+    return DiffusionRecipe(cfg, accelerator)
+
+
+def flow_settings(d: DiffusionConfig) -> FlowSettings:
+    defaults = FlowSettings()
+    return FlowSettings(
+        sampling=d.sigma_sampling or defaults.sampling,
+        logit_mean=defaults.logit_mean if d.logit_mean is None else d.logit_mean,
+        logit_std=defaults.logit_std if d.logit_std is None else d.logit_std,
+        mode_scale=defaults.mode_scale if d.mode_scale is None else d.mode_scale,
+        weighting=d.loss_weighting or defaults.weighting,
+        shift=d.sigma_shift,
+        guidance=d.guidance,
+    )
+
+
+class FlowRecipe:
+    def __init__(self, cfg: Config, accelerator: Any):
+        self.cfg = cfg
+        self.accelerator = accelerator
+        device = accelerator.device
+        m, d = cfg.model, cfg.diffusion
+        self.diffusion = load_flow_pipeline(
+            m.name_or_path, dtype=m.dtype, variant=m.variant, revision=m.revision,
+            drop_t5=d.drop_t5,
+        )  # fmt: skip
+        model = self.diffusion
+        if m.vae is not None:
+            raise ConfigError("model.vae: flow-matching models keep their own float32 VAE")
+        if cfg.lora is not None:  # before the data is built: a typo in a target fails now
+            check_flow_targets(model.transformer, model.family, cfg.lora.target_modules)
+        settings = flow_settings(d)  # checks the guidance a FLUX.1-dev model needs, too
+        if model.guidance_embeds and settings.guidance is None:
+            raise ConfigError(
+                f"diffusion.guidance: {m.name_or_path} embeds a guidance value (FLUX.1-dev's "
+                "guidance_embeds); set it, e.g. diffusion.guidance: 3.5 (diffusers' FLUX scripts)"
+            )
+        pipe = model.pipe
+        pipe.to(device)
+        self.resolution = d.resolution or model.default_resolution
+        multiple = model.vae_scale * 2  # SD3 patches 2x2 latents, FLUX packs them 2x2
+        if self.resolution % multiple:
+            raise ConfigError(
+                f"diffusion.resolution: {self.resolution} is not a multiple of {multiple} "
+                f"(VAE factor {model.vae_scale} x the 2x2 latent patches)"
+            )
+        rows, self.report = open_pairs(
+            cfg.data.path, cfg.data.split, toy_options=cfg.data.toy, model=None,
+            max_samples=cfg.data.max_samples,
+        )  # fmt: skip
+        if accelerator.is_main_process and self.report.num_skipped:
+            print(f"mmalign: {self.report}")
+        if cfg.data.smooth is not None:
+            from .smooth import smoothed_rows
+
+            rows, smoothed = smoothed_rows(rows, cfg.data.smooth, accelerator)
+            if accelerator.is_main_process:
+                print(f"mmalign: {smoothed}")
+        self.rows = rows
+        self.max_sequence = d.max_sequence_length or DEFAULT_MAX_SEQUENCE[model.family]
+        self.encoder = FlowEncoder(
+            model, vae_batch_size=d.vae_batch_size, max_sequence_length=self.max_sequence
+        )
+        self.cache: Path | None = None
+        self.cache_mb: dict[str, float] | None = None
+        flip_seed = cfg.train.seed if d.random_flip else None
+        images = PairImages(
+            rows, self.resolution, resize_filter=d.resize_filter, flip_seed=flip_seed
+        )
+        if d.precompute:
+            data_key = f"{rows._fingerprint};{images.describe()}"
+            key = flow_fingerprint(model, self.resolution, data_key, len(rows), self.max_sequence)
+            folder = Path(d.cache_dir or cache_root() / "encoded" / key)
+            if accelerator.is_main_process:
+                precompute(self.encoder, images, folder, key, num_workers=cfg.data.num_workers)
+                self.cache_mb = cache_size(folder)
+                print(
+                    f"mmalign: pre-encoding cache {folder}: {self.cache_mb['total_mb']:.1f} MB "
+                    f"({self.cache_mb['text_mb']:.1f} MB text embeddings in {TEXT_DTYPE}, "
+                    f"{self.cache_mb['latents_mb']:.1f} MB latents) for {len(rows)} pairs"
+                )
+            accelerator.wait_for_everyone()
+            self.cache = folder
+            self.dataset: torch.utils.data.Dataset = EncodedPairs(folder)
+            empty = self.dataset.empty  # type: ignore[attr-defined]
+            self._encoders_to("cpu")
+        else:
+            self.dataset = images
+            empty = self.encoder.empty()
+        self.model = model.transformer
+        reference = self._make_trainable()
+        needs_ref = cfg.build_objective().needs_reference
+        self.scorer = FlowPairScorer(
+            model,
+            empty,
+            reference=reference if needs_ref else "none",  # type: ignore[arg-type]
+            settings=settings,
+            caption_dropout=d.caption_dropout,
+            use_labels=has_soft_labels(rows),
+        )
+        if self.scorer.reference_model is not None:
+            self.scorer.reference_model.to(device)
+        self._unwrapped: tuple[torch.nn.Module, torch.nn.Module] | None = None
+
+    def _make_trainable(self) -> str:
+        cfg = self.cfg
+        if cfg.lora is not None:
+            # seeded here so the cached and uncached runs start from the same adapter
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.train.seed)
+                add_flow_lora(self.model, self.diffusion.family, cfg.lora)
+        else:
+            self.model.requires_grad_(True)
+        reference = cfg.diffusion.reference
+        if reference == "auto":
+            reference = "adapters" if cfg.lora is not None else "copy"
+        if reference == "adapters" and cfg.lora is None:
+            raise ConfigError("diffusion.reference: 'adapters' needs lora; use 'copy' or 'auto'")
+        return reference
+
+    def _encoders_to(self, device: str | torch.device) -> None:
+        pipe = self.diffusion.pipe
+        for name in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+            module = getattr(pipe, name, None)
+            if module is not None:
+                module.to(device)
+
+    def collate(self, items: list[Any]) -> Any:
+        return stack(items) if self.cache is not None else collate(items)
+
+    def to_device(self, batch: Any, rows: list[int], device: torch.device) -> dict[str, Any]:
+        if self.cache is None:
+            batch = self.encoder.encode(batch, rows)
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def score(self, model, batch, seeds, *, with_reference: bool):
+        if self._unwrapped is None or self._unwrapped[0] is not model:
+            self._unwrapped = (model, self.accelerator.unwrap_model(model))
+        base = self._unwrapped[1]
+        return self.scorer(model, batch, seeds, with_reference=with_reference, base=base)
+
+    @torch.no_grad()
+    def validate(self, step: int):
+        from ..grid import image_grid
+
+        v = self.cfg.validation
+        prompts = validation_prompts(v.prompts)
+        if self.cache is not None:
+            self._encoders_to(self.accelerator.device)
+        was_training = self.model.training
+        self.model.eval()
+        gens = [
+            torch.Generator(self.accelerator.device).manual_seed(v.seed + i)
+            for i in range(len(prompts))
+        ]
+        images = self.diffusion.pipe(
+            prompts, num_inference_steps=v.steps, guidance_scale=v.guidance, generator=gens,
+            height=self.resolution, width=self.resolution, output_type="pil",
+            max_sequence_length=self.max_sequence,
+        ).images  # fmt: skip
+        self.model.train(was_training)
+        if self.cache is not None:
+            self._encoders_to("cpu")
+        return image_grid([images], [f"step {step}"], prompts)
+
+    def save(self, output_dir: Path) -> dict[str, Any]:
+        if self.cfg.lora is not None:
+            path = save_flow_lora(output_dir, self.model, self.diffusion.family)
+            return {"kind": "lora", "path": str(path)}
+        folder = output_dir / FULL_TRANSFORMER_DIR
+        self.model.save_pretrained(folder, safe_serialization=True)
+        return {"kind": "transformer", "path": str(folder)}
+
+    def describe(self) -> dict[str, Any]:
+        s = self.scorer.settings
+        return {
+            "task": "diffusion",
+            "process": "flow",
+            "base": self.diffusion.source,
+            "family": self.diffusion.family,
+            "resolution": self.resolution,
+            "rows": len(self.dataset),
+            "skipped": self.report.skipped,
+            "cache": str(self.cache) if self.cache else None,
+            "cache_mb": self.cache_mb,
+            "sigma": {
+                "sampling": s.sampling,
+                "logit_mean": s.logit_mean,
+                "logit_std": s.logit_std,
+                "mode_scale": s.mode_scale,
+                "weighting": s.weighting,
+                "shift": self.scorer.shift,
+                "guidance": self.scorer.guidance,
+            },
+            "max_sequence_length": self.max_sequence,
+            "t5": self.diffusion.has_t5,
+        }

@@ -1,0 +1,137 @@
+"""`mmalign train` on tiny SD3 and FLUX: LoRA saved for the stock loaders, cache, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from diffusion_helpers import read_metrics, save_tiny, tiny_config
+from flow_helpers import MAX_SEQUENCE, save_tiny_flow
+
+from mmalign.config import ConfigError
+from mmalign.diffusion.flow_recipe import FlowRecipe, diffusion_recipe
+from mmalign.train.loop import train
+
+SAMPLE = {"num_inference_steps": 3, "height": 32, "width": 32, "output_type": "pt",
+          "max_sequence_length": MAX_SEQUENCE}  # fmt: skip
+
+
+def _config(model: Path, out: Path, **diffusion):
+    flow = {"resolution": 32, "max_sequence_length": MAX_SEQUENCE, "process": "flow", **diffusion}
+    return tiny_config(
+        model, out, diffusion=flow, objective=[{"loss": "dpo", "beta": 50.0}],
+        train={"max_steps": 4, "learning_rate": 1e-2},
+    )  # fmt: skip
+
+
+def _train(cfg):
+    made = []
+
+    def make(c, accelerator):
+        recipe = diffusion_recipe(c, accelerator)
+        made.append(recipe)
+        return recipe
+
+    result = train(cfg, make)
+    return result, made[0]
+
+
+def _sample(pipe, guidance: float) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    return pipe(["a red circle"], generator=gen, guidance_scale=guidance, **SAMPLE).images
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_trained_lora_loads_with_the_stock_pipeline(tmp_path, family):
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+    model = save_tiny_flow(tmp_path, family)
+    extra = {"guidance": 3.5} if family == "flux" else {"sigma_sampling": "logit_normal"}
+    cfg = _config(model, tmp_path / "out", **extra)
+    result, recipe = _train(cfg)
+    assert isinstance(recipe, FlowRecipe) and recipe.diffusion.family == family
+    losses = [m["loss"] for m in read_metrics(result.output_dir)]
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    cls = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
+    guidance = 2.0 if family == "sd3" else 3.5
+    base = cls.from_pretrained(model)
+    base.set_progress_bar_config(disable=True)
+    before = _sample(base, guidance)
+    base.load_lora_weights(str(Path(result.saved["path"]).parent))  # the stock loader
+    after = _sample(base, guidance)
+    assert (after - before).abs().max() > 1e-3  # the LoRA changes the output
+    recipe.diffusion.pipe.to("cpu")
+    ours = _sample(recipe.diffusion.pipe, guidance)  # mmalign's trained pipeline, in memory
+    torch.testing.assert_close(after, ours, atol=1e-5, rtol=0)
+
+
+def test_cache_matches_encoding_every_step_and_reports_its_size(tmp_path, capsys):
+    model = save_tiny_flow(tmp_path, "sd3")
+    cache = tmp_path / "cache"
+    cached, recipe = _train(_config(model, tmp_path / "a", precompute=True, cache_dir=str(cache)))
+    assert "pre-encoding cache" in capsys.readouterr().out
+    size = recipe.describe()["cache_mb"]
+    assert size["text_mb"] > 0 and size["total_mb"] >= size["text_mb"] + size["latents_mb"] - 0.01
+    from safetensors import safe_open
+
+    with safe_open(str(next(cache.glob("shard-*.safetensors"))), framework="pt") as f:
+        assert f.get_tensor("prompt_embeds").dtype == torch.float16  # T5 in half precision
+    encoded, _ = _train(_config(model, tmp_path / "b"))
+    a = [m["loss"] for m in read_metrics(cached.output_dir)]
+    b = [m["loss"] for m in read_metrics(encoded.output_dir)]
+    assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_sd3_without_t5_trains(tmp_path):
+    model = save_tiny_flow(tmp_path, "sd3")
+    result, recipe = _train(_config(model, tmp_path / "out", drop_t5=True))
+    assert not recipe.diffusion.has_t5 and result.saved
+
+
+def test_full_transformer_fine_tune(tmp_path):
+    model = save_tiny_flow(tmp_path, "sd3")
+    cfg = _config(model, tmp_path / "out")
+    cfg.lora = None
+    cfg.train.gradient_checkpointing = True
+    result, recipe = _train(cfg)
+    assert recipe.scorer.reference_model is not None
+    assert (Path(result.saved["path"]) / "config.json").is_file()
+
+
+# ------------------------------------------------------------------------------- bad input
+
+
+def test_flow_recipe_given_a_ddpm_model(tmp_path):
+    cfg = _config(save_tiny(tmp_path, "sd"), tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"diffusion.process: flow.*DDPM-family.*DDIMScheduler"):
+        diffusion_recipe(cfg, None)
+    cfg.diffusion.process = "auto"
+    with pytest.raises(
+        ConfigError, match=r"diffusion.max_sequence_length applies to flow-matching models"
+    ):
+        diffusion_recipe(cfg, None)  # a flow-only key on a DDPM model
+
+
+def test_ddpm_recipe_given_a_flow_model(tmp_path):
+    cfg = tiny_config(save_tiny_flow(tmp_path, "sd3"), tmp_path / "out",
+                      diffusion={"process": "ddpm"})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"flow-matching.*FlowMatchEulerDiscreteScheduler"):
+        diffusion_recipe(cfg, None)
+
+
+def test_flux_without_guidance(tmp_path):
+    from accelerate import Accelerator
+
+    cfg = _config(save_tiny_flow(tmp_path, "flux"), tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"diffusion.guidance.*3.5"):
+        diffusion_recipe(cfg, Accelerator(cpu=True))
+
+
+def test_missing_lora_target_names_what_the_transformer_has(tmp_path):
+    from accelerate import Accelerator
+
+    cfg = _config(save_tiny_flow(tmp_path, "sd3"), tmp_path / "out")
+    cfg.lora.target_modules = ["attn.to_qq"]
+    with pytest.raises(ConfigError, match=r"'attn.to_qq'.*SD3Transformer2DModel.*attn.to_q"):
+        diffusion_recipe(cfg, Accelerator(cpu=True))
