@@ -136,6 +136,7 @@ def test_sigma_sampling_distributions():
     assert shifted.mean() > draws["logit_normal"].mean() + 0.1
 
 
+@pytest.mark.filterwarnings("ignore:loss .* ignores soft labels")
 def test_every_core_loss_applies():
     model = tiny_flow("sd3")
     batch = encoded_batch(model, B)
@@ -143,8 +144,10 @@ def test_every_core_loss_applies():
     from mmalign.train import LoraConfig
 
     add_flow_lora(model.transformer, "sd3", LoraConfig(rank=4))
-    scorer = _scorer(model, reference="adapters")
+    batch["label"] = torch.tensor([0.7, 0.9, 0.6])  # soft labels (SmPO, cDPO)
+    scorer = _scorer(model, reference="adapters", use_labels=True)
     for spec in ({"loss": "dpo", "beta": 50.0}, {"loss": "mapo"}, {"loss": "kto", "beta": 50.0},
+                 {"loss": "diffusion_kto", "beta": 50.0}, {"loss": "smpo", "beta": 50.0},
                  {"loss": "robust", "beta": 50.0, "eps": 0.1}):  # fmt: skip
         objective = Objective.from_config([spec])
         scores = scorer(model.transformer, batch, SEEDS, with_reference=objective.needs_reference)
