@@ -9,16 +9,115 @@ the chosen image's implicit reward exceeds the rejected one's,
 noise) draws per pair with the training scorer (`DiffusionPairScorer`, no caption dropout).
 beta > 0 does not change the sign, so it is left out. Ties in the labels are left out and
 counted.
+
+`score_pairs` also gives the tuned model's own ranking of each pair (Chen et al., "Preference
+Learning Algorithms Do Not Learn Preference Rankings", Section 3, with Diffusion-DPO's stand-in
+for the likelihood: the lower denoising error, -MSE, ranks higher), which `mmalign data
+diagnose` reports per pair for diffusion data.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from .accuracy import load_pairs
+
+
+@dataclass
+class PairScores:
+    """Per kept pair (labelled ties left out): the model's scores (-MSE, mean over the draws)
+    of the chosen and rejected image, and the reference's when one was scored."""
+
+    kept: list[int]  # row indices in the data as loaded
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    ref_chosen: torch.Tensor | None
+    ref_rejected: torch.Tensor | None
+    base: str | None
+    ties: int
+    report: Any
+
+    def implicit_margin(self) -> torch.Tensor:
+        """(ref_mse_w - mse_w) - (ref_mse_l - mse_l) per pair (needs the reference)."""
+        if self.ref_chosen is None or self.ref_rejected is None:
+            raise ValueError("the implicit reward needs a reference")
+        return (self.chosen - self.ref_chosen) - (self.rejected - self.ref_rejected)
+
+
+def score_pairs(
+    tuned: str,
+    data: str,
+    *,
+    base: str | None = None,
+    reference: bool = True,
+    draws: int = 4,
+    batch_size: int = 16,
+    max_rows: int | None = None,
+    pickapic_root: str | None = None,
+    seed: int = 0,
+    device: str | None = None,
+) -> PairScores:
+    """Score every labelled, untied pair of `data` with `tuned` (a training output_dir, LoRA
+    or pipeline folder) and, with `reference`, with its base: the same (timestep, noise) draws
+    per pair for both, no caption dropout."""
+    from ..diffusion import load_pipeline, load_tuned
+    from ..diffusion.data import PairImages, collate
+    from ..diffusion.encode import Encoder
+    from ..diffusion.recipe import run_info
+    from ..diffusion.scorer import DiffusionPairScorer
+    from ..rewards.common import pick_device
+
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    base = base or (run_info(tuned) or {}).get("base")
+    if reference and base is None:
+        raise ValueError("the base model is needed unless the tuned model is a training output_dir")
+    model = load_tuned(tuned, base) if base is not None else load_pipeline(tuned)
+    dev = pick_device(device)
+    model.pipe.to(dev)
+    lora = any("lora_" in n for n, _ in model.unet.named_parameters())
+    kind = "adapters" if lora else "none"
+    scorer = DiffusionPairScorer(model, {}, reference=kind, caption_dropout=0.0)
+    if reference and not lora:  # a full fine-tune or another pipeline: the base's own UNet
+        scorer.reference = "copy"
+        scorer.reference_unet = load_pipeline(base).unet.to(dev).eval()
+    encoder = Encoder(model)
+    scorer.empty = encoder.empty()
+
+    rows, report = load_pairs(data, pickapic_root=pickapic_root, max_rows=max_rows)
+    labels = rows["label"] if "label" in rows.column_names else [None] * len(rows)
+    keep = [i for i, v in enumerate(labels) if v is None or abs(float(v) - 0.5) > 1e-6]
+    ties = len(rows) - len(keep)
+    rows = rows.select(keep)
+    if len(rows) == 0:
+        raise ValueError(f"{data}: no labelled pairs without a tie")
+    images = PairImages(rows, model.default_resolution)
+    model.unet.eval()
+    sums: dict[str, list[torch.Tensor]] = {"c": [], "r": [], "rc": [], "rr": []}
+    with torch.no_grad():
+        for start in tqdm(range(0, len(rows), batch_size), desc="scoring pairs", unit="batch"):
+            idx = list(range(start, min(start + batch_size, len(rows))))
+            enc = encoder.encode(collate([images[i] for i in idx]), idx)
+            enc = {k: v.to(dev) for k, v in enc.items()}
+            total = {k: torch.zeros(len(idx), dtype=torch.float64) for k in sums}
+            for d in range(draws):
+                seeds = torch.tensor([seed * 1_000_003 + i * draws + d for i in idx])
+                s = scorer(model.unet, enc, seeds, with_reference=reference)["main"]
+                total["c"] += s.chosen.double().cpu()
+                total["r"] += s.rejected.double().cpu()
+                if reference:
+                    assert s.ref_chosen is not None and s.ref_rejected is not None
+                    total["rc"] += s.ref_chosen.double().cpu()
+                    total["rr"] += s.ref_rejected.double().cpu()
+            for k in sums:
+                sums[k].append(total[k] / draws)
+    got = {k: torch.cat(v) for k, v in sums.items()}
+    return PairScores(keep, got["c"], got["r"], got["rc"] if reference else None,
+                      got["rr"] if reference else None, base, ties, report)  # fmt: skip
 
 
 def implicit_accuracy(
@@ -35,63 +134,20 @@ def implicit_accuracy(
 ) -> dict[str, Any]:
     """Accuracy of the implicit reward of `tuned` (a training output_dir, LoRA or pipeline
     folder) over its base on the labelled pairs of `data`."""
-    from ..diffusion import load_pipeline, load_tuned
-    from ..diffusion.data import PairImages, collate
-    from ..diffusion.encode import Encoder
-    from ..diffusion.recipe import run_info
-    from ..diffusion.scorer import DiffusionPairScorer
-    from ..rewards.common import pick_device
-
-    if draws < 1:
-        raise ValueError(f"draws must be >= 1, got {draws}")
-    base = base or (run_info(tuned) or {}).get("base")
-    if base is None:
-        raise ValueError("the base model is needed unless the tuned model is a training output_dir")
-    model = load_tuned(tuned, base)
-    dev = pick_device(device)
-    model.pipe.to(dev)
-    lora = any("lora_" in n for n, _ in model.unet.named_parameters())
-    scorer = DiffusionPairScorer(model, {}, reference="adapters" if lora else "none",
-                                 caption_dropout=0.0)  # fmt: skip
-    if not lora:  # a full fine-tune or another pipeline: the base's own UNet is the reference
-        scorer.reference = "copy"
-        scorer.reference_unet = load_pipeline(base).unet.to(dev).eval()
-    encoder = Encoder(model)
-    scorer.empty = encoder.empty()
-
-    rows, report = load_pairs(data, pickapic_root=pickapic_root, max_rows=max_rows)
-    labels = rows["label"] if "label" in rows.column_names else [None] * len(rows)
-    keep = [i for i, v in enumerate(labels) if v is None or abs(float(v) - 0.5) > 1e-6]
-    ties = len(rows) - len(keep)
-    rows = rows.select(keep)
-    if len(rows) == 0:
-        raise ValueError(f"{data}: no labelled pairs without a tie")
-    images = PairImages(rows, model.default_resolution)
-    model.unet.eval()
-    margins = []
-    with torch.no_grad():
-        for start in tqdm(range(0, len(rows), batch_size), desc="implicit reward", unit="batch"):
-            idx = list(range(start, min(start + batch_size, len(rows))))
-            enc = encoder.encode(collate([images[i] for i in idx]), idx)
-            enc = {k: v.to(dev) for k, v in enc.items()}
-            total = torch.zeros(len(idx), dtype=torch.float64)
-            for d in range(draws):
-                seeds = torch.tensor([seed * 1_000_003 + i * draws + d for i in idx])
-                s = scorer(model.unet, enc, seeds, with_reference=True)["main"]
-                assert s.ref_chosen is not None and s.ref_rejected is not None
-                total += ((s.chosen - s.ref_chosen) - (s.rejected - s.ref_rejected)).double().cpu()
-            margins.append(total / draws)
-    margin = torch.cat(margins)
+    scores = score_pairs(tuned, data, base=base, draws=draws, batch_size=batch_size,
+                         max_rows=max_rows, pickapic_root=pickapic_root, seed=seed,
+                         device=device)  # fmt: skip
+    margin = scores.implicit_margin()
     correct = (margin > 0).double() + 0.5 * (margin == 0).double()
     return {
         "model": str(tuned),
-        "base": str(base),
+        "base": str(scores.base),
         "data": data,
         "implicit_accuracy": float(correct.mean()),
         "pairs": len(margin),
         "draws": draws,
         "mean_margin": float(margin.mean()),
-        "ties_left_out": ties,
-        "skipped": report.num_skipped,
-        "skip_reasons": dict(report.skipped),
+        "ties_left_out": scores.ties,
+        "skipped": scores.report.num_skipped,
+        "skip_reasons": dict(scores.report.skipped),
     }

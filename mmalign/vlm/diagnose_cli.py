@@ -1,6 +1,7 @@
 """`mmalign data diagnose DATA --model MODEL --out DIR`: per-pair diagnostics of VLM
 preference data (mmalign/vlm/diagnose.py: CHES, LN-CHES, ranking and implicit accuracy,
-lengths, duplicates).
+lengths, duplicates); diffusion pairs get ranking and implicit accuracy only
+(mmalign/eval/diagnose_diffusion.py).
 
 Writes `DIR/pairs.parquet` (one row per diagnosed pair), `DIR/summary.json` and
 `DIR/report.html` (histograms and the highest-LN-CHES pairs with their images and texts);
@@ -19,6 +20,21 @@ from ..config import InputError
 
 # toy kinds whose pairs are images: CHES is defined for language-model responses
 DIFFUSION_TOY = ("toy:pairs", "toy:style", "toy:users", "toy:flaws")
+
+
+def is_diffusion_data(data: str) -> bool:
+    """Image-pair data: a diffusion toy kind (`toy:pairs`, `toy:pairs:1`) or Pick-a-Pic."""
+    return data.startswith("pickapic:") or any(
+        data == kind or data.startswith(kind + ":") for kind in DIFFUSION_TOY
+    )
+
+
+def is_diffusion_model(model: str) -> bool:
+    """toy:sd, a diffusers pipeline folder or a diffusion training output_dir."""
+    run = Path(model) / "mmalign_run.json"
+    if run.is_file():
+        return json.loads(run.read_text()).get("task") == "diffusion"
+    return model == "toy:sd" or (Path(model) / "model_index.json").is_file()
 
 
 def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any],
@@ -59,12 +75,16 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         raise InputError(f"--filter: {err}") from None
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.data in DIFFUSION_TOY:
-        raise InputError(
-            f"{args.data} holds image pairs: CHES and LN-CHES are defined for language-model "
-            "responses (hidden states of the response tokens), not for diffusion. For "
-            "ranking / implicit accuracy of a diffusion model use `mmalign eval accuracy`."
-        )
+    if is_diffusion_data(args.data):
+        if args.on_diffusion is None or not is_diffusion_model(args.model):
+            raise InputError(
+                f"{args.data} holds image pairs: CHES and LN-CHES are defined for language-"
+                "model responses (hidden states of the response tokens), not for diffusion. "
+                "Give a diffusion --model (toy:sd, a pipeline folder or a training output_dir; "
+                "--adapter a tuned run on top of it) for per-pair ranking and implicit-reward "
+                "accuracy."
+            )
+        return int(args.on_diffusion(args))
     rows, report = open_vlm_pairs(args.data, args.split, max_samples=args.max_samples)
     if report.num_skipped:
         print(f"mmalign: {report}")
@@ -93,13 +113,16 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    """Add `mmalign data diagnose` (the `data` command exists: mmalign/data_cli.py)."""
+def register(sub: Any, on_diffusion: Any = None) -> None:
+    """Add `mmalign data diagnose` (the `data` command exists: mmalign/data_cli.py).
+    `on_diffusion(args) -> int` handles image-pair data (the CLI passes the evaluation
+    layer's, mmalign/eval/diagnose_diffusion.py: this module stays below it)."""
     data = sub.choices["data"]
     actions = next(a for a in data._actions if isinstance(a, argparse._SubParsersAction))
     p = actions.add_parser("diagnose", help="per-pair CHES / LN-CHES, ranking and implicit "
                            "accuracy, lengths and duplicates of VLM preference data")  # fmt: skip
-    p.add_argument("data", help="VLM pairs: toy:<kind>, a saved dataset, a JSON file, a hub id")
+    p.add_argument("data", help="VLM pairs: toy:<kind>, a saved dataset, a JSON file, a hub "
+                   "id; or diffusion pairs (toy:pairs[:seed], pickapic:<split>)")  # fmt: skip
     p.add_argument("--model", required=True, help="VLM folder, hub id, toy:vlm or training "
                    "output_dir")  # fmt: skip
     p.add_argument("--adapter", default=None, help="a PEFT adapter on top of MODEL; the model "
@@ -114,4 +137,6 @@ def register(sub: Any) -> None:
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--top", type=int, default=12, help="highest-LN-CHES pairs in the report")
     p.add_argument("--device", default=None, help="e.g. cuda (default: where the model loads)")
-    p.set_defaults(func=_cmd_diagnose)
+    p.add_argument("--draws", type=int, default=4, help="diffusion data: (timestep, noise) "
+                   "draws per pair")  # fmt: skip
+    p.set_defaults(func=_cmd_diagnose, on_diffusion=on_diffusion)
