@@ -107,6 +107,12 @@ def load_pipeline(
         raise FileNotFoundError(
             f"{source} is not a diffusers pipeline folder (no model_index.json)"
         )
+    from .flow_load import load_flow_pipeline, process_of
+
+    if vae is None and process_of(source, revision) == "flow":  # SD3 / FLUX (flow_load.py)
+        return load_flow_pipeline(  # type: ignore[return-value]
+            source, dtype=dtype, variant=variant, revision=revision, device=device
+        )
     needs = [Need(source, "model", file="model_index.json", revision=revision)]
     if vae is not None:
         needs.append(Need(vae, "vae", file="config.json"))

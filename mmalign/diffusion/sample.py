@@ -7,12 +7,18 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+# StableDiffusion3Pipeline's and FluxPipeline's defaults: (steps, guidance)
+FLOW_DEFAULTS = {"sd3": (28, 7.0), "flux": (28, 3.5)}
+
 
 def sampling_defaults(model, steps: int | None, guidance: float | None) -> tuple[int, float]:
     """The toy-sd card's sampler (20 steps, guidance 2.5); else 50 steps, guidance 7.5 (SD1.5)
     or 5.0 (SDXL). An explicit `steps` / `guidance` wins."""
     from ..toy.paths import MODELS_DIR
 
+    if model.family in FLOW_DEFAULTS:  # SD3 / FLUX: their pipelines' own defaults
+        flow_steps, flow_guidance = FLOW_DEFAULTS[model.family]
+        return steps or flow_steps, flow_guidance if guidance is None else guidance
     toy = str(model.source).startswith(str(MODELS_DIR))
     default_steps = 20 if toy else 50
     default_guidance = 2.5 if toy else (5.0 if model.family == "sdxl" else 7.5)
@@ -35,7 +41,7 @@ def generate_seeded(
     """Images [N,3,H,W] in [0,1]; image i uses a generator seeded with `seeds[i]`."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    device = pipe.unet.device
+    device = (pipe.unet if hasattr(pipe, "unet") else pipe.transformer).device
     out = []
     size = {"height": resolution, "width": resolution} if resolution else {}
     with tqdm(total=len(prompts), desc=desc, unit="img", disable=not progress) as bar:

@@ -92,6 +92,11 @@ def load_tuned(
     model = load_pipeline(base, dtype=dtype)
     if (path / LORA_FILE).is_file():
         return apply_lora(model, path)
+    if (path / "config.json").is_file() and hasattr(model.pipe, "transformer"):  # SD3 / FLUX
+        cls = type(model.pipe.transformer)
+        transformer = cls.from_pretrained(path, **dtype_kwarg(model.pipe.transformer.dtype))
+        model.pipe.register_modules(transformer=transformer)
+        return model
     if (path / "config.json").is_file():
         unet = UNet2DConditionModel.from_pretrained(path, **dtype_kwarg(model.unet.dtype))
         model.pipe.register_modules(unet=unet)
