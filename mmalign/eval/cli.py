@@ -105,6 +105,26 @@ def _cmd_eval_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_flaws(args: argparse.Namespace) -> int:
+    from .flaw_area import flaw_report
+
+    if len(args.dirs) > 2:
+        raise InputError(f"eval flaws: one or two eval folders, got {len(args.dirs)}")
+    report = flaw_report(args.dirs)
+    for folder, r in report["runs"].items():
+        area, lo_hi = r["tuned_area"], r["tuned_area"]["ci95"]
+        print(f"{folder}: flawed area base {r['base_area']['mean']:.2%} -> tuned "
+              f"{area['mean']:.2%} ({lo_hi[0]:.2%}-{lo_hi[1]:.2%}), change "
+              f"{r['area_change']['mean']:+.2%} ({r['area_change']['ci95'][0]:+.2%} to "
+              f"{r['area_change']['ci95'][1]:+.2%}); plausibility "
+              f"{r['tuned_plausibility']['mean']:.3f} ({r['prompts']} prompts)")  # fmt: skip
+    if "tuned_area_difference" in report:
+        d = report["tuned_area_difference"]
+        print(f"{d['of']}: {d['mean']:+.2%} ({d['ci95'][0]:+.2%} to {d['ci95'][1]:+.2%}), paired")
+    _write(args.out, report)
+    return 0
+
+
 def _cmd_eval_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -139,6 +159,14 @@ def register_eval(eval_sub) -> None:
     from .dense import register_dense
 
     register_dense(eval_sub)
+
+    p = eval_sub.add_parser(
+        "flaws", help="flawed area (toy:flaws artifact heatmaps) of the base and tuned images of "
+        "one or two `eval winrate` folders, with bootstrap CIs (two: their paired difference)",
+    )  # fmt: skip
+    p.add_argument("dirs", nargs="+", help="--out folders of mmalign eval winrate on toy prompts")
+    p.add_argument("--out", default=None, help="write the result as JSON here")
+    p.set_defaults(func=_cmd_eval_flaws)
 
     p = eval_sub.add_parser("report", help="re-render DIR/report.html of an eval winrate folder")
     p.add_argument("dir", help="the --out folder of mmalign eval winrate")

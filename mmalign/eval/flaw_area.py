@@ -1,0 +1,92 @@
+"""Flawed area of toy samples: the measure behind ImageDoctor's claim that dense rewards remove
+flaws (Guo et al. 2025), on the toy world's programmatic ground truth.
+
+For the base and tuned images of a `mmalign eval winrate` folder (per_prompt.jsonl), the
+flawed area of an image is the mean of its `toy:flaws` artifact heatmap (pixels its own clean
+reading does not explain, `mmalign.toy.flaws.dense_scores`) and its plausibility that score.
+Intervals are 95% percentile bootstraps over prompts (as `win_stats`: a prompt's images are
+averaged first); with two folders made
+from the same prompts and seeds, the difference of their tuned areas is bootstrapped paired.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+BOOTSTRAP = 2000
+
+
+def _images(folder: Path, rows: list[dict[str, Any]], side: str) -> torch.Tensor:
+    arrays = []
+    for r in rows:
+        with Image.open(folder / r[f"{side}_image"]) as im:
+            arrays.append(np.array(im.convert("RGB"), dtype=np.float32) / 255)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+
+def read_eval(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+    """(rows of per_prompt.jsonl, per image [N]: `{side}_area`, `{side}_plausibility`)."""
+    from ..toy.flaws import dense_scores
+
+    folder = Path(folder)
+    path = folder / "per_prompt.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not an `mmalign eval winrate` folder")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    out = {}
+    prompts = [r["prompt"] for r in rows]
+    for side in ("base", "tuned"):
+        scores = dense_scores(_images(folder, rows, side), prompts)
+        out[f"{side}_area"] = scores["artifact"].flatten(1).mean(1).double()
+        out[f"{side}_plausibility"] = scores["plausibility"].double()
+    return rows, out
+
+
+def per_prompt(values: torch.Tensor, rows: list[dict[str, Any]]) -> torch.Tensor:
+    """Mean per prompt (rows of one `prompt_index` averaged): the unit the bootstrap draws."""
+    index = torch.tensor([int(r["prompt_index"]) for r in rows])
+    _, group = torch.unique(index, return_inverse=True)
+    sums = torch.zeros(int(group.max()) + 1, dtype=torch.float64).index_add(0, group, values)
+    return sums / torch.bincount(group).double()
+
+
+def bootstrap_ci(values: torch.Tensor, seed: int = 0) -> list[float]:
+    """95% percentile-bootstrap interval of the mean of `values` [N] (one per prompt)."""
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, values.numel(), (BOOTSTRAP, values.numel()), generator=gen)
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    return torch.quantile(values.double()[idx].mean(1), q).tolist()
+
+
+def flaw_report(folders: list[str | Path], seed: int = 0) -> dict[str, Any]:
+    """Per folder: base and tuned flawed area and plausibility (mean, CI) and the paired change
+    tuned - base; with two folders, their paired tuned-area difference (second - first)."""
+    report: dict[str, Any] = {"runs": {}}
+    areas = []
+    keys = []
+    for folder in folders:
+        rows, images = read_eval(folder)
+        s = {k: per_prompt(v, rows) for k, v in images.items()}
+        entry = {k: {"mean": float(v.mean()), "ci95": bootstrap_ci(v, seed)} for k, v in s.items()}
+        change = s["tuned_area"] - s["base_area"]
+        entry["area_change"] = {"mean": float(change.mean()), "ci95": bootstrap_ci(change, seed)}
+        entry["images"], entry["prompts"] = len(rows), len(s["tuned_area"])
+        report["runs"][str(folder)] = entry
+        areas.append(s["tuned_area"])
+        keys.append([(r["prompt"], r["seed"]) for r in rows])
+    if len(folders) == 2:
+        if keys[0] != keys[1]:
+            raise ValueError("the two folders were not made from the same prompts and seeds")
+        diff = areas[1] - areas[0]
+        report["tuned_area_difference"] = {"of": f"{folders[1]} - {folders[0]}",
+                                           "mean": float(diff.mean()),
+                                           "ci95": bootstrap_ci(diff, seed)}  # fmt: skip
+    return report
