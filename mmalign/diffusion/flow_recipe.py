@@ -162,9 +162,9 @@ class FlowRecipe:
                 precompute(self.encoder, images, folder, key, num_workers=cfg.data.num_workers)
                 self.cache_mb = cache_size(folder)
                 print(
-                    f"mmalign: pre-encoding cache {folder}: {self.cache_mb['total_mb']:.1f} MB "
-                    f"({self.cache_mb['text_mb']:.1f} MB text embeddings in {TEXT_DTYPE}, "
-                    f"{self.cache_mb['latents_mb']:.1f} MB latents) for {len(rows)} pairs"
+                    f"mmalign: pre-encoding cache {folder}: {self.cache_mb['total_mb']:.2f} MB "
+                    f"({self.cache_mb['text_mb']:.2f} MB text embeddings in {TEXT_DTYPE}, "
+                    f"{self.cache_mb['latents_mb']:.2f} MB latents) for {len(rows)} pairs"
                 )
             accelerator.wait_for_everyone()
             self.cache = folder
