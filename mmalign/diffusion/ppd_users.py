@@ -1,0 +1,160 @@
+"""PPD at inference (Dang et al. CVPR 2025): a trained run, a user's embedding, user mixes.
+
+A PPD run folder holds `ppd_adapter.safetensors` (the user branch, with the encoder settings it
+was trained with) and the training users' `user_embeddings.safetensors`. A user not in that
+file is embedded now: a toy family user from its first `shots` pairs of `toy:users` (its own
+set, built and cached on first use) with the run's encoder, layer and pooling; so a held-out
+user is "a new user from 4 examples", as in the paper. Mixing two users is linear
+interpolation of their embeddings, `(1 - a) e_A + a e_B` (the paper's user interpolation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import InputError
+from ..suggest import did_you_mean
+from . import ppd
+
+HELDOUT_EXAMPLES = 8  # pairs per user built for embedding users outside the run (>= shots)
+
+
+def run_embeddings(run: str | Path) -> dict[str, torch.Tensor]:
+    """The training users' embeddings saved with a PPD run (empty if none)."""
+    path = Path(run) / "user_embeddings.safetensors"
+    if not path.is_file():
+        return {}
+    from safetensors.torch import load_file
+
+    return dict(load_file(str(path)))
+
+
+def user_set(spec: str) -> list[str]:
+    """`heldout`, `train`, `named` (a toy user set) or ids separated by commas."""
+    from ..toy.rewards import USER_SETS
+
+    if spec in USER_SETS:
+        return list(USER_SETS[spec])
+    users = [u.strip() for u in spec.split(",") if u.strip()]
+    if not users:
+        raise InputError("--user: give a user id, ids separated by commas, or a set name")
+    return users
+
+
+def _toy_embeddings(users: Sequence[str], meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Embeddings of toy users from their first `shots` pairs of their own `toy:users` set,
+    with the encoder settings the adapter was trained with (cached like the training ones)."""
+    from datasets import load_from_disk
+
+    from ..toy.cache import toy_pairs
+    from ..toy.rewards import USER_SETS
+    from ..vlm.load import load_vlm
+    from ..vlm.user_embed import cached_user_embeddings, examples_from_pairs
+
+    shots = int(meta.get("shots", 4))
+    out: dict[str, torch.Tensor] = {}
+    vlm = None
+    for name, members in USER_SETS.items():
+        wanted = [u for u in users if u in members]
+        if not wanted:
+            continue
+        n = len(members) * max(HELDOUT_EXAMPLES, shots)
+        rows = load_from_disk(str(toy_pairs("users", {"n": n, "users": name})))
+        examples, _ = examples_from_pairs(rows)
+        vlm = vlm or load_vlm(str(meta.get("encoder", "toy:vlm")))
+        embs, _ = cached_user_embeddings(
+            vlm, {u: examples[u] for u in wanted}, shots=shots,
+            layer=int(meta.get("layer", -2)), pooling=str(meta.get("pooling", "mean")),
+        )  # fmt: skip
+        out.update(embs)
+    return out
+
+
+def user_embeddings(run: str | Path, users: Sequence[str]) -> dict[str, torch.Tensor]:
+    """One embedding per id: the run's own, else a toy user's from its few-shot examples;
+    an unknown id is an error naming the closest known ones."""
+    from ..toy.rewards import ALL_USERS
+
+    saved = run_embeddings(run)
+    unknown = [u for u in users if u not in saved and u not in ALL_USERS]
+    if unknown:
+        known = sorted({*saved, *ALL_USERS})
+        raise InputError(
+            f"unknown user '{unknown[0]}': not in {run}/user_embeddings.safetensors and not a "
+            f"toy user; {did_you_mean(unknown[0], known)}"
+        )
+    out = {u: saved[u] for u in users if u in saved}
+    rest = [u for u in users if u not in out]
+    if rest:
+        out.update(_toy_embeddings(rest, ppd.adapter_meta(run)))
+    return {u: out[u].float() for u in users}
+
+
+def embedding_file(path: str | Path, user: str | None = None) -> torch.Tensor:
+    """The one embedding in a `user_embeddings.safetensors` (or `user` among several)."""
+    from ..vlm.user_embed import load_embeddings
+
+    embs = load_embeddings(path)
+    if user is not None:
+        if user not in embs:
+            raise InputError(f"{path} has no user '{user}'; {did_you_mean(user, sorted(embs))}")
+        return embs[user].float()
+    if len(embs) != 1:
+        raise InputError(
+            f"{path} holds {len(embs)} users ({', '.join(sorted(embs)[:6])}, ...); "
+            "name one with --user"
+        )
+    return next(iter(embs.values())).float()
+
+
+def parse_mix(spec: str) -> tuple[str, float]:
+    """`ID:WEIGHT` (weight in [0, 1]) -> (id, weight)."""
+    user, sep, weight = spec.rpartition(":")
+    try:
+        a = float(weight)
+    except ValueError:
+        a = -1.0
+    if not sep or not user or not 0.0 <= a <= 1.0:
+        raise InputError(f"--mix {spec!r}: expected ID:WEIGHT with WEIGHT in [0, 1], e.g. h03:0.5")
+    return user, a
+
+
+def mix(e_a: torch.Tensor, e_b: torch.Tensor, a: float) -> torch.Tensor:
+    """PPD's user interpolation: `(1 - a) e_A + a e_B`."""
+    return (1.0 - a) * e_a + a * e_b
+
+
+def load_ppd(run: str | Path, base: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """The run's base pipeline with its user branch loaded: (DiffusionModel, adapter meta)."""
+    from .load import load_pipeline
+    from .recipe import run_info
+
+    info = run_info(run) or {}
+    source = base or info.get("base")
+    if source is None:
+        raise InputError(f"{run} is not a PPD training output_dir (no mmalign_run.json)")
+    model = load_pipeline(source)
+    meta = ppd.load_adapter(model.pipe.unet, run)
+    return model, meta
+
+
+class UserPipeline:
+    """A pipeline that conditions every image on one user embedding: `pipe(prompts, **kw)`
+    with `ip_adapter_image_embeds` [zeros; e] for the batch (the zero user is the negative of
+    classifier-free guidance, as user drop trained it)."""
+
+    def __init__(self, pipe: Any, embedding: torch.Tensor):
+        self.pipe = pipe
+        self.unet = pipe.unet
+        self.embedding = ppd.check_embedding(pipe.unet, embedding)[0]
+
+    def __call__(self, prompts: Sequence[str], **kwargs: Any) -> Any:
+        n = len(prompts)
+        e = self.embedding.to(self.unet.device, self.unet.dtype)[None, None].expand(n, 1, -1)
+        guided = float(kwargs.get("guidance_scale", 7.5)) > 1  # the pipeline chunks [neg; pos]
+        embeds = [torch.cat([torch.zeros_like(e), e]) if guided else e]
+        return self.pipe(list(prompts), ip_adapter_image_embeds=embeds, **kwargs)

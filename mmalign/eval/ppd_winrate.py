@@ -1,0 +1,217 @@
+"""PPD's per-user evaluation (Dang et al. CVPR 2025): `mmalign eval winrate --tuned RUN --user`.
+
+For every user A: the base model's image and the PPD model's image conditioned on A, same
+prompt and seed, are scored with A's own reward (`toy:user:A`); the win rate and its 95%
+bootstrap CI over prompts are A's row of the per-user table. With `matrix` on, the PPD model
+is also conditioned on every other user B and scored with A's reward: `matrix[A][B]` is A's
+mean reward under conditioning B, and specificity is the share of ordered pairs (A, B), A != B
+with different tastes, where `matrix[A][A] > matrix[A][B]`. `interpolate=(A, B)` sweeps the mix
+`(1 - a) e_A + a e_B` over `MIX_WEIGHTS` and reports both users' mean rewards along it with
+their Spearman correlation against a (B's should rise, A's fall).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..diffusion.ppd_users import UserPipeline, mix
+from ..rewards import get_scorer
+from .winrate import fingerprint, generate_or_reuse, image_seed, win_stats
+
+MIX_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+SAME_TASTE = 1e-6  # taste weights closer than this (L1) count as the same taste
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); nan when either is constant."""
+
+    def ranks(v: Sequence[float]) -> torch.Tensor:
+        t = torch.tensor(list(v), dtype=torch.float64)
+        order = t.argsort()
+        r = torch.empty_like(t)
+        r[order] = torch.arange(len(t), dtype=torch.float64)
+        for value in t.unique():  # ties share their average rank
+            same = t == value
+            r[same] = r[same].mean()
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = (rx.norm() * ry.norm()).item()
+    return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
+
+
+def _tastes_differ(a: str, b: str) -> bool:
+    from ..toy.rewards import FAMILY_USERS, user_weights
+
+    if a in FAMILY_USERS and b in FAMILY_USERS:
+        wa, wb = user_weights(a), user_weights(b)
+        return sum(abs(x - y) for x, y in zip(wa, wb, strict=True)) > SAME_TASTE
+    return a != b
+
+
+def _sync(out_dir: Path, settings: dict[str, Any]) -> None:
+    """Reuse saved images only when model and sampler are unchanged; else start over."""
+    import shutil
+
+    path = out_dir / "images" / "settings.json"
+    if path.is_file() and json.loads(path.read_text()) != settings:
+        print(f"mmalign: {out_dir / 'images'} was generated with other settings; generating again")
+        shutil.rmtree(out_dir / "images")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def run_user_winrate(
+    base_pipe: Any,
+    ppd_pipe: Any,
+    prompts: Sequence[str],
+    embeddings: Mapping[str, torch.Tensor],
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    steps: int = 20,
+    guidance: float = 2.5,
+    batch_size: int = 50,
+    matrix: bool = True,
+    interpolate: tuple[str, str] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Per-user win rates of the PPD model over its base; the user x conditioning matrix and
+    specificity (`matrix`); the interpolation sweep (`interpolate`). Writes results.json and
+    report.html under out_dir; generated images are saved and reused."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    users = list(embeddings)
+    scorers = {u: get_scorer(f"toy:user:{u}") for u in users}  # an unknown user fails here
+    tuned = (meta or {}).get("tuned")
+    fixed = {u: float(e.double().sum()) for u, e in embeddings.items()}  # embeddings' checksums
+    _sync(out_dir, {"base": (meta or {}).get("base"), "tuned": tuned,
+                    "tuned_weights": fingerprint(tuned), "steps": steps, "guidance": guidance,
+                    "embeddings": fixed})  # fmt: skip
+    texts, index = list(prompts), list(range(len(prompts)))
+    seeds = [image_seed(seed, i) for i in index]
+    sampler = {"steps": steps, "guidance": guidance, "batch_size": batch_size}
+
+    def images(tag: str, pipe: Any) -> torch.Tensor:
+        return generate_or_reuse(pipe, tag, texts, seeds, index, out_dir, **sampler)[0]
+
+    base = images("base", base_pipe)
+    cond_images = {b: images(f"user-{b}", UserPipeline(ppd_pipe, embeddings[b])) for b in users}
+    per_user: dict[str, Any] = {}
+    table: dict[str, dict[str, float]] = {}
+    for a in users:
+        r_base = scorers[a].score(base, texts).cpu()
+        r_own = scorers[a].score(cond_images[a], texts).cpu()
+        per_user[a] = win_stats(r_base, r_own, seed)
+        if matrix:
+            table[a] = {b: float(scorers[a].score(cond_images[b], texts).mean()) for b in users}
+    results: dict[str, Any] = {
+        "users": per_user,
+        "average_win_rate": sum(r["win_rate"] for r in per_user.values()) / len(per_user),
+    }
+    if matrix:
+        pairs = [(a, b) for a in users for b in users if a != b and _tastes_differ(a, b)]
+        hits = [table[a][a] > table[a][b] for a, b in pairs]
+        results["matrix"] = table
+        results["specificity"] = {
+            "share": sum(hits) / len(hits) if hits else float("nan"),
+            "pairs": len(hits),
+            "hits": sum(hits),
+        }
+    if interpolate is not None:
+        results["interpolation"] = _interpolate(
+            interpolate, embeddings, ppd_pipe, scorers, texts, images
+        )
+    results.update({
+        "prompts": len(texts), "seed": seed, "steps": steps, "guidance": guidance,
+        "seconds": time.perf_counter() - started, **(meta or {}),
+    })  # fmt: skip
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    results["report"] = str(write_user_report(out_dir, results))
+    return results
+
+
+def _interpolate(pair, embeddings, ppd_pipe, scorers, texts, images) -> dict[str, Any]:
+    a, b = pair
+    for u in pair:
+        if u not in embeddings:
+            raise ValueError(f"--interpolate: user '{u}' is not among the evaluated --user ids")
+    mean_a, mean_b = [], []
+    for w in MIX_WEIGHTS:
+        e = mix(embeddings[a], embeddings[b], w)
+        ims = images(f"mix-{a}-{b}-{w:g}", UserPipeline(ppd_pipe, e))
+        mean_a.append(float(scorers[a].score(ims, texts).mean()))
+        mean_b.append(float(scorers[b].score(ims, texts).mean()))
+    return {
+        "a": a, "b": b, "weights": list(MIX_WEIGHTS),
+        f"mean_{a}": mean_a, f"mean_{b}": mean_b, "mean_a": mean_a, "mean_b": mean_b,
+        "spearman_b_up": spearman(MIX_WEIGHTS, mean_b),
+        "spearman_a_down": -spearman(MIX_WEIGHTS, mean_a),
+    }  # fmt: skip
+
+
+def write_user_report(out_dir: str | Path, results: Mapping[str, Any]) -> Path:
+    """`report.html`: the per-user win-rate table, the user x conditioning matrix and the
+    interpolation sweep, from `results`."""
+    from .report import CSS
+
+    e = html.escape
+    parts = [f"<!doctype html><meta charset=utf-8><title>PPD per-user win rates</title>"
+             f"<style>{CSS}</style><h1>PPD: per-user win rates</h1>"
+             f"<p class=meta>tuned {e(str(results.get('tuned')))} vs base "
+             f"{e(str(results.get('base')))}; {results['prompts']} prompts, seed "
+             f"{results['seed']}, {results['steps']} steps, guidance {results['guidance']}</p>",
+             "<h2>Per user (own reward, conditioned on that user)</h2><table><tr>"
+             "<th class=l>user</th><th>win rate</th><th>95% CI</th><th>base mean</th>"
+             "<th>PPD mean</th><th>n</th></tr>"]  # fmt: skip
+    for u, r in results["users"].items():
+        lo, hi = r["ci95"]
+        parts.append(
+            f"<tr><td class=l>{e(u)}</td><td>{r['win_rate']:.1%}</td><td>{lo:.1%}-{hi:.1%}</td>"
+            f"<td>{r['base_mean']:.4f}</td><td>{r['tuned_mean']:.4f}</td><td>{r['n']}</td></tr>"
+        )
+    parts.append(f"</table><p>average win rate {results['average_win_rate']:.1%}</p>")
+    table = results.get("matrix")
+    if table:
+        users = list(table)
+        spec = results["specificity"]
+        parts.append(
+            "<h2>User x conditioning (mean reward of the row user)</h2><table><tr>"
+            "<th class=l>reward \\ conditioned on</th>"
+            + "".join(f"<th>{e(b)}</th>" for b in users)
+            + "</tr>"
+        )
+        for a in users:
+            best = max(table[a].values())
+            cells = "".join(
+                f"<td class={'up' if table[a][b] == best else ''}>{table[a][b]:.4f}</td>"
+                for b in users
+            )
+            parts.append(f"<tr><td class=l>{e(a)}</td>{cells}</tr>")
+        parts.append(
+            f"</table><p>specificity: {spec['hits']} of {spec['pairs']} ordered pairs "
+            f"({spec['share']:.1%}) score higher on their own conditioning</p>"
+        )
+    sweep = results.get("interpolation")
+    if sweep:
+        a, b = sweep["a"], sweep["b"]
+        parts.append(f"<h2>Interpolation {e(a)} -> {e(b)}</h2><table><tr><th>a</th>"
+                     f"<th>mean {e(a)}</th><th>mean {e(b)}</th></tr>")  # fmt: skip
+        for w, ra, rb in zip(sweep["weights"], sweep["mean_a"], sweep["mean_b"], strict=True):
+            parts.append(f"<tr><td>{w:g}</td><td>{ra:.4f}</td><td>{rb:.4f}</td></tr>")
+        parts.append(
+            f"</table><p>Spearman: {e(b)} up {sweep['spearman_b_up']:.2f}, "
+            f"{e(a)} down {sweep['spearman_a_down']:.2f}</p>"
+        )
+    path = Path(out_dir) / "report.html"
+    path.write_text("".join(parts) + "\n")
+    return path

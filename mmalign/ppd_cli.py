@@ -1,0 +1,132 @@
+"""PPD's command-line parts (Dang et al. CVPR 2025): `mmalign sample MODEL --ppd RUN --user ID
+| --user-embedding FILE [--mix ID2:0.5]` and `mmalign eval winrate --tuned RUN --user IDS`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .config import InputError
+
+
+def add_sample_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ppd", default=None, help="a PPD training output_dir (its user branch)")
+    p.add_argument("--user", default=None, help="--ppd: the user id to condition on")
+    p.add_argument(
+        "--user-embedding", default=None, help="--ppd: a user_embeddings.safetensors file instead"
+    )
+    p.add_argument("--mix", default=None, help="--ppd: ID2:WEIGHT, (1-w) e_user + w e_ID2")
+
+
+def add_winrate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--user", default=None,
+        help="PPD: score each user with its own reward (toy:user:<id>): ids separated by commas, "
+        "or heldout / train / named; adds the user x conditioning matrix",
+    )  # fmt: skip
+    p.add_argument("--interpolate", default=None, help="--user: A:B, sweep the A->B mix")
+    p.add_argument("--no-matrix", action="store_true", help="--user: skip the matrix")
+
+
+def sample_embedding(args: argparse.Namespace) -> object:
+    """The embedding `mmalign sample --ppd` conditions on (torch tensor [D])."""
+    from .diffusion.ppd_users import embedding_file, mix, parse_mix, user_embeddings
+
+    if args.user_embedding is not None:  # --user picks one of several users in the file
+        e = embedding_file(args.user_embedding, args.user)
+    elif args.user is not None:
+        e = user_embeddings(args.ppd, [args.user])[args.user]
+    else:
+        raise InputError("--ppd needs --user ID or --user-embedding FILE")
+    if args.mix is not None:
+        other, w = parse_mix(args.mix)
+        e = mix(e, user_embeddings(args.ppd, [other])[other], w)
+    return e
+
+
+def cmd_sample_ppd(args: argparse.Namespace) -> int:
+    from .diffusion import ppd
+    from .diffusion.ppd_users import UserPipeline, load_ppd
+    from .diffusion.sample import generate, sampling_defaults, to_pil_images
+    from .grid import image_grid
+
+    if args.lora:
+        raise InputError("--ppd and --lora cannot be combined")
+    if not Path(args.ppd).joinpath(ppd.ADAPTER_FILE).is_file():
+        raise InputError(f"--ppd {args.ppd}: no {ppd.ADAPTER_FILE} (a PPD training output_dir)")
+    base = None if Path(args.model).joinpath("mmalign_run.json").is_file() else args.model
+    model, _ = load_ppd(args.ppd, base)
+    e = sample_embedding(args)
+    pipe = UserPipeline(model.pipe, e)  # a width mismatch is an error here
+    steps, guidance = sampling_defaults(model, args.steps, args.guidance)
+    prompts = [p for p in args.prompt for _ in range(args.n)]
+    images = generate(
+        pipe, prompts, seed=args.seed, steps=steps, guidance=guidance, batch_size=args.batch_size
+    )
+    who = args.user or Path(args.user_embedding).name
+    header = f"user {who}{f' mix {args.mix}' if args.mix else ''}, seed {args.seed}"
+    grid = image_grid([to_pil_images(images)], [header], prompts)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    grid.save(args.out)
+    print(f"grid: {Path(args.out).resolve()}")
+    return 0
+
+
+def user_prompts(spec: str, pickapic_root: str | None = None) -> list[str]:
+    """The prompts of `--prompts`; a toy spec (`toy:heldout[:N]`) without its size words, as
+    `toy:users` writes its prompts (size is one of the users' tastes, not the prompt's)."""
+    from dataclasses import replace
+
+    from .data.prompts import resolve_prompts
+    from .toy.world import parse_prompt
+
+    prompts = resolve_prompts(spec, pickapic_root=pickapic_root)
+    if spec.startswith("toy:"):
+        prompts = [replace(parse_prompt(p), size="medium").text for p in prompts]
+    return prompts
+
+
+def cmd_winrate_users(args: argparse.Namespace) -> int:
+    """`mmalign eval winrate --tuned RUN --user IDS`: per-user win rates, matrix, sweep."""
+    from .diffusion.load import load_pipeline
+    from .diffusion.ppd_users import load_ppd, user_embeddings, user_set
+    from .diffusion.sample import sampling_defaults
+    from .eval.ppd_winrate import run_user_winrate
+
+    users = user_set(args.user)
+    pair = None
+    if args.interpolate:
+        a, sep, b = args.interpolate.partition(":")
+        if not sep or not a or not b:
+            raise InputError(f"--interpolate {args.interpolate!r}: expected A:B, e.g. h00:h03")
+        pair = (a, b)
+        users += [u for u in pair if u not in users]
+    embeddings = user_embeddings(args.tuned, users)  # unknown ids fail before sampling
+    model, _ = load_ppd(args.tuned, args.base)
+    base = load_pipeline(model.source)
+    prompts = user_prompts(args.prompts, args.pickapic_root)
+    if args.n is not None:
+        prompts = prompts[: args.n]
+    steps, guidance = sampling_defaults(base, args.steps, args.guidance)
+    results = run_user_winrate(
+        base.pipe, model.pipe, prompts, embeddings, args.out, seed=args.seed, steps=steps,
+        guidance=guidance, batch_size=args.batch_size, matrix=not args.no_matrix,
+        interpolate=pair, meta={"base": base.source, "tuned": str(args.tuned),
+                                "prompt_source": args.prompts},
+    )  # fmt: skip
+    for u, r in results["users"].items():
+        lo, hi = r["ci95"]
+        print(f"{u}: win rate {r['win_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}, n={r['n']}), "
+              f"mean {r['base_mean']:.4f} -> {r['tuned_mean']:.4f}")  # fmt: skip
+    print(f"average win rate over {len(results['users'])} users: "
+          f"{results['average_win_rate']:.1%}")  # fmt: skip
+    if "specificity" in results:
+        s = results["specificity"]
+        print(f"specificity: {s['hits']}/{s['pairs']} ordered pairs ({s['share']:.1%})")
+    if "interpolation" in results:
+        s = results["interpolation"]
+        print(f"interpolation {s['a']}->{s['b']}: Spearman {s['b']} up {s['spearman_b_up']:.2f}, "
+              f"{s['a']} down {s['spearman_a_down']:.2f}")  # fmt: skip
+    print(f"results: {Path(args.out).resolve() / 'results.json'}")
+    print(f"report: {Path(results['report']).resolve()}")
+    return 0

@@ -1,0 +1,104 @@
+"""PPD at inference and evaluation (Dang et al. CVPR 2025): users resolved from a run or from
+their few-shot examples, mixes, per-user win rates with the user x conditioning matrix, and
+clear errors for an unknown user, a wrong-width embedding and a malformed mix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mmalign.config import InputError, load_config
+from mmalign.diffusion import ppd
+from mmalign.diffusion.ppd_recipe import PPDRecipe
+from mmalign.diffusion.ppd_users import (
+    UserPipeline,
+    embedding_file,
+    load_ppd,
+    mix,
+    parse_mix,
+    user_embeddings,
+    user_set,
+)
+from mmalign.eval.ppd_winrate import run_user_winrate, spearman
+from mmalign.train import Config
+from mmalign.train.loop import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ppd-run")
+    overrides = [
+        "data.toy.n=64", "train.max_steps=2", "train.batch_size=4", "train.learning_rate=0.05",
+        "validation.enabled=false", "train.trackers=[]", f"output_dir={out}",
+    ]  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MMALIGN_CACHE", str(tmp_path_factory.getbasetemp() / "mmalign-cache"))
+        train(load_config(Config, "configs/toy/ppd.yaml", overrides), PPDRecipe)
+    return out
+
+
+def test_users_from_the_run_and_from_few_shot_examples(run) -> None:
+    embs = user_embeddings(run, ["t03", "h01"])
+    assert set(embs) == {"t03", "h01"}
+    assert embs["t03"].shape == embs["h01"].shape == (ppd.adapter_meta(run)["embed_dim"],)
+    assert not torch.equal(embs["t03"], embs["h01"])
+    assert user_set("heldout") == [f"h0{k}" for k in range(8)]
+    assert torch.equal(mix(embs["t03"], embs["h01"], 0.0), embs["t03"])
+    assert torch.allclose(mix(embs["t03"], embs["h01"], 0.5), (embs["t03"] + embs["h01"]) / 2)
+
+
+def test_bad_input_is_clear(run, tmp_path) -> None:
+    with pytest.raises(InputError, match=r"unknown user 'h99'.*h00"):
+        user_embeddings(run, ["h99"])
+    with pytest.raises(InputError, match="ID:WEIGHT"):
+        parse_mix("h01:1.5")
+    with pytest.raises(InputError, match="ID:WEIGHT"):
+        parse_mix("h01")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(7)}, str(tmp_path / "user_embeddings.safetensors"))
+    model, _ = load_ppd(run)
+    with pytest.raises(InputError, match="width 7 but the PPD adapter takes"):
+        UserPipeline(model.pipe, embedding_file(tmp_path / "user_embeddings.safetensors"))
+    with pytest.raises(InputError, match="no user 'y'"):
+        embedding_file(tmp_path, "y")
+
+
+def test_spearman() -> None:
+    assert spearman([0, 1, 2, 3], [1, 5, 7, 9]) == pytest.approx(1.0)
+    assert spearman([0, 1, 2, 3], [9, 5, 5, 1]) == pytest.approx(-4.5 / 22.5**0.5)  # a tie
+    assert spearman([0, 1, 2], [3, 1, 2]) == pytest.approx(-0.5)
+
+
+def test_per_user_winrate_matrix_and_sweep(run, tmp_path) -> None:
+    model, _ = load_ppd(run)
+    from mmalign.diffusion.load import load_pipeline
+
+    base = load_pipeline(model.source)
+    embs = user_embeddings(run, ["h00", "h01", "t02"])
+    from mmalign.ppd_cli import user_prompts
+
+    prompts = user_prompts("toy:heldout:3")
+    assert not any(w in p.split() for p in prompts for w in ("small", "large"))
+    kw = dict(steps=2, guidance=2.5, batch_size=3, meta={"tuned": str(run), "base": "toy"})
+    res = run_user_winrate(
+        base.pipe, model.pipe, prompts, embs, tmp_path, interpolate=("h00", "h01"), **kw
+    )
+    assert set(res["users"]) == {"h00", "h01", "t02"}
+    assert all(r["n"] == 3 and 0 <= r["win_rate"] <= 1 for r in res["users"].values())
+    assert set(res["matrix"]) == {"h00", "h01", "t02"} and res["specificity"]["pairs"] == 6
+    # conditioned on a user, the images differ from another user's: the branch is on
+    own = res["matrix"]["h00"]
+    assert own["h00"] != own["h01"]
+    sweep = res["interpolation"]
+    assert sweep["weights"] == [0.0, 0.25, 0.5, 0.75, 1.0] and len(sweep["mean_b"]) == 5
+    assert sweep["mean_a"][0] == pytest.approx(own["h00"])  # a = 0 is user A itself
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["average_win_rate"] == pytest.approx(res["average_win_rate"])
+    page = (tmp_path / "report.html").read_text()
+    assert "User x conditioning" in page and "Interpolation h00 -> h01" in page
+    # a second run reuses every image
+    again = run_user_winrate(base.pipe, model.pipe, prompts, embs, tmp_path, **kw)
+    assert again["users"]["h00"] == res["users"]["h00"]
