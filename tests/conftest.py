@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import torch
 
@@ -28,6 +30,26 @@ def scores() -> PairScores:
 def _cache_in_tmp(tmp_path_factory, monkeypatch):
     """Built toy data and pre-encoding caches go to a per-session temporary folder."""
     monkeypatch.setenv("MMALIGN_CACHE", str(tmp_path_factory.getbasetemp() / "mmalign-cache"))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL server for the session (mmalign_label.pgtemp: the pgserver
+    wheel's binaries, else the system's), started on first use in about 1.5 s. Never skipped:
+    without PostgreSQL binaries the tests that need it fail with the reason."""
+    from mmalign_label.pgtemp import TempPostgres
+
+    with TempPostgres() as pg:
+        yield pg
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def label_db(request, tmp_path) -> str:
+    """A fresh labeling database on each backend: a SQLite file, or a new database on the
+    session's PostgreSQL server (its URL); test ids end in [sqlite] / [postgresql]."""
+    if request.param == "sqlite":
+        return str(tmp_path / "labels.sqlite")
+    return request.getfixturevalue("postgres").database(f"t{uuid.uuid4().hex[:12]}")
 
 
 def pytest_collection_modifyitems(config, items):

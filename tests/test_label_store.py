@@ -25,8 +25,8 @@ def _png(size: int = 8, color: tuple[int, int, int] = (255, 0, 0)) -> bytes:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "labels.sqlite", overlap=2)
+def store(label_db: str) -> Store:
+    s = Store(label_db, overlap=2)
     s.add_pairs(Pair(f"p{i}", f"prompt {i}", f"a{i}.png", f"b{i}.png", "test") for i in range(6))
     return s
 
@@ -36,7 +36,8 @@ def _vote(store: Store, user: str, pair: str, choice: str = "left", vid: str | N
                              choice=choice, left_image=0, decide_ms=500)  # fmt: skip
 
 
-def test_sqlite_runs_in_wal_mode(store: Store) -> None:
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    store = Store(tmp_path / "labels.sqlite")
     with store.write.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar()) >= 1000
@@ -103,15 +104,15 @@ def test_queue_walks_every_pair_once(store: Store) -> None:
     assert sorted(seen) == [f"p{i}" for i in range(6)]
 
 
-def test_concurrent_writers_store_every_vote_once(tmp_path: Path) -> None:
-    s = Store(tmp_path / "c.sqlite", overlap=16)
+def test_concurrent_writers_store_every_vote_once(label_db: str) -> None:
+    s = Store(label_db, overlap=16)
     s.add_pairs(Pair(f"p{i}", "x", "a", "b", "t") for i in range(30))
     acked: dict[str, list[str]] = {}
     errors: list[str] = []  # an assert in a thread only warns: the main thread checks these
 
     def annotate(user: str) -> None:
         try:
-            other = Store(tmp_path / "c.sqlite")  # each thread its own engine, like a worker
+            other = Store(label_db)  # each thread its own engine, like a worker
             mine = acked.setdefault(user, [])
             for i in range(30):
                 vid = f"{user}-{i:04d}-{uuid.uuid4().hex[:8]}"
@@ -160,11 +161,11 @@ def _counted(s: Store) -> tuple[Counter, dict[str, int]]:
     return cast, column  # fmt: skip
 
 
-def test_overlap_holds_for_32_annotators_draining_their_queues(tmp_path: Path) -> None:
+def test_overlap_holds_for_32_annotators_draining_their_queues(label_db: str) -> None:
     # the run: 32 annotators voting until their queues are empty on 100 pairs
     # stored 622 votes with --overlap 2; each thread has its own engine (a server each), so
     # only the database transaction can keep the count
-    db = tmp_path / "o.sqlite"
+    db = label_db
     s = Store(db, overlap=2)
     s.add_pairs(Pair(f"p{i:03d}", "x", "a", "b", "t") for i in range(100))
     errors: list[str] = []
@@ -191,9 +192,9 @@ def test_overlap_holds_for_32_annotators_draining_their_queues(tmp_path: Path) -
     assert column == dict(cast)
 
 
-def test_racing_votes_on_one_pair_store_at_most_overlap(tmp_path: Path) -> None:
+def test_racing_votes_on_one_pair_store_at_most_overlap(label_db: str) -> None:
     # 32 annotators vote on the same pair at once without asking next_pair (API scripts can)
-    db = tmp_path / "r.sqlite"
+    db = label_db
     s = Store(db, overlap=2)
     s.add_pairs([Pair("p0", "x", "a", "b", "t")])
     start = threading.Barrier(32)
@@ -215,9 +216,9 @@ def test_racing_votes_on_one_pair_store_at_most_overlap(tmp_path: Path) -> None:
     _vote(s, "late", "p0", "skip")  # a skip takes no place: still accepted
 
 
-def test_a_handed_out_pair_is_reserved_until_its_lease_expires(tmp_path: Path) -> None:
+def test_a_handed_out_pair_is_reserved_until_its_lease_expires(label_db: str) -> None:
     now = [1000.0]
-    s = Store(tmp_path / "l.sqlite", overlap=1, lease_s=60, clock=lambda: now[0])
+    s = Store(label_db, overlap=1, lease_s=60, clock=lambda: now[0])
     s.add_pairs(Pair(f"p{i}", "x", "a", "b", "t") for i in range(2))
     held = s.next_pair("a")
     assert held is not None and s.next_pair("a") == held  # asked again: the same pair
@@ -234,6 +235,30 @@ def test_a_handed_out_pair_is_reserved_until_its_lease_expires(tmp_path: Path) -
     assert s.next_pair("a") == other and s.next_pair("c") == held
     _vote(s, "c", held.pair_id, "skip")  # a skip gives the place back
     assert s.next_pair("d") == held
+
+
+def test_an_unreachable_postgresql_url_stops_the_app_at_start(tmp_path: Path, postgres) -> None:
+    import subprocess
+    import sys
+
+    from mmalign_label.engines import DatabaseError
+    from mmalign_label.testing import free_port
+    from mmalign_label.users import add_user
+
+    port = free_port()  # nothing listens there
+    url = f"postgresql://label:s3cret@127.0.0.1:{port}/labels"
+    with pytest.raises(DatabaseError, match=f"cannot connect to the database .*127.0.0.1:{port}"):
+        Store(url)
+    with pytest.raises(DatabaseError, match='database "nope" does not exist'):
+        Store(postgres.url_for("nope"))
+    users = tmp_path / "users.txt"
+    add_user(users, "ann", "pw")
+    cmd = [sys.executable, "-m", "mmalign.cli", "label", "--db", url, "--images",
+           str(tmp_path / "img"), "--users", str(users), "--port", str(free_port())]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "cannot connect to the database" in out.stderr and "Traceback" not in out.stderr
+    assert "s3cret" not in out.stderr + out.stdout and "label: http" not in out.stdout
 
 
 # ------------------------------------------------------------------------- users
@@ -289,12 +314,12 @@ def test_oversized_and_undecodable_images_get_clear_errors(tmp_path: Path, monke
         check_bytes(_png(8), "heavy")
 
 
-def test_import_a_preference_pair_dataset(tmp_path: Path) -> None:
+def test_import_a_preference_pair_dataset(tmp_path: Path, label_db: str) -> None:
     data = make_pairs_dataset(tmp_path / "pairs", 5, size=16)
     pairs = list(import_pairs(data, tmp_path / "img"))
     assert len(pairs) == 5 and all(p.prompt.startswith("a ") for p in pairs)
     assert all((tmp_path / "img" / p.image_0).is_file() for p in pairs)
-    s = Store(tmp_path / "db.sqlite")
+    s = Store(label_db)
     assert s.add_pairs(pairs) == 5 and s.add_pairs(pairs) == 0  # a re-import adds nothing
 
 
@@ -345,13 +370,13 @@ def test_summary_reads_preferences_through_the_left_right_order() -> None:
 # ------------------------------------------------------------------------ export
 
 
-def test_export_holds_exactly_the_votes_cast(tmp_path: Path) -> None:
+def test_export_holds_exactly_the_votes_cast(tmp_path: Path, label_db: str) -> None:
     from mmalign.data.pickapic import load_pickapic
     from mmalign.data.schema import load_pairs
 
     root = tmp_path / "img"
     data = make_pairs_dataset(tmp_path / "pairs", 4, size=16)
-    s = Store(tmp_path / "db.sqlite", overlap=3)
+    s = Store(label_db, overlap=3)
     pairs = list(import_pairs(data, root))
     s.add_pairs(pairs)
     p = [x.pair_id for x in pairs]

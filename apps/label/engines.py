@@ -5,16 +5,28 @@ is in the WAL file before COMMIT returns, so a killed server (SIGKILL) loses not
 acknowledged (only a power cut could lose the last transactions, which NORMAL trades for
 speed). Write transactions start with `BEGIN IMMEDIATE` so two concurrent votes wait on the
 busy timeout instead of failing with "database is locked" when a read lock is upgraded.
+
+A PostgreSQL URL without a driver (`postgresql://...`, SQLAlchemy's default there is
+psycopg2) is run on psycopg 3, the `app` extra's driver. The server is reached once when the
+engine is made, so a wrong host, port, password or database name stops the app at start
+with a message naming the URL (its password hidden), not at the first vote.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 BUSY_TIMEOUT_MS = 10_000
+CONNECT_TIMEOUT_S = 10  # an unroutable host fails after this, not after the OS's minutes
+
+
+class DatabaseError(ValueError):
+    """The database named by --db cannot be used: a bad URL, a missing driver, no server."""
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -27,7 +39,7 @@ def make_engine(db: str | Path) -> tuple[Engine, Engine]:
     if "://" not in url:
         url = sqlite_url(db)
     if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
+        engine = _server_engine(url)
         return engine, engine
 
     def sqlite_engine(begin: str) -> Engine:
@@ -54,3 +66,54 @@ def make_engine(db: str | Path) -> tuple[Engine, Engine]:
         return engine
 
     return sqlite_engine("BEGIN IMMEDIATE"), sqlite_engine("BEGIN")
+
+
+def server_url(url: str) -> URL:
+    """`url` parsed; postgresql:// and postgres:// get the psycopg 3 driver."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as err:
+        shown = re.sub(r"://[^@/]*@", "://***@", url)  # no password in the message
+        raise DatabaseError(
+            f"--db {shown!r} is neither a file path nor a database URL: {err}"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _server_engine(url: str) -> Engine:
+    parsed = server_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    try:
+        engine = create_engine(parsed, pool_size=16, max_overflow=48, pool_pre_ping=True,
+                               connect_args=connect_args)  # fmt: skip
+    except ImportError as err:
+        raise DatabaseError(
+            f"--db {shown}: the database driver is missing ({err}); for PostgreSQL "
+            "`pip install 'psycopg[binary]'` (in mmalign's app extra)"
+        ) from None
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as err:
+        engine.dispose()
+        reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        raise DatabaseError(f"cannot connect to the database {shown}: {reason}") from None
+    return engine
+
+
+def dialect_insert(conn: Connection, table: Any) -> Any:
+    """`insert(table)` of the connection's dialect: SQLite's and PostgreSQL's both take
+    `.on_conflict_do_nothing()` / `.on_conflict_do_update()`, so that two servers writing
+    the same row at once neither fail nor need a read first."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise DatabaseError(f"unsupported database {conn.dialect.name!r}: SQLite or PostgreSQL")
+    return insert(table)
