@@ -78,9 +78,40 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from ...data.prism_files import read_prism_file
+
+    try:
+        rows, report = read_prism_file(args.source, kind=args.kind, max_samples=args.max_samples,
+                                       require_format=args.require_format)  # fmt: skip
+    except (FileNotFoundError, ValueError) as err:
+        raise InputError(str(err)) from None
+    print(report)
+    rows.save_to_disk(str(args.out))
+    print(f"{len(rows)} rows: {Path(args.out).resolve()} (data.path for a recipe)")
+    return 0
+
+
 def register(sub: Any) -> None:
-    """Add `prism-mcts` to the `data` command (created when no one has yet)."""
+    """Add `prism-mcts` and `prism-import` to the `data` command (created when no one has)."""
     actions = group_actions(sub, "data")
+    imp = actions.add_parser("prism-import", help="PRISM-CoT / PRISM-DPO release files (a folder "
+                             "with data.json and images/) as a PreferencePair dataset")  # fmt: skip
+    imp.add_argument("source", help="the release folder or its JSON file")
+    imp.add_argument("--out", required=True, help="folder for the saved dataset")
+    imp.add_argument(
+        "--kind",
+        choices=("cot", "dpo"),
+        default=None,
+        help="cot (SFT rows) or dpo (pairs); default: from the first record",
+    )
+    imp.add_argument("--max-samples", type=int, default=None)
+    imp.add_argument(
+        "--require-format",
+        action="store_true",
+        help="skip CoT responses that are not the four tagged stages",
+    )
+    imp.set_defaults(func=_cmd_import)
     p = actions.add_parser("prism-mcts", help="PRISM step-level preference pairs by tree search "
                            "over a model's own reasoning stages")  # fmt: skip
     p.add_argument("--model", required=True, help="the SFT model: training output_dir, adapter "
