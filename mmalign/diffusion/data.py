@@ -37,7 +37,11 @@ def open_pairs(
 ) -> tuple[Dataset, ValidationReport]:
     """PreferencePair image rows and the report of what was skipped and why."""
     if path.startswith(TOY_PREFIX):
-        path = str(toy_pairs(path[len(TOY_PREFIX) :], toy_options or {}, model))
+        from ..toy.datasets import MODEL_KINDS
+
+        kind = path[len(TOY_PREFIX) :]
+        # only the kinds that sample a model take one: toy:flaws (rendered) trains as it is
+        path = str(toy_pairs(kind, toy_options or {}, model if kind in MODEL_KINDS else None))
     elif toy_options:
         raise ValueError("data.toy is only for data.path: toy:<kind>")
     local = Path(path)
