@@ -227,3 +227,49 @@ def test_eval_scores_reference_and_unsafe_answers(tmp_path):
     assert wrong["format_compliance"] == 0
     assert wrong["plain_attack_success_rate_n"] + wrong["wrapped_attack_success_rate_n"] \
         == wrong["attack_success_rate_n"] > 0  # fmt: skip
+
+
+def test_heldout_rephrasings_are_new_sentences_of_known_words():
+    """Held-out requests are sentences training never shows, made of words it does show (a
+    toy model cannot know an unseen synonym), and every intent has several training frames."""
+    from mmalign.toy.prism import HELDOUT_FRAMES, IMAGE_INTENTS, TEXT_INTENTS, TRAIN_FRAMES
+
+    assert len(TRAIN_FRAMES) >= 3 and not set(TRAIN_FRAMES) & set(HELDOUT_FRAMES)
+    train_words, held = set(), []
+    for intent in TEXT_INTENTS + IMAGE_INTENTS:
+        train, heldout = intent.phrasings("train"), intent.phrasings("heldout")
+        assert heldout and not set(train) & set(heldout)
+        train_words |= {w for t in train for w in t.lower().replace("?", " ").split()}
+        held += heldout
+    words = {w for t in held for w in t.lower().replace("?", " ").split()}
+    assert len(words - train_words) <= 3, words - train_words  # only the frames' own words
+
+
+def test_toy_prism_cache_key_follows_the_data_version(monkeypatch):
+    from mmalign.toy.cache import toy_data_folder
+    from mmalign.toy.datasets import BUILDERS
+
+    before = toy_data_folder("prism", {"n": 8})
+    monkeypatch.setattr(BUILDERS["prism"], "data_version", 999)
+    assert toy_data_folder("prism", {"n": 8}) != before
+
+
+def test_stage_prefill_starts_like_the_training_answers():
+    """The search prefills prompt + the template's answer lead + stages; its tokens equal the
+    training sequence's (prompt ids, then the completion's), so the first stage is sampled in
+    the context SFT trained."""
+    from mmalign.vlm.collate import ChatFormat
+    from mmalign.vlm.prism.format import add_stage_tokens
+    from mmalign.vlm.prism.generate import answer_lead, prompt_text
+
+    vlm = _toy_vlm()
+    add_stage_tokens(vlm.model, vlm.processor)
+    tok = vlm.processor.tokenizer
+    lead = answer_lead(vlm.processor)
+    assert lead == " "  # LLaVA-1.5's "ASSISTANT: answer"
+    prefix = format_cot({"PROBLEM": "x"}) + "<|CAPTION|>"
+    mine = tok(prompt_text(vlm.processor, "q?", 1) + lead + prefix, add_special_tokens=False)
+    rendered = ChatFormat(vlm.processor).render("q?", 1, [prefix])
+    train = tok(rendered.prompt, add_special_tokens=False)["input_ids"] + tok(
+        rendered.completions[prefix], add_special_tokens=False)["input_ids"]  # fmt: skip
+    assert train[: len(mine["input_ids"])] == mine["input_ids"]

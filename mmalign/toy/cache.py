@@ -25,9 +25,12 @@ def _with_model(options: Mapping[str, Any], model: str | None) -> dict[str, Any]
 def toy_data_folder(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
     """Where toy dataset `kind` built with `options` is cached. Kinds sampled from toy-sd
     (`MODEL_KINDS`) are also keyed by its weight files, so a rebuilt model gets new data."""
-    from .datasets import MODEL_KINDS
+    from .datasets import BUILDERS, MODEL_KINDS
 
     key: list[Any] = [kind, _with_model(options, model)]
+    version = getattr(BUILDERS.get(kind), "data_version", None)
+    if version is not None:  # a builder whose rows changed: its old cached folders go stale
+        key.append({"data_version": version})
     if kind in MODEL_KINDS:
         from .paths import model_path
 

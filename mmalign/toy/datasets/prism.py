@@ -55,3 +55,8 @@ def build_prism(
     return finish(
         "prism", out_dir, built, n=n, seed=seed, split="train", options=options, started=started
     )
+
+
+# Part of toy:prism's cache key (mmalign.toy.cache): 2 = action phrasings in sentence frames,
+# five training wrappers.
+build_prism.data_version = 2  # type: ignore[attr-defined]

@@ -43,6 +43,21 @@ def prompt_text(processor: Any, prompt: str, n_images: int) -> str:
     return processor.apply_chat_template(user, add_generation_prompt=True)
 
 
+def answer_lead(processor: Any) -> str:
+    """The text the chat template puts between the generation prompt and an assistant answer
+    (" " for LLaVA-1.5's "ASSISTANT: answer", "" for Qwen2-VL): a stage prefilled after the
+    prompt must start with it, as the training sequences do, or the first stage is sampled
+    from a context the model never saw."""
+    user = [{"role": "user", "content": user_content("q", 0)}]
+    head = processor.apply_chat_template(user, add_generation_prompt=True)
+    probe = "XYZPROBE"
+    turn = {"role": "assistant", "content": [{"type": "text", "text": probe}]}
+    full = processor.apply_chat_template([*user, turn])
+    if not full.startswith(head) or probe not in full[len(head) :]:
+        return ""
+    return full[len(head) : full.index(probe, len(head))]
+
+
 def _inputs(processor: Any, texts: list[str], images: list[tuple[Any, ...]], device: Any):
     from ...data.schema import to_pil_image
 
@@ -95,6 +110,7 @@ class StageGenerator:
         tok = getattr(processor, "tokenizer", processor)
         self.eos = tok.eos_token_id
         self.calls = 0  # generate() calls made
+        self.lead = answer_lead(processor)
 
     def __call__(self, requests: Sequence[StageRequest], samples: int) -> list[list[StageSample]]:
         """`samples` samples of each request's stage, in request order."""
@@ -102,8 +118,8 @@ class StageGenerator:
         out: list[list[StageSample]] = []
         for start in range(0, len(requests), per_call):
             chunk = requests[start : start + per_call]
-            texts = [prompt_text(self.processor, r.prompt, len(r.images)) + r.prefix
-                     + open_tag(r.stage) for r in chunk]  # fmt: skip
+            texts = [prompt_text(self.processor, r.prompt, len(r.images)) + self.lead
+                     + r.prefix + open_tag(r.stage) for r in chunk]  # fmt: skip
             # per stage: its closing tag ends the sample (and the end of the turn always)
             by_stage: dict[str, list[int]] = {}
             for i, r in enumerate(chunk):

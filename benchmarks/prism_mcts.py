@@ -1,0 +1,103 @@
+"""PRISM step-level search throughput, batching on vs off, in one run (issue 23).
+
+Both searches run the same rows, model, judge and MCTS settings in this process:
+
+- `batched`: `--trees-per-batch` trees advance in lock-step and every pending expansion of
+  every tree is sampled in shared `generate` calls of up to `--batch-size` sequences (what
+  `mmalign data prism-mcts` does);
+- `unbatched`: one tree at a time and one `generate` call per expansion (its `--children`
+  samples together, as `num_return_sequences`).
+
+Reported per mode: nodes made, samples, judge calls, wall seconds, nodes/s, judge calls/s,
+`generate` calls and nodes per tree (the two runs sample different trees, so the per-second
+rates, not the totals, are compared), then the speed-up of nodes/s (target >= 3x).
+
+    python benchmarks/prism_mcts.py --model runs/toy-prism-sft --trees 32 --iterations 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from typing import Any
+
+
+def run_mode(name: str, rows: list[dict[str, Any]], vlm: Any, args: argparse.Namespace,
+             per_batch: int, batch_size: int) -> dict[str, Any]:  # fmt: skip
+    from mmalign.vlm.prism.generate import StageGenerator
+    from mmalign.vlm.prism.judges import make_judge
+    from mmalign.vlm.prism.mcts import MCTSConfig
+    from mmalign.vlm.prism.search import Search, summarize
+
+    config = MCTSConfig(args.iterations, args.children, args.max_depth)
+    generate = StageGenerator(vlm.model, vlm.processor, max_new_tokens=args.max_new_tokens,
+                              batch_size=batch_size)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix=f"prism-bench-{name}-") as out:
+        search = Search(rows, generate, make_judge(args.judge), config, out,
+                        trees_per_batch=per_batch, seed=args.seed)  # fmt: skip
+        started = time.perf_counter()
+        trees = search.run()
+        summary = summarize(search, trees, time.perf_counter() - started)
+    this = summary["this_run"]
+    return {
+        "mode": name, "trees_per_batch": per_batch, "batch_size": batch_size,
+        "trees": summary["trees"], "nodes": summary["nodes"], "pairs": summary["pairs"],
+        "samples": this["samples"], "judge_calls": this["judge_calls"],
+        "generate_calls": this["generate_calls"], "seconds": this["seconds"],
+        "nodes_per_second": round(summary["nodes"] / this["seconds"], 2),
+        "samples_per_second": this["nodes_per_second"],
+        "judge_calls_per_second": this["judge_calls_per_second"],
+        "nodes_per_tree": round(summary["nodes"] / max(1, summary["trees"]), 1),
+        "failures": summary["failures"],
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="the SFT run (its tokenizer has the tags)")
+    parser.add_argument("--data", default="toy:prism")
+    parser.add_argument("--judge", default="toy")
+    parser.add_argument("--trees", type=int, default=32)
+    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--children", type=int, default=3)
+    parser.add_argument("--max-depth", type=int, default=5)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--trees-per-batch", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=96)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from mmalign.vlm.data import open_vlm_pairs
+    from mmalign.vlm.prism.cli import load_policy
+
+    torch.set_grad_enabled(False)
+    data, _ = open_vlm_pairs(args.data, "train", max_samples=args.trees)
+    rows = [data[i] for i in range(len(data))]
+    vlm = load_policy(args.model)
+    results = [
+        run_mode("unbatched", rows, vlm, args, 1, args.children),
+        run_mode("batched", rows, vlm, args, args.trees_per_batch, args.batch_size),
+    ]
+    off, on = results
+    speedup = on["nodes_per_second"] / off["nodes_per_second"] if off["nodes_per_second"] else 0
+    keys = ("trees", "nodes", "nodes_per_tree", "samples", "judge_calls", "generate_calls",
+            "seconds", "nodes_per_second", "judge_calls_per_second")  # fmt: skip
+    print("| mode | " + " | ".join(keys) + " |")
+    print("| --- " * (len(keys) + 1) + "|")
+    for r in results:
+        print(f"| {r['mode']} | " + " | ".join(str(r[k]) for k in keys) + " |")
+    verdict = "PASS" if speedup >= 3 else "MISS"
+    print(f"batched / unbatched nodes per second: {speedup:.2f}x (target >= 3x: {verdict})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": results, "speedup": speedup, "args": vars(args)}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
