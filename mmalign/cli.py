@@ -53,8 +53,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from .vlm.recipe import VLMRecipe as recipe
     elif cfg.model.kind == "reward":
         from .reward_model.recipe import RewardRecipe as recipe
-    else:
-        from .diffusion.recipe import DiffusionRecipe as recipe
+    elif cfg.ppd is not None:  # PPD: the diffusion recipe with a user branch
+        from .diffusion.ppd_recipe import PPDRecipe as recipe
+    else:  # SD1.5 / SDXL, or SD3 / FLUX: the scheduler of the pipeline decides
+        from .diffusion.flow_recipe import diffusion_recipe as recipe
 
     result = train(cfg, recipe)
     if result.saved:
@@ -73,6 +75,11 @@ def _at_least_one(args: argparse.Namespace, *names: str) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    if args.ppd is not None:  # PPD: the base with a user branch, conditioned on a user
+        from .ppd_cli import cmd_sample_ppd
+
+        _at_least_one(args, "n", "steps", "batch_size")
+        return cmd_sample_ppd(args)
     from .diffusion import apply_lora, load_pipeline, load_tuned
     from .diffusion.sample import generate, sampling_defaults, to_pil_images
     from .grid import image_grid
@@ -112,6 +119,10 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     from .rewards import split_name
 
     _at_least_one(args, "n", "steps", "batch_size", "seeds_per_prompt")
+    if args.user is not None:  # PPD: each user scored with its own reward
+        from .ppd_cli import cmd_winrate_users
+
+        return cmd_winrate_users(args)
     scorers = args.scorers.split(",")
     for name in scorers:  # a typo fails before any model loads
         split_name(name)
@@ -255,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default="samples/grid.png", help="PNG path (default samples/grid.png)")
+    from .ppd_cli import add_sample_options, add_winrate_options
+
+    add_sample_options(p)
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("eval", help="evaluate models")
@@ -274,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--batch-size", type=int, default=50)
     w.add_argument("--seeds-per-prompt", type=int, default=1, help="images per prompt and model")
     w.add_argument("--out", required=True, help="output folder (results.json, report.html, ...)")
+    add_winrate_options(w)
     w.set_defaults(func=_cmd_eval_winrate)
     from .eval.cli import add_scorer_options
     from .eval.cli import register_eval as register_eval_scorers
@@ -293,9 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .vlm.prism.cli import register as register_prism
 
     register_prism(sub)  # `mmalign data prism-mcts`
+    from .eval.diagnose_diffusion import diagnose_diffusion
     from .vlm.diagnose_cli import register as register_diagnose
 
-    register_diagnose(sub)  # `mmalign data diagnose`
+    register_diagnose(sub, on_diffusion=diagnose_diffusion)  # `mmalign data diagnose`
     from .diffusion.invert_cli import register as register_invert
 
     register_invert(sub)  # `mmalign invert` (ReNoise)
