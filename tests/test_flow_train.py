@@ -155,3 +155,18 @@ def test_reloaded_run_reproduces_samples_and_mmalign_sample_runs(tmp_path):
     code = main(["sample", str(result.output_dir), "--prompt", "a red circle", "--steps", "2",
                  "--out", str(out)])  # fmt: skip
     assert code == 0 and out.is_file()
+
+
+def test_mmalign_train_runs_a_flow_recipe(tmp_path):
+    import json
+
+    from mmalign.cli import main
+    from mmalign.config import dump_yaml
+
+    cfg = _config(save_tiny_flow(tmp_path, "flux"), tmp_path / "out", guidance=3.5)
+    path = tmp_path / "flux.yaml"
+    path.write_text(dump_yaml(cfg))
+    assert main(["train", str(path)]) == 0
+    run = json.loads((tmp_path / "out" / "mmalign_run.json").read_text())
+    assert run["process"] == "flow" and run["family"] == "flux"
+    assert run["sigma"]["guidance"] == 3.5 and run["final"]["kind"] == "lora"
