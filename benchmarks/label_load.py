@@ -16,7 +16,13 @@ concurrent annotators (threads), each logged in as its own user:
   Gradio's queue on the same login cookie, answering with the next pair: one plain
   HTTP request per vote.
 - baseline: `Store.record_vote` called in-process by the same number of threads (the
-  SQLite transaction alone), measured in the same run; the table gives the ratios.
+  database transaction alone), measured in the same run; the table gives the ratios.
+
+Every run is made on each backend of `--backends` (default both): SQLite (a WAL file) and
+PostgreSQL (a throwaway PostgreSQL server started for the benchmark, `mmalign_label.pgtemp`,
+with its durable defaults: fsync on, synchronous_commit on; a new database per run, the
+images in a folder beside it). The last table puts PostgreSQL's p50 / p99 / votes/s beside
+SQLite's for each client and level.
 
 After each HTTP/gradio_client run every acknowledged vote is checked in the database:
 stored exactly once, under the right annotator. `--think-ms T` makes each annotator look
@@ -34,6 +40,8 @@ runs scrypt; the addresses come in `X-Forwarded-For`, which the server trusts fr
 (the target is within 2x).
 
     OMP_NUM_THREADS=1 python benchmarks/label_load.py --out runs/bench/label_load.json
+    OMP_NUM_THREADS=1 python benchmarks/label_load.py --clients fast --votes 100 \
+        --out runs/bench/label_load_pg.json      # SQLite and PostgreSQL at 1, 8, 32
     OMP_NUM_THREADS=1 python benchmarks/label_load.py --levels 32 --votes 200 \
         --clients gradio_client --kill-after 3000      # the issue's full reliability run
     OMP_NUM_THREADS=1 python benchmarks/label_load.py --levels 8 --votes 150 \
@@ -57,6 +65,7 @@ from pathlib import Path
 
 import httpx
 from mmalign_label.fast_routes import VOTE_FIELDS
+from mmalign_label.pgtemp import TempPostgres
 from mmalign_label.store import Pair, Store
 from mmalign_label.testing import Server, make_pairs_dataset
 from mmalign_label.users import add_user
@@ -252,7 +261,7 @@ def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, la
     return {"errors": errors, "seconds": seconds, "server_cpu_s": cpu}
 
 
-def check(db: Path, acked: dict) -> dict:
+def check(db: Path | str, acked: dict) -> dict:
     store = Store(db)
     rows = {r["vote_id"]: r for r in store.all_votes()}
     missing = wrong = 0
@@ -269,10 +278,12 @@ def check(db: Path, acked: dict) -> dict:
             "stored_once": len(rows) == len(set(rows))}  # fmt: skip
 
 
-def baseline(db: Path, users: list[str], votes: int) -> dict:
-    """The same votes straight into the store from threads: the cost of the transaction."""
-    for old in db.parent.glob(db.name + "*"):
-        old.unlink()
+def baseline(db: Path | str, users: list[str], votes: int) -> dict:
+    """The same votes straight into the store from threads: the cost of the transaction.
+    `db`: a new database (a SQLite path whose old files are removed here, or a URL)."""
+    if isinstance(db, Path):
+        for old in db.parent.glob(db.name + "*"):
+            old.unlink()
     store = Store(db, overlap=len(users))
     store.add_pairs(Pair(f"p{i}", "a prompt", "a.png", "b.png", "bench") for i in range(votes))
     ids = _pair_ids(store)
@@ -337,6 +348,9 @@ def main() -> int:
         metavar="K",
         help="also run each level with K clients hammering /login (see above)",
     )
+    ap.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"],
+                    choices=["sqlite", "postgresql"],
+                    help="databases to run on (default both)")  # fmt: skip
     ap.add_argument("--out", default="runs/bench/label_load.json")
     ap.add_argument("--work", default=None, help="work folder (default: a temporary one)")
     args = ap.parse_args()
@@ -352,20 +366,41 @@ def main() -> int:
     if not users_file.exists():
         for k in range(n_users):
             add_user(users_file, f"u{k:02d}", f"pw-u{k:02d}")
+    pg = TempPostgres(durable=True).start() if "postgresql" in args.backends else None
+    try:
+        return _run_all(args, work, data, users_file, n_users, pg)
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
+def _new_db(work: Path, name: str, backend: str, pg: TempPostgres | None) -> tuple:
+    """(db for Store: a path or a URL, the server's database arguments) for a new database."""
+    if backend == "sqlite":
+        db = work / f"{name}.sqlite"
+        for old in work.glob(f"{name}.sqlite*"):
+            if old.is_file():
+                old.unlink()
+        return db, ["--db", str(db)]
+    assert pg is not None
+    url = pg.database(name.replace("-", "_"))
+    return url, ["--db", url, "--images", str(work / f"{name}.images")]
+
+
+def _run_all(args: argparse.Namespace, work: Path, data: Path, users_file: Path,
+             n_users: int, pg: TempPostgres | None) -> int:  # fmt: skip
     results = {"machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(),
                            "python": platform.python_version()},
                "votes_per_annotator": args.votes, "think_ms": args.think_ms,
+               "postgresql": None if pg is None else {"bin": str(pg.bin), "durable": pg.durable},
                "runs": []}  # fmt: skip
     phases = ["quiet", "flood", "flood_spread"] if args.login_flood else ["quiet"]
-    runs = [(kind, level, phase) for level in args.levels for kind in args.clients
-            for phase in phases]  # fmt: skip
-    for i, (kind, level, phase) in enumerate(runs):
-        db = work / f"{kind}-{level}-{phase}.sqlite"
-        for old in work.glob(f"{kind}-{level}-{phase}.sqlite*"):
-            if old.is_file():
-                old.unlink()
+    runs = [(kind, level, phase, backend) for level in args.levels for kind in args.clients
+            for phase in phases for backend in args.backends]  # fmt: skip
+    for i, (kind, level, phase, backend) in enumerate(runs):
+        db, db_args = _new_db(work, f"{kind}-{level}-{phase}-{backend}", backend, pg)
         # every annotator sees every pair (overlap = annotators): the queue never runs dry
-        common = ["--users", str(users_file), "--db", str(db), "--overlap", str(n_users)]
+        common = ["--users", str(users_file), *db_args, "--overlap", str(n_users)]
         server = Server(["--data", str(data), *common], log=work / "server.log").wait()
         users = [f"u{k:02d}" for k in range(level)]
         acked: dict = {}
@@ -391,7 +426,7 @@ def main() -> int:
         finally:
             server.kill()
         cpu = out["server_cpu_s"]
-        row = {"client": kind, "annotators": level, "phase": phase,
+        row = {"client": kind, "annotators": level, "phase": phase, "db": backend,
                "login_flood": flood.summary() if flood else None,
                **_summary(lat, out["seconds"]),
                # the server's CPU per vote (logins excluded): what bounds a closed loop
@@ -403,7 +438,8 @@ def main() -> int:
             again.kill()
             row["killed_after"] = args.kill_after
         row["check"] = check(db, acked)
-        base = baseline(work / f"base-{kind}-{level}-{phase}.sqlite", users, args.votes)
+        base_db, _ = _new_db(work, f"base-{kind}-{level}-{phase}-{backend}", backend, pg)
+        base = baseline(base_db, users, args.votes)
         row["baseline_store"] = base
         if row["p50_ms"] and base["p50_ms"]:
             row["p50_over_store"] = row["p50_ms"] / base["p50_ms"]
@@ -411,26 +447,30 @@ def main() -> int:
         results["runs"].append(row)
         print(json.dumps(row), flush=True)
 
-    print(f"\n{'client':14} {'phase':>12} {'annot.':>6} {'votes':>6} {'p50 ms':>8} {'p99 ms':>8} "
+    print(f"\n{'client':14} {'db':>10} {'phase':>12} {'annot.':>6} {'votes':>6} {'p50 ms':>8} "
+          f"{'p99 ms':>8} "
           f"{'votes/s':>8} {'srv cpu ms':>10} {'store p50':>9} {'store v/s':>9} {'lost':>5} "
           f"{'wrong':>5}")  # fmt: skip
     for r in results["runs"]:
         b, c = r["baseline_store"], r["check"]
         cpu = r["server_cpu_ms_per_vote"]
-        print(f"{r['client']:14} {r['phase']:>12} {r['annotators']:>6} {r['votes']:>6} "
+        print(f"{r['client']:14} {r['db']:>10} {r['phase']:>12} {r['annotators']:>6} "
+              f"{r['votes']:>6} "
               f"{r['p50_ms']:>8.1f} "
               f"{r['p99_ms']:>8.1f} {r['votes_per_s']:>8.1f} "
               f"{'-' if cpu is None else f'{cpu:.2f}':>10} {b['p50_ms']:>9.2f} "
               f"{b['votes_per_s']:>9.0f} {c['missing']:>5} {c['wrong_annotator']:>5}")  # fmt: skip
-    quiet = {(r["client"], r["annotators"]): r for r in results["runs"] if r["phase"] == "quiet"}
+    _side_by_side(results["runs"])
+    quiet = {(r["client"], r["annotators"], r["db"]): r for r in results["runs"]
+             if r["phase"] == "quiet"}  # fmt: skip
     for r in results["runs"]:
-        q = quiet.get((r["client"], r["annotators"]))
+        q = quiet.get((r["client"], r["annotators"], r["db"]))
         if r["phase"] == "quiet" or not q or not r["p99_ms"] or not q["p99_ms"]:
             continue
         ratio = r["p99_ms"] / q["p99_ms"]
         r["p99_over_quiet"] = ratio
         verdict = "PASS" if ratio <= 2 else "MISS"
-        print(f"login flood ({r['phase']}, {r['client']} x{r['annotators']}): vote p50 "
+        print(f"login flood ({r['phase']}, {r['client']} x{r['annotators']}, {r['db']}): vote p50 "
               f"{q['p50_ms']:.1f} -> {r['p50_ms']:.1f} ms, p99 {q['p99_ms']:.1f} -> "
               f"{r['p99_ms']:.1f} ms ({ratio:.2f}x, target <= 2x: {verdict}); logins answered "
               f"{r['login_flood']['answers']}")  # fmt: skip
@@ -438,13 +478,31 @@ def main() -> int:
     for r in at32:
         verdict = "PASS" if r["p99_ms"] <= 50 else "MISS"
         p99 = r["p99_ms"]
-        print(f"target p99 <= 50 ms at 32 annotators ({r['client']}): {p99:.1f} ms {verdict}")
+        print(f"target p99 <= 50 ms at 32 annotators ({r['client']}, {r['db']}): {p99:.1f} ms "
+              f"{verdict}")  # fmt: skip
     print(f"load average during the run: {os.getloadavg()} on {os.cpu_count()} CPUs")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"results: {args.out}")
     bad = any(r["check"]["missing"] or r["check"]["wrong_annotator"] for r in results["runs"])
     return 1 if bad else 0
+
+
+def _side_by_side(runs: list[dict]) -> None:
+    """PostgreSQL's p50 / p99 / votes/s beside SQLite's, per client, phase and level."""
+    by = {(r["client"], r["phase"], r["annotators"], r["db"]): r for r in runs}
+    keys = sorted({k[:3] for k in by}, key=lambda k: (k[0], k[1], k[2]))
+    if not any((*k, "postgresql") in by and (*k, "sqlite") in by for k in keys):
+        return
+    print(f"\n{'client':14} {'phase':>12} {'annot.':>6} | {'SQLite p50':>10} {'p99':>7} "
+          f"{'votes/s':>8} | {'PostgreSQL p50':>14} {'p99':>7} {'votes/s':>8}")  # fmt: skip
+    for k in keys:
+        cells = []
+        for db in ("sqlite", "postgresql"):
+            r = by.get((*k, db))
+            cells.append("-" if r is None else f"{r['p50_ms']:.1f} ms {r['p99_ms']:.1f} ms "
+                         f"{r['votes_per_s']:.0f}/s")  # fmt: skip
+        print(f"{k[0]:14} {k[1]:>12} {k[2]:>6} | {cells[0]:>28} | {cells[1]:>32}")
 
 
 if __name__ == "__main__":
