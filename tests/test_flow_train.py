@@ -170,3 +170,39 @@ def test_mmalign_train_runs_a_flow_recipe(tmp_path):
     run = json.loads((tmp_path / "out" / "mmalign_run.json").read_text())
     assert run["process"] == "flow" and run["family"] == "flux"
     assert run["sigma"]["guidance"] == 3.5 and run["final"]["kind"] == "lora"
+
+
+def test_two_cpu_processes_match_one(tmp_path):
+    """`accelerate launch` (2 CPU processes, DDP) trains a flow recipe like one process at the
+    same global batch; the tolerance is tests/test_accelerate.py's (float order, not shards)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from mmalign.config import dump_yaml
+
+    model = save_tiny_flow(tmp_path, "sd3")
+    single = tmp_path / "single"
+    cfg = _config(model, single)
+    cfg.train.batch_size, cfg.train.max_steps = 4, 3
+    _train(cfg)
+    multi = _config(model, tmp_path / "multi")
+    multi.train.batch_size, multi.train.max_steps = 2, 3  # 2 processes x 2 pairs
+    config_file = tmp_path / "multi.yaml"
+    config_file.write_text(dump_yaml(multi))
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    assert launcher is not None
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    proc = subprocess.run(
+        [launcher, "launch", "--num_processes", "2", "--multi_gpu", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no",
+         "-m", "mmalign.cli", "train", str(config_file)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = read_metrics(single), read_metrics(tmp_path / "multi")
+    assert [m["step"] for m in a] == [m["step"] for m in b] == [1, 2, 3]
+    for x, y in zip(a, b, strict=True):
+        assert abs(x["loss"] - y["loss"]) <= 2e-4, (x["step"], x["loss"], y["loss"])
+    assert max(m["loss"] for m in a) - min(m["loss"] for m in a) > 2e-3  # training moved it
