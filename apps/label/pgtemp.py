@@ -14,6 +14,11 @@ several times faster.
 
     with TempPostgres() as pg:
         url = pg.database("labels")   # postgresql://postgres@127.0.0.1:PORT/labels
+
+From a shell, a server that keeps its data in a folder (reused on the next start) and runs
+until Ctrl-C, for trying `mmalign label --db postgresql://...` on one machine:
+
+    python -m mmalign_label.pgtemp --dir /srv/label-pg --port 5433 --database labels
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +42,17 @@ SUPERUSER = "postgres"
 _RUN_AS_ROOT = "nobody"
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (after it became `nobody`): Linux sends the server SIGINT, a
-    fast shutdown, when the process that started it dies, so a killed test run leaves no
-    server behind."""
-    if sys.platform == "linux":
-        import ctypes
+def _death_signal() -> Callable[[], None] | None:
+    """A function for the child before exec (after it became `nobody`): Linux sends the
+    server SIGINT, a fast shutdown, when the process that started it dies, so a killed test
+    run leaves no server behind. libc is looked up here, in the parent: `nobody` may not be
+    able to read Python's own modules (a Python under /root)."""
+    if sys.platform != "linux":
+        return None
+    import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, int(signal.SIGINT))  # 1 = PR_SET_PDEATHSIG
 
 
 def find_bin() -> Path:
@@ -69,15 +78,20 @@ def find_bin() -> Path:
 
 
 class TempPostgres:
-    """initdb + postgres on 127.0.0.1:`port` in a temporary folder; `stop()` removes it."""
+    """initdb + postgres on 127.0.0.1:`port` in a temporary folder that `stop()` removes, or
+    in `folder`, kept (and reused when it holds a cluster already)."""
 
     def __init__(self, *, port: int | None = None, durable: bool = False,
-                 max_connections: int = 400, bin_dir: Path | None = None) -> None:  # fmt: skip
+                 max_connections: int = 400, bin_dir: Path | None = None,
+                 folder: Path | None = None) -> None:  # fmt: skip
         self.bin = bin_dir or find_bin()
         self.port = port or free_port()
         self.durable = durable
         self.max_connections = max_connections
-        self.dir = Path(tempfile.mkdtemp(prefix="mmalign-pg-"))
+        self.keep = folder is not None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        self.dir = folder.resolve() if folder else Path(tempfile.mkdtemp(prefix="mmalign-pg-"))
         self.data = self.dir / "data"
         self.log = self.dir / "postgres.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -104,9 +118,8 @@ class TempPostgres:
             raise RuntimeError(f"{args[0]} failed ({out.returncode}):\n{out.stdout}{out.stderr}")
 
     def start(self, timeout: float = 60) -> TempPostgres:
-        self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
-                  "--encoding=UTF8", "--locale=C", "--no-instructions",
-                  *([] if self.durable else ["--no-sync"]))  # fmt: skip
+        if not (self.data / "PG_VERSION").exists():
+            self._initdb()
         options = ["-c", f"max_connections={self.max_connections}",
                    "-c", "listen_addresses=127.0.0.1",
                    "-c", f"unix_socket_directories={self.dir}"]  # fmt: skip
@@ -116,10 +129,15 @@ class TempPostgres:
         cmd = [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), *options]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
-                                         start_new_session=True, preexec_fn=_die_with_parent,
+                                         start_new_session=True, preexec_fn=_death_signal(),
                                          **self._user)  # fmt: skip
         self._wait(timeout)
         return self
+
+    def _initdb(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
+                  "--encoding=UTF8", "--locale=C", "--no-instructions",
+                  *([] if self.durable else ["--no-sync"]))  # fmt: skip
 
     def _wait(self, timeout: float) -> None:
         import psycopg
@@ -154,7 +172,7 @@ class TempPostgres:
         return self.url_for(name)
 
     def stop(self) -> None:
-        """Fast shutdown (SIGINT), SIGKILL after 30 s; the folder is removed."""
+        """Fast shutdown (SIGINT), SIGKILL after 30 s; a temporary folder is removed."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGINT)
             try:
@@ -162,10 +180,50 @@ class TempPostgres:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=30)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> TempPostgres:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a PostgreSQL server for the labeling app until Ctrl-C (see the module docstring)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m mmalign_label.pgtemp", description=main.__doc__)
+    ap.add_argument("--dir", type=Path, required=True, help="data folder (created, then reused)")
+    ap.add_argument("--port", type=int, default=5433)
+    ap.add_argument("--database", default="labels", help="created when missing")
+    args = ap.parse_args(argv)
+    pg = TempPostgres(port=args.port, durable=True, max_connections=200, folder=args.dir)
+    pg.start()
+
+    def _stop(*_: object) -> None:
+        raise KeyboardInterrupt  # `kill` stops it as Ctrl-C does: a clean shutdown
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [args.database])
+            if found.fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(args.database)))
+        print(f"PostgreSQL {pg.bin} on 127.0.0.1:{pg.port}, data in {pg.data}; Ctrl-C stops it")
+        print(f"  mmalign label --db {pg.url_for(args.database)} --images FOLDER ...", flush=True)
+        assert pg.proc is not None
+        pg.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pg.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
