@@ -29,7 +29,8 @@ def fake_eval(folder, prompts, base, tuned) -> None:
     for i, prompt in enumerate(prompts):
         row = {"prompt_index": i, "prompt": str(prompt), "seed": i,
                "base_image": f"images/base/{i}.png",
-               "tuned_image": f"images/tuned/{i}.png"}  # fmt: skip
+               "tuned_image": f"images/tuned/{i}.png",
+               "scores": {"toy:x": {"base": 0.0, "tuned": float(tuned[i].mean())}}}  # fmt: skip
         to_png(base[i], folder / row["base_image"])
         to_png(tuned[i], folder / row["tuned_image"])
         rows.append(row)
@@ -58,6 +59,9 @@ def test_flawed_area_matches_direct_heatmaps_and_compares_paired(tmp_path, capsy
     d = report["tuned_area_difference"]
     assert d["mean"] == pytest.approx(b["tuned_area"]["mean"] - a["tuned_area"]["mean"])
     assert d["ci95"][0] > 0  # every flawed image has more unexplained pixels
+    x = report["tuned_score_difference"]["toy:x"]
+    assert x["mean"] == pytest.approx(float((flawed - clean).mean()), abs=1e-6)
+    assert x["ci95"][0] <= x["mean"] <= x["ci95"][1]
 
     out = tmp_path / "flaws.json"
     assert main(["eval", "flaws", str(tmp_path / "a"), str(tmp_path / "b"), "--out",

@@ -120,7 +120,11 @@ def _cmd_eval_flaws(args: argparse.Namespace) -> int:
               f"{r['tuned_plausibility']['mean']:.3f} ({r['prompts']} prompts)")  # fmt: skip
     if "tuned_area_difference" in report:
         d = report["tuned_area_difference"]
-        print(f"{d['of']}: {d['mean']:+.2%} ({d['ci95'][0]:+.2%} to {d['ci95'][1]:+.2%}), paired")
+        print(f"{d['of']}: flawed area {d['mean']:+.2%} ({d['ci95'][0]:+.2%} to "
+              f"{d['ci95'][1]:+.2%}), paired")  # fmt: skip
+        for name, r in report["tuned_score_difference"].items():
+            print(f"  {name}: tuned score {r['mean']:+.4f} ({r['ci95'][0]:+.4f} to "
+                  f"{r['ci95'][1]:+.4f}), paired")  # fmt: skip
     _write(args.out, report)
     return 0
 

@@ -5,8 +5,8 @@ For the base and tuned images of a `mmalign eval winrate` folder (per_prompt.jso
 flawed area of an image is the mean of its `toy:flaws` artifact heatmap (pixels its own clean
 reading does not explain, `mmalign.toy.flaws.dense_scores`) and its plausibility that score.
 Intervals are 95% percentile bootstraps over prompts (as `win_stats`: a prompt's images are
-averaged first); with two folders made
-from the same prompts and seeds, the difference of their tuned areas is bootstrapped paired.
+averaged first). Two folders made from the same prompts and seeds are compared paired: the
+difference of their tuned areas, and of every score both were rated with.
 """
 
 from __future__ import annotations
@@ -70,8 +70,7 @@ def flaw_report(folders: list[str | Path], seed: int = 0) -> dict[str, Any]:
     """Per folder: base and tuned flawed area and plausibility (mean, CI) and the paired change
     tuned - base; with two folders, their paired tuned-area difference (second - first)."""
     report: dict[str, Any] = {"runs": {}}
-    areas = []
-    keys = []
+    areas, keys, tables = [], [], []
     for folder in folders:
         rows, images = read_eval(folder)
         s = {k: per_prompt(v, rows) for k, v in images.items()}
@@ -82,6 +81,7 @@ def flaw_report(folders: list[str | Path], seed: int = 0) -> dict[str, Any]:
         report["runs"][str(folder)] = entry
         areas.append(s["tuned_area"])
         keys.append([(r["prompt"], r["seed"]) for r in rows])
+        tables.append(rows)
     if len(folders) == 2:
         if keys[0] != keys[1]:
             raise ValueError("the two folders were not made from the same prompts and seeds")
@@ -89,4 +89,19 @@ def flaw_report(folders: list[str | Path], seed: int = 0) -> dict[str, Any]:
         report["tuned_area_difference"] = {"of": f"{folders[1]} - {folders[0]}",
                                            "mean": float(diff.mean()),
                                            "ci95": bootstrap_ci(diff, seed)}  # fmt: skip
+        report["tuned_score_difference"] = score_differences(tables[0], tables[1], seed)
     return report
+
+
+def score_differences(first: list[dict[str, Any]], second: list[dict[str, Any]],
+                      seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Per scorer both folders were scored with (per_prompt.jsonl `scores`): the paired
+    difference of the tuned scores, second - first, per prompt, mean and bootstrap CI."""
+    names = set(first[0].get("scores", {})) & set(second[0].get("scores", {}))
+    out = {}
+    for name in sorted(names):
+        a = torch.tensor([r["scores"][name]["tuned"] for r in first], dtype=torch.float64)
+        b = torch.tensor([r["scores"][name]["tuned"] for r in second], dtype=torch.float64)
+        diff = per_prompt(b - a, first)
+        out[name] = {"mean": float(diff.mean()), "ci95": bootstrap_ci(diff, seed)}
+    return out
