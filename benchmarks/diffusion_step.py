@@ -7,8 +7,19 @@ for these variants (each in both families):
     ours-{dpo,mapo}-{lora,full}-{encode,cache}   mmalign's `DiffusionPairScorer` + `Objective`
     ours-dense-dpo-{lora,full}-{encode,cache}    the same Diffusion-DPO step with ImageDoctor's
                                                  dense weighting (`diffusion.dense`)
+    ours-smpo-{lora,full}-{encode,cache}         SmPO-Diffusion: soft labels and the ReNoise-
+                                                 inverted trajectory (`diffusion.trajectory`)
+    ours-dpo-ppd-{encode,cache}                  PPD: Diffusion-DPO training only the
+                                                 IP-Adapter user branch, each pair conditioned
+                                                 on a user embedding (width 128, toy-vlm's),
+                                                 reference = the branch off
     naive-dpo-{lora,full}-encode                 a baseline written the way the public
                                                  Diffusion-DPO training scripts do it
+
+Families `sd3` and `flux` are the flow-matching rows (tiny random SD3 / FLUX pipelines; the
+`dpo` and `mapo` variants, and as `naive` a flow DPO with a second LoRA adapter as the
+reference and chosen and rejected in separate forwards, as flow_grpo's script):
+benchmarks/flow_step.py.
 
 `ours`: chosen and rejected go through the UNet in one forward over [chosen; rejected]; the
 Diffusion-DPO reference is the same UNet with its adapters disabled (LoRA) or one frozen copy
@@ -27,6 +38,16 @@ the toy backbone of `configs/toy/dense_reward.yaml`, freshly initialised from se
 benchmark does not depend on a trained head under runs/; the weights' values change no
 timing). The time to compute the weights is reported (`dense_setup_s`), outside the steps.
 
+`ours-smpo` (Lu et al. ICML 2025): the `smpo` loss (gamma 10) on soft labels, with each pair's
+latents inverted by DDIM + one ReNoise iteration under the policy before the scored forward
+(`mmalign.diffusion.trajectory`, the recipe's defaults: 5 inversion steps for SD1.5 and toy-sd,
+10 for SDXL). The inversion's UNet calls are counted per step (`renoise_calls_per_step`) and in
+units of one forward over the stacked [chosen; rejected] batch (`renoise_forwards_per_step`;
+a call may run on only the rows still climbing to their level), against Diffusion-DPO's two
+(policy and reference). Family `toy` is the shipped toy-sd (v-prediction, 32 px, its own
+resolution whatever --resolution says), e.g. `--families toy,sdxl --variants
+ours-dpo-lora-cache,ours-smpo-lora-cache`.
+
 Every variant runs in its own child process (this file with `--variant NAME --json`), so its
 peak memory is its own: the child's peak RSS (`ru_maxrss`) on CPU, and
 `torch.cuda.max_memory_allocated()` on CUDA. The time is the median of the timed steps after
@@ -37,6 +58,7 @@ MISS against its target:
     MaPO time / DPO time           <= 0.75
     MaPO peak / DPO peak           <  1
     dense-DPO time / DPO time      <= 1.1
+    SmPO time, peak / DPO's        (no target; the extra UNet forwards printed beside them)
     cache speed-up (encode / cache time) >= 1.3
     ours time / naive time         <= 0.7
 
@@ -57,6 +79,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from flow_step import FLOW_FAMILIES, flow_child, supports, time_steps  # the SD3 / FLUX rows
+
 from mmalign.bench import rss_mb as _rss_mb
 from mmalign.bench import step_summary
 from mmalign.bench import sync as _sync
@@ -65,9 +89,10 @@ if TYPE_CHECKING:
     import torch
 
 Impl = Literal["ours", "naive"]
-LossName = Literal["dpo", "mapo"]
-TrainKind = Literal["lora", "full"]
-FAMILIES = ("sd", "sdxl")
+LossName = Literal["dpo", "mapo", "smpo"]
+TrainKind = Literal["lora", "full", "ppd"]  # ppd: the user branch
+FAMILIES = ("sd", "sdxl", "toy", *FLOW_FAMILIES)  # toy: the shipped toy-sd; sd3, flux: flow
+PPD_WIDTH = 128  # toy-vlm's hidden size: the user-embedding width of configs/toy/ppd.yaml
 DPO_BETA = 2500.0  # Diffusion-DPO's SD1.5 value; it changes no timing, only the loss value
 JSON_MARK = "BENCH_JSON "
 QUICK = {"steps": 2, "warmup": 1, "batch": 2, "resolution": 32}
@@ -102,8 +127,14 @@ VARIANTS: dict[str, Variant] = {
             for train in ("lora", "full")
             for cache in (False, True)
         ),
+        *(Variant("ours", "dpo", "ppd", cache) for cache in (False, True)),
         Variant("naive", "dpo", "lora", False),
         Variant("naive", "dpo", "full", False),
+        *(
+            Variant("ours", "smpo", train, cache)
+            for train in ("lora", "full")
+            for cache in (False, True)
+        ),
     ]
 }
 
@@ -160,20 +191,44 @@ def _ours(
     from mmalign.diffusion import DiffusionPairScorer
     from mmalign.diffusion.encode import Encoder
     from mmalign.diffusion.lora import add_lora
+    from mmalign.diffusion.trajectory import make_trajectory
     from mmalign.losses import Objective
     from mmalign.train import LoraConfig
 
     unet = model.unet
-    if variant.train == "lora":
+    if variant.train == "ppd":  # only the user branch trains (mmalign/diffusion/ppd_recipe.py)
+        from mmalign.diffusion import ppd
+
+        ppd.add_user_branch(unet, PPD_WIDTH, zero_values=True)
+    elif variant.train == "lora":
         add_lora(unet, LoraConfig(rank=rank))
     else:
         unet.requires_grad_(True)
-    spec = {"loss": "dpo", "beta": DPO_BETA} if variant.loss == "dpo" else {"loss": "mapo"}
+    spec = {
+        "dpo": {"loss": "dpo", "beta": DPO_BETA},
+        "mapo": {"loss": "mapo"},
+        "smpo": {"loss": "smpo", "beta": DPO_BETA, "gamma": 10.0},
+    }[variant.loss]
     objective = Objective.from_config([spec])
-    reference = "adapters" if variant.train == "lora" else "copy"
+    reference = "copy" if variant.train == "full" else "adapters"  # ppd: the branch off
     encoder = Encoder(model)
-    scorer = DiffusionPairScorer(
-        model, encoder.empty(), reference=reference if objective.needs_reference else "none"
+    smpo = variant.loss == "smpo"
+    # SmPO: the recipe's ReNoise trajectory (family defaults: steps 5 / 10, 1 iteration).
+    trajectory = (
+        make_trajectory("renoise", None, model.pipe.scheduler.config, model.family)
+        if smpo
+        else None
+    )
+    if variant.train == "ppd":
+        from mmalign.diffusion.ppd_recipe import PPDPairScorer as scorer_class
+    else:
+        scorer_class = DiffusionPairScorer
+    scorer = scorer_class(
+        model,
+        encoder.empty(),
+        reference=reference if objective.needs_reference else "none",
+        use_labels=smpo,
+        trajectory=trajectory,
     )
     if scorer.reference_unet is not None:
         scorer.reference_unet.to(device)
@@ -203,6 +258,16 @@ def _ours(
     optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=1e-5)
     b = len(pixels["prompt"])
     unet.train()
+    if smpo:  # soft labels in SmPO's range [0.5, e/(1+e)]; their values change no timing
+        batch = {**pixels, "label": torch.linspace(0.5, 0.73, b)}
+        if cached is not None:
+            cached["label"] = batch["label"].to(device)
+    calls: list[int] = []
+    rows: list[int] = []
+    users = None  # PPD: one user embedding per pair, looked up by the recipe each step
+    if variant.train == "ppd":
+        gen = torch.Generator().manual_seed(0)
+        users = torch.randn(b, PPD_WIDTH, generator=gen).to(device)
 
     def step(i: int) -> float:
         if cached is None:
@@ -212,8 +277,17 @@ def _ours(
             inputs = cached
         if dense is not None:  # the recipe's lookup of the batch's rows (recipe.py)
             inputs = {**inputs, "dense_weight": dense.rows(range(b)).to(device)}
+        if users is not None:
+            inputs = {**inputs, "user_embeds": users}
         seeds = torch.arange(b) + i * b  # one seed per pair, as the loop derives them
+        before = (trajectory.forwards, trajectory.rows) if trajectory is not None else (0, 0)
         scores = scorer(unet, inputs, seeds, with_reference=objective.needs_reference, base=unet)
+        if trajectory is not None:  # the inversion's UNet calls of this step, no grad
+            calls.append(trajectory.forwards - before[0])
+            rows.append(trajectory.rows - before[1])
+            extra["renoise_calls_per_step"] = sum(calls) / len(calls)
+            # in units of one forward over the stacked [chosen; rejected] batch (2b latents)
+            extra["renoise_forwards_per_step"] = sum(rows) / len(rows) / (2 * b)
         loss = objective(scores).loss
         loss.backward()
         optimizer.step()
@@ -309,18 +383,40 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline  # noqa: F401
 
-    from mmalign.diffusion import DiffusionModel, tiny_sd_pipeline, tiny_sdxl_pipeline
+    from mmalign.diffusion import (
+        DiffusionModel,
+        load_pipeline,
+        tiny_sd_pipeline,
+        tiny_sdxl_pipeline,
+    )
 
     torch.set_num_threads(args.threads)
     variant = VARIANTS[args.variant]
     device = torch.device(_device_name(args.device))
     base_rss = _rss_mb()
-    make = tiny_sdxl_pipeline if args.family == "sdxl" else tiny_sd_pipeline
-    pipe = make(seed=0, prediction_type="epsilon")
+    if args.family in FLOW_FAMILIES:  # SD3 / FLUX: benchmarks/flow_step.py builds the step
+        step, net = flow_child(args, variant, _pixel_batch(args.batch, args.resolution), device)
+        times, loss = time_steps(step, args.warmup, args.steps, device, _sync)
+        return {
+            "variant": variant.name, "family": args.family, "device": str(device),
+            "threads": args.threads, "batch": args.batch, "resolution": args.resolution,
+            "warmup": args.warmup, "steps": args.steps,
+            **step_summary(times, device, base_rss),
+            "trainable_params": sum(p.numel() for p in net.parameters() if p.requires_grad),
+            "final_loss": loss,
+        }  # fmt: skip
+    resolution = args.resolution
+    if args.family == "toy":  # the shipped toy-sd (SD1.5 layout), at the size it was trained
+        model = load_pipeline("toy:sd")
+        pipe = model.pipe
+        resolution = model.default_resolution
+    else:
+        make = tiny_sdxl_pipeline if args.family == "sdxl" else tiny_sd_pipeline
+        pipe = make(seed=0, prediction_type="epsilon")
+        model = DiffusionModel(pipe, args.family, f"tiny-{args.family}")
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    model = DiffusionModel(pipe, args.family, f"tiny-{args.family}")
-    pixels = _pixel_batch(args.batch, args.resolution)
+    pixels = _pixel_batch(args.batch, resolution)
     torch.manual_seed(0)  # the LoRA initialisation
     build = _ours if variant.impl == "ours" else _naive
     step, unet, extra = build(model, variant, pixels, args.rank, device)
@@ -339,7 +435,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         "device": str(device),
         "threads": args.threads,
         "batch": args.batch,
-        "resolution": args.resolution,
+        "resolution": resolution,
         "warmup": args.warmup,
         "steps": args.steps,
         **step_summary(times, device, base_rss),
@@ -415,6 +511,24 @@ RATIOS = [
         "s_per_step",
         1.1,
     ),
+    # SmPO-Diffusion: the ReNoise inversion adds no-grad UNet forwards before the scored one
+    # (their count is printed beside these rows); no target.
+    Ratio("SmPO/DPO time (cache)", "ours-smpo-{t}-cache", "ours-dpo-{t}-cache", "s_per_step", None),
+    Ratio(
+        "SmPO/DPO time (encode)", "ours-smpo-{t}-encode", "ours-dpo-{t}-encode", "s_per_step", None
+    ),
+    Ratio("SmPO/DPO peak (cache)", "ours-smpo-{t}-cache", "ours-dpo-{t}-cache", "peak_mb", None),
+    Ratio(
+        "SmPO/DPO +run MB (cache)",
+        "ours-smpo-{t}-cache",
+        "ours-dpo-{t}-cache",
+        "train_rss_mb",
+        None,
+    ),
+    # PPD: the user branch adds 4 user tokens to every cross-attention (issue 22: <= 1.2x).
+    Ratio("PPD/DPO time (cache)", "ours-dpo-ppd-cache", "ours-dpo-{t}-cache", "s_per_step", 1.2),
+    Ratio("PPD/DPO time (encode)", "ours-dpo-ppd-encode", "ours-dpo-{t}-encode", "s_per_step", 1.2),
+    Ratio("PPD/DPO peak (cache)", "ours-dpo-ppd-cache", "ours-dpo-{t}-cache", "peak_mb", None),
     Ratio(
         "cache speed-up DPO", "ours-dpo-{t}-encode", "ours-dpo-{t}-cache", "s_per_step", 1.3, ">="
     ),
@@ -462,6 +576,12 @@ def compute_ratios(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[s
                 if r.metric not in num or r.metric not in den:
                     continue
                 value = num[r.metric] / den[r.metric]
+                note = ""
+                if "renoise_forwards_per_step" in num:
+                    note = (
+                        f"+{num['renoise_forwards_per_step']:.2f} UNet forwards/step "
+                        f"({num['renoise_calls_per_step']:.1f} calls; DPO: 2)"
+                    )
                 rows.append({
                     "family": family,
                     "train": train,
@@ -473,6 +593,7 @@ def compute_ratios(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[s
                     "target": r.target,
                     "op": r.op,
                     "verdict": _verdict(value, r.target, r.op),
+                    "note": note,
                 })  # fmt: skip
     return rows
 
@@ -521,7 +642,7 @@ def _print_tables(
         target = "-" if row["target"] is None else f"{row['op']} {row['target']:g}"
         print(
             f"{row['family']:<6} {row['train']:<5} {row['name']:<29} {row['value']:>7.3f} "
-            f"{target:>8}  {row['verdict']}"
+            f"{target:>8}  {row['verdict']}  {row.get('note', '')}".rstrip()
         )
 
 
@@ -539,6 +660,9 @@ def run_parent(args: argparse.Namespace) -> int:
     for family in families:
         results[family] = {}
         for name in names:
+            ppd_row = VARIANTS[name].train == "ppd"  # the UNet's IP-Adapter branch
+            if family in FLOW_FAMILIES and (ppd_row or not supports(VARIANTS[name])):
+                continue  # flow rows: DPO and MaPO (no dense weighting, no SmPO trajectory)
             r = _run_variant(args, family, name)
             results[family][name] = r
             done = "FAILED" if "error" in r else f"{r['s_per_step']:.4f} s/step"
@@ -570,7 +694,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Time mmalign's diffusion preference step against a naive baseline.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--families", default="sd,sdxl", help="comma list of sd, sdxl")
+    p.add_argument("--families", default="sd,sdxl", help="comma list of " + ", ".join(FAMILIES))
     p.add_argument(
         "--variants", default=None, help=f"comma list (default all): {', '.join(VARIANTS)}"
     )

@@ -1,4 +1,4 @@
-"""Smoke test of `benchmarks/diffusion_step.py`: a `--quick` run of three variants on tiny SD."""
+"""Smoke test of `benchmarks/diffusion_step.py`: a `--quick` run of four variants on tiny SD."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "diffusion_step.py"
-VARIANTS = ["ours-mapo-lora-cache", "ours-dpo-lora-cache", "ours-dense-dpo-lora-cache"]
+VARIANTS = [
+    "ours-mapo-lora-cache",
+    "ours-dpo-lora-cache",
+    "ours-dense-dpo-lora-cache",
+    "ours-smpo-lora-cache",
+]
 RESULT_KEYS = {
     "variant", "family", "device", "s_per_step", "s_per_step_mean", "step_times", "peak_mb",
     "peak_rss_mb", "peak_cuda_mb", "base_rss_mb", "train_rss_mb", "final_loss",
@@ -24,7 +29,7 @@ def test_quick_run_writes_results_and_ratios(tmp_path):
         sys.executable, str(BENCH), "--quick", "--families", "sd", "--device", "cpu",
         "--threads", "1", "--variants", ",".join(VARIANTS), "--out", str(out),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "MaPO/DPO time (cache)" in proc.stdout  # the ratio table was printed
     report = json.loads(out.read_text())
@@ -48,5 +53,16 @@ def test_quick_run_writes_results_and_ratios(tmp_path):
     assert dense["denominator"] == "ours-dpo-lora-cache" and dense["value"] > 0
     assert report["results"]["sd"]["ours-dense-dpo-lora-cache"]["dense_setup_s"] > 0
     assert ("lora", "dense-DPO/DPO time (encode)") not in ratios
+    # SmPO: the ReNoise inversion's extra UNet forwards are counted and printed beside the ratio
+    # (tiny SD inverts on a 5-step grid: between 1 and 5 levels per step, 2 calls per level).
+    smpo = report["results"]["sd"]["ours-smpo-lora-cache"]
+    assert 2 <= smpo["renoise_calls_per_step"] <= 10
+    assert 0 < smpo["renoise_forwards_per_step"] <= smpo["renoise_calls_per_step"]
+    smpo_time = ratios[("lora", "SmPO/DPO time (cache)")]
+    assert smpo_time["denominator"] == "ours-dpo-lora-cache" and smpo_time["value"] > 0
+    assert smpo_time["target"] is None and "UNet forwards/step" in smpo_time["note"]
+    assert smpo_time["note"] in proc.stdout
+    assert ratios[("lora", "SmPO/DPO peak (cache)")]["value"] > 0
+    assert ratios[("lora", "MaPO/DPO time (cache)")]["note"] == ""
     # Ratios whose variants did not run are left out, not reported as zero.
     assert not any(r["train"] == "full" for r in report["ratios"])

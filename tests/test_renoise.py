@@ -60,6 +60,9 @@ def test_renoise_scores_are_the_same_at_batch_1_and_8(family, prediction):
     t, _, _ = scorer.draws(seeds, batch["latents"].shape[2:])
     index, _ = traj.snap(t)
     assert calls_batched == (int(index.max()) + 1) * 2
+    # a row runs only up to its own level: sum over pairs of (index + 1) * 2 calls * 2 images
+    rows_batched = sum((int(i) + 1) * 2 * 2 for i in index)
+    assert traj.rows == rows_batched * 2  # the batch, then the eight single pairs again
     assert len(set(index.tolist())) > 1  # the batch really mixes levels
 
 
@@ -77,7 +80,7 @@ def test_the_inverted_latent_matches_a_direct_loop_at_the_grid_level():
     t = torch.tensor([650, 399, 999])
     cond = {"prompt_embeds": batch["prompt_embeds"]}
     snapped, z, tau = traj(pipe.unet, x0, t, cond, None)
-    assert snapped.tolist() == [600, 200, 800]  # the largest grid level <= t
+    assert snapped.tolist() == [600, 200, 800]  # leading grid: the largest level <= t
     inv = DDIMInverseScheduler.from_config(pipe.scheduler.config, clip_sample=False)
     inv.set_timesteps(5)
     embeds = batch["prompt_embeds"].repeat(2, 1, 1)
@@ -95,6 +98,27 @@ def test_the_inverted_latent_matches_a_direct_loop_at_the_grid_level():
             abar = pipe.scheduler.alphas_cumprod[snapped[row % 3]]
             implied = (zz[0] - abar.sqrt() * x0[row]) / (1 - abar).sqrt()
             assert torch.allclose(tau[row], implied, atol=1e-4), row
+
+
+@pytest.mark.parametrize(
+    "spacing,levels",
+    [("leading", [0, 200, 400, 600, 800]), ("trailing", [199, 399, 599, 799, 999])],
+)
+def test_every_grid_level_gets_an_equal_share_of_the_timesteps(spacing, levels):
+    """SD1.5/SDXL (leading) and toy-sd (trailing): uniform t reaches every level equally often,
+    the top one included, and a level never sits more than one share away from t."""
+    config = dict(tiny_sd_pipeline(0, "v_prediction").scheduler.config)
+    config.update(timestep_spacing=spacing, steps_offset=1)  # as SD1.5's, SDXL's and toy-sd's
+    traj = make_trajectory("renoise", {"steps": 5}, config, "sd")
+    assert traj is not None and traj.grid.tolist() == levels
+    t = torch.arange(1000)
+    index, snapped = traj.snap(t)
+    assert torch.bincount(index, minlength=5).tolist() == [200] * 5
+    assert (snapped - t).abs().max() < 200
+    if spacing == "leading":
+        assert bool((snapped <= t).all())
+    else:  # trailing: the smallest level >= t, so the highest noise (999) is trained
+        assert bool((snapped >= t).all()) and int(snapped[-1]) == 999
 
 
 def toy_renders(n: int, size: int):

@@ -168,12 +168,18 @@ def invert_to_levels(
     return z
 
 
-def snap_to_grid(t: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """The grid index of each timestep: the largest grid level <= t (the first level for a t
-    below it), so the inverted latent sits exactly at the level the UNet is told."""
-    grid = grid.to(t.device, torch.long)
-    index = torch.searchsorted(grid, t.to(torch.long), right=True) - 1
-    return index.clamp(min=0)
+def snap_to_grid(t: torch.Tensor, grid: torch.Tensor, total: int) -> torch.Tensor:
+    """The grid index of each timestep t in [0, total): the grid step whose equal share of
+    [0, total) holds t, `floor(t * n / total)` for an n-level grid, so the inverted latent sits
+    exactly at the level the UNet is told and every level gets the same share of uniform t.
+
+    With leading spacing (SD1.5, SDXL: levels k*total/n + offset) this is the largest level
+    <= t (up to the offset); with trailing spacing (toy-sd: levels (k+1)*total/n - 1) it is the
+    smallest level >= t. Taking the largest level <= t on a trailing grid would give the lowest
+    level two shares, the top level almost none, and never train at the highest noise."""
+    n = len(grid)
+    index = torch.div(t.to(torch.long) * n, total, rounding_mode="floor")
+    return index.clamp(0, n - 1).to(t.device)
 
 
 # ------------------------------------------------------------------ the standalone tool

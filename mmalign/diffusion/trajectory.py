@@ -10,10 +10,14 @@ noise `tau = (z - sqrt(abar_t) x0) / sqrt(1 - abar_t)` as target (v-prediction: 
 of x0 and tau), the same for the policy and the reference.
 
 Departures from the released SmPO code, and why:
-- The timestep is snapped to the inversion grid (the largest grid level <= t, or the first
-  level), and the UNet, the target and the reference all use the snapped level. The released
-  code inverts over the grid levels below t, so z sits at a grid level, but feeds it to the
-  UNet at t and computes the implied noise with abar_t: latent and level disagree.
+- The timestep is snapped to the inversion grid, and the UNet, the target and the reference
+  all use the snapped level. The released code inverts over the grid levels below t, so z
+  sits at a grid level, but feeds it to the UNet at t and computes the implied noise with
+  abar_t: latent and level disagree. The snap takes the grid step whose equal share of
+  [0, T) holds t (`snap_to_grid`): every level is trained equally often, as every t is in
+  the released code; on a leading grid (SD1.5, SDXL) that is the largest level <= t, on a
+  trailing one (toy-sd) the smallest level >= t, so the top level (the highest noise) is
+  trained too.
 - Any batch size: rows of a batch stop at their own level (the released code takes the first
   pair's timestep for the whole batch and assumes batch 1), chosen and rejected invert in one
   batched pass, and a row's result does not depend on the other rows (`invert_to_levels`).
@@ -56,10 +60,11 @@ class ReNoiseTrajectory:
         self.grid = self.inv.timesteps.to(torch.long)
         self.alphas_cumprod = self.inv.alphas_cumprod.to(torch.float64)
         self.forwards = 0  # UNet calls made, for tests and benchmarks
+        self.rows = 0  # latents those calls ran on (a call may run on only some rows)
 
     def snap(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(grid index, snapped timestep) of each pair's timestep."""
-        index = snap_to_grid(t.cpu(), self.grid)
+        index = snap_to_grid(t.cpu(), self.grid, int(self.inv.config.num_train_timesteps))
         return index, self.grid[index].to(t.device)
 
     def _model(self, unet: torch.nn.Module, cond: dict[str, torch.Tensor], time_ids) -> ModelFn:
@@ -69,6 +74,7 @@ class ReNoiseTrajectory:
 
         def call(z: torch.Tensor, g: int, rows: torch.Tensor) -> torch.Tensor:
             self.forwards += 1
+            self.rows += len(z)
             sub = rows.to(embeds.device)
             kwargs = {}
             if pooled is not None:
