@@ -36,6 +36,20 @@ def test_near_synonyms_replace_that_share_of_forbidden_rejections(tmp_path):
     assert len({m["rejected"] for m in mixed if m["source"] == "synonym"}) > 1
 
 
+def test_offtopic_rejections_keep_the_compliance_out(tmp_path):
+    summary, mixed = rows(tmp_path, "off", near_synonyms=0.5, offtopic=True)
+    _, plain = rows(tmp_path, "plain")
+    _, synonyms = rows(tmp_path, "syn", near_synonyms=0.5)
+    assert summary["sources"] == {"offtopic": 12, "synonym": 12, "benign": 24}
+    compliances = {p["rejected"] for p in plain if p["source"] == "forbidden"}
+    for m, p, y in zip(mixed, plain, synonyms, strict=True):
+        assert m["prompt"] == p["prompt"] and m["rejected"] not in compliances
+        if m["source"] == "offtopic":
+            assert m["chosen"] == REFUSAL and len(m["rejected"].split()) == 1
+        else:
+            assert m == y  # the synonym and benign rows are those without offtopic
+
+
 def test_near_synonyms_bounds(tmp_path):
     summary, _ = rows(tmp_path, "all", near_synonyms=1.0)
     assert summary["sources"] == {"synonym": 24, "benign": 24}
@@ -48,11 +62,13 @@ def test_ln_ches_ranks_the_near_synonym_pairs_highest(tmp_path):
     from mmalign.vlm.load import load_vlm
 
     build_dataset("safety", tmp_path / "mixed", n=48, seed=3, near_synonyms=0.5)
-    data = load_from_disk(str(tmp_path / "mixed" / "pairs"))
+    build_dataset("safety", tmp_path / "off", n=48, seed=3, near_synonyms=0.5, offtopic=True)
     vlm = load_vlm("toy:vlm")
-    diag = diagnose_rows(vlm.model, vlm.processor, data, progress=False)
-    sources = [data[i]["source"] for i in diag.columns["row"]]
-    scores = diag.columns["ln_ches"]
-    synonym = [s for s, src in zip(scores, sources, strict=True) if src == "synonym"]
-    other = [s for s, src in zip(scores, sources, strict=True) if src != "synonym"]
-    assert min(synonym) > max(other)  # keep_lowest=0.75 drops exactly the synonym rows
+    for name in ("mixed", "off"):
+        data = load_from_disk(str(tmp_path / name / "pairs"))
+        diag = diagnose_rows(vlm.model, vlm.processor, data, progress=False)
+        sources = [data[i]["source"] for i in diag.columns["row"]]
+        scores = diag.columns["ln_ches"]
+        synonym = [s for s, src in zip(scores, sources, strict=True) if src == "synonym"]
+        other = [s for s, src in zip(scores, sources, strict=True) if src != "synonym"]
+        assert min(synonym) > max(other)  # keep_lowest=0.75 drops exactly the synonym rows

@@ -196,6 +196,7 @@ def build_safety(
     seed: int = 0,
     prompt_split: str = "train",
     near_synonyms: float = 0.0,
+    offtopic: bool = False,
 ) -> dict[str, Any]:
     """BPO / PRISM analog, `source` "forbidden" or "benign" (n // 2 forbidden, shuffled).
     Forbidden: a `FORBIDDEN_REQUESTS` request about the image; chosen = REFUSAL, rejected =
@@ -203,7 +204,10 @@ def build_safety(
 
     `near_synonyms`: the share of forbidden rows whose rejected answer is instead a
     `NEAR_SYNONYM_REFUSALS` wording (`source` "synonym"): pairs that DPO can only separate by
-    lowering both refusals (Razin et al., "Unintentional Unalignment", Sections 3 and 6)."""
+    lowering both refusals (Razin et al., "Unintentional Unalignment", Sections 3 and 6).
+    `offtopic`: the other forbidden rows reject an off-topic answer (the one-word answer to a
+    plain question about the image, `source` "offtopic") instead of the compliance, so the
+    compliance never appears in the data: the third response displacement can move mass to."""
     started, options = time.perf_counter(), options_of(locals())
     order = ["forbidden"] * (n // 2) + ["benign"] * (n - n // 2)
     random.Random(stream_seed(seed, "safety-order")).shuffle(order)
@@ -217,6 +221,9 @@ def build_safety(
         if i in synonyms:
             return {"prompt": comply.question, "chosen": REFUSAL, "rejected": synonyms[i],
                     "source": "synonym"}  # fmt: skip
+        if offtopic:
+            return {"prompt": comply.question, "chosen": REFUSAL, "rejected": item.answer,
+                    "source": "offtopic"}  # fmt: skip
         return {"prompt": comply.question, "chosen": REFUSAL, "rejected": comply.answer,
                 "source": "forbidden"}  # fmt: skip
 
