@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mmalign_label.export import export_votes
 from mmalign_label.images import ImageError, check_bytes, import_pairs, load_image, resolve
+from mmalign_label.pseudonyms import Pseudonyms
 from mmalign_label.stats import cohen_kappa, fleiss_kappa, preferred, summarize
 from mmalign_label.store import Pair, Store, VoteError
 from mmalign_label.testing import make_pairs_dataset
@@ -216,6 +217,85 @@ def test_racing_votes_on_one_pair_store_at_most_overlap(label_db: str) -> None:
     _vote(s, "late", "p0", "skip")  # a skip takes no place: still accepted
 
 
+def test_racing_retries_of_one_vote_store_it_once(label_db: str) -> None:
+    # a client that resends a vote whose answer it lost, while the first send is still in
+    # its transaction: on PostgreSQL the id lookup must come after the pair's lock, or the
+    # retry sees the annotator's vote on the pair but not its id ("already voted")
+    db = label_db
+    s = Store(db, overlap=2)
+    s.add_pairs(Pair(f"p{i}", "x", "a", "b", "t") for i in range(8))
+    outcomes: list[str] = []
+
+    def send(pair: str, vid: str, start: threading.Barrier) -> None:
+        mine = Store(db)
+        start.wait()
+        try:
+            outcomes.append(_vote(mine, "ann", pair, vid=vid).status)
+        except VoteError as err:
+            outcomes.append(f"refused: {err}")
+        finally:
+            mine.close()
+
+    for i in range(8):
+        start = threading.Barrier(6, timeout=60)
+        _run_threads(send, [(f"p{i}", f"retry-{i:04d}", start)] * 6)
+    assert Counter(outcomes) == Counter({"stored": 8, "duplicate": 40}), Counter(outcomes)
+    assert sorted(v["vote_id"] for v in s.votes_of("ann")) == [f"retry-{i:04d}" for i in range(8)]
+    assert _counted(s) == (Counter({f"p{i}": 1 for i in range(8)}), {f"p{i}": 1 for i in range(8)})
+
+
+def test_racing_undos_of_one_annotator_undo_each_vote_once(label_db: str) -> None:
+    # two tabs of one annotator pressing undo at once: each vote is undone once and the
+    # pairs' vote counts stay equal to the votes in the log
+    db = label_db
+    s = Store(db, overlap=2)
+    s.add_pairs(Pair(f"p{i}", "x", "a", "b", "t") for i in range(12))
+    for i in range(12):
+        _vote(s, "ann", f"p{i}")
+    undone: list[str | None] = []
+    start = threading.Barrier(8, timeout=60)
+
+    def undo() -> None:
+        mine = Store(db)
+        start.wait()
+        try:
+            undone.append(mine.undo_last("ann"))
+        finally:
+            mine.close()
+
+    _run_threads(undo, [()] * 8)
+    assert sorted(u for u in undone if u) == sorted(f"p{i}" for i in range(4, 12))
+    assert [v["pair_id"] for v in s.votes_of("ann")] == [f"p{i}" for i in range(4)]
+    cast, column = _counted(s)
+    assert column == {f"p{i}": int(i < 4) for i in range(12)} and sum(cast.values()) == 4
+
+
+def test_many_servers_starting_on_a_new_database_at_once(label_db: str) -> None:
+    # every server creates the tables and writes its settings on start: 8 at once on an
+    # empty database, then 8 importing the same pairs at once, add each pair once
+    start = threading.Barrier(8, timeout=60)
+    stores: list[Store] = []
+    errors: list[str] = []
+    added: list[int] = []
+
+    def open_and_import() -> None:
+        try:
+            start.wait()
+            mine = Store(label_db, overlap=3)
+            stores.append(mine)
+            start.wait()
+            added.append(mine.add_pairs(Pair(f"p{i}", "x", "a", "b", "t") for i in range(20)))
+        except Exception as err:
+            errors.append(f"{type(err).__name__}: {err}")
+            start.abort()  # the others stop waiting for this one
+
+    _run_threads(open_and_import, [()] * 8)
+    assert not errors, errors[:3]
+    assert sum(added) == 20 and stores[0].count_pairs() == 20 and stores[0].overlap == 3
+    for s in stores:
+        s.close()
+
+
 def test_a_handed_out_pair_is_reserved_until_its_lease_expires(label_db: str) -> None:
     now = [1000.0]
     s = Store(label_db, overlap=1, lease_s=60, clock=lambda: now[0])
@@ -398,13 +478,47 @@ def test_export_holds_exactly_the_votes_cast(tmp_path: Path, label_db: str) -> N
     # left_image=1 and "left": the annotator preferred image_1 of the pair
     chosen = Image.open(root / pairs[0].image_1).convert("RGB")
     assert row["chosen"].convert("RGB").tobytes() == chosen.tobytes()
-    assert row["label"] == 1.0 and row["user_id"] == "a"
+    user_id = Pseudonyms(s)
+    assert row["label"] == 1.0 and row["user_id"] == user_id("a")
     assert ds[ds["source"].index("label:v-tie-00001")]["label"] == 0.5
 
     export_votes(s, root, tmp_path / "out_pap", "pickapic")
     pap, report = load_pickapic(tmp_path / "out_pap", "train", tie_policy="half")
     assert len(pap) == 2 and report.num_skipped == 0
-    assert sorted(pap["label"]) == [0.5, 1.0] and sorted(pap["user_id"]) == ["a", "b"]
+    assert sorted(pap["label"]) == [0.5, 1.0]
+    assert sorted(pap["user_id"]) == sorted([user_id("a"), user_id("b")])
+
+
+def test_export_user_ids_are_stable_pseudonyms(tmp_path: Path, label_db: str) -> None:
+    from mmalign.data.pickapic import load_pickapic
+    from mmalign.data.schema import load_pairs
+
+    root = tmp_path / "img"
+    pairs = list(import_pairs(make_pairs_dataset(tmp_path / "pairs", 3, size=16), root))
+    s = Store(label_db, overlap=3)
+    s.add_pairs(pairs)
+    for k, user in enumerate(("ann", "bob", "ann")):
+        s.record_vote(vote_id=f"vote-{k:05d}", annotator=user, pair_id=pairs[k].pair_id,
+                      choice="left", left_image=0, decide_ms=10)  # fmt: skip
+
+    def ids(out: str) -> dict[str, str]:  # vote id -> user_id in a PreferencePair export
+        export_votes(s, root, tmp_path / out, "pairs")
+        ds = load_pairs(tmp_path / out)
+        return {src.removeprefix("label:"): u
+                for src, u in zip(ds["source"], ds["user_id"], strict=True)}  # fmt: skip
+
+    first = ids("a")
+    assert first["vote-00000"] == first["vote-00002"] != first["vote-00001"]  # per annotator
+    assert not {"ann", "bob"} & set(first.values())  # not the login names
+    assert all(len(u) == 17 and u.startswith("u") for u in first.values())
+    s.close()
+    again = Store(label_db)  # another export later, by another process: the same ids
+    assert ids("b") == first
+    export_votes(again, root, tmp_path / "c", "pickapic")  # Pick-a-Pic's column agrees
+    pap, _ = load_pickapic(tmp_path / "c", "train", tie_policy="half")
+    assert Counter(pap["user_id"]) == Counter(first.values())
+    other = Store(tmp_path / "other.sqlite")  # another database has its own key
+    assert Pseudonyms(other)("ann") != first["vote-00000"] == Pseudonyms(again)("ann")
 
 
 @pytest.mark.slow  # loads toy-sd and samples two images: about 5 s on 2 CPU cores

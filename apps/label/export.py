@@ -2,7 +2,8 @@
 
 One row per vote that is not undone and not a skip (skips are counted and reported).
 Pick-a-Pic: `jpg_0` is the image shown on the left, `label_0`/`label_1` are 1/0 for
-a win and 0.5/0.5 for a tie, `user_id` the annotator, `created_at` the vote time.
+a win and 0.5/0.5 for a tie, `user_id` the annotator's pseudonym (`pseudonyms.py`: the
+same in every export of the database, not the login name), `created_at` the vote time.
 PreferencePair: `chosen` is the preferred image, `label` 1.0 (0.5 for a tie), ready for
 `mmalign train` (`data.path=DIR`).
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .images import load_image, resolve
+from .pseudonyms import Pseudonyms
 from .store import Store
 
 Format = Literal["pickapic", "pairs"]
@@ -33,10 +35,12 @@ def export_votes(
         raise ValueError(f"format must be 'pickapic' or 'pairs', got {fmt!r}")
     root = Path(image_root)
     rows, skipped = [], Counter()
+    user_id = Pseudonyms(store)
     for v in store.all_votes():
         if v["choice"] == "skip":
             skipped["skip"] += 1
             continue
+        v = {**v, "user_id": user_id(v["annotator"])}
         images = [_image_bytes(root, v["image_0"]), _image_bytes(root, v["image_1"])]
         left, right = images[v["left_image"]], images[1 - v["left_image"]]
         created = datetime.fromtimestamp(v["created_at"], tz=timezone.utc).replace(tzinfo=None)
@@ -58,7 +62,7 @@ def _write_pickapic(rows: list[Any], out: Path, split: str) -> None:
 
     schema = PICKAPIC_SCHEMA.set(
         PICKAPIC_SCHEMA.get_field_index("user_id"), pa.field("user_id", pa.string())
-    )  # annotator names, not Pick-a-Pic's integer ids
+    )  # annotator pseudonyms, not Pick-a-Pic's integer ids
     prompts = Counter(v["prompt"] for v, *_ in rows)
     records = []
     for v, left, right, created in rows:
@@ -72,7 +76,7 @@ def _write_pickapic(rows: list[Any], out: Path, split: str) -> None:
                 "best_image_uid": "" if l0 == 0.5 else (uid_0 if l0 > 0.5 else uid_1),
                 "image_0_uid": uid_0, "image_1_uid": uid_1,
                 "model_0": "unknown", "model_1": "unknown",
-                "user_id": v["annotator"], "ranking_id": v["seq"], "created_at": created,
+                "user_id": v["user_id"], "ranking_id": v["seq"], "created_at": created,
                 "num_example_per_prompt": prompts[v["prompt"]],
             }
         )  # fmt: skip
@@ -95,7 +99,7 @@ def _write_pairs(rows: list[Any], out: Path, db: str) -> None:
                 "chosen": {"bytes": chosen, "path": None},
                 "rejected": {"bytes": rejected, "path": None},
                 "label": 0.5 if v["choice"] == "tie" else 1.0,
-                "user_id": v["annotator"],
+                "user_id": v["user_id"],
                 "source": f"label:{v['vote_id']}",
             }
         )

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from . import statements as stmt
-from .engines import make_engine
+from .engines import dialect_insert, make_engine
 from .tables import metadata, pairs, settings, votes
 
 CHOICES = ("left", "right", "tie", "skip")
@@ -40,6 +40,8 @@ LEASE_S = 600.0  # how long a handed-out pair stays reserved for its annotator
 # Reservations lost to other annotators before `next_pair` gives up: each loss means another
 # annotator took a place, so this only bounds a pathological race.
 _RESERVE_TRIES = 32
+_RACED = object()  # _undo_once: the vote was withdrawn by a concurrent undo
+_DDL_LOCK = 0x6D6D616C  # PostgreSQL advisory lock key held while creating the tables
 
 
 class VoteError(ValueError):
@@ -88,7 +90,7 @@ class Store:
         self.write, self.read = make_engine(db)
         # SQLite has one writer at a time anyway; PostgreSQL takes row locks, no queue needed.
         self._write_lock = threading.Lock() if self.write.dialect.name == "sqlite" else None
-        metadata.create_all(self.write)
+        self._create_tables()
         if overlap is not None:
             self.set_setting("overlap", str(overlap))
         self.overlap = int(self.get_setting("overlap", "1"))
@@ -99,6 +101,15 @@ class Store:
         self.write.dispose()
         if self.read is not self.write:
             self.read.dispose()
+
+    def _create_tables(self) -> None:
+        """Create missing tables. On PostgreSQL servers starting at once on an empty database
+        would race on CREATE TABLE (a unique violation in the catalog): a transaction-scoped
+        advisory lock lets one create them while the others wait, then find them."""
+        with self._tx() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK})
+            metadata.create_all(conn)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -117,12 +128,21 @@ class Store:
         return default if row is None else row[0]
 
     def set_setting(self, key: str, value: str) -> None:
-        with self._tx() as conn:
-            found = conn.execute(select(settings.c.key).where(settings.c.key == key)).first()
-            if found:
-                conn.execute(settings.update().where(settings.c.key == key).values(value=value))
-            else:
-                conn.execute(settings.insert().values(key=key, value=value))
+        with self._tx() as conn:  # one statement: two servers starting at once both succeed
+            row = dialect_insert(conn, settings).values(key=key, value=value)
+            conn.execute(row.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
+    def setting_once(self, key: str, make: Callable[[], str]) -> str:
+        """The value of `key`, set to `make()` first if it has none; every caller, however
+        many race, gets the value that was stored first."""
+        value = self.get_setting(key)
+        if value is None:
+            with self._tx() as conn:
+                row = dialect_insert(conn, settings).values(key=key, value=make())
+                conn.execute(row.on_conflict_do_nothing(index_elements=["key"]))
+            value = self.get_setting(key)
+        assert value is not None
+        return value
 
     # --------------------------------------------------------------------- pairs
 
@@ -136,8 +156,10 @@ class Store:
                 if p.pair_id in known:
                     continue
                 known.add(p.pair_id)
-                conn.execute(
-                    pairs.insert().values(
+                # another server importing the same data at once: its row stands, not an error
+                done = conn.execute(
+                    dialect_insert(conn, pairs)
+                    .values(
                         pair_id=p.pair_id,
                         prompt=p.prompt,
                         image_0=p.image_0,
@@ -146,8 +168,10 @@ class Store:
                         n_votes=0,
                         created_at=now,
                     )
+                    .on_conflict_do_nothing(index_elements=["pair_id"])
+                    .returning(pairs.c.pair_id)  # a row back: this call added the pair
                 )
-                added += 1
+                added += done.first() is not None
         return added
 
     def get_pair(self, pair_id: str) -> Pair | None:
@@ -251,11 +275,15 @@ class Store:
         self, conn: Connection, vote_id: str, annotator: str, pair_id: str, choice: str,
         left_image: int, decide_ms: int,
     ) -> Ack:  # fmt: skip
+        mine = {"annotator": annotator, "pair_id": pair_id, "now": self.clock()}
+        locked = conn.execute(stmt.LOCK_PAIR, mine).first()
+        # The id is looked up after the pair's lock: on PostgreSQL (READ COMMITTED) a retry
+        # that waited on the lock behind its first send sees that send's row here; looked up
+        # before, it would find the annotator's vote on the pair but not its id.
         old = conn.execute(stmt.VOTE_BY_ID, {"vote_id": vote_id}).first()
         if old is not None:
             return _ack_existing(old, annotator)
-        mine = {"annotator": annotator, "pair_id": pair_id, "now": self.clock()}
-        if conn.execute(stmt.LOCK_PAIR, mine).first() is None:
+        if locked is None:
             raise VoteError(f"unknown pair {pair_id!r}")
         if conn.execute(stmt.VOTED_ALREADY, mine).first() is not None:
             raise VoteError(f"{annotator} already voted on pair {pair_id} (undo it first)")
@@ -289,6 +317,14 @@ class Store:
         and statistics leave undone votes out. The pair is leased back to the annotator,
         who is shown it again: their place stays theirs while they vote again.
         """
+        while (pair_id := self._undo_once(annotator)) is _RACED:
+            pass  # another undo of this annotator took that vote: undo the one before it
+        return pair_id
+
+    def _undo_once(self, annotator: str) -> Any:
+        """undo_last's transaction: the pair id, None, or _RACED when another undo of the same
+        annotator (a second tab) withdrew the vote while this one waited on the pair's lock
+        (PostgreSQL: the vote was read before the lock)."""
         with self._tx() as conn:
             row = conn.execute(
                 select(votes)
@@ -301,9 +337,9 @@ class Store:
             now = self.clock()
             mine = {"annotator": annotator, "pair_id": row.pair_id, "now": now}
             n_votes = conn.execute(stmt.LOCK_PAIR, mine).scalar_one()
-            conn.execute(
-                votes.update().where(votes.c.seq == row.seq).values(undone=1, undone_at=now)
-            )
+            withdraw = votes.update().where(votes.c.seq == row.seq, votes.c.undone == 0)
+            if conn.execute(withdraw.values(undone=1, undone_at=now)).rowcount != 1:
+                return _RACED
             if row.choice != "skip":
                 conn.execute(stmt.UNCOUNT_VOTE, {"voted_pair": row.pair_id})
                 n_votes -= 1
