@@ -95,6 +95,7 @@ class TempPostgres:
         self.data = self.dir / "data"
         self.log = self.dir / "postgres.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._retried = False
         self._user: dict[str, Any] = {}
         if os.geteuid() == 0:  # PostgreSQL will not run as root
             import pwd
@@ -131,7 +132,15 @@ class TempPostgres:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
                                          start_new_session=True, preexec_fn=_death_signal(),
                                          **self._user)  # fmt: skip
-        self._wait(timeout)
+        try:
+            self._wait(timeout)
+        except RuntimeError:
+            # the free port was taken before postgres bound it: once more on another port
+            if "could not bind" not in self._tail() or self.keep or self._retried:
+                raise
+            self._retried = True
+            self.port = free_port()
+            return self.start(timeout)
         return self
 
     def _initdb(self) -> None:

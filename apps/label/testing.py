@@ -67,22 +67,35 @@ class Server:
     """`mmalign label ...` in a subprocess; `url` once it answers."""
 
     def __init__(self, args: Sequence[str], *, log: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.args, self.log, self.fixed_port = list(args), log, port is not None
+        self._launch(port or free_port())
+
+    def _launch(self, port: int) -> None:
+        self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
         env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
                "PYTHONUNBUFFERED": "1"}  # fmt: skip
-        cmd = [sys.executable, "-m", "mmalign.cli", "label", *args, "--port", str(self.port)]
-        with open(log, "ab") as out:
+        cmd = [sys.executable, "-m", "mmalign.cli", "label", *self.args, "--port", str(port)]
+        with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)  # fmt: skip
 
     def wait(self, timeout: float = 120) -> Server:
         deadline = time.monotonic() + timeout
+        relaunches = 3
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 code = self.proc.returncode
-                raise RuntimeError(f"server exited ({code}):\n{self.log.read_text()}")
+                text = self.log.read_text(errors="replace")
+                # the free port was taken before the server bound it (another process's
+                # outgoing connection got it): start again on another one
+                if "address already in use" in text[self._log_start :] and relaunches > 0:
+                    if not self.fixed_port:
+                        relaunches -= 1
+                        self._launch(free_port())
+                        continue
+                raise RuntimeError(f"server exited ({code}):\n{text}")
             try:
                 urllib.request.urlopen(self.url + "/", timeout=2).read()
                 return self
