@@ -1,0 +1,62 @@
+"""`mmalign data diagnose` on diffusion pairs (issue 24: "diffusion data gets ranking and
+implicit accuracy"): per-pair ranking by -MSE, implicit margins that match `mmalign eval
+accuracy --model` on the same draws, no CHES (a --filter is refused), and a VLM model on image
+pairs refused."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from diffusion_helpers import save_tiny, tiny_config
+
+from mmalign.cli import main
+
+
+def test_diffusion_pairs_get_ranking_and_implicit_accuracy(tmp_path, capsys):
+    from mmalign.diffusion.recipe import DiffusionRecipe
+    from mmalign.train.loop import train
+
+    tiny = save_tiny(tmp_path)
+    run = tmp_path / "run"
+    train(tiny_config(tiny, run, train={"max_steps": 2, "learning_rate": 1e-2}), DiffusionRecipe)
+    common = ["--max-samples", "8", "--draws", "2", "--device", "cpu"]
+    out = tmp_path / "diag"
+    code = main(["data", "diagnose", "toy:flaws", "--model", str(tiny), "--adapter", str(run),
+                 "--out", str(out), *common])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_parquet(out / "pairs.parquet")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pairs"] == len(table) == 8 and "ranking and implicit" in summary["note"]
+    assert "ches" not in table and "ln_ches" not in table
+    assert list(table["ranking_correct"]) == list(table["score_chosen"] > table["score_rejected"])
+    margin = (table["score_chosen"] - table["ref_score_chosen"]) - (
+        table["score_rejected"] - table["ref_score_rejected"]
+    )
+    assert list(table["implicit_margin"]) == pytest.approx(list(margin), abs=1e-9)
+    assert summary["ranking_accuracy"] == pytest.approx(table["ranking_correct"].mean())
+    assert summary["implicit_accuracy"] == pytest.approx(table["implicit_correct"].mean())
+    assert table["implicit_margin"].abs().max() > 0  # the LoRA moved the scores
+
+    # the same draws as `mmalign eval accuracy --model`: the same mean implicit margin
+    res = tmp_path / "implicit.json"
+    assert main(["eval", "accuracy", "--data", "toy:flaws", "--model", str(run), "--max-rows",
+                 "8", "--draws", "2", "--out", str(res)]) == 0  # fmt: skip
+    assert json.loads(res.read_text())["mean_margin"] == pytest.approx(
+        summary["mean_implicit_margin"], rel=1e-6, abs=1e-12
+    )
+
+    # no reference without --adapter: ranking only
+    assert main(["data", "diagnose", "toy:flaws", "--model", str(tiny), "--out",
+                 str(tmp_path / "plain"), *common]) == 0  # fmt: skip
+    plain = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert "implicit_accuracy" not in plain and 0 <= plain["ranking_accuracy"] <= 1
+    capsys.readouterr()
+
+    # CHES filters do not apply; a VLM does not score image pairs
+    code = main(["data", "diagnose", "toy:flaws", "--model", str(tiny), "--out", str(out),
+                 "--filter", "ln_ches:keep_lowest=0.5"])  # fmt: skip
+    assert code == 2 and "nothing to filter on" in capsys.readouterr().err
+    code = main(["data", "diagnose", "toy:flaws:1", "--model", "toy:vlm", "--out", str(out)])
+    assert code == 2 and "Give a diffusion --model" in capsys.readouterr().err
