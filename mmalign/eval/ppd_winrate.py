@@ -148,7 +148,9 @@ def _interpolate(pair, embeddings, ppd_pipe, scorers, texts, images) -> dict[str
     mean_a, mean_b = [], []
     for w in MIX_WEIGHTS:
         e = mix(embeddings[a], embeddings[b], w)
-        ims = images(f"mix-{a}-{b}-{w:g}", UserPipeline(ppd_pipe, e))
+        # the ends are exactly e_A and e_B (1 * e + 0 * e'): their images are already made
+        tag = {0.0: f"user-{a}", 1.0: f"user-{b}"}.get(w, f"mix-{a}-{b}-{w:g}")
+        ims = images(tag, UserPipeline(ppd_pipe, e))
         mean_a.append(float(scorers[a].score(ims, texts).mean()))
         mean_b.append(float(scorers[b].score(ims, texts).mean()))
     return {
