@@ -23,6 +23,7 @@ until Ctrl-C, for trying `mmalign label --db postgresql://...` on one machine:
 
 from __future__ import annotations
 
+import atexit
 import glob
 import importlib.util
 import os
@@ -77,6 +78,35 @@ def find_bin() -> Path:
     )
 
 
+_COPIES: dict[Path, Path] = {}
+
+
+def _runnable_copy(bin_dir: Path, user: dict[str, Any]) -> Path:
+    """`bin_dir`, or a copy of its installation under /tmp when `user` cannot run it there
+    (a checkout under /root, mode 700, holds the pgserver wheel): PostgreSQL finds its
+    libraries and share files relative to its binaries, so the copied tree runs as is."""
+    try:
+        probe = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True,
+                               cwd="/", check=False, **user)  # fmt: skip
+        if probe.returncode == 0:
+            return bin_dir
+    except PermissionError:
+        pass
+    if bin_dir not in _COPIES:
+        target = Path(tempfile.mkdtemp(prefix="mmalign-pgbin-"))
+        target.chmod(0o755)
+        install = bin_dir.parent  # site-packages/pgserver/pginstall for the wheel
+        dest = target / install.parent.name / install.name
+        shutil.copytree(install, dest, symlinks=True)
+        # the wheel's binaries load libpq from $ORIGIN/../../../pgserver.libs: keep the layout
+        libs = install.parent.parent / f"{install.parent.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, target / libs.name, symlinks=True)
+        atexit.register(shutil.rmtree, target, True)
+        _COPIES[bin_dir] = dest / bin_dir.name
+    return _COPIES[bin_dir]
+
+
 class TempPostgres:
     """initdb + postgres on 127.0.0.1:`port` in a temporary folder that `stop()` removes, or
     in `folder`, kept (and reused when it holds a cluster already)."""
@@ -103,6 +133,7 @@ class TempPostgres:
             entry = pwd.getpwnam(_RUN_AS_ROOT)
             os.chown(self.dir, entry.pw_uid, entry.pw_gid)
             self._user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+            self.bin = _runnable_copy(self.bin, self._user)
 
     @property
     def url(self) -> str:
