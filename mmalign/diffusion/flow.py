@@ -108,8 +108,10 @@ class FlowPairScorer:
         settings: FlowSettings | None = None,
         caption_dropout: float = 0.2,
         use_labels: bool = False,
+        trajectory: Any = None,
     ):
         self.family = model.family
+        self.trajectory = trajectory  # None: forward noising; FlowReNoiseTrajectory (SmPO)
         self.settings = settings or FlowSettings()
         if model.guidance_embeds and self.settings.guidance is None:
             raise ValueError(
@@ -192,6 +194,16 @@ class FlowPairScorer:
         out = out.view(n, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5)
         return out.reshape(n, c, h, w)
 
+    def _velocity(self, net, cond):
+        """`(z, sigma, rows) -> velocity` of rows of the stacked [chosen; rejected] batch."""
+        cond2 = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in cond.items()}
+
+        def velocity(z: torch.Tensor, sigma: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            sub = {k: v[rows.to(v.device)] for k, v in cond2.items()}
+            return self.predict(net, z, sigma, sub).float()
+
+        return velocity
+
     def _mse(self, net, noisy, sigma2, target, cond, weight) -> torch.Tensor:
         b = noisy.shape[0] // 2
         cond2 = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in cond.items()}
@@ -224,9 +236,13 @@ class FlowPairScorer:
         noise2, sigma2 = noise.repeat(2, 1, 1, 1), sigma.repeat(2)
         s = sigma2.view(-1, 1, 1, 1).to(latents.dtype)
         noisy = (1 - s) * x0 + s * noise2
+        cond = self._conditioning(batch, drop)
+        if self.trajectory is not None:  # SmPO: the ReNoise-inverted latent at a grid level
+            velocity = self._velocity(base if base is not None else model, cond)
+            sigma, noisy, noise2 = self.trajectory(velocity, x0, sigma)
+            sigma2 = sigma.repeat(2)
         target = noise2 - x0
         weight = loss_weight(sigma2, self.settings.weighting).to(device)
-        cond = self._conditioning(batch, drop)
         mse = self._mse(model, noisy, sigma2, target, cond, weight)
         scores = PairScores(chosen=-mse[0], rejected=-mse[1])
         if with_reference:

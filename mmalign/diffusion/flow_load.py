@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 
 from ..hub import Need, hub_errors, require
-from .load import DTYPES, dtype_kwarg, pipeline_class, resolve_model
+from .source import DTYPES, dtype_kwarg, pipeline_class, resolve_model
 
 FlowFamily = Literal["sd3", "flux"]
 Process = Literal["ddpm", "flow"]

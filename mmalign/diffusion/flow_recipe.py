@@ -11,6 +11,7 @@ optional pre-encoding cache (text embeddings in float16; its size is printed and
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,10 @@ from .flow import FlowPairScorer, FlowSettings
 from .flow_encode import TEXT_DTYPE, FlowEncoder, cache_size, flow_fingerprint
 from .flow_load import DEFAULT_MAX_SEQUENCE, _model_index, load_flow_pipeline, process_of
 from .flow_lora import add_flow_lora, check_flow_targets, save_flow_lora
-from .load import resolve_model
+from .flow_trajectory import FlowReNoiseTrajectory
 from .recipe import validation_prompts
+from .source import resolve_model
+from .trajectory import renoise_settings
 
 FULL_TRANSFORMER_DIR = "transformer"
 # diffusion.* keys that mean something for flow-matching models only
@@ -66,11 +69,6 @@ def check_process(cfg: Config) -> str | None:
                 f"remove {', '.join('diffusion.' + k for k in given)}"
             )
     else:
-        if d.trajectory != "forward":
-            raise ConfigError(
-                "diffusion.trajectory: renoise (SmPO) is implemented for DDPM models only; "
-                f"{m.name_or_path} is a flow-matching pipeline: use trajectory: forward"
-            )
         if d.dense is not None:
             raise ConfigError(
                 f"diffusion.dense is implemented for DDPM models only; {m.name_or_path} is a "
@@ -185,6 +183,10 @@ class FlowRecipe:
             caption_dropout=d.caption_dropout,
             use_labels=has_soft_labels(rows),
         )
+        if d.trajectory == "renoise":  # SmPO: Euler inversion + ReNoise (flow_trajectory.py)
+            self.scorer.trajectory = FlowReNoiseTrajectory(
+                renoise_settings(asdict(d.renoise)), self.scorer.shift, self.scorer.num_timesteps
+            )
         if self.scorer.reference_model is not None:
             self.scorer.reference_model.to(device)
         self._unwrapped: tuple[torch.nn.Module, torch.nn.Module] | None = None
@@ -281,4 +283,5 @@ class FlowRecipe:
             },
             "max_sequence_length": self.max_sequence,
             "t5": self.diffusion.has_t5,
+            "trajectory": self.cfg.diffusion.trajectory,
         }

@@ -7,7 +7,6 @@ VAE is given (`vae=`), because the SDXL VAE overflows in fp16 (METHODS.md sectio
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,8 +14,8 @@ from typing import Any, Literal
 import torch
 
 from ..hub import Need, hub_errors, require
+from .source import DTYPES, dtype_kwarg, pipeline_class, resolve_model
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 Family = Literal["sd", "sdxl"]
 
 
@@ -58,32 +57,6 @@ def _family(pipe: Any) -> Family:
     )
 
 
-def pipeline_class(name_or_path: str | Path) -> str | None:
-    """The `_class_name` in a local folder's model_index.json (None for a hub id)."""
-    index = Path(name_or_path) / "model_index.json"
-    if index.is_file():
-        return str(json.loads(index.read_text()).get("_class_name"))
-    return None
-
-
-def dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
-    """`dtype=` for diffusers' `from_pretrained` where the installed version takes it (it
-    deprecates `torch_dtype`, with a warning on every load), else `torch_dtype=`."""
-    from diffusers.utils import deprecation_utils
-
-    name = "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
-    return {name: dtype}
-
-
-def resolve_model(name_or_path: str | Path) -> str:
-    """`toy:sd` names the shipped toy-sd; anything else is a folder or hub id as given."""
-    if str(name_or_path) == "toy:sd":
-        from ..toy.paths import model_path
-
-        return str(model_path("sd"))
-    return str(name_or_path)
-
-
 def load_pipeline(
     name_or_path: str | Path,
     *,
@@ -107,7 +80,7 @@ def load_pipeline(
         raise FileNotFoundError(
             f"{source} is not a diffusers pipeline folder (no model_index.json)"
         )
-    from .flow_load import load_flow_pipeline, process_of
+    from .flow_load import load_flow_pipeline, process_of  # source.py: no cycle back
 
     if vae is None and process_of(source, revision) == "flow":  # SD3 / FLUX (flow_load.py)
         return load_flow_pipeline(  # type: ignore[return-value]
