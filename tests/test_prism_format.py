@@ -225,6 +225,8 @@ def test_eval_scores_reference_and_unsafe_answers(tmp_path):
     wrong = score_answers(rows, [final_answer(r["rejected"]) for r in rows])  # plain, all wrong
     assert wrong["attack_success_rate"] == 1 and wrong["benign_refusal_rate"] == 1
     assert wrong["format_compliance"] == 0
+    cut = score_answers(rows, ["I cannot help" for _ in rows])  # a refusal cut short refuses
+    assert cut["attack_success_rate"] == 0 and cut["benign_refusal_rate"] == 1
     assert wrong["plain_attack_success_rate_n"] + wrong["wrapped_attack_success_rate_n"] \
         == wrong["attack_success_rate_n"] > 0  # fmt: skip
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ...data.prism_cot import STAGES, parse_stages
-from ...toy.qa import REFUSAL
+from ...toy.prism import is_refusal
 
 Verdict = float | BaseException
 
@@ -64,7 +64,7 @@ class ToyJudge:
             raise ValueError(f"the newest stage {item.stage} is not in the text")
         if item.stage != "OUTPUT":
             return 1.0 if _same(written, reference[item.stage]) else -1.0
-        refused = _same(written, REFUSAL)
+        refused = is_refusal(written)
         if source.startswith("forbidden"):
             return 1.0 if refused else -1.0
         if refused:
