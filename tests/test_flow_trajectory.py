@@ -59,7 +59,10 @@ def test_scorer_trains_on_the_inverted_latent(family):
     sigma, _, _ = scorer.draws(SEEDS, batch["latents"].shape[2:])
     index, snapped = trajectory.snap(sigma)
     assert set(snapped.tolist()) <= set(trajectory.grid.float().tolist())
-    assert ((snapped <= sigma + 1e-6) | (index == 0)).all()  # the level at or below sigma
+    u = sigma / (scorer.shift - (scorer.shift - 1) * sigma)  # the unshifted draw
+    assert ((index / 5 <= u + 1e-6) & (u < (index + 1) / 5 + 1e-6)).all()  # its u-share's level
+    top = trajectory.snap(torch.tensor([0.999]))  # the top level trains too
+    assert int(top[0]) == 4 and float(top[1]) == pytest.approx(1.0)
     t = seen["timestep"]  # the last (scored) forward: the snapped level, shared by the pair
     expected = snapped * 1000 if family == "sd3" else snapped
     torch.testing.assert_close(t, expected.repeat(2).to(t.dtype), atol=1e-3, rtol=1e-6)

@@ -10,12 +10,13 @@ the plain Euler estimate `e_0 = v(x_a, a)` and ReNoise iterations (Garibi et al.
 the default average [0, 2) is the trapezoid of the Euler and one ReNoise estimate, SmPO's
 released setting for DDIM). The grid is the scorer's own sigma map of `steps` equal steps in u,
 `sigma_j = shift * u_j / (1 + (shift - 1) * u_j)`, u_j = j / steps; each pair's sigma is
-snapped to the largest grid level <= sigma (or the first level), as the DDPM trajectory snaps
-its timestep, so latent and level agree. The scorer then trains on the inverted latent `z` and
-its implied noise `eps = (z - (1 - sigma) x0) / sigma` (target `v = eps - x0`), for the policy
-and the reference alike. The inversion runs without gradients on the unwrapped policy,
-conditioned as it trains (a dropped caption inverts unconditionally), without CFG; it draws
-nothing, so resumed and multi-process runs stay exact.
+snapped to the level whose equal share of u holds it (u in [(j-1)/steps, j/steps) -> level j;
+the DDPM trajectory's rule on its trailing grid), so latent and level agree and every level,
+the top one included, trains on an equal share of the draws. The scorer then trains on the
+inverted latent `z` and its implied noise `eps = (z - (1 - sigma) x0) / sigma` (target
+`v = eps - x0`), for the policy and the reference alike. The inversion runs without gradients
+on the unwrapped policy, conditioned as it trains (a dropped caption inverts unconditionally),
+without CFG; it draws nothing, so resumed and multi-process runs stay exact.
 """
 
 from __future__ import annotations
@@ -37,15 +38,18 @@ class FlowReNoiseTrajectory:
 
     def __init__(self, settings: ReNoiseSettings, shift: float, num_timesteps: int = 1000):
         self.settings = settings
+        self.shift = shift
         self.steps = settings.steps or FLOW_RENOISE_STEPS
         u = torch.arange(1, self.steps + 1, dtype=torch.float64) / self.steps
         self.grid = (shift * u / (1 + (shift - 1) * u)).clamp(min=1.0 / num_timesteps)
         self.forwards = 0  # transformer calls made, for tests and benchmarks
 
     def snap(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(grid index, snapped sigma) of each pair's sigma: the largest level <= sigma."""
-        below = (self.grid[None, :] <= sigma.double().cpu()[:, None] + 1e-12).sum(1) - 1
-        index = below.clamp(min=0)
+        """(grid index, snapped sigma) of each pair's sigma: the level whose share of u
+        (the unshifted draw, `u = sigma / (shift - (shift - 1) * sigma)`) holds it."""
+        s = sigma.double().cpu()
+        u = s / (self.shift - (self.shift - 1) * s)
+        index = (u * self.steps).floor().long().clamp(0, self.steps - 1)
         return index, self.grid[index].to(sigma.device, sigma.dtype)
 
     def _estimates(self, velocity: VelocityFn, z: torch.Tensor, a: float, b: float, rows):
