@@ -10,7 +10,11 @@ One job each:
   paths, size and decode checks)
 - what annotators and admins get: `labeling` (next pair, vote with the next pair in the
   reply), `generate` (prompt mode: pairs from a model), `stats` (agreement, position
-  bias), `export` (Pick-a-Pic v2 or PreferencePair datasets)
+  bias), `export` (Pick-a-Pic v2 or PreferencePair datasets), `selection` (which votes
+  an export holds, by criterion), `criteria` (several questions per pair), `gold` and
+  `goldmix` (gold pairs: import, mixing into queues), `quality` (gold accuracy, bias,
+  kappa against the majority, Krippendorff's alpha, flags), `vlm_pairs` and `vlm_export`
+  (VLM response pairs: import, TRL / PreferencePair export)
 - the web app: `assets` (shortcut script, style sheets), `fragments` (progress bar, prompt,
   admin tables), `app` (the Gradio UI and its API), `fast_routes` (the vote route outside
   Gradio's queue), `login` (the password check off the event loop, failed logins limited

@@ -27,13 +27,16 @@ from typing import Any
 
 import gradio as gr
 
+from .criteria import DEFAULT, CriteriaError
 from .fragments import PROGRESS_LOADING, admin_view, progress_html, prompt_html
 from .generate import PairGenerator
 from .images import ImageError, load_image
 from .labeling import Labeling
+from .quality import QUALITY_HEADERS, quality_rows, quality_settings, team_quality
 from .stats import summarize
 from .store import Pair, Store, VoteError
 from .users import Authenticator
+from .vlm_pairs import is_vlm, response_html, responses_of
 
 
 def _user(request: gr.Request | None) -> str:
@@ -62,6 +65,8 @@ class LabelApp:
         self.auth = auth
         self.model_name = model
         self.labeling = Labeling(store, seed=seed)
+        self.criteria = self.labeling.criteria
+        self.vlm = is_vlm(store)  # an image and a prompt above two text responses
         self.generator = (
             PairGenerator(store, self.image_root, model, steps=steps) if model else None
         )
@@ -71,8 +76,25 @@ class LabelApp:
 
     # ------------------------------------------------------------------ helpers
 
+    def _question(self, step: int) -> str:
+        """The question above the pair: nothing extra for a one-question run."""
+        if len(self.criteria.items) == 1 and self.criteria.items[0].name == "overall":
+            return ""
+        return f"Question {step + 1} of {len(self.criteria.items)}: {self.criteria.question(step)}"
+
+    def _content(self, pair: Pair, left: int) -> tuple[Any, Any, Any]:
+        """(left, right, top): two images (top None), or in VLM mode two responses under
+        the pair's image. ImageError when an image cannot be shown."""
+        if self.vlm:
+            texts = responses_of(self.store, pair.pair_id)
+            top = load_image(self.image_root, pair.image_0)
+            return response_html(texts[left]), response_html(texts[1 - left]), top
+        refs = (pair.image_0, pair.image_1)
+        return (load_image(self.image_root, refs[left]),
+                load_image(self.image_root, refs[1 - left]), None)  # fmt: skip
+
     def _show(self, user: str, pair: Pair | None, note: str = "") -> tuple[Any, ...]:
-        """Outputs for the page: state, prompt, left image, right image, progress, status."""
+        """Outputs for the page: state, prompt, left, right, progress, status, top image."""
         done, total = self.store.progress(user)
         if pair is None:
             empty = (
@@ -80,24 +102,33 @@ class LabelApp:
                 if not self.model_name
                 else ("Type a prompt and press Generate to get two images to compare.")
             )
-            return ({}, prompt_html(None, empty), None, None, progress_html(done, total), note)
+            return ({}, prompt_html(None, empty), None, None, progress_html(done, total), note,
+                    None)  # fmt: skip
         left = self.labeling.coin()
-        refs = (pair.image_0, pair.image_1)
         try:
-            images = [load_image(self.image_root, refs[left]),
-                      load_image(self.image_root, refs[1 - left])]  # fmt: skip
+            content = self._content(pair, left)
         except ImageError as err:
             return ({}, prompt_html(pair.prompt, pair_id=pair.pair_id), None, None,
                     progress_html(done, total),
-                    f"⚠️ cannot show pair {pair.pair_id}: {err}")  # fmt: skip
+                    f"⚠️ cannot show pair {pair.pair_id}: {err}", None)  # fmt: skip
         state = {
             "pair_id": pair.pair_id,
             "left_image": left,
             "vote_id": uuid.uuid4().hex,  # one id per shown pair: a double submit counts once
             "shown_at": time.monotonic(),
+            "answers": {},  # the answers given so far to this pair's questions
         }
-        return (state, prompt_html(pair.prompt, pair_id=pair.pair_id), images[0], images[1],
-                progress_html(done, total), note)  # fmt: skip
+        question = self._question(0)
+        return (state, prompt_html(pair.prompt, question, pair_id=pair.pair_id), content[0],
+                content[1], progress_html(done, total), note, content[2])  # fmt: skip
+
+    def _next_question(self, state: dict[str, Any], note: str) -> tuple[Any, ...]:
+        """The same pair with the question after the answers in `state`."""
+        pair = self.store.get_pair(state["pair_id"])
+        prompt = "" if pair is None else pair.prompt
+        step = len(state["answers"])
+        return (state, prompt_html(prompt, self._question(step), pair_id=state["pair_id"]),
+                gr.skip(), gr.skip(), gr.skip(), note, gr.skip())  # fmt: skip
 
     # -------------------------------------------------------------------- UI events
 
@@ -112,15 +143,26 @@ class LabelApp:
         user = _user(request)
         if not state or "pair_id" not in state:
             return self._show(user, self.store.next_pair(user), "Nothing to vote on.")
+        names = self.criteria.names
+        given = dict(state.get("answers") or {})
+        label = {"left": "Left", "right": "Right", "tie": "Tie", "both_bad": "Both bad",
+                 "skip": "Skipped"}[choice]  # fmt: skip
+        if choice != "skip" and len(names) > 1:
+            given[names[len(given)]] = choice
+            if len(given) < len(names):  # more questions about this pair: no vote yet
+                return self._next_question({**state, "answers": given}, f"✓ {label}")
         ms = int(1000 * (time.monotonic() - state["shown_at"]))
+        first = "skip" if choice == "skip" else given.get(names[0], choice)
         try:
+            answers = self.criteria.check_answers(first, None if first == "skip" else given)
             ack = self.store.record_vote(
                 vote_id=state["vote_id"], annotator=user, pair_id=state["pair_id"],
-                choice=choice, left_image=state["left_image"], decide_ms=ms,
+                choice=first, left_image=state["left_image"], decide_ms=ms,
+                answers=answers if self.criteria != DEFAULT else None,
             )  # fmt: skip
-        except VoteError as err:
+        except (VoteError, CriteriaError) as err:
             return self._show(user, self.store.next_pair(user), f"⚠️ {err}")
-        note = {"left": "Left", "right": "Right", "tie": "Tie", "skip": "Skipped"}[choice]
+        note = label
         saved = "saved" if ack.status == "stored" else "already saved"
         return self._show(user, self.store.next_pair(user), f"✓ {note} {saved} ({ms / 1000:.1f} s)")
 
@@ -133,6 +175,10 @@ class LabelApp:
 
     def on_undo(self, state: dict[str, Any], request: gr.Request) -> tuple[Any, ...]:
         user = _user(request)
+        if state and state.get("answers"):  # mid-pair: step back one question, store nothing
+            given = dict(state["answers"])
+            given.popitem()
+            return self._next_question({**state, "answers": given}, "↩ Answer again.")
         pair_id = self.store.undo_last(user)
         if pair_id is None:
             return self._show(user, self.store.next_pair(user), "Nothing to undo.")
@@ -151,7 +197,8 @@ class LabelApp:
         return self._show(user, pair, f"Two images from {self.model_name} (different seeds).")
 
     def on_admin(self, request: gr.Request) -> tuple[Any, ...]:
-        return admin_view(self.admin_stats(request))
+        stats = self.admin_stats(request)
+        return (*admin_view(stats), quality_rows(stats["quality"]))
 
     # --------------------------------------------------------------------- API
 
@@ -161,13 +208,14 @@ class LabelApp:
 
     def api_vote(
         self, vote_id: str, pair_id: str, choice: str, left_image: int, decide_ms: int,
-        request: gr.Request,
+        request: gr.Request, answers: dict[str, str] | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        """Store the caller's vote; returns only after the vote is committed."""
+        """Store the caller's vote; returns only after the vote is committed. `answers`:
+        criterion -> answer for a run with several questions."""
         try:
             return self.labeling.vote(
                 _user(request), vote_id=vote_id, pair_id=pair_id, choice=choice,
-                left_image=int(left_image), decide_ms=int(decide_ms),
+                left_image=int(left_image), decide_ms=int(decide_ms), answers=answers,
             )  # fmt: skip
         except VoteError as err:
             raise gr.Error(str(err)) from err
@@ -185,7 +233,8 @@ class LabelApp:
         user = _user(request)
         if self.auth.role(user) != "admin":
             raise gr.Error("admin only")
-        return summarize(self.store.all_votes())
+        return {**summarize(self.store.all_votes()),
+                "quality": team_quality(self.store, **quality_settings(self.store))}  # fmt: skip
 
     # ------------------------------------------------------------------- layout
 
@@ -194,7 +243,10 @@ class LabelApp:
             state = gr.State({})
             with gr.Tab("Label"):
                 with gr.Row(equal_height=True):
-                    gr.Markdown("### mmalign · which image is better?", scale=3)
+                    gr.Markdown(
+                        f"### mmalign · which {'response' if self.vlm else 'image'} is better?",
+                        scale=3,
+                    )
                     who = gr.Markdown(scale=2)
                     gr.Button("Log out", link="/logout", size="sm", scale=0, min_width=90)
                 progress = gr.HTML(PROGRESS_LOADING)
@@ -207,15 +259,26 @@ class LabelApp:
                                                 scale=5, max_length=500)  # fmt: skip
                         generate_btn = gr.Button("Generate", variant="primary", scale=1)
                 prompt = gr.HTML(prompt_html(None, "Loading ..."))
+                # VLM mode: the pair's image above the prompt's two text responses
+                top = gr.Image(label="Image", type="pil", interactive=False, height=320,
+                               format="png", elem_classes="lbl-top", buttons=[],
+                               visible=self.vlm)  # fmt: skip
                 with gr.Row(equal_height=True):
-                    left = gr.Image(label="Left", type="pil", interactive=False, height=440,
-                                    format="png", elem_classes="lbl-img", buttons=[])  # fmt: skip
-                    right = gr.Image(label="Right", type="pil", interactive=False, height=440,
-                                     format="png", elem_classes="lbl-img", buttons=[])  # fmt: skip
+                    if self.vlm:
+                        left = gr.HTML(elem_classes="lbl-resp", elem_id="lbl-resp-left")
+                        right = gr.HTML(elem_classes="lbl-resp", elem_id="lbl-resp-right")
+                    else:
+                        left = gr.Image(label="Left", type="pil", interactive=False,
+                                        height=440, format="png", elem_classes="lbl-img",
+                                        buttons=[])  # fmt: skip
+                        right = gr.Image(label="Right", type="pil", interactive=False,
+                                         height=440, format="png", elem_classes="lbl-img",
+                                         buttons=[])  # fmt: skip
                 with gr.Row(elem_classes="lbl-vote"):
                     b_left = gr.Button("⬅ Left is better  [←]", variant="primary",
                                        elem_id="lbl-left")  # fmt: skip
                     b_tie = gr.Button("Tie  [↓]", elem_id="lbl-tie")
+                    b_bad = gr.Button("Both bad  [↑]", elem_id="lbl-bad")
                     b_right = gr.Button("Right is better  [→] ➡", variant="primary",
                                         elem_id="lbl-right")  # fmt: skip
                 with gr.Row():
@@ -224,8 +287,9 @@ class LabelApp:
                 status = gr.Markdown(elem_id="lbl-status")
                 gr.Markdown(
                     "Keys: <kbd>←</kbd> left is better · <kbd>→</kbd> right is better · "
-                    "<kbd>↓</kbd> tie · <kbd>S</kbd> skip · <kbd>U</kbd> undo. Judge the image "
-                    "that matches the prompt better; use Tie when you cannot tell."
+                    "<kbd>↓</kbd> tie · <kbd>↑</kbd> both bad · <kbd>S</kbd> skip · <kbd>U</kbd> "
+                    "undo. Answer the question shown above the pair; use Tie when you cannot "
+                    "tell, Both bad when neither is acceptable."
                 )
             with gr.Tab("Admin", visible=False) as admin_tab:
                 with gr.Row(equal_height=True):
@@ -238,13 +302,15 @@ class LabelApp:
                              "left share", "median s", "mean s"],
                     interactive=False, wrap=True,
                 )  # fmt: skip
+                gr.Markdown("### Annotator quality (gold pairs, position bias, agreement)")
+                team = gr.Dataframe(headers=list(QUALITY_HEADERS), interactive=False, wrap=True)
                 gr.Markdown("### Agreement between annotators (Cohen's κ on shared pairs)")
                 kappas = gr.Dataframe(
                     headers=["annotator A", "annotator B", "shared pairs", "Cohen's κ"],
                     interactive=False,
                 )
 
-            shown = [state, prompt, left, right, progress, status]
+            shown = [state, prompt, left, right, progress, status, top]
             private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None}
             demo.load(self.on_load, None, [*shown, who, admin_tab], **private)
             # Votes and undo skip Gradio's queue (one POST to /gradio_api/run/..., still
@@ -252,14 +318,14 @@ class LabelApp:
             # answer without waiting behind other annotators' queued events.
             direct = {**private, "queue": self.ui_queue}
             for button, choice in ((b_left, "left"), (b_right, "right"), (b_tie, "tie"),
-                                   (b_skip, "skip")):  # fmt: skip
+                                   (b_bad, "both_bad"), (b_skip, "skip")):  # fmt: skip
                 button.click(self._voter(choice), [state], shown, **direct)
             b_undo.click(self.on_undo, [state], shown, **direct)
             if generate_btn is not None and prompt_box is not None:
                 for trigger in (generate_btn.click, prompt_box.submit):
                     trigger(self.on_generate, [prompt_box], shown, api_visibility="private",
                             concurrency_limit=1)  # fmt: skip
-            admin_out = [cards, people, kappas]
+            admin_out = [cards, people, kappas, team]
             refresh.click(self.on_admin, None, admin_out, **private)
             admin_tab.select(self.on_admin, None, admin_out, **private)
 

@@ -7,6 +7,7 @@ KEYS_JS = """
 <script>
 (() => {
   const keys = {ArrowLeft: "lbl-left", ArrowRight: "lbl-right", ArrowDown: "lbl-tie",
+                ArrowUp: "lbl-bad", b: "lbl-bad", B: "lbl-bad",
                 s: "lbl-skip", S: "lbl-skip", u: "lbl-undo", U: "lbl-undo"};
   document.addEventListener("keydown", (event) => {
     const tag = (event.target.tagName || "").toLowerCase();
@@ -40,6 +41,10 @@ kbd { border: 1px solid #9ca3af; border-bottom-width: 2px; border-radius: 4px;
   padding: 0 6px; font-family: ui-monospace, monospace; font-size: 0.85em;
   background: rgba(127,127,127,0.12); }
 #lbl-status { min-height: 1.6em; text-align: center; }
+.lbl-resp { white-space: pre-wrap; font-size: 1.05rem; line-height: 1.45; padding: 12px 16px;
+  border-radius: 12px; border: 1px solid var(--border-color-primary);
+  background: var(--block-background-fill); min-height: 120px; }
+.lbl-top img { object-fit: contain !important; }
 """
 
 ADMIN_CSS = """

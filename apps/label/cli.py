@@ -3,7 +3,11 @@
     mmalign label --data DIR_OR_ID --users users.txt [--db labels.sqlite] [--overlap K]
     mmalign label --model toy-sd --users users.txt
     mmalign label adduser NAME --users users.txt [--role admin]
-    mmalign label export --db labels.sqlite --out DIR --format pickapic|pairs
+    mmalign label --vlm --data VLM_PAIRS --users users.txt    # image + prompt, two responses
+    mmalign label export --db labels.sqlite --out DIR --format pickapic|pairs|trl
+        [--criterion NAME] [--exclude-flagged]
+    mmalign label gold add FILE --db labels.sqlite            # pairs with a known answer
+    mmalign label stats --db labels.sqlite [--json]           # annotator quality
 
 `--db` is a SQLite file (WAL mode) or a SQLAlchemy URL such as
 postgresql+psycopg://label:PASSWORD@db-host/labels for a team server.
@@ -17,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-_SUBCOMMANDS = ("adduser", "export")
+_SUBCOMMANDS = ("adduser", "export", "gold", "stats")
 
 
 def _image_root(db: str, images: str | None) -> Path:
@@ -40,11 +44,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     auth = Authenticator(args.users)
     if not auth.users():
         raise ValueError(f"{args.users} has no users: add one with `mmalign label adduser`")
-    store = Store(args.db, overlap=args.overlap, lease_s=args.lease)
+    from .criteria import load_criteria, save_criteria
+    from .quality import save_quality_settings
+    from .vlm_pairs import add_vlm_pairs, is_vlm, read_vlm_pairs
+
+    store = Store(args.db, overlap=args.overlap, lease_s=args.lease, gold_rate=args.gold_rate)
+    save_quality_settings(store, gold_floor=args.gold_floor, bias_ceiling=args.bias_ceiling)
+    if args.criteria is not None:
+        save_criteria(store, load_criteria(args.criteria))
     root = _image_root(args.db, args.images)
     if args.data is None and args.model is None and store.count_pairs() == 0:
         raise ValueError(f"{args.db} has no pairs: give --data DIR_OR_ID or --model MODEL")
-    if args.data is not None:
+    if args.vlm or is_vlm(store):
+        if args.model is not None:
+            raise ValueError("--model generates image pairs; VLM response pairs come from --data")
+        if args.data is not None:
+            rows = read_vlm_pairs(args.data, root, split=args.split, limit=args.limit)
+            added = add_vlm_pairs(store, rows)
+            print(f"label: {added} new VLM pairs from {args.data}; {store.count_pairs()} in "
+                  f"{args.db}")  # fmt: skip
+    elif args.data is not None:
         pairs = tqdm(import_pairs(args.data, root, split=args.split, limit=args.limit),
                      desc="import pairs", unit="pair")  # fmt: skip
         added = store.add_pairs(pairs)
@@ -74,9 +93,42 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .store import Store
 
     store = Store(args.db)
-    summary = export_votes(store, _image_root(args.db, args.images), args.out, args.format)
+    thresholds = {"gold_floor": args.gold_floor, "bias_ceiling": args.bias_ceiling}
+    summary = export_votes(store, _image_root(args.db, args.images), args.out, args.format,
+                           criterion=args.criterion, exclude_flagged=args.exclude_flagged,
+                           thresholds=thresholds)  # fmt: skip
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _cmd_gold_add(args: argparse.Namespace) -> int:
+    from .gold import add_gold
+    from .store import Store
+
+    store = Store(args.db)
+    summary = add_gold(store, args.file, _image_root(args.db, args.images))
+    print(f"label: {summary['rows']} gold rows from {args.file} ({summary['new_pairs']} new "
+          f"pairs); {summary['gold_pairs']} gold pairs in {args.db}")  # fmt: skip
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from .quality import quality_settings, quality_table, team_quality
+    from .store import Store
+
+    store = Store(args.db)
+    thresholds = quality_settings(store, gold_floor=args.gold_floor, bias_ceiling=args.bias_ceiling)
+    quality = team_quality(store, **thresholds)
+    print(json.dumps(quality, indent=2) if args.json else quality_table(quality))
+    return 0
+
+
+def _thresholds(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gold-floor", type=float, default=None,
+                   help="flag annotators below this gold accuracy (default 0.7)")  # fmt: skip
+    p.add_argument("--bias-ceiling", type=float, default=None,
+                   help="flag annotators whose left (or right) share is above this "
+                   "(default 0.8)")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -105,6 +157,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--seed", type=int, default=None, help="seed of the left/right coin")
     p.add_argument("--steps", type=int, default=None, help="--model sampler steps (card's)")
+    p.add_argument(
+        "--vlm",
+        action="store_true",
+        help="VLM response pairs: an image and a prompt above two text responses",
+    )
+    p.add_argument("--criteria", default=None, help="YAML file of the questions asked per pair")
+    p.add_argument(
+        "--gold-rate",
+        type=float,
+        default=None,
+        help="share of each annotator's pairs that are gold pairs (default 0.1)",
+    )
+    _thresholds(p)
     p.set_defaults(func=_cmd_serve)
     actions = p.add_subparsers(dest="label_command", metavar="ACTION")
 
@@ -119,5 +184,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--db", default="labels.sqlite", help="SQLite file or SQLAlchemy URL")
     e.add_argument("--images", default=None, help="image folder (default: DB.images)")
     e.add_argument("--out", required=True, help="output folder")
-    e.add_argument("--format", choices=["pickapic", "pairs"], default="pairs")
+    e.add_argument(
+        "--format",
+        choices=["pickapic", "pairs", "trl"],
+        default="pairs",
+        help="pickapic/pairs for image pairs; pairs/trl for VLM response pairs",
+    )
+    e.add_argument(
+        "--criterion",
+        default=None,
+        help="the question whose answer is the label (default: the criteria's label)",
+    )
+    e.add_argument(
+        "--exclude-flagged",
+        action="store_true",
+        help="leave out the votes of annotators flagged by `label stats`",
+    )
+    _thresholds(e)
     e.set_defaults(func=_cmd_export)
+
+    g = actions.add_parser("gold", help="gold pairs (known answers) to measure annotators")
+    gold_actions = g.add_subparsers(dest="gold_command", metavar="ACTION", required=True)
+    ga = gold_actions.add_parser("add", help="add gold pairs from a JSON Lines file")
+    ga.add_argument("file", help="JSON Lines file (or a PreferencePair folder: chosen = answer)")
+    ga.add_argument("--db", default="labels.sqlite", help="SQLite file or SQLAlchemy URL")
+    ga.add_argument("--images", default=None, help="image folder (default: DB.images)")
+    ga.set_defaults(func=_cmd_gold_add)
+
+    st = actions.add_parser("stats", help="annotator quality: gold accuracy, bias, agreement")
+    st.add_argument("--db", default="labels.sqlite", help="SQLite file or SQLAlchemy URL")
+    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _thresholds(st)
+    st.set_defaults(func=_cmd_stats)

@@ -1,6 +1,8 @@
 """Export votes as a Hugging Face dataset: Pick-a-Pic v2 shards or PreferencePair rows.
 
-One row per vote that is not undone and not a skip (skips are counted and reported).
+One row per vote that is not undone and not a skip; skips, votes on gold pairs, "both bad"
+answers and (`exclude_flagged`) flagged annotators' votes are counted and reported
+(`selection.py`), and `criterion` picks the question whose answer is the label.
 Pick-a-Pic: `jpg_0` is the image shown on the left, `label_0`/`label_1` are 1/0 for
 a win and 0.5/0.5 for a tie, `user_id` the annotator's pseudonym (`pseudonyms.py`: the
 same in every export of the database, not the login name), `created_at` the vote time.
@@ -17,9 +19,11 @@ from typing import Any, Literal
 
 from .images import load_image, resolve
 from .pseudonyms import Pseudonyms
+from .selection import select_votes
 from .store import Store
+from .vlm_pairs import is_vlm
 
-Format = Literal["pickapic", "pairs"]
+Format = Literal["pickapic", "pairs", "trl"]
 
 
 def _image_bytes(root: Path, ref: str) -> bytes:
@@ -28,18 +32,26 @@ def _image_bytes(root: Path, ref: str) -> bytes:
 
 
 def export_votes(
-    store: Store, image_root: str | Path, out: str | Path, fmt: Format, *, split: str = "train"
-) -> dict[str, Any]:
-    """Write the votes to `out`; returns counts (`rows`, `skipped` by reason)."""
+    store: Store, image_root: str | Path, out: str | Path, fmt: Format, *, split: str = "train",
+    criterion: str | None = None, exclude_flagged: bool = False,
+    thresholds: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Write the votes to `out`; returns counts (`rows`, `skipped` by reason). Which votes
+    and which question's answer: `selection.select_votes` (gold, both-bad, flagged)."""
+    if is_vlm(store):  # VLM response pairs: PreferencePair text rows or TRL's format
+        from .vlm_export import export_vlm
+
+        return export_vlm(store, image_root, out, fmt, criterion=criterion,
+                          exclude_flagged=exclude_flagged, thresholds=thresholds)  # fmt: skip
     if fmt not in ("pickapic", "pairs"):
-        raise ValueError(f"format must be 'pickapic' or 'pairs', got {fmt!r}")
+        raise ValueError(f"format must be 'pickapic' or 'pairs' for image pairs, got {fmt!r}")
     root = Path(image_root)
-    rows, skipped = [], Counter()
+    rows = []
+    chosen, skipped, info = select_votes(store, criterion=criterion,
+                                         exclude_flagged=exclude_flagged,
+                                         thresholds=thresholds)  # fmt: skip
     user_id = Pseudonyms(store)
-    for v in store.all_votes():
-        if v["choice"] == "skip":
-            skipped["skip"] += 1
-            continue
+    for v in chosen:
         v = {**v, "user_id": user_id(v["annotator"])}
         images = [_image_bytes(root, v["image_0"]), _image_bytes(root, v["image_1"])]
         left, right = images[v["left_image"]], images[1 - v["left_image"]]
@@ -51,7 +63,7 @@ def export_votes(
         _write_pickapic(rows, out, split)
     else:
         _write_pairs(rows, out, store.url)
-    return {"rows": len(rows), "skipped": dict(skipped), "format": fmt, "out": str(out)}
+    return {"rows": len(rows), "skipped": dict(skipped), "format": fmt, "out": str(out), **info}
 
 
 def _write_pickapic(rows: list[Any], out: Path, split: str) -> None:

@@ -101,6 +101,7 @@ def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
             return labeling.vote(
                 user, vote_id=body["vote_id"], pair_id=str(body["pair_id"]),
                 choice=body["choice"], left_image=left_image, decide_ms=decide_ms,
+                answers=body.get("answers"),  # criterion -> answer, several questions per pair
             )  # fmt: skip
 
         try:

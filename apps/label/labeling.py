@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Mapping
 from typing import Any
 
-from .store import Store
+from .criteria import DEFAULT, Criteria, CriteriaError, stored_criteria
+from .store import Store, VoteError
 
 
 class Labeling:
     """The vote path over one store; thread-safe (the store is, the coin has a lock)."""
 
-    def __init__(self, store: Store, *, seed: int | None = None) -> None:
+    def __init__(
+        self, store: Store, *, seed: int | None = None, criteria: Criteria | None = None
+    ) -> None:
         self.store = store
+        self.criteria = stored_criteria(store) if criteria is None else criteria
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
 
@@ -37,13 +42,19 @@ class Labeling:
 
     def vote(
         self, user: str, *, vote_id: str, pair_id: str, choice: str, left_image: int,
-        decide_ms: int,
+        decide_ms: int, answers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """Store `user`'s vote (VoteError when refused); returns only after it is committed,
-        with the next pair in the same reply: one round trip per vote instead of two."""
+        with the next pair in the same reply: one round trip per vote instead of two.
+        `answers`: criterion -> answer, one per question of the run (`criteria.py`)."""
+        try:
+            full = self.criteria.check_answers(choice, answers)
+        except CriteriaError as err:
+            raise VoteError(str(err)) from err
         ack = self.store.record_vote(
             vote_id=vote_id, annotator=user, pair_id=pair_id, choice=choice,
             left_image=left_image, decide_ms=decide_ms,
+            answers=full if self.criteria != DEFAULT else None,
         )  # fmt: skip
         return {"status": ack.status, "vote_id": ack.vote_id, "pair_id": ack.pair_id,
                 "annotator": ack.annotator, "next": self.next_for(user)}  # fmt: skip

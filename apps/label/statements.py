@@ -16,12 +16,17 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, delete, func, select, update
 
-from .tables import leases, pairs, votes
+from .tables import gold, leases, pairs, votes
 
 _MINE = select(votes.c.pair_id).where(
     votes.c.annotator == bindparam("annotator"), votes.c.undone == 0
 )
-_OPEN = (pairs.c.n_votes < bindparam("overlap")) & pairs.c.pair_id.not_in(_MINE)
+# Gold pairs (`goldmix.py`) are not in the regular queue: they are mixed in at a rate.
+_OPEN = (
+    (pairs.c.n_votes < bindparam("overlap"))
+    & pairs.c.pair_id.not_in(_MINE)
+    & pairs.c.pair_id.not_in(select(gold.c.pair_id))
+)
 # Pairs whose free places are all reserved by other annotators' live leases. Leases are
 # few (one per annotator), so this is computed once per query, not once per pair.
 _RESERVED = (

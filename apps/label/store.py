@@ -21,7 +21,7 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +30,13 @@ from typing import Any
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from . import goldmix
 from . import statements as stmt
 from .engines import dialect_insert, make_engine
+from .tables import answers as answers_table
 from .tables import metadata, pairs, settings, votes
 
-CHOICES = ("left", "right", "tie", "skip")
+CHOICES = ("left", "right", "tie", "both_bad", "skip")
 _VOTE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 LEASE_S = 600.0  # how long a handed-out pair stays reserved for its annotator
 # Reservations lost to other annotators before `next_pair` gives up: each loss means another
@@ -80,7 +82,7 @@ class Store:
 
     def __init__(
         self, db: str | Path, *, overlap: int | None = None, lease_s: float = LEASE_S,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, gold_rate: float | None = None,
     ) -> None:  # fmt: skip
         if lease_s <= 0:
             raise ValueError(f"lease_s must be > 0, got {lease_s}")
@@ -96,6 +98,9 @@ class Store:
         self.overlap = int(self.get_setting("overlap", "1"))
         if self.overlap < 1:
             raise ValueError(f"overlap (annotators per pair) must be >= 1, got {self.overlap}")
+        if gold_rate is not None:  # share of each queue that is gold pairs (`goldmix.py`)
+            self.set_setting("gold_rate", str(goldmix.check_rate(gold_rate)))
+        self.gold_rate = goldmix.check_rate(float(self.get_setting("gold_rate", "0.1") or 0.1))
 
     def close(self) -> None:
         self.write.dispose()
@@ -204,6 +209,11 @@ class Store:
                     return None
                 shift = n - 1 - offset % n
                 row = conn.execute(stmt.NEXT_PAIR, {**args, "shift": shift, "n": n}).first()
+                if row is not None and self.gold_rate > 0:  # gold only while regular pairs left
+                    k = conn.execute(goldmix.COUNT_MY_VOTES, args).scalar_one()
+                    if goldmix.draw_gold(annotator, int(k), self.gold_rate):
+                        row = conn.execute(goldmix.NEXT_GOLD, {**args, "shift": shift, "n": n}
+                                           ).first() or row  # fmt: skip
             if row is None:
                 return None
             if self._reserve(annotator, row.pair_id, now):
@@ -218,7 +228,8 @@ class Store:
             n_votes = conn.execute(stmt.LOCK_PAIR, mine).scalar_one_or_none()
             if n_votes is None or conn.execute(stmt.VOTED_ALREADY, mine).first() is not None:
                 return False
-            if n_votes + conn.execute(stmt.OTHERS_LEASES, mine).scalar_one() >= self.overlap:
+            others = conn.execute(stmt.OTHERS_LEASES, mine).scalar_one()
+            if n_votes + others >= self.overlap and not _is_gold(conn, pair_id):
                 return False
             self._lease(conn, annotator, pair_id, now)
         return True
@@ -237,7 +248,14 @@ class Store:
             left = conn.execute(
                 stmt.COUNT_OPEN, {"annotator": annotator, "overlap": self.overlap}
             ).scalar_one()
-        return int(done), int(done) + int(left)
+            gold_left = 0
+            if self.gold_rate > 0 and left:
+                gold_left = conn.execute(goldmix.COUNT_GOLD_OPEN, {"annotator": annotator}
+                                         ).scalar_one()  # fmt: skip
+        # gold pairs still to come are in the total already: a gold vote advances the bar
+        # like any other vote, so the bar does not tell which pairs were gold
+        upcoming = goldmix.expected_gold(int(left), int(gold_left), self.gold_rate)
+        return int(done), int(done) + int(left) + upcoming
 
     # --------------------------------------------------------------------- votes
 
@@ -250,10 +268,13 @@ class Store:
         choice: str,
         left_image: int,
         decide_ms: int,
+        answers: Mapping[str, str] | None = None,
     ) -> Ack:
         """Store one vote in one transaction; a repeated `vote_id` is acknowledged, not stored.
 
         `annotator` must come from the authenticated session, never from the client.
+        `answers` (criterion -> left/right/tie/both_bad, checked by `criteria.Criteria`) go
+        to the `answers` table in the same transaction.
         """
         if not isinstance(vote_id, str) or not _VOTE_ID.match(vote_id):
             raise VoteError(f"vote_id must be 8-64 characters [A-Za-z0-9_-], got {vote_id!r}")
@@ -261,12 +282,20 @@ class Store:
             raise VoteError(f"choice must be one of {CHOICES}, got {choice!r}")
         if left_image not in (0, 1):
             raise VoteError(f"left_image must be 0 or 1, got {left_image!r}")
+        if answers and any(v not in CHOICES[:-1] for v in answers.values()):
+            raise VoteError(f"answers must be among {CHOICES[:-1]}, got {dict(answers)!r}")
         decide_ms = max(0, min(int(decide_ms), 86_400_000))
         try:
             with self._tx() as conn:
-                return self._insert_vote(
+                ack = self._insert_vote(
                     conn, vote_id, annotator, pair_id, choice, left_image, decide_ms
                 )
+                if answers and ack.status == "stored":
+                    conn.execute(answers_table.insert(), [
+                        {"vote_id": vote_id, "criterion": k, "choice": v}
+                        for k, v in answers.items()
+                    ])  # fmt: skip
+                return ack
         except IntegrityError:
             # Two retries of one vote raced past the lookup: the loser reads the winner's row.
             return self._existing(vote_id, annotator)
@@ -289,6 +318,8 @@ class Store:
             raise VoteError(f"{annotator} already voted on pair {pair_id} (undo it first)")
         if choice != "skip":  # a skip takes no place
             room = self.overlap - conn.execute(stmt.OTHERS_LEASES, mine).scalar_one()
+            if _is_gold(conn, pair_id):  # every annotator answers a gold pair
+                room = 2**31 - 1
             if conn.execute(stmt.COUNT_VOTE, {"voted_pair": pair_id, "room": room}).rowcount != 1:
                 raise VoteError(
                     f"pair {pair_id} already has its {self.overlap} vote(s) or they are "
@@ -344,7 +375,8 @@ class Store:
                 conn.execute(stmt.UNCOUNT_VOTE, {"voted_pair": row.pair_id})
                 n_votes -= 1
             # an undone skip freed no place: lease one back only if the pair has room
-            if n_votes + conn.execute(stmt.OTHERS_LEASES, mine).scalar_one() < self.overlap:
+            others = conn.execute(stmt.OTHERS_LEASES, mine).scalar_one()
+            if n_votes + others < self.overlap or _is_gold(conn, row.pair_id):
                 self._lease(conn, annotator, row.pair_id, now)
             return str(row.pair_id)
 
@@ -367,6 +399,10 @@ class Store:
         )
         with self.read.begin() as conn:
             return [_plain(r) for r in conn.execute(query).mappings().all()]
+
+
+def _is_gold(conn: Connection, pair_id: str) -> bool:
+    return conn.execute(goldmix.IS_GOLD, {"pair_id": pair_id}).first() is not None
 
 
 def _plain(row: Any) -> dict[str, Any]:

@@ -30,7 +30,7 @@ votes = Table(
     Column("vote_id", String(64), nullable=False, unique=True),  # client-generated
     Column("pair_id", String(64), nullable=False),
     Column("annotator", String(64), nullable=False),
-    Column("choice", String(8), nullable=False),  # left | right | tie | skip
+    Column("choice", String(8), nullable=False),  # left | right | tie | both_bad | skip
     Column("left_image", Integer, nullable=False),  # 0 or 1: which pair image was on the left
     Column("decide_ms", Integer, nullable=False),  # time from showing the pair to the vote
     Column("created_at", Float, nullable=False),  # unix seconds, server clock
@@ -51,6 +51,36 @@ leases = Table(
     Column("expires_at", Float, nullable=False),
 )
 Index("ix_leases_annotator", leases.c.annotator)
+
+# The answers to every question of a criteria file (`criteria.py`), one row per vote and
+# question; the first question's answer is also the vote's `choice`.
+answers = Table(
+    "answers",
+    metadata,
+    Column("vote_id", String(64), primary_key=True),
+    Column("criterion", String(64), primary_key=True),
+    Column("choice", String(8), nullable=False),  # left | right | tie | both_bad
+)
+
+# Gold pairs (`gold.py`): pairs with a known answer, mixed into every annotator's queue to
+# measure them; they are rows of `pairs` too (shown like any other) and never exported.
+gold = Table(
+    "gold",
+    metadata,
+    Column("pair_id", String(64), primary_key=True),
+    Column("answer", String(16), nullable=False),  # image_0 | image_1 | tie | both_bad
+    Column("added_at", Float, nullable=False),
+)
+
+# VLM response pairs (`vlm_pairs.py`): the pair's image is `pairs.image_0` (= `image_1`), the
+# two text responses live here.
+responses = Table(
+    "responses",
+    metadata,
+    Column("pair_id", String(64), primary_key=True),
+    Column("response_0", Text, nullable=False),
+    Column("response_1", Text, nullable=False),
+)
 
 settings = Table(
     "settings",

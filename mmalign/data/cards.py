@@ -143,8 +143,13 @@ def load_card(name: str | Path) -> DatasetCard:
 
 def expand_data(value: Any) -> Any:
     """A recipe's raw `data:` value with a card expanded: `"datasets/x.yaml"` or `{card: x,
-    ...}` become the card's keys, overridden by the keys written beside `card`."""
+    ...}` become the card's keys, overridden by the keys written beside `card`. A string
+    naming a dataset folder or a data file that is not YAML (`data=runs/labels`, e.g. an
+    export of `mmalign label`) is the data itself: `{path: value, split: train}`."""
     if isinstance(value, str):
+        local = Path(value).expanduser()
+        if local.is_dir() or (local.is_file() and local.suffix not in (".yaml", ".yml")):
+            return {"path": value, "split": "train"}
         value = {"card": value}
     if not isinstance(value, dict) or "card" not in value:
         return value

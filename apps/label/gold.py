@@ -1,0 +1,148 @@
+"""Gold pairs: pairs with a known answer, added by an admin (`mmalign label gold add FILE`).
+
+They are mixed into every annotator's queue (`goldmix.py`), shown like any other pair, never
+exported as data, and measure each annotator (`quality.py`). A gold file is JSON Lines
+(or a JSON list), one object per pair, in one of three shapes:
+
+    {"pair_id": "3f2a...", "answer": "image_1"}                       # a pair already imported
+    {"prompt": "a red circle", "image_0": "a.png", "image_1": "b.png", "answer": "image_0"}
+    {"prompt": "What is shown?", "image": "x.png", "response_0": "A cat.",
+     "response_1": "A dog.", "answer": "response_0"}                  # VLM response pairs
+
+Image paths are relative to the file's folder. `answer` names a side of the pair
+(`image_0`/`image_1`, or `response_0`/`response_1` in VLM mode), `tie` or `both_bad`.
+A PreferencePair folder works too: each row is a gold pair whose answer is `chosen`.
+Every row is checked before anything is written, and the pairs and their answers go into
+the database in one transaction: a bad row stops the import with its number and reason,
+and nothing of the file is added.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from mmalign.suggest import did_you_mean
+
+from .images import import_pairs, save_image
+from .store import Pair, Store, pair_id_for
+from .tables import gold, pairs
+from .vlm_pairs import VlmPair, insert_pairs, is_vlm, vlm_pair
+
+SIDES = {"image_0": "image_0", "image_1": "image_1", "response_0": "image_0",
+         "response_1": "image_1", "tie": "tie", "both_bad": "both_bad"}  # fmt: skip
+ROW_KEYS = ("pair_id", "prompt", "image_0", "image_1", "image", "response_0", "response_1",
+            "answer")  # fmt: skip
+
+
+class GoldError(ValueError):
+    """A gold file row that cannot be imported (its number and the reason in the message)."""
+
+
+def gold_answers(store: Store) -> dict[str, str]:
+    """pair id -> answer (`image_0`, `image_1`, `tie`, `both_bad`) of every gold pair."""
+    with store.read.begin() as conn:
+        return {r.pair_id: r.answer for r in conn.execute(select(gold))}
+
+
+def _records(path: Path) -> list[Any]:
+    text = path.read_text()
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise GoldError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(data, list):
+            raise GoldError(f"{path}: a JSON gold file is a list of objects")
+        return data
+    records = []
+    for i, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise GoldError(f"{path}: line {i + 1} is not valid JSON ({err})") from None
+    return records
+
+
+def _answer(value: Any, where: str, vlm: bool) -> str:
+    names = [s for s in SIDES if s.startswith("response") == vlm or s in ("tie", "both_bad")]
+    if value not in names:
+        hint = did_you_mean(str(value), names)
+        raise GoldError(f"{where}: answer {value!r} names no side of the pair; {hint}")
+    return SIDES[value]
+
+
+def read_gold(store: Store, path: str | Path, image_root: str | Path) -> list[tuple[Any, str]]:
+    """Check every row of a gold file; (pair, answer) for each, images copied into
+    `image_root` (content-named files: a failed import leaves no database rows)."""
+    path = Path(path)
+    vlm = is_vlm(store)
+    if path.is_dir():  # a PreferencePair dataset: the chosen image is the answer
+        if vlm:
+            raise GoldError(f"{path}: a VLM run takes gold pairs from a JSON Lines file")
+        return [(p, "image_0") for p in import_pairs(path, image_root)]
+    if not path.is_file():
+        raise GoldError(f"{path}: no such gold file")
+    out: list[tuple[Any, str]] = []
+    with store.read.begin() as conn:
+        known = set(conn.execute(select(pairs.c.pair_id)).scalars())
+    for i, rec in enumerate(_records(path)):
+        where = f"{path}: row {i}"
+        if not isinstance(rec, dict):
+            raise GoldError(f"{where}: an object with 'answer' and the pair, got {rec!r}")
+        for key in rec:
+            if key not in ROW_KEYS:
+                raise GoldError(f"{where}: unknown key {key!r}; {did_you_mean(key, ROW_KEYS)}")
+        answer = _answer(rec.get("answer"), where, vlm)
+        if "pair_id" in rec:
+            if rec["pair_id"] not in known:
+                raise GoldError(f"{where}: pair {rec['pair_id']!r} is not in the database")
+            out.append((str(rec["pair_id"]), answer))
+        elif vlm:
+            out.append((vlm_pair(rec, path.parent, image_root, where), answer))
+        else:
+            out.append((_image_pair(rec, path.parent, image_root, where), answer))
+    return out
+
+
+def _image_pair(rec: dict[str, Any], base: Path, image_root: str | Path, where: str) -> Pair:
+    prompt = rec.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise GoldError(f"{where}: no prompt")
+    data = []
+    for side in ("image_0", "image_1"):
+        ref = rec.get(side)
+        if not isinstance(ref, str) or not (base / ref).is_file():
+            raise GoldError(f"{where}: {side} {ref!r} is not a file next to the gold file")
+        data.append((base / ref).read_bytes())
+    names = [save_image(image_root, d, f"{where} {s}") for d, s in zip(data, ("image_0", "image_1"),
+                                                                     strict=True)]  # fmt: skip
+    return Pair(pair_id_for(prompt, *data), prompt, *names, "gold")
+
+
+def add_gold(store: Store, path: str | Path, image_root: str | Path) -> dict[str, int]:
+    """Import a gold file (all rows or none); returns counts of new pairs and gold answers."""
+    try:
+        rows = read_gold(store, path, image_root)
+    except (ValueError, OSError) as err:
+        if isinstance(err, GoldError):
+            raise
+        raise GoldError(str(err)) from err
+    new_pairs = [p for p, _ in rows if isinstance(p, Pair | VlmPair)]
+    answers = {(p if isinstance(p, str) else p.pair_id): a for p, a in rows}
+    now = time.time()
+    with store._tx() as conn:  # one transaction: the pairs and their answers, or nothing
+        added = insert_pairs(conn, new_pairs, now)
+        old = {r.pair_id: r.answer for r in conn.execute(select(gold))}
+        for pair_id, answer in answers.items():
+            if pair_id in old:
+                conn.execute(gold.update().where(gold.c.pair_id == pair_id).values(answer=answer))
+            else:
+                conn.execute(gold.insert().values(pair_id=pair_id, answer=answer, added_at=now))
+    return {"rows": len(rows), "new_pairs": added, "gold_pairs": len(gold_answers(store))}
