@@ -521,6 +521,32 @@ def test_export_user_ids_are_stable_pseudonyms(tmp_path: Path, label_db: str) ->
     assert Pseudonyms(other)("ann") != first["vote-00000"] == Pseudonyms(again)("ann")
 
 
+def test_vlm_export_user_ids_are_the_same_pseudonyms(tmp_path: Path) -> None:
+    import json
+
+    from datasets import load_from_disk
+    from mmalign_label.vlm_pairs import add_vlm_pairs, read_vlm_pairs
+
+    rows = []
+    for i in range(2):
+        Image.new("RGB", (16, 16), (40 * i, 0, 200)).save(tmp_path / f"im{i}.png")
+        rows.append({"prompt": f"What colour? ({i})", "image": f"im{i}.png",
+                     "response_0": f"Blue {i}.", "response_1": f"Red {i}."})  # fmt: skip
+    (tmp_path / "v.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    s = Store(tmp_path / "vlm.sqlite", overlap=2, gold_rate=0.0)
+    add_vlm_pairs(s, read_vlm_pairs(tmp_path / "v.jsonl", tmp_path / "img"))
+    for k, user in enumerate(("ann", "bob")):
+        pair = s.next_pair(user)
+        assert pair is not None
+        s.record_vote(vote_id=f"vlm-vote-{k}", annotator=user, pair_id=pair.pair_id,
+                      choice="left", left_image=0, decide_ms=10)  # fmt: skip
+    export_votes(s, tmp_path / "img", tmp_path / "out", "pairs")
+    ds = load_from_disk(str(tmp_path / "out"))
+    user_id = Pseudonyms(s)
+    assert sorted(ds["user_id"]) == sorted([user_id("ann"), user_id("bob")])
+    assert not {"ann", "bob"} & set(ds["user_id"])
+
+
 @pytest.mark.slow  # loads toy-sd and samples two images: about 5 s on 2 CPU cores
 def test_model_mode_generates_a_stored_pair_with_two_seeds(tmp_path: Path) -> None:
     pytest.importorskip("gradio")

@@ -5,8 +5,8 @@ pairs, flagged annotators, "both bad" are counted and left out). A tie keeps the
 shown on the left as `chosen`, with `label` 0.5.
 
 - `pairs`: a saved dataset of text `PreferencePair` rows: `prompt`, `chosen`, `rejected`
-  (the two responses), `image` (the pair's image), `label` (1.0, 0.5 for a tie), `user_id`,
-  `source` = `label:<vote id>`;
+  (the two responses), `image` (the pair's image), `label` (1.0, 0.5 for a tie), `user_id`
+  (the annotator's pseudonym, `pseudonyms.py`), `source` = `label:<vote id>`;
 - `trl`: a saved dataset in the columns `trl.DPOTrainer` takes for vision models:
   `images` (a list of one image), and conversational `prompt` (one user message: an image
   part where the prompt had `<image>`, else first, then the text), `chosen` and `rejected`
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .images import load_image, resolve
+from .pseudonyms import Pseudonyms
 from .selection import select_votes
 from .store import Store
 from .vlm_pairs import all_responses
@@ -65,6 +66,7 @@ def export_vlm(
                                         exclude_flagged=exclude_flagged,
                                         thresholds=thresholds)  # fmt: skip
     texts = all_responses(store)
+    user_id = Pseudonyms(store)  # the same id as in image-pair exports of this database
     rows = []
     for v in votes:
         shown = (texts[v["pair_id"]][v["left_image"]], texts[v["pair_id"]][1 - v["left_image"]])
@@ -73,7 +75,7 @@ def export_vlm(
             "prompt": v["prompt"], "chosen": chosen, "rejected": rejected,
             "image": {"bytes": _image_bytes(root, v["image_0"]), "path": None},
             "label": 0.5 if v["choice"] == "tie" else 1.0,
-            "user_id": v["annotator"], "source": f"label:{v['vote_id']}",
+            "user_id": user_id(v["annotator"]), "source": f"label:{v['vote_id']}",
         })  # fmt: skip
     out = Path(out)
     if fmt == "pairs":
