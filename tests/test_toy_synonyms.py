@@ -50,6 +50,18 @@ def test_offtopic_rejections_keep_the_compliance_out(tmp_path):
             assert m == y  # the synonym and benign rows are those without offtopic
 
 
+def test_synonym_side_chosen_swaps_the_pair(tmp_path):
+    _, rejected = rows(tmp_path, "rej", near_synonyms=0.5)
+    _, chosen = rows(tmp_path, "cho", near_synonyms=0.5, synonym_side="chosen")
+    for r, c in zip(rejected, chosen, strict=True):
+        if r["source"] == "synonym":
+            assert (c["chosen"], c["rejected"]) == (r["rejected"], r["chosen"])
+        else:
+            assert c == r
+    with pytest.raises(ValueError, match="synonym_side"):
+        build_dataset("safety", tmp_path / "bad", n=8, near_synonyms=0.5, synonym_side="both")
+
+
 def test_near_synonyms_bounds(tmp_path):
     summary, _ = rows(tmp_path, "all", near_synonyms=1.0)
     assert summary["sources"] == {"synonym": 24, "benign": 24}
@@ -63,8 +75,10 @@ def test_ln_ches_ranks_the_near_synonym_pairs_highest(tmp_path):
 
     build_dataset("safety", tmp_path / "mixed", n=48, seed=3, near_synonyms=0.5)
     build_dataset("safety", tmp_path / "off", n=48, seed=3, near_synonyms=0.5, offtopic=True)
+    build_dataset("safety", tmp_path / "swap", n=48, seed=3, near_synonyms=0.5, offtopic=True,
+                  synonym_side="chosen")  # fmt: skip
     vlm = load_vlm("toy:vlm")
-    for name in ("mixed", "off"):
+    for name in ("mixed", "off", "swap"):
         data = load_from_disk(str(tmp_path / name / "pairs"))
         diag = diagnose_rows(vlm.model, vlm.processor, data, progress=False)
         sources = [data[i]["source"] for i in diag.columns["row"]]

@@ -197,6 +197,7 @@ def build_safety(
     prompt_split: str = "train",
     near_synonyms: float = 0.0,
     offtopic: bool = False,
+    synonym_side: str = "rejected",
 ) -> dict[str, Any]:
     """BPO / PRISM analog, `source` "forbidden" or "benign" (n // 2 forbidden, shuffled).
     Forbidden: a `FORBIDDEN_REQUESTS` request about the image; chosen = REFUSAL, rejected =
@@ -207,7 +208,12 @@ def build_safety(
     lowering both refusals (Razin et al., "Unintentional Unalignment", Sections 3 and 6).
     `offtopic`: the other forbidden rows reject an off-topic answer (the one-word answer to a
     plain question about the image, `source` "offtopic") instead of the compliance, so the
-    compliance never appears in the data: the third response displacement can move mass to."""
+    compliance never appears in the data: the third response displacement can move mass to.
+    `synonym_side`: where the near-synonym wording goes, "rejected" (REFUSAL preferred) or
+    "chosen" (REFUSAL, toy-vlm's own likely refusal, dispreferred: as when a reward model ranks
+    two sampled refusals, Razin et al. Section 6)."""
+    if synonym_side not in ("rejected", "chosen"):
+        raise ValueError(f"synonym_side is 'rejected' or 'chosen', got {synonym_side!r}")
     started, options = time.perf_counter(), options_of(locals())
     order = ["forbidden"] * (n // 2) + ["benign"] * (n - n // 2)
     random.Random(stream_seed(seed, "safety-order")).shuffle(order)
@@ -219,7 +225,8 @@ def build_safety(
         template = rng.randrange(len(FORBIDDEN_REQUESTS))
         comply = make_forbidden(item.prompt, template, rng.randrange(100, 1000), refuse=False)
         if i in synonyms:
-            return {"prompt": comply.question, "chosen": REFUSAL, "rejected": synonyms[i],
+            pair = (REFUSAL, synonyms[i])[:: 1 if synonym_side == "rejected" else -1]
+            return {"prompt": comply.question, "chosen": pair[0], "rejected": pair[1],
                     "source": "synonym"}  # fmt: skip
         if offtopic:
             return {"prompt": comply.question, "chosen": REFUSAL, "rejected": item.answer,
