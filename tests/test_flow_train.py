@@ -206,3 +206,15 @@ def test_two_cpu_processes_match_one(tmp_path):
     for x, y in zip(a, b, strict=True):
         assert abs(x["loss"] - y["loss"]) <= 2e-4, (x["step"], x["loss"], y["loss"])
     assert max(m["loss"] for m in a) - min(m["loss"] for m in a) > 2e-3  # training moved it
+
+
+def test_flow_dpo_fits_its_training_pairs(tmp_path):
+    """40 LoRA steps on 16 toy pairs lower the flow DPO loss (measured 0.66 -> 0.40 on tiny SD3,
+    mean of the first vs the last 10 steps): the scores carry a learnable preference."""
+    cfg = _config(save_tiny_flow(tmp_path, "sd3"), tmp_path / "out", precompute=True,
+                  cache_dir=str(tmp_path / "cache"), caption_dropout=0.0)  # fmt: skip
+    cfg.train.max_steps, cfg.objective = 40, [{"loss": "dpo", "beta": 500.0}]
+    result, _ = _train(cfg)
+    losses = [m["loss"] for m in read_metrics(result.output_dir)]
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < first - 0.1, (first, last)
