@@ -218,3 +218,23 @@ def test_flow_dpo_fits_its_training_pairs(tmp_path):
     losses = [m["loss"] for m in read_metrics(result.output_dir)]
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < first - 0.1, (first, last)
+
+
+def test_implicit_reward_accuracy_of_a_flow_run(tmp_path):
+    """`score_pairs` / `mmalign eval accuracy --model RUN` scores a flow run with the flow scorer
+    and the run's settings: the trained LoRA against its adapters-off reference moves the
+    margins; the base against itself (a frozen-copy reference) leaves them at exactly 0."""
+    from mmalign.data.pickapic import write_pickapic
+    from mmalign.diffusion.data import open_pairs
+    from mmalign.eval.implicit import implicit_accuracy
+
+    model = save_tiny_flow(tmp_path, "sd3")
+    cfg = _config(model, tmp_path / "run")
+    result, _ = _train(cfg)
+    rows, _ = open_pairs("toy:style", "train", toy_options=dict(cfg.data.toy))
+    write_pickapic([dict(r) for r in rows], tmp_path / "pp", "train")
+    kw = {"draws": 2, "device": "cpu", "pickapic_root": str(tmp_path / "pp")}
+    moved = implicit_accuracy(str(result.output_dir), "pickapic:train", **kw)
+    assert moved["pairs"] == 16 and moved["mean_margin"] != 0.0
+    still = implicit_accuracy(str(model), "pickapic:train", base=str(model), **kw)
+    assert still["mean_margin"] == 0.0 and still["implicit_accuracy"] == 0.5

@@ -81,11 +81,19 @@ def score_pairs(
     model.pipe.to(dev)
     lora = any("lora_" in n for n, _ in model.unet.named_parameters())
     kind = "adapters" if lora else "none"
-    scorer = DiffusionPairScorer(model, {}, reference=kind, caption_dropout=0.0)
-    if reference and not lora:  # a full fine-tune or another pipeline: the base's own UNet
+    resolution = model.default_resolution
+    if hasattr(model.pipe, "transformer"):  # SD3 / FLUX: the flow scorer, as the run trained
+        scorer, encoder, resolution = _flow_scorer(model, tuned, kind)
+    else:
+        scorer = DiffusionPairScorer(model, {}, reference=kind, caption_dropout=0.0)
+        encoder = Encoder(model)
+    if reference and not lora:  # a full fine-tune or another pipeline: the base's own denoiser
         scorer.reference = "copy"
-        scorer.reference_unet = load_pipeline(base).unet.to(dev).eval()
-    encoder = Encoder(model)
+        ref_net = load_pipeline(base).unet.to(dev).eval()
+        if hasattr(model.pipe, "transformer"):
+            scorer.reference_model = ref_net
+        else:
+            scorer.reference_unet = ref_net
     scorer.empty = encoder.empty()
 
     rows, report = load_pairs(data, pickapic_root=pickapic_root, max_rows=max_rows)
@@ -95,7 +103,7 @@ def score_pairs(
     rows = rows.select(keep)
     if len(rows) == 0:
         raise ValueError(f"{data}: no labelled pairs without a tie")
-    images = PairImages(rows, model.default_resolution)
+    images = PairImages(rows, resolution)
     model.unet.eval()
     sums: dict[str, list[torch.Tensor]] = {"c": [], "r": [], "rc": [], "rr": []}
     with torch.no_grad():
@@ -118,6 +126,29 @@ def score_pairs(
     got = {k: torch.cat(v) for k, v in sums.items()}
     return PairScores(keep, got["c"], got["r"], got["rc"] if reference else None,
                       got["rr"] if reference else None, base, ties, report)  # fmt: skip
+
+
+def _flow_scorer(model: Any, tuned: str, kind: str) -> tuple[Any, Any, int]:
+    """`FlowPairScorer`, `FlowEncoder` and resolution with the training run's sigma settings,
+    guidance, T5 length and resolution where `tuned` is a training output_dir."""
+    from ..diffusion.flow import FlowPairScorer, FlowSettings
+    from ..diffusion.flow_encode import FlowEncoder
+    from ..diffusion.recipe import run_info
+
+    run = run_info(tuned) or {}
+    sigma = run.get("sigma") or {}
+    settings = FlowSettings(
+        sampling=sigma.get("sampling", "logit_normal"),
+        logit_mean=sigma.get("logit_mean", 0.0),
+        logit_std=sigma.get("logit_std", 1.0),
+        mode_scale=sigma.get("mode_scale", 1.29),
+        weighting=sigma.get("weighting", "none"),
+        shift=sigma.get("shift"),
+        guidance=sigma.get("guidance"),
+    )
+    scorer = FlowPairScorer(model, {}, reference=kind, settings=settings, caption_dropout=0.0)
+    encoder = FlowEncoder(model, max_sequence_length=run.get("max_sequence_length"))
+    return scorer, encoder, int(run.get("resolution") or model.default_resolution)
 
 
 def implicit_accuracy(
