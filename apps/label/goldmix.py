@@ -22,7 +22,8 @@ GOLD_RATE = 0.1  # default share of an annotator's pairs that are gold
 _MINE = select(votes.c.pair_id).where(
     votes.c.annotator == bindparam("annotator"), votes.c.undone == 0
 )
-GOLD_IDS = select(gold.c.pair_id)
+GOLD_RECHECK_S = 5.0  # how often a server looks again whether the database has gold pairs
+ANY_GOLD = select(gold.c.pair_id).limit(1)
 IS_GOLD = select(gold.c.pair_id).where(gold.c.pair_id == bindparam("pair_id"))
 # The annotator's next gold pair: one they have not voted on, walked from their own start.
 NEXT_GOLD = (

@@ -101,6 +101,7 @@ class Store:
         if gold_rate is not None:  # share of each queue that is gold pairs (`goldmix.py`)
             self.set_setting("gold_rate", str(goldmix.check_rate(gold_rate)))
         self.gold_rate = goldmix.check_rate(float(self.get_setting("gold_rate", "0.1") or 0.1))
+        self._gold_checked, self._has_gold = -float("inf"), False
 
     def close(self) -> None:
         self.write.dispose()
@@ -209,7 +210,7 @@ class Store:
                     return None
                 shift = n - 1 - offset % n
                 row = conn.execute(stmt.NEXT_PAIR, {**args, "shift": shift, "n": n}).first()
-                if row is not None and self.gold_rate > 0:  # gold only while regular pairs left
+                if row is not None and self.gold_rate > 0 and self._gold_on():  # while regular left
                     k = conn.execute(goldmix.COUNT_MY_VOTES, args).scalar_one()
                     if goldmix.draw_gold(annotator, int(k), self.gold_rate):
                         row = conn.execute(goldmix.NEXT_GOLD, {**args, "shift": shift, "n": n}
@@ -229,10 +230,25 @@ class Store:
             if n_votes is None or conn.execute(stmt.VOTED_ALREADY, mine).first() is not None:
                 return False
             others = conn.execute(stmt.OTHERS_LEASES, mine).scalar_one()
-            if n_votes + others >= self.overlap and not _is_gold(conn, pair_id):
+            if n_votes + others >= self.overlap and not self._gold(conn, pair_id):
                 return False
             self._lease(conn, annotator, pair_id, now)
         return True
+
+    def _gold_on(self) -> bool:
+        """Whether the database has gold pairs, read at most every GOLD_RECHECK_S seconds (a
+        `gold add` from another process takes effect within that): a run without gold pairs
+        pays no gold query on the vote path."""
+        now = time.monotonic()
+        if now - self._gold_checked > goldmix.GOLD_RECHECK_S:
+            with self.read.begin() as conn:
+                self._has_gold = conn.execute(goldmix.ANY_GOLD).first() is not None
+            self._gold_checked = now
+        return self._has_gold
+
+    def _gold(self, conn: Connection, pair_id: str) -> bool:
+        """Whether `pair_id` is a gold pair (outside `overlap`)."""
+        return self._gold_on() and _is_gold(conn, pair_id)
 
     def _lease(self, conn: Connection, annotator: str, pair_id: str, now: float) -> None:
         conn.execute(stmt.DROP_MY_LEASES, {"annotator": annotator})
@@ -249,7 +265,7 @@ class Store:
                 stmt.COUNT_OPEN, {"annotator": annotator, "overlap": self.overlap}
             ).scalar_one()
             gold_left = 0
-            if self.gold_rate > 0 and left:
+            if self.gold_rate > 0 and left and self._gold_on():
                 gold_left = conn.execute(goldmix.COUNT_GOLD_OPEN, {"annotator": annotator}
                                          ).scalar_one()  # fmt: skip
         # gold pairs still to come are in the total already: a gold vote advances the bar
@@ -318,7 +334,7 @@ class Store:
             raise VoteError(f"{annotator} already voted on pair {pair_id} (undo it first)")
         if choice != "skip":  # a skip takes no place
             room = self.overlap - conn.execute(stmt.OTHERS_LEASES, mine).scalar_one()
-            if _is_gold(conn, pair_id):  # every annotator answers a gold pair
+            if self._gold(conn, pair_id):  # every annotator answers a gold pair
                 room = 2**31 - 1
             if conn.execute(stmt.COUNT_VOTE, {"voted_pair": pair_id, "room": room}).rowcount != 1:
                 raise VoteError(
@@ -376,7 +392,7 @@ class Store:
                 n_votes -= 1
             # an undone skip freed no place: lease one back only if the pair has room
             others = conn.execute(stmt.OTHERS_LEASES, mine).scalar_one()
-            if n_votes + others < self.overlap or _is_gold(conn, row.pair_id):
+            if n_votes + others < self.overlap or self._gold(conn, row.pair_id):
                 self._lease(conn, annotator, row.pair_id, now)
             return str(row.pair_id)
 
