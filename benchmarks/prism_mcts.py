@@ -54,6 +54,20 @@ def run_mode(name: str, rows: list[dict[str, Any]], vlm: Any, args: argparse.Nam
     }  # fmt: skip
 
 
+def _total(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One mode's repeats summed; the rates from the sums."""
+    out = dict(runs[0])
+    for key in ("trees", "nodes", "pairs", "samples", "judge_calls", "generate_calls"):
+        out[key] = sum(r[key] for r in runs)
+    out["seconds"] = round(sum(r["seconds"] for r in runs), 2)
+    out["nodes_per_second"] = round(out["nodes"] / out["seconds"], 2)
+    out["samples_per_second"] = round(out["samples"] / out["seconds"], 2)
+    out["judge_calls_per_second"] = round(out["judge_calls"] / out["seconds"], 2)
+    out["nodes_per_tree"] = round(out["nodes"] / max(1, out["trees"]), 1)
+    out["repeats"] = len(runs)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="the SFT run (its tokenizer has the tags)")
@@ -67,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trees-per-batch", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        choices=(1, 2),
+        help="2: run off, on, on, off and sum each mode's repeats",
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -79,10 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     data, _ = open_vlm_pairs(args.data, "train", max_samples=args.trees)
     rows = [data[i] for i in range(len(data))]
     vlm = load_policy(args.model)
-    results = [
-        run_mode("unbatched", rows, vlm, args, 1, args.children),
-        run_mode("batched", rows, vlm, args, args.trees_per_batch, args.batch_size),
+    # off, on, on, off: a machine whose load drifts during the run affects both modes alike
+    settings = {"unbatched": (1, args.children), "batched": (args.trees_per_batch,
+                                                             args.batch_size)}  # fmt: skip
+    runs = [
+        run_mode(m, rows, vlm, args, *settings[m])
+        for m in ("unbatched", "batched", "batched", "unbatched")[: 2 * args.repeats]
     ]
+    results = [_total([r for r in runs if r["mode"] == m]) for m in ("unbatched", "batched")]
     off, on = results
     speedup = on["nodes_per_second"] / off["nodes_per_second"] if off["nodes_per_second"] else 0
     keys = ("trees", "nodes", "nodes_per_tree", "samples", "judge_calls", "generate_calls",
