@@ -380,3 +380,65 @@ def test_page_asks_each_question_then_stores_one_vote_and_admin_shows_quality(
     assert out["rows"] == 0 and out["skipped"] == {"both_bad": 1}
     *_, team = app.on_admin(SimpleNamespace(username="lead"))
     assert [row[0] for row in team] == ["ann"] and team[0][1] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_server_takes_answers_on_both_vote_routes_and_admin_gets_quality(tmp_path: Path) -> None:
+    """A running server with --criteria: the fast route and the Gradio API vote with
+    `answers` (refused without them), and admin_stats carries the quality table."""
+    import urllib.error
+    import urllib.request
+
+    pytest.importorskip("gradio")
+    from gradio_client import Client
+    from mmalign_label.testing import serve
+    from mmalign_label.users import add_user
+
+    data = make_pairs_dataset(tmp_path / "pairs", 4, size=16)
+    users = tmp_path / "users.txt"
+    add_user(users, "ann", "pw-ann")
+    add_user(users, "lead", "pw-lead", "admin")
+    criteria = _write(tmp_path / "c.yaml", CRITERIA)
+    db = tmp_path / "labels.sqlite"
+    args = ["--data", str(data), "--users", str(users), "--db", str(db), "--criteria",
+            str(criteria), "--gold-floor", "0.6"]  # fmt: skip
+
+    def post(url: str, cookie: str, body: dict) -> tuple[int, dict]:
+        req = urllib.request.Request(url + "/label_api/vote", data=json.dumps(body).encode(),
+                                     method="POST", headers={"Content-Type": "application/json",
+                                                             "Cookie": cookie})  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    with serve(args, log=tmp_path / "server.log") as server:
+        login = urllib.request.Request(server.url + "/login", method="POST",
+                                       data=b"username=ann&password=pw-ann",
+                                       headers={"Content-Type":
+                                                "application/x-www-form-urlencoded"})  # fmt: skip
+        with urllib.request.urlopen(login, timeout=20) as r:
+            cookie = "; ".join(c.split(";")[0] for c in r.headers.get_all("Set-Cookie"))
+        client = Client(server.url, auth=("ann", "pw-ann"), verbose=False)
+        pair = client.predict(api_name="/next_pair")
+        vote = {"vote_id": uuid.uuid4().hex, "pair_id": pair["pair_id"], "choice": "left",
+                "left_image": pair["left_image"], "decide_ms": 800}  # fmt: skip
+        status, err = post(server.url, cookie, vote)
+        assert status == 400 and "asks 3 questions" in err["error"]
+        answers = {"overall": "left", "appeal": "tie", "alignment": "both_bad"}
+        status, ack = post(server.url, cookie, {**vote, "answers": answers})
+        assert status == 200 and ack["status"] == "stored"
+        nxt = ack["next"]
+        ack = client.predict(uuid.uuid4().hex, nxt["pair_id"], "right", nxt["left_image"], 700,
+                             {"overall": "right", "appeal": "right", "alignment": "left"},
+                             api_name="/vote")  # fmt: skip
+        assert ack["status"] == "stored"
+        admin = Client(server.url, auth=("lead", "pw-lead"), verbose=False)
+        stats = admin.predict(api_name="/admin_stats")
+        assert stats["quality"]["thresholds"]["gold_floor"] == 0.6
+        assert [r["annotator"] for r in stats["quality"]["annotators"]] == ["ann"]
+    store = Store(db)
+    out = export_votes(store, str(db) + ".images", tmp_path / "e", "pairs", criterion="appeal")
+    assert out["rows"] == 2 and out["criterion"] == "appeal"
