@@ -238,3 +238,14 @@ def test_implicit_reward_accuracy_of_a_flow_run(tmp_path):
     assert moved["pairs"] == 16 and moved["mean_margin"] != 0.0
     still = implicit_accuracy(str(model), "pickapic:train", base=str(model), **kw)
     assert still["mean_margin"] == 0.0 and still["implicit_accuracy"] == 0.5
+
+
+def test_ddpm_only_recipes_refuse_a_flow_model(tmp_path):
+    """PPD (and any caller of DiffusionRecipe directly) names the problem for SD3 / FLUX."""
+    from accelerate import Accelerator
+
+    from mmalign.diffusion.recipe import DiffusionRecipe
+
+    cfg = tiny_config(save_tiny_flow(tmp_path, "sd3"), tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"flow-matching pipeline \(sd3\); DiffusionRecipe"):
+        DiffusionRecipe(cfg, Accelerator(cpu=True))

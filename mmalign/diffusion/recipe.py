@@ -46,6 +46,14 @@ class DiffusionRecipe:
         self.diffusion = load_pipeline(
             m.name_or_path, dtype=m.dtype, variant=m.variant, revision=m.revision, vae=m.vae
         )
+        if self.diffusion.family not in ("sd", "sdxl"):  # SD3 / FLUX: flow_recipe.FlowRecipe
+            from ..config import ConfigError
+
+            raise ConfigError(
+                f"model.name_or_path: {m.name_or_path} is a flow-matching pipeline "
+                f"({self.diffusion.family}); {type(self).__name__} trains SD1.5 / SDXL models "
+                "(flow models train through `mmalign train` without a ppd: section)"
+            )
         if cfg.lora is not None:  # before the data is built: a typo in a target fails now
             check_targets(self.diffusion.unet, cfg.lora.target_modules)
         pipe = self.diffusion.pipe
