@@ -298,7 +298,7 @@ class LabelApp:
                 cards = gr.HTML()
                 gr.Markdown("### Annotators")
                 people = gr.Dataframe(
-                    headers=["annotator", "votes", "left", "right", "tie", "skip",
+                    headers=["annotator", "votes", "left", "right", "tie", "both bad", "skip",
                              "left share", "median s", "mean s"],
                     interactive=False, wrap=True,
                 )  # fmt: skip

@@ -37,7 +37,8 @@ def prompt_html(prompt: str | None, note: str = "", pair_id: str = "") -> str:
 def admin_view(stats: dict[str, Any]) -> tuple[str, list[list[Any]], list[list[Any]]]:
     """The admin tab from `stats.summarize`: summary cards (HTML), one row per annotator,
     one row per pair of annotators (Cohen's kappa)."""
-    people = [[a["annotator"], a["votes"], a["left"], a["right"], a["tie"], a["skip"],
+    people = [[a["annotator"], a["votes"], a["left"], a["right"], a["tie"],
+               a.get("both_bad", 0), a["skip"],
                _fmt(a["left_share"], "{:.1%}"), _fmt(a["median_s"], "{:.2f}"),
                _fmt(a["mean_s"], "{:.2f}")] for a in stats["annotators"]]  # fmt: skip
     kappas = [

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-CATEGORIES = ("image_0", "image_1", "tie")
+CATEGORIES = ("image_0", "image_1", "tie")  # "both bad" votes: counted, not in agreement
 
 
 def preferred(choice: str, left_image: int) -> str | None:
@@ -91,7 +91,8 @@ def summarize(votes: list[dict[str, Any]]) -> dict[str, Any]:
                 "annotator": name,
                 "votes": len(vs),
                 "left": choices["left"], "right": choices["right"],
-                "tie": choices["tie"], "skip": choices["skip"],
+                "tie": choices["tie"], "both_bad": choices["both_bad"],
+                "skip": choices["skip"],
                 "left_share": choices["left"] / sided if sided else None,
                 "median_s": statistics.median(times) if times else None,
                 "mean_s": statistics.fmean(times) if times else None,
