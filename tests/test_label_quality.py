@@ -378,7 +378,8 @@ def test_page_asks_each_question_then_stores_one_vote_and_admin_shows_quality(
     assert out["rows"] == 1
     out = export_votes(store, root, tmp_path / "e", "pairs", criterion="appeal")
     assert out["rows"] == 0 and out["skipped"] == {"both_bad": 1}
-    *_, team = app.on_admin(SimpleNamespace(username="lead"))
+    *_, team, note = app.on_admin(SimpleNamespace(username="lead"))
+    assert note.startswith("Krippendorff's alpha (nominal): –")
     assert [row[0] for row in team] == ["ann"] and team[0][1] == 1
 
 

@@ -32,7 +32,13 @@ from .fragments import PROGRESS_LOADING, admin_view, progress_html, prompt_html
 from .generate import PairGenerator
 from .images import ImageError, load_image
 from .labeling import Labeling
-from .quality import QUALITY_HEADERS, quality_rows, quality_settings, team_quality
+from .quality import (
+    QUALITY_HEADERS,
+    quality_rows,
+    quality_settings,
+    quality_summary,
+    team_quality,
+)
 from .stats import summarize
 from .store import Pair, Store, VoteError
 from .users import Authenticator
@@ -198,7 +204,8 @@ class LabelApp:
 
     def on_admin(self, request: gr.Request) -> tuple[Any, ...]:
         stats = self.admin_stats(request)
-        return (*admin_view(stats), quality_rows(stats["quality"]))
+        return (*admin_view(stats), quality_rows(stats["quality"]),
+                quality_summary(stats["quality"]))  # fmt: skip
 
     # --------------------------------------------------------------------- API
 
@@ -304,6 +311,7 @@ class LabelApp:
                 )  # fmt: skip
                 gr.Markdown("### Annotator quality (gold pairs, position bias, agreement)")
                 team = gr.Dataframe(headers=list(QUALITY_HEADERS), interactive=False, wrap=True)
+                team_note = gr.Markdown()
                 gr.Markdown("### Agreement between annotators (Cohen's κ on shared pairs)")
                 kappas = gr.Dataframe(
                     headers=["annotator A", "annotator B", "shared pairs", "Cohen's κ"],
@@ -325,7 +333,7 @@ class LabelApp:
                 for trigger in (generate_btn.click, prompt_box.submit):
                     trigger(self.on_generate, [prompt_box], shown, api_visibility="private",
                             concurrency_limit=1)  # fmt: skip
-            admin_out = [cards, people, kappas, team]
+            admin_out = [cards, people, kappas, team, team_note]
             refresh.click(self.on_admin, None, admin_out, **private)
             admin_tab.select(self.on_admin, None, admin_out, **private)
 

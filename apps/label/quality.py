@@ -192,8 +192,14 @@ def quality_table(quality: Mapping[str, Any]) -> str:
     rows = [list(QUALITY_HEADERS), *[[str(c) for c in r] for r in quality_rows(quality)]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(QUALITY_HEADERS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join([*lines, quality_summary(quality)])
+
+
+def quality_summary(quality: Mapping[str, Any]) -> str:
+    """One line under the table: Krippendorff's alpha over the set, gold pairs, flags."""
     alpha = _fmt(quality["krippendorff_alpha"], "{:.3f}")
-    lines.append(f"Krippendorff's alpha (nominal): {alpha} over {quality['alpha_pairs']} pairs; "
-                 f"{quality['gold_pairs']} gold pairs; flagged: "
-                 f"{', '.join(quality['flagged']) or 'none'}")  # fmt: skip
-    return "\n".join(lines)
+    t = quality["thresholds"]
+    return (f"Krippendorff's alpha (nominal): {alpha} over {quality['alpha_pairs']} pairs; "
+            f"{quality['gold_pairs']} gold pairs; flagged (gold accuracy < {t['gold_floor']} "
+            f"or left share outside [{1 - t['bias_ceiling']:.2f}, {t['bias_ceiling']}]): "
+            f"{', '.join(quality['flagged']) or 'none'}")  # fmt: skip
