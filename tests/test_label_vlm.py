@@ -154,3 +154,30 @@ def test_data_override_naming_a_folder_is_the_data_path(tmp_path: Path) -> None:
 
     assert expand_data(str(tmp_path)) == {"path": str(tmp_path), "split": "train"}
     assert expand_data({"path": "x"}) == {"path": "x"}
+
+
+def test_model_samples_two_different_responses_per_row(tmp_path: Path) -> None:
+    """--vlm --model: two sampled responses per prompt + image row, stored as the pair; a
+    model that answers alike is refused naming the row (the toy VLM at temperature 1)."""
+    from mmalign_label.vlm_generate import ResponseSampler, generate_vlm_pairs
+
+    rows = [{k: v for k, v in r.items() if k in ("prompt", "image")} for r in _rows(tmp_path, 3)]
+    data = _jsonl(tmp_path / "prompts.jsonl", rows)
+    store = Store(tmp_path / "l.sqlite")
+    with pytest.raises(VlmDataError, match=r"row 0: toy:vlm gave the same \(or an empty\) "
+                       r"response 2 times"):  # fmt: skip
+        generate_vlm_pairs(ResponseSampler("toy:vlm", temperature=1.0, tries=2,
+                                           max_new_tokens=8), data, tmp_path / "img")  # fmt: skip
+    bad = _jsonl(tmp_path / "bad.jsonl", [rows[0], {"prompt": "q"}])
+    with pytest.raises(VlmDataError, match="row 1: no image"):  # checked before sampling
+        generate_vlm_pairs(ResponseSampler("toy:vlm"), bad, tmp_path / "img")
+    # a high temperature makes the toy's two samples differ (the mechanism, not good text)
+    sampler = ResponseSampler("toy:vlm", temperature=5.0, max_new_tokens=8, seed=1)
+    pairs = generate_vlm_pairs(sampler, data, tmp_path / "img")
+    assert len(pairs) == 3 and all(p.response_0 != p.response_1 for p in pairs)
+    assert all(p.source == "model:toy:vlm:T=5.0" for p in pairs)
+    assert add_vlm_pairs(store, pairs) == 3
+    again = generate_vlm_pairs(sampler, data, tmp_path / "img")  # same seeds: same responses
+    assert [(p.response_0, p.response_1) for p in again] == [
+        (p.response_0, p.response_1) for p in pairs
+    ]

@@ -56,9 +56,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.data is None and args.model is None and store.count_pairs() == 0:
         raise ValueError(f"{args.db} has no pairs: give --data DIR_OR_ID or --model MODEL")
     if args.vlm or is_vlm(store):
-        if args.model is not None:
-            raise ValueError("--model generates image pairs; VLM response pairs come from --data")
-        if args.data is not None:
+        if args.model is not None:  # two sampled responses per prompt + image row
+            from .vlm_generate import ResponseSampler, generate_vlm_pairs
+
+            if args.data is None:
+                raise ValueError("--vlm --model needs --data FILE (prompt and image rows)")
+            sampler = ResponseSampler(args.model, temperature=args.temperature,
+                                      seed=args.seed or 0)  # fmt: skip
+            rows = generate_vlm_pairs(sampler, args.data, root, limit=args.limit)
+            added = add_vlm_pairs(store, rows)
+            print(f"label: {added} new VLM pairs from {args.data} with responses of "
+                  f"{args.model}; {store.count_pairs()} in {args.db}")  # fmt: skip
+        elif args.data is not None:
             rows = read_vlm_pairs(args.data, root, split=args.split, limit=args.limit)
             added = add_vlm_pairs(store, rows)
             print(f"label: {added} new VLM pairs from {args.data}; {store.count_pairs()} in "
@@ -68,7 +77,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                      desc="import pairs", unit="pair")  # fmt: skip
         added = store.add_pairs(pairs)
         print(f"label: {added} new pairs from {args.data}; {store.count_pairs()} in {args.db}")
-    app = LabelApp(store, root, auth, model=args.model, seed=args.seed, steps=args.steps)
+    model = None if is_vlm(store) else args.model  # VLM mode: responses made at import
+    app = LabelApp(store, root, auth, model=model, seed=args.seed, steps=args.steps)
     print(f"label: http://{args.host}:{args.port} (users: {args.users}, overlap {store.overlap})")
     serve(app, args.host, args.port, login_limit=args.login_limit)
     return 0
@@ -161,6 +171,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--vlm",
         action="store_true",
         help="VLM response pairs: an image and a prompt above two text responses",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="--vlm --model: sampling temperature of the two responses (default 1)",
     )
     p.add_argument("--criteria", default=None, help="YAML file of the questions asked per pair")
     p.add_argument(

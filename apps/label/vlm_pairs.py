@@ -103,7 +103,7 @@ def vlm_pair(rec: dict[str, Any], base: Path, image_root: str | Path, where: str
     return VlmPair(vlm_pair_id(prompt, data, r0, r1), prompt, name, r0, r1, source)
 
 
-def _file_records(path: Path) -> list[Any]:
+def file_records(path: Path) -> list[Any]:
     if path.suffix == ".json":
         data = json.loads(path.read_text())
         if not isinstance(data, list):
@@ -118,7 +118,7 @@ def read_vlm_pairs(source: str | Path, image_root: str | Path, *, split: str = "
     Path(image_root).mkdir(parents=True, exist_ok=True)
     path = Path(source)
     if path.is_file() and path.suffix in (".jsonl", ".json"):
-        records = _file_records(path)
+        records = file_records(path)
         first = records[0] if records else {}
         if isinstance(first, dict) and ("response_0" in first or "image" in first):
             from tqdm import tqdm
