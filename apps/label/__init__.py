@@ -13,8 +13,9 @@ One job each:
   bias), `export` (Pick-a-Pic v2 or PreferencePair datasets), `selection` (which votes
   an export holds, by criterion), `criteria` (several questions per pair), `gold` and
   `goldmix` (gold pairs: import, mixing into queues), `quality` (gold accuracy, bias,
-  kappa against the majority, Krippendorff's alpha, flags), `vlm_pairs` and `vlm_export`
-  (VLM response pairs: import, TRL / PreferencePair export)
+  kappa against the majority, Krippendorff's alpha, flags), `vlm_pairs`, `vlm_generate`
+  and `vlm_export` (VLM response pairs: import, responses sampled from a VLM, TRL /
+  PreferencePair export)
 - the web app: `assets` (shortcut script, style sheets), `fragments` (progress bar, prompt,
   admin tables), `app` (the Gradio UI and its API), `fast_routes` (the vote route outside
   Gradio's queue), `login` (the password check off the event loop, failed logins limited

@@ -4,6 +4,7 @@
     mmalign label --model toy-sd --users users.txt
     mmalign label adduser NAME --users users.txt [--role admin]
     mmalign label --vlm --data VLM_PAIRS --users users.txt    # image + prompt, two responses
+    mmalign label --vlm --model VLM --data PROMPTS.jsonl ...  # responses sampled by a VLM
     mmalign label export --db labels.sqlite --out DIR --format pickapic|pairs|trl
         [--criterion NAME] [--exclude-flagged]
     mmalign label gold add FILE --db labels.sqlite            # pairs with a known answer
