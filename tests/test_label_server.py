@@ -371,6 +371,7 @@ def _team_member(user: str, where: dict, up: threading.Event, acked: list, error
     http: httpx.Client | None = None
     pair: dict | None = None
     pending: dict | None = None
+    cut = False  # the pending vote was sent before the kill and is being resent
     try:
         while len(acked) < TEAM_VOTES:
             try:
@@ -392,10 +393,11 @@ def _team_member(user: str, where: dict, up: threading.Event, acked: list, error
                 r = http.post("/label_api/vote", json=pending)
                 ack = r.raise_for_status().json()
                 assert (ack["annotator"], ack["vote_id"]) == (user, pending["vote_id"]), ack
-                acked.append((pending["vote_id"], pending["pair_id"], pending["choice"],
-                              ack["status"]))  # fmt: skip
-                pending, pair = None, ack["next"]
+                status = ("resent " if cut else "") + ack["status"]
+                acked.append((pending["vote_id"], pending["pair_id"], pending["choice"], status))
+                pending, pair, cut = None, ack["next"], False
             except httpx.TransportError:  # the server was killed: wait, log in, resend
+                cut = cut or pending is not None
                 if http is not None:
                     http.close()
                 http = None
@@ -446,6 +448,10 @@ def test_32_annotators_200_votes_sigkill_and_restart_lose_and_duplicate_nothing(
     assert not [t.name for t in threads if t.is_alive()], "annotators still running"
     assert not errors, errors[:5]
     assert killed_at < TEAM * TEAM_VOTES  # the kill came mid-run
+    statuses = Counter(status for user in users for *_, status in acked[user])
+    # votes in flight at the kill were resent with their ids: each stored once, whether the
+    # first send had committed ("resent duplicate") or not ("resent stored")
+    assert statuses["resent stored"] + statuses["resent duplicate"] >= 1, statuses
     sent = {
         vid: (user, pair_id, choice) for user in users for vid, pair_id, choice, _ in acked[user]
     }
