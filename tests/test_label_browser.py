@@ -16,6 +16,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from mmalign_label.browser import CHROMIUM, Shown, login, wait_shown  # noqa: E402
 from mmalign_label.export import export_votes  # noqa: E402
+from mmalign_label.pseudonyms import Pseudonyms  # noqa: E402
 from mmalign_label.store import Store  # noqa: E402
 from mmalign_label.testing import make_pairs_dataset, serve  # noqa: E402
 from mmalign_label.users import add_user  # noqa: E402
@@ -81,7 +82,8 @@ def test_keyboard_votes_progress_undo_and_export(tmp_path: Path) -> None:
     ds = load_pairs(tmp_path / "export")
     cast = {f"label:{v['vote_id']}" for v in votes if v["choice"] != "skip"}
     assert set(ds["source"]) == cast and len(ds) == 3
-    assert set(ds["user_id"]) == {"ann"} and list(ds["label"]) == [1.0, 1.0, 1.0]
+    assert set(ds["user_id"]) == {Pseudonyms(store)("ann")}  # a pseudonym, not the login name
+    assert list(ds["label"]) == [1.0, 1.0, 1.0]
 
 
 VLM_TOTAL = 4
