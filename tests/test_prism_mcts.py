@@ -225,3 +225,19 @@ def test_cli_searches_toy_vlm_and_resumes(tmp_path):
     again = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert again["trees_loaded"] == 3 and again["this_run"]["samples"] == 0
     assert main([*args[:-6], "--iterations", "5", *args[-4:]]) == 2  # other settings: refused
+
+    # the throughput benchmark (batching off vs on, one run) on the same model
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "prism_mcts.py"
+    spec = importlib.util.spec_from_file_location("prism_mcts_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--model", str(tmp_path / "model"), "--trees", "2", "--iterations", "2",
+                       "--max-new-tokens", "6", "--json", str(out)]) == 0  # fmt: skip
+    result = json.loads(out.read_text())
+    off, on = result["results"]
+    assert (off["mode"], on["mode"]) == ("unbatched", "batched") and off["trees"] == on["trees"]
+    assert off["generate_calls"] >= on["generate_calls"] > 0 and result["speedup"] > 0
