@@ -96,17 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     from mmalign.vlm.data import open_vlm_pairs
     from mmalign.vlm.prism.cli import load_policy
 
-    torch.set_grad_enabled(False)
     data, _ = open_vlm_pairs(args.data, "train", max_samples=args.trees)
     rows = [data[i] for i in range(len(data))]
     vlm = load_policy(args.model)
     # off, on, on, off: a machine whose load drifts during the run affects both modes alike
     settings = {"unbatched": (1, args.children), "batched": (args.trees_per_batch,
                                                              args.batch_size)}  # fmt: skip
-    runs = [
-        run_mode(m, rows, vlm, args, *settings[m])
-        for m in ("unbatched", "batched", "batched", "unbatched")[: 2 * args.repeats]
-    ]
+    # a context, not torch.set_grad_enabled(False): the smoke test calls main() in-process and
+    # a global switch would leave every later test without autograd
+    with torch.no_grad():
+        runs = [
+            run_mode(m, rows, vlm, args, *settings[m])
+            for m in ("unbatched", "batched", "batched", "unbatched")[: 2 * args.repeats]
+        ]
     results = [_total([r for r in runs if r["mode"] == m]) for m in ("unbatched", "batched")]
     off, on = results
     speedup = on["nodes_per_second"] / off["nodes_per_second"] if off["nodes_per_second"] else 0

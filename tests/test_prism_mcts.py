@@ -241,3 +241,6 @@ def test_cli_searches_toy_vlm_and_resumes(tmp_path):
     off, on = result["results"]
     assert (off["mode"], on["mode"]) == ("unbatched", "batched") and off["trees"] == on["trees"]
     assert off["generate_calls"] >= on["generate_calls"] > 0 and result["speedup"] > 0
+    import torch
+
+    assert torch.is_grad_enabled()  # the benchmark ran in-process and must leave autograd on
