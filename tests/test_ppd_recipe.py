@@ -44,6 +44,9 @@ def test_ppd_recipe_trains_the_branch_saves_and_reloads(tmp_path, monkeypatch) -
         made.append(PPDRecipe(cfg, accelerator))
         return made[-1]
 
+    # an embedding cache of this test's own: other tests (test_ppd_eval) fill the session's
+    # shared one with the same users, and this test checks the first run computes them
+    monkeypatch.setattr("mmalign.vlm.user_embed.cache_root", lambda: tmp_path / "cache")
     result = train(_cfg(tmp_path / "a"), make)
     recipe = made[0]
     assert result.saved["kind"] == "ppd"
