@@ -193,7 +193,7 @@ def _cmd_toy_build(args: argparse.Namespace) -> int:
     from .toy.models.build import build
     from .toy.paths import MODELS_DIR
 
-    which = tuple(args.only) if args.only else ("sd", "vlm")
+    which = tuple(args.only) if args.only else ("sd", "vlm", "flow")
     results = build(which, out_root=args.out or MODELS_DIR, work_dir=args.work, seed=args.seed)
     print(json.dumps(results, indent=2, default=str))
     return 0
@@ -208,7 +208,7 @@ def _cmd_toy_data(args: argparse.Namespace) -> int:
 
     _at_least_one(args, "n")
     if args.model is not None and not Path(args.model).is_dir():
-        raise InputError(f"--model {args.model} does not exist (no such toy-sd folder)")
+        raise InputError(f"--model {args.model} does not exist (no such toy model folder)")
     options = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
@@ -332,12 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("toy", help="the toy world: base models and datasets")
     toy_sub = p.add_subparsers(dest="toy_command", metavar="ACTION", required=True)
     t = toy_sub.add_parser("path", help="print the folder of a shipped toy model")
-    t.add_argument("model", choices=["sd", "vlm"])
+    t.add_argument("model", choices=["sd", "vlm", "flow"])
     t.set_defaults(func=_cmd_toy_path)
     t = toy_sub.add_parser(
-        "build", help="train toy-sd and toy-vlm from scratch (seeded, resumable)"
+        "build", help="train toy-sd, toy-vlm and toy-flow from scratch (seeded, resumable)"
     )
-    t.add_argument("--only", nargs="+", choices=["sd", "vlm"], help="build only these")
+    t.add_argument("--only", nargs="+", choices=["sd", "vlm", "flow"], help="build only these")
     t.add_argument("--out", default=None, help="models folder (default: the package's own)")
     t.add_argument("--work", default=None, help="checkpoint folder for resuming")
     t.add_argument("--seed", type=int, default=0)
@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--n", type=int, default=64, help="number of rows (default: 64)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--model", default=None, help="toy-sd folder (default: the shipped one)")
+    t.add_argument("--model", default=None, help="toy-sd or toy-flow folder (default: toy-sd)")
     t.add_argument(
         "--set", action="append", metavar="KEY=VALUE",
         help="builder option, e.g. --set label_noise=0.1 --set ties=keep",

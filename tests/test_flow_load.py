@@ -32,3 +32,22 @@ def test_sd3_round_trip_and_dropping_t5(tmp_path):
     assert not dropped.has_t5 and len(dropped.text_encoders) == 2
     with pytest.raises(ValueError, match="FLUX needs its T5"):
         load_flow_pipeline(save_tiny_flow(tmp_path, "flux"), drop_t5=True)
+
+
+def test_sd3_saved_without_t5_loads_and_encodes_at_the_clip_length(tmp_path):
+    """An SD3 folder saved with no T5 (as toy-flow is) loads without naming the absent encoder,
+    and its T5 zeros are as long as the CLIP tokenizer's length in training and sampling."""
+    from mmalign.diffusion.flow_encode import FlowEncoder
+    from mmalign.diffusion.flow_load import default_max_sequence, sampling_kwargs
+
+    tiny_sd3_pipeline(0, t5=False).save_pretrained(tmp_path / "no-t5")
+    model = load_flow_pipeline(tmp_path / "no-t5")
+    assert model.family == "sd3" and not model.has_t5
+    clip_length = model.pipe.tokenizer_max_length
+    assert default_max_sequence(model.pipe, "sd3") == clip_length
+    assert sampling_kwargs(model.pipe) == {"max_sequence_length": clip_length}
+    embeds = FlowEncoder(model).text(["a red circle"])["prompt_embeds"]
+    assert embeds.shape[1] == 2 * clip_length  # CLIP tokens, then as many T5 zeros
+    with_t5 = tiny_sd3_pipeline(0)
+    assert default_max_sequence(with_t5, "sd3") == 256 and sampling_kwargs(with_t5) == {}
+    assert default_max_sequence(tiny_flux_pipeline(0), "flux") == 512

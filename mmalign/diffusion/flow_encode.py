@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .encode import VAE_BATCH_SIZE, Encoder
-from .flow_load import DEFAULT_MAX_SEQUENCE, FlowModel
+from .flow_load import FlowModel, default_max_sequence
 
 TEXT_DTYPE = torch.float16  # the cached (and per-step) text embeddings: half the bytes of fp32
 FLOW_CACHE_VERSION = 1
@@ -36,7 +36,9 @@ class FlowEncoder(Encoder):
         max_sequence_length: int | None = None,
     ):
         super().__init__(model, vae_batch_size=vae_batch_size)  # type: ignore[arg-type]
-        self.max_sequence_length = max_sequence_length or DEFAULT_MAX_SEQUENCE[model.family]
+        self.max_sequence_length = max_sequence_length or default_max_sequence(
+            model.pipe, model.family
+        )
 
     @property
     def device(self) -> torch.device:

@@ -33,6 +33,26 @@ FLOW_SCHEDULERS = (
 DEFAULT_MAX_SEQUENCE = {"sd3": 256, "flux": 512}
 
 
+def default_max_sequence(pipe: Any, family: FlowFamily) -> int:
+    """T5 tokens to encode with when nothing names a length: the family's pipeline default,
+    except for SD3 without T5, which gets as many T5-width zeros as its CLIP tokenizer has
+    tokens (toy-flow is trained so). The zeros carry no text, but every one of them is a
+    token the joint attention attends to and the MLPs process: 256 of them would triple a
+    small model's sequence, and a count other than the one a model was trained with shifts
+    its attention."""
+    if family == "sd3" and getattr(pipe, "text_encoder_3", None) is None:
+        return int(pipe.tokenizer_max_length)
+    return DEFAULT_MAX_SEQUENCE[family]
+
+
+def sampling_kwargs(pipe: Any) -> dict[str, int]:
+    """Extra arguments a pipeline call needs to sample as `default_max_sequence` encodes:
+    `max_sequence_length` for SD3 without T5, nothing otherwise."""
+    if type(pipe).__name__ == "StableDiffusion3Pipeline" and pipe.text_encoder_3 is None:
+        return {"max_sequence_length": default_max_sequence(pipe, "sd3")}
+    return {}
+
+
 @dataclass
 class FlowModel:
     """A loaded flow-matching pipeline and what training needs to know about it."""
@@ -115,6 +135,20 @@ def _model_index(source: str, revision: str | None = None) -> dict[str, Any] | N
         return None
 
 
+def _saved_without_t5(source: str, revision: str | None) -> bool:
+    """An SD3 folder saved with no T5 (toy-flow): `save_pretrained` leaves the component out
+    of `model_index.json`, and `from_pretrained` then needs it passed as None."""
+    index = _model_index(source, revision) or {}
+    saved = index.get("text_encoder_3") or [None, None]
+    return index.get("_class_name") == "StableDiffusion3Pipeline" and saved[-1] is None
+
+
+def is_toy_flow(source: str) -> bool:
+    """A local SD3 folder saved without T5, as `mmalign toy build` saves toy-flow: the toy
+    pair builders can sample it (toy:pairs on toy-flow is toy-flow's own samples)."""
+    return Path(source).is_dir() and _saved_without_t5(source, None)
+
+
 def process_of(name_or_path: str | Path, revision: str | None = None) -> Process | None:
     """`flow` or `ddpm` from the scheduler class a pipeline folder (or hub id) was saved with;
     None when there is no `model_index.json` to read."""
@@ -160,6 +194,8 @@ def load_flow_pipeline(
     if drop_t5:
         if pipeline_class(source) == "FluxPipeline":
             raise ValueError("diffusion.drop_t5: FLUX needs its T5 encoder; only SD3 can drop it")
+        kwargs.update(text_encoder_3=None, tokenizer_3=None)
+    elif _saved_without_t5(source, revision):
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
     with hub_errors(source, "model"):
         pipe = DiffusionPipeline.from_pretrained(source, **kwargs)

@@ -24,7 +24,13 @@ from .data import PairImages, collate, has_soft_labels, open_pairs
 from .encode import EncodedPairs, precompute, stack
 from .flow import FlowPairScorer, FlowSettings
 from .flow_encode import TEXT_DTYPE, FlowEncoder, cache_size, flow_fingerprint
-from .flow_load import DEFAULT_MAX_SEQUENCE, _model_index, load_flow_pipeline, process_of
+from .flow_load import (
+    _model_index,
+    default_max_sequence,
+    is_toy_flow,
+    load_flow_pipeline,
+    process_of,
+)
 from .flow_lora import add_flow_lora, check_flow_targets, save_flow_lora
 from .flow_trajectory import FlowReNoiseTrajectory
 from .recipe import validation_prompts
@@ -130,7 +136,11 @@ class FlowRecipe:
                 f"(VAE factor {model.vae_scale} x the 2x2 latent patches)"
             )
         rows, self.report = open_pairs(
-            cfg.data.path, cfg.data.split, toy_options=cfg.data.toy, model=None,
+            cfg.data.path, cfg.data.split, toy_options=cfg.data.toy,
+            # toy data is sampled from toy-flow when it is the model being tuned (as the DDPM
+            # path samples from its toy-sd); any other flow model trains on toy-sd's pairs
+            model=model.source if cfg.data.path.startswith("toy:") and is_toy_flow(model.source)
+            else None,
             max_samples=cfg.data.max_samples,
         )  # fmt: skip
         if accelerator.is_main_process and self.report.num_skipped:
@@ -142,7 +152,7 @@ class FlowRecipe:
             if accelerator.is_main_process:
                 print(f"mmalign: {smoothed}")
         self.rows = rows
-        self.max_sequence = d.max_sequence_length or DEFAULT_MAX_SEQUENCE[model.family]
+        self.max_sequence = d.max_sequence_length or default_max_sequence(model.pipe, model.family)
         self.encoder = FlowEncoder(
             model, vae_batch_size=d.vae_batch_size, max_sequence_length=self.max_sequence
         )

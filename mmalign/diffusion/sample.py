@@ -7,19 +7,23 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .flow_load import sampling_kwargs
+
 # StableDiffusion3Pipeline's and FluxPipeline's defaults: (steps, guidance)
 FLOW_DEFAULTS = {"sd3": (28, 7.0), "flux": (28, 3.5)}
+TOY_FLOW_GUIDANCE = 3.0  # toy-flow's card
 
 
 def sampling_defaults(model, steps: int | None, guidance: float | None) -> tuple[int, float]:
-    """The toy-sd card's sampler (20 steps, guidance 2.5); else 50 steps, guidance 7.5 (SD1.5)
-    or 5.0 (SDXL). An explicit `steps` / `guidance` wins."""
+    """The toy cards' samplers (20 steps; guidance 2.5 for toy-sd, 3.0 for toy-flow); SD3 /
+    FLUX: their pipelines' own defaults; else 50 steps, guidance 7.5 (SD1.5) or 5.0 (SDXL).
+    An explicit `steps` / `guidance` wins."""
     from ..toy.paths import MODELS_DIR
 
-    if model.family in FLOW_DEFAULTS:  # SD3 / FLUX: their pipelines' own defaults
-        flow_steps, flow_guidance = FLOW_DEFAULTS[model.family]
-        return steps or flow_steps, flow_guidance if guidance is None else guidance
     toy = str(model.source).startswith(str(MODELS_DIR))
+    if model.family in FLOW_DEFAULTS:
+        flow_steps, flow_guidance = (20, TOY_FLOW_GUIDANCE) if toy else FLOW_DEFAULTS[model.family]
+        return steps or flow_steps, flow_guidance if guidance is None else guidance
     default_steps = 20 if toy else 50
     default_guidance = 2.5 if toy else (5.0 if model.family == "sdxl" else 7.5)
     return steps or default_steps, default_guidance if guidance is None else guidance
@@ -44,6 +48,7 @@ def generate_seeded(
     device = (pipe.unet if hasattr(pipe, "unet") else pipe.transformer).device
     out = []
     size = {"height": resolution, "width": resolution} if resolution else {}
+    size.update(sampling_kwargs(pipe))
     with tqdm(total=len(prompts), desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])

@@ -32,9 +32,10 @@ def dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
 
 
 def resolve_model(name_or_path: str | Path) -> str:
-    """`toy:sd` names the shipped toy-sd; anything else is a folder or hub id as given."""
-    if str(name_or_path) == "toy:sd":
+    """`toy:sd` / `toy:flow` name the shipped toy-sd / toy-flow; anything else is a folder or
+    hub id as given."""
+    if str(name_or_path) in ("toy:sd", "toy:flow"):
         from ..toy.paths import model_path
 
-        return str(model_path("sd"))
+        return str(model_path(str(name_or_path)[4:]))
     return str(name_or_path)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-MODEL_NAMES = {"sd": "toy-sd", "vlm": "toy-vlm"}
+MODEL_NAMES = {"sd": "toy-sd", "vlm": "toy-vlm", "flow": "toy-flow"}
 
 
 def model_path(kind: str, *, must_exist: bool = True) -> Path:
-    """Folder of the shipped toy model `kind` ("sd" or "vlm")."""
+    """Folder of the shipped toy model `kind` ("sd", "vlm" or "flow")."""
     if kind not in MODEL_NAMES:
         raise ValueError(f"unknown toy model '{kind}'; valid: {', '.join(MODEL_NAMES)}")
     path = MODELS_DIR / MODEL_NAMES[kind]

@@ -21,7 +21,7 @@ from .common import (
     stream_generator,
     stream_seed,
 )
-from .sampling import model_images, sample_pairs, toy_sd_pipeline
+from .sampling import model_images, sample_pairs, toy_model_name, toy_sd_pipeline
 
 
 def build_pairs(
@@ -41,7 +41,8 @@ def build_pairs(
     batch_size: int = 32,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Two toy-sd samples (seeds differ) of each of `n` prompts, labelled by `reward` (any
+    """Two samples (seeds differ) of each of `n` prompts from toy-sd (or `model`: a toy-sd or
+    toy-flow folder, `toy:flow`), labelled by `reward` (any
     `mmalign.rewards.get_scorer` name: `toy:fidelity`, `toy:style:outlined`, `toy:user:warm`).
 
     ties: "drop" (counted as `tie`) or "keep" (label 0.5) for reward gaps below `tie_margin`.
@@ -52,22 +53,25 @@ def build_pairs(
 
     score = get_scorer(reward).score
     texts = [p.text for p in sample_prompts(n, prompt_split, seed)]
+    pipe = toy_sd_pipeline(model)
+    name = toy_model_name(pipe)
     a, b = sample_pairs(
-        toy_sd_pipeline(model),
+        pipe,
         texts,
         stream_seed(seed, "pairs"),
         steps=steps,
         guidance=guidance,
         batch_size=batch_size,
         progress=progress,
-        desc="toy-sd pairs",
+        desc=f"{name} pairs",
     )
     ra, rb = score(a, texts).tolist(), score(b, texts).tolist()
     built = Built([], "image")
     for i, text in enumerate(texts):
         row = label_pair(
-            {"prompt": text, "source": "toy:pairs"}, a[i], b[i], ra[i], rb[i], ties, tie_margin
-        )
+            {"prompt": text, "source": "toy:pairs"}, a[i], b[i], ra[i], rb[i], ties, tie_margin,
+            (name, name),
+        )  # fmt: skip
         if row is None:
             built.skipped["tie"] += 1
         else:

@@ -1,7 +1,9 @@
-"""toy-sd samples for the image kinds that label the model's own images (pairs, style, users)."""
+"""toy-sd (or toy-flow) samples for the image kinds that label the model's own images (pairs,
+style, users)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,16 +13,39 @@ from tqdm.auto import tqdm
 
 from .common import quantise
 
+SD3 = "StableDiffusion3Pipeline"  # toy-flow's class
+
 
 def toy_sd_pipeline(model: Any):
-    """A loaded toy-sd pipeline from `model`: a folder, a pipeline, or None for the shipped one."""
+    """A loaded toy pipeline from `model`: a folder, `toy:sd` / `toy:flow`, a pipeline, or None
+    for the shipped toy-sd. A folder saved as an SD3 pipeline (toy-flow) loads as one."""
+    from ..models.flow.sampling import load_pipeline as load_flow
     from ..models.sd.sampling import load_pipeline
+    from ..paths import model_path
 
     if model is None:
-        from ..paths import model_path
-
         model = model_path("sd")
-    return load_pipeline(model) if isinstance(model, str | Path) else model
+    if not isinstance(model, str | Path):
+        return model
+    if str(model) in ("toy:sd", "toy:flow"):
+        model = model_path(str(model)[4:])
+    index = Path(model) / "model_index.json"
+    if index.is_file() and json.loads(index.read_text()).get("_class_name") == SD3:
+        return load_flow(model)
+    return load_pipeline(model)
+
+
+def toy_model_name(pipe) -> str:
+    """`toy-flow` for an SD3 pipeline, else `toy-sd` (progress bars, row sources)."""
+    return "toy-flow" if type(pipe).__name__ == SD3 else "toy-sd"
+
+
+def _sampler(pipe):
+    """toy-sd's or toy-flow's `sample` (toy-flow's sets its T5 length)."""
+    from ..models.flow.sampling import sample as sample_flow
+    from ..models.sd.sampling import sample
+
+    return sample_flow if type(pipe).__name__ == SD3 else sample
 
 
 def model_images(
@@ -34,9 +59,8 @@ def model_images(
     progress: bool,
     desc: str,
 ) -> torch.Tensor:
-    """toy-sd samples of `texts`, the i-th drawn with seed `seed + i` whatever the batching."""
-    from ..models.sd.sampling import sample
-
+    """Samples of `texts`, the i-th drawn with seed `seed + i` whatever the batching."""
+    sample = _sampler(pipe)
     out = []
     with tqdm(total=len(texts), desc=desc, unit="img", disable=not progress) as bar:
         for i in range(0, len(texts), batch_size):

@@ -26,7 +26,7 @@ from .common import (
     stream_generator,
     stream_seed,
 )
-from .sampling import sample_pairs, toy_sd_pipeline
+from .sampling import sample_pairs, toy_model_name, toy_sd_pipeline
 
 WARM, COOL = ("red", "orange", "yellow"), ("blue", "green", "purple")
 USER_TIE_MARGIN = 1e-3  # colour tastes move little within the prompt's colour (see build_users)
@@ -137,9 +137,9 @@ def build_users(
                 guidance=guidance,
                 batch_size=batch_size,
                 progress=progress,
-                desc=f"toy-sd users round {round_}",
+                desc=f"{toy_model_name(pipe)} users round {round_}",
             )
-            models = ("toy-sd", "toy-sd")
+            models = (toy_model_name(pipe), toy_model_name(pipe))
         rewards = torch.empty(2, len(owners))
         for u in dict.fromkeys(owners):
             idx = [i for i, o in enumerate(owners) if o == u]

@@ -1,6 +1,6 @@
 """`mmalign toy build`: train the toy base models from scratch, resumably.
 
-Both models build at once, each in its own process with one thread: on a small CPU two
+toy-sd and toy-vlm build at once, each in its own process with one thread: on a small CPU two
 single-threaded trainings finish sooner than two two-threaded ones in a row (measured on
 the 2-core build machine: one toy-sd step takes 0.49 s on one thread, 0.44 s on two).
 """
@@ -33,6 +33,14 @@ def _build_one(
         from .sd import ToySDSettings, build_toy_sd
 
         result = build_toy_sd(out, work / "sd", ToySDSettings(seed=seed), progress, position)
+    elif kind == "flow":
+        from .flow import ToyFlowSettings, build_toy_flow
+
+        # the toy-sd built beside it, else the shipped one
+        toy_sd = out.parent / MODEL_NAMES["sd"]
+        toy_sd = toy_sd if (toy_sd / "vae").is_dir() else MODELS_DIR / MODEL_NAMES["sd"]
+        result = build_toy_flow(out, work / "flow", toy_sd, ToyFlowSettings(seed=seed),
+                                progress, position)  # fmt: skip
     else:
         from .vlm import build_toy_vlm
 
@@ -45,7 +53,7 @@ def _build_one(
 
 
 def build(
-    which: tuple[str, ...] = ("sd", "vlm"),
+    which: tuple[str, ...] = ("sd", "vlm", "flow"),
     *,
     out_root: str | Path = MODELS_DIR,
     work_dir: str | Path | None = None,
@@ -57,21 +65,27 @@ def build(
 
     Re-running after an interruption resumes from the last checkpoint of the stage that
     was running. `parallel` (default: when there are at least as many cores as models)
-    trains the models side by side, one process and one thread each.
+    trains toy-sd and toy-vlm side by side, one process and one thread each. toy-flow starts
+    from toy-sd's VAE and text encoder, so it builds after them, on every thread.
     """
     for kind in which:
         if kind not in MODEL_NAMES:
             raise ValueError(f"unknown toy model '{kind}'; valid: {', '.join(MODEL_NAMES)}")
     work = Path(work_dir) if work_dir is not None else default_work_dir(seed)
     outs = {kind: Path(out_root) / MODEL_NAMES[kind] for kind in which}
+    first = tuple(k for k in which if k != "flow")
     if parallel is None:
-        parallel = len(which) > 1 and (os.cpu_count() or 1) >= len(which)
-    if not parallel:
-        return {k: _build_one(k, outs[k], work, seed, progress, None) for k in which}
-    # Spawned workers: a forked process would inherit this one's OpenMP thread pool.
-    with ProcessPoolExecutor(len(which), mp_context=get_context("spawn")) as pool:
-        futures = {
-            k: pool.submit(_build_one, k, outs[k], work, seed, progress, 1, i)
-            for i, k in enumerate(which)
-        }
-        return {k: f.result() for k, f in futures.items()}
+        parallel = len(first) > 1 and (os.cpu_count() or 1) >= len(first)
+    if not parallel or len(first) < 2:
+        results = {k: _build_one(k, outs[k], work, seed, progress, None) for k in first}
+    else:
+        # Spawned workers: a forked process would inherit this one's OpenMP thread pool.
+        with ProcessPoolExecutor(len(first), mp_context=get_context("spawn")) as pool:
+            futures = {
+                k: pool.submit(_build_one, k, outs[k], work, seed, progress, 1, i)
+                for i, k in enumerate(first)
+            }
+            results = {k: f.result() for k, f in futures.items()}
+    if "flow" in which:
+        results["flow"] = _build_one("flow", outs["flow"], work, seed, progress, None)
+    return results
