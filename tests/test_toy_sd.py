@@ -109,7 +109,7 @@ def test_shipped_toy_sd_follows_heldout_prompts(shipped):
 
 
 def test_shipped_toy_models_fit_the_package_budget():
-    """Both toy models ship as package data: 30 MB together at most."""
+    """The toy models ship as package data: 30 MB together at most."""
     root = model_path("sd").parent
     weights = list(root.rglob("*.safetensors"))
     assert weights, "a shipped toy model must be in safetensors"
