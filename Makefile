@@ -35,9 +35,10 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow'
 
 # Issue acceptance on the toy world (about 10 min per recipe on 2 CPU cores): train, then
-# the win rate over toy-sd on 200 held-out prompts. Results under runs/acceptance/.
+# the win rate over the base (toy-sd; toy-flow for flow_*) on 200 held-out prompts. Results
+# under runs/acceptance/.
 toy-acceptance: $(STAMP)
-	for r in dpo mapo; do \
+	for r in dpo mapo flow_dpo flow_mapo; do \
 	  $(BIN)/mmalign train configs/toy/$$r.yaml output_dir=runs/acceptance/$$r train.resume_from=latest && \
 	  $(BIN)/mmalign eval winrate --tuned runs/acceptance/$$r --out runs/acceptance/$$r/eval || exit 1; \
 	done

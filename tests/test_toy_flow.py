@@ -123,3 +123,44 @@ def test_shipped_toy_flow_follows_heldout_prompts(shipped):
     parts = fidelity_parts(images, prompts)
     fid = (parts["background"] + parts["color"] + parts["shape"]) / 3
     assert float(fid.mean()) >= 0.75  # toy-sd's bar (200 prompts: in the card)
+
+
+@pytest.mark.slow
+def test_flow_dpo_recipe_trains_toy_flow_on_its_own_samples(shipped, tmp_path):
+    """configs/toy/flow_dpo.yaml as shipped (a few steps, 12 prompts): the pairs are toy-flow's
+    own samples, the flow recipe trains, and the LoRA loads into stock toy-flow and changes it."""
+    import pyarrow.parquet as pq
+    from datasets import load_from_disk
+    from diffusers import StableDiffusion3Pipeline
+
+    from mmalign.config import load_config
+    from mmalign.diffusion.flow_recipe import FlowRecipe, diffusion_recipe
+    from mmalign.toy.cache import toy_data_folder
+    from mmalign.train.config import Config
+    from mmalign.train.loop import train
+
+    cfg = load_config(Config, "configs/toy/flow_dpo.yaml", [
+        "data.toy.n=12", "train.max_steps=2", "train.batch_size=2", "train.log_every=1",
+        "validation.enabled=false", f"output_dir={tmp_path / 'run'}",
+    ])  # fmt: skip
+    made = []
+
+    def make(c, accelerator):
+        made.append(diffusion_recipe(c, accelerator))
+        return made[-1]
+
+    result = train(cfg, make)
+    assert isinstance(made[0], FlowRecipe) and made[0].diffusion.family == "sd3"
+    folder = toy_data_folder("pairs", cfg.data.toy, str(model_path("flow")))
+    assert len(load_from_disk(str(folder / "pairs"))) > 0
+    shards = list((folder / "pickapic").glob("*.parquet"))
+    models = pq.read_table(shards[0], columns=["model_0", "model_1"]).to_pylist()
+    assert {m for row in models for m in row.values()} == {"toy-flow"}
+    prompts = ["a large red circle on a blue background"]
+    before = flow.sample(shipped, prompts, seed=0, steps=4)
+    pipe = StableDiffusion3Pipeline.from_pretrained(
+        model_path("flow"), text_encoder_3=None, tokenizer_3=None
+    )
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(result.output_dir)
+    assert (flow.sample(pipe, prompts, seed=0, steps=4) - before).abs().max() > 1e-4
