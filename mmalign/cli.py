@@ -85,6 +85,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from .grid import image_grid
 
     _at_least_one(args, "n", "steps", "batch_size")
+    if Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise InputError(f"--out {args.out}: give the grid's image path, ending in .png")
     if args.lora and not Path(args.lora).exists():  # before the model loads
         from .hub import require_one
 
@@ -257,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sample", help="sample an image grid from a diffusion model")
-    p.add_argument("model", help="pipeline folder, hub id, toy:sd, or a training output_dir")
+    p.add_argument(
+        "model", help="pipeline folder, hub id, toy:sd, toy:flow, or a training output_dir"
+    )
     p.add_argument("--lora", default=None, help="a LoRA folder to load on top")
     p.add_argument("--prompt", action="append", required=True, help="repeat for more prompts")
     p.add_argument("--seed", type=int, default=0)

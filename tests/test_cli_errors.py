@@ -73,6 +73,7 @@ CASES = [
     ("sample", "sample org/uncached --prompt x", f"model: org/uncached {UNCACHED}"),
     ("sample", "sample toy:sd --prompt x --lora {f}/none", "--lora: {f}/none does not exist"),
     ("sample", "sample toy:sd --prompt x --steps 0", "--steps must be >= 1"),
+    ("sample", "sample toy:flow --prompt x --out {f}/grid", "--out {f}/grid: give the grid's image path"),
     ("chat", "chat {f}/none --prompt hi", "model: {f}/none does not exist"),
     ("chat", "chat Qwen/Qwen2-VL-2B-Instruct --prompt hi", f"Qwen/Qwen2-VL-2B-Instruct {UNCACHED}"),
     ("chat", "chat toy:vlm --prompt hi --image {f}/none.png", "--image {f}/none.png: no such file"),
