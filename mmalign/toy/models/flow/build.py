@@ -3,13 +3,12 @@ StableDiffusion3Pipeline, evaluate it, write its card."""
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from ....weights import weight_files
 from ..checkpoint import fingerprint_of
+from ..finish import save_and_measure
 from .card import write_card
 from .model import build_models
 from .sampling import evaluate_toy_flow
@@ -59,11 +58,6 @@ def build_toy_flow(
         text_encoder_3=None,
         tokenizer_3=None,
     )
-    pipe.save_pretrained(out)
-    train_seconds = time.perf_counter() - start
-    metrics = evaluate_toy_flow(out, settings.eval_prompts, steps=settings.eval_steps,
-                                guidance=settings.guidance_scale)  # fmt: skip
-    metrics.update(train_seconds=train_seconds, settings=asdict(settings))
-    (out / "build_metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics = save_and_measure(pipe, out, start, evaluate_toy_flow, settings)
     write_card(out, pipe, metrics)
     return metrics

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from ..clip_tokenizer import save_clip_tokenizer
+from ..finish import save_and_measure
 from .card import write_card
 from .model import TEXT_MAX_LENGTH, build_models, toy_words
 from .sampling import evaluate_toy_sd
@@ -60,11 +59,6 @@ def build_toy_sd(
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(out)
-    train_seconds = time.perf_counter() - start
-    metrics = evaluate_toy_sd(out, settings.eval_prompts, steps=settings.eval_steps,
-                              guidance=settings.guidance_scale)  # fmt: skip
-    metrics.update(train_seconds=train_seconds, settings=asdict(settings))
-    (out / "build_metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics = save_and_measure(pipe, out, start, evaluate_toy_sd, settings)
     write_card(out, unet, vae, text_encoder, tokenizer, metrics)
     return metrics

@@ -1,0 +1,24 @@
+"""The last stage both diffusion toy builders share: save the pipeline, measure it, record it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+
+def save_and_measure(
+    pipe: Any, out: Path, started: float, evaluate: Callable[..., dict], settings: Any
+) -> dict:
+    """Save `pipe` to `out`, evaluate it with the settings' sampler, and write
+    `build_metrics.json` (the metrics, the build's seconds since `started`, the settings)."""
+    pipe.save_pretrained(out)
+    train_seconds = time.perf_counter() - started
+    metrics = evaluate(out, settings.eval_prompts, steps=settings.eval_steps,
+                       guidance=settings.guidance_scale)  # fmt: skip
+    metrics.update(train_seconds=train_seconds, settings=asdict(settings))
+    (out / "build_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
