@@ -42,7 +42,7 @@ def build_pairs(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Two samples (seeds differ) of each of `n` prompts from toy-sd (or `model`: a toy-sd or
-    toy-flow folder, `toy:flow`), labelled by `reward` (any
+    toy-flow folder), labelled by `reward` (any
     `mmalign.rewards.get_scorer` name: `toy:fidelity`, `toy:style:outlined`, `toy:user:warm`).
 
     ties: "drop" (counted as `tie`) or "keep" (label 0.5) for reward gaps below `tie_margin`.

@@ -17,8 +17,8 @@ SD3 = "StableDiffusion3Pipeline"  # toy-flow's class
 
 
 def toy_sd_pipeline(model: Any):
-    """A loaded toy pipeline from `model`: a folder, `toy:sd` / `toy:flow`, a pipeline, or None
-    for the shipped toy-sd. A folder saved as an SD3 pipeline (toy-flow) loads as one."""
+    """A loaded toy pipeline from `model`: a folder, a pipeline, or None for the shipped toy-sd.
+    A folder saved as an SD3 pipeline (toy-flow) loads as one."""
     from ..models.flow.sampling import load_pipeline as load_flow
     from ..models.sd.sampling import load_pipeline
     from ..paths import model_path
@@ -27,8 +27,6 @@ def toy_sd_pipeline(model: Any):
         model = model_path("sd")
     if not isinstance(model, str | Path):
         return model
-    if str(model) in ("toy:sd", "toy:flow"):
-        model = model_path(str(model)[4:])
     index = Path(model) / "model_index.json"
     if index.is_file() and json.loads(index.read_text()).get("_class_name") == SD3:
         return load_flow(model)

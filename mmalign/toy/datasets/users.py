@@ -139,7 +139,7 @@ def build_users(
                 progress=progress,
                 desc=f"{toy_model_name(pipe)} users round {round_}",
             )
-            models = (toy_model_name(pipe), toy_model_name(pipe))
+            models = (toy_model_name(pipe),) * 2
         rewards = torch.empty(2, len(owners))
         for u in dict.fromkeys(owners):
             idx = [i for i, o in enumerate(owners) if o == u]
