@@ -48,7 +48,7 @@ def ppd_pair_scores(
         pred = model(noisy, t2, text.repeat(2, 1, 1), added_cond_kwargs=kwargs).sample
         return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3)).view(2, b)
 
-    policy = mse(unet)
-    with torch.no_grad(), ppd.user_branch_off(unet):
+    with torch.no_grad(), ppd.user_branch_off(unet):  # reference first: a lower peak
         ref = mse(unet)
+    policy = mse(unet)
     return PairScores(-policy[0], -policy[1], -ref[0], -ref[1])

@@ -144,13 +144,18 @@ class DiffusionPairScorer:
         weight = batch.get("dense_weight")  # [B,2,1,h,w]: ImageDoctor's 1 - H (dense.py)
         if weight is not None:
             weight = torch.cat([weight[:, 0], weight[:, 1]])
-        mse = self._mse(unet, noisy, t, target, cond, time_ids, weight)
-        scores = PairScores(chosen=-mse[0], rejected=-mse[1])
+        ref_mse = None
         if with_reference:
             if self.reference == "none":
                 raise ValueError("the objective needs a reference but the scorer has none")
+            # The reference runs before the policy: its activations are freed before the
+            # policy's (kept for backward) exist, so the peak is the larger of the two, not
+            # their sum (diffusers' script runs it after). Nothing is drawn: same numbers.
             with torch.no_grad(), self._reference(base if base is not None else unet) as ref:
                 ref_mse = self._mse(ref, noisy, t, target, cond, time_ids, weight)
+        mse = self._mse(unet, noisy, t, target, cond, time_ids, weight)
+        scores = PairScores(chosen=-mse[0], rejected=-mse[1])
+        if ref_mse is not None:
             scores.ref_chosen, scores.ref_rejected = -ref_mse[0], -ref_mse[1]
         if self.use_labels:
             scores.label = batch["label"].float().to(device)
