@@ -30,10 +30,12 @@ def test_off_gives_the_base_output_with_and_without_autograd():
     policy = model(x).detach()
     assert not torch.allclose(base, policy)
     switch, before = AdapterSwitch(), _grads(model)
-    with torch.no_grad(), switch.off(model):  # the flag-only path
+    with torch.no_grad(), switch.off(model):  # the flag-only path: requires_grad untouched
         torch.testing.assert_close(model(x), base, rtol=0, atol=0)
-    with switch.off(model):  # autograd on: PEFT's own per-layer call
+        assert _grads(model) == before
+    with switch.off(model):  # autograd on: PEFT's own per-layer call turns LoRA grads off
         torch.testing.assert_close(model(x).detach(), base, rtol=0, atol=0)
+        assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
     torch.testing.assert_close(model(x).detach(), policy, rtol=0, atol=0)
     assert _grads(model) == before
     assert all(layer.disable_adapters is False for layer in adapter_layers(model))
@@ -62,3 +64,19 @@ def test_a_layer_whose_flag_does_not_switch_falls_back_to_peft():
         expected = model(x)
         layers[0]._adapters_off, layers[1]._disable_adapters = False, False
     torch.testing.assert_close(off, expected, rtol=0, atol=0)
+
+
+def test_the_flag_is_restored_after_an_error_and_a_disabled_layer_falls_back():
+    model, x = _lora_mlp(), torch.randn(4, 6)
+    policy = model(x).detach()
+    switch = AdapterSwitch()
+    try:
+        with torch.no_grad(), switch.off(model):
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    torch.testing.assert_close(model(x).detach(), policy, rtol=0, atol=0)
+    layers = adapter_layers(model)
+    layers[0].enable_adapters(False)  # a layer that starts off: the flag check says no
+    assert not flag_switches(layers)
+    assert layers[0].disable_adapters is True and layers[1].disable_adapters is False

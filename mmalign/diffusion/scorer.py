@@ -150,7 +150,8 @@ class DiffusionPairScorer:
                 raise ValueError("the objective needs a reference but the scorer has none")
             # The reference runs before the policy: its activations are freed before the
             # policy's (kept for backward) exist, so the peak is the larger of the two, not
-            # their sum (diffusers' script runs it after). Nothing is drawn: same numbers.
+            # their sum (diffusers' script runs it after). Nothing is drawn in between, so the
+            # numbers are the same (a base model with active dropout would shift its masks).
             with torch.no_grad(), self._reference(base if base is not None else unet) as ref:
                 ref_mse = self._mse(ref, noisy, t, target, cond, time_ids, weight)
         mse = self._mse(unet, noisy, t, target, cond, time_ids, weight)
