@@ -38,7 +38,7 @@ test-fast: $(STAMP)
 # the win rate over the base (toy-sd; toy-flow for flow_*) on 200 held-out prompts. Results
 # under runs/acceptance/.
 toy-acceptance: $(STAMP)
-	for r in dpo mapo flow_dpo flow_mapo; do \
+	for r in dpo mapo smpo flow_dpo flow_mapo; do \
 	  $(BIN)/mmalign train configs/toy/$$r.yaml output_dir=runs/acceptance/$$r train.resume_from=latest && \
 	  $(BIN)/mmalign eval winrate --tuned runs/acceptance/$$r --out runs/acceptance/$$r/eval || exit 1; \
 	done
