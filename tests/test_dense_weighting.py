@@ -92,3 +92,16 @@ def test_scorer_with_all_ones_dense_weight_gives_todays_scores():
         masked.ref_chosen, torch.zeros(b)
     )
     assert torch.equal(masked.rejected, plain.rejected)
+
+
+def test_normalized_weights_keep_each_image_total_and_the_ratios():
+    g = torch.Generator().manual_seed(1)
+    heat = torch.rand(3, 1, 32, 32, generator=g)
+    heat[1] = 0.0  # a clean image: weights all 1 either way
+    heat[2] = 1.0  # flawed everywhere: weights all 0 either way
+    plain, norm = dense_weights(heat, (4, 4)), dense_weights(heat, (4, 4), normalize=True)
+    torch.testing.assert_close(norm[0].mean(), torch.tensor(1.0))
+    torch.testing.assert_close(norm[0] / norm[0, 0, 0, 0], plain[0] / plain[0, 0, 0, 0])
+    assert torch.equal(norm[1], torch.ones_like(norm[1]))
+    assert torch.equal(norm[2], torch.zeros_like(norm[2]))
+    assert float(plain[0].mean()) < 1.0 and float(norm[0].max()) > 1.0

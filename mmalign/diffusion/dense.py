@@ -13,6 +13,11 @@ over all positions (not divided by sum(w)): with w = 1 the score is exactly the 
 policy and reference scores share the weights, so DPO's difference stays a like-for-like
 comparison. The weights are a function of the image alone: computed once per image and cached
 (`DenseWeights`), never per step.
+
+`normalize: true` (mmalign's option, not ImageDoctor's) divides each weighted image's map by its
+mean over the latent grid, `w / mean(w)`: the flawed cells still count less than the clean ones,
+but the image's total weight stays that of the plain score, so weighting only the chosen image
+does not also shrink the chosen side of DPO's margin against the rejected side.
 """
 
 from __future__ import annotations
@@ -48,9 +53,16 @@ def weight_map(dense: dict[str, torch.Tensor], map_name: MapName) -> torch.Tenso
     return dense[map_name]
 
 
-def dense_weights(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """w = 1 - pool(H), [B,1,h,w] in [0, 1]."""
-    return (1 - pool_to_latent(heat.clamp(0, 1), size)).clamp(0, 1)
+def dense_weights(
+    heat: torch.Tensor, size: tuple[int, int], normalize: bool = False
+) -> torch.Tensor:
+    """w = 1 - pool(H), [B,1,h,w] in [0, 1]; `normalize`: w / mean_{h,w}(w), mean 1 per image
+    (an image flawed everywhere, w = 0, stays 0)."""
+    w = (1 - pool_to_latent(heat.clamp(0, 1), size)).clamp(0, 1)
+    if normalize:
+        mean = w.mean(dim=(1, 2, 3), keepdim=True)
+        w = torch.where(mean > 0, w / mean.clamp(min=1e-12), w)
+    return w
 
 
 def weighted_mse(
@@ -85,6 +97,7 @@ class DenseWeights:
         map_name: MapName = "artifact",
         sides: Sides = "chosen",
         batch_size: int = 64,
+        normalize: bool = False,
     ) -> DenseWeights:
         """`chosen`/`rejected`: images (tensors [3,H,W] or PIL) at the training resolution."""
         from tqdm.auto import tqdm
@@ -102,7 +115,7 @@ class DenseWeights:
                     sides_w.append(torch.ones(len(text), 1, *size))
                     continue
                 heat = weight_map(scorer.dense(batch, text), map_name)
-                sides_w.append(dense_weights(heat, size))
+                sides_w.append(dense_weights(heat, size, normalize))
             out.append(torch.stack(sides_w, 1))
         return cls(torch.cat(out))
 
@@ -114,14 +127,14 @@ class DenseWeights:
         return self.weights[torch.as_tensor(list(indices), dtype=torch.long)]
 
 
-DENSE_KEYS = ("scorer", "map", "sides", "batch_size", "device")
+DENSE_KEYS = ("scorer", "map", "sides", "batch_size", "device", "normalize")
 
 
 def pair_weights(spec: dict[str, Any], images: Any, latent_size: int) -> DenseWeights:
     """`diffusion.dense` of a recipe -> the weights of every row of `images` (a `PairImages`:
     pixels [2,3,R,R] in [-1, 1] at the training resolution and crop), computed once at start.
     `spec`: `scorer` (`toy:flaws` or `dense:<path>`, required), `map` (artifact), `sides`
-    (chosen), `batch_size` (64), `device` (auto)."""
+    (chosen), `batch_size` (64), `device` (auto), `normalize` (false: ImageDoctor's 1 - H)."""
     from ..config import ConfigError
     from ..rewards import get_scorer
 
@@ -141,10 +154,13 @@ def pair_weights(spec: dict[str, Any], images: Any, latent_size: int) -> DenseWe
         raise ConfigError(f"diffusion.dense.map: {spec['map']!r}; use artifact, misalignment, both")
     if spec.get("sides", "chosen") not in ("chosen", "both"):
         raise ConfigError(f"diffusion.dense.sides: {spec['sides']!r}; use chosen or both")
+    if not isinstance(spec.get("normalize", False), bool):
+        raise ConfigError(f"diffusion.dense.normalize: {spec['normalize']!r}; use true or false")
     items = [images[i] for i in range(len(images))]
     pixels = torch.stack([it["pixels"] for it in items]).add(1).div(2).clamp(0, 1)
     return DenseWeights.compute(
         scorer, pixels[:, 0], pixels[:, 1], [it["prompt"] for it in items],
         (latent_size, latent_size), map_name=spec.get("map", "artifact"),
         sides=spec.get("sides", "chosen"), batch_size=int(spec.get("batch_size", 64)),
+        normalize=bool(spec.get("normalize", False)),
     )  # fmt: skip
