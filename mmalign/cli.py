@@ -85,8 +85,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from .grid import image_grid
 
     _at_least_one(args, "n", "steps", "batch_size")
-    if Path(args.out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
-        raise InputError(f"--out {args.out}: give the grid's image path, ending in .png")
+    suffixes = (".png", ".jpg", ".jpeg", ".webp")
+    if Path(args.out).suffix.lower() not in suffixes:
+        raise InputError(
+            f"--out {args.out}: give the grid's image path, ending in {', '.join(suffixes)}"
+        )
     if args.lora and not Path(args.lora).exists():  # before the model loads
         from .hub import require_one
 

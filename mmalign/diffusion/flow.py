@@ -37,6 +37,7 @@ import torch
 from ..adapters import AdapterSwitch
 from ..losses import PairScores
 from .flow_load import FlowModel
+from .passes import policy_and_reference
 
 SigmaSampling = Literal["logit_normal", "uniform", "mode"]
 LossWeighting = Literal["none", "sigma_sqrt", "cosmap"]
@@ -243,16 +244,12 @@ class FlowPairScorer:
             sigma2 = sigma.repeat(2)
         target = noise2 - x0
         weight = loss_weight(sigma2, self.settings.weighting).to(device)
-        ref_mse = None
-        if with_reference:  # first, as in the DDPM scorer: a lower peak, the same numbers
-            if self.reference == "none":
-                raise ValueError("the objective needs a reference but the scorer has none")
-            with torch.no_grad(), self._reference(base if base is not None else model) as ref:
-                ref_mse = self._mse(ref, noisy, sigma2, target, cond, weight)
-        mse = self._mse(model, noisy, sigma2, target, cond, weight)
-        scores = PairScores(chosen=-mse[0], rejected=-mse[1])
-        if ref_mse is not None:
-            scores.ref_chosen, scores.ref_rejected = -ref_mse[0], -ref_mse[1]
+        if with_reference and self.reference == "none":
+            raise ValueError("the objective needs a reference but the scorer has none")
+        reference = self._reference(base if base is not None else model) if with_reference else None
+        scores = policy_and_reference(
+            lambda net: self._mse(net, noisy, sigma2, target, cond, weight), model, reference
+        )
         if self.use_labels:
             scores.label = batch["label"].float().to(device)
         return {"main": scores}

@@ -15,6 +15,7 @@ import torch
 
 from ..losses.scores import PairScores
 from . import ppd
+from .passes import policy_and_reference
 
 
 def ppd_pair_scores(
@@ -48,7 +49,4 @@ def ppd_pair_scores(
         pred = model(noisy, t2, text.repeat(2, 1, 1), added_cond_kwargs=kwargs).sample
         return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3)).view(2, b)
 
-    with torch.no_grad(), ppd.user_branch_off(unet):  # reference first: a lower peak
-        ref = mse(unet)
-    policy = mse(unet)
-    return PairScores(-policy[0], -policy[1], -ref[0], -ref[1])
+    return policy_and_reference(mse, unet, ppd.user_branch_off(unet))

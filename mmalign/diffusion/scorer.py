@@ -26,6 +26,7 @@ from ..adapters import AdapterSwitch
 from ..losses import PairScores
 from .dense import weighted_mse
 from .load import DiffusionModel
+from .passes import policy_and_reference
 
 ReferenceKind = Literal["adapters", "copy", "none"]
 
@@ -144,20 +145,12 @@ class DiffusionPairScorer:
         weight = batch.get("dense_weight")  # [B,2,1,h,w]: ImageDoctor's 1 - H (dense.py)
         if weight is not None:
             weight = torch.cat([weight[:, 0], weight[:, 1]])
-        ref_mse = None
-        if with_reference:
-            if self.reference == "none":
-                raise ValueError("the objective needs a reference but the scorer has none")
-            # The reference runs before the policy: its activations are freed before the
-            # policy's (kept for backward) exist, so the peak is the larger of the two, not
-            # their sum (diffusers' script runs it after). Nothing is drawn in between, so the
-            # numbers are the same (a base model with active dropout would shift its masks).
-            with torch.no_grad(), self._reference(base if base is not None else unet) as ref:
-                ref_mse = self._mse(ref, noisy, t, target, cond, time_ids, weight)
-        mse = self._mse(unet, noisy, t, target, cond, time_ids, weight)
-        scores = PairScores(chosen=-mse[0], rejected=-mse[1])
-        if ref_mse is not None:
-            scores.ref_chosen, scores.ref_rejected = -ref_mse[0], -ref_mse[1]
+        if with_reference and self.reference == "none":
+            raise ValueError("the objective needs a reference but the scorer has none")
+        reference = self._reference(base if base is not None else unet) if with_reference else None
+        scores = policy_and_reference(
+            lambda net: self._mse(net, noisy, t, target, cond, time_ids, weight), unet, reference
+        )
         if self.use_labels:
             scores.label = batch["label"].float().to(device)
         return {"main": scores}
