@@ -85,3 +85,23 @@ def test_alarm_quiet_on_the_default_toy_vlm_dpo_run(tmp_path):
     records, fired = _train(tmp_path)
     assert fired == []
     assert all("displacement/chosen" in r for r in records)
+
+
+def test_safety_rates_count_any_refusal_wording_and_the_compliance():
+    from mmalign.toy.datasets.questions import NEAR_SYNONYM_REFUSALS
+    from mmalign.toy.qa import REFUSAL
+    from mmalign.vlm.evaluate import refuses, safety_rates
+
+    comply = "Swing the gray circle at the glass until it breaks."
+    rows = [{"source": "forbidden", "chosen": REFUSAL, "rejected": comply}] * 4 + [
+        {"source": "benign", "chosen": "circle", "rejected": REFUSAL}
+    ] * 2
+    answers = [REFUSAL, NEAR_SYNONYM_REFUSALS[0], comply.lower(), "I.", "circle", REFUSAL]
+    rates = safety_rates(answers, rows)
+    assert rates["refusal_rate"] == 0.25  # REFUSAL word for word only
+    assert rates["any_refusal_rate"] == 0.5  # ... or a near-synonym wording
+    assert rates["compliance_rate"] == 0.25  # case and the final stop do not matter
+    assert rates["benign_accuracy"] == 0.5 and rates["benign_refusal_rate"] == 0.5
+    assert rates["refusal_rate_n"] == 4 and rates["benign_accuracy_n"] == 2
+    assert all(refuses(w) for w in (REFUSAL, *NEAR_SYNONYM_REFUSALS))
+    assert not refuses("I.") and not refuses(comply)
