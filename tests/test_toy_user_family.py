@@ -91,3 +91,36 @@ def test_heldout_users_dataset_deterministic_and_labelled(tmp_path) -> None:
         assert float(c) > float(r), row["user_id"]
     with pytest.raises(ValueError, match="did you mean 'heldout'"):
         build_dataset("users", tmp_path / "c", n=4, users="heldou")
+
+
+def test_model_sizes_candidates_sample_two_size_words_and_keep_the_bare_caption(
+    tmp_path, monkeypatch
+) -> None:
+    from mmalign.toy.datasets import users as users_mod
+
+    seen: list[list[str]] = []
+    real = users_mod.model_images
+
+    def spy(pipe, texts, seed, **kw):
+        seen.append(list(texts))
+        return real(pipe, texts, seed, **kw)
+
+    monkeypatch.setattr(users_mod, "model_images", spy)
+    build_dataset(
+        "users", tmp_path / "s", n=8, seed=0, users="heldout", candidates="model-sizes",
+        steps=2, max_rounds=1, progress=False,
+    )  # fmt: skip
+    texts = seen[0]
+    half = len(texts) // 2
+    sizes = ("small ", "large ")
+    for a, b in zip(texts[:half], texts[half:], strict=True):
+        assert a != b  # two different size words (medium has none)
+        assert sum(w in a for w in sizes) + sum(w in b for w in sizes) >= 1
+    rows = load_from_disk(str(tmp_path / "s" / "pairs"))
+    assert rows["prompt"] and all(not any(w in p for w in sizes) for p in rows["prompt"])
+    for row in rows:
+        c = user_reward(_tensor(row["chosen"]), [row["prompt"]], row["user_id"])
+        r = user_reward(_tensor(row["rejected"]), [row["prompt"]], row["user_id"])
+        assert float(c) >= float(r), row["user_id"]
+    with pytest.raises(ValueError, match="model-sizes"):
+        build_dataset("users", tmp_path / "x", n=4, candidates="models")

@@ -26,9 +26,10 @@ from .common import (
     stream_generator,
     stream_seed,
 )
-from .sampling import sample_pairs, toy_model_name, toy_sd_pipeline
+from .sampling import model_images, sample_pairs, toy_model_name, toy_sd_pipeline
 
 WARM, COOL = ("red", "orange", "yellow"), ("blue", "green", "purple")
+CANDIDATES = ("render", "model", "model-sizes")
 USER_TIE_MARGIN = 1e-3  # colour tastes move little within the prompt's colour (see build_users)
 
 
@@ -74,6 +75,25 @@ def _user_candidates(
     return out[0], out[1]
 
 
+def _sized_model_candidates(
+    pipe: Any, prompts: Sequence[ToyPrompt], gen: torch.Generator, seed: int, **sampling: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two toy-sd samples per prompt, each drawn with a different size word in its caption
+    (the row keeps the caption without one): toy-sd's own renderings, flaws included, that
+    differ in a taste the users disagree on. Two samples of the same caption hardly do (their
+    tastes differ by ~0.007 on average, docs/results.md), so their labels are fidelity labels."""
+    n = len(prompts)
+    size_a = torch.randint(3, (n,), generator=gen)
+    size_b = (size_a + 1 + torch.randint(2, (n,), generator=gen)) % 3
+    texts = [
+        replace(p, size=SIZES[s]).text
+        for sizes in (size_a.tolist(), size_b.tolist())
+        for p, s in zip(prompts, sizes, strict=True)
+    ]
+    both = model_images(pipe, texts, seed, **sampling)
+    return both[:n], both[n:]
+
+
 def build_users(
     out_dir: str | Path,
     *,
@@ -96,22 +116,24 @@ def build_users(
     """Per-user labels (PPD): `n` rows balanced over a user set, each a prompt without a size word
     (size is left to taste), two candidates, chosen by the row's user's `user_reward`.
 
-    candidates: "render" (`_user_candidates`: size, style and colour tint differ) or "model"
-    (two toy-sd samples). Ties (reward gap below `tie_margin`) are dropped, counted and redrawn,
-    up to `max_rounds` rounds; a user still short after that is reported as `shortfall`. The
-    default margin is small because the colour users' rewards differ by ~0.01 between two
-    faithful images of one prompt: their taste must not outweigh the prompt (rewards.py).
+    candidates: "render" (`_user_candidates`: size, style and colour tint differ), "model"
+    (two toy-sd samples) or "model-sizes" (two toy-sd samples drawn with different size words,
+    `_sized_model_candidates`). Ties (reward gap below `tie_margin`) are dropped, counted and
+    redrawn, up to `max_rounds` rounds; a user still short after that is reported as
+    `shortfall`. The default margin is small because the colour users' rewards differ by ~0.01
+    between two faithful images of one prompt: their taste must not outweigh the prompt
+    (rewards.py).
 
     users: "named" (the 5 `USERS`, the default), "train" (family users t00-t15) or "heldout"
     (h00-h07, never in a training set); the family draws from its own seeded streams."""
     started, options = time.perf_counter(), options_of(locals())
     check_ties(ties, label_noise)
-    if candidates not in ("render", "model"):
-        raise ValueError(f"candidates must be 'render' or 'model', got {candidates!r}")
+    if candidates not in CANDIDATES:
+        raise ValueError(f"candidates must be one of {', '.join(CANDIDATES)}, got {candidates!r}")
     if users not in USER_SETS:
         raise ValueError(f"unknown user set '{users}'; {did_you_mean(users, USER_SETS)}")
     stream = "users" if users == "named" else f"users-{users}"
-    pipe = toy_sd_pipeline(model) if candidates == "model" else None
+    pipe = toy_sd_pipeline(model) if candidates != "render" else None
     members = list(USER_SETS[users])
     quota = {u: n // len(members) + (i < n % len(members)) for i, u in enumerate(members)}
     kept: dict[str, list[dict[str, Any]]] = {u: [] for u in members}
@@ -128,6 +150,14 @@ def build_users(
         if pipe is None:
             a, b = _user_candidates(prompts, stream_generator(seed, f"{stream}-render", round_))
             models = ("toy-render", "toy-render")
+        elif candidates == "model-sizes":
+            a, b = _sized_model_candidates(
+                pipe, prompts, stream_generator(seed, f"{stream}-sizes", round_),
+                stream_seed(seed, stream, round_), steps=steps, guidance=guidance,
+                batch_size=batch_size, progress=progress,
+                desc=f"{toy_model_name(pipe)} users round {round_}",
+            )  # fmt: skip
+            models = (toy_model_name(pipe),) * 2
         else:
             a, b = sample_pairs(
                 pipe,
