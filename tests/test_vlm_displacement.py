@@ -96,7 +96,8 @@ def test_safety_rates_count_any_refusal_wording_and_the_compliance():
     rows = [{"source": "forbidden", "chosen": REFUSAL, "rejected": comply}] * 4 + [
         {"source": "benign", "chosen": "circle", "rejected": REFUSAL}
     ] * 2
-    answers = [REFUSAL, NEAR_SYNONYM_REFUSALS[0], comply.lower(), "I.", "circle", REFUSAL]
+    answers = [REFUSAL, NEAR_SYNONYM_REFUSALS[0], comply.lower().rstrip(".")]
+    answers += ["I.", "circle", REFUSAL]
     rates = safety_rates(answers, rows)
     assert rates["refusal_rate"] == 0.25  # REFUSAL word for word only
     assert rates["any_refusal_rate"] == 0.5  # ... or a near-synonym wording

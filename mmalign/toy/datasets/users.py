@@ -78,10 +78,11 @@ def _user_candidates(
 def _sized_model_candidates(
     pipe: Any, prompts: Sequence[ToyPrompt], gen: torch.Generator, seed: int, **sampling: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two toy-sd samples per prompt, each drawn with a different size word in its caption
-    (the row keeps the caption without one): toy-sd's own renderings, flaws included, that
-    differ in a taste the users disagree on. Two samples of the same caption hardly do (their
-    tastes differ by ~0.007 on average, docs/results.md), so their labels are fidelity labels."""
+    """Two toy-sd samples per prompt drawn at two different sizes (small / medium / large; a
+    medium caption has no size word), the row keeping the caption without one: toy-sd's own
+    renderings, flaws included, that differ in size, a taste the users disagree on (fidelity
+    still decides many labels: toy-sd's small shapes are often unreadable). Two samples of
+    the same caption hardly differ in taste (~0.007 on average, docs/results.md)."""
     n = len(prompts)
     size_a = torch.randint(3, (n,), generator=gen)
     size_b = (size_a + 1 + torch.randint(2, (n,), generator=gen)) % 3
@@ -117,7 +118,7 @@ def build_users(
     (size is left to taste), two candidates, chosen by the row's user's `user_reward`.
 
     candidates: "render" (`_user_candidates`: size, style and colour tint differ), "model"
-    (two toy-sd samples) or "model-sizes" (two toy-sd samples drawn with different size words,
+    (two toy-sd samples) or "model-sizes" (two toy-sd samples drawn at two different sizes,
     `_sized_model_candidates`). Ties (reward gap below `tie_margin`) are dropped, counted and
     redrawn, up to `max_rounds` rounds; a user still short after that is reported as
     `shortfall`. The default margin is small because the colour users' rewards differ by ~0.01
