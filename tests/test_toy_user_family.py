@@ -28,6 +28,13 @@ def _tensor(image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)[None]
 
 
+def _assert_labelled_by_their_user(rows) -> None:
+    for row in rows:
+        c = user_reward(_tensor(row["chosen"]), [row["prompt"]], row["user_id"])
+        r = user_reward(_tensor(row["rejected"]), [row["prompt"]], row["user_id"])
+        assert float(c) > float(r), row["user_id"]
+
+
 def test_family_sizes_disjoint_and_named_users_kept() -> None:
     assert len(TRAIN_USERS) >= 16 and len(HELDOUT_USERS) >= 8
     assert not set(TRAIN_USERS) & set(HELDOUT_USERS)
@@ -85,10 +92,7 @@ def test_heldout_users_dataset_deterministic_and_labelled(tmp_path) -> None:
     assert summary["user_set"] == "heldout" and summary["shortfall"] == 0
     assert sorted(set(a["user_id"])) == sorted(HELDOUT_USERS)
     assert a["prompt"] == b["prompt"] and a["label"] == b["label"]
-    for row in a:
-        c = user_reward(_tensor(row["chosen"]), [row["prompt"]], row["user_id"])
-        r = user_reward(_tensor(row["rejected"]), [row["prompt"]], row["user_id"])
-        assert float(c) > float(r), row["user_id"]
+    _assert_labelled_by_their_user(a)
     with pytest.raises(ValueError, match="did you mean 'heldout'"):
         build_dataset("users", tmp_path / "c", n=4, users="heldou")
 
@@ -118,9 +122,6 @@ def test_model_sizes_candidates_sample_two_size_words_and_keep_the_bare_caption(
         assert sum(w in a for w in sizes) + sum(w in b for w in sizes) >= 1
     rows = load_from_disk(str(tmp_path / "s" / "pairs"))
     assert rows["prompt"] and all(not any(w in p for w in sizes) for p in rows["prompt"])
-    for row in rows:
-        c = user_reward(_tensor(row["chosen"]), [row["prompt"]], row["user_id"])
-        r = user_reward(_tensor(row["rejected"]), [row["prompt"]], row["user_id"])
-        assert float(c) > float(r), row["user_id"]
+    _assert_labelled_by_their_user(rows)
     with pytest.raises(ValueError, match="model-sizes"):
         build_dataset("users", tmp_path / "x", n=4, candidates="models")
