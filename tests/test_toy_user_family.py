@@ -100,16 +100,16 @@ def test_heldout_users_dataset_deterministic_and_labelled(tmp_path) -> None:
 def test_model_sizes_candidates_sample_two_size_words_and_keep_the_bare_caption(
     tmp_path, monkeypatch
 ) -> None:
-    from mmalign.toy.datasets import users as users_mod
+    from mmalign.toy.datasets import sampling
 
     seen: list[list[str]] = []
-    real = users_mod.model_images
+    real = sampling.model_images
 
     def spy(pipe, texts, seed, **kw):
         seen.append(list(texts))
         return real(pipe, texts, seed, **kw)
 
-    monkeypatch.setattr(users_mod, "model_images", spy)
+    monkeypatch.setattr(sampling, "model_images", spy)
     build_dataset(
         "users", tmp_path / "s", n=8, seed=0, users="heldout", candidates="model-sizes",
         steps=2, max_rounds=1, progress=False,

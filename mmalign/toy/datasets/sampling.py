@@ -78,12 +78,17 @@ def sample_pairs(
     batch_size: int,
     progress: bool,
     desc: str,
+    second_texts: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two toy-sd samples of each of `texts` (seeds `seed + i` and `seed + len(texts) + i`):
-    the two candidates of a pair that a reward labels."""
+    the two candidates of a pair that a reward labels. `second_texts`: draw the second
+    candidate of pair i from `second_texts[i]` instead (the same seeds)."""
+    second = list(texts if second_texts is None else second_texts)
+    if len(second) != len(texts):
+        raise ValueError(f"second_texts: {len(second)} captions for {len(texts)} pairs")
     both = model_images(
         pipe,
-        list(texts) + list(texts),
+        list(texts) + second,
         seed,
         steps=steps,
         guidance=guidance,

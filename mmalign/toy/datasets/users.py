@@ -26,7 +26,7 @@ from .common import (
     stream_generator,
     stream_seed,
 )
-from .sampling import model_images, sample_pairs, toy_model_name, toy_sd_pipeline
+from .sampling import sample_pairs, toy_model_name, toy_sd_pipeline
 
 WARM, COOL = ("red", "orange", "yellow"), ("blue", "green", "purple")
 CANDIDATES = ("render", "model", "model-sizes")
@@ -59,12 +59,11 @@ def _user_candidates(
     (one towards a warm colour, one towards a cool one). So every user has a preference and
     users disagree about the same pair, which is what a user embedding must learn."""
     n = len(prompts)
-    size_a = torch.randint(3, (n,), generator=gen)
-    size_b = (size_a + 1 + torch.randint(2, (n,), generator=gen)) % 3
+    size_a, size_b = _two_sizes(n, gen)
     style_flip, warm_flip = torch.randint(2, (2, n), generator=gen).tolist()
     picks = torch.randint(len(COLORS), (n,), generator=gen).tolist()
     out = []
-    for side, sizes in enumerate((size_a.tolist(), size_b.tolist())):
+    for side, sizes in enumerate((size_a, size_b)):
         sized = [replace(p, size=SIZES[s]) for p, s in zip(prompts, sizes, strict=True)]
         styles = [STYLES[f ^ side] for f in style_flip]
         targets = []
@@ -75,24 +74,28 @@ def _user_candidates(
     return out[0], out[1]
 
 
-def _sized_model_candidates(
-    pipe: Any, prompts: Sequence[ToyPrompt], gen: torch.Generator, seed: int, **sampling: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two toy-sd samples per prompt drawn at two different sizes (small / medium / large; a
-    medium caption has no size word), the row keeping the caption without one: toy-sd's own
-    renderings, flaws included, that differ in size, a taste the users disagree on (fidelity
-    still decides many labels: toy-sd's small shapes are often unreadable). Two samples of
-    the same caption hardly differ in taste (~0.007 on average, docs/results.md)."""
-    n = len(prompts)
+def _two_sizes(n: int, gen: torch.Generator) -> tuple[list[int], list[int]]:
+    """Two different `SIZES` indices for each of n pairs, each order equally likely."""
     size_a = torch.randint(3, (n,), generator=gen)
     size_b = (size_a + 1 + torch.randint(2, (n,), generator=gen)) % 3
-    texts = [
-        replace(p, size=SIZES[s]).text
-        for sizes in (size_a.tolist(), size_b.tolist())
-        for p, s in zip(prompts, sizes, strict=True)
-    ]
-    both = model_images(pipe, texts, seed, **sampling)
-    return both[:n], both[n:]
+    return size_a.tolist(), size_b.tolist()
+
+
+def _sized_captions(
+    prompts: Sequence[ToyPrompt], gen: torch.Generator
+) -> tuple[list[str], list[str]]:
+    """`model-sizes` candidates: each prompt's caption at two different sizes (small / medium /
+    large; a medium caption has no size word), for two toy-sd samples while the row keeps the
+    caption without one: toy-sd's own renderings, flaws included, that differ in size, a taste
+    the users disagree on (fidelity still decides many labels: toy-sd's small shapes are often
+    unreadable). Two samples of the same caption hardly differ in taste (~0.007 on average,
+    docs/results.md)."""
+    size_a, size_b = _two_sizes(len(prompts), gen)
+
+    def captions(sizes: list[int]) -> list[str]:
+        return [replace(p, size=SIZES[s]).text for p, s in zip(prompts, sizes, strict=True)]
+
+    return captions(size_a), captions(size_b)
 
 
 def build_users(
@@ -119,7 +122,7 @@ def build_users(
 
     candidates: "render" (`_user_candidates`: size, style and colour tint differ), "model"
     (two toy-sd samples) or "model-sizes" (two toy-sd samples drawn at two different sizes,
-    `_sized_model_candidates`). Ties (reward gap below `tie_margin`) are dropped, counted and
+    `_sized_captions`). Ties (reward gap below `tie_margin`) are dropped, counted and
     redrawn, up to `max_rounds` rounds; a user still short after that is reported as
     `shortfall`. The default margin is small because the colour users' rewards differ by ~0.01
     between two faithful images of one prompt: their taste must not outweigh the prompt
@@ -151,24 +154,22 @@ def build_users(
         if pipe is None:
             a, b = _user_candidates(prompts, stream_generator(seed, f"{stream}-render", round_))
             models = ("toy-render", "toy-render")
-        elif candidates == "model-sizes":
-            a, b = _sized_model_candidates(
-                pipe, prompts, stream_generator(seed, f"{stream}-sizes", round_),
-                stream_seed(seed, stream, round_), steps=steps, guidance=guidance,
-                batch_size=batch_size, progress=progress,
-                desc=f"{toy_model_name(pipe)} users round {round_}",
-            )  # fmt: skip
-            models = (toy_model_name(pipe),) * 2
         else:
+            first, second = (
+                _sized_captions(prompts, stream_generator(seed, f"{stream}-sizes", round_))
+                if candidates == "model-sizes"
+                else (texts, None)
+            )
             a, b = sample_pairs(
                 pipe,
-                texts,
+                first,
                 stream_seed(seed, stream, round_),
                 steps=steps,
                 guidance=guidance,
                 batch_size=batch_size,
                 progress=progress,
                 desc=f"{toy_model_name(pipe)} users round {round_}",
+                second_texts=second,
             )
             models = (toy_model_name(pipe),) * 2
         rewards = torch.empty(2, len(owners))
