@@ -91,22 +91,37 @@ def test_training_conditioning_is_what_the_pipeline_samples_with():
     assert torch.equal(embeds[:, TEXT_MAX_LENGTH:], torch.zeros(2, TEXT_MAX_LENGTH, 128))
 
 
-def test_a_tiny_build_saves_a_loadable_pipeline_with_its_card(tmp_path):
-    """The whole builder at toy sizes: latents cached, the MMDiT trained, an SD3 folder with no
-    T5 that mmalign's flow loader reads, its metrics and card; a second run resumes (no steps)."""
+@pytest.mark.parametrize("channels", [4, 16])
+def test_a_tiny_build_saves_a_loadable_pipeline_with_its_card(tmp_path, channels):
+    """The whole builder at toy sizes: its VAE trained and the latents cached, the MMDiT
+    trained, an SD3 folder with no T5 that mmalign's flow loader reads, its metrics (the
+    prompt-following check included) and card; a second run resumes (no steps)."""
+    from diffusers import AutoencoderKL
+
     from mmalign.diffusion.flow_load import load_flow_pipeline
 
     settings = flow.ToyFlowSettings(num_images=16, layers=1, width=32, batch=2, steps=2,
-                                    warmup=1, eval_prompts=2, eval_steps=2)  # fmt: skip
+                                    warmup=1, eval_prompts=2, eval_steps=2, vae_steps=2,
+                                    vae_batch=2, vae_channels=channels)  # fmt: skip
     metrics = flow.build_toy_flow(tmp_path / "out", tmp_path / "work", model_path("sd"),
                                   settings, progress=False)  # fmt: skip
     assert metrics["n"] == 2 and 0 <= metrics["heldout_fidelity_mean"] <= 1
     assert (tmp_path / "work" / "latents.safetensors").is_file()
+    assert (tmp_path / "work" / "vae.safetensors").is_file()
     card = (tmp_path / "out" / "README.md").read_text()
     assert "2 AdamW steps" in card and "text_encoder_3=None" in card
+    assert "Prompt-following check" in card and f"16x16x{channels}" in card
+    for check in ("hue", "shape", "background"):
+        low, high = metrics[f"heldout_{check}_pass_ci95"]
+        assert 0 <= low <= metrics[f"heldout_{check}_pass"] <= high <= 1
     model = load_flow_pipeline(tmp_path / "out")
     assert model.family == "sd3" and not model.has_t5
     assert model.pipe.vae.config.shift_factor is not None
+    # toy-flow's own VAE, trained in the build (not toy-sd's), feeds the transformer
+    toy_sd_vae = AutoencoderKL.from_pretrained(model_path("sd") / "vae")
+    assert not torch.equal(model.pipe.vae.encoder.conv_in.weight, toy_sd_vae.encoder.conv_in.weight)
+    channels = model.pipe.vae.config.latent_channels
+    assert channels == settings.vae_channels == model.pipe.transformer.config.in_channels
     again = flow.build_toy_flow(tmp_path / "out2", tmp_path / "work", model_path("sd"),
                                 settings, progress=False)  # fmt: skip
     assert again["heldout_fidelity_mean"] == metrics["heldout_fidelity_mean"]

@@ -13,7 +13,14 @@ from PIL import Image
 from mmalign.rewards import SCORERS, Scorer, get_scorer, scorer_names
 from mmalign.toy.flaws import dense_scores, flaw_heatmap, inject_flaws
 from mmalign.toy.render import STYLES, render_batch
-from mmalign.toy.rewards import USERS, fidelity, fidelity_parts, style_score, user_reward
+from mmalign.toy.rewards import (
+    USERS,
+    fidelity,
+    fidelity_parts,
+    prompt_checks,
+    style_score,
+    user_reward,
+)
 from mmalign.toy.world import COLORS, POSITIONS, SHAPES, SIZES, ToyPrompt, all_prompts
 
 
@@ -59,6 +66,25 @@ def test_fidelity_parts_each_count_a_third():
         assert parts[part].item() == 0
         assert all(v.item() == 1 for k, v in parts.items() if k != part)
         assert abs(fidelity(image, [wrong]).item() - 2 / 3) < 1e-6
+
+
+def test_prompt_checks_pass_renders_and_fail_the_wrong_part():
+    """The card's pass / fail check: every check passes on a render of its own prompt (all
+    shapes, sizes and both styles), and exactly the wrong part fails for another prompt."""
+    batch = _covering_prompts()
+    for style in STYLES:
+        checks = prompt_checks(render_batch(batch, 32, style), batch)
+        assert all(bool((v == 1).all()) for v in checks.values()), style
+    image = render_batch([ToyPrompt("cross", "red", "blue", size="small")])
+    for wrong, part in [
+        (ToyPrompt("cross", "red", "green", size="small"), "background"),
+        (ToyPrompt("cross", "orange", "blue", size="small"), "hue"),
+        (ToyPrompt("triangle", "red", "blue", size="small"), "shape"),
+    ]:
+        checks = prompt_checks(image, [wrong])
+        assert {k for k, v in checks.items() if v.item() == 0} == {part}
+    blank = torch.rand(1, 3, 1, 1).expand(1, 3, 32, 32)  # no shape: hue and shape fail
+    assert prompt_checks(blank, ["a red cross on a blue background"])["shape"].item() == 0
 
 
 def test_fidelity_of_a_fully_different_prompt():

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-BOOTSTRAP = 2000
+from ..stats import bootstrap_ci
 
 
 def _images(folder: Path, rows: list[dict[str, Any]], side: str) -> torch.Tensor:
@@ -56,14 +56,6 @@ def per_prompt(values: torch.Tensor, rows: list[dict[str, Any]]) -> torch.Tensor
     _, group = torch.unique(index, return_inverse=True)
     sums = torch.zeros(int(group.max()) + 1, dtype=torch.float64).index_add(0, group, values)
     return sums / torch.bincount(group).double()
-
-
-def bootstrap_ci(values: torch.Tensor, seed: int = 0) -> list[float]:
-    """95% percentile-bootstrap interval of the mean of `values` [N] (one per prompt)."""
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, values.numel(), (BOOTSTRAP, values.numel()), generator=gen)
-    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
-    return torch.quantile(values.double()[idx].mean(1), q).tolist()
 
 
 def flaw_report(folders: list[str | Path], seed: int = 0) -> dict[str, Any]:

@@ -52,6 +52,27 @@ def fidelity_parts(
     }
 
 
+def prompt_checks(
+    images: torch.Tensor, prompts: Sequence[ToyPrompt | str], reading: Reading | None = None
+) -> dict[str, torch.Tensor]:
+    """`fidelity_parts` as pass / fail, each [B] of 0. or 1.: `hue` (the fill's nearest palette
+    colour is the prompt's), `shape` (the prompt's shape is the best template), `background`
+    (the border's nearest colour is the prompt's); no purity or IoU ramp. A model card's
+    prompt-following check."""
+    r = reading if reading is not None else read_images(images)
+    parsed = as_prompts(prompts, r.bg_index.shape[0])
+    dev = r.bg_index.device
+    index = lambda vocab, attr: torch.tensor(  # noqa: E731
+        [vocab.index(getattr(p, attr)) for p in parsed], device=dev
+    )
+    has = r.has_shape.bool()
+    return {
+        "hue": ((r.fill_index == index(COLORS, "color")) & has).float(),
+        "shape": ((r.ious.argmax(1) == index(SHAPES, "shape")) & has).float(),
+        "background": (r.bg_index == index(COLORS, "background")).float(),
+    }
+
+
 def fidelity(images: torch.Tensor, prompts: Sequence[ToyPrompt | str]) -> torch.Tensor:
     """How well each image follows its prompt, [B] in [0,1]: the mean of `fidelity_parts`.
 

@@ -38,7 +38,7 @@ def _build_one(
 
         # the toy-sd built beside it, else the shipped one
         toy_sd = out.parent / MODEL_NAMES["sd"]
-        toy_sd = toy_sd if (toy_sd / "vae").is_dir() else MODELS_DIR / MODEL_NAMES["sd"]
+        toy_sd = toy_sd if (toy_sd / "text_encoder").is_dir() else MODELS_DIR / MODEL_NAMES["sd"]
         result = build_toy_flow(out, work / "flow", toy_sd, ToyFlowSettings(seed=seed),
                                 progress, position)  # fmt: skip
     else:
@@ -66,7 +66,7 @@ def build(
     Re-running after an interruption resumes from the last checkpoint of the stage that
     was running. `parallel` (default: when there are at least as many cores as models)
     trains toy-sd and toy-vlm side by side, one process and one thread each. toy-flow starts
-    from toy-sd's VAE and text encoder, so it builds after them, on every thread.
+    from toy-sd's tokenizer and text encoder, so it builds after them, on every thread.
     """
     for kind in which:
         if kind not in MODEL_NAMES:

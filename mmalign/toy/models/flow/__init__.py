@@ -3,9 +3,9 @@
 Same classes as SD3 (`SD3Transformer2DModel`, `AutoencoderKL`, two
 `CLIPTextModelWithProjection`, `FlowMatchEulerDiscreteScheduler`; no T5), so
 `StableDiffusion3Pipeline.from_pretrained(path)` loads it as it loads SD3.5 and every flow
-code path of mmalign runs on it. It starts from toy-sd (VAE, tokenizer, text encoder
-weights), so toy-sd is built first; the one stage trained here (the MMDiT by rectified flow)
-is resumable from its work dir.
+code path of mmalign runs on it. It starts from toy-sd (tokenizer, text encoder
+weights), so toy-sd is built first; its two stages (its VAE, then the MMDiT by rectified
+flow) are resumable from its work dir.
 """
 
 from .build import build_toy_flow

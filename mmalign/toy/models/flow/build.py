@@ -1,5 +1,5 @@
-"""Build toy-flow: cache toy-sd's latents, train the MMDiT by rectified flow, save the
-StableDiffusion3Pipeline, evaluate it, write its card."""
+"""Build toy-flow: train its VAE and cache the latents, train the MMDiT by rectified flow,
+save the StableDiffusion3Pipeline, evaluate it, write its card."""
 
 from __future__ import annotations
 
@@ -19,28 +19,25 @@ def build_toy_flow(
     out_dir: str | Path, work_dir: str | Path, toy_sd: str | Path,
     settings: ToyFlowSettings | None = None, progress: bool = True, position: int = 0,
 ) -> dict:  # fmt: skip
-    """Train toy-flow from toy-sd's VAE and text encoder (resuming from `work_dir`) and save
-    it to `out_dir`."""
+    """Train toy-flow (its VAE, then the MMDiT and toy-sd's two CLIP encoders; resuming from
+    `work_dir`) and save it to `out_dir`."""
     from diffusers import StableDiffusion3Pipeline
 
     settings = settings or ToyFlowSettings()
     toy_sd = Path(toy_sd)
-    if not (toy_sd / "vae").is_dir():
+    if not (toy_sd / "text_encoder").is_dir():
         raise FileNotFoundError(f"toy-flow starts from toy-sd, which is not built at {toy_sd}")
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     tokenizer, text_encoder, text_encoder_2, vae, transformer, scheduler = build_models(
-        settings.seed, toy_sd, layers=settings.layers, width=settings.width
-    )
-    vae.eval()
-    # toy-sd's VAE and text encoder files (name, size, mtime): a rebuilt toy-sd gets new
-    # latents, and a checkpoint started from another toy-sd is not resumed
-    base = fingerprint_of({"vae": weight_files(toy_sd / "vae"),
-                           "text": weight_files(toy_sd / "text_encoder")})  # fmt: skip
-    latents_key = fingerprint_of({"base": base, "n": settings.num_images, "seed": settings.seed})
-    prompts, mean, std, shift, scale = training_latents(vae, settings, work, latents_key,
-                                                        progress, position)  # fmt: skip
+        settings.seed, toy_sd, layers=settings.layers, width=settings.width,
+        vae_channels=settings.vae_channels,
+    )  # fmt: skip
+    # toy-sd's text encoder files (name, size, mtime): a transformer checkpoint started from
+    # another toy-sd is not resumed
+    base = fingerprint_of({"text": weight_files(toy_sd / "text_encoder")})
+    prompts, mean, std, shift, scale = training_latents(vae, settings, work, progress, position)
     vae.register_to_config(shift_factor=shift, scaling_factor=scale)
     train_transformer(
         transformer, text_encoder, text_encoder_2, tokenizer, prompts, mean, std, shift, scale,

@@ -5,6 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _checks(metrics: dict) -> str:
+    """The prompt-following check as pass rates (read as `mmalign.toy.rewards.prompt_checks`),
+    for cards whose metrics have them."""
+    if "heldout_shape_pass" not in metrics:
+        return ""
+    rate = lambda k: "{:.3f} ({:.3f}-{:.3f})".format(  # noqa: E731
+        metrics[f"heldout_{k}_pass"], *metrics[f"heldout_{k}_pass_ci95"]
+    )
+    return (
+        f"- Prompt-following check on the same images (pass / fail, 95% bootstrap CI): hue\n"
+        f"  {rate('hue')}, shape {rate('shape')}, background {rate('background')}.\n"
+    )
+
+
 def write_card(out: Path, pipe, metrics: dict) -> None:
     """The model card: how toy-flow was trained and what it measured."""
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
@@ -16,7 +30,8 @@ def write_card(out: Path, pipe, metrics: dict) -> None:
             ("transformer", f"SD3Transformer2DModel (MMDiT), {t.num_layers} joint blocks, width "
              f"{t.num_attention_heads * t.attention_head_dim}, patch 2 (8x8 tokens), RMS qk-norm",
              f"{count(pipe.transformer):,}"),
-            ("vae", f"toy-sd's AutoencoderKL, 32x32 RGB -> 16x16x4, SD3 latent shift "
+            ("vae", f"AutoencoderKL (toy-sd's blocks, trained for toy-flow), 32x32 RGB -> "
+             f"16x16x{vae.latent_channels}, SD3 latent shift "
              f"{vae.shift_factor:.4f} / scale {vae.scaling_factor:.4f}", f"{count(pipe.vae):,}"),
             ("text_encoder, text_encoder_2", "CLIPTextModelWithProjection, 2 layers, width 64 "
              "(started from toy-sd's)", f"{count(pipe.text_encoder):,} each"),
@@ -37,8 +52,11 @@ rectified flow. It loads as SD3 loads without its T5 encoder:
 {rows}
 
 ## Training (`mmalign toy build --only flow`, seed {s["seed"]})
-- Data: {s["num_images"]} jittered flat renders of train-split prompts, encoded once by
-  toy-sd's VAE (held-out (shape, colour, background) combinations never seen).
+- Data: {s["num_images"]} jittered flat renders of train-split prompts (held-out (shape,
+  colour, background) combinations never seen).
+- VAE: {s["vae_steps"]} AdamW steps, batch {s["vae_batch"]}, lr {s["vae_lr"]}, L1 + MSE
+  reconstruction + {s["kl_weight"]:g} KL, on flat and outlined renders (so a tuned model can
+  draw the outlined style the base never produces); the training latents encoded once by it.
 - MMDiT + both CLIP encoders: {s["steps"]} AdamW steps, batch {s["batch"]}, lr {s["lr"]}
   (CLIP encoders {s["text_lr"]}; warmup {s["warmup"]}, cosine), rectified flow with SD3's
   logit-normal({s["logit_mean"]:g}, {s["logit_std"]:g}) noise levels and the velocity target
@@ -51,6 +69,6 @@ rectified flow. It loads as SD3 loads without its T5 encoder:
   (median {metrics["heldout_fidelity_median"]:.3f}); its thirds: shape colour
   {metrics["heldout_color_mean"]:.3f}, shape kind {metrics["heldout_shape_mean"]:.3f},
   background {metrics["heldout_background_mean"]:.3f}.
-- Sampling: {metrics["seconds_per_image_batched"]:.3f} s per image (batched, CPU).
+{_checks(metrics)}- Sampling: {metrics["seconds_per_image_batched"]:.3f} s per image (batched, CPU).
 """
     (out / "README.md").write_text(card)

@@ -18,9 +18,35 @@ def toy_words() -> list[str]:
     return sorted({w for p in all_prompts() for w in p.text.split()})
 
 
+def toy_vae(latent_channels: int = 4):
+    """A random-init toy AutoencoderKL: 32x32 RGB -> 16x16 x `latent_channels` (4 for toy-sd,
+    as SD1.5; 16 for toy-flow, as SD3)."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(16, 32),
+        latent_channels=latent_channels,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=IMAGE_SIZE,
+        # No attention in the VAE's mid block: at 16x16 it cost a quarter of each VAE step.
+        mid_block_add_attention=False,
+    )
+    # The posterior starts nearly deterministic (std ~ 0.007): with the default std of 1
+    # the decoder first sees mostly noise and learns several times slower.
+    with torch.no_grad():
+        vae.quant_conv.weight[latent_channels:] = 0
+        vae.quant_conv.bias[latent_channels:] = -10.0
+    return vae
+
+
 def build_models(seed: int, tokenizer_dir: Path):
     """Random-init components with the toy-sd architecture (a scaled-down SD1.5)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(seed)
@@ -38,24 +64,7 @@ def build_models(seed: int, tokenizer_dir: Path):
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(16, 32),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=IMAGE_SIZE,
-        # No attention in the VAE's mid block: at 16x16 it cost a quarter of each VAE step.
-        mid_block_add_attention=False,
-    )
-    # The posterior starts nearly deterministic (std ~ 0.007): with the default std of 1
-    # the decoder first sees mostly noise and learns several times slower.
-    with torch.no_grad():
-        vae.quant_conv.weight[4:] = 0
-        vae.quant_conv.bias[4:] = -10.0
+    vae = toy_vae(latent_channels=4)
     unet = UNet2DConditionModel(
         sample_size=IMAGE_SIZE // 2,
         in_channels=4,

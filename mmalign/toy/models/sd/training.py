@@ -89,13 +89,15 @@ def training_images(settings: ToySDSettings) -> tuple[list[str], torch.Tensor, t
     return prompts, flat, torch.cat([flat[1::3], flat[2::3], outlined])
 
 
-def _resume(path: Path, fingerprint: str, opt, modules: dict[str, torch.nn.Module]) -> int:
+def _resume(
+    path: Path, fingerprint: str, opt, modules: dict[str, torch.nn.Module], model: str = "toy-sd"
+) -> int:
     """Restore `modules` (each saved under its prefix) and `opt` from a stage's checkpoint;
     returns the step to continue from (0 when there is none). One from other settings is
     refused: resuming it would silently mix two recipes."""
     found = load_checkpoint(
         path, fingerprint, opt, "delete it or pass another work dir to start this stage over",
-        model="toy-sd",
+        model=model,
     )  # fmt: skip
     if found is None:
         return 0
@@ -106,17 +108,20 @@ def _resume(path: Path, fingerprint: str, opt, modules: dict[str, torch.nn.Modul
 
 
 def train_vae(
-    vae, images: torch.Tensor, settings: ToySDSettings, work: Path, progress: bool,
-    position: int = 0,
+    vae, images: torch.Tensor, settings, work: Path, progress: bool, position: int = 0,
+    model: str = "toy-sd", fingerprint: str | None = None,
 ):  # fmt: skip
+    """Reconstruction training (L1 + MSE + `kl_weight` KL), resumable from `work`. `settings`
+    is toy-sd's or toy-flow's (the `vae_*` fields, `kl_weight`, `seed`, `checkpoint_every`);
+    a checkpoint is resumed only under `fingerprint` (default toy-sd's VAE fingerprint)."""
     ckpt = work / "vae.safetensors"
     opt = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
-    fingerprint = settings.fingerprint("vae")
-    start = _resume(ckpt, fingerprint, opt, {"vae": vae})
+    fingerprint = fingerprint or settings.fingerprint("vae")
+    start = _resume(ckpt, fingerprint, opt, {"vae": vae}, model)
     gen = torch.Generator().manual_seed(settings.seed + 10)
     for _ in range(start):  # replay the data order so a resumed run sees the same batches
         torch.randint(len(images), (settings.vae_batch,), generator=gen)
-    bar = tqdm(range(start, settings.vae_steps), desc="toy-sd vae", disable=not progress,
+    bar = tqdm(range(start, settings.vae_steps), desc=f"{model} vae", disable=not progress,
                position=position)  # fmt: skip
     for step in bar:
         for group in opt.param_groups:
@@ -140,7 +145,7 @@ def train_vae(
 @torch.no_grad()
 def encode_latents(
     vae, images: torch.Tensor, work: Path, progress: bool, position: int = 0,
-    fingerprint: str = "",
+    fingerprint: str = "", model: str = "toy-sd",
 ):  # fmt: skip
     """Latent mean and std of every image, computed once and cached (per VAE fingerprint)."""
     cache = work / "latents.safetensors"
@@ -151,7 +156,7 @@ def encode_latents(
             data = load_file(str(cache))
             return data["mean"], data["std"]
     means, stds = [], []
-    for i in tqdm(range(0, len(images), 256), desc="toy-sd encode", disable=not progress,
+    for i in tqdm(range(0, len(images), 256), desc=f"{model} encode", disable=not progress,
                   position=position):  # fmt: skip
         dist = vae.encode(images[i : i + 256] * 2 - 1).latent_dist
         means.append(dist.mean)

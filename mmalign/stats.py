@@ -1,0 +1,15 @@
+"""Small statistics shared across layers (the toy world's model cards and the evaluation)."""
+
+from __future__ import annotations
+
+import torch
+
+BOOTSTRAP = 2000
+
+
+def bootstrap_ci(values: torch.Tensor, seed: int = 0) -> list[float]:
+    """95% percentile-bootstrap interval of the mean of `values` [N] (one per prompt)."""
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, values.numel(), (BOOTSTRAP, values.numel()), generator=gen)
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    return torch.quantile(values.double()[idx].mean(1), q).tolist()
