@@ -26,6 +26,17 @@ def _ramp(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return ((x - lo) / (hi - lo)).clamp(0, 1)
 
 
+def _matches(r: Reading, prompts: Sequence[ToyPrompt | str]):
+    """Per image, whether the read background, fill colour and best shape template are the
+    prompt's ([B] bools each), and the prompt's shape index [B]."""
+    parsed = as_prompts(prompts, r.bg_index.shape[0])
+    dev = r.bg_index.device
+    bg = torch.tensor([COLORS.index(p.background) for p in parsed], device=dev)
+    color = torch.tensor([COLORS.index(p.color) for p in parsed], device=dev)
+    shape = torch.tensor([SHAPES.index(p.shape) for p in parsed], device=dev)
+    return r.bg_index == bg, r.fill_index == color, r.ious.argmax(1) == shape, shape
+
+
 def fidelity_parts(
     images: torch.Tensor, prompts: Sequence[ToyPrompt | str], reading: Reading | None = None
 ) -> dict[str, torch.Tensor]:
@@ -38,16 +49,11 @@ def fidelity_parts(
     shape's bounding box, times a ramp of its IoU. Purity and IoU make noise score near 0.
     """
     r = reading if reading is not None else read_images(images)
-    parsed = as_prompts(prompts, r.bg_index.shape[0])
-    dev = r.bg_index.device
-    bg = torch.tensor([COLORS.index(p.background) for p in parsed], device=dev)
-    color = torch.tensor([COLORS.index(p.color) for p in parsed], device=dev)
-    shape = torch.tensor([SHAPES.index(p.shape) for p in parsed], device=dev)
+    bg_ok, color_ok, best, shape = _matches(r, prompts)
     iou = r.ious.gather(1, shape[:, None])[:, 0]
-    best = r.ious.argmax(1) == shape
     return {
-        "background": (r.bg_index == bg) * r.border_purity,
-        "color": (r.fill_index == color) * r.fill_purity * r.has_shape,
+        "background": bg_ok * r.border_purity,
+        "color": color_ok * r.fill_purity * r.has_shape,
         "shape": best * _ramp(iou, IOU_FLOOR, IOU_FULL) * r.has_shape,
     }
 
@@ -60,16 +66,11 @@ def prompt_checks(
     (the border's nearest colour is the prompt's); no purity or IoU ramp. A model card's
     prompt-following check."""
     r = reading if reading is not None else read_images(images)
-    parsed = as_prompts(prompts, r.bg_index.shape[0])
-    dev = r.bg_index.device
-    index = lambda vocab, attr: torch.tensor(  # noqa: E731
-        [vocab.index(getattr(p, attr)) for p in parsed], device=dev
-    )
-    has = r.has_shape.bool()
+    bg_ok, color_ok, best, _ = _matches(r, prompts)
     return {
-        "hue": ((r.fill_index == index(COLORS, "color")) & has).float(),
-        "shape": ((r.ious.argmax(1) == index(SHAPES, "shape")) & has).float(),
-        "background": (r.bg_index == index(COLORS, "background")).float(),
+        "hue": (color_ok & r.has_shape).float(),
+        "shape": (best & r.has_shape).float(),
+        "background": bg_ok.float(),
     }
 
 

@@ -6,10 +6,7 @@ from pathlib import Path
 
 
 def _checks(metrics: dict) -> str:
-    """The prompt-following check as pass rates (read as `mmalign.toy.rewards.prompt_checks`),
-    for cards whose metrics have them."""
-    if "heldout_shape_pass" not in metrics:
-        return ""
+    """The prompt-following check as pass rates (read as `mmalign.toy.rewards.prompt_checks`)."""
     rate = lambda k: "{:.3f} ({:.3f}-{:.3f})".format(  # noqa: E731
         metrics[f"heldout_{k}_pass"], *metrics[f"heldout_{k}_pass_ci95"]
     )

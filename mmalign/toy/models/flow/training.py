@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import fingerprint_of, load_checkpoint, save_checkpoint, state_under
 from ..schedule import lr_factor
 from ..sd.model import TEXT_MAX_LENGTH
-from ..sd.training import encode_latents, train_vae, training_images
+from ..sd.training import VAE_FIELDS, encode_latents, train_vae, training_images
 from .model import encode_text
 
 
@@ -58,10 +58,8 @@ class ToyFlowSettings:
 
     def vae_fingerprint(self) -> str:
         """What the VAE stage's checkpoint and the cached latents must match."""
-        d = asdict(self)
-        keep = ("seed", "num_images", "vae_channels", "vae_steps", "vae_batch", "vae_lr",
-                "kl_weight")  # fmt: skip
-        return fingerprint_of({"model": "toy-flow", **{k: d[k] for k in keep}})
+        keep = ("seed", "num_images", "vae_channels", *VAE_FIELDS)
+        return fingerprint_of({"model": "toy-flow", **{k: getattr(self, k) for k in keep}})
 
 
 def training_latents(vae, settings: ToyFlowSettings, work: Path, progress: bool,

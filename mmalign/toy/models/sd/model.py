@@ -19,8 +19,8 @@ def toy_words() -> list[str]:
 
 
 def toy_vae(latent_channels: int = 4):
-    """A random-init toy AutoencoderKL: 32x32 RGB -> 16x16 x `latent_channels` (4 for toy-sd,
-    as SD1.5; 16 for toy-flow, as SD3)."""
+    """A random-init toy AutoencoderKL: 32x32 RGB -> 16x16 x `latent_channels` (4 as SD1.5's;
+    toy-flow's builder can also take SD3's 16)."""
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL(

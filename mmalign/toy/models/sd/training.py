@@ -50,11 +50,11 @@ class ToySDSettings:
         for key in ("checkpoint_every", "eval_prompts", "eval_steps", "guidance_scale"):
             d.pop(key)
         if stage == "vae":
-            d = {k: v for k, v in d.items() if k in ("seed", "num_images", *_VAE_FIELDS)}
+            d = {k: v for k, v in d.items() if k in ("seed", "num_images", *VAE_FIELDS)}
         return fingerprint_of(d)
 
 
-_VAE_FIELDS = ("vae_steps", "vae_batch", "vae_lr", "kl_weight")
+VAE_FIELDS = ("vae_steps", "vae_batch", "vae_lr", "kl_weight")
 
 LOSS_WEIGHTS = ("v", "v_capped", "min_snr")
 
