@@ -120,7 +120,7 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     from .diffusion.recipe import run_info
     from .diffusion.sample import sampling_defaults
     from .eval.cli import scorer_kwargs
-    from .eval.winrate import run_winrate
+    from .eval.winrate import describe, run_winrate
     from .rewards import split_name
 
     _at_least_one(args, "n", "steps", "batch_size", "seeds_per_prompt")
@@ -150,11 +150,7 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
         meta={"base": base.source, "tuned": str(args.tuned), "prompt_source": args.prompts},
     )  # fmt: skip
     for name, r in results["scorers"].items():
-        lo, hi = r["ci95"]
-        print(
-            f"{name}: win rate {r['win_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}, n={r['n']}), "
-            f"mean {r['base_mean']:.4f} -> {r['tuned_mean']:.4f}"
-        )
+        print(describe(name, r))
     print(f"results: {Path(args.out).resolve() / 'results.json'}")
     print(f"grid: {Path(results['grid']).resolve()}")
     print(f"report: {Path(results['report']).resolve()}")

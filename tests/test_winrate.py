@@ -57,8 +57,14 @@ def test_eval_winrate_command_writes_results_and_a_grid(tmp_path, capsys):
         assert set(r) >= {"win_rate", "ci95", "base_mean", "tuned_mean", "base_median",
                           "tuned_median", "n"}  # fmt: skip
         assert r["n"] == 6 and 0 <= r["ci95"][0] <= r["win_rate"] <= r["ci95"][1] <= 1
+    fidelity, style = results["scorers"]["toy:fidelity"], results["scorers"]["toy:style"]
+    top, below = fidelity["at_ceiling"], fidelity["below_ceiling"]
+    assert top["ceiling"] == 1.0 and top["n"] + (below["n"] if below else 0) == 6
+    assert "at_ceiling" not in style  # no known best score: no ceiling statistics
     assert (out / "grid.png").is_file()
-    assert "win rate" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "win rate" in printed
+    assert ("where the base scores below 1:" in printed) == (below is not None)
 
 
 def test_eval_winrate_names_a_bad_scorer(tmp_path, capsys):
@@ -79,3 +85,28 @@ def test_sample_command_writes_a_grid(tmp_path, capsys):
                  "--steps", "2", "--out", str(out)])  # fmt: skip
     assert code == 0 and "grid:" in capsys.readouterr().out
     assert Image.open(out).size[1] > 4 * 32  # four rows of images
+
+
+def test_win_stats_below_the_ceiling_by_hand():
+    """Prompts whose base is already perfect can only tie; `below_ceiling` leaves them out."""
+    base = torch.tensor([1.0, 1.0, 1.0, 0.5, 0.5, 0.9, 0.8], dtype=torch.float64)
+    tuned = torch.tensor([1.0, 1.0, 0.9, 0.6, 0.5, 0.8, 0.9], dtype=torch.float64)
+    r = win_stats(base, tuned, ceiling=1.0)
+    assert r["win_rate"] == 3.5 / 7  # wins 2, ties 3, losses 2 over all seven
+    assert r["at_ceiling"] == {"ceiling": 1.0, "n": 3, "lost": 1}
+    c = r["below_ceiling"]
+    assert (c["wins"], c["ties"], c["losses"], c["n"], c["prompts"]) == (2, 1, 1, 4, 4)
+    assert c["win_rate"] == 2.5 / 4
+    assert 0 <= c["ci95"][0] < 2.5 / 4 < c["ci95"][1] <= 1
+    assert "below_ceiling" not in win_stats(base, tuned)
+
+
+def test_below_the_ceiling_keeps_prompts_with_any_image_below_it():
+    """Two seeds per prompt: a prompt counts with the images below the ceiling it has."""
+    base = torch.tensor([1.0, 0.5, 1.0, 1.0, 0.2, 0.4], dtype=torch.float64)
+    tuned = torch.tensor([0.9, 0.7, 1.0, 1.0, 0.1, 0.4], dtype=torch.float64)
+    c = win_stats(base, tuned, seeds_per_prompt=2, ceiling=1.0)["below_ceiling"]
+    assert (c["n"], c["prompts"], c["wins"], c["ties"], c["losses"]) == (3, 2, 1, 1, 1)
+    assert c["win_rate"] == 1.5 / 3
+    base[:] = 1.0
+    assert win_stats(base, tuned, seeds_per_prompt=2, ceiling=1.0)["below_ceiling"] is None

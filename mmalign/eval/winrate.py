@@ -30,14 +30,34 @@ GRID_ROWS = 16
 SEED_STRIDE = 100_000  # seed offset between a prompt's images k and k+1
 
 
+def _interval(per_prompt: torch.Tensor, seed: int) -> list[float]:
+    """95% percentile bootstrap of the mean over prompts."""
+    p = per_prompt.numel()
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, p, (BOOTSTRAP, p), generator=gen)
+    boot = per_prompt[idx].mean(dim=1)
+    return torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+
+
 def win_stats(
-    base: torch.Tensor, tuned: torch.Tensor, seed: int = 0, *, seeds_per_prompt: int = 1
+    base: torch.Tensor,
+    tuned: torch.Tensor,
+    seed: int = 0,
+    *,
+    seeds_per_prompt: int = 1,
+    ceiling: float | None = None,
 ) -> dict[str, Any]:
     """Win rate (ties count half) with a 95% bootstrap CI, and both models' mean and median.
 
     With several seeds per prompt the scores are ordered prompt-major ([P*K], K seeds of
     prompt 0 first) and the bootstrap resamples prompts, not images: images of one prompt are
     not independent draws.
+
+    ceiling: the scorer's best possible score (toy:fidelity's 1.0). Where the base image already
+    reaches it the tuned one can at best tie, so a base that draws many prompts perfectly caps
+    the win rate well below 100%; `below_ceiling` then gives the same statistics over the
+    images whose base scores below it, and `at_ceiling` counts the others and how many of them
+    the tuned model lost.
     """
     base, tuned = base.double(), tuned.double()
     outcome = (tuned > base).double() + 0.5 * (tuned == base).double()
@@ -45,24 +65,62 @@ def win_stats(
     if n % seeds_per_prompt:
         raise ValueError(f"{n} scores are not {seeds_per_prompt} seeds per prompt")
     per_prompt = outcome.view(-1, seeds_per_prompt).mean(dim=1)
-    p = per_prompt.numel()
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, p, (BOOTSTRAP, p), generator=gen)
-    boot = per_prompt[idx].mean(dim=1)
-    lo, hi = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return {
+    stats = {
         "win_rate": float(outcome.mean()),
-        "ci95": [lo, hi],
+        "ci95": _interval(per_prompt, seed),
         "base_mean": float(base.mean()),
         "tuned_mean": float(tuned.mean()),
         "base_median": float(base.median()),
         "tuned_median": float(tuned.median()),
         "n": n,
-        "prompts": p,
+        "prompts": per_prompt.numel(),
         "wins": int((tuned > base).sum()),
         "ties": int((tuned == base).sum()),
         "losses": int((tuned < base).sum()),
     }
+    if ceiling is None:
+        return stats
+    below = base < ceiling
+    stats["at_ceiling"] = {
+        "ceiling": ceiling,
+        "n": int((~below).sum()),
+        "lost": int((tuned[~below] < base[~below]).sum()),
+    }
+    kept = below.view(-1, seeds_per_prompt).double()
+    counts = kept.sum(dim=1)
+    if not bool((counts > 0).any()):
+        stats["below_ceiling"] = None
+        return stats
+    sums = (outcome.view(-1, seeds_per_prompt) * kept).sum(dim=1)
+    per_kept = (sums / counts.clamp(min=1))[counts > 0]
+    b, t = base[below], tuned[below]
+    stats["below_ceiling"] = {
+        "win_rate": float(outcome[below].mean()),
+        "ci95": _interval(per_kept, seed),
+        "n": int(below.sum()),
+        "prompts": per_kept.numel(),
+        "wins": int((t > b).sum()),
+        "ties": int((t == b).sum()),
+        "losses": int((t < b).sum()),
+    }
+    return stats
+
+
+def describe(name: str, r: dict[str, Any]) -> str:
+    """One scorer's `win_stats` as the lines `mmalign eval winrate` prints."""
+    lo, hi = r["ci95"]
+    text = (
+        f"{name}: win rate {r['win_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}, n={r['n']}), "
+        f"mean {r['base_mean']:.4f} -> {r['tuned_mean']:.4f}"
+    )
+    if r.get("below_ceiling"):
+        c, top = r["below_ceiling"], r["at_ceiling"]
+        text += (
+            f"\n  where the base scores below {top['ceiling']:g}: win rate {c['win_rate']:.1%} "
+            f"(95% CI {c['ci95'][0]:.1%}-{c['ci95'][1]:.1%}, n={c['n']}); "
+            f"{top['n']} base images at {top['ceiling']:g}, {top['lost']} of them lost"
+        )
+    return text
 
 
 def image_seed(seed: int, prompt_index: int, k: int = 0) -> int:
@@ -201,7 +259,8 @@ def run_winrate(
     for name, scorer in zip(scorers, loaded, strict=True):
         b, t = scorer.score(base, texts).cpu(), scorer.score(tuned, texts).cpu()
         scores[name] = (b, t)
-        stats = win_stats(b, t, seed, seeds_per_prompt=seeds_per_prompt)
+        stats = win_stats(b, t, seed, seeds_per_prompt=seeds_per_prompt,
+                          ceiling=getattr(scorer, "ceiling", None))  # fmt: skip
         results["scorers"][name] = {**stats, "model": getattr(scorer, "name", name)}
     with (out_dir / "per_prompt.jsonl").open("w") as f:
         for j, (i, s) in enumerate(zip(index, seeds, strict=True)):

@@ -17,6 +17,7 @@ class ToyFidelity:
     """`toy:fidelity`: shape colour, shape kind and background each count a third."""
 
     name = "toy:fidelity"
+    ceiling = 1.0  # a perfect image; `eval winrate` also reports the prompts below it
 
     def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
         return fidelity(as_image_batch(images), prompts)
