@@ -70,6 +70,8 @@ def test_run_writes_per_prompt_rows_and_resumes_from_saved_images(tmp_path):
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
     assert len(sources) == 12 + 1 + len(SCORERS)  # images, the win-rate plot, distributions
     assert "95% CI" in html and PROMPTS[2] in html
+    below = first["scorers"]["toy:fidelity"]["below_ceiling"]
+    assert ("where the base scores below 1" in html) == (below is not None)
     (out / "report.html").unlink()
     assert main(["eval", "report", str(out)]) == 0
     assert (out / "report.html").read_text() == html

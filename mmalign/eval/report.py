@@ -114,6 +114,15 @@ def _table(results: dict[str, Any]) -> str:
             f"<td>{r['ci95'][0]:.1%} – {r['ci95'][1]:.1%}</td>"
             f"<td>{r['wins']} / {r['ties']} / {r['losses']}</td></tr>"
         )
+        if r.get("below_ceiling"):  # eval/winrate.py: a perfect base image can only be tied
+            c, top = r["below_ceiling"], r["at_ceiling"]
+            rows.append(
+                f"<tr><td class=l><span class=cap>where the base scores below {top['ceiling']:g}"
+                f" ({top['n']} base images at it, {top['lost']} of them lost)</span></td>"
+                f"<td>{c['n']}</td><td>{c['prompts']}</td><td colspan=4></td>"
+                f"<td>{c['win_rate']:.1%}</td><td>{c['ci95'][0]:.1%} – {c['ci95'][1]:.1%}</td>"
+                f"<td>{c['wins']} / {c['ties']} / {c['losses']}</td></tr>"
+            )
     return f"<table>{head}{''.join(rows)}</table>"
 
 
