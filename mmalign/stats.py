@@ -7,9 +7,10 @@ import torch
 BOOTSTRAP = 2000
 
 
-def bootstrap_ci(values: torch.Tensor, seed: int = 0) -> list[float]:
-    """95% percentile-bootstrap interval of the mean of `values` [N] (one per prompt)."""
+def bootstrap_ci(values: torch.Tensor, seed: int = 0, draws: int = BOOTSTRAP) -> list[float]:
+    """95% percentile-bootstrap interval of the mean of `values` [N] (one per prompt), from
+    `draws` resamples."""
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, values.numel(), (BOOTSTRAP, values.numel()), generator=gen)
+    idx = torch.randint(0, values.numel(), (draws, values.numel()), generator=gen)
     q = torch.tensor([0.025, 0.975], dtype=torch.float64)
     return torch.quantile(values.double()[idx].mean(1), q).tolist()

@@ -24,19 +24,11 @@ from tqdm.auto import tqdm
 from ..diffusion.sample import generate_seeded, to_pil_images
 from ..grid import pair_grid
 from ..rewards import get_scorer
+from ..stats import bootstrap_ci
 
 BOOTSTRAP = 10_000
 GRID_ROWS = 16
 SEED_STRIDE = 100_000  # seed offset between a prompt's images k and k+1
-
-
-def _interval(per_prompt: torch.Tensor, seed: int) -> list[float]:
-    """95% percentile bootstrap of the mean over prompts."""
-    p = per_prompt.numel()
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, p, (BOOTSTRAP, p), generator=gen)
-    boot = per_prompt[idx].mean(dim=1)
-    return torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
 
 
 def win_stats(
@@ -67,7 +59,7 @@ def win_stats(
     per_prompt = outcome.view(-1, seeds_per_prompt).mean(dim=1)
     stats = {
         "win_rate": float(outcome.mean()),
-        "ci95": _interval(per_prompt, seed),
+        "ci95": bootstrap_ci(per_prompt, seed, BOOTSTRAP),
         "base_mean": float(base.mean()),
         "tuned_mean": float(tuned.mean()),
         "base_median": float(base.median()),
@@ -96,7 +88,7 @@ def win_stats(
     b, t = base[below], tuned[below]
     stats["below_ceiling"] = {
         "win_rate": float(outcome[below].mean()),
-        "ci95": _interval(per_kept, seed),
+        "ci95": bootstrap_ci(per_kept, seed, BOOTSTRAP),
         "n": int(below.sum()),
         "prompts": per_kept.numel(),
         "wins": int((t > b).sum()),
