@@ -105,3 +105,16 @@ def test_normalized_weights_keep_each_image_total_and_the_ratios():
     assert torch.equal(norm[1], torch.ones_like(norm[1]))
     assert torch.equal(norm[2], torch.zeros_like(norm[2]))
     assert float(plain[0].mean()) < 1.0 and float(norm[0].max()) > 1.0
+
+
+def test_paired_sides_give_the_rejected_the_chosen_weights():
+    prompts = [p.text for p in sample_prompts(4, "train", 0)]
+    clean = render_batch(sample_prompts(4, "train", 0))
+    flawed, _ = inject_flaws(clean, 0)
+    scorer = get_scorer("toy:flaws")
+    chosen_only = DenseWeights.compute(scorer, flawed, clean, prompts, (4, 4), batch_size=4)
+    paired = DenseWeights.compute(scorer, flawed, clean, prompts, (4, 4), sides="paired")
+    torch.testing.assert_close(paired.weights[:, 0], chosen_only.weights[:, 0])
+    # the rejected (clean) image takes the chosen's map, not its own all-ones one
+    torch.testing.assert_close(paired.weights[:, 1], paired.weights[:, 0])
+    assert float(paired.weights[:, 1].min()) < 1

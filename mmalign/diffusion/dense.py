@@ -8,7 +8,12 @@ score (Wallace et al. 2024, Eq. 14; METHODS.md section 2):
     score = -mean_{c,h,w}( w[h,w] * (eps_pred - target)[c,h,w]^2 ),   w = 1 - pool(H)
 
 so the flawed regions of the chosen image are not reinforced (by default only the chosen
-image is weighted: weighting the rejected one would stop penalising its flaws). The mean is
+image is weighted: weighting the rejected one by its own map would stop penalising its flaws).
+`sides: paired` (mmalign's option) applies the chosen image's weights to both images' errors:
+Diffusion-DPO's margin subtracts the two images' errors pixel by pixel, so content the two
+share (a background) cancels only where both carry the same weight; with the chosen side alone
+weighted, a flawed cell of the chosen image still pushes the policy away from whatever the
+rejected image has there. The mean is
 over all positions (not divided by sum(w)): with w = 1 the score is exactly the plain one, and
 policy and reference scores share the weights, so DPO's difference stays a like-for-like
 comparison. The weights are a function of the image alone: computed once per image and cached
@@ -29,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 MapName = Literal["artifact", "misalignment", "both"]
-Sides = Literal["chosen", "both"]
+Sides = Literal["chosen", "both", "paired"]
 
 
 def pool_to_latent(heatmaps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -78,7 +83,8 @@ def weighted_mse(
 
 class DenseWeights:
     """Per row of a pair dataset: [2,1,h,w] weights (chosen, rejected), computed once with
-    `scorer.dense` over every image and kept; `sides="chosen"` leaves the rejected at 1."""
+    `scorer.dense` over every image and kept; `sides="chosen"` leaves the rejected at 1,
+    `"paired"` gives it the chosen image's weights."""
 
     def __init__(self, weights: torch.Tensor) -> None:
         if weights.ndim != 5 or weights.shape[1] != 2:
@@ -113,6 +119,9 @@ class DenseWeights:
                     batch = torch.stack(batch)
                 if side == "rejected" and sides == "chosen":
                     sides_w.append(torch.ones(len(text), 1, *size))
+                    continue
+                if side == "rejected" and sides == "paired":
+                    sides_w.append(sides_w[0])
                     continue
                 heat = weight_map(scorer.dense(batch, text), map_name)
                 sides_w.append(dense_weights(heat, size, normalize))
@@ -152,8 +161,8 @@ def pair_weights(spec: dict[str, Any], images: Any, latent_size: int) -> DenseWe
         raise ConfigError(f"diffusion.dense.scorer: {name} gives no heatmaps (toy:flaws, dense:)")
     if spec.get("map", "artifact") not in ("artifact", "misalignment", "both"):
         raise ConfigError(f"diffusion.dense.map: {spec['map']!r}; use artifact, misalignment, both")
-    if spec.get("sides", "chosen") not in ("chosen", "both"):
-        raise ConfigError(f"diffusion.dense.sides: {spec['sides']!r}; use chosen or both")
+    if spec.get("sides", "chosen") not in ("chosen", "both", "paired"):
+        raise ConfigError(f"diffusion.dense.sides: {spec['sides']!r}; use chosen, both or paired")
     if not isinstance(spec.get("normalize", False), bool):
         raise ConfigError(f"diffusion.dense.normalize: {spec['normalize']!r}; use true or false")
     items = [images[i] for i in range(len(images))]
