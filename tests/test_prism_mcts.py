@@ -201,7 +201,7 @@ def test_judge_specs_and_verdicts():
         make_judge("no_such_module_xyz:f")
 
 
-def test_cli_searches_toy_vlm_and_resumes(tmp_path):
+def test_cli_searches_toy_vlm_and_resumes(tmp_path, capsys):
     """`mmalign data prism-mcts` end to end on toy-vlm with the tags added (untrained, so most
     stages never close: failures are counted), then a rerun that loads every tree."""
     from mmalign.cli import main
@@ -225,6 +225,15 @@ def test_cli_searches_toy_vlm_and_resumes(tmp_path):
     again = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert again["trees_loaded"] == 3 and again["this_run"]["samples"] == 0
     assert main([*args[:-6], "--iterations", "5", *args[-4:]]) == 2  # other settings: refused
+
+    # fewer rows than --max-samples asks for: searched, and said so
+    assert main(["toy", "data", "prism", "--n", "2", "--out", str(tmp_path / "two")]) == 0
+    capsys.readouterr()
+    assert main([*args[:4], "--data", str(tmp_path / "two" / "pairs"), "--judge", "toy",
+                 "--out", str(tmp_path / "out2"), "--max-samples", "5", "--iterations", "1",
+                 "--max-new-tokens", "4"]) == 0  # fmt: skip
+    assert "--max-samples 5, but" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out2" / "summary.json").read_text())["trees"] == 2
 
     # the throughput benchmark (batching off vs on, one run) on the same model
     import importlib.util

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,11 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1")
     rows, report = open_vlm_pairs(args.data, args.split, max_samples=args.max_samples)
     print(report)
+    if args.max_samples is not None and len(rows) < args.max_samples:
+        # a toy spec builds its default 64 rows: say so rather than search fewer trees silently
+        print(f"mmalign: --max-samples {args.max_samples}, but {args.data} has {len(rows)} "
+              f"rows: searching {len(rows)} trees (more toy requests: `mmalign toy data prism "
+              f"--n N --out DIR`, then --data DIR/pairs)", file=sys.stderr)  # fmt: skip
     vlm = load_policy(args.model)
     try:
         tag_ids(vlm.processor)
