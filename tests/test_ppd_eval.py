@@ -102,3 +102,31 @@ def test_per_user_winrate_matrix_and_sweep(run, tmp_path) -> None:
     # a second run reuses every image
     again = run_user_winrate(base.pipe, model.pipe, prompts, embs, tmp_path, **kw)
     assert again["users"]["h00"] == res["users"]["h00"]
+
+
+def test_size_ceiling_probe(tmp_path, capsys) -> None:
+    """benchmarks/ppd_size_ceiling.py: every user gets a best fixed size word whose win rate
+    over the bare caption is at least a tie, and a second run reuses the images."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "ppd_size_ceiling.py"
+    spec = importlib.util.spec_from_file_location("ppd_size_ceiling", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    args = ["--out", str(tmp_path), "--n", "3", "--steps", "2"]
+    assert probe.main(args) == 0
+    assert "size-large" in capsys.readouterr().err  # sampled
+    result = json.loads((tmp_path / "ceiling.json").read_text())
+    assert result["prompts"] == 3 and len(result["users"]) == 24
+    for user in result["users"].values():
+        assert user["best"] in ("medium", "small", "large")
+        assert user["best_win_rate"] >= 0.5
+        assert user["best_win_rate"] == (0.5 if user["best"] == "medium"
+                                         else user["win_rate"][user["best"]])  # fmt: skip
+    spec_ = result["heldout_specificity"]
+    assert 0 <= spec_["hits"] <= spec_["pairs"] > 0
+    files = sorted(p.name for p in tmp_path.rglob("*.png"))
+    assert len(files) == 9
+    assert probe.main(args) == 0
+    assert "size-large" not in capsys.readouterr().err  # images reused, nothing sampled again

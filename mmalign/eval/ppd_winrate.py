@@ -48,7 +48,9 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
 
 
-def _tastes_differ(a: str, b: str) -> bool:
+def tastes_differ(a: str, b: str) -> bool:
+    """Whether users a and b count as different tastes for specificity (family users: L1
+    distance of their weights above SAME_TASTE; named users: different ids)."""
     from ..toy.rewards import FAMILY_USERS, user_weights
 
     if a in FAMILY_USERS and b in FAMILY_USERS:
@@ -119,7 +121,7 @@ def run_user_winrate(
         "average_win_rate": sum(r["win_rate"] for r in per_user.values()) / len(per_user),
     }
     if matrix:
-        pairs = [(a, b) for a in users for b in users if a != b and _tastes_differ(a, b)]
+        pairs = [(a, b) for a in users for b in users if a != b and tastes_differ(a, b)]
         hits = [table[a][a] > table[a][b] for a, b in pairs]
         results["matrix"] = table
         results["specificity"] = {

@@ -1,0 +1,91 @@
+"""How far can personalising toy-sd go when size is the only taste it can render? (issue 22)
+
+Not a speed benchmark: a ceiling for `mmalign eval winrate --user`. toy-sd draws no outline and
+no tint its caption does not ask for (docs/results.md, "PPD on toy-sd"), so of the toy users'
+three taste axes only size can move. This samples the held-out toy prompts without size words
+(as the PPD evaluation does) three times with the same seeds: the bare caption, and the caption
+with "small" and with "large". Each user's reward is read against the bare prompt; a user's
+best fixed choice among the three is what a perfect size-only personalisation could give them.
+Users whose best choice is the same get the same images, which caps specificity.
+
+    python benchmarks/ppd_size_ceiling.py --out runs/ppd-size-ceiling [--n 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+SIZES = ("medium", "small", "large")  # "medium": the bare caption, toy-sd's own sample
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mmalign.diffusion.load import load_pipeline
+    from mmalign.eval.ppd_winrate import tastes_differ
+    from mmalign.eval.winrate import generate_or_reuse, image_seed, win_stats
+    from mmalign.ppd_cli import user_prompts
+    from mmalign.rewards import get_scorer
+    from mmalign.toy.rewards import HELDOUT_USERS, TRAIN_USERS, user_weights
+    from mmalign.toy.world import parse_prompt
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="folder for the images and ceiling.json")
+    ap.add_argument("--n", type=int, default=200, help="held-out prompts")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--guidance", type=float, default=2.5)
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    base = load_pipeline("toy:sd")
+    prompts = user_prompts("toy:heldout")[: args.n]
+    index = list(range(len(prompts)))
+    seeds = [image_seed(0, i) for i in index]
+    images = {}
+    for size in SIZES:
+        texts = [replace(parse_prompt(p), size=size).text for p in prompts]
+        images[size] = generate_or_reuse(base.pipe, f"size-{size}", texts, seeds, index, out,
+                                         steps=args.steps, guidance=args.guidance,
+                                         batch_size=50)[0]  # fmt: skip
+    users: dict[str, dict] = {}
+    for user in HELDOUT_USERS + TRAIN_USERS:
+        scorer = get_scorer(f"toy:user:{user}")
+        reward = {s: scorer.score(images[s], prompts).cpu() for s in SIZES}
+        wins = {s: win_stats(reward["medium"], reward[s], 0) for s in ("small", "large")}
+        # the best fixed choice by win rate over the bare caption (a tie with itself is 50%)
+        best = max(("small", "large"), key=lambda s: wins[s]["win_rate"])
+        if wins[best]["win_rate"] <= 0.5:
+            best = "medium"
+        users[user] = {
+            "weights": user_weights(user),
+            "mean": {s: float(r.mean()) for s, r in reward.items()},
+            "win_rate": {s: w["win_rate"] for s, w in wins.items()},
+            "ci95": {s: w["ci95"] for s, w in wins.items()},
+            "best": best,
+            "best_win_rate": 0.5 if best == "medium" else wins[best]["win_rate"],
+        }
+        print(f"{user} w={[round(w, 2) for w in user_weights(user)]} best {best:6s} "
+              f"win {users[user]['best_win_rate']:.1%} (small {wins['small']['win_rate']:.1%}, "
+              f"large {wins['large']['win_rate']:.1%})")  # fmt: skip
+    held = HELDOUT_USERS
+    pairs = [(a, b) for a in held for b in held if a != b and tastes_differ(a, b)]
+    hits = sum(
+        users[a]["mean"][users[a]["best"]] > users[a]["mean"][users[b]["best"]] for a, b in pairs
+    )
+    result = {
+        "prompts": len(prompts),
+        "users": users,
+        "heldout_average_best_win_rate": sum(users[u]["best_win_rate"] for u in held) / len(held),
+        "heldout_specificity": {"hits": hits, "pairs": len(pairs), "share": hits / len(pairs)},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ceiling.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"held-out users, best fixed size word: average win rate "
+          f"{result['heldout_average_best_win_rate']:.1%}; specificity {hits}/{len(pairs)} "
+          f"({hits / len(pairs):.1%}); {out / 'ceiling.json'}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
