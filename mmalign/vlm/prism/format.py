@@ -29,7 +29,7 @@ from ...data.prism_cot import (
 __all__ = [
     "STAGES", "TAGS", "ParsedCoT", "TokenReport", "add_stage_tokens", "close_tag",
     "decode_keep_tags", "final_answer", "format_cot", "is_partial", "match_vocab", "open_tag",
-    "parse_stages", "tag_ids",
+    "parse_stages", "special_ids_to_drop", "tag_ids",
 ]  # fmt: skip
 
 
@@ -113,10 +113,20 @@ def add_stage_tokens(model: Any, processor: Any) -> TokenReport:
     return TokenReport(added, present, before, after, ids)
 
 
-def decode_keep_tags(processor: Any, ids: Any) -> str:
-    """Decode generated ids keeping the stage tags and dropping every other special token
-    (end of turn, padding): `skip_special_tokens=True` would drop the tags too."""
+def special_ids_to_drop(processor: Any) -> frozenset[int]:
+    """The special token ids `decode_keep_tags` drops: all but the stage tags. `get_vocab`
+    builds the whole vocabulary each call, so a caller decoding many samples computes this
+    once and passes it."""
     tok = tokenizer_of(processor)
-    keep = set(tag_ids(processor).values()) if all(t in tok.get_vocab() for t in TAGS) else set()
-    drop = set(tok.all_special_ids) - keep
+    vocab = tok.get_vocab()
+    keep = {vocab[t] for t in TAGS} if all(t in vocab for t in TAGS) else set()
+    return frozenset(set(tok.all_special_ids) - keep)
+
+
+def decode_keep_tags(processor: Any, ids: Any, drop: frozenset[int] | None = None) -> str:
+    """Decode generated ids keeping the stage tags and dropping every other special token
+    (end of turn, padding): `skip_special_tokens=True` would drop the tags too. `drop`:
+    `special_ids_to_drop(processor)`, computed here when not given."""
+    tok = tokenizer_of(processor)
+    drop = special_ids_to_drop(processor) if drop is None else drop
     return tok.decode([int(i) for i in ids if int(i) not in drop], skip_special_tokens=False)

@@ -6,7 +6,8 @@ and the stage to write. Its opening tag is prefilled after the prefix and genera
 the stage's closing tag (one token, `mmalign.vlm.prism.format`) or at the end of the turn; a
 sample that reaches `max_new_tokens` without the closing tag comes back `closed=False` (the
 search scores it as a failed node). Requests of many trees and nodes share one `generate` call
-per `batch_size` sequences, with left padding.
+per `batch_size` sequences, with left padding, whatever stage each writes: each row stops at its
+own stage's closing tag (`_RowStop`), so stages at different depths do not split the batch.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..collate import row_images, user_content
-from .format import close_tag, decode_keep_tags, open_tag, tag_ids
+from .format import close_tag, decode_keep_tags, open_tag, special_ids_to_drop, tag_ids
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,26 @@ def _inputs(processor: Any, texts: list[str], images: list[tuple[Any, ...]], dev
     return processor(**kwargs).to(device)
 
 
+class _RowStop:
+    """A `StoppingCriteria` that ends row b when its last token is `stops[b]` (a row's own
+    closing tag; the end of the turn stops every row through `eos_token_id`)."""
+
+    def __init__(self, stops: torch.Tensor) -> None:
+        self.stops = stops
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        return input_ids[:, -1] == self.stops.to(input_ids.device)
+
+
 @torch.no_grad()
 def _generate(model: Any, processor: Any, texts: list[str], images: list[tuple[Any, ...]],
               eos: list[int], *, samples: int, max_new_tokens: int, sample: bool,
-              temperature: float) -> list[list[torch.Tensor]]:  # fmt: skip
-    """New token ids per text (`samples` each), padding stripped."""
+              temperature: float, stops: list[int] | None = None,
+              ) -> list[list[torch.Tensor]]:  # fmt: skip
+    """New token ids per text (`samples` each), padding stripped. `eos` ends every row;
+    `stops` (one token per text) ends that text's rows too."""
+    from transformers import StoppingCriteriaList
+
     tok = getattr(processor, "tokenizer", processor)
     side, tok.padding_side = tok.padding_side, "left"
     try:
@@ -82,15 +98,19 @@ def _generate(model: Any, processor: Any, texts: list[str], images: list[tuple[A
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos[-1]
     extra: dict[str, Any] = {"do_sample": True, "temperature": temperature, "top_k": 0,
                              "top_p": 1.0} if sample else {"do_sample": False}  # fmt: skip
+    if stops is not None:  # rows are text-major after num_return_sequences
+        per_row = torch.tensor(stops).repeat_interleave(samples)
+        extra["stopping_criteria"] = StoppingCriteriaList([_RowStop(per_row)])
     out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=eos,
                          pad_token_id=pad, num_return_sequences=samples, **extra)  # fmt: skip
     new = out[:, inputs["input_ids"].shape[1] :].cpu()
     result: list[list[torch.Tensor]] = []
     for i in range(len(texts)):
+        ends = {*eos, *([stops[i]] if stops is not None else [])}
         rows = []
         for j in range(samples):
             ids = new[i * samples + j]
-            stop = [k for k, t in enumerate(ids.tolist()) if t in eos]
+            stop = [k for k, t in enumerate(ids.tolist()) if t in ends]
             rows.append(ids[: stop[0] + 1] if stop else ids)
         result.append(rows)
     return result
@@ -107,10 +127,15 @@ class StageGenerator:
         self.max_new_tokens, self.temperature, self.batch_size = \
             max_new_tokens, temperature, batch_size  # fmt: skip
         self.ids = tag_ids(processor)
+        self.drop = special_ids_to_drop(processor)  # once: decoding runs per sample
         tok = getattr(processor, "tokenizer", processor)
         self.eos = tok.eos_token_id
         self.calls = 0  # generate() calls made
         self.lead = answer_lead(processor)
+
+    def _sample(self, stage: str, close: int, ids: torch.Tensor) -> StageSample:
+        text = open_tag(stage) + decode_keep_tags(self.processor, ids, self.drop)
+        return StageSample(text, bool(len(ids)) and int(ids[-1]) == close, len(ids))
 
     def __call__(self, requests: Sequence[StageRequest], samples: int) -> list[list[StageSample]]:
         """`samples` samples of each request's stage, in request order."""
@@ -120,23 +145,14 @@ class StageGenerator:
             chunk = requests[start : start + per_call]
             texts = [prompt_text(self.processor, r.prompt, len(r.images)) + self.lead
                      + r.prefix + open_tag(r.stage) for r in chunk]  # fmt: skip
-            # per stage: its closing tag ends the sample (and the end of the turn always)
-            by_stage: dict[str, list[int]] = {}
-            for i, r in enumerate(chunk):
-                by_stage.setdefault(r.stage, []).append(i)
-            results: dict[int, list[StageSample]] = {}
-            for stage, idx in by_stage.items():
-                close = self.ids[close_tag(stage)]
-                ids = _generate(self.model, self.processor, [texts[i] for i in idx],
-                                [chunk[i].images for i in idx], [close, self.eos],
-                                samples=samples, max_new_tokens=self.max_new_tokens,
-                                sample=True, temperature=self.temperature)  # fmt: skip
-                self.calls += 1
-                for i, rows in zip(idx, ids, strict=True):
-                    results[i] = [StageSample(open_tag(stage) + decode_keep_tags(
-                        self.processor, r), bool(len(r)) and int(r[-1]) == close, len(r))
-                        for r in rows]  # fmt: skip
-            out += [results[i] for i in range(len(chunk))]
+            # each row's own closing tag ends its samples (and the end of the turn always)
+            closes = [self.ids[close_tag(r.stage)] for r in chunk]
+            ids = _generate(self.model, self.processor, texts, [r.images for r in chunk],
+                            [self.eos], samples=samples, max_new_tokens=self.max_new_tokens,
+                            sample=True, temperature=self.temperature, stops=closes)  # fmt: skip
+            self.calls += 1
+            for r, close, rows in zip(chunk, closes, ids, strict=True):
+                out.append([self._sample(r.stage, close, x) for x in rows])
         return out
 
 
@@ -147,6 +163,7 @@ def generate_full(model: Any, processor: Any, rows: Sequence[dict[str, Any]], *,
     them (a model without the format answers plainly)."""
     tok = getattr(processor, "tokenizer", processor)
     eos = [tok.eos_token_id]
+    drop = special_ids_to_drop(processor)
     answers: list[str] = []
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
         chunk = rows[start : start + batch_size]
@@ -155,5 +172,5 @@ def generate_full(model: Any, processor: Any, rows: Sequence[dict[str, Any]], *,
                  zip(chunk, images, strict=True)]  # fmt: skip
         ids = _generate(model, processor, texts, images, eos, samples=1,
                         max_new_tokens=max_new_tokens, sample=False, temperature=1.0)  # fmt: skip
-        answers += [decode_keep_tags(processor, r[0]).strip() for r in ids]
+        answers += [decode_keep_tags(processor, r[0], drop).strip() for r in ids]
     return answers

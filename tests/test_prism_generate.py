@@ -1,0 +1,46 @@
+"""PRISM stage generation (mmalign/vlm/prism/generate.py): rows of one `generate` call stop at
+their own stop token, so stages of different depths share a call."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmalign.vlm.prism.generate import _generate, prompt_text
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    from mmalign.vlm.load import load_vlm
+
+    return load_vlm("toy:vlm")
+
+
+def test_each_row_stops_at_its_own_token(vlm):
+    from mmalign.toy.render import render
+    from mmalign.toy.world import sample_prompts
+
+    model, processor = vlm.model.eval(), vlm.processor
+    # toy-vlm answers in one word: an end token it never writes lets greedy decoding run on
+    never = [len(processor.tokenizer) - 1]
+    prompts = ["What shape is it?", "What color is the shape?"]
+    texts = [prompt_text(processor, p, 1) for p in prompts]
+    images = [(render(p),) for p in sample_prompts(2, "train", 0)]
+    kw = {"samples": 1, "max_new_tokens": 8, "sample": False, "temperature": 1.0}
+    free = [r[0].tolist() for r in _generate(model, processor, texts, images, never, **kw)]
+    assert all(len(ids) == 8 and never[0] not in ids for ids in free)
+    # row 0 stops at its first token; row 1 at a token it first writes at position >= 2
+    late = [t for k, t in enumerate(free[1]) if k >= 2 and free[1].index(t) == k]
+    assert late, free[1]
+    stops = [free[0][0], late[0]]
+    cut = [ids[: ids.index(stop) + 1] for ids, stop in zip(free, stops, strict=True)]
+    got = _generate(model, processor, texts, images, never, stops=stops, **kw)
+    assert [r[0].tolist() for r in got] == cut
+    assert len(cut[0]) == 1 < 3 <= len(cut[1])  # one row ended while the other went on
+    # and generation ends once every row has stopped: one forward instead of eight
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        _generate(model, processor, texts, images, never, stops=[f[0] for f in free], **kw)
+    finally:
+        hook.remove()
+    assert len(calls) == 1
