@@ -125,3 +125,29 @@ def test_model_sizes_candidates_sample_two_size_words_and_keep_the_bare_caption(
     _assert_labelled_by_their_user(rows)
     with pytest.raises(ValueError, match="model-sizes"):
         build_dataset("users", tmp_path / "x", n=4, candidates="models")
+
+
+def test_model_large_candidates_pair_the_bare_caption_with_large(tmp_path, monkeypatch):
+    from mmalign.toy.datasets import sampling
+
+    seen: list[list[str]] = []
+    real = sampling.model_images
+
+    def spy(pipe, texts, seed, **kw):
+        seen.append(list(texts))
+        return real(pipe, texts, seed, **kw)
+
+    monkeypatch.setattr(sampling, "model_images", spy)
+    build_dataset(
+        "users", tmp_path / "l", n=8, seed=0, users="heldout", candidates="model-large",
+        steps=2, max_rounds=1, progress=False,
+    )  # fmt: skip
+    texts = seen[0]
+    half = len(texts) // 2
+    pairs = list(zip(texts[:half], texts[half:], strict=True))
+    for a, b in pairs:  # one bare caption, one "large", never "small"
+        assert "small " not in a + b and ("large " in a) != ("large " in b)
+    assert {("large " in a) for a, _ in pairs} == {True, False}  # both orders occur
+    rows = load_from_disk(str(tmp_path / "l" / "pairs"))
+    assert rows["prompt"] and not any("large " in p for p in rows["prompt"])
+    _assert_labelled_by_their_user(rows)

@@ -29,7 +29,7 @@ from .common import (
 from .sampling import sample_pairs, toy_model_name, toy_sd_pipeline
 
 WARM, COOL = ("red", "orange", "yellow"), ("blue", "green", "purple")
-CANDIDATES = ("render", "model", "model-sizes")
+CANDIDATES = ("render", "model", "model-sizes", "model-large")
 USER_TIE_MARGIN = 1e-3  # colour tastes move little within the prompt's colour (see build_users)
 
 
@@ -82,15 +82,20 @@ def _two_sizes(n: int, gen: torch.Generator) -> tuple[list[int], list[int]]:
 
 
 def _sized_captions(
-    prompts: Sequence[ToyPrompt], gen: torch.Generator
+    prompts: Sequence[ToyPrompt], gen: torch.Generator, large_only: bool = False
 ) -> tuple[list[str], list[str]]:
     """`model-sizes` candidates: each prompt's caption at two different sizes (small / medium /
     large; a medium caption has no size word), for two toy-sd samples while the row keeps the
     caption without one: toy-sd's own renderings, flaws included, that differ in size, a taste
     the users disagree on (fidelity still decides many labels: toy-sd's small shapes are often
     unreadable). Two samples of the same caption hardly differ in taste (~0.007 on average,
-    docs/results.md)."""
+    docs/results.md). `large_only` ("model-large"): the bare caption against "large", in a
+    random order: every toy user rejects toy-sd's small shapes for their fidelity, so pairs
+    with a small sample carry no user (benchmarks/ppd_size_ceiling.py)."""
     size_a, size_b = _two_sizes(len(prompts), gen)
+    if large_only:
+        flip = torch.randint(2, (len(prompts),), generator=gen).tolist()
+        size_a, size_b = [1 + f for f in flip], [2 - f for f in flip]
 
     def captions(sizes: list[int]) -> list[str]:
         return [replace(p, size=SIZES[s]).text for p, s in zip(prompts, sizes, strict=True)]
@@ -121,12 +126,12 @@ def build_users(
     (size is left to taste), two candidates, chosen by the row's user's `user_reward`.
 
     candidates: "render" (`_user_candidates`: size, style and colour tint differ), "model"
-    (two toy-sd samples) or "model-sizes" (two toy-sd samples drawn at two different sizes,
-    `_sized_captions`). Ties (reward gap below `tie_margin`) are dropped, counted and
-    redrawn, up to `max_rounds` rounds; a user still short after that is reported as
-    `shortfall`. The default margin is small because the colour users' rewards differ by ~0.01
-    between two faithful images of one prompt: their taste must not outweigh the prompt
-    (rewards.py).
+    (two toy-sd samples), "model-sizes" (two toy-sd samples drawn at two different sizes,
+    `_sized_captions`) or "model-large" (the bare caption against "large"). Ties (reward gap
+    below `tie_margin`) are dropped, counted and redrawn, up to `max_rounds` rounds; a user
+    still short after that is reported as `shortfall`. The default margin is small because
+    the colour users' rewards differ by ~0.01 between two faithful images of one prompt: their
+    taste must not outweigh the prompt (rewards.py).
 
     users: "named" (the 5 `USERS`, the default), "train" (family users t00-t15) or "heldout"
     (h00-h07, never in a training set); the family draws from its own seeded streams."""
@@ -156,8 +161,12 @@ def build_users(
             models = ("toy-render", "toy-render")
         else:
             first, second = (
-                _sized_captions(prompts, stream_generator(seed, f"{stream}-sizes", round_))
-                if candidates == "model-sizes"
+                _sized_captions(
+                    prompts,
+                    stream_generator(seed, f"{stream}-sizes", round_),
+                    large_only=candidates == "model-large",
+                )
+                if candidates in ("model-sizes", "model-large")
                 else (texts, None)
             )
             a, b = sample_pairs(
