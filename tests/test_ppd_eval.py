@@ -124,8 +124,17 @@ def test_size_ceiling_probe(tmp_path, capsys) -> None:
         assert user["best_win_rate"] >= 0.5
         assert user["best_win_rate"] == (0.5 if user["best"] == "medium"
                                          else user["win_rate"][user["best"]])  # fmt: skip
-    spec_ = result["heldout_specificity"]
-    assert 0 <= spec_["hits"] <= spec_["pairs"] > 0
+    # specificity recounted from the reported means and choices, and no choice beats the best
+    from mmalign.eval.ppd_winrate import tastes_differ
+    from mmalign.toy.rewards import HELDOUT_USERS
+
+    users, held = result["users"], list(HELDOUT_USERS)
+    pairs = [(a, b) for a in held for b in held if a != b and tastes_differ(a, b)]
+    hits = sum(users[a]["mean"][users[a]["best"]] > users[a]["mean"][users[b]["best"]]
+               for a, b in pairs)  # fmt: skip
+    assert result["heldout_specificity"] == {"hits": hits, "pairs": len(pairs),
+                                             "share": hits / len(pairs)}  # fmt: skip
+    assert hits <= result["heldout_specificity_max_any_assignment"] <= len(pairs)
     files = sorted(p.name for p in tmp_path.rglob("*.png"))
     assert len(files) == 9
     assert probe.main(args) == 0

@@ -4,6 +4,7 @@ their own stop token, so stages of different depths share a call."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from mmalign.vlm.prism.generate import _generate, prompt_text
 
@@ -44,3 +45,30 @@ def test_each_row_stops_at_its_own_token(vlm):
     finally:
         hook.remove()
     assert len(calls) == 1
+
+
+def test_two_samples_per_text_stop_at_their_texts_token(vlm):
+    """num_return_sequences puts a text's samples side by side: each must get its text's stop
+    (near-zero temperature makes every sample the greedy one, so the cut is known)."""
+    from mmalign.toy.render import render
+    from mmalign.toy.world import sample_prompts
+
+    model, processor = vlm.model.eval(), vlm.processor
+    never = [len(processor.tokenizer) - 1]
+    prompts = ["What shape is it?", "What color is the shape?"]
+    texts = [prompt_text(processor, p, 1) for p in prompts]
+    images = [(render(p),) for p in sample_prompts(2, "train", 0)]
+    kw = {"max_new_tokens": 8, "temperature": 1.0}
+    free = [r[0].tolist() for r in _generate(model, processor, texts, images, never,
+                                             samples=1, sample=False, **kw)]  # fmt: skip
+    late = [t for k, t in enumerate(free[1]) if k >= 2 and free[1].index(t) == k]
+    # text 0's stop also occurs in text 1's output before text 1's own stop, so rows that got
+    # the wrong text's stop would come back cut short
+    shared = [t for t in free[0] if t in free[1][: free[1].index(late[0])] and t != late[0]]
+    assert late and shared, free
+    stops = [shared[0], late[0]]
+    cut = [ids[: ids.index(stop) + 1] for ids, stop in zip(free, stops, strict=True)]
+    torch.manual_seed(0)
+    got = _generate(model, processor, texts, images, never, samples=2, sample=True,
+                    stops=stops, **{**kw, "temperature": 1e-4})  # fmt: skip
+    assert [[r.tolist() for r in rows] for rows in got] == [[cut[0]] * 2, [cut[1]] * 2]

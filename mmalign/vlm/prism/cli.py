@@ -51,9 +51,10 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
     print(report)
     if args.max_samples is not None and len(rows) < args.max_samples:
         # a toy spec builds its default 64 rows: say so rather than search fewer trees silently
+        hint = (" (more toy requests: `mmalign toy data prism --n N --out DIR`, then --data "
+                "DIR/pairs)" if str(args.data).startswith("toy:") else "")  # fmt: skip
         print(f"mmalign: --max-samples {args.max_samples}, but {args.data} has {len(rows)} "
-              f"rows: searching {len(rows)} trees (more toy requests: `mmalign toy data prism "
-              f"--n N --out DIR`, then --data DIR/pairs)", file=sys.stderr)  # fmt: skip
+              f"rows: searching {len(rows)} trees{hint}", file=sys.stderr)  # fmt: skip
     vlm = load_policy(args.model)
     try:
         tag_ids(vlm.processor)

@@ -77,7 +77,7 @@ class _RowStop:
         self.stops = stops
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        return input_ids[:, -1] == self.stops.to(input_ids.device)
+        return input_ids[:, -1] == self.stops
 
 
 @torch.no_grad()
@@ -99,7 +99,7 @@ def _generate(model: Any, processor: Any, texts: list[str], images: list[tuple[A
     extra: dict[str, Any] = {"do_sample": True, "temperature": temperature, "top_k": 0,
                              "top_p": 1.0} if sample else {"do_sample": False}  # fmt: skip
     if stops is not None:  # rows are text-major after num_return_sequences
-        per_row = torch.tensor(stops).repeat_interleave(samples)
+        per_row = torch.tensor(stops, device=inputs["input_ids"].device).repeat_interleave(samples)
         extra["stopping_criteria"] = StoppingCriteriaList([_RowStop(per_row)])
     out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=eos,
                          pad_token_id=pad, num_return_sequences=samples, **extra)  # fmt: skip
