@@ -47,10 +47,15 @@ def test_flawed_cells_do_not_count():
     assert float(weighted_mse(pred, target)) == pytest.approx(4 * 4 / 16)
 
 
+def _flawed_scene(n: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """n training prompts, their clean renders and the same renders with flaws injected."""
+    prompts = [p.text for p in sample_prompts(n, "train", 0)]
+    clean = render_batch(sample_prompts(n, "train", 0))
+    return prompts, clean, inject_flaws(clean, 0)[0]
+
+
 def test_dense_weights_from_toy_flaws_once_per_image():
-    prompts = [p.text for p in sample_prompts(6, "train", 0)]
-    clean = render_batch(sample_prompts(6, "train", 0))
-    flawed, _ = inject_flaws(clean, 0)
+    prompts, clean, flawed = _flawed_scene(6)
     scorer = get_scorer("toy:flaws")
     # chosen = flawed here, to see its flaws weighted down
     dw = DenseWeights.compute(scorer, flawed, clean, prompts, (4, 4), batch_size=4)
@@ -108,9 +113,7 @@ def test_normalized_weights_keep_each_image_total_and_the_ratios():
 
 
 def test_paired_sides_give_the_rejected_the_chosen_weights():
-    prompts = [p.text for p in sample_prompts(4, "train", 0)]
-    clean = render_batch(sample_prompts(4, "train", 0))
-    flawed, _ = inject_flaws(clean, 0)
+    prompts, clean, flawed = _flawed_scene(4)
     scorer = get_scorer("toy:flaws")
     chosen_only = DenseWeights.compute(scorer, flawed, clean, prompts, (4, 4), batch_size=4)
     paired = DenseWeights.compute(scorer, flawed, clean, prompts, (4, 4), sides="paired")

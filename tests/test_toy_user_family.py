@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -97,9 +99,9 @@ def test_heldout_users_dataset_deterministic_and_labelled(tmp_path) -> None:
         build_dataset("users", tmp_path / "c", n=4, users="heldou")
 
 
-def test_model_sizes_candidates_sample_two_size_words_and_keep_the_bare_caption(
-    tmp_path, monkeypatch
-) -> None:
+def _sized_build(tmp_path, monkeypatch, candidates: str) -> tuple[list[tuple[str, str]], Any]:
+    """An 8-row heldout users build with `candidates`: the (first, second) captions toy-sd was
+    asked to draw, and the saved rows."""
     from mmalign.toy.datasets import sampling
 
     seen: list[list[str]] = []
@@ -111,16 +113,23 @@ def test_model_sizes_candidates_sample_two_size_words_and_keep_the_bare_caption(
 
     monkeypatch.setattr(sampling, "model_images", spy)
     build_dataset(
-        "users", tmp_path / "s", n=8, seed=0, users="heldout", candidates="model-sizes",
+        "users", tmp_path / candidates, n=8, seed=0, users="heldout", candidates=candidates,
         steps=2, max_rounds=1, progress=False,
     )  # fmt: skip
     texts = seen[0]
     half = len(texts) // 2
+    pairs = list(zip(texts[:half], texts[half:], strict=True))
+    return pairs, load_from_disk(str(tmp_path / candidates / "pairs"))
+
+
+def test_model_sizes_candidates_sample_two_size_words_and_keep_the_bare_caption(
+    tmp_path, monkeypatch
+) -> None:
+    pairs, rows = _sized_build(tmp_path, monkeypatch, "model-sizes")
     sizes = ("small ", "large ")
-    for a, b in zip(texts[:half], texts[half:], strict=True):
+    for a, b in pairs:
         assert a != b  # two different sizes: at most one of them is medium (no size word)
         assert sum(w in a for w in sizes) + sum(w in b for w in sizes) >= 1
-    rows = load_from_disk(str(tmp_path / "s" / "pairs"))
     assert rows["prompt"] and all(not any(w in p for w in sizes) for p in rows["prompt"])
     _assert_labelled_by_their_user(rows)
     with pytest.raises(ValueError, match="model-sizes"):
@@ -128,26 +137,9 @@ def test_model_sizes_candidates_sample_two_size_words_and_keep_the_bare_caption(
 
 
 def test_model_large_candidates_pair_the_bare_caption_with_large(tmp_path, monkeypatch):
-    from mmalign.toy.datasets import sampling
-
-    seen: list[list[str]] = []
-    real = sampling.model_images
-
-    def spy(pipe, texts, seed, **kw):
-        seen.append(list(texts))
-        return real(pipe, texts, seed, **kw)
-
-    monkeypatch.setattr(sampling, "model_images", spy)
-    build_dataset(
-        "users", tmp_path / "l", n=8, seed=0, users="heldout", candidates="model-large",
-        steps=2, max_rounds=1, progress=False,
-    )  # fmt: skip
-    texts = seen[0]
-    half = len(texts) // 2
-    pairs = list(zip(texts[:half], texts[half:], strict=True))
+    pairs, rows = _sized_build(tmp_path, monkeypatch, "model-large")
     for a, b in pairs:  # one bare caption, one "large", never "small"
         assert "small " not in a + b and ("large " in a) != ("large " in b)
     assert {("large " in a) for a, _ in pairs} == {True, False}  # both orders occur
-    rows = load_from_disk(str(tmp_path / "l" / "pairs"))
     assert rows["prompt"] and not any("large " in p for p in rows["prompt"])
     _assert_labelled_by_their_user(rows)
