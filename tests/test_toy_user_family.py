@@ -143,3 +143,22 @@ def test_model_large_candidates_pair_the_bare_caption_with_large(tmp_path, monke
     assert {("large " in a) for a, _ in pairs} == {True, False}  # both orders occur
     assert rows["prompt"] and not any("large " in p for p in rows["prompt"])
     _assert_labelled_by_their_user(rows)
+
+
+def test_render_large_candidates_differ_in_size_alone(tmp_path) -> None:
+    from mmalign.toy.analysis import read_images
+    from mmalign.toy.rewards import taste_axes
+
+    build_dataset("users", tmp_path / "r", n=32, seed=0, users="train",
+                  candidates="render-large", progress=False)  # fmt: skip
+    rows = load_from_disk(str(tmp_path / "r" / "pairs"))
+    assert len(rows) > 16 and not any("large " in p for p in rows["prompt"])
+    _assert_labelled_by_their_user(rows)
+    for row in rows:
+        images = torch.cat([_tensor(row["chosen"]), _tensor(row["rejected"])])
+        warmth, bigness, outline = taste_axes(images, read_images(images)).T.tolist()
+        assert warmth[0] == pytest.approx(warmth[1], abs=0.05) and outline == [-1.0, -1.0]
+        # a user who likes size chooses the larger render, one who dislikes it the smaller
+        size_weight = user_weights(row["user_id"])[1]
+        if abs(size_weight) > 0.2:
+            assert (bigness[0] > bigness[1]) == (size_weight > 0), row["user_id"]

@@ -29,7 +29,7 @@ from .common import (
 from .sampling import sample_pairs, toy_model_name, toy_sd_pipeline
 
 WARM, COOL = ("red", "orange", "yellow"), ("blue", "green", "purple")
-CANDIDATES = ("render", "model", "model-sizes", "model-large")
+CANDIDATES = ("render", "render-large", "model", "model-sizes", "model-large")
 USER_TIE_MARGIN = 1e-3  # colour tastes move little within the prompt's colour (see build_users)
 
 
@@ -71,6 +71,20 @@ def _user_candidates(
             group = [c for c in (WARM if f ^ side else COOL) if c not in (p.color, p.background)]
             targets.append(group[k % len(group)])
         out.append(_tint(render_mixed(sized, styles, gen), prompts, targets, gen))
+    return out[0], out[1]
+
+
+def _large_renders(
+    prompts: Sequence[ToyPrompt], gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`render-large` candidates: two clean flat renders that differ only in size, the bare
+    caption's (medium) and "large", in a random order, so a label is the user's size taste
+    alone (with the fidelity of two faithful renders)."""
+    flip = torch.randint(2, (len(prompts),), generator=gen).tolist()
+    out = []
+    for side in (0, 1):
+        sized = [replace(p, size=SIZES[1 + (f ^ side)]) for p, f in zip(prompts, flip, strict=True)]
+        out.append(render_mixed(sized, ["flat"] * len(prompts), gen))
     return out[0], out[1]
 
 
@@ -125,7 +139,8 @@ def build_users(
     """Per-user labels (PPD): `n` rows balanced over a user set, each a prompt without a size word
     (size is left to taste), two candidates, chosen by the row's user's `user_reward`.
 
-    candidates: "render" (`_user_candidates`: size, style and colour tint differ), "model"
+    candidates: "render" (`_user_candidates`: size, style and colour tint differ),
+    "render-large" (`_large_renders`: only the size, bare caption against "large"), "model"
     (two toy-sd samples), "model-sizes" (two toy-sd samples drawn at two different sizes,
     `_sized_captions`) or "model-large" (the bare caption against "large"). Ties (reward gap
     below `tie_margin`) are dropped, counted and redrawn, up to `max_rounds` rounds; a user
@@ -142,7 +157,7 @@ def build_users(
     if users not in USER_SETS:
         raise ValueError(f"unknown user set '{users}'; {did_you_mean(users, USER_SETS)}")
     stream = "users" if users == "named" else f"users-{users}"
-    pipe = toy_sd_pipeline(model) if candidates != "render" else None
+    pipe = toy_sd_pipeline(model) if candidates.startswith("model") else None
     members = list(USER_SETS[users])
     quota = {u: n // len(members) + (i < n % len(members)) for i, u in enumerate(members)}
     kept: dict[str, list[dict[str, Any]]] = {u: [] for u in members}
@@ -157,7 +172,8 @@ def build_users(
         ]
         texts = [p.text for p in prompts]
         if pipe is None:
-            a, b = _user_candidates(prompts, stream_generator(seed, f"{stream}-render", round_))
+            make = _large_renders if candidates == "render-large" else _user_candidates
+            a, b = make(prompts, stream_generator(seed, f"{stream}-render", round_))
             models = ("toy-render", "toy-render")
         else:
             first, second = (
