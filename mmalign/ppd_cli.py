@@ -123,6 +123,10 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
     if "specificity" in results:
         s = results["specificity"]
         print(f"specificity: {s['hits']}/{s['pairs']} ordered pairs ({s['share']:.1%})")
+    if "taste_response" in results:
+        r = results["taste_response"]
+        print("taste response (Spearman over users, weight vs the samples' mean): " + ", ".join(
+            f"{axis} {r['spearman'][axis]:+.2f}" for axis in r["axes"]))  # fmt: skip
     if "interpolation" in results:
         s = results["interpolation"]
         print(f"interpolation {s['a']}->{s['b']}: Spearman {s['b']} up {s['spearman_b_up']:.2f}, "

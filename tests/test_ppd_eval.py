@@ -92,6 +92,11 @@ def test_per_user_winrate_matrix_and_sweep(run, tmp_path) -> None:
     # conditioned on a user, the images differ from another user's: the branch is on
     own = res["matrix"]["h00"]
     assert own["h00"] != own["h01"]
+    response = res["taste_response"]  # the samples' own taste axes under each conditioning
+    assert response["axes"] == ["warmth", "size", "outline"] and len(response["base"]) == 3
+    assert set(response["users"]) == {"h00", "h01", "t02"}
+    assert response["users"]["h00"] != response["users"]["h01"]
+    assert all(-1 <= v <= 1 or v != v for v in response["spearman"].values())
     sweep = res["interpolation"]
     assert sweep["weights"] == [0.0, 0.25, 0.5, 0.75, 1.0] and len(sweep["mean_b"]) == 5
     assert sweep["mean_a"][0] == pytest.approx(own["h00"])  # a = 0 is user A itself
@@ -139,3 +144,26 @@ def test_size_ceiling_probe(tmp_path, capsys) -> None:
     assert len(files) == 9
     assert probe.main(args) == 0
     assert "size-large" not in capsys.readouterr().err  # images reused, nothing sampled again
+
+
+def test_taste_response_follows_the_samples() -> None:
+    """Users given renders whose size rises with their size weight: size Spearman +1, and
+    reversed -1; named users (no weights) give no response."""
+    from dataclasses import replace
+
+    from mmalign.eval.ppd_winrate import taste_response
+    from mmalign.toy.render import render_batch
+    from mmalign.toy.rewards import HELDOUT_USERS, user_weights
+    from mmalign.toy.world import sample_prompts
+
+    users = sorted(HELDOUT_USERS[:3], key=lambda u: user_weights(u)[1])
+    prompts = sample_prompts(4, "heldout", 0)
+    by_size = [render_batch([replace(p, size=s) for p in prompts])
+               for s in ("small", "medium", "large")]  # fmt: skip
+    up = taste_response(by_size[1], dict(zip(users, by_size, strict=True)))
+    down = taste_response(by_size[1], dict(zip(users, by_size[::-1], strict=True)))
+    assert up["spearman"]["size"] == pytest.approx(1.0)
+    assert down["spearman"]["size"] == pytest.approx(-1.0)
+    assert up["base"] == up["users"][users[1]]
+    assert taste_response(by_size[1], {"big": by_size[0], "small": by_size[1],
+                                       "warm": by_size[2]}) is None  # fmt: skip

@@ -7,7 +7,11 @@ is also conditioned on every other user B and scored with A's reward: `matrix[A]
 mean reward under conditioning B, and specificity is the share of ordered pairs (A, B), A != B
 with different tastes, where `matrix[A][A] > matrix[A][B]`. `interpolate=(A, B)` sweeps the mix
 `(1 - a) e_A + a e_B` over `MIX_WEIGHTS` and reports both users' mean rewards along it with
-their Spearman correlation against a (B's should rise, A's fall).
+their Spearman correlation against a (B's should rise, A's fall). For toy family users,
+`taste_response` reads the samples themselves: the mean of each taste axis (warmth, size,
+outline; `mmalign.toy.rewards.taste_axes`) under each user's conditioning and the base's, and
+per axis the Spearman correlation over users between their weight and that mean: whether the
+branch moves a user's samples the way that user's taste points, whatever it does to fidelity.
 """
 
 from __future__ import annotations
@@ -57,6 +61,35 @@ def tastes_differ(a: str, b: str) -> bool:
         wa, wb = user_weights(a), user_weights(b)
         return sum(abs(x - y) for x, y in zip(wa, wb, strict=True)) > SAME_TASTE
     return a != b
+
+
+def taste_response(
+    base: torch.Tensor, cond_images: Mapping[str, torch.Tensor]
+) -> dict[str, Any] | None:
+    """Mean taste axes of the base's and each family user's conditioned samples, and per axis
+    the Spearman correlation over users of weight vs mean (None: not all family users, or
+    fewer than 3)."""
+    from ..toy.analysis import read_images
+    from ..toy.rewards import FAMILY_USERS, TASTE_DIMS, taste_axes, user_weights
+
+    users = list(cond_images)
+    if len(users) < 3 or not set(users) <= set(FAMILY_USERS):
+        return None
+
+    def mean_axes(images: torch.Tensor) -> list[float]:
+        images = images.float().clamp(0, 1)
+        return taste_axes(images, read_images(images)).mean(0).tolist()
+
+    means = {u: mean_axes(cond_images[u]) for u in users}
+    return {
+        "axes": list(TASTE_DIMS),
+        "base": mean_axes(base),
+        "users": means,
+        "spearman": {
+            axis: spearman([user_weights(u)[k] for u in users], [means[u][k] for u in users])
+            for k, axis in enumerate(TASTE_DIMS)
+        },
+    }
 
 
 def _sync(out_dir: Path, settings: dict[str, Any]) -> None:
@@ -129,6 +162,9 @@ def run_user_winrate(
             "pairs": len(hits),
             "hits": sum(hits),
         }
+    response = taste_response(base, cond_images)
+    if response is not None:
+        results["taste_response"] = response
     if interpolate is not None:
         results["interpolation"] = _interpolate(
             interpolate, embeddings, ppd_pipe, scorers, texts, images
