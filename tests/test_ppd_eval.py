@@ -104,6 +104,7 @@ def test_per_user_winrate_matrix_and_sweep(run, tmp_path) -> None:
     assert saved["average_win_rate"] == pytest.approx(res["average_win_rate"])
     page = (tmp_path / "report.html").read_text()
     assert "User x conditioning" in page and "Interpolation h00 -> h01" in page
+    assert "Taste response" in page and f"{response['users']['h01'][1]:+.3f}" in page
     # a second run reuses every image
     again = run_user_winrate(base.pipe, model.pipe, prompts, embs, tmp_path, **kw)
     assert again["users"]["h00"] == res["users"]["h00"]

@@ -200,8 +200,8 @@ def _interpolate(pair, embeddings, ppd_pipe, scorers, texts, images) -> dict[str
 
 
 def write_user_report(out_dir: str | Path, results: Mapping[str, Any]) -> Path:
-    """`report.html`: the per-user win-rate table, the user x conditioning matrix and the
-    interpolation sweep, from `results`."""
+    """`report.html`: the per-user win-rate table, the user x conditioning matrix, the taste
+    response and the interpolation sweep, from `results`."""
     from .report import CSS
 
     e = html.escape
@@ -241,6 +241,18 @@ def write_user_report(out_dir: str | Path, results: Mapping[str, Any]) -> Path:
             f"</table><p>specificity: {spec['hits']} of {spec['pairs']} ordered pairs "
             f"({spec['share']:.1%}) score higher on their own conditioning</p>"
         )
+    response = results.get("taste_response")
+    if response:
+        axes = response["axes"]
+        parts.append("<h2>Taste response (mean taste axis of the samples)</h2><table><tr>"
+                     "<th class=l>conditioned on</th>"
+                     + "".join(f"<th>{e(x)}</th>" for x in axes) + "</tr>")  # fmt: skip
+        rows = [("base (no user)", response["base"]), *response["users"].items()]
+        for who, means in rows:
+            cells = "".join(f"<td>{v:+.3f}</td>" for v in means)
+            parts.append(f"<tr><td class=l>{e(who)}</td>{cells}</tr>")
+        rho = ", ".join(f"{e(x)} {response['spearman'][x]:+.2f}" for x in axes)
+        parts.append(f"</table><p>Spearman over users, weight vs mean: {rho}</p>")
     sweep = results.get("interpolation")
     if sweep:
         a, b = sweep["a"], sweep["b"]
