@@ -19,34 +19,20 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 SIZES = ("medium", "small", "large")  # "medium": the bare caption, toy-sd's own sample
 
 
-def _sync(out: Path, settings: dict) -> None:
-    """Reuse the images under `out` only if they were sampled with the same settings."""
-    path = out / "settings.json"
-    if path.is_file() and json.loads(path.read_text()) != settings:
-        print(f"{out}: sampled with other settings; sampling again")
-        shutil.rmtree(out / "images", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings) + "\n")
-
-
-def specificity(users: dict, held: list[str], choice: dict[str, str], differ) -> tuple[int, int]:
-    """(hits, pairs): ordered pairs (a, b) of differing tastes where a's mean reward on its own
-    caption beats a's mean reward on b's."""
-    pairs = [(a, b) for a in held for b in held if a != b and differ(a, b)]
-    hits = sum(users[a]["mean"][choice[a]] > users[a]["mean"][choice[b]] for a, b in pairs)
-    return hits, len(pairs)
+def chosen_table(users: dict, held: list[str], choice: dict[str, str]) -> dict:
+    """The user x conditioning matrix of mean rewards when user b is given caption choice[b]."""
+    return {a: {b: users[a]["mean"][choice[b]] for b in held} for a in held}
 
 
 def main(argv: list[str] | None = None) -> int:
     from mmalign.diffusion.load import load_pipeline
-    from mmalign.eval.ppd_winrate import tastes_differ
+    from mmalign.eval.ppd_winrate import specificity, sync_images
     from mmalign.eval.winrate import generate_or_reuse, image_seed, win_stats
     from mmalign.ppd_cli import user_prompts
     from mmalign.rewards import get_scorer
@@ -61,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     out = Path(args.out)
-    _sync(out, {"n": args.n, "steps": args.steps, "guidance": args.guidance})
+    sync_images(out, {"n": args.n, "steps": args.steps, "guidance": args.guidance})
     base = load_pipeline("toy:sd")
     prompts = user_prompts(f"toy:heldout:{args.n}")
     index = list(range(len(prompts)))
@@ -93,16 +79,17 @@ def main(argv: list[str] | None = None) -> int:
               f"win {users[user]['best_win_rate']:.1%} (small {wins['small']['win_rate']:.1%}, "
               f"large {wins['large']['win_rate']:.1%})")  # fmt: skip
     held = list(HELDOUT_USERS)
-    hits, n_pairs = specificity(users, held, {u: users[u]["best"] for u in held}, tastes_differ)
+    spec = specificity(chosen_table(users, held, {u: users[u]["best"] for u in held}))
+    hits, n_pairs = spec["hits"], spec["pairs"]
     best_any = max(
-        specificity(users, held, dict(zip(held, pick, strict=True)), tastes_differ)[0]
+        specificity(chosen_table(users, held, dict(zip(held, pick, strict=True))))["hits"]
         for pick in itertools.product(SIZES, repeat=len(held))
     )
     result = {
         "prompts": len(prompts),
         "users": users,
         "heldout_average_best_win_rate": sum(users[u]["best_win_rate"] for u in held) / len(held),
-        "heldout_specificity": {"hits": hits, "pairs": n_pairs, "share": hits / n_pairs},
+        "heldout_specificity": spec,
         "heldout_specificity_max_any_assignment": best_any,
     }
     (out / "ceiling.json").write_text(json.dumps(result, indent=2) + "\n")

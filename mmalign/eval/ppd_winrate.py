@@ -92,7 +92,20 @@ def taste_response(
     }
 
 
-def _sync(out_dir: Path, settings: dict[str, Any]) -> None:
+def specificity(table: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """Share of ordered pairs (A, B), A != B with different tastes, where `table[A][A] >
+    table[A][B]` (A's mean reward under its own conditioning beats it under B's)."""
+    users = list(table)
+    pairs = [(a, b) for a in users for b in users if a != b and tastes_differ(a, b)]
+    hits = [table[a][a] > table[a][b] for a, b in pairs]
+    return {
+        "share": sum(hits) / len(hits) if hits else float("nan"),
+        "pairs": len(hits),
+        "hits": sum(hits),
+    }
+
+
+def sync_images(out_dir: Path, settings: dict[str, Any]) -> None:
     """Reuse saved images only when model and sampler are unchanged; else start over."""
     import shutil
 
@@ -129,7 +142,7 @@ def run_user_winrate(
     scorers = {u: get_scorer(f"toy:user:{u}") for u in users}  # an unknown user fails here
     tuned = (meta or {}).get("tuned")
     fixed = {u: float(e.double().sum()) for u, e in embeddings.items()}  # embeddings' checksums
-    _sync(out_dir, {"base": (meta or {}).get("base"), "tuned": tuned,
+    sync_images(out_dir, {"base": (meta or {}).get("base"), "tuned": tuned,
                     "tuned_weights": fingerprint(tuned), "steps": steps, "guidance": guidance,
                     "embeddings": fixed})  # fmt: skip
     texts, index = list(prompts), list(range(len(prompts)))
@@ -154,14 +167,8 @@ def run_user_winrate(
         "average_win_rate": sum(r["win_rate"] for r in per_user.values()) / len(per_user),
     }
     if matrix:
-        pairs = [(a, b) for a in users for b in users if a != b and tastes_differ(a, b)]
-        hits = [table[a][a] > table[a][b] for a, b in pairs]
         results["matrix"] = table
-        results["specificity"] = {
-            "share": sum(hits) / len(hits) if hits else float("nan"),
-            "pairs": len(hits),
-            "hits": sum(hits),
-        }
+        results["specificity"] = specificity(table)
     response = taste_response(base, cond_images)
     if response is not None:
         results["taste_response"] = response

@@ -66,9 +66,7 @@ def win_stats(
         "tuned_median": float(tuned.median()),
         "n": n,
         "prompts": per_prompt.numel(),
-        "wins": int((tuned > base).sum()),
-        "ties": int((tuned == base).sum()),
-        "losses": int((tuned < base).sum()),
+        **_tally(base, tuned),
     }
     if ceiling is None:
         return stats
@@ -85,17 +83,22 @@ def win_stats(
         return stats
     sums = (outcome.view(-1, seeds_per_prompt) * kept).sum(dim=1)
     per_kept = (sums / counts.clamp(min=1))[counts > 0]
-    b, t = base[below], tuned[below]
     stats["below_ceiling"] = {
         "win_rate": float(outcome[below].mean()),
         "ci95": bootstrap_ci(per_kept, seed, BOOTSTRAP),
         "n": int(below.sum()),
         "prompts": per_kept.numel(),
-        "wins": int((t > b).sum()),
-        "ties": int((t == b).sum()),
-        "losses": int((t < b).sum()),
+        **_tally(base[below], tuned[below]),
     }
     return stats
+
+
+def _tally(base: torch.Tensor, tuned: torch.Tensor) -> dict[str, int]:
+    return {
+        "wins": int((tuned > base).sum()),
+        "ties": int((tuned == base).sum()),
+        "losses": int((tuned < base).sum()),
+    }
 
 
 def describe(name: str, r: dict[str, Any]) -> str:

@@ -80,12 +80,17 @@ def _large_renders(
     """`render-large` candidates: two clean flat renders that differ only in size, the bare
     caption's (medium) and "large", in a random order, so a label is the user's size taste
     alone (with the fidelity of two faithful renders)."""
-    flip = torch.randint(2, (len(prompts),), generator=gen).tolist()
     out = []
-    for side in (0, 1):
-        sized = [replace(p, size=SIZES[1 + (f ^ side)]) for p, f in zip(prompts, flip, strict=True)]
+    for sizes in _bare_or_large(len(prompts), gen):
+        sized = [replace(p, size=SIZES[s]) for p, s in zip(prompts, sizes, strict=True)]
         out.append(render_mixed(sized, ["flat"] * len(prompts), gen))
     return out[0], out[1]
+
+
+def _bare_or_large(n: int, gen: torch.Generator) -> tuple[list[int], list[int]]:
+    """`SIZES` indices of n pairs, medium (the bare caption) against large in a random order."""
+    flip = torch.randint(2, (n,), generator=gen).tolist()
+    return [1 + f for f in flip], [2 - f for f in flip]
 
 
 def _two_sizes(n: int, gen: torch.Generator) -> tuple[list[int], list[int]]:
@@ -106,10 +111,9 @@ def _sized_captions(
     docs/results.md). `large_only` ("model-large"): the bare caption against "large", in a
     random order: every toy user rejects toy-sd's small shapes for their fidelity, so pairs
     with a small sample carry no user (benchmarks/ppd_size_ceiling.py)."""
-    size_a, size_b = _two_sizes(len(prompts), gen)
+    size_a, size_b = _two_sizes(len(prompts), gen)  # drawn either way: same stream as built
     if large_only:
-        flip = torch.randint(2, (len(prompts),), generator=gen).tolist()
-        size_a, size_b = [1 + f for f in flip], [2 - f for f in flip]
+        size_a, size_b = _bare_or_large(len(prompts), gen)
 
     def captions(sizes: list[int]) -> list[str]:
         return [replace(p, size=SIZES[s]).text for p, s in zip(prompts, sizes, strict=True)]
