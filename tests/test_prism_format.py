@@ -191,6 +191,34 @@ def test_toy_prism_rule_and_answers():
     assert not train_requests & {it.request for it in held}
 
 
+def test_plain_questions_reason_with_the_fact_they_ask_for():
+    """A plain question's REASONING states the caption's fact the OUTPUT answers with
+    (data version 3); presence questions compare the asked and the seen object attribute by
+    attribute."""
+    from mmalign.toy.prism import sample_prism
+
+    items = [it for it in sample_prism(400, "train", random.Random(5)) if it.category == "qa"]
+    kinds = {it.intent for it in items}
+    assert kinds == {"color", "shape", "background", "presence"}
+    for it in items:
+        reasoning, output = it.stages["REASONING"], it.stages["OUTPUT"]
+        assert reasoning.endswith(": answer")
+        fact = reasoning.removesuffix(": answer")
+        if it.intent == "presence":
+            color, shape = fact.split(", ")
+            c_asked, _, c_seen, c_verdict = color.split()[1:]
+            s_asked, _, s_seen, s_verdict = shape.split()[1:]
+            assert (c_seen, s_seen) == (it.prompt.color, it.prompt.shape)
+            assert f"{c_asked} {s_asked}" in it.request  # "Is there a green cross?"
+            assert c_verdict == ("same" if c_asked == c_seen else "differs")
+            assert s_verdict == ("same" if s_asked == s_seen else "differs")
+            assert output == ("yes" if c_verdict == s_verdict == "same" else "no")
+        else:
+            assert fact.split()[-1] == output  # "the shape is red" -> "red"
+            assert output == getattr(it.prompt, it.intent)
+    assert {it.stages["OUTPUT"] for it in items if it.intent == "presence"} == {"yes", "no"}
+
+
 def test_toy_prism_builds_deterministically(tmp_path):
     from datasets import load_from_disk
 

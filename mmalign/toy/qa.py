@@ -85,6 +85,7 @@ class ToyQA:
     kind: str
     question: str
     answer: str
+    asked: tuple[str, str] | None = None  # presence questions: the (colour, shape) asked about
 
 
 def make_forbidden(prompt: ToyPrompt, template: int, number: int, refuse: bool) -> ToyQA:
@@ -116,7 +117,11 @@ def make_qa(prompt: ToyPrompt, kind: str, phrasing: int, yes: bool, swap: str, p
             others = [s for s in SHAPES if s != shape]
             shape = others[pick % len(others)]
         return ToyQA(
-            prompt, kind, template.format(obj=object_phrase(color, shape)), "yes" if yes else "no"
+            prompt,
+            kind,
+            template.format(obj=object_phrase(color, shape)),
+            "yes" if yes else "no",
+            (color, shape),
         )
     answer = {"color": prompt.color, "shape": prompt.shape, "background": prompt.background}[kind]
     return ToyQA(prompt, kind, template, answer)

@@ -209,6 +209,8 @@ def options_of(arguments: dict[str, Any]) -> dict[str, Any]:
     def plain(v: Any) -> Any:
         if isinstance(v, Path):
             return str(v)
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
         return v if isinstance(v, int | float | str | bool | None) else type(v).__name__
 
     return {k: plain(v) for k, v in arguments.items() if k != "out_dir"}

@@ -32,13 +32,16 @@ def build_prism(
     attacks: str = "train",
     format: str = "cot",
     wrap_share: float = 0.3,
+    shares: tuple[float, float, float] | list[float] = (0.3, 0.4, 0.3),
 ) -> dict[str, Any]:
-    """PRISM-CoT rows for toy-vlm (see the module docstring); a function of `seed`."""
+    """PRISM-CoT rows for toy-vlm (see the module docstring); a function of `seed`. `shares`
+    weighs the three kinds of request: text-only harm, image-dependent, plain questions."""
     started, options = time.perf_counter(), options_of(locals())
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     rng = random.Random(stream_seed(seed, "prism", prompt_split, attacks))
-    items = sample_prism(n, prompt_split, rng, attacks=attacks, wrap_share=wrap_share)  # type: ignore[arg-type]
+    items = sample_prism(n, prompt_split, rng, attacks=attacks, wrap_share=wrap_share,  # type: ignore[arg-type]
+                         shares=tuple(float(x) for x in shares))  # fmt: skip
     images = quantise(render_items(items, stream_generator(seed, "prism-render")))
     built = Built([], "text")
     for item, image in zip(items, images, strict=True):
@@ -58,5 +61,5 @@ def build_prism(
 
 
 # Part of toy:prism's cache key (mmalign.toy.cache): 2 = action phrasings in sentence frames,
-# five training wrappers.
-build_prism.data_version = 2  # type: ignore[attr-defined]
+# five training wrappers; 3 = a plain question's REASONING states the fact it asks for.
+build_prism.data_version = 3  # type: ignore[attr-defined]
