@@ -72,3 +72,39 @@ def test_two_samples_per_text_stop_at_their_texts_token(vlm):
     got = _generate(model, processor, texts, images, never, samples=2, sample=True,
                     stops=stops, **{**kw, "temperature": 1e-4})  # fmt: skip
     assert [[r.tolist() for r in rows] for rows in got] == [[cut[0]] * 2, [cut[1]] * 2]
+
+
+def test_samples_continue_one_shared_prompt_forward(vlm):
+    """A search expansion's samples share their prompt: it is encoded once per prompt (image
+    included) and each sample continues from the repeated cache. Greedy, the shared path gives
+    exactly the tokens of `generate` on the prompts repeated, left padding included."""
+    from mmalign.toy.render import render
+    from mmalign.toy.world import sample_prompts
+    from mmalign.vlm.prism.generate import _generate_shared, _inputs, shares_prefix
+
+    model, processor = vlm.model.eval(), vlm.processor
+    assert shares_prefix(model)
+    prompts = ["What shape is it?", "Tell me, what color is the shape in this picture?", "Hi"]
+    texts = [prompt_text(processor, p, 1) for p in prompts]
+    images = [(render(p),) for p in sample_prompts(3, "train", 1)]
+    tok = processor.tokenizer
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        inputs = _inputs(processor, texts, images, model.device)
+    finally:
+        tok.padding_side = side
+    assert len(set(inputs["attention_mask"].sum(1).tolist())) == 3  # three lengths: padding
+    kw = {"max_new_tokens": 6, "do_sample": False, "eos_token_id": [len(tok) - 1],
+          "pad_token_id": tok.pad_token_id}  # fmt: skip
+    with torch.no_grad():
+        plain = model.generate(**{k: v.repeat_interleave(3, 0) for k, v in inputs.items()}, **kw)
+        images_seen = []
+        hook = model.model.vision_tower.register_forward_hook(
+            lambda _m, args, _o: images_seen.append(len(args[0]))
+        )
+        try:
+            shared = _generate_shared(model, inputs, 3, **kw)
+        finally:
+            hook.remove()
+    assert torch.equal(plain, shared)
+    assert images_seen == [3]  # one image encoding per prompt, not per sample
