@@ -98,13 +98,18 @@ def test_samples_continue_one_shared_prompt_forward(vlm):
           "pad_token_id": tok.pad_token_id}  # fmt: skip
     with torch.no_grad():
         plain = model.generate(**{k: v.repeat_interleave(3, 0) for k, v in inputs.items()}, **kw)
-        images_seen = []
-        hook = model.model.vision_tower.register_forward_hook(
-            lambda _m, args, _o: images_seen.append(len(args[0]))
-        )
+        images_seen, logit_lengths = [], []
+        hooks = [
+            model.model.vision_tower.register_forward_hook(
+                lambda _m, args, _o: images_seen.append(len(args[0]))
+            ),
+            model.lm_head.register_forward_hook(lambda *a: logit_lengths.append(a[2].shape[1])),
+        ]
         try:
             shared = _generate_shared(model, inputs, 3, **kw)
         finally:
-            hook.remove()
+            for hook in hooks:
+                hook.remove()
     assert torch.equal(plain, shared)
     assert images_seen == [3]  # one image encoding per prompt, not per sample
+    assert logit_lengths[0] == 1  # the prefill projects only its last position to the vocabulary

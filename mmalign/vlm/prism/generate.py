@@ -13,6 +13,7 @@ an expansion's samples continue one shared encoding of their prompt (`_generate_
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,6 +94,15 @@ def shares_prefix(model: Any) -> bool:
     return getattr(getattr(model, "config", None), "model_type", None) in SHARED_PREFIX_FAMILIES
 
 
+@functools.cache
+def _forward_names(cls: type) -> tuple[str, str | None]:
+    """The forward's name for a KV cache ("cache" in transformers 5, "past_key_values" before)
+    and for keeping only the last logits, if it has one; once per model class."""
+    params = inspect.signature(cls.forward).parameters
+    keep = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
+    return ("cache" if "cache" in params else "past_key_values"), keep
+
+
 def _generate_shared(model: Any, inputs: Any, samples: int, **kwargs: Any) -> torch.Tensor:
     """`model.generate(**inputs, num_return_sequences=samples, **kwargs)` with the prompt's
     forward run once per prompt instead of once per sample: the prompt but its last token is
@@ -101,8 +111,12 @@ def _generate_shared(model: Any, inputs: Any, samples: int, **kwargs: Any) -> to
     would (its logits processors included). The 3 children of a search expansion share their
     parent's whole prefix, and that prefill was over half of a batched stage call on toy-vlm
     (docs/results.md). Greedy outputs equal the plain call's (tests/test_prism_generate.py)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    cache_name, keep = _forward_names(type(base))
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     head = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    if keep is not None:  # the prefill's logits are never read: not [batch, length, vocab]
+        head[keep] = 1
     # positions as `generate` derives them from a left-padded mask
     pos = (mask[:, :-1].long().cumsum(-1) - 1).masked_fill(mask[:, :-1] == 0, 0)
     out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos,
@@ -110,10 +124,9 @@ def _generate_shared(model: Any, inputs: Any, samples: int, **kwargs: Any) -> to
     cache = getattr(out, "cache", None)
     cache = out.past_key_values if cache is None else cache
     cache.batch_repeat_interleave(samples)
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     return model.generate(input_ids=ids.repeat_interleave(samples, 0),
                           attention_mask=mask.repeat_interleave(samples, 0),
-                          **{name: cache}, **kwargs)  # fmt: skip
+                          **{cache_name: cache}, **kwargs)  # fmt: skip
 
 
 @torch.no_grad()
