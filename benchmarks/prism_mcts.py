@@ -12,7 +12,8 @@ Reported per mode: nodes made, samples, judge calls, wall seconds, nodes/s, judg
 `generate` calls and nodes per tree (the two runs sample different trees, so the per-second
 rates, not the totals, are compared), then the speed-up of nodes/s (target >= 3x).
 
-    python benchmarks/prism_mcts.py --model runs/toy-prism-sft --trees 32 --iterations 30
+    python benchmarks/prism_mcts.py --model runs/toy-prism-sft --trees 64 --iterations 30 \
+        --repeats 2
 """
 
 from __future__ import annotations
@@ -78,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=3)
     parser.add_argument("--max-depth", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--trees-per-batch", type=int, default=16)
+    parser.add_argument(
+        "--trees-per-batch",
+        type=int,
+        default=None,
+        help="default: batch-size / children (as mmalign data prism-mcts)",
+    )
     parser.add_argument("--batch-size", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -96,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     from mmalign.vlm.data import open_vlm_pairs
     from mmalign.vlm.prism.cli import load_policy
 
+    if args.trees_per_batch is None:
+        args.trees_per_batch = max(1, args.batch_size // args.children)
     data, _ = open_vlm_pairs(args.data, "train", max_samples=args.trees)
     rows = [data[i] for i in range(len(data))]
     vlm = load_policy(args.model)

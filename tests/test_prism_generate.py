@@ -74,30 +74,38 @@ def test_two_samples_per_text_stop_at_their_texts_token(vlm):
     assert [[r.tolist() for r in rows] for rows in got] == [[cut[0]] * 2, [cut[1]] * 2]
 
 
+def _left_padded(processor, texts, images, device):
+    from mmalign.vlm.prism.generate import _inputs
+
+    tok = processor.tokenizer
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        return _inputs(processor, texts, images, device)
+    finally:
+        tok.padding_side = side
+
+
 def test_samples_continue_one_shared_prompt_forward(vlm):
     """A search expansion's samples share their prompt: it is encoded once per prompt (image
     included) and each sample continues from the repeated cache. Greedy, the shared path gives
     exactly the tokens of `generate` on the prompts repeated, left padding included."""
     from mmalign.toy.render import render
     from mmalign.toy.world import sample_prompts
-    from mmalign.vlm.prism.generate import _generate_shared, _inputs, shares_prefix
+    from mmalign.vlm.prism.decode import plain_sampling, sample_shared, shares_prefix
 
     model, processor = vlm.model.eval(), vlm.processor
-    assert shares_prefix(model)
+    assert shares_prefix(model) and plain_sampling(model)
     prompts = ["What shape is it?", "Tell me, what color is the shape in this picture?", "Hi"]
     texts = [prompt_text(processor, p, 1) for p in prompts]
     images = [(render(p),) for p in sample_prompts(3, "train", 1)]
-    tok = processor.tokenizer
-    side, tok.padding_side = tok.padding_side, "left"
-    try:
-        inputs = _inputs(processor, texts, images, model.device)
-    finally:
-        tok.padding_side = side
+    inputs = _left_padded(processor, texts, images, model.device)
     assert len(set(inputs["attention_mask"].sum(1).tolist())) == 3  # three lengths: padding
-    kw = {"max_new_tokens": 6, "do_sample": False, "eos_token_id": [len(tok) - 1],
-          "pad_token_id": tok.pad_token_id}  # fmt: skip
+    tok = processor.tokenizer
+    never = [len(tok) - 1]
     with torch.no_grad():
-        plain = model.generate(**{k: v.repeat_interleave(3, 0) for k, v in inputs.items()}, **kw)
+        plain = model.generate(**{k: v.repeat_interleave(3, 0) for k, v in inputs.items()},
+                               max_new_tokens=6, do_sample=False, eos_token_id=never,
+                               pad_token_id=tok.pad_token_id)  # fmt: skip
         images_seen, logit_lengths = [], []
         hooks = [
             model.model.vision_tower.register_forward_hook(
@@ -106,10 +114,40 @@ def test_samples_continue_one_shared_prompt_forward(vlm):
             model.lm_head.register_forward_hook(lambda *a: logit_lengths.append(a[2].shape[1])),
         ]
         try:
-            shared = _generate_shared(model, inputs, 3, **kw)
+            shared = sample_shared(model, inputs, 3, max_new_tokens=6, eos=never,
+                                   pad=tok.pad_token_id, sample=False)  # fmt: skip
         finally:
             for hook in hooks:
                 hook.remove()
-    assert torch.equal(plain, shared)
+    assert torch.equal(plain[:, inputs["input_ids"].shape[1] :], shared)
     assert images_seen == [3]  # one image encoding per prompt, not per sample
-    assert logit_lengths[0] == 1  # the prefill projects only its last position to the vocabulary
+    assert set(logit_lengths) == {1}  # every forward projects only its last position
+
+
+def test_finished_rows_leave_the_batch(vlm):
+    """A row that writes its stop token is not fed again: later forwards hold only the rows
+    still running, and those rows' tokens are the ones they get when nothing stops."""
+    from mmalign.toy.render import render
+    from mmalign.toy.world import sample_prompts
+    from mmalign.vlm.prism.decode import sample_shared
+
+    model, processor = vlm.model.eval(), vlm.processor
+    prompts = ["What shape is it?", "What color is the shape?"]
+    texts = [prompt_text(processor, p, 1) for p in prompts]
+    images = [(render(p),) for p in sample_prompts(2, "train", 0)]
+    inputs = _left_padded(processor, texts, images, model.device)
+    tok = processor.tokenizer
+    never, pad = [len(tok) - 1], tok.pad_token_id
+    kw = {"max_new_tokens": 8, "eos": never, "pad": pad, "sample": False}
+    free = sample_shared(model, inputs, 2, **kw)
+    assert (free != pad).all()  # nothing stops: 8 tokens in every row
+    stops = torch.tensor([int(free[0, 0]), never[0]])  # prompt 0's rows end at their first token
+    rows_fed = []
+    hook = model.lm_head.register_forward_hook(lambda _m, a, _o: rows_fed.append(len(a[0])))
+    try:
+        got = sample_shared(model, inputs, 2, stops=stops, **kw)
+    finally:
+        hook.remove()
+    assert rows_fed[0] == 2 and rows_fed[1:] == [4] + [2] * 7  # prefill, then 4 rows, then 2
+    assert torch.equal(got[:2, 0], free[:2, 0]) and (got[:2, 1:] == pad).all()
+    assert torch.equal(got[2:], free[2:])

@@ -43,6 +43,8 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
     from .mcts import MCTSConfig
     from .search import Search, pair_rows, summarize
 
+    if args.trees_per_batch is None:
+        args.trees_per_batch = max(1, args.batch_size // max(1, args.children))
     for name in ("iterations", "children", "max_depth", "trees_per_batch", "batch_size",
                  "max_new_tokens"):  # fmt: skip
         if getattr(args, name) < 1:
@@ -134,7 +136,13 @@ def register(sub: Any) -> None:
     p.add_argument("--c", type=float, default=1.5, help="UCB exploration constant")
     p.add_argument("--margin", type=float, default=0.4, help="pairs: v_chosen - v_rejected > this")
     p.add_argument("--min-value", type=float, default=0.8, help="pairs: v_chosen >= this")
-    p.add_argument("--trees-per-batch", type=int, default=16, help="trees searched together")
+    p.add_argument(
+        "--trees-per-batch",
+        type=int,
+        default=None,
+        help="trees searched together "
+        "(default: batch-size / children, so one round of expansions fills a call)",
+    )
     p.add_argument("--batch-size", type=int, default=96, help="sequences per generate call")
     p.add_argument("--max-new-tokens", type=int, default=48, help="per stage; longer is a failure")
     p.add_argument("--temperature", type=float, default=1.0)

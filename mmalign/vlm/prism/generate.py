@@ -8,13 +8,12 @@ sample that reaches `max_new_tokens` without the closing tag comes back `closed=
 search scores it as a failed node). Requests of many trees and nodes share one `generate` call
 per `batch_size` sequences, with left padding, whatever stage each writes: each row stops at its
 own stage's closing tag (`_RowStop`), so stages at different depths do not split the batch, and
-an expansion's samples continue one shared encoding of their prompt (`_generate_shared`).
+an expansion's samples continue one shared encoding of their prompt, finished rows leaving the
+batch (`decode.sample_shared`).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..collate import row_images, user_content
+from .decode import plain_sampling, sample_shared, shares_prefix
 from .format import close_tag, decode_keep_tags, open_tag, special_ids_to_drop, tag_ids
 
 
@@ -83,52 +83,6 @@ class _RowStop:
         return input_ids[:, -1] == self.stops
 
 
-# Families whose positions are the count of the attention mask (LLaVA and toy-vlm: a Llama-style
-# language model), so a prompt's cache can be computed once and continued by each sample.
-# Qwen2-VL derives its multimodal rotary positions from the image grid during the prefill and
-# keeps per-batch deltas on the model, so it takes `generate`'s own `num_return_sequences`.
-SHARED_PREFIX_FAMILIES = ("llava",)
-
-
-def shares_prefix(model: Any) -> bool:
-    return getattr(getattr(model, "config", None), "model_type", None) in SHARED_PREFIX_FAMILIES
-
-
-@functools.cache
-def _forward_names(cls: type) -> tuple[str, str | None]:
-    """The forward's name for a KV cache ("cache" in transformers 5, "past_key_values" before)
-    and for keeping only the last logits, if it has one; once per model class."""
-    params = inspect.signature(cls.forward).parameters
-    keep = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
-    return ("cache" if "cache" in params else "past_key_values"), keep
-
-
-def _generate_shared(model: Any, inputs: Any, samples: int, **kwargs: Any) -> torch.Tensor:
-    """`model.generate(**inputs, num_return_sequences=samples, **kwargs)` with the prompt's
-    forward run once per prompt instead of once per sample: the prompt but its last token is
-    encoded (image included) into a cache, the cache is repeated `samples` times, and
-    `generate` continues from it, reading the last token and sampling from there on as it
-    would (its logits processors included). The 3 children of a search expansion share their
-    parent's whole prefix, and that prefill was over half of a batched stage call on toy-vlm
-    (docs/results.md). Greedy outputs equal the plain call's (tests/test_prism_generate.py)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
-    cache_name, keep = _forward_names(type(base))
-    ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    head = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-    if keep is not None:  # the prefill's logits are never read: not [batch, length, vocab]
-        head[keep] = 1
-    # positions as `generate` derives them from a left-padded mask
-    pos = (mask[:, :-1].long().cumsum(-1) - 1).masked_fill(mask[:, :-1] == 0, 0)
-    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos,
-                use_cache=True, **head)  # fmt: skip
-    cache = getattr(out, "cache", None)
-    cache = out.past_key_values if cache is None else cache
-    cache.batch_repeat_interleave(samples)
-    return model.generate(input_ids=ids.repeat_interleave(samples, 0),
-                          attention_mask=mask.repeat_interleave(samples, 0),
-                          **{cache_name: cache}, **kwargs)  # fmt: skip
-
-
 @torch.no_grad()
 def _generate(model: Any, processor: Any, texts: list[str], images: list[tuple[Any, ...]],
               eos: list[int], *, samples: int, max_new_tokens: int, sample: bool,
@@ -147,16 +101,19 @@ def _generate(model: Any, processor: Any, texts: list[str], images: list[tuple[A
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos[-1]
     extra: dict[str, Any] = {"do_sample": True, "temperature": temperature, "top_k": 0,
                              "top_p": 1.0} if sample else {"do_sample": False}  # fmt: skip
-    if stops is not None:  # rows are text-major after num_return_sequences
-        per_row = torch.tensor(stops, device=inputs["input_ids"].device).repeat_interleave(samples)
-        extra["stopping_criteria"] = StoppingCriteriaList([_RowStop(per_row)])
-    if samples > 1 and shares_prefix(model):
-        out = _generate_shared(model, inputs, samples, max_new_tokens=max_new_tokens,
-                               eos_token_id=eos, pad_token_id=pad, **extra)  # fmt: skip
+    if samples > 1 and shares_prefix(model) and plain_sampling(model):
+        new = sample_shared(model, inputs, samples, max_new_tokens=max_new_tokens, eos=eos,
+                            pad=pad, stops=None if stops is None else torch.tensor(stops),
+                            sample=sample, temperature=temperature).cpu()  # fmt: skip
     else:
+        if stops is not None:  # rows are text-major after num_return_sequences
+            per_row = torch.tensor(stops, device=inputs["input_ids"].device)
+            extra["stopping_criteria"] = StoppingCriteriaList(
+                [_RowStop(per_row.repeat_interleave(samples))]
+            )
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=eos,
                              pad_token_id=pad, num_return_sequences=samples, **extra)  # fmt: skip
-    new = out[:, inputs["input_ids"].shape[1] :].cpu()
+        new = out[:, inputs["input_ids"].shape[1] :].cpu()
     result: list[list[torch.Tensor]] = []
     for i in range(len(texts)):
         ends = {*eos, *([stops[i]] if stops is not None else [])}
