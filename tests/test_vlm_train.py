@@ -131,7 +131,12 @@ def test_full_fine_tune_freezes_the_vision_tower_and_saves_a_model(tmp_path):
     recipe = VLMRecipe(cfg, _Accel())
     trainable = {n for n, p in recipe.model.named_parameters() if p.requires_grad}
     assert trainable and not any("vision_tower" in n for n in trainable)
+    assert any("multi_modal_projector" in n for n in trainable)  # LLaVA's stage 2 trains it
     assert recipe.scorer.reference == "copy"
+    frozen = VLMRecipe(vlm_config(tmp_path / "frozen", lora=None,
+                                  vlm={"train_projector": False}), _Accel())  # fmt: skip
+    left = {n for n, p in frozen.model.named_parameters() if p.requires_grad}
+    assert left == {n for n in trainable if "multi_modal_projector" not in n}
     result = train(cfg, VLMRecipe)
     tuned = load_vlm(result.saved["path"])
     assert tuned.family == "llava"

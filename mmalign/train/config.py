@@ -179,6 +179,9 @@ class VLMConfig:
     strict: bool = False  # raise on the first row that does not fit, naming it
     reference: Literal["auto", "adapters", "copy", "precomputed"] = "auto"  # auto: adapters
     train_vision: bool = False  # full fine-tune: train the vision tower too (LLaVA freezes it)
+    # full fine-tune: train the projector (LLaVA's stage 2 does); false keeps the image features
+    # the language model reads as loaded (configs/toy/prism_sft.yaml, docs/results.md)
+    train_projector: bool = True
     bpo_form: Literal["objective", "extra_rows"] = "objective"  # extra_rows: the released code
     blind_batch_size: int = 32  # generating blind responses (BPO) when the data has none
     blind_max_new_tokens: int = 32

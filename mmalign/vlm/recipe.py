@@ -138,9 +138,11 @@ class VLMRecipe:
                 model = add_lora(model, cfg.lora, trainable_tokens=new_rows)
         else:
             model.requires_grad_(True)
-            if not v.train_vision:
+            if not (v.train_vision and v.train_projector):
                 for name, p in model.named_parameters():
-                    if in_image_path(name) and "projector" not in name:
+                    projector = "projector" in name
+                    if in_image_path(name) and not (v.train_projector if projector
+                                                    else v.train_vision):  # fmt: skip
                         p.requires_grad_(False)
         self.model = model.to(device)
         self.vlm.model = self.model
