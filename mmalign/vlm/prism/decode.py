@@ -76,6 +76,10 @@ def prefill(model: Any, inputs: Any) -> Any:
     pos = (mask[:, :-1].long().cumsum(-1) - 1).masked_fill(mask[:, :-1] == 0, 0)
     out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos,
                 use_cache=True, **head)  # fmt: skip
+    return _cache_of(out)
+
+
+def _cache_of(out: Any) -> Any:
     cache = getattr(out, "cache", None)
     return out.past_key_values if cache is None else cache
 
@@ -104,6 +108,7 @@ def sample_shared(model: Any, inputs: Any, samples: int, *, max_new_tokens: int,
                          position_ids=pos[:, None], use_cache=True, **{cache_name: cache},
                          **extra)  # fmt: skip
         logits = out_step.logits[:, -1].float()
+        cache = _cache_of(out_step)
         if sample:
             token = torch.multinomial(torch.softmax(logits / temperature, -1), 1)[:, 0]
         else:
