@@ -10,8 +10,9 @@ throughput of each model scorer is checked against the target (>= 3x) in this ru
 `dense` is the dense reward head (`dense:<path>`, `mmalign.rewards.dense`) with the toy
 backbone in the architecture of `configs/toy/dense_reward.yaml` (the defaults of
 `DenseRewardConfig`), freshly initialised from seed 0 and saved with `save_pretrained`, so the
-benchmark does not depend on a trained head under runs/; its `score` runs the whole head
-(both heatmaps and the four scores), as `.dense` does.
+benchmark does not depend on a trained head under runs/. Its `score` (the overall score, what
+`eval winrate` reads) skips the heatmap decoder; `dense-maps` times the same head's `.dense`
+(both heatmaps and the four scores, what dense-weighted training reads).
 
     OMP_NUM_THREADS=1 python benchmarks/scoring.py --out runs/bench/scoring.json
 """
@@ -30,8 +31,18 @@ from pathlib import Path
 import torch
 
 TARGET = 3.0
-ALL = ["pickscore", "hpsv2", "clip", "aesthetic", "dense", "imagereward", "toy:fidelity",
-       "toy:style"]  # fmt: skip
+ALL = ["pickscore", "hpsv2", "clip", "aesthetic", "dense", "dense-maps", "imagereward",
+       "toy:fidelity", "toy:style"]  # fmt: skip
+
+
+class _Maps:
+    """A dense scorer timed through `.dense` (heatmaps and scores) instead of `.score`."""
+
+    def __init__(self, scorer) -> None:
+        self.scorer = scorer
+
+    def score(self, images, prompts):
+        return self.scorer.dense(images, prompts)
 
 
 def build(name: str, root: Path, device: str):
@@ -53,13 +64,14 @@ def build(name: str, root: Path, device: str):
         mlp = tiny.save_aesthetic(root / "aesthetic", width=16)
         return lambda bs: get_scorer(name, path=mlp, clip=f"{config}:{weights}", batch_size=bs,
                                      **common)  # fmt: skip
-    if name == "dense":
+    if name in ("dense", "dense-maps"):
         from mmalign.rewards.dense import DenseRewardConfig, DenseRewardModel
 
         torch.manual_seed(0)  # a fresh toy head: the timing does not depend on trained weights
-        DenseRewardModel(DenseRewardConfig()).save_pretrained(root / "dense")
-        path = root / "dense"
-        return lambda bs: get_scorer(f"dense:{path}", batch_size=bs, **common)
+        path = DenseRewardModel(DenseRewardConfig()).save_pretrained(root / name)
+        if name == "dense":
+            return lambda bs: get_scorer(f"dense:{path}", batch_size=bs, **common)
+        return lambda bs: _Maps(get_scorer(f"dense:{path}", batch_size=bs, **common))
     if name == "imagereward":
         try:
             import ImageReward  # noqa: F401

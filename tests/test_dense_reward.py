@@ -50,7 +50,15 @@ def test_dense_scorer_through_get_scorer_batched_equals_one_at_a_time(tmp_path):
     one = [scorer.dense(images[i : i + 1], PROMPTS[i : i + 1]) for i in range(6)]
     for key, value in out.items():
         torch.testing.assert_close(value, torch.cat([o[key] for o in one]), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(scorer.score(images, PROMPTS), out["overall"])
+    # score skips the heatmap decoder and gives exactly dense's overall
+    assert torch.equal(scorer.score(images, PROMPTS), out["overall"])
+    calls = []
+    hook = scorer.model.decoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        scorer.score(images, PROMPTS)
+    finally:
+        hook.remove()
+    assert not calls
     # a training output_dir (the head under reward/) works too
     run = tmp_path / "run"
     DenseRewardModel.from_pretrained(folder).save_pretrained(run / "reward")

@@ -208,7 +208,17 @@ class DenseRewardModel(nn.Module):
     def forward(
         self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = pixels
+        img_tokens, scores = self.fuse(pixels, ids, mask)
+        return self.decoder(img_tokens, pixels), scores
+
+    def scores(self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The four scores [B,4] alone: the heatmap decoder does not run."""
+        return self.fuse(pixels, ids, mask)[1]
+
+    def fuse(
+        self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the fused image tokens [B,N,dim], the scores [B,4]) of images in [0,1] and prompts."""
         x = self.preprocess(pixels)
         if self.clip_model is not None:
             img = self.clip_model.vision_model(pixel_values=x).last_hidden_state[:, 1:]
@@ -226,7 +236,7 @@ class DenseRewardModel(nn.Module):
         m = mask.to(fused.dtype)[..., None]
         txt_mean = (txt_tokens * m).sum(1) / m.sum(1).clamp(min=1)
         scores = torch.sigmoid(self.score_head(torch.cat([img_tokens.mean(1), txt_mean], 1)))
-        return self.decoder(img_tokens, raw), scores
+        return img_tokens, scores
 
     # ------------------------------------------------------------------ save / load
 

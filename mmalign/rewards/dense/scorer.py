@@ -78,6 +78,20 @@ class DenseScorer:
                 parts[key].append(maps[:, i : i + 1].clamp(0, 1).cpu())
         return {k: torch.cat(v) for k, v in parts.items()}
 
+    @torch.no_grad()
     def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
-        """The `overall` score [B] in [0, 1]."""
-        return self.dense(images, prompts)["overall"]
+        """The `overall` score [B] in [0, 1], as `dense(...)["overall"]` without running the
+        heatmap decoder (which it would throw away)."""
+        if len(prompts) != len(images):
+            raise ValueError(f"{self.name}: {len(images)} images but {len(prompts)} prompts")
+        n, step, overall = len(images), self.batch_size, DENSE_SCORES.index("overall")
+        parts = []
+        bar = tqdm(range(0, n, step), desc=self.name, unit="batch", disable=n <= step, leave=False)
+        for start in bar:
+            batch = _resized(images[start : start + step], self.model.config.image_size)
+            ids, mask = self.model.tokenize(list(prompts[start : start + step]))
+            scores = self.model.scores(
+                batch.to(self.device, self.dtype), ids.to(self.device), mask.to(self.device)
+            )
+            parts.append(scores[:, overall].float().cpu())
+        return torch.cat(parts)
