@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     from mmalign.vlm.data import open_vlm_pairs
     from mmalign.vlm.prism.cli import load_policy
 
+    if min(args.children, args.batch_size, args.trees) < 1:
+        parser.error("--children, --batch-size and --trees must be >= 1")
     if args.trees_per_batch is None:
         args.trees_per_batch = max(1, args.batch_size // args.children)
     data, _ = open_vlm_pairs(args.data, "train", max_samples=args.trees)

@@ -139,15 +139,42 @@ def test_finished_rows_leave_the_batch(vlm):
     tok = processor.tokenizer
     never, pad = [len(tok) - 1], tok.pad_token_id
     kw = {"max_new_tokens": 8, "eos": never, "pad": pad, "sample": False}
+    assert inputs["attention_mask"][0, 0] == 0  # prompt 0 is the shorter one: left-padded
     free = sample_shared(model, inputs, 2, **kw)
     assert (free != pad).all()  # nothing stops: 8 tokens in every row
-    stops = torch.tensor([int(free[0, 0]), never[0]])  # prompt 0's rows end at their first token
-    rows_fed = []
-    hook = model.lm_head.register_forward_hook(lambda _m, a, _o: rows_fed.append(len(a[0])))
+    for ends in (0, 1):  # one prompt's rows end at their first token, the other's run on
+        stops = torch.tensor(never * 2)
+        stops[ends] = int(free[2 * ends, 0])
+        rows_fed: list[int] = []
+        hook = model.lm_head.register_forward_hook(
+            lambda _m, a, _o, fed=rows_fed: fed.append(len(a[0]))
+        )
+        try:
+            got = sample_shared(model, inputs, 2, stops=stops, **kw)
+        finally:
+            hook.remove()
+        assert rows_fed == [2, 4] + [2] * 7  # prefill, then 4 rows, then the 2 still running
+        done, running = slice(2 * ends, 2 * ends + 2), slice(2 - 2 * ends, 4 - 2 * ends)
+        assert torch.equal(got[done, 0], free[done, 0]) and (got[done, 1:] == pad).all()
+        assert torch.equal(got[running], free[running])
+
+
+def test_a_generation_config_with_processors_is_not_plain(vlm):
+    """`sample_shared` applies only a temperature: a model whose generation config would make
+    `generate` apply more (a repetition penalty, suppressed tokens) must take `generate`."""
+    import copy
+
+    from mmalign.vlm.prism.decode import plain_sampling
+
+    model = vlm.model
+    assert plain_sampling(model)
+    saved = copy.deepcopy(model.generation_config)
     try:
-        got = sample_shared(model, inputs, 2, stops=stops, **kw)
+        model.generation_config.repetition_penalty = 1.3
+        assert not plain_sampling(model)
+        model.generation_config = copy.deepcopy(saved)
+        model.generation_config.suppress_tokens = [5]
+        assert not plain_sampling(model)
     finally:
-        hook.remove()
-    assert rows_fed[0] == 2 and rows_fed[1:] == [4] + [2] * 7  # prefill, then 4 rows, then 2
-    assert torch.equal(got[:2, 0], free[:2, 0]) and (got[:2, 1:] == pad).all()
-    assert torch.equal(got[2:], free[2:])
+        model.generation_config = saved
+    assert plain_sampling(model)

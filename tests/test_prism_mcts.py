@@ -224,6 +224,9 @@ def test_cli_searches_toy_vlm_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     again = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert again["trees_loaded"] == 3 and again["this_run"]["samples"] == 0
+    # without --trees-per-batch a rerun keeps the search's own batching and resumes
+    assert main(args[:-2]) == 0
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["trees_loaded"] == 3
     assert main([*args[:-6], "--iterations", "5", *args[-4:]]) == 2  # other settings: refused
 
     # fewer rows than --max-samples asks for: searched, and said so

@@ -34,6 +34,18 @@ def load_policy(model: str, dtype: str = "float32") -> Any:
     return vlm
 
 
+def _default_trees_per_batch(args: argparse.Namespace) -> int:
+    """A resumed search keeps the batching it was started with (its trees depend on it; the
+    default was 16 before it became batch-size / children); a new one fills a call per round."""
+    saved = Path(args.out) / "search.json"
+    if saved.is_file():
+        try:
+            return int(json.loads(saved.read_text())["trees_per_batch"])
+        except (ValueError, KeyError, TypeError):
+            pass  # not a search's settings: Search names the mismatch
+    return max(1, args.batch_size // max(1, args.children))
+
+
 def _cmd_mcts(args: argparse.Namespace) -> int:
     from ...data.schema import validate_rows
     from ..data import open_vlm_pairs
@@ -44,7 +56,7 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
     from .search import Search, pair_rows, summarize
 
     if args.trees_per_batch is None:
-        args.trees_per_batch = max(1, args.batch_size // max(1, args.children))
+        args.trees_per_batch = _default_trees_per_batch(args)
     for name in ("iterations", "children", "max_depth", "trees_per_batch", "batch_size",
                  "max_new_tokens"):  # fmt: skip
         if getattr(args, name) < 1:
@@ -140,8 +152,8 @@ def register(sub: Any) -> None:
         "--trees-per-batch",
         type=int,
         default=None,
-        help="trees searched together "
-        "(default: batch-size / children, so one round of expansions fills a call)",
+        help="trees searched together (default: a resumed search's own, else batch-size / "
+        "children, so one round of expansions fills a call)",
     )
     p.add_argument("--batch-size", type=int, default=96, help="sequences per generate call")
     p.add_argument("--max-new-tokens", type=int, default=48, help="per stage; longer is a failure")

@@ -37,7 +37,8 @@ _NEUTRAL: dict[str, Any] = {
     "forced_bos_token_id": None, "forced_eos_token_id": None, "sequence_bias": None,
     "exponential_decay_length_penalty": None, "renormalize_logits": False, "typical_p": 1.0,
     "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "min_p": None, "guidance_scale": None,
-    "diversity_penalty": 0.0, "num_beams": 1,
+    "diversity_penalty": 0.0, "num_beams": 1, "top_h": None, "remove_invalid_values": False,
+    "watermarking_config": None,
 }  # fmt: skip
 
 
@@ -117,9 +118,10 @@ def sample_shared(model: Any, inputs: Any, samples: int, *, max_new_tokens: int,
         done = torch.isin(token, ends)
         if stop is not None:
             done |= token == stop
-        if bool(done.all()):
+        finished = int(done.sum())  # one sync with the device per step
+        if finished == len(rows) or step == max_new_tokens - 1:
             break
-        if bool(done.any()):  # finished rows leave the batch and the cache
+        if finished:  # finished rows leave the batch and the cache
             live = (~done).nonzero()[:, 0]
             cache.batch_select_indices(live)
             rows, token, mask, pos = rows[live], token[live], mask[live], pos[live]

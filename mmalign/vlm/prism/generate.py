@@ -7,9 +7,9 @@ the stage's closing tag (one token, `mmalign.vlm.prism.format`) or at the end of
 sample that reaches `max_new_tokens` without the closing tag comes back `closed=False` (the
 search scores it as a failed node). Requests of many trees and nodes share one `generate` call
 per `batch_size` sequences, with left padding, whatever stage each writes: each row stops at its
-own stage's closing tag (`_RowStop`), so stages at different depths do not split the batch, and
-an expansion's samples continue one shared encoding of their prompt, finished rows leaving the
-batch (`decode.sample_shared`).
+own stage's closing tag, so stages at different depths do not split the batch. On LLaVA-family
+models an expansion's samples continue one shared encoding of their prompt and finished rows
+leave the batch (`decode.sample_shared`); other models take `generate` with `_RowStop`.
 """
 
 from __future__ import annotations
