@@ -26,7 +26,7 @@ from typing import Any
 
 
 def run_mode(name: str, rows: list[dict[str, Any]], vlm: Any, args: argparse.Namespace,
-             per_batch: int, batch_size: int) -> dict[str, Any]:  # fmt: skip
+             per_batch: int | None, batch_size: int) -> dict[str, Any]:  # fmt: skip
     from mmalign.vlm.prism.generate import StageGenerator
     from mmalign.vlm.prism.judges import make_judge
     from mmalign.vlm.prism.mcts import MCTSConfig
@@ -43,7 +43,7 @@ def run_mode(name: str, rows: list[dict[str, Any]], vlm: Any, args: argparse.Nam
         summary = summarize(search, trees, time.perf_counter() - started)
     this = summary["this_run"]
     return {
-        "mode": name, "trees_per_batch": per_batch, "batch_size": batch_size,
+        "mode": name, "trees_per_batch": search.trees_per_batch, "batch_size": batch_size,
         "trees": summary["trees"], "nodes": summary["nodes"], "pairs": summary["pairs"],
         "samples": this["samples"], "judge_calls": this["judge_calls"],
         "generate_calls": this["generate_calls"], "seconds": this["seconds"],
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "--trees-per-batch",
         type=int,
         default=None,
-        help="default: batch-size / children (as mmalign data prism-mcts)",
+        help="default: batch-size / children (Search's, as in mmalign data prism-mcts)",
     )
     parser.add_argument("--batch-size", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
@@ -104,8 +104,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if min(args.children, args.batch_size, args.trees) < 1:
         parser.error("--children, --batch-size and --trees must be >= 1")
-    if args.trees_per_batch is None:
-        args.trees_per_batch = max(1, args.batch_size // args.children)
     data, _ = open_vlm_pairs(args.data, "train", max_samples=args.trees)
     rows = [data[i] for i in range(len(data))]
     vlm = load_policy(args.model)

@@ -230,14 +230,8 @@ def load_pickapic(
     )
     # pyarrow's own allocator keeps what the conversion freed (about 5 MiB here); training
     # allocates elsewhere, so hand it back rather than carry it to the peak (issue 19)
-    _release_arrow_pool()
-    return pairs, report
-
-
-def _release_arrow_pool() -> None:
-    import pyarrow as pa
-
     pa.default_memory_pool().release_unused()
+    return pairs, report
 
 
 def pickapic_prompts(

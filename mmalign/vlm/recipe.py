@@ -138,12 +138,9 @@ class VLMRecipe:
                 model = add_lora(model, cfg.lora, trainable_tokens=new_rows)
         else:
             model.requires_grad_(True)
-            if not (v.train_vision and v.train_projector):
-                for name, p in model.named_parameters():
-                    projector = "projector" in name
-                    if in_image_path(name) and not (v.train_projector if projector
-                                                    else v.train_vision):  # fmt: skip
-                        p.requires_grad_(False)
+            for name, p in model.named_parameters():
+                if in_image_path(name):
+                    p.requires_grad_(v.train_projector if "projector" in name else v.train_vision)
         self.model = model.to(device)
         self.vlm.model = self.model
         reference = v.reference

@@ -53,25 +53,28 @@ class DenseScorer:
         self.batch_size = batch_size
         self.model = DenseRewardModel.from_pretrained(path).to(self.device, self.dtype)
 
+    def _batches(self, images: ImageBatch, prompts: Sequence[str]):
+        """(pixels on the model's device, ids, mask, the input's (H, W)) per `batch_size`."""
+        if len(prompts) != len(images):
+            raise ValueError(f"{self.name}: {len(images)} images but {len(prompts)} prompts")
+        n, step = len(images), self.batch_size
+        bar = tqdm(range(0, n, step), desc=self.name, unit="batch", disable=n <= step, leave=False)
+        for start in bar:
+            batch = _resized(images[start : start + step], self.model.config.image_size)
+            ids, mask = self.model.tokenize(list(prompts[start : start + step]))
+            yield (batch.to(self.device, self.dtype), ids.to(self.device), mask.to(self.device),
+                   tuple(batch.shape[-2:]))  # fmt: skip
+
     @torch.no_grad()
     def dense(self, images: ImageBatch, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Scores {alignment, aesthetics, plausibility, overall} [B] and heatmaps
         {misalignment, artifact} [B,1,H,W] in [0,1] (1 = flawed), on the CPU."""
-        if len(prompts) != len(images):
-            raise ValueError(f"{self.name}: {len(images)} images but {len(prompts)} prompts")
-        n, step = len(images), self.batch_size
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in (*DENSE_SCORES, *HEATMAP_CHANNELS)}
-        bar = tqdm(range(0, n, step), desc=self.name, unit="batch", disable=n <= step, leave=False)
-        for start in bar:
-            batch = _resized(images[start : start + step], self.model.config.image_size)
-            h, w = batch.shape[-2:]
-            ids, mask = self.model.tokenize(list(prompts[start : start + step]))
-            maps, scores = self.model(
-                batch.to(self.device, self.dtype), ids.to(self.device), mask.to(self.device)
-            )
+        for pixels, ids, mask, size in self._batches(images, prompts):
+            maps, scores = self.model(pixels, ids, mask)
             maps = maps.float()
-            if maps.shape[-2:] != (h, w):
-                maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
+            if maps.shape[-2:] != size:
+                maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
             for i, key in enumerate(DENSE_SCORES):
                 parts[key].append(scores[:, i].float().cpu())
             for i, key in enumerate(HEATMAP_CHANNELS):
@@ -82,16 +85,6 @@ class DenseScorer:
     def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
         """The `overall` score [B] in [0, 1], as `dense(...)["overall"]` without running the
         heatmap decoder (which it would throw away)."""
-        if len(prompts) != len(images):
-            raise ValueError(f"{self.name}: {len(images)} images but {len(prompts)} prompts")
-        n, step, overall = len(images), self.batch_size, DENSE_SCORES.index("overall")
-        parts = []
-        bar = tqdm(range(0, n, step), desc=self.name, unit="batch", disable=n <= step, leave=False)
-        for start in bar:
-            batch = _resized(images[start : start + step], self.model.config.image_size)
-            ids, mask = self.model.tokenize(list(prompts[start : start + step]))
-            scores = self.model.scores(
-                batch.to(self.device, self.dtype), ids.to(self.device), mask.to(self.device)
-            )
-            parts.append(scores[:, overall].float().cpu())
-        return torch.cat(parts)
+        overall = DENSE_SCORES.index("overall")
+        return torch.cat([self.model.scores(pixels, ids, mask)[:, overall].float().cpu()
+                          for pixels, ids, mask, _ in self._batches(images, prompts)])  # fmt: skip

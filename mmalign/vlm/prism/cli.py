@@ -34,16 +34,16 @@ def load_policy(model: str, dtype: str = "float32") -> Any:
     return vlm
 
 
-def _default_trees_per_batch(args: argparse.Namespace) -> int:
+def _saved_trees_per_batch(args: argparse.Namespace) -> int | None:
     """A resumed search keeps the batching it was started with (its trees depend on it; the
-    default was 16 before it became batch-size / children); a new one fills a call per round."""
+    default was 16 before it became batch-size / children); None for a new search."""
     saved = Path(args.out) / "search.json"
     if saved.is_file():
         try:
             return int(json.loads(saved.read_text())["trees_per_batch"])
         except (ValueError, KeyError, TypeError):
             pass  # not a search's settings: Search names the mismatch
-    return max(1, args.batch_size // max(1, args.children))
+    return None
 
 
 def _cmd_mcts(args: argparse.Namespace) -> int:
@@ -56,10 +56,10 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
     from .search import Search, pair_rows, summarize
 
     if args.trees_per_batch is None:
-        args.trees_per_batch = _default_trees_per_batch(args)
+        args.trees_per_batch = _saved_trees_per_batch(args)  # else Search's default
     for name in ("iterations", "children", "max_depth", "trees_per_batch", "batch_size",
                  "max_new_tokens"):  # fmt: skip
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1")
     rows, report = open_vlm_pairs(args.data, args.split, max_samples=args.max_samples)
     print(report)

@@ -53,8 +53,10 @@ class Search:
     """The search over `rows` with `generate` and `judge` (see the module docstring)."""
 
     def __init__(self, rows: Sequence[dict[str, Any]], generate: StageGenerator, judge: Judge,
-                 config: MCTSConfig, out: str | Path, *, trees_per_batch: int = 16,
+                 config: MCTSConfig, out: str | Path, *, trees_per_batch: int | None = None,
                  seed: int = 0, progress: bool = True):  # fmt: skip
+        if trees_per_batch is None:  # one round of expansions fills a generate call
+            trees_per_batch = max(1, generate.batch_size // config.children)
         if trees_per_batch < 1:
             raise ValueError(f"trees_per_batch must be >= 1, got {trees_per_batch}")
         self.rows, self.generate, self.judge, self.config = rows, generate, judge, config
