@@ -20,6 +20,7 @@ import torch
 from ..config import ConfigError
 from ..data.cache import cache_root
 from ..train.config import Config, DiffusionConfig
+from .compiled import CompiledViews
 from .data import PairImages, collate, has_soft_labels, open_pairs
 from .encode import EncodedPairs, precompute, stack
 from .flow import FlowPairScorer, FlowSettings
@@ -200,6 +201,7 @@ class FlowRecipe:
         if self.scorer.reference_model is not None:
             self.scorer.reference_model.to(device)
         self._unwrapped: tuple[torch.nn.Module, torch.nn.Module] | None = None
+        self._compiled = CompiledViews(cfg.diffusion.compile)
 
     def _make_trainable(self) -> str:
         cfg = self.cfg
@@ -236,7 +238,13 @@ class FlowRecipe:
         if self._unwrapped is None or self._unwrapped[0] is not model:
             self._unwrapped = (model, self.accelerator.unwrap_model(model))
         base = self._unwrapped[1]
-        return self.scorer(model, batch, seeds, with_reference=with_reference, base=base)
+        return self.scorer(
+            self._compiled(model),
+            batch,
+            seeds,
+            with_reference=with_reference,
+            base=self._compiled(base),
+        )
 
     @torch.no_grad()
     def validate(self, step: int):

@@ -17,6 +17,7 @@ import torch
 from ..data.cache import cache_root
 from ..data.prompts import resolve_prompts
 from ..train.config import Config
+from .compiled import CompiledViews
 from .data import PairImages, collate, has_soft_labels, open_pairs
 from .encode import EncodedPairs, Encoder, fingerprint, precompute, stack
 from .load import load_pipeline
@@ -117,6 +118,7 @@ class DiffusionRecipe:
 
             self.dense = pair_weights(d.dense, images, self.resolution // self.diffusion.vae_scale)
         self._unwrapped: tuple[torch.nn.Module, torch.nn.Module] | None = None
+        self._compiled = CompiledViews(cfg.diffusion.compile)
 
     def _make_trainable(self) -> str:
         """Add what trains (LoRA, or the whole UNet) and return the reference kind."""
@@ -159,7 +161,13 @@ class DiffusionRecipe:
         if self._unwrapped is None or self._unwrapped[0] is not model:
             self._unwrapped = (model, self.accelerator.unwrap_model(model))
         base = self._unwrapped[1]
-        return self.scorer(model, batch, seeds, with_reference=with_reference, base=base)
+        return self.scorer(
+            self._compiled(model),
+            batch,
+            seeds,
+            with_reference=with_reference,
+            base=self._compiled(base),
+        )
 
     @torch.no_grad()
     def validate(self, step: int):
