@@ -84,3 +84,16 @@ def test_a_compiled_flow_run_trains_exactly_like_an_eager_one(tmp_path, recorder
     losses, _ = _run(model, tmp_path / "compiled", True, **flow)
     assert len(recorder.graphs) >= 2
     assert losses == eager
+
+
+def test_a_run_resumes_with_compile_switched_on(tmp_path, recorder):
+    tiny = save_tiny(tmp_path)
+    full, _ = _run(tiny, tmp_path / "full", False)
+    part = tmp_path / "part"
+    cfg = tiny_config(tiny, part, train={"max_steps": 2, "checkpoint_every": 2})
+    train(cfg, diffusion_recipe)
+    longer = {"max_steps": 4, "checkpoint_every": 2, "resume_from": "latest"}
+    resumed = tiny_config(tiny, part, diffusion={"compile": True}, train=longer)
+    train(resumed, diffusion_recipe)
+    assert recorder.graphs
+    assert [m["loss"] for m in read_metrics(part)] == full

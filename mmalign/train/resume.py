@@ -14,8 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-# What a resumed run may change: how long it runs, and how it logs, checkpoints and validates.
+# What a resumed run may change: how long it runs, how it logs, checkpoints and validates, and
+# whether the step is compiled (the same arithmetic up to float rounding; a run saved before
+# the setting existed has no such key).
 RESUMABLE = (
+    "diffusion.compile",
     "output_dir",
     "train.max_steps",
     "train.resume_from",
