@@ -109,6 +109,22 @@ def test_resume_refuses_a_changed_recipe_and_allows_a_longer_run(tiny, tmp_path)
     assert [m["step"] for m in read_metrics(out)][-1] == 3
 
 
+def test_a_setting_added_after_a_run_was_saved_keeps_its_resume(tiny, tmp_path):
+    import json
+
+    from mmalign.config import to_dict
+    from mmalign.train.resume import recipe_changes
+
+    cfg = to_dict(tiny_config(tiny, tmp_path / "run"))
+    saved = json.loads(json.dumps(cfg, default=str))
+    del saved["vlm"]["train_projector"], saved["diffusion"]["vae_batch_size"]
+    run_file = tmp_path / "mmalign_run.json"
+    run_file.write_text(json.dumps({"config": saved}))
+    assert recipe_changes(run_file, cfg) == []  # both still at their defaults
+    cfg["diffusion"]["vae_batch_size"] = 2  # not the default: the old run did not do that
+    assert recipe_changes(run_file, cfg) == ["diffusion.vae_batch_size: '(unset)' -> 2"]
+
+
 def test_reference_free_objectives_never_run_the_reference(tiny, tmp_path):
     out = tmp_path / "mapo"
     cfg = tiny_config(tiny, out, objective=[{"loss": "mapo"}], train={"max_steps": 2})

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 # What a resumed run may change: how long it runs, how it logs, checkpoints and validates, and
-# whether the step is compiled (the same arithmetic up to float rounding; a run saved before
-# the setting existed has no such key).
+# whether the step is compiled (the same arithmetic up to float rounding).
 RESUMABLE = (
     "diffusion.compile",
     "output_dir",
@@ -43,21 +42,41 @@ def _flatten(value: Any, key: str = "") -> dict[str, Any]:
     return out
 
 
+def _defaults() -> dict[str, Any]:
+    """Every setting of the sections that have defaults, flattened as `recipe_changes` keys."""
+    from dataclasses import MISSING, asdict, fields, is_dataclass
+
+    from .config import Config
+
+    out: dict[str, Any] = {}
+    for f in fields(Config):
+        if f.default_factory is not MISSING:
+            value = f.default_factory()
+            value = asdict(value) if is_dataclass(value) else value  # type: ignore[arg-type]
+            out.update(_flatten(json.loads(json.dumps(value, default=str)), f.name))
+    return out
+
+
 def _resumable(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in RESUMABLE)
 
 
 def recipe_changes(run_file: Path, config: dict[str, Any]) -> list[str]:
     """`key: old -> new` for every setting that differs between the recipe saved in
-    `run_file` and `config` (a run's config as a dict), leaving out the resumable keys.
-    Empty when nothing differs or when there is no saved recipe to compare with."""
+    `run_file` and `config` (a run's config as a dict), leaving out the resumable keys and
+    settings the saved recipe predates that keep their default. Empty when nothing differs or
+    when there is no saved recipe to compare with."""
     if not run_file.is_file():
         return []
     old = _flatten(json.loads(run_file.read_text()).get("config", {}))
     new = _flatten(json.loads(json.dumps(config, default=str)))  # as the file stores it
+    defaults, unset = _defaults(), object()
     changes = []
     for key in sorted(set(old) | set(new)):
         if _resumable(key) or old.get(key) == new.get(key):
+            continue
+        # A setting added to mmalign after the run was saved: its default is what ran.
+        if key not in old and new.get(key) == defaults.get(key, unset):
             continue
         changes.append(f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}")
     return changes
