@@ -110,19 +110,30 @@ def test_resume_refuses_a_changed_recipe_and_allows_a_longer_run(tiny, tmp_path)
 
 
 def test_a_setting_added_after_a_run_was_saved_keeps_its_resume(tiny, tmp_path):
-    import json
-
     from mmalign.config import to_dict
     from mmalign.train.resume import recipe_changes
 
+    def changes(saved, cfg):
+        run_file = tmp_path / "mmalign_run.json"
+        run_file.write_text(json.dumps({"config": saved}))
+        return recipe_changes(run_file, cfg)
+
     cfg = to_dict(tiny_config(tiny, tmp_path / "run"))
     saved = json.loads(json.dumps(cfg, default=str))
-    del saved["vlm"]["train_projector"], saved["diffusion"]["vae_batch_size"]
-    run_file = tmp_path / "mmalign_run.json"
-    run_file.write_text(json.dumps({"config": saved}))
-    assert recipe_changes(run_file, cfg) == []  # both still at their defaults
+    del saved["vlm"]["train_projector"], saved["diffusion"]["vae_batch_size"], saved["ppd"]
+    assert changes(saved, cfg) == []  # all three still at their defaults
     cfg["diffusion"]["vae_batch_size"] = 2  # not the default: the old run did not do that
-    assert recipe_changes(run_file, cfg) == ["diffusion.vae_batch_size: '(unset)' -> 2"]
+    assert changes(saved, cfg) == ["diffusion.vae_batch_size: '(unset)' -> 2"]
+    # what a default must not hide: a full fine-tune resumed with the default LoRA, and a loss
+    # argument written into the objective (the loss's own default may differ)
+    full = {**json.loads(json.dumps(cfg, default=str)), "lora": None}
+    assert "lora: None -> '(unset)'" in changes(full, cfg)
+    assert "lora.dropout: '(unset)' -> 0.0" in changes(full, cfg)  # the default, still shown
+    bare = json.loads(json.dumps(cfg, default=str))
+    cfg["objective"] = [{"loss": "dpo"}]
+    bare["objective"] = [{"loss": "dpo"}]
+    cfg["objective"][0]["beta"] = 0.1
+    assert changes(bare, cfg) == ["objective.0.beta: '(unset)' -> 0.1"]
 
 
 def test_reference_free_objectives_never_run_the_reference(tiny, tmp_path):

@@ -1,15 +1,18 @@
 """`diffusion.compile`: the training step's denoiser calls through `torch.compile`.
 
-The step calls the policy (as the train loop prepared it, maybe DDP-wrapped, so gradients are
-still reduced) and the unwrapped module for the reference (adapters off). Each gets a compiled
-view made once and kept: an `OptimizedModule` that shares the module's parameters, so the
-optimizer, checkpoints and saved LoRA see the same tensors and keys as without it. Sampling
-(`validate`, evaluation) calls the pipeline's own module and stays eager, so it never compiles
-for the pipeline's other batch shapes.
+The step calls the policy (as the train loop prepared it, maybe DDP-wrapped: DDP's gradient
+hooks run outside the compiled region, so gradients are still reduced), the unwrapped module
+for the reference with the LoRA adapters off, and, for a full fine-tune, the frozen reference
+copy. Each gets a compiled view made once and kept: an `OptimizedModule` that shares the
+module's parameters, so the optimizer, checkpoints and saved LoRA see the same tensors as
+without it (the recipes save from the module itself: a view's `state_dict` keys carry an
+`_orig_mod.` prefix). Sampling (`validate`, evaluation) calls the pipeline's own module and
+stays eager, so it never compiles for the pipeline's other batch shapes.
 
 Switching the adapters off for the reference flips a flag on each LoRA layer that the compiled
 code guards on: the first steps compile the policy (with gradient) and the reference (without)
-once each, and the later ones reuse both. A last, smaller batch compiles once more.
+once each, and the later ones reuse both (every micro-batch has the same shape). SmPO's ReNoise
+inversion calls the base with fewer rows as its steps go on, which compiles a few more graphs.
 """
 
 from __future__ import annotations
@@ -20,19 +23,21 @@ import torch
 
 
 class CompiledViews:
-    """`views(module)`: the module itself when off, else its compiled view (made on first use,
-    then the same object for the same module)."""
+    """`views(module)`: the module itself when off, else its compiled view, made on first use
+    and then the same object for that module. `options` go to `torch.compile` (the tests pass a
+    recording backend)."""
 
     def __init__(self, enabled: bool, **options: Any) -> None:
         self.enabled = enabled
         self.options = options
-        self._views: dict[int, tuple[torch.nn.Module, torch.nn.Module]] = {}
+        # keyed by the module (hashed by identity) and holding it, so a view's identity is
+        # stable for as long as the run: AdapterSwitch remembers layers by the view's id()
+        self._views: dict[torch.nn.Module, torch.nn.Module] = {}
 
     def __call__(self, module: torch.nn.Module) -> torch.nn.Module:
         if not self.enabled:
             return module
-        hit = self._views.get(id(module))
-        if hit is None or hit[0] is not module:  # an id reused by a new object: compile anew
-            hit = (module, torch.compile(module, **self.options))
-            self._views[id(module)] = hit
-        return hit[1]
+        view = self._views.get(module)
+        if view is None:
+            view = self._views[module] = torch.compile(module, **self.options)
+        return view

@@ -185,6 +185,7 @@ class FlowRecipe:
             empty = self.encoder.empty()
         self.model = model.transformer
         reference = self._make_trainable()
+        self._compiled = CompiledViews(cfg.diffusion.compile)
         needs_ref = cfg.build_objective().needs_reference
         self.scorer = FlowPairScorer(
             model,
@@ -198,10 +199,9 @@ class FlowRecipe:
             self.scorer.trajectory = FlowReNoiseTrajectory(
                 renoise_settings(asdict(d.renoise)), self.scorer.shift, self.scorer.num_timesteps
             )
-        if self.scorer.reference_model is not None:
-            self.scorer.reference_model.to(device)
+        if self.scorer.reference_model is not None:  # full fine-tune: the frozen copy
+            self.scorer.reference_model = self._compiled(self.scorer.reference_model.to(device))
         self._unwrapped: tuple[torch.nn.Module, torch.nn.Module] | None = None
-        self._compiled = CompiledViews(cfg.diffusion.compile)
 
     def _make_trainable(self) -> str:
         cfg = self.cfg

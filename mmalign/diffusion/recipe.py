@@ -98,6 +98,7 @@ class DiffusionRecipe:
             empty = self.encoder.empty()
         self.model = pipe.unet
         reference = self._make_trainable()
+        self._compiled = CompiledViews(cfg.diffusion.compile)
         needs_ref = cfg.build_objective().needs_reference
         self.scorer = self.scorer_class(
             self.diffusion,
@@ -109,8 +110,8 @@ class DiffusionRecipe:
                 d.trajectory, asdict(d.renoise), pipe.scheduler.config, self.diffusion.family
             ),
         )
-        if self.scorer.reference_unet is not None:
-            self.scorer.reference_unet.to(device)
+        if self.scorer.reference_unet is not None:  # full fine-tune: the frozen copy
+            self.scorer.reference_unet = self._compiled(self.scorer.reference_unet.to(device))
         self._text_dtype = pipe.text_encoder.dtype
         self.dense = None  # diffusion.dense: per-row weights 1 - H, computed once (dense.py)
         if d.dense is not None:
@@ -118,7 +119,6 @@ class DiffusionRecipe:
 
             self.dense = pair_weights(d.dense, images, self.resolution // self.diffusion.vae_scale)
         self._unwrapped: tuple[torch.nn.Module, torch.nn.Module] | None = None
-        self._compiled = CompiledViews(cfg.diffusion.compile)
 
     def _make_trainable(self) -> str:
         """Add what trains (LoRA, or the whole UNet) and return the reference kind."""

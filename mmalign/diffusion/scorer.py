@@ -122,7 +122,8 @@ class DiffusionPairScorer:
         base: torch.nn.Module | None = None,
     ) -> dict[str, PairScores]:
         """`unet`: the policy as trained (maybe DDP-wrapped); `base`: the same module
-        unwrapped, used for the reference so no gradient hooks fire."""
+        unwrapped, used for the reference so no gradient hooks fire. Either may be a compiled
+        view of it (`diffusion.compile`, compiled.py)."""
         latents = batch["latents"]  # [B, 2, C, h, w]
         device, dtype = latents.device, batch["prompt_embeds"].dtype
         t, noise, drop = self.draws(seeds, latents.shape[2:])

@@ -11,11 +11,13 @@ given and refuses a resume when anything but the keys below differs.
 from __future__ import annotations
 
 import json
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 # What a resumed run may change: how long it runs, how it logs, checkpoints and validates, and
-# whether the step is compiled (the same arithmetic up to float rounding).
+# whether the diffusion step is compiled (the same arithmetic up to float rounding, and other
+# dropout masks when LoRA dropout is on).
 RESUMABLE = (
     "diffusion.compile",
     "output_dir",
@@ -43,18 +45,43 @@ def _flatten(value: Any, key: str = "") -> dict[str, Any]:
 
 
 def _defaults() -> dict[str, Any]:
-    """Every setting of the sections that have defaults, flattened as `recipe_changes` keys."""
-    from dataclasses import MISSING, asdict, fields, is_dataclass
-
+    """The default of every recipe setting that has one, flattened as `recipe_changes` keys:
+    the sections' settings (`train.seed`, `diffusion.renoise.steps`, ...) and the optional
+    sections themselves (`ppd`: None). Not the objective terms: a term's arguments are the
+    user's, and a missing one means that loss's own default, not anything here."""
     from .config import Config
 
+    def flat(value: Any, key: str) -> dict[str, Any]:
+        value = asdict(value) if is_dataclass(value) else value  # type: ignore[arg-type]
+        return _flatten(json.loads(json.dumps(value, default=str)), key)
+
     out: dict[str, Any] = {}
-    for f in fields(Config):
-        if f.default_factory is not MISSING:
-            value = f.default_factory()
-            value = asdict(value) if is_dataclass(value) else value  # type: ignore[arg-type]
-            out.update(_flatten(json.loads(json.dumps(value, default=str)), f.name))
+    hints = get_type_hints(Config)
+    for section in fields(Config):
+        if section.name == "objective":
+            continue
+        if section.default is not MISSING:
+            out.update(flat(section.default, section.name))
+        kinds = [t for t in (hints[section.name], *get_args(hints[section.name]))
+                 if isinstance(t, type) and is_dataclass(t)]  # fmt: skip
+        for f in fields(kinds[0]) if kinds else ():
+            if f.default is not MISSING:
+                out.update(flat(f.default, f"{section.name}.{f.name}"))
+            elif f.default_factory is not MISSING:
+                out.update(flat(f.default_factory(), f"{section.name}.{f.name}"))
     return out
+
+
+def _predates(key: str, value: Any, saved: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    """Whether `key` is a setting added to mmalign after the run whose nested recipe is `saved`
+    and left at its default: its parent is in `saved`, as a section, without it. A parent that
+    is missing (a whole new section) or null (`lora: null` -> a LoRA) does not qualify."""
+    node: Any = saved
+    for part in key.split(".")[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return isinstance(node, dict) and key in defaults and defaults[key] == value
 
 
 def _resumable(key: str) -> bool:
@@ -68,15 +95,16 @@ def recipe_changes(run_file: Path, config: dict[str, Any]) -> list[str]:
     when there is no saved recipe to compare with."""
     if not run_file.is_file():
         return []
-    old = _flatten(json.loads(run_file.read_text()).get("config", {}))
+    saved = json.loads(run_file.read_text()).get("config", {})
+    old = _flatten(saved)
     new = _flatten(json.loads(json.dumps(config, default=str)))  # as the file stores it
     defaults, unset = _defaults(), object()
     changes = []
     for key in sorted(set(old) | set(new)):
-        if _resumable(key) or old.get(key) == new.get(key):
+        if _resumable(key) or old.get(key, unset) == new.get(key, unset):
             continue
         # A setting added to mmalign after the run was saved: its default is what ran.
-        if key not in old and new.get(key) == defaults.get(key, unset):
+        if key not in old and _predates(key, new[key], saved, defaults):
             continue
         changes.append(f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}")
     return changes
