@@ -1,4 +1,5 @@
-"""`diffusion.compile`: the training step's denoiser calls through `torch.compile`.
+"""The denoiser modules a diffusion training step calls, unwrapped once and, with
+`diffusion.compile`, called through `torch.compile`.
 
 The step calls the policy (as the train loop prepared it, maybe DDP-wrapped: DDP's gradient
 hooks run outside the compiled region, so gradients are still reduced), the unwrapped module
@@ -41,3 +42,20 @@ class CompiledViews:
         if view is None:
             view = self._views[module] = torch.compile(module, **self.options)
         return view
+
+
+class StepModules:
+    """`modules(model)` -> (policy, base) as the step calls them: the model the train loop
+    prepared and its unwrapped module (for the reference, so no DDP hooks fire), each through
+    `views`. The unwrapping is done once per model: accelerate's `unwrap_model` walks every
+    module looking for compiled regions on each call (about 2.5 ms per step on the tiny UNet)."""
+
+    def __init__(self, accelerator: Any, views: CompiledViews) -> None:
+        self.accelerator = accelerator
+        self.views = views
+        self._unwrapped: tuple[torch.nn.Module, torch.nn.Module] | None = None
+
+    def __call__(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+        if self._unwrapped is None or self._unwrapped[0] is not model:
+            self._unwrapped = (model, self.accelerator.unwrap_model(model))
+        return self.views(model), self.views(self._unwrapped[1])

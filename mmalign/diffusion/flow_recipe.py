@@ -20,7 +20,7 @@ import torch
 from ..config import ConfigError
 from ..data.cache import cache_root
 from ..train.config import Config, DiffusionConfig
-from .compiled import CompiledViews
+from .compiled import CompiledViews, StepModules
 from .data import PairImages, collate, has_soft_labels, open_pairs
 from .encode import EncodedPairs, precompute, stack
 from .flow import FlowPairScorer, FlowSettings
@@ -201,7 +201,7 @@ class FlowRecipe:
             )
         if self.scorer.reference_model is not None:  # full fine-tune: the frozen copy
             self.scorer.reference_model = self._compiled(self.scorer.reference_model.to(device))
-        self._unwrapped: tuple[torch.nn.Module, torch.nn.Module] | None = None
+        self._step_modules = StepModules(accelerator, self._compiled)
 
     def _make_trainable(self) -> str:
         cfg = self.cfg
@@ -235,16 +235,8 @@ class FlowRecipe:
         return {k: v.to(device) for k, v in batch.items()}
 
     def score(self, model, batch, seeds, *, with_reference: bool):
-        if self._unwrapped is None or self._unwrapped[0] is not model:
-            self._unwrapped = (model, self.accelerator.unwrap_model(model))
-        base = self._unwrapped[1]
-        return self.scorer(
-            self._compiled(model),
-            batch,
-            seeds,
-            with_reference=with_reference,
-            base=self._compiled(base),
-        )
+        policy, base = self._step_modules(model)
+        return self.scorer(policy, batch, seeds, with_reference=with_reference, base=base)
 
     @torch.no_grad()
     def validate(self, step: int):
