@@ -54,6 +54,11 @@ class StepModules:
         self.accelerator = accelerator
         self.views = views
         self._unwrapped: tuple[torch.nn.Module, torch.nn.Module] | None = None
+        if views.enabled and accelerator.is_main_process:  # or the first step looks hung
+            print(
+                "mmalign: diffusion.compile: the first steps compile the denoiser (one to two "
+                "minutes on a CPU for a tiny model; the kernels are cached on disk for later runs)"
+            )
 
     def __call__(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
         if self._unwrapped is None or self._unwrapped[0] is not model:
