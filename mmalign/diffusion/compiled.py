@@ -2,7 +2,8 @@
 `diffusion.compile`, called through `torch.compile`.
 
 The step calls the policy (as the train loop prepared it, maybe DDP-wrapped: DDP's gradient
-hooks run outside the compiled region, so gradients are still reduced), the unwrapped module
+hooks run outside the compiled region, so gradients are still reduced; not tested here, no
+multi-process run compiles in the suite), the unwrapped module
 for the reference with the LoRA adapters off, and, for a full fine-tune, the frozen reference
 copy. Each gets a compiled view made once and kept: an `OptimizedModule` that shares the
 module's parameters, so the optimizer, checkpoints and saved LoRA see the same tensors as
