@@ -185,7 +185,7 @@ class FlowRecipe:
             empty = self.encoder.empty()
         self.model = model.transformer
         reference = self._make_trainable()
-        self._compiled = CompiledViews(cfg.diffusion.compile)
+        self._step_modules = StepModules(accelerator, CompiledViews(cfg.diffusion.compile))
         needs_ref = cfg.build_objective().needs_reference
         self.scorer = FlowPairScorer(
             model,
@@ -199,9 +199,9 @@ class FlowRecipe:
             self.scorer.trajectory = FlowReNoiseTrajectory(
                 renoise_settings(asdict(d.renoise)), self.scorer.shift, self.scorer.num_timesteps
             )
-        if self.scorer.reference_model is not None:  # full fine-tune: the frozen copy
-            self.scorer.reference_model = self._compiled(self.scorer.reference_model.to(device))
-        self._step_modules = StepModules(accelerator, self._compiled)
+        frozen = self.scorer.reference_model  # full fine-tune: the frozen reference copy
+        if frozen is not None:
+            self.scorer.reference_model = self._step_modules.views(frozen.to(device))
 
     def _make_trainable(self) -> str:
         cfg = self.cfg

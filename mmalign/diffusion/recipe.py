@@ -98,7 +98,7 @@ class DiffusionRecipe:
             empty = self.encoder.empty()
         self.model = pipe.unet
         reference = self._make_trainable()
-        self._compiled = CompiledViews(cfg.diffusion.compile)
+        self._step_modules = StepModules(accelerator, CompiledViews(cfg.diffusion.compile))
         needs_ref = cfg.build_objective().needs_reference
         self.scorer = self.scorer_class(
             self.diffusion,
@@ -110,15 +110,15 @@ class DiffusionRecipe:
                 d.trajectory, asdict(d.renoise), pipe.scheduler.config, self.diffusion.family
             ),
         )
-        if self.scorer.reference_unet is not None:  # full fine-tune: the frozen copy
-            self.scorer.reference_unet = self._compiled(self.scorer.reference_unet.to(device))
+        frozen = self.scorer.reference_unet  # full fine-tune: the frozen reference copy
+        if frozen is not None:
+            self.scorer.reference_unet = self._step_modules.views(frozen.to(device))
         self._text_dtype = pipe.text_encoder.dtype
         self.dense = None  # diffusion.dense: per-row weights 1 - H, computed once (dense.py)
         if d.dense is not None:
             from .dense import pair_weights
 
             self.dense = pair_weights(d.dense, images, self.resolution // self.diffusion.vae_scale)
-        self._step_modules = StepModules(accelerator, self._compiled)
 
     def _make_trainable(self) -> str:
         """Add what trains (LoRA, or the whole UNet) and return the reference kind."""

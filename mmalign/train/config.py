@@ -120,7 +120,7 @@ class DiffusionConfig:
     random_flip: bool = False
     vae_batch_size: int | None = 8  # images per VAE call (None: all at once)
     # torch.compile the denoiser's training calls (policy and reference; sampling stays
-    # eager). The first steps compile (about a minute on a CPU); diffusion/compiled.py
+    # eager). The first steps compile (one to two minutes on a CPU); diffusion/compiled.py
     compile: bool = False
     # ImageDoctor dense weights (diffusion/dense.py): {scorer: toy:flaws | dense:<path>, map:
     # artifact, sides: chosen}; the per-pixel error is weighted by 1 - heatmap
