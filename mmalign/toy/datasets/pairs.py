@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Any
 
+from ...suggest import did_you_mean
 from ..rewards import style_score
 from ..world import sample_prompts
 from .common import (
@@ -21,7 +23,20 @@ from .common import (
     stream_generator,
     stream_seed,
 )
-from .sampling import model_images, sample_pairs, toy_model_name, toy_sd_pipeline
+from .sampling import model_images, toy_model_name, toy_sd_pipeline
+
+PAIRINGS = ("extremes", "all")
+
+
+def _pairs_of(rewards: list[float], pairing: str) -> list[tuple[int, int]]:
+    """Which samples of one prompt make its pairs: (first, second) indices, labelled later."""
+    if len(rewards) == 2:  # the plain build's rows: sample 0 first even when the two tie
+        return [(0, 1)]
+    if pairing == "all":
+        return list(itertools.combinations(range(len(rewards)), 2))
+    best = max(range(len(rewards)), key=rewards.__getitem__)
+    worst = min(range(len(rewards)), key=rewards.__getitem__)
+    return [(best, worst if worst != best else (1 if best == 0 else 0))]  # all equal: a tie
 
 
 def build_pairs(
@@ -39,43 +54,57 @@ def build_pairs(
     steps: int = 20,
     guidance: float = 4.0,
     batch_size: int = 32,
+    samples: int = 2,
+    pairing: str = "extremes",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Two samples (seeds differ) of each of `n` prompts from toy-sd (or `model`: a toy-sd or
+    """Samples (seeds differ) of each of `n` prompts from toy-sd (or `model`: a toy-sd or
     toy-flow folder), labelled by `reward` (any
     `mmalign.rewards.get_scorer` name: `toy:fidelity`, `toy:style:outlined`, `toy:user:warm`).
 
+    samples: images drawn per prompt (N). 2, the default, gives the rows of the plain
+    two-sample build: sample k of prompt i is drawn with seed `base + k * n + i`, so the first
+    two of N are always that build's pair.
+    pairing (N > 2): "extremes", one pair per prompt, the highest- against the lowest-reward
+    sample (best against worst of N); "all", every two of the N samples (N(N-1)/2 candidate
+    pairs per prompt, ties handled as below), as Pick-a-Pic holds several pairs per prompt.
     ties: "drop" (counted as `tie`) or "keep" (label 0.5) for reward gaps below `tie_margin`.
     label_noise: share of decided pairs whose chosen and rejected are swapped (seeded)."""
     started, options = time.perf_counter(), options_of(locals())
     check_ties(ties, label_noise)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise ValueError(f"samples: images per prompt, an integer >= 2, got {samples!r}")
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing: unknown {pairing!r}; {did_you_mean(str(pairing), PAIRINGS)}")
     from mmalign.rewards import get_scorer
 
     score = get_scorer(reward).score
     texts = [p.text for p in sample_prompts(n, prompt_split, seed)]
     pipe = toy_sd_pipeline(model)
     name = toy_model_name(pipe)
-    a, b = sample_pairs(
+    drawn = model_images(
         pipe,
-        texts,
+        texts * samples,
         stream_seed(seed, "pairs"),
         steps=steps,
         guidance=guidance,
         batch_size=batch_size,
         progress=progress,
-        desc=f"{name} pairs",
+        desc=f"{name} pairs" if samples == 2 else f"{name} pairs, {samples} per prompt",
     )
-    ra, rb = score(a, texts).tolist(), score(b, texts).tolist()
+    m = len(texts)
+    rewards = score(drawn, texts * samples).view(samples, m)
     built = Built([], "image")
     for i, text in enumerate(texts):
-        row = label_pair(
-            {"prompt": text, "source": "toy:pairs"}, a[i], b[i], ra[i], rb[i], ties, tie_margin,
-            (name, name),
-        )  # fmt: skip
-        if row is None:
-            built.skipped["tie"] += 1
-        else:
-            built.rows.append(row)
+        for hi, lo in _pairs_of(rewards[:, i].tolist(), pairing):
+            row = label_pair(
+                {"prompt": text, "source": "toy:pairs"}, drawn[hi * m + i], drawn[lo * m + i],
+                float(rewards[hi, i]), float(rewards[lo, i]), ties, tie_margin, (name, name),
+            )  # fmt: skip
+            if row is None:
+                built.skipped["tie"] += 1
+            else:
+                built.rows.append(row)
     built.stats["label_noise"] = flip_labels(built.rows, label_noise, seed)
     return finish(
         "pairs", out_dir, built, n=n, seed=seed, split=split, options=options, started=started
