@@ -132,9 +132,7 @@ def test_pairs_best_and_worst_of_n_candidates(toy_sd, tmp_path) -> None:
     assert len(every) == 6 * n and every["prompt"] == [t for t in texts for _ in range(6)]
     chosen, rejected = tensor(every["chosen"]), tensor(every["rejected"])
     prompts = every["prompt"]
-    got = list(
-        zip(score(chosen, prompts).tolist(), score(rejected, prompts).tolist(), strict=True)
-    )
+    got = list(zip(score(chosen, prompts).tolist(), score(rejected, prompts).tolist(), strict=True))
     for i in range(n):
         want = sorted(
             (max(rewards[j, i], rewards[k, i]).item(), min(rewards[j, i], rewards[k, i]).item())
