@@ -89,12 +89,14 @@ def test_pairs_from_toy_sd_ties_kept_dropped_and_deterministic(toy_sd, tmp_path)
         check(tmp_path / "drop", "image", IMAGE_COLUMNS, tmp_path)
 
 
-def test_pairs_best_and_worst_of_n_candidates(toy_sd, tmp_path) -> None:
+def test_pairs_samples_and_pairing(toy_sd, tmp_path) -> None:
     """samples=2 keeps the rows of the two-sample builder (`sample_pairs`, sample 0 as `a`);
-    samples=4 pairs the highest- against the lowest-reward of four draws whose seeds continue
-    the two-sample ones."""
+    samples=4 draws two more whose seeds continue those and pairs the highest- against the
+    lowest-reward image (extremes) or every two of the four (all)."""
+    import itertools
+
     from mmalign.rewards import get_scorer
-    from mmalign.toy.datasets.common import stream_seed
+    from mmalign.toy.datasets.common import TIE_MARGIN, stream_seed
     from mmalign.toy.datasets.sampling import model_images, sample_pairs
     from mmalign.toy.world import sample_prompts
 
@@ -110,36 +112,39 @@ def test_pairs_best_and_worst_of_n_candidates(toy_sd, tmp_path) -> None:
     build_dataset("pairs", tmp_path / "two", **opts)
     two = load_from_disk(str(tmp_path / "two" / "pairs"))
     assert two["prompt"] == texts
-    first = ra >= rb
-    want = torch.where(first[:, None, None, None], a, b)
-    assert (tensor(two["chosen"]) == want).all()
+    first = (ra >= rb)[:, None, None, None]
+    assert (tensor(two["chosen"]) == torch.where(first, a, b)).all()
+    assert (tensor(two["rejected"]) == torch.where(first, b, a)).all()
+    tied = (ra - rb).abs() < TIE_MARGIN
+    assert two["label"] == [0.5 if t else 1.0 for t in tied.tolist()]
 
-    summary = build_dataset("pairs", tmp_path / "four", samples=4, **opts)
-    assert summary["options"]["samples"] == 4
-    four = load_from_disk(str(tmp_path / "four" / "pairs"))
     drawn = model_images(
         toy_sd, texts * 4, stream_seed(seed, "pairs"), steps=2, guidance=4.0, batch_size=4,
         progress=False, desc="",
     ).view(4, n, 3, 32, 32)  # fmt: skip
-    assert (drawn[0] == a).all() and (drawn[1] == b).all()  # the first two are the pair's
-    rewards = score(drawn.flatten(0, 1), texts * 4).view(4, n)
-    chosen, rejected = tensor(four["chosen"]), tensor(four["rejected"])
+    rewards = torch.stack([score(drawn[k], texts) for k in range(4)])  # [sample, prompt]
+    # a random toy-sd draws some prompts at reward 0 four times; enough others differ to bite
+    assert (rewards.amax(0) > rewards.amin(0)).sum() >= 2
+
+    summary = build_dataset("pairs", tmp_path / "four", samples=4, **opts)
+    assert summary["options"]["samples"] == 4 and summary["options"]["pairing"] == "extremes"
+    four = load_from_disk(str(tmp_path / "four" / "pairs"))
+    best, worst = rewards.argmax(0), rewards.argmin(0)
     for i in range(n):
-        assert float(score(chosen[i : i + 1], texts[i : i + 1])) == float(rewards[:, i].max())
-        assert float(score(rejected[i : i + 1], texts[i : i + 1])) == float(rewards[:, i].min())
+        lo = worst[i] if best[i] != worst[i] else 1  # all four tie: samples 0 and 1
+        assert (tensor(four["chosen"][i : i + 1])[0] == drawn[best[i], i]).all()
+        assert (tensor(four["rejected"][i : i + 1])[0] == drawn[lo, i]).all()
+
     build_dataset("pairs", tmp_path / "all", samples=4, pairing="all", **opts)
     every = load_from_disk(str(tmp_path / "all" / "pairs"))
-    assert len(every) == 6 * n and every["prompt"] == [t for t in texts for _ in range(6)]
+    assert every["prompt"] == [t for t in texts for _ in range(6)]
     chosen, rejected = tensor(every["chosen"]), tensor(every["rejected"])
-    prompts = every["prompt"]
-    got = list(zip(score(chosen, prompts).tolist(), score(rejected, prompts).tolist(), strict=True))
     for i in range(n):
-        want = sorted(
-            (max(rewards[j, i], rewards[k, i]).item(), min(rewards[j, i], rewards[k, i]).item())
-            for j in range(4)
-            for k in range(j + 1, 4)
-        )
-        assert sorted(got[6 * i : 6 * i + 6]) == want
+        for c, (j, k) in enumerate(itertools.combinations(range(4), 2)):
+            hi, lo = (j, k) if rewards[j, i] >= rewards[k, i] else (k, j)
+            assert (chosen[6 * i + c] == drawn[hi, i]).all()
+            assert (rejected[6 * i + c] == drawn[lo, i]).all()
+
     with pytest.raises(ValueError, match="samples"):
         build_dataset("pairs", tmp_path / "one", samples=1, **opts)
     with pytest.raises(ValueError, match="did you mean 'all'"):

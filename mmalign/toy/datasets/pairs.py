@@ -29,14 +29,15 @@ PAIRINGS = ("extremes", "all")
 
 
 def _pairs_of(rewards: list[float], pairing: str) -> list[tuple[int, int]]:
-    """Which samples of one prompt make its pairs: (first, second) indices, labelled later."""
+    """The pairs of one prompt's samples, as (a, b) sample indices for `label_pair` (which
+    orders them by reward); `rewards[k]` is sample k's."""
     if len(rewards) == 2:  # the plain build's rows: sample 0 first even when the two tie
         return [(0, 1)]
     if pairing == "all":
         return list(itertools.combinations(range(len(rewards)), 2))
-    best = max(range(len(rewards)), key=rewards.__getitem__)
+    best = max(range(len(rewards)), key=rewards.__getitem__)  # the first of equal maxima
     worst = min(range(len(rewards)), key=rewards.__getitem__)
-    return [(best, worst if worst != best else (1 if best == 0 else 0))]  # all equal: a tie
+    return [(0, 1)] if best == worst else [(best, worst)]  # all equal: any two make the tie
 
 
 def build_pairs(
@@ -65,9 +66,10 @@ def build_pairs(
     samples: images drawn per prompt (N). 2, the default, gives the rows of the plain
     two-sample build: sample k of prompt i is drawn with seed `base + k * n + i`, so the first
     two of N are always that build's pair.
-    pairing (N > 2): "extremes", one pair per prompt, the highest- against the lowest-reward
-    sample (best against worst of N); "all", every two of the N samples (N(N-1)/2 candidate
-    pairs per prompt, ties handled as below), as Pick-a-Pic holds several pairs per prompt.
+    pairing (used when N > 2): "extremes", one pair per prompt, the highest- against the
+    lowest-reward sample (best against worst of N); "all", every two of the N samples
+    (N(N-1)/2 candidate pairs per prompt, each labelled on its own, as Pick-a-Pic holds several
+    pairs per prompt; the `tie` count then counts pairs, not prompts).
     ties: "drop" (counted as `tie`) or "keep" (label 0.5) for reward gaps below `tie_margin`.
     label_noise: share of decided pairs whose chosen and rejected are swapped (seeded)."""
     started, options = time.perf_counter(), options_of(locals())
@@ -93,13 +95,15 @@ def build_pairs(
         desc=f"{name} pairs" if samples == 2 else f"{name} pairs, {samples} per prompt",
     )
     m = len(texts)
-    rewards = score(drawn, texts * samples).view(samples, m)
+    # one call per sample block, as the two-sample build scored its a and b
+    by_sample = [score(drawn[k * m : (k + 1) * m], texts).tolist() for k in range(samples)]
+    rewards = [list(r) for r in zip(*by_sample, strict=True)]  # [prompt][sample]
     built = Built([], "image")
     for i, text in enumerate(texts):
-        for hi, lo in _pairs_of(rewards[:, i].tolist(), pairing):
+        for a, b in _pairs_of(rewards[i], pairing):
             row = label_pair(
-                {"prompt": text, "source": "toy:pairs"}, drawn[hi * m + i], drawn[lo * m + i],
-                float(rewards[hi, i]), float(rewards[lo, i]), ties, tie_margin, (name, name),
+                {"prompt": text, "source": "toy:pairs"}, drawn[a * m + i], drawn[b * m + i],
+                rewards[i][a], rewards[i][b], ties, tie_margin, (name, name),
             )  # fmt: skip
             if row is None:
                 built.skipped["tie"] += 1
