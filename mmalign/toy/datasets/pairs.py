@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,10 @@ from .sampling import model_images, toy_model_name, toy_sd_pipeline
 PAIRINGS = ("extremes", "all")
 
 
-def _pairs_of(rewards: list[float], pairing: str) -> list[tuple[int, int]]:
+def _pairs_of(rewards: Sequence[float], pairing: str) -> list[tuple[int, int]]:
     """The pairs of one prompt's samples, as (a, b) sample indices for `label_pair` (which
-    orders them by reward); `rewards[k]` is sample k's."""
-    if len(rewards) == 2:  # the plain build's rows: sample 0 first even when the two tie
-        return [(0, 1)]
+    orders them by reward, so two samples give the plain build's row either way);
+    `rewards[k]` is sample k's."""
     if pairing == "all":
         return list(itertools.combinations(range(len(rewards)), 2))
     best = max(range(len(rewards)), key=rewards.__getitem__)  # the first of equal maxima
@@ -92,12 +92,12 @@ def build_pairs(
         guidance=guidance,
         batch_size=batch_size,
         progress=progress,
-        desc=f"{name} pairs" if samples == 2 else f"{name} pairs, {samples} per prompt",
+        desc=f"{name} pairs, {samples} per prompt",
     )
     m = len(texts)
     # one call per sample block, as the two-sample build scored its a and b
     by_sample = [score(drawn[k * m : (k + 1) * m], texts).tolist() for k in range(samples)]
-    rewards = [list(r) for r in zip(*by_sample, strict=True)]  # [prompt][sample]
+    rewards = list(zip(*by_sample, strict=True))  # [prompt][sample]
     built = Built([], "image")
     for i, text in enumerate(texts):
         for a, b in _pairs_of(rewards[i], pairing):
