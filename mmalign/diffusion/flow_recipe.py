@@ -18,11 +18,9 @@ from typing import Any
 import torch
 
 from ..config import ConfigError
-from ..data.cache import cache_root
 from ..train.config import Config, DiffusionConfig
 from .compiled import CompiledViews, StepModules
-from .data import PairImages, collate, has_soft_labels, open_pairs
-from .encode import EncodedPairs, precompute, stack
+from .data import has_soft_labels
 from .flow import FlowPairScorer, FlowSettings
 from .flow_encode import TEXT_DTYPE, FlowEncoder, cache_size, flow_fingerprint
 from .flow_load import (
@@ -34,7 +32,7 @@ from .flow_load import (
 )
 from .flow_lora import add_flow_lora, check_flow_targets, save_flow_lora
 from .flow_trajectory import FlowReNoiseTrajectory
-from .recipe import validation_prompts
+from .recipe_base import PairRecipeBase
 from .source import resolve_model
 from .trajectory import renoise_settings
 
@@ -106,7 +104,9 @@ def flow_settings(d: DiffusionConfig) -> FlowSettings:
     )
 
 
-class FlowRecipe:
+class FlowRecipe(PairRecipeBase):
+    ENCODERS = ("vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+
     def __init__(self, cfg: Config, accelerator: Any):
         self.cfg = cfg
         self.accelerator = accelerator
@@ -136,53 +136,23 @@ class FlowRecipe:
                 f"diffusion.resolution: {self.resolution} is not a multiple of {multiple} "
                 f"(VAE factor {model.vae_scale} x the 2x2 latent patches)"
             )
-        rows, self.report = open_pairs(
-            cfg.data.path, cfg.data.split, toy_options=cfg.data.toy,
+        rows = self._open_rows(
             # toy data is sampled from toy-flow when it is the model being tuned (as the DDPM
             # path samples from its toy-sd); any other flow model trains on toy-sd's pairs
-            model=model.source if cfg.data.path.startswith("toy:") and is_toy_flow(model.source)
-            else None,
-            max_samples=cfg.data.max_samples,
+            model.source if cfg.data.path.startswith("toy:") and is_toy_flow(model.source)
+            else None
         )  # fmt: skip
-        if accelerator.is_main_process and self.report.num_skipped:
-            print(f"mmalign: {self.report}")
-        if cfg.data.smooth is not None:
-            from .smooth import smoothed_rows
-
-            rows, smoothed = smoothed_rows(rows, cfg.data.smooth, accelerator)
-            if accelerator.is_main_process:
-                print(f"mmalign: {smoothed}")
-        self.rows = rows
         self.max_sequence = d.max_sequence_length or default_max_sequence(model.pipe, model.family)
         self.encoder = FlowEncoder(
             model, vae_batch_size=d.vae_batch_size, max_sequence_length=self.max_sequence
         )
-        self.cache: Path | None = None
         self.cache_mb: dict[str, float] | None = None
-        flip_seed = cfg.train.seed if d.random_flip else None
-        images = PairImages(
-            rows, self.resolution, resize_filter=d.resize_filter, flip_seed=flip_seed
+        empty = self._open_dataset(
+            self._pair_images(),
+            lambda data: flow_fingerprint(
+                model, self.resolution, data, len(rows), self.max_sequence
+            ),
         )
-        if d.precompute:
-            data_key = f"{rows._fingerprint};{images.describe()}"
-            key = flow_fingerprint(model, self.resolution, data_key, len(rows), self.max_sequence)
-            folder = Path(d.cache_dir or cache_root() / "encoded" / key)
-            if accelerator.is_main_process:
-                precompute(self.encoder, images, folder, key, num_workers=cfg.data.num_workers)
-                self.cache_mb = cache_size(folder)
-                print(
-                    f"mmalign: pre-encoding cache {folder}: {self.cache_mb['total_mb']:.2f} MB "
-                    f"({self.cache_mb['text_mb']:.2f} MB text embeddings in {TEXT_DTYPE}, "
-                    f"{self.cache_mb['latents_mb']:.2f} MB latents) for {len(rows)} pairs"
-                )
-            accelerator.wait_for_everyone()
-            self.cache = folder
-            self.dataset: torch.utils.data.Dataset = EncodedPairs(folder)
-            empty = self.dataset.empty  # type: ignore[attr-defined]
-            self._encoders_to("cpu")
-        else:
-            self.dataset = images
-            empty = self.encoder.empty()
         self.model = model.transformer
         reference = self._make_trainable()
         self._step_modules = StepModules(accelerator, CompiledViews(cfg.diffusion.compile))
@@ -204,63 +174,25 @@ class FlowRecipe:
             self.scorer.reference_model = self._step_modules.views(frozen.to(device))
 
     def _make_trainable(self) -> str:
-        cfg = self.cfg
-        if cfg.lora is not None:
-            # seeded here so the cached and uncached runs start from the same adapter
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.train.seed)
-                add_flow_lora(self.model, self.diffusion.family, cfg.lora)
-        else:
-            self.model.requires_grad_(True)
-        reference = cfg.diffusion.reference
-        if reference == "auto":
-            reference = "adapters" if cfg.lora is not None else "copy"
-        if reference == "adapters" and cfg.lora is None:
-            raise ConfigError("diffusion.reference: 'adapters' needs lora; use 'copy' or 'auto'")
-        return reference
+        return self._lora_or_full(
+            lambda: add_flow_lora(self.model, self.diffusion.family, self.cfg.lora)
+        )
 
-    def _encoders_to(self, device: str | torch.device) -> None:
-        pipe = self.diffusion.pipe
-        for name in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
-            module = getattr(pipe, name, None)
-            if module is not None:
-                module.to(device)
+    def _cache_built(self, folder: Path) -> None:
+        self.cache_mb = cache_size(folder)
+        print(
+            f"mmalign: pre-encoding cache {folder}: {self.cache_mb['total_mb']:.2f} MB "
+            f"({self.cache_mb['text_mb']:.2f} MB text embeddings in {TEXT_DTYPE}, "
+            f"{self.cache_mb['latents_mb']:.2f} MB latents) for {len(self.rows)} pairs"
+        )
 
-    def collate(self, items: list[Any]) -> Any:
-        return stack(items) if self.cache is not None else collate(items)
+    def _pipe_options(self) -> dict[str, Any]:
+        return {"max_sequence_length": self.max_sequence}
 
     def to_device(self, batch: Any, rows: list[int], device: torch.device) -> dict[str, Any]:
         if self.cache is None:
             batch = self.encoder.encode(batch, rows)
         return {k: v.to(device) for k, v in batch.items()}
-
-    def score(self, model, batch, seeds, *, with_reference: bool):
-        policy, base = self._step_modules(model)
-        return self.scorer(policy, batch, seeds, with_reference=with_reference, base=base)
-
-    @torch.no_grad()
-    def validate(self, step: int):
-        from ..grid import image_grid
-
-        v = self.cfg.validation
-        prompts = validation_prompts(v.prompts)
-        if self.cache is not None:
-            self._encoders_to(self.accelerator.device)
-        was_training = self.model.training
-        self.model.eval()
-        gens = [
-            torch.Generator(self.accelerator.device).manual_seed(v.seed + i)
-            for i in range(len(prompts))
-        ]
-        images = self.diffusion.pipe(
-            prompts, num_inference_steps=v.steps, guidance_scale=v.guidance, generator=gens,
-            height=self.resolution, width=self.resolution, output_type="pil",
-            max_sequence_length=self.max_sequence,
-        ).images  # fmt: skip
-        self.model.train(was_training)
-        if self.cache is not None:
-            self._encoders_to("cpu")
-        return image_grid([images], [f"step {step}"], prompts)
 
     def save(self, output_dir: Path) -> dict[str, Any]:
         if self.cfg.lora is not None:

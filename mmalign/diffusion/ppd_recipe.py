@@ -150,29 +150,17 @@ class PPDRecipe(DiffusionRecipe):
     def validate(self, step: int):
         """The validation prompts for (up to) the first 3 training users, one row each."""
         from ..grid import image_grid
-        from .recipe import validation_prompts
+        from .recipe_base import validation_prompts
 
-        v = self.cfg.validation
-        prompts = validation_prompts(v.prompts)
-        if self.cache is not None:
-            self._encoders_to(self.accelerator.device)
-        pipe, device = self.diffusion.pipe, self.accelerator.device
-        was_training = self.model.training
-        self.model.eval()
+        prompts = validation_prompts(self.cfg.validation.prompts)
+        device = self.accelerator.device
         rows, labels = [], []
-        for user in self.users[:3]:
-            e = self.embeddings[user].float().to(device)[None].expand(len(prompts), -1)
-            embeds = [torch.cat([torch.zeros_like(e), e])[:, None, :]]
-            gens = [torch.Generator(device).manual_seed(v.seed + i) for i in range(len(prompts))]
-            rows.append(pipe(
-                prompts, num_inference_steps=v.steps, guidance_scale=v.guidance, generator=gens,
-                height=self.resolution, width=self.resolution, output_type="pil",
-                ip_adapter_image_embeds=embeds,
-            ).images)  # fmt: skip
-            labels.append(f"step {step}, user {user}")
-        self.model.train(was_training)
-        if self.cache is not None:
-            self._encoders_to("cpu")
+        with self._sampling():
+            for user in self.users[:3]:
+                e = self.embeddings[user].float().to(device)[None].expand(len(prompts), -1)
+                embeds = [torch.cat([torch.zeros_like(e), e])[:, None, :]]
+                rows.append(self._sample(prompts, ip_adapter_image_embeds=embeds))
+                labels.append(f"step {step}, user {user}")
         return image_grid(rows, labels, prompts)
 
     def save(self, output_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,174 @@
+"""What the DDPM recipe (recipe.py, with PPD's on top) and the flow-matching one share.
+
+Opening the pairs (skips reported, SmPO's soft labels), the optional pre-encoding cache, the
+choice between LoRA and a full fine-tune with the reference it implies, where the encoders live
+while training, batch handling, scoring through the step's (optionally compiled) modules, and
+sampling the validation grid. Each recipe adds its own model loading, encoder, scorer, saving
+and description.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ConfigError
+from ..data.cache import cache_root
+from ..data.prompts import resolve_prompts
+from ..train.config import Config
+from .data import PairImages, collate, open_pairs
+from .encode import EncodedPairs, precompute, stack
+
+
+def validation_prompts(spec: list[str] | str) -> list[str]:
+    """A list as given, or `toy:heldout:N` (the first N held-out toy prompts, seed 0)."""
+    if isinstance(spec, list):
+        return list(spec)
+    return resolve_prompts(spec)
+
+
+class PairRecipeBase:
+    """Mixed into `DiffusionRecipe` and `FlowRecipe`; they set the attributes below."""
+
+    ENCODERS: tuple[str, ...] = ("vae", "text_encoder", "text_encoder_2")
+
+    cfg: Config
+    accelerator: Any
+    diffusion: Any  # the loaded pipeline bundle (load.py / flow_load.py)
+    encoder: Any  # Encoder / FlowEncoder
+    model: torch.nn.Module  # what trains: the UNet or the transformer
+    resolution: int
+    scorer: Any
+    _step_modules: Any  # compiled.StepModules
+
+    # ------------------------------------------------------------------ data
+
+    def _open_rows(self, model_source: str | None) -> Any:
+        """The training pairs (`self.rows`, `self.report`); `model_source` samples toy data."""
+        cfg, accelerator = self.cfg, self.accelerator
+        rows, self.report = open_pairs(
+            cfg.data.path, cfg.data.split, toy_options=cfg.data.toy, model=model_source,
+            max_samples=cfg.data.max_samples,
+        )  # fmt: skip
+        if accelerator.is_main_process and self.report.num_skipped:
+            print(f"mmalign: {self.report}")
+        if cfg.data.smooth is not None:  # SmPO soft labels from a reward model (smooth.py)
+            from .smooth import smoothed_rows
+
+            rows, smoothed = smoothed_rows(rows, cfg.data.smooth, accelerator)
+            if accelerator.is_main_process:
+                print(f"mmalign: {smoothed}")
+        self.rows = rows
+        return rows
+
+    def _pair_images(self) -> PairImages:
+        d = self.cfg.diffusion
+        flip_seed = self.cfg.train.seed if d.random_flip else None
+        return PairImages(
+            self.rows, self.resolution, resize_filter=d.resize_filter, flip_seed=flip_seed
+        )
+
+    def _open_dataset(self, images: PairImages, fingerprint_of: Callable[[str], str]) -> Any:
+        """`self.dataset`: the pre-encoded pairs with `diffusion.precompute` (built once, by
+        the main process, in a folder named by `fingerprint_of(data key)`), else the images.
+        Returns the empty caption's encoding (caption dropout)."""
+        cfg, accelerator = self.cfg, self.accelerator
+        d = cfg.diffusion
+        self.cache: Path | None = None
+        if not d.precompute:
+            self.dataset: torch.utils.data.Dataset = images
+            return self.encoder.empty()
+        # the data key holds the resize filter and the flips too: either changes the latents
+        key = fingerprint_of(f"{self.rows._fingerprint};{images.describe()}")
+        folder = Path(d.cache_dir or cache_root() / "encoded" / key)
+        if accelerator.is_main_process:
+            precompute(self.encoder, images, folder, key, num_workers=cfg.data.num_workers)
+            self._cache_built(folder)
+        accelerator.wait_for_everyone()
+        self.cache = folder
+        self.dataset = EncodedPairs(folder)
+        # Training never runs the encoders: keep them off the accelerator until sampling.
+        self._encoders_to("cpu")
+        return self.dataset.empty  # type: ignore[attr-defined]
+
+    def _cache_built(self, folder: Path) -> None:
+        """Called on the main process once the cache at `folder` is complete."""
+
+    # ------------------------------------------------------------------ what trains
+
+    def _lora_or_full(self, add_lora: Callable[[], None]) -> str:
+        """LoRA (`add_lora`) or the whole model trains; returns the reference kind."""
+        cfg = self.cfg
+        if cfg.lora is not None:
+            # Seeded here, not earlier: building the cache draws from the global generator,
+            # and the cached and uncached runs must start from the same adapter.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.train.seed)
+                add_lora()
+        else:
+            self.model.requires_grad_(True)
+        reference = cfg.diffusion.reference
+        if reference == "auto":
+            reference = "adapters" if cfg.lora is not None else "copy"
+        if reference == "adapters" and cfg.lora is None:
+            raise ConfigError("diffusion.reference: 'adapters' needs lora; use 'copy' or 'auto'")
+        return reference
+
+    # ------------------------------------------------------------------ steps
+
+    def _encoders_to(self, device: str | torch.device) -> None:
+        pipe = self.diffusion.pipe
+        for name in self.ENCODERS:
+            module = getattr(pipe, name, None)
+            if module is not None:
+                module.to(device)
+
+    def collate(self, items: list[Any]) -> Any:
+        return stack(items) if self.cache is not None else collate(items)
+
+    def score(self, model, batch, seeds, *, with_reference: bool):
+        policy, base = self._step_modules(model)
+        return self.scorer(policy, batch, seeds, with_reference=with_reference, base=base)
+
+    # ------------------------------------------------------------------ validation
+
+    @contextmanager
+    def _sampling(self) -> Iterator[None]:
+        """The model in eval mode and the encoders on the accelerator, restored after."""
+        if self.cache is not None:
+            self._encoders_to(self.accelerator.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+            if self.cache is not None:
+                self._encoders_to("cpu")
+
+    def _pipe_options(self) -> dict[str, Any]:
+        """Extra keyword arguments of the pipeline call (flow: the text length)."""
+        return {}
+
+    def _sample(self, prompts: list[str], **extra: Any) -> list[Any]:
+        """One PIL image per prompt, prompt i seeded `validation.seed + i`."""
+        v, device = self.cfg.validation, self.accelerator.device
+        gens = [torch.Generator(device).manual_seed(v.seed + i) for i in range(len(prompts))]
+        return self.diffusion.pipe(
+            prompts, num_inference_steps=v.steps, guidance_scale=v.guidance, generator=gens,
+            height=self.resolution, width=self.resolution, output_type="pil",
+            **self._pipe_options(), **extra,
+        ).images  # fmt: skip
+
+    @torch.no_grad()
+    def validate(self, step: int):
+        from ..grid import image_grid
+
+        prompts = validation_prompts(self.cfg.validation.prompts)
+        with self._sampling():
+            images = self._sample(prompts)
+        return image_grid([images], [f"step {step}"], prompts)
