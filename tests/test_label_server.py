@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -200,7 +201,8 @@ def test_failed_logins_are_limited_per_address(server) -> None:
         for user, password in [("u00", "wrong"), ("ghost", "wrong"), ("u00", "pw-u00")]
     ]
     assert {status for status, _ in over} == {429}  # fmt: skip
-    assert len({body for _, body in over}) == 1  # the same answer for every name
+    # the same answer for every name; only the seconds to wait count down between them
+    assert len({re.sub(rb"\d+", b"N", body) for _, body in over}) == 1
     assert _login_from(server.url, "203.0.113.8", "u00", "pw-u00")[0] == 200  # per address
 
 

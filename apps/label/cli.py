@@ -81,7 +81,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     model = None if is_vlm(store) else args.model  # VLM mode: responses made at import
     app = LabelApp(store, root, auth, model=model, seed=args.seed, steps=args.steps)
     print(f"label: http://{args.host}:{args.port} (users: {args.users}, overlap {store.overlap})")
-    serve(app, args.host, args.port, login_limit=args.login_limit)
+    if args.session_hours <= 0 or args.request_timeout <= 0:
+        raise ValueError("--session-hours and --request-timeout must be > 0")
+    serve(app, args.host, args.port, login_limit=args.login_limit,
+          session_hours=args.session_hours, request_timeout=args.request_timeout)  # fmt: skip
     return 0
 
 
@@ -164,6 +167,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--login-limit", type=int, default=10,
                    help="failed logins per client address per minute (default 10)")  # fmt: skip
+    p.add_argument("--session-hours", type=float, default=12.0,
+                   help="a login lasts this long (default 12); removing a user or setting a "
+                        "new password ends their sessions at once")  # fmt: skip
+    p.add_argument("--request-timeout", type=float, default=15.0,
+                   help="seconds a client has to send a request's headers, then its body "
+                        "(default 15)")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--seed", type=int, default=None, help="seed of the left/right coin")

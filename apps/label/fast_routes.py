@@ -94,7 +94,7 @@ def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
             return _error(400, f"missing fields: {missing}")
         try:
             left_image, decide_ms = int(body["left_image"]), int(body["decide_ms"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity
             return _error(400, "left_image and decide_ms must be integers")
 
         def store_and_next() -> dict[str, Any]:  # acknowledged only after the commit

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from .hardening import MAX_BODY, replay
 from .login import ASGIApp, Message, Scope, answer
 
 API = "/gradio_api"
@@ -47,26 +48,29 @@ _API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.DOTALL)
 _NO_API_INFO = (
     b'window.gradio_api_info = {"named_endpoints": {}, "unnamed_endpoints": {}};</script>'
 )
-MAX_BODY = 1 << 20  # Gradio API bodies here are a few hundred bytes; nothing is uploaded
 
 
 class Owners:
     """Session hashes and event ids -> the user who used them first (one name space: Gradio
-    uses an event's id as its session hash when the caller sends none). Bounded: the
-    oldest ids are forgotten first."""
+    uses an event's id as its session hash when the caller sends none). Bounded per user:
+    a user's oldest ids are forgotten first, so no one can push out another user's ids by
+    claiming many of their own."""
 
-    def __init__(self, max_ids: int = 200_000) -> None:
-        self.max_ids = max_ids
-        self._owner: OrderedDict[str, str] = OrderedDict()
+    def __init__(self, per_user: int = 50_000) -> None:
+        self.per_user = per_user
+        self._owner: dict[str, str] = {}
+        self._ids: dict[str, OrderedDict[str, None]] = {}
 
     def claim(self, key: str, user: str) -> bool:
         """True when `key` is `user`'s (now or before); False when it is someone else's."""
         owner = self._owner.setdefault(key, user)
         if owner != user:
             return False
-        self._owner.move_to_end(key)
-        while len(self._owner) > self.max_ids:
-            self._owner.popitem(last=False)
+        ids = self._ids.setdefault(user, OrderedDict())
+        ids[key] = None
+        ids.move_to_end(key)
+        while len(ids) > self.per_user:
+            del self._owner[ids.popitem(last=False)[0]]
         return True
 
     def owned(self, key: str, user: str) -> bool:
@@ -107,11 +111,11 @@ class RouteGuard:
         if refusal:
             await answer(send, 403, refusal, {})
             return
-        replay = _replay(body, receive) if scope["method"] == "POST" else receive
+        again = replay(body, receive) if scope["method"] == "POST" else receive
         if scope["method"] == "POST" and _EVENT_ISSUERS.match(path):
-            await self.app(_plain(scope), replay, self._claiming(send, user))
+            await self.app(_plain(scope), again, self._claiming(send, user))
         else:
-            await self.app(scope, replay, send)
+            await self.app(scope, again, send)
 
     def _refusal(self, scope: Scope, path: str, user: str, body: bytes) -> str | None:
         """Why this signed-in request names another user's session or event (None: it
@@ -207,16 +211,3 @@ async def _read_body(receive: Any) -> bytes | None:
             return None
         if not message.get("more_body"):
             return body
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    sent = False
-
-    async def again() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # after the body: the client's disconnect
-
-    return again

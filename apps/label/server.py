@@ -5,9 +5,12 @@ On the outer app a vote skips the Gradio app's middleware stack and route table:
 of server CPU per vote instead of 3.1-3.4 ms with the routes added to Gradio's own app (32
 annotators back to back, `benchmarks/label_load.py`'s fast client).
 
-Around it all: `login.LoginLimit` (failed logins per address) and `guard.RouteGuard`
-(anonymous requests reach the login page only; sessions and events belong to their user).
-The password check runs off the event loop (`login.off_loop`).
+Around it all, outermost first: `hardening.RequestLimits` (bodies read in full within a
+deadline and a size cap, cross-site requests refused, no CORS answers), `login.LoginLimit`
+(failed logins per address) and `guard.RouteGuard` (anonymous requests reach the login page
+only; sessions and events belong to their user). The password check runs off the event loop
+(`login.off_loop`); sessions end (`hardening.SessionTokens`); uvicorn runs its h11 protocol
+with a deadline on request heads (`hardening.header_deadline_protocol`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,23 @@ from .app import LabelApp
 from .assets import ADMIN_CSS, CSS, KEYS_JS
 from .fast_routes import add_fast_routes, session_user
 from .guard import RouteGuard
+from .hardening import (
+    MAX_HEAD,
+    SESSION_HOURS,
+    TIMEOUT_S,
+    RequestLimits,
+    SessionTokens,
+    header_deadline_protocol,
+)
 from .login import LOGIN_LIMIT, FailedLogins, LoginLimit, off_loop
+
+QUEUE_SIZE = 1024  # Gradio events waiting at once, all users together
+MAX_CONNECTIONS = 1000  # open connections and requests; beyond it uvicorn answers 503
 
 
 def build_server(label: LabelApp, host: str = "127.0.0.1", port: int = 7860, *,
-                 login_limit: int = LOGIN_LIMIT, **kwargs: Any) -> Any:  # fmt: skip
+                 login_limit: int = LOGIN_LIMIT, session_hours: float = SESSION_HOURS,
+                 request_timeout: float = TIMEOUT_S, **kwargs: Any) -> Any:  # fmt: skip
     """The ASGI app serving `label`; `kwargs` go to Gradio's mount."""
     import gradio as gr
     from fastapi import FastAPI
@@ -30,7 +45,7 @@ def build_server(label: LabelApp, host: str = "127.0.0.1", port: int = 7860, *,
     from starlette.routing import Mount
 
     demo = label.build()
-    demo.queue(default_concurrency_limit=None, max_size=None)
+    demo.queue(default_concurrency_limit=None, max_size=QUEUE_SIZE)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     add_fast_routes(app, label.labeling)
     gr.mount_gradio_app(
@@ -40,16 +55,21 @@ def build_server(label: LabelApp, host: str = "127.0.0.1", port: int = 7860, *,
         max_file_size="20mb", footer_links=[], run_history=False, **kwargs,
     )  # fmt: skip
     gradio_app = next(r.app for r in app.routes if isinstance(r, Mount))
+    gradio_app.tokens = SessionTokens(label.auth.credential, session_hours * 3600)
 
     def user_of(scope: dict[str, Any]) -> str | None:
         return session_user(gradio_app, Request(scope))
 
-    return LoginLimit(RouteGuard(app, user_of), FailedLogins(login_limit))
+    guarded = LoginLimit(RouteGuard(app, user_of), FailedLogins(login_limit))
+    return RequestLimits(guarded, timeout_s=request_timeout)
 
 
 def serve(label: LabelApp, host: str = "127.0.0.1", port: int = 7860, **kwargs: Any) -> None:
     """Serve `label` on host:port until the process ends; `kwargs` go to `build_server`."""
     import uvicorn
 
+    timeout = float(kwargs.get("request_timeout", TIMEOUT_S))
     uvicorn.run(build_server(label, host, port, **kwargs), host=host, port=port,
-                log_level="warning")  # fmt: skip
+                log_level="warning", http=header_deadline_protocol(timeout),
+                h11_max_incomplete_event_size=MAX_HEAD,
+                limit_concurrency=MAX_CONNECTIONS)  # fmt: skip

@@ -114,6 +114,12 @@ class Authenticator:
         ok = check_password(password, self._dummy_hash if user is None else user.password_hash)
         return ok and user is not None
 
+    def credential(self, name: str) -> str | None:
+        """The stored password hash of `name` (None: no such user): a session is bound to
+        it, so a new password or a removed user ends the sessions (`hardening.py`)."""
+        user = self.users().get(name)
+        return None if user is None else user.password_hash
+
     def role(self, name: str | None) -> str | None:
         user = self.users().get(name or "")
         return None if user is None else user.role

@@ -1,0 +1,244 @@
+"""Limits in front of everything the labeling server answers, and sessions that end.
+
+- `RequestLimits` (ASGI, the outermost layer, `server.py`):
+  - every request body is read in full before any route sees it: at most `max_body` bytes
+    (the login form: `MAX_LOGIN_BODY`) within `timeout_s` seconds, else 413 / 408, so a slow or
+    huge body holds no login slot, thread or memory (Starlette's form parser and `request.json()`
+    read whatever they are sent);
+  - cross-site requests are refused (403): an `Origin` other than the request's own host, or
+    `Sec-Fetch-Site: cross-site` / `same-site` on anything but a page navigation (a link to the
+    app still opens it; a link to `/logout` does not log anyone out);
+  - no answer carries CORS headers. Gradio's CORS middleware approves any origin, with
+    credentials, when the server is reached under a name other than localhost (as behind a
+    TLS proxy), which let any page read `/gradio_api/token`: the session token itself;
+  - the session cookie is `SameSite=Lax` (Gradio sets `None`, for embedding in other sites,
+    which this app does not need), so other sites' requests do not carry it;
+  - `/logout` always ends every session of its user (with `?all_session=false`, Gradio ends
+    only the session of the secure cookie, and a plain-HTTP browser sends the other one).
+- `SessionTokens`: Gradio's token table (`app.tokens`, token -> user) with a lifetime, bound
+  to the account: a token stops working after `ttl_s`, when its user leaves the users file or
+  gets a new password (`mmalign label adduser`), and each user keeps at most `per_user`
+  sessions (the oldest end first), so logging in again and again cannot grow the table.
+- `HeaderDeadline`: uvicorn's h11 protocol with a deadline on request headers: a connection
+  that has not sent a whole request head `timeout_s` after connecting (or after its first
+  byte of a later request) is closed (slowloris); h11 caps a head at `MAX_HEAD` bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from .login import ASGIApp, Message, Scope, answer
+
+MAX_BODY = 1 << 20  # API bodies here are a few hundred bytes; nothing is uploaded
+MAX_LOGIN_BODY = 16 << 10  # a name and a password
+MAX_HEAD = 64 << 10  # request line and headers (cookies included)
+TIMEOUT_S = 15.0  # to send a request's head, and then its body
+SESSION_HOURS = 12.0
+_BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+_SAMESITE_NONE = re.compile(rb"samesite=none", re.IGNORECASE)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def cross_site(scope: Scope) -> str | None:
+    """Why this request comes from another site (None: it does not)."""
+    origin = _header(scope, b"origin")
+    if origin is not None and urlsplit(origin).netloc != _header(scope, b"host"):
+        return "cross-origin request refused"
+    site = _header(scope, b"sec-fetch-site")
+    if site in ("cross-site", "same-site"):
+        navigation = scope["method"] in ("GET", "HEAD") and (
+            _header(scope, b"sec-fetch-mode") == "navigate"
+        )
+        if not navigation or scope["path"].rstrip("/") == "/logout":
+            return "cross-site request refused"
+    return None
+
+
+class RequestLimits:
+    """The ASGI middleware described in the module docstring."""
+
+    def __init__(
+        self, app: ASGIApp, *, timeout_s: float = TIMEOUT_S, max_body: int = MAX_BODY
+    ) -> None:
+        self.app, self.timeout_s, self.max_body = app, timeout_s, max_body
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = cross_site(scope)
+        if refusal:
+            await answer(send, 403, refusal, {})
+            return
+        path = scope["path"].rstrip("/")
+        if path == "/logout":
+            scope = {**scope, "query_string": b""}  # all_session defaults to true
+        if scope["method"] in _BODY_METHODS:
+            limit = MAX_LOGIN_BODY if path == "/login" else self.max_body
+            status, body = await self._read(receive, limit)
+            if status == 499:  # the client left: no one to answer
+                return
+            if status:
+                message = "Request body too large" if status == 413 else "Request body too slow"
+                await answer(send, status, message, {"connection": "close"})
+                return
+            receive = replay(body, receive)
+        await self.app(scope, receive, _without_cross_site_headers(send))
+
+    async def _read(self, receive: Any, limit: int) -> tuple[int, bytes]:
+        """(0, body), or (413 | 408 | 499, b"") for a body too large, too slow, abandoned."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return 408, b""
+            if message["type"] != "http.request":
+                return 499, b""
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return 413, b""
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return 0, b"".join(chunks)
+
+
+def replay(body: bytes, receive: Any) -> Any:
+    """`receive` that gives the body read already, then the client's later messages."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
+
+
+def _without_cross_site_headers(send: Any) -> Any:
+    async def filtered(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = []
+            for key, value in message.get("headers", ()):
+                name = key.lower()
+                if name.startswith(b"access-control-"):
+                    continue
+                if name == b"set-cookie":
+                    value = _SAMESITE_NONE.sub(b"SameSite=lax", value)
+                headers.append((key, value))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return filtered
+
+
+class SessionTokens(dict):  # type: ignore[type-arg]
+    """Gradio's `app.tokens` (token -> user name), with sessions that end; see the module
+    docstring. `credential_of(user)` is the user's stored password hash, None when the user
+    is gone. Lookups (`get`, `in`) drop a token that has ended."""
+
+    def __init__(
+        self, credential_of: Callable[[str], str | None], ttl_s: float = SESSION_HOURS * 3600,
+        *, per_user: int = 32, clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if ttl_s <= 0:
+            raise ValueError(f"the session lifetime must be > 0 s, got {ttl_s}")
+        self.credential_of, self.ttl_s, self.per_user, self.clock = (
+            credential_of, ttl_s, per_user, clock,
+        )  # fmt: skip
+        self._issued: dict[str, tuple[float, str | None]] = {}
+        self._inserts = 0
+
+    def __setitem__(self, token: str, user: str) -> None:
+        super().__setitem__(token, user)
+        self._issued[token] = (self.clock(), self.credential_of(user))
+        mine = sorted((t for t, u in self.items() if u == user), key=lambda t: self._issued[t])
+        for old in mine[: max(0, len(mine) - self.per_user)]:
+            del self[old]
+        self._inserts += 1
+        if self._inserts % 256 == 0:  # sweep what ended unseen (users gone, old sessions)
+            for t in list(self):
+                self._live(t)
+
+    def __delitem__(self, token: str) -> None:
+        super().__delitem__(token)
+        self._issued.pop(token, None)
+
+    def _live(self, token: Any) -> bool:
+        if not isinstance(token, str) or not super().__contains__(token):
+            return False
+        issued, credential = self._issued.get(token, (float("-inf"), None))
+        user = super().__getitem__(token)
+        if (
+            self.clock() - issued <= self.ttl_s
+            and credential is not None
+            and self.credential_of(user) == credential
+        ):
+            return True
+        del self[token]
+        return False
+
+    def __contains__(self, token: object) -> bool:
+        return self._live(token)
+
+    def get(self, token: Any, default: Any = None) -> Any:
+        return super().__getitem__(token) if self._live(token) else default
+
+
+def header_deadline_protocol(timeout_s: float = TIMEOUT_S) -> type:
+    """uvicorn's h11 protocol class with the head deadline (module docstring)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE:
+                if self._deadline is None:  # a later request's first bytes
+                    self._arm()
+            else:
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._deadline = self.loop.call_later(timeout_s, self._late)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _late(self) -> None:
+            self._deadline = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadline

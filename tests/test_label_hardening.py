@@ -1,0 +1,261 @@
+"""The labeling server's outer limits (apps/label/hardening.py): sessions that end, bodies and
+heads with a deadline and a size cap, cross-site requests refused, no CORS answers, and
+session ids owned per user. Unit tests on the ASGI layer, then one server in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio")
+from mmalign_label.guard import Owners
+from mmalign_label.hardening import RequestLimits, SessionTokens, cross_site
+from mmalign_label.testing import make_pairs_dataset, serve
+from mmalign_label.users import add_user, load_users
+
+pytestmark = pytest.mark.timeout(300)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_sessions_end_after_their_lifetime_a_new_password_or_the_users_removal() -> None:
+    hashes = {"alice": "h1", "bob": "h2"}
+    clock = Clock()
+    tokens = SessionTokens(hashes.get, ttl_s=100, clock=clock)
+    tokens["t-alice"], tokens["t-bob"] = "alice", "bob"
+    assert tokens.get("t-alice") == "alice" and "t-bob" in tokens
+    assert tokens.get("nope") is None and tokens.get(None) is None
+    hashes["alice"] = "h1-new"  # `mmalign label adduser alice` with a new password
+    assert tokens.get("t-alice") is None and "t-alice" not in dict(tokens)
+    del hashes["bob"]  # bob's line removed from the users file
+    assert "t-bob" not in tokens and len(tokens) == 0
+    tokens["t2"] = "alice"
+    clock.now = 100.0
+    assert tokens.get("t2") == "alice"  # still inside its lifetime
+    clock.now = 100.5
+    assert tokens.get("t2") is None and len(tokens) == 0
+    with pytest.raises(ValueError):
+        SessionTokens(hashes.get, ttl_s=0)
+
+
+def test_each_user_keeps_a_bounded_number_of_sessions() -> None:
+    clock = Clock()
+    tokens = SessionTokens({"alice": "h", "bob": "h"}.get, ttl_s=1e9, per_user=3, clock=clock)
+    tokens["bob-1"] = "bob"
+    for k in range(10):
+        clock.now += 1
+        tokens[f"alice-{k}"] = "alice"
+    assert sorted(t for t, u in dict(tokens).items() if u == "alice") == [
+        "alice-7", "alice-8", "alice-9"
+    ]  # fmt: skip
+    assert tokens.get("bob-1") == "bob"  # another user's session is not pushed out
+
+
+def test_session_ids_are_owned_per_user_and_one_user_cannot_evict_another() -> None:
+    owners = Owners(per_user=5)
+    assert owners.claim("alice-session", "alice")
+    for k in range(50):  # mallory claims many ids of her own
+        assert owners.claim(f"m{k}", "mallory")
+    assert not owners.claim("alice-session", "mallory")  # still alice's
+    assert owners.owned("alice-session", "alice") and not owners.owned("m0", "mallory")
+
+
+def _scope(method: str = "GET", path: str = "/", **headers: str) -> dict:
+    raw = [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
+    return {"type": "http", "method": method, "path": path, "query_string": b"all_session=false",
+            "headers": [(b"host", b"labels.example.org"), *raw]}  # fmt: skip
+
+
+def test_cross_site_requests_are_named() -> None:
+    evil, own = "https://evil.example", "https://labels.example.org"
+    assert cross_site(_scope(origin=evil)) and cross_site(_scope("POST", "/login", origin=evil))
+    assert cross_site(_scope(origin="null"))
+    assert cross_site(_scope(origin=own)) is None and cross_site(_scope()) is None
+    fetch = {"sec_fetch_site": "cross-site", "sec_fetch_mode": "cors"}
+    assert cross_site(_scope(path="/gradio_api/token", **fetch))
+    link = {"sec_fetch_site": "cross-site", "sec_fetch_mode": "navigate"}
+    assert cross_site(_scope(**link)) is None  # a link to the app opens it
+    assert cross_site(_scope(path="/logout", **link))  # but does not log anyone out
+    assert cross_site(_scope("POST", "/login", sec_fetch_site="same-site",
+                             sec_fetch_mode="navigate"))  # fmt: skip
+
+
+def _run(limits: RequestLimits, scope: dict, chunks: list[tuple[bytes, float]]) -> list[dict]:
+    """Send `scope` with body `chunks` ((bytes, delay before it)) through `limits`."""
+    sent: list[dict] = []
+
+    async def main() -> None:
+        queue = list(chunks)
+
+        async def receive() -> dict:
+            if not queue:  # a request without a body
+                return {"type": "http.request", "body": b"", "more_body": False}
+            data, delay = queue.pop(0)
+            await asyncio.sleep(delay)
+            return {"type": "http.request", "body": data, "more_body": bool(queue)}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await limits(scope, receive, send)
+
+    asyncio.run(main())
+    return sent
+
+
+def test_bodies_are_read_whole_within_a_deadline_and_a_size_cap() -> None:
+    seen: list[tuple[dict, bytes]] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        message = await receive()
+        seen.append((scope, message["body"]))
+        headers = [(b"access-control-allow-origin", b"https://evil.example"),
+                   (b"Access-Control-Allow-Credentials", b"true"),
+                   (b"set-cookie", b"access-token-x=abc; HttpOnly; SameSite=none; Secure"),
+                   (b"content-type", b"application/json")]  # fmt: skip
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    limits = RequestLimits(app, timeout_s=0.3, max_body=1000)
+    sent = _run(limits, _scope("POST", "/label_api/vote"), [(b"a" * 600, 0), (b"b" * 300, 0.05)])
+    assert sent[0]["status"] == 200 and seen[-1][1] == b"a" * 600 + b"b" * 300
+    headers = dict(sent[0]["headers"])
+    assert not any(k.lower().startswith(b"access-control-") for k in headers)
+    assert b"SameSite=lax" in headers[b"set-cookie"] and b"none" not in headers[b"set-cookie"]
+    n = len(seen)
+    assert _run(limits, _scope("POST", "/x"), [(b"a" * 600, 0), (b"b" * 600, 0)])[0][
+        "status"
+    ] == 413  # fmt: skip
+    assert _run(limits, _scope("POST", "/login"), [(b"a" * 17_000, 0)])[0]["status"] == 413
+    slow = [(b"a", 0), (b"b", 0.2), (b"c", 0.2)]  # each chunk in time, the whole body not
+    assert _run(limits, _scope("POST", "/x"), slow)[0]["status"] == 408
+    assert len(seen) == n  # none of them reached the app
+    assert _run(limits, _scope("GET", "/x", origin="https://evil.example"), [])[0]["status"] == 403
+    _run(limits, _scope("GET", "/logout"), [])
+    assert seen[-1][0]["query_string"] == b""  # logout ends every session of the user
+
+
+# ---------------------------------------------------------------------- a real server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hardening")
+    data = make_pairs_dataset(root / "pairs", 8, size=24)
+    users = root / "users.txt"
+    for name in ("alice", "bob", "carol"):
+        add_user(users, name, f"pw-{name}")
+    add_user(users, "boss", "pw-boss", "admin")
+    args = ["--data", str(data), "--users", str(users), "--db", str(root / "labels.sqlite"),
+            "--request-timeout", "2"]  # fmt: skip
+    with serve(args, log=root / "server.log") as s:
+        s.users = users
+        yield s
+
+
+def _request(url: str, *, body: bytes | None = None, headers: dict | None = None):
+    req = urllib.request.Request(url, data=body, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, r.read(), r.headers
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), err.headers
+
+
+def _login(url: str, user: str) -> tuple[str, str]:
+    """(the Cookie header, the secure cookie's own Set-Cookie line)."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, _, headers = _request(
+        url + "/login", body=f"username={user}&password=pw-{user}".encode(), headers=form
+    )
+    assert status == 200
+    lines = headers.get_all("Set-Cookie")
+    secure = next(c for c in lines if c.startswith("access-token-") and "unsecure" not in c)
+    return "; ".join(c.split(";")[0] for c in lines), secure
+
+
+def test_another_site_cannot_read_the_session_token(server) -> None:
+    cookie, set_cookie = _login(server.url, "boss")
+    assert "samesite=lax" in set_cookie.lower() and "samesite=none" not in set_cookie.lower()
+    # a page on another site, server reached under its public name (as behind a TLS proxy)
+    evil = {"Cookie": cookie, "Origin": "https://evil.example", "Host": "labels.example.org"}
+    for path in ("/gradio_api/token", "/gradio_api/user", "/config", "/label_api/next_pair"):
+        status, body, headers = _request(server.url + path, headers=evil)
+        assert status == 403 and b"token" not in body, (path, status, body[:100])
+        assert headers.get("access-control-allow-origin") is None
+    no_cors = {"Cookie": cookie, "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
+    assert _request(server.url + "/gradio_api/token", headers=no_cors)[0] == 403
+    own = {"Cookie": cookie, "Origin": server.url, "Host": server.url.split("//")[1]}
+    status, body, headers = _request(server.url + "/gradio_api/token", headers=own)
+    assert status == 200 and json.loads(body)["user"] == "boss"
+    assert headers.get("access-control-allow-origin") is None
+
+
+def test_sessions_end_when_the_user_is_removed_or_gets_a_new_password(server) -> None:
+    alice, _ = _login(server.url, "alice")
+    bob, _ = _login(server.url, "bob")
+    assert _request(server.url + "/label_api/next_pair", headers={"Cookie": alice})[0] == 200
+    add_user(server.users, "bob", "a-new-password")  # bob's password reset
+    lines = [ln for ln in Path(server.users).read_text().splitlines() if ln.split(":")[0] != "alice"]
+    Path(server.users).write_text("\n".join(lines) + "\n")  # alice removed
+    assert "alice" not in load_users(server.users)
+    for cookie in (alice, bob):
+        assert _request(server.url + "/label_api/next_pair", headers={"Cookie": cookie})[0] == 401
+        assert _request(server.url + "/config", headers={"Cookie": cookie})[0] == 401
+
+
+def test_slow_heads_and_bodies_are_cut_off_and_login_stays_open(server) -> None:
+    host, port = server.url.split("//")[1].split(":")
+    slow = []
+    for _ in range(3):  # connections that never finish their request head
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        slow.append(s)
+    body = socket.create_connection((host, int(port)))  # a login body that never finishes
+    body.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-"
+                 b"urlencoded\r\nContent-Length: 1000\r\n\r\nusername=carol")  # fmt: skip
+    time.sleep(0.5)
+    assert _login(server.url, "carol")  # meanwhile a login works
+    start = time.monotonic()
+    for s in slow:
+        s.settimeout(10)
+        assert s.recv(1024) == b""  # closed by the server, unanswered
+    assert time.monotonic() - start < 6
+    body.settimeout(10)
+    assert b" 408 " in body.recv(1024).split(b"\r\n")[0]
+    huge = socket.create_connection((host, int(port)))  # a head past h11's cap
+    huge.sendall(b"GET /" + b"a" * (100 << 10))
+    huge.settimeout(10)
+    answer = huge.recv(1024)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4")
+    status, _, _ = _request(
+        server.url + "/login", body=b"username=carol&password=" + b"x" * (64 << 10),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert status == 413
+    cookie, _ = _login(server.url, "carol")
+    vote = {"vote_id": "v", "pair_id": "p", "choice": "left", "left_image": 0, "decide_ms": 1}
+    status, _, _ = _request(
+        server.url + "/label_api/vote", body=json.dumps({**vote, "pad": "x" * (2 << 20)}).encode(),
+        headers={"Cookie": cookie, "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert status == 413
+    status, body, _ = _request(
+        server.url + "/label_api/vote",
+        body=json.dumps(vote).replace('"left_image": 0', '"left_image": Infinity').encode(),
+        headers={"Cookie": cookie, "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert status == 400 and b"integers" in body
