@@ -99,24 +99,39 @@ class RequestLimits:
 
     async def _read(self, receive: Any, limit: int) -> tuple[int, bytes]:
         """(0, body), or (413 | 408 | 499, b"") for a body too large, too slow, abandoned."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
+        # One timer for the whole body (not a wait_for task per chunk: this runs on every vote)
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self.timeout_s, expire)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
-                return 408, b""
-            if message["type"] != "http.request":
-                return 499, b""
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return 413, b""
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return 0, b"".join(chunks)
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return 499, b""
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    return 413, b""
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    return 0, b"".join(chunks)
+        except asyncio.CancelledError:
+            if not expired:
+                raise  # cancelled from outside: the server is shutting down
+            if hasattr(task, "uncancel"):  # Python 3.11+: this cancellation is handled
+                task.uncancel()
+            return 408, b""
+        finally:
+            timer.cancel()
 
 
 def replay(body: bytes, receive: Any) -> Any:
