@@ -74,3 +74,23 @@ def test_missing_pair_names_it():
 def test_config_errors(spec, message):
     with pytest.raises(ValueError, match=message):
         Objective.from_config(spec)
+
+
+def test_diffusion_terms_that_leave_beta_at_its_default_are_named() -> None:
+    from mmalign.losses import LOSSES
+    from mmalign.train.objective_check import diffusion_beta_warnings
+
+    defaults = {name: loss.defaults for name, loss in LOSSES.items()}
+    specs = [
+        {"pair": "main", "loss": "dpo"},  # beta left at 0.1
+        {"pair": "main", "loss": "smpo", "beta": 2500.0},
+        {"pair": "main", "loss": "mapo"},  # MaPO's beta is its own weight
+        {"pair": "main", "loss": "sft"},  # no beta
+        {"pair": "main", "loss": "diffusion_kto"},
+    ]
+    warnings = diffusion_beta_warnings(specs, defaults)
+    assert [w.split(":")[0] for w in warnings] == ["objective.0", "objective.4"]
+    assert "beta 0.1" in warnings[0] and "objective.0.beta" in warnings[0]
+    default = [{"pair": "main", "loss": "dpo", "beta": 0.1}]  # a recipe without an objective
+    assert diffusion_beta_warnings(default, defaults) == []
+    assert len(diffusion_beta_warnings(default, defaults, untouched=True)) == 1

@@ -112,6 +112,7 @@ class FlowRecipe(PairRecipeBase):
         self.accelerator = accelerator
         device = accelerator.device
         m, d = cfg.model, cfg.diffusion
+        self._warn_beta_scale()
         self.diffusion = load_flow_pipeline(
             m.name_or_path, dtype=m.dtype, variant=m.variant, revision=m.revision,
             drop_t5=d.drop_t5,

@@ -37,6 +37,7 @@ class DiffusionRecipe(PairRecipeBase):
         self.accelerator = accelerator
         device = accelerator.device
         m = cfg.model
+        self._warn_beta_scale()
         self.diffusion = load_pipeline(
             m.name_or_path, dtype=m.dtype, variant=m.variant, revision=m.revision, vae=m.vae
         )

@@ -77,3 +77,31 @@ def check_terms(specs: Sequence[Mapping[str, Any]], defaults: Mapping[str, Mappi
             rule = RULES.get((loss, arg)) or RULES.get(arg)
             if rule is not None and _number(value) and not rule[0](value):
                 raise ConfigError(f"{where}.{arg} ({loss}) must be {rule[1]}, got {value}")
+
+
+def diffusion_beta_warnings(
+    specs: Sequence[Mapping[str, Any]],
+    defaults: Mapping[str, Mapping[str, Any]],
+    *,
+    untouched: bool = False,
+) -> list[str]:
+    """A warning per term of a diffusion recipe that leaves `beta` at the loss's default.
+
+    Every diffusion loss but MaPO takes dpo's beta (docs/methods.md, "One beta scale"), which
+    multiplies differences of per-pixel squared errors (about 1e-3): the defaults, made for
+    language models' log-probabilities (0.1), leave a diffusion model where it started.
+    `untouched`: the recipe has no objective of its own (the default term counts as unset)."""
+    out = []
+    for i, spec in enumerate(specs):
+        loss = spec.get("loss") if isinstance(spec, Mapping) else None
+        if loss == "mapo" or "beta" not in defaults.get(str(loss), {}):
+            continue
+        if untouched or "beta" not in spec:
+            beta = spec.get("beta", defaults[str(loss)]["beta"])
+            out.append(
+                f"objective.{i}: {loss} on a diffusion model with beta {beta}, a default made "
+                "for language models; diffusion recipes use dpo's beta = 0.5 x the paper's "
+                "beta_dpo (Diffusion-DPO: 1000 for SD1.5, 2500 for SDXL; docs/methods.md, "
+                f"one beta scale): set objective.{i}.beta"
+            )
+    return out
