@@ -209,8 +209,9 @@ def test_sessions_end_when_the_user_is_removed_or_gets_a_new_password(server) ->
     bob, _ = _login(server.url, "bob")
     assert _request(server.url + "/label_api/next_pair", headers={"Cookie": alice})[0] == 200
     add_user(server.users, "bob", "a-new-password")  # bob's password reset
-    lines = [ln for ln in Path(server.users).read_text().splitlines() if ln.split(":")[0] != "alice"]
-    Path(server.users).write_text("\n".join(lines) + "\n")  # alice removed
+    lines = Path(server.users).read_text().splitlines()
+    kept = [ln for ln in lines if ln.split(":")[0] != "alice"]
+    Path(server.users).write_text("\n".join(kept) + "\n")  # alice removed
     assert "alice" not in load_users(server.users)
     for cookie in (alice, bob):
         assert _request(server.url + "/label_api/next_pair", headers={"Cookie": cookie})[0] == 401
@@ -259,3 +260,35 @@ def test_slow_heads_and_bodies_are_cut_off_and_login_stays_open(server) -> None:
         headers={"Cookie": cookie, "Content-Type": "application/json"},
     )  # fmt: skip
     assert status == 400 and b"integers" in body
+
+
+def test_a_user_who_queues_many_generations_gets_one_at_a_time(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from mmalign_label.app import GENERATE_GAP_S, LabelApp
+    from mmalign_label.images import import_pairs
+    from mmalign_label.store import Store
+    from mmalign_label.users import Authenticator
+
+    users = tmp_path / "users.txt"
+    add_user(users, "ann", "pw")
+    add_user(users, "bob", "pw")
+    store = Store(tmp_path / "db.sqlite")
+    store.add_pairs(import_pairs(make_pairs_dataset(tmp_path / "pairs", 2, size=16),
+                                 tmp_path / "img"))  # fmt: skip
+    app = LabelApp(store, tmp_path / "img", Authenticator(users), model="fake")
+    made: list[str] = []
+
+    def generate(prompt: str):  # type: ignore[no-untyped-def]
+        made.append(prompt)
+        return store.next_pair("nobody")
+
+    app.generator = SimpleNamespace(generate=generate)  # type: ignore[assignment]
+    ann, bob = SimpleNamespace(username="ann"), SimpleNamespace(username="bob")
+    notes = [app.on_generate(f"a red circle {k}", ann)[5] for k in range(5)]  # ann's queue
+    assert len(made) == 1 and all("One generation at a time" in n for n in notes[1:])
+    assert "One generation" not in app.on_generate("a blue square", bob)[5]  # bob is not held
+    assert len(made) == 2
+    app._generated["ann"] -= GENERATE_GAP_S  # ann's gap has passed
+    app.on_generate("a red circle again", ann)
+    assert made[-1] == "a red circle again"

@@ -52,6 +52,9 @@ def _user(request: gr.Request | None) -> str:
     return str(name)
 
 
+GENERATE_GAP_S = 2.0  # seconds between the end of a user's generation and their next
+
+
 class LabelApp:
     """The app over one store and one image folder; `model` switches on prompt mode."""
 
@@ -76,6 +79,10 @@ class LabelApp:
         self.generator = (
             PairGenerator(store, self.image_root, model, steps=steps) if model else None
         )
+        # user -> when their last generation ended: generations run one at a time, and a user
+        # who queues many gets the rest refused until GENERATE_GAP_S has passed, so one
+        # user's queue of requests cannot hold up everyone else's Generate
+        self._generated: dict[str, float] = {}
         self.api_queue = os.environ.get("MMALIGN_LABEL_API_QUEUE", "1") == "1"
         # "1" puts the page's vote/undo events back on Gradio's queue (for comparisons)
         self.ui_queue = os.environ.get("MMALIGN_LABEL_UI_QUEUE", "0") == "1"
@@ -199,7 +206,13 @@ class LabelApp:
             return self._show(user, None, "⚠️ The prompt is over 500 characters.")
         if self.generator is None:  # the Generate button exists only in prompt mode
             raise gr.Error("this server has no model to generate pairs")
-        pair = self.generator.generate(prompt)
+        if time.monotonic() - self._generated.get(user, float("-inf")) < GENERATE_GAP_S:
+            note = "⚠️ One generation at a time: wait a moment, then press Generate again."
+            return self._show(user, None, note)
+        try:
+            pair = self.generator.generate(prompt)
+        finally:
+            self._generated[user] = time.monotonic()
         return self._show(user, pair, f"Two images from {self.model_name} (different seeds).")
 
     def on_admin(self, request: gr.Request) -> tuple[Any, ...]:
