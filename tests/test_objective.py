@@ -92,5 +92,5 @@ def test_diffusion_terms_that_leave_beta_at_its_default_are_named() -> None:
     assert [w.split(":")[0] for w in warnings] == ["objective.0", "objective.4"]
     assert "beta 0.1" in warnings[0] and "objective.0.beta" in warnings[0]
     default = [{"pair": "main", "loss": "dpo", "beta": 0.1}]  # a recipe without an objective
-    assert diffusion_beta_warnings(default, defaults) == []
-    assert len(diffusion_beta_warnings(default, defaults, untouched=True)) == 1
+    assert len(diffusion_beta_warnings(default, defaults)) == 1
+    assert diffusion_beta_warnings([{"pair": "main", "loss": "dpo", "beta": 50.0}], defaults) == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -42,6 +43,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .store import Store
     from .users import Authenticator
 
+    for name in ("session_hours", "request_timeout"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be a number > 0, got {value}")
     auth = Authenticator(args.users)
     if not auth.users():
         raise ValueError(f"{args.users} has no users: add one with `mmalign label adduser`")
@@ -81,8 +86,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     model = None if is_vlm(store) else args.model  # VLM mode: responses made at import
     app = LabelApp(store, root, auth, model=model, seed=args.seed, steps=args.steps)
     print(f"label: http://{args.host}:{args.port} (users: {args.users}, overlap {store.overlap})")
-    if args.session_hours <= 0 or args.request_timeout <= 0:
-        raise ValueError("--session-hours and --request-timeout must be > 0")
     serve(app, args.host, args.port, login_limit=args.login_limit,
           session_hours=args.session_hours, request_timeout=args.request_timeout)  # fmt: skip
     return 0

@@ -92,6 +92,11 @@ def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
         missing = [k for k in VOTE_FIELDS if k not in body]
         if missing:
             return _error(400, f"missing fields: {missing}")
+        answers = body.get("answers")
+        if answers is not None and not (
+            isinstance(answers, dict) and all(isinstance(v, str) for v in answers.values())
+        ):
+            return _error(400, "answers must be an object of criterion -> answer (text)")
         try:
             left_image, decide_ms = int(body["left_image"]), int(body["decide_ms"])
         except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity
@@ -101,7 +106,7 @@ def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
             return labeling.vote(
                 user, vote_id=body["vote_id"], pair_id=str(body["pair_id"]),
                 choice=body["choice"], left_image=left_image, decide_ms=decide_ms,
-                answers=body.get("answers"),  # criterion -> answer, several questions per pair
+                answers=answers,  # criterion -> answer, several questions per pair
             )  # fmt: skip
 
         try:

@@ -56,7 +56,7 @@ class Owners:
     a user's oldest ids are forgotten first, so no one can push out another user's ids by
     claiming many of their own."""
 
-    def __init__(self, per_user: int = 50_000) -> None:
+    def __init__(self, per_user: int = 5_000) -> None:
         self.per_user = per_user
         self._owner: dict[str, str] = {}
         self._ids: dict[str, OrderedDict[str, None]] = {}

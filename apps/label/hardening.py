@@ -19,15 +19,17 @@
   to the account: a token stops working after `ttl_s`, when its user leaves the users file or
   gets a new password (`mmalign label adduser`), and each user keeps at most `per_user`
   sessions (the oldest end first), so logging in again and again cannot grow the table.
-- `HeaderDeadline`: uvicorn's h11 protocol with a deadline on request headers: a connection
-  that has not sent a whole request head `timeout_s` after connecting (or after its first
-  byte of a later request) is closed (slowloris); h11 caps a head at `MAX_HEAD` bytes.
+- `header_deadline_protocol`: uvicorn's h11 protocol with a deadline on requests: a request
+  must arrive whole `timeout_s` after connecting (or after its first byte, for a later one on
+  the same connection), and its head in `MAX_HEAD` bytes, or the connection is closed
+  (slowloris); a connection whose body is still coming after the answer is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +38,7 @@ from urllib.parse import urlsplit
 from .login import ASGIApp, Message, Scope, answer
 
 MAX_BODY = 1 << 20  # API bodies here are a few hundred bytes; nothing is uploaded
-MAX_LOGIN_BODY = 16 << 10  # a name and a password
+MAX_LOGIN_BODY = 16 << 10  # a name and a password; any request without a session cookie
 MAX_HEAD = 64 << 10  # request line and headers (cookies included)
 TIMEOUT_S = 15.0  # to send a request's head, and then its body
 SESSION_HOURS = 12.0
@@ -51,10 +53,32 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_host(origin: str, host: str | None) -> bool:
+    """Whether an `Origin` names the server a request reached (its `Host` header). Names
+    compare without case; ports only where `Host` has one (a proxy's `Host $host` drops
+    it), each side's default port filled in from the origin's scheme."""
+    if host is None:
+        return False
+    try:
+        o, h = urlsplit(origin), urlsplit(f"//{host}")
+        o_port, h_port = o.port, h.port
+    except ValueError:  # a port that is not a number
+        return False
+    if not o.hostname or o.hostname != h.hostname:
+        return False
+    if h_port is None:
+        return True
+    default = _DEFAULT_PORTS.get(o.scheme)
+    return (o_port or default) == h_port
+
+
 def cross_site(scope: Scope) -> str | None:
     """Why this request comes from another site (None: it does not)."""
     origin = _header(scope, b"origin")
-    if origin is not None and urlsplit(origin).netloc != _header(scope, b"host"):
+    if origin is not None and not same_host(origin, _header(scope, b"host")):
         return "cross-origin request refused"
     site = _header(scope, b"sec-fetch-site")
     if site in ("cross-site", "same-site"):
@@ -78,15 +102,26 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        head = sum(len(k) + len(v) for k, v in scope.get("headers", ()))
+        head += len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        if head > MAX_HEAD:  # h11 caps a head that arrives in pieces; this, one read whole
+            await answer(send, 431, "Request head too large", {"connection": "close"})
+            return
         refusal = cross_site(scope)
-        if refusal:
-            await answer(send, 403, refusal, {})
+        if refusal:  # the body, if any, is never read: the connection closes after the answer
+            await answer(send, 403, refusal, {"connection": "close"})
             return
         path = scope["path"].rstrip("/")
         if path == "/logout":
             scope = {**scope, "query_string": b""}  # all_session defaults to true
         if scope["method"] in _BODY_METHODS:
-            limit = MAX_LOGIN_BODY if path == "/login" else self.max_body
+            # No session cookie (the login form, or a request about to get 401): a small cap
+            signed_in = "access-token" in (_header(scope, b"cookie") or "")
+            limit = self.max_body if signed_in and path != "/login" else MAX_LOGIN_BODY
+            length = _header(scope, b"content-length")
+            if length is not None and length.strip().isdigit() and int(length) > limit:
+                await answer(send, 413, "Request body too large", {"connection": "close"})
+                return
             status, body = await self._read(receive, limit)
             if status == 499:  # the client left: no one to answer
                 return
@@ -168,83 +203,128 @@ def _without_cross_site_headers(send: Any) -> Any:
 class SessionTokens(dict):  # type: ignore[type-arg]
     """Gradio's `app.tokens` (token -> user name), with sessions that end; see the module
     docstring. `credential_of(user)` is the user's stored password hash, None when the user
-    is gone. Lookups (`get`, `in`) drop a token that has ended."""
+    is gone. Lookups (`get`, `in`) drop a token that has ended. Gradio reads and writes the
+    table from the event loop and from worker threads (its `/logout` and `/token` routes),
+    so every method holds one lock, and a token another thread removed in between reads as
+    gone (`tokens[t]` None, `del tokens[t]` a no-op) instead of raising."""
 
     def __init__(
         self, credential_of: Callable[[str], str | None], ttl_s: float = SESSION_HOURS * 3600,
         *, per_user: int = 32, clock: Callable[[], float] = time.monotonic,
     ) -> None:  # fmt: skip
         super().__init__()
-        if ttl_s <= 0:
-            raise ValueError(f"the session lifetime must be > 0 s, got {ttl_s}")
+        if not ttl_s > 0 or ttl_s == float("inf"):
+            raise ValueError(f"the session lifetime must be a number of seconds > 0, got {ttl_s}")
         self.credential_of, self.ttl_s, self.per_user, self.clock = (
             credential_of, ttl_s, per_user, clock,
         )  # fmt: skip
         self._issued: dict[str, tuple[float, str | None]] = {}
         self._inserts = 0
+        self._lock = threading.RLock()
 
     def __setitem__(self, token: str, user: str) -> None:
-        super().__setitem__(token, user)
-        self._issued[token] = (self.clock(), self.credential_of(user))
-        mine = sorted((t for t, u in self.items() if u == user), key=lambda t: self._issued[t])
-        for old in mine[: max(0, len(mine) - self.per_user)]:
-            del self[old]
-        self._inserts += 1
-        if self._inserts % 256 == 0:  # sweep what ended unseen (users gone, old sessions)
-            for t in list(self):
-                self._live(t)
+        with self._lock:
+            super().__setitem__(token, user)
+            self._issued[token] = (self.clock(), self.credential_of(user))
+            mine = [t for t, u in list(dict.items(self)) if u == user]
+            mine.sort(key=lambda t: self._issued.get(t, (float("-inf"), None))[0])
+            for old in mine[: max(0, len(mine) - self.per_user)]:
+                del self[old]
+            self._inserts += 1
+            if self._inserts % 256 == 0:  # sweep what ended unseen (users gone, old sessions)
+                for t in list(self):
+                    self._live(t)
+
+    def __getitem__(self, token: str) -> Any:
+        with self._lock:
+            return super().get(token)
 
     def __delitem__(self, token: str) -> None:
-        super().__delitem__(token)
-        self._issued.pop(token, None)
+        with self._lock:
+            if super().__contains__(token):
+                super().__delitem__(token)
+            self._issued.pop(token, None)
 
     def _live(self, token: Any) -> bool:
-        if not isinstance(token, str) or not super().__contains__(token):
+        with self._lock:
+            if not isinstance(token, str) or not super().__contains__(token):
+                return False
+            issued, credential = self._issued.get(token, (float("-inf"), None))
+            user = super().__getitem__(token)
+            try:
+                current = self.credential_of(user)
+            except Exception:  # an unreadable users file ends no one's session
+                current = credential
+            if (
+                self.clock() - issued <= self.ttl_s
+                and credential is not None
+                and (current == credential)
+            ):
+                return True
+            del self[token]
             return False
-        issued, credential = self._issued.get(token, (float("-inf"), None))
-        user = super().__getitem__(token)
-        if (
-            self.clock() - issued <= self.ttl_s
-            and credential is not None
-            and self.credential_of(user) == credential
-        ):
-            return True
-        del self[token]
-        return False
 
     def __contains__(self, token: object) -> bool:
         return self._live(token)
 
     def get(self, token: Any, default: Any = None) -> Any:
-        return super().__getitem__(token) if self._live(token) else default
+        with self._lock:
+            return super().__getitem__(token) if self._live(token) else default
 
 
-def header_deadline_protocol(timeout_s: float = TIMEOUT_S) -> type:
-    """uvicorn's h11 protocol class with the head deadline (module docstring)."""
+def header_deadline_protocol(timeout_s: float = TIMEOUT_S, max_head: int = MAX_HEAD) -> type:
+    """uvicorn's h11 protocol class with a request deadline: a request must arrive whole,
+    head and body, within `timeout_s` of its first byte (of connecting, for the first), and
+    its head in at most `max_head` bytes; else the connection is closed. A connection whose
+    request body is still coming when the answer has gone out (an app that answered without
+    reading it) is closed too, so no request keeps a connection by trickling bytes."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeaderDeadline(H11Protocol):
+    receiving = (h11.IDLE, h11.SEND_BODY)
+
+    class RequestDeadline(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
+        _head_bytes = 0
+        _in_body = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
 
         def data_received(self, data: bytes) -> None:
-            super().data_received(data)
             if self.conn.their_state is h11.IDLE:
-                if self._deadline is None:  # a later request's first bytes
+                self._head_bytes += len(data)
+            super().data_received(data)
+            state = self.conn.their_state
+            if state is h11.IDLE:
+                if self._head_bytes > max_head:
+                    self.transport.close()  # h11 caps a head that arrives in pieces; this, whole
+                elif self._deadline is None:  # a later request's first bytes
                     self._arm()
+                return
+            self._head_bytes = 0
+            if state is h11.SEND_BODY:
+                if not self._in_body:  # the head is in: the body's own deadline, a second
+                    self._in_body = True  # after the app's (which answers 408 first)
+                    self._disarm()
+                    self._arm(timeout_s + 1.0)
             else:
+                self._in_body = False
                 self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._in_body = False
+            if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+                self.transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
 
-        def _arm(self) -> None:
-            self._deadline = self.loop.call_later(timeout_s, self._late)
+        def _arm(self, seconds: float = timeout_s) -> None:
+            self._deadline = self.loop.call_later(seconds, self._late)
 
         def _disarm(self) -> None:
             if self._deadline is not None:
@@ -253,7 +333,7 @@ def header_deadline_protocol(timeout_s: float = TIMEOUT_S) -> type:
 
         def _late(self) -> None:
             self._deadline = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            if self.conn.their_state in receiving and not self.transport.is_closing():
                 self.transport.close()
 
-    return HeaderDeadline
+    return RequestDeadline

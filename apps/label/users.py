@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,9 @@ class Authenticator:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._stamp: float | None = None
+        self._stamp: int | None = None
+        self._problem: str | None = None  # the users file's error last warned about
+        self._bad_stamp: int | None = None  # the version of the file that did not parse
         self._users: dict[str, User] = {}
         self.users()  # fail at start-up, not at the first login
         # An unknown name is checked against this hash, made once here: both a wrong name
@@ -102,9 +105,21 @@ class Authenticator:
         self._dummy_hash = hash_password(os.urandom(16).hex())
 
     def users(self) -> dict[str, User]:
-        stamp = self.path.stat().st_mtime_ns
-        if stamp != self._stamp:
-            self._users, self._stamp = load_users(self.path), stamp
+        """The users, re-read when the file changes. A file that stops parsing (a hand edit
+        with a typo, a file briefly gone) keeps the last good table, with one warning, instead
+        of failing every request; at start-up it raises."""
+        stamp: int | None = None
+        try:
+            stamp = self.path.stat().st_mtime_ns
+            if stamp not in (self._stamp, self._bad_stamp):
+                self._users, self._stamp, self._problem = load_users(self.path), stamp, None
+        except (OSError, ValueError) as err:
+            if self._stamp is None:
+                raise
+            self._bad_stamp = stamp  # not parsed again until the file changes
+            if str(err) != self._problem:
+                self._problem = str(err)
+                print(f"label: warning: {err}; keeping the users read before", file=sys.stderr)
         return self._users
 
     def __call__(self, name: str, password: str) -> bool:

@@ -48,14 +48,12 @@ class PairRecipeBase:
     def _warn_beta_scale(self) -> None:
         """Name every term that leaves beta at a language-model default (objective_check)."""
         from ..losses import LOSSES
-        from ..train.config import default_objective
         from ..train.objective_check import diffusion_beta_warnings
 
         if not self.accelerator.is_main_process:
             return
         defaults = {name: loss.defaults for name, loss in LOSSES.items()}
-        untouched = self.cfg.objective == default_objective()
-        for warning in diffusion_beta_warnings(self.cfg.objective, defaults, untouched=untouched):
+        for warning in diffusion_beta_warnings(self.cfg.objective, defaults):
             print(f"mmalign: warning: {warning}")
 
     # ------------------------------------------------------------------ data

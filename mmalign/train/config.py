@@ -257,7 +257,7 @@ class TrainConfig:
             raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
 
 
-def default_objective() -> list[dict[str, Any]]:
+def _default_objective() -> list[dict[str, Any]]:
     return [{"pair": "main", "loss": "dpo", "beta": 0.1}]
 
 
@@ -265,7 +265,7 @@ def default_objective() -> list[dict[str, Any]]:
 class Config:
     model: ModelConfig
     data: DataConfig
-    objective: list[dict[str, Any]] = field(default_factory=default_objective)
+    objective: list[dict[str, Any]] = field(default_factory=_default_objective)
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraConfig | None = field(default_factory=LoraConfig)  # null: full fine-tune
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)

@@ -80,28 +80,26 @@ def check_terms(specs: Sequence[Mapping[str, Any]], defaults: Mapping[str, Mappi
 
 
 def diffusion_beta_warnings(
-    specs: Sequence[Mapping[str, Any]],
-    defaults: Mapping[str, Mapping[str, Any]],
-    *,
-    untouched: bool = False,
+    specs: Sequence[Mapping[str, Any]], defaults: Mapping[str, Mapping[str, Any]]
 ) -> list[str]:
-    """A warning per term of a diffusion recipe that leaves `beta` at the loss's default.
+    """A warning per term of a diffusion recipe whose `beta` is the loss's default, written
+    or not (a recipe without an objective gets `dpo` with beta 0.1).
 
     Every diffusion loss but MaPO takes dpo's beta (docs/methods.md, "One beta scale"), which
     multiplies differences of per-pixel squared errors (about 1e-3): the defaults, made for
-    language models' log-probabilities (0.1), leave a diffusion model where it started.
-    `untouched`: the recipe has no objective of its own (the default term counts as unset)."""
+    language models' log-probabilities (0.1), leave a diffusion model where it started."""
     out = []
     for i, spec in enumerate(specs):
         loss = spec.get("loss") if isinstance(spec, Mapping) else None
         if loss == "mapo" or "beta" not in defaults.get(str(loss), {}):
             continue
-        if untouched or "beta" not in spec:
-            beta = spec.get("beta", defaults[str(loss)]["beta"])
+        beta = spec.get("beta", defaults[str(loss)]["beta"])
+        if beta == defaults[str(loss)]["beta"]:
             out.append(
-                f"objective.{i}: {loss} on a diffusion model with beta {beta}, a default made "
-                "for language models; diffusion recipes use dpo's beta = 0.5 x the paper's "
-                "beta_dpo (Diffusion-DPO: 1000 for SD1.5, 2500 for SDXL; docs/methods.md, "
-                f"one beta scale): set objective.{i}.beta"
+                f"objective.{i}: {loss} on a diffusion model with beta {beta}, the default made "
+                "for language models; diffusion recipes use hundreds to thousands (dpo's beta = "
+                "0.5 x a paper's beta_dpo: Diffusion-DPO 1000 for SD1.5, 2500 for SDXL; flow DPO "
+                "on SD3.5 50; Diffusion-KTO 1000; docs/methods.md, one beta scale): set "
+                f"objective.{i}.beta"
             )
     return out
