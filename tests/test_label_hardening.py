@@ -176,6 +176,15 @@ def test_bodies_are_read_whole_within_a_deadline_and_a_size_cap() -> None:
     headers = dict(sent[0]["headers"])
     assert not any(k.lower().startswith(b"access-control-") for k in headers)
     assert b"SameSite=lax" in headers[b"set-cookie"] and b"none" not in headers[b"set-cookie"]
+    twin = [(b"set-cookie", b"access-token-unsecure-x=abc; HttpOnly"), (b"x", b"y")]
+
+    async def login(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": twin})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    plain, tls = _scope("POST", "/login"), {**_scope("POST", "/login"), "scheme": "https"}
+    assert dict(_run(RequestLimits(login), plain, [(b"", 0)])[0]["headers"]) == dict(twin)
+    assert dict(_run(RequestLimits(login), tls, [(b"", 0)])[0]["headers"]) == {b"x": b"y"}
     signed_in = {"cookie": "access-token-abc=t"}
     big = [(b"a" * 600, 0), (b"b" * 600, 0)]
     assert _run(limits, _scope("POST", "/x", **signed_in), big)[0]["status"] == 413

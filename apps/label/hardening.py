@@ -12,7 +12,8 @@
     credentials, when the server is reached under a name other than localhost (as behind a
     TLS proxy), which let any page read `/gradio_api/token`: the session token itself;
   - the session cookie is `SameSite=Lax` (Gradio sets `None`, for embedding in other sites,
-    which this app does not need), so other sites' requests do not carry it;
+    which this app does not need), so other sites' requests do not carry it; over HTTPS
+    Gradio's second cookie for plain-HTTP use (no `Secure` flag) is not set;
   - `/logout` always ends every session of its user (with `?all_session=false`, Gradio ends
     only the session of the secure cookie, and a plain-HTTP browser sends the other one).
 - `SessionTokens`: Gradio's token table (`app.tokens`, token -> user) with a lifetime, bound
@@ -130,7 +131,8 @@ class RequestLimits:
                 await answer(send, status, message, {"connection": "close"})
                 return
             receive = replay(body, receive)
-        await self.app(scope, receive, _without_cross_site_headers(send))
+        https = scope.get("scheme") == "https"
+        await self.app(scope, receive, _without_cross_site_headers(send, https))
 
     async def _read(self, receive: Any, limit: int) -> tuple[int, bytes]:
         """(0, body), or (413 | 408 | 499, b"") for a body too large, too slow, abandoned."""
@@ -183,7 +185,12 @@ def replay(body: bytes, receive: Any) -> Any:
     return again
 
 
-def _without_cross_site_headers(send: Any) -> Any:
+def _without_cross_site_headers(send: Any, https: bool) -> Any:
+    """`send` with CORS headers dropped and the session cookie `SameSite=Lax`; over HTTPS
+    (the scheme a trusted proxy's `X-Forwarded-Proto` gives) also without Gradio's
+    `access-token-unsecure-` twin, a cookie without `Secure` that a browser would send on
+    any plain-HTTP request to the host, where it can be read off the network."""
+
     async def filtered(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = []
@@ -192,6 +199,8 @@ def _without_cross_site_headers(send: Any) -> Any:
                 if name.startswith(b"access-control-"):
                     continue
                 if name == b"set-cookie":
+                    if https and value.startswith(b"access-token-unsecure-"):
+                        continue
                     value = _SAMESITE_NONE.sub(b"SameSite=lax", value)
                 headers.append((key, value))
             message = {**message, "headers": headers}
