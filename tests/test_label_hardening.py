@@ -198,6 +198,19 @@ def test_bodies_are_read_whole_within_a_deadline_and_a_size_cap() -> None:
     assert len(seen) == 1  # none of them reached the app
     assert _run(limits, _scope("POST", "/x", **signed_in), [(b"a" * 900, 0)])[0]["status"] == 200
     assert _run(limits, _scope("GET", "/x", origin="https://evil.example"), [])[0]["status"] == 403
+    sent_ws: list[dict] = []
+
+    async def websocket() -> None:
+        async def receive() -> dict:
+            return {"type": "websocket.connect"}
+
+        async def send(message: dict) -> None:
+            sent_ws.append(message)
+
+        await limits({"type": "websocket", "path": "/x", "headers": []}, receive, send)
+
+    asyncio.run(websocket())
+    assert sent_ws == [{"type": "websocket.close", "code": 1008}] and len(seen) == 2
     _run(limits, _scope("GET", "/logout"), [])
     assert seen[-1][0]["query_string"] == b""  # logout ends every session of the user
 

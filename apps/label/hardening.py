@@ -100,7 +100,11 @@ class RequestLimits:
         self.app, self.timeout_s, self.max_body = app, timeout_s, max_body
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":  # the app has none, and the route checks skip them
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":  # lifespan
             await self.app(scope, receive, send)
             return
         head = sum(len(k) + len(v) for k, v in scope.get("headers", ()))
