@@ -20,10 +20,11 @@
   to the account: a token stops working after `ttl_s`, when its user leaves the users file or
   gets a new password (`mmalign label adduser`), and each user keeps at most `per_user`
   sessions (the oldest end first), so logging in again and again cannot grow the table.
-- `header_deadline_protocol`: uvicorn's h11 protocol with a deadline on requests: a request
-  must arrive whole `timeout_s` after connecting (or after its first byte, for a later one on
-  the same connection), and its head in `MAX_HEAD` bytes, or the connection is closed
-  (slowloris); a connection whose body is still coming after the answer is closed.
+- `header_deadline_protocol`: uvicorn's h11 protocol with deadlines: a request's head must
+  arrive `timeout_s` after connecting (or after its first byte, for a later request on the
+  same connection) in at most `MAX_HEAD` bytes, and its body within `timeout_s` + 1 s more
+  (after `RequestLimits`' 408), or the connection is closed (slowloris); a connection whose
+  body is still coming after the answer went out is closed.
 """
 
 from __future__ import annotations
@@ -286,11 +287,11 @@ class SessionTokens(dict):  # type: ignore[type-arg]
 
 
 def header_deadline_protocol(timeout_s: float = TIMEOUT_S, max_head: int = MAX_HEAD) -> type:
-    """uvicorn's h11 protocol class with a request deadline: a request must arrive whole,
-    head and body, within `timeout_s` of its first byte (of connecting, for the first), and
-    its head in at most `max_head` bytes; else the connection is closed. A connection whose
-    request body is still coming when the answer has gone out (an app that answered without
-    reading it) is closed too, so no request keeps a connection by trickling bytes."""
+    """uvicorn's h11 protocol class with request deadlines: a head within `timeout_s` of the
+    request's first byte (of connecting, for the first) in at most `max_head` bytes, then the
+    body within `timeout_s` + 1 s; else the connection is closed. A connection whose request
+    body is still coming when the answer has gone out (an app that answered without reading
+    it) is closed too, so no request keeps a connection by trickling bytes."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
