@@ -91,6 +91,21 @@ def test_origins_match_hosts_with_default_ports_and_without_the_ports_a_proxy_dr
     assert not same_host("https://labels.example.org:x", "labels.example.org")
 
 
+def test_a_password_reset_during_a_login_ends_that_login(tmp_path: Path) -> None:
+    users = tmp_path / "users.txt"
+    add_user(users, "bob", "old")
+    auth = Authenticator(users)
+    tokens = SessionTokens(auth.credential, verified=auth.verified)
+    assert auth("bob", "old")  # the check passes with the old password ...
+    time.sleep(0.01)
+    add_user(users, "bob", "new")  # ... the admin resets it before the token is stored ...
+    tokens["t"] = "bob"  # ... and Gradio stores the token
+    assert tokens.get("t") is None
+    assert auth("bob", "new")
+    tokens["t2"] = "bob"
+    assert tokens.get("t2") == "bob"
+
+
 def test_each_user_keeps_a_bounded_number_of_sessions() -> None:
     clock = Clock()
     tokens = SessionTokens({"alice": "h", "bob": "h"}.get, ttl_s=1e9, per_user=3, clock=clock)
@@ -124,6 +139,10 @@ def test_cross_site_requests_are_named() -> None:
     assert cross_site(_scope(origin=evil)) and cross_site(_scope("POST", "/login", origin=evil))
     assert cross_site(_scope(origin="null"))
     assert cross_site(_scope(origin=own)) is None and cross_site(_scope()) is None
+    two = _scope(origin=own)
+    two["headers"].append((b"origin", b"https://evil.example"))
+    assert cross_site(two)  # no browser sends two Origins
+    assert cross_site(_scope(path="/x", sec_fetch_site="Cross-Site", sec_fetch_mode="cors"))
     fetch = {"sec_fetch_site": "cross-site", "sec_fetch_mode": "cors"}
     assert cross_site(_scope(path="/gradio_api/token", **fetch))
     link = {"sec_fetch_site": "cross-site", "sec_fetch_mode": "navigate"}
@@ -169,7 +188,10 @@ def test_bodies_are_read_whole_within_a_deadline_and_a_size_cap() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    limits = RequestLimits(app, timeout_s=0.3, max_body=1000)
+    def signed_in(scope: dict) -> bool:
+        return dict(scope["headers"]).get(b"cookie") == b"access-token-abc=t"  # a live one
+
+    limits = RequestLimits(app, timeout_s=0.3, max_body=1000, signed_in=signed_in)
     vote = _scope("POST", "/label_api/vote", cookie="access-token-abc=t")
     sent = _run(limits, vote, [(b"a" * 600, 0), (b"b" * 300, 0.05)])
     assert sent[0]["status"] == 200 and seen[-1][1] == b"a" * 600 + b"b" * 300
@@ -190,6 +212,8 @@ def test_bodies_are_read_whole_within_a_deadline_and_a_size_cap() -> None:
     assert _run(limits, _scope("POST", "/x", **signed_in), big)[0]["status"] == 413
     assert _run(limits, _scope("POST", "/login"), [(b"a" * 17_000, 0)])[0]["status"] == 413
     assert _run(limits, _scope("POST", "/x"), [(b"a" * 17_000, 0)])[0]["status"] == 413  # anon.
+    forged = _scope("POST", "/x", cookie="access-token-abc=forged")
+    assert _run(limits, forged, [(b"a" * 17_000, 0)])[0]["status"] == 413
     told = _scope("POST", "/x", content_length="5000000", **signed_in)
     assert _run(limits, told, [(b"a", 0), (b"b", 5.0)])[0]["status"] == 413  # nothing read
     assert _run(limits, _scope("GET", "/x", cookie="a" * 70_000), [])[0]["status"] == 431
@@ -368,6 +392,24 @@ def test_a_user_who_queues_many_generations_gets_one_at_a_time(tmp_path: Path) -
     app._generated["ann"] -= GENERATE_GAP_S  # ann's gap has passed
     app.on_generate("a red circle again", ann)
     assert made[-1] == "a red circle again"
+
+
+def test_a_pipelined_request_whose_body_comes_later_is_served(server) -> None:
+    host, port = server.url.split("//")[1].split(":")
+    s = socket.create_connection((host, int(port)))
+    s.sendall(b"GET /label_api/next_pair HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"POST /label_api/vote HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+              b"\r\nContent-Length: 2\r\n\r\n")  # fmt: skip
+    time.sleep(0.5)
+    s.sendall(b"{}")
+    s.settimeout(5)
+    received = b""
+    while received.count(b"HTTP/1.1 ") < 2:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        received += chunk
+    assert received.count(b"HTTP/1.1 401") == 2, received[:300]  # both answered (no login)
 
 
 def test_a_request_whose_body_is_never_read_does_not_keep_its_connection(server) -> None:

@@ -79,13 +79,16 @@ def same_host(origin: str, host: str | None) -> bool:
 
 def cross_site(scope: Scope) -> str | None:
     """Why this request comes from another site (None: it does not)."""
+    origins = [v for k, v in scope.get("headers", ()) if k.lower() == b"origin"]
+    if len(origins) > 1:  # no browser sends two
+        return "cross-origin request refused"
     origin = _header(scope, b"origin")
     if origin is not None and not same_host(origin, _header(scope, b"host")):
         return "cross-origin request refused"
-    site = _header(scope, b"sec-fetch-site")
+    site = (_header(scope, b"sec-fetch-site") or "").lower()
     if site in ("cross-site", "same-site"):
         navigation = scope["method"] in ("GET", "HEAD") and (
-            _header(scope, b"sec-fetch-mode") == "navigate"
+            (_header(scope, b"sec-fetch-mode") or "").lower() == "navigate"
         )
         if not navigation or scope["path"].rstrip("/") == "/logout":
             return "cross-site request refused"
@@ -96,9 +99,13 @@ class RequestLimits:
     """The ASGI middleware described in the module docstring."""
 
     def __init__(
-        self, app: ASGIApp, *, timeout_s: float = TIMEOUT_S, max_body: int = MAX_BODY
-    ) -> None:
+        self, app: ASGIApp, *, timeout_s: float = TIMEOUT_S, max_body: int = MAX_BODY,
+        signed_in: Callable[[Scope], bool] = lambda scope: False,
+    ) -> None:  # fmt: skip
+        """`signed_in(scope)`: whether the request carries a live session (the larger body
+        cap); a cookie that only looks like one does not count."""
         self.app, self.timeout_s, self.max_body = app, timeout_s, max_body
+        self.signed_in = signed_in
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":  # the app has none, and the route checks skip them
@@ -121,9 +128,9 @@ class RequestLimits:
         if path == "/logout":
             scope = {**scope, "query_string": b""}  # all_session defaults to true
         if scope["method"] in _BODY_METHODS:
-            # No session cookie (the login form, or a request about to get 401): a small cap
-            signed_in = "access-token" in (_header(scope, b"cookie") or "")
-            limit = self.max_body if signed_in and path != "/login" else MAX_LOGIN_BODY
+            # No live session (the login form, or a request about to get 401): a small cap
+            big = path != "/login" and self.signed_in(scope)
+            limit = self.max_body if big else MAX_LOGIN_BODY
             length = _header(scope, b"content-length")
             if length is not None and length.strip().isdigit() and int(length) > limit:
                 await answer(send, 413, "Request body too large", {"connection": "close"})
@@ -225,13 +232,17 @@ class SessionTokens(dict):  # type: ignore[type-arg]
     def __init__(
         self, credential_of: Callable[[str], str | None], ttl_s: float = SESSION_HOURS * 3600,
         *, per_user: int = 32, clock: Callable[[], float] = time.monotonic,
+        verified: Callable[[str], str | None] | None = None,
     ) -> None:  # fmt: skip
+        """`verified(user)`: the password hash the login just checked (default
+        `credential_of`): a password reset between the check and the new token ends it."""
         super().__init__()
         if not ttl_s > 0 or ttl_s == float("inf"):
             raise ValueError(f"the session lifetime must be a number of seconds > 0, got {ttl_s}")
         self.credential_of, self.ttl_s, self.per_user, self.clock = (
             credential_of, ttl_s, per_user, clock,
         )  # fmt: skip
+        self.verified = verified or credential_of
         self._issued: dict[str, tuple[float, str | None]] = {}
         self._inserts = 0
         self._lock = threading.RLock()
@@ -239,7 +250,7 @@ class SessionTokens(dict):  # type: ignore[type-arg]
     def __setitem__(self, token: str, user: str) -> None:
         with self._lock:
             super().__setitem__(token, user)
-            self._issued[token] = (self.clock(), self.credential_of(user))
+            self._issued[token] = (self.clock(), self.verified(user))
             mine = [t for t, u in list(dict.items(self)) if u == user]
             mine.sort(key=lambda t: self._issued.get(t, (float("-inf"), None))[0])
             for old in mine[: max(0, len(mine) - self.per_user)]:
@@ -328,9 +339,12 @@ def header_deadline_protocol(timeout_s: float = TIMEOUT_S, max_head: int = MAX_H
                 self._disarm()
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
+            # this request's body still coming (read before super() starts the next cycle,
+            # which parses a pipelined request whose own body may be on its way)
+            unread = self.conn.their_state is h11.SEND_BODY
             self._in_body = False
-            if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            super().on_response_complete()
+            if unread and not self.transport.is_closing():
                 self.transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:

@@ -55,13 +55,17 @@ def build_server(label: LabelApp, host: str = "127.0.0.1", port: int = 7860, *,
         max_file_size="20mb", footer_links=[], run_history=False, **kwargs,
     )  # fmt: skip
     gradio_app = next(r.app for r in app.routes if isinstance(r, Mount))
-    gradio_app.tokens = SessionTokens(label.auth.credential, session_hours * 3600)
+    gradio_app.tokens = SessionTokens(
+        label.auth.credential, session_hours * 3600, verified=label.auth.verified
+    )
 
     def user_of(scope: dict[str, Any]) -> str | None:
         return session_user(gradio_app, Request(scope))
 
     guarded = LoginLimit(RouteGuard(app, user_of), FailedLogins(login_limit))
-    return RequestLimits(guarded, timeout_s=request_timeout)
+    return RequestLimits(
+        guarded, timeout_s=request_timeout, signed_in=lambda scope: user_of(scope) is not None
+    )
 
 
 def serve(label: LabelApp, host: str = "127.0.0.1", port: int = 7860, **kwargs: Any) -> None:

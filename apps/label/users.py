@@ -98,6 +98,7 @@ class Authenticator:
         self._stamp: int | None = None
         self._problem: str | None = None  # the users file's error last warned about
         self._bad_stamp: int | None = None  # the version of the file that did not parse
+        self._verified: dict[str, str] = {}  # name -> hash of its last successful login
         self._users: dict[str, User] = {}
         self.users()  # fail at start-up, not at the first login
         # An unknown name is checked against this hash, made once here: both a wrong name
@@ -127,7 +128,14 @@ class Authenticator:
         server runs it in a worker thread, `login.off_loop`)."""
         user = self.users().get(name)
         ok = check_password(password, self._dummy_hash if user is None else user.password_hash)
+        if ok and user is not None:
+            self._verified[name] = user.password_hash
         return ok and user is not None
+
+    def verified(self, name: str) -> str | None:
+        """The hash the last successful login of `name` was checked against: a session is
+        bound to it, so a password reset during the login ends that session."""
+        return self._verified.get(name)
 
     def credential(self, name: str) -> str | None:
         """The stored password hash of `name` (None: no such user): a session is bound to
