@@ -33,6 +33,7 @@ from .login import LOGIN_LIMIT, FailedLogins, LoginLimit, off_loop
 
 QUEUE_SIZE = 1024  # Gradio events waiting at once, all users together
 MAX_CONNECTIONS = 1000  # open connections and requests; beyond it uvicorn answers 503
+_USER = "mmalign_label.user"  # the request's session user, looked up once, kept in its scope
 
 
 def build_server(label: LabelApp, host: str = "127.0.0.1", port: int = 7860, *,
@@ -60,7 +61,10 @@ def build_server(label: LabelApp, host: str = "127.0.0.1", port: int = 7860, *,
     )
 
     def user_of(scope: dict[str, Any]) -> str | None:
-        return session_user(gradio_app, Request(scope))
+        # once per request: RequestLimits (the body cap) and RouteGuard both ask
+        if _USER not in scope:
+            scope[_USER] = session_user(gradio_app, Request(scope))
+        return scope[_USER]
 
     guarded = LoginLimit(RouteGuard(app, user_of), FailedLogins(login_limit))
     return RequestLimits(
