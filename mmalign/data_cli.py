@@ -160,7 +160,10 @@ def register(sub: Any) -> None:
     p.add_argument("--model", default="toy:vlm", help="VLM folder or hub id (default toy:vlm)")
     p.add_argument("--shots", type=int, default=4, help="examples per user (default 4)")
     p.add_argument("--layer", type=int, default=-2, help="hidden state to pool (default -2)")
-    p.add_argument("--pooling", default="mean", choices=["mean", "last"])
+    p.add_argument(
+        "--pooling", default="mean", choices=["mean", "last", "contrast", "contrast_tokens"],
+        help="mean / last token, or the preferred minus the dispreferred image's states",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=8, help="users per forward pass")
     p.add_argument("--out", default=None, help="output folder (default DATA/user_embeddings)")
     p.set_defaults(func=_cmd_user_embed)

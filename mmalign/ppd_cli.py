@@ -73,8 +73,8 @@ def cmd_sample_ppd(args: argparse.Namespace) -> int:
 
 
 def user_prompts(spec: str, pickapic_root: str | None = None) -> list[str]:
-    """The prompts of `--prompts`; a toy spec (`toy:heldout[:N]`) without its size words, as
-    `toy:users` writes its prompts (size is one of the users' tastes, not the prompt's)."""
+    """The prompts of `--prompts`; a toy spec (`toy:heldout[:N]`) without its size and position
+    words, as `toy:users` writes its prompts (both are users' tastes, not the prompt's)."""
     from dataclasses import replace
 
     from .data.prompts import resolve_prompts
@@ -82,7 +82,7 @@ def user_prompts(spec: str, pickapic_root: str | None = None) -> list[str]:
 
     prompts = resolve_prompts(spec, pickapic_root=pickapic_root)
     if spec.startswith("toy:"):
-        prompts = [replace(parse_prompt(p), size="medium").text for p in prompts]
+        prompts = [replace(parse_prompt(p), size="medium", position="center").text for p in prompts]
     return prompts
 
 

@@ -30,8 +30,9 @@ from mmalign.train.loop import train
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ppd-run")
     overrides = [
-        "data.toy.n=64", "train.max_steps=2", "train.batch_size=4", "train.learning_rate=0.05",
-        "validation.enabled=false", "train.trackers=[]", f"output_dir={out}",
+        "data.toy.n=512", "data.toy.candidates=render", "train.max_steps=2",
+        "train.batch_size=4", "train.learning_rate=0.05", "validation.enabled=false",
+        "train.trackers=[]", f"output_dir={out}",
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MMALIGN_CACHE", str(tmp_path_factory.getbasetemp() / "mmalign-cache"))
@@ -50,8 +51,8 @@ def test_users_from_the_run_and_from_few_shot_examples(run) -> None:
 
 
 def test_bad_input_is_clear(run, tmp_path) -> None:
-    with pytest.raises(InputError, match=r"unknown user 'h99'.*h00"):
-        user_embeddings(run, ["h99"])
+    with pytest.raises(InputError, match=r"unknown user 'h077'.*did you mean 'h07'"):
+        user_embeddings(run, ["h077"])
     with pytest.raises(InputError, match="ID:WEIGHT"):
         parse_mix("h01:1.5")
     with pytest.raises(InputError, match="ID:WEIGHT"):
@@ -93,7 +94,8 @@ def test_per_user_winrate_matrix_and_sweep(run, tmp_path) -> None:
     own = res["matrix"]["h00"]
     assert own["h00"] != own["h01"]
     response = res["taste_response"]  # the samples' own taste axes under each conditioning
-    assert response["axes"] == ["warmth", "size", "outline"] and len(response["base"]) == 3
+    axes = ["warmth", "size", "outline", "horizontal", "vertical"]
+    assert response["axes"] == axes and len(response["base"]) == 5
     assert set(response["users"]) == {"h00", "h01", "t02"}
     assert response["users"]["h00"] != response["users"]["h01"]
     assert all(-1 <= v <= 1 or v != v for v in response["spearman"].values())
@@ -124,7 +126,9 @@ def test_size_ceiling_probe(tmp_path, capsys) -> None:
     assert probe.main(args) == 0
     assert "size-large" in capsys.readouterr().err  # sampled
     result = json.loads((tmp_path / "ceiling.json").read_text())
-    assert result["prompts"] == 3 and len(result["users"]) == 24
+    from mmalign.toy.rewards import HELDOUT_USERS, TRAIN_USERS
+
+    assert result["prompts"] == 3 and len(result["users"]) == len(TRAIN_USERS + HELDOUT_USERS)
     for user in result["users"].values():
         assert user["best"] in ("medium", "small", "large")
         assert user["best_win_rate"] >= 0.5

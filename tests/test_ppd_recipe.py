@@ -15,7 +15,8 @@ from mmalign.train import Config
 from mmalign.train.loop import train
 
 OVERRIDES = (
-    "data.toy.n=64", "train.max_steps=3", "train.batch_size=4", "train.log_every=1",
+    "data.toy.n=512", "data.toy.candidates=render", "train.max_steps=3", "train.batch_size=4",
+    "train.log_every=1",
     "train.learning_rate=0.01", "train.checkpoint_every=100", "validation.enabled=false",
     "train.trackers=[]",
 )  # fmt: skip
@@ -50,7 +51,7 @@ def test_ppd_recipe_trains_the_branch_saves_and_reloads(tmp_path, monkeypatch) -
     result = train(_cfg(tmp_path / "a"), make)
     recipe = made[0]
     assert result.saved["kind"] == "ppd"
-    assert len(recipe.users) == 16 and recipe.embed_info["cached"] is False
+    assert len(recipe.users) == 128 and recipe.embed_info["cached"] is False
     unet = recipe.model
     base = toy_sd_pipeline(None).unet
     # only the branch moved: every base weight is the shipped toy-sd's
@@ -67,6 +68,7 @@ def test_ppd_recipe_trains_the_branch_saves_and_reloads(tmp_path, monkeypatch) -
     fresh = toy_sd_pipeline(None).unet
     meta = ppd.load_adapter(fresh, tmp_path / "a")
     assert meta["encoder"] == "toy:vlm" and meta["shots"] == 4
+    assert meta["examples_toy"]["candidates"] == "render"  # new users get examples alike
     assert torch.equal(_unet_out(fresh, user), trained)
     assert (tmp_path / "a" / "user_embeddings.safetensors").is_file()
 

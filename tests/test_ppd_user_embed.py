@@ -18,14 +18,14 @@ from mmalign.vlm.user_embed import cached_user_embeddings, embed_users, examples
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("ppd")
-    build_dataset("users", root / "data", n=32, seed=0, users="train", progress=False)
+    build_dataset("users", root / "data", n=256, seed=0, users="train", progress=False)
     examples, ties = examples_from_pairs(load_pairs(root / "data" / "pairs"))
     return root, examples, ties, load_vlm("toy:vlm")
 
 
 def test_one_embedding_per_user_batched_and_distinct(world) -> None:
     _, examples, ties, vlm = world
-    assert ties == 0 and len(examples) == 16
+    assert ties == 0 and len(examples) == 128
     some = dict(list(examples.items())[:5])
     a = embed_users(vlm, some, shots=2, batch_size=5)
     b = embed_users(vlm, some, shots=2, batch_size=1)
@@ -35,6 +35,42 @@ def test_one_embedding_per_user_batched_and_distinct(world) -> None:
     assert (a["t00"] - a["t01"]).abs().max() > 1e-3  # different examples, different users
     last = embed_users(vlm, {"t00": some["t00"]}, shots=2, pooling="last")
     assert (last["t00"] - a["t00"]).abs().max() > 1e-3
+
+
+def test_contrast_pooling_reads_which_image_was_preferred(world) -> None:
+    _, examples, _, vlm = world
+    some = {u: examples[u][:2] for u in ("t00", "t01")}
+    flipped = {u: [(p, b, a) for p, a, b in e] for u, e in some.items()}
+    # At the input layer a state depends on its token alone: swapping the two images of every
+    # example negates a contrast exactly, and leaves the mean pooling as it was (it cannot
+    # tell which image was preferred, which is why the contrasts exist).
+    for pooling, width in (("contrast", 128), ("contrast_tokens", 16 * 128)):
+        a = embed_users(vlm, some, shots=2, layer=0, pooling=pooling, batch_size=2)
+        b = embed_users(vlm, flipped, shots=2, layer=0, pooling=pooling, batch_size=1)
+        assert a["t00"].shape == (width,) and a["t00"].abs().max() > 1e-3
+        torch.testing.assert_close(b["t00"], -a["t00"], atol=1e-5, rtol=1e-5)
+    a = embed_users(vlm, some, shots=2, layer=0, pooling="mean")
+    b = embed_users(vlm, flipped, shots=2, layer=0, pooling="mean")
+    torch.testing.assert_close(a["t00"], b["t00"], atol=1e-5, rtol=1e-5)
+
+
+def test_contrast_pooling_equals_a_direct_computation(world) -> None:
+    from mmalign.vlm.user_embed import few_shot_conversation
+
+    _, examples, _, vlm = world
+    shots = examples["t01"][:2]
+    got = embed_users(vlm, {"t01": shots}, shots=2, layer=-2, pooling="contrast_tokens")["t01"]
+    messages, images = few_shot_conversation(shots)
+    text = vlm.processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = vlm.processor(text=[text], images=images, return_tensors="pt")
+    with torch.no_grad():
+        h = vlm.model(**inputs, output_hidden_states=True).hidden_states[-2][0]
+    where = (inputs["input_ids"][0] == vlm.model.config.image_token_index).nonzero().flatten()
+    per_image = h[where].view(4, 16, -1)  # preferred, dispreferred, preferred, dispreferred
+    want = ((per_image[0] - per_image[1]) + (per_image[2] - per_image[3])) / 2
+    torch.testing.assert_close(got, want.flatten(), atol=1e-5, rtol=1e-5)
+    pooled = embed_users(vlm, {"t01": shots}, shots=2, layer=-2, pooling="contrast")["t01"]
+    torch.testing.assert_close(pooled, want.mean(0), atol=1e-5, rtol=1e-5)
 
 
 def test_cached_and_reused_keyed_by_examples(world, tmp_path) -> None:
@@ -55,6 +91,9 @@ def test_too_few_examples_is_a_clear_error(world) -> None:
     _, examples, _, vlm = world
     with pytest.raises(InputError, match=r"fewer than --shots 3 examples: t00 \(2\)"):
         embed_users(vlm, {"t00": examples["t00"][:2]}, shots=3)
+    many = {f"t{k:02d}": examples[f"t{k:02d}"][:1] for k in range(10)}
+    with pytest.raises(InputError, match=r"10 user\(s\) .* t07 \(1\) and 2 more; lower"):
+        embed_users(vlm, many, shots=2)
     with pytest.raises(InputError, match="pooling"):
         embed_users(vlm, examples, pooling="max")
 
@@ -65,6 +104,6 @@ def test_cli_writes_embeddings_beside_the_data(world, monkeypatch, capsys) -> No
     assert main(["data", "user-embed", str(root / "data"), "--shots", "2", "--layer", "-1"]) == 0
     info = json.loads((root / "data" / "user_embeddings" / "user_embeddings.json").read_text())
     assert info["layer"] == -1 and info["pooling"] == "mean" and info["shots"] == 2
-    assert info["width"] == 128 and len(info["users"]) == 16 and info["cached"] is False
+    assert info["width"] == 128 and len(info["users"]) == 128 and info["cached"] is False
     assert main(["data", "user-embed", str(root / "data"), "--shots", "3"]) == 2
     assert "fewer than --shots 3" in capsys.readouterr().err

@@ -50,8 +50,28 @@ def test_family_sizes_disjoint_and_named_users_kept() -> None:
 
 def test_family_weights_are_pinned() -> None:
     # A pure function of the id: these numbers must not drift between machines or versions.
-    assert user_weights("t00") == pytest.approx((0.393, -0.462, 0.145), abs=1e-3)
-    assert user_weights("h05") == pytest.approx((-0.916, -0.034, 0.05), abs=1e-3)
+    assert user_weights("t00") == pytest.approx((0.264, -0.31, 0.097, -0.127, -0.202), abs=1e-3)
+    assert user_weights("h05") == pytest.approx((-0.448, -0.017, 0.025, 0.189, -0.322), abs=1e-3)
+
+
+def test_taste_axes_read_size_and_place() -> None:
+    from mmalign.toy.analysis import read_images
+    from mmalign.toy.rewards import TASTE_DIMS, taste_axes
+
+    places = ("center", "left", "right", "top", "bottom")
+    asked = [ToyPrompt("square", "red", "white", "medium", p) for p in places]
+    images = render_batch([*asked, ToyPrompt("square", "red", "white", "large")], 32, "flat")
+    axes = dict(zip(TASTE_DIMS, taste_axes(images, read_images(images)).T.tolist(), strict=True))
+    horizontal, vertical = axes["horizontal"], axes["vertical"]
+    assert horizontal[0] == pytest.approx(0.0, abs=0.05) and vertical[0] == pytest.approx(
+        0.0, abs=0.05
+    )
+    assert horizontal[1] < -0.5 < 0.5 < horizontal[2]  # left, right
+    assert vertical[3] > 0.5 > -0.5 > vertical[4]  # top (up is positive), bottom
+    assert horizontal[3] == pytest.approx(0.0, abs=0.05) and vertical[1] == pytest.approx(
+        0.0, abs=0.05
+    )
+    assert axes["size"][5] > axes["size"][0] + 0.3  # large reads bigger than medium
 
 
 def test_family_taste_follows_the_weights() -> None:
@@ -83,7 +103,7 @@ def test_every_user_is_a_scorer_and_unknown_ids_say_did_you_mean() -> None:
     with pytest.raises(ValueError, match="did you mean 'h07'"):
         get_scorer("toy:user:h7")
     with pytest.raises(ValueError, match="did you mean"):
-        user_weights("t99")
+        user_weights("t999")
 
 
 def test_heldout_users_dataset_deterministic_and_labelled(tmp_path) -> None:
@@ -145,6 +165,25 @@ def test_model_large_candidates_pair_the_bare_caption_with_large(tmp_path, monke
     _assert_labelled_by_their_user(rows)
 
 
+def test_model_layouts_candidates_sample_two_layouts_and_keep_the_bare_caption(
+    tmp_path, monkeypatch
+) -> None:
+    from mmalign.toy.world import parse_prompt
+
+    pairs, rows = _sized_build(tmp_path, monkeypatch, "model-layouts")
+    layouts = set()
+    for a, b in pairs:
+        pa, pb = parse_prompt(a), parse_prompt(b)
+        assert (pa.size, pa.position) != (pb.size, pb.position)  # two different layouts
+        assert pa.combination == pb.combination and "small" not in (pa.size, pb.size)
+        layouts |= {(pa.size, pa.position), (pb.size, pb.position)}
+    assert len(layouts) >= 4  # sizes and places both vary
+    for prompt in rows["prompt"]:  # the row keeps the caption without size or place words
+        p = parse_prompt(prompt)
+        assert (p.size, p.position) == ("medium", "center")
+    _assert_labelled_by_their_user(rows)
+
+
 def test_render_large_candidates_differ_in_size_alone(tmp_path) -> None:
     from mmalign.toy.analysis import read_images
     from mmalign.toy.rewards import taste_axes
@@ -156,8 +195,9 @@ def test_render_large_candidates_differ_in_size_alone(tmp_path) -> None:
     _assert_labelled_by_their_user(rows)
     for row in rows:
         images = torch.cat([_tensor(row["chosen"]), _tensor(row["rejected"])])
-        warmth, bigness, outline = taste_axes(images, read_images(images)).T.tolist()
+        warmth, bigness, outline, *place = taste_axes(images, read_images(images)).T.tolist()
         assert warmth[0] == pytest.approx(warmth[1], abs=0.05) and outline == [-1.0, -1.0]
+        assert all(abs(v) < 0.2 for axis in place for v in axis)  # both centred (jitter: 0.12)
         # a user who likes size chooses the larger render, one who dislikes it the smaller
         size_weight = user_weights(row["user_id"])[1]
         if abs(size_weight) > 0.2:

@@ -167,6 +167,9 @@ class PPDRecipe(DiffusionRecipe):
         from ..vlm.user_embed import write_embeddings
 
         meta = {k: self.embed_info[k] for k in ("encoder", "shots", "layer", "pooling")}
+        if self.cfg.data.path == "toy:users":  # a new toy user's examples are drawn the same way
+            opts = {k: v for k, v in (self.cfg.data.toy or {}).items() if k not in ("n", "users")}
+            meta["examples_toy"] = opts
         path = ppd.save_adapter(self.model, output_dir, meta)
         write_embeddings(self.embeddings, output_dir, {**self.embed_info, "model": meta["encoder"]})
         return {"kind": "ppd", "path": str(path)}

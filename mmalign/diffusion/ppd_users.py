@@ -45,9 +45,13 @@ def user_set(spec: str) -> list[str]:
     return users
 
 
-def _toy_embeddings(users: Sequence[str], meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+def _toy_embeddings(
+    users: Sequence[str], meta: dict[str, Any], base: str | None = None
+) -> dict[str, torch.Tensor]:
     """Embeddings of toy users from their first `shots` pairs of their own `toy:users` set,
-    with the encoder settings the adapter was trained with (cached like the training ones)."""
+    built with the run's own `data.toy` options (the same kind of examples its training users
+    were embedded from; toy-sd samples come from `base`), with the encoder settings the adapter
+    was trained with (cached like the training ones)."""
     from datasets import load_from_disk
 
     from ..toy.cache import toy_pairs
@@ -56,6 +60,7 @@ def _toy_embeddings(users: Sequence[str], meta: dict[str, Any]) -> dict[str, tor
     from ..vlm.user_embed import cached_user_embeddings, examples_from_pairs
 
     shots = int(meta.get("shots", 4))
+    options = dict(meta.get("examples_toy") or {})
     out: dict[str, torch.Tensor] = {}
     vlm = None
     for name, members in USER_SETS.items():
@@ -63,7 +68,8 @@ def _toy_embeddings(users: Sequence[str], meta: dict[str, Any]) -> dict[str, tor
         if not wanted:
             continue
         n = len(members) * max(HELDOUT_EXAMPLES, shots)
-        rows = load_from_disk(str(toy_pairs("users", {"n": n, "users": name})))
+        opts = {**options, "n": n, "users": name}
+        rows = load_from_disk(str(toy_pairs("users", opts, base)))
         examples, _ = examples_from_pairs(rows)
         vlm = vlm or load_vlm(str(meta.get("encoder", "toy:vlm")))
         embs, _ = cached_user_embeddings(
@@ -90,7 +96,10 @@ def user_embeddings(run: str | Path, users: Sequence[str]) -> dict[str, torch.Te
     out = {u: saved[u] for u in users if u in saved}
     rest = [u for u in users if u not in out]
     if rest:
-        out.update(_toy_embeddings(rest, ppd.adapter_meta(run)))
+        from .recipe import run_info
+
+        base = (run_info(run) or {}).get("base")
+        out.update(_toy_embeddings(rest, ppd.adapter_meta(run), base))
     return {u: out[u].float() for u in users}
 
 

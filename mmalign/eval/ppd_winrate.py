@@ -9,9 +9,10 @@ with different tastes, where `matrix[A][A] > matrix[A][B]`. `interpolate=(A, B)`
 `(1 - a) e_A + a e_B` over `MIX_WEIGHTS` and reports both users' mean rewards along it with
 their Spearman correlation against a (B's should rise, A's fall). For toy family users,
 `taste_response` reads the samples themselves: the mean of each taste axis (warmth, size,
-outline; `mmalign.toy.rewards.taste_axes`) under each user's conditioning and the base's, and
-per axis the Spearman correlation over users between their weight and that mean: whether the
-branch moves a user's samples the way that user's taste points, whatever it does to fidelity.
+outline, horizontal, vertical; `mmalign.toy.rewards.taste_axes`) under each user's
+conditioning and the base's, and per axis the Spearman correlation over users between their
+weight and that mean: whether the branch moves a user's samples the way that user's taste
+points, whatever it does to fidelity.
 """
 
 from __future__ import annotations

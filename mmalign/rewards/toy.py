@@ -40,7 +40,7 @@ class ToyStyle:
 
 class ToyUser:
     """`toy:user:<id>`: a toy user's reward, fidelity weighted by their taste: the 5 named
-    `USERS` or a member of the PPD family (`t00`-`t15` train, `h00`-`h07` held out)."""
+    `USERS` or a member of the PPD family (`t00`-`t127` train, `h00`-`h07` held out)."""
 
     variants = ALL_USERS
     requires_argument = True
@@ -49,7 +49,7 @@ class ToyUser:
         if user_id is None:
             named = ", ".join(USERS)
             raise ValueError(
-                f"toy:user needs a user: 'toy:user:<id>', <id> in {named}, t00-t15, h00-h07"
+                f"toy:user needs a user: 'toy:user:<id>', <id> in {named}, t00-t127, h00-h07"
             )
         if user_id not in ALL_USERS:
             raise ValueError(f"unknown toy user '{user_id}'; {did_you_mean(user_id, ALL_USERS)}")

@@ -143,8 +143,13 @@ _TASTES: dict[str, Callable[[torch.Tensor, Reading], torch.Tensor]] = {
 
 # --- a parametric family of users (PPD, Dang et al. CVPR 2025) ---------------------------------
 
-TASTE_DIMS = ("warmth", "size", "outline")  # the family's axes, each read in [-1, 1]
-TRAIN_USERS = tuple(f"t{k:02d}" for k in range(16))  # seen in training
+# The family's axes, each read in [-1, 1]. Size and position are the ones toy-sd can draw (its
+# captions carry size and position words, and `fidelity` scores neither), so they are the
+# tastes a personalised toy-sd can serve; toy-sd never tints or outlines a shape.
+TASTE_DIMS = ("warmth", "size", "outline", "horizontal", "vertical")
+# Seen in training: many users, so that a user encoder's map from few-shot examples to taste is
+# learned from many tastes rather than memorised from a handful (docs/results.md, PPD).
+TRAIN_USERS = tuple(f"t{k:02d}" for k in range(128))
 HELDOUT_USERS = tuple(f"h{k:02d}" for k in range(8))  # never seen in training
 FAMILY_USERS = TRAIN_USERS + HELDOUT_USERS
 ALL_USERS = (*USERS, *FAMILY_USERS)
@@ -158,13 +163,16 @@ USER_SETS: dict[str, tuple[str, ...]] = {
 def user_weights(user_id: str) -> tuple[float, ...]:
     """A family user's taste weights over `TASTE_DIMS`, L1-normalised (|w|_1 = 1).
 
-    A pure function of the id (SHA-256 of `ppd-user:<id>`, three 16-bit numbers mapped to
-    [-1, 1]), so the family is the same on every machine and torch version.
+    A pure function of the id (SHA-256 of `ppd-user:<id>`, one 16-bit number per axis mapped
+    to [-1, 1]), so the family is the same on every machine and torch version.
     """
     if user_id not in FAMILY_USERS:
         raise ValueError(f"'{user_id}' is not a family user; {did_you_mean(user_id, FAMILY_USERS)}")
     digest = hashlib.sha256(f"ppd-user:{user_id}".encode()).digest()
-    raw = [int.from_bytes(digest[2 * i : 2 * i + 2], "big") / 65535 * 2 - 1 for i in range(3)]
+    raw = [
+        int.from_bytes(digest[2 * i : 2 * i + 2], "big") / 65535 * 2 - 1
+        for i in range(len(TASTE_DIMS))
+    ]
     norm = sum(abs(w) for w in raw) or 1.0
     return tuple(w / norm for w in raw)
 
@@ -173,11 +181,20 @@ _warm_member = _liking_colors(("red", "orange", "yellow"))
 _cool_member = _liking_colors(("blue", "green", "purple"))
 
 
+POSITION_SPAN = 0.25  # a centre this far from the middle (a fraction of the side) reads +-1
+
+
 def taste_axes(images: torch.Tensor, r: Reading) -> torch.Tensor:
-    """The image on `TASTE_DIMS`, [B, 3] in [-1, 1]: warm minus cool colour membership,
-    2 * bigness - 1, 2 * outline share - 1."""
+    """The image on `TASTE_DIMS`, [B, 5] in [-1, 1]: warm minus cool colour membership,
+    2 * bigness - 1, 2 * outline share - 1, and the shape's centre right of the middle
+    (horizontal) and above it (vertical), each / `POSITION_SPAN` (0 without a shape). The
+    world's "on the left" puts a medium shape at -0.8."""
     warmth = _warm_member(images, r) - _cool_member(images, r)
-    return torch.stack([warmth, 2 * _bigness(images, r) - 1, 2 * r.outline - 1], dim=1)
+    side = images.shape[-1]
+    centre = r.box[:, :2] / side - 0.5
+    place = (centre / POSITION_SPAN).clamp(-1, 1) * r.has_shape[:, None]
+    axes = [warmth, 2 * _bigness(images, r) - 1, 2 * r.outline - 1, place[:, 0], -place[:, 1]]
+    return torch.stack(axes, dim=1)
 
 
 def _family_taste(user_id: str) -> Callable[[torch.Tensor, Reading], torch.Tensor]:

@@ -162,7 +162,7 @@ class PPDConfig:
     encoder: str = "toy:vlm"  # the VLM that reads each user's few-shot examples
     shots: int = 4  # examples per user (the paper's N = 4)
     layer: int = -2  # hidden state pooled into the embedding
-    pooling: Literal["mean", "last"] = "mean"
+    pooling: Literal["mean", "last", "contrast", "contrast_tokens"] = "mean"
     user_drop: float = 0.1  # probability a pair's embedding is zeroed (the unconditional user)
     embeddings: str | None = None  # precomputed `mmalign data user-embed` output; None: compute
     batch_size: int = 8  # users per encoder forward pass

@@ -4,8 +4,14 @@ intermediate hidden state, pooled over the sequence, is the user embedding.
 One conversation per user: for each of N examples (N = 4 by default) the prompt, the preferred
 image and the dispreferred image, then a question about what the user likes. The VLM runs once
 over it (no generation); `hidden_states[layer]` (default -2, the paper's choice of a late
-intermediate layer) is pooled (`mean` over the real tokens, or `last` token). Layer, pooling and
-the rows used are recorded with the embeddings. Embeddings are cached by the model's weights
+intermediate layer) is pooled: `mean` over the real tokens, the `last` token, or a contrast of
+the two images of each example (`contrast`: the preferred image's tokens' mean minus the
+dispreferred's, averaged over the examples; `contrast_tokens`: the same token by token, for
+models that give every image the same number of tokens, flattened). The symmetric poolings
+see both images of an example alike, so which one was preferred reaches them only through
+what the layers made of the order; the contrasts read it directly (on toy-vlm only they carry
+a user's taste: docs/results.md, PPD). Layer, pooling and the rows used are recorded with the
+embeddings. Embeddings are cached by the model's weights
 (`VLM.weights_key`), the layer, the pooling and the exact examples (prompt text and image bytes).
 """
 
@@ -24,7 +30,7 @@ from ..config import InputError
 from ..data.cache import cache_root, digest
 from .load import VLM
 
-POOLINGS = ("mean", "last")
+POOLINGS = ("mean", "last", "contrast", "contrast_tokens")
 Example = tuple[str, Any, Any]  # (prompt, preferred PIL image, dispreferred PIL image)
 
 
@@ -55,11 +61,54 @@ def _check(examples: Mapping[str, Sequence[Example]], shots: int, layer: int, po
         raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     short = {u: len(e) for u, e in examples.items() if len(e) < shots}
     if short:
-        listed = ", ".join(f"{u} ({n})" for u, n in sorted(short.items()))
+        listed = ", ".join(f"{u} ({n})" for u, n in sorted(short.items())[:8])
+        listed += f" and {len(short) - 8} more" if len(short) > 8 else ""
         raise InputError(
             f"{len(short)} user(s) have fewer than --shots {shots} examples: {listed}; "
             "lower --shots or add pairs for them"
         )
+
+
+def image_token_id(model: Any, processor: Any) -> int:
+    """The id of the placeholder token that a VLM's processor expands into image tokens."""
+    for holder in (model.config, processor):
+        for name in ("image_token_id", "image_token_index"):
+            value = getattr(holder, name, None)
+            if isinstance(value, int):
+                return value
+    raise InputError(
+        f"{type(model).__name__}: no image token id in its config or processor; "
+        "the contrast poolings need it (use pooling mean or last)"
+    )
+
+
+def image_blocks(input_ids: torch.Tensor, token_id: int) -> list[torch.Tensor]:
+    """Positions of each image's tokens in one sequence: runs of consecutive `token_id`s."""
+    pos = (input_ids == token_id).nonzero().flatten()
+    if pos.numel() == 0:
+        return []
+    breaks = (pos[1:] - pos[:-1] > 1).nonzero().flatten() + 1
+    return list(torch.tensor_split(pos, breaks.tolist()))
+
+
+def contrast_pool(h: torch.Tensor, blocks: Sequence[torch.Tensor], pooling: str) -> torch.Tensor:
+    """One user's contrast embedding from one sequence's states `h` [T, D] and its image
+    blocks, in order preferred, dispreferred, preferred, ...: `contrast` [D], the mean over
+    examples of (mean preferred-image state - mean dispreferred-image state);
+    `contrast_tokens` [T_img * D], the same per image token."""
+    if len(blocks) % 2:
+        raise InputError(f"found {len(blocks)} images in a few-shot prompt; expected pairs")
+    if pooling == "contrast":
+        means = torch.stack([h[b].mean(0) for b in blocks])
+        return (means[0::2] - means[1::2]).mean(0)
+    sizes = {len(b) for b in blocks}
+    if len(sizes) != 1:
+        raise InputError(
+            f"pooling contrast_tokens needs the same number of tokens per image, found sizes "
+            f"{sorted(sizes)}; use pooling contrast"
+        )
+    states = torch.stack([h[b] for b in blocks])  # [2 * shots, T_img, D]
+    return (states[0::2] - states[1::2]).mean(0).flatten()
 
 
 @torch.no_grad()
@@ -95,7 +144,13 @@ def embed_users(
                 raise InputError(f"layer {layer} out of range: the model has {len(hidden)} states")
             h = hidden[layer].float()
             mask = inputs["attention_mask"].to(h)
-            if pooling == "mean":
+            if pooling.startswith("contrast"):
+                token = image_token_id(model, processor)
+                pooled = torch.stack([
+                    contrast_pool(h[i], image_blocks(inputs["input_ids"][i], token), pooling)
+                    for i in range(h.shape[0])
+                ])  # fmt: skip
+            elif pooling == "mean":
                 pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
             else:
                 last = mask.sum(1).long() - 1

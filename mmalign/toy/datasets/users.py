@@ -13,7 +13,7 @@ import torch
 from ...suggest import did_you_mean
 from ..render import STYLES, palette_tensor
 from ..rewards import USER_SETS, user_reward
-from ..world import COLORS, SIZES, ToyPrompt, sample_prompts
+from ..world import COLORS, POSITIONS, SIZES, ToyPrompt, sample_prompts
 from .common import (
     Built,
     check_ties,
@@ -29,7 +29,10 @@ from .common import (
 from .sampling import sample_pairs, toy_model_name, toy_sd_pipeline
 
 WARM, COOL = ("red", "orange", "yellow"), ("blue", "green", "purple")
-CANDIDATES = ("render", "render-large", "model", "model-sizes", "model-large")
+CANDIDATES = ("render", "render-large", "model", "model-sizes", "model-large", "model-layouts")
+# `model-layouts`: what toy-sd can draw that the users taste, without the small size (toy-sd's
+# small shapes lose fidelity, which every user's reward multiplies in).
+LAYOUTS = tuple((size, place) for size in ("medium", "large") for place in POSITIONS)
 USER_TIE_MARGIN = 1e-3  # colour tastes move little within the prompt's colour (see build_users)
 
 
@@ -121,6 +124,26 @@ def _sized_captions(
     return captions(size_a), captions(size_b)
 
 
+def _layout_captions(
+    prompts: Sequence[ToyPrompt], gen: torch.Generator
+) -> tuple[list[str], list[str]]:
+    """`model-layouts` candidates: each prompt's caption at two different `LAYOUTS` (size
+    medium or large, times the five positions), for two toy-sd samples while the row keeps the
+    bare caption: toy-sd's own renderings that differ in size and place, the tastes it can
+    draw."""
+    n, k = len(prompts), len(LAYOUTS)
+    first = torch.randint(k, (n,), generator=gen)
+    second = (first + 1 + torch.randint(k - 1, (n,), generator=gen)) % k
+
+    def captions(picks: torch.Tensor) -> list[str]:
+        return [
+            replace(p, size=LAYOUTS[i][0], position=LAYOUTS[i][1]).text
+            for p, i in zip(prompts, picks.tolist(), strict=True)
+        ]
+
+    return captions(first), captions(second)
+
+
 def build_users(
     out_dir: str | Path,
     *,
@@ -140,19 +163,21 @@ def build_users(
     batch_size: int = 32,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Per-user labels (PPD): `n` rows balanced over a user set, each a prompt without a size word
-    (size is left to taste), two candidates, chosen by the row's user's `user_reward`.
+    """Per-user labels (PPD): `n` rows balanced over a user set, each a prompt without a size or
+    position word (both are left to taste), two candidates, chosen by the row's user's
+    `user_reward`.
 
     candidates: "render" (`_user_candidates`: size, style and colour tint differ),
     "render-large" (`_large_renders`: only the size, bare caption against "large"), "model"
     (two toy-sd samples), "model-sizes" (two toy-sd samples drawn at two different sizes,
-    `_sized_captions`) or "model-large" (the bare caption against "large"). Ties (reward gap
+    `_sized_captions`), "model-large" (the bare caption against "large") or "model-layouts"
+    (two toy-sd samples at two different sizes and places, `_layout_captions`). Ties (reward gap
     below `tie_margin`) are dropped, counted and redrawn, up to `max_rounds` rounds; a user
     still short after that is reported as `shortfall`. The default margin is small because
     the colour users' rewards differ by ~0.01 between two faithful images of one prompt: their
     taste must not outweigh the prompt (rewards.py).
 
-    users: "named" (the 5 `USERS`, the default), "train" (family users t00-t15) or "heldout"
+    users: "named" (the 5 `USERS`, the default), "train" (family users t00-t127) or "heldout"
     (h00-h07, never in a training set); the family draws from its own seeded streams."""
     started, options = time.perf_counter(), options_of(locals())
     check_ties(ties, label_noise)
@@ -171,7 +196,7 @@ def build_users(
         if not owners:
             break
         prompts = [
-            replace(p, size="medium")
+            replace(p, size="medium", position="center")
             for p in sample_prompts(len(owners), prompt_split, stream_seed(seed, stream, round_))
         ]
         texts = [p.text for p in prompts]
@@ -180,15 +205,16 @@ def build_users(
             a, b = make(prompts, stream_generator(seed, f"{stream}-render", round_))
             models = ("toy-render", "toy-render")
         else:
-            first, second = (
-                _sized_captions(
+            first, second = (texts, None)
+            if candidates in ("model-sizes", "model-large"):
+                first, second = _sized_captions(
                     prompts,
                     stream_generator(seed, f"{stream}-sizes", round_),
                     large_only=candidates == "model-large",
                 )
-                if candidates in ("model-sizes", "model-large")
-                else (texts, None)
-            )
+            elif candidates == "model-layouts":
+                gen = stream_generator(seed, f"{stream}-layouts", round_)
+                first, second = _layout_captions(prompts, gen)
             a, b = sample_pairs(
                 pipe,
                 first,
@@ -233,3 +259,7 @@ def build_users(
     return finish(
         "users", out_dir, built, n=n, seed=seed, split=split, options=options, started=started
     )
+
+
+# 2: prompts without a position word (place became a taste) and the five-axis user family
+build_users.data_version = 2  # type: ignore[attr-defined]
