@@ -202,3 +202,26 @@ def test_render_large_candidates_differ_in_size_alone(tmp_path) -> None:
         size_weight = user_weights(row["user_id"])[1]
         if abs(size_weight) > 0.2:
             assert (bigness[0] > bigness[1]) == (size_weight > 0), row["user_id"]
+
+
+def test_render_layouts_candidates_differ_in_size_and_place_alone(tmp_path) -> None:
+    from mmalign.toy.analysis import read_images
+    from mmalign.toy.rewards import taste_axes
+
+    build_dataset("users", tmp_path / "r", n=32, seed=0, users="heldout",
+                  candidates="render-layouts", progress=False)  # fmt: skip
+    rows = load_from_disk(str(tmp_path / "r" / "pairs"))
+    assert len(rows) == 32
+    _assert_labelled_by_their_user(rows)
+    moved = 0
+    for row in rows:
+        images = torch.cat([_tensor(row["chosen"]), _tensor(row["rejected"])])
+        warmth, size, outline, horizontal, vertical = taste_axes(images, read_images(images)).T
+        assert abs(float(warmth[0] - warmth[1])) < 0.05 and outline.tolist() == [-1.0, -1.0]
+        gaps = [abs(float(a[0] - a[1])) for a in (size, horizontal, vertical)]
+        moved += max(gaps) > 0.3  # two different layouts
+        # the chosen render is the one the row's user's taste prefers
+        w = torch.tensor(user_weights(row["user_id"]))
+        axes = taste_axes(images, read_images(images))
+        assert float(axes[0] @ w) >= float(axes[1] @ w) - 1e-6, row["user_id"]
+    assert moved >= 30

@@ -13,7 +13,7 @@ import torch
 from ...suggest import did_you_mean
 from ..render import STYLES, palette_tensor
 from ..rewards import USER_SETS, user_reward
-from ..world import COLORS, POSITIONS, SIZES, ToyPrompt, sample_prompts
+from ..world import COLORS, POSITIONS, SIZES, ToyPrompt, parse_prompt, sample_prompts
 from .common import (
     Built,
     check_ties,
@@ -29,7 +29,10 @@ from .common import (
 from .sampling import sample_pairs, toy_model_name, toy_sd_pipeline
 
 WARM, COOL = ("red", "orange", "yellow"), ("blue", "green", "purple")
-CANDIDATES = ("render", "render-large", "model", "model-sizes", "model-large", "model-layouts")
+CANDIDATES = (
+    "render", "render-large", "render-layouts", "model", "model-sizes", "model-large",
+    "model-layouts",
+)  # fmt: skip
 # `model-layouts`: what toy-sd can draw that the users taste, without the small size (toy-sd's
 # small shapes lose fidelity, which every user's reward multiplies in).
 LAYOUTS = tuple((size, place) for size in ("medium", "large") for place in POSITIONS)
@@ -88,6 +91,18 @@ def _large_renders(
         sized = [replace(p, size=SIZES[s]) for p, s in zip(prompts, sizes, strict=True)]
         out.append(render_mixed(sized, ["flat"] * len(prompts), gen))
     return out[0], out[1]
+
+
+def _layout_renders(
+    prompts: Sequence[ToyPrompt], gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`render-layouts` candidates: two clean flat renders of each prompt at two different
+    `LAYOUTS`, so a label is the user's size and place taste alone (both renders faithful)."""
+    first, second = _layout_captions(prompts, gen)
+    return tuple(  # type: ignore[return-value]
+        render_mixed([parse_prompt(t) for t in texts], ["flat"] * len(prompts), gen)
+        for texts in (first, second)
+    )
 
 
 def _bare_or_large(n: int, gen: torch.Generator) -> tuple[list[int], list[int]]:
@@ -168,7 +183,8 @@ def build_users(
     `user_reward`.
 
     candidates: "render" (`_user_candidates`: size, style and colour tint differ),
-    "render-large" (`_large_renders`: only the size, bare caption against "large"), "model"
+    "render-large" (`_large_renders`: only the size, bare caption against "large"),
+    "render-layouts" (`_layout_renders`: only size and place), "model"
     (two toy-sd samples), "model-sizes" (two toy-sd samples drawn at two different sizes,
     `_sized_captions`), "model-large" (the bare caption against "large") or "model-layouts"
     (two toy-sd samples at two different sizes and places, `_layout_captions`). Ties (reward gap
@@ -201,7 +217,9 @@ def build_users(
         ]
         texts = [p.text for p in prompts]
         if pipe is None:
-            make = _large_renders if candidates == "render-large" else _user_candidates
+            make = {"render-large": _large_renders, "render-layouts": _layout_renders}.get(
+                candidates, _user_candidates
+            )
             a, b = make(prompts, stream_generator(seed, f"{stream}-render", round_))
             models = ("toy-render", "toy-render")
         else:
