@@ -172,3 +172,21 @@ def test_taste_response_follows_the_samples() -> None:
     assert up["base"] == up["users"][users[1]]
     assert taste_response(by_size[1], {"big": by_size[0], "small": by_size[1],
                                        "warm": by_size[2]}) is None  # fmt: skip
+
+
+def test_encoder_probe_runs_and_reads_the_examples(tmp_path) -> None:
+    """benchmarks/ppd_encoder_probe.py: a table per setting, and the oracle row (the examples'
+    own taste axes) predicts held-out users' weights better than chance."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "ppd_encoder_probe.py"
+    spec = importlib.util.spec_from_file_location("ppd_encoder_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    out = tmp_path / "probe.json"
+    assert probe.main(["--users", "60", "--settings", "0:contrast", "--out", str(out)]) == 0
+    table = json.loads(out.read_text())["table"]
+    assert set(table) == {"oracle", "0:contrast"}
+    assert all(-1 <= c <= 1 for row in table.values() for c in row)
+    assert sum(table["oracle"]) / 3 > 0.3
