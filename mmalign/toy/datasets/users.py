@@ -99,10 +99,9 @@ def _layout_renders(
     """`render-layouts` candidates: two clean flat renders of each prompt at two different
     `LAYOUTS`, so a label is the user's size and place taste alone (both renders faithful)."""
     first, second = _layout_captions(prompts, gen)
-    return tuple(  # type: ignore[return-value]
-        render_mixed([parse_prompt(t) for t in texts], ["flat"] * len(prompts), gen)
-        for texts in (first, second)
-    )
+    flat = ["flat"] * len(prompts)
+    a = render_mixed([parse_prompt(t) for t in first], flat, gen)
+    return a, render_mixed([parse_prompt(t) for t in second], flat, gen)
 
 
 def _bare_or_large(n: int, gen: torch.Generator) -> tuple[list[int], list[int]]:
