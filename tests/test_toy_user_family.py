@@ -117,6 +117,8 @@ def test_heldout_users_dataset_deterministic_and_labelled(tmp_path) -> None:
     _assert_labelled_by_their_user(a)
     with pytest.raises(ValueError, match="did you mean 'heldout'"):
         build_dataset("users", tmp_path / "c", n=4, users="heldou")
+    with pytest.raises(ValueError, match="did you mean 'model-layouts'"):
+        build_dataset("users", tmp_path / "c", n=4, candidates="model-layout")
 
 
 def _sized_build(tmp_path, monkeypatch, candidates: str) -> tuple[list[tuple[str, str]], Any]:

@@ -197,7 +197,10 @@ def build_users(
     started, options = time.perf_counter(), options_of(locals())
     check_ties(ties, label_noise)
     if candidates not in CANDIDATES:
-        raise ValueError(f"candidates must be one of {', '.join(CANDIDATES)}, got {candidates!r}")
+        raise ValueError(
+            f"candidates must be one of {', '.join(CANDIDATES)}, got {candidates!r}; "
+            f"{did_you_mean(candidates, CANDIDATES)}"
+        )
     if users not in USER_SETS:
         raise ValueError(f"unknown user set '{users}'; {did_you_mean(users, USER_SETS)}")
     stream = "users" if users == "named" else f"users-{users}"
