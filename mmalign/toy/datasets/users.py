@@ -178,8 +178,8 @@ def build_users(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Per-user labels (PPD): `n` rows balanced over a user set, each a prompt without a size or
-    position word (both are left to taste), two candidates, chosen by the row's user's
-    `user_reward`.
+    (for the family, who taste place) position word: both are left to taste; two candidates,
+    chosen by the row's user's `user_reward`.
 
     candidates: "render" (`_user_candidates`: size, style and colour tint differ),
     "render-large" (`_large_renders`: only the size, bare caption against "large"),
@@ -214,7 +214,7 @@ def build_users(
         if not owners:
             break
         prompts = [
-            replace(p, size="medium", position="center")
+            replace(p, size="medium", position="center" if users != "named" else p.position)
             for p in sample_prompts(len(owners), prompt_split, stream_seed(seed, stream, round_))
         ]
         texts = [p.text for p in prompts]
