@@ -2,7 +2,8 @@
 
 Not a speed benchmark. Synthetic toy users with random taste weights over size and place (the
 tastes toy-sd can draw) each give 4 examples: a bare prompt and two clean renders at two
-different layouts (`toy:users`' `render-layouts`), the one their taste prefers first. Each
+different layouts (as `toy:users`' `render-layouts`, without its jitter), the one their taste
+prefers first. Each
 user is embedded by `mmalign.vlm.user_embed.embed_users` for every (layer, pooling) asked; a
 ridge regression (penalty chosen on the test users, so an upper bound for a linear read-out)
 fitted on two thirds of the users predicts the weights of the rest, and the script prints the

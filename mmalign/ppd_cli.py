@@ -28,19 +28,20 @@ def add_winrate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-matrix", action="store_true", help="--user: skip the matrix")
 
 
-def sample_embedding(args: argparse.Namespace) -> object:
-    """The embedding `mmalign sample --ppd` conditions on (torch tensor [D])."""
+def sample_embedding(args: argparse.Namespace, base: str | None = None) -> object:
+    """The embedding `mmalign sample --ppd` conditions on (torch tensor [D]); `base`: the
+    model a new toy user's examples are sampled from (default: the run's)."""
     from .diffusion.ppd_users import embedding_file, mix, parse_mix, user_embeddings
 
     if args.user_embedding is not None:  # --user picks one of several users in the file
         e = embedding_file(args.user_embedding, args.user)
     elif args.user is not None:
-        e = user_embeddings(args.ppd, [args.user])[args.user]
+        e = user_embeddings(args.ppd, [args.user], base)[args.user]
     else:
         raise InputError("--ppd needs --user ID or --user-embedding FILE")
     if args.mix is not None:
         other, w = parse_mix(args.mix)
-        e = mix(e, user_embeddings(args.ppd, [other])[other], w)
+        e = mix(e, user_embeddings(args.ppd, [other], base)[other], w)
     return e
 
 
@@ -56,7 +57,7 @@ def cmd_sample_ppd(args: argparse.Namespace) -> int:
         raise InputError(f"--ppd {args.ppd}: no {ppd.ADAPTER_FILE} (a PPD training output_dir)")
     base = None if Path(args.model).joinpath("mmalign_run.json").is_file() else args.model
     model, _ = load_ppd(args.ppd, base)
-    e = sample_embedding(args)
+    e = sample_embedding(args, base)
     pipe = UserPipeline(model.pipe, e)  # a width mismatch is an error here
     steps, guidance = sampling_defaults(model, args.steps, args.guidance)
     prompts = [p for p in args.prompt for _ in range(args.n)]
@@ -72,9 +73,12 @@ def cmd_sample_ppd(args: argparse.Namespace) -> int:
     return 0
 
 
-def user_prompts(spec: str, pickapic_root: str | None = None) -> list[str]:
+def user_prompts(
+    spec: str, pickapic_root: str | None = None, keep_position: bool = False
+) -> list[str]:
     """The prompts of `--prompts`; a toy spec (`toy:heldout[:N]`) without its size and position
-    words, as `toy:users` writes its prompts (both are users' tastes, not the prompt's)."""
+    words, as `toy:users` writes its prompts (both are the family's tastes, not the prompt's);
+    `keep_position` for the named users, whose prompts keep their position words."""
     from dataclasses import replace
 
     from .data.prompts import resolve_prompts
@@ -82,7 +86,8 @@ def user_prompts(spec: str, pickapic_root: str | None = None) -> list[str]:
 
     prompts = resolve_prompts(spec, pickapic_root=pickapic_root)
     if spec.startswith("toy:"):
-        prompts = [replace(parse_prompt(p), size="medium", position="center").text for p in prompts]
+        place = {} if keep_position else {"position": "center"}
+        prompts = [replace(parse_prompt(p), size="medium", **place).text for p in prompts]
     return prompts
 
 
@@ -101,10 +106,13 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
             raise InputError(f"--interpolate {args.interpolate!r}: expected A:B, e.g. h00:h03")
         pair = (a, b)
         users += [u for u in pair if u not in users]
-    embeddings = user_embeddings(args.tuned, users)  # unknown ids fail before sampling
+    embeddings = user_embeddings(args.tuned, users, args.base)  # unknown ids fail here
     model, _ = load_ppd(args.tuned, args.base)
     base = load_pipeline(model.source)
-    prompts = user_prompts(args.prompts, args.pickapic_root)
+    from .toy.rewards import USERS
+
+    named = all(u in USERS for u in users)  # the named users taste no place
+    prompts = user_prompts(args.prompts, args.pickapic_root, keep_position=named)
     if args.n is not None:
         prompts = prompts[: args.n]
     steps, guidance = sampling_defaults(base, args.steps, args.guidance)

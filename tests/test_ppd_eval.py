@@ -190,3 +190,15 @@ def test_encoder_probe_runs_and_reads_the_examples(tmp_path) -> None:
     assert set(table) == {"oracle", "0:contrast"}
     assert all(-1 <= c <= 1 for row in table.values() for c in row)
     assert sum(table["oracle"]) / 3 > 0.3
+
+
+def test_user_prompts_drop_size_and_place_but_named_users_keep_place() -> None:
+    from mmalign.ppd_cli import user_prompts
+    from mmalign.toy.world import parse_prompt
+
+    family = [parse_prompt(p) for p in user_prompts("toy:heldout:40")]
+    named = [parse_prompt(p) for p in user_prompts("toy:heldout:40", keep_position=True)]
+    assert all((p.size, p.position) == ("medium", "center") for p in family)
+    assert all(p.size == "medium" for p in named)
+    assert any(p.position != "center" for p in named)
+    assert [p.combination for p in family] == [p.combination for p in named]

@@ -107,3 +107,18 @@ def test_cli_writes_embeddings_beside_the_data(world, monkeypatch, capsys) -> No
     assert info["width"] == 128 and len(info["users"]) == 128 and info["cached"] is False
     assert main(["data", "user-embed", str(root / "data"), "--shots", "3"]) == 2
     assert "fewer than --shots 3" in capsys.readouterr().err
+
+
+def test_contrast_pooling_needs_one_run_of_image_tokens_per_image() -> None:
+    from mmalign.vlm.user_embed import contrast_pool, image_blocks
+
+    ids = torch.tensor([5, 9, 9, 5, 9, 9, 5, 9, 9, 5, 9, 9, 5])
+    blocks = image_blocks(ids, 9)
+    assert [b.tolist() for b in blocks] == [[1, 2], [4, 5], [7, 8], [10, 11]]
+    h = torch.arange(13.0)[:, None].expand(13, 3)
+    # (mean of 1,2 - mean of 4,5 + mean of 7,8 - mean of 10,11) / 2 = -3
+    assert contrast_pool(h, blocks, "contrast", shots=2).tolist() == [-3.0] * 3
+    with pytest.raises(InputError, match="not one run per image"):
+        contrast_pool(h, blocks[:3], "contrast", shots=2)
+    with pytest.raises(InputError, match="not one run per image"):
+        contrast_pool(h, [], "contrast_tokens", shots=2)

@@ -80,9 +80,12 @@ def _toy_embeddings(
     return out
 
 
-def user_embeddings(run: str | Path, users: Sequence[str]) -> dict[str, torch.Tensor]:
-    """One embedding per id: the run's own, else a toy user's from its few-shot examples;
-    an unknown id is an error naming the closest known ones."""
+def user_embeddings(
+    run: str | Path, users: Sequence[str], base: str | None = None
+) -> dict[str, torch.Tensor]:
+    """One embedding per id: the run's own, else a toy user's from its few-shot examples
+    (sampled from `base` where they are model samples; default: the run's base model); an
+    unknown id is an error naming the closest known ones."""
     from ..toy.rewards import ALL_USERS
 
     saved = run_embeddings(run)
@@ -98,7 +101,7 @@ def user_embeddings(run: str | Path, users: Sequence[str]) -> dict[str, torch.Te
     if rest:
         from .recipe import run_info
 
-        base = (run_info(run) or {}).get("base")
+        base = base or (run_info(run) or {}).get("base")
         out.update(_toy_embeddings(rest, ppd.adapter_meta(run), base))
     return {u: out[u].float() for u in users}
 

@@ -7,11 +7,13 @@ over it (no generation); `hidden_states[layer]` (default -2, the paper's choice 
 intermediate layer) is pooled: `mean` over the real tokens, the `last` token, or a contrast of
 the two images of each example (`contrast`: the preferred image's tokens' mean minus the
 dispreferred's, averaged over the examples; `contrast_tokens`: the same token by token, for
-models that give every image the same number of tokens, flattened). The symmetric poolings
-see both images of an example alike, so which one was preferred reaches them only through
-what the layers made of the order; the contrasts read it directly (on toy-vlm only they carry
-a user's taste: docs/results.md, PPD). Layer, pooling and the rows used are recorded with the
-embeddings. Embeddings are cached by the model's weights
+models that give every image the same number of tokens, flattened: T_img * D wide, 2048 on
+toy-vlm but 576 * 4096 on LLaVA-1.5, where `contrast` is the one to use). Both need a model that
+expands each image into one run of image tokens (LLaVA, LLaVA-OneVision, Qwen2-VL); others get
+a clear error. The symmetric poolings see both images of an example alike, so which one was
+preferred reaches them only through what the layers made of the order; the contrasts read it
+directly (on toy-vlm only they carry a user's taste: docs/results.md, PPD). Layer, pooling and
+the rows used are recorded with the embeddings. Embeddings are cached by the model's weights
 (`VLM.weights_key`), the layer, the pooling and the exact examples (prompt text and image bytes).
 """
 
@@ -91,13 +93,20 @@ def image_blocks(input_ids: torch.Tensor, token_id: int) -> list[torch.Tensor]:
     return list(torch.tensor_split(pos, breaks.tolist()))
 
 
-def contrast_pool(h: torch.Tensor, blocks: Sequence[torch.Tensor], pooling: str) -> torch.Tensor:
+def contrast_pool(
+    h: torch.Tensor, blocks: Sequence[torch.Tensor], pooling: str, shots: int
+) -> torch.Tensor:
     """One user's contrast embedding from one sequence's states `h` [T, D] and its image
     blocks, in order preferred, dispreferred, preferred, ...: `contrast` [D], the mean over
     examples of (mean preferred-image state - mean dispreferred-image state);
-    `contrast_tokens` [T_img * D], the same per image token."""
-    if len(blocks) % 2:
-        raise InputError(f"found {len(blocks)} images in a few-shot prompt; expected pairs")
+    `contrast_tokens` [T_img * D], the same per image token. The blocks must be exactly one
+    run of image tokens per image (LLaVA, LLaVA-OneVision, Qwen2-VL expand an image so)."""
+    if len(blocks) != 2 * shots:
+        raise InputError(
+            f"pooling {pooling}: found {len(blocks)} runs of image tokens in a prompt of "
+            f"{2 * shots} images; this model's image tokens are not one run per image (or its "
+            "processor does not expand them): use pooling mean or last"
+        )
     if pooling == "contrast":
         means = torch.stack([h[b].mean(0) for b in blocks])
         return (means[0::2] - means[1::2]).mean(0)
@@ -121,7 +130,8 @@ def embed_users(
     pooling: str = "mean",
     batch_size: int = 8,
 ) -> dict[str, torch.Tensor]:
-    """One embedding [D] per user from their first `shots` examples, batched over users."""
+    """One embedding per user from their first `shots` examples, batched over users: [D], or
+    [T_img * D] for `contrast_tokens`."""
     _check(examples, shots, layer, pooling)
     model, processor = vlm.model, vlm.processor
     tok = vlm.tokenizer
@@ -129,6 +139,7 @@ def embed_users(
     users = list(examples)
     out: dict[str, torch.Tensor] = {}
     device = next(model.parameters()).device
+    width = 0  # a contrast embedding's width, the same for every user
     try:
         for start in tqdm(range(0, len(users), batch_size), desc="user embeddings", unit="batch"):
             chunk = users[start : start + batch_size]
@@ -145,11 +156,24 @@ def embed_users(
             h = hidden[layer].float()
             mask = inputs["attention_mask"].to(h)
             if pooling.startswith("contrast"):
+                if h.shape[1] != inputs["input_ids"].shape[1]:
+                    raise InputError(
+                        f"pooling {pooling}: the model's states ({h.shape[1]} positions) do not "
+                        f"line up with its input ids ({inputs['input_ids'].shape[1]}); use mean"
+                    )
                 token = image_token_id(model, processor)
-                pooled = torch.stack([
-                    contrast_pool(h[i], image_blocks(inputs["input_ids"][i], token), pooling)
+                rows = [
+                    contrast_pool(h[i], image_blocks(inputs["input_ids"][i], token), pooling, shots)
                     for i in range(h.shape[0])
-                ])  # fmt: skip
+                ]
+                widths = {int(r.numel()) for r in rows} | ({width} if width else set())
+                if len(widths) != 1:
+                    raise InputError(
+                        f"pooling {pooling}: users' embeddings have different widths "
+                        f"{sorted(widths)} (images of different token counts); use contrast"
+                    )
+                width = int(rows[0].numel())
+                pooled = torch.stack(rows)
             elif pooling == "mean":
                 pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
             else:
