@@ -109,10 +109,10 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
     embeddings = user_embeddings(args.tuned, users, args.base)  # unknown ids fail here
     model, _ = load_ppd(args.tuned, args.base)
     base = load_pipeline(model.source)
-    from .toy.rewards import USERS
+    from .toy.rewards import tastes_place
 
-    named = all(u in USERS for u in users)  # the named users taste no place
-    prompts = user_prompts(args.prompts, args.pickapic_root, keep_position=named)
+    keep = not any(tastes_place(u) for u in users)
+    prompts = user_prompts(args.prompts, args.pickapic_root, keep_position=keep)
     if args.n is not None:
         prompts = prompts[: args.n]
     steps, guidance = sampling_defaults(base, args.steps, args.guidance)

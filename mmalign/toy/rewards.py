@@ -160,6 +160,12 @@ USER_SETS: dict[str, tuple[str, ...]] = {
 }
 
 
+def tastes_place(user_id: str) -> bool:
+    """Whether a user's taste reads where the shape is (the family users do; the named ones
+    do not), so their prompts leave position to taste."""
+    return user_id in FAMILY_USERS
+
+
 def user_weights(user_id: str) -> tuple[float, ...]:
     """A family user's taste weights over `TASTE_DIMS`, L1-normalised (|w|_1 = 1).
 

@@ -12,7 +12,7 @@ import torch
 
 from ...suggest import did_you_mean
 from ..render import STYLES, palette_tensor
-from ..rewards import USER_SETS, user_reward
+from ..rewards import USER_SETS, tastes_place, user_reward
 from ..world import COLORS, POSITIONS, SIZES, ToyPrompt, parse_prompt, sample_prompts
 from .common import (
     Built,
@@ -206,6 +206,7 @@ def build_users(
     stream = "users" if users == "named" else f"users-{users}"
     pipe = toy_sd_pipeline(model) if candidates.startswith("model") else None
     members = list(USER_SETS[users])
+    free_place = any(tastes_place(u) for u in members)
     quota = {u: n // len(members) + (i < n % len(members)) for i, u in enumerate(members)}
     kept: dict[str, list[dict[str, Any]]] = {u: [] for u in members}
     built = Built([], "image")
@@ -214,7 +215,7 @@ def build_users(
         if not owners:
             break
         prompts = [
-            replace(p, size="medium", position="center" if users != "named" else p.position)
+            replace(p, size="medium", position="center" if free_place else p.position)
             for p in sample_prompts(len(owners), prompt_split, stream_seed(seed, stream, round_))
         ]
         texts = [p.text for p in prompts]
