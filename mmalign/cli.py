@@ -80,6 +80,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
         _at_least_one(args, "n", "steps", "batch_size")
         return cmd_sample_ppd(args)
+    from .ppd_cli import refuse_stray_options
+
+    refuse_stray_options(args, "--ppd")
     from .diffusion import apply_lora, load_pipeline, load_tuned
     from .diffusion.sample import generate, sampling_defaults, to_pil_images
     from .grid import image_grid
@@ -128,6 +131,9 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
         from .ppd_cli import cmd_winrate_users
 
         return cmd_winrate_users(args)
+    from .ppd_cli import refuse_stray_options
+
+    refuse_stray_options(args, "--user")
     scorers = args.scorers.split(",")
     for name in scorers:  # a typo fails before any model loads
         split_name(name)

@@ -16,6 +16,23 @@ def add_sample_options(p: argparse.ArgumentParser) -> None:
         "--user-embedding", default=None, help="--ppd: a user_embeddings.safetensors file instead"
     )
     p.add_argument("--mix", default=None, help="--ppd: ID2:WEIGHT, (1-w) e_user + w e_ID2")
+    add_scale_option(p)
+
+
+def add_scale_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--user-scale", type=float, default=1.0,
+        help="PPD: the user branch's weight in every cross-attention layer (IP-Adapter's scale; "
+        "1 as trained, 0 the base model)",
+    )  # fmt: skip
+
+
+def user_scale(args: argparse.Namespace) -> float:
+    """`--user-scale`, checked: a finite number >= 0."""
+    s = float(getattr(args, "user_scale", 1.0))
+    if not s >= 0.0 or s == float("inf"):
+        raise InputError(f"--user-scale {s}: expected a number >= 0 (1 as trained)")
+    return s
 
 
 def add_winrate_options(p: argparse.ArgumentParser) -> None:
@@ -26,6 +43,22 @@ def add_winrate_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--interpolate", default=None, help="--user: A:B, sweep the A->B mix")
     p.add_argument("--no-matrix", action="store_true", help="--user: skip the matrix")
+    add_scale_option(p)
+
+
+def refuse_stray_options(args: argparse.Namespace, needs: str) -> None:
+    """PPD options given without `needs` (`--ppd` for sample, `--user` for winrate) would be
+    ignored: a clear error instead."""
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("user", "user_embedding", "mix", "interpolate", "no_matrix")
+        if name != needs.lstrip("-") and getattr(args, name, None) not in (None, False)
+    ]
+    if getattr(args, "user_scale", 1.0) != 1.0:
+        given.append("--user-scale")
+    if given:
+        verb = "apply" if len(given) > 1 else "applies"
+        raise InputError(f"{', '.join(given)} only {verb} with {needs}")
 
 
 def sample_embedding(args: argparse.Namespace, base: str | None = None) -> object:
@@ -56,7 +89,9 @@ def cmd_sample_ppd(args: argparse.Namespace) -> int:
     if not Path(args.ppd).joinpath(ppd.ADAPTER_FILE).is_file():
         raise InputError(f"--ppd {args.ppd}: no {ppd.ADAPTER_FILE} (a PPD training output_dir)")
     base = None if Path(args.model).joinpath("mmalign_run.json").is_file() else args.model
+    scale = user_scale(args)
     model, _ = load_ppd(args.ppd, base)
+    ppd.set_user_scale(model.pipe.unet, scale)
     e = sample_embedding(args, base)
     pipe = UserPipeline(model.pipe, e)  # a width mismatch is an error here
     steps, guidance = sampling_defaults(model, args.steps, args.guidance)
@@ -66,6 +101,8 @@ def cmd_sample_ppd(args: argparse.Namespace) -> int:
     )
     who = args.user or Path(args.user_embedding).name
     header = f"user {who}{f' mix {args.mix}' if args.mix else ''}, seed {args.seed}"
+    if scale != 1.0:
+        header += f", user scale {scale:g}"
     grid = image_grid([to_pil_images(images)], [header], prompts)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     grid.save(args.out)
@@ -93,11 +130,13 @@ def user_prompts(
 
 def cmd_winrate_users(args: argparse.Namespace) -> int:
     """`mmalign eval winrate --tuned RUN --user IDS`: per-user win rates, matrix, sweep."""
+    from .diffusion import ppd
     from .diffusion.load import load_pipeline
     from .diffusion.ppd_users import load_ppd, user_embeddings, user_set
     from .diffusion.sample import sampling_defaults
     from .eval.ppd_winrate import run_user_winrate
 
+    scale = user_scale(args)
     users = user_set(args.user)
     pair = None
     if args.interpolate:
@@ -108,6 +147,7 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
         users += [u for u in pair if u not in users]
     embeddings = user_embeddings(args.tuned, users, args.base)  # unknown ids fail here
     model, _ = load_ppd(args.tuned, args.base)
+    ppd.set_user_scale(model.pipe.unet, scale)
     base = load_pipeline(model.source)
     from .toy.rewards import tastes_place
 
@@ -120,7 +160,7 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
         base.pipe, model.pipe, prompts, embeddings, args.out, seed=args.seed, steps=steps,
         guidance=guidance, batch_size=args.batch_size, matrix=not args.no_matrix,
         interpolate=pair, meta={"base": base.source, "tuned": str(args.tuned),
-                                "prompt_source": args.prompts},
+                                "prompt_source": args.prompts, "user_scale": scale},
     )  # fmt: skip
     for u, r in results["users"].items():
         lo, hi = r["ci95"]
@@ -130,7 +170,8 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
           f"{results['average_win_rate']:.1%}")  # fmt: skip
     if "specificity" in results:
         s = results["specificity"]
-        print(f"specificity: {s['hits']}/{s['pairs']} ordered pairs ({s['share']:.1%})")
+        print(f"specificity: {s['hits']}/{s['pairs']} ordered pairs ({s['share']:.1%}); both "
+              f"users of a pair on their own: {s['mutual']}/{s['unordered_pairs']}")  # fmt: skip
     if "taste_response" in results:
         r = results["taste_response"]
         print("taste response (Spearman over users, weight vs the samples' mean): " + ", ".join(

@@ -21,7 +21,7 @@ from mmalign.diffusion.ppd_users import (
     user_embeddings,
     user_set,
 )
-from mmalign.eval.ppd_winrate import run_user_winrate, spearman
+from mmalign.eval.ppd_winrate import run_user_winrate, spearman, specificity
 from mmalign.train import Config
 from mmalign.train.loop import train
 
@@ -71,6 +71,17 @@ def test_spearman() -> None:
     assert spearman([0, 1, 2, 3], [1, 5, 7, 9]) == pytest.approx(1.0)
     assert spearman([0, 1, 2, 3], [9, 5, 5, 1]) == pytest.approx(-4.5 / 22.5**0.5)  # a tie
     assert spearman([0, 1, 2], [3, 1, 2]) == pytest.approx(-0.5)
+
+
+def test_specificity_tells_taste_from_a_quality_order() -> None:
+    users = ["h00", "h01", "h02"]
+    quality = {"h00": 0.0, "h01": 0.1, "h02": 0.2}  # h02's conditioning better for everyone
+    generic = {a: {b: 0.5 + quality[b] for b in users} for a in users}
+    s = specificity(generic)
+    assert (s["hits"], s["pairs"], s["mutual"], s["unordered_pairs"]) == (3, 6, 0, 3)
+    personal = {a: {b: 0.5 + 0.3 * (a == b) + quality[b] for b in users} for a in users}
+    s = specificity(personal)
+    assert (s["hits"], s["mutual"]) == (6, 3) and s["share"] == 1.0
 
 
 def test_per_user_winrate_matrix_and_sweep(run, tmp_path) -> None:
@@ -142,8 +153,8 @@ def test_size_ceiling_probe(tmp_path, capsys) -> None:
     pairs = [(a, b) for a in held for b in held if a != b and tastes_differ(a, b)]
     hits = sum(users[a]["mean"][users[a]["best"]] > users[a]["mean"][users[b]["best"]]
                for a, b in pairs)  # fmt: skip
-    assert result["heldout_specificity"] == {"hits": hits, "pairs": len(pairs),
-                                             "share": hits / len(pairs)}  # fmt: skip
+    spec = result["heldout_specificity"]
+    assert (spec["hits"], spec["pairs"], spec["share"]) == (hits, len(pairs), hits / len(pairs))
     assert hits <= result["heldout_specificity_max_any_assignment"] <= len(pairs)
     files = sorted(p.name for p in tmp_path.rglob("*.png"))
     assert len(files) == 9
@@ -202,3 +213,45 @@ def test_user_prompts_drop_size_and_place_but_named_users_keep_place() -> None:
     assert all(p.size == "medium" for p in named)
     assert any(p.position != "center" for p in named)
     assert [p.combination for p in family] == [p.combination for p in named]
+
+
+def test_user_scale_weighs_the_branch(run, tmp_path, capsys) -> None:
+    """`--user-scale 0` samples exactly the base model; other scales change the images; a
+    negative scale is a clear error."""
+    import numpy as np
+    from PIL import Image
+
+    from mmalign.cli import main
+    from mmalign.grid import LINE
+
+    common = ["sample", "toy:sd", "--prompt", "a red circle", "--steps", "2", "--n", "2"]
+
+    def grid(name: str, *extra: str) -> np.ndarray:
+        out = tmp_path / f"{name}.png"
+        assert main([*common, *extra, "--out", str(out)]) == 0
+        return np.asarray(Image.open(out))
+
+    base = grid("base")
+    user = ["--ppd", str(run), "--user", "h00"]
+    off, on, strong = (
+        grid("off", *user, "--user-scale", "0"),
+        grid("on", *user),
+        grid("strong", *user, "--user-scale", "4"),
+    )
+    header = LINE  # the grid's header row names the user; compare the images below it
+    assert np.array_equal(off[header:], base[header:])
+    assert not np.array_equal(on[header:], base[header:])
+    assert not np.array_equal(strong[header:], on[header:])
+    assert main([*common, *user, "--user-scale", "-1", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--user-scale -1.0: expected a number >= 0" in capsys.readouterr().err
+
+
+def test_ppd_options_without_ppd_are_refused(capsys) -> None:
+    from mmalign.cli import main
+
+    assert main(["sample", "toy:sd", "--prompt", "a red circle", "--user", "h00"]) == 2
+    assert "--user only applies with --ppd" in capsys.readouterr().err
+    args = ["eval", "winrate", "--tuned", "x", "--out", "y", "--interpolate", "h00:h01"]
+    args += ["--user-scale", "2"]
+    assert main(args) == 2
+    assert "--interpolate, --user-scale only apply with --user" in capsys.readouterr().err

@@ -95,14 +95,22 @@ def taste_response(
 
 def specificity(table: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
     """Share of ordered pairs (A, B), A != B with different tastes, where `table[A][A] >
-    table[A][B]` (A's mean reward under its own conditioning beats it under B's)."""
+    table[A][B]` (A's mean reward under its own conditioning beats it under B's).
+
+    `mutual`: unordered pairs where both A and B do better under their own conditioning. A
+    conditioning that only shifts quality alike for everyone (B's images better for all users)
+    makes exactly one of each pair a hit: 50% specificity and `mutual` 0 (mmalign's reading,
+    not the paper's)."""
     users = list(table)
     pairs = [(a, b) for a in users for b in users if a != b and tastes_differ(a, b)]
-    hits = [table[a][a] > table[a][b] for a, b in pairs]
+    hit = {(a, b): table[a][a] > table[a][b] for a, b in pairs}
+    mutual = sum(hit[a, b] and hit[b, a] for a, b in pairs if a < b)
     return {
-        "share": sum(hits) / len(hits) if hits else float("nan"),
-        "pairs": len(hits),
-        "hits": sum(hits),
+        "share": sum(hit.values()) / len(hit) if hit else float("nan"),
+        "pairs": len(hit),
+        "hits": sum(hit.values()),
+        "mutual": mutual,
+        "unordered_pairs": len(pairs) // 2,
     }
 
 
@@ -143,9 +151,12 @@ def run_user_winrate(
     scorers = {u: get_scorer(f"toy:user:{u}") for u in users}  # an unknown user fails here
     tuned = (meta or {}).get("tuned")
     fixed = {u: float(e.double().sum()) for u, e in embeddings.items()}  # embeddings' checksums
-    sync_images(out_dir, {"base": (meta or {}).get("base"), "tuned": tuned,
-                    "tuned_weights": fingerprint(tuned), "steps": steps, "guidance": guidance,
-                    "embeddings": fixed})  # fmt: skip
+    settings = {"base": (meta or {}).get("base"), "tuned": tuned,
+                "tuned_weights": fingerprint(tuned), "steps": steps, "guidance": guidance,
+                "embeddings": fixed}  # fmt: skip
+    if (meta or {}).get("user_scale", 1.0) != 1.0:  # the branch's weight changes the images
+        settings["user_scale"] = meta["user_scale"]  # type: ignore[index]
+    sync_images(out_dir, settings)
     texts, index = list(prompts), list(range(len(prompts)))
     seeds = [image_seed(seed, i) for i in index]
     sampler = {"steps": steps, "guidance": guidance, "batch_size": batch_size}
@@ -247,7 +258,8 @@ def write_user_report(out_dir: str | Path, results: Mapping[str, Any]) -> Path:
             parts.append(f"<tr><td class=l>{e(a)}</td>{cells}</tr>")
         parts.append(
             f"</table><p>specificity: {spec['hits']} of {spec['pairs']} ordered pairs "
-            f"({spec['share']:.1%}) score higher on their own conditioning</p>"
+            f"({spec['share']:.1%}) score higher on their own conditioning; in "
+            f"{spec['mutual']} of {spec['unordered_pairs']} pairs both users do</p>"
         )
     response = results.get("taste_response")
     if response:
