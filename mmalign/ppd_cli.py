@@ -58,7 +58,8 @@ def refuse_stray_options(args: argparse.Namespace, needs: str) -> None:
         given.append("--user-scale")
     if given:
         verb = "apply" if len(given) > 1 else "applies"
-        raise InputError(f"{', '.join(given)} only {verb} with {needs}")
+        what = {"--ppd": "--ppd RUN (a PPD training output_dir)", "--user": "--user IDS (PPD)"}
+        raise InputError(f"{', '.join(given)} only {verb} with {what.get(needs, needs)}")
 
 
 def sample_embedding(args: argparse.Namespace, base: str | None = None) -> object:
@@ -160,7 +161,7 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
         base.pipe, model.pipe, prompts, embeddings, args.out, seed=args.seed, steps=steps,
         guidance=guidance, batch_size=args.batch_size, matrix=not args.no_matrix,
         interpolate=pair, meta={"base": base.source, "tuned": str(args.tuned),
-                                "prompt_source": args.prompts, "user_scale": scale},
+                                "prompt_source": args.prompts},
     )  # fmt: skip
     for u, r in results["users"].items():
         lo, hi = r["ci95"]

@@ -121,6 +121,12 @@ def test_per_user_winrate_matrix_and_sweep(run, tmp_path) -> None:
     # a second run reuses every image
     again = run_user_winrate(base.pipe, model.pipe, prompts, embs, tmp_path, **kw)
     assert again["users"]["h00"] == res["users"]["h00"]
+    # another branch weight draws the images again, and the report says which weight
+    ppd.set_user_scale(model.pipe.unet, 4.0)
+    strong = run_user_winrate(base.pipe, model.pipe, prompts, embs, tmp_path, **kw)
+    assert json.loads((tmp_path / "images" / "settings.json").read_text())["user_scale"] == 4.0
+    assert strong["user_scale"] == 4.0 and "user scale 4" in (tmp_path / "report.html").read_text()
+    assert strong["matrix"]["h00"] != res["matrix"]["h00"]
 
 
 def test_size_ceiling_probe(tmp_path, capsys) -> None:

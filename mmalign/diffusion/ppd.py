@@ -126,6 +126,11 @@ def set_user_scale(unet: Any, scale: float) -> None:
         unet.attn_processors[name].scale = [float(scale)]
 
 
+def user_scale(unet: Any) -> float:
+    """The branch's weight now (`set_user_scale`; 1 as trained)."""
+    return float(unet.attn_processors[_cross_attention_names(unet)[0]].scale[0])
+
+
 @contextlib.contextmanager
 def user_branch_off(unet: Any) -> Iterator[Any]:
     """The base denoiser: PPD's reference (the same UNet with the user branch off)."""

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..diffusion import ppd
 from ..diffusion.ppd_users import UserPipeline, mix
 from ..rewards import get_scorer
 from .winrate import fingerprint, generate_or_reuse, image_seed, win_stats
@@ -154,8 +155,9 @@ def run_user_winrate(
     settings = {"base": (meta or {}).get("base"), "tuned": tuned,
                 "tuned_weights": fingerprint(tuned), "steps": steps, "guidance": guidance,
                 "embeddings": fixed}  # fmt: skip
-    if (meta or {}).get("user_scale", 1.0) != 1.0:  # the branch's weight changes the images
-        settings["user_scale"] = meta["user_scale"]  # type: ignore[index]
+    scale = ppd.user_scale(ppd_pipe.unet)  # the branch's weight (--user-scale) shapes the images
+    if scale != 1.0:  # absent at 1, so images saved before the setting existed stay valid
+        settings["user_scale"] = scale
     sync_images(out_dir, settings)
     texts, index = list(prompts), list(range(len(prompts)))
     seeds = [image_seed(seed, i) for i in index]
@@ -190,7 +192,7 @@ def run_user_winrate(
         )
     results.update({
         "prompts": len(texts), "seed": seed, "steps": steps, "guidance": guidance,
-        "seconds": time.perf_counter() - started, **(meta or {}),
+        "user_scale": scale, "seconds": time.perf_counter() - started, **(meta or {}),
     })  # fmt: skip
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     results["report"] = str(write_user_report(out_dir, results))
@@ -228,7 +230,8 @@ def write_user_report(out_dir: str | Path, results: Mapping[str, Any]) -> Path:
              f"<style>{CSS}</style><h1>PPD: per-user win rates</h1>"
              f"<p class=meta>tuned {e(str(results.get('tuned')))} vs base "
              f"{e(str(results.get('base')))}; {results['prompts']} prompts, seed "
-             f"{results['seed']}, {results['steps']} steps, guidance {results['guidance']}</p>",
+             f"{results['seed']}, {results['steps']} steps, guidance {results['guidance']}, "
+             f"user scale {results.get('user_scale', 1.0):g}</p>",
              "<h2>Per user (own reward, conditioned on that user)</h2><table><tr>"
              "<th class=l>user</th><th>win rate</th><th>95% CI</th><th>base mean</th>"
              "<th>PPD mean</th><th>n</th></tr>"]  # fmt: skip
