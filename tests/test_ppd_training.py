@@ -83,3 +83,16 @@ def test_dropped_users_condition_on_the_zero_embedding() -> None:
     as_zero = scorer(unet, zero, seeds, with_reference=False)["main"]
     assert torch.equal(dropped.chosen, as_zero.chosen)
     assert not torch.equal(kept.chosen, dropped.chosen)
+
+
+def test_user_drop_rate_and_draws_per_pair() -> None:
+    """Training's user drop (`PPDPairScorer.user_keep`): about `user_drop` of the pairs, each
+    pair's draw from its own seed, so a pair drops alike in any batch."""
+    _, scorer, _, _ = _setup()
+    scorer.user_drop = 0.3
+    seeds = torch.arange(4000)
+    keep = scorer.user_keep(seeds)
+    assert 0.27 < 1 - float(keep.mean()) < 0.33
+    assert torch.equal(scorer.user_keep(seeds[100:120].flip(0)), keep[100:120].flip(0))
+    scorer.user_drop = 0.0
+    assert bool(scorer.user_keep(seeds[:50]).all())

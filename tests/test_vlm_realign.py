@@ -23,7 +23,7 @@ from mmalign.vlm.realign_embed import (
     ImageIndex,
     TokenEmbeddingEmbedder,
     VisionEncoderEmbedder,
-    first_dissimilar,
+    dissimilar,
 )
 from mmalign.vlm.realign_fill import SpanFiller
 from mmalign.vlm.realign_lexicon import Lexicon
@@ -67,11 +67,16 @@ def test_similarity_filter_threshold():
     emb = bow.embed([reference, one_of_25, short, one_of_10])
     assert float(emb[0] @ emb[1]) == pytest.approx(0.96)
     assert float(emb[2] @ emb[3]) == pytest.approx(0.90)
-    assert first_dissimilar(reference, [reference, one_of_25], bow) is None
-    assert first_dissimilar(reference, [one_of_25, "something else", "also else"], bow) == 1
-    assert first_dissimilar(short, [one_of_10], bow) == 0
-    assert first_dissimilar(short, [one_of_10], bow, threshold=0.9) is None  # strictly below
-    assert first_dissimilar(reference, [one_of_25], bow, threshold=0.97) == 0
+    # the builder's filter, row by row: candidate i against reference i
+    checks = dissimilar([reference, one_of_25, one_of_10], [reference, reference, short], bow)
+    assert [passes for passes, _ in checks] == [False, False, True]
+    assert [sim for _, sim in checks] == pytest.approx([1.0, 0.96, 0.90])
+    at = checks[2][1]  # a cosine equal to the threshold does not pass: strictly below
+    rows = ([reference, one_of_25, one_of_10], [reference, reference, short])
+    assert dissimilar(*rows, bow, threshold=at)[2] == (False, at)
+    assert dissimilar([one_of_25], [reference], bow, threshold=0.97)[0][0] is True
+    with pytest.raises(ValueError, match="2 candidates for 1 references"):
+        dissimilar([one_of_10, short], [short], bow)
 
 
 def test_token_embedding_embedder_is_centred(toy):

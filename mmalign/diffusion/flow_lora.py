@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..train.config import LoraConfig
-from .flow_load import FlowFamily, FlowModel
+from .flow_load import FlowFamily
 from .lora import LORA_FILE
 
 ATTENTION = [
@@ -77,27 +77,3 @@ def save_flow_lora(out_dir: str | Path, transformer: torch.nn.Module, family: Fl
     layers = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     cls.save_lora_weights(str(out_dir), transformer_lora_layers=layers, safe_serialization=True)
     return Path(out_dir) / LORA_FILE
-
-
-def apply_flow_lora(model: FlowModel, lora: str | Path) -> FlowModel:
-    """`pipe.load_lora_weights(lora)`, failing clearly when nothing of it fits the model."""
-    path = Path(lora)
-    if path.is_dir() and not (path / LORA_FILE).is_file():
-        raise FileNotFoundError(f"{path} holds no {LORA_FILE}")
-
-    def count() -> int:
-        return sum(p.numel() for n, p in model.transformer.named_parameters() if "lora_" in n)
-
-    before = count()
-    try:
-        model.pipe.load_lora_weights(str(path))
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise ValueError(
-            f"the LoRA at {path} does not fit the model {model.source}: {err}"
-        ) from None
-    if count() == before:
-        raise ValueError(
-            f"the LoRA at {path} does not fit the model {model.source}: none of its layers "
-            "matched the transformer (was it trained on another architecture?)"
-        )
-    return model

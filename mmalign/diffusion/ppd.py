@@ -158,18 +158,6 @@ def check_embedding(unet: Any, embedding: torch.Tensor) -> torch.Tensor:
     return embedding
 
 
-def drop_users(
-    embedding: torch.Tensor, p: float, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Zero each row with probability `p` (the unconditional user, as IP-Adapter's image drop)."""
-    if not 0 <= p <= 1:
-        raise InputError(f"user drop probability must be in [0, 1], got {p}")
-    if p == 0:
-        return embedding
-    keep = torch.rand(embedding.shape[0], generator=generator) >= p
-    return embedding * keep.to(embedding)[:, None]
-
-
 def user_kwargs(unet: Any, embedding: torch.Tensor) -> dict[str, list[torch.Tensor]]:
     """`added_cond_kwargs` entry for a UNet call: `{"image_embeds": [e[:, None, :]]}`."""
     e = check_embedding(unet, embedding)

@@ -125,7 +125,7 @@ def renoise_step(
     approx = z
     total: torch.Tensor | None = None
     lo, hi = settings.average if settings.average is not None else (0, 0)
-    for i in range(settings.iterations + 1):
+    for i in range(settings.forwards_per_step):
         eps = model(approx, g, rows)
         if lo <= i < hi:
             total = eps if total is None else total + eps

@@ -133,13 +133,6 @@ def weights_key(source: str, revision: str | None, adapter: str | Path | None) -
     return (source, revision, weight_files(source), adapter_name, weight_files(adapter))
 
 
-def image_path_modules(model: torch.nn.Module) -> list[str]:
-    """Names of the modules that turn pixels into image features (tower + projector)."""
-    return [
-        name for name, _ in model.named_modules() if name and name.split(".")[-1] in VISION_PARTS
-    ]
-
-
 def in_image_path(name: str) -> bool:
     return any(part in VISION_PARTS for part in name.split("."))
 

@@ -14,7 +14,7 @@ For each row (a question about one image and the chosen answer y_w):
    filled); the text after the span is kept. An answer that is one masked span is the
    model's own answer about v_l;
 4. keep the first fill (in retrieval order) whose sentence-embedding cosine to y_w is below
-   the threshold (0.95, the paper's) as y_l (`first_dissimilar`). Rows where no fill passes
+   the threshold (0.95, the paper's) as y_l (`dissimilar`). Rows where no fill passes
    are skipped and counted.
 
 Output rows: `prompt`, `image` (the shown one), `chosen` = y_w, `rejected` = y_l,
@@ -48,6 +48,7 @@ from .realign_embed import (
     Embedder,
     ImageIndex,
     VisionEncoderEmbedder,
+    dissimilar,
 )
 from .realign_fill import SpanFiller
 from .realign_lexicon import Lexicon
@@ -144,10 +145,9 @@ def build_realign(
             [t["chosen"] for t in active],
             [t["spans"] for t in active],
         )
-        emb = text_embedder.embed([*fills, *(t["chosen"] for t in active)])
-        sims = (emb[: len(active)] * emb[len(active) :]).sum(-1).tolist()
-        for t, fill, sim in zip(active, fills, sims, strict=True):
-            if sim < threshold:
+        checks = dissimilar(fills, [t["chosen"] for t in active], text_embedder, threshold)
+        for t, fill, (passes, sim) in zip(active, fills, checks, strict=True):
+            if passes:
                 kept[t["index"]] = (fill, t["candidates"][rank], sim, rank)
     for t in ready:
         if t["index"] not in kept:

@@ -1,6 +1,6 @@
 """Re-Align's embeddings and what compares them: image embedders for retrieving similar images
 (`ImageIndex`, cosine top-k over a pool), text embedders for the similarity filter
-(`first_dissimilar`). Every embedder returns L2-normalised rows, so a dot product is a cosine.
+(`dissimilar`). Every embedder returns L2-normalised rows, so a dot product is a cosine.
 
 Why `BagOfWordsEmbedder` is the default text embedder and `TokenEmbeddingEmbedder` is not:
 see `mmalign.vlm.realign`.
@@ -127,15 +127,17 @@ class BagOfWordsEmbedder:
         return _normalise(out)
 
 
-def first_dissimilar(reference: str, candidates: Sequence[str], embedder: Embedder,
-                     threshold: float = THRESHOLD) -> int | None:  # fmt: skip
-    """Index of the first candidate whose cosine to `reference` is below `threshold`."""
+def dissimilar(candidates: Sequence[str], references: Sequence[str], embedder: Embedder,
+               threshold: float = THRESHOLD) -> list[tuple[bool, float]]:  # fmt: skip
+    """Re-Align's filter, row by row: (cosine of candidate i to reference i strictly below
+    `threshold`, that cosine). A fill that passes becomes the rejected answer y_l."""
+    if len(candidates) != len(references):
+        raise ValueError(f"{len(candidates)} candidates for {len(references)} references")
     if not candidates:
-        return None
-    emb = embedder.embed([reference, *candidates])
-    sims = emb[1:] @ emb[0]
-    passing = torch.nonzero(sims < threshold).flatten()
-    return int(passing[0]) if len(passing) else None
+        return []
+    emb = embedder.embed([*candidates, *references])
+    sims = (emb[: len(candidates)] * emb[len(candidates) :]).sum(-1).tolist()
+    return [(sim < threshold, sim) for sim in sims]
 
 
 class ImageIndex:

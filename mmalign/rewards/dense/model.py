@@ -21,7 +21,6 @@ Saved with `save_pretrained` as `config.json` + `model.safetensors` (+ `tokenize
 from __future__ import annotations
 
 import json
-import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -322,7 +321,3 @@ def checkpoint_folder(path: str | Path) -> Path:
     if not p.exists():
         raise InputError(f"dense reward head {p} does not exist")
     raise InputError(f"{p} holds no dense reward head ({CONFIG_FILE} with '{MARKER}')")
-
-
-def param_count(model: nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in model.parameters())
