@@ -10,6 +10,16 @@ import torch
 from mmalign.losses import PairScores
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A test that sets torch's thread count (a benchmark run in-process with --threads 1)
+    gives it back, so later tests run as they would alone."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def make_scores(batch: int = 8, seed: int = 0, *, lengths: bool = False) -> PairScores:
     """Random scores that look like log-likelihoods (negative)."""
     g = torch.Generator().manual_seed(seed)
