@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from .config import InputError
@@ -29,8 +30,8 @@ def add_scale_option(p: argparse.ArgumentParser) -> None:
 
 def user_scale(args: argparse.Namespace) -> float:
     """`--user-scale`, checked: a finite number >= 0."""
-    s = float(getattr(args, "user_scale", 1.0))
-    if not s >= 0.0 or s == float("inf"):
+    s = float(args.user_scale)
+    if not (math.isfinite(s) and s >= 0.0):
         raise InputError(f"--user-scale {s}: expected a number >= 0 (1 as trained)")
     return s
 
@@ -91,8 +92,7 @@ def cmd_sample_ppd(args: argparse.Namespace) -> int:
         raise InputError(f"--ppd {args.ppd}: no {ppd.ADAPTER_FILE} (a PPD training output_dir)")
     base = None if Path(args.model).joinpath("mmalign_run.json").is_file() else args.model
     scale = user_scale(args)
-    model, _ = load_ppd(args.ppd, base)
-    ppd.set_user_scale(model.pipe.unet, scale)
+    model, _ = load_ppd(args.ppd, base, scale)
     e = sample_embedding(args, base)
     pipe = UserPipeline(model.pipe, e)  # a width mismatch is an error here
     steps, guidance = sampling_defaults(model, args.steps, args.guidance)
@@ -131,7 +131,6 @@ def user_prompts(
 
 def cmd_winrate_users(args: argparse.Namespace) -> int:
     """`mmalign eval winrate --tuned RUN --user IDS`: per-user win rates, matrix, sweep."""
-    from .diffusion import ppd
     from .diffusion.load import load_pipeline
     from .diffusion.ppd_users import load_ppd, user_embeddings, user_set
     from .diffusion.sample import sampling_defaults
@@ -147,8 +146,7 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
         pair = (a, b)
         users += [u for u in pair if u not in users]
     embeddings = user_embeddings(args.tuned, users, args.base)  # unknown ids fail here
-    model, _ = load_ppd(args.tuned, args.base)
-    ppd.set_user_scale(model.pipe.unet, scale)
+    model, _ = load_ppd(args.tuned, args.base, scale)
     base = load_pipeline(model.source)
     from .toy.rewards import tastes_place
 

@@ -140,8 +140,11 @@ def mix(e_a: torch.Tensor, e_b: torch.Tensor, a: float) -> torch.Tensor:
     return (1.0 - a) * e_a + a * e_b
 
 
-def load_ppd(run: str | Path, base: str | None = None) -> tuple[Any, dict[str, Any]]:
-    """The run's base pipeline with its user branch loaded: (DiffusionModel, adapter meta)."""
+def load_ppd(
+    run: str | Path, base: str | None = None, scale: float = 1.0
+) -> tuple[Any, dict[str, Any]]:
+    """The run's base pipeline with its user branch loaded at weight `scale` (1 as trained):
+    (DiffusionModel, adapter meta)."""
     from .load import load_pipeline
     from .recipe import run_info
 
@@ -151,6 +154,8 @@ def load_ppd(run: str | Path, base: str | None = None) -> tuple[Any, dict[str, A
         raise InputError(f"{run} is not a PPD training output_dir (no mmalign_run.json)")
     model = load_pipeline(source)
     meta = ppd.load_adapter(model.pipe.unet, run)
+    if scale != 1.0:
+        ppd.set_user_scale(model.pipe.unet, scale)
     return model, meta
 
 
