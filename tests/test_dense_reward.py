@@ -66,6 +66,26 @@ def test_dense_scorer_through_get_scorer_batched_equals_one_at_a_time(tmp_path):
                                out["overall"])  # fmt: skip
 
 
+def test_mixed_image_sizes(tmp_path):
+    """dense() puts each heatmap on its image's own grid, so one call takes one size (a clear
+    error otherwise, never a crash between batches); score() takes any mix."""
+    from PIL import Image
+
+    _, folder = _toy_head(tmp_path)
+    scorer = get_scorer(f"dense:{folder}", device="cpu", batch_size=2)
+    g = torch.Generator().manual_seed(3)
+    pil = [
+        Image.fromarray((torch.rand(s, s, 3, generator=g) * 255).byte().numpy())
+        for s in (64, 64, 32)
+    ]
+    with pytest.raises(InputError, match=r"2 sizes \(32x32, 64x64\)"):
+        scorer.dense(pil, PROMPTS[:3])
+    assert scorer.dense(pil[:2], PROMPTS[:2])["artifact"].shape == (2, 1, 64, 64)
+    mixed = scorer.score(pil, PROMPTS[:3])
+    one = torch.cat([scorer.score([im], [p]) for im, p in zip(pil, PROMPTS[:3], strict=True)])
+    torch.testing.assert_close(mixed, one, atol=2e-3, rtol=0)
+
+
 def test_wrong_checkpoints_are_named(tmp_path):
     _, folder = _toy_head(tmp_path)
     config = json.loads((folder / "config.json").read_text())

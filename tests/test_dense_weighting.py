@@ -121,3 +121,54 @@ def test_paired_sides_give_the_rejected_the_chosen_weights():
     # the rejected (clean) image takes the chosen's map, not its own all-ones one
     torch.testing.assert_close(paired.weights[:, 1], paired.weights[:, 0])
     assert float(paired.weights[:, 1].min()) < 1
+
+
+class _Pairs:
+    """A PairImages stand-in: rows of pixels [2,3,R,R] in [-1, 1] and a prompt; counts reads."""
+
+    def __init__(self, chosen: torch.Tensor, rejected: torch.Tensor, prompts: list[str]):
+        self.pixels = torch.stack([chosen, rejected], 1).mul(2).sub(1)
+        self.prompts, self.reads = prompts, 0
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __getitem__(self, i: int) -> dict:
+        self.reads += 1
+        return {"pixels": self.pixels[i], "prompt": self.prompts[i]}
+
+
+def test_pair_weights_batched_and_cached(tmp_path, monkeypatch):
+    """`diffusion.dense` weights: the same as computing them at once, one batch of images read
+    at a time, written to the cache folder and read back without the scorer on a rerun."""
+    from mmalign.config import ConfigError, from_dict
+    from mmalign.diffusion import dense as dense_mod
+    from mmalign.train.config import DenseConfig
+
+    prompts, clean, flawed = _flawed_scene(5)
+    spec = from_dict(DenseConfig, {"scorer": "toy:flaws", "batch_size": 2}, "diffusion.dense")
+    whole = DenseWeights.compute(get_scorer("toy:flaws"), flawed, clean, prompts, (4, 4))
+    pairs = _Pairs(flawed, clean, prompts)
+    first = dense_mod.pair_weights(spec, pairs, 4, cache_dir=tmp_path)
+    torch.testing.assert_close(first.weights, whole.weights, atol=1e-6, rtol=0)
+    assert pairs.reads == 5 and len(list(tmp_path.glob("dense-weights-*.safetensors"))) == 1
+
+    def no_scorer(*args, **kwargs):
+        raise AssertionError("the cached weights should have been read")
+
+    monkeypatch.setattr("mmalign.rewards.get_scorer", no_scorer)
+    again = dense_mod.pair_weights(spec, _Pairs(flawed, clean, prompts), 4, cache_dir=tmp_path)
+    assert torch.equal(again.weights, first.weights)
+    # another map is another cache entry: computed, so it needs the scorer
+    other = from_dict(DenseConfig, {"scorer": "toy:flaws", "sides": "paired"}, "diffusion.dense")
+    with pytest.raises(AssertionError, match="cached"):
+        dense_mod.pair_weights(other, pairs, 4, cache_dir=tmp_path)
+    # typos fail when the recipe loads, named with a did-you-mean
+    with pytest.raises(ConfigError, match="did you mean 'diffusion.dense.sides'"):
+        from_dict(DenseConfig, {"scorer": "toy:flaws", "side": "paired"}, "diffusion.dense")
+    with pytest.raises(ConfigError, match="did you mean 'paired'"):
+        from_dict(DenseConfig, {"scorer": "toy:flaws", "sides": "pared"}, "diffusion.dense")
+    with pytest.raises(ConfigError, match="gives no heatmaps"):
+        from_dict(DenseConfig, {"scorer": "pickscore"}, "diffusion.dense")
+    with pytest.raises(ConfigError, match="missing required key 'diffusion.dense.scorer'"):
+        from_dict(DenseConfig, {"map": "artifact"}, "diffusion.dense")

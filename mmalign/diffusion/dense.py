@@ -27,7 +27,9 @@ does not also shrink the chosen side of DPO's margin against the rejected side.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -104,12 +106,14 @@ class DenseWeights:
         sides: Sides = "chosen",
         batch_size: int = 64,
         normalize: bool = False,
+        progress: bool = True,
     ) -> DenseWeights:
         """`chosen`/`rejected`: images (tensors [3,H,W] or PIL) at the training resolution."""
         from tqdm.auto import tqdm
 
         out = []
-        for start in tqdm(range(0, len(prompts), batch_size), desc="dense weights", unit="batch"):
+        starts = range(0, len(prompts), batch_size)
+        for start in tqdm(starts, desc="dense weights", unit="batch", disable=not progress):
             stop = start + batch_size
             text = list(prompts[start:stop])
             sides_w = []
@@ -136,40 +140,64 @@ class DenseWeights:
         return self.weights[torch.as_tensor(list(indices), dtype=torch.long)]
 
 
-DENSE_KEYS = ("scorer", "map", "sides", "batch_size", "device", "normalize")
+def _scorer_key(name: str) -> str:
+    """What identifies a heatmap scorer's weights: the toy's name, or a dense head's
+    checkpoint bytes (a retrained head at the same path gives new weights)."""
+    if not name.startswith("dense:"):
+        return name
+    from ..rewards.dense.model import checkpoint_folder
+
+    digest = hashlib.sha256()
+    folder = checkpoint_folder(name.removeprefix("dense:"))
+    for file in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.json")):
+        digest.update(file.name.encode())
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return f"{name}@{digest.hexdigest()[:16]}"
 
 
-def pair_weights(spec: dict[str, Any], images: Any, latent_size: int) -> DenseWeights:
-    """`diffusion.dense` of a recipe -> the weights of every row of `images` (a `PairImages`:
-    pixels [2,3,R,R] in [-1, 1] at the training resolution and crop), computed once at start.
-    `spec`: `scorer` (`toy:flaws` or `dense:<path>`, required), `map` (artifact), `sides`
-    (chosen), `batch_size` (64), `device` (auto), `normalize` (false: ImageDoctor's 1 - H)."""
+def pair_weights(
+    spec: Any, images: Any, latent_size: int, cache_dir: Path | None = None
+) -> DenseWeights:
+    """`diffusion.dense` of a recipe (a `DenseConfig`) -> the weights of every row of `images`
+    (a `PairImages`: pixels [2,3,R,R] in [-1, 1] at the training resolution and crop),
+    computed once at start, one batch of images decoded at a time. With `cache_dir` (the
+    pre-encoding cache's folder, which already names the data, resolution and crop) the
+    weights are written there as safetensors and read back by later runs and resumes."""
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+
     from ..config import ConfigError
     from ..rewards import get_scorer
 
-    unknown = sorted(set(spec) - set(DENSE_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"diffusion.dense: unknown key {unknown[0]!r}; use {', '.join(DENSE_KEYS)}"
-        )
-    if "scorer" not in spec:
-        raise ConfigError("diffusion.dense.scorer is missing (toy:flaws or dense:<path>)")
-    name = str(spec["scorer"])
-    kwargs = {} if name.startswith("toy:") else {"device": spec.get("device", "auto")}
-    scorer = get_scorer(name, **kwargs)
+    name = spec.scorer
+    options = (name, spec.map, spec.sides, spec.normalize, latent_size, len(images))
+    path = None
+    if cache_dir is not None:
+        key = hashlib.sha256(repr((_scorer_key(name), *options[1:])).encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"dense-weights-{key}.safetensors"
+        if path.is_file():
+            weights = load_file(str(path))["weights"]
+            if weights.shape[0] == len(images):
+                return DenseWeights(weights.float())
+    scorer = get_scorer(name, **({} if name.startswith("toy:") else {"device": spec.device}))
     if not hasattr(scorer, "dense"):
         raise ConfigError(f"diffusion.dense.scorer: {name} gives no heatmaps (toy:flaws, dense:)")
-    if spec.get("map", "artifact") not in ("artifact", "misalignment", "both"):
-        raise ConfigError(f"diffusion.dense.map: {spec['map']!r}; use artifact, misalignment, both")
-    if spec.get("sides", "chosen") not in ("chosen", "both", "paired"):
-        raise ConfigError(f"diffusion.dense.sides: {spec['sides']!r}; use chosen, both or paired")
-    if not isinstance(spec.get("normalize", False), bool):
-        raise ConfigError(f"diffusion.dense.normalize: {spec['normalize']!r}; use true or false")
-    items = [images[i] for i in range(len(images))]
-    pixels = torch.stack([it["pixels"] for it in items]).add(1).div(2).clamp(0, 1)
-    return DenseWeights.compute(
-        scorer, pixels[:, 0], pixels[:, 1], [it["prompt"] for it in items],
-        (latent_size, latent_size), map_name=spec.get("map", "artifact"),
-        sides=spec.get("sides", "chosen"), batch_size=int(spec.get("batch_size", 64)),
-        normalize=bool(spec.get("normalize", False)),
-    )  # fmt: skip
+    size, out = (latent_size, latent_size), []
+    for start in tqdm(range(0, len(images), spec.batch_size), desc="dense weights", unit="batch"):
+        items = [images[i] for i in range(start, min(start + spec.batch_size, len(images)))]
+        pixels = torch.stack([it["pixels"] for it in items]).add(1).div(2).clamp(0, 1)
+        out.append(
+            DenseWeights.compute(
+                scorer, pixels[:, 0], pixels[:, 1], [it["prompt"] for it in items], size,
+                map_name=spec.map, sides=spec.sides, batch_size=spec.batch_size,
+                normalize=spec.normalize, progress=False,
+            ).weights
+        )  # fmt: skip
+    weights = torch.cat(out) if out else torch.ones(0, 2, 1, *size)
+    if path is not None:  # written whole, then renamed: a cache is complete or absent
+        tmp = path.with_suffix(".tmp")
+        save_file({"weights": weights.contiguous()}, str(tmp))
+        tmp.replace(path)
+    return DenseWeights(weights)

@@ -81,7 +81,12 @@ class DiffusionRecipe(PairRecipeBase):
         if d.dense is not None:
             from .dense import pair_weights
 
-            self.dense = pair_weights(d.dense, images, self.resolution // self.diffusion.vae_scale)
+            latent = self.resolution // self.diffusion.vae_scale
+            if self.cache is not None and not accelerator.is_main_process:
+                accelerator.wait_for_everyone()  # the main process writes the cached weights
+            self.dense = pair_weights(d.dense, images, latent, cache_dir=self.cache)
+            if self.cache is not None and accelerator.is_main_process:
+                accelerator.wait_for_everyone()
 
     def _make_trainable(self) -> str:
         """Add what trains (LoRA, or the whole UNet) and return the reference kind."""

@@ -106,6 +106,31 @@ class RenoiseConfig:
 
 
 @dataclass
+class DenseConfig:
+    """`diffusion.dense:` ImageDoctor's dense weights (Guo et al. 2025; mmalign/diffusion/dense.py):
+    each image's flaw heatmap, pooled to the latent grid, weights its per-pixel error by 1 - H.
+    Computed once at the start (and kept in the pre-encoding cache with `precompute`)."""
+
+    scorer: str  # toy:flaws (the toy's exact maps) or dense:<path> (a trained dense head)
+    map: Literal["artifact", "misalignment", "both"] = "artifact"  # both: their pixelwise max
+    # chosen: ImageDoctor's (the rejected image at 1); paired: the chosen image's weights on
+    # both errors (mmalign's); both: each image its own map
+    sides: Literal["chosen", "both", "paired"] = "chosen"
+    batch_size: int = 64  # images per heatmap call
+    device: str = "auto"  # where the dense head runs (dense:<path> only)
+    normalize: bool = False  # w / mean(w) per image (mmalign's option, not ImageDoctor's)
+
+    def __post_init__(self) -> None:
+        if not self.scorer.startswith(("toy:", "dense:")):
+            raise ValueError(
+                f"diffusion.dense.scorer: {self.scorer!r} gives no heatmaps; "
+                "use toy:flaws or dense:<path>"
+            )
+        if self.batch_size < 1:
+            raise ValueError(f"diffusion.dense.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
 class DiffusionConfig:
     """Diffusion-only settings (METHODS.md section 2)."""
 
@@ -122,9 +147,9 @@ class DiffusionConfig:
     # torch.compile the denoiser's training calls (policy and reference; sampling stays
     # eager). The first steps compile (one to two minutes on a CPU); diffusion/compiled.py
     compile: bool = False
-    # ImageDoctor dense weights (diffusion/dense.py): {scorer: toy:flaws | dense:<path>, map:
-    # artifact, sides: chosen}; the per-pixel error is weighted by 1 - heatmap
-    dense: dict[str, Any] | None = None
+    # ImageDoctor dense weights (diffusion/dense.py): the per-pixel error is weighted by
+    # 1 - heatmap; null: off
+    dense: DenseConfig | None = None
     # forward: x_t = add_noise(x0, eps, t) (Diffusion-DPO); renoise: SmPO's ReNoise-inverted
     # latent and its implied noise (mmalign/diffusion/trajectory.py)
     trajectory: Literal["forward", "renoise"] = "forward"

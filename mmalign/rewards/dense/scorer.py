@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ...config import InputError
 from ...data.dense import DENSE_SCORES
 from ...data.schema import HEATMAP_CHANNELS
 from ..base import ImageBatch, as_image_batch
@@ -29,6 +30,13 @@ def _resized(images: ImageBatch, size: int) -> torch.Tensor:
         F.interpolate(as_image_batch([im]), size=(size, size), mode="bilinear", antialias=True)
         for im in images
     ])  # fmt: skip
+
+
+def _sizes(images: ImageBatch) -> set[tuple[int, int]]:
+    """The distinct (width, height) of a batch of images (a tensor has one)."""
+    if isinstance(images, torch.Tensor):
+        return {(int(images.shape[-1]), int(images.shape[-2]))}
+    return {im.size for im in images}
 
 
 class DenseScorer:
@@ -69,6 +77,14 @@ class DenseScorer:
     def dense(self, images: ImageBatch, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Scores {alignment, aesthetics, plausibility, overall} [B] and heatmaps
         {misalignment, artifact} [B,1,H,W] in [0,1] (1 = flawed), on the CPU."""
+        sizes = _sizes(images)
+        if len(sizes) > 1:  # one [B,1,H,W] map per call: each image's own grid must be one
+            shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
+            raise InputError(
+                f"{self.name}: dense() maps heatmaps onto the images' own pixel grid, and these "
+                f"images have {len(sizes)} sizes ({shown}); "
+                "score them size by size or resize them first (score() takes mixed sizes)"
+            )
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in (*DENSE_SCORES, *HEATMAP_CHANNELS)}
         for pixels, ids, mask, size in self._batches(images, prompts):
             maps, scores = self.model(pixels, ids, mask)
