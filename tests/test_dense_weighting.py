@@ -164,11 +164,11 @@ def test_pair_weights_batched_and_cached(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="cached"):
         dense_mod.pair_weights(other, pairs, 4, cache_dir=tmp_path)
     # typos fail when the recipe loads, named with a did-you-mean
-    with pytest.raises(ConfigError, match="did you mean 'diffusion.dense.sides'"):
+    with pytest.raises(ConfigError, match=r"did you mean 'diffusion\.dense\.sides'"):
         from_dict(DenseConfig, {"scorer": "toy:flaws", "side": "paired"}, "diffusion.dense")
     with pytest.raises(ConfigError, match="did you mean 'paired'"):
         from_dict(DenseConfig, {"scorer": "toy:flaws", "sides": "pared"}, "diffusion.dense")
     with pytest.raises(ConfigError, match="gives no heatmaps"):
         from_dict(DenseConfig, {"scorer": "pickscore"}, "diffusion.dense")
-    with pytest.raises(ConfigError, match="missing required key 'diffusion.dense.scorer'"):
+    with pytest.raises(ConfigError, match=r"missing required key 'diffusion\.dense\.scorer'"):
         from_dict(DenseConfig, {"map": "artifact"}, "diffusion.dense")

@@ -49,6 +49,7 @@ def test_trained_lora_loads_with_the_stock_pipeline(tmp_path, family):
     model = save_tiny_flow(tmp_path, family)
     extra = {"guidance": 3.5} if family == "flux" else {"sigma_sampling": "logit_normal"}
     cfg = _config(model, tmp_path / "out", **extra)
+    cfg.lora.alpha = 8.0  # alpha != rank: the file must load at the trained scale alpha / rank
     result, recipe = _train(cfg)
     assert isinstance(recipe, FlowRecipe) and recipe.diffusion.family == family
     losses = [m["loss"] for m in read_metrics(result.output_dir)]

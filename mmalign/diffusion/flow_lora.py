@@ -16,7 +16,7 @@ import torch
 
 from ..train.config import LoraConfig
 from .flow_load import FlowFamily
-from .lora import LORA_FILE
+from .lora import LORA_FILE, folded_lora_state
 
 ATTENTION = [
     "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
@@ -70,10 +70,9 @@ def add_flow_lora(transformer: torch.nn.Module, family: FlowFamily, cfg: LoraCon
 def save_flow_lora(out_dir: str | Path, transformer: torch.nn.Module, family: FlowFamily) -> Path:
     """Write `out_dir/pytorch_lora_weights.safetensors` with the pipeline class's writer."""
     from diffusers import FluxPipeline, StableDiffusion3Pipeline
-    from peft.utils import get_peft_model_state_dict
 
     cls = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
-    state = get_peft_model_state_dict(transformer)
+    state = folded_lora_state(transformer)  # alpha / rank folded in: loads at the trained scale
     layers = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     cls.save_lora_weights(str(out_dir), transformer_lora_layers=layers, safe_serialization=True)
     return Path(out_dir) / LORA_FILE

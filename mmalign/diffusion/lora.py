@@ -48,11 +48,32 @@ def add_lora(unet: torch.nn.Module, cfg: LoraConfig) -> None:
     )
 
 
-def lora_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
-    from diffusers.utils import convert_state_dict_to_diffusers
+def folded_lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """peft's LoRA weights of `model` with each layer's scale `alpha / rank` folded into its
+    `lora_B`, so the file holds the trained update `B A alpha / rank` at scale 1.
+
+    diffusers' `load_lora_weights` reads a plain LoRA file at alpha = rank (scale 1); without
+    the fold a run trained with `lora.alpha` != `lora.rank` (the SD3 / FLUX recipes' 64 / 32)
+    would load at the wrong strength, in stock pipelines and in `mmalign sample` alike. Folding
+    needs no adapter metadata, so any loader of the format reads it the same way."""
     from peft.utils import get_peft_model_state_dict
 
-    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    state = get_peft_model_state_dict(model)
+    for name, module in model.named_modules():
+        scaling = getattr(module, "scaling", None)
+        if not isinstance(scaling, dict) or scaling.get("default", 1.0) == 1.0:
+            continue
+        key = f"{name}.lora_B.weight"
+        if key not in state:
+            raise RuntimeError(f"LoRA export: {key} is not in peft's state dict")
+        state[key] = state[key] * scaling["default"]
+    return state
+
+
+def lora_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    return convert_state_dict_to_diffusers(folded_lora_state(unet))
 
 
 def save_lora(out_dir: str | Path, unet: torch.nn.Module, family: Family) -> Path:
