@@ -76,7 +76,14 @@ def sample_embedding(args: argparse.Namespace, base: str | None = None) -> objec
         raise InputError("--ppd needs --user ID or --user-embedding FILE")
     if args.mix is not None:
         other, w = parse_mix(args.mix)
-        e = mix(e, user_embeddings(args.ppd, [other], base)[other], w)
+        e_other = user_embeddings(args.ppd, [other], base)[other]
+        if e.shape != e_other.shape:
+            source = args.user_embedding or f"--user {args.user}"
+            raise InputError(
+                f"--mix {args.mix}: {source} has an embedding of shape {tuple(e.shape)} and "
+                f"{other} one of shape {tuple(e_other.shape)}; mix two embeddings of one encoder"
+            )
+        e = mix(e, e_other, w)
     return e
 
 
@@ -137,20 +144,21 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
     from .eval.ppd_winrate import run_user_winrate
 
     scale = user_scale(args)
-    users = user_set(args.user)
+    users = user_set(args.user)  # the table, average and matrix are over these
+    embedded = list(users)
     pair = None
     if args.interpolate:
         a, sep, b = args.interpolate.partition(":")
         if not sep or not a or not b:
             raise InputError(f"--interpolate {args.interpolate!r}: expected A:B, e.g. h00:h03")
         pair = (a, b)
-        users += [u for u in pair if u not in users]
-    embeddings = user_embeddings(args.tuned, users, args.base)  # unknown ids fail here
+        embedded += [u for u in pair if u not in users]  # for the sweep only
+    embeddings = user_embeddings(args.tuned, embedded, args.base)  # unknown ids fail here
     model, _ = load_ppd(args.tuned, args.base, scale)
     base = load_pipeline(model.source)
     from .toy.rewards import tastes_place
 
-    keep = not any(tastes_place(u) for u in users)
+    keep = not any(tastes_place(u) for u in embedded)
     prompts = user_prompts(args.prompts, args.pickapic_root, keep_position=keep)
     if args.n is not None:
         prompts = prompts[: args.n]
@@ -159,7 +167,7 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
         base.pipe, model.pipe, prompts, embeddings, args.out, seed=args.seed, steps=steps,
         guidance=guidance, batch_size=args.batch_size, matrix=not args.no_matrix,
         interpolate=pair, meta={"base": base.source, "tuned": str(args.tuned),
-                                "prompt_source": args.prompts},
+                                "prompt_source": args.prompts}, users=users,
     )  # fmt: skip
     for u, r in results["users"].items():
         lo, hi = r["ci95"]

@@ -65,6 +65,15 @@ def test_bad_input_is_clear(run, tmp_path) -> None:
         UserPipeline(model.pipe, embedding_file(tmp_path / "user_embeddings.safetensors"))
     with pytest.raises(InputError, match="no user 'y'"):
         embedding_file(tmp_path, "y")
+    # --mix with a file of another width: named, before any tensor arithmetic fails
+    import argparse
+
+    from mmalign.ppd_cli import sample_embedding
+
+    args = argparse.Namespace(user_embedding=str(tmp_path / "user_embeddings.safetensors"),
+                              user=None, ppd=str(run), mix="h01:0.5")  # fmt: skip
+    with pytest.raises(InputError, match=r"--mix h01:0.5: .* shape \(7,\) and h01 one of"):
+        sample_embedding(args)
 
 
 def test_spearman() -> None:
@@ -127,6 +136,16 @@ def test_per_user_winrate_matrix_and_sweep(run, tmp_path) -> None:
     assert json.loads((tmp_path / "images" / "settings.json").read_text())["user_scale"] == 4.0
     assert strong["user_scale"] == 4.0 and "user scale 4" in (tmp_path / "report.html").read_text()
     assert strong["matrix"]["h00"] != res["matrix"]["h00"]
+    ppd.set_user_scale(model.pipe.unet, 1.0)
+    # an interpolation end outside the evaluated users is swept, not averaged
+    two = run_user_winrate(base.pipe, model.pipe, prompts, embs, tmp_path,
+                           interpolate=("h00", "t02"), users=["h00", "h01"], **kw)  # fmt: skip
+    assert set(two["users"]) == set(two["matrix"]) == {"h00", "h01"}
+    assert two["average_win_rate"] == pytest.approx(
+        (res["users"]["h00"]["win_rate"] + res["users"]["h01"]["win_rate"]) / 2
+    )
+    assert two["specificity"]["pairs"] == 2 and len(two["interpolation"]["mean_b"]) == 5
+    assert two["interpolation"]["mean_b"][-1] == pytest.approx(res["matrix"]["t02"]["t02"])
 
 
 def test_size_ceiling_probe(tmp_path, capsys) -> None:

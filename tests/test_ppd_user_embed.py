@@ -96,6 +96,18 @@ def test_too_few_examples_is_a_clear_error(world) -> None:
         embed_users(vlm, many, shots=2)
     with pytest.raises(InputError, match="pooling"):
         embed_users(vlm, examples, pooling="max")
+    # a user whose pairs are all ties keeps its name, with no examples: the same clear error
+    from datasets import Dataset
+
+    image = examples["t00"][0][1]
+    rows = Dataset.from_list([
+        {"user_id": "a", "prompt": "p", "chosen": image, "rejected": image, "label": 1.0},
+        {"user_id": "b", "prompt": "p", "chosen": image, "rejected": image, "label": 0.5},
+    ])  # fmt: skip
+    found, ties = examples_from_pairs(rows)
+    assert ties == 1 and found["b"] == [] and len(found["a"]) == 1
+    with pytest.raises(InputError, match=r"fewer than --shots 1 examples: b \(0\)"):
+        embed_users(vlm, found, shots=1)
 
 
 def test_cli_writes_embeddings_beside_the_data(world, monkeypatch, capsys) -> None:

@@ -73,7 +73,7 @@ def _toy_embeddings(
         examples, _ = examples_from_pairs(rows)
         vlm = vlm or load_vlm(str(meta.get("encoder", "toy:vlm")))
         embs, _ = cached_user_embeddings(
-            vlm, {u: examples[u] for u in wanted}, shots=shots,
+            vlm, {u: examples.get(u, []) for u in wanted}, shots=shots,  # none: a clear error
             layer=int(meta.get("layer", -2)), pooling=str(meta.get("pooling", "mean")),
         )  # fmt: skip
         out.update(embs)

@@ -141,15 +141,22 @@ def run_user_winrate(
     matrix: bool = True,
     interpolate: tuple[str, str] | None = None,
     meta: dict[str, Any] | None = None,
+    users: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Per-user win rates of the PPD model over its base; the user x conditioning matrix and
     specificity (`matrix`); the interpolation sweep (`interpolate`). Writes results.json and
-    report.html under out_dir; generated images are saved and reused."""
+    report.html under out_dir; generated images are saved and reused. `users`: the users the
+    table, average and matrix are over (default: every one in `embeddings`); an
+    interpolation end outside them is embedded for the sweep only, so naming one does not
+    change the average."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    users = list(embeddings)
-    scorers = {u: get_scorer(f"toy:user:{u}") for u in users}  # an unknown user fails here
+    users = list(embeddings) if users is None else list(users)
+    missing = [u for u in users if u not in embeddings]
+    if missing:
+        raise ValueError(f"users {missing} have no embedding")
+    scorers = {u: get_scorer(f"toy:user:{u}") for u in embeddings}  # an unknown user fails here
     tuned = (meta or {}).get("tuned")
     fixed = {u: float(e.double().sum()) for u, e in embeddings.items()}  # embeddings' checksums
     settings = {"base": (meta or {}).get("base"), "tuned": tuned,

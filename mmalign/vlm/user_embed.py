@@ -261,9 +261,12 @@ def examples_from_pairs(ds: Any) -> tuple[dict[str, list[Example]], int]:
     ties = 0
     for row in ds:
         label = float(row["label"])
+        # every user in the data is listed, one whose pairs are all ties with no examples, so
+        # the shots check names it instead of the user vanishing from the output
+        user_examples = out.setdefault(str(row["user_id"]), [])
         if label == 0.5:
             ties += 1
             continue
         a, b = (row["chosen"], row["rejected"]) if label > 0.5 else (row["rejected"], row["chosen"])
-        out.setdefault(str(row["user_id"]), []).append((str(row["prompt"]), a, b))
+        user_examples.append((str(row["prompt"]), a, b))
     return out, ties
