@@ -119,6 +119,10 @@ def test_lora_targets_are_checked_before_the_data_is_built(files, capsys):
     err = capsys.readouterr().err
     assert "lora.target_modules: 'to_x' names no layer of the UNet" in err
     assert "building toy dataset" not in err and "pre-encoding" not in err
+    argv[2] = "lora.target_modules=[attn1]"  # an Attention block, not a layer LoRA wraps
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'attn1' names Attention layers of the UNet, which LoRA cannot wrap" in err
 
 
 def test_debug_shows_the_traceback(files, monkeypatch):

@@ -136,6 +136,10 @@ def test_missing_lora_target_names_what_the_transformer_has(tmp_path):
     cfg.lora.target_modules = ["attn.to_qq"]
     with pytest.raises(ConfigError, match=r"'attn.to_qq'.*SD3Transformer2DModel.*attn.to_q"):
         diffusion_recipe(cfg, Accelerator(cpu=True))
+    # a layer that exists but is not one LoRA wraps: named here, not a traceback from peft
+    cfg.lora.target_modules = ["norm1"]
+    with pytest.raises(ConfigError, match=r"'norm1' names AdaLayerNormZero layers .* cannot wrap"):
+        diffusion_recipe(cfg, Accelerator(cpu=True))
 
 
 def test_reloaded_run_reproduces_samples_and_mmalign_sample_runs(tmp_path):

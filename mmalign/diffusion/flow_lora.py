@@ -16,7 +16,7 @@ import torch
 
 from ..train.config import LoraConfig
 from .flow_load import FlowFamily
-from .lora import LORA_FILE, folded_lora_state
+from .lora import LORA_FILE, check_lora_targets, folded_lora_state
 
 ATTENTION = [
     "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
@@ -27,23 +27,9 @@ FLOW_TARGETS: dict[str, list[str]] = {"sd3": ATTENTION, "flux": ATTENTION}
 
 def check_flow_targets(transformer: torch.nn.Module, family: FlowFamily,
                        targets: list[str] | None) -> None:  # fmt: skip
-    """Every `lora.target_modules` entry names some layer of the transformer (peft's rule:
-    the full name or its last dotted parts); else a ConfigError naming what it has."""
-    from ..config import ConfigError
-    from ..suggest import did_you_mean
-
-    names = [name for name, _ in transformer.named_modules() if name]
-    for target in targets or FLOW_TARGETS[family]:
-        if any(n == target or n.endswith("." + target) for n in names):
-            continue
-        linear = [n for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)]
-        # the leaf and its parent (`attn.to_q`, `to_out.0`): how targets are usually written
-        leaves = sorted({".".join(n.split(".")[-3 if n[-1].isdigit() else -2 :]) for n in linear})
-        raise ConfigError(
-            f"lora.target_modules: '{target}' names no layer of the {type(transformer).__name__}; "
-            f"{did_you_mean(target, leaves)} (its linear layers: {', '.join(leaves[:24])}"
-            f"{', ...' if len(leaves) > 24 else ''})"
-        )
+    """`check_lora_targets` for a flow transformer (default: its attention projections);
+    layers are listed with their parent (`attn.to_q`), as the flow recipes write them."""
+    check_lora_targets(transformer, list(targets or FLOW_TARGETS[family]), parent_parts=1)
 
 
 def add_flow_lora(transformer: torch.nn.Module, family: FlowFamily, cfg: LoraConfig) -> None:

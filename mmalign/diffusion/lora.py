@@ -14,22 +14,47 @@ DEFAULT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
-def check_targets(unet: torch.nn.Module, targets: list[str] | None) -> None:
-    """Every `lora.target_modules` entry names some UNet layer (peft's rule: the full name or
-    its last dotted parts); checked once the model is loaded, before the data is built."""
-    names = [name for name, _ in unet.named_modules() if name]
-    for target in targets or DEFAULT_TARGETS:
-        if not any(n == target or n.endswith("." + target) for n in names):
-            from ..config import ConfigError
-            from ..suggest import did_you_mean
+# the layer types peft's LoRA wraps (a target naming only other modules fails inside peft)
+LORA_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Embedding)
 
-            linear = [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear)]
-            # `to_out.0`: a numbered child is named with its parent
-            leaves = {".".join(n.split(".")[-2 if n[-1].isdigit() else -1 :]) for n in linear}
-            raise ConfigError(
-                f"lora.target_modules: '{target}' names no layer of the UNet; "
-                f"{did_you_mean(target, leaves)}"
-            )
+
+def check_lora_targets(
+    model: torch.nn.Module, targets: list[str], parent_parts: int = 0, what: str | None = None
+) -> None:
+    """Every `lora.target_modules` entry names some layer of `model` (peft's rule: the full
+    name or its last dotted parts) that LoRA can wrap; else a ConfigError naming the model's
+    linear layers (each as its leaf plus `parent_parts` parents, as targets are written).
+    Checked once the model is loaded, before the data is built."""
+    from ..config import ConfigError
+    from ..suggest import did_you_mean
+
+    modules = [(n, m) for n, m in model.named_modules() if n]
+    for target in targets:
+        hits = [m for n, m in modules if n == target or n.endswith("." + target)]
+        if hits and any(isinstance(m, LORA_LAYERS) for m in hits):
+            continue
+        linear = [n for n, m in modules if isinstance(m, torch.nn.Linear)]
+        # `to_out.0`: a numbered child is named with its parent
+        leaves = sorted(
+            {".".join(n.split(".")[-(parent_parts + (2 if n[-1].isdigit() else 1)) :])
+             for n in linear}
+        )  # fmt: skip
+        what = what or type(model).__name__
+        found = (
+            f"names {type(hits[0]).__name__} layers of the {what}, which LoRA cannot wrap "
+            "(it wraps linear, convolution and embedding layers)"
+            if hits
+            else f"names no layer of the {what}"
+        )
+        raise ConfigError(
+            f"lora.target_modules: '{target}' {found}; {did_you_mean(target, leaves)} "
+            f"(its linear layers: {', '.join(leaves[:24])}{', ...' if len(leaves) > 24 else ''})"
+        )
+
+
+def check_targets(unet: torch.nn.Module, targets: list[str] | None) -> None:
+    """`check_lora_targets` for a UNet (default: the attention projections)."""
+    check_lora_targets(unet, list(targets or DEFAULT_TARGETS), what="UNet")
 
 
 def add_lora(unet: torch.nn.Module, cfg: LoraConfig) -> None:
