@@ -85,9 +85,21 @@ def test_cache_matches_encoding_every_step_and_reports_its_size(tmp_path, capsys
 
 
 def test_sd3_without_t5_trains(tmp_path):
+    from mmalign.diffusion import load_tuned
+    from mmalign.diffusion.sample import generate
+
     model = save_tiny_flow(tmp_path, "sd3")
     result, recipe = _train(_config(model, tmp_path / "out", drop_t5=True))
     assert not recipe.diffusion.has_t5 and result.saved
+    # reloaded, the run samples as it trained: without T5, at its own T5 length
+    tuned = load_tuned(result.output_dir)
+    assert tuned.pipe.text_encoder_3 is None
+    assert tuned.pipe.mmalign_max_sequence_length == MAX_SEQUENCE
+    recipe.diffusion.pipe.to("cpu")
+    kw = {"seed": 0, "steps": 3, "guidance": 2.0, "batch_size": 2}
+    ours = generate(recipe.diffusion.pipe, ["a red circle", "a blue square"], **kw)
+    torch.testing.assert_close(generate(tuned.pipe, ["a red circle", "a blue square"], **kw), ours,
+                               atol=1e-5, rtol=0)  # fmt: skip
 
 
 def test_full_transformer_fine_tune(tmp_path):

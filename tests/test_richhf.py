@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from mmalign.config import InputError
-from mmalign.data.dense import DENSE_SCORES
-from mmalign.data.richhf import RichHFRows, read_records_richhf
+from mmalign.data.dense import DENSE_SCORES, DenseRow
+from mmalign.data.richhf import RichHFRows, prompt_words, read_records_richhf
 from mmalign.data.tfrecord import (
     TFRecordError,
     crc32c,
@@ -101,7 +101,7 @@ def richhf(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     Image.new("RGB", (16, 16), (200, 10, 10)).save(images / "aaa.png")
-    (images / "aaa.txt").write_text("a red square\n")
+    (images / "aaa.txt").write_text("a red, square box.\n")  # 4 words for the 4 labels
     Image.new("RGB", (16, 12)).save(images / "ddd.png")
     (images / "ddd.txt").write_text("x")
     return tmp_path, images
@@ -159,7 +159,9 @@ def test_richhf_reader_on_tiny_file(richhf):
     assert rows.report.skipped == {"score_out_of_range": 1, "missing_artifact_map": 1,
                                    "heatmap_size_mismatch": 1, "image_not_found": 1}  # fmt: skip
     row = rows[0]
-    assert row.prompt == "a red square" and row.name == "aaa.png"
+    assert row.prompt == "a red, square box." and row.name == "aaa.png"
+    assert row.token_labels == [1, 1, 0, 1]
+    assert "token_labels" in rows.column_names
     assert row.image.size == (8, 8)  # resized to the heatmaps' grid
     assert row.heatmaps.shape == (2, 8, 8) and row.heatmaps.dtype == np.float32
     assert row.heatmaps[1].sum() == 8.0  # artifact: the 2 x 4 block of 255
@@ -186,3 +188,93 @@ def test_data_show_reads_the_richhf_card(richhf, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "reader: richhf" in out and "sample: 1 rows" in out
     assert "image_not_found: 1" in out and "score_out_of_range: 1" in out
+
+
+def _truncated_png(data: bytes) -> bytes:
+    """`data` cut in the middle of its IDAT chunk: the header still opens, decoding fails."""
+    at = data.index(b"IDAT")
+    size = int.from_bytes(data[at - 4 : at], "big")
+    return data[: at + 4 + size // 2]
+
+
+@pytest.fixture
+def richhf_bad(tmp_path):
+    """A tiny file with one good record and one of each kind of bad record, by index:
+    1 truncated heatmap PNG, 2 valid framing but not a tf.train.Example, 3 an image that is not
+    an image, 4 a caption that is not UTF-8, 5 a caption with 2 words for 4 labels, 6 an image
+    whose header opens but whose pixels are truncated (kept when opened, fails on access)."""
+    Example = _example_class()
+    cut = Example.FromString(_record(Example, "hhh.png", GOOD))
+    maps = cut.features.feature["artifact_map"].bytes_list.value
+    maps[0] = _truncated_png(maps[0])
+    records = [
+        _record(Example, "aaa.png", GOOD),
+        cut.SerializeToString(),
+        b"\x09abc",  # field 1, wire type 1 (fixed64) with 3 of its 8 bytes
+        _record(Example, "bbb.png", GOOD),
+        _record(Example, "ccc.png", GOOD),
+        _record(Example, "ddd.png", GOOD),
+        _record(Example, "eee.png", GOOD),
+    ]
+    write_records(tmp_path / "dev.tfrecord", records)
+    images = tmp_path / "images"
+    images.mkdir()
+    for stem in ("aaa", "ccc", "ddd"):
+        Image.new("RGB", (16, 16), (200, 10, 10)).save(images / f"{stem}.png")
+    (images / "aaa.txt").write_text("a red square box")
+    (images / "bbb.png").write_bytes(b"this is not an image")
+    (images / "bbb.txt").write_text("a red square box")
+    (images / "ccc.txt").write_bytes(b"a r\xe9d square box")  # Latin-1, not UTF-8
+    (images / "ddd.txt").write_text("red square")
+    noise = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    (images / "eee.png").write_bytes(_truncated_png(buf.getvalue()))
+    (images / "eee.txt").write_text("a red square box")
+    return tmp_path, images
+
+
+def test_richhf_bad_records_are_counted_not_fatal(richhf_bad):
+    root, images = richhf_bad
+    records, report = read_records_richhf(root, "dev")
+    assert [r.index for r in records] == [0, 3, 4, 5, 6]
+    assert report.skipped == {"bad_heatmap": 1, "bad_example": 1}
+    assert report.examples == {"bad_heatmap": [1], "bad_example": [2]}
+    assert report.total == 7 and report.kept == 5
+
+    rows = RichHFRows(root, "dev", images=images)
+    assert rows.report.total == 7 and rows.report.kept == 2 and len(rows) == 2
+    assert rows.report.skipped == {"bad_heatmap": 1, "bad_example": 1, "bad_image": 1,
+                                   "bad_prompt": 1, "token_label_mismatch": 1}  # fmt: skip
+    assert rows.report.examples["bad_image"] == [3]
+    assert rows.report.examples["bad_prompt"] == [4]
+    assert rows.report.examples["token_label_mismatch"] == [5]
+    assert "bad_example: 1 (rows 2)" in str(rows.report)
+    assert rows[0].name == "aaa.png" and rows[0].token_labels == [1, 1, 0, 1]
+    # the truncated image's header opened; its pixels fail on access, naming the record
+    with pytest.raises(InputError, match=r"record 6 \(eee.png\): image .*eee.png does not decode"):
+        rows[1]
+
+
+def test_richhf_bad_records_strict_name_file_record_and_reason(richhf_bad):
+    root, images = richhf_bad
+    with pytest.raises(InputError, match=r"dev.tfrecord: row 1: bad_heatmap"):
+        read_records_richhf(root, "dev", strict=True)
+    # records 0, 2, 3 alone: a good one, the one that is not an Example, the bad image's
+    kept = [r for i, r in enumerate(read_records(root / "dev.tfrecord")) if i in (0, 2, 3)]
+    write_records(root / "two.tfrecord", kept)
+    with pytest.raises(InputError, match=r"two.tfrecord: row 1: bad_example \(truncated fixed"):
+        read_records_richhf(root / "two.tfrecord", strict=True)
+    write_records(root / "img.tfrecord", [kept[0], kept[2]])
+    with pytest.raises(InputError, match=r"record 1 \(bbb.png\): bad_image"):
+        RichHFRows(root / "img.tfrecord", images=images, strict=True)
+
+
+def test_prompt_words_follow_the_release_and_toy_rows_have_no_labels():
+    # the release's own example: 10 labels for these 10 words
+    words = prompt_words("RichHF-18K: a dataset for rich human feedback on generative images.")
+    assert words[:2] == ["RichHF-18K", "a"] and len(words) == 10
+    assert prompt_words('a "red",square;  cat?!') == ["a", "red", "square", "cat"]
+    row = DenseRow(prompt="p", image=Image.new("RGB", (2, 2)), heatmaps=np.zeros((2, 2, 2)),
+                   scores=dict.fromkeys(DENSE_SCORES, 0.5))  # fmt: skip
+    assert row.token_labels is None

@@ -8,6 +8,8 @@ toy `flaws` set's `dense/` folder alike.
   higher is better;
 - `heatmaps`: float32 [2, H, W] in [0, 1], channels `HEATMAP_CHANNELS` (misalignment,
   artifact), 1 = flawed, on the image's own pixel grid (H, W = the image's height and width).
+- `token_labels`: one int per prompt word where the source labels words (RichHF-18K), else
+  None.
 
 Rows decode lazily (`DenseRows.__getitem__`): RichHF's 512 x 512 heatmaps as float lists would
 take about 2 MB per row.
@@ -37,6 +39,9 @@ class DenseRow:
     heatmaps: np.ndarray  # float32 [2, H, W]
     scores: dict[str, float]
     name: str = ""
+    # RichHF's per-word prompt labels (`richhf.prompt_words` splits the prompt into the words
+    # they label, one each); None where the source has none (the toy sets)
+    token_labels: list[int] | None = None
 
 
 class DenseRows(Protocol):

@@ -8,7 +8,7 @@ The release (huggingface.co/datasets/andyc03/PRISM-CoT and .../PRISM-DPO, read b
   `images/`. These are single-answer rows for `loss: sft`; PreferencePair needs a rejected
   answer, so `rejected` holds `SFT_ONLY` (a marker, never a real answer) and `source` is
   `prism-cot`: train them only with an objective whose every term is `sft`, which never reads
-  `rejected`.
+  `rejected` (the VLM recipe refuses any other loss on rows holding the marker).
 - PRISM-DPO: records `{"prompt" (or "question"), "image", "chosen", "rejected", "chosen_score",
   "rejected_score", ...}` (the authors' MCTS pair writer; a JSON list or JSON Lines); the
   scores and terminal flags are kept as string columns, `source` is `prism-dpo`.

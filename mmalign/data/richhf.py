@@ -15,20 +15,33 @@ The release (github.com/google-research-datasets/richhf-18k) is `train.tfrecord`
 | `misalignment_map` | bytes: PNG, same | heatmap channel `misalignment` / 255 |
 | `prompt_misalignment_label` | bytes: "1 0 1 ..." | `token_labels` (0 = misaligned token) |
 
+The token labels are per word of the prompt, the words as the release's own matcher splits them
+(`match_misalignment_label_to_token` in google-research/richhf_18k): the caption split on space
+and `,.?!":;`, empty pieces dropped (`prompt_words`). A record whose label count differs from its
+caption's word count is skipped as `token_label_mismatch`: in the release the two always agree
+(the matcher asserts it), so a mismatch means the joined caption is not the prompt that was
+annotated, and its alignment score and misalignment map would be labels for another prompt.
+
 All scores are "the higher the better" (the release's README). The prompt and the image come
 from Pick-a-Pic v1: `images=` is a folder holding `<stem>.png` (or .jpg/.jpeg/.webp) and the
 caption as `<stem>.txt` for each record's file name stem. The image is resized (bilinear) to
 the heatmaps' 512 x 512 grid when its aspect ratio matches, as RAHF trains at 512 x 512; any
 other size is skipped as `heatmap_size_mismatch`.
 
-Every record either becomes a row or is counted in the `ValidationReport` by reason (a missing
-feature, a score outside [0, 1], heatmaps of two sizes, an image or caption not found); with
-`strict=True` the first bad record raises naming its index, file name and key.
+Every record either becomes a row or is counted in the `ValidationReport` by reason (a record
+that is not a tf.train.Example `bad_example`, a missing feature, a score outside [0, 1], a heatmap
+that does not fully decode `bad_heatmap`, heatmaps of two sizes, an image or caption not found,
+an image that does not open `bad_image`, a caption that is not UTF-8 `bad_prompt`, labels that do
+not fit the caption `token_label_mismatch`); with `strict=True` the first bad record raises an
+`InputError` naming the file, the record's index and the reason (which names the key). A corrupt
+TFRecord *frame* (bad checksum, truncated file) still raises: the records after it cannot be
+found.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +53,7 @@ from tqdm.auto import tqdm
 from ..config import InputError
 from .dense import DENSE_SCORES, DenseRow, score_problem
 from .schema import HEATMAP_CHANNELS, ValidationReport
-from .tfrecord import Value, parse_example, read_records
+from .tfrecord import TFRecordError, Value, parse_example, read_records
 
 SPLITS = {"train": 15810, "dev": 995, "test": 955}
 SCORE_FEATURES = {  # RichHF feature -> mmalign score
@@ -52,6 +65,7 @@ SCORE_FEATURES = {  # RichHF feature -> mmalign score
 MAP_FEATURES = {"misalignment": "misalignment_map", "artifact": "artifact_map"}
 FEATURES = ("filename", *SCORE_FEATURES, *MAP_FEATURES.values(), "prompt_misalignment_label")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+WORD_DELIMITERS = re.compile(r'[,.?!":; ]')  # the release's matcher's delimiters, exactly
 
 
 @dataclass
@@ -64,6 +78,13 @@ class RichHFRecord:
     maps: dict[str, bytes]  # PNG bytes by heatmap channel
     map_size: tuple[int, int]  # (width, height), both maps
     token_labels: list[int]
+
+
+def prompt_words(prompt: str) -> list[str]:
+    """The words RichHF's `prompt_misalignment_label` labels one by one: split on space and
+    `,.?!":;` with empty pieces dropped, as the release's own matcher does (so "RichHF-18K: a
+    dataset." is 3 words). Tabs and newlines are not delimiters there, so not here either."""
+    return [w for w in WORD_DELIMITERS.split(prompt) if w]
 
 
 def _one(features: dict[str, Value], key: str, kind: type) -> Any:
@@ -95,6 +116,9 @@ def parse_record(features: dict[str, Value], index: int) -> RichHFRecord | str:
     for data in maps.values():
         try:
             with PILImage.open(io.BytesIO(data)) as im:
+                # decode it all: a truncated PNG is skipped here, not left to fail in training
+                # with an `OSError` naming no record (the decoded pixels are not kept: memory)
+                im.load()
                 sizes.add(im.size)
         except Exception:  # PIL raises many types for bytes that are not an image
             return "bad_heatmap"
@@ -143,9 +167,20 @@ def read_records_richhf(
     for index, data in enumerate(tqdm(records, desc=file.name, unit="rec", leave=False)):
         if max_rows is not None and index >= max_rows:
             break
-        parsed = parse_record(parse_example(data), index)
+        try:
+            parsed: RichHFRecord | str = parse_record(parse_example(data), index)
+        except TFRecordError as err:
+            # the framing (and its checksum) is sound but the bytes are not a tf.train.Example
+            if strict:
+                raise InputError(f"RichHF-18K {file}: row {index}: bad_example ({err})") from err
+            parsed = "bad_example"
         if isinstance(parsed, str):
-            report.skip(index, parsed, strict=strict)
+            if strict:
+                raise InputError(
+                    f"RichHF-18K {file}: row {index}: {parsed} (rerun without strict to skip "
+                    "and count such records)"
+                )
+            report.skip(index, parsed)
             continue
         report.keep()
         out.append(parsed)
@@ -159,10 +194,39 @@ def _find_image(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _join_problem(
+    record: RichHFRecord, image: Path | None, caption: Path
+) -> tuple[str | None, str]:
+    """(why `record` cannot join this image and caption, or None; the caption). Checks the
+    image header only (its size against the maps'), the caption's encoding, and that the
+    caption has one word per token label."""
+    if image is None:
+        return "image_not_found", ""
+    if not caption.is_file():
+        return "prompt_not_found", ""
+    try:
+        with PILImage.open(image) as im:
+            w, h = im.size
+    except Exception:  # PIL raises many types for a file that is not an image
+        return "bad_image", ""
+    mw, mh = record.map_size
+    if w * mh != h * mw:  # another aspect ratio: the maps cannot be its pixels
+        return "heatmap_size_mismatch", ""
+    try:
+        prompt = caption.read_bytes().decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return "bad_prompt", ""
+    if len(prompt_words(prompt)) != len(record.token_labels):
+        return "token_label_mismatch", ""
+    return None, prompt
+
+
 class RichHFRows:
     """RichHF-18K as dense rows: each label record joined with its Pick-a-Pic image and
     caption from `images` (`<stem>.png` + `<stem>.txt`). Joining is checked when opened
-    (image header and caption, not pixels); pixels decode on access."""
+    (image header, caption and its word count against the token labels, not pixels: decoding
+    15,810 images would slow every open); pixels decode on access, and an image that fails
+    then raises an `InputError` naming the record and the file."""
 
     def __init__(
         self,
@@ -192,17 +256,7 @@ class RichHFRows:
         for record in records:
             stem = Path(record.filename).stem
             image, caption = _find_image(folder, stem), folder / f"{stem}.txt"
-            reason = None
-            if image is None:
-                reason = "image_not_found"
-            elif not caption.is_file():
-                reason = "prompt_not_found"
-            else:
-                with PILImage.open(image) as im:
-                    w, h = im.size
-                mw, mh = record.map_size
-                if w * mh != h * mw:  # another aspect ratio: the maps cannot be its pixels
-                    reason = "heatmap_size_mismatch"
+            reason, prompt = _join_problem(record, image, caption)
             if reason is not None:
                 if strict:
                     raise InputError(
@@ -211,7 +265,7 @@ class RichHFRows:
                 kept.skip(record.index, reason)
                 continue
             kept.keep()
-            self.items.append((record, image, caption.read_text().strip()))  # type: ignore[arg-type]
+            self.items.append((record, image, prompt))  # type: ignore[arg-type]
         self.report = kept
 
     def __len__(self) -> int:
@@ -219,11 +273,18 @@ class RichHFRows:
 
     @property
     def column_names(self) -> list[str]:
-        return ["prompt", "image", "heatmaps", *DENSE_SCORES, "filename"]
+        return ["prompt", "image", "heatmaps", *DENSE_SCORES, "token_labels", "filename"]
 
     def __getitem__(self, index: int) -> DenseRow:
         record, path, prompt = self.items[index]
-        image = PILImage.open(path).convert("RGB")
+        try:
+            with PILImage.open(path) as im:
+                image = im.convert("RGB")  # decodes all pixels: a truncated file fails here
+        except Exception as err:  # PIL raises many types for a damaged file
+            raise InputError(
+                f"RichHF-18K: record {record.index} ({record.filename}): image {path} does "
+                f"not decode ({type(err).__name__}: {err}); remove or replace it"
+            ) from err
         if image.size != record.map_size:
             image = image.resize(record.map_size, PILImage.Resampling.BILINEAR)
         heatmaps = np.stack([_decode_map(record.maps[c]) for c in HEATMAP_CHANNELS])
@@ -233,4 +294,5 @@ class RichHFRows:
             heatmaps=heatmaps,
             scores={k: record.scores[k] for k in DENSE_SCORES},
             name=record.filename,
+            token_labels=list(record.token_labels),
         )

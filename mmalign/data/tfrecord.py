@@ -24,6 +24,8 @@ import struct
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from ..config import InputError
+
 Value = list[bytes] | list[float] | list[int]
 
 _POLY = 0x82F63B78  # CRC-32C, reflected
@@ -35,8 +37,10 @@ for _n in range(256):
     _TABLE.append(_c)
 
 
-class TFRecordError(ValueError):
-    """A corrupt or truncated TFRecord file, or a record that is not a tf.train.Example."""
+class TFRecordError(InputError):
+    """A corrupt or truncated TFRecord file, or a record that is not a tf.train.Example. An
+    `InputError` (a `ValueError`): the file is the user's to fix or replace, so the CLI prints
+    the message (which names the file, record and byte offset) rather than a traceback."""
 
 
 def crc32c(data: bytes) -> int:
@@ -174,7 +178,9 @@ def _feature(buf: bytes) -> Value:
 
 
 def parse_example(data: bytes) -> dict[str, Value]:
-    """A serialized `tf.train.Example` as `{feature name: list of bytes | floats | ints}`."""
+    """A serialized `tf.train.Example` as `{feature name: list of bytes | floats | ints}`.
+    Bytes that are not one raise `TFRecordError` (the caller names the record: only it knows
+    the file and index)."""
     out: dict[str, Value] = {}
     for number, _, features in _fields(data):
         if number != 1 or not isinstance(features, bytes):
@@ -185,7 +191,10 @@ def parse_example(data: bytes) -> dict[str, Value]:
             key, value = None, b""
             for m, _, p in _fields(entry):
                 if m == 1 and isinstance(p, bytes):
-                    key = p.decode("utf-8")
+                    try:
+                        key = p.decode("utf-8")
+                    except UnicodeDecodeError as err:
+                        raise TFRecordError(f"feature name is not UTF-8 ({err})") from err
                 elif m == 2 and isinstance(p, bytes):
                     value = p
             if key is None:

@@ -46,8 +46,12 @@ def default_max_sequence(pipe: Any, family: FlowFamily) -> int:
 
 
 def sampling_kwargs(pipe: Any) -> dict[str, int]:
-    """Extra arguments a pipeline call needs to sample as `default_max_sequence` encodes:
-    `max_sequence_length` for SD3 without T5, nothing otherwise."""
+    """Extra arguments a pipeline call needs to sample as its training encoded the prompts:
+    a tuned run's own `max_sequence_length` (set by `load_tuned`), else SD3 without T5's
+    `default_max_sequence`, else nothing."""
+    trained = getattr(pipe, "mmalign_max_sequence_length", None)
+    if trained:
+        return {"max_sequence_length": int(trained)}
     if type(pipe).__name__ == "StableDiffusion3Pipeline" and pipe.text_encoder_3 is None:
         return {"max_sequence_length": default_max_sequence(pipe, "sd3")}
     return {}

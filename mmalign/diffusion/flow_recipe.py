@@ -144,6 +144,8 @@ class FlowRecipe(PairRecipeBase):
             else None
         )  # fmt: skip
         self.max_sequence = d.max_sequence_length or default_max_sequence(model.pipe, model.family)
+        # samples from this pipeline (validation, or a caller's) encode prompts as training does
+        model.pipe.mmalign_max_sequence_length = self.max_sequence
         self.encoder = FlowEncoder(
             model, vae_batch_size=d.vae_batch_size, max_sequence_length=self.max_sequence
         )

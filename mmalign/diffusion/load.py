@@ -65,11 +65,14 @@ def load_pipeline(
     revision: str | None = None,
     vae: str | None = None,
     device: str | torch.device | None = None,
+    drop_t5: bool = False,
 ) -> DiffusionModel:
-    """Load an SD1.5 or SDXL pipeline (any folder `save_pretrained` wrote, or a hub id).
+    """Load an SD1.5 or SDXL pipeline (any folder `save_pretrained` wrote, or a hub id); an
+    SD3 / FLUX one goes to `load_flow_pipeline`.
 
     dtype: "float32" (default), "float16" or "bfloat16" for the UNet and text encoders.
     vae: an fp16-safe VAE (folder or hub id) loaded in `dtype`; without it the VAE is fp32.
+    drop_t5: SD3 without its T5 encoder (flow models only; ignored for SD1.5 / SDXL).
     """
     from diffusers import AutoencoderKL, DiffusionPipeline
 
@@ -84,7 +87,7 @@ def load_pipeline(
 
     if vae is None and process_of(source, revision) == "flow":  # SD3 / FLUX (flow_load.py)
         return load_flow_pipeline(  # type: ignore[return-value]
-            source, dtype=dtype, variant=variant, revision=revision, device=device
+            source, dtype=dtype, variant=variant, revision=revision, device=device, drop_t5=drop_t5
         )
     needs = [Need(source, "model", file="model_index.json", revision=revision)]
     if vae is not None:

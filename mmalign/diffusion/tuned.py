@@ -74,6 +74,7 @@ def load_tuned(
     if not path.exists():
         raise FileNotFoundError(f"--tuned {path} does not exist")
     run_file = path / "mmalign_run.json"
+    run: dict = {}
     if run_file.is_file():
         run = json.loads(run_file.read_text())
         final = run.get("final")
@@ -89,7 +90,10 @@ def load_tuned(
         return load_pipeline(path, dtype=dtype)
     if base is None:
         raise ValueError(f"{path} holds LoRA or UNet weights only: give the base model (--base)")
-    model = load_pipeline(base, dtype=dtype)
+    # a flow run samples with the text encoders and T5 length it trained with (flow_recipe)
+    model = load_pipeline(base, dtype=dtype, drop_t5=run.get("t5") is False)
+    if run.get("max_sequence_length") and hasattr(model.pipe, "transformer"):
+        model.pipe.mmalign_max_sequence_length = int(run["max_sequence_length"])
     if (path / LORA_FILE).is_file():
         return apply_lora(model, path)
     if (path / "config.json").is_file() and hasattr(model.pipe, "transformer"):  # SD3 / FLUX

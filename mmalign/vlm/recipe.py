@@ -79,6 +79,27 @@ def open_rows(cfg: Config) -> tuple[Any, ValidationReport]:
     return open_vlm_pairs(d.path, d.split, max_samples=d.max_samples)
 
 
+def check_chosen_only(rows: Any, objective: Any, where: str) -> None:
+    """Refuse a loss other than `sft` on chosen-only rows: PRISM-CoT rows
+    (`mmalign data prism-import`) hold the marker `SFT_ONLY` as rejected, and a preference loss
+    (DPO, BPO...) would train away from that marker text as if it were an answer."""
+    from ..config import ConfigError
+    from ..data.prism_files import SFT_ONLY
+
+    others = [(i, t) for i, t in enumerate(objective.terms) if t.loss != "sft"]
+    if not others or "rejected" not in rows.column_names:
+        return
+    marked = sum(1 for r in rows["rejected"] if r == SFT_ONLY)
+    if marked:
+        i, term = others[0]
+        raise ConfigError(
+            f"objective[{i}].loss: {term.loss} reads the rejected answers, but {marked} of "
+            f"{len(rows)} rows of data.path {where} are chosen-only (PRISM-CoT: rejected is the "
+            "SFT_ONLY marker, not an answer); train them with loss: sft only, or use pairs "
+            "(PRISM-DPO, `mmalign data prism-mcts`)"
+        )
+
+
 class VLMRecipe:
     def __init__(self, cfg: Config, accelerator: Any):
         from ..data.cache import cache_root
@@ -107,6 +128,7 @@ class VLMRecipe:
         if blind_as_rows:  # the released BPO code: blind pairs become extra rows of `main`
             pairs = [p for p in pairs if p != "blind"] or ["main"]
         self.rows, self.report = open_rows(cfg)
+        check_chosen_only(self.rows, objective, cfg.data.path)
         extra: dict[str, list[Any]] = {}
         wants_blind = "blind" in objective.pairs
         if wants_blind and ("blind" not in self.rows.column_names

@@ -4,7 +4,8 @@ from a model's own stages, searched per request (`search.py`) and judged (`judge
 Writes into `--out`: `trees/tree-<row>.json` (every tree, nodes with their visits, values and
 texts, and its statistics), `pairs/` (a PreferencePair dataset for `mmalign train`, chosen and
 rejected the full prefixes) and `summary.json` (counts, failures, throughput, per-tree stats).
-A rerun with the same settings resumes: finished trees are loaded, not searched again.
+A rerun with the same settings resumes: finished trees are loaded, not searched again; a rerun
+with other settings (search, model weights, data rows, judge, sampling) is refused.
 """
 
 from __future__ import annotations
@@ -47,13 +48,12 @@ def _saved_trees_per_batch(args: argparse.Namespace) -> int | None:
 
 
 def _cmd_mcts(args: argparse.Namespace) -> int:
-    from ...data.schema import validate_rows
     from ..data import open_vlm_pairs
     from .format import tag_ids
     from .generate import StageGenerator
     from .judges import make_judge
     from .mcts import MCTSConfig
-    from .search import Search, pair_rows, summarize
+    from .search import Search, pair_rows, pairs_dataset, summarize
 
     if args.trees_per_batch is None:
         args.trees_per_batch = _saved_trees_per_batch(args)  # else Search's default
@@ -81,11 +81,12 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
                               temperature=args.temperature, batch_size=args.batch_size)  # fmt: skip
     data = [rows[i] for i in range(len(rows))]
     search = Search(data, generate, judge, config, args.out,
-                    trees_per_batch=args.trees_per_batch, seed=args.seed)  # fmt: skip
+                    trees_per_batch=args.trees_per_batch, seed=args.seed,
+                    model=vlm.weights_key)  # fmt: skip
     started = time.perf_counter()
     trees = search.run()
     summary = summarize(search, trees, time.perf_counter() - started)
-    pairs, pair_report = validate_rows(pair_rows(data, trees), "text")
+    pairs, pair_report = pairs_dataset(pair_rows(data, trees))
     out = Path(args.out)
     pairs.save_to_disk(str(out / "pairs"))  # type: ignore[union-attr]
     summary.update(model=args.model, data=args.data, pairs_skipped=pair_report.skipped)
@@ -93,7 +94,7 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
     this = summary["this_run"]
     print(f"prism-mcts: {summary['trees']} trees ({summary['trees_loaded']} resumed), "
           f"{summary['nodes']} nodes, {summary['pairs']} pairs; failures {summary['failures']}; "
-          f"{this['nodes_per_second']} nodes/s, "
+          f"{this['nodes_per_second']} nodes/s ({this['samples_per_second']} samples/s), "
           f"{this['judge_calls_per_second']} judge calls/s")  # fmt: skip
     print(f"pairs: {(out / 'pairs').resolve()}")
     return 0

@@ -137,18 +137,24 @@ class Tree:
                scores: list[float | None]) -> list[int]:  # fmt: skip
         """Add the samples (text, closed) of `leaf`'s next stage with their judge scores (None:
         the judge failed on it, the sample is skipped); back each up. Repeated texts are kept
-        once. Returns the new nodes' ids. One iteration."""
+        once. Returns the new nodes' ids. One iteration.
+
+        Each sample is counted under one reason: an unclosed sample is always `unclosed` (a
+        repeat of an earlier unclosed text adds no second node, yet counts, so the failure
+        rate of generation is not hidden among `duplicates`), a closed repeat `duplicates`."""
         parent = self.nodes[leaf]
         stage = self.next_stage(leaf)
         seen = {self.nodes[c].text for c in parent.children}
         made = []
         for (text, closed), score in zip(samples, scores, strict=True):
-            if text in seen:
+            if not closed:
+                self.stats["unclosed"] += 1
+                if text in seen:
+                    continue
+                score, failed = FAILED_SCORE, "unclosed"
+            elif text in seen:
                 self.stats["duplicates"] += 1
                 continue
-            if not closed:
-                score, failed = FAILED_SCORE, "unclosed"
-                self.stats["unclosed"] += 1
             elif score is None:
                 self.stats["skipped"] += 1
                 continue

@@ -6,7 +6,11 @@ then one generation pass samples the next stage for all of them (`children` samp
 call scores every new node. A batch's random stream is seeded from (seed, first tree), so a
 batch gives the same trees whenever it runs; each tree is written to `trees/tree-<row>.json`
 as soon as it is done. A rerun with the same settings loads the finished trees and reruns only
-the batches with a tree missing, which gives the trees an uninterrupted run would have.
+the batches with a tree missing, which gives the trees an uninterrupted run would have. The
+settings compared (`Search.settings`, saved as `search.json`) are everything the trees depend
+on: the search config, batching and seed, the model's weights, a fingerprint of the rows, the
+judge and the sampling (temperature, max_new_tokens, batch_size); a rerun that differs in any
+is refused, since loaded trees would silently mix two searches.
 
 Nothing stops the search mid-way without the finished trees on disk: a sample that never
 closes its stage is a failed node (counted), a judge that raises or answers outside [-1, 1] is
@@ -20,7 +24,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,30 @@ def batch_seed(seed: int, first: int) -> int:
     return int(hashlib.sha256(key).hexdigest()[:12], 16)
 
 
+def _plain(value: Any) -> str:
+    """A JSON stand-in for a value `json` cannot write: images, arrays and bytes by a hash of
+    their contents (a path-free PIL image has no other identity), anything else by repr."""
+    raw = value if isinstance(value, bytes | bytearray) else None
+    if raw is None and callable(getattr(value, "tobytes", None)):
+        raw = value.tobytes()
+    if raw is not None:
+        shape = getattr(value, "shape", getattr(value, "size", None))
+        mode = getattr(value, "mode", "")
+        return f"{type(value).__name__}:{shape}:{mode}:{hashlib.sha256(raw).hexdigest()}"
+    return repr(value)
+
+
+def rows_fingerprint(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A hash of every row's contents (prompt, images, reference answers, source...): the
+    generator sees the prompt and images and a judge may read any field, so other rows of the
+    same count must not resume a search."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(dict(row), sort_keys=True, default=_plain).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:20]
+
+
 def tree_file(out: Path, row: int) -> Path:
     return out / "trees" / f"tree-{row:06d}.json"
 
@@ -49,27 +77,55 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)  # a tree file is whole or absent
 
 
+def _difference(key: str, saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    """One differing setting for the resume error: short values shown, the model and data
+    (long keys, hashes) named only."""
+    if key not in saved:
+        return f"{key} (not recorded in search.json: an older search)"
+    if key == "model":
+        return "model (other weights)"
+    if key == "data":
+        return "data (other rows)"
+    if key == "config":
+        old, new = saved[key] or {}, now.get(key) or {}
+        fields = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+        return "config (" + ", ".join(f"{f} {old.get(f)} -> {new.get(f)}" for f in fields) + ")"
+    return f"{key} {saved[key]} -> {now.get(key)}"
+
+
 class Search:
-    """The search over `rows` with `generate` and `judge` (see the module docstring)."""
+    """The search over `rows` with `generate` and `judge` (see the module docstring). `model`
+    identifies the weights that generate (`VLM.weights_key`), for the resume check."""
 
     def __init__(self, rows: Sequence[dict[str, Any]], generate: StageGenerator, judge: Judge,
                  config: MCTSConfig, out: str | Path, *, trees_per_batch: int | None = None,
-                 seed: int = 0, progress: bool = True):  # fmt: skip
+                 seed: int = 0, progress: bool = True, model: Any = None):  # fmt: skip
         if trees_per_batch is None:  # one round of expansions fills a generate call
             trees_per_batch = max(1, generate.batch_size // config.children)
         if trees_per_batch < 1:
             raise ValueError(f"trees_per_batch must be >= 1, got {trees_per_batch}")
         self.rows, self.generate, self.judge, self.config = rows, generate, judge, config
         self.out, self.trees_per_batch, self.seed = Path(out), trees_per_batch, seed
-        self.progress = progress
+        self.progress, self.model = progress, model
+        self._rows_fingerprint: str | None = None  # hashed once, on first use
         self.counts: Counter[str] = Counter()  # this run's generation and judge work
         self.seconds = {"generate": 0.0, "judge": 0.0}
 
     def settings(self) -> dict[str, Any]:
+        """Everything the trees depend on, as `search.json` holds it (after a JSON round trip,
+        so tuples compare equal to the lists read back)."""
         from dataclasses import asdict
 
-        return {"config": asdict(self.config), "trees_per_batch": self.trees_per_batch,
-                "seed": self.seed, "rows": len(self.rows), "judge": self.judge.name}  # fmt: skip
+        if self._rows_fingerprint is None:
+            self._rows_fingerprint = rows_fingerprint(self.rows)
+        gen = self.generate
+        mine = {"config": asdict(self.config), "trees_per_batch": self.trees_per_batch,
+                "seed": self.seed, "rows": len(self.rows), "data": self._rows_fingerprint,
+                "judge": self.judge.name, "model": self.model,
+                "temperature": getattr(gen, "temperature", None),
+                "max_new_tokens": getattr(gen, "max_new_tokens", None),
+                "batch_size": getattr(gen, "batch_size", None)}  # fmt: skip
+        return json.loads(json.dumps(mine, default=str))
 
     def _checksettings(self) -> None:
         """A rerun into the same folder must use the same settings (else its trees differ)."""
@@ -80,10 +136,11 @@ class Search:
             if theirs != mine:
                 from ...config import InputError
 
-                diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+                diff = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
                 raise InputError(
-                    f"{self.out} holds a search with other settings ({', '.join(diff)}); use a "
-                    "new --out or the same settings to resume"
+                    f"{self.out} holds a search with other settings: "
+                    f"{'; '.join(_difference(k, theirs, mine) for k in diff)}; use a new --out "
+                    "(or the same settings to resume)"
                 )
         else:
             _write(path, mine)
@@ -157,38 +214,66 @@ class Search:
                 pending[key[0]][0].stats[problem] += 1
             scores[key] = value
         for p, ((tree, leaf), got) in enumerate(zip(pending, samples, strict=True)):
-            tree.expand(leaf, [(s.text, s.closed) for s in got],
-                        [scores.get((p, k)) for k in range(len(got))])  # fmt: skip
+            made = tree.expand(leaf, [(s.text, s.closed) for s in got],
+                               [scores.get((p, k)) for k in range(len(got))])  # fmt: skip
+            self.counts["nodes"] += len(made)  # samples that became nodes: no duplicates
 
 
 def pair_rows(rows: Sequence[dict[str, Any]], trees: Sequence[Tree]) -> list[dict[str, Any]]:
-    """PreferencePair rows from every tree's sibling pairs: the row's prompt and image, chosen
-    and rejected the full prefixes; `source` names the stage the two differ in."""
+    """PreferencePair rows from every tree's sibling pairs: the row's prompt and images (its
+    `images` list when it has one, as the search saw them through `row_images`, else its
+    `image`), chosen and rejected the full prefixes; `source` names the stage the two differ
+    in."""
     out = []
     for tree in trees:
         row = rows[tree.row]
+        shown = {"images": list(row["images"])} if row.get("images") else \
+            {"image": row.get("image")}  # fmt: skip
         for pair in tree.pairs():
-            out.append({"prompt": row["prompt"], "image": row.get("image"),
+            out.append({"prompt": row["prompt"], **shown,
                         "chosen": pair.chosen_text, "rejected": pair.rejected_text,
                         "label": 1.0, "source": f"prism-mcts:{pair.stage}"})  # fmt: skip
     return out
+
+
+def pairs_dataset(pairs: list[dict[str, Any]]) -> tuple[Any, Any]:
+    """(Dataset, ValidationReport) of `pair_rows`' rows. PreferencePair has no `images` field,
+    so rows with an `images` list are saved the way the importers save theirs
+    (`vlm_rows.to_dataset`: an `images` column, or `image` when none shows more than one),
+    which `open_vlm_pairs` reads back for training."""
+    from ...data.schema import ValidationReport, validate_rows
+    from ...data.vlm_rows import to_dataset
+
+    if not any("images" in p for p in pairs):
+        return validate_rows(pairs, "text")
+    report = ValidationReport(name="prism-mcts pairs")
+    rows = []
+    for p in pairs:
+        rows.append({**{k: v for k, v in p.items() if k != "image"}, "images": row_images(p)})
+        report.keep()
+    return to_dataset(rows, report, report.name), report
 
 
 def summarize(search: Search, trees: Sequence[Tree], seconds: float) -> dict[str, Any]:
     totals: Counter[str] = Counter()
     for tree in trees:
         totals.update(tree.stats)
-    made = search.counts["samples"]
+    made, added = search.counts["samples"], search.counts["nodes"]
+
+    def per_second(count: int) -> float | None:
+        return round(count / seconds, 2) if seconds else None
+
     return {
         "trees": len(trees), "trees_loaded": search.counts["trees_loaded"],
         "nodes": sum(len(t.nodes) - 1 for t in trees), "pairs": sum(len(t.pairs()) for t in trees),
-        "this_run": {"samples": made, "judge_calls": search.counts["judge_calls"],
+        "this_run": {"samples": made, "nodes": added, "judge_calls": search.counts["judge_calls"],
                      "generate_calls": search.generate.calls, "seconds": round(seconds, 2),
                      "generate_seconds": round(search.seconds["generate"], 2),
                      "judge_seconds": round(search.seconds["judge"], 2),
-                     "nodes_per_second": round(made / seconds, 2) if seconds else None,
-                     "judge_calls_per_second": round(search.counts["judge_calls"] / seconds, 2)
-                     if seconds else None},
+                     # nodes: samples added to a tree (not duplicates, skipped or dropped)
+                     "nodes_per_second": per_second(added),
+                     "samples_per_second": per_second(made),
+                     "judge_calls_per_second": per_second(search.counts["judge_calls"])},
         "failures": {k: totals[k] for k in ("unclosed", "judge_error", "judge_out_of_range",
                                             "skipped", "duplicates", "dead_ends")},
         "settings": search.settings(),
