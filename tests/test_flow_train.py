@@ -131,6 +131,32 @@ def test_ddpm_recipe_given_a_flow_model(tmp_path):
                       diffusion={"process": "ddpm"})  # fmt: skip
     with pytest.raises(ConfigError, match=r"flow-matching.*FlowMatchEulerDiscreteScheduler"):
         diffusion_recipe(cfg, None)
+    # the shipped DDPM recipes say so: pointed at a flow model they are refused, not run
+    # as a flow recipe with a DDPM beta
+    from mmalign.config import load_config
+    from mmalign.train import Config
+
+    flow = save_tiny_flow(tmp_path, "sd3")
+    for recipe in ("sd15/dpo_lora", "sdxl/dpo_lora", "toy/dpo", "toy/mapo"):
+        shipped = load_config(Config, f"configs/{recipe}.yaml", [f"model.name_or_path={flow}"])
+        with pytest.raises(ConfigError, match=r"diffusion.process: ddpm.*flow-matching"):
+            diffusion_recipe(shipped, None)
+
+
+def test_flow_settings_that_would_go_unused_are_refused(tmp_path):
+    from accelerate import Accelerator
+
+    from mmalign.config import from_dict
+    from mmalign.train.config import DiffusionConfig
+
+    with pytest.raises(ConfigError, match=r"diffusion.mode_scale applies to sigma_sampling: mode"):
+        from_dict(DiffusionConfig, {"mode_scale": 5.0}, "diffusion")
+    with pytest.raises(ConfigError, match=r"diffusion.logit_std applies to .*logit_normal"):
+        from_dict(DiffusionConfig, {"sigma_sampling": "uniform", "logit_std": 2.0}, "diffusion")
+    from_dict(DiffusionConfig, {"sigma_sampling": "mode", "mode_scale": 1.0}, "diffusion")
+    cfg = _config(save_tiny_flow(tmp_path, "sd3"), tmp_path / "out", guidance=3.5)
+    with pytest.raises(ConfigError, match=r"diffusion.guidance: 3.5, but .* embeds no guidance"):
+        diffusion_recipe(cfg, Accelerator(cpu=True))
 
 
 def test_flux_without_guidance(tmp_path):

@@ -128,6 +128,12 @@ class FlowRecipe(PairRecipeBase):
                 f"diffusion.guidance: {m.name_or_path} embeds a guidance value (FLUX.1-dev's "
                 "guidance_embeds); set it, e.g. diffusion.guidance: 3.5 (diffusers' FLUX scripts)"
             )
+        if not model.guidance_embeds and settings.guidance is not None:
+            raise ConfigError(
+                f"diffusion.guidance: {settings.guidance:g}, but {m.name_or_path} embeds no "
+                "guidance value (only FLUX.1-dev-style models, with guidance_embeds, take one; "
+                "classifier-free guidance at sampling is --guidance); remove diffusion.guidance"
+            )
         pipe = model.pipe
         pipe.to(device)
         self.resolution = d.resolution or model.default_resolution

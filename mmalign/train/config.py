@@ -176,6 +176,15 @@ class DiffusionConfig:
             )
         if self.vae_batch_size is not None and self.vae_batch_size < 1:
             raise ValueError(f"diffusion.vae_batch_size must be >= 1, got {self.vae_batch_size}")
+        # a setting of one sigma distribution given with another would be silently unused
+        sampling = self.sigma_sampling or "logit_normal"
+        belongs = {"logit_mean": "logit_normal", "logit_std": "logit_normal", "mode_scale": "mode"}
+        for key, needs in belongs.items():
+            if getattr(self, key) is not None and sampling != needs:
+                raise ValueError(
+                    f"diffusion.{key} applies to sigma_sampling: {needs}, but sigma_sampling is "
+                    f"{sampling}; remove diffusion.{key} or set diffusion.sigma_sampling: {needs}"
+                )
 
 
 @dataclass
