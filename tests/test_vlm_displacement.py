@@ -60,6 +60,30 @@ def _train(tmp_path: Path, *overrides: str) -> tuple[list[dict], list[str]]:
     return records, [str(w.message) for w in caught if w.category is DisplacementWarning]
 
 
+def test_reference_free_baseline_is_the_starting_model_and_survives_resume(tmp_path):
+    """Without a reference the change is measured from the starting model's scores on the
+    first batch (before any update), not from the first logged step; a resumed run reads the
+    same baseline back."""
+    common = ["objective=[{loss: simpo}]", "data.toy.n=64", "train.batch_size=4",
+              "train.log_every=3", "train.checkpoint_every=3", "validation.enabled=false",
+              "train.trackers=[]"]  # fmt: skip
+    records, _ = _train(tmp_path, *common, "train.max_steps=3")
+    start = json.loads((tmp_path / "run" / "displacement_start.json").read_text())
+    first = records[0]
+    assert first["step"] == 3
+    for side in ("chosen", "rejected"):
+        moved = first[f"main/score_{side}"] - start[f"score_{side}"]
+        assert first[f"displacement/{side}"] == pytest.approx(moved, abs=1e-4)
+    assert first["displacement/chosen"] != 0.0  # three updates since the baseline
+    records, _ = _train(tmp_path, *common, "train.max_steps=6", "train.resume_from=latest")
+    again = json.loads((tmp_path / "run" / "displacement_start.json").read_text())
+    assert again == start
+    last = records[-1]
+    assert last["step"] == 6
+    moved = last["main/score_chosen"] - start["score_chosen"]
+    assert last["displacement/chosen"] == pytest.approx(moved, abs=1e-4)
+
+
 @pytest.mark.slow
 def test_alarm_fires_on_near_synonym_refusals(tmp_path):
     from datasets import Dataset

@@ -34,6 +34,7 @@ from .resume import RESUMABLE, recipe_changes
 
 METRICS_FILE = "metrics.jsonl"
 RUN_FILE = "mmalign_run.json"
+ALARM_START = "displacement_start.json"  # the alarm's reference-free baseline (displacement.py)
 
 
 class TrainingError(RuntimeError):
@@ -252,12 +253,20 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     window: dict[str, torch.Tensor] = {}  # loss and grad_norm sums since the last log line
     window_steps = 0
     # VLM recipes: chosen / rejected log-likelihood change since the start, and a warning
-    alarm = DisplacementAlarm(cfg.vlm.displacement_alarm) if cfg.model.kind == "vlm" else None
+    alarm = None
+    if cfg.model.kind == "vlm":
+        alarm = DisplacementAlarm(
+            cfg.vlm.displacement_alarm, start_file=out_dir / ALARM_START, resume=start_step > 0
+        )
+    # without a reference the alarm measures from the starting model's scores on the first
+    # batch, taken before the first update
+    alarm_start = alarm is not None and not objective.needs_reference and alarm.start is None
     for step in range(start_step, tc.max_steps):
         done = step + 1
         # The full metric set only on a step that logs; the others keep the loss and the
         # gradient norm alone (about 15 small tensor ops fewer per micro-step).
         log_now = done % tc.log_every == 0 or done == tc.max_steps
+        full = log_now or (alarm_start and step == start_step)
         sums: dict[str, torch.Tensor] = {}
         for micro in range(tc.gradient_accumulation_steps):
             positions = sampler.positions(step, micro)
@@ -279,13 +288,20 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
                     "rate or beta, then resume with train.resume_from=latest"
                 )
             accelerator.backward(out.loss / tc.gradient_accumulation_steps)
-            metrics = {**out.metrics, **_pair_metrics(scores)} if log_now else {"loss": out.loss}
+            metrics = {**out.metrics, **_pair_metrics(scores)} if full else {"loss": out.loss}
             for key, value in metrics.items():
                 value = value.detach().float() / tc.gradient_accumulation_steps
                 sums[key] = sums.get(key, 0) + value
         if tc.max_grad_norm is not None:
             norm = accelerator.clip_grad_norm_(params, tc.max_grad_norm)
             sums["grad_norm"] = torch.as_tensor(norm).detach().float()
+        if alarm is not None and alarm_start and step == start_step:
+            keys = alarm.start_keys
+            first = accelerator.reduce(torch.stack([sums[k].to(accelerator.device) for k in keys]),
+                                       "mean").tolist()  # fmt: skip
+            alarm.set_start(first[0], first[1], write=main)
+            if not log_now:  # the full metrics were for the baseline only
+                sums = {k: v for k, v in sums.items() if k in ("loss", "grad_norm")}
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
