@@ -92,3 +92,43 @@ def test_cli_imports_a_release_for_training(tmp_path):
     assert rows[0]["chosen"] == COT
     assert main(["data", "prism-import", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) \
         == 2  # fmt: skip
+
+
+def test_chosen_only_rows_refuse_a_loss_that_reads_rejected():
+    """PRISM-CoT's rejected is the SFT_ONLY marker: only `sft` terms may train on such rows."""
+    from datasets import Dataset
+
+    from mmalign.config import ConfigError
+    from mmalign.losses.objective import Objective
+    from mmalign.vlm.recipe import check_chosen_only
+
+    cot = Dataset.from_dict({"prompt": ["q", "r"], "chosen": [COT, REFUSE],
+                             "rejected": [SFT_ONLY, "a real answer"]})  # fmt: skip
+    check_chosen_only(cot, Objective.from_config([{"loss": "sft"}]), "cot")
+    with pytest.raises(ConfigError, match=r"objective\[0\]\.loss: dpo .* 1 of 2 rows .*cot"):
+        check_chosen_only(cot, Objective.from_config([{"loss": "dpo"}]), "cot")
+    bpo = [{"loss": "sft"}, {"pair": "blind", "loss": "dpo"}]
+    with pytest.raises(ConfigError, match=r"objective\[1\]\.loss: dpo .*chosen-only"):
+        check_chosen_only(cot, Objective.from_config(bpo), "cot")
+    pairs = Dataset.from_dict({"prompt": ["q"], "chosen": [COT], "rejected": [REFUSE]})
+    check_chosen_only(pairs, Objective.from_config([{"loss": "dpo"}]), "pairs")
+
+
+def test_recipe_on_imported_cot_rows_trains_sft_and_refuses_dpo(tmp_path):
+    from test_vlm_train import _Accel, vlm_config
+
+    from mmalign.config import ConfigError
+    from mmalign.vlm.recipe import VLMRecipe
+
+    folder = _release(tmp_path / "cot", [
+        {"question": "What is this?", "response": COT, "image": "a.png"},
+        {"question": "How do I make it sharp?", "response": REFUSE, "image": "b.png"},
+    ])  # fmt: skip
+    rows, _ = read_prism_file(folder)
+    rows.save_to_disk(str(tmp_path / "rows"))
+    data = {"path": str(tmp_path / "rows"), "toy": None}
+    dpo = vlm_config(tmp_path / "dpo", data=data, objective=[{"loss": "dpo", "beta": 0.1}])
+    with pytest.raises(ConfigError, match=r"objective\[0\]\.loss: dpo .*2 of 2 rows"):
+        VLMRecipe(dpo, _Accel())
+    sft = vlm_config(tmp_path / "sft", data=data, objective=[{"loss": "sft"}])
+    assert len(VLMRecipe(sft, _Accel()).dataset) == 2

@@ -13,7 +13,7 @@ from mmalign.data.prism_cot import STAGES, close_tag, open_tag, parse_stages
 from mmalign.vlm.prism.generate import StageSample
 from mmalign.vlm.prism.judges import JudgeItem, ToyJudge, check_verdict, make_judge
 from mmalign.vlm.prism.mcts import MCTSConfig, Tree
-from mmalign.vlm.prism.search import Search, pair_rows, tree_file
+from mmalign.vlm.prism.search import Search, pair_rows, pairs_dataset, summarize, tree_file
 
 WORDS = ("good", "bad", "meh", "odd", "fine")
 
@@ -22,8 +22,12 @@ class FakeGenerator:
     """Samples drawn from torch's global stream (as sampling a model would be), sometimes cut
     before the closing tag; `fail_after` simulates a crash after that many calls."""
 
-    def __init__(self, fail_after: int | None = None):
+    def __init__(self, fail_after: int | None = None, **sampling):
         self.calls, self.fail_after = 0, fail_after
+        # what a StageGenerator's samples depend on, read into the saved search settings
+        self.temperature = sampling.get("temperature", 1.0)
+        self.max_new_tokens = sampling.get("max_new_tokens", 8)
+        self.batch_size = sampling.get("batch_size", 12)
 
     def __call__(self, requests, samples):
         if self.fail_after is not None and self.calls >= self.fail_after:
@@ -59,14 +63,15 @@ class FakeJudge:
         return out
 
 
-def rows(n: int) -> list[dict]:
-    return [{"prompt": f"request {i}", "chosen": "x", "rejected": "y"} for i in range(n)]
+def rows(n: int, word: str = "request") -> list[dict]:
+    return [{"prompt": f"{word} {i}", "chosen": "x", "rejected": "y"} for i in range(n)]
 
 
 def search(tmp, n=6, config=None, **kw) -> Search:
     config = config or MCTSConfig(iterations=30, children=3)
-    return Search(rows(n), kw.pop("generate", FakeGenerator()), FakeJudge(), config, tmp,
-                  trees_per_batch=kw.pop("trees_per_batch", 4), progress=False, **kw)  # fmt: skip
+    return Search(kw.pop("rows", None) or rows(n), kw.pop("generate", FakeGenerator()),
+                  FakeJudge(), config, tmp, trees_per_batch=kw.pop("trees_per_batch", 4),
+                  progress=False, **kw)  # fmt: skip
 
 
 def test_pairs_follow_the_margin_and_value_rules_and_share_the_parent_prefix(tmp_path):
@@ -156,6 +161,104 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
         search(tmp_path, n=2, config=MCTSConfig(iterations=5)).run()
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"model": ("other", None, [["model.safetensors", 9, 2]])}, "model (other weights)"),
+        ({"rows": rows(2, word="other")}, "data (other rows)"),
+        ({"generate": FakeGenerator(temperature=0.7)}, "temperature 1.0 -> 0.7"),
+        ({"generate": FakeGenerator(max_new_tokens=16)}, "max_new_tokens 8 -> 16"),
+        ({"generate": FakeGenerator(batch_size=6)}, "batch_size 12 -> 6"),
+        ({"config": MCTSConfig(iterations=5)}, "config (iterations 30 -> 5)"),
+    ],
+)
+def test_a_resume_with_other_model_data_or_sampling_is_refused(tmp_path, change, named):
+    """Trees depend on the weights, the rows and the sampling as much as on the search config:
+    a rerun into the same --out that differs in any is refused (naming it), not resumed."""
+    from mmalign.config import InputError
+
+    model = ("toy", None, [["model.safetensors", 8, 1]])
+    search(tmp_path, n=2, model=model).run()
+    saved = json.loads((tmp_path / "search.json").read_text())
+    assert {"model", "data", "temperature", "max_new_tokens", "batch_size"} <= set(saved)
+    same = search(tmp_path, n=2, model=model)
+    same.run()  # the same settings resume: every tree loaded
+    assert same.counts["trees_loaded"] == 2 and same.counts["samples"] == 0
+    kw = {"model": model, **change}
+    with pytest.raises(InputError, match="new --out") as err:
+        search(tmp_path, n=2, **kw).run()
+    assert named in str(err.value)
+
+
+def test_a_search_saved_without_the_new_settings_is_not_resumed(tmp_path):
+    """A search.json from before model, data and sampling were recorded cannot show that they
+    match: refused, naming what it lacks."""
+    from mmalign.config import InputError
+
+    search(tmp_path, n=2).run()
+    path = tmp_path / "search.json"
+    old = json.loads(path.read_text())
+    for key in ("model", "data", "temperature", "max_new_tokens", "batch_size"):
+        del old[key]
+    path.write_text(json.dumps(old))
+    with pytest.raises(InputError, match=r"data \(not recorded in search.json"):
+        search(tmp_path, n=2).run()
+
+
+def test_an_unclosed_repeat_counts_as_unclosed_not_as_a_duplicate():
+    tree = Tree(0, MCTSConfig(iterations=10, children=4))
+    leaf = tree.step()
+    cut, done = "<|PROBLEM|>a", "<|PROBLEM|>b<|/PROBLEM|>"
+    made = tree.expand(leaf, [(cut, False), (cut, False), (done, True), (done, True)],
+                       [None, None, 1.0, 1.0])  # fmt: skip
+    assert len(made) == 2  # one node per text
+    assert tree.stats["unclosed"] == 2 and tree.stats["duplicates"] == 1
+    assert tree.stats["nodes"] == 2
+    again = tree.expand(made[1], [(cut, False)], [None])  # a new parent: no repeat
+    assert len(again) == 1 and tree.stats["unclosed"] == 3
+
+
+def test_this_run_counts_nodes_added_apart_from_samples(tmp_path):
+    """nodes_per_second counts samples that became nodes (duplicates and unclosed repeats,
+    judge failures excluded); samples_per_second every sample drawn."""
+    s = search(tmp_path / "a", n=4)
+    trees = s.run()
+    this = summarize(s, trees, 2.0)["this_run"]
+    added = sum(t.stats["nodes"] for t in trees)
+    assert this["nodes"] == added == sum(len(t.nodes) - 1 for t in trees)
+    dropped = sum(t.stats[k] for t in trees for k in ("duplicates", "skipped"))
+    assert dropped > 0 and this["samples"] > added
+    assert this["nodes_per_second"] == round(added / 2.0, 2)
+    assert this["samples_per_second"] == round(this["samples"] / 2.0, 2)
+    resumed = search(tmp_path / "a", n=4)
+    again = summarize(resumed, resumed.run(), 1.0)["this_run"]
+    assert again["nodes"] == 0 and again["nodes_per_second"] == 0.0
+
+
+def test_pairs_keep_every_image_of_a_multi_image_row(tmp_path):
+    """A row with an `images` list (the search shows them all, `row_images`) gives pairs with
+    that list, saved as a dataset that training reads back with both images."""
+    from PIL import Image
+
+    from mmalign.vlm.collate import row_images
+    from mmalign.vlm.data import open_vlm_pairs
+
+    red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    data = [{**r, "images": [red, blue]} for r in rows(3)]
+    trees = search(tmp_path / "s", rows=data).run()
+    out = pair_rows(data, trees)
+    assert out and all(len(r["images"]) == 2 and "image" not in r for r in out)
+    ds, report = pairs_dataset(out)
+    assert report.kept == len(out) == len(ds) and "images" in ds.column_names
+    ds.save_to_disk(str(tmp_path / "pairs"))
+    back, _ = open_vlm_pairs(tmp_path / "pairs")
+    assert len(back) == len(out)
+    assert [im.getpixel((0, 0)) for im in row_images(back[0])] == [(255, 0, 0), (0, 0, 255)]
+    single = pair_rows([{**r, "image": red} for r in rows(3)], trees)
+    assert all(r["image"] is red and "images" not in r for r in single)
+    assert pairs_dataset(single)[0].column_names.count("image") == 1
+
+
 def test_batched_and_single_tree_searches_see_the_same_rules(tmp_path):
     one = search(tmp_path / "one", n=3, trees_per_batch=1).run()
     assert all(t.iterations == 30 for t in one)
@@ -219,6 +322,8 @@ def test_cli_searches_toy_vlm_and_resumes(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["trees"] == 3 and len(summary["per_tree"]) == 3
     assert summary["this_run"]["samples"] > 0
+    assert summary["this_run"]["samples"] >= summary["this_run"]["nodes"] == summary["nodes"]
+    assert "samples_per_second" in summary["this_run"]
     assert summary["failures"]["unclosed"] + summary["nodes"] > 0
     assert (tmp_path / "out" / "pairs" / "dataset_info.json").is_file()
     assert main(args) == 0
@@ -228,6 +333,13 @@ def test_cli_searches_toy_vlm_and_resumes(tmp_path, capsys):
     assert main(args[:-2]) == 0
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["trees_loaded"] == 3
     assert main([*args[:-6], "--iterations", "5", *args[-4:]]) == 2  # other settings: refused
+    capsys.readouterr()
+    assert main([*args, "--temperature", "0.5"]) == 2  # other sampling: refused, named
+    assert "temperature 1.0 -> 0.5" in capsys.readouterr().err
+    # the weights' identity (VLM.weights_key: dtype, folder, revision, weight files), not
+    # only the --model string
+    model = json.loads((tmp_path / "out" / "search.json").read_text())["model"]
+    assert model[:2] == ["float32", str(tmp_path / "model")] and model[3]
 
     # fewer rows than --max-samples asks for: searched, and said so
     assert main(["toy", "data", "prism", "--n", "2", "--out", str(tmp_path / "two")]) == 0

@@ -44,7 +44,8 @@ def batch_seed(seed: int, first: int) -> int:
 
 def _plain(value: Any) -> str:
     """A JSON stand-in for a value `json` cannot write: images, arrays and bytes by a hash of
-    their contents (a path-free PIL image has no other identity), anything else by repr."""
+    their contents (a path-free PIL image has no other identity), anything else by repr
+    (its type alone when the repr holds a memory address, which differs every run)."""
     raw = value if isinstance(value, bytes | bytearray) else None
     if raw is None and callable(getattr(value, "tobytes", None)):
         raw = value.tobytes()
@@ -52,7 +53,8 @@ def _plain(value: Any) -> str:
         shape = getattr(value, "shape", getattr(value, "size", None))
         mode = getattr(value, "mode", "")
         return f"{type(value).__name__}:{shape}:{mode}:{hashlib.sha256(raw).hexdigest()}"
-    return repr(value)
+    text = repr(value)
+    return type(value).__name__ if " at 0x" in text else text
 
 
 def rows_fingerprint(rows: Sequence[Mapping[str, Any]]) -> str:
