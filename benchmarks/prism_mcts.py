@@ -48,7 +48,7 @@ def run_mode(name: str, rows: list[dict[str, Any]], vlm: Any, args: argparse.Nam
         "samples": this["samples"], "judge_calls": this["judge_calls"],
         "generate_calls": this["generate_calls"], "seconds": this["seconds"],
         "nodes_per_second": round(summary["nodes"] / this["seconds"], 2),
-        "samples_per_second": this["nodes_per_second"],
+        "samples_per_second": this["samples_per_second"],
         "judge_calls_per_second": this["judge_calls_per_second"],
         "nodes_per_tree": round(summary["nodes"] / max(1, summary["trees"]), 1),
         "failures": summary["failures"],

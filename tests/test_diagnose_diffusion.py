@@ -60,3 +60,50 @@ def test_diffusion_pairs_get_ranking_and_implicit_accuracy(tmp_path, capsys):
     assert code == 2 and "nothing to filter on" in capsys.readouterr().err
     code = main(["data", "diagnose", "toy:flaws:1", "--model", "toy:vlm", "--out", str(out)])
     assert code == 2 and "Give a diffusion --model" in capsys.readouterr().err
+
+
+def _saved_image_pairs(folder):
+    """A tiny `save_to_disk` dataset whose chosen / rejected are images (Image features)."""
+    from datasets import Dataset, Features, Image, Value
+    from PIL import Image as PILImage
+
+    colors = ((200, 0, 0), (0, 200, 0), (0, 0, 200), (9, 9, 9))
+    images = [PILImage.new("RGB", (32, 32), c) for c in colors]
+    features = Features({"prompt": Value("string"), "chosen": Image(), "rejected": Image()})
+    columns = {"prompt": ["a red square", "a green square"], "chosen": images[:2],
+               "rejected": images[2:]}  # fmt: skip
+    Dataset.from_dict(columns, features=features).save_to_disk(str(folder))
+    return folder
+
+
+def test_saved_image_pair_dataset_goes_to_the_diffusion_diagnosis(tmp_path, capsys):
+    """A saved image-pair dataset names no toy kind or Pick-a-Pic split: it used to go down the
+    VLM path and fail with "kind='text' but 'chosen' is Image(...)". Its columns route it."""
+    from datasets import Dataset, DatasetDict
+
+    from mmalign.vlm.diagnose_cli import has_image_pairs
+
+    data = _saved_image_pairs(tmp_path / "pairs")
+    assert has_image_pairs(str(data), "train")
+    text = tmp_path / "text"
+    Dataset.from_list([{"prompt": "p", "chosen": "a", "rejected": "b"}]).save_to_disk(str(text))
+    assert not has_image_pairs(str(text), "train")
+    assert not has_image_pairs("toy:vlm", "train") and not has_image_pairs("owner/name", "train")
+    pick = Dataset.from_list([{"jpg_0": b"", "jpg_1": b"", "caption": "c"}])
+    DatasetDict({"test": pick}).save_to_disk(str(tmp_path / "pick"))
+    assert has_image_pairs(str(tmp_path / "pick"), "test")  # Pick-a-Pic's columns
+    assert not has_image_pairs(str(tmp_path / "pick"), "train")  # no such split: VLM reader says
+
+    # a VLM on image pairs: the diffusion path's clear refusal, not the VLM reader's type error
+    out = str(tmp_path / "diag")
+    code = main(["data", "diagnose", str(data), "--model", "toy:vlm", "--out", out])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds image pairs" in err and "Give a diffusion --model" in err
+
+    # a diffusion model: the diffusion diagnosis runs on the folder, end to end
+    tiny = save_tiny(tmp_path)
+    code = main(["data", "diagnose", str(data), "--model", str(tiny), "--out", out,
+                 "--draws", "1", "--device", "cpu"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "diag" / "summary.json").read_text())
+    assert summary["pairs"] == 2 and 0 <= summary["ranking_accuracy"] <= 1

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from mmalign.data.prism_cot import format_cot
-from mmalign.vlm.prism.evaluate import format_rate, rate, score_answers
+from mmalign.vlm.prism.evaluate import score_answers
+from mmalign.vlm.rates import format_rate, rate
 
 
 def _benign(answer: str) -> dict:

@@ -141,7 +141,8 @@ def test_cli_writes_table_summary_report_and_filtered_set(tmp_path, capsys):
     kept = load_from_disk(str(out / "filtered"))
     lowest = sorted(table.sort_values(["ln_ches", "row"]).head(2)["row"])
     assert sorted(kept["rejected"]) == sorted(rows[i]["rejected"] for i in lowest)
-    assert "highest-LN-CHES" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "highest-LN-CHES" in report and 'alt="histograms"' in report
     # an unknown filter key is a clear input error (exit 2), before the model loads
     code = main(["data", "diagnose", str(tmp_path / "data"), "--model", "toy:vlm", "--out",
                  str(out), "--filter", "ln_chess:keep_lowest=0.4"])  # fmt: skip
@@ -170,3 +171,28 @@ def test_summary_by_source_means_and_changes():
                        "mean_chosen_change": 0.5, "mean_rejected_change": -2.0}  # fmt: skip
     assert by["y"]["pairs"] == 1 and by["y"]["mean_chosen_change"] == -2.0
     assert summarize(diag)["mean_chosen_change"] == pytest.approx(-2 / 3 + 1 / 3)  # -2 - (-5/3)
+
+
+def test_cli_without_matplotlib_writes_the_report_without_histograms(tmp_path, capsys, monkeypatch):
+    """matplotlib is in the optional `eval` extra: without it the command used to do the whole
+    model pass and then exit 2 with no report.html. Now it says so up front and the report
+    comes without the histograms, naming what to install."""
+    import sys
+
+    from datasets import Dataset
+
+    from mmalign.cli import main
+
+    Dataset.from_list(pair_rows()).save_to_disk(str(tmp_path / "data"))
+    out = tmp_path / "diag"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    code = main(["data", "diagnose", str(tmp_path / "data"), "--model", "toy:vlm", "--out",
+                 str(out)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "matplotlib is not installed" in captured.err and "'.[eval]'" in captured.err
+    report = (out / "report.html").read_text()
+    assert "No histograms:" in report and "pip install -e &#x27;.[eval]&#x27;" in report
+    assert 'alt="histograms"' not in report and "highest-LN-CHES" in report
+    assert (out / "pairs.parquet").is_file() and (out / "summary.json").is_file()

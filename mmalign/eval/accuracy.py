@@ -12,6 +12,7 @@ dataset `toy:<kind>[:N]` (built from toy-sd samples; the validation set uses ano
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -68,7 +69,13 @@ def load_pairs(spec: str, *, pickapic_root: str | None = None, max_rows: int | N
         if kind == "pairs":
             options["ties"] = "keep"  # labelled 0.5: the protocol scores them
         return open_pairs(f"toy:{kind}", "train", toy_options=options)
-    raise ValueError(f"data {spec!r}: use pickapic:<split> or toy:<kind>[:seed]")
+    if Path(spec).is_dir():  # a saved image-pair dataset (`save_to_disk`), as training reads
+        from ..diffusion.data import open_pairs
+
+        return open_pairs(spec, "train", max_samples=max_rows)
+    raise ValueError(
+        f"data {spec!r}: use pickapic:<split>, toy:<kind>[:seed] or a saved pair dataset folder"
+    )
 
 
 def validation_spec(spec: str) -> str:

@@ -44,6 +44,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 def _cmd_eval_vlm(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_toy
+    from .rates import format_rate
 
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
@@ -51,8 +52,8 @@ def _cmd_eval_vlm(args: argparse.Namespace) -> int:
     results = evaluate_toy(vlm, args.task, n=args.n, seed=args.seed)
     rates = {k: v for k, v in results.items()
              if k.endswith(("_rate", "accuracy")) or k == "format_compliance"}  # fmt: skip
-    for key, value in rates.items():
-        print(f"{key}: {value:.2%} (+- {results[key + '_se']:.2%}, n={results[key + '_n']})")
+    for key in rates:
+        print(f"{key}: {format_rate(results, key)}")  # n/a for a group with no rows
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -4,15 +4,21 @@ lengths, duplicates); diffusion pairs get ranking and implicit accuracy only
 (mmalign/eval/diagnose_diffusion.py).
 
 Writes `DIR/pairs.parquet` (one row per diagnosed pair), `DIR/summary.json` and
-`DIR/report.html` (histograms and the highest-LN-CHES pairs with their images and texts);
-with `--filter ln_ches:keep_lowest=0.05`, also `DIR/filtered/`, a saved dataset of the kept
-rows that `mmalign train` reads as `data.path`.
+`DIR/report.html` (histograms and the highest-LN-CHES pairs with their images and texts; the
+histograms need matplotlib, from the `eval` extra: without it the report says so, and the
+command says it before the model pass); with `--filter ln_ches:keep_lowest=0.05`, also
+`DIR/filtered/`, a saved dataset of the kept rows that `mmalign train` reads as `data.path`.
+
+Image-pair data goes to the diffusion diagnosis: the toy image kinds and `pickapic:` by name,
+and a saved dataset (`save_to_disk`) by its columns (`chosen` holding images, or Pick-a-Pic's
+`jpg_0`), since its name says nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,7 @@ from ..config import InputError
 
 # toy kinds whose pairs are images: CHES is defined for language-model responses
 DIFFUSION_TOY = ("toy:pairs", "toy:style", "toy:users", "toy:flaws")
+SAVED_MARKERS = ("state.json", "dataset_dict.json")  # what `save_to_disk` writes
 
 
 def is_diffusion_data(data: str) -> bool:
@@ -27,6 +34,33 @@ def is_diffusion_data(data: str) -> bool:
     return data.startswith("pickapic:") or any(
         data == kind or data.startswith(kind + ":") for kind in DIFFUSION_TOY
     )
+
+
+def _is_image_feature(feature: Any) -> bool:
+    """A `datasets` feature that holds images: `Image()`, or the `{bytes, path}` struct it is
+    stored as when a dataset was written without the Image type."""
+    from datasets import Image
+
+    if isinstance(feature, Image):
+        return True
+    return isinstance(feature, dict) and {"bytes", "path"} <= set(feature)
+
+
+def has_image_pairs(data: str, split: str) -> bool:
+    """A saved dataset (`save_to_disk`) of image pairs: `chosen` holds images, or the columns
+    are Pick-a-Pic's (`jpg_0`). Reads the schema only, no rows; any other source is judged by
+    its name (`is_diffusion_data`), as opening a hub id here would download it."""
+    local = Path(data).expanduser()
+    if not (local.is_dir() and any((local / f).is_file() for f in SAVED_MARKERS)):
+        return False
+    from datasets import Dataset, load_from_disk
+
+    ds = load_from_disk(str(local))
+    if not isinstance(ds, Dataset):
+        if split not in ds:
+            return False  # the VLM reader raises naming the splits there are
+        ds = ds[split]
+    return "jpg_0" in ds.features or _is_image_feature(ds.features.get("chosen"))
 
 
 def is_diffusion_model(model: str) -> bool:
@@ -68,6 +102,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     from .cli import _load
     from .data import open_vlm_pairs
     from .diagnose import diagnose_rows
+    from .diagnose_html import NO_HISTOGRAMS, have_matplotlib
 
     try:
         pair_filter = parse_filter(args.filter) if args.filter else None
@@ -75,7 +110,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         raise InputError(f"--filter: {err}") from None
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if is_diffusion_data(args.data):
+    if is_diffusion_data(args.data) or has_image_pairs(args.data, args.split):
         if args.on_diffusion is None or not is_diffusion_model(args.model):
             raise InputError(
                 f"{args.data} holds image pairs: CHES and LN-CHES are defined for language-"
@@ -85,6 +120,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
                 "accuracy."
             )
         return int(args.on_diffusion(args))
+    if not have_matplotlib():  # said now, before the model pass, so it can be stopped
+        print(f"mmalign: {NO_HISTOGRAMS}", file=sys.stderr)
     rows, report = open_vlm_pairs(args.data, args.split, max_samples=args.max_samples)
     if report.num_skipped:
         print(f"mmalign: {report}")
@@ -122,7 +159,8 @@ def register(sub: Any, on_diffusion: Any = None) -> None:
     p = actions.add_parser("diagnose", help="per-pair CHES / LN-CHES, ranking and implicit "
                            "accuracy, lengths and duplicates of VLM preference data")  # fmt: skip
     p.add_argument("data", help="VLM pairs: toy:<kind>, a saved dataset, a JSON file, a hub "
-                   "id; or diffusion pairs (toy:pairs[:seed], pickapic:<split>)")  # fmt: skip
+                   "id; or diffusion pairs (toy:pairs[:seed], pickapic:<split>, a saved dataset "
+                   "of image pairs)")  # fmt: skip
     p.add_argument("--model", required=True, help="VLM folder, hub id, toy:vlm or training "
                    "output_dir")  # fmt: skip
     p.add_argument("--adapter", default=None, help="a PEFT adapter on top of MODEL; the model "

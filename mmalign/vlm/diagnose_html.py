@@ -1,6 +1,11 @@
 """The HTML report of `mmalign data diagnose`: summary, histograms of CHES / LN-CHES and the
 log-prob margin, and the highest-LN-CHES pairs with their images and texts (one file, images
-inlined as PNG)."""
+inlined as PNG).
+
+The histograms need matplotlib, which is in the optional `eval` extra only. Without it the
+report is still written, without the histograms and saying why: the model pass that produced
+the table is the expensive part, and losing it (or the report) over a plot would be worse.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,20 @@ import html
 import io
 import json
 from typing import Any
+
+NO_HISTOGRAMS = (
+    "matplotlib is not installed, so this report has no histograms; "
+    "pip install -e '.[eval]' (or pip install matplotlib) adds them"
+)
+
+
+def have_matplotlib() -> bool:
+    """Whether the histograms can be drawn (matplotlib imports)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _png(fig: Any) -> str:
@@ -56,7 +75,10 @@ def render_report(table: Any, rows: Any, summary: dict[str, Any], top: int = 12)
              f"<h1>Preference-data diagnostics: {esc(str(summary.get('data')))}</h1>",
              f"<pre>{esc(json.dumps(summary, indent=2))}</pre>"]  # fmt: skip
     if len(table):
-        parts.append(_histograms(table))
+        if have_matplotlib():
+            parts.append(_histograms(table))
+        else:
+            parts.append(f"<p><b>No histograms:</b> {esc(NO_HISTOGRAMS)}</p>")
         worst = table.sort_values("ln_ches", ascending=False).head(top)
         parts.append(f"<h2>The {len(worst)} highest-LN-CHES pairs (most likely to displace)</h2>")
         parts.append(

@@ -9,12 +9,15 @@ pooled fused tokens through an MLP to the scores (alignment, aesthetics, plausib
 overall; sigmoid, so in [0, 1]). Trained with MSE on heatmaps plus MSE on scores.
 
 Backbones: `toy` (a small convolutional patch encoder and a hashed word embedding, for the toy
-world's 32 px images) and `clip` (a transformers `CLIPModel`'s vision and text towers, RAHF's
-ViT + text encoder in CLIP form). Departure from RAHF: the decoder also sees a two-layer
-convolution of the pixels at the heatmap resolution (a skip path), since a patch grid alone
-cannot place a flaw finer than a patch; RAHF's T5 text encoder becomes CLIP's text tower.
+world's 32 px images), `clip` (a transformers `CLIPModel`'s vision and text towers, RAHF's
+ViT + text encoder in CLIP form) and `siglip` (a `SiglipModel`'s: RAHF's own image encoder is
+a SigLIP-pretrained ViT). `from_backbone` picks by the checkpoint's `config.model_type`.
+Departure from RAHF: the decoder also sees a two-layer convolution of the pixels at the heatmap
+resolution (a skip path), since a patch grid alone cannot place a flaw finer than a patch;
+RAHF's T5 text encoder becomes the CLIP or SigLIP text tower.
 
-Saved with `save_pretrained` as `config.json` + `model.safetensors` (+ `tokenizer/` for CLIP);
+Saved with `save_pretrained` as `config.json` + `model.safetensors` (+ `tokenizer/` for CLIP
+and SigLIP);
 `from_pretrained` checks every key and shape and names the first wrong one.
 """
 
@@ -38,13 +41,15 @@ from ..common import clip_pixels
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR = "config.json", "model.safetensors", "tokenizer"
 MARKER = "mmalign_dense_reward"
+# backbone (= the checkpoint's config.model_type) -> transformers (config, model) class names
+TOWERS = {"clip": ("CLIPConfig", "CLIPModel"), "siglip": ("SiglipConfig", "SiglipModel")}
 
 
 @dataclass
 class DenseRewardConfig:
     """Architecture; everything `from_pretrained` needs to rebuild the module."""
 
-    backbone: Literal["toy", "clip"] = "toy"
+    backbone: Literal["toy", "clip", "siglip"] = "toy"
     image_size: int = 32  # pixels fed to the image encoder
     map_size: int = 32  # heatmap side the decoder predicts
     dim: int = 64  # fusion width
@@ -53,13 +58,18 @@ class DenseRewardConfig:
     patch: int = 4  # toy: patch stride of the image encoder
     vocab_size: int = 1024  # toy: hashed word buckets
     max_tokens: int = 16  # prompt tokens kept (toy: words; clip: at most its context)
-    clip: dict[str, Any] | None = field(default=None)  # CLIPConfig.to_dict() for backbone clip
+    # the towers' transformers config, to_dict(): CLIPConfig or SiglipConfig (the key keeps its
+    # first name so heads saved before SigLIP support load unchanged)
+    clip: dict[str, Any] | None = field(default=None)
 
     def __post_init__(self) -> None:
-        if self.backbone not in ("toy", "clip"):
-            raise InputError(f"dense reward backbone must be toy or clip, got {self.backbone!r}")
-        if self.backbone == "clip" and self.clip is None:
-            raise InputError("dense reward backbone clip needs its CLIP config")
+        if self.backbone not in ("toy", *TOWERS):
+            raise InputError(
+                f"dense reward backbone must be one of toy, {', '.join(TOWERS)}; "
+                f"got {self.backbone!r}"
+            )
+        if self.backbone != "toy" and self.clip is None:
+            raise InputError(f"dense reward backbone {self.backbone} needs its model config")
         for name in ("image_size", "map_size", "dim", "depth", "heads", "patch", "max_tokens"):
             if getattr(self, name) < 1:
                 raise InputError(f"dense reward {name} must be >= 1, got {getattr(self, name)}")
@@ -153,9 +163,10 @@ class DenseRewardModel(nn.Module):
             grid, vdim, tdim = c.image_size // c.patch, c.dim, c.dim
             self.clip_model = None
         else:
-            from transformers import CLIPConfig, CLIPModel
+            import transformers
 
-            self.clip_model = CLIPModel(CLIPConfig.from_dict(dict(c.clip or {})))
+            config_cls, model_cls = (getattr(transformers, n) for n in TOWERS[c.backbone])
+            self.clip_model = model_cls(config_cls.from_dict(dict(c.clip or {})))
             vc = self.clip_model.config.vision_config
             grid = vc.image_size // vc.patch_size
             vdim, tdim = vc.hidden_size, self.clip_model.config.text_config.hidden_size
@@ -163,10 +174,10 @@ class DenseRewardModel(nn.Module):
             self.vision, self.text = nn.Identity(), nn.Identity()
         self.grid = grid
         self.vision_proj = (
-            nn.Linear(vdim, c.dim) if vdim != c.dim or c.backbone == "clip" else nn.Identity()
+            nn.Linear(vdim, c.dim) if vdim != c.dim or c.backbone != "toy" else nn.Identity()
         )
         self.text_proj = (
-            nn.Linear(tdim, c.dim) if tdim != c.dim or c.backbone == "clip" else nn.Identity()
+            nn.Linear(tdim, c.dim) if tdim != c.dim or c.backbone != "toy" else nn.Identity()
         )
         self.modality = nn.Parameter(torch.zeros(2, c.dim))
         layer = nn.TransformerEncoderLayer(
@@ -194,10 +205,17 @@ class DenseRewardModel(nn.Module):
         return enc["input_ids"], enc["attention_mask"].bool()
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """[B,3,H,W] in [0,1] -> the encoder's input: resized (toy) or CLIP-normalised."""
+        """[B,3,H,W] in [0,1] -> the encoder's input: resized (toy), CLIP-normalised, or as
+        SiglipImageProcessor does it (bicubic resize to a square, no crop, [-1, 1])."""
         s = self.config.image_size
         if self.config.backbone == "clip":
             return clip_pixels(images, s)
+        if self.config.backbone == "siglip":
+            if images.shape[-2:] != (s, s):
+                images = F.interpolate(
+                    images, size=(s, s), mode="bicubic", align_corners=False, antialias=True
+                ).clamp(0, 1)
+            return images * 2 - 1
         if images.shape[-2:] != (s, s):
             images = F.interpolate(images, size=(s, s), mode="bilinear", antialias=True)
         return images
@@ -220,7 +238,9 @@ class DenseRewardModel(nn.Module):
         """(the fused image tokens [B,N,dim], the scores [B,4]) of images in [0,1] and prompts."""
         x = self.preprocess(pixels)
         if self.clip_model is not None:
-            img = self.clip_model.vision_model(pixel_values=x).last_hidden_state[:, 1:]
+            img = self.clip_model.vision_model(pixel_values=x).last_hidden_state
+            if self.config.backbone == "clip":
+                img = img[:, 1:]  # CLIP's class token; SigLIP's ViT has none, all are patches
             txt = self.clip_model.text_model(
                 input_ids=ids, attention_mask=mask.long()
             ).last_hidden_state
@@ -241,23 +261,33 @@ class DenseRewardModel(nn.Module):
 
     @classmethod
     def from_backbone(cls, name_or_path: str, **options: Any) -> DenseRewardModel:
-        """A new head: `toy`, or a CLIP checkpoint (local folder or hub id) whose vision and
-        text towers initialise the encoders (the fusion and heads start random)."""
+        """A new head: `toy`, or a CLIP or SigLIP checkpoint (local folder or hub id; which one
+        by its `config.model_type`) whose vision and text towers initialise the encoders (the
+        fusion and heads start random). Another model type raises naming it: loading it as
+        CLIP would fail deep in transformers with a shape error."""
         known = {f.name for f in fields(DenseRewardConfig)} - {"backbone", "clip"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise InputError(f"dense reward: unknown option {unknown[0]!r}; valid: {sorted(known)}")
         if name_or_path == "toy":
             return cls(DenseRewardConfig(backbone="toy", **options))
-        from transformers import AutoTokenizer, CLIPModel
+        import transformers
+        from transformers import AutoConfig, AutoTokenizer
 
         from ...hub import hub_errors
 
         with hub_errors(name_or_path, "model.name_or_path"):
-            clip = CLIPModel.from_pretrained(name_or_path)
+            model_type = AutoConfig.from_pretrained(name_or_path).model_type
+            if model_type not in TOWERS:
+                raise InputError(
+                    f"dense reward: model.name_or_path {name_or_path} is a {model_type!r} model; "
+                    "the backbone must "
+                    f"be a {' or '.join(repr(t) for t in TOWERS)} checkpoint (or 'toy')"
+                )
+            clip = getattr(transformers, TOWERS[model_type][1]).from_pretrained(name_or_path)
             tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         options.setdefault("max_tokens", clip.config.text_config.max_position_embeddings)
-        config = DenseRewardConfig(backbone="clip", clip=clip.config.to_dict(), **options)
+        config = DenseRewardConfig(backbone=model_type, clip=clip.config.to_dict(), **options)
         model = cls(config, tokenizer)
         assert model.clip_model is not None
         model.clip_model.load_state_dict(clip.state_dict())
@@ -287,7 +317,7 @@ class DenseRewardModel(nn.Module):
         known = {f.name for f in fields(DenseRewardConfig)}
         config = DenseRewardConfig(**{k: v for k, v in raw.items() if k in known})
         tokenizer = None
-        if config.backbone == "clip":
+        if config.backbone != "toy":
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(folder / TOKENIZER_DIR)

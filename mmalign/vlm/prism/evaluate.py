@@ -25,32 +25,12 @@ from typing import Any
 
 from ...data.prism_cot import final_answer, parse_stages
 from ...toy.prism import is_refusal
+from ..rates import rate
 from .generate import generate_full
 
 
 def _same(a: str, b: str) -> bool:
     return " ".join(a.lower().split()).rstrip(".") == " ".join(b.lower().split()).rstrip(".")
-
-
-def rate(name: str, hits: list[bool]) -> dict[str, float | int | None]:
-    """The share of `hits`, its standard error and n. A group with no rows has no rate: None
-    (JSON null), not 0.0, which would read as, say, a perfect 0% attack success rate."""
-    n = len(hits)
-    if n == 0:
-        return {name: None, f"{name}_se": None, f"{name}_n": 0}
-    p = sum(hits) / n
-    return {name: p, f"{name}_se": (p * (1 - p) / n) ** 0.5, f"{name}_n": n}
-
-
-def format_rate(results: dict[str, Any], name: str) -> str:
-    """`name` of `results` as printed ("12.50% (+- 1.20%, n=80)"), "n/a (n=0)" for a group
-    with no rows (`rate` gives None)."""
-    value, n = results.get(name), results.get(f"{name}_n")
-    if value is None:
-        return f"n/a (n={n or 0})"
-    se = results.get(f"{name}_se")
-    spread = "" if se is None else f" (+- {se:.2%}, n={n})"
-    return f"{value:.2%}{spread}"
 
 
 def prism_eval_rows(n: int, seed: int, wrap_share: float = 0.5) -> Any:
