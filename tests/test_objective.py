@@ -22,6 +22,8 @@ def test_weighted_sum_of_terms_by_hand():
     assert obj.pairs == ("main", "visual")
     assert "main/dpo/accuracy" in out.metrics and "visual/dpo/margin" in out.metrics
     assert float(out.metrics["loss"]) == pytest.approx(float(expected))
+    lean = obj({"main": main, "visual": visual}, with_metrics=False)  # a step that does not log
+    assert set(lean.metrics) == {"loss"} and torch.equal(lean.loss, out.loss)
 
 
 def test_per_pair_weight_applies_before_the_mean():

@@ -107,7 +107,11 @@ class Objective:
         """The pair names the scorer must produce, in first-use order."""
         return tuple(dict.fromkeys(t.pair for t in self.terms))
 
-    def __call__(self, scores: Mapping[str, PairScores]) -> ObjectiveOutput:
+    def __call__(
+        self, scores: Mapping[str, PairScores], with_metrics: bool = True
+    ) -> ObjectiveOutput:
+        """The weighted sum of the terms; `with_metrics=False` (a training step that does not
+        log) leaves out the per-term metric reductions, keeping `loss` alone."""
         registry = LOSSES
         total: Tensor | None = None
         metrics: dict[str, Tensor] = {}
@@ -125,6 +129,8 @@ class Objective:
             weighted = term.weight * term_loss
             total = weighted if total is None else total + weighted
             outputs[term.name] = out
+            if not with_metrics:
+                continue
             metrics[f"{term.name}/loss"] = term_loss.detach()
             for key, value in out.metrics.items():
                 metrics[f"{term.name}/{key}"] = value.float().mean()

@@ -279,7 +279,7 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
                 scores = recipe.score(model, batch, seeds, with_reference=objective.needs_reference)
                 finite = _all_finite(scores)
                 if accelerator.reduce(finite, "sum").item() == world:
-                    out = objective(scores)
+                    out = objective(scores, with_metrics=full)
                     finite = torch.isfinite(out.loss.detach()).float()
             if accelerator.reduce(finite, "sum").item() < world:
                 raise TrainingError(
