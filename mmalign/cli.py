@@ -9,6 +9,8 @@ from pathlib import Path
 
 from .config import ConfigError, InputError
 
+TOY_MODELS = ("sd", "vlm", "flow")  # what `mmalign toy build` trains
+
 
 def _cmd_losses(args: argparse.Namespace) -> int:
     from .losses import LOSSES
@@ -200,7 +202,13 @@ def _cmd_toy_build(args: argparse.Namespace) -> int:
     from .toy.models.build import build
     from .toy.paths import MODELS_DIR
 
-    which = tuple(args.only) if args.only else ("sd", "vlm", "flow")
+    named = [*(args.models or []), *(args.only or [])]
+    for name in named:
+        if name not in TOY_MODELS:
+            from .suggest import did_you_mean
+
+            raise InputError(f"toy build: no toy model {name!r}; {did_you_mean(name, TOY_MODELS)}")
+    which = tuple(dict.fromkeys(named)) if named else TOY_MODELS
     results = build(which, out_root=args.out or MODELS_DIR, work_dir=args.work, seed=args.seed)
     print(json.dumps(results, indent=2, default=str))
     return 0
@@ -346,7 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = toy_sub.add_parser(
         "build", help="train toy-sd, toy-vlm and toy-flow from scratch (seeded, resumable)"
     )
-    t.add_argument("--only", nargs="+", choices=["sd", "vlm", "flow"], help="build only these")
+    # no `choices=` here: argparse checks an empty `nargs="*"` list against them and fails
+    t.add_argument(
+        "models", nargs="*", metavar="MODEL",
+        help="sd, vlm and/or flow (default: all three), e.g. `mmalign toy build flow`",
+    )  # fmt: skip
+    t.add_argument("--only", nargs="+", choices=TOY_MODELS, help="the same as MODEL")
     t.add_argument("--out", default=None, help="models folder (default: the package's own)")
     t.add_argument("--work", default=None, help="checkpoint folder for resuming")
     t.add_argument("--seed", type=int, default=0)

@@ -183,3 +183,13 @@ def test_in_a_terminal_no_traceback(files, tmp_path, argv):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("mmalign: ")
+
+
+def test_toy_build_names_models_positionally_and_catches_typos(capsys):
+    from mmalign.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["toy", "build", "flow"]).models == ["flow"]
+    assert parser.parse_args(["toy", "build"]).models == []  # all three
+    assert main(["toy", "build", "flw"]) == 2
+    assert "no toy model 'flw'; did you mean 'flow'?" in capsys.readouterr().err
