@@ -1,8 +1,12 @@
 """Preference-data diagnostics: CHES / LN-CHES equal a direct computation from the model's
-last-layer hidden states (Razin et al., METHODS.md section 1), ranking and implicit accuracy
-per pair, duplicates, counted skips and the filter spelling."""
+last-layer hidden states (Razin et al., METHODS.md section 1), from a fresh model pass and from
+the cached states, ranking and implicit accuracy per pair, duplicates, counted skips and the
+filter spelling."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -10,7 +14,8 @@ from vlm_helpers import pair_rows
 
 from mmalign.data.pair_filter import PairFilter, parse_filter
 from mmalign.vlm.collate import PairCollator, user_content
-from mmalign.vlm.diagnose import diagnose_batch, diagnose_rows
+from mmalign.vlm.diagnose import ches_scores, diagnose_batch, diagnose_rows, pair_key
+from mmalign.vlm.diagnose_states import StatesKey, load_states
 from mmalign.vlm.load import load_vlm
 from mmalign.vlm.tiny import tiny_llava
 
@@ -56,6 +61,59 @@ def test_ches_equals_direct_computation(tmp_path, family):
         assert got["ranking_correct"][i] == ranked
     # the two rows have different answers: the scores must differ (not a constant)
     assert got["ches"][0] != got["ches"][1]
+
+
+@contextmanager
+def no_forward() -> Iterator[list[str]]:
+    """Any module forward inside raises: what runs inside made no model pass."""
+    calls: list[str] = []
+
+    def refuse(module: torch.nn.Module, args: object) -> None:
+        calls.append(type(module).__name__)
+        raise RuntimeError(f"forward of {type(module).__name__} where none may run")
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(refuse)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("family", ["toy", "llava"])
+def test_ches_from_cached_states_equals_direct_computation(tmp_path, family):
+    """The cached path: a second diagnosis reads the states the first stored (no forward at
+    all) and gives the same columns; CHES / LN-CHES from the file's sums and counts equal the
+    direct computation of `test_ches_equals_direct_computation`."""
+    source = "toy:vlm"
+    if family == "llava":
+        tiny_llava(tmp_path / "llava")
+        source = str(tmp_path / "llava")
+    vlm = load_vlm(source)
+    rows = pair_rows()
+    fresh = diagnose_rows(vlm.model, vlm.processor, rows, model_key=vlm.weights_key,
+                          progress=False)  # fmt: skip
+    assert fresh.notes == []
+    with no_forward() as calls:
+        cached = diagnose_rows(vlm.model, vlm.processor, rows, model_key=vlm.weights_key,
+                               progress=False)  # fmt: skip
+    assert calls == [] and "from the cache" in cached.notes[0]
+    assert cached.columns == fresh.columns
+    keys = [pair_key(r) for r in rows]
+    path = StatesKey.of(vlm.weights_key, keys, vlm.processor).path()
+    states = load_states(path, "test")
+    hidden = vlm.core.get_output_embeddings().weight.shape[-1]
+    assert states.meta["hidden_size"] == str(hidden) == str(states.hidden_size)
+    t = states.tensors
+    ches, ln_ches = ches_scores(t["chosen_sum"], t["rejected_sum"], t["chosen_tokens"],
+                                t["rejected_tokens"])  # fmt: skip
+    for i, row in enumerate(rows):
+        s_c, n_c = direct_hidden(vlm, row["prompt"], [row["image"]], row["chosen"])
+        s_r, n_r = direct_hidden(vlm, row["prompt"], [row["image"]], row["rejected"])
+        assert float(ches[i]) == pytest.approx(float(s_c @ s_r - s_c @ s_c), rel=1e-5, abs=1e-5)
+        direct_ln = float(s_c @ s_r / (n_c * n_r) - s_c @ s_c / n_c**2)
+        assert float(ln_ches[i]) == pytest.approx(direct_ln, rel=1e-5, abs=1e-5)
+        assert (int(t["chosen_tokens"][i]), int(t["rejected_tokens"][i])) == (n_c, n_r)
+        assert torch.allclose(t["chosen_sum"][i], s_c, rtol=1e-5, atol=1e-5)
 
 
 def test_identical_answers_score_zero_and_duplicates_are_flagged():

@@ -18,19 +18,34 @@ Ranking accuracy (Chen et al., "Preference Learning Algorithms Do Not Learn Pref
 Rankings", Section 3): a pair is ranked right when pi_c > pi_r, the summed completion
 log-probs of the model, with no reference. Implicit-reward accuracy (DPO, Rafailov et al.
 2023, Eq. 5's implicit reward): (pi_c - ref_c) - (pi_r - ref_r) > 0, only with a reference.
+
+All of these are functions of per-pair states (S+, S-, |y+|, |y-| and the log-probs): one
+model pass computes them, and a cache keyed by the weights, the pairs and the tokenization
+(diagnose_states.py) serves every later diagnosis and `data.filter` of the same data.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from ..config import InputError
 from ..data.schema import ValidationReport
 from .collate import PairCollator, SequenceBatch, image_key, row_images
+from .diagnose_states import (
+    REFERENCE,
+    PairStates,
+    StatesKey,
+    check_states,
+    load_states,
+    new_states,
+    save_states,
+)
 from .scorer import VLMPairScorer, _core, completion_hidden, completion_logps, image_features
 
 
@@ -57,29 +72,51 @@ def hidden_sums(core: Any, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Te
 
 
 @torch.no_grad()
+def batch_states(model: Any, batch: SequenceBatch,
+                 reference: VLMPairScorer | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The per-pair states of one batch (its `main` pairs), on the CPU: hidden-state sums,
+    token counts and log-probs, and with `reference` its log-probs (diagnose_states.py)."""
+    core = _core(model)
+    sums, logps, counts = hidden_sums(core, batch)
+    c, r = batch.pairs["main"]
+    out = {"chosen_sum": sums[c], "rejected_sum": sums[r],
+           "chosen_tokens": counts[c], "rejected_tokens": counts[r],
+           "logp_chosen": logps[c], "logp_rejected": logps[r]}  # fmt: skip
+    if reference is not None:
+        ref = reference.reference_logps(model, batch)
+        out["ref_chosen"], out["ref_rejected"] = ref[c], ref[r]
+    # float64 log-probs hold the float32 values exactly: the columns do not change
+    return {k: v.cpu().long() if k.endswith("tokens") else v.cpu().double()
+            for k, v in out.items()}  # fmt: skip
+
+
+def state_columns(t: dict[str, torch.Tensor]) -> dict[str, list[Any]]:
+    """Per-pair columns from states (`batch_states` or a states file): lengths, log-probs,
+    accuracies and CHES / LN-CHES; with reference log-probs, those and implicit accuracy."""
+    lc, lr = t["logp_chosen"], t["logp_rejected"]
+    ches, ln_ches = ches_scores(t["chosen_sum"], t["rejected_sum"], t["chosen_tokens"],
+                                t["rejected_tokens"])  # fmt: skip
+    out: dict[str, list[Any]] = {
+        "chosen_tokens": t["chosen_tokens"].tolist(),
+        "rejected_tokens": t["rejected_tokens"].tolist(),
+        "logp_chosen": lc.tolist(),
+        "logp_rejected": lr.tolist(),
+        "ranking_correct": (lc > lr).tolist(),
+        "ches": ches.tolist(),
+        "ln_ches": ln_ches.tolist(),
+    }
+    if "ref_chosen" in t:
+        rc, rr = t["ref_chosen"], t["ref_rejected"]
+        out["ref_chosen"], out["ref_rejected"] = rc.tolist(), rr.tolist()
+        out["implicit_correct"] = ((lc - rc) - (lr - rr) > 0).tolist()
+    return out
+
+
 def diagnose_batch(model: Any, batch: SequenceBatch,
                    reference: VLMPairScorer | None = None) -> dict[str, list[Any]]:  # fmt: skip
     """Per-pair columns of one batch (its `main` pairs): lengths, log-probs, accuracies and
     CHES / LN-CHES; with `reference`, the reference log-probs and implicit accuracy too."""
-    core = _core(model)
-    sums, logps, counts = hidden_sums(core, batch)
-    c, r = batch.pairs["main"]
-    ches, ln_ches = ches_scores(sums[c], sums[r], counts[c], counts[r])
-    out: dict[str, list[Any]] = {
-        "chosen_tokens": counts[c].tolist(),
-        "rejected_tokens": counts[r].tolist(),
-        "logp_chosen": logps[c].tolist(),
-        "logp_rejected": logps[r].tolist(),
-        "ranking_correct": (logps[c] > logps[r]).tolist(),
-        "ches": ches.tolist(),
-        "ln_ches": ln_ches.tolist(),
-    }
-    if reference is not None:
-        ref = reference.reference_logps(model, batch)
-        out["ref_chosen"], out["ref_rejected"] = ref[c].tolist(), ref[r].tolist()
-        implicit = (logps[c] - ref[c]) - (logps[r] - ref[r])
-        out["implicit_correct"] = (implicit > 0).tolist()
-    return out
+    return state_columns(batch_states(model, batch, reference))
 
 
 def pair_key(row: Any) -> str:
@@ -95,13 +132,15 @@ def pair_key(row: Any) -> str:
 @dataclass
 class Diagnosis:
     """One row per diagnosed pair (`columns`, with `row` the index in the data) and what was
-    skipped (`report`: rows too long for `max_length`, counted as in training)."""
+    skipped (`report`: rows too long for `max_length`, counted as in training); `states`, what
+    the columns were computed from (diagnose_states.py)."""
 
     columns: dict[str, list[Any]]
     report: ValidationReport
     hidden_size: int
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    states: PairStates | None = None
 
     def __len__(self) -> int:
         return len(self.columns["row"])
@@ -109,9 +148,15 @@ class Diagnosis:
 
 def diagnose_rows(model: Any, processor: Any, rows: Any, *, batch_size: int = 32,
                   max_length: int | None = None, with_reference: bool = False,
-                  progress: bool = True) -> Diagnosis:  # fmt: skip
+                  progress: bool = True, model_key: tuple[Any, ...] | None = None,
+                  states: str | Path | None = None) -> Diagnosis:  # fmt: skip
     """Diagnose every pair of `rows` (PreferencePair rows with `prompt`, `chosen`, `rejected`
-    and their images) in batches of `batch_size` pairs."""
+    and their images) in batches of `batch_size` pairs.
+
+    `model_key` (`VLM.weights_key`): read the per-pair states from the cache when an entry
+    for this model, these pairs and this tokenization exists (no model pass), else compute
+    and store them there. `states`: a states file to use instead (`--states`), refused with an
+    InputError unless it matches the model's hidden size (and `model_key`, and the pairs)."""
     import time
 
     if batch_size < 1:
@@ -119,10 +164,10 @@ def diagnose_rows(model: Any, processor: Any, rows: Any, *, batch_size: int = 32
     start = time.perf_counter()
     collator = PairCollator(processor, ("main",), max_length)
     report = ValidationReport(name="diagnose")
-    reference = VLMPairScorer(model, "adapters", pack=False) if with_reference else None
     first: dict[str, int] = {}
     columns: dict[str, list[Any]] = {"row": [], "duplicate_of": []}
     keep: list[int] = []
+    keys: list[str] = []
     for i in range(len(rows)):
         row = rows[i]
         if max_length is not None and not collator.fits(row):
@@ -131,20 +176,58 @@ def diagnose_rows(model: Any, processor: Any, rows: Any, *, batch_size: int = 32
         report.keep()
         keep.append(i)
         key = pair_key(row)
+        keys.append(key)
         columns["row"].append(i)
         columns["duplicate_of"].append(first[key] if key in first else -1)
         first.setdefault(key, i)
+    hidden = int(_core(model).get_output_embeddings().weight.shape[-1])
+    ident = StatesKey.of(model_key, keys, processor)
+    found, notes = None, []
+    if states is not None:
+        found = load_states(Path(states), "--states")
+        check_states(found, Path(states), "--states", ident, hidden)
+        if with_reference and not found.has_reference:
+            raise InputError(f"--states {states}: holds no reference log-probs (computed "
+                             "without --adapter); drop --states to compute them")  # fmt: skip
+        notes.append(f"CHES states from --states {states} (no model pass)")
+    elif model_key and keep:  # nothing to diagnose: nothing worth a cache entry
+        path = ident.path()
+        if path.is_file():
+            found = load_states(path, "cached CHES states")
+            check_states(found, path, "cached CHES states", ident, hidden)
+            if with_reference and not found.has_reference:
+                found = None  # an entry written without the reference: computed again below
+            else:
+                notes.append(f"CHES states from the cache {path} (no model pass)")
+    if found is None:
+        found = _compute_states(model, collator, rows, keep, batch_size, with_reference,
+                                progress, ident, hidden)  # fmt: skip
+        if model_key and keep:
+            save_states(ident.path(), found)
+    # the same pairs in the same order (`pairs` matched), numbered as this caller's data:
+    # a recipe's entry numbers the rows that fit, while the written file follows pairs.parquet
+    found.tensors["row"] = torch.tensor(keep, dtype=torch.int64)
+    tensors = found.tensors
+    if not with_reference:  # states with a reference serve a call without one
+        tensors = {k: v for k, v in tensors.items() if k not in REFERENCE}
+    columns.update(state_columns(tensors))
+    return Diagnosis(columns, report, hidden, time.perf_counter() - start, notes, found)
+
+
+def _compute_states(model: Any, collator: PairCollator, rows: Any, keep: list[int],
+                    batch_size: int, with_reference: bool, progress: bool, ident: StatesKey,
+                    hidden: int) -> PairStates:  # fmt: skip
+    """The model pass: the states of the pairs `keep`, `batch_size` pairs per forward."""
+    reference = VLMPairScorer(model, "adapters", pack=False) if with_reference else None
+    parts = []
     bar = tqdm(total=len(keep), desc="diagnosing pairs", unit="pair", disable=not progress)
     for b in range(0, len(keep), batch_size):
         ids = keep[b : b + batch_size]
         batch = collator([rows[i] for i in ids], check_length=False, row_ids=ids)
-        batch = batch.to(_core(model).device)
-        for name, values in diagnose_batch(model, batch, reference).items():
-            columns.setdefault(name, []).extend(values)
+        parts.append(batch_states(model, batch.to(_core(model).device), reference))
         bar.update(len(ids))
     bar.close()
-    hidden = int(_core(model).get_output_embeddings().weight.shape[-1])
-    return Diagnosis(columns, report, hidden, time.perf_counter() - start)
+    return new_states(parts, keep, ident, hidden)
 
 
 def summarize(diag: Diagnosis) -> dict[str, Any]:

@@ -8,6 +8,11 @@ Writes `DIR/pairs.parquet` (one row per diagnosed pair), `DIR/summary.json` and
 histograms need matplotlib, from the `eval` extra: without it the report says so, and the
 command says it before the model pass); with `--filter ln_ches:keep_lowest=0.05`, also
 `DIR/filtered/`, a saved dataset of the kept rows that `mmalign train` reads as `data.path`.
+`DIR/states.safetensors` holds the per-pair states the scores come from (S+, S-, the token
+counts and log-probs; layout in mmalign/vlm/diagnose_states.py): `--states` reuses it (no
+model pass) after checking it against the model's hidden size, weights and the data. Without
+`--states` the same states are cached by model, data and tokenization, so a rerun, or a
+recipe's `data.filter` on the same data and model, skips the model pass.
 
 Image-pair data goes to the diffusion diagnosis: the toy image kinds and `pickapic:` by name,
 and a saved dataset (`save_to_disk`) by its columns (`chosen` holding images, or Pick-a-Pic's
@@ -78,6 +83,7 @@ def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any],
 
     from .diagnose import summarize, summarize_by
     from .diagnose_html import render_report
+    from .diagnose_states import STATES_FILE, save_states
 
     out.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(diag.columns)
@@ -92,6 +98,8 @@ def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any],
         kept = [diag.columns["row"][i] for i in pair_filter.keep(diag.columns[pair_filter.metric])]
         rows.select(kept).save_to_disk(str(out / "filtered"))
         summary["filter"] = {"spec": str(pair_filter), "kept": len(kept), "of": len(diag)}
+    if diag.states is not None:
+        save_states(out / STATES_FILE, diag.states)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.html").write_text(render_report(table, rows, summary, top=top))
     return summary
@@ -110,6 +118,9 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         raise InputError(f"--filter: {err}") from None
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.states is not None and not Path(args.states).is_file():
+        raise InputError(f"--states {args.states}: no such file (it is DIR/states.safetensors "
+                         "of an earlier `mmalign data diagnose --out DIR`)")  # fmt: skip
     if is_diffusion_data(args.data) or has_image_pairs(args.data, args.split):
         if args.on_diffusion is None or not is_diffusion_model(args.model):
             raise InputError(
@@ -119,6 +130,9 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
                 "--adapter a tuned run on top of it) for per-pair ranking and implicit-reward "
                 "accuracy."
             )
+        if args.states is not None:
+            raise InputError(f"--states {args.states}: CHES states are for VLM pairs; "
+                             f"{args.data} holds image pairs")  # fmt: skip
         return int(args.on_diffusion(args))
     if not have_matplotlib():  # said now, before the model pass, so it can be stopped
         print(f"mmalign: {NO_HISTOGRAMS}", file=sys.stderr)
@@ -132,9 +146,12 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         vlm.model.to(args.device)
     diag = diagnose_rows(vlm.model, vlm.processor, rows, batch_size=args.batch_size,
                          max_length=args.max_length,
-                         with_reference=args.adapter is not None)  # fmt: skip
+                         with_reference=args.adapter is not None,
+                         model_key=vlm.weights_key, states=args.states)  # fmt: skip
     if diag.report.num_skipped:
         print(f"mmalign: {diag.report}")
+    for note in diag.notes:
+        print(f"mmalign: {note}")
     meta = {"data": args.data, "split": args.split, "model": vlm.source,
             "adapter": args.adapter, "opened": dict(report.skipped)}  # fmt: skip
     summary = write_outputs(diag, rows, Path(args.out), meta, pair_filter, top=args.top)
@@ -173,6 +190,9 @@ def register(sub: Any, on_diffusion: Any = None) -> None:
                    "longer than this many tokens, as training's vlm.max_length")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32, help="pairs per forward")
     p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--states", default=None, help="reuse DIR/states.safetensors of an earlier "
+                   "run on the same data and model instead of the model pass (checked against "
+                   "the model's hidden size and weights)")  # fmt: skip
     p.add_argument("--top", type=int, default=12, help="highest-LN-CHES pairs in the report")
     p.add_argument("--device", default=None, help="e.g. cuda (default: where the model loads)")
     p.add_argument("--draws", type=int, default=4, help="diffusion data: (timestep, noise) "

@@ -213,16 +213,24 @@ class VLMRecipe:
     def _filter(self, keep: list[int], device: torch.device) -> list[int]:
         """The ids of `keep` that `data.filter` selects: the per-pair metric of each row from
         the model as loaded (mmalign/vlm/diagnose.py, the code of `mmalign data diagnose`),
-        over the rows that fit `vlm.max_length`, so both keep the same rows."""
-        from ..config import ConfigError
+        over the rows that fit `vlm.max_length`, so both keep the same rows. The per-pair
+        states are cached by weights, pairs and tokenization (diagnose_states.py): a resume,
+        a rerun or a `data diagnose` of the same rows and model spares this model pass."""
+        from ..config import ConfigError, InputError
         from ..data.pair_filter import parse_filter
         from .diagnose import diagnose_rows
 
         spec = parse_filter(str(self.cfg.data.filter))
         main = self.accelerator.is_main_process
         model = self.vlm.model.to(device)
-        diag = diagnose_rows(model, self.vlm.processor, self.rows.select(keep),
-                             batch_size=FILTER_BATCH_SIZE, progress=main)  # fmt: skip
+        try:
+            diag = diagnose_rows(model, self.vlm.processor, self.rows.select(keep),
+                                 batch_size=FILTER_BATCH_SIZE, progress=main,
+                                 model_key=self.vlm.weights_key)  # fmt: skip
+        except InputError as err:  # a damaged cache entry: named under the key that read it
+            raise InputError(f"data.filter: {err}") from None
+        for note in diag.notes if main else []:
+            print(f"mmalign: data.filter: {note}")
         kept = [keep[diag.columns["row"][j]] for j in spec.keep(diag.columns[spec.metric])]
         self.filtered = {"spec": str(spec), "kept": len(kept), "of": len(keep),
                          "dropped": len(keep) - len(kept),
