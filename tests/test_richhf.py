@@ -148,7 +148,7 @@ def test_richhf_reader_on_tiny_file(richhf):
     root, images = richhf
     records, report = read_records_richhf(root, "dev")
     assert [r.filename for r in records] == ["aaa.png", "ddd.png", "eee.png"]
-    assert report.skipped == {"score_out_of_range": 1, "missing_artifact_map": 1}
+    assert report.skipped == {"overall_out_of_range": 1, "missing_artifact_map": 1}
     assert records[0].token_labels == [1, 1, 0, 1]
     assert records[0].scores == {"alignment": 0.25, "aesthetics": 0.5, "plausibility": 0.75,
                                  "overall": 1.0}  # fmt: skip
@@ -156,7 +156,7 @@ def test_richhf_reader_on_tiny_file(richhf):
     rows = RichHFRows(root, "dev", images=images)
     assert len(rows) == 1
     assert rows.report.kept == 1 and rows.report.total == 5
-    assert rows.report.skipped == {"score_out_of_range": 1, "missing_artifact_map": 1,
+    assert rows.report.skipped == {"overall_out_of_range": 1, "missing_artifact_map": 1,
                                    "heatmap_size_mismatch": 1, "image_not_found": 1}  # fmt: skip
     row = rows[0]
     assert row.prompt == "a red, square box." and row.name == "aaa.png"
@@ -171,7 +171,7 @@ def test_richhf_reader_on_tiny_file(richhf):
 
 def test_richhf_strict_names_record_and_key(richhf):
     root, _ = richhf
-    with pytest.raises(ValueError, match="row 1: score_out_of_range"):
+    with pytest.raises(ValueError, match="row 1: overall_out_of_range"):
         read_records_richhf(root / "dev.tfrecord", strict=True)
     with pytest.raises(InputError, match="name a split"):
         read_records_richhf(root)
@@ -187,7 +187,7 @@ def test_data_show_reads_the_richhf_card(richhf, monkeypatch, capsys):
     assert main(["data", "show", "richhf_18k", "--split", "dev", "--sample", "5"]) == 0
     out = capsys.readouterr().out
     assert "reader: richhf" in out and "sample: 1 rows" in out
-    assert "image_not_found: 1" in out and "score_out_of_range: 1" in out
+    assert "image_not_found: 1" in out and "overall_out_of_range: 1" in out
 
 
 def _truncated_png(data: bytes) -> bytes:
@@ -278,3 +278,23 @@ def test_prompt_words_follow_the_release_and_toy_rows_have_no_labels():
     row = DenseRow(prompt="p", image=Image.new("RGB", (2, 2)), heatmaps=np.zeros((2, 2, 2)),
                    scores=dict.fromkeys(DENSE_SCORES, 0.5))  # fmt: skip
     assert row.token_labels is None
+
+
+def test_toy_dense_rows_name_a_bad_row():
+    """The toy `flaws` dense rows (DatasetDenseRows): a score out of range or a heatmap of the
+    wrong size is an error naming the row and what is wrong."""
+    from datasets import Dataset
+    from PIL import Image
+
+    from mmalign.data.dense import DatasetDenseRows
+
+    good = {"prompt": "a red circle", "image": Image.new("RGB", (8, 8)),
+            "heatmaps": np.zeros((2, 8, 8), np.float32).tolist(),
+            "alignment": 1.0, "aesthetics": 0.5, "plausibility": 0.5, "overall": 0.7}  # fmt: skip
+    with pytest.raises(ValueError, match=r"mine: row 1: plausibility_out_of_range"):
+        DatasetDenseRows(Dataset.from_list([good, {**good, "plausibility": 1.2}]), "mine")
+    small = {**good, "heatmaps": np.zeros((2, 4, 4), np.float32).tolist()}
+    rows = DatasetDenseRows(Dataset.from_list([good, small]), "mine")
+    assert rows[0].scores["overall"] == pytest.approx(0.7)
+    with pytest.raises(ValueError, match=r"mine: row 1: heatmap"):
+        rows[1]

@@ -63,7 +63,7 @@ def score_problem(scores: Mapping[str, Any]) -> str | None:
         except (TypeError, ValueError):
             return f"bad_{key}"
         if math.isnan(x) or not 0.0 <= x <= 1.0:
-            return "score_out_of_range"
+            return f"{key}_out_of_range"
     return None
 
 

@@ -99,7 +99,7 @@ def _one(features: dict[str, Value], key: str, kind: type) -> Any:
 
 def parse_record(features: dict[str, Value], index: int) -> RichHFRecord | str:
     """The record, or the reason it is unusable (`missing_<feature>`, `bad_<feature>`,
-    `score_out_of_range`, `heatmap_sizes_differ`, `bad_heatmap`)."""
+    `<score>_out_of_range`, `heatmap_sizes_differ`, `bad_heatmap`)."""
     try:
         filename = _one(features, "filename", bytes).decode("utf-8")
         raw_scores = {name: _one(features, key, float) for key, name in SCORE_FEATURES.items()}

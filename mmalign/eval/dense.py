@@ -63,9 +63,9 @@ def heatmap_metrics(pred: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
 
 
 def predict(scorer: Any, rows: DenseRows, batch_size: int) -> tuple[dict, dict, list[int]]:
-    """(predictions, truths, row indices): scores [N] and heatmaps [N,H,W] for each key. Rows
-    are grouped by image size (a batch holds one size); maps are compared on each image's
-    own grid."""
+    """(predictions, truths, row indices): scores [N] and heatmaps [N,H,W] for each key. Maps
+    are compared on the images' own grid, so every row must have one image size (several
+    sizes are an error naming them)."""
     by_size: dict[tuple[int, int], list[int]] = {}
     for i in range(len(rows)):
         by_size.setdefault(rows[i].image.size, []).append(i)
