@@ -39,13 +39,17 @@ def direct_hidden(vlm, prompt: str, images: list, answer: str) -> tuple[torch.Te
     return h[p - 1 : p - 1 + n].sum(0), n
 
 
-@pytest.mark.parametrize("family", ["toy", "llava"])
-def test_ches_equals_direct_computation(tmp_path, family):
-    source = "toy:vlm"
+def _family_vlm(tmp_path, family: str):
+    """toy-vlm, or a tiny random LLaVA saved and loaded as a real checkpoint."""
     if family == "llava":
         tiny_llava(tmp_path / "llava")
-        source = str(tmp_path / "llava")
-    vlm = load_vlm(source)
+        return load_vlm(str(tmp_path / "llava"))
+    return load_vlm("toy:vlm")
+
+
+@pytest.mark.parametrize("family", ["toy", "llava"])
+def test_ches_equals_direct_computation(tmp_path, family):
+    vlm = _family_vlm(tmp_path, family)
     rows = pair_rows()
     batch = PairCollator(vlm.processor, ("main",))(rows)
     got = diagnose_batch(vlm.model, batch)
@@ -84,11 +88,7 @@ def test_ches_from_cached_states_equals_direct_computation(tmp_path, family):
     """The cached path: a second diagnosis reads the states the first stored (no forward at
     all) and gives the same columns; CHES / LN-CHES from the file's sums and counts equal the
     direct computation of `test_ches_equals_direct_computation`."""
-    source = "toy:vlm"
-    if family == "llava":
-        tiny_llava(tmp_path / "llava")
-        source = str(tmp_path / "llava")
-    vlm = load_vlm(source)
+    vlm = _family_vlm(tmp_path, family)
     rows = pair_rows()
     fresh = diagnose_rows(vlm.model, vlm.processor, rows, model_key=vlm.weights_key,
                           progress=False)  # fmt: skip
