@@ -70,3 +70,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cheap_password_hashes(request):
+    """The labeling app's tests make their users' hashes at the old scrypt cost (N = 2^14),
+    so many users and logins stay fast; test_label_login.py checks the real cost itself."""
+    name = request.module.__name__.rpartition(".")[2]
+    if not name.startswith("test_label") or name == "test_label_login":
+        yield
+        return
+    from mmalign_label.testing import cheap_password_hashes
+
+    with cheap_password_hashes():
+        yield

@@ -451,3 +451,99 @@ def test_vote_answers_must_be_an_object_and_bad_limits_are_refused_at_start(serv
         assert status == 400 and b"answers" in body
     for option in ("--session-hours", "--request-timeout"):
         assert main(["label", "--users", str(server.users), option, "nan"]) == 2
+
+
+def _raw(port: int, request: bytes, source: str = "127.0.0.1") -> bytes:
+    """`request` sent from `source` (any 127.x address reaches the server); the raw answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10,
+                                  source_address=(source, 0)) as s:  # fmt: skip
+        s.sendall(request)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def test_one_address_cannot_take_every_connection(server) -> None:
+    from mmalign_label.connections import PER_CLIENT
+
+    port = int(server.url.rsplit(":", 1)[1])
+    page = b"GET /theme.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(PER_CLIENT)]  # idle
+    try:
+        time.sleep(0.3)  # accepted (the head deadline, 2 s, closes them later)
+        assert _raw(port, page).startswith(b"HTTP/1.1 503 ")  # one more from 127.0.0.1
+        assert _raw(port, page, source="127.0.0.2").startswith(b"HTTP/1.1 200 ")  # another
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 5
+    while not _raw(port, page).startswith(b"HTTP/1.1 200 ") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _raw(port, page).startswith(b"HTTP/1.1 200 ")
+
+
+def _api(url: str, path: str, body: bytes, cookie: str) -> tuple[int, bytes]:
+    headers = {"Cookie": cookie, "Content-Type": "application/json"}
+    status, text, _ = _request(url + path, body=body, headers=headers)
+    if status == 200 and path.startswith("/gradio_api/call/"):  # the result stream
+        event = json.loads(text)["event_id"]
+        status, text, _ = _request(f"{url}{path}/{event}", headers={"Cookie": cookie})
+    return status, text
+
+
+def test_malformed_votes_get_clean_errors_without_sql_or_paths(server) -> None:
+    cookie, _ = _login(server.url, "carol")
+    leaks = (b"SELECT", b"sqlalchemy", b"sqlite", b"Traceback", b"File \"",
+             str(Path(server.users).parent).encode(), b"/work/")  # fmt: skip
+    cases = [
+        (["abcdefgh12", ["x"], "left", 0, 1, None], b"pair_id must be a string"),
+        (["abcdefgh12", {"a": 1}, "left", 0, 1, None], b"pair_id must be a string"),
+        (["abcdefgh12", "p", ["left"], 0, 1, None], b"choice must be a string"),
+        (["abcdefgh12", "p", "left", "zero", 1, None], b"must be integers"),
+        (["abcdefgh12", "p", "left", 0, 1, ["x"]], b"answers must be an object"),
+    ]
+    for data, reason in cases:
+        for path in ("/gradio_api/call/vote", "/gradio_api/api/vote"):
+            status, text = _api(server.url, path, json.dumps({"data": data}).encode(), cookie)
+            assert reason in text, (path, data, status, text[:300])
+            assert not any(leak in text for leak in leaks), (path, data, text[:300])
+    # an exception that is not a gr.Error (too few arguments): its text stays in the log
+    for path in ("/gradio_api/call/vote", "/gradio_api/api/vote"):
+        status, text = _api(server.url, path, json.dumps({"data": ["x"]}).encode(), cookie)
+        assert b"error" in text and b"input values" not in text, (path, text[:300])
+    vote = {"vote_id": "abcdefgh13", "pair_id": {"a": 1}, "choice": "left", "left_image": 0,
+            "decide_ms": 1}  # fmt: skip
+    status, text = _api(server.url, "/label_api/vote", json.dumps(vote).encode(), cookie)
+    assert status == 400 and b"pair_id must be a string" in text
+
+
+def test_deeply_nested_json_is_a_400(server) -> None:
+    cookie, _ = _login(server.url, "carol")
+    deep = b"[" * 200_000 + b"]" * 200_000  # past Python's recursion limit
+    nested = json.dumps(json.loads("{" + '"a":{' * 100 + "}" * 101))  # parses, too deep
+    for path in ("/label_api/vote", "/gradio_api/call/vote", "/gradio_api/queue/join",
+                 "/gradio_api/api/vote"):  # fmt: skip
+        for body in (deep, nested.encode()):
+            status, text = _api(server.url, path, body, cookie)
+            assert status == 400 and b"nests deeper" in text, (path, status, text[:200])
+
+
+def test_an_image_that_cannot_be_shown_names_no_server_path(tmp_path: Path, capsys) -> None:
+    from types import SimpleNamespace
+
+    from mmalign_label.app import LabelApp
+    from mmalign_label.images import import_pairs
+    from mmalign_label.store import Store
+
+    users = tmp_path / "users.txt"
+    add_user(users, "ann", "pw")
+    store = Store(tmp_path / "db.sqlite")
+    store.add_pairs(import_pairs(make_pairs_dataset(tmp_path / "pairs", 1, size=16),
+                                 tmp_path / "img"))  # fmt: skip
+    for image in (tmp_path / "img").iterdir():
+        image.unlink()  # the image folder lost its files
+    app = LabelApp(store, tmp_path / "img", Authenticator(users))
+    status = app.on_load(SimpleNamespace(username="ann"))[5]
+    assert "cannot show pair" in status and str(tmp_path) not in status
+    assert str(tmp_path) in capsys.readouterr().err  # the reason, for the admin

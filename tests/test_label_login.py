@@ -7,8 +7,11 @@ import asyncio
 import hashlib
 import inspect
 import json
+import re
 import threading
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 from mmalign_label.login import FailedLogins, LoginLimit, off_loop
@@ -140,3 +143,167 @@ def test_over_limit_logins_are_answered_without_a_check_even_in_parallel() -> No
     limited = [body for status, body in answers if status == 429]
     assert len(limited) == 15 and len(set(limited)) == 1  # one answer, whatever the name
     assert "try again" in json.loads(limited[0])["detail"]
+
+
+def _form_scope(client: str, name: str) -> tuple[dict, Any]:
+    """A login POST from `client` naming `name`, and its `receive`."""
+    body = urlencode({"username": name, "password": "guess"}).encode()
+    scope = {"type": "http", "method": "POST", "path": "/login", "client": (client, 5555),
+             "headers": [(b"content-type", b"application/x-www-form-urlencoded")]}  # fmt: skip
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return scope, receive
+
+
+def _attempts(limited: LoginLimit, tries: list[tuple[str, str]]) -> list[tuple[int, dict, bytes]]:
+    """(status, headers, body) of each (client, name) login, one after another."""
+
+    async def main() -> list[tuple[int, dict, bytes]]:
+        out = []
+        for client, name in tries:
+            sent: list[dict] = []
+
+            async def send(message: dict, sent: list[dict] = sent) -> None:
+                sent.append(message)
+
+            await limited(*_form_scope(client, name), send)
+            out.append((sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]))
+        return out
+
+    return asyncio.run(main())
+
+
+async def _wrong_password(scope, receive, send):  # type: ignore[no-untyped-def]
+    """Gradio's login refusing every password; the name it read goes in `checked`."""
+    form = parse_qs((await receive())["body"].decode())
+    _checked.append((scope["client"][0], form["username"][0]))
+    await send({"type": "http.response.start", "status": 400, "headers": []})
+    await send({"type": "http.response.body", "body": b'{"detail":"Incorrect credentials"}'})
+
+
+_checked: list[tuple[str, str]] = []
+
+
+def test_ipv6_clients_are_limited_per_64() -> None:
+    _checked.clear()
+    limited = LoginLimit(_wrong_password, FailedLogins(limit=10, window_s=60))
+    # 40 guesses, each from another address of one /64 (one host can use them all)
+    answers = _attempts(limited, [(f"2001:db8::{k:x}", "lead") for k in range(1, 41)])
+    assert [s for s, _, _ in answers] == [400] * 10 + [429] * 30
+    assert len(_checked) == 10  # the rest never reached the password check
+    other = _attempts(limited, [("2001:db8:0:1::1", "lead"), ("::ffff:192.0.2.1", "lead")])
+    assert [s for s, _, _ in other] == [400, 400]  # another /64, an IPv4 client: their own
+
+
+def test_an_account_name_is_limited_across_addresses_the_same_for_any_name() -> None:
+    _checked.clear()
+    now = [0.0]
+    limited = LoginLimit(
+        _wrong_password, FailedLogins(limit=3, window_s=60, clock=lambda: now[0]),
+        FailedLogins(limit=5, window_s=900, clock=lambda: now[0]),
+    )  # fmt: skip
+    # an address over its own limit: the answer every limited login must look like
+    own = _attempts(limited, [("198.51.100.1", f"x{k}") for k in range(4)])[-1]
+    assert own[0] == 429
+    for name in ("alice", "no-such-user"):  # an account, and a name no one has
+        tries = [(f"203.0.113.{k}", name) for k in range(1, 6)]  # 5 addresses, 1 guess each
+        assert [s for s, _, _ in _attempts(limited, tries)] == [400] * 5
+        # from new addresses, and the right password too: answered without a check
+        status, headers, body = _attempts(limited, [("192.0.2.7", name), ("192.0.2.8", name)])[1]
+        assert (status, headers.keys()) == (own[0], own[1].keys())
+        assert re.sub(rb"\d+", b"N", body) == re.sub(rb"\d+", b"N", own[2])
+    assert [n for _, n in _checked].count("alice") == 5  # 5 checks, none after the limit
+    assert _attempts(limited, [("192.0.2.9", " alice ")])[0][0] == 429  # Gradio strips names
+    assert _attempts(limited, [("192.0.2.9", "alice2")])[0][0] == 400  # another name
+    now[0] = 901.0  # the window slides: no success needed to lift the limit
+    assert _attempts(limited, [("192.0.2.10", "alice")])[0][0] == 400
+
+
+def test_a_flood_from_failing_addresses_leaves_room_for_a_clean_login() -> None:
+    from mmalign_label.login import FAILING_PENDING
+
+    async def main() -> tuple[list[int], list[str]]:
+        gate = asyncio.Event()
+        reached: list[str] = []
+
+        async def gradio_login(scope, receive, send):  # type: ignore[no-untyped-def]
+            reached.append(scope["client"][0])
+            await gate.wait()  # the checks take long: every attempt stays in flight
+            await send({"type": "http.response.start", "status": 400, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        limited = LoginLimit(gradio_login, FailedLogins(limit=10, window_s=60))
+        flood = [f"10.1.{k // 250}.{k % 250}" for k in range(200)]
+        for address in flood:  # each has failed before
+            limited.failed.attempt(address)
+        statuses: list[int] = []
+
+        async def attempt(client: str) -> None:
+            sent: list[dict] = []
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            await limited(_login_scope(client), None, send)
+            statuses.append(sent[0]["status"])
+
+        tasks = [asyncio.ensure_future(attempt(a)) for a in flood]
+        await asyncio.sleep(0.01)
+        tasks.append(asyncio.ensure_future(attempt("198.51.100.9")))  # a clean login
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(*tasks)
+        return statuses, reached
+
+    statuses, reached = asyncio.run(main())
+    assert "198.51.100.9" in reached  # checked, not turned away
+    assert len(reached) == FAILING_PENDING + 1 and statuses.count(503) == 200 - FAILING_PENDING
+
+
+def test_new_hashes_cost_n_2_17_and_old_ones_still_verify(tmp_path: Path, monkeypatch) -> None:
+    from mmalign_label import users as users_module
+    from mmalign_label.users import check_password, hash_params, hash_password
+
+    new = hash_password("pw")
+    assert hash_params(new) == (2**17, 8, 1) and check_password("pw", new)
+    monkeypatch.setattr(users_module, "SCRYPT_N", 2**14)
+    old = hash_password("pw")  # as made before the cost went up
+    monkeypatch.undo()
+    assert hash_params(old) == (2**14, 8, 1)
+    assert check_password("pw", old) and not check_password("nope", old)
+    for broken in ("scrypt$16$8$1$zz$00", "scrypt$1048576$8$8$00$00", "md5$x", ""):
+        assert not check_password("pw", broken)  # no exception, no match
+    file = tmp_path / "users.txt"
+    file.write_text(f"ann:annotator:{old}\nbob:annotator:{new}\n")
+    assert Authenticator(file).weaker_hashes() == ["ann"]  # named at the server's start
+
+
+def test_logins_cost_the_same_for_any_name_while_old_hashes_remain(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from mmalign_label import users as users_module
+
+    users = tmp_path / "users.txt"
+    monkeypatch.setattr(users_module, "SCRYPT_N", 2**8)
+    add_user(users, "old", "pw-old")  # made at the lower cost ...
+    monkeypatch.setattr(users_module, "SCRYPT_N", 2**9)
+    add_user(users, "new", "pw-new")  # ... and at the current one
+    auth = Authenticator(users)
+    runs: list[int] = []
+    real = hashlib.scrypt
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        runs.append(kwargs["n"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "scrypt", counting)
+    for name, password, ok in [("old", "x", False), ("new", "x", False), ("nobody", "x", False),
+                               ("old", "pw-old", True), ("new", "pw-new", True)]:  # fmt: skip
+        runs.clear()
+        assert auth(name, password) is ok
+        assert sorted(runs) == [2**8, 2**9], (name, runs)  # one run at each cost, any name
+    add_user(users, "old", "pw-old")  # the admin sets the password again: current cost
+    runs.clear()
+    assert auth("nobody", "x") is False and runs == [2**9]

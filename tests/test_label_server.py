@@ -206,6 +206,26 @@ def test_failed_logins_are_limited_per_address(server) -> None:
     assert _login_from(server.url, "203.0.113.8", "u00", "pw-u00")[0] == 200  # per address
 
 
+def test_guesses_spread_over_addresses_are_limited_per_64_and_per_account(server) -> None:
+    # one host's IPv6 /64 (2^64 addresses): one client, limited after 10 failures
+    tries = [_login_from(server.url, f"2001:db8:7::{k:x}", "u09", "wrong") for k in range(1, 13)]
+    assert [status for status, _ in tries] == [400] * 10 + [429] * 2
+    limited = [tries[-1][1]]  # the answer of a client over its limit
+    # an account guessed at from many addresses, one guess each: NAME_LIMIT (20) failures in
+    # all, the 10 above included; then the same 429 as a client's, for a name that exists
+    # and for one that does not, and for the right password too (no check)
+    for k in range(10):
+        assert _login_from(server.url, f"198.51.100.{k + 1}", "u09", "wrong")[0] == 400
+    for k in range(20):
+        assert _login_from(server.url, f"198.51.101.{k + 1}", "nobody", "wrong")[0] == 400
+    for user, password in [("u09", "pw-u09"), ("u09", "wrong"), ("nobody", "wrong")]:
+        status, body = _login_from(server.url, "192.0.2.77", user, password)
+        assert status == 429
+        limited.append(body)
+    assert len({re.sub(rb"\d+", b"N", body) for body in limited}) == 1
+    assert _login_from(server.url, "192.0.2.77", "u08", "pw-u08")[0] == 200  # others log in
+
+
 def test_file_routes_refuse_path_traversal_after_login(server) -> None:
     cookie = _login(server.url, "u00", "pw-u00")
     assert _get(server.url + "/config", cookie)[0] == 200  # the cookie works

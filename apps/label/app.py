@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -121,9 +122,12 @@ class LabelApp:
         try:
             content = self._content(pair, left)
         except ImageError as err:
+            # the reason names server paths (the image folder): the log gets it, the page not
+            print(f"label: cannot show pair {pair.pair_id}: {err}", file=sys.stderr)
             return ({}, prompt_html(pair.prompt, pair_id=pair.pair_id), None, None,
-                    progress_html(done, total),
-                    f"⚠️ cannot show pair {pair.pair_id}: {err}", None)  # fmt: skip
+                    progress_html(done, total), f"⚠️ cannot show pair {pair.pair_id}: an "
+                    "image of it is missing or unreadable (the server's log says why)",
+                    None)  # fmt: skip
         state = {
             "pair_id": pair.pair_id,
             "left_image": left,
@@ -232,13 +236,18 @@ class LabelApp:
     ) -> dict[str, Any]:  # fmt: skip
         """Store the caller's vote; returns only after the vote is committed. `answers`:
         criterion -> answer for a run with several questions."""
+        user = _user(request)
+        try:
+            left, ms = int(left_image), int(decide_ms)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity
+            raise gr.Error("left_image and decide_ms must be integers") from None
         try:
             return self.labeling.vote(
-                _user(request), vote_id=vote_id, pair_id=pair_id, choice=choice,
-                left_image=int(left_image), decide_ms=int(decide_ms), answers=answers,
+                user, vote_id=vote_id, pair_id=pair_id, choice=choice, left_image=left,
+                decide_ms=ms, answers=answers,
             )  # fmt: skip
-        except VoteError as err:
-            raise gr.Error(str(err)) from err
+        except VoteError as err:  # a clean message; anything else reaches the client as
+            raise gr.Error(str(err)) from err  # a bare "Error" (show_error=False)
 
     def api_undo(self, request: gr.Request) -> dict[str, Any]:
         """Withdraw the caller's last vote."""

@@ -47,9 +47,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"--{name.replace('_', '-')} must be a number > 0, got {value}")
+    for name, least in (("login_limit", 1), ("account_login_limit", 1),
+                        ("connections_per_client", 0)):  # fmt: skip
+        if getattr(args, name) < least:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {least}, "
+                             f"got {getattr(args, name)}")  # fmt: skip
     auth = Authenticator(args.users)
     if not auth.users():
         raise ValueError(f"{args.users} has no users: add one with `mmalign label adduser`")
+    weak = auth.weaker_hashes()
+    if weak:  # the server does not rewrite the users file (users.py): the admin upgrades
+        shown = ", ".join(weak[:10]) + (", ..." if len(weak) > 10 else "")
+        print(f"label: {len(weak)} password hashes in {args.users} have a lower scrypt cost "
+              f"than new ones ({shown}); set those passwords again (`mmalign label adduser "
+              "NAME`) to raise it", file=sys.stderr)  # fmt: skip
     from .criteria import load_criteria, save_criteria
     from .quality import save_quality_settings
     from .vlm_pairs import add_vlm_pairs, is_vlm, read_vlm_pairs
@@ -87,7 +98,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     app = LabelApp(store, root, auth, model=model, seed=args.seed, steps=args.steps)
     print(f"label: http://{args.host}:{args.port} (users: {args.users}, overlap {store.overlap})")
     serve(app, args.host, args.port, login_limit=args.login_limit,
-          session_hours=args.session_hours, request_timeout=args.request_timeout)  # fmt: skip
+          name_limit=args.account_login_limit, session_hours=args.session_hours,
+          request_timeout=args.request_timeout,
+          connections_per_client=args.connections_per_client)  # fmt: skip
     return 0
 
 
@@ -169,7 +182,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seconds a shown pair stays reserved for its annotator (default 600)",
     )
     p.add_argument("--login-limit", type=int, default=10,
-                   help="failed logins per client address per minute (default 10)")  # fmt: skip
+                   help="failed logins per client address (IPv6: per /64) per minute "
+                        "(default 10)")  # fmt: skip
+    p.add_argument("--account-login-limit", type=int, default=20,
+                   help="failed logins per account name per 15 minutes, from any address "
+                        "(default 20)")  # fmt: skip
+    p.add_argument("--connections-per-client", type=int, default=64,
+                   help="open connections per client address (IPv6: per /64); 0: no limit "
+                        "(default 64)")  # fmt: skip
     p.add_argument("--session-hours", type=float, default=12.0,
                    help="a login lasts this long (default 12); removing a user or setting a "
                         "new password ends their sessions at once")  # fmt: skip

@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from .jsonbody import TooDeep, parse_json
 from .labeling import Labeling
 from .store import VoteError
 
@@ -84,7 +85,9 @@ def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return _error(415, "send the vote as application/json")
         try:
-            body = await request.json()
+            body = parse_json(await request.body())
+        except TooDeep as err:
+            return _error(400, str(err))
         except ValueError:
             return _error(400, "the body is not valid JSON")
         if not isinstance(body, dict):
@@ -104,7 +107,7 @@ def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
 
         def store_and_next() -> dict[str, Any]:  # acknowledged only after the commit
             return labeling.vote(
-                user, vote_id=body["vote_id"], pair_id=str(body["pair_id"]),
+                user, vote_id=body["vote_id"], pair_id=body["pair_id"],
                 choice=body["choice"], left_image=left_image, decide_ms=decide_ms,
                 answers=answers,  # criterion -> answer, several questions per pair
             )  # fmt: skip

@@ -27,8 +27,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from .hardening import MAX_BODY, replay
-from .login import ASGIApp, Message, Scope, answer
+from .hardening import MAX_BODY
+from .jsonbody import TooDeep, parse_json
+from .login import ASGIApp, Message, Scope, answer, replay
 
 API = "/gradio_api"
 # What the login page needs before anyone is signed in.
@@ -107,7 +108,14 @@ class RouteGuard:
         if body is None:
             await answer(send, 413, "Request body too large", {})
             return
-        refusal = self._refusal(scope, path, user, body)
+        try:
+            data = parse_json(body) if body else None
+        except TooDeep as err:  # Gradio's parsers would fail on it with a 500
+            await answer(send, 400, str(err), {})
+            return
+        except ValueError:
+            data = None  # Gradio answers malformed bodies itself
+        refusal = self._refusal(scope, path, user, data)
         if refusal:
             await answer(send, 403, refusal, {})
             return
@@ -117,7 +125,7 @@ class RouteGuard:
         else:
             await self.app(scope, again, send)
 
-    def _refusal(self, scope: Scope, path: str, user: str, body: bytes) -> str | None:
+    def _refusal(self, scope: Scope, path: str, user: str, data: Any) -> str | None:
         """Why this signed-in request names another user's session or event (None: it
         does not)."""
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -127,16 +135,11 @@ class RouteGuard:
             sessions.append(m["session"])
         if scope["method"] == "GET" and (m := _RESULT_STREAM.match(path)):
             events.append(m["event"])
-        if body:
-            try:
-                data = json.loads(body)
-            except ValueError:
-                data = None  # Gradio answers malformed bodies itself
-            if isinstance(data, dict):
-                if isinstance(data.get("session_hash"), str):
-                    sessions.append(data["session_hash"])
-                if path == f"{API}/cancel" and isinstance(data.get("event_id"), str):
-                    events.append(data["event_id"])
+        if isinstance(data, dict):  # the body's JSON
+            if isinstance(data.get("session_hash"), str):
+                sessions.append(data["session_hash"])
+            if path == f"{API}/cancel" and isinstance(data.get("event_id"), str):
+                events.append(data["event_id"])
         if not all(self.owners.claim(s, user) for s in sessions):
             return "this session belongs to another user"
         if not all(self.owners.owned(e, user) for e in events):

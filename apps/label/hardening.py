@@ -24,7 +24,8 @@
   arrive `timeout_s` after connecting (or after its first byte, for a later request on the
   same connection) in at most `MAX_HEAD` bytes, and its body within `timeout_s` + 1 s more
   (after `RequestLimits`' 408), or the connection is closed (slowloris); a connection whose
-  body is still coming after the answer went out is closed.
+  body is still coming after the answer went out is closed. Connections per client, and
+  answers the client does not read: `connections.connection_limits`, around this class.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from .login import ASGIApp, Message, Scope, answer
+from .login import ASGIApp, Message, Scope, answer, replay
 
 MAX_BODY = 1 << 20  # API bodies here are a few hundred bytes; nothing is uploaded
 MAX_LOGIN_BODY = 16 << 10  # a name and a password; any request without a session cookie
@@ -181,20 +182,6 @@ class RequestLimits:
             return 408, b""
         finally:
             timer.cancel()
-
-
-def replay(body: bytes, receive: Any) -> Any:
-    """`receive` that gives the body read already, then the client's later messages."""
-    sent = False
-
-    async def again() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return again
 
 
 def _without_cross_site_headers(send: Any, https: bool) -> Any:

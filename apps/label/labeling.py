@@ -47,6 +47,8 @@ class Labeling:
         """Store `user`'s vote (VoteError when refused); returns only after it is committed,
         with the next pair in the same reply: one round trip per vote instead of two.
         `answers`: criterion -> answer, one per question of the run (`criteria.py`)."""
+        _check_types(vote_id=vote_id, pair_id=pair_id, choice=choice, left_image=left_image,
+                     decide_ms=decide_ms, answers=answers)  # fmt: skip
         try:
             full = self.criteria.check_answers(choice, answers)
         except CriteriaError as err:
@@ -58,3 +60,20 @@ class Labeling:
         )  # fmt: skip
         return {"status": ack.status, "vote_id": ack.vote_id, "pair_id": ack.pair_id,
                 "annotator": ack.annotator, "next": self.next_for(user)}  # fmt: skip
+
+
+def _check_types(*, vote_id: Any, pair_id: Any, choice: Any, left_image: Any, decide_ms: Any,
+                 answers: Any) -> None:  # fmt: skip
+    """VoteError for a field of the wrong type: API clients send any JSON, and a list that
+    reached the database came back as its driver's error, SQL included."""
+    for name, value in (("vote_id", vote_id), ("pair_id", pair_id), ("choice", choice)):
+        if not isinstance(value, str):
+            raise VoteError(f"{name} must be a string, got {type(value).__name__}")
+    for name, value in (("left_image", left_image), ("decide_ms", decide_ms)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise VoteError(f"{name} must be an integer, got {type(value).__name__}")
+    if answers is not None and not (
+        isinstance(answers, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in answers.items())
+    ):
+        raise VoteError("answers must be an object of criterion -> answer (text)")

@@ -1,23 +1,34 @@
 """The login path in front of Gradio's `/login`: the password check off the event loop, and
-failed logins limited per client address.
+failed logins limited per client and per account name.
 
 Gradio awaits `auth=` in its async login route when it is an `async def` function
 (`inspect.iscoroutinefunction`; an object with an async `__call__` is not detected and
 would be called without being awaited) and otherwise calls it on the event loop, where one
-scrypt check (about 33 ms) stalls every other request of the server. `off_loop` gives Gradio
-an `async def` that runs the check on a small pool of its own, so logins never take the
+scrypt check stalls every other request of the server. `off_loop` gives Gradio an
+`async def` that runs the check on a small pool of its own, so logins never take the
 threads the vote routes run on and at most `workers` cores go to scrypt.
 
-`LoginLimit` answers a client address that has used up its failed logins with 429 before
-Gradio sees the request: no scrypt runs, and the answer is the same for every name. An
-attempt counts as failed from the moment it starts (a success gives it back), so parallel
-attempts cannot overtake the limit. The address is the peer's, or the `X-Forwarded-For` of
-a proxy that uvicorn trusts (`FORWARDED_ALLOW_IPS`, default 127.0.0.1).
+`LoginLimit` answers 429 before Gradio sees the request (no scrypt runs) when either
+- the client (`addresses.client_key`: an IPv4 address, an IPv6 /64) has used up its failed
+  logins (`LOGIN_LIMIT` a minute), or
+- the account name has (`NAME_LIMIT` in `NAME_WINDOW_S`, from any number of clients: a
+  guesser spread over many addresses). Names are counted whether or not the account
+  exists, and the answer is the same as the client's: status, body, headers, and no
+  check either way, so it does not tell which accounts exist. The window slides: the
+  limit lifts as old failures age out; a success is not needed (nor possible while limited).
+An attempt counts as failed from the moment it starts (a success gives it back), so
+parallel attempts cannot overtake a limit. The address is the peer's, or the
+`X-Forwarded-For` of a proxy that uvicorn trusts (`FORWARDED_ALLOW_IPS`, default 127.0.0.1).
+
+At most `MAX_PENDING` logins are checked at once (503 beyond); clients with recent failures
+(an attempt in flight counts) share `FAILING_PENDING` of them, so a flood from failing
+addresses leaves the rest to clients without failures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -26,9 +37,20 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-LOGIN_LIMIT = 10  # failed logins per client address per window
+from .addresses import client_key
+
+LOGIN_LIMIT = 10  # failed logins per client per window
 LOGIN_WINDOW_S = 60.0
-MAX_PENDING = 64  # logins being checked at once, all addresses together
+# Per account name: a guesser with many addresses gets this many tries per window in all;
+# the same is what one who only wants to lock a user out must keep sending.
+NAME_LIMIT = 20
+NAME_WINDOW_S = 900.0
+MAX_PENDING = 64  # logins being checked at once, all clients together
+# Of them, for clients with recent failures together: above the default LOGIN_LIMIT, so one
+# client's parallel attempts meet its 429 first; small, because a login without failures
+# waits behind the checks already queued (about 0.4 s each, on 1-4 threads).
+FAILING_PENDING = 16
+LIMITED = "Too many failed logins: try again in {wait} s."
 # A core is left to the vote routes on a small machine; scrypt is pure CPU.
 _WORKERS = max(1, min(4, (os.cpu_count() or 2) - 1))
 
@@ -74,6 +96,10 @@ class FailedLogins:
             del self._failed[client]
         return times
 
+    def recent(self, client: str) -> int:
+        """`client`'s failures in the window (attempts in flight included)."""
+        return len(self._recent(client))
+
     def retry_after(self, client: str) -> float:
         """Seconds until `client` may try again (0: now)."""
         times = self._recent(client)
@@ -98,29 +124,40 @@ class FailedLogins:
 
 
 class LoginLimit:
-    """ASGI middleware for `POST /login`: limits failed logins per address and logins in
-    flight; every other request passes untouched."""
+    """ASGI middleware for `POST /login`: limits failed logins per client and per account
+    name, and logins in flight (see the module docstring); every other request passes
+    untouched."""
 
-    def __init__(self, app: ASGIApp, failed: FailedLogins | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, failed: FailedLogins | None = None,
+        names: FailedLogins | None = None,
+    ) -> None:  # fmt: skip
         self.app = app
         self.failed = failed or FailedLogins()
+        self.names = names or FailedLogins(NAME_LIMIT, NAME_WINDOW_S)
         self.pending = 0
+        self.pending_failing = 0  # of `pending`, from clients with recent failures
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if not (scope["type"] == "http" and scope["method"] == "POST"
                 and scope["path"].rstrip("/") == "/login"):  # fmt: skip
             await self.app(scope, receive, send)
             return
-        client = (scope.get("client") or ("?", 0))[0]
+        client = client_key((scope.get("client") or ("", 0))[0])
         wait = self.failed.retry_after(client)
         if wait > 0:
-            message = f"Too many failed logins from your address: try again in {wait:.0f} s."
-            await answer(send, 429, message, {"retry-after": str(int(wait) + 1)})
+            await _limited(send, wait)
             return
-        if self.pending >= MAX_PENDING:
+        name, receive = await login_name(scope, receive)
+        wait = self.names.retry_after(name)
+        if wait > 0:  # the same answer as the client's own limit: nothing about the name
+            await _limited(send, wait)
+            return
+        failing = self.failed.recent(client) > 0
+        if self.pending >= MAX_PENDING or (failing and self.pending_failing >= FAILING_PENDING):
             await answer(send, 503, "The server is busy: try again in a few seconds.", {})
             return
-        stamp = self.failed.attempt(client)
+        stamp, name_stamp = self.failed.attempt(client), self.names.attempt(name)
         status: list[int] = []
 
         async def watch(message: Message) -> None:
@@ -129,12 +166,77 @@ class LoginLimit:
             await send(message)
 
         self.pending += 1
+        self.pending_failing += failing
         try:
             await self.app(scope, receive, watch)
         finally:
             self.pending -= 1
+            self.pending_failing -= failing
             if status and status[0] < 400:  # signed in; a refusal (400) stays counted
                 self.failed.succeeded(client, stamp)
+                self.names.succeeded(name, name_stamp)
+
+
+async def _limited(send: Any, wait: float) -> None:
+    message = LIMITED.format(wait=f"{wait:.0f}")
+    await answer(send, 429, message, {"retry-after": str(int(wait) + 1)})
+
+
+_FORMS = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+
+
+async def login_name(scope: Scope, receive: Any) -> tuple[str, Any]:
+    """(the key the login form's account name is counted under, `receive` for the app).
+
+    The form is parsed as Gradio's route parses it (Starlette's parser, the last
+    `username`, stripped), so a name cannot be dressed up to be counted apart from the
+    account it logs in to. The key is a digest: bounded memory whatever the name's length.
+    A body that is not a form, or does not parse, counts under the empty name (Gradio
+    refuses it without a password check)."""
+    content_type = b""
+    for key, value in scope.get("headers", ()):
+        if key.lower() == b"content-type":
+            content_type = value.split(b";", 1)[0].strip().lower()
+    name: Any = ""
+    if content_type in _FORMS:
+        from starlette.requests import Request
+
+        body = await read_body(receive)  # read already, and capped, by `RequestLimits`
+        original, receive = receive, replay(body, receive)
+        try:
+            form = await Request(scope, replay(body, original)).form()
+            name = form.get("username", "")
+            await form.close()
+        except Exception:  # a malformed form: Gradio answers it (422) without a check
+            name = ""
+    name = name.strip() if isinstance(name, str) else ""
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest(), receive
+
+
+async def read_body(receive: Any) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Any) -> Any:
+    """`receive` that gives the body read already, then the client's later messages."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
 
 
 async def answer(send: Any, status: int, message: str, headers: dict[str, str]) -> None:

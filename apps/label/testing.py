@@ -111,6 +111,21 @@ class Server:
 
 
 @contextmanager
+def cheap_password_hashes(n: int = 2**14) -> Iterator[None]:
+    """New password hashes at scrypt N=`n` (the cost before 2^17: 8x less CPU) while inside,
+    for tests and benchmarks that make many users. The hashes carry their parameters, so a
+    server started meanwhile checks them, and pads unknown names, at that cost."""
+    from . import users
+
+    old = users.SCRYPT_N
+    users.SCRYPT_N = n
+    try:
+        yield
+    finally:
+        users.SCRYPT_N = old
+
+
+@contextmanager
 def serve(args: Sequence[str], *, log: Path, timeout: float = 120) -> Iterator[Server]:
     server = Server(args, log=log)
     try:

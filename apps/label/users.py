@@ -1,9 +1,13 @@
 """The users file: one annotator per line, `name:role:scrypt$N$r$p$salt$hash`.
 
-Passwords are hashed with scrypt (RFC 7914; stdlib `hashlib.scrypt`, N=2^14, r=8, p=1,
-the interactive-login parameters the RFC's authors recommend), with a 16-byte random salt.
-Verification compares in constant time. Roles: `annotator` labels, `admin` also sees
-the admin page.
+Passwords are hashed with scrypt (RFC 7914; stdlib `hashlib.scrypt`, N=2^17, r=8, p=1) with
+a 16-byte random salt; verification compares in constant time. Each hash keeps its own
+parameters, so hashes made before the cost went up (N=2^14) still verify; the server never
+rewrites the users file (an admin's file, edited by hand and by `adduser`: a rewrite racing
+one could bring back a removed user or undo a reset, and a new hash ends the user's other
+sessions), so an old hash gets the new cost when its password is set again (`mmalign label
+adduser`); the server names such users at start-up. Roles: `annotator` labels, `admin`
+also sees the admin page.
 """
 
 from __future__ import annotations
@@ -18,7 +22,12 @@ from pathlib import Path
 
 ROLES = ("annotator", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_N, _R, _P = 2**14, 8, 1
+# N=2^17 takes 128*r*N = 128 MiB and about 0.4 s of a core per check. Checks run on at most
+# 4 threads (`login.off_loop`; one on a 2-core machine), so 512 MiB at most in flight. Tests
+# set SCRYPT_N lower for speed; every hash carries its own parameters.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
+_MAXMEM = 2**28  # 128*r*(N+2) bytes and the block buffers: 2^17 at r=8 fits, 2^18 does not
+Params = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -36,21 +45,45 @@ def hash_password(password: str, *, salt: bytes | None = None) -> str:
     if not password:
         raise ValueError("the password is empty")
     salt = os.urandom(16) if salt is None else salt
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
-    return f"scrypt${_N}${_R}${_P}${salt.hex()}${digest.hex()}"
+    n, r, p = SCRYPT_N, SCRYPT_R, SCRYPT_P
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32,
+                            maxmem=_MAXMEM)  # fmt: skip
+    return f"scrypt${n}${r}${p}${salt.hex()}${digest.hex()}"
+
+
+def hash_params(stored: str) -> Params | None:
+    """(N, r, p) of a stored hash; None when it is not one this module can check."""
+    parts = stored.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        return None
+    try:
+        n, r, p = (int(x) for x in parts[1:4])
+    except ValueError:
+        return None
+    return (n, r, p) if n > 1 and r > 0 and p > 0 else None
+
+
+def weaker(params: Params) -> bool:
+    """Whether hashes with `params` cost less than new ones."""
+    n, r, p = params
+    return n * r < SCRYPT_N * SCRYPT_R or n * r * p < SCRYPT_N * SCRYPT_R * SCRYPT_P
 
 
 def check_password(password: str, stored: str) -> bool:
+    """Whether `password` matches `stored`, checked with the hash's own parameters; False
+    for a hash that does not parse or needs more memory than `_MAXMEM`."""
+    params = hash_params(stored)
+    if params is None:
+        return False
+    n, r, p = params
+    _, _, _, _, salt, digest = stored.split("$")
     try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-    except ValueError:
+        got = hashlib.scrypt(
+            password.encode(), salt=bytes.fromhex(salt), n=n, r=r, p=p,
+            dklen=len(digest) // 2, maxmem=_MAXMEM,
+        )  # fmt: skip
+    except ValueError:  # bad hex, N not a power of 2, over the memory cap
         return False
-    if scheme != "scrypt":
-        return False
-    got = hashlib.scrypt(
-        password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
-        dklen=len(digest) // 2, maxmem=2**26,
-    )  # fmt: skip
     return hmac.compare_digest(got.hex(), digest)
 
 
@@ -100,10 +133,13 @@ class Authenticator:
         self._bad_stamp: int | None = None  # the version of the file that did not parse
         self._verified: dict[str, str] = {}  # name -> hash of its last successful login
         self._users: dict[str, User] = {}
-        self.users()  # fail at start-up, not at the first login
-        # An unknown name is checked against this hash, made once here: both a wrong name
-        # and a wrong password then cost one scrypt, so timing does not tell names apart.
-        self._dummy_hash = hash_password(os.urandom(16).hex())
+        # Every login runs one scrypt per parameter set in the users file: the user's own
+        # hash for theirs, a throwaway hash (made once) for each other one, and for an
+        # unknown name all throwaways. A wrong name and a wrong password cost the same,
+        # whichever parameters the user's hash has, so timing does not tell names apart.
+        self._dummies: dict[Params, str] = {}
+        self._classes_of: dict[str, User] | None = None  # the table `_dummies` matches
+        self._dummies_for(self.users())  # users(): fail at start-up, not at the first login
 
     def users(self) -> dict[str, User]:
         """The users, re-read when the file changes. A file that stops parsing (a hand edit
@@ -123,14 +159,44 @@ class Authenticator:
                 print(f"label: warning: {err}; keeping the users read before", file=sys.stderr)
         return self._users
 
+    def _dummies_for(self, users: dict[str, User]) -> dict[Params, str]:
+        """A throwaway hash per parameter set of `users`, in a fixed order. A random digest
+        is as good as a real one: no password matches it, and checking costs the same."""
+        if users is self._classes_of:
+            return self._dummies
+        classes = sorted({p for u in users.values() if (p := hash_params(u.password_hash))})
+        old = self._dummies
+        dummies = {
+            (n, r, p): old.get((n, r, p))
+            or f"scrypt${n}${r}${p}${os.urandom(16).hex()}${os.urandom(32).hex()}"
+            for n, r, p in classes or [(SCRYPT_N, SCRYPT_R, SCRYPT_P)]
+        }
+        # new objects, never changed: a login in another thread goes on with the old ones
+        self._dummies, self._classes_of = dummies, users
+        return dummies
+
     def __call__(self, name: str, password: str) -> bool:
-        """One scrypt run whether or not `name` exists (blocking: about 33 ms of CPU; the
-        server runs it in a worker thread, `login.off_loop`)."""
-        user = self.users().get(name)
-        ok = check_password(password, self._dummy_hash if user is None else user.password_hash)
+        """One scrypt run per parameter set of the users file (one, once every hash has
+        the current cost), whether or not `name` exists (blocking: about 0.4 s of CPU at
+        N=2^17; the server runs it in a worker thread, `login.off_loop`)."""
+        users = self.users()
+        user = users.get(name)
+        own = None if user is None else hash_params(user.password_hash)
+        ok = False
+        for params, dummy in self._dummies_for(users).items():
+            if user is not None and params == own:
+                ok = check_password(password, user.password_hash)
+            else:
+                check_password(password, dummy)
         if ok and user is not None:
             self._verified[name] = user.password_hash
         return ok and user is not None
+
+    def weaker_hashes(self) -> list[str]:
+        """The users whose password hash costs less than a new one (made before the cost
+        went up): `mmalign label adduser` with their password again upgrades it."""
+        return sorted(name for name, u in self.users().items()
+                      if (p := hash_params(u.password_hash)) and weaker(p))  # fmt: skip
 
     def verified(self, name: str) -> str | None:
         """The hash the last successful login of `name` was checked against: a session is
