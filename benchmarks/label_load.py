@@ -408,7 +408,10 @@ def _run_all(args: argparse.Namespace, work: Path, data: Path, users_file: Path,
     for i, (kind, level, phase, backend) in enumerate(runs):
         db, db_args = _new_db(work, f"{kind}-{level}-{phase}-{backend}", backend, pg)
         # every annotator sees every pair (overlap = annotators): the queue never runs dry
-        common = ["--users", str(users_file), *db_args, "--overlap", str(n_users)]
+        # every simulated annotator comes from 127.0.0.1, where real ones come from their own
+        # addresses: the per-client connection cap would count them as one client
+        common = ["--users", str(users_file), *db_args, "--overlap", str(n_users),
+                  "--connections-per-client", "0"]  # fmt: skip
         server = Server(["--data", str(data), *common], log=work / "server.log").wait()
         users = [f"u{k:02d}" for k in range(level)]
         acked: dict = {}
