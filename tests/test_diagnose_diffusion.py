@@ -107,3 +107,16 @@ def test_saved_image_pair_dataset_goes_to_the_diffusion_diagnosis(tmp_path, caps
     assert code == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "diag" / "summary.json").read_text())
     assert summary["pairs"] == 2 and 0 <= summary["ranking_accuracy"] <= 1
+
+
+def test_a_saved_folder_is_read_at_the_named_split(tmp_path):
+    from datasets import DatasetDict, load_from_disk
+
+    from mmalign.eval.accuracy import load_pairs
+
+    one = load_from_disk(str(_saved_image_pairs(tmp_path / "one")))
+    DatasetDict({"test": one}).save_to_disk(str(tmp_path / "dict"))
+    rows, _ = load_pairs(str(tmp_path / "dict"), split="test")
+    assert len(rows) == 2 and rows[0]["prompt"] == "a red square"
+    with pytest.raises(ValueError, match=r"splits \['test'\]; data.split is 'train'"):
+        load_pairs(str(tmp_path / "dict"))

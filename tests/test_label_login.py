@@ -307,3 +307,36 @@ def test_logins_cost_the_same_for_any_name_while_old_hashes_remain(
     add_user(users, "old", "pw-old")  # the admin sets the password again: current cost
     runs.clear()
     assert auth("nobody", "x") is False and runs == [2**9]
+
+
+def test_the_account_name_is_read_from_the_first_content_type_as_starlette_does():
+    """Two Content-Type headers: the name limiter reads the form as Gradio's route will (the
+    first header), so a trailing `text/plain` cannot move the guess to the empty name."""
+    import asyncio
+    import hashlib
+
+    from mmalign_label.login import login_name
+
+    body = b"username=alice&password=wrong"
+
+    def scope(*types: bytes) -> dict:
+        return {"type": "http", "method": "POST", "path": "/login",
+                "headers": [(b"content-type", t) for t in types]}  # fmt: skip
+
+    async def key(s: dict) -> str:
+        sent = False
+
+        async def receive() -> dict:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return (await login_name(s, receive))[0]
+
+    alice = hashlib.sha256(b"alice").hexdigest()
+    form = b"application/x-www-form-urlencoded"
+    assert asyncio.run(key(scope(form))) == alice
+    assert asyncio.run(key(scope(form, b"text/plain"))) == alice
+    assert asyncio.run(key(scope(b"text/plain", form))) == hashlib.sha256(b"").hexdigest()

@@ -195,8 +195,9 @@ async def login_name(scope: Scope, receive: Any) -> tuple[str, Any]:
     refuses it without a password check)."""
     content_type = b""
     for key, value in scope.get("headers", ()):
-        if key.lower() == b"content-type":
+        if key.lower() == b"content-type":  # the first, as Starlette (and so Gradio) reads it
             content_type = value.split(b";", 1)[0].strip().lower()
+            break
     name: Any = ""
     if content_type in _FORMS:
         from starlette.requests import Request

@@ -96,4 +96,7 @@ def serve(label: LabelApp, host: str = "127.0.0.1", port: int = 7860, *,
     )
     uvicorn.run(build_server(label, host, port, **kwargs), host=host, port=port,
                 log_level="warning", http=protocol, h11_max_incomplete_event_size=MAX_HEAD,
+                # no websockets: the app uses none, and an upgrade would swap the protocol
+                # out from under the per-client count (connections.py) so it never closes
+                ws="none",
                 limit_concurrency=MAX_CONNECTIONS)  # fmt: skip

@@ -137,8 +137,9 @@ class Authenticator:
         # hash for theirs, a throwaway hash (made once) for each other one, and for an
         # unknown name all throwaways. A wrong name and a wrong password cost the same,
         # whichever parameters the user's hash has, so timing does not tell names apart.
-        self._dummies: dict[Params, str] = {}
-        self._classes_of: dict[str, User] | None = None  # the table `_dummies` matches
+        # (the users table, its throwaway hashes), swapped as one object: a login in another
+        # thread reads a matching pair, never the new table with the old hashes
+        self._dummies_of: tuple[dict[str, User] | None, dict[Params, str]] = (None, {})
         self._dummies_for(self.users())  # users(): fail at start-up, not at the first login
 
     def users(self) -> dict[str, User]:
@@ -162,17 +163,16 @@ class Authenticator:
     def _dummies_for(self, users: dict[str, User]) -> dict[Params, str]:
         """A throwaway hash per parameter set of `users`, in a fixed order. A random digest
         is as good as a real one: no password matches it, and checking costs the same."""
-        if users is self._classes_of:
-            return self._dummies
+        table, old = self._dummies_of
+        if users is table:
+            return old
         classes = sorted({p for u in users.values() if (p := hash_params(u.password_hash))})
-        old = self._dummies
         dummies = {
             (n, r, p): old.get((n, r, p))
             or f"scrypt${n}${r}${p}${os.urandom(16).hex()}${os.urandom(32).hex()}"
             for n, r, p in classes or [(SCRYPT_N, SCRYPT_R, SCRYPT_P)]
         }
-        # new objects, never changed: a login in another thread goes on with the old ones
-        self._dummies, self._classes_of = dummies, users
+        self._dummies_of = (users, dummies)  # new objects, never changed once published
         return dummies
 
     def __call__(self, name: str, password: str) -> bool:

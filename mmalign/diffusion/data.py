@@ -34,8 +34,11 @@ def open_pairs(
     toy_options: Mapping[str, Any] | None = None,
     model: str | None = None,
     max_samples: int | None = None,
+    tie_policy: str = "drop",
 ) -> tuple[Dataset, ValidationReport]:
-    """PreferencePair image rows and the report of what was skipped and why."""
+    """PreferencePair image rows and the report of what was skipped and why; `tie_policy`:
+    what Pick-a-Pic-format data does with its ties (`drop` for training, `half` to score
+    them, as the evaluation protocol does)."""
     if path.startswith(TOY_PREFIX):
         from ..toy.datasets import MODEL_KINDS
 
@@ -61,7 +64,12 @@ def open_pairs(
     if "jpg_0" in ds.column_names:  # Pick-a-Pic columns: its reader applies the tie policy
         from ..data.pickapic import load_pickapic
 
-        pairs, report = load_pickapic(path, split, max_rows=max_samples)
+        pairs, report = load_pickapic(
+            path,
+            split,
+            max_rows=max_samples,
+            tie_policy=tie_policy,  # type: ignore[arg-type]
+        )
         assert isinstance(pairs, Dataset)
         return pairs, report
     if max_samples is not None:

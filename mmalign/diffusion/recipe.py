@@ -84,9 +84,11 @@ class DiffusionRecipe(PairRecipeBase):
             latent = self.resolution // self.diffusion.vae_scale
             if self.cache is not None and not accelerator.is_main_process:
                 accelerator.wait_for_everyone()  # the main process writes the cached weights
-            self.dense = pair_weights(d.dense, images, latent, cache_dir=self.cache)
-            if self.cache is not None and accelerator.is_main_process:
-                accelerator.wait_for_everyone()
+            try:
+                self.dense = pair_weights(d.dense, images, latent, cache_dir=self.cache)
+            finally:  # even when it fails, so the others are not left waiting at the barrier
+                if self.cache is not None and accelerator.is_main_process:
+                    accelerator.wait_for_everyone()
 
     def _make_trainable(self) -> str:
         """Add what trains (LoRA, or the whole UNet) and return the reference kind."""

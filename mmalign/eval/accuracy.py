@@ -46,8 +46,15 @@ def tune_threshold(diff: torch.Tensor, label: torch.Tensor) -> float:
     return best_t
 
 
-def load_pairs(spec: str, *, pickapic_root: str | None = None, max_rows: int | None = None):
-    """(rows with prompt, chosen, rejected, label; the skip report) for a data spec."""
+def load_pairs(
+    spec: str,
+    *,
+    pickapic_root: str | None = None,
+    max_rows: int | None = None,
+    split: str = "train",
+):
+    """(rows with prompt, chosen, rejected, label; the skip report) for a data spec; `split`
+    picks the split of a saved dataset folder."""
     family, _, rest = spec.partition(":")
     if family == "pickapic":
         from ..data.pickapic import load_pickapic
@@ -72,7 +79,8 @@ def load_pairs(spec: str, *, pickapic_root: str | None = None, max_rows: int | N
     if Path(spec).is_dir():  # a saved image-pair dataset (`save_to_disk`), as training reads
         from ..diffusion.data import open_pairs
 
-        return open_pairs(spec, "train", max_samples=max_rows)
+        # ties stay (label 0.5) as for pickapic:<split>: the protocol scores them
+        return open_pairs(spec, split, max_samples=max_rows, tie_policy="half")
     raise ValueError(
         f"data {spec!r}: use pickapic:<split>, toy:<kind>[:seed] or a saved pair dataset folder"
     )

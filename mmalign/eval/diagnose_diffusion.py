@@ -36,7 +36,8 @@ def diagnose_diffusion(args: argparse.Namespace) -> int:
     base = args.model if args.adapter else None
     scores = score_pairs(tuned, args.data, base=base, reference=args.adapter is not None,
                          draws=args.draws, batch_size=args.batch_size,
-                         max_rows=args.max_samples, device=args.device)  # fmt: skip
+                         max_rows=args.max_samples, device=args.device,
+                         split=getattr(args, "split", "train"))  # fmt: skip
     columns: dict[str, list] = {
         "row": scores.kept,
         "score_chosen": scores.chosen.tolist(),

@@ -60,6 +60,7 @@ def score_pairs(
     pickapic_root: str | None = None,
     seed: int = 0,
     device: str | None = None,
+    split: str = "train",
 ) -> PairScores:
     """Score every labelled, untied pair of `data` with `tuned` (a training output_dir, LoRA
     or pipeline folder) and, with `reference`, with its base: the same (timestep, noise) draws
@@ -96,7 +97,7 @@ def score_pairs(
             scorer.reference_unet = ref_net
     scorer.empty = encoder.empty()
 
-    rows, report = load_pairs(data, pickapic_root=pickapic_root, max_rows=max_rows)
+    rows, report = load_pairs(data, pickapic_root=pickapic_root, max_rows=max_rows, split=split)
     labels = rows["label"] if "label" in rows.column_names else [None] * len(rows)
     keep = [i for i, v in enumerate(labels) if v is None or abs(float(v) - 0.5) > 1e-6]
     ties = len(rows) - len(keep)

@@ -123,12 +123,15 @@ def load_vlm(
 
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
-    return VLM(model, processor, source, (dtype, *weights_key(source, revision, adapter)))
+    # a hub id without a pinned revision is keyed by the snapshot it resolved to, so an
+    # upstream update is a new model to every cache keyed by it
+    resolved = revision or getattr(getattr(model, "config", None), "_commit_hash", None)
+    return VLM(model, processor, source, (dtype, *weights_key(source, resolved, adapter)))
 
 
 def weights_key(source: str, revision: str | None, adapter: str | Path | None) -> tuple:
     """The model folder's and the adapter's weight files (`mmalign.weights.weight_files`);
-    a hub id with its revision."""
+    a hub id with its revision (the pinned one, or the snapshot commit it resolved to)."""
     adapter_name = str(adapter) if adapter else None
     return (source, revision, weight_files(source), adapter_name, weight_files(adapter))
 
