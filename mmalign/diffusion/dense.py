@@ -27,7 +27,6 @@ does not also shrink the chosen side of DPO's margin against the rejected side.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -140,21 +139,15 @@ class DenseWeights:
         return self.weights[torch.as_tensor(list(indices), dtype=torch.long)]
 
 
-def _scorer_key(name: str) -> str:
-    """What identifies a heatmap scorer's weights: the toy's name, or a dense head's
-    checkpoint bytes (a retrained head at the same path gives new weights)."""
+def _scorer_key(name: str) -> Any:
+    """What identifies a heatmap scorer: the toy's name, or a dense head's weight files
+    (`mmalign.weights.weight_files`: a retrained head at the same path is another scorer)."""
     if not name.startswith("dense:"):
         return name
     from ..rewards.dense.model import checkpoint_folder
+    from ..weights import weight_files
 
-    digest = hashlib.sha256()
-    folder = checkpoint_folder(name.removeprefix("dense:"))
-    for file in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.json")):
-        digest.update(file.name.encode())
-        with file.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return f"{name}@{digest.hexdigest()[:16]}"
+    return [name, weight_files(checkpoint_folder(name.removeprefix("dense:")))]
 
 
 def pair_weights(
@@ -169,13 +162,14 @@ def pair_weights(
     from tqdm.auto import tqdm
 
     from ..config import ConfigError
+    from ..data.cache import digest
     from ..rewards import get_scorer
 
     name = spec.scorer
     options = (name, spec.map, spec.sides, spec.normalize, latent_size, len(images))
     path = None
     if cache_dir is not None:
-        key = hashlib.sha256(repr((_scorer_key(name), *options[1:])).encode()).hexdigest()[:16]
+        key = digest([_scorer_key(name), *options[1:]])
         path = Path(cache_dir) / f"dense-weights-{key}.safetensors"
         if path.is_file():
             weights = load_file(str(path))["weights"]
