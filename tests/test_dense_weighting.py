@@ -99,6 +99,44 @@ def test_scorer_with_all_ones_dense_weight_gives_todays_scores():
     assert torch.equal(masked.rejected, plain.rejected)
 
 
+def test_max_timestep_weights_only_the_pairs_drawn_below_it():
+    """diffusion.dense.max_timestep: a pair drawn at t >= it keeps the plain error exactly; one
+    below it is weighted."""
+    from mmalign.diffusion import DiffusionModel, DiffusionPairScorer, tiny_sd_pipeline
+
+    model = DiffusionModel(tiny_sd_pipeline(seed=0), "sd", "tiny")
+    pipe, b = model.pipe, 16
+    embeds = pipe.encode_prompt(["a red circle"] * b, device="cpu", num_images_per_prompt=1,
+                                do_classifier_free_guidance=False)[0]  # fmt: skip
+    empty = {"prompt_embeds": embeds[:1]}
+    latents = torch.randn(b, 2, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    batch = {"latents": latents, "prompt_embeds": embeds}
+    zero = torch.ones(b, 2, 1, 16, 16)
+    zero[:, 0] = 0  # the chosen side's error vanishes wherever the weights apply
+    seeds = torch.arange(b) + 7
+    gated = DiffusionPairScorer(model, empty, reference="none", caption_dropout=0.0,
+                                dense_max_timestep=500)  # fmt: skip
+    t = gated.draws(seeds, torch.Size([4, 16, 16]))[0]
+    low = t < 500
+    assert bool(low.any()) and not bool(low.all())
+    plain_scorer = DiffusionPairScorer(model, empty, reference="none", caption_dropout=0.0)
+    with torch.no_grad():
+        plain = plain_scorer(pipe.unet, batch, seeds, with_reference=False)["main"]
+        out = gated(pipe.unet, {**batch, "dense_weight": zero}, seeds, with_reference=False)
+    out = out["main"]
+    assert torch.equal(out.chosen[~low], plain.chosen[~low])
+    assert torch.equal(out.chosen[low], torch.zeros(int(low.sum())))
+    assert torch.equal(out.rejected, plain.rejected)
+
+
+def test_max_timestep_must_be_positive():
+    from mmalign.config import ConfigError, from_dict
+    from mmalign.train.config import DenseConfig
+
+    with pytest.raises(ConfigError, match="max_timestep"):
+        from_dict(DenseConfig, {"scorer": "toy:flaws", "max_timestep": 0}, "diffusion.dense")
+
+
 def test_normalized_weights_keep_each_image_total_and_the_ratios():
     g = torch.Generator().manual_seed(1)
     heat = torch.rand(3, 1, 32, 32, generator=g)

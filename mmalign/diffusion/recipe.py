@@ -68,6 +68,7 @@ class DiffusionRecipe(PairRecipeBase):
             empty,
             reference=reference if needs_ref else "none",  # type: ignore[arg-type]
             caption_dropout=cfg.diffusion.caption_dropout,
+            dense_max_timestep=d.dense.max_timestep if d.dense is not None else None,
             use_labels=has_soft_labels(rows),
             trajectory=make_trajectory(
                 d.trajectory, asdict(d.renoise), pipe.scheduler.config, self.diffusion.family

@@ -41,6 +41,7 @@ class DiffusionPairScorer:
         caption_dropout: float = 0.2,
         use_labels: bool = False,
         trajectory: Any = None,
+        dense_max_timestep: int | None = None,
     ):
         from diffusers import DDPMScheduler
 
@@ -55,6 +56,7 @@ class DiffusionPairScorer:
         self.caption_dropout = caption_dropout
         self.use_labels = use_labels
         self.trajectory = trajectory  # None: add_noise; a ReNoiseTrajectory (SmPO, trajectory.py)
+        self.dense_max_timestep = dense_max_timestep  # diffusion.dense.max_timestep
         self.reference_unet: torch.nn.Module | None = None
         self._adapters = AdapterSwitch()  # LoRA: the reference is the UNet with these off
         if reference == "copy":  # full fine-tune: a frozen copy of the starting UNet
@@ -146,6 +148,9 @@ class DiffusionPairScorer:
         weight = batch.get("dense_weight")  # [B,2,1,h,w]: ImageDoctor's 1 - H (dense.py)
         if weight is not None:
             weight = torch.cat([weight[:, 0], weight[:, 1]])
+            if self.dense_max_timestep is not None:  # noisier pairs keep the plain error
+                low = (t2 < self.dense_max_timestep).view(-1, 1, 1, 1).to(weight.device)
+                weight = torch.where(low, weight, torch.ones_like(weight))
         if with_reference and self.reference == "none":
             raise ValueError("the objective needs a reference but the scorer has none")
         reference = self._reference(base if base is not None else unet) if with_reference else None

@@ -119,6 +119,10 @@ class DenseConfig:
     batch_size: int = 64  # images per heatmap call
     device: str = "auto"  # where the dense head runs (dense:<path> only)
     normalize: bool = False  # w / mean(w) per image (mmalign's option, not ImageDoctor's)
+    # weights only on pairs drawn at a timestep below this; the noisier ones keep the plain
+    # error (mmalign's option, not ImageDoctor's: the shape and colour the fidelity preference
+    # is about are settled at high noise, the flaws at low noise). null: every timestep
+    max_timestep: int | None = None
 
     def __post_init__(self) -> None:
         if not self.scorer.startswith(("toy:", "dense:")):
@@ -128,6 +132,10 @@ class DenseConfig:
             )
         if self.batch_size < 1:
             raise ValueError(f"diffusion.dense.batch_size must be >= 1, got {self.batch_size}")
+        if self.max_timestep is not None and self.max_timestep < 1:
+            raise ValueError(
+                f"diffusion.dense.max_timestep must be >= 1 (or null), got {self.max_timestep}"
+            )
 
 
 @dataclass
