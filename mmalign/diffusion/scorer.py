@@ -149,8 +149,8 @@ class DiffusionPairScorer:
         if weight is not None:
             weight = torch.cat([weight[:, 0], weight[:, 1]])
             if self.dense_max_timestep is not None:  # noisier pairs keep the plain error
-                low = (t2 < self.dense_max_timestep).view(-1, 1, 1, 1).to(weight.device)
-                weight = torch.where(low, weight, torch.ones_like(weight))
+                low = (t2 < self.dense_max_timestep).view(-1, 1, 1, 1)
+                weight = torch.where(low, weight, 1.0)
         if with_reference and self.reference == "none":
             raise ValueError("the objective needs a reference but the scorer has none")
         reference = self._reference(base if base is not None else unet) if with_reference else None

@@ -37,7 +37,7 @@ def diagnose_diffusion(args: argparse.Namespace) -> int:
     scores = score_pairs(tuned, args.data, base=base, reference=args.adapter is not None,
                          draws=args.draws, batch_size=args.batch_size,
                          max_rows=args.max_samples, device=args.device,
-                         split=getattr(args, "split", "train"))  # fmt: skip
+                         split=args.split)  # fmt: skip
     columns: dict[str, list] = {
         "row": scores.kept,
         "score_chosen": scores.chosen.tolist(),
