@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import pytest
 import torch
 
 from mmalign.config import InputError
 from mmalign.rewards import get_scorer
-from mmalign.rewards.dense import DenseRewardModel
+from mmalign.rewards.dense import DenseRewardModel, hash_tokens
+from mmalign.rewards.dense.model import fuse_tokens
 from mmalign.toy.paths import model_path
 
 
@@ -37,6 +39,35 @@ def test_toy_head_saves_loads_and_scores(tmp_path):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert a[0].shape == (6, 2, 32, 32) and a[1].shape == (6, 4)
     assert 0 <= float(a[0].min()) and float(a[1].max()) <= 1
+
+
+def test_fusion_equals_torch_transformer_encoder_with_padding():
+    """fuse_tokens computes nn.TransformerEncoder's own forward (padding masked), exactly in
+    training mode and in eval without grad (where PyTorch would take its fast path); and the
+    toy tokenizer pads, truncates and hashes words as before."""
+    torch.manual_seed(0)
+    model = DenseRewardModel.from_backbone("toy", dim=32, depth=2, heads=4)
+    x = torch.randn(3, 20, 32)
+    keep = torch.ones(3, 20, dtype=torch.bool)
+    keep[0, 15:], keep[2, 17:] = False, False
+    assert torch.equal(fuse_tokens(model.fusion, x, keep),
+                       model.fusion(x, src_key_padding_mask=~keep))  # fmt: skip
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            fuse_tokens(model.fusion, x, keep), model.fusion(x, src_key_padding_mask=~keep),
+            atol=2e-6, rtol=0,
+        )  # fmt: skip
+    # a padded position changes nothing for the others; an attended one does
+    y = x.clone()
+    y[0, 16] += torch.randn(32)
+    out, moved = fuse_tokens(model.fusion, x, keep), fuse_tokens(model.fusion, y, keep)
+    assert torch.equal(out[0, :15], moved[0, :15])
+    y[1, 16] += torch.randn(32)
+    assert not torch.allclose(out[1, :15], fuse_tokens(model.fusion, y, keep)[1, :15])
+    ids, mask = hash_tokens(["A red, circle", "one two three four five"], vocab=64, length=4)
+    assert ids.shape == (2, 4) and mask.tolist() == [[True] * 3 + [False], [True] * 4]
+    assert ids[0, 0] == 1 + zlib.crc32(b"a") % 63 and ids[0, 3] == 0
 
 
 def test_dense_scorer_through_get_scorer_batched_equals_one_at_a_time(tmp_path):
