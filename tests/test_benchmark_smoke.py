@@ -1,4 +1,4 @@
-"""Smoke test of `benchmarks/diffusion_step.py`: a `--quick` run of four variants on tiny SD."""
+"""Smoke test of `benchmarks/diffusion_step.py`: a `--quick` run of five variants on tiny SD."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ VARIANTS = [
     "ours-dpo-lora-cache",
     "ours-dense-dpo-lora-cache",
     "ours-smpo-lora-cache",
+    "ours-dpo-ppd-cache",
 ]
 RESULT_KEYS = {
     "variant", "family", "device", "s_per_step", "s_per_step_mean", "step_times", "peak_mb",
@@ -64,5 +65,10 @@ def test_quick_run_writes_results_and_ratios(tmp_path):
     assert smpo_time["note"] in proc.stdout
     assert ratios[("lora", "SmPO/DPO peak (cache)")]["value"] > 0
     assert ratios[("lora", "MaPO/DPO time (cache)")]["note"] == ""
+    # PPD: only the user branch trains; its step is held to 1.2x DPO's with LoRA (issue 22)
+    ppd_time = ratios[("lora", "PPD/DPO time (cache)")]
+    assert ppd_time["numerator"] == "ours-dpo-ppd-cache" and ppd_time["target"] == 1.2
+    assert ppd_time["denominator"] == "ours-dpo-lora-cache" and ppd_time["value"] > 0
+    assert ratios[("lora", "PPD/DPO peak (cache)")]["value"] > 0
     # Ratios whose variants did not run are left out, not reported as zero.
     assert not any(r["train"] == "full" for r in report["ratios"])

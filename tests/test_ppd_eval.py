@@ -280,3 +280,59 @@ def test_ppd_options_without_ppd_are_refused(capsys) -> None:
     args += ["--user-scale", "2"]
     assert main(args) == 2
     assert "--interpolate, --user-scale only apply with --user" in capsys.readouterr().err
+
+
+def test_sample_from_an_embedding_file_and_a_mix(run, tmp_path, capsys) -> None:
+    """`sample --ppd RUN --user-embedding FILE [--user ID]` conditions on FILE's embedding (the
+    run's own file gives exactly `--user ID`'s images); `--mix ID2:1` is ID2 itself, `--mix
+    ID2:0` the user itself and `--mix ID2:0.5` neither."""
+    import numpy as np
+    from PIL import Image
+
+    from mmalign.cli import main
+    from mmalign.grid import LINE
+
+    common = ["sample", "toy:sd", "--prompt", "a red circle", "--steps", "2", "--n", "2"]
+    common += ["--ppd", str(run)]
+
+    def grid(name: str, *extra: str) -> np.ndarray:
+        out = tmp_path / f"{name}.png"
+        assert main([*common, *extra, "--out", str(out)]) == 0
+        return np.asarray(Image.open(out))[LINE:]  # below the header row, which names the user
+
+    file = run / "user_embeddings.safetensors"
+    assert file.is_file()
+    t03, t05 = grid("t03", "--user", "t03"), grid("t05", "--user", "t05")
+    assert not np.array_equal(t03, t05)
+    assert np.array_equal(grid("file", "--user-embedding", str(file), "--user", "t03"), t03)
+    assert np.array_equal(grid("mix1", "--user", "t03", "--mix", "t05:1"), t05)
+    assert np.array_equal(grid("mix0", "--user", "t03", "--mix", "t05:0"), t03)
+    half = grid("mix-half", "--user", "t03", "--mix", "t05:0.5")
+    assert not np.array_equal(half, t03) and not np.array_equal(half, t05)
+    capsys.readouterr()
+    assert main([*common, "--user-embedding", str(tmp_path / "none.safetensors"),
+                 "--out", str(tmp_path / "x.png")]) == 2  # fmt: skip
+    assert "none.safetensors" in capsys.readouterr().err
+
+
+def test_eval_winrate_users_through_the_cli(run, tmp_path, capsys) -> None:
+    """`mmalign eval winrate --tuned RUN --user IDS --interpolate A:B` end to end: per-user
+    rows over the prompts asked for, the matrix, the sweep, results.json and the report."""
+    from mmalign.cli import main
+
+    out = tmp_path / "eval"
+    args = ["eval", "winrate", "--tuned", str(run), "--user", "t03,t05", "--n", "2",
+            "--steps", "2", "--interpolate", "t03:t07", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved["users"]) == {"t03", "t05"}
+    for user, row in saved["users"].items():
+        assert row["n"] == 2 and 0 <= row["win_rate"] <= 1
+        assert f"{user}: win rate {row['win_rate']:.1%}" in printed
+    average = (saved["users"]["t03"]["win_rate"] + saved["users"]["t05"]["win_rate"]) / 2
+    assert saved["average_win_rate"] == pytest.approx(average)
+    assert saved["specificity"]["pairs"] == 2 and set(saved["matrix"]) == {"t03", "t05"}
+    assert saved["interpolation"]["a"] == "t03" and saved["interpolation"]["b"] == "t07"
+    assert len(saved["interpolation"]["mean_b"]) == 5
+    assert (out / "report.html").is_file() and "specificity: " in printed

@@ -12,6 +12,7 @@ import pytest
 import torch
 from vlm_helpers import pair_rows
 
+from mmalign.config import InputError
 from mmalign.data.pair_filter import PairFilter, parse_filter
 from mmalign.vlm.collate import PairCollator, user_content
 from mmalign.vlm.diagnose import ches_scores, diagnose_batch, diagnose_rows, pair_key
@@ -254,3 +255,61 @@ def test_cli_without_matplotlib_writes_the_report_without_histograms(tmp_path, c
     assert "No histograms:" in report and "pip install -e &#x27;.[eval]&#x27;" in report
     assert 'alt="histograms"' not in report and "highest-LN-CHES" in report
     assert (out / "pairs.parquet").is_file() and (out / "summary.json").is_file()
+
+
+def test_cli_reference_model_for_a_full_fine_tune(tmp_path, capsys):
+    """`--reference BASE`: implicit accuracy of a model with no adapter to switch off, from
+    BASE's own pass over the same pairs; a reference that tokenizes differently, or one given
+    with --adapter or for image pairs, is a clear error."""
+    import copy
+    import json
+
+    import pandas as pd
+    from datasets import Dataset
+
+    from mmalign.cli import main
+    from mmalign.vlm.diagnose import add_reference
+
+    vlm = load_vlm("toy:vlm")
+    torch.manual_seed(0)
+    with torch.no_grad():  # a "full fine-tune": every weight of one layer moved
+        for p in vlm.model.get_output_embeddings().parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    tuned = tmp_path / "tuned"
+    vlm.model.save_pretrained(tuned)
+    vlm.processor.save_pretrained(tuned)
+    a, b = pair_rows()
+    rows = [a, b, {**a, "rejected": "green circle"}, {**b, "rejected": "maybe not"}]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "data"))
+    out = tmp_path / "diag"
+    args = ["data", "diagnose", str(tmp_path / "data"), "--model", str(tuned), "--out", str(out)]
+    assert main([*args, "--reference", "toy:vlm"]) == 0
+    assert "implicit accuracy" in capsys.readouterr().out
+    table = pd.read_parquet(out / "pairs.parquet")
+    data = Dataset.from_list(rows)
+    base = diagnose_rows(load_vlm("toy:vlm").model, vlm.processor, data, progress=False).columns
+    own = diagnose_rows(load_vlm(str(tuned)).model, vlm.processor, data, progress=False).columns
+    assert list(table["ref_chosen"]) == pytest.approx(base["logp_chosen"], abs=1e-6)
+    assert list(table["logp_rejected"]) == pytest.approx(own["logp_rejected"], abs=1e-6)
+    assert list(table["logp_chosen"]) != pytest.approx(base["logp_chosen"], abs=1e-3)
+    margin = (table["logp_chosen"] - table["ref_chosen"]) - (
+        table["logp_rejected"] - table["ref_rejected"]
+    )
+    assert list(table["implicit_correct"]) == list(margin > 0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reference"] and summary["implicit_accuracy"] == pytest.approx(
+        table["implicit_correct"].mean()
+    )
+    # a reference whose token counts differ cannot be lined up with the model's log-probs
+    diag = diagnose_rows(vlm.model, vlm.processor, data, progress=False)
+    other = copy.deepcopy(diag)
+    other.columns["chosen_tokens"][1] += 1
+    with pytest.raises(InputError, match=r"tokenizes the answers differently.*pair 1"):
+        add_reference(diag, other, "X")
+    assert main([*args, "--reference", "toy:vlm", "--adapter", str(tuned)]) == 2
+    assert "give one" in capsys.readouterr().err
+    code = main(["data", "diagnose", "toy:pairs", "--model", "toy:sd", "--reference", "toy:sd",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 2 and "for image pairs give the reference as --model" in (
+        capsys.readouterr().err
+    )

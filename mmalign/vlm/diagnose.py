@@ -214,6 +214,37 @@ def diagnose_rows(model: Any, processor: Any, rows: Any, *, batch_size: int = 32
     return Diagnosis(columns, report, hidden, time.perf_counter() - start, notes, found)
 
 
+def add_reference(diag: Diagnosis, reference: Diagnosis, name: str) -> None:
+    """Give `diag` reference log-probs and implicit-reward accuracy from another model's
+    diagnosis of the same pairs (`--reference`: e.g. the base of a full fine-tune, which has
+    no adapter to switch off). Both must have diagnosed the same rows with the same token
+    counts, else the log-probs would not be of the same sequences: an InputError."""
+    if diag.columns["row"] != reference.columns["row"]:
+        raise InputError(f"--reference {name} skipped other pairs than the model (a different "
+                         "tokenizer or length limit): its log-probs would not line up")  # fmt: skip
+    for side in ("chosen_tokens", "rejected_tokens"):
+        if diag.columns[side] != reference.columns[side]:
+            first = next(
+                i
+                for i, (a, b) in enumerate(
+                    zip(diag.columns[side], reference.columns[side], strict=True)
+                )
+                if a != b
+            )
+            raise InputError(
+                f"--reference {name} tokenizes the answers differently from the model (pair "
+                f"{diag.columns['row'][first]}: {reference.columns[side][first]} against "
+                f"{diag.columns[side][first]} {side.replace('_', ' ')}): implicit accuracy "
+                "needs one tokenizer"
+            )  # fmt: skip
+    lc, lr = (torch.tensor(diag.columns[k], dtype=torch.float64)
+              for k in ("logp_chosen", "logp_rejected"))  # fmt: skip
+    rc, rr = (torch.tensor(reference.columns[k], dtype=torch.float64)
+              for k in ("logp_chosen", "logp_rejected"))  # fmt: skip
+    diag.columns["ref_chosen"], diag.columns["ref_rejected"] = rc.tolist(), rr.tolist()
+    diag.columns["implicit_correct"] = ((lc - rc) - (lr - rr) > 0).tolist()
+
+
 def _compute_states(model: Any, collator: PairCollator, rows: Any, keep: list[int],
                     batch_size: int, with_reference: bool, progress: bool, ident: StatesKey,
                     hidden: int) -> PairStates:  # fmt: skip

@@ -109,7 +109,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     from ..data.pair_filter import parse_filter
     from .cli import _load
     from .data import open_vlm_pairs
-    from .diagnose import diagnose_rows
+    from .diagnose import add_reference, diagnose_rows
     from .diagnose_html import NO_HISTOGRAMS, have_matplotlib
 
     try:
@@ -121,7 +121,17 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     if args.states is not None and not Path(args.states).is_file():
         raise InputError(f"--states {args.states}: no such file (it is DIR/states.safetensors "
                          "of an earlier `mmalign data diagnose --out DIR`)")  # fmt: skip
+    if args.reference is not None and args.adapter is not None:
+        raise InputError(
+            f"--reference {args.reference} and --adapter {args.adapter}: give one (with "
+            "--adapter the reference is --model without the adapter)"
+        )
     if is_diffusion_data(args.data) or has_image_pairs(args.data, args.split):
+        if args.reference is not None:
+            raise InputError(
+                f"--reference {args.reference}: for image pairs give the reference as --model "
+                "and the tuned run as --adapter (a LoRA or a full fine-tune's output_dir)"
+            )
         if args.on_diffusion is None or not is_diffusion_model(args.model):
             raise InputError(
                 f"{args.data} holds image pairs: CHES and LN-CHES are defined for language-"
@@ -141,6 +151,16 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         print(f"mmalign: {report}")
     if len(rows) == 0:
         raise InputError(f"{args.data}: no VLM preference pairs to diagnose ({report})")
+    reference = None
+    if args.reference is not None:  # its own pass first: one model in memory at a time
+        ref_vlm = _load(args.reference, None)
+        if args.device:
+            ref_vlm.model.to(args.device)
+        reference = diagnose_rows(ref_vlm.model, ref_vlm.processor, rows,
+                                  batch_size=args.batch_size, max_length=args.max_length,
+                                  model_key=ref_vlm.weights_key)  # fmt: skip
+        ref_source = ref_vlm.source
+        del ref_vlm
     vlm = _load(args.model, args.adapter)
     if args.device:
         vlm.model.to(args.device)
@@ -148,12 +168,16 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
                          max_length=args.max_length,
                          with_reference=args.adapter is not None,
                          model_key=vlm.weights_key, states=args.states)  # fmt: skip
+    if reference is not None:
+        add_reference(diag, reference, args.reference)
     if diag.report.num_skipped:
         print(f"mmalign: {diag.report}")
     for note in diag.notes:
         print(f"mmalign: {note}")
     meta = {"data": args.data, "split": args.split, "model": vlm.source,
             "adapter": args.adapter, "opened": dict(report.skipped)}  # fmt: skip
+    if reference is not None:
+        meta["reference"] = ref_source
     summary = write_outputs(diag, rows, Path(args.out), meta, pair_filter, top=args.top)
     print(f"{summary['pairs']} pairs in {summary['seconds']:.1f}s; ranking accuracy "
           f"{summary.get('ranking_accuracy', float('nan')):.1%}"
@@ -182,6 +206,9 @@ def register(sub: Any, on_diffusion: Any = None) -> None:
                    "output_dir")  # fmt: skip
     p.add_argument("--adapter", default=None, help="a PEFT adapter on top of MODEL; the model "
                    "without it is the reference for implicit-reward accuracy")  # fmt: skip
+    p.add_argument("--reference", default=None, help="VLM pairs: the reference model for "
+                   "implicit-reward accuracy when MODEL has no adapter to switch off (e.g. the "
+                   "base of a full fine-tune); it must share MODEL's tokenizer")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", default="train")
     p.add_argument("--filter", default=None, help="write DIR/filtered with the pairs kept by "
