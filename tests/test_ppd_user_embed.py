@@ -134,3 +134,47 @@ def test_contrast_pooling_needs_one_run_of_image_tokens_per_image() -> None:
         contrast_pool(h, blocks[:3], "contrast", shots=2)
     with pytest.raises(InputError, match="not one run per image"):
         contrast_pool(h, [], "contrast_tokens", shots=2)
+
+
+def test_cache_keyed_by_the_encoders_weights(world, tmp_path) -> None:
+    """Other encoder weights (a fine-tuned copy of toy-vlm saved as a checkpoint) are not
+    served the cached embeddings of toy-vlm's: they are computed again, and differ."""
+    _, examples, _, vlm = world
+    some = dict(list(examples.items())[:2])
+    cache = tmp_path / "cache"
+    base, _ = cached_user_embeddings(vlm, some, shots=2, cache_dir=cache)
+    moved = load_vlm("toy:vlm")
+    with torch.no_grad():
+        for p in moved.model.get_output_embeddings().parameters():
+            p.add_(0.5 * torch.randn_like(p))
+        layer = moved.model.get_input_embeddings()
+        layer.weight.mul_(1.5)
+    moved.model.save_pretrained(tmp_path / "tuned")
+    moved.processor.save_pretrained(tmp_path / "tuned")
+    tuned = load_vlm(str(tmp_path / "tuned"))
+    assert tuned.weights_key != vlm.weights_key
+    other, hit = cached_user_embeddings(tuned, some, shots=2, cache_dir=cache)
+    assert not hit and len(list(cache.glob("*.safetensors"))) == 2
+    assert (other["t00"] - base["t00"]).abs().max() > 1e-3
+    _, hit_again = cached_user_embeddings(tuned, some, shots=2, cache_dir=cache)
+    assert hit_again
+
+
+def test_a_tiny_llava_checkpoint_embeds_users(world, tmp_path) -> None:
+    """The real-model path (`AutoModelForImageTextToText` from a saved checkpoint, as a LLaVA
+    encoder such as LLaVA-OneVision loads): one run of image tokens per example image, so the
+    contrast pooling works; embeddings are [image tokens x hidden] and per user."""
+    from mmalign.vlm.tiny import tiny_llava
+
+    _, examples, _, _ = world
+    tiny_llava(tmp_path / "llava")
+    vlm = load_vlm(str(tmp_path / "llava"))
+    some = {u: examples[u][:2] for u in ("t00", "t01")}
+    embs = embed_users(vlm, some, shots=2, layer=-2, pooling="contrast_tokens", batch_size=2)
+    tokens = vlm.model.config.image_seq_length
+    hidden = vlm.model.config.text_config.hidden_size
+    assert embs["t00"].shape == (tokens * hidden,)
+    assert (embs["t00"] - embs["t01"]).abs().max() > 1e-4
+    one = embed_users(vlm, {"t00": some["t00"]}, shots=2, layer=-2, pooling="contrast_tokens",
+                      batch_size=1)  # fmt: skip
+    torch.testing.assert_close(one["t00"], embs["t00"], atol=1e-4, rtol=1e-4)
