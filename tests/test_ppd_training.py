@@ -3,39 +3,44 @@ the scorer the recipe trains with (`PPDPairScorer`)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mmalign.diffusion import ppd
-from mmalign.diffusion.load import DiffusionModel, tiny_sd_pipeline
+from mmalign.diffusion.load import DiffusionModel, tiny_sd_pipeline, tiny_sdxl_pipeline
 from mmalign.diffusion.ppd_recipe import PPDPairScorer
 from mmalign.diffusion.scorer import DiffusionPairScorer
 from mmalign.losses.pairwise import dpo
 
 
-def _setup():
-    pipe = tiny_sd_pipeline()
-    model = DiffusionModel(pipe, "sd", "tiny")
+def _setup(family: str = "sd"):
+    pipe = (tiny_sdxl_pipeline if family == "sdxl" else tiny_sd_pipeline)()
+    model = DiffusionModel(pipe, family, "tiny")
 
     @torch.no_grad()
     def encode(texts):
-        return pipe.encode_prompt(
+        out = pipe.encode_prompt(
             texts, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False
-        )[0]
+        )
+        return {"prompt_embeds": out[0], **({"pooled": out[2]} if family == "sdxl" else {})}
 
     g = torch.Generator().manual_seed(0)
     batch = {
         "latents": torch.randn(4, 2, 4, 16, 16, generator=g),
-        "prompt_embeds": encode(["a red circle on a blue background"] * 4),
+        **encode(["a red circle on a blue background"] * 4),
         "user_embeds": torch.randn(4, 12, generator=g),
     }
-    empty = {"prompt_embeds": encode([""])}
+    if family == "sdxl":  # each image's (size, crop, target) micro-conditioning
+        batch["time_ids"] = torch.tensor([[32, 32, 0, 0, 32, 32]] * 2).float().expand(4, 2, 6)
+    empty = encode([""])
     scorer = PPDPairScorer(model, empty, reference="adapters", caption_dropout=0.0)
     plain = DiffusionPairScorer(model, empty, reference="none", caption_dropout=0.0)
     return pipe.unet, scorer, batch, plain
 
 
-def test_reference_is_the_base_unet_and_only_the_branch_learns() -> None:
-    unet, scorer, batch, plain = _setup()
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_reference_is_the_base_unet_and_only_the_branch_learns(family) -> None:
+    unet, scorer, batch, plain = _setup(family)
     seeds = torch.arange(4) + 100
     with torch.no_grad():
         base = plain(unet, batch, seeds, with_reference=False)["main"]  # before the branch
