@@ -103,20 +103,34 @@ JUDGE_PROMPT = (
 )
 
 
+def _answer_token(processor: Any, word: str) -> int:
+    """The first token of an assistant answer `word` as the chat template puts it after the
+    generation prompt (its lead, e.g. LLaVA's " "), not `word` tokenized alone: a byte-level
+    BPE answers " yes" with one token, while "yes" alone starts with another."""
+    from .generate import answer_lead, prompt_text
+
+    tok = getattr(processor, "tokenizer", processor)
+    head = prompt_text(processor, "q", 0)
+    before = tok(head, add_special_tokens=False)["input_ids"]
+    after = tok(head + answer_lead(processor) + word, add_special_tokens=False)["input_ids"]
+    if len(after) <= len(before) or after[: len(before)] != before:
+        return tok(word, add_special_tokens=False)["input_ids"][0]  # the template merges it
+    return after[len(before)]
+
+
 class VLMJudge:
     """A local VLM's yes/no verdict on each partial answer, batched: one forward per batch."""
 
     def __init__(self, vlm: Any, batch_size: int = 32, name: str = "vlm"):
         self.vlm, self.batch_size, self.name = vlm, batch_size, name
-        tok = vlm.tokenizer
-        self.yes = tok("yes", add_special_tokens=False)["input_ids"][0]
-        self.no = tok("no", add_special_tokens=False)["input_ids"][0]
+        self.yes, self.no = (_answer_token(vlm.processor, w) for w in ("yes", "no"))
         if self.yes == self.no:
             raise ValueError("the judge's tokenizer gives 'yes' and 'no' the same first token")
 
     def __call__(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         import torch
 
+        from ...data.schema import to_pil_image
         from ..collate import row_images
         from .generate import prompt_text
 
@@ -126,26 +140,33 @@ class VLMJudge:
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
             texts, images = [], []
-            for it in chunk:
-                shown = row_images(it.row)
-                question = JUDGE_PROMPT.format(request=it.row["prompt"], answer=it.text)
-                texts.append(prompt_text(processor, question, len(shown)))
-                images += shown
+            verdicts: list[Verdict | None] = []  # None: to be judged in this chunk's forward
+            for it in chunk:  # a malformed item is its own failure, not the chunk's
+                try:
+                    shown = [to_pil_image(im).convert("RGB") for im in row_images(it.row)]
+                    question = JUDGE_PROMPT.format(request=it.row["prompt"], answer=it.text)
+                    texts.append(prompt_text(processor, question, len(shown)))
+                    images += shown
+                    verdicts.append(None)
+                except Exception as err:
+                    verdicts.append(err)
+            if not texts:
+                out += [v for v in verdicts if v is not None]
+                continue
             side, tok.padding_side = tok.padding_side, "left"
             try:
                 kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
                 if images:
-                    from ...data.schema import to_pil_image
-
-                    kwargs["images"] = [to_pil_image(im).convert("RGB") for im in images]
+                    kwargs["images"] = images
                 inputs = processor(**kwargs).to(model.device)
                 with torch.no_grad():
                     logits = model(**inputs).logits[:, -1].float()
                 p = logits.softmax(-1)
                 yes, no = p[:, self.yes], p[:, self.no]
-                out += ((yes - no) / (yes + no).clamp_min(1e-12)).tolist()
+                values = iter(((yes - no) / (yes + no).clamp_min(1e-12)).tolist())
+                out += [next(values) if v is None else v for v in verdicts]
             except Exception as err:
-                out += [err] * len(chunk)
+                out += [err if v is None else v for v in verdicts]
             finally:
                 tok.padding_side = side
         return out
