@@ -148,7 +148,12 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     prompts = resolve_prompts(args.prompts, pickapic_root=args.pickapic_root)
     if args.n is not None:
         prompts = prompts[: args.n]
-    base = load_pipeline(base_name)
+    # the base samples with the text encoders and T5 length the run trained (and its tuned
+    # model samples) with, as load_tuned loads it: else the comparison measures those too
+    run = info or {}
+    base = load_pipeline(base_name, drop_t5=run.get("t5") is False)
+    if run.get("max_sequence_length") and hasattr(base.pipe, "transformer"):
+        base.pipe.mmalign_max_sequence_length = int(run["max_sequence_length"])
     tuned = load_tuned(args.tuned, base_name)
     steps, guidance = sampling_defaults(base, args.steps, args.guidance)
     results = run_winrate(
