@@ -194,7 +194,8 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     main = accelerator.is_main_process
     torch.manual_seed(tc.seed)  # adapter initialisation is part of the run's seed
     recipe = make_recipe(cfg, accelerator)
-    objective = cfg.build_objective()
+    # a recipe may train with an objective of its own (the VLM recipe's BPO extra-rows form)
+    objective = getattr(recipe, "objective", None) or cfg.build_objective()
     world = accelerator.num_processes
     global_batch = tc.batch_size * world * tc.gradient_accumulation_steps
     lr = tc.learning_rate * (global_batch if tc.scale_lr else 1)

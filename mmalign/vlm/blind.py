@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .collate import IMAGE_PLACEHOLDER
+from .collate import IMAGE_PLACEHOLDER, special_tokens_kwargs
 
 
 def text_only(prompt: str) -> list[dict[str, Any]]:
@@ -30,7 +30,12 @@ def generate_answers(model: Any, processor: Any, conversations: Sequence[list[di
         for start in tqdm(range(0, len(conversations), batch_size), desc=desc, unit="batch"):
             chunk = conversations[start : start + batch_size]
             texts = [processor.apply_chat_template(c, add_generation_prompt=True) for c in chunk]
-            kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+            kwargs: dict[str, Any] = {
+                "text": texts,
+                "padding": True,
+                "return_tensors": "pt",
+                **special_tokens_kwargs(processor, texts),
+            }
             if images is not None and any(images[start : start + batch_size]):
                 kwargs["images"] = [im for ims in images[start : start + batch_size] for im in ims]
             inputs = processor(**kwargs).to(model.device)

@@ -55,6 +55,18 @@ def user_content(prompt: str, n_images: int) -> list[dict[str, str]]:
     return content
 
 
+def special_tokens_kwargs(processor: Any, texts: Sequence[str]) -> dict[str, Any]:
+    """Processor kwargs for chat-template texts: `add_special_tokens=False` when the template
+    already wrote the tokenizer's BOS (Idefics3's starts with `<|begin_of_text|>`), so the
+    sequence holds one BOS, not two; transformers' `processor.apply_chat_template(tokenize=True)`
+    follows the same rule. Texts without the BOS keep the processor's default (LLaVA-1.5's
+    template leaves the BOS to the tokenizer)."""
+    bos = getattr(getattr(processor, "tokenizer", processor), "bos_token", None)
+    if bos and texts and all(t.startswith(bos) for t in texts):
+        return {"add_special_tokens": False}
+    return {}
+
+
 def image_key(image: Any) -> str:
     """Identity of an image's pixels (so a repeated image is encoded once)."""
     from ..data.schema import to_pil_image
@@ -257,7 +269,12 @@ class PairCollator:
                 pair_idx[pair][0].append(base + c)
                 pair_idx[pair][1].append(base + j)
         flat_images = [im for ims in prompt_images for im in ims]
-        kwargs: dict[str, Any] = {"text": prompt_texts, "return_tensors": "pt", "padding": True}
+        kwargs: dict[str, Any] = {
+            "text": prompt_texts,
+            "return_tensors": "pt",
+            "padding": True,
+            **special_tokens_kwargs(self.processor, prompt_texts),
+        }
         if flat_images:
             kwargs["images"] = prompt_images if any(len(x) > 1 for x in prompt_images) \
                 else flat_images  # fmt: skip

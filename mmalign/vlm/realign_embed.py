@@ -49,7 +49,9 @@ class VisionEncoderEmbedder:
         for start in tqdm(range(0, len(items), self.batch_size), desc="embedding images",
                           unit="batch", leave=False):  # fmt: skip
             chunk = [to_pil_image(x).convert("RGB") for x in items[start : start + self.batch_size]]
-            inputs = image_processor(images=chunk, return_tensors="pt")
+            # one sample per image: a per-prompt processor (Idefics3) reads a flat list as one
+            # prompt's images and would give the chunk a single embedding
+            inputs = image_processor(images=[[im] for im in chunk], return_tensors="pt")
             inputs = {k: v.to(device) for k, v in inputs.items() if torch.is_tensor(v)}
             features = core.model.get_image_features(**inputs, return_dict=True).pooler_output
             out += [f.reshape(-1, f.shape[-1]).float().mean(0) for f in features]

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.schema import to_pil_image
-from .collate import ChatFormat
+from .collate import ChatFormat, special_tokens_kwargs
 from .load import VLM
 from .realign_lexicon import Span
 
@@ -45,7 +45,13 @@ class SpanFiller:
                               leave=False):  # fmt: skip
                 chunk = list(texts[start : start + self.batch_size])
                 pil = [to_pil_image(im).convert("RGB") for im in images[start : start + len(chunk)]]
-                inputs = processor(text=chunk, images=pil, padding=True, return_tensors="pt")
+                inputs = processor(
+                    text=chunk,
+                    images=pil,
+                    padding=True,
+                    return_tensors="pt",
+                    **special_tokens_kwargs(processor, chunk),
+                )
                 inputs = inputs.to(device)
                 ids = model.generate(**inputs, max_new_tokens=self.max_new_tokens,
                                      do_sample=False)  # fmt: skip

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.schema import ValidationReport
+from ..losses import Objective
 from ..train.config import Config
 from .collate import PAIR_FIELDS, PairCollator, SequenceBatch
 from .load import in_image_path, load_vlm
@@ -48,8 +49,8 @@ class VLMRows(torch.utils.data.Dataset):
         row = dict(self.rows[row_id])
         for name, values in self.extra.items():
             row[name] = values[row_id]
-        if as_blind:
-            row["rejected"] = row["blind"]
+        if as_blind:  # the row's soft label rates its rejected answer, not the blind one
+            row["rejected"], row["label"] = row["blind"], None
         return int(i), row
 
 
@@ -100,6 +101,25 @@ def check_chosen_only(rows: Any, objective: Any, where: str) -> None:
         )
 
 
+def blind_rows_objective(objective: Objective) -> Objective:
+    """The objective of BPO's extra-rows form (`vlm.bpo_form: extra_rows`, the released code):
+    each blind pair is an extra row of `main` (rejected = the blind answer), so the `main`
+    terms train it and the `blind` terms, which name the form, leave the objective. Each must
+    match a `main` term (same loss and arguments): the released code runs one plain DPO."""
+    from ..config import ConfigError
+
+    main = [(t.loss, dict(t.kwargs)) for t in objective.terms if t.pair == "main"]
+    for i, term in enumerate(objective.terms):
+        if term.pair == "blind" and (term.loss, dict(term.kwargs)) not in main:
+            raise ConfigError(
+                f"objective[{i}]: vlm.bpo_form: extra_rows trains the blind pairs as extra rows "
+                f"of the main term, so this blind term ({term.loss} {dict(term.kwargs)}) needs a "
+                "main term with the same loss and arguments; use bpo_form: objective to train "
+                "it as its own term"
+            )
+    return Objective([t for t in objective.terms if t.pair != "blind"])
+
+
 class VLMRecipe:
     def __init__(self, cfg: Config, accelerator: Any):
         from ..data.cache import cache_root
@@ -125,8 +145,11 @@ class VLMRecipe:
                     f"{', '.join(PAIR_FIELDS)}"
                 )
         blind_as_rows = "blind" in pairs and v.bpo_form == "extra_rows"
+        # the objective the loop trains with (train/loop.py takes `recipe.objective`)
+        self.objective = objective
         if blind_as_rows:  # the released BPO code: blind pairs become extra rows of `main`
-            pairs = [p for p in pairs if p != "blind"] or ["main"]
+            self.objective = blind_rows_objective(objective)
+            pairs = list(self.objective.pairs)
         self.rows, self.report = open_rows(cfg)
         check_chosen_only(self.rows, objective, cfg.data.path)
         extra: dict[str, list[Any]] = {}
@@ -175,7 +198,7 @@ class VLMRecipe:
         scores = None
         if reference == "precomputed":
             key = _digest(self.vlm.weights_key, self.rows._fingerprint, pairs, v.max_length, extra,
-                          cfg.data.filter)  # fmt: skip
+                          cfg.data.filter, blind_as_rows)  # fmt: skip
             scores = self._reference_pass(cache_root() / "vlm-reference" / f"{key}.json")
         self.scorer = VLMPairScorer(self.model, reference, scores,  # type: ignore[arg-type]
                                     pack=v.pack_prompts)  # fmt: skip

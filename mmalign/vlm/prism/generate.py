@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..collate import row_images, user_content
+from ..collate import row_images, special_tokens_kwargs, user_content
 from .decode import plain_sampling, sample_shared, shares_prefix
 from .format import close_tag, decode_keep_tags, open_tag, special_ids_to_drop, tag_ids
 
@@ -65,7 +65,12 @@ def answer_lead(processor: Any) -> str:
 def _inputs(processor: Any, texts: list[str], images: list[tuple[Any, ...]], device: Any):
     from ...data.schema import to_pil_image
 
-    kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+    kwargs: dict[str, Any] = {
+        "text": texts,
+        "padding": True,
+        "return_tensors": "pt",
+        **special_tokens_kwargs(processor, texts),
+    }
     flat = [to_pil_image(im).convert("RGB") for ims in images for im in ims]
     if flat:
         kwargs["images"] = flat

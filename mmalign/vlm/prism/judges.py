@@ -131,7 +131,7 @@ class VLMJudge:
         import torch
 
         from ...data.schema import to_pil_image
-        from ..collate import row_images
+        from ..collate import row_images, special_tokens_kwargs
         from .generate import prompt_text
 
         model, processor = self.vlm.model, self.vlm.processor
@@ -155,7 +155,8 @@ class VLMJudge:
                 continue
             side, tok.padding_side = tok.padding_side, "left"
             try:
-                kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+                kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt",
+                                          **special_tokens_kwargs(processor, texts)}  # fmt: skip
                 if images:
                     kwargs["images"] = images
                 inputs = processor(**kwargs).to(model.device)
