@@ -188,8 +188,32 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def has_soft_labels(rows: Dataset) -> bool:
-    """Whether any label lies strictly between 0 and 1 (then losses receive the labels)."""
+    """Whether any label is not 1 (then losses receive the labels), as the VLM collator does.
+
+    A label is P(chosen is preferred): a hard label 0 says the *rejected* image won, so it
+    must reach the loss too (dpo / smpo flip that pair; with a loss that ignores labels such
+    data is a ConfigError, `check_hard_labels`) rather than being dropped and the pair
+    trained the wrong way round."""
     if "label" not in rows.column_names:
         return False
     labels = [x for x in rows["label"] if x is not None]
-    return any(0.0 < float(x) < 1.0 for x in labels)
+    return any(float(x) != 1.0 for x in labels)
+
+
+def check_hard_labels(rows: Dataset, objective: Any) -> None:
+    """A row with label 0 (its rejected image won) trains the right way only through a loss
+    that reads labels (dpo, smpo): another (mapo, diffusion_kto) would train it backwards, so
+    such data with such a loss is a ConfigError naming both, not a warning."""
+    from ..config import ConfigError
+    from ..losses import LOSSES
+
+    if "label" not in rows.column_names:
+        return
+    zeros = sum(x is not None and float(x) == 0.0 for x in rows["label"])
+    blind = sorted({t.loss for t in objective.terms if not LOSSES[t.loss].uses_label})
+    if zeros and blind:
+        raise ConfigError(
+            f"{zeros} of {len(rows)} rows have label 0 (the rejected image preferred), and "
+            f"loss {', '.join(blind)} ignores labels, so it would train them backwards: swap "
+            "chosen and rejected in those rows, or use a loss that reads labels (dpo, smpo)"
+        )

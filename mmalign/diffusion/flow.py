@@ -37,7 +37,7 @@ import torch
 from ..adapters import AdapterSwitch
 from ..losses import PairScores
 from .flow_load import FlowModel
-from .passes import policy_and_reference
+from .passes import policy_and_reference, seeded_dropout
 
 SigmaSampling = Literal["logit_normal", "uniform", "mode"]
 LossWeighting = Literal["none", "sigma_sqrt", "cosmap"]
@@ -240,7 +240,8 @@ class FlowPairScorer:
         cond = self._conditioning(batch, drop)
         if self.trajectory is not None:  # SmPO: the ReNoise-inverted latent at a grid level
             velocity = self._velocity(base if base is not None else model, cond)
-            sigma, noisy, noise2 = self.trajectory(velocity, x0, sigma)
+            with seeded_dropout(seeds, device):  # LoRA dropout: masks fixed by the step
+                sigma, noisy, noise2 = self.trajectory(velocity, x0, sigma)
             sigma2 = sigma.repeat(2)
         target = noise2 - x0
         weight = loss_weight(sigma2, self.settings.weighting).to(device)
@@ -248,7 +249,7 @@ class FlowPairScorer:
             raise ValueError("the objective needs a reference but the scorer has none")
         reference = self._reference(base if base is not None else model) if with_reference else None
         scores = policy_and_reference(
-            lambda net: self._mse(net, noisy, sigma2, target, cond, weight), model, reference
+            lambda net: self._mse(net, noisy, sigma2, target, cond, weight), model, reference, seeds
         )
         if self.use_labels:
             scores.label = batch["label"].float().to(device)

@@ -16,7 +16,7 @@ import torch
 
 from ..train.config import LoraConfig
 from .flow_load import FlowFamily
-from .lora import LORA_FILE, check_lora_targets, folded_lora_state
+from .lora import LORA_FILE, check_lora_targets, folded_lora_state, trainable_to_float32
 
 ATTENTION = [
     "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
@@ -46,11 +46,7 @@ def add_flow_lora(transformer: torch.nn.Module, family: FlowFamily, cfg: LoraCon
             target_modules=list(cfg.target_modules or FLOW_TARGETS[family]),
         )
     )
-    # peft gives the adapter its base layer's dtype; a bf16 / fp16 model's LoRA weights are kept
-    # in float32 so the optimizer's small updates are not rounded away (as diffusers' scripts do)
-    for param in transformer.parameters():
-        if param.requires_grad and param.dtype != torch.float32:
-            param.data = param.data.float()
+    trainable_to_float32(transformer)  # LoRA weights in float32 on a bf16 / fp16 model
 
 
 def save_flow_lora(out_dir: str | Path, transformer: torch.nn.Module, family: FlowFamily) -> Path:

@@ -20,7 +20,7 @@ import torch
 from ..config import ConfigError
 from ..train.config import Config, DiffusionConfig
 from .compiled import CompiledViews, StepModules
-from .data import has_soft_labels
+from .data import check_hard_labels, has_soft_labels
 from .flow import FlowPairScorer, FlowSettings
 from .flow_encode import TEXT_DTYPE, FlowEncoder, cache_size, flow_fingerprint
 from .flow_load import (
@@ -165,6 +165,7 @@ class FlowRecipe(PairRecipeBase):
         self.model = model.transformer
         reference = self._make_trainable()
         self._step_modules = StepModules(accelerator, CompiledViews(cfg.diffusion.compile))
+        check_hard_labels(rows, cfg.build_objective())
         needs_ref = cfg.build_objective().needs_reference
         self.scorer = FlowPairScorer(
             model,

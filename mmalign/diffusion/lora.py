@@ -71,6 +71,17 @@ def add_lora(unet: torch.nn.Module, cfg: LoraConfig) -> None:
             target_modules=list(cfg.target_modules or DEFAULT_TARGETS),
         )
     )
+    trainable_to_float32(unet)
+
+
+def trainable_to_float32(model: torch.nn.Module) -> None:
+    """peft gives an adapter its base layer's dtype; a bf16 / fp16 model's LoRA weights are
+    kept in float32 so the optimizer's small updates are not rounded away (as diffusers'
+    scripts do with `cast_training_params`); peft casts the layer input to them and the sum
+    back to the base dtype."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
 
 
 def folded_lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

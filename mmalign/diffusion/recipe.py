@@ -17,7 +17,7 @@ import torch
 from ..config import ConfigError
 from ..train.config import Config
 from .compiled import CompiledViews, StepModules
-from .data import has_soft_labels
+from .data import check_hard_labels, has_soft_labels
 from .encode import Encoder, fingerprint
 from .load import load_pipeline
 from .lora import add_lora, check_targets, save_lora
@@ -62,6 +62,7 @@ class DiffusionRecipe(PairRecipeBase):
         self.model = pipe.unet
         reference = self._make_trainable()
         self._step_modules = StepModules(accelerator, CompiledViews(cfg.diffusion.compile))
+        check_hard_labels(rows, cfg.build_objective())
         needs_ref = cfg.build_objective().needs_reference
         self.scorer = self.scorer_class(
             self.diffusion,

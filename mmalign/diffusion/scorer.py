@@ -26,7 +26,7 @@ from ..adapters import AdapterSwitch
 from ..losses import PairScores
 from .dense import weighted_mse
 from .load import DiffusionModel
-from .passes import policy_and_reference
+from .passes import policy_and_reference, seeded_dropout
 
 ReferenceKind = Literal["adapters", "copy", "none"]
 
@@ -136,7 +136,8 @@ class DiffusionPairScorer:
         if self.trajectory is not None:  # SmPO: the inverted latent at the grid-snapped level
             policy = base if base is not None else unet
             cond_t = self._conditioning(batch, drop)
-            t, noisy, noise2 = self.trajectory(policy, x0, t, cond_t, batch.get("time_ids"))
+            with seeded_dropout(seeds, device):  # LoRA dropout: masks fixed by the step
+                t, noisy, noise2 = self.trajectory(policy, x0, t, cond_t, batch.get("time_ids"))
             t2 = t.repeat(2)
         if self.prediction_type == "epsilon":
             target = noise2
@@ -155,7 +156,10 @@ class DiffusionPairScorer:
             raise ValueError("the objective needs a reference but the scorer has none")
         reference = self._reference(base if base is not None else unet) if with_reference else None
         scores = policy_and_reference(
-            lambda net: self._mse(net, noisy, t, target, cond, time_ids, weight), unet, reference
+            lambda net: self._mse(net, noisy, t, target, cond, time_ids, weight),
+            unet,
+            reference,
+            seeds,
         )
         if self.use_labels:
             scores.label = batch["label"].float().to(device)
