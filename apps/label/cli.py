@@ -38,6 +38,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .app import LabelApp
+    from .engines import shown_db
     from .images import import_pairs
     from .server import serve
     from .store import Store
@@ -71,7 +72,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         save_criteria(store, load_criteria(args.criteria))
     root = _image_root(args.db, args.images)
     if args.data is None and args.model is None and store.count_pairs() == 0:
-        raise ValueError(f"{args.db} has no pairs: give --data DIR_OR_ID or --model MODEL")
+        raise ValueError(
+            f"{shown_db(args.db)} has no pairs: give --data DIR_OR_ID or --model MODEL"
+        )
     if args.vlm or is_vlm(store):
         if args.model is not None:  # two sampled responses per prompt + image row
             from .vlm_generate import ResponseSampler, generate_vlm_pairs
@@ -83,17 +86,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             rows = generate_vlm_pairs(sampler, args.data, root, limit=args.limit)
             added = add_vlm_pairs(store, rows)
             print(f"label: {added} new VLM pairs from {args.data} with responses of "
-                  f"{args.model}; {store.count_pairs()} in {args.db}")  # fmt: skip
+                  f"{args.model}; {store.count_pairs()} in {shown_db(args.db)}")  # fmt: skip
         elif args.data is not None:
             rows = read_vlm_pairs(args.data, root, split=args.split, limit=args.limit)
             added = add_vlm_pairs(store, rows)
             print(f"label: {added} new VLM pairs from {args.data}; {store.count_pairs()} in "
-                  f"{args.db}")  # fmt: skip
+                  f"{shown_db(args.db)}")  # fmt: skip
     elif args.data is not None:
         pairs = tqdm(import_pairs(args.data, root, split=args.split, limit=args.limit),
                      desc="import pairs", unit="pair")  # fmt: skip
         added = store.add_pairs(pairs)
-        print(f"label: {added} new pairs from {args.data}; {store.count_pairs()} in {args.db}")
+        print(
+            f"label: {added} new pairs from {args.data}; {store.count_pairs()} in "
+            f"{shown_db(args.db)}"
+        )
     model = None if is_vlm(store) else args.model  # VLM mode: responses made at import
     app = LabelApp(store, root, auth, model=model, seed=args.seed, steps=args.steps)
     print(f"label: http://{args.host}:{args.port} (users: {args.users}, overlap {store.overlap})")
@@ -132,13 +138,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_gold_add(args: argparse.Namespace) -> int:
+    from .engines import shown_db
     from .gold import add_gold
     from .store import Store
 
     store = Store(args.db)
     summary = add_gold(store, args.file, _image_root(args.db, args.images))
     print(f"label: {summary['rows']} gold rows from {args.file} ({summary['new_pairs']} new "
-          f"pairs); {summary['gold_pairs']} gold pairs in {args.db}")  # fmt: skip
+          f"pairs); {summary['gold_pairs']} gold pairs in {shown_db(args.db)}")  # fmt: skip
     return 0
 
 

@@ -88,6 +88,18 @@ def make_engine(db: str | Path) -> tuple[Engine, Engine]:
     return sqlite_engine("BEGIN IMMEDIATE"), sqlite_engine("BEGIN")
 
 
+def shown_db(db: str | Path) -> str:
+    """`db` (a SQLite path or a database URL) as messages and logs show it: a URL's
+    password hidden."""
+    url = str(db)
+    if "://" not in url:
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"://[^@/]*@", "://***@", url)
+
+
 def server_url(url: str) -> URL:
     """`url` parsed; postgresql:// and postgres:// get the psycopg 3 driver."""
     try:

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from .jsonbody import TooDeep, parse_json
+from .jsonbody import Refused, parse_json
 from .labeling import Labeling
 from .store import VoteError
 
@@ -86,7 +86,7 @@ def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
             return _error(415, "send the vote as application/json")
         try:
             body = parse_json(await request.body())
-        except TooDeep as err:
+        except Refused as err:
             return _error(400, str(err))
         except ValueError:
             return _error(400, "the body is not valid JSON")

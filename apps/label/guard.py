@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from .hardening import MAX_BODY
-from .jsonbody import TooDeep, parse_json
+from .jsonbody import Refused, parse_json
 from .login import ASGIApp, Message, Scope, answer, replay
 
 API = "/gradio_api"
@@ -110,7 +110,8 @@ class RouteGuard:
             return
         try:
             data = parse_json(body) if body else None
-        except TooDeep as err:  # Gradio's parsers would fail on it with a 500
+        except Refused as err:  # too deep: Gradio's parsers would fail with a 500; too many
+            # values: parsing them stalls the event loop (jsonbody.py)
             await answer(send, 400, str(err), {})
             return
         except ValueError:

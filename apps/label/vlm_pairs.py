@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from .engines import shown_db
 from .images import encode_png, save_image
 from .store import Pair, Store
 from .tables import pairs, responses
@@ -174,7 +175,9 @@ def add_vlm_pairs(store: Store, rows: list[VlmPair]) -> int:
     import time
 
     if not is_vlm(store) and store.count_pairs():
-        raise VlmDataError(f"{store.url} holds image pairs; VLM response pairs need a new database")
+        raise VlmDataError(
+            f"{shown_db(store.url)} holds image pairs; VLM response pairs need a new database"
+        )
     with store._tx() as conn:
         added = insert_pairs(conn, rows, time.time())
     store.set_setting(MODE, "vlm")
