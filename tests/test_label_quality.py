@@ -37,11 +37,20 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+def pin_gold_key(store: Store) -> None:
+    """A fixed gold-draw key instead of the random one a database makes: the simulated teams
+    below (and the table in docs/labeling.md) draw the same gold pairs on every run."""
+    from mmalign_label import goldmix
+
+    store.set_setting(goldmix.GOLD_KEY, "5e" * 32)
+
+
 def _store_with_pairs(
     tmp_path: Path, n: int, *, overlap: int = 1, db: str | None = None, **kw
 ) -> tuple[Store, Path]:
     root = tmp_path / "img"
     store = Store(db or tmp_path / "labels.sqlite", overlap=overlap, **kw)
+    pin_gold_key(store)
     store.add_pairs(import_pairs(make_pairs_dataset(tmp_path / "pairs", n, size=16), root))
     return store, root
 
@@ -276,6 +285,7 @@ def test_a_team_with_two_random_clickers_and_a_left_clicker(tmp_path: Path, labe
 
     root = tmp_path / "img"
     store = Store(label_db, overlap=3, gold_rate=0.5)
+    pin_gold_key(store)
     imported = import_pairs(make_pairs_dataset(tmp_path / "pairs", 160, size=16), root)
     # `chosen` comes first from the import: swap every other pair, so the true side varies
     pairs = [p if i % 2 else Pair(p.pair_id, p.prompt, p.image_1, p.image_0, p.source)
@@ -443,3 +453,18 @@ def test_server_takes_answers_on_both_vote_routes_and_admin_gets_quality(tmp_pat
     store = Store(db)
     out = export_votes(store, str(db) + ".images", tmp_path / "e", "pairs", criterion="appeal")
     assert out["rows"] == 2 and out["criterion"] == "appeal"
+
+
+def test_the_gold_draw_is_keyed_per_database(tmp_path: Path) -> None:
+    """Whether an annotator's k-th pair is gold depends on a secret of the database, not on
+    (name, k) alone, which the annotator knows: two databases draw differently, and one
+    database keeps its key across reopening."""
+    from mmalign_label import goldmix
+
+    one, two = Store(tmp_path / "a.sqlite"), Store(tmp_path / "b.sqlite")
+    key_one, key_two = one._gold_key(), two._gold_key()
+    assert len(key_one) == 32 and key_one != key_two
+    draws = [[goldmix.draw_gold("ann", k, 0.3, key) for k in range(200)]
+             for key in (key_one, key_two)]  # fmt: skip
+    assert draws[0] != draws[1] and 30 < sum(draws[0]) < 90
+    assert Store(tmp_path / "a.sqlite")._gold_key() == key_one

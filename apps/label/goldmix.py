@@ -6,18 +6,24 @@ everyone answers it. Whether an annotator's next pair is gold is a draw, not a s
 ("every 10th pair" would tell the annotator which ones are gold): the k-th pair shown to
 annotator A is gold when hash(A, k) / 2^32 < rate, while A has gold pairs left to see and
 regular pairs left in the queue (gold pairs never pad an empty queue). The draw is a hash,
-not a random generator, so a server restart or a second server draws the same.
+not a random generator, so a server restart or a second server draws the same; a keyed
+hash (HMAC with `GOLD_KEY`, 32 random bytes made once per database and kept in it, like the
+pseudonyms' key): annotator A knows A and k (their own votes, `/my_votes`), and with a plain
+hash of the two could tell every gold pair before it is shown, answer those with care and
+click the rest at random without ever being flagged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 from sqlalchemy import bindparam, func, select
 
 from .tables import gold, pairs, votes
 
 GOLD_RATE = 0.1  # default share of an annotator's pairs that are gold
+GOLD_KEY = "gold_key"  # the setting holding the draw's key (hex)
 
 _MINE = select(votes.c.pair_id).where(
     votes.c.annotator == bindparam("annotator"), votes.c.undone == 0
@@ -41,11 +47,12 @@ COUNT_MY_VOTES = (
 )
 
 
-def draw_gold(annotator: str, k: int, rate: float) -> bool:
-    """Whether the `k`-th pair shown to `annotator` (k = their votes so far) is gold."""
+def draw_gold(annotator: str, k: int, rate: float, key: bytes) -> bool:
+    """Whether the `k`-th pair shown to `annotator` (k = their votes so far) is gold; `key`:
+    the database's secret (`GOLD_KEY`)."""
     if rate <= 0:
         return False
-    digest = hashlib.sha256(f"gold:{annotator}:{k}".encode()).digest()
+    digest = hmac.new(key, f"gold:{annotator}:{k}".encode(), hashlib.sha256).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < rate
 
 

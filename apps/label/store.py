@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -102,6 +103,7 @@ class Store:
             self.set_setting("gold_rate", str(goldmix.check_rate(gold_rate)))
         self.gold_rate = goldmix.check_rate(float(self.get_setting("gold_rate", "0.1") or 0.1))
         self._gold_checked, self._has_gold = -float("inf"), False
+        self._gold_key_bytes: bytes | None = None
 
     def close(self) -> None:
         self.write.dispose()
@@ -212,7 +214,7 @@ class Store:
                 row = conn.execute(stmt.NEXT_PAIR, {**args, "shift": shift, "n": n}).first()
                 if row is not None and self.gold_rate > 0 and self._gold_on():  # while regular left
                     k = conn.execute(goldmix.COUNT_MY_VOTES, args).scalar_one()
-                    if goldmix.draw_gold(annotator, int(k), self.gold_rate):
+                    if goldmix.draw_gold(annotator, int(k), self.gold_rate, self._gold_key()):
                         row = conn.execute(goldmix.NEXT_GOLD, {**args, "shift": shift, "n": n}
                                            ).first() or row  # fmt: skip
             if row is None:
@@ -245,6 +247,14 @@ class Store:
                 self._has_gold = conn.execute(goldmix.ANY_GOLD).first() is not None
             self._gold_checked = now
         return self._has_gold
+
+    def _gold_key(self) -> bytes:
+        """The key of the gold draw (`goldmix.GOLD_KEY`), made by the first server or command
+        that needs it; every racing one reads the first one's back."""
+        if self._gold_key_bytes is None:
+            made = self.setting_once(goldmix.GOLD_KEY, lambda: secrets.token_hex(32))
+            self._gold_key_bytes = bytes.fromhex(made)
+        return self._gold_key_bytes
 
     def _gold(self, conn: Connection, pair_id: str) -> bool:
         """Whether `pair_id` is a gold pair (outside `overlap`)."""
