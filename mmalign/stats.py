@@ -7,10 +7,19 @@ import torch
 BOOTSTRAP = 2000
 
 
-def bootstrap_ci(values: torch.Tensor, seed: int = 0, draws: int = BOOTSTRAP) -> list[float]:
+def bootstrap_ci(
+    values: torch.Tensor,
+    seed: int = 0,
+    draws: int = BOOTSTRAP,
+    weights: torch.Tensor | None = None,
+) -> list[float]:
     """95% percentile-bootstrap interval of the mean of `values` [N] (one per prompt), from
-    `draws` resamples."""
+    `draws` resamples. With `weights` [N] (a prompt's image count) each resample's statistic is
+    the weighted mean sum(w * v) / sum(w): the pooled mean over images, resampled by prompt."""
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, values.numel(), (draws, values.numel()), generator=gen)
     q = torch.tensor([0.025, 0.975], dtype=torch.float64)
-    return torch.quantile(values.double()[idx].mean(1), q).tolist()
+    if weights is None:
+        return torch.quantile(values.double()[idx].mean(1), q).tolist()
+    w = weights.double()[idx]
+    return torch.quantile((values.double()[idx] * w).sum(1) / w.sum(1), q).tolist()

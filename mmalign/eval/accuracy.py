@@ -25,10 +25,12 @@ VALIDATION = {"test": "validation", "test_unique": "validation_unique"}
 
 def outcome_scores(diff: torch.Tensor, label: torch.Tensor, threshold: float) -> torch.Tensor:
     """Per pair: 1, 0.5 or 0 under the tie protocol. `diff` = score(chosen) - score(rejected),
-    `label` = P(chosen preferred): 1, or 0.5 for a human tie."""
+    `label` = P(chosen preferred): 1, 0.5 for a human tie, or below 0.5 where the human
+    preferred the `rejected` image (a saved pair dataset's label 0): the prediction is right
+    when the scorer prefers the image the human did."""
     predicted_tie = diff.abs() <= threshold
     human_tie = (label - 0.5).abs() < 1e-6
-    right = ~predicted_tie & ~human_tie & (diff > 0)
+    right = ~predicted_tie & ~human_tie & ((diff > 0) == (label > 0.5))
     both_tie = predicted_tie & human_tie
     one_tie = predicted_tie ^ human_tie
     return right.double() + both_tie.double() + 0.5 * one_tie.double()

@@ -47,6 +47,8 @@ def diagnose_diffusion(args: argparse.Namespace) -> int:
     summary: dict = {"data": args.data, "model": args.model, "adapter": args.adapter,
                      "kind": "diffusion", "pairs": len(scores.kept), "draws": args.draws,
                      "ties_left_out": scores.ties, "skipped": dict(scores.report.skipped),
+                     # label-0 rows, scored with their rejected image as score_chosen
+                     "rejected_preferred": scores.swapped,
                      "note": NO_CHES}  # fmt: skip
     n = len(scores.kept)
     summary["ranking_accuracy"] = sum(columns["ranking_correct"]) / n

@@ -8,7 +8,9 @@ the chosen image's implicit reward exceeds the rejected one's,
 `(ref_mse_w - mse_w) - (ref_mse_l - mse_l) > 0`, estimated as the mean over `draws` (timestep,
 noise) draws per pair with the training scorer (`DiffusionPairScorer`, no caption dropout).
 beta > 0 does not change the sign, so it is left out. Ties in the labels are left out and
-counted.
+counted. A label is P(chosen preferred): a pair labelled below 0.5 (a saved pair dataset's
+label 0, the rejected image won) is scored with its two images swapped, so "chosen" is always
+the image the human preferred and such a pair is not ranked backwards.
 
 `score_pairs` also gives the tuned model's own ranking of each pair (Chen et al., "Preference
 Learning Algorithms Do Not Learn Preference Rankings", Section 3, with Diffusion-DPO's stand-in
@@ -30,7 +32,8 @@ from .accuracy import load_pairs
 @dataclass
 class PairScores:
     """Per kept pair (labelled ties left out): the model's scores (-MSE, mean over the draws)
-    of the chosen and rejected image, and the reference's when one was scored."""
+    of the preferred ("chosen") and the other image, and the reference's when one was scored.
+    `swapped` pairs were labelled below 0.5: their row's `rejected` image is "chosen" here."""
 
     kept: list[int]  # row indices in the data as loaded
     chosen: torch.Tensor
@@ -40,6 +43,7 @@ class PairScores:
     base: str | None
     ties: int
     report: Any
+    swapped: int = 0
 
     def implicit_margin(self) -> torch.Tensor:
         """(ref_mse_w - mse_w) - (ref_mse_l - mse_l) per pair (needs the reference)."""
@@ -101,6 +105,8 @@ def score_pairs(
     labels = rows["label"] if "label" in rows.column_names else [None] * len(rows)
     keep = [i for i, v in enumerate(labels) if v is None or abs(float(v) - 0.5) > 1e-6]
     ties = len(rows) - len(keep)
+    # the rejected image won where the label is below 0.5: score it as the chosen one
+    swap = [labels[i] is not None and float(labels[i]) < 0.5 for i in keep]
     rows = rows.select(keep)
     if len(rows) == 0:
         raise ValueError(f"{data}: no labelled pairs without a tie")
@@ -110,7 +116,7 @@ def score_pairs(
     with torch.no_grad():
         for start in tqdm(range(0, len(rows), batch_size), desc="scoring pairs", unit="batch"):
             idx = list(range(start, min(start + batch_size, len(rows))))
-            enc = encoder.encode(collate([images[i] for i in idx]), idx)
+            enc = encoder.encode(collate([_winner_first(images[i], swap[i]) for i in idx]), idx)
             enc = {k: v.to(dev) for k, v in enc.items()}
             total = {k: torch.zeros(len(idx), dtype=torch.float64) for k in sums}
             for d in range(draws):
@@ -126,7 +132,16 @@ def score_pairs(
                 sums[k].append(total[k] / draws)
     got = {k: torch.cat(v) for k, v in sums.items()}
     return PairScores(keep, got["c"], got["r"], got["rc"] if reference else None,
-                      got["rr"] if reference else None, base, ties, report)  # fmt: skip
+                      got["rr"] if reference else None, base, ties, report,
+                      swapped=sum(swap))  # fmt: skip
+
+
+def _winner_first(item: dict[str, Any], swap: bool) -> dict[str, Any]:
+    """A `PairImages` item with its two images (and their time ids) swapped when `swap`."""
+    if not swap:
+        return item
+    return {**item, "pixels": item["pixels"].flip(0), "time_ids": item["time_ids"].flip(0),
+            "label": 1 - item["label"]}  # fmt: skip
 
 
 def _flow_scorer(model: Any, tuned: str, kind: str) -> tuple[Any, Any, int]:
@@ -180,6 +195,7 @@ def implicit_accuracy(
         "draws": draws,
         "mean_margin": float(margin.mean()),
         "ties_left_out": scores.ties,
+        "rejected_preferred": scores.swapped,
         "skipped": scores.report.num_skipped,
         "skip_reasons": dict(scores.report.skipped),
     }

@@ -85,7 +85,9 @@ def win_stats(
     per_kept = (sums / counts.clamp(min=1))[counts > 0]
     stats["below_ceiling"] = {
         "win_rate": float(outcome[below].mean()),
-        "ci95": bootstrap_ci(per_kept, seed, BOOTSTRAP),
+        # resampled by prompt, weighted by each prompt's kept images: the interval of the
+        # pooled win rate above, not of an unweighted mean of per-prompt rates
+        "ci95": bootstrap_ci(per_kept, seed, BOOTSTRAP, weights=counts[counts > 0]),
         "n": int(below.sum()),
         "prompts": per_kept.numel(),
         **_tally(base[below], tuned[below]),

@@ -51,8 +51,12 @@ def clip_pixels(
     `size`, centre crop, normalise. The tensor form of CLIPImageProcessor / open_clip's
     `preprocess_val`, so a batch is processed at once instead of image by image through PIL."""
     h, w = images.shape[-2:]
-    scale = size / min(h, w)
-    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    # the long side as both references compute it, `int(size * long / short)` (truncated:
+    # transformers' get_resize_output_image_size, torchvision's Resize); rounding made a 4:3
+    # image 299 px long instead of 298 and shifted the whole crop
+    short, long = min(h, w), max(h, w)
+    new_long = max(size, int(size * long / short))
+    new_h, new_w = (size, new_long) if h <= w else (new_long, size)
     if (new_h, new_w) != (h, w):
         images = F.interpolate(
             images, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True
