@@ -3,8 +3,9 @@
 Every error names the key: an unknown key suggests the closest valid one, a
 wrong type names the expected type and the value, a missing required field is
 named. Nothing is coerced silently (a YAML `yes` is not a path, `"1"` is not
-an int); the one leniency is a float written in exponent form without a dot
-(`1e-5`), which YAML 1.1 reads as a string.
+an int); the leniencies are two spellings YAML 1.1 reads otherwise: a float written in
+exponent form without a dot (`1e-5`, read as a string), and a choice spelled like a boolean
+(`mixed_precision: no`, read as false).
 """
 
 from __future__ import annotations
@@ -192,6 +193,11 @@ def convert(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         if value in args:
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads no/off/false (yes/on/true) as a bool
+            words = {"yes", "on", "true"} if value else {"no", "off", "false"}
+            spelled = [a for a in args if isinstance(a, str) and a.lower() in words]
+            if len(spelled) == 1:  # `train.mixed_precision=no`
+                return spelled[0]
         choices = ", ".join(repr(a) for a in args)
         hint = did_you_mean(str(value), [str(a) for a in args]) if isinstance(value, str) else ""
         raise ConfigError(f"{key}: expected one of {choices}, got {_show(value)}. {hint}".strip())

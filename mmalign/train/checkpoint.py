@@ -58,12 +58,34 @@ def save_checkpoint(
     if scaler is not None:
         torch.save(scaler.state_dict(), tmp / "scaler.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=2) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
+    # A checkpoint of this step already there (a finished run resumed and saved again) is
+    # renamed away, the new one takes its name, and only then is the old one deleted: deleting
+    # it in place (seconds for a full fine-tune) left a listed, half-deleted `checkpoint-N`
+    # when the process stopped meanwhile.
+    replaced = _set_aside(final, root)
     tmp.rename(final)
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
     if total_limit is not None:
         for old in list_checkpoints(output_dir)[:-total_limit]:
-            shutil.rmtree(old, ignore_errors=True)
+            if (gone := _set_aside(old, root)) is not None:
+                shutil.rmtree(gone, ignore_errors=True)
     return final
+
+
+def _set_aside(path: Path, root: Path) -> Path | None:
+    """Rename checkpoint folder `path` (if there) to a name `list_checkpoints` skips."""
+    if not path.exists():
+        return None
+    gone = root / f".{path.name}.removing"
+    shutil.rmtree(gone, ignore_errors=True)
+    path.rename(gone)
+    return gone
+
+
+def checkpoint_state(path: Path) -> dict[str, Any]:
+    """The checkpoint's `state.json`: its step and what the loop saved beside it."""
+    return json.loads((path / "state.json").read_text())
 
 
 def resolve_resume(output_dir: str | Path, resume_from: str | None) -> Path | None:
@@ -97,4 +119,23 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, sc
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     if scaler is not None and (path / "scaler.pt").is_file():
         scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-    return int(json.loads((path / "state.json").read_text())["step"])
+    return int(checkpoint_state(path)["step"])
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `path` through a temporary file renamed over it: a run stopped while writing
+    (killed, a full disk) leaves the old file whole, not an empty one that a resume cannot
+    read."""
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def window_state(accelerator: Any, window: dict[str, torch.Tensor], steps: int) -> dict[str, Any]:
+    """The unlogged loss and grad_norm sums for a checkpoint, as the mean over the processes
+    (every process resumes with it; the log line's mean over the processes stays the same)."""
+    if not window:
+        return {}
+    keys = sorted(window)
+    values = accelerator.reduce(torch.stack([window[k] for k in keys]), "mean").tolist()
+    return {"window": dict(zip(keys, values, strict=True)), "window_steps": steps}

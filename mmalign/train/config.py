@@ -295,6 +295,12 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.checkpoint_every < 1:
             raise ValueError(f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        # keep the newest N: 0 kept them all and -1 deleted each checkpoint as it was written
+        if self.checkpoint_total_limit is not None and self.checkpoint_total_limit < 1:
+            raise ValueError(
+                "train.checkpoint_total_limit must be >= 1 (or null: keep every checkpoint), "
+                f"got {self.checkpoint_total_limit}"
+            )
         if not self.learning_rate > 0:
             raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
 
@@ -320,13 +326,15 @@ class Config:
 
     def __post_init__(self) -> None:
         from ..losses import LOSSES
-        from .objective_check import check_terms
+        from .objective_check import check_term_keys, check_terms
 
+        defaults = {name: loss.defaults for name, loss in LOSSES.items()}
+        check_term_keys(self.objective, defaults)
         try:
             Objective.from_config(self.objective)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        check_terms(self.objective, {name: loss.defaults for name, loss in LOSSES.items()})
+        check_terms(self.objective, defaults)
         if self.data.filter is not None and self.model.kind != "vlm":
             raise ConfigError(
                 f"data.filter: {self.data.filter!r} needs model.kind: vlm; CHES and LN-CHES "

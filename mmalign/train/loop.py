@@ -24,9 +24,17 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from ..config import to_dict
+from ..config import ConfigError, to_dict
 from ..losses import PairScores
-from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from .checkpoint import (
+    checkpoint_state,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+    window_state,
+    write_atomic,
+)
 from .config import Config
 from .displacement import DisplacementAlarm
 from .optim import build_optimizer, build_scheduler
@@ -177,7 +185,7 @@ def _rewrite_metrics(path: Path, upto: int) -> None:
     if not path.is_file():
         return
     keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= upto]
-    path.write_text("".join(line + "\n" for line in keep))
+    write_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainResult:
@@ -209,6 +217,8 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     scaler = getattr(accelerator, "scaler", None)
 
     start_step = 0
+    window: dict[str, torch.Tensor] = {}  # loss and grad_norm sums since the last log line
+    window_steps = 0
     resume = resolve_resume(out_dir, tc.resume_from)
     if resume is not None:
         changes = recipe_changes(resume.parent.parent / RUN_FILE, to_dict(cfg))
@@ -219,6 +229,17 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
                 f"{', '.join(RESUMABLE)}. Choose another output_dir for the new recipe."
             )
         start_step = load_checkpoint(resume, base, optimizer, scheduler, scaler)
+        if start_step > tc.max_steps:  # it would save step-N weights as checkpoint-max_steps
+            raise ConfigError(
+                f"train.max_steps: {tc.max_steps} is below the step of the checkpoint it resumes "
+                f"({resume}, step {start_step}); set train.max_steps >= {start_step}, or choose "
+                "another output_dir to train a shorter run from the start"
+            )
+        # the log line after the checkpoint averages over the same steps as an unbroken run
+        state = checkpoint_state(resume)
+        window = {k: torch.tensor(v, device=accelerator.device)
+                  for k, v in state.get("window", {}).items()}  # fmt: skip
+        window_steps = int(state.get("window_steps", 0)) if window else 0
         if main:
             print(f"mmalign: resumed from {resume} at step {start_step}")
     elif main and tc.resume_from != "latest" and list_checkpoints(out_dir):
@@ -231,7 +252,7 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
         out_dir.mkdir(parents=True, exist_ok=True)
         _rewrite_metrics(metrics_path, start_step)
         run = {"config": to_dict(cfg), **recipe.describe(), "processes": world}
-        (out_dir / RUN_FILE).write_text(json.dumps(run, indent=2, default=str) + "\n")
+        write_atomic(out_dir / RUN_FILE, json.dumps(run, indent=2, default=str) + "\n")
     if trackers:
         accelerator.init_trackers("mmalign", config=_flat(to_dict(cfg)))
 
@@ -251,8 +272,6 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     started = time.perf_counter()
     bar = tqdm(total=tc.max_steps, initial=start_step, desc="train", unit="step", disable=not main)
     model.train()
-    window: dict[str, torch.Tensor] = {}  # loss and grad_norm sums since the last log line
-    window_steps = 0
     # VLM recipes: chosen / rejected log-likelihood change since the start, and a warning
     alarm = None
     if cfg.model.kind == "vlm":
@@ -335,11 +354,12 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
             if trackers:
                 accelerator.log({k: v for k, v in logged.items() if k != "step"}, step=done)
         if done % tc.checkpoint_every == 0 and done < tc.max_steps:
+            extra = window_state(accelerator, window, window_steps)
             if main:
                 last_good = str(
                     save_checkpoint(
                         out_dir, done, base, optimizer, scheduler, scaler,
-                        tc.checkpoint_total_limit,
+                        tc.checkpoint_total_limit, extra,
                     )
                 )  # fmt: skip
             accelerator.wait_for_everyone()
@@ -355,7 +375,7 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
         saved = recipe.save(out_dir)
         run = json.loads((out_dir / RUN_FILE).read_text())
         run["final"] = saved
-        (out_dir / RUN_FILE).write_text(json.dumps(run, indent=2, default=str) + "\n")
+        write_atomic(out_dir / RUN_FILE, json.dumps(run, indent=2, default=str) + "\n")
     if cfg.validation.enabled and not (
         cfg.validation.every and tc.max_steps % cfg.validation.every == 0
     ):

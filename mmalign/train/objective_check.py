@@ -49,6 +49,26 @@ def _hint(value: Any) -> str:
     return f" (YAML reads {value} as text: write it with a dot, e.g. {float(value)!r})"
 
 
+def check_term_keys(specs: Sequence[Any], defaults: Mapping[str, Mapping[str, Any]]) -> None:
+    """Raise `ConfigError` for a key of a term that is neither a term key (`pair`, `loss`,
+    `weight`, `name`) nor an argument of its loss, suggesting the closest of both: a typo of
+    `weight` or `loss` was answered with the loss's arguments alone."""
+    from ..losses.objective import TERM_KEYS
+    from ..suggest import did_you_mean
+
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, Mapping) or str(spec.get("loss")) not in defaults:
+            continue  # Objective.from_config words these
+        loss = str(spec["loss"])
+        valid = [*TERM_KEYS, *defaults[loss]]
+        for key in spec:
+            if key not in valid:
+                raise ConfigError(
+                    f"objective.{i}.{key}: loss '{loss}' has no argument '{key}'; "
+                    f"{did_you_mean(str(key), valid)}"
+                )
+
+
 def check_terms(specs: Sequence[Mapping[str, Any]], defaults: Mapping[str, Mapping[str, Any]]):
     """Raise `ConfigError` naming `objective.<i>.<arg>` for a value of the wrong type or out of
     range. `defaults`: each loss's keyword arguments and defaults (`Loss.defaults`)."""
