@@ -10,6 +10,23 @@ import torch
 from mmalign.losses import PairScores
 
 
+def _bind_library_log_handlers() -> None:
+    """huggingface_hub, transformers and diffusers give their loggers a StreamHandler bound to
+    sys.stderr when first configured. Configured inside a test that captures output (capsys),
+    the handler keeps that test's capture stream, closed after the test, and every later
+    warning prints "--- Logging error ---" with a traceback into some other test's stderr. So
+    they are configured here, once, before any test runs."""
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as transformers_logging
+
+    for module in (hub_logging, transformers_logging, diffusers_logging):
+        module.get_logger()
+
+
+_bind_library_log_handlers()
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads_restored():
     """A test that sets torch's thread count (a benchmark run in-process with --threads 1)
