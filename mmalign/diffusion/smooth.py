@@ -98,7 +98,7 @@ def score_pairs(
             stop = min(start + CHUNK_ROWS, n)
             path = work / f"rewards-{c:05d}.pt" if work is not None else None
             if path is not None and path.is_file():
-                saved = torch.load(path)
+                saved = torch.load(path, weights_only=True)  # never an untrusted pickle
                 rc, rr = saved["chosen"], saved["rejected"]
                 bar.update(stop - start)
             else:
@@ -194,7 +194,7 @@ def load_report(out: str | Path) -> SmoothReport:
     """The report of a smoothed folder, its labels recomputed from the saved rewards."""
     out = Path(out)
     meta = json.loads((out / REPORT).read_text())
-    saved = torch.load(out / "rewards.pt")
+    saved = torch.load(out / "rewards.pt", weights_only=True)
     return SmoothReport(meta["scorer"], soft_labels(saved["chosen"], saved["rejected"]))
 
 
