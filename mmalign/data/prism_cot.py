@@ -94,9 +94,14 @@ def parse_stages(text: str) -> ParsedCoT:
 
 def final_answer(text: str) -> str:
     """The OUTPUT stage's content when there is one, else the whole text (a model without the
-    format answers directly): what attack success and benign accuracy are judged on."""
+    format answers directly): what attack success and benign accuracy are judged on. An OUTPUT
+    stage opened but never closed (cut at the length limit) is the text after its opening tag:
+    a refusal cut short there still opens with the refusal, not with the earlier stages."""
     parsed = parse_stages(text)
-    return parsed.output if parsed.output is not None else TAG_PATTERN.sub(" ", text).strip()
+    if parsed.output is not None:
+        return parsed.output
+    head, opened, rest = text.partition(open_tag("OUTPUT"))
+    return TAG_PATTERN.sub(" ", rest if opened else head).strip()
 
 
 def is_partial(answer: str) -> bool:

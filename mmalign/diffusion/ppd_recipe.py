@@ -154,11 +154,14 @@ class PPDRecipe(DiffusionRecipe):
 
         prompts = validation_prompts(self.cfg.validation.prompts)
         device = self.accelerator.device
+        # the pipeline chunks the embeddings into [negative; positive] only when it guides
+        # (as `UserPipeline`): unguided, [zeros; e] would be read as 2x the user tokens
+        guided = float(self.cfg.validation.guidance) > 1
         rows, labels = [], []
         with self._sampling():
             for user in self.users[:3]:
                 e = self.embeddings[user].float().to(device)[None].expand(len(prompts), -1)
-                embeds = [torch.cat([torch.zeros_like(e), e])[:, None, :]]
+                embeds = [(torch.cat([torch.zeros_like(e), e]) if guided else e)[:, None, :]]
                 rows.append(self._sample(prompts, ip_adapter_image_embeds=embeds))
                 labels.append(f"step {step}, user {user}")
         return image_grid(rows, labels, prompts)

@@ -159,7 +159,8 @@ def run_user_winrate(
     scorers = {u: get_scorer(f"toy:user:{u}") for u in embeddings}  # an unknown user fails here
     tuned = (meta or {}).get("tuned")
     fixed = {u: float(e.double().sum()) for u, e in embeddings.items()}  # embeddings' checksums
-    settings = {"base": (meta or {}).get("base"), "tuned": tuned,
+    base_id = (meta or {}).get("base")  # its weights too: a base retrained in place draws anew
+    settings = {"base": base_id, "base_weights": fingerprint(base_id), "tuned": tuned,
                 "tuned_weights": fingerprint(tuned), "steps": steps, "guidance": guidance,
                 "embeddings": fixed}  # fmt: skip
     scale = ppd.user_scale(ppd_pipe.unet)  # the branch's weight (--user-scale) shapes the images

@@ -53,7 +53,9 @@ def few_shot_conversation(examples: Sequence[Example]) -> tuple[list[dict[str, A
 
 
 def _image_digest(image: Any) -> str:
-    return hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()[:16]
+    """The image's pixels and its size: the same bytes in another shape are another image."""
+    rgb = image.convert("RGB")
+    return hashlib.sha256(f"{rgb.size}:".encode() + rgb.tobytes()).hexdigest()[:16]
 
 
 def _check(examples: Mapping[str, Sequence[Example]], shots: int, layer: int, pooling: str) -> None:
@@ -254,13 +256,14 @@ def load_embeddings(path: str | Path) -> dict[str, torch.Tensor]:
 
 def examples_from_pairs(ds: Any) -> tuple[dict[str, list[Example]], int]:
     """Per-user examples from PreferencePair rows with a `user_id` column, in row order; the
-    preferred image is the one the label picks. Returns (examples, ties skipped)."""
+    preferred image is the one the label picks (no label: chosen, as PreferencePair reads it).
+    Returns (examples, ties skipped)."""
     if "user_id" not in ds.column_names:
         raise InputError("the data has no user_id column: PPD needs per-user pairs")
     out: dict[str, list[Example]] = {}
     ties = 0
     for row in ds:
-        label = float(row["label"])
+        label = 1.0 if row.get("label") is None else float(row["label"])  # None: chosen wins
         # every user in the data is listed, one whose pairs are all ties with no examples, so
         # the shots check names it instead of the user vanishing from the output
         user_examples = out.setdefault(str(row["user_id"]), [])

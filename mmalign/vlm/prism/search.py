@@ -9,8 +9,8 @@ as soon as it is done. A rerun with the same settings loads the finished trees a
 the batches with a tree missing, which gives the trees an uninterrupted run would have. The
 settings compared (`Search.settings`, saved as `search.json`) are everything the trees depend
 on: the search config, batching and seed, the model's weights, a fingerprint of the rows, the
-judge and the sampling (temperature, max_new_tokens, batch_size); a rerun that differs in any
-is refused, since loaded trees would silently mix two searches.
+judge (and a VLM judge's weights) and the sampling (temperature, max_new_tokens, batch_size); a
+rerun that differs in any is refused, since loaded trees would silently mix two searches.
 
 Nothing stops the search mid-way without the finished trees on disk: a sample that never
 closes its stage is a failed node (counted), a judge that raises or answers outside [-1, 1] is
@@ -86,6 +86,8 @@ def _difference(key: str, saved: Mapping[str, Any], now: Mapping[str, Any]) -> s
         return f"{key} (not recorded in search.json: an older search)"
     if key == "model":
         return "model (other weights)"
+    if key == "judge_weights":
+        return "judge_weights (other judge weights)"
     if key == "data":
         return "data (other rows)"
     if key == "config":
@@ -127,6 +129,11 @@ class Search:
                 "temperature": getattr(gen, "temperature", None),
                 "max_new_tokens": getattr(gen, "max_new_tokens", None),
                 "batch_size": getattr(gen, "batch_size", None)}  # fmt: skip
+        # a VLM judge is named by its folder: its weights too, or a judge retrained in place
+        # would resume trees it never scored (absent for judges without weights: toy, callable)
+        judge_weights = getattr(getattr(self.judge, "vlm", None), "weights_key", None)
+        if judge_weights is not None:
+            mine["judge_weights"] = judge_weights
         return json.loads(json.dumps(mine, default=str))
 
     def _checksettings(self) -> None:
