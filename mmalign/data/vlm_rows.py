@@ -28,6 +28,8 @@ from .schema import ValidationReport
 
 IMAGE_PLACEHOLDER = "<image>"
 STRING_FIELDS = ("prompt", "chosen", "rejected", "blind", "source")
+# keys of a JSON object that name a split (`{"train": [...], "test": [...]}`)
+SPLIT_NAMES = frozenset({"train", "test", "validation", "val", "valid", "dev", "eval", "heldout"})
 
 
 class SkipRow(Exception):
@@ -74,6 +76,11 @@ def read_records(path: str | Path, split: str | None = None) -> list[dict[str, A
             lists = [v for v in data.values() if isinstance(v, list)]
             if split is not None and isinstance(data.get(split), list):
                 lists = [data[split]]
+            elif split is not None:  # another split is never read in place of the one asked
+                splits = sorted(k for k, v in data.items()
+                                if isinstance(v, list) and k.lower() in SPLIT_NAMES)  # fmt: skip
+                if splits:
+                    raise ValueError(f"{path} has splits {splits}; asked for split {split!r}")
             if len(lists) != 1:
                 raise ValueError(f"{path}: expected a list of records, got an object with keys "
                                  f"{sorted(data)[:10]}")  # fmt: skip
@@ -164,10 +171,14 @@ def load_image(value: Any, root: Path | None) -> dict[str, Any]:
         raise SkipRow("remote_image")  # nothing is downloaded
     if root is None:
         raise SkipRow("image_path_without_root")
-    target = inside_root(root, value)
-    if not target.is_file():
-        raise SkipRow("missing_image_file")
-    return {"bytes": _encoded(target.read_bytes()), "path": value}
+    try:
+        target = inside_root(root, value)
+        if not target.is_file():
+            raise SkipRow("missing_image_file")
+        raw = target.read_bytes()
+    except (OSError, ValueError):  # a NUL byte, a name too long, unreadable: counted, no crash
+        raise SkipRow("bad_image_path") from None
+    return {"bytes": _encoded(raw), "path": value}
 
 
 # --------------------------------------------------------------------------------- rows

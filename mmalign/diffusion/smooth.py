@@ -14,6 +14,7 @@ partial folder, then renamed), with `smooth.json` holding the report.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,8 +105,10 @@ def score_pairs(
             else:
                 model = model or _scorer(scorer, device)
                 rc, rr = _score_chunk(model, rows, start, stop, batch_size, bar)
-                if path is not None:
-                    torch.save({"chosen": rc, "rejected": rr}, path)
+                if path is not None:  # whole or absent: a crash mid-save leaves no chunk
+                    part = path.with_name(path.name + ".tmp")
+                    torch.save({"chosen": rc, "rejected": rr}, part)
+                    os.replace(part, path)
             chosen.append(rc)
             rejected.append(rr)
     return torch.cat(chosen), torch.cat(rejected)
@@ -123,10 +126,14 @@ def apply_labels(rows: Any, labels: SoftLabels) -> Any:
 
     def swap(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         c, r = list(batch["chosen"]), list(batch["rejected"])
+        # per-side columns follow their image: a dense pair's heatmaps swap with it
+        maps = list(batch["heatmaps"]) if "heatmaps" in batch else None
         for j, i in enumerate(indices):
             if swapped[i]:
                 c[j], r[j] = r[j], c[j]
-        return {"chosen": c, "rejected": r}
+                if maps is not None and maps[j] is not None:
+                    maps[j] = {"chosen": maps[j]["rejected"], "rejected": maps[j]["chosen"]}
+        return {"chosen": c, "rejected": r, **({"heatmaps": maps} if maps is not None else {})}
 
     raw = raw.map(swap, with_indices=True, batched=True, desc="ordering pairs")
     raw = raw.cast_column("chosen", features["chosen"]).cast_column(
@@ -156,7 +163,27 @@ def smooth_dataset(
     An existing whole output with the same `key` is reused; an interrupted run's chunks in
     `<out>.partial/` are reused when their key matches, else scored again.
     """
+    from filelock import FileLock
+
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # two runs smoothing the same data into one folder (side-by-side recipes sharing the
+    # cache): the second waits, then reuses the first one's output
+    with FileLock(str(out) + ".lock"):
+        return _smooth_locked(rows, scorer, out, batch_size=batch_size, device=device, key=key,
+                              progress=progress)  # fmt: skip
+
+
+def _smooth_locked(
+    rows: Any,
+    scorer: Any,
+    out: Path,
+    *,
+    batch_size: int,
+    device: str | None,
+    key: str | None,
+    progress: bool,
+) -> SmoothReport:
     name = scorer if isinstance(scorer, str) else str(getattr(scorer, "name", "scorer"))
     key = key or f"{getattr(rows, '_fingerprint', '')};{name}"
     report_path = out / REPORT

@@ -27,14 +27,18 @@ def toy_data_folder(kind: str, options: Mapping[str, Any], model: str | None = N
     (`MODEL_KINDS`) are also keyed by its weight files, so a rebuilt model gets new data."""
     from .datasets import BUILDERS, MODEL_KINDS
 
-    key: list[Any] = [kind, _with_model(options, model)]
+    opts = _with_model(options, model)
+    key: list[Any] = [kind, opts]
     version = getattr(BUILDERS.get(kind), "data_version", None)
     if version is not None:  # a builder whose rows changed: its old cached folders go stale
         key.append({"data_version": version})
     if kind in MODEL_KINDS:
         from .paths import model_path
 
-        key.append(weight_files(model if model is not None else model_path("sd"), recursive=True))
+        # the model the builder samples: `model`, else a `model` option, else toy-sd
+        source = opts.get("model")
+        key.append(weight_files(source if source is not None else model_path("sd"),
+                                recursive=True))  # fmt: skip
     return cache_root() / "toy-data" / f"{kind}-{digest(key)}"
 
 
