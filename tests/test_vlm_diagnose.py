@@ -18,19 +18,25 @@ from mmalign.vlm.collate import PairCollator, user_content
 from mmalign.vlm.diagnose import ches_scores, diagnose_batch, diagnose_rows, pair_key
 from mmalign.vlm.diagnose_states import StatesKey, load_states
 from mmalign.vlm.load import load_vlm
-from mmalign.vlm.tiny import tiny_llava
+from mmalign.vlm.tiny import tiny_llava, tiny_qwen2vl
 
 
 def direct_hidden(vlm, prompt: str, images: list, answer: str) -> tuple[torch.Tensor, int]:
     """(sum of the last-layer hidden states from the last prompt token through the
-    second-to-last answer token, answer tokens), from the model's own full forward."""
+    second-to-last answer token, answer tokens), from the model's own full forward. Per-token
+    inputs beside the ids (Qwen2-VL's `mm_token_type_ids`: 0 text, 1 image, which M-RoPE
+    places tokens by) are extended over the answer's text tokens with zeros."""
     user = [{"role": "user", "content": user_content(prompt, len(images))}]
     head = vlm.processor.apply_chat_template(user, add_generation_prompt=True)
     turn = {"role": "assistant", "content": [{"type": "text", "text": answer}]}
     full = vlm.processor.apply_chat_template([*user, turn])
+    assert full.startswith(head)
     inputs = dict(vlm.processor(text=[head], images=images, return_tensors="pt"))
     comp = torch.tensor([vlm.tokenizer(full[len(head) :], add_special_tokens=False)["input_ids"]])
     p = inputs["input_ids"].shape[1]
+    for key, value in list(inputs.items()):
+        if key != "input_ids" and torch.is_tensor(value) and value.shape[:2] == (1, p):
+            inputs[key] = torch.cat([value, torch.zeros_like(comp, dtype=value.dtype)], 1)
     inputs["input_ids"] = torch.cat([inputs["input_ids"], comp], 1)
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     with torch.no_grad():
@@ -41,14 +47,20 @@ def direct_hidden(vlm, prompt: str, images: list, answer: str) -> tuple[torch.Te
 
 
 def _family_vlm(tmp_path, family: str):
-    """toy-vlm, or a tiny random LLaVA saved and loaded as a real checkpoint."""
+    """toy-vlm, or a tiny random LLaVA or Qwen2-VL (M-RoPE, a dynamic image grid) saved and
+    loaded as a real checkpoint."""
     if family == "llava":
         tiny_llava(tmp_path / "llava")
         return load_vlm(str(tmp_path / "llava"))
+    if family == "qwen2vl":
+        tiny_qwen2vl(tmp_path / "qwen")
+        vlm = load_vlm(str(tmp_path / "qwen"))
+        assert type(vlm.model).__name__ == "Qwen2VLForConditionalGeneration"
+        return vlm
     return load_vlm("toy:vlm")
 
 
-@pytest.mark.parametrize("family", ["toy", "llava"])
+@pytest.mark.parametrize("family", ["toy", "llava", "qwen2vl"])
 def test_ches_equals_direct_computation(tmp_path, family):
     vlm = _family_vlm(tmp_path, family)
     rows = pair_rows()
@@ -84,7 +96,7 @@ def no_forward() -> Iterator[list[str]]:
         handle.remove()
 
 
-@pytest.mark.parametrize("family", ["toy", "llava"])
+@pytest.mark.parametrize("family", ["toy", "llava", "qwen2vl"])
 def test_ches_from_cached_states_equals_direct_computation(tmp_path, family):
     """The cached path: a second diagnosis reads the states the first stored (no forward at
     all) and gives the same columns; CHES / LN-CHES from the file's sums and counts equal the
