@@ -19,10 +19,7 @@ Fields (`FIELDS` keeps the canonical column order):
   them to the latent grid, and `with_format("torch")` turns them into tensors.
 
 `validate_rows` never drops a row silently: every skip is counted by reason in a
-`ValidationReport`, or raised with its row index under `strict=True`. With `image_root`, an
-image given as a path must resolve inside that folder (`mmalign.data.vlm_rows.load_image`:
-`../x.png` or `/etc/passwd` is counted as `image_outside_root`, never read) and is read into
-the row's bytes.
+`ValidationReport`, or raised with its row index under `strict=True`.
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import EllipsisType
 from typing import Any, Literal
 
 import numpy as np
@@ -191,37 +187,8 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-_ANY_PATH: EllipsisType = ...  # `image_root` left out: image paths are read as given
-
-
-def _image_names(kind: Kind) -> tuple[str, ...]:
-    return ("chosen", "rejected", *IMAGE_FIELDS) if kind == "image" else IMAGE_FIELDS
-
-
-def _is_path(value: Any) -> bool:
-    """An image given by where it is (a string, or `{"path"}` without bytes), not by its bytes."""
-    if isinstance(value, Mapping):
-        return not value.get("bytes") and value.get("path") is not None
-    return isinstance(value, str)
-
-
-def _image_problem(value: Any, name: str, image_root: Path | EllipsisType | None) -> str | None:
-    if image_root is not _ANY_PATH and _is_path(value):
-        from .vlm_rows import SkipRow, load_image
-
-        try:  # inside the root only: a path that leaves it is counted, never read
-            load_image(value, image_root)
-        except SkipRow as skip:
-            return f"undecodable_{name}" if skip.reason == "undecodable_image" else skip.reason
-        return None
-    return None if decodable(value) else f"undecodable_{name}"
-
-
-def check_row(
-    row: Mapping[str, Any], kind: Kind, image_root: Path | EllipsisType | None = _ANY_PATH
-) -> str | None:
-    """The reason a row is unusable, or None when it is a valid PreferencePair. With
-    `image_root` (None: no folder), image paths must resolve inside it."""
+def check_row(row: Mapping[str, Any], kind: Kind) -> str | None:
+    """The reason a row is unusable, or None when it is a valid PreferencePair."""
     for name in REQUIRED:
         if _missing(row.get(name)):
             return f"missing_{name}"
@@ -230,11 +197,11 @@ def check_row(
     for name in ("chosen", "rejected"):
         if kind == "text" and not isinstance(row[name], str):
             return f"bad_type_{name}"
-    for name in _image_names(kind):
-        if row.get(name) is not None:
-            reason = _image_problem(row[name], name, image_root)
-            if reason is not None:
-                return reason
+        if kind == "image" and not decodable(row[name]):
+            return f"undecodable_{name}"
+    for name in IMAGE_FIELDS:
+        if row.get(name) is not None and not decodable(row[name]):
+            return f"undecodable_{name}"
     if not _label_ok(row.get("label")):
         return "bad_label"
     if row.get("blind") is not None and not isinstance(row["blind"], str):
@@ -248,8 +215,6 @@ def validate_rows(
     rows: Dataset | IterableDataset | Iterable[Mapping[str, Any]],
     kind: Kind,
     strict: bool = False,
-    *,
-    image_root: str | Path | EllipsisType | None = _ANY_PATH,
 ) -> tuple[Dataset | IterableDataset, ValidationReport]:
     """Keep the valid PreferencePair rows; count every skipped row by reason.
 
@@ -259,14 +224,10 @@ def validate_rows(
     Any other iterable of dicts (PIL images, bytes, paths or [3,H,W] arrays) is
     checked, normalised and turned into a `Dataset` with `pair_features`.
     `strict=True` raises `ValueError("row <i>: <reason>")` at the first bad row.
-    `image_root`: data from elsewhere (a hub or parquet dataset): an image given as a path must
-    resolve inside this folder (None: no path is accepted) and is read into the row's bytes;
-    left out, paths are read as given (the producer's own files).
     """
     report = ValidationReport()
-    root = image_root if image_root is _ANY_PATH or image_root is None else Path(image_root)
     if isinstance(rows, Dataset | IterableDataset):
-        return _validate_dataset(rows, kind, strict, report, root), report
+        return _validate_dataset(rows, kind, strict, report), report
 
     kept: list[dict[str, Any]] = []
     extra: set[str] = set()
@@ -275,12 +236,12 @@ def validate_rows(
         if unknown:  # a typo would otherwise lose a whole column, not one row
             name = sorted(unknown)[0]
             raise ValueError(f"row {index}: unknown field {name!r}: {did_you_mean(name, FIELDS)}")
-        reason = check_row(row, kind, root)
+        reason = check_row(row, kind)
         if reason is not None:
             report.skip(index, reason, strict=strict)
             continue
         report.keep()
-        kept.append(_normalise(_embed_paths(row, kind, root), kind))
+        kept.append(_normalise(row, kind))
         extra.update(k for k, v in row.items() if v is not None)
     features = pair_features(kind, extra=extra & set(OPTIONAL_FEATURES))
     columns = {name: [row.get(name) for row in kept] for name in features}
@@ -301,27 +262,8 @@ def _normalise(row: Mapping[str, Any], kind: Kind) -> dict[str, Any]:
     return out
 
 
-def _embed_paths(
-    row: Mapping[str, Any], kind: Kind, root: Path | EllipsisType | None
-) -> dict[str, Any]:
-    """`row` with its image paths read (inside `root`) into `{"bytes", "path"}`."""
-    out = dict(row)
-    if root is _ANY_PATH:
-        return out
-    from .vlm_rows import load_image
-
-    for name in _image_names(kind):
-        if out.get(name) is not None and _is_path(out[name]):
-            out[name] = load_image(out[name], root)
-    return out
-
-
 def _validate_dataset(
-    ds: Dataset | IterableDataset,
-    kind: Kind,
-    strict: bool,
-    report: ValidationReport,
-    root: Path | EllipsisType | None = _ANY_PATH,
+    ds: Dataset | IterableDataset, kind: Kind, strict: bool, report: ValidationReport
 ) -> Dataset | IterableDataset:
     features = ds.features
     if features is not None:
@@ -340,7 +282,7 @@ def _validate_dataset(
     def keep(batch: dict[str, list[Any]], indices: list[int]) -> list[bool]:
         out = []
         for j, index in enumerate(indices):
-            reason = check_row({k: v[j] for k, v in batch.items()}, kind, root)
+            reason = check_row({k: v[j] for k, v in batch.items()}, kind)
             if reason is None:
                 report.keep()
             else:
@@ -350,19 +292,6 @@ def _validate_dataset(
 
     kwargs = {"load_from_cache_file": False} if isinstance(ds, Dataset) else {}
     ds = ds.filter(keep, batched=True, with_indices=True, **kwargs)  # cache off: always count
-    names = [n for n in _image_names(kind) if n in (features or {})]
-    if root is not _ANY_PATH and names and not (isinstance(ds, Dataset) and len(ds) == 0):
-        # the kept rows' image paths read into bytes (an image column given as path strings
-        # becomes an Image column): decoding never depends on the working directory
-        features = Features({k: Image() if k in names else f for k, f in features.items()})
-        raw = Features({k: Image(decode=False) if k in names else f for k, f in features.items()})
-
-        def embed(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-            rows = [_embed_paths({n: batch[n][j] for n in names}, kind, root)
-                    for j in range(len(batch[names[0]]))]  # fmt: skip
-            return {n: [r[n] for r in rows] for n in names}
-
-        ds = ds.map(embed, batched=True, features=raw, **kwargs)
     if features is not None:
         for name, feature in features.items():
             if isinstance(feature, Image):

@@ -161,15 +161,14 @@ def open_vlm_pairs(
     texts = [c for c in ("prompt", "chosen", "rejected") if c in ds.column_names]
     sample = ds.select_columns(texts)[0] if len(ds) else None
     chosen = format or detect_format(ds.column_names, sample, saved=True)
-    root = image_root or (local if local.is_dir() else None)
     if chosen == "pairs":
         missing = [c for c in ("prompt", "chosen", "rejected") if c not in ds.column_names]
         if missing:
             raise ValueError(f"{path}: no column(s) {missing}; columns: {ds.column_names}")
-        # image paths inside the image root only, as the format readers: never read outside
-        checked, report = validate_rows(ds, "text", strict=strict, image_root=root)
+        checked, report = validate_rows(ds, "text", strict=strict)
         report.name = path
         return checked, report
+    root = image_root or (local if local.is_dir() else None)
     return _readers()[chosen](_raw_images(ds), image_root=root, where=path, strict=strict)
 
 
