@@ -61,6 +61,7 @@ def test_flow_scores_with_lora_dropout_depend_on_the_seeds_alone():
             p.data.fill_(0.05)  # LoRA off the identity, so its dropout shows in the scores
     model.transformer.train()
     scorer = FlowPairScorer(model, empty_text(model), reference="none", caption_dropout=0.0)
+    scorer.seed_dropout = True  # the recipes set it when lora.dropout > 0
     batch, seeds = encoded_batch(model), torch.tensor([11, 12, 13])
     with torch.no_grad():
         torch.manual_seed(1)

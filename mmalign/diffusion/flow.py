@@ -127,6 +127,9 @@ class FlowPairScorer:
         self.reference = reference
         self.caption_dropout = caption_dropout
         self.use_labels = use_labels
+        # LoRA dropout's masks seeded from the step (a resume is exact): set by the recipes when
+        # lora.dropout > 0; off, the policy pass forks no RNG state (no cost per step)
+        self.seed_dropout = False
         self.guidance = self.settings.guidance if model.guidance_embeds else None
         self.reference_model: torch.nn.Module | None = None
         self._adapters = AdapterSwitch()
@@ -240,7 +243,7 @@ class FlowPairScorer:
         cond = self._conditioning(batch, drop)
         if self.trajectory is not None:  # SmPO: the ReNoise-inverted latent at a grid level
             velocity = self._velocity(base if base is not None else model, cond)
-            with seeded_dropout(seeds, device):  # LoRA dropout: masks fixed by the step
+            with seeded_dropout(seeds if self.seed_dropout else None, device):
                 sigma, noisy, noise2 = self.trajectory(velocity, x0, sigma)
             sigma2 = sigma.repeat(2)
         target = noise2 - x0
@@ -249,7 +252,10 @@ class FlowPairScorer:
             raise ValueError("the objective needs a reference but the scorer has none")
         reference = self._reference(base if base is not None else model) if with_reference else None
         scores = policy_and_reference(
-            lambda net: self._mse(net, noisy, sigma2, target, cond, weight), model, reference, seeds
+            lambda net: self._mse(net, noisy, sigma2, target, cond, weight),
+            model,
+            reference,
+            seeds if self.seed_dropout else None,
         )
         if self.use_labels:
             scores.label = batch["label"].float().to(device)

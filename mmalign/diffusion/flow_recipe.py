@@ -175,6 +175,7 @@ class FlowRecipe(PairRecipeBase):
             caption_dropout=d.caption_dropout,
             use_labels=has_soft_labels(rows),
         )
+        self.scorer.seed_dropout = bool(cfg.lora is not None and cfg.lora.dropout > 0)
         if d.trajectory == "renoise":  # SmPO: Euler inversion + ReNoise (flow_trajectory.py)
             self.scorer.trajectory = FlowReNoiseTrajectory(
                 renoise_settings(asdict(d.renoise)), self.scorer.shift, self.scorer.num_timesteps

@@ -75,6 +75,7 @@ class DiffusionRecipe(PairRecipeBase):
                 d.trajectory, asdict(d.renoise), pipe.scheduler.config, self.diffusion.family
             ),
         )
+        self.scorer.seed_dropout = bool(cfg.lora is not None and cfg.lora.dropout > 0)
         frozen = self.scorer.reference_unet  # full fine-tune: the frozen reference copy
         if frozen is not None:
             self.scorer.reference_unet = self._step_modules.views(frozen.to(device))

@@ -55,6 +55,9 @@ class DiffusionPairScorer:
         self.reference = reference
         self.caption_dropout = caption_dropout
         self.use_labels = use_labels
+        # LoRA dropout's masks seeded from the step (a resume is exact): set by the recipes when
+        # lora.dropout > 0; off, the policy pass forks no RNG state (no cost per step)
+        self.seed_dropout = False
         self.trajectory = trajectory  # None: add_noise; a ReNoiseTrajectory (SmPO, trajectory.py)
         self.dense_max_timestep = dense_max_timestep  # diffusion.dense.max_timestep
         self.reference_unet: torch.nn.Module | None = None
@@ -136,7 +139,7 @@ class DiffusionPairScorer:
         if self.trajectory is not None:  # SmPO: the inverted latent at the grid-snapped level
             policy = base if base is not None else unet
             cond_t = self._conditioning(batch, drop)
-            with seeded_dropout(seeds, device):  # LoRA dropout: masks fixed by the step
+            with seeded_dropout(seeds if self.seed_dropout else None, device):
                 t, noisy, noise2 = self.trajectory(policy, x0, t, cond_t, batch.get("time_ids"))
             t2 = t.repeat(2)
         if self.prediction_type == "epsilon":
@@ -159,7 +162,7 @@ class DiffusionPairScorer:
             lambda net: self._mse(net, noisy, t, target, cond, time_ids, weight),
             unet,
             reference,
-            seeds,
+            seeds if self.seed_dropout else None,
         )
         if self.use_labels:
             scores.label = batch["label"].float().to(device)
