@@ -40,12 +40,13 @@ class ResponseSampler:
     def _sample(self, prompt: str, image: Any, seed: int) -> list[str]:
         import torch
 
-        from mmalign.vlm.collate import user_content
+        from mmalign.vlm.collate import special_tokens_kwargs, user_content
 
         processor, model = self.vlm.processor, self.vlm.model
         chat = [{"role": "user", "content": user_content(prompt, 1)}]
         text = processor.apply_chat_template(chat, add_generation_prompt=True)
-        inputs = processor(text=[text], images=[image], return_tensors="pt").to(model.device)
+        inputs = processor(text=[text], images=[image], return_tensors="pt",
+                           **special_tokens_kwargs(processor, [text])).to(model.device)  # fmt: skip
         torch.manual_seed(seed)
         with torch.no_grad():
             out = model.generate(**inputs, do_sample=True, temperature=self.temperature,

@@ -67,7 +67,9 @@ class StatesKey:
         """`model_key`: `VLM.weights_key` (dtype, source, revision, files, adapter, files)."""
         tok = getattr(processor, "tokenizer", processor)
         # tokens PRISM's stage tags add, or another chat template, change the sequences scored
-        tokens = digest({"vocab": len(tok), "template": getattr(processor, "chat_template", None)})
+        # ("bos": 1, one BOS where the template writes it; states before that had two there)
+        tokens = digest({"vocab": len(tok), "template": getattr(processor, "chat_template", None),
+                         "bos": 1})  # fmt: skip
         if not model_key:
             return cls("", "", digest(pair_keys), tokens)
         name = " + ".join(str(p) for p in (model_key[1:2] + model_key[4:5]) if p)

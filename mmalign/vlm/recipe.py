@@ -156,7 +156,9 @@ class VLMRecipe:
         wants_blind = "blind" in objective.pairs
         if wants_blind and ("blind" not in self.rows.column_names
                             or any(b is None for b in self.rows["blind"])):  # fmt: skip
-            key = _digest(self.vlm.weights_key, self.rows._fingerprint, v.blind_max_new_tokens)
+            # "bos1": answers generated with one BOS where the template writes it
+            key = _digest(self.vlm.weights_key, self.rows._fingerprint, v.blind_max_new_tokens,
+                          "bos1")  # fmt: skip
             extra["blind"] = self._blind(cache_root() / "vlm-blind" / f"{key}.json")
         # an objective that reads only the chosen answers (sft): rejected is never tokenized
         chosen_only = all(t.loss == "sft" for t in objective.terms) and pairs == ["main"]

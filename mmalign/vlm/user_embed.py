@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..config import InputError
 from ..data.cache import cache_root, digest
+from .collate import special_tokens_kwargs
 from .load import VLM
 
 POOLINGS = ("mean", "last", "contrast", "contrast_tokens")
@@ -150,7 +151,8 @@ def embed_users(
                 messages, ims = few_shot_conversation(list(examples[u])[:shots])
                 texts.append(processor.apply_chat_template(messages, add_generation_prompt=True))
                 images += ims
-            inputs = processor(text=texts, images=images, padding=True, return_tensors="pt")
+            inputs = processor(text=texts, images=images, padding=True, return_tensors="pt",
+                               **special_tokens_kwargs(processor, texts))  # fmt: skip
             inputs = inputs.to(device)
             hidden = model(**inputs, output_hidden_states=True).hidden_states
             if not -len(hidden) <= layer < len(hidden):
