@@ -70,3 +70,19 @@ def test_a_total_limit_below_one_is_a_config_error(limit):
         from_dict(Config, raw)
     raw["train"] = {"checkpoint_total_limit": None}
     assert from_dict(Config, raw).train.checkpoint_total_limit is None
+
+
+def test_a_stop_in_the_rename_gap_keeps_the_old_checkpoint(tmp_path):
+    """Stopped after the old checkpoint-N was set aside and before the new one took its name:
+    the next resume finds the old one back under its name; a half-deleted leftover (its
+    checkpoint-N exists) is cleared instead of staying on disk."""
+    model, optimizer, scheduler = _state()
+    ck.save_checkpoint(tmp_path, 3, model, optimizer, scheduler)
+    ck.save_checkpoint(tmp_path, 6, model, optimizer, scheduler)
+    root = tmp_path / "checkpoints"
+    (root / "checkpoint-6").rename(root / ".checkpoint-6.removing")  # the stop, in the gap
+    assert ck.resolve_resume(tmp_path, "latest") == root / "checkpoint-6"
+    assert (root / "checkpoint-6" / "state.json").is_file()
+    (root / ".checkpoint-3.removing").mkdir()  # a deletion stopped halfway, checkpoint-3 whole
+    assert ck.resolve_resume(tmp_path, "latest") == root / "checkpoint-6"
+    assert not (root / ".checkpoint-3.removing").exists() and (root / "checkpoint-3").is_dir()

@@ -83,6 +83,21 @@ def _set_aside(path: Path, root: Path) -> Path | None:
     return gone
 
 
+def recover_set_aside(root: Path) -> None:
+    """Folders `_set_aside` left behind by a stop: one whose `checkpoint-N` is missing (stopped
+    between setting the old one aside and renaming the new one in) is whole, since only the
+    rename had happened, and gets its name back; any other (stopped while deleting it) is
+    deleted now rather than kept on disk for good."""
+    if not root.is_dir():
+        return
+    for gone in sorted(root.glob(".checkpoint-*.removing")):
+        name = gone.name.removeprefix(".").removesuffix(".removing")
+        if not (root / name).exists() and (gone / "state.json").is_file():
+            gone.rename(root / name)
+        else:
+            shutil.rmtree(gone, ignore_errors=True)
+
+
 def checkpoint_state(path: Path) -> dict[str, Any]:
     """The checkpoint's `state.json`: its step and what the loop saved beside it."""
     return json.loads((path / "state.json").read_text())
@@ -93,6 +108,7 @@ def resolve_resume(output_dir: str | Path, resume_from: str | None) -> Path | No
     if resume_from is None:
         return None
     if resume_from == "latest":
+        recover_set_aside(Path(output_dir) / "checkpoints")
         found = list_checkpoints(output_dir)
         return found[-1] if found else None
     path = Path(resume_from)
