@@ -325,3 +325,31 @@ def test_cli_reference_model_for_a_full_fine_tune(tmp_path, capsys):
     assert code == 2 and "for image pairs give the reference as --model" in (
         capsys.readouterr().err
     )
+
+
+def test_label_zero_pairs_are_ranked_with_rejected_as_the_winner():
+    """A pair labelled 0 (the `rejected` answer preferred) is the same preference as its
+    swapped copy labelled 1: the same ranking and implicit verdicts, counted in the summary."""
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+
+    from mmalign.vlm.diagnose import summarize
+
+    a, b = pair_rows()
+    rows = Dataset.from_list([
+        {**a, "label": 1.0}, {**a, "chosen": a["rejected"], "rejected": a["chosen"], "label": 0.0},
+        {**b, "label": 1.0}, {**b, "chosen": b["rejected"], "rejected": b["chosen"], "label": 0.0},
+    ])  # fmt: skip
+    vlm = load_vlm("toy:vlm")
+    torch.manual_seed(0)
+    model = get_peft_model(vlm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False))  # fmt: skip
+    diag = diagnose_rows(model, vlm.processor, rows, with_reference=True, progress=False)
+    cols = diag.columns
+    assert cols["rejected_preferred"] == [False, True, False, True]
+    assert cols["ranking_correct"][0] == cols["ranking_correct"][1]
+    assert cols["ranking_correct"][2] == cols["ranking_correct"][3]
+    assert cols["implicit_correct"][0] == cols["implicit_correct"][1]
+    assert cols["implicit_correct"][2] == cols["implicit_correct"][3]
+    assert cols["logp_chosen"][1] == pytest.approx(cols["logp_rejected"][0], abs=1e-5)
+    assert summarize(diag)["rejected_preferred"] == 2

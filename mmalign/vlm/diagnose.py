@@ -211,7 +211,39 @@ def diagnose_rows(model: Any, processor: Any, rows: Any, *, batch_size: int = 32
     if not with_reference:  # states with a reference serve a call without one
         tensors = {k: v for k, v in tensors.items() if k not in REFERENCE}
     columns.update(state_columns(tensors))
+    _orient(columns, rows)
     return Diagnosis(columns, report, hidden, time.perf_counter() - start, notes, found)
+
+
+def _orient(columns: dict[str, list[Any]], rows: Any) -> None:
+    """Pairs whose label is below 0.5 (a label 0: the `rejected` answer was preferred) are
+    ranked right when the model prefers `rejected` (`rejected_preferred` marks them); a
+    column of labels all 1 or missing changes nothing."""
+    names = getattr(rows, "column_names", None) or []
+    if "label" not in names:
+        return
+    labels = rows["label"]
+    flip = [labels[i] is not None and float(labels[i]) < 0.5 for i in columns["row"]]
+    if not any(flip):
+        return
+    columns["rejected_preferred"] = flip
+    lc, lr = columns["logp_chosen"], columns["logp_rejected"]
+    columns["ranking_correct"] = [(b > a) if f else (a > b)
+                                  for a, b, f in zip(lc, lr, flip, strict=True)]  # fmt: skip
+    if "ref_chosen" in columns:
+        _orient_implicit(columns)
+
+
+def _orient_implicit(columns: dict[str, list[Any]]) -> None:
+    """implicit_correct with the `rejected_preferred` pairs' margin read the other way."""
+    flip = columns.get("rejected_preferred")
+    if flip is None:
+        return
+    margins = [(a - ra) - (b - rb) for a, b, ra, rb in zip(
+        columns["logp_chosen"], columns["logp_rejected"], columns["ref_chosen"],
+        columns["ref_rejected"], strict=True)]  # fmt: skip
+    columns["implicit_correct"] = [(m < 0) if f else (m > 0)
+                                   for m, f in zip(margins, flip, strict=True)]  # fmt: skip
 
 
 def add_reference(diag: Diagnosis, reference: Diagnosis, name: str) -> None:
@@ -243,6 +275,7 @@ def add_reference(diag: Diagnosis, reference: Diagnosis, name: str) -> None:
               for k in ("logp_chosen", "logp_rejected"))  # fmt: skip
     diag.columns["ref_chosen"], diag.columns["ref_rejected"] = rc.tolist(), rr.tolist()
     diag.columns["implicit_correct"] = ((lc - rc) - (lr - rr) > 0).tolist()
+    _orient_implicit(diag.columns)
 
 
 def _compute_states(model: Any, collator: PairCollator, rows: Any, keep: list[int],
@@ -275,6 +308,8 @@ def summarize(diag: Diagnosis) -> dict[str, Any]:
     ties = sum(a == b for a, b in zip(cols["logp_chosen"], cols["logp_rejected"], strict=True))
     out["ranking_ties"] = ties
     out["duplicates"] = sum(d >= 0 for d in cols["duplicate_of"])
+    if "rejected_preferred" in cols:  # label-0 pairs, ranked with `rejected` as the winner
+        out["rejected_preferred"] = sum(cols["rejected_preferred"])
     for name in ("chosen_tokens", "rejected_tokens"):
         out[f"mean_{name}"] = sum(cols[name]) / n
     for name in ("ches", "ln_ches"):
