@@ -165,8 +165,9 @@ class FlowRecipe(PairRecipeBase):
         self.model = model.transformer
         reference = self._make_trainable()
         self._step_modules = StepModules(accelerator, CompiledViews(cfg.diffusion.compile))
-        check_hard_labels(rows, cfg.build_objective())
-        needs_ref = cfg.build_objective().needs_reference
+        objective = cfg.build_objective()
+        check_hard_labels(rows, objective)
+        needs_ref = objective.needs_reference
         self.scorer = FlowPairScorer(
             model,
             empty,

@@ -7,7 +7,8 @@ of the two passes, not their sum (diffusers' Diffusion-DPO script runs it after)
 drawn between the passes, so the numbers are those of either order (a base model with active
 dropout would shift its masks).
 
-The policy pass runs under a forked RNG seeded from the batch's first pair seed (salted): LoRA
+With `lora.dropout` > 0 the policy pass runs under a forked RNG seeded from the batch's first
+pair seed (salted): LoRA
 dropout (`lora.dropout`) draws its masks from the global generator, which a checkpoint does not
 hold, so without the seed a resumed run drew other masks and lost the exact continuation every
 other draw of the step keeps. (The scorers run SmPO's ReNoise inversion, a policy pass too,
@@ -53,8 +54,11 @@ def policy_and_reference(
     if reference is not None:
         with torch.no_grad(), reference as net:
             ref = mse(net)
-    with seeded_dropout(seeds, next(policy.parameters()).device):
+    if seeds is None:  # no dropout to seed: no RNG fork, no device lookup on the step
         err = mse(policy)
+    else:
+        with seeded_dropout(seeds, next(policy.parameters()).device):
+            err = mse(policy)
     scores = PairScores(chosen=-err[0], rejected=-err[1])
     if ref is not None:
         scores.ref_chosen, scores.ref_rejected = -ref[0], -ref[1]

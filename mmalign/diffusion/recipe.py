@@ -62,8 +62,9 @@ class DiffusionRecipe(PairRecipeBase):
         self.model = pipe.unet
         reference = self._make_trainable()
         self._step_modules = StepModules(accelerator, CompiledViews(cfg.diffusion.compile))
-        check_hard_labels(rows, cfg.build_objective())
-        needs_ref = cfg.build_objective().needs_reference
+        objective = cfg.build_objective()
+        check_hard_labels(rows, objective)
+        needs_ref = objective.needs_reference
         self.scorer = self.scorer_class(
             self.diffusion,
             empty,

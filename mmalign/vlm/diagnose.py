@@ -231,14 +231,13 @@ def _orient(columns: dict[str, list[Any]], rows: Any) -> None:
     columns["ranking_correct"] = [(b > a) if f else (a > b)
                                   for a, b, f in zip(lc, lr, flip, strict=True)]  # fmt: skip
     if "ref_chosen" in columns:
-        _orient_implicit(columns)
+        _implicit_correct(columns)
 
 
-def _orient_implicit(columns: dict[str, list[Any]]) -> None:
-    """implicit_correct with the `rejected_preferred` pairs' margin read the other way."""
-    flip = columns.get("rejected_preferred")
-    if flip is None:
-        return
+def _implicit_correct(columns: dict[str, list[Any]]) -> None:
+    """implicit_correct from the log-prob columns, the `rejected_preferred` pairs' margin read
+    the other way."""
+    flip = columns.get("rejected_preferred") or [False] * len(columns["logp_chosen"])
     margins = [(a - ra) - (b - rb) for a, b, ra, rb in zip(
         columns["logp_chosen"], columns["logp_rejected"], columns["ref_chosen"],
         columns["ref_rejected"], strict=True)]  # fmt: skip
@@ -269,13 +268,9 @@ def add_reference(diag: Diagnosis, reference: Diagnosis, name: str) -> None:
                 f"{diag.columns[side][first]} {side.replace('_', ' ')}): implicit accuracy "
                 "needs one tokenizer"
             )  # fmt: skip
-    lc, lr = (torch.tensor(diag.columns[k], dtype=torch.float64)
-              for k in ("logp_chosen", "logp_rejected"))  # fmt: skip
-    rc, rr = (torch.tensor(reference.columns[k], dtype=torch.float64)
-              for k in ("logp_chosen", "logp_rejected"))  # fmt: skip
-    diag.columns["ref_chosen"], diag.columns["ref_rejected"] = rc.tolist(), rr.tolist()
-    diag.columns["implicit_correct"] = ((lc - rc) - (lr - rr) > 0).tolist()
-    _orient_implicit(diag.columns)
+    diag.columns["ref_chosen"] = list(reference.columns["logp_chosen"])
+    diag.columns["ref_rejected"] = list(reference.columns["logp_rejected"])
+    _implicit_correct(diag.columns)
 
 
 def _compute_states(model: Any, collator: PairCollator, rows: Any, keep: list[int],
