@@ -9,9 +9,9 @@ dropout would shift its masks).
 
 With `lora.dropout` > 0 the policy pass runs under a forked RNG seeded from the batch's first
 pair seed (salted): LoRA dropout draws its masks from the global generator, which a checkpoint
-does not hold, so without the seed a resumed run drew other masks and lost the exact continuation every
-other draw of the step keeps. (The scorers run SmPO's ReNoise inversion, a policy pass too,
-under the same seeding.)
+does not hold, so without the seed a resumed run drew other masks and lost the exact
+continuation every other draw of the step keeps. (The scorers run SmPO's ReNoise inversion, a
+policy pass too, under the same seeding.)
 """
 
 from __future__ import annotations
