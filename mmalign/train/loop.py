@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..config import ConfigError, to_dict
 from ..losses import PairScores
+from . import reporting
 from .checkpoint import (
     checkpoint_state,
     list_checkpoints,
@@ -122,78 +122,12 @@ def pair_seeds(seed: int, positions: torch.Tensor) -> torch.Tensor:
     return (seed * 1_000_003 + 7) * 4_194_304 % (2**62) + positions
 
 
-def _pair_metrics(scores: dict[str, PairScores]) -> dict[str, torch.Tensor]:
-    """Scores beside the losses (which report implicit and ranking accuracy): the policy's
-    scores and the policy-minus-reference gaps that show the model moving while the loss
-    looks flat (METHODS.md section 2)."""
-    out = {}
-    for name, s in scores.items():
-        out[f"{name}/score_chosen"] = s.chosen.detach().float().mean()
-        out[f"{name}/score_rejected"] = s.rejected.detach().float().mean()
-        if s.has_reference:
-            assert s.ref_chosen is not None and s.ref_rejected is not None
-            out[f"{name}/chosen_minus_ref"] = (s.chosen - s.ref_chosen).detach().float().mean()
-            out[f"{name}/rejected_minus_ref"] = (
-                (s.rejected - s.ref_rejected).detach().float().mean()
-            )
-    return out
-
-
-def _all_finite(scores: dict[str, PairScores]) -> torch.Tensor:
-    """1.0 when every score of every pair is finite (checked on all processes alike), as one
-    tensor on the device: read back once, not once per score tensor."""
-    checks = [
-        torch.isfinite(v.detach()).all()
-        for s in scores.values()
-        for v in (s.chosen, s.rejected, s.ref_chosen, s.ref_rejected)
-        if v is not None
-    ]
-    return torch.stack(checks).all().float()
-
-
-def _trackers(names: list[str]) -> list[str]:
-    from accelerate.utils import is_tensorboard_available, is_trackio_available, is_wandb_available
-
-    available = {
-        "tensorboard": is_tensorboard_available,
-        "wandb": is_wandb_available,
-        "trackio": is_trackio_available,
-    }
-    for name in names:
-        if name not in available:
-            raise ValueError(
-                f"train.trackers: unknown tracker {name!r}; use {', '.join(available)}"
-            )
-        if not available[name]():
-            raise ValueError(f"train.trackers: {name} is not installed (pip install {name})")
-    return names
-
-
-def _log_image(accelerator, image, step: int) -> None:
-    import numpy as np
-
-    array = np.asarray(image.convert("RGB"))
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.log_images({"validation": array[None]}, step, dataformats="NHWC")
-        elif hasattr(tracker, "log_images"):
-            tracker.log_images({"validation": [array]}, step)
-
-
-def _rewrite_metrics(path: Path, upto: int) -> None:
-    """On resume, keep the logged steps up to the checkpoint: the file stays one run."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= upto]
-    write_atomic(path, "".join(line + "\n" for line in keep))
-
-
 def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainResult:
     from accelerate import Accelerator
 
     tc = cfg.train
     out_dir = Path(cfg.output_dir)
-    trackers = _trackers(list(tc.trackers))
+    trackers = reporting.check_trackers(list(tc.trackers))
     accelerator = Accelerator(
         mixed_precision=tc.mixed_precision,
         log_with=trackers or None,
@@ -250,11 +184,11 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     metrics_path = out_dir / METRICS_FILE
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _rewrite_metrics(metrics_path, start_step)
+        reporting.rewrite_metrics(metrics_path, start_step)
         run = {"config": to_dict(cfg), **recipe.describe(), "processes": world}
         write_atomic(out_dir / RUN_FILE, json.dumps(run, indent=2, default=str) + "\n")
     if trackers:
-        accelerator.init_trackers("mmalign", config=_flat(to_dict(cfg)))
+        accelerator.init_trackers("mmalign", config=reporting.flat_hparams(to_dict(cfg)))
 
     sampler = StepBatches(
         len(recipe.dataset), tc.batch_size, tc.gradient_accumulation_steps, world,
@@ -297,7 +231,7 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
             sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
             with sync, accelerator.autocast():
                 scores = recipe.score(model, batch, seeds, with_reference=objective.needs_reference)
-                finite = _all_finite(scores)
+                finite = reporting.all_finite(scores)
                 if accelerator.reduce(finite, "sum").item() == world:
                     out = objective(scores, with_metrics=full)
                     finite = torch.isfinite(out.loss.detach()).float()
@@ -308,7 +242,9 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
                     "rate or beta, then resume with train.resume_from=latest"
                 )
             accelerator.backward(out.loss / tc.gradient_accumulation_steps)
-            metrics = {**out.metrics, **_pair_metrics(scores)} if full else {"loss": out.loss}
+            metrics = (
+                {**out.metrics, **reporting.pair_metrics(scores)} if full else {"loss": out.loss}
+            )
             for key, value in metrics.items():
                 value = value.detach().float() / tc.gradient_accumulation_steps
                 sums[key] = sums.get(key, 0) + value
@@ -350,7 +286,7 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
                 logged = record
                 with metrics_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
-                bar.set_postfix(_postfix(record))
+                bar.set_postfix(reporting.progress_postfix(record))
             if trackers:
                 accelerator.log({k: v for k, v in logged.items() if k != "step"}, step=done)
         if done % tc.checkpoint_every == 0 and done < tc.max_steps:
@@ -364,7 +300,7 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
                 )  # fmt: skip
             accelerator.wait_for_everyone()
         if cfg.validation.enabled and cfg.validation.every and done % cfg.validation.every == 0:
-            _validate(accelerator, recipe, out_dir, done)
+            reporting.validate(accelerator, recipe, out_dir, done)
     bar.close()
     accelerator.wait_for_everyone()
     saved: dict[str, Any] = {}
@@ -379,7 +315,7 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     if cfg.validation.enabled and not (
         cfg.validation.every and tc.max_steps % cfg.validation.every == 0
     ):
-        _validate(accelerator, recipe, out_dir, tc.max_steps)
+        reporting.validate(accelerator, recipe, out_dir, tc.max_steps)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     seconds = time.perf_counter() - started
@@ -398,40 +334,3 @@ def _enable_gradient_checkpointing(model: torch.nn.Module) -> None:
         raise ValueError(
             f"train.gradient_checkpointing: {type(model).__name__} does not support it"
         )
-
-
-def _validate(accelerator, recipe: Recipe, out_dir: Path, step: int) -> None:
-    if accelerator.is_main_process:
-        image = recipe.validate(step)
-        if image is not None:
-            folder = out_dir / "validation"
-            folder.mkdir(parents=True, exist_ok=True)
-            image.save(folder / f"step-{step:06d}.png")
-            _log_image(accelerator, image, step)
-    accelerator.wait_for_everyone()
-
-
-def _postfix(record: dict[str, float]) -> dict[str, str]:
-    out = {"loss": f"{record['loss']:.4f}"}
-    for key, value in record.items():
-        if key.endswith("/accuracy") and "acc" not in out:
-            out["acc"] = f"{value:.2f}"
-        if key.endswith("/margin") and "margin" not in out:
-            out["margin"] = f"{value:.3g}"
-    return out
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Tracker hyperparameters: nested keys joined by dots, lists as strings."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        elif isinstance(v, int | float | str | bool) or v is None:
-            out[key] = v if v is not None else "none"
-        else:
-            out[key] = json.dumps(v, default=str)
-        if isinstance(out.get(key), float) and not math.isfinite(out[key]):
-            out[key] = str(out[key])
-    return out
