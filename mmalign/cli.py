@@ -7,9 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .cli_errors import at_least_one
 from .config import ConfigError, InputError
-
-TOY_MODELS = ("sd", "vlm", "flow")  # what `mmalign toy build` trains
 
 
 def _cmd_losses(args: argparse.Namespace) -> int:
@@ -68,19 +67,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _at_least_one(args: argparse.Namespace, *names: str) -> None:
-    """Counts given on the command line (None: the default) must be >= 1."""
-    for name in names:
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-
-
 def _cmd_sample(args: argparse.Namespace) -> int:
     if args.ppd is not None:  # PPD: the base with a user branch, conditioned on a user
         from .ppd_cli import cmd_sample_ppd
 
-        _at_least_one(args, "n", "steps", "batch_size")
+        at_least_one(args, "n", "steps", "batch_size")
         return cmd_sample_ppd(args)
     from .ppd_cli import refuse_stray_options
 
@@ -89,7 +80,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from .diffusion.sample import generate, sampling_defaults, to_pil_images
     from .grid import image_grid
 
-    _at_least_one(args, "n", "steps", "batch_size")
+    at_least_one(args, "n", "steps", "batch_size")
     suffixes = (".png", ".jpg", ".jpeg", ".webp")
     if Path(args.out).suffix.lower() not in suffixes:
         raise InputError(
@@ -128,7 +119,7 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     from .eval.winrate import describe, run_winrate
     from .rewards import split_name
 
-    _at_least_one(args, "n", "steps", "batch_size", "seeds_per_prompt")
+    at_least_one(args, "n", "steps", "batch_size", "seeds_per_prompt")
     if args.user is not None:  # PPD: each user scored with its own reward
         from .ppd_cli import cmd_winrate_users
 
@@ -191,58 +182,6 @@ def _cmd_showcase(args: argparse.Namespace) -> int:
     report = run_showcase(args.out, steps=args.steps, seed=args.seed)
     print(report.read_text())
     print(f"report: {report.resolve()}")
-    return 0
-
-
-def _cmd_toy_path(args: argparse.Namespace) -> int:
-    from .toy.paths import model_path
-
-    print(model_path(args.model))
-    return 0
-
-
-def _cmd_toy_build(args: argparse.Namespace) -> int:
-    import json
-
-    from .toy.models.build import build
-    from .toy.paths import MODELS_DIR
-
-    named = [*(args.models or []), *(args.only or [])]
-    for name in named:
-        if name not in TOY_MODELS:
-            from .suggest import did_you_mean
-
-            raise InputError(f"toy build: no toy model {name!r}; {did_you_mean(name, TOY_MODELS)}")
-    which = tuple(dict.fromkeys(named)) if named else TOY_MODELS
-    results = build(which, out_root=args.out or MODELS_DIR, work_dir=args.work, seed=args.seed)
-    print(json.dumps(results, indent=2, default=str))
-    return 0
-
-
-def _cmd_toy_data(args: argparse.Namespace) -> int:
-    import json
-
-    import yaml
-
-    from .toy.datasets import build_dataset
-
-    _at_least_one(args, "n")
-    if args.model is not None and not Path(args.model).is_dir():
-        raise InputError(f"--model {args.model} does not exist (no such toy model folder)")
-    options = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set '{item}' is not of the form key=value")
-        options[key] = yaml.safe_load(value)
-    try:
-        summary = build_dataset(
-            args.kind, args.out, n=args.n, seed=args.seed, model=args.model, **options
-        )
-    except (TypeError, ValueError) as err:
-        raise ConfigError(str(err)) from None
-    keep = ("kind", "rows", "paths", "skipped", "seconds")
-    print(json.dumps({k: summary[k] for k in keep if k in summary}, indent=2, default=str))
     return 0
 
 
@@ -351,38 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_showcase)
 
-    p = sub.add_parser("toy", help="the toy world: base models and datasets")
-    toy_sub = p.add_subparsers(dest="toy_command", metavar="ACTION", required=True)
-    t = toy_sub.add_parser("path", help="print the folder of a shipped toy model")
-    t.add_argument("model", choices=["sd", "vlm", "flow"])
-    t.set_defaults(func=_cmd_toy_path)
-    t = toy_sub.add_parser(
-        "build", help="train toy-sd, toy-vlm and toy-flow from scratch (seeded, resumable)"
-    )
-    # no `choices=` here: argparse checks an empty `nargs="*"` list against them and fails
-    t.add_argument(
-        "models", nargs="*", metavar="MODEL",
-        help="sd, vlm and/or flow (default: all three), e.g. `mmalign toy build flow`",
-    )  # fmt: skip
-    t.add_argument("--only", nargs="+", choices=TOY_MODELS, help="the same as MODEL")
-    t.add_argument("--out", default=None, help="models folder (default: the package's own)")
-    t.add_argument("--work", default=None, help="checkpoint folder for resuming")
-    t.add_argument("--seed", type=int, default=0)
-    t.set_defaults(func=_cmd_toy_build)
-    t = toy_sub.add_parser("data", help="build a toy preference dataset (HF datasets on disk)")
-    t.add_argument(
-        "kind",
-        choices=["pairs", "style", "users", "flaws", "vqa", "hallucination", "safety", "prism"],
-    )
-    t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--n", type=int, default=64, help="number of rows (default: 64)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--model", default=None, help="toy-sd or toy-flow folder (default: toy-sd)")
-    t.add_argument(
-        "--set", action="append", metavar="KEY=VALUE",
-        help="builder option, e.g. --set label_noise=0.1 --set ties=keep",
-    )  # fmt: skip
-    t.set_defaults(func=_cmd_toy_data)
+    from .toy_cli import register as register_toy
+
+    register_toy(sub)  # `mmalign toy path|build|data`
 
     # the labeling app (folder apps/label, package mmalign_label), imported only here
     from mmalign_label.cli import register as register_label

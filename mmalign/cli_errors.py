@@ -10,6 +10,7 @@ torch, diffusers or another library is a bug in how mmalign called it, and keeps
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import sys
@@ -66,3 +67,11 @@ def input_error_message(err: BaseException) -> str | None:
             "with `hf download ID` where there is network, or give a local folder)"
         )
     return None
+
+
+def at_least_one(args: argparse.Namespace, *names: str) -> None:
+    """Counts given on the command line (None: the default) must be >= 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}")

@@ -1,0 +1,100 @@
+"""`mmalign toy ...`: the shipped toy models' folders, building them, and toy datasets."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .cli_errors import at_least_one
+from .config import ConfigError, InputError
+
+TOY_MODELS = ("sd", "vlm", "flow")  # what `mmalign toy build` trains
+
+
+def _cmd_toy_path(args: argparse.Namespace) -> int:
+    from .toy.paths import model_path
+
+    print(model_path(args.model))
+    return 0
+
+
+def _cmd_toy_build(args: argparse.Namespace) -> int:
+    import json
+
+    from .toy.models.build import build
+    from .toy.paths import MODELS_DIR
+
+    named = [*(args.models or []), *(args.only or [])]
+    for name in named:
+        if name not in TOY_MODELS:
+            from .suggest import did_you_mean
+
+            raise InputError(f"toy build: no toy model {name!r}; {did_you_mean(name, TOY_MODELS)}")
+    which = tuple(dict.fromkeys(named)) if named else TOY_MODELS
+    results = build(which, out_root=args.out or MODELS_DIR, work_dir=args.work, seed=args.seed)
+    print(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def _cmd_toy_data(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from .toy.datasets import build_dataset
+
+    at_least_one(args, "n")
+    if args.model is not None and not Path(args.model).is_dir():
+        raise InputError(f"--model {args.model} does not exist (no such toy model folder)")
+    options = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set '{item}' is not of the form key=value")
+        options[key] = yaml.safe_load(value)
+    try:
+        summary = build_dataset(
+            args.kind, args.out, n=args.n, seed=args.seed, model=args.model, **options
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    keep = ("kind", "rows", "paths", "skipped", "seconds")
+    print(json.dumps({k: summary[k] for k in keep if k in summary}, indent=2, default=str))
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `mmalign toy path|build|data` to the `mmalign` sub-parsers."""
+    p = sub.add_parser("toy", help="the toy world: base models and datasets")
+    toy_sub = p.add_subparsers(dest="toy_command", metavar="ACTION", required=True)
+    t = toy_sub.add_parser("path", help="print the folder of a shipped toy model")
+    t.add_argument("model", choices=TOY_MODELS)
+    t.set_defaults(func=_cmd_toy_path)
+    t = toy_sub.add_parser(
+        "build", help="train toy-sd, toy-vlm and toy-flow from scratch (seeded, resumable)"
+    )
+    # no `choices=` here: argparse checks an empty `nargs="*"` list against them and fails
+    t.add_argument(
+        "models", nargs="*", metavar="MODEL",
+        help="sd, vlm and/or flow (default: all three), e.g. `mmalign toy build flow`",
+    )  # fmt: skip
+    t.add_argument("--only", nargs="+", choices=TOY_MODELS, help="the same as MODEL")
+    t.add_argument("--out", default=None, help="models folder (default: the package's own)")
+    t.add_argument("--work", default=None, help="checkpoint folder for resuming")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_cmd_toy_build)
+    t = toy_sub.add_parser("data", help="build a toy preference dataset (HF datasets on disk)")
+    t.add_argument(
+        "kind",
+        choices=["pairs", "style", "users", "flaws", "vqa", "hallucination", "safety", "prism"],
+    )
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--n", type=int, default=64, help="number of rows (default: 64)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--model", default=None, help="toy-sd or toy-flow folder (default: toy-sd)")
+    t.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="builder option, e.g. --set label_noise=0.1 --set ties=keep",
+    )  # fmt: skip
+    t.set_defaults(func=_cmd_toy_data)
