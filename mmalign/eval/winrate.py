@@ -4,7 +4,8 @@ For every scorer, prompt i is a win for the tuned model if its image scores high
 base's image for the same prompt and seed (METHODS.md section 4); an exact tie counts as half
 a win. The 95% interval is a percentile bootstrap over prompts. Images are saved as PNGs under
 `out_dir/images/{base,tuned}/` and reused by a later run with the same models and sampler
-(resumable); the models are told apart by their ids and weight files (`fingerprint`).
+(resumable); the models are told apart by their ids, weight files (`fingerprint`) and, for flow
+models, the T5 setting they sample with (`text_encoding`).
 """
 
 from __future__ import annotations
@@ -152,9 +153,35 @@ def fingerprint(source: str | None) -> str | None:
     return digest.hexdigest()[:16]
 
 
+def text_encoding(pipe: Any) -> dict[str, Any] | None:
+    """What a flow pipeline (SD3 / SD3.5, FLUX) encodes prompts with when it samples: whether it
+    has its T5 encoder and the T5 length it pads to (`sampling_kwargs`, else the family's
+    default); None for a pipeline without T5 (SD1.5 / SDXL).
+
+    Recorded with the saved images because neither a model's id nor its weights show it:
+    `mmalign eval winrate` loads a run's base with the run's T5 setting, so the same base
+    draws other images for a run with T5 dropped or another T5 length."""
+    from ..diffusion.flow_load import (
+        FlowModel,
+        default_max_sequence,
+        flow_family,
+        is_flow_scheduler,
+        sampling_kwargs,
+    )
+
+    if getattr(pipe, "transformer", None) is None or not is_flow_scheduler(pipe.scheduler):
+        return None
+    family = flow_family(pipe)
+    length = sampling_kwargs(pipe).get("max_sequence_length") or default_max_sequence(pipe, family)
+    return {"t5": FlowModel(pipe, family, "").has_t5, "max_sequence_length": int(length)}
+
+
 def _sync_settings(out_dir: Path, settings: dict[str, Any]) -> None:
     """Reuse images in out_dir/images only when they came from the same model and sampler: a
-    changed sampler clears both models' images, a changed model only its own; said aloud."""
+    changed sampler clears both models' images, a changed model only its own; said aloud. A
+    setting the old record lacks reads as None: records written before `text_encoding` existed
+    lack it, so a flow model's images from them are drawn again (they may have used another
+    T5 setting), while a model whose setting is None (no T5) keeps its images."""
     path = out_dir / "images" / "settings.json"
     if path.is_file():
         old = json.loads(path.read_text())
@@ -241,8 +268,10 @@ def run_winrate(
     base_id, tuned_id = (meta or {}).get("base"), (meta or {}).get("tuned")
     _sync_settings(
         out_dir,
-        {"base": base_id, "base_weights": fingerprint(base_id), "tuned": tuned_id,
-         "tuned_weights": fingerprint(tuned_id), "steps": steps, "guidance": guidance},
+        {"base": base_id, "base_weights": fingerprint(base_id),
+         "base_text_encoding": text_encoding(base_pipe), "tuned": tuned_id,
+         "tuned_weights": fingerprint(tuned_id), "tuned_text_encoding": text_encoding(tuned_pipe),
+         "steps": steps, "guidance": guidance},
     )  # fmt: skip
     # Prompt-major order: the K seeds of prompt 0, then prompt 1, ...
     index = [i for i in range(len(prompts)) for _ in range(seeds_per_prompt)]
