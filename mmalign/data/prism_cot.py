@@ -45,6 +45,7 @@ class ParsedCoT:
     compliant: bool
     problems: list[str] = field(default_factory=list)
     last_stage: str | None = None  # the last stage that was closed
+    unclosed: str | None = None  # the stage left open at the end (a generation cut short)
 
     @property
     def output(self) -> str | None:
@@ -89,7 +90,7 @@ def parse_stages(text: str) -> ParsedCoT:
     missing = [s for s in STAGES if s not in stages]
     if missing:
         problems.append(f"missing stage(s) {', '.join(missing)}")
-    return ParsedCoT(stages, not problems, problems, last)
+    return ParsedCoT(stages, not problems, problems, last, current)
 
 
 def final_answer(text: str) -> str:
@@ -111,3 +112,17 @@ def is_partial(answer: str) -> bool:
     if not found or not answer.rstrip().endswith(found[-1].group(0)):
         return False
     return found[-1].group(1) == "/" and found[-1].group(2) != "OUTPUT"
+
+
+def is_unclosed(answer: str) -> bool:
+    """Whether an assistant text stops inside a stage: its last opened stage is never closed
+    (a search node cut at the length limit, `Node.failed == "unclosed"`). Stray tags of other
+    stages inside it do not close it, as in `parse_stages`."""
+    return parse_stages(answer).unclosed is not None
+
+
+def open_ended(answer: str) -> bool:
+    """Whether training scores `answer` without the end-of-turn token: a step-level prefix
+    (`is_partial`: the turn goes on) or a stage cut short (`is_unclosed`: the model never ended
+    it; an end-of-turn token would make a rejected answer one it never produced)."""
+    return is_partial(answer) or is_unclosed(answer)

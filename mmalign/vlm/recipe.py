@@ -163,8 +163,8 @@ class VLMRecipe:
         # an objective that reads only the chosen answers (sft): rejected is never tokenized
         chosen_only = all(t.loss == "sft" for t in objective.terms) and pairs == ["main"]
         open_end = None
-        if v.prism:
-            from .prism.format import is_partial as open_end
+        if v.prism:  # step-level prefixes and stages cut short end without the end of turn
+            from .prism.format import open_ended as open_end
         self.collator = PairCollator(self.vlm.processor, ["main", "blind"] if blind_as_rows
                                      else pairs, v.max_length, chosen_only=chosen_only,
                                      open_end=open_end)  # fmt: skip
@@ -199,8 +199,11 @@ class VLMRecipe:
             reference = "none"
         scores = None
         if reference == "precomputed":
+            # "open-unclosed": PRISM's cut stages lost their end-of-turn token, so scores saved
+            # before that would lack the sequences now scored (named only for vlm.prism)
             key = _digest(self.vlm.weights_key, self.rows._fingerprint, pairs, v.max_length, extra,
-                          cfg.data.filter, blind_as_rows)  # fmt: skip
+                          cfg.data.filter, blind_as_rows,
+                          *(["open-unclosed"] if v.prism else []))  # fmt: skip
             scores = self._reference_pass(cache_root() / "vlm-reference" / f"{key}.json")
         self.scorer = VLMPairScorer(self.model, reference, scores,  # type: ignore[arg-type]
                                     pack=v.pack_prompts)  # fmt: skip

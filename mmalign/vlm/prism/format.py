@@ -22,14 +22,16 @@ from ...data.prism_cot import (
     final_answer,
     format_cot,
     is_partial,
+    is_unclosed,
+    open_ended,
     open_tag,
     parse_stages,
 )
 
 __all__ = [
     "STAGES", "TAGS", "ParsedCoT", "TokenReport", "add_stage_tokens", "close_tag",
-    "decode_keep_tags", "final_answer", "format_cot", "is_partial", "match_vocab", "open_tag",
-    "parse_stages", "special_ids_to_drop", "tag_ids",
+    "decode_keep_tags", "final_answer", "format_cot", "is_partial", "is_unclosed", "match_vocab",
+    "open_ended", "open_tag", "parse_stages", "special_ids_to_drop", "tag_ids",
 ]  # fmt: skip
 
 
