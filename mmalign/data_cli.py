@@ -115,7 +115,12 @@ def _cmd_user_embed(args: argparse.Namespace) -> int:
     from .config import InputError
     from .data.schema import load_pairs
     from .vlm.load import load_vlm
-    from .vlm.user_embed import cached_user_embeddings, examples_from_pairs, write_embeddings
+    from .vlm.user_embed import (
+        PROMPT_FORMAT_VERSION,
+        cached_user_embeddings,
+        examples_from_pairs,
+        write_embeddings,
+    )
 
     folder = Path(args.data)
     pairs = folder / "pairs" if (folder / "pairs").is_dir() else folder
@@ -130,8 +135,10 @@ def _cmd_user_embed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )  # fmt: skip
     out = Path(args.out) if args.out else folder / "user_embeddings"
+    # the prompt format's version too: embeddings of another version are another encoding
     meta = {"model": args.model, "shots": args.shots, "layer": args.layer,
-            "pooling": args.pooling, "data": str(folder), "cached": hit}  # fmt: skip
+            "pooling": args.pooling, "data": str(folder), "cached": hit,
+            "prompt_format": PROMPT_FORMAT_VERSION}  # fmt: skip
     path = write_embeddings(embs, out, meta)
     print(f"wrote {len(embs)} user embeddings to {path} ({'from cache' if hit else 'computed'})")
     return 0

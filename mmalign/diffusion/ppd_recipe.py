@@ -4,8 +4,9 @@
 diffusion recipe with three changes (METHODS.md section 2, "PPD"):
 
 1. Each user of the data gets one embedding from the VLM encoder reading the user's first
-   `ppd.shots` pairs (`mmalign/vlm/user_embed.py`; cached by the encoder's weights and the
-   examples, or read from `ppd.embeddings`, the output of `mmalign data user-embed`).
+   `ppd.shots` pairs (`mmalign/vlm/user_embed.py`; cached by the encoder's weights, the
+   examples and the prompt format's version, or read from `ppd.embeddings`, the output of
+   `mmalign data user-embed`).
 2. What trains is the IP-Adapter user branch (`ppd.add_user_branch`), nothing else.
 3. Scores are Diffusion-DPO's `-mse` (the paper's loss; any core loss takes them) with the
    policy conditioned on the pair's user embedding, zeroed with probability `ppd.user_drop`,
@@ -72,11 +73,18 @@ class PPDPairScorer(DiffusionPairScorer):
 def training_embeddings(cfg: Any, rows: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """One embedding per user of `rows`: read from `ppd.embeddings`, or computed (and cached)
     by the encoder from each user's first `ppd.shots` pairs. Returns (embeddings, info)."""
-    from ..vlm.user_embed import cached_user_embeddings, examples_from_pairs, load_embeddings
+    from ..vlm.user_embed import (
+        PROMPT_FORMAT_VERSION,
+        cached_user_embeddings,
+        examples_from_pairs,
+        load_embeddings,
+    )
 
     p = cfg.ppd
+    # `prompt_format`: the encoder input's version (see user_embed.PROMPT_FORMAT_VERSION); None
+    # for given embeddings that do not record it (written before it was versioned)
     info: dict[str, Any] = {"encoder": p.encoder, "shots": p.shots, "layer": p.layer,
-                            "pooling": p.pooling}  # fmt: skip
+                            "pooling": p.pooling, "prompt_format": None}  # fmt: skip
     if p.embeddings is not None:
         embs = load_embeddings(p.embeddings)
         meta_file = Path(p.embeddings)
@@ -85,7 +93,8 @@ def training_embeddings(cfg: Any, rows: Any) -> tuple[dict[str, torch.Tensor], d
             import json
 
             saved = json.loads(meta_file.read_text())
-            info.update({k: saved[k] for k in ("shots", "layer", "pooling") if k in saved})
+            keys = ("shots", "layer", "pooling", "prompt_format")
+            info.update({k: saved[k] for k in keys if k in saved})
             info["encoder"] = saved.get("model", p.encoder)
         return embs, {**info, "source": str(p.embeddings), "cached": True}
     from ..vlm.load import load_vlm
@@ -96,6 +105,7 @@ def training_embeddings(cfg: Any, rows: Any) -> tuple[dict[str, torch.Tensor], d
         vlm, examples, shots=p.shots, layer=p.layer, pooling=p.pooling, batch_size=p.batch_size
     )
     del vlm
+    info["prompt_format"] = PROMPT_FORMAT_VERSION
     return embs, {**info, "source": "computed", "cached": hit, "ties_skipped": ties}
 
 

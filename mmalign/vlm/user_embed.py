@@ -14,7 +14,9 @@ a clear error. The symmetric poolings see both images of an example alike, so wh
 preferred reaches them only through what the layers made of the order; the contrasts read it
 directly (on toy-vlm only they carry a user's taste: docs/results.md, PPD). Layer, pooling and
 the rows used are recorded with the embeddings. Embeddings are cached by the model's weights
-(`VLM.weights_key`), the layer, the pooling and the exact examples (prompt text and image bytes).
+(`VLM.weights_key`), the layer, the pooling, the exact examples (prompt text and image bytes) and
+`PROMPT_FORMAT_VERSION`, which each cache entry also records: an entry of another version, or of
+none (written before the version existed), is computed again, never served.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ from .collate import special_tokens_kwargs
 from .load import VLM
 
 POOLINGS = ("mean", "last", "contrast", "contrast_tokens")
+# The version of the encoder's input: how `few_shot_conversation` words a user's examples and how
+# `embed_users` tokenizes it. Neither the weights nor the examples change when it does, so the
+# cache key names it; bump it with any change to the conversation, the template call or the
+# tokenizer kwargs, or cached embeddings of the old input are reused as if the same. 1: the
+# format before it was versioned (two BOS where the chat template writes one); 2: one BOS
+# (`special_tokens_kwargs`). Caches without a version are read as stale.
+PROMPT_FORMAT_VERSION = 2
 Example = tuple[str, Any, Any]  # (prompt, preferred PIL image, dispreferred PIL image)
 
 
@@ -192,13 +201,26 @@ def embed_users(
 def cache_key(
     vlm: VLM, examples: Mapping[str, Sequence[Example]], shots: int, layer: int, pooling: str
 ) -> str:
-    """Digest of the weights, the settings and exactly the examples used (images by bytes)."""
+    """Digest of the weights, the settings, the prompt format's version and exactly the
+    examples used (images by bytes)."""
     used = {
         u: [(p, _image_digest(a), _image_digest(b)) for p, a, b in list(e)[:shots]]
         for u, e in examples.items()
     }
     return digest({"weights": vlm.weights_key, "shots": shots, "layer": layer,
-                   "pooling": pooling, "examples": used})  # fmt: skip
+                   "pooling": pooling, "examples": used,
+                   "prompt_format": PROMPT_FORMAT_VERSION})  # fmt: skip
+
+
+def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
+    """A cache entry's embeddings, or None where it does not record this prompt format (an
+    entry written before the version existed, or one left by a version with the same key)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        if (f.metadata() or {}).get("prompt_format") != str(PROMPT_FORMAT_VERSION):
+            return None
+        return {u: f.get_tensor(u) for u in f.keys()}
 
 
 def cached_user_embeddings(
@@ -212,20 +234,22 @@ def cached_user_embeddings(
     cache_dir: str | Path | None = None,
 ) -> tuple[dict[str, torch.Tensor], bool]:
     """`embed_users`, computed once: returns (embeddings, True if read from the cache)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     _check(examples, shots, layer, pooling)
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "user_embed"
     path = root / f"{cache_key(vlm, examples, shots, layer, pooling)}.safetensors"
-    if path.is_file():
-        return dict(load_file(str(path))), True
+    cached = _read_cache(path) if path.is_file() else None
+    if cached is not None:
+        return cached, True
     embs = embed_users(
         vlm, examples, shots=shots, layer=layer, pooling=pooling, batch_size=batch_size
     )
     root.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
-    save_file({u: e.contiguous() for u, e in embs.items()}, str(tmp))
-    tmp.replace(path)
+    save_file({u: e.contiguous() for u, e in embs.items()}, str(tmp),
+              metadata={"prompt_format": str(PROMPT_FORMAT_VERSION)})  # fmt: skip
+    tmp.replace(path)  # replaces a stale entry under the same name
     return embs, False
 
 
