@@ -336,3 +336,22 @@ def test_eval_winrate_users_through_the_cli(run, tmp_path, capsys) -> None:
     assert saved["interpolation"]["a"] == "t03" and saved["interpolation"]["b"] == "t07"
     assert len(saved["interpolation"]["mean_b"]) == 5
     assert (out / "report.html").is_file() and "specificity: " in printed
+
+
+def test_new_users_warn_when_the_run_used_another_prompt_format(run, monkeypatch) -> None:
+    """The run records the encoder prompt format its users were embedded with; a new user
+    embedded now with another one gets a warning naming both (the run's users and a new user's
+    would differ for that reason alone)."""
+    import warnings
+
+    from mmalign.vlm.user_embed import PROMPT_FORMAT_VERSION
+
+    meta = ppd.adapter_meta(run)
+    assert meta["prompt_format"] == PROMPT_FORMAT_VERSION
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same format: no warning
+        user_embeddings(run, ["h01"])
+    old = {**meta, "prompt_format": None}  # a run saved before the format was versioned
+    monkeypatch.setattr(ppd, "adapter_meta", lambda path: old)
+    with pytest.warns(UserWarning, match=r"prompt format unrecorded .*h01 are embedded with"):
+        user_embeddings(run, ["h01"])

@@ -179,7 +179,8 @@ class PPDRecipe(DiffusionRecipe):
     def save(self, output_dir: Path) -> dict[str, Any]:
         from ..vlm.user_embed import write_embeddings
 
-        meta = {k: self.embed_info[k] for k in ("encoder", "shots", "layer", "pooling")}
+        keys = ("encoder", "shots", "layer", "pooling", "prompt_format")
+        meta = {k: self.embed_info.get(k) for k in keys}  # a new user is embedded the same way
         if self.cfg.data.path == "toy:users":  # a new toy user's examples are drawn the same way
             opts = {k: v for k, v in (self.cfg.data.toy or {}).items() if k not in ("n", "users")}
             meta["examples_toy"] = opts

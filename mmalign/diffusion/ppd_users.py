@@ -10,6 +10,7 @@ interpolation of their embeddings, `(1 - a) e_A + a e_B` (the paper's user inter
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,16 +50,29 @@ def _toy_embeddings(
     users: Sequence[str], meta: dict[str, Any], base: str | None = None
 ) -> dict[str, torch.Tensor]:
     """Embeddings of toy users from their first `shots` pairs of their own `toy:users` set,
-    built with the run's own `data.toy` options (the same kind of examples its training users
-    were embedded from; toy-sd samples come from `base`), with the encoder settings the adapter
-    was trained with (cached like the training ones)."""
+        built with the run's own `data.toy` options (the same kind of examples its training users
+        were embedded from; toy-sd samples come from `base`), with the encoder settings the adapter
+        was trained with (cached like the training ones). A run whose users were embedded with
+    another encoder prompt format (`PROMPT_FORMAT_VERSION`) gets a warning."""
     from datasets import load_from_disk
 
     from ..toy.cache import toy_pairs
     from ..toy.rewards import USER_SETS
     from ..vlm.load import load_vlm
-    from ..vlm.user_embed import cached_user_embeddings, examples_from_pairs
+    from ..vlm.user_embed import PROMPT_FORMAT_VERSION, cached_user_embeddings, examples_from_pairs
 
+    trained = meta.get("prompt_format")
+    if trained != PROMPT_FORMAT_VERSION:
+        # the encoder's input changed since the run's users were embedded: a new user's
+        # embedding may sit apart from theirs for that reason alone, so say so (not an error:
+        # the run still works, and the user may want the comparison anyway)
+        warnings.warn(
+            f"PPD: the run's training users were embedded with encoder prompt format "
+            f"{trained if trained is not None else 'unrecorded (before it was versioned)'}; "
+            f"{', '.join(users)} are embedded with format {PROMPT_FORMAT_VERSION}. Retrain (or "
+            "rerun `mmalign data user-embed` for ppd.embeddings) to compare like with like.",
+            stacklevel=3,
+        )
     shots = int(meta.get("shots", 4))
     options = dict(meta.get("examples_toy") or {})
     out: dict[str, torch.Tensor] = {}
