@@ -11,8 +11,8 @@ for these variants (each in both families):
                                                  inverted trajectory (`diffusion.trajectory`)
     ours-dpo-ppd-{encode,cache}                  PPD: Diffusion-DPO training only the
                                                  IP-Adapter user branch, each pair conditioned
-                                                 on a user embedding (width 128, toy-vlm's),
-                                                 reference = the branch off
+                                                 on a user embedding (width 2048, toy-vlm's
+                                                 contrast_tokens), reference = the branch off
     naive-dpo-{lora,full}-encode                 a baseline written the way the public
                                                  Diffusion-DPO training scripts do it
 

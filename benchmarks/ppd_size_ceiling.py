@@ -2,7 +2,8 @@
 
 Not a speed benchmark: a ceiling for `mmalign eval winrate --user`. toy-sd draws no outline and
 no tint its caption does not ask for (docs/results.md, "PPD on toy-sd"), so of the toy users'
-three taste axes only size can move. This samples the held-out toy prompts without size words
+taste axes (warmth, size, outline, and place since the family gained it) this asks what size
+alone can move. This samples the held-out toy prompts without size words
 (as the PPD evaluation does) three times with the same seeds: the bare caption, and the caption
 with "small" and with "large". Each user's reward is read against the bare prompt; a user's
 best fixed choice among the three is what a perfect size-only personalisation could give them.

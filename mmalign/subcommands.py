@@ -1,8 +1,9 @@
 """The one place a CLI group (`mmalign data ...`) is created and extended.
 
-Several packages add actions to the same group (`data show` and `data smooth` from
-`mmalign.data_cli`, `data realign` from `mmalign.vlm.data`, `data prism-mcts` from
-`mmalign.vlm.prism.cli`); whichever registers first creates it.
+Several packages add actions to the same group (`data show`, `data smooth` and `data
+user-embed` from `mmalign.data_cli`, `data realign` from `mmalign.vlm.data`,
+`data prism-mcts` and `data prism-import` from `mmalign.vlm.prism.cli`, `data diagnose` from
+`mmalign.vlm.diagnose_cli`); whichever registers first creates it.
 """
 
 from __future__ import annotations
