@@ -1,7 +1,7 @@
 """Images per second of every reward scorer at batch 1 vs batch 32, on tiny random weights.
 
-The real loaders (PickScore, HPSv2, CLIP score, aesthetic) load tiny checkpoints written in the
-real files' formats (`mmalign.rewards.tiny`), so the numbers measure the scoring path
+The real loaders (PickScore, HPSv2, ImageReward, CLIP score, aesthetic) load tiny checkpoints
+written in the real files' formats (`mmalign.rewards.tiny`), so the numbers measure the scoring path
 (preprocessing, tokenising, the model calls, batching) rather than a ViT-H's arithmetic. The
 toy scorers (programmatic, no model) are measured the same way for comparison, one call per
 image vs one call per 32 images, but not held to the target. The ratio batch-32 / batch-1
@@ -46,7 +46,7 @@ class _Maps:
 
 
 def build(name: str, root: Path, device: str):
-    """The scorer `name` on tiny weights in root (None if its optional package is missing)."""
+    """The scorer `name` on tiny weights in root, as a function of the batch size."""
     from mmalign.rewards import get_scorer, tiny
 
     common = {"device": device}
@@ -72,12 +72,11 @@ def build(name: str, root: Path, device: str):
         if name == "dense":
             return lambda bs: get_scorer(f"dense:{path}", batch_size=bs, **common)
         return lambda bs: _Maps(get_scorer(f"dense:{path}", batch_size=bs, **common))
-    if name == "imagereward":
-        try:
-            import ImageReward  # noqa: F401
-        except ImportError:
-            return None  # no tiny BLIP builder without the package: reported as skipped
-        raise SystemExit("imagereward is installed but has no tiny-weight builder here")
+    if name == "imagereward":  # mmalign's own BLIP port, on a tiny checkpoint in the released
+        # file's layout: the third-party ImageReward package is not needed
+        folder, med, tok = tiny.save_imagereward(root / "imagereward")
+        return lambda bs: get_scorer(name, path=folder, med_config=med, tokenizer=tok,
+                                     batch_size=bs, **common)  # fmt: skip
     return lambda bs: get_scorer(name)
 
 
@@ -119,10 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.scorers.split(","):
             make = build(name, Path(tmp), args.device)
-            if make is None:
-                results[name] = {"skipped": "optional package not installed"}
-                print(f"{name:14s} skipped (optional package not installed)")
-                continue
             one, _ = measure(make(1), images, prompts, 1, args.repeats)
             many, _ = measure(make(args.batch), images, prompts, args.batch, args.repeats)
             ratio = many / one
