@@ -167,8 +167,12 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def hub_error_message(err: BaseException, name: str, key: str) -> str | None:
-    """A one-line message for a hub or network failure met loading `name`, None for others."""
+def hub_error_message(
+    err: BaseException, name: str, key: str, repo_type: RepoType = "model"
+) -> str | None:
+    """A one-line message for a hub or network failure met loading `name`, None for others.
+    `repo_type` goes into the download hint: for a data set, `hf download ID` alone fetches
+    (or fails to find) a model repo of that name."""
     from huggingface_hub import errors as hub
 
     where = f"{key}: {name}"
@@ -192,11 +196,11 @@ def hub_error_message(err: BaseException, name: str, key: str) -> str | None:
             if offline():
                 return (
                     f"{where} is not (completely) in the local cache (offline): download it "
-                    f"with {download_hint(name)} where there is network, {local}"
+                    f"with {download_hint(name, repo_type)} where there is network, {local}"
                 )
-            return _no_network(where, name, local)
+            return _no_network(where, name, local, repo_type)
         if type(e).__name__ in ("ConnectError", "ConnectionError", "ConnectTimeout", "Timeout"):
-            return _no_network(where, name, local)
+            return _no_network(where, name, local, repo_type)
         if type(e).__name__ == "DatasetNotFoundError":
             return (
                 f"{where}: no such data set on the hub, or not in the local cache (offline); "
@@ -204,28 +208,29 @@ def hub_error_message(err: BaseException, name: str, key: str) -> str | None:
             )
         text = str(e)
         if isinstance(e, OSError) and "couldn't connect" in text.lower():
-            return _no_network(where, name, local)
+            return _no_network(where, name, local, repo_type)
         if isinstance(e, OSError) and "does not appear to have a file named" in text:
             return f"{where}: {text.splitlines()[0]}"
     return None
 
 
-def _no_network(where: str, name: str, local: str) -> str:
+def _no_network(where: str, name: str, local: str, repo_type: RepoType = "model") -> str:
     return (
         f"{where} could not be downloaded (no connection to the hub): download it with "
-        f"{download_hint(name)} where there is network, {local}"
+        f"{download_hint(name, repo_type)} where there is network, {local}"
     )
 
 
 @contextmanager
-def hub_errors(name: str | Path, key: str) -> Iterator[None]:
-    """Around a loader call: a hub or network failure becomes an `InputError` naming `key`."""
+def hub_errors(name: str | Path, key: str, repo_type: RepoType = "model") -> Iterator[None]:
+    """Around a loader call: a hub or network failure becomes an `InputError` naming `key`
+    (`repo_type="dataset"` for a data set, so the download hint fetches the right repo)."""
     try:
         yield
     except InputError:
         raise
     except Exception as err:
-        message = hub_error_message(err, str(name), key)
+        message = hub_error_message(err, str(name), key, repo_type)
         if message is None:
             raise
         raise InputError(message) from err

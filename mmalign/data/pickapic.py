@@ -71,6 +71,15 @@ def _parquet_splits(root: Path) -> dict[str, list[str]]:
     return splits
 
 
+def is_pickapic_folder(root: str | Path) -> bool:
+    """Whether `root` holds Pick-a-Pic parquet shards (a `jpg_0` column), read from one shard's
+    schema. `load_dataset(root)` cannot stand in for this: it knows only the split names
+    train/test/validation from file names, so `test_unique-*.parquet` or a labeling app's
+    `heldout-*` is "Unknown split", and it converts every split before returning one."""
+    shards = [s for files in _parquet_splits(Path(root)).values() for s in files]
+    return bool(shards) and "jpg_0" in pq.read_schema(shards[0]).names
+
+
 def _saved_splits(root: Path) -> list[str]:
     """Splits of a `save_to_disk` DatasetDict, or split-named `save_to_disk` folders."""
     if (root / "dataset_dict.json").exists():
@@ -86,13 +95,13 @@ def _load_raw(
     columns: list[str] | None = None,
     cache_dir: str | Path | None = None,
 ) -> Dataset | IterableDataset:
-    root = Path(source)
+    root = Path(source).expanduser()  # `~/pickapic` from a recipe: no shell expanded it
     if not root.exists():  # a hub id; `datasets` itself lists the splits on a typo
         from ..hub import hub_errors, require_one
 
-        require_one(str(source), "Pick-a-Pic (a local folder or $MMALIGN_PICKAPIC)",
-                    repo_type="dataset")  # fmt: skip
-        with hub_errors(source, "Pick-a-Pic (a local folder or $MMALIGN_PICKAPIC)"):
+        key = "Pick-a-Pic (a local folder or $MMALIGN_PICKAPIC)"
+        require_one(str(source), key, repo_type="dataset")
+        with hub_errors(source, key, repo_type="dataset"):
             ds = load_dataset(str(source), split=split, streaming=streaming, cache_dir=cache_dir)
         return ds.select_columns(columns) if columns else ds
 
@@ -238,7 +247,7 @@ def pickapic_prompts(
     source: str | Path, split: str, *, cache_dir: str | Path | None = None
 ) -> list[str]:
     """Unique captions of a split, first occurrence order (e.g. `test_unique`'s 500)."""
-    streaming = not Path(source).exists()  # on the hub, do not download the images
+    streaming = not Path(source).expanduser().exists()  # on the hub, do not download images
     raw = _load_raw(source, split, streaming=streaming, columns=["caption"], cache_dir=cache_dir)
     captions = (row["caption"] for row in raw) if streaming else raw["caption"]
     return list(dict.fromkeys(c for c in captions if c))

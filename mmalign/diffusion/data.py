@@ -11,6 +11,7 @@ needs: each image's original size and the crop taken from it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from datasets import Dataset, load_dataset, load_from_disk
 
+from ..data.pickapic import is_pickapic_folder, load_pickapic
 from ..data.schema import ValidationReport, to_pil_image, validate_rows
 from ..hub import hub_errors, require_one
 from ..toy.cache import TOY_PREFIX, toy_pairs
@@ -47,23 +49,30 @@ def open_pairs(
         path = str(toy_pairs(kind, toy_options or {}, model if kind in MODEL_KINDS else None))
     elif toy_options:
         raise ValueError("data.toy is only for data.path: toy:<kind>")
+    # `~/data` from a recipe or `key=value` (no shell expands it there): the existence check
+    # (hub.problem) expands it, so without this the folder was looked up on the hub
+    path = os.path.expanduser(path)
     local = Path(path)
     if local.is_file():
         raise ValueError(f"data.path {path} is a file; give a dataset folder or a hub id")
-    if local.is_dir() and _is_saved(local):
-        ds = load_from_disk(str(local))
-        if not isinstance(ds, Dataset):
-            if split not in ds:
-                raise ValueError(f"{path} has splits {list(ds)}; data.split is '{split}'")
-            ds = ds[split]
-    else:  # parquet shards in a folder, or a hub id
-        if not local.exists():
-            require_one(path, "data.path", repo_type="dataset")
-        with hub_errors(path, "data.path"):
-            ds = load_dataset(path, split=split)
-    if "jpg_0" in ds.column_names:  # Pick-a-Pic columns: its reader applies the tie policy
-        from ..data.pickapic import load_pickapic
-
+    pickapic = local.is_dir() and not _is_saved(local) and is_pickapic_folder(local)
+    if not pickapic:  # (Pick-a-Pic shards go straight to their reader, below)
+        if local.is_dir() and _is_saved(local):
+            ds = load_from_disk(str(local))
+            if not isinstance(ds, Dataset):
+                if split not in ds:
+                    raise ValueError(f"{path} has splits {list(ds)}; data.split is '{split}'")
+                ds = ds[split]
+        else:  # parquet shards in a folder, or a hub id
+            if not local.exists():
+                require_one(path, "data.path", repo_type="dataset")
+            with hub_errors(path, "data.path", repo_type="dataset"):
+                ds = load_dataset(path, split=split)
+        pickapic = "jpg_0" in ds.column_names
+    if pickapic:  # Pick-a-Pic columns: its reader applies the tie policy
+        # A local shard folder is not opened with `load_dataset(folder)` first: that knows
+        # only the split names train/test/validation from file names (test_unique, or a
+        # labeling export's heldout, were "Unknown split") and converts every split first.
         pairs, report = load_pickapic(
             path,
             split,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ def open_vlm_pairs(
     from ..toy.cache import TOY_PREFIX, toy_pairs
 
     _check_format(format)
-    path = str(path)
+    path = os.path.expanduser(str(path))  # `data.path: ~/x.json`: no shell expanded it
     if path.startswith(TOY_PREFIX):
         if format not in (None, "pairs"):
             raise ValueError(f"{path} is a toy PreferencePair dataset; format must be 'pairs'")
@@ -151,7 +152,7 @@ def open_vlm_pairs(
         # parquet shards in a folder, or a hub id (owner/name)
         if not local.exists():
             require_one(path, "data", repo_type="dataset")
-        with hub_errors(path, "data"):
+        with hub_errors(path, "data", repo_type="dataset"):
             ds = load_dataset(path, split=split)
     else:
         raise FileNotFoundError(f"{path}: no such file, folder or hub id (owner/name)")
