@@ -33,3 +33,16 @@ def test_generic_wrappers_and_no_split_still_read(tmp_path):
     only = tmp_path / "only.json"
     only.write_text(json.dumps({"train": [ROW]}))
     assert read_records(only) == [ROW]  # no split asked: the one list there is
+
+
+def test_one_record_and_a_record_with_a_list_field(tmp_path):
+    """A `.json` file holding one JSONL record whose only list is its own `images` field: one
+    record, not the image list read as records ("record 0 is a str"). The same object inside a
+    wrapper stays a record, its `images` list never taken for the records."""
+    row = {**ROW, "images": ["a.png"]}
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(row) + "\n")
+    assert read_records(one) == [row]
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"data": [row], "images": ["x.png", "y.png"]}))
+    assert read_records(wrapped) == [row]

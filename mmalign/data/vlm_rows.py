@@ -44,8 +44,9 @@ class SkipRow(Exception):
 
 
 def read_records(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
-    """The records of a JSON file (a list of objects, `{"data": [...]}`, or `{split: [...]}`
-    with several splits) or JSONL file. Errors name the file and, for JSONL, the line."""
+    """The records of a JSON file (a list of objects, `{"data": [...]}`, `{split: [...]}` with
+    several splits, or one object: one record) or JSONL file. Errors name the file and, for
+    JSONL, the line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -73,7 +74,9 @@ def read_records(path: str | Path, split: str | None = None) -> list[dict[str, A
                 f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
             ) from None
         if isinstance(data, Mapping):  # {"data": [...]} / {"train": [...]} wrappers
-            lists = [v for v in data.values() if isinstance(v, list)]
+            # only lists of objects hold records: a record's own list field (`images`) does not
+            lists = [v for v in data.values()
+                     if isinstance(v, list) and all(isinstance(r, Mapping) for r in v)]  # fmt: skip
             if split is not None and isinstance(data.get(split), list):
                 lists = [data[split]]
             elif split is not None:  # another split is never read in place of the one asked
@@ -81,6 +84,8 @@ def read_records(path: str | Path, split: str | None = None) -> list[dict[str, A
                                 if isinstance(v, list) and k.lower() in SPLIT_NAMES)  # fmt: skip
                 if splits:
                     raise ValueError(f"{path} has splits {splits}; asked for split {split!r}")
+            if not lists:  # no list of records: the object is one (a one-line JSONL file)
+                lists = [[data]]
             if len(lists) != 1:
                 raise ValueError(f"{path}: expected a list of records, got an object with keys "
                                  f"{sorted(data)[:10]}")  # fmt: skip
