@@ -37,7 +37,9 @@ class ClipScore(OpenClipScorer):
             tag = "openai"
         pretrained = path if path is not None else tag
         self.name = f"clip:{Path(arch).stem}:{tag or Path(str(path)).name}"
-        self._load(arch, pretrained)
+        # a local file named with a tag (`clip:ViT-L-14:openai`, path=) is built as that tag's
+        # weights need (QuickGELU for openai)
+        self._load(arch, pretrained, tag or None)
 
     def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         return 100 * self._cosine(pixels, prompts)

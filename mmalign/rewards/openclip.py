@@ -69,23 +69,35 @@ def create(
     pretrained: str | Path | None,
     device: torch.device,
     dtype: torch.dtype,
+    tag: str | None = None,
 ):
     """(model, tokenizer, image size, mean, std). `pretrained` is an OpenCLIP tag (`openai`,
     `laion2b_s32b_b79k`: downloaded by open_clip), a local checkpoint file (loaded with
     `weights_only=True`; a dict with a 'state_dict' key, as HPSv2's, works too) or None
-    (random weights, to be loaded by the caller)."""
+    (random weights, to be loaded by the caller). `tag` names the weights a local file holds
+    (`openai`), so the model is built as they were trained."""
     oc = require_open_clip()
     name = model_name(arch)
     local = pretrained is not None and Path(pretrained).is_file()
     if pretrained is not None and not local:
         _require_tag(oc, name, str(pretrained))
+        tag = str(pretrained)
+    # OpenAI's CLIPs were trained with QuickGELU, but `ViT-L-14` and the like are configured with
+    # nn.GELU: open_clip >= 3 builds those with nn.GELU under the `openai` tag and only warns
+    # (older versions rebuilt the OpenAI model). The tag's config says which one the weights need.
+    quick_gelu = bool(tag and oc.get_pretrained_cfg(name, tag).get("quick_gelu", False))
     root = logging.getLogger()
     level = root.level
     if local:  # open_clip warns "no pretrained weights loaded": the next line loads them
         root.setLevel(logging.ERROR)
     try:
         with hub_errors(f"{name}:{pretrained}", "the OpenCLIP weights"):
-            model = oc.create_model(name, pretrained=None if local else pretrained, device="cpu")
+            model = oc.create_model(
+                name,
+                pretrained=None if local else pretrained,
+                device="cpu",
+                force_quick_gelu=quick_gelu,
+            )
     finally:
         root.setLevel(level)
     if local:
@@ -102,9 +114,11 @@ class OpenClipScorer(BatchedScorer):
     """A scorer on an OpenCLIP model: `_load` builds it with its tokenizer and preprocessing
     (size, mean, std) on the scorer's device and dtype; `_cosine` is cos(text, image)."""
 
-    def _load(self, arch: str | Path, pretrained: str | Path | None) -> None:
+    def _load(
+        self, arch: str | Path, pretrained: str | Path | None, tag: str | None = None
+    ) -> None:
         self.model, self.tokenizer, self.size, self.mean, self.std = create(
-            arch, pretrained=pretrained, device=self.device, dtype=self.dtype
+            arch, pretrained=pretrained, device=self.device, dtype=self.dtype, tag=tag
         )
 
     def _cosine(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
