@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mmalign.rewards import SCORERS, get_scorer, scorer_names, split_name, tiny
-from mmalign.rewards.common import clip_pixels
+from mmalign.rewards.common import clip_pixels, pad_pixels
 
 PROMPTS = ["a red circle on a blue background", "a green square on a white background",
            "a yellow star", "a white triangle on a black background", "a blue circle"]  # fmt: skip
@@ -67,7 +67,8 @@ def test_hpsv2_loads_the_state_dict_checkpoint_once(tmp_path, version):
     s = scorer.score(images(), PROMPTS)
     assert s.shape == (5,) and bool((s.abs() <= 1 + 1e-5).all())  # a cosine
     with torch.no_grad():
-        img = F.normalize(scorer.model.encode_image(clip_pixels(images(), 32)), dim=-1)
+        # HPSv2 pads the whole (non-square) image instead of CLIP's centre crop
+        img = F.normalize(scorer.model.encode_image(pad_pixels(images(), 32)), dim=-1)
         txt = F.normalize(scorer.model.encode_text(scorer.tokenizer(PROMPTS)), dim=-1)
     torch.testing.assert_close(s, (img * txt).sum(-1), rtol=1e-4, atol=1e-5)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -46,10 +46,14 @@ def clip_pixels(
     size: int,
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,
+    centre: Literal["floor", "round"] = "floor",
 ) -> torch.Tensor:
     """CLIP preprocessing on a [B,3,H,W] batch in [0,1]: bicubic resize of the shorter side to
     `size`, centre crop, normalise. The tensor form of CLIPImageProcessor / open_clip's
-    `preprocess_val`, so a batch is processed at once instead of image by image through PIL."""
+    `preprocess_val`, so a batch is processed at once instead of image by image through PIL.
+    `centre` places the crop when the excess is odd: "floor" as transformers' `center_crop`
+    (`excess // 2`), "round" as torchvision's `CenterCrop`, which open_clip and ImageReward use
+    (`int(round(excess / 2))`, half to even: an excess of 3 px starts the crop at 2, not 1)."""
     h, w = images.shape[-2:]
     # the long side as both references compute it, `int(size * long / short)` (truncated:
     # transformers' get_resize_output_image_size, torchvision's Resize); rounding made a 4:3
@@ -61,8 +65,38 @@ def clip_pixels(
         images = F.interpolate(
             images, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True
         ).clamp(0, 1)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
+    if centre == "round":
+        top, left = round((new_h - size) / 2), round((new_w - size) / 2)
+    else:
+        top, left = (new_h - size) // 2, (new_w - size) // 2
     images = images[..., top : top + size, left : left + size]
+    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images - m) / s
+
+
+def pad_pixels(
+    images: torch.Tensor,
+    size: int,
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
+) -> torch.Tensor:
+    """HPSv2's preprocessing on a [B,3,H,W] batch in [0,1]: bicubic resize of the longer side to
+    `size`, the shorter padded with black to a centred square, normalise. The tensor form of the
+    `preprocess_val` HPSv2 scores with (`image_transform(..., resize_longest_max=True)`, its
+    `ResizeMaxSize`): HPSv2 sees the whole image, where a centre crop cuts a non-square one."""
+    h, w = images.shape[-2:]
+    scale = size / max(h, w)
+    # as ResizeMaxSize: Python's round of each side, on the tensor after ToTensor (no clamp)
+    new_h, new_w = round(h * scale), round(w * scale)
+    if (new_h, new_w) != (h, w):
+        images = F.interpolate(
+            images, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True
+        )
+    # black (0) before normalising, left/top get the smaller half, as ResizeMaxSize's F.pad;
+    # a non-square image already `size` long is padded too (the reference leaves it non-square)
+    pad_h, pad_w = size - new_h, size - new_w
+    images = F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
     m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images - m) / s
@@ -125,8 +159,8 @@ class ScorerOptions(TypedDict, total=False):
 
 class BatchedScorer:
     """Base of the model-backed scorers: `score` splits the images into chunks of `batch_size`,
-    applies CLIP preprocessing (`size`, `mean`, `std`, set by the subclass) and calls
-    `_score_batch` on the model's device and dtype without gradients. A list of PIL images of
+    applies CLIP preprocessing (`size`, `mean`, `std`, `fit`, `centre`, set by the subclass) and
+    calls `_score_batch` on the model's device and dtype without gradients. A list of PIL images of
     different sizes (Pick-a-Pic mixes 512 and 1024 px) is preprocessed image by image. A
     progress bar shows when there is more than one chunk."""
 
@@ -134,6 +168,11 @@ class BatchedScorer:
     size: int
     mean: Sequence[float] = CLIP_MEAN
     std: Sequence[float] = CLIP_STD
+    # "crop": `clip_pixels` (CLIP's resize and centre crop); "pad": `pad_pixels` (HPSv2's)
+    fit: Literal["crop", "pad"] = "crop"
+    # where an odd crop excess puts the crop: torchvision's rounding (open_clip, ImageReward);
+    # PickScore's transformers processor floors
+    centre: Literal["floor", "round"] = "round"
 
     def __init__(
         self,
@@ -155,7 +194,11 @@ class BatchedScorer:
         # Resizing runs in float32 on the device; the model in self.dtype.
         if isinstance(images, torch.Tensor) or len({im.size for im in images}) == 1:
             batch = as_image_batch(images).to(self.device)
-            return clip_pixels(batch, self.size, self.mean, self.std).to(self.dtype)
+            if self.fit == "pad":
+                pixels = pad_pixels(batch, self.size, self.mean, self.std)
+            else:
+                pixels = clip_pixels(batch, self.size, self.mean, self.std, self.centre)
+            return pixels.to(self.dtype)
         return torch.cat([self._pixels([im]) for im in images])
 
     @torch.no_grad()

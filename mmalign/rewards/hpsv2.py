@@ -1,9 +1,10 @@
 """HPSv2 (Wu et al. 2023, "Human Preference Score v2"): OpenCLIP ViT-H-14 fine-tuned on HPD v2.
 
-score = cos(text, image) (the paper reports x100); checkpoint `HPS_v2.1_compressed.pt` (v2.1,
-the default) or `HPS_v2_compressed.pt` (v2.0) from the hub repo `xswu/HPSv2`, a dict whose
-'state_dict' holds the whole CLIP. The `hpsv2` package reloads it on every call; this scorer
-loads it once.
+score = cos(text, image) (the paper reports x100) on the image resized to 224 on its longer
+side and padded with black to a square, as HPSv2's `preprocess_val` does; checkpoint
+`HPS_v2.1_compressed.pt` (v2.1, the default) or `HPS_v2_compressed.pt` (v2.0) from the hub repo
+`xswu/HPSv2`, a dict whose 'state_dict' holds the whole CLIP. The `hpsv2` package reloads it on
+every call; this scorer loads it once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class HPSv2(OpenClipScorer):
     `arch` the OpenCLIP architecture (or a model config JSON)."""
 
     variants = tuple(CHECKPOINTS)
+    # HPSv2 scores the whole image, longer side resized and padded to a square
+    # (its preprocess_val, resize_longest_max=True), not CLIP's centre crop
+    fit = "pad"
 
     def __init__(
         self,

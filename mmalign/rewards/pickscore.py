@@ -44,6 +44,8 @@ class PickScore(BatchedScorer):
     """`pickscore`: `path` is the model (folder or hub id), `processor` its processor
     (default: the processor PickScore was trained with, a different repository)."""
 
+    centre = "floor"  # transformers' center_crop: `excess // 2`, not torchvision's rounding
+
     def __init__(
         self,
         path: str | Path = MODEL,
