@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import os
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -84,6 +85,11 @@ class LabelApp:
         # who queues many gets the rest refused until GENERATE_GAP_S has passed, so one
         # user's queue of requests cannot hold up everyone else's Generate
         self._generated: dict[str, float] = {}
+        # Held while a generation runs; a call that finds it taken is refused, not parked.
+        # The queue runs Generate one at a time, but Gradio's REST routes (`/run/predict`
+        # with the event's fn_index) run it beside the queue: without this, parallel direct
+        # calls all passed the gap and waited on the model in Gradio's worker threads.
+        self._generating = threading.Lock()
         self.api_queue = os.environ.get("MMALIGN_LABEL_API_QUEUE", "1") == "1"
         # "1" puts the page's vote/undo events back on Gradio's queue (for comparisons)
         self.ui_queue = os.environ.get("MMALIGN_LABEL_UI_QUEUE", "0") == "1"
@@ -210,13 +216,21 @@ class LabelApp:
             return self._show(user, None, "⚠️ The prompt is over 500 characters.")
         if self.generator is None:  # the Generate button exists only in prompt mode
             raise gr.Error("this server has no model to generate pairs")
-        if time.monotonic() - self._generated.get(user, float("-inf")) < GENERATE_GAP_S:
+        pair: Pair | None = None
+        ran = False
+        if self._generating.acquire(blocking=False):
+            try:
+                if time.monotonic() - self._generated.get(user, float("-inf")) >= GENERATE_GAP_S:
+                    ran = True
+                    try:
+                        pair = self.generator.generate(prompt)
+                    finally:
+                        self._generated[user] = time.monotonic()
+            finally:
+                self._generating.release()
+        if not ran:
             note = "⚠️ One generation at a time: wait a moment, then press Generate again."
             return self._show(user, None, note)
-        try:
-            pair = self.generator.generate(prompt)
-        finally:
-            self._generated[user] = time.monotonic()
         return self._show(user, pair, f"Two images from {self.model_name} (different seeds).")
 
     def on_admin(self, request: gr.Request) -> tuple[Any, ...]:
@@ -352,9 +366,9 @@ class LabelApp:
                 button.click(self._voter(choice), [state], shown, **direct)
             b_undo.click(self.on_undo, [state], shown, **direct)
             if generate_btn is not None and prompt_box is not None:
-                for trigger in (generate_btn.click, prompt_box.submit):
+                for trigger in (generate_btn.click, prompt_box.submit):  # one queue slot
                     trigger(self.on_generate, [prompt_box], shown, api_visibility="private",
-                            concurrency_limit=1)  # fmt: skip
+                            concurrency_limit=1, concurrency_id="generate")  # fmt: skip
             admin_out = [cards, people, kappas, team, team_note]
             refresh.click(self.on_admin, None, admin_out, **private)
             admin_tab.select(self.on_admin, None, admin_out, **private)
