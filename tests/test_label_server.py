@@ -499,3 +499,12 @@ def test_cli_adduser_and_export(world, db_server, tmp_path: Path) -> None:
            "--out", str(tmp_path / "export"), "--format", "pairs"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert '"rows"' in out.stdout
+
+
+def test_component_server_route_is_closed_even_signed_in(server) -> None:
+    """No component of the app has a server function, and a multipart body there would pass
+    the guard's session check (it reads JSON bodies): closed for everyone."""
+    cookie = _login(server.url, "u00", "pw-u00")
+    body = b'{"session_hash": "abc", "component_id": 1, "fn_name": "x", "data": null}'
+    assert _post(server.url + "/gradio_api/component_server", body, cookie)[0] == 404
+    assert _post(server.url + "/gradio_api/component_server/", body, cookie)[0] == 404

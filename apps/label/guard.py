@@ -15,7 +15,8 @@ An ASGI middleware around the whole server (`server.py`), in front of Gradio's o
   event id belongs to the user who used it first (the event ids Gradio returns belong to
   their caller), and a request naming another user's id is refused (403).
 - Routes for features the app does not use (uploads, streams, run history, monitoring,
-  vibe editing, profiling, the proxy) are closed for everyone (404).
+  vibe editing, profiling, the proxy, component server functions) are closed for everyone
+  (404).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ _OPEN_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon")
 _CLOSED_PREFIXES = (
     *(f"{API}/{p}" for p in ("upload", "stream", "reset", "run-history", "runs", "vibe",
                              "undo-vibe", "profiling", "process_recording", "proxy=",
-                             "monitoring", "mcp", "dev/reload", "deep_link")),
+                             "monitoring", "mcp", "dev/reload", "deep_link",
+                             "component_server")),
     "/monitoring",
 )  # fmt: skip
 _RESULT_STREAM = re.compile(rf"^{API}/call/(?:v2/)?[^/]+/(?P<event>[^/]+)$")
