@@ -401,6 +401,9 @@ def test_import_a_preference_pair_dataset(tmp_path: Path, label_db: str) -> None
     assert all((tmp_path / "img" / p.image_0).is_file() for p in pairs)
     s = Store(label_db)
     assert s.add_pairs(pairs) == 5 and s.add_pairs(pairs) == 0  # a re-import adds nothing
+    # the folder above it (what `mmalign toy data --out DIR` writes: DIR/pairs) reads the same
+    above = list(import_pairs(tmp_path, tmp_path / "img2"))
+    assert [p.pair_id for p in above] == [p.pair_id for p in pairs]
 
 
 def test_import_stops_on_an_undecodable_image(tmp_path: Path) -> None:

@@ -100,12 +100,21 @@ def _raw_bytes(value: Any) -> bytes:
     raise ImageError(f"unsupported image value of type {type(value).__name__}")
 
 
+SAVED_FILES = ("state.json", "dataset_info.json")
+
+
 def _rows(source: str, split: str) -> tuple[Any, str]:
-    """Rows with `prompt`, `chosen`, `rejected` images (undecoded) and a source tag."""
+    """Rows with `prompt`, `chosen`, `rejected` images (undecoded) and a source tag. A folder
+    holding the dataset in `pairs/` (what `mmalign toy data` writes) reads that."""
     from datasets import Image as ImageFeature
 
-    path = Path(source)
-    if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_info.json").exists()):
+    def saved(folder: Path) -> bool:  # a `save_to_disk` dataset
+        return folder.is_dir() and any((folder / f).exists() for f in SAVED_FILES)
+
+    path = Path(source).expanduser()
+    if not saved(path) and saved(path / "pairs"):  # `mmalign toy data ... --out DIR` writes
+        path = path / "pairs"  # DIR/pairs (and its card beside it)
+    if saved(path):
         from mmalign.data.schema import load_pairs
 
         ds = load_pairs(path)
