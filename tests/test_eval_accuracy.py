@@ -91,3 +91,23 @@ def test_implicit_reward_accuracy_command(tmp_path, capsys):
     assert "implicit reward" in capsys.readouterr().out
     assert main(["eval", "accuracy", "--data", "pickapic:train", "--model", str(run),
                  "--scorer", "toy:style"]) == 2  # fmt: skip
+
+
+def test_accuracy_on_a_folder_under_home(tmp_path, monkeypatch, capsys):
+    """`--data ~/pairs` (no shell expands `~` after `=` or in quotes) reads the folder; without
+    --tune-on or --threshold a folder gets a message naming them, not the pickapic/toy hint."""
+    from mmalign.data.schema import write_pairs
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    prompts = sample_prompts(6, "train", 0)
+    rows = [
+        {"prompt": a.text, "chosen": render(a), "rejected": render(b), "label": 1.0}
+        for a, b in zip(prompts, prompts[1:] + prompts[:1], strict=True)
+    ]
+    write_pairs(rows, tmp_path / "pairs", "image")
+    out = tmp_path / "acc.json"
+    code = main(["eval", "accuracy", "--data", "~/pairs", "--scorer", "toy:fidelity",
+                 "--threshold", "0", "--out", str(out)])  # fmt: skip
+    assert code == 0 and json.loads(out.read_text())["pairs"] == 6
+    code = main(["eval", "accuracy", "--data", "~/pairs", "--scorer", "toy:fidelity"])
+    assert code == 2 and "--tune-on" in capsys.readouterr().err

@@ -78,11 +78,12 @@ def load_pairs(
         if kind == "pairs":
             options["ties"] = "keep"  # labelled 0.5: the protocol scores them
         return open_pairs(f"toy:{kind}", "train", toy_options=options)
-    if Path(spec).is_dir():  # a saved image-pair dataset (`save_to_disk`), as training reads
+    folder = Path(spec).expanduser()  # `~/pairs`: no shell expands it inside `--data=~/...`
+    if folder.is_dir():  # a saved image-pair dataset (`save_to_disk`), as training reads
         from ..diffusion.data import open_pairs
 
         # ties stay (label 0.5) as for pickapic:<split>: the protocol scores them
-        return open_pairs(spec, split, max_samples=max_rows, tie_policy="half")
+        return open_pairs(str(folder), split, max_samples=max_rows, tie_policy="half")
     raise ValueError(
         f"data {spec!r}: use pickapic:<split>, toy:<kind>[:seed] or a saved pair dataset folder"
     )
@@ -97,6 +98,11 @@ def validation_spec(spec: str) -> str:
             raise ValueError(f"no validation split known for {spec}; pass --tune-on")
         return f"pickapic:{VALIDATION[rest]}"
     if family != "toy":
+        if Path(spec).expanduser().is_dir():  # no split of it is known to be for tuning
+            raise ValueError(
+                f"--data {spec}: a dataset folder has no known validation split; tune the tie "
+                "threshold on other data with --tune-on, or give it with --threshold"
+            )
         raise ValueError(f"--data {spec!r}: use pickapic:<split> or toy:<kind>[:seed]")
     kind, _, seed = rest.partition(":")
     return f"toy:{kind}:{int(seed or 0) + 1}"
