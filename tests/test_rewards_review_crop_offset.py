@@ -72,3 +72,12 @@ def test_scorers_on_torchvision_transforms_round_and_hpsv2_pads():
     # ImageReward's `_transform` is torchvision's Resize + CenterCrop, as open_clip's
     assert {c.centre for c in (Aesthetic, ClipScore, ImageRewardScorer)} == {"round"}
     assert PickScore.centre == "floor" and HPSv2.fit == "pad"
+
+
+def test_no_images_give_no_scores(tmp_path) -> None:
+    """An empty batch scores to an empty tensor, not a bare torch.cat error."""
+    weights, config = tiny.save_openclip(tmp_path / "clip")
+    scorer = get_scorer(f"clip:{config}", path=weights)
+    for empty in ([], torch.empty(0, 3, 32, 32)):
+        s = scorer.score(empty, [])
+        assert s.shape == (0,) and s.dtype == torch.float32

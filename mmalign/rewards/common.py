@@ -207,6 +207,8 @@ class BatchedScorer:
             raise ValueError(f"{self.name}: {len(images)} images but {len(prompts)} prompts")
         if isinstance(images, torch.Tensor):
             as_image_batch(images[:1])  # shape check before any work
+        if len(images) == 0:  # no images, no scores (torch.cat of nothing would fail)
+            return torch.empty(0)
         out = []
         n, step = len(images), self.batch_size
         chunks = tqdm(
