@@ -26,6 +26,16 @@ def test_win_stats_by_hand():
     assert 0 <= lo < 0.625 < hi <= 1
 
 
+def test_a_nan_score_is_an_error_not_a_loss():
+    """NaN compares false both ways: counted, it was a silent loss for the tuned model."""
+    import pytest
+
+    base = torch.tensor([0.1, float("nan"), 0.5])
+    tuned = torch.tensor([0.2, 0.3, float("nan")])
+    with pytest.raises(ValueError, match=r"NaN for 1 base and 1 tuned image\(s\) of 3"):
+        win_stats(base, tuned)
+
+
 def test_the_interval_narrows_with_more_prompts():
     g = torch.Generator().manual_seed(0)
     base = torch.rand(400, generator=g)

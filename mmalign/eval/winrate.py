@@ -53,6 +53,13 @@ def win_stats(
     the tuned model lost.
     """
     base, tuned = base.double(), tuned.double()
+    # a NaN compares false both ways, so it would count as a silent loss for the tuned model
+    bad = {name: int(s.isnan().sum()) for name, s in (("base", base), ("tuned", tuned))}
+    if any(bad.values()):
+        raise ValueError(
+            f"the scorer gave NaN for {bad['base']} base and {bad['tuned']} tuned image(s) of "
+            f"{base.numel()}; a half-precision scorer can overflow (--scorer-dtype float32)"
+        )
     outcome = (tuned > base).double() + 0.5 * (tuned == base).double()
     n = outcome.numel()
     if n % seeds_per_prompt:
