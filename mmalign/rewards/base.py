@@ -35,7 +35,17 @@ def as_image_batch(images: ImageBatch) -> torch.Tensor:
             raise ValueError(f"expected images [B,3,H,W], got {tuple(images.shape)}")
         if images.dtype == torch.uint8:
             return images.float() / 255
-        return images.float().clamp(0, 1)
+        images = images.float()
+        if images.numel():
+            low, high = torch.aminmax(images)
+            # clamping absorbs a resize's overshoot; a whole other value range would be
+            # clamped into white (0-255) or black (-1..1) images and scored without a word
+            if high > 2 or low < -0.5:
+                raise ValueError(
+                    f"float images must be in [0, 1], got values in [{float(low):.3g}, "
+                    f"{float(high):.3g}]: pass uint8 for 0-255 pixels, map [-1, 1] with (x + 1) / 2"
+                )
+        return images.clamp(0, 1)
     arrays = [np.asarray(img.convert("RGB"), dtype=np.float32) / 255 for img in images]
     if not arrays:
         raise ValueError("no images to score")
