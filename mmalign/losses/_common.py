@@ -41,12 +41,17 @@ def soft_label(s: PairScores) -> Tensor | None:
 
 
 def log1mexp(x: Tensor) -> Tensor:
-    """log(1 - exp(x)) for x < 0, stable at both ends (Maechler 2012)."""
-    return torch.where(
-        x > -math.log(2.0),
-        torch.log(-torch.expm1(x)),
-        torch.log1p(-torch.exp(x)),
-    )
+    """log(1 - exp(x)) for x < 0, stable at both ends (Maechler 2012).
+
+    Each branch gets a safe input where the other is selected: `torch.where` back-propagates a
+    zero into the unused branch too, and `0 * inf` there (log1p(-exp(x)) at x just below 0,
+    where exp(x) rounds to 1) made the gradient NaN although the value was finite.
+    """
+    near = x > -math.log(2.0)
+    half = torch.full_like(x, -math.log(2.0))
+    x_near = torch.where(near, x, half)
+    x_far = torch.where(near, half, x)
+    return torch.where(near, torch.log(-torch.expm1(x_near)), torch.log1p(-torch.exp(x_far)))
 
 
 def pair_metrics(
@@ -57,16 +62,26 @@ def pair_metrics(
     `accuracy` is the implicit-reward accuracy; `ranking_accuracy` is the
     fraction with `pi_c > pi_r` regardless of the reference (Chen et al. 2024,
     "Preference learning algorithms do not learn preference rankings").
+    Both score a pair against its label: where `label < 0.5` the data prefers
+    `rejected`, so the pair is right when the order is reversed (as `dpo` and
+    `smpo` train it and `mmalign eval` counts it). Rewards and margin stay as
+    `chosen` minus `rejected`.
     """
     chosen_reward = chosen_reward.detach()
     rejected_reward = rejected_reward.detach()
     margin = chosen_reward - rejected_reward
+    pi_c, pi_r = s.chosen.detach(), s.rejected.detach()
+    right, ranked = margin > 0, pi_c > pi_r
+    if s.label is not None:
+        flip = s.label.detach() < 0.5
+        right = torch.where(flip, margin < 0, right)
+        ranked = torch.where(flip, pi_c < pi_r, ranked)
     return {
         "chosen_reward": chosen_reward,
         "rejected_reward": rejected_reward,
         "margin": margin,
-        "accuracy": (margin > 0).float(),
-        "ranking_accuracy": (s.chosen.detach() > s.rejected.detach()).float(),
+        "accuracy": right.float(),
+        "ranking_accuracy": ranked.float(),
     }
 
 
