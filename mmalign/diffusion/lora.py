@@ -107,9 +107,15 @@ def folded_lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def lora_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
-    from diffusers.utils import convert_state_dict_to_diffusers
+    """The UNet's LoRA in peft's key format (`<layer>.lora_A.weight`), as the file holds it.
 
-    return convert_state_dict_to_diffusers(folded_lora_state(unet))
+    Not passed through `convert_state_dict_to_diffusers`, as diffusers' training examples do:
+    that renames only the attention projections (`to_q.lora.down.weight`) and leaves the other
+    targets in peft's names; given attention beside `proj_in`, `proj_out` or a resnet layer
+    (`conv1`, `time_emb_proj`), `load_lora_weights` dropped every attention layer of such a
+    mixed file with only a warning, so the stock pipeline (and `load_tuned`) ran another
+    model. peft's names load whole for any target set (tested)."""
+    return folded_lora_state(unet)
 
 
 def save_lora(out_dir: str | Path, unet: torch.nn.Module, family: Family) -> Path:
