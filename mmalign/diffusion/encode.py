@@ -105,10 +105,27 @@ class Encoder:
         return out
 
 
-def _checksum(module: torch.nn.Module) -> float:
-    """A cheap weight fingerprint: the sums of the first and last parameter tensors."""
-    params = [p.detach() for p in module.parameters()]
-    return float(params[0].double().sum() + params[-1].double().sum())
+CHECKSUM_CHUNK = 1 << 22  # elements per float64 copy (32 MB): bounds the checksum's memory
+
+
+@torch.no_grad()
+def weights_checksum(module: torch.nn.Module) -> list[float]:
+    """The cache key's weight fingerprint: the sum and the sum of squares of every parameter.
+
+    Every tensor, not only the first and last (as before): a text encoder with a LoRA merged
+    into its attention layers, or a VAE whose encoder was fine-tuned, kept its first and last
+    tensors and so the key of the base model's cache, whose embeddings and latents then
+    trained the other model. Read once per run, in chunks (an SDXL embedding table in float64
+    would be 0.5 GB at once)."""
+    sums = []
+    for param in module.parameters():
+        flat = param.detach().reshape(-1)
+        total = flat.new_zeros(2, dtype=torch.float64)
+        for i in range(0, flat.numel(), CHECKSUM_CHUNK):
+            chunk = flat[i : i + CHECKSUM_CHUNK].double()
+            total += torch.stack([chunk.sum(), chunk.square().sum()])
+        sums.append(total.cpu())  # one copy per tensor; no sync per chunk
+    return torch.cat(sums).tolist() if sums else []
 
 
 def fingerprint(model: DiffusionModel, resolution: int, data_fingerprint: str, rows: int) -> str:
@@ -121,7 +138,7 @@ def fingerprint(model: DiffusionModel, resolution: int, data_fingerprint: str, r
         "family": model.family,
         "configs": [dict(e.config) if isinstance(e.config, dict) else e.config.to_dict()
                     for e in encoders],
-        "weights": [_checksum(e) for e in encoders],
+        "weights": [weights_checksum(e) for e in encoders],
         "dtypes": [str(e.dtype) for e in encoders],
         "resolution": resolution,
         "data": data_fingerprint,

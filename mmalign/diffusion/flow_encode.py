@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .encode import VAE_BATCH_SIZE, Encoder
+from .encode import VAE_BATCH_SIZE, Encoder, weights_checksum
 from .flow_load import FlowModel, default_max_sequence
 
 TEXT_DTYPE = torch.float16  # the cached (and per-step) text embeddings: half the bytes of fp32
@@ -69,11 +69,6 @@ class FlowEncoder(Encoder):
         return scaled - shift * float(config.scaling_factor)
 
 
-def _checksum(module: torch.nn.Module) -> float:
-    params = [p.detach() for p in module.parameters()]
-    return float(params[0].double().sum() + params[-1].double().sum())
-
-
 def flow_fingerprint(
     model: FlowModel, resolution: int, data_fingerprint: str, rows: int, max_sequence: int
 ) -> str:
@@ -84,7 +79,7 @@ def flow_fingerprint(
         "family": model.family,
         "configs": [dict(e.config) if isinstance(e.config, dict) else e.config.to_dict()
                     for e in encoders],
-        "weights": [_checksum(e) for e in encoders],
+        "weights": [weights_checksum(e) for e in encoders],
         "dtypes": [str(e.dtype) for e in encoders],
         "text_dtype": str(TEXT_DTYPE),
         "max_sequence": max_sequence,
