@@ -77,3 +77,35 @@ def test_an_unknown_filter_is_named():
     rows = Dataset.from_dict({"prompt": ["a"], "chosen": [None], "rejected": [None]})
     with pytest.raises(ValueError, match="resize_filter"):
         PairImages(rows, 32, resize_filter="box")
+
+
+def test_sdxl_flips_a_pair_together_sd15_each_image(tmp_path):
+    """As diffusers' scripts: train_diffusion_dpo_sdxl.py stacks chosen and rejected and flips
+    them with one coin; train_diffusion_dpo.py flips each image on its own. The recipe picks by
+    family, and the pre-encoding cache key tells the two apart."""
+    from datasets import Dataset
+
+    from mmalign.diffusion.data import PairImages
+
+    image = Image.new("RGB", (32, 32), "black")
+    image.paste((255, 0, 0), (0, 0, 8, 32))  # a red band on the left: a flip shows
+    n = 64
+    rows = Dataset.from_dict({"prompt": ["a"] * n, "chosen": [image] * n, "rejected": [image] * n})
+    each, pairs = PairImages(rows, 32, flip_seed=0), PairImages(rows, 32, flip_seed=0,
+                                                              flip_pairs=True)  # fmt: skip
+    flipped = [[bool(x["pixels"][s, 0, 0, -1] > 0) for s in (0, 1)] for x in (pairs[i] for i in
+               range(n))]  # fmt: skip
+    assert all(c == r for c, r in flipped) and 10 < sum(c for c, _ in flipped) < 54
+    assert any(c != r for c, r in ([bool(each[i]["pixels"][s, 0, 0, -1] > 0) for s in (0, 1)]
+                                   for i in range(n)))  # fmt: skip
+    assert each.describe() != pairs.describe()
+    assert PairImages(rows, 32, flip_pairs=True).describe() == PairImages(rows, 32).describe()
+
+
+@pytest.mark.parametrize(("family", "together"), [("sd", False), ("sdxl", True)])
+def test_the_recipe_flips_by_family(family, together):
+    from mmalign.diffusion.recipe import DiffusionRecipe
+
+    recipe = DiffusionRecipe.__new__(DiffusionRecipe)  # only the family matters here
+    recipe.diffusion = DiffusionModel(tiny_sd_pipeline(seed=0), family, "tiny")  # type: ignore[arg-type]
+    assert recipe._flip_pairs() is together

@@ -150,6 +150,7 @@ class PairImages(torch.utils.data.Dataset):
         *,
         resize_filter: str = "bilinear",
         flip_seed: int | None = None,
+        flip_pairs: bool = False,
     ):
         if resize_filter not in RESIZE_FILTERS:
             raise ValueError(
@@ -159,11 +160,16 @@ class PairImages(torch.utils.data.Dataset):
         self.resolution = resolution
         self.resize_filter = resize_filter
         self.flip_seed = flip_seed  # None: no flips
+        # one coin for both images of a pair (diffusers' SDXL script flips them stacked), else
+        # one per image (its SD1.5 script runs RandomHorizontalFlip on each)
+        self.flip_pairs = flip_pairs
         self.has_label = "label" in rows.column_names
 
     def describe(self) -> str:
         """What besides the rows decides the pixels (part of the pre-encoding cache's key)."""
         flip = "none" if self.flip_seed is None else f"seed{self.flip_seed}"
+        if self.flip_seed is not None and self.flip_pairs:
+            flip += "-pairs"
         return f"filter={self.resize_filter};flip={flip}"
 
     def __len__(self) -> int:
@@ -173,7 +179,8 @@ class PairImages(torch.utils.data.Dataset):
         row = self.rows[int(index)]
         pixels, time_ids = [], []
         for side, name in enumerate(("chosen", "rejected")):
-            flip = self.flip_seed is not None and flip_coin(self.flip_seed, int(index), side)
+            coin = 0 if self.flip_pairs else side
+            flip = self.flip_seed is not None and flip_coin(self.flip_seed, int(index), coin)
             px, original, crop = crop_and_resize(
                 to_pil_image(row[name]), self.resolution, self.resize_filter, flip
             )

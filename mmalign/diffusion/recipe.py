@@ -94,6 +94,11 @@ class DiffusionRecipe(PairRecipeBase):
                 if self.cache is not None and accelerator.is_main_process:
                     accelerator.wait_for_everyone()
 
+    def _flip_pairs(self) -> bool:
+        # As diffusers' scripts: the SDXL one stacks chosen and rejected and flips them
+        # together; the SD1.5 one flips each image on its own (train_diffusion_dpo*.py).
+        return self.diffusion.family == "sdxl"
+
     def _make_trainable(self) -> str:
         """Add what trains (LoRA, or the whole UNet) and return the reference kind."""
         return self._lora_or_full(lambda: add_lora(self.model, self.cfg.lora))

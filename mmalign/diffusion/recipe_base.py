@@ -76,12 +76,16 @@ class PairRecipeBase:
         self.rows = rows
         return rows
 
+    def _flip_pairs(self) -> bool:
+        """Whether `diffusion.random_flip` flips a pair's two images together (one coin per
+        pair) rather than each on its own; the family's recipe says."""
+        return False
+
     def _pair_images(self) -> PairImages:
         d = self.cfg.diffusion
         flip_seed = self.cfg.train.seed if d.random_flip else None
-        return PairImages(
-            self.rows, self.resolution, resize_filter=d.resize_filter, flip_seed=flip_seed
-        )
+        return PairImages(self.rows, self.resolution, resize_filter=d.resize_filter,
+                          flip_seed=flip_seed, flip_pairs=self._flip_pairs())  # fmt: skip
 
     def _open_dataset(self, images: PairImages, fingerprint_of: Callable[[str], str]) -> Any:
         """`self.dataset`: the pre-encoded pairs with `diffusion.precompute` (built once, by
