@@ -50,3 +50,31 @@ def test_two_cpu_processes_match_one(tmp_path):
     for x, y in zip(a, b, strict=True):
         assert abs(x["loss"] - y["loss"]) <= TOLERANCE, (x["step"], x["loss"], y["loss"])
     assert '"processes": 2' in (multi / "mmalign_run.json").read_text()
+
+
+def test_two_cpu_processes_match_one_for_a_vlm(tmp_path):
+    """The VLM scorer calls the language model inside DDP's wrapper directly; its policy pass
+    must still run as the wrapper's forward, or DDP never averages the gradients and each
+    process steps on its own half batch (grad norms differed by 20-40% before the fix)."""
+    overrides = ["train.max_steps=3", "train.log_every=1", "train.checkpoint_every=100",
+                 "data.toy.n=64", "validation.enabled=false", "train.trackers=[]"]  # fmt: skip
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    run = [sys.executable, "-m", "mmalign.cli", "train", "configs/toy/vlm_dpo.yaml", *overrides]
+    one = subprocess.run([*run, "train.batch_size=4", f"output_dir={single}"], env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    assert launcher is not None
+    two = subprocess.run(
+        [launcher, "launch", "--num_processes", "2", "--multi_gpu", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", *run[1:],
+         "train.batch_size=2", f"output_dir={multi}"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = read_metrics(single), read_metrics(multi)
+    assert [m["step"] for m in a] == [m["step"] for m in b] == [1, 2, 3]
+    for x, y in zip(a, b, strict=True):
+        assert abs(x["grad_norm"] - y["grad_norm"]) <= 1e-3 * x["grad_norm"], (x, y)
+        assert abs(x["loss"] - y["loss"]) <= TOLERANCE, (x["step"], x["loss"], y["loss"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -43,6 +44,29 @@ def _core(model: Any) -> Any:
     """The transformers *ForConditionalGeneration under PEFT / DDP wrappers."""
     m = getattr(model, "module", model)
     return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+
+def as_forward(model: Any, run: Callable[[], Any]) -> Any:
+    """`run()` as the forward of `model`'s DistributedDataParallel wrapper, if it has one.
+
+    The scorer calls the language model inside the wrapper directly (its hidden states, not the
+    full logits). DDP averages the gradients across processes only for a backward that follows
+    its own forward (which arms its reducer); without one each process stepped on its own
+    half-batch gradient and the replicas drifted apart. So the policy pass runs as the wrapped
+    module's forward for one call: the instance attribute shadows the class's `forward`
+    (accelerate's mixed-precision wrapper, itself an instance attribute, is put back after)."""
+    if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return run()
+    inner = model.module
+    own = inner.__dict__.get("forward")
+    inner.forward = run
+    try:
+        return model()
+    finally:
+        if own is None:
+            del inner.forward
+        else:
+            inner.forward = own
 
 
 def image_features(core: Any, batch: SequenceBatch) -> list[torch.Tensor]:
@@ -186,10 +210,19 @@ class VLMPairScorer:
         if id(core) not in self._frozen:
             self._frozen[id(core)] = not image_path_trainable(core)
         frozen = self._frozen[id(core)]
-        with torch.no_grad() if frozen else contextlib.nullcontext():
-            features = image_features(core, batch) if batch.layout == "image" else None
+        features = None
+        if frozen and batch.layout == "image":
+            with torch.no_grad():
+                features = image_features(core, batch)
         packed = self.packed(model, batch)
-        logps, counts = sequence_logps(core, batch, features, packed)
+
+        def policy() -> tuple[torch.Tensor, torch.Tensor]:
+            shown = features
+            if not frozen and batch.layout == "image":  # the image path trains
+                shown = image_features(core, batch)
+            return sequence_logps(core, batch, shown, packed)
+
+        logps, counts = as_forward(model, policy)
         ref = None
         if with_reference:
             if self.reference == "none":
