@@ -9,6 +9,7 @@ or the full model (`model/`), plus `merged/` on request.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections import Counter
@@ -200,10 +201,13 @@ class VLMRecipe:
         scores = None
         if reference == "precomputed":
             # "open-unclosed": PRISM's cut stages lost their end-of-turn token, so scores saved
-            # before that would lack the sequences now scored (named only for vlm.prism)
+            # before that would lack the sequences now scored (named only for vlm.prism). The
+            # mixed precision is part of the key: the scores are computed under its autocast.
             key = _digest(self.vlm.weights_key, self.rows._fingerprint, pairs, v.max_length, extra,
                           cfg.data.filter, blind_as_rows,
-                          *(["open-unclosed"] if v.prism else []))  # fmt: skip
+                          *(["open-unclosed"] if v.prism else []),
+                          *([cfg.train.mixed_precision] if cfg.train.mixed_precision != "no"
+                            else []))  # fmt: skip
             scores = self._reference_pass(cache_root() / "vlm-reference" / f"{key}.json")
         self.scorer = VLMPairScorer(self.model, reference, scores,  # type: ignore[arg-type]
                                     pack=v.pack_prompts)  # fmt: skip
@@ -297,12 +301,17 @@ class VLMRecipe:
             return {(r, v, c): s for r, v, c, s in json.loads(path.read_text())}
         core, out = self.vlm.core, []
         batch_size = self.cfg.train.batch_size
+        autocast = getattr(self.accelerator, "autocast", contextlib.nullcontext)
         for start in tqdm(range(0, len(self.dataset), batch_size), desc="reference scores"):
             items = [self.dataset[i] for i in range(start, min(start + batch_size,
                                                                  len(self.dataset)))]  # fmt: skip
             batch = self.collate(items).to(self.accelerator.device)
             packed = pack_batch(core, batch) if self.cfg.vlm.pack_prompts else None
-            logps = sequence_logps(core, batch, image_features(core, batch), packed)[0].tolist()
+            # under the autocast the policy is scored with (train/loop.py), as TRL's reference
+            # pass: a float32 reference against a bf16 policy gives a nonzero margin at step 0
+            with autocast():
+                logps = sequence_logps(core, batch, image_features(core, batch), packed)[0]
+            logps = logps.tolist()
             for (row, variant, completion), s in zip(batch.sequence_keys, logps, strict=True):
                 out.append((batch.rows[row], variant, completion, s))
         path.parent.mkdir(parents=True, exist_ok=True)
