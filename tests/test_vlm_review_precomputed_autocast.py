@@ -55,3 +55,29 @@ def test_precomputed_reference_equals_the_bf16_policy_at_step_zero(tmp_path):
     # the adapter starts at zero, so policy == reference: margin 0
     policy, ref = step_zero(recipe(tmp_path / "bf16", "bf16"))
     assert torch.allclose(policy, ref, atol=1e-5), (policy, ref)
+
+
+def test_a_changed_chat_template_is_scored_again(tmp_path, monkeypatch):
+    """The cached scores are keyed by completion text, not by the prompt the chat template
+    renders: the same model folder with its template reworded gets a cache of its own."""
+    import shutil
+
+    from mmalign.data.cache import cache_root
+    from mmalign.toy.paths import model_path
+
+    monkeypatch.setenv("MMALIGN_CACHE", str(tmp_path / "cache"))
+    copy = tmp_path / "toy-vlm"
+    shutil.copytree(model_path("vlm"), copy)
+    cfg = vlm_config(tmp_path / "a", model={"name_or_path": str(copy), "kind": "vlm"},
+                     vlm={"reference": "precomputed"})  # fmt: skip
+    VLMRecipe(cfg, _Accel("no"))
+    folder = cache_root() / "vlm-reference"
+    first = set(folder.iterdir())
+    VLMRecipe(cfg, _Accel("no"))  # the same template: the same cache
+    assert set(folder.iterdir()) == first
+    template = copy / "chat_template.jinja"
+    text = template.read_text()
+    assert "{{ text + ' ' }}" in text  # the user turn's end
+    template.write_text(text.replace("{{ text + ' ' }}", "{{ text + ' . ' }}"))
+    VLMRecipe(cfg, _Accel("no"))
+    assert len(set(folder.iterdir()) - first) == 1

@@ -202,9 +202,11 @@ class VLMRecipe:
         if reference == "precomputed":
             # "open-unclosed": PRISM's cut stages lost their end-of-turn token, so scores saved
             # before that would lack the sequences now scored (named only for vlm.prism). The
-            # mixed precision is part of the key: the scores are computed under its autocast.
+            # mixed precision is part of the key: the scores are computed under its autocast;
+            # so is the chat template, which renders the prompts the cache does not key on.
+            template = getattr(self.vlm.processor, "chat_template", None)
             key = _digest(self.vlm.weights_key, self.rows._fingerprint, pairs, v.max_length, extra,
-                          cfg.data.filter, blind_as_rows,
+                          cfg.data.filter, blind_as_rows, _digest(template),
                           *(["open-unclosed"] if v.prism else []),
                           *([cfg.train.mixed_precision] if cfg.train.mixed_precision != "no"
                             else []))  # fmt: skip
