@@ -22,14 +22,17 @@ from ..common import pick_device, pick_dtype
 from .model import DenseRewardModel
 
 
-def _resized(images: ImageBatch, size: int) -> torch.Tensor:
-    """A float batch [B,3,H,W]; PIL images of several sizes are resized to `size` first."""
-    if isinstance(images, torch.Tensor) or len({im.size for im in images}) == 1:
-        return as_image_batch(images)
-    return torch.cat([
-        F.interpolate(as_image_batch([im]), size=(size, size), mode="bilinear", antialias=True)
-        for im in images
-    ])  # fmt: skip
+def _by_size(images: ImageBatch) -> list[list[int]]:
+    """The indices of `images` grouped by size (a tensor is one group). `score` runs each group
+    on its own: resizing a mixed batch to one square before the model's own preprocessing
+    squashed a non-square image that, scored alone, the CLIP backbone would centre-crop (and
+    SigLIP's resize bicubic), so an image's score depended on the sizes beside it."""
+    if isinstance(images, torch.Tensor):
+        return [list(range(len(images)))]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(im.size, []).append(i)
+    return list(groups.values())
 
 
 def _sizes(images: ImageBatch) -> set[tuple[int, int]]:
@@ -68,7 +71,7 @@ class DenseScorer:
         n, step = len(images), self.batch_size
         bar = tqdm(range(0, n, step), desc=self.name, unit="batch", disable=n <= step, leave=False)
         for start in bar:
-            batch = _resized(images[start : start + step], self.model.config.image_size)
+            batch = as_image_batch(images[start : start + step])  # one size: see score
             ids, mask = self.model.tokenize(list(prompts[start : start + step]))
             yield (batch.to(self.device, self.dtype), ids.to(self.device), mask.to(self.device),
                    tuple(batch.shape[-2:]))  # fmt: skip
@@ -100,7 +103,18 @@ class DenseScorer:
     @torch.no_grad()
     def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
         """The `overall` score [B] in [0, 1], as `dense(...)["overall"]` without running the
-        heatmap decoder (which it would throw away)."""
+        heatmap decoder (which it would throw away). Images of several sizes are scored size
+        by size, each exactly as it would be alone."""
+        if len(prompts) != len(images):
+            raise ValueError(f"{self.name}: {len(images)} images but {len(prompts)} prompts")
         overall = DENSE_SCORES.index("overall")
-        return torch.cat([self.model.scores(pixels, ids, mask)[:, overall].float().cpu()
-                          for pixels, ids, mask, _ in self._batches(images, prompts)])  # fmt: skip
+        out = torch.empty(len(images))
+        for group in _by_size(images):
+            if not group:  # an empty tensor batch: nothing to score
+                continue
+            part = images if isinstance(images, torch.Tensor) else [images[i] for i in group]
+            texts = [prompts[i] for i in group]
+            batches = self._batches(part, texts)
+            scores = [self.model.scores(px, ids, mask)[:, overall] for px, ids, mask, _ in batches]
+            out[group] = torch.cat(scores).float().cpu()
+        return out
