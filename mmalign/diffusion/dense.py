@@ -157,7 +157,8 @@ def pair_weights(
     (a `PairImages`: pixels [2,3,R,R] in [-1, 1] at the training resolution and crop),
     computed once at start, one batch of images decoded at a time. With `cache_dir` (the
     pre-encoding cache's folder, which already names the data, resolution and crop) the
-    weights are written there as safetensors and read back by later runs and resumes."""
+    weights are written there as safetensors and read back by later runs and resumes. A row
+    with a label below 0.5 (its rejected image won) is weighted with its images swapped."""
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
@@ -166,7 +167,8 @@ def pair_weights(
     from ..rewards import get_scorer
 
     name = spec.scorer
-    options = (name, spec.map, spec.sides, spec.normalize, latent_size, len(images))
+    # "winner": the weights follow the label (below); caches written before that are not reused
+    options = (name, spec.map, spec.sides, spec.normalize, latent_size, len(images), "winner")
     path = None
     if cache_dir is not None:
         key = digest([_scorer_key(name), *options[1:]])
@@ -182,13 +184,19 @@ def pair_weights(
     for start in tqdm(range(0, len(images), spec.batch_size), desc="dense weights", unit="batch"):
         items = [images[i] for i in range(start, min(start + spec.batch_size, len(images)))]
         pixels = torch.stack([it["pixels"] for it in items]).add(1).div(2).clamp(0, 1)
-        out.append(
-            DenseWeights.compute(
-                scorer, pixels[:, 0], pixels[:, 1], [it["prompt"] for it in items], size,
-                map_name=spec.map, sides=spec.sides, batch_size=spec.batch_size,
-                normalize=spec.normalize, progress=False,
-            ).weights
-        )  # fmt: skip
+        # A row whose label is below 0.5 says the rejected image won (dpo and smpo train towards
+        # it): the image whose flaws must not be reinforced is then the rejected one, so the
+        # pair is weighted winner first and its two weight maps put back in column order.
+        labels = [float(it.get("label", 1.0)) for it in items]
+        swap = torch.tensor([x < 0.5 for x in labels], dtype=torch.bool)
+        pixels[swap] = pixels[swap].flip(1)
+        weights = DenseWeights.compute(
+            scorer, pixels[:, 0], pixels[:, 1], [it["prompt"] for it in items], size,
+            map_name=spec.map, sides=spec.sides, batch_size=spec.batch_size,
+            normalize=spec.normalize, progress=False,
+        ).weights  # fmt: skip
+        weights[swap] = weights[swap].flip(1)
+        out.append(weights)
     weights = torch.cat(out) if out else torch.ones(0, 2, 1, *size)
     if path is not None:  # written whole, then renamed: a cache is complete or absent
         tmp = path.with_suffix(".tmp")
