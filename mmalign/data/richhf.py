@@ -97,18 +97,27 @@ def _one(features: dict[str, Value], key: str, kind: type) -> Any:
     return value
 
 
+def _text(features: dict[str, Value], key: str) -> str:
+    """A bytes feature as UTF-8 text; bytes that are not UTF-8 are `bad_<key>` (a `TypeError`
+    naming the key, as `_one`'s), so the skip reason says which feature is broken."""
+    try:
+        return _one(features, key, bytes).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise TypeError(key) from err
+
+
 def parse_record(features: dict[str, Value], index: int) -> RichHFRecord | str:
     """The record, or the reason it is unusable (`missing_<feature>`, `bad_<feature>`,
     `<score>_out_of_range`, `heatmap_sizes_differ`, `bad_heatmap`)."""
     try:
-        filename = _one(features, "filename", bytes).decode("utf-8")
+        filename = _text(features, "filename")
         raw_scores = {name: _one(features, key, float) for key, name in SCORE_FEATURES.items()}
         maps = {c: _one(features, key, bytes) for c, key in MAP_FEATURES.items()}
-        labels = _one(features, "prompt_misalignment_label", bytes).decode("utf-8")
+        labels = _text(features, "prompt_misalignment_label")
     except KeyError as err:
         return f"missing_{err.args[0]}"
-    except (TypeError, UnicodeDecodeError) as err:
-        return f"bad_{err.args[0] if isinstance(err, TypeError) else 'text'}"
+    except TypeError as err:
+        return f"bad_{err.args[0]}"
     reason = score_problem(raw_scores)
     if reason is not None:
         return reason
