@@ -179,9 +179,12 @@ class FlowPairScorer:
         embeds = cond["prompt_embeds"].to(dtype)
         pooled = cond["pooled"].to(dtype)
         if self.family == "sd3":
+            # float32 timestep, as StableDiffusion3Pipeline and diffusers' SD3 scripts pass it
+            # (the transformer embeds it in float32): in bfloat16, sigma * T is off by up to
+            # ~4 of 1000 (901.3 -> 904), a level the noise in `noisy` was not drawn at.
             return net(
                 hidden_states=noisy.to(dtype), encoder_hidden_states=embeds,
-                pooled_projections=pooled, timestep=sigma.to(dtype) * self.num_timesteps,
+                pooled_projections=pooled, timestep=sigma.float() * self.num_timesteps,
             ).sample  # fmt: skip
         n, c, h, w = noisy.shape
         kwargs: dict[str, Any] = {}
