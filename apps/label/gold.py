@@ -11,7 +11,8 @@ exported as data, and measure each annotator (`quality.py`). A gold file is JSON
 
 Image paths are relative to the file's folder. `answer` names a side of the pair
 (`image_0`/`image_1`, or `response_0`/`response_1` in VLM mode), `tie` or `both_bad`.
-A PreferencePair folder works too: each row is a gold pair whose answer is `chosen`.
+A PreferencePair folder (or Pick-a-Pic data) works too: each row is a gold pair whose answer
+is `chosen`, or `rejected` for a row with a label under 0.5, or `tie` for a label of 0.5.
 Every row is checked before anything is written, and the pairs and their answers go into
 the database in one transaction: a bad row stops the import with its number and reason,
 and nothing of the file is added.
@@ -28,7 +29,7 @@ from sqlalchemy import select
 
 from mmalign.suggest import did_you_mean
 
-from .images import import_pairs, save_image
+from .images import import_labeled_pairs, save_image
 from .store import Pair, Store, pair_id_for
 from .tables import gold, pairs
 from .vlm_pairs import VlmPair, insert_pairs, is_vlm, vlm_pair
@@ -78,15 +79,23 @@ def _answer(value: Any, where: str, vlm: bool) -> str:
     return SIDES[value]
 
 
+def _label_answer(label: float | None) -> str:
+    """A dataset row's answer from its `label`, P(chosen = image_0 is preferred): a label 0
+    row's rejected image won, and a tie (0.5; Pick-a-Pic's 0.5/0.5) prefers neither."""
+    if label is None or label > 0.5:
+        return "image_0"
+    return "tie" if label == 0.5 else "image_1"
+
+
 def read_gold(store: Store, path: str | Path, image_root: str | Path) -> list[tuple[Any, str]]:
     """Check every row of a gold file; (pair, answer) for each, images copied into
     `image_root` (content-named files: a failed import leaves no database rows)."""
     path = Path(path)
     vlm = is_vlm(store)
-    if path.is_dir():  # a PreferencePair dataset: the chosen image is the answer
+    if path.is_dir():  # a PreferencePair dataset: the answer is read from the row's label
         if vlm:
             raise GoldError(f"{path}: a VLM run takes gold pairs from a JSON Lines file")
-        return [(p, "image_0") for p in import_pairs(path, image_root)]
+        return [(p, _label_answer(label)) for p, label in import_labeled_pairs(path, image_root)]
     if not path.is_file():
         raise GoldError(f"{path}: no such gold file")
     out: list[tuple[Any, str]] = []

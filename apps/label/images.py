@@ -144,6 +144,15 @@ def import_pairs(
     stops the import with an ImageError naming its row and column. Which image was
     "chosen" in the source is not kept: annotators judge the pair afresh.
     """
+    for pair, _label in import_labeled_pairs(source, root, split=split, limit=limit):
+        yield pair
+
+
+def import_labeled_pairs(
+    source: str | Path, root: str | Path, *, split: str = "train", limit: int | None = None
+) -> Iterator[tuple[Pair, float | None]]:
+    """`import_pairs` with each row's `label` (P(image_0, the source's chosen, is preferred):
+    None for 1, 0 when the rejected image won, 0.5 for a tie), for gold answers."""
     Path(root).mkdir(parents=True, exist_ok=True)
     ds, tag = _rows(str(source), split)
     n = len(ds) if limit is None else min(limit, len(ds))
@@ -154,4 +163,6 @@ def import_pairs(
             save_image(root, d, f"row {i} column {name!r}")
             for d, name in zip(data, ("chosen", "rejected"), strict=True)
         ]
-        yield Pair(pair_id_for(row["prompt"], *data), row["prompt"], *names, tag)
+        label = row.get("label")
+        pair = Pair(pair_id_for(row["prompt"], *data), row["prompt"], *names, tag)
+        yield pair, None if label is None else float(label)
