@@ -162,15 +162,20 @@ def load_criteria(path: str | Path) -> Criteria:
 
 def save_criteria(store: Any, criteria: Criteria) -> None:
     """Keep the run's criteria in the database. Changing the questions of a run that has
-    multi-question votes would orphan their answers, so that is refused."""
+    multi-question votes would orphan their answers, so that is refused; so is a new first
+    question for one-question votes (their `choice`, read as the first question's answer,
+    answered the old one)."""
     from sqlalchemy import func, select
 
-    from .tables import answers
+    from .tables import answers, votes
 
     old = stored_criteria(store)
     with store.read.begin() as conn:
         answered = conn.execute(select(func.count()).select_from(answers)).scalar_one()
-    if old != criteria and answered:
+        voted = conn.execute(
+            select(func.count()).where(votes.c.undone == 0, votes.c.choice != "skip")
+        ).scalar_one()
+    if old != criteria and (answered or (voted and old.first != criteria.first)):
         raise CriteriaError(f"this database already has votes on criteria {old.names}; "
                             f"use a new database for {criteria.names}")  # fmt: skip
     store.set_setting(SETTING, criteria.to_json())
