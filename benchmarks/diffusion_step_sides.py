@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from mmalign.bench import offload_encoders
+
 if TYPE_CHECKING:
     import torch
 
@@ -160,13 +162,7 @@ def ours_step(
         # the accelerator, so they hold no device memory during the steps.
         rows = list(range(len(pixels["prompt"])))
         cached = {k: v.to(device) for k, v in encoder.encode(pixels, rows).items()}
-        for name in ("vae", "text_encoder", "text_encoder_2"):
-            module = getattr(model.pipe, name, None)
-            if module is not None:
-                module.to("cpu")
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
+        offload_encoders(model.pipe, device)
     extra: dict[str, Any] = {}
     dense = None
     if variant.dense:

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mmalign.bench import offload_encoders
+
 FLOW_FAMILIES = ("sd3", "flux")
 FLOW_BETA = 50.0  # flow_grpo's SD3.5-M beta 100 in mmalign's scale; no effect on timing
 MAX_SEQUENCE = 32  # T5 tokens of the tiny pipelines
@@ -69,13 +71,7 @@ def _ours(model: Any, variant: Any, pixels: dict[str, Any], rank: int, device: A
     cached = None
     if variant.cache:
         cached = {k: v.to(device) for k, v in encoder.encode(pixels, list(range(b))).items()}
-        for name in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
-            module = getattr(model.pipe, name, None)
-            if module is not None:
-                module.to("cpu")
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
+        offload_encoders(model.pipe, device)
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-5)
     net.train()
 

@@ -56,3 +56,21 @@ def step_summary(times: list[float], device: Any, base_rss: float) -> dict[str, 
         "base_rss_mb": base_rss,
         "train_rss_mb": peak_rss - base_rss,
     }
+
+
+ENCODERS = ("vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+def offload_encoders(pipe: Any, device: Any) -> None:
+    """After pre-encoding, the encoders back on the CPU (as the recipe keeps them off the
+    accelerator while training from the cache), and on CUDA the peak reset, so a step's peak
+    memory holds no encoder."""
+    import torch
+
+    for name in ENCODERS:
+        module = getattr(pipe, name, None)
+        if module is not None:
+            module.to("cpu")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)

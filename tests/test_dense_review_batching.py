@@ -6,27 +6,14 @@ from __future__ import annotations
 
 import torch
 from PIL import Image
+from test_dense_reward import save_tiny_clip
 
 from mmalign.rewards import get_scorer
 from mmalign.rewards.dense import DenseRewardModel
-from mmalign.toy.paths import model_path
 
 
 def _tiny_clip_head(tmp_path):
-    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path("sd") / "tokenizer")
-    config = CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "intermediate_size": 37,
-                     "max_position_embeddings": 24},
-        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32,
-                       "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37},
-        projection_dim=16,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(tmp_path / "clip")
-    tokenizer.save_pretrained(tmp_path / "clip")
+    save_tiny_clip(tmp_path / "clip")
     model = DenseRewardModel.from_backbone(str(tmp_path / "clip"), dim=32, heads=2, depth=1)
     return model.save_pretrained(tmp_path / "head")
 

@@ -131,7 +131,8 @@ def test_wrong_checkpoints_are_named(tmp_path):
         get_scorer("dense")
 
 
-def test_clip_backbone_round_trips_tiny_random_clip(tmp_path):
+def save_tiny_clip(folder):  # type: ignore[no-untyped-def]
+    """A tiny random CLIPModel (seed 0) with toy-sd's tokenizer, saved in `folder`."""
     from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
     tokenizer = AutoTokenizer.from_pretrained(model_path("sd") / "tokenizer")
@@ -145,8 +146,13 @@ def test_clip_backbone_round_trips_tiny_random_clip(tmp_path):
     )  # fmt: skip
     torch.manual_seed(0)
     clip = CLIPModel(config)
-    clip.save_pretrained(tmp_path / "clip")
-    tokenizer.save_pretrained(tmp_path / "clip")
+    clip.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return clip
+
+
+def test_clip_backbone_round_trips_tiny_random_clip(tmp_path):
+    clip = save_tiny_clip(tmp_path / "clip")
     model = DenseRewardModel.from_backbone(str(tmp_path / "clip"), dim=32, heads=2, depth=1)
     # the backbone's weights are the checkpoint's
     torch.testing.assert_close(
