@@ -97,12 +97,16 @@ def final_answer(text: str) -> str:
     """The OUTPUT stage's content when there is one, else the whole text (a model without the
     format answers directly): what attack success and benign accuracy are judged on. An OUTPUT
     stage opened but never closed (cut at the length limit) is the text after its opening tag:
-    a refusal cut short there still opens with the refusal, not with the earlier stages."""
+    a refusal cut short there still opens with the refusal, not with the earlier stages. Stray
+    tags are never part of the answer, closed stage or not (`<|OUTPUT|><|OUTPUT|>I cannot
+    help...` refuses; `format_compliance` counts the broken format)."""
     parsed = parse_stages(text)
     if parsed.output is not None:
-        return parsed.output
-    head, opened, rest = text.partition(open_tag("OUTPUT"))
-    return TAG_PATTERN.sub(" ", rest if opened else head).strip()
+        answer = parsed.output
+    else:
+        head, opened, rest = text.partition(open_tag("OUTPUT"))
+        answer = rest if opened else head
+    return TAG_PATTERN.sub(" ", answer).strip()
 
 
 def is_partial(answer: str) -> bool:
