@@ -34,6 +34,10 @@ class LoraConfig:
     def __post_init__(self) -> None:
         if self.rank < 1:
             raise ValueError(f"lora.rank must be >= 1, got {self.rank}")
+        if not 0.0 <= self.dropout < 1.0:  # else torch's traceback once the model is loaded
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if self.alpha is not None and not self.alpha > 0:  # 0 disables the adapter, < 0 flips it
+            raise ValueError(f"lora.alpha must be > 0 (or null: alpha = rank), got {self.alpha}")
 
 
 @dataclass
