@@ -40,13 +40,20 @@ def load_config(cls: type[T], path: str | Path | None, overrides: Iterable[str] 
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder, not a YAML file: name the recipe's .yaml file")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        with path.open() as f:
-            try:
-                loaded = yaml.safe_load(f)
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: {yaml_problem(err)}") from None
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8"
+            ) from None
+        try:
+            loaded = load_yaml(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: {yaml_problem(err)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -73,7 +80,7 @@ def apply_overrides(
             dotted = key.replace("[", ".").replace("]", "")
             raise ConfigError(f"override '{key}': list items take a dotted index: '{dotted}'")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = load_yaml(text) if text.strip() else None
         except yaml.YAMLError as err:
             problem = yaml_problem(err)
             raise ConfigError(f"override '{item}': the value is not YAML ({problem})") from None
@@ -245,6 +252,32 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.safe_load`, but a key given twice in one mapping is an error: YAML keeps the last
+    and silently drops the first (a second `model:` section would replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (YAML would keep only the last)",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML as `yaml.safe_load` does, refusing a key given twice in one mapping."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:
