@@ -2,12 +2,15 @@
 
 An SDXL recipe needs its pipeline, its VAE and its data set; offline, each one missing from the
 local cache is named in one message with how to get it, instead of the first loader's
-traceback minutes later.
+traceback minutes later. An `output_dir` that is a file (or lies under one) is named with them.
 """
 
 from __future__ import annotations
 
-from ..hub import Need, require
+from pathlib import Path
+
+from ..config import InputError
+from ..hub import Need, problem
 from .config import Config
 
 # The file that shows a model repo is in the cache, by what loads it.
@@ -28,6 +31,21 @@ def recipe_needs(cfg: Config) -> list[Need]:
     return needs
 
 
+def output_dir_problem(output_dir: str) -> str | None:
+    """Why `output_dir` cannot be made a folder (it, or a folder above it, is a file), or None."""
+    path = Path(output_dir).expanduser()
+    for where in (path, *path.parents):
+        if where.exists():
+            if where.is_dir():
+                return None
+            return f"output_dir: {where} is a file, not a folder; choose another output_dir"
+    return None
+
+
 def check_sources(cfg: Config) -> None:
     """Raise one `InputError` naming every input of `cfg` that cannot be used as it stands."""
-    require(recipe_needs(cfg))
+    problems = [problem(need) for need in recipe_needs(cfg)]
+    problems.append(output_dir_problem(cfg.output_dir))
+    found = [p for p in problems if p is not None]
+    if found:
+        raise InputError("\n".join(found))
