@@ -308,7 +308,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .cli_errors import debug_requested, input_error_message
 
     debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # under the command's usage, with the option (or recipe key) probably meant
+        from .cli_errors import unknown_arguments
+
+        unknown_arguments(parser, argv, extras)
     try:
         return int(args.func(args))
     except Exception as err:

@@ -16,6 +16,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from .config import InputError
 
@@ -75,3 +76,69 @@ def at_least_one(args: argparse.Namespace, *names: str) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def unknown_arguments(
+    parser: argparse.ArgumentParser, argv: list[str], extras: list[str]
+) -> NoReturn:
+    """Exit as argparse does for arguments no parser took, but under the usage of the command
+    they were given to, with the option probably meant: for a command that takes recipe
+    overrides, `--max-steps 2` is answered with `train.max_steps=2`."""
+    command = parser
+    for token in argv:  # the (sub)command the arguments were given to
+        actions = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions:
+            break
+        command = actions[0].choices.get(token, command)
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    flag = next((e for e in extras if e.startswith("--") and len(e) > 2), None)
+    if flag is not None:
+        name, _, value = flag.partition("=")
+        if not value and extras.index(flag) + 1 < len(extras):
+            after = extras[extras.index(flag) + 1]
+            value = "" if after.startswith("-") else after
+        message += "; " + _option_hint(command, name, value)
+    command.error(message)
+
+
+def _option_hint(command: argparse.ArgumentParser, flag: str, value: str) -> str:
+    import difflib
+
+    from .suggest import closest
+
+    if any(a.dest == "overrides" for a in command._actions):  # train, config show, demo
+        keys = _recipe_keys()
+        name = flag.lstrip("-").replace("-", "_")
+        leaves = {key.rsplit(".", 1)[-1]: key for key in reversed(keys)}  # a leaf: its first key
+        near = difflib.get_close_matches(name, [*keys, *leaves], n=1, cutoff=0.8)  # no wild guess
+        guess = leaves.get(near[0], near[0]) if near else None
+        if guess is not None:
+            return f"did you mean '{guess}={value or 'VALUE'}'?"
+        return (
+            "recipe settings are key=value overrides, e.g. train.learning_rate=1e-5 "
+            "(`mmalign config show CONFIG` prints every key)"
+        )
+    options = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+    guess = closest(flag, options)
+    return f"did you mean '{guess}'?" if guess is not None else "see --help"
+
+
+def _recipe_keys() -> list[str]:
+    """Every dotted key of a recipe (mmalign.train.Config) that holds a value, not a section."""
+    import dataclasses
+
+    from .config import _field_dataclass
+    from .train import Config
+
+    keys: list[str] = []
+    pending: list[tuple[str, type]] = [("", Config)]
+    while pending:
+        prefix, schema = pending.pop(0)
+        for f in dataclasses.fields(schema):  # type: ignore[arg-type]
+            key = f"{prefix}{f.name}"
+            nested = _field_dataclass(schema, f.name)
+            if nested is not None:
+                pending.append((f"{key}.", nested))
+            else:
+                keys.append(key)
+    return keys
