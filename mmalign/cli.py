@@ -127,7 +127,9 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     from .ppd_cli import refuse_stray_options
 
     refuse_stray_options(args, "--user")
-    scorers = args.scorers.split(",")
+    scorers = [name.strip() for name in args.scorers.split(",") if name.strip()]
+    if not scorers:
+        raise InputError(f"--scorers {args.scorers!r}: name at least one scorer, e.g. toy:fidelity")
     for name in scorers:  # a typo fails before any model loads
         split_name(name)
     if not Path(args.tuned).exists():

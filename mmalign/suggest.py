@@ -11,10 +11,16 @@ def closest(name: str, candidates: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
+MAX_LISTED = 24  # candidates a message lists when none is close
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A sentence suggesting the closest candidate, or listing them all."""
     options = sorted(candidates)
     guess = closest(name, options)
     if guess is not None:
         return f"did you mean '{guess}'?"
+    if len(options) > MAX_LISTED:  # e.g. the scorers: ~180 names, most of them toy users
+        shown = ", ".join(options[:MAX_LISTED])
+        return f"valid: {shown}, ... ({len(options)} in all)"
     return "valid: " + (", ".join(options) if options else "(none)")

@@ -25,7 +25,8 @@ def _cmd_toy_build(args: argparse.Namespace) -> int:
     from .toy.models.build import build
     from .toy.paths import MODELS_DIR
 
-    named = [*(args.models or []), *(args.only or [])]
+    # `toy:sd` is how recipes name them: the prefix is accepted here too
+    named = [m.removeprefix("toy:") for m in (*(args.models or []), *(args.only or []))]
     for name in named:
         if name not in TOY_MODELS:
             from .suggest import did_you_mean

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, yaml_problem
+from ..config import ConfigError, load_yaml, yaml_problem
 from ..suggest import did_you_mean
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets"  # in a source checkout
@@ -103,7 +103,7 @@ def load_card(name: str | Path) -> DatasetCard:
     """Read and check a card (unknown keys, reader, kind and source are named when wrong)."""
     file = find_card(name)
     try:
-        raw = yaml.safe_load(file.read_text())
+        raw = load_yaml(file.read_text(encoding="utf-8"))  # a key given twice is an error
     except yaml.YAMLError as err:
         raise ConfigError(f"{file}: {yaml_problem(err)}") from None
     if not isinstance(raw, dict):
