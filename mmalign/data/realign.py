@@ -8,11 +8,18 @@ record has a required field is an error naming the field and the accepted keys.
 
 - image: `image`, `image_path`, `img_path`, `img`
 - question: `question`, `prompt`, `query`, `instruction`, or the first human turn of LLaVA
-  `conversations`
+  `conversations`; without these, the user turn of a conversational `chosen`
 - chosen: `chosen`, `y_w`, `chosen_response`
 - rejected: `rejected`, `y_l`, `rejected_response`
 - retrieved image (optional): `retrieved_image`, `image_neg`, `negative_image`, `neg_image`,
   `rejected_image`, `retrieved_image_path` (a list: its first image)
+
+The released training file (`train_rdpo.py`) holds `image`, `retrieved_image` and `chosen` /
+`rejected` as whole conversations (`[{"role": "user", "content": "<image>\\n..."}, {"role":
+"assistant", "content": ...}]`): the shared user turn is the question and each final assistant
+turn the answer. Conversations whose user turns differ are counted as `prompt_mismatch`, and
+more than one turn before the answer as `multi_turn_prompt` (the collator renders one user
+turn). A record with no question at all is counted as `missing_prompt`.
 
 `mmalign.vlm.realign` builds such data from a model and an image pool.
 """
@@ -28,6 +35,7 @@ from .vlm_rows import (
     SkipRow,
     make_row,
     pick,
+    text_of,
 )
 
 KEYS: dict[str, tuple[str, ...]] = {
@@ -36,6 +44,8 @@ KEYS: dict[str, tuple[str, ...]] = {
     "chosen": ("chosen", "y_w", "chosen_response"),
     "rejected": ("rejected", "y_l", "rejected_response"),
 }
+# the question may sit inside a conversational chosen answer, so only these must be present
+REQUIRED = {k: v for k, v in KEYS.items() if k != "question"}
 RETRIEVED_KEYS = ("retrieved_image", "image_neg", "negative_image", "neg_image",
                   "rejected_image", "retrieved_image_path")  # fmt: skip
 SOURCE = "re-align"
@@ -52,6 +62,26 @@ def _question(record: Mapping[str, Any]) -> Any:
     return value
 
 
+def _role(turn: Mapping[str, Any]) -> Any:
+    return turn.get("role", turn.get("from"))
+
+
+def _is_conversation(value: Any) -> bool:
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(t, Mapping) and _role(t) is not None for t in value))  # fmt: skip
+
+
+def _split(value: Any) -> tuple[Any, Any]:
+    """(the text of the one user turn before the answer, the answer) of a conversation."""
+    *before, last = value
+    if _role(last) not in ("assistant", "gpt"):
+        raise SkipRow("missing_answer")
+    if len(before) > 1:
+        raise SkipRow("multi_turn_prompt")
+    question = text_of(before[0]) if before and _role(before[0]) in ("user", "human") else None
+    return question, text_of(last)
+
+
 def realign_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, Any]:
     image = pick(record, KEYS["image"])
     if image is None:
@@ -62,11 +92,17 @@ def realign_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str,
     extra: dict[str, Any] = {"source": SOURCE, "retrieved_image": retrieved}
     if record.get("id") is not None:
         extra["id"] = record["id"]
-    return make_row(_question(record), [image], pick(record, KEYS["chosen"]),
-                    pick(record, KEYS["rejected"]), image_root, **extra)  # fmt: skip
+    question, chosen = _question(record), pick(record, KEYS["chosen"])
+    rejected = pick(record, KEYS["rejected"])
+    if _is_conversation(chosen) and _is_conversation(rejected):  # the released layout
+        (asked, chosen), (asked_too, rejected) = _split(chosen), _split(rejected)
+        if asked != asked_too:
+            raise SkipRow("prompt_mismatch")
+        question = asked if question is None else question
+    return make_row(question, [image], chosen, rejected, image_root, **extra)
 
 
 # `realign_pairs` converts records already read (a list, a `Dataset`), `read_realign` a file.
-FORMAT = RecordFormat("Re-Align", KEYS, realign_row)
+FORMAT = RecordFormat("Re-Align", REQUIRED, realign_row)
 realign_pairs = FORMAT.pairs
 read_realign = FORMAT.read
