@@ -2,9 +2,10 @@
 
 It loads the model and processor, adds LoRA on the language model (or trains it in full with
 the vision tower frozen, against a frozen copy), opens the pairs, skips and counts rows that do
-not fit `vlm.max_length`, builds BPO blind responses when the objective needs them and the data
-has none, and scores batches with `VLMPairScorer`. Output: a PEFT adapter folder (`adapter/`),
-or the full model (`model/`), plus `merged/` on request.
+not fit `vlm.max_length`, builds BPO blind responses when the objective needs them for the rows
+whose data has none (a row's own `blind` answer is kept), and scores batches with
+`VLMPairScorer`. Output: a PEFT adapter folder (`adapter/`), or the full model (`model/`), plus
+`merged/` on request.
 """
 
 from __future__ import annotations
@@ -155,12 +156,20 @@ class VLMRecipe:
         check_chosen_only(self.rows, objective, cfg.data.path)
         extra: dict[str, list[Any]] = {}
         wants_blind = "blind" in objective.pairs
-        if wants_blind and ("blind" not in self.rows.column_names
-                            or any(b is None for b in self.rows["blind"])):  # fmt: skip
-            # "bos1": answers generated with one BOS where the template writes it
+        given = (list(self.rows["blind"]) if wants_blind and "blind" in self.rows.column_names
+                 else [None] * len(self.rows))  # fmt: skip
+        missing = [i for i, b in enumerate(given) if b is None]
+        if wants_blind and missing:  # the data's own blind answers are kept, the rest generated
+            # "bos1": answers generated with one BOS where the template writes it; "missing":
+            # only for the rows without one
             key = _digest(self.vlm.weights_key, self.rows._fingerprint, v.blind_max_new_tokens,
-                          "bos1")  # fmt: skip
-            extra["blind"] = self._blind(cache_root() / "vlm-blind" / f"{key}.json")
+                          "bos1", "missing")  # fmt: skip
+            prompts = self.rows["prompt"]
+            answers = self._blind(cache_root() / "vlm-blind" / f"{key}.json",
+                                  [prompts[i] for i in missing])  # fmt: skip
+            for i, answer in zip(missing, answers, strict=True):
+                given[i] = answer
+            extra["blind"] = given
         # an objective that reads only the chosen answers (sft): rejected is never tokenized
         chosen_only = all(t.loss == "sft" for t in objective.terms) and pairs == ["main"]
         open_end = None
@@ -279,14 +288,15 @@ class VLMRecipe:
             )
         return kept
 
-    def _blind(self, path: Path) -> list[str]:
-        """Blind responses of the base model (built once, cached by model and data)."""
+    def _blind(self, path: Path, prompts: list[str]) -> list[str]:
+        """Blind responses of the base model to `prompts` (built once, cached by model and
+        data)."""
         from .blind import blind_responses
 
         if path.is_file():
             return list(json.loads(path.read_text()))
         v = self.cfg.vlm
-        answers = blind_responses(self.vlm.model, self.vlm.processor, self.rows["prompt"],
+        answers = blind_responses(self.vlm.model, self.vlm.processor, prompts,
                                   batch_size=v.blind_batch_size,
                                   max_new_tokens=v.blind_max_new_tokens)  # fmt: skip
         if self.accelerator.is_main_process:
