@@ -133,9 +133,24 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, sc
             params[name].copy_(value)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    _apply_schedule(optimizer, scheduler)
     if scaler is not None and (path / "scaler.pt").is_file():
         scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
     return int(checkpoint_state(path)["step"])
+
+
+def _apply_schedule(optimizer, scheduler) -> None:
+    """Set the learning rate of the resumed step from the schedule being run. The optimizer's
+    saved rate is the old schedule's: a run resumed with a longer train.max_steps (a linear or
+    cosine decay stretched over it) made its first step at the old end's rate (0) instead."""
+    lambdas = getattr(scheduler, "lr_lambdas", None)  # diffusers' schedules are all LambdaLR
+    if lambdas is None:
+        return
+    step = scheduler.last_epoch
+    lrs = [base * fn(step) for base, fn in zip(scheduler.base_lrs, lambdas, strict=True)]
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
 
 
 def write_atomic(path: Path, text: str) -> None:

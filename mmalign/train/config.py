@@ -307,6 +307,13 @@ class TrainConfig:
             )
         if not self.learning_rate > 0:
             raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.warmup_steps and self.lr_scheduler == "constant":  # diffusers' ignores it
+            raise ValueError(
+                f"train.warmup_steps: {self.warmup_steps} is unused by lr_scheduler: constant "
+                "(no warmup); set lr_scheduler: constant_with_warmup, or warmup_steps: 0"
+            )
 
 
 def _default_objective() -> list[dict[str, Any]]:
