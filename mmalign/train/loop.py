@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -248,8 +249,10 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
             for key, value in metrics.items():
                 value = value.detach().float() / tc.gradient_accumulation_steps
                 sums[key] = sums.get(key, 0) + value
-        if tc.max_grad_norm is not None:
-            norm = accelerator.clip_grad_norm_(params, tc.max_grad_norm)
+        # the norm before clipping; logged without clipping too (an infinite bound scales by 1)
+        clip = tc.max_grad_norm if tc.max_grad_norm is not None else math.inf
+        norm = accelerator.clip_grad_norm_(params, clip)
+        if norm is not None:  # DeepSpeed clips inside its engine and may not report a norm
             sums["grad_norm"] = torch.as_tensor(norm).detach().float()
         if alarm is not None and alarm_start and step == start_step:
             keys = alarm.start_keys
