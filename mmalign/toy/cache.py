@@ -17,9 +17,22 @@ from ..weights import weight_files
 TOY_PREFIX = "toy:"
 
 
+def _resolve(model: Any) -> Any:
+    """`toy:sd` / `toy:flow` (as `mmalign sample toy:sd` or `--base toy:flow` name them) as the
+    shipped model's folder: the builders load a folder, and the key reads its weight files."""
+    if isinstance(model, str) and model in ("toy:sd", "toy:flow"):
+        from .paths import model_path
+
+        return str(model_path(model[len(TOY_PREFIX) :]))
+    return model
+
+
 def _with_model(options: Mapping[str, Any], model: str | None) -> dict[str, Any]:
     """A toy builder's options, with the model to sample from when one is given."""
-    return {**options, "model": model} if model is not None else dict(options)
+    opts = {**options, "model": model} if model is not None else dict(options)
+    if "model" in opts:
+        opts["model"] = _resolve(opts["model"])
+    return opts
 
 
 def toy_data_folder(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
