@@ -38,8 +38,8 @@ def user_set(spec: str) -> list[str]:
     """`heldout`, `train`, `named` (a toy user set) or ids separated by commas."""
     from ..toy.rewards import USER_SETS
 
-    if spec in USER_SETS:
-        return list(USER_SETS[spec])
+    if spec.strip() in USER_SETS:
+        return list(USER_SETS[spec.strip()])
     users = [u.strip() for u in spec.split(",") if u.strip()]
     if not users:
         raise InputError("--user: give a user id, ids separated by commas, or a set name")
@@ -94,6 +94,16 @@ def _toy_embeddings(
     return out
 
 
+def _suggest_user(name: str, saved: Sequence[str]) -> str:
+    """Did-you-mean for an unknown `--user`: a known id that differs only in case (`H03`), else
+    the closest id or user set name (`heldot` -> `heldout`, as `user_set` takes both)."""
+    from ..toy.rewards import ALL_USERS, USER_SETS
+
+    known = sorted({*saved, *ALL_USERS, *USER_SETS})
+    same = [k for k in known if k.lower() == name.lower()]
+    return f"did you mean '{same[0]}'?" if same else did_you_mean(name, known)
+
+
 def user_embeddings(
     run: str | Path, users: Sequence[str], base: str | None = None
 ) -> dict[str, torch.Tensor]:
@@ -105,10 +115,9 @@ def user_embeddings(
     saved = run_embeddings(run)
     unknown = [u for u in users if u not in saved and u not in ALL_USERS]
     if unknown:
-        known = sorted({*saved, *ALL_USERS})
         raise InputError(
             f"unknown user '{unknown[0]}': not in {run}/user_embeddings.safetensors and not a "
-            f"toy user; {did_you_mean(unknown[0], known)}"
+            f"toy user; {_suggest_user(unknown[0], saved)}"
         )
     out = {u: saved[u] for u in users if u in saved}
     rest = [u for u in users if u not in out]
