@@ -211,14 +211,16 @@ def diagnose_rows(model: Any, processor: Any, rows: Any, *, batch_size: int = 32
     if not with_reference:  # states with a reference serve a call without one
         tensors = {k: v for k, v in tensors.items() if k not in REFERENCE}
     columns.update(state_columns(tensors))
-    _orient(columns, rows)
+    _orient(columns, rows, tensors)
     return Diagnosis(columns, report, hidden, time.perf_counter() - start, notes, found)
 
 
-def _orient(columns: dict[str, list[Any]], rows: Any) -> None:
+def _orient(columns: dict[str, list[Any]], rows: Any, t: dict[str, torch.Tensor]) -> None:
     """Pairs whose label is below 0.5 (a label 0: the `rejected` answer was preferred) are
-    ranked right when the model prefers `rejected` (`rejected_preferred` marks them); a
-    column of labels all 1 or missing changes nothing."""
+    ranked right when the model prefers `rejected` (`rejected_preferred` marks them), and
+    their CHES / LN-CHES take `rejected` as y+ (the preferred answer, whose likelihood DPO
+    displaces; the scores are not symmetric in y+ and y-); a column of labels all 1 or
+    missing changes nothing."""
     names = getattr(rows, "column_names", None) or []
     if "label" not in names:
         return
@@ -227,6 +229,12 @@ def _orient(columns: dict[str, list[Any]], rows: Any) -> None:
     if not any(flip):
         return
     columns["rejected_preferred"] = flip
+    swap = torch.tensor(flip)
+    sums, counts = (t["chosen_sum"], t["rejected_sum"]), (t["chosen_tokens"], t["rejected_tokens"])
+    s_w, s_l = torch.where(swap[:, None], sums[1], sums[0]), torch.where(swap[:, None], *sums)
+    n_w, n_l = torch.where(swap, counts[1], counts[0]), torch.where(swap, *counts)
+    ches, ln_ches = ches_scores(s_w, s_l, n_w, n_l)  # y+ = the preferred answer
+    columns["ches"], columns["ln_ches"] = ches.tolist(), ln_ches.tolist()
     lc, lr = columns["logp_chosen"], columns["logp_rejected"]
     columns["ranking_correct"] = [(b > a) if f else (a > b)
                                   for a, b, f in zip(lc, lr, flip, strict=True)]  # fmt: skip
