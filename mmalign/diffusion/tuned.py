@@ -81,9 +81,9 @@ def load_tuned(
         if not final:
             raise ValueError(f"{path} is a training run that has not finished (no final weights)")
         base = base or run["base"]
-        path = Path(final["path"])
-        if not path.is_absolute() and not path.exists():
-            path = Path(tuned) / path.name
+        # the weights sit in the run folder itself; the recorded path is where it was at the
+        # end of training, so a moved or copied run would miss them or read another run's
+        path = Path(tuned) / Path(final["path"]).name
         if final["kind"] == "lora":
             path = path.parent
     if (path / "model_index.json").is_file():
