@@ -98,6 +98,12 @@ def cmd_sample_ppd(args: argparse.Namespace) -> int:
     if not Path(args.ppd).joinpath(ppd.ADAPTER_FILE).is_file():
         raise InputError(f"--ppd {args.ppd}: no {ppd.ADAPTER_FILE} (a PPD training output_dir)")
     base = None if Path(args.model).joinpath("mmalign_run.json").is_file() else args.model
+    if base is None and Path(args.model).resolve() != Path(args.ppd).resolve():
+        # another run's tuned weights would be dropped for the PPD run's base, silently
+        raise InputError(
+            f"{args.model} is a training output_dir: --ppd loads its user branch on a base "
+            f"model, so give the base (or the PPD run {args.ppd} itself, for its base)"
+        )
     scale = user_scale(args)
     model, _ = load_ppd(args.ppd, base, scale)
     e = sample_embedding(args, base)
