@@ -7,7 +7,13 @@ from collections.abc import Iterable
 
 
 def closest(name: str, candidates: Iterable[str]) -> str | None:
-    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    """The candidate `name` most likely meant: one that differs only in case first (difflib is
+    case-sensitive, so `H03` came out as `t03`), else difflib's closest."""
+    options = list(candidates)
+    same = [c for c in options if c.lower() == name.lower()]
+    if same:
+        return same[0]
+    matches = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
     return matches[0] if matches else None
 
 

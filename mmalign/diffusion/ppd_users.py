@@ -95,13 +95,11 @@ def _toy_embeddings(
 
 
 def _suggest_user(name: str, saved: Sequence[str]) -> str:
-    """Did-you-mean for an unknown `--user`: a known id that differs only in case (`H03`), else
-    the closest id or user set name (`heldot` -> `heldout`, as `user_set` takes both)."""
+    """Did-you-mean for an unknown `--user`: the closest id or user set name (`heldot` ->
+    `heldout`, as `user_set` takes both; `H03` -> `h03`)."""
     from ..toy.rewards import ALL_USERS, USER_SETS
 
-    known = sorted({*saved, *ALL_USERS, *USER_SETS})
-    same = [k for k in known if k.lower() == name.lower()]
-    return f"did you mean '{same[0]}'?" if same else did_you_mean(name, known)
+    return did_you_mean(name, {*saved, *ALL_USERS, *USER_SETS})
 
 
 def user_embeddings(
