@@ -6,19 +6,14 @@ them alike."""
 from __future__ import annotations
 
 import pytest
-from datasets import Dataset
-from vlm_helpers import pair_rows
+from vlm_helpers import label_zero_copies
 
 from mmalign.vlm.diagnose import diagnose_rows
 from mmalign.vlm.load import load_vlm
 
 
 def test_label_zero_pair_scores_ches_with_rejected_as_y_plus():
-    a, b = pair_rows()
-    rows = Dataset.from_list([
-        {**a, "label": 1.0}, {**a, "chosen": a["rejected"], "rejected": a["chosen"], "label": 0.0},
-        {**b, "label": 1.0}, {**b, "chosen": b["rejected"], "rejected": b["chosen"], "label": 0.0},
-    ])  # fmt: skip
+    rows = label_zero_copies()
     vlm = load_vlm("toy:vlm")
     cols = diagnose_rows(vlm.model, vlm.processor, rows, progress=False).columns
     assert cols["rejected_preferred"] == [False, True, False, True]

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from vlm_helpers import pair_rows
+from vlm_helpers import label_zero_copies, pair_rows
 
 from mmalign.config import InputError
 from mmalign.data.pair_filter import PairFilter, parse_filter
@@ -330,16 +330,11 @@ def test_cli_reference_model_for_a_full_fine_tune(tmp_path, capsys):
 def test_label_zero_pairs_are_ranked_with_rejected_as_the_winner():
     """A pair labelled 0 (the `rejected` answer preferred) is the same preference as its
     swapped copy labelled 1: the same ranking and implicit verdicts, counted in the summary."""
-    from datasets import Dataset
     from peft import LoraConfig, get_peft_model
 
     from mmalign.vlm.diagnose import summarize
 
-    a, b = pair_rows()
-    rows = Dataset.from_list([
-        {**a, "label": 1.0}, {**a, "chosen": a["rejected"], "rejected": a["chosen"], "label": 0.0},
-        {**b, "label": 1.0}, {**b, "chosen": b["rejected"], "rejected": b["chosen"], "label": 0.0},
-    ])  # fmt: skip
+    rows = label_zero_copies()
     vlm = load_vlm("toy:vlm")
     torch.manual_seed(0)
     model = get_peft_model(vlm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -32,3 +33,15 @@ def pair_rows() -> list[dict]:
         {"prompt": "is there a star?", "image": a, "chosen": "yes", "rejected": "no",
          "retrieved_image": c, "blind": "maybe"},
     ]  # fmt: skip
+
+
+def label_zero_copies() -> Any:
+    """`pair_rows()` each labelled 1 and followed by its swapped copy labelled 0: the same
+    preference twice (the `rejected` answer of a label-0 row is the preferred one)."""
+    from datasets import Dataset
+
+    a, b = pair_rows()
+    return Dataset.from_list([
+        {**a, "label": 1.0}, {**a, "chosen": a["rejected"], "rejected": a["chosen"], "label": 0.0},
+        {**b, "label": 1.0}, {**b, "chosen": b["rejected"], "rejected": b["chosen"], "label": 0.0},
+    ])  # fmt: skip
