@@ -171,11 +171,12 @@ def load_flow_pipeline(
     revision: str | None = None,
     drop_t5: bool = False,
     device: str | torch.device | None = None,
+    key: str = "model",
 ) -> FlowModel:
     """Load an SD3 / SD3.5 or FLUX.1 pipeline. The transformer and text encoders take
     `dtype`; the VAE stays float32 (as diffusers' training scripts keep it). `drop_t5`
     loads SD3 without its T5 encoder (the pipeline then feeds zeros in its place, as SD3
-    allows); FLUX cannot drop it."""
+    allows); FLUX cannot drop it. `key`: where the user named the model, for messages."""
     from diffusers import AutoencoderKL, DiffusionPipeline
 
     if dtype not in DTYPES:
@@ -185,12 +186,12 @@ def load_flow_pipeline(
         raise FileNotFoundError(
             f"{source} is not a diffusers pipeline folder (no model_index.json)"
         )
-    require([Need(source, "model", file="model_index.json", revision=revision)])
+    require([Need(source, key, file="model_index.json", revision=revision)])
     kwargs: dict[str, Any] = {**dtype_kwarg(DTYPES[dtype]), "variant": variant}
     if revision is not None:
         kwargs["revision"] = revision
     if dtype != "float32":
-        with hub_errors(source, "model"):
+        with hub_errors(source, key):
             kwargs["vae"] = AutoencoderKL.from_pretrained(
                 source, subfolder="vae", variant=variant, revision=revision,
                 **dtype_kwarg(torch.float32),
@@ -201,7 +202,7 @@ def load_flow_pipeline(
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
     elif _saved_without_t5(source, revision):
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
-    with hub_errors(source, "model"):
+    with hub_errors(source, key):
         pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
     family = flow_family(pipe)
     if device is not None:

@@ -115,7 +115,7 @@ class FlowRecipe(PairRecipeBase):
         self._warn_beta_scale()
         self.diffusion = load_flow_pipeline(
             m.name_or_path, dtype=m.dtype, variant=m.variant, revision=m.revision,
-            drop_t5=d.drop_t5,
+            drop_t5=d.drop_t5, key="model.name_or_path",
         )  # fmt: skip
         model = self.diffusion
         if m.vae is not None:

@@ -66,6 +66,8 @@ def load_pipeline(
     vae: str | None = None,
     device: str | torch.device | None = None,
     drop_t5: bool = False,
+    key: str = "model",
+    vae_key: str = "vae",
 ) -> DiffusionModel:
     """Load an SD1.5 or SDXL pipeline (any folder `save_pretrained` wrote, or a hub id); an
     SD3 / FLUX one goes to `load_flow_pipeline`.
@@ -73,6 +75,8 @@ def load_pipeline(
     dtype: "float32" (default), "float16" or "bfloat16" for the UNet and text encoders.
     vae: an fp16-safe VAE (folder or hub id) loaded in `dtype`; without it the VAE is fp32.
     drop_t5: SD3 without its T5 encoder (flow models only; ignored for SD1.5 / SDXL).
+    key, vae_key: where the user named the model and the VAE, for messages (a recipe's
+    `model.name_or_path` and `model.vae`; a command's MODEL).
     """
     from diffusers import AutoencoderKL, DiffusionPipeline
 
@@ -87,27 +91,28 @@ def load_pipeline(
 
     if vae is None and process_of(source, revision) == "flow":  # SD3 / FLUX (flow_load.py)
         return load_flow_pipeline(  # type: ignore[return-value]
-            source, dtype=dtype, variant=variant, revision=revision, device=device, drop_t5=drop_t5
-        )
-    needs = [Need(source, "model", file="model_index.json", revision=revision)]
+            source, dtype=dtype, variant=variant, revision=revision, device=device,
+            drop_t5=drop_t5, key=key,
+        )  # fmt: skip
+    needs = [Need(source, key, file="model_index.json", revision=revision)]
     if vae is not None:
-        needs.append(Need(vae, "vae", file="config.json"))
+        needs.append(Need(vae, vae_key, file="config.json"))
     require(needs)  # before any weights load: every missing id named at once
     kwargs: dict[str, Any] = {**dtype_kwarg(DTYPES[dtype]), "variant": variant}
     if revision is not None:
         kwargs["revision"] = revision
     if vae is not None:
-        with hub_errors(vae, "vae"):
+        with hub_errors(vae, vae_key):
             kwargs["vae"] = AutoencoderKL.from_pretrained(vae, **dtype_kwarg(DTYPES[dtype]))
     elif dtype != "float32":
-        with hub_errors(source, "model"):
+        with hub_errors(source, key):
             kwargs["vae"] = AutoencoderKL.from_pretrained(
                 source, subfolder="vae", variant=variant, revision=revision,
                 **dtype_kwarg(torch.float32),
             )  # fmt: skip
     if pipeline_class(source) in (None, "StableDiffusionPipeline"):
         kwargs["safety_checker"] = None  # alignment research: no NSFW filter on the outputs
-    with hub_errors(source, "model"):
+    with hub_errors(source, key):
         pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
     family = _family(pipe)
     if device is not None:

@@ -100,7 +100,7 @@ def training_embeddings(cfg: Any, rows: Any) -> tuple[dict[str, torch.Tensor], d
     from ..vlm.load import load_vlm
 
     examples, ties = examples_from_pairs(rows)
-    vlm = load_vlm(p.encoder)
+    vlm = load_vlm(p.encoder, key="ppd.encoder")
     embs, hit = cached_user_embeddings(
         vlm, examples, shots=p.shots, layer=p.layer, pooling=p.pooling, batch_size=p.batch_size
     )

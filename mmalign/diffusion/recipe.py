@@ -39,8 +39,9 @@ class DiffusionRecipe(PairRecipeBase):
         m = cfg.model
         self._warn_beta_scale()
         self.diffusion = load_pipeline(
-            m.name_or_path, dtype=m.dtype, variant=m.variant, revision=m.revision, vae=m.vae
-        )
+            m.name_or_path, dtype=m.dtype, variant=m.variant, revision=m.revision, vae=m.vae,
+            key="model.name_or_path", vae_key="model.vae",
+        )  # fmt: skip
         if self.diffusion.family not in ("sd", "sdxl"):  # SD3 / FLUX: flow_recipe.FlowRecipe
             raise ConfigError(
                 f"model.name_or_path: {m.name_or_path} is a flow-matching pipeline "

@@ -316,6 +316,21 @@ class TrainConfig:
             )
 
 
+DIFFUSION_PAIRS = ("main",)  # the diffusion and flow scorers (PPD's too): {"main": scores}
+
+
+def scorer_pairs(kind: str) -> tuple[str, ...] | None:
+    """The pairs the scorer of a model.kind produces, which objective terms may read; None
+    for `reward`, whose recipe checks its terms itself (reward_model/recipe.py)."""
+    if kind == "diffusion":
+        return DIFFUSION_PAIRS
+    if kind == "vlm":
+        from ..vlm.collate import PAIR_FIELDS
+
+        return tuple(PAIR_FIELDS)
+    return None
+
+
 def _default_objective() -> list[dict[str, Any]]:
     return [{"pair": "main", "loss": "dpo", "beta": 0.1}]
 
@@ -337,7 +352,7 @@ class Config:
 
     def __post_init__(self) -> None:
         from ..losses import LOSSES
-        from .objective_check import check_term_keys, check_terms
+        from .objective_check import check_pairs, check_term_keys, check_terms
 
         defaults = {name: loss.defaults for name, loss in LOSSES.items()}
         check_term_keys(self.objective, defaults)
@@ -346,6 +361,10 @@ class Config:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         check_terms(self.objective, defaults)
+        produced = scorer_pairs(self.model.kind)
+        if produced is not None:
+            check_pairs(self.objective, produced, self.model.kind)
+        _check_master_weights(self)
         if self.data.filter is not None and self.model.kind != "vlm":
             raise ConfigError(
                 f"data.filter: {self.data.filter!r} needs model.kind: vlm; CHES and LN-CHES "
@@ -358,6 +377,23 @@ class Config:
 
     def build_objective(self) -> Objective:
         return Objective.from_config(self.objective)
+
+
+def _check_master_weights(cfg: Config) -> None:
+    """A full fine-tune (lora: null) of a half-precision model trains float32 copies of the
+    weights (train/optim.py float32_master_weights), which need the autocast of
+    train.mixed_precision to meet the frozen half-precision parts (encoders, reference)."""
+    dtype = cfg.model.dtype
+    if cfg.lora is not None or dtype == "float32" or cfg.model.kind == "reward":
+        return
+    if cfg.train.mixed_precision == "no":
+        precision = "bf16" if dtype == "bfloat16" else "fp16"
+        raise ConfigError(
+            f"train.mixed_precision: no, with model.dtype: {dtype} and lora: null: the weights "
+            f"that train are kept in float32 (in {dtype} the optimizer's small steps round "
+            f"away), which needs autocast; set train.mixed_precision: {precision}, or "
+            "model.dtype: float32"
+        )
 
 
 def _check_ppd(cfg: Config) -> None:

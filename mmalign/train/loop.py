@@ -38,7 +38,7 @@ from .checkpoint import (
 )
 from .config import Config
 from .displacement import DisplacementAlarm
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, float32_master_weights
 from .resume import RESUMABLE, recipe_changes
 
 METRICS_FILE = "metrics.jsonl"
@@ -137,6 +137,8 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     main = accelerator.is_main_process
     torch.manual_seed(tc.seed)  # adapter initialisation is part of the run's seed
     recipe = make_recipe(cfg, accelerator)
+    if cfg.lora is None:  # the recipe's frozen copies (the reference) keep the model's dtype
+        float32_master_weights(recipe.model)
     # a recipe may train with an objective of its own (the VLM recipe's BPO extra-rows form)
     objective = getattr(recipe, "objective", None) or cfg.build_objective()
     world = accelerator.num_processes
@@ -263,7 +265,9 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
                 sums = {k: v for k, v in sums.items() if k in ("loss", "grad_norm")}
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
-        scheduler.step()
+        # a step the fp16 grad scaler skipped (inf / NaN gradients) leaves the schedule too
+        if not accelerator.optimizer_step_was_skipped:
+            scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         bar.update(1)
         for key in ("loss", "grad_norm"):

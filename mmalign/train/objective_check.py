@@ -69,6 +69,23 @@ def check_term_keys(specs: Sequence[Any], defaults: Mapping[str, Mapping[str, An
                 )
 
 
+def check_pairs(specs: Sequence[Any], produced: Sequence[str], kind: str) -> None:
+    """Raise `ConfigError` naming `objective.<i>.pair` for a pair the scorer of model.kind
+    `kind` does not produce (`produced`), with the name probably meant: a typo failed only at
+    the first training step, after the model and data had loaded."""
+    from ..suggest import did_you_mean
+
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, Mapping):
+            continue  # Objective.from_config words this one
+        pair = str(spec.get("pair", "main"))
+        if pair not in produced:
+            raise ConfigError(
+                f"objective.{i}.pair: '{pair}' is not a pair the model.kind {kind} scorer "
+                f"produces; {did_you_mean(pair, produced)}"
+            )
+
+
 def check_terms(specs: Sequence[Mapping[str, Any]], defaults: Mapping[str, Mapping[str, Any]]):
     """Raise `ConfigError` naming `objective.<i>.<arg>` for a value of the wrong type or out of
     range. `defaults`: each loss's keyword arguments and defaults (`Loss.defaults`)."""

@@ -91,7 +91,8 @@ def validate(accelerator, recipe: Validates, out_dir: Path, step: int) -> None:
     """The recipe's validation image for `step`, saved under `validation/` and sent to the
     trackers by the main process; the others wait for it."""
     if accelerator.is_main_process:
-        image = recipe.validate(step)
+        with accelerator.autocast():  # as the steps: float32 trained weights, bf16 encoders
+            image = recipe.validate(step)
         if image is not None:
             folder = out_dir / "validation"
             folder.mkdir(parents=True, exist_ok=True)

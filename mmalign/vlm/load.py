@@ -81,6 +81,7 @@ def load_vlm(
     dtype: str = "float32",
     revision: str | None = None,
     adapter: str | Path | None = None,
+    key: str = "model",
 ) -> VLM:
     """The model (`AutoModelForImageTextToText`) and processor (`AutoProcessor`, with its chat
     template) from a folder or hub id. `adapter`: a PEFT adapter folder applied on top; a
@@ -91,12 +92,12 @@ def load_vlm(
     config_file = Path(source) / "adapter_config.json"
     if adapter is None and config_file.is_file():
         adapter, source = source, json.loads(config_file.read_text())["base_model_name_or_path"]
-    needs = [Need(source, "model", file="config.json", revision=revision)]
+    needs = [Need(source, key, file="config.json", revision=revision)]
     if adapter is not None:
         needs.append(Need(str(adapter), "adapter", file="adapter_config.json"))
     require(needs)
     try:
-        with hub_errors(source, "model"):
+        with hub_errors(source, key):
             model = AutoModelForImageTextToText.from_pretrained(
                 source, dtype=_dtype(dtype), revision=revision
             )
@@ -106,7 +107,7 @@ def load_vlm(
         raise ValueError(
             f"{source} is not an image-text-to-text model transformers can load ({err})"
         ) from None
-    with hub_errors(source, "model"):
+    with hub_errors(source, key):
         processor = AutoProcessor.from_pretrained(source, revision=revision)
     if getattr(processor, "chat_template", None) is None:
         raise ValueError(f"{source}: the processor has no chat template; mmalign needs one")

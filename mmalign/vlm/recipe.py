@@ -128,7 +128,8 @@ class VLMRecipe:
 
         self.cfg, self.accelerator = cfg, accelerator
         m, v = cfg.model, cfg.vlm
-        self.vlm = load_vlm(m.name_or_path, dtype=m.dtype, revision=m.revision)
+        self.vlm = load_vlm(m.name_or_path, dtype=m.dtype, revision=m.revision,
+                            key="model.name_or_path")  # fmt: skip
         self.stage_tokens = None
         if v.prism:  # PRISM's stage tags as special tokens, before any text is tokenized
             from .prism.format import add_stage_tokens
