@@ -7,7 +7,9 @@ is stored once), API clients send their own (a retried request is stored once).
 
 API (through `gradio_client`, logged in): `next_pair() -> {pair_id, prompt, left_image}`,
 `vote(vote_id, pair_id, choice, left_image, decide_ms) -> {status, vote_id, pair_id,
-annotator, next}` (`next`: the caller's next pair, so a client needs one call per vote),
+annotator, next}` (`next`: the caller's next pair, so a client needs one call per vote;
+`status`: `stored`, `duplicate` for a retry, `undone` for a retry of a vote undone since,
+which stays undone: `votes.Ack`),
 `undo() -> {pair_id}`, `my_votes() -> [..]` (the caller's own votes only),
 `admin_stats()` (admins only).
 
@@ -55,6 +57,14 @@ def _user(request: gr.Request | None) -> str:
 
 
 GENERATE_GAP_S = 2.0  # seconds between the end of a user's generation and their next
+# A Generate that finds another user's generation running waits this long for it to end,
+# then is refused ("press Generate again"): a wait, not a stall. Its worker thread is held
+# meanwhile, so at most GENERATE_WAITERS Generates wait at once (more are refused at once),
+# and each user has one Generate running or waiting at a time.
+GENERATE_WAIT_S = 10.0
+GENERATE_WAITERS = 4
+_ONE_AT_A_TIME = "⚠️ One generation at a time: wait a moment, then press Generate again."
+_BUSY = "⚠️ The model is busy with other users' images{waited}: press Generate again."
 
 
 class LabelApp:
@@ -85,11 +95,16 @@ class LabelApp:
         # who queues many gets the rest refused until GENERATE_GAP_S has passed, so one
         # user's queue of requests cannot hold up everyone else's Generate
         self._generated: dict[str, float] = {}
-        # Held while a generation runs; a call that finds it taken is refused, not parked.
-        # The queue runs Generate one at a time, but Gradio's REST routes (`/run/predict`
-        # with the event's fn_index) run it beside the queue: without this, parallel direct
-        # calls all passed the gap and waited on the model in Gradio's worker threads.
+        # Held while a generation runs. The queue runs Generate one at a time, but Gradio's
+        # REST routes (`/run/predict` with the event's fn_index) run it beside the queue:
+        # without this, parallel direct calls all passed the gap and waited on the model in
+        # Gradio's worker threads. Another user's call waits for it (GENERATE_WAIT_S, at most
+        # GENERATE_WAITERS of them); a user's second call while their first runs or waits is
+        # refused at once, so one user's parallel calls cannot fill the waiting places.
         self._generating = threading.Lock()
+        self._generate_users: set[str] = set()  # users with a Generate running or waiting
+        self._generate_waiting = 0  # calls waiting for `_generating` (or about to get it)
+        self._generate_state = threading.Lock()  # guards the two above
         self.api_queue = os.environ.get("MMALIGN_LABEL_API_QUEUE", "1") == "1"
         # "1" puts the page's vote/undo events back on Gradio's queue (for comparisons)
         self.ui_queue = os.environ.get("MMALIGN_LABEL_UI_QUEUE", "0") == "1"
@@ -185,9 +200,12 @@ class LabelApp:
             )  # fmt: skip
         except (VoteError, CriteriaError) as err:
             return self._show(user, self.store.next_pair(user), f"⚠️ {err}")
-        note = label
+        if ack.status == "undone":  # this pair's vote was sent before and undone since
+            note = "⚠️ That vote was undone, so it was not saved: vote on the pair again."
+            return self._show(user, self.store.next_pair(user), note)
         saved = "saved" if ack.status == "stored" else "already saved"
-        return self._show(user, self.store.next_pair(user), f"✓ {note} {saved} ({ms / 1000:.1f} s)")
+        note = f"✓ {label} {saved} ({ms / 1000:.1f} s)"
+        return self._show(user, self.store.next_pair(user), note)
 
     def _voter(self, choice: str) -> Any:
         def vote(state: dict[str, Any], request: gr.Request) -> tuple[Any, ...]:
@@ -216,9 +234,25 @@ class LabelApp:
             return self._show(user, None, "⚠️ The prompt is over 500 characters.")
         if self.generator is None:  # the Generate button exists only in prompt mode
             raise gr.Error("this server has no model to generate pairs")
+        with self._generate_state:
+            mine = user in self._generate_users  # this user's Generate runs or waits already
+            full = self._generate_waiting >= GENERATE_WAITERS
+            if not (mine or full):
+                self._generate_users.add(user)
+                self._generate_waiting += 1
+        if mine:
+            return self._show(user, None, _ONE_AT_A_TIME)
+        if full:
+            return self._show(user, None, _BUSY.format(waited=""))
         pair: Pair | None = None
         ran = False
-        if self._generating.acquire(blocking=False):
+        try:
+            got = self._generating.acquire(timeout=GENERATE_WAIT_S)
+            with self._generate_state:
+                self._generate_waiting -= 1
+            if not got:  # another user's generation outlasted the wait
+                waited = f" (waited {GENERATE_WAIT_S:g} s)"
+                return self._show(user, None, _BUSY.format(waited=waited))
             try:
                 if time.monotonic() - self._generated.get(user, float("-inf")) >= GENERATE_GAP_S:
                     ran = True
@@ -228,9 +262,11 @@ class LabelApp:
                         self._generated[user] = time.monotonic()
             finally:
                 self._generating.release()
+        finally:
+            with self._generate_state:
+                self._generate_users.discard(user)
         if not ran:
-            note = "⚠️ One generation at a time: wait a moment, then press Generate again."
-            return self._show(user, None, note)
+            return self._show(user, None, _ONE_AT_A_TIME)
         return self._show(user, pair, f"Two images from {self.model_name} (different seeds).")
 
     def on_admin(self, request: gr.Request) -> tuple[Any, ...]:

@@ -146,6 +146,10 @@ def _cmd_gold_add(args: argparse.Namespace) -> int:
     summary = add_gold(store, args.file, _image_root(args.db, args.images))
     print(f"label: {summary['rows']} gold rows from {args.file} ({summary['new_pairs']} new "
           f"pairs); {summary['gold_pairs']} gold pairs in {shown_db(args.db)}")  # fmt: skip
+    repeats = summary.get("duplicates", 0)
+    if repeats:
+        rows = "1 row repeats a pair" if repeats == 1 else f"{repeats} rows repeat pairs"
+        print(f"label: {rows} named earlier in {args.file} with the same answer (added once)")
     return 0
 
 

@@ -15,7 +15,11 @@ A PreferencePair folder (or Pick-a-Pic data) works too: each row is a gold pair 
 is `chosen`, or `rejected` for a row with a label under 0.5, or `tie` for a label of 0.5.
 Every row is checked before anything is written, and the pairs and their answers go into
 the database in one transaction: a bad row stops the import with its number and reason,
-and nothing of the file is added.
+and nothing of the file is added. A pair named by two rows (by id, by its images or
+responses, or one of each) with two different answers is such a bad row: the error names
+the pair and both rows (lines of a JSON Lines file), as no one can tell which answer was
+meant. Rows repeating a pair with the same answer add it once and are counted in the
+summary (`duplicates`).
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ def gold_answers(store: Store) -> dict[str, str]:
         return {r.pair_id: r.answer for r in conn.execute(select(gold))}
 
 
-def _records(path: Path) -> list[Any]:
+def _records(path: Path) -> list[tuple[str, Any]]:
+    """(where the record is: `line N` of a JSON Lines file, `row N` of a JSON list, record)."""
     text = path.read_text()
     if path.suffix == ".json":
         try:
@@ -59,13 +64,13 @@ def _records(path: Path) -> list[Any]:
             raise GoldError(f"{path}: not valid JSON ({err})") from None
         if not isinstance(data, list):
             raise GoldError(f"{path}: a JSON gold file is a list of objects")
-        return data
+        return [(f"row {i}", rec) for i, rec in enumerate(data)]
     records = []
     for i, line in enumerate(text.splitlines()):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            records.append((f"line {i + 1}", json.loads(line)))
         except json.JSONDecodeError as err:
             raise GoldError(f"{path}: line {i + 1} is not valid JSON ({err})") from None
     return records
@@ -87,21 +92,25 @@ def _label_answer(label: float | None) -> str:
     return "tie" if label == 0.5 else "image_1"
 
 
-def read_gold(store: Store, path: str | Path, image_root: str | Path) -> list[tuple[Any, str]]:
-    """Check every row of a gold file; (pair, answer) for each, images copied into
-    `image_root` (content-named files: a failed import leaves no database rows)."""
+def read_gold(store: Store, path: str | Path, image_root: str | Path) -> list[tuple[Any, str, str]]:
+    """Check every row of a gold file; (pair, answer, where the row is) for each, images
+    copied into `image_root` (content-named files: a failed import leaves no database rows).
+    Two rows naming one pair with different answers are an error (`_check_repeats`)."""
     path = Path(path)
     vlm = is_vlm(store)
     if path.is_dir():  # a PreferencePair dataset: the answer is read from the row's label
         if vlm:
             raise GoldError(f"{path}: a VLM run takes gold pairs from a JSON Lines file")
-        return [(p, _label_answer(label)) for p, label in import_labeled_pairs(path, image_root)]
+        rows = [(p, _label_answer(label), f"row {i}")
+                for i, (p, label) in enumerate(import_labeled_pairs(path, image_root))]  # fmt: skip
+        _check_repeats(rows, path, vlm)
+        return rows
     if not path.is_file():
         raise GoldError(f"{path}: no such gold file")
-    out: list[tuple[Any, str]] = []
+    out: list[tuple[Any, str, str]] = []
     with store.read.begin() as conn:
         known = set(conn.execute(select(pairs.c.pair_id)).scalars())
-    for i, rec in enumerate(_records(path)):
+    for i, (place, rec) in enumerate(_records(path)):
         where = f"{path}: row {i}"
         if not isinstance(rec, dict):
             raise GoldError(f"{where}: an object with 'answer' and the pair, got {rec!r}")
@@ -112,12 +121,36 @@ def read_gold(store: Store, path: str | Path, image_root: str | Path) -> list[tu
         if "pair_id" in rec:
             if rec["pair_id"] not in known:
                 raise GoldError(f"{where}: pair {rec['pair_id']!r} is not in the database")
-            out.append((str(rec["pair_id"]), answer))
+            out.append((str(rec["pair_id"]), answer, place))
         elif vlm:
-            out.append((vlm_pair(rec, path.parent, image_root, where), answer))
+            out.append((vlm_pair(rec, path.parent, image_root, where), answer, place))
         else:
-            out.append((_image_pair(rec, path.parent, image_root, where), answer))
+            out.append((_image_pair(rec, path.parent, image_root, where), answer, place))
+    _check_repeats(out, path, vlm)
     return out
+
+
+def _pair_id(pair: Any) -> str:
+    return pair if isinstance(pair, str) else str(pair.pair_id)
+
+
+def _check_repeats(rows: list[tuple[Any, str, str]], path: Path, vlm: bool) -> None:
+    """GoldError naming a pair that two rows give different answers (and both rows); a pair
+    is the same whether a row names it by id or by its content."""
+    first: dict[str, tuple[str, str]] = {}
+    said = {"image_0": "response_0", "image_1": "response_1"} if vlm else {}
+    for pair, answer, place in rows:
+        pair_id = _pair_id(pair)
+        if pair_id not in first:
+            first[pair_id] = (answer, place)
+            continue
+        answer_0, place_0 = first[pair_id]
+        if answer != answer_0:
+            raise GoldError(
+                f"{path}: pair {pair_id!r} is named twice with different answers: "
+                f"{said.get(answer_0, answer_0)!r} on {place_0}, {said.get(answer, answer)!r} "
+                f"on {place}; keep the right one"
+            )
 
 
 def _image_pair(rec: dict[str, Any], base: Path, image_root: str | Path, where: str) -> Pair:
@@ -136,15 +169,17 @@ def _image_pair(rec: dict[str, Any], base: Path, image_root: str | Path, where: 
 
 
 def add_gold(store: Store, path: str | Path, image_root: str | Path) -> dict[str, int]:
-    """Import a gold file (all rows or none); returns counts of new pairs and gold answers."""
+    """Import a gold file (all rows or none); returns counts of its rows, new pairs and gold
+    pairs in the database, and (only when there are any) `duplicates`: rows that repeat a
+    pair an earlier row named with the same answer (each pair is added once)."""
     try:
         rows = read_gold(store, path, image_root)
     except (ValueError, OSError) as err:
         if isinstance(err, GoldError):
             raise
         raise GoldError(str(err)) from err
-    new_pairs = [p for p, _ in rows if isinstance(p, Pair | VlmPair)]
-    answers = {(p if isinstance(p, str) else p.pair_id): a for p, a in rows}
+    new_pairs = list({p.pair_id: p for p, _, _ in rows if isinstance(p, Pair | VlmPair)}.values())
+    answers = {_pair_id(p): a for p, a, _ in rows}  # repeats agree (`_check_repeats`)
     now = time.time()
     with store._tx() as conn:  # one transaction: the pairs and their answers, or nothing
         added = insert_pairs(conn, new_pairs, now)
@@ -154,4 +189,7 @@ def add_gold(store: Store, path: str | Path, image_root: str | Path) -> dict[str
                 conn.execute(gold.update().where(gold.c.pair_id == pair_id).values(answer=answer))
             else:
                 conn.execute(gold.insert().values(pair_id=pair_id, answer=answer, added_at=now))
-    return {"rows": len(rows), "new_pairs": added, "gold_pairs": len(gold_answers(store))}
+    summary = {"rows": len(rows), "new_pairs": added, "gold_pairs": len(gold_answers(store))}
+    if len(answers) < len(rows):
+        summary["duplicates"] = len(rows) - len(answers)
+    return summary

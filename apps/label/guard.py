@@ -13,7 +13,8 @@ An ASGI middleware around the whole server (`server.py`), in front of Gradio's o
   id (`/call/{api}/{id}`), and cancels any event by id. Both are random, but a logged-in
   annotator who learns one could read or stop another's results, so each session hash and
   event id belongs to the user who used it first (the event ids Gradio returns belong to
-  their caller), and a request naming another user's id is refused (403).
+  their caller), and a request naming another user's id is refused (403). An empty id
+  (`?session_hash=`) belongs to no one and is refused too.
 - Routes for features the app does not use (uploads, streams, run history, monitoring,
   vibe editing, profiling, the proxy, component server functions) are closed for everyone
   (404).
@@ -131,7 +132,9 @@ class RouteGuard:
     def _refusal(self, scope: Scope, path: str, user: str, data: Any) -> str | None:
         """Why this signed-in request names another user's session or event (None: it
         does not)."""
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        # keep_blank_values: Starlette (and so Gradio) reads `?session_hash=` as the empty
+        # session hash; parsed as absent here, it went unchecked
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         sessions = list(query.get("session_hash", []))
         events: list[str] = []
         if m := _HEARTBEAT.match(path):
@@ -143,7 +146,9 @@ class RouteGuard:
                 sessions.append(data["session_hash"])
             if path == f"{API}/cancel" and isinstance(data.get("event_id"), str):
                 events.append(data["event_id"])
-        if not all(self.owners.claim(s, user) for s in sessions):
+        # An empty id is no one's: anyone can name it, so it cannot be claimed by the first
+        # caller the way a random id is (Gradio's clients never send one)
+        if "" in sessions or not all(self.owners.claim(s, user) for s in sessions):
             return "this session belongs to another user"
         if not all(self.owners.owned(e, user) for e in events):
             return "this event belongs to another user"
@@ -162,7 +167,8 @@ class RouteGuard:
                         event = json.loads(b"".join(chunks)).get("event_id")
                     except (ValueError, AttributeError):
                         event = None
-                    if isinstance(event, str):  # an id already someone's stays theirs
+                    # an id already someone's stays theirs; an empty one stays no one's
+                    if isinstance(event, str) and event:
                         self.owners.claim(event, user)
             await send(message)
 

@@ -20,9 +20,17 @@ An attempt counts as failed from the moment it starts (a success gives it back),
 parallel attempts cannot overtake a limit. The address is the peer's, or the
 `X-Forwarded-For` of a proxy that uvicorn trusts (`FORWARDED_ALLOW_IPS`, default 127.0.0.1).
 
-At most `MAX_PENDING` logins are checked at once (503 beyond); clients with recent failures
-(an attempt in flight counts) share `FAILING_PENDING` of them, so a flood from failing
-addresses leaves the rest to clients without failures.
+At most `MAX_PENDING` logins are checked at once (503 beyond), shared out so that no flood
+takes them all:
+- clients with recent failures (an attempt in flight counts) share `FAILING_PENDING` of
+  them, so a flood from failing addresses leaves the rest to clients without failures;
+- the clients of one IPv6 network (`addresses.network_key`, a /48) hold at most
+  `NETWORK_PENDING`: every /64 is a client of its own and a new one has no failures, so
+  one holder of a /48 (65,536 clients) could otherwise hold every slot;
+- the last `KNOWN_RESERVE` slots are kept for clients that signed in within `KNOWN_S`
+  (`KnownClients`; they skip the network share too): a flood from many networks, or a
+  botnet's IPv4 addresses, can keep new clients out while it lasts, but not annotators
+  who signed in from the same client before (kept in memory: a restart forgets them).
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .addresses import client_key
+from .addresses import client_key, network_key
 
 LOGIN_LIMIT = 10  # failed logins per client per window
 LOGIN_WINDOW_S = 60.0
@@ -50,6 +58,15 @@ MAX_PENDING = 64  # logins being checked at once, all clients together
 # client's parallel attempts meet its 429 first; small, because a login without failures
 # waits behind the checks already queued (about 0.4 s each, on 1-4 threads).
 FAILING_PENDING = 16
+# Why a share per network and a reserve (and not a smaller limit per client): a client is
+# what can be told apart, and one IPv6 site is 65,536 of them. A share per /48 bounds what a
+# site's holder can take (a few free tunnel /48s take 8 slots each); no per-address rule
+# can bound a flood from many networks, so a reserve keeps logins open to clients known
+# from an earlier sign-in (which takes a password). A /48 of real users (one organisation)
+# rarely has 8 logins checked at the same moment; beyond it, they are asked to retry (503).
+NETWORK_PENDING = 8  # logins in flight per IPv6 /48 (clients not known), an eighth of all
+KNOWN_RESERVE = 16  # of MAX_PENDING, only for clients that signed in before
+KNOWN_S = 30 * 86_400.0  # a client counts as known this long after its last sign-in
 LIMITED = "Too many failed logins: try again in {wait} s."
 # A core is left to the vote routes on a small machine; scrypt is pure CPU.
 _WORKERS = max(1, min(4, (os.cpu_count() or 2) - 1))
@@ -123,6 +140,32 @@ class FailedLogins:
             times.remove(stamp)
 
 
+class KnownClients:
+    """Clients (`addresses.client_key`) that signed in within `known_s` (the event loop's
+    thread only); the oldest are forgotten first beyond `max_clients`."""
+
+    def __init__(
+        self, known_s: float = KNOWN_S, *, clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 100_000,
+    ) -> None:  # fmt: skip
+        self.known_s, self.clock, self.max_clients = known_s, clock, max_clients
+        self._last: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, client: str) -> None:
+        self._last[client] = self.clock()
+        self._last.move_to_end(client)
+        while len(self._last) > self.max_clients:
+            self._last.popitem(last=False)
+
+    def __contains__(self, client: object) -> bool:
+        if not isinstance(client, str) or client not in self._last:
+            return False
+        if self.clock() - self._last[client] > self.known_s:
+            del self._last[client]
+            return False
+        return True
+
+
 class LoginLimit:
     """ASGI middleware for `POST /login`: limits failed logins per client and per account
     name, and logins in flight (see the module docstring); every other request passes
@@ -130,20 +173,23 @@ class LoginLimit:
 
     def __init__(
         self, app: ASGIApp, failed: FailedLogins | None = None,
-        names: FailedLogins | None = None,
+        names: FailedLogins | None = None, known: KnownClients | None = None,
     ) -> None:  # fmt: skip
         self.app = app
         self.failed = failed or FailedLogins()
         self.names = names or FailedLogins(NAME_LIMIT, NAME_WINDOW_S)
+        self.known = known or KnownClients()
         self.pending = 0
         self.pending_failing = 0  # of `pending`, from clients with recent failures
+        self.pending_network: dict[str, int] = {}  # of `pending`, per IPv6 /48 (not known)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if not (scope["type"] == "http" and scope["method"] == "POST"
                 and scope["path"].rstrip("/") == "/login"):  # fmt: skip
             await self.app(scope, receive, send)
             return
-        client = client_key((scope.get("client") or ("", 0))[0])
+        address = (scope.get("client") or ("", 0))[0]
+        client = client_key(address)
         wait = self.failed.retry_after(client)
         if wait > 0:
             await _limited(send, wait)
@@ -154,7 +200,15 @@ class LoginLimit:
             await _limited(send, wait)
             return
         failing = self.failed.recent(client) > 0
-        if self.pending >= MAX_PENDING or (failing and self.pending_failing >= FAILING_PENDING):
+        # the reserve and the network share bind clients not known from a sign-in
+        known = client in self.known
+        network = None if known else network_key(address)  # an IPv6 /48, counted
+        if (
+            self.pending >= MAX_PENDING
+            or (failing and self.pending_failing >= FAILING_PENDING)
+            or (not known and self.pending >= MAX_PENDING - KNOWN_RESERVE)
+            or (network is not None and self.pending_network.get(network, 0) >= NETWORK_PENDING)
+        ):
             await answer(send, 503, "The server is busy: try again in a few seconds.", {})
             return
         stamp, name_stamp = self.failed.attempt(client), self.names.attempt(name)
@@ -167,14 +221,21 @@ class LoginLimit:
 
         self.pending += 1
         self.pending_failing += failing
+        if network is not None:
+            self.pending_network[network] = self.pending_network.get(network, 0) + 1
         try:
             await self.app(scope, receive, watch)
         finally:
             self.pending -= 1
             self.pending_failing -= failing
+            if network is not None:
+                left = self.pending_network.pop(network) - 1
+                if left:  # no key kept for a network with nothing in flight
+                    self.pending_network[network] = left
             if status and status[0] < 400:  # signed in; a refusal (400) stays counted
                 self.failed.succeeded(client, stamp)
                 self.names.succeeded(name, name_stamp)
+                self.known.add(client)
 
 
 async def _limited(send: Any, wait: float) -> None:

@@ -1,7 +1,9 @@
 """Votes and pairs in the labeling database (tables in `tables`, connections in `engines`).
 
 Every vote is one transaction and carries a client-generated id (`vote_id`, the primary
-key of its row), so a submit that is retried after a lost acknowledgement is stored once.
+key of its row), so a submit that is retried after a lost acknowledgement is stored once
+(`duplicate`; `undone` when the vote was withdrawn since, and then the retry stores nothing:
+`votes.Ack`).
 A vote is acknowledged only after its transaction commits. Inside one process the writers
 queue on a lock before SQLite's own: SQLite's busy handler retries with sleeps of up to
 100 ms, so 32 threads contending on the database lock starve each other (p99 in seconds

@@ -32,7 +32,16 @@ class VoteError(ValueError):
 
 @dataclass(frozen=True)
 class Ack:
-    """The answer to a vote: `stored` (new) or `duplicate` (this vote id was stored before)."""
+    """The answer to a vote: `stored` (new), `duplicate` (this vote id was stored before and
+    counts) or `undone` (this vote id was stored before, then withdrawn by an undo: it does
+    not count, and this send stored nothing).
+
+    A retried send answers with what became of the vote it repeats. A retry that arrives
+    after an undo (its first send was stored, the acknowledgement lost, then the annotator
+    pressed undo) must not bring the vote back: the undo came later and stands. Nor may it
+    be acknowledged as `duplicate`, which a client reads as "my vote is stored". To vote on
+    the pair again, a client sends a new vote id (the page makes one for every pair shown).
+    """
 
     status: str
     vote_id: str
@@ -62,7 +71,8 @@ class VoteWriter:
         decide_ms: int,
         answers: Mapping[str, str] | None = None,
     ) -> Ack:
-        """Store one vote in one transaction; a repeated `vote_id` is acknowledged, not stored.
+        """Store one vote in one transaction; a repeated `vote_id` is acknowledged, not stored
+        (`duplicate`, or `undone` when its vote was withdrawn since: `Ack`).
 
         `annotator` must come from the authenticated session, never from the client.
         `answers` (criterion -> left/right/tie/both_bad, checked by `criteria.Criteria`) go
@@ -176,4 +186,5 @@ class VoteWriter:
 def _ack_existing(old: Any, annotator: str) -> Ack:
     if old.annotator != annotator:  # never reveal or touch another annotator's vote
         raise VoteError("vote id already used by another annotator")
-    return Ack("duplicate", old.vote_id, old.annotator, old.pair_id)
+    status = "undone" if old.undone else "duplicate"  # an undone vote stays undone (`Ack`)
+    return Ack(status, old.vote_id, old.annotator, old.pair_id)
