@@ -77,7 +77,14 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     refuse_stray_options(args, "--ppd")
     from .diffusion import apply_lora, load_pipeline, load_tuned
-    from .diffusion.sample import generate, sampling_defaults, to_pil_images
+    from .diffusion.recipe import run_info
+    from .diffusion.sample import (
+        generate,
+        sampling_defaults,
+        sampling_resolution,
+        size_argument,
+        to_pil_images,
+    )
     from .grid import image_grid
 
     at_least_one(args, "n", "steps", "batch_size")
@@ -90,19 +97,20 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         from .hub import require_one
 
         require_one(args.lora, "--lora")
-    if Path(args.model).joinpath("mmalign_run.json").is_file():
-        model = load_tuned(args.model)
-    else:
-        model = load_pipeline(args.model)
+    run = run_info(args.model)  # a training output_dir: its weights and resolution
+    model = load_tuned(args.model) if run is not None else load_pipeline(args.model)
     if args.lora:
         apply_lora(model, args.lora)
     steps, guidance = sampling_defaults(model, args.steps, args.guidance)
+    resolution = sampling_resolution(model, args.resolution, run)
     prompts = [p for p in args.prompt for _ in range(args.n)]
     images = generate(
         model.pipe, prompts, seed=args.seed, steps=steps, guidance=guidance,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, resolution=size_argument(model, resolution),
     )  # fmt: skip
     header = f"seed {args.seed}, {steps} steps, cfg {guidance}"
+    if size_argument(model, resolution) is not None:  # not the pipeline's own size
+        header += f", {resolution} px"
     grid = image_grid([to_pil_images(images)], [header], prompts)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     grid.save(args.out)
@@ -114,7 +122,7 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     from .data.prompts import resolve_prompts
     from .diffusion import load_pipeline, load_tuned
     from .diffusion.recipe import run_info
-    from .diffusion.sample import sampling_defaults
+    from .diffusion.sample import sampling_defaults, sampling_resolution, size_argument
     from .eval.cli import scorer_kwargs
     from .eval.winrate import describe, run_winrate
     from .rewards import split_name
@@ -149,11 +157,16 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
         base.pipe.mmalign_max_sequence_length = int(run["max_sequence_length"])
     tuned = load_tuned(args.tuned, base_name)
     steps, guidance = sampling_defaults(base, args.steps, args.guidance)
+    # both models at the size the run trained at (`--resolution` to choose), not the base's
+    # default: SD3 / FLUX recipes train at 512 against a 1024 default
+    resolution = sampling_resolution(base, args.resolution, info)
     results = run_winrate(
         base.pipe, tuned.pipe, prompts, scorers, args.out, seed=args.seed,
         steps=steps, guidance=guidance, batch_size=args.batch_size,
         seeds_per_prompt=args.seeds_per_prompt, scorer_kwargs=scorer_kwargs(args, scorers),
-        meta={"base": base.source, "tuned": str(args.tuned), "prompt_source": args.prompts},
+        resolution=size_argument(base, resolution),
+        meta={"base": base.source, "tuned": str(args.tuned), "prompt_source": args.prompts,
+              "resolution": resolution},
     )  # fmt: skip
     for name, r in results["scorers"].items():
         print(describe(name, r))
@@ -185,6 +198,12 @@ def _cmd_showcase(args: argparse.Namespace) -> int:
     print(report.read_text())
     print(f"report: {report.resolve()}")
     return 0
+
+
+RESOLUTION_HELP = (
+    "image side in pixels (default: the training run's resolution for a "
+    "training output_dir, else the pipeline's default)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--resolution", type=int, default=None, help=RESOLUTION_HELP)
     p.add_argument("--out", default="samples/grid.png", help="PNG path (default samples/grid.png)")
     from .ppd_cli import add_sample_options, add_winrate_options
 
@@ -250,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--guidance", type=float, default=None)
     w.add_argument("--batch-size", type=int, default=50)
     w.add_argument("--seeds-per-prompt", type=int, default=1, help="images per prompt and model")
+    w.add_argument("--resolution", type=int, default=None, help=RESOLUTION_HELP)
     w.add_argument("--out", required=True, help="output folder (results.json, report.html, ...)")
     add_winrate_options(w)
     w.set_defaults(func=_cmd_eval_winrate)

@@ -90,7 +90,14 @@ def sample_embedding(args: argparse.Namespace, base: str | None = None) -> objec
 def cmd_sample_ppd(args: argparse.Namespace) -> int:
     from .diffusion import ppd
     from .diffusion.ppd_users import UserPipeline, load_ppd
-    from .diffusion.sample import generate, sampling_defaults, to_pil_images
+    from .diffusion.recipe import run_info
+    from .diffusion.sample import (
+        generate,
+        sampling_defaults,
+        sampling_resolution,
+        size_argument,
+        to_pil_images,
+    )
     from .grid import image_grid
 
     if args.lora:
@@ -109,10 +116,12 @@ def cmd_sample_ppd(args: argparse.Namespace) -> int:
     e = sample_embedding(args, base)
     pipe = UserPipeline(model.pipe, e)  # a width mismatch is an error here
     steps, guidance = sampling_defaults(model, args.steps, args.guidance)
+    resolution = sampling_resolution(model, args.resolution, run_info(args.ppd))
     prompts = [p for p in args.prompt for _ in range(args.n)]
     images = generate(
-        pipe, prompts, seed=args.seed, steps=steps, guidance=guidance, batch_size=args.batch_size
-    )
+        pipe, prompts, seed=args.seed, steps=steps, guidance=guidance, batch_size=args.batch_size,
+        resolution=size_argument(model, resolution),
+    )  # fmt: skip
     who = args.user or Path(args.user_embedding).name
     header = f"user {who}{f' mix {args.mix}' if args.mix else ''}, seed {args.seed}"
     if scale != 1.0:
@@ -146,7 +155,8 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
     """`mmalign eval winrate --tuned RUN --user IDS`: per-user win rates, matrix, sweep."""
     from .diffusion.load import load_pipeline
     from .diffusion.ppd_users import load_ppd, user_embeddings, user_set
-    from .diffusion.sample import sampling_defaults
+    from .diffusion.recipe import run_info
+    from .diffusion.sample import sampling_defaults, sampling_resolution, size_argument
     from .eval.ppd_winrate import run_user_winrate
 
     scale = user_scale(args)
@@ -169,11 +179,13 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
     if args.n is not None:
         prompts = prompts[: args.n]
     steps, guidance = sampling_defaults(base, args.steps, args.guidance)
+    resolution = sampling_resolution(base, args.resolution, run_info(args.tuned))
     results = run_user_winrate(
         base.pipe, model.pipe, prompts, embeddings, args.out, seed=args.seed, steps=steps,
         guidance=guidance, batch_size=args.batch_size, matrix=not args.no_matrix,
         interpolate=pair, meta={"base": base.source, "tuned": str(args.tuned),
-                                "prompt_source": args.prompts}, users=users,
+                                "prompt_source": args.prompts, "resolution": resolution},
+        users=users, resolution=size_argument(base, resolution),
     )  # fmt: skip
     for u, r in results["users"].items():
         lo, hi = r["ci95"]

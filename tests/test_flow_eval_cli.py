@@ -121,13 +121,15 @@ def test_mmalign_sample_on_a_flux_run(tmp_path, capsys):
     saved = _pixels(out)
 
     def grid(images: torch.Tensor) -> np.ndarray:  # the header names FLUX's own guidance, 3.5
-        made = image_grid([to_pil_images(images)], ["seed 3, 2 steps, cfg 3.5"], PROMPTS)
+        # and the run's resolution, 32 (tiny FLUX's pipeline would sample 256 px by default)
+        made = image_grid([to_pil_images(images)], ["seed 3, 2 steps, cfg 3.5, 32 px"], PROMPTS)
         return np.asarray(made).astype(np.int16)
 
-    expected = grid(ours)  # the run's images, rounded to 8 bits as the command does
+    # the run's images at the size it trained at, rounded to 8 bits as the command does
+    expected = grid(generate(recipe.diffusion.pipe, PROMPTS, **kw, resolution=32))
     assert saved.shape == expected.shape
     assert np.abs(saved - expected).max() <= 1
     # ... and not the base's (encoded as the run: only the LoRA differs)
     base = load_pipeline(model)
     base.pipe.mmalign_max_sequence_length = MAX_SEQUENCE
-    assert np.abs(saved - grid(generate(base.pipe, PROMPTS, **kw))).max() > 2
+    assert np.abs(saved - grid(generate(base.pipe, PROMPTS, **kw, resolution=32))).max() > 2

@@ -80,6 +80,13 @@ IMAGE_PAIR_FEATURES = pair_features("image")
 TEXT_PAIR_FEATURES = pair_features("text")
 
 
+# what a skip reason means, where its name alone could mislead; `str(ValidationReport)` adds it
+SKIP_NOTES = {
+    "prompt_mismatch": "chosen and rejected differ before their last message (two prompts, "
+    "not one shared prompt)",
+}
+
+
 @dataclass
 class ValidationReport:
     """What happened to every row: kept, or skipped with a reason and example indices."""
@@ -113,7 +120,8 @@ class ValidationReport:
         for reason, count in sorted(self.skipped.items(), key=lambda kv: -kv[1]):
             rows = ", ".join(map(str, self.examples.get(reason, [])))
             more = ", ..." if count > len(self.examples.get(reason, [])) else ""
-            lines.append(f"  {reason}: {count} (rows {rows}{more})")
+            note = f": {SKIP_NOTES[reason]}" if reason in SKIP_NOTES else ""
+            lines.append(f"  {reason}: {count} (rows {rows}{more}){note}")
         return "\n".join(lines)
 
 

@@ -9,7 +9,9 @@ column is accepted too). Two layouts, as TRL documents them:
   "assistant", "content": [{"type": "text", "text": "A cat."}]}]`. Each `{"type": "image"}`
   part becomes an `<image>` placeholder at its place in the prompt. Without a `prompt`
   column ("implicit prompt"), `chosen` and `rejected` are whole conversations that share
-  every message but the last, and the shared messages are the prompt.
+  every message but the last, and the shared messages are the prompt. A row whose two
+  conversations differ before their last message is skipped as `prompt_mismatch`; one with no
+  message before either answer as `missing_prompt`.
 
 mmalign's collator renders one user turn, so a prompt with a system message or several
 turns is skipped and counted as `multi_turn_prompt` rather than silently flattened.
@@ -68,8 +70,10 @@ def _answer(value: Any, name: str) -> Any:
 def trl_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, Any]:
     prompt, chosen, rejected = record.get("prompt"), record.get("chosen"), record.get("rejected")
     if prompt is None and _is_messages(chosen) and _is_messages(rejected):  # implicit prompt
-        if len(chosen) < 2 or chosen[:-1] != rejected[:-1]:
+        if len(chosen) < 2 and len(rejected) < 2:  # nothing before either answer
             raise SkipRow("missing_prompt")
+        if chosen[:-1] != rejected[:-1]:  # a prompt, but not one both answers share
+            raise SkipRow("prompt_mismatch")
         prompt, chosen, rejected = chosen[:-1], chosen[-1:], rejected[-1:]
     if _is_messages(prompt):
         prompt = prompt_text(prompt)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -27,6 +28,51 @@ def sampling_defaults(model, steps: int | None, guidance: float | None) -> tuple
     default_steps = 20 if toy else 50
     default_guidance = 2.5 if toy else (5.0 if model.family == "sdxl" else 7.5)
     return steps or default_steps, default_guidance if guidance is None else guidance
+
+
+def sampling_resolution(model, requested: int | None, run: Mapping[str, Any] | None) -> int:
+    """The side to sample at: `requested` (`--resolution`), else the resolution the training
+    run `run` (its `mmalign_run.json`) trained at, else the model's default. A requested side
+    must be a positive multiple of the latent grid's step (the VAE factor; twice it for SD3 /
+    FLUX, whose transformers take 2x2 latent patches), else an InputError."""
+    from ..config import InputError
+
+    if requested is not None:
+        step = model.vae_scale * (2 if hasattr(model.pipe, "transformer") else 1)
+        if requested < step or requested % step:
+            raise InputError(
+                f"--resolution {requested}: give a positive multiple of {step} (this model's "
+                f"latent grid; its default is {model.default_resolution})"
+            )
+        return int(requested)
+    run = run or {}
+    trained = run.get("resolution") or ((run.get("config") or {}).get("diffusion") or {}).get(
+        "resolution"
+    )
+    if trained:
+        return int(trained)
+    return pipeline_resolution(model.pipe) or int(model.default_resolution)
+
+
+def pipeline_resolution(pipe) -> int | None:
+    """The side `pipe` samples at when given no size, as diffusers computes it
+    (`default_sample_size`, else the UNet's `sample_size`, times the VAE factor); None when it
+    is not one square side."""
+    size = getattr(pipe, "default_sample_size", None)
+    if size is None:
+        unet = getattr(pipe, "unet", None)
+        size = getattr(getattr(unet, "config", None), "sample_size", None)
+    factor = getattr(pipe, "vae_scale_factor", None)
+    if not isinstance(size, int) or not isinstance(factor, int):
+        return None
+    return size * factor
+
+
+def size_argument(model, resolution: int) -> int | None:
+    """`resolution` for `generate`, None where it is the pipeline's own default: the pipeline
+    then samples exactly as when no size was given (and a win rate's saved images stay
+    valid)."""
+    return None if resolution == pipeline_resolution(model.pipe) else resolution
 
 
 @torch.no_grad()

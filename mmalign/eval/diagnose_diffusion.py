@@ -6,9 +6,11 @@ Section 3) needs the model's likelihood of each image; a diffusion model has non
 form, so the pair is ranked by Diffusion-DPO's stand-in for it (Wallace et al. 2024, Eq. 9-10):
 the chosen image is ranked right when the model denoises it better, -MSE_w > -MSE_l, on the
 same (timestep, noise) draws. Implicit accuracy: (ref_mse_w - mse_w) - (ref_mse_l - mse_l) > 0,
-with `--adapter` the tuned weights and `--model` their base. CHES and LN-CHES (Razin et al.)
-are defined on a language model's hidden states of the response tokens, so they are not
-computed here, and `--filter` (which ranks by them) is refused.
+with `--adapter` the tuned weights and `--model` their base; an exact tie (margin 0) counts
+half, as in `mmalign eval accuracy --model`. Pairs labelled 0.5 are left out and counted.
+CHES and LN-CHES (Razin et al.) are defined on a language model's hidden states of the
+response tokens, so they are not computed here, and `--filter` (which ranks by them) is
+refused.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def diagnose_diffusion(args: argparse.Namespace) -> int:
     """Write DIR/pairs.parquet and DIR/summary.json for the diffusion pairs of `args.data`."""
     import pandas as pd
 
-    from .implicit import score_pairs
+    from .implicit import implicit_credit, score_pairs
 
     if args.filter:
         raise InputError(f"--filter {args.filter}: {NO_CHES}, so there is nothing to filter on")
@@ -46,7 +48,8 @@ def diagnose_diffusion(args: argparse.Namespace) -> int:
     }
     summary: dict = {"data": args.data, "model": args.model, "adapter": args.adapter,
                      "kind": "diffusion", "pairs": len(scores.kept), "draws": args.draws,
-                     "ties_left_out": scores.ties, "skipped": dict(scores.report.skipped),
+                     "ties_left_out": scores.ties, "tied_labels": scores.ties,
+                     "skipped": dict(scores.report.skipped),
                      # label-0 rows, scored with their rejected image as score_chosen
                      "rejected_preferred": scores.swapped,
                      "note": NO_CHES}  # fmt: skip
@@ -57,8 +60,9 @@ def diagnose_diffusion(args: argparse.Namespace) -> int:
         columns["ref_score_chosen"] = scores.ref_chosen.tolist()
         columns["ref_score_rejected"] = scores.ref_rejected.tolist()
         columns["implicit_margin"] = margin.tolist()
-        columns["implicit_correct"] = (margin > 0).tolist()
+        columns["implicit_correct"] = implicit_credit(margin).tolist()  # 1, 0.5 (tie) or 0
         summary["implicit_accuracy"] = sum(columns["implicit_correct"]) / n
+        summary["implicit_ties"] = int((margin == 0).sum())
         summary["mean_implicit_margin"] = float(margin.mean())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,12 @@ how much better the tuned model denoises it than the reference. A pair is ranked
 the chosen image's implicit reward exceeds the rejected one's,
 `(ref_mse_w - mse_w) - (ref_mse_l - mse_l) > 0`, estimated as the mean over `draws` (timestep,
 noise) draws per pair with the training scorer (`DiffusionPairScorer`, no caption dropout).
-beta > 0 does not change the sign, so it is left out. Ties in the labels are left out and
-counted. A label is P(chosen preferred): a pair labelled below 0.5 (a saved pair dataset's
-label 0, the rejected image won) is scored with its two images swapped, so "chosen" is always
-the image the human preferred and such a pair is not ranked backwards.
+beta > 0 does not change the sign, so it is left out. An exact tie of the implicit reward
+(margin 0) counts half (`implicit_credit`), here and in `mmalign data diagnose`. Ties in the
+labels (0.5) have no right order: they are left out and counted. A label is P(chosen
+preferred): a pair labelled below 0.5 (a saved pair dataset's label 0, the rejected image won)
+is scored with its two images swapped, so "chosen" is always the image the human preferred and
+such a pair is not ranked backwards.
 
 `score_pairs` also gives the tuned model's own ranking of each pair (Chen et al., "Preference
 Learning Algorithms Do Not Learn Preference Rankings", Section 3, with Diffusion-DPO's stand-in
@@ -52,6 +54,12 @@ class PairScores:
         return (self.chosen - self.ref_chosen) - (self.rejected - self.ref_rejected)
 
 
+def implicit_credit(margin: torch.Tensor) -> torch.Tensor:
+    """Per pair: 1 where the preferred side's implicit reward is higher (margin > 0), 0.5 on an
+    exact tie, 0 below: the implicit accuracy is its mean."""
+    return (margin > 0).double() + 0.5 * (margin == 0).double()
+
+
 def score_pairs(
     tuned: str,
     data: str,
@@ -86,7 +94,8 @@ def score_pairs(
     model.pipe.to(dev)
     lora = any("lora_" in n for n, _ in model.unet.named_parameters())
     kind = "adapters" if lora else "none"
-    resolution = model.default_resolution
+    # the size the run trained at (as the flow path below reads it), else the model's default
+    resolution = int((run_info(tuned) or {}).get("resolution") or model.default_resolution)
     if hasattr(model.pipe, "transformer"):  # SD3 / FLUX: the flow scorer, as the run trained
         scorer, encoder, resolution = _flow_scorer(model, tuned, kind)
     else:
@@ -185,7 +194,7 @@ def implicit_accuracy(
                          max_rows=max_rows, pickapic_root=pickapic_root, seed=seed,
                          device=device)  # fmt: skip
     margin = scores.implicit_margin()
-    correct = (margin > 0).double() + 0.5 * (margin == 0).double()
+    correct = implicit_credit(margin)
     return {
         "model": str(tuned),
         "base": str(scores.base),
@@ -194,6 +203,7 @@ def implicit_accuracy(
         "pairs": len(margin),
         "draws": draws,
         "mean_margin": float(margin.mean()),
+        "implicit_ties": int((margin == 0).sum()),
         "ties_left_out": scores.ties,
         "rejected_preferred": scores.swapped,
         "skipped": scores.report.num_skipped,

@@ -142,13 +142,14 @@ def run_user_winrate(
     interpolate: tuple[str, str] | None = None,
     meta: dict[str, Any] | None = None,
     users: Sequence[str] | None = None,
+    resolution: int | None = None,
 ) -> dict[str, Any]:
     """Per-user win rates of the PPD model over its base; the user x conditioning matrix and
     specificity (`matrix`); the interpolation sweep (`interpolate`). Writes results.json and
     report.html under out_dir; generated images are saved and reused. `users`: the users the
     table, average and matrix are over (default: every one in `embeddings`); an
     interpolation end outside them is embedded for the sweep only, so naming one does not
-    change the average."""
+    change the average. `resolution`: the image side (None: the pipelines' default)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -166,10 +167,13 @@ def run_user_winrate(
     scale = ppd.user_scale(ppd_pipe.unet)  # the branch's weight (--user-scale) shapes the images
     if scale != 1.0:  # absent at 1, so images saved before the setting existed stay valid
         settings["user_scale"] = scale
+    if resolution is not None:  # absent at the default, for the same reason
+        settings["resolution"] = resolution
     sync_images(out_dir, settings)
     texts, index = list(prompts), list(range(len(prompts)))
     seeds = [image_seed(seed, i) for i in index]
-    sampler = {"steps": steps, "guidance": guidance, "batch_size": batch_size}
+    sampler = {"steps": steps, "guidance": guidance, "batch_size": batch_size,
+               "resolution": resolution}  # fmt: skip
 
     def images(tag: str, pipe: Any) -> torch.Tensor:
         return generate_or_reuse(pipe, tag, texts, seeds, index, out_dir, **sampler)[0]

@@ -261,10 +261,12 @@ def run_winrate(
     scorer_kwargs: dict[str, dict[str, Any]] | None = None,
     report: bool = True,
     meta: dict[str, Any] | None = None,
+    resolution: int | None = None,
 ) -> dict[str, Any]:
     """Generate with both pipelines (reusing images already in out_dir), score with every
     scorer, write `results.json`, `per_prompt.jsonl` (one line per prompt and seed),
-    `grid.png` and, with `report`, `report.html`."""
+    `grid.png` and, with `report`, `report.html`. `resolution`: the image side both models
+    sample at (None: the pipelines' default, as images saved before the option existed)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if seeds_per_prompt < 1:
@@ -278,13 +280,14 @@ def run_winrate(
         {"base": base_id, "base_weights": fingerprint(base_id),
          "base_text_encoding": text_encoding(base_pipe), "tuned": tuned_id,
          "tuned_weights": fingerprint(tuned_id), "tuned_text_encoding": text_encoding(tuned_pipe),
-         "steps": steps, "guidance": guidance},
+         "steps": steps, "guidance": guidance, "resolution": resolution},
     )  # fmt: skip
     # Prompt-major order: the K seeds of prompt 0, then prompt 1, ...
     index = [i for i in range(len(prompts)) for _ in range(seeds_per_prompt)]
     seeds = [image_seed(seed, i, k) for i in range(len(prompts)) for k in range(seeds_per_prompt)]
     texts = [prompts[i] for i in index]
-    sampler = {"steps": steps, "guidance": guidance, "batch_size": batch_size}
+    sampler = {"steps": steps, "guidance": guidance, "batch_size": batch_size,
+               "resolution": resolution}  # fmt: skip
     base, made_b = generate_or_reuse(base_pipe, "base", texts, seeds, index, out_dir, **sampler)
     tuned, made_t = generate_or_reuse(tuned_pipe, "tuned", texts, seeds, index, out_dir, **sampler)
     results: dict[str, Any] = {"scorers": {}}

@@ -181,12 +181,28 @@ def cpo(s: PairScores, *, beta: float = 0.1, alpha: float = 1.0) -> LossOutput:
     return LossOutput(loss, pair_metrics(s, beta * pc, beta * pr))
 
 
+ORPO_MAX_MEAN_LOGP = -1e-8  # the odds term reads a mean log-prob at most this (see orpo)
+
+
+def _below_certain(m: torch.Tensor) -> torch.Tensor:
+    """`m` with values above ORPO_MAX_MEAN_LOGP read as it, the gradient passed straight
+    through: the odds of p = 1 are infinite (log(1 - e^0) = -inf)."""
+    return m + (m.clamp(max=ORPO_MAX_MEAN_LOGP) - m).detach()
+
+
 def orpo(s: PairScores, *, beta: float = 0.1) -> LossOutput:
     """ORPO, Hong et al. 2024, Eqs. 4-7 (reference-free), on mean token log-probs.
 
     `log_odds = (p_c - p_r) - (log(1 - e^p_c) - log(1 - e^p_r))`,
     `loss = nll_c - beta*logsig(log_odds)` with `nll_c = -p_c` (the mean
     token NLL, as the paper's SFT term).
+
+    A mean log-prob of exactly 0 (every token certain; bf16 log-softmax rounds to it) is
+    valid: the odds term reads p above ORPO_MAX_MEAN_LOGP (-1e-8) as that value, with the
+    gradient of the odds there (about 1e8, finite) passed straight through, so a certain
+    rejected answer is still pushed down; the NLL term uses p itself. TRL 1.16's
+    `odds_ratio_loss` takes log1mexp(0) = -inf: an infinite loss and a NaN gradient when the
+    rejected answer is at 0. A positive mean log-prob is not a log-prob and is refused.
 
     vs TRL 1.16: differs in the NLL term only. The odds-ratio term equals
     ORPOTrainer's `odds_ratio_loss`; TRL's NLL is the cross-entropy over prompt
@@ -197,11 +213,12 @@ def orpo(s: PairScores, *, beta: float = 0.1) -> LossOutput:
     """
     check_beta(beta)
     mc, mr = mean_logps(s)
-    if bool((mc >= 0).any() | (mr >= 0).any()):
+    if bool((mc > 0).any() | (mr > 0).any()):
         raise ValueError(
-            "orpo needs log-probabilities: every mean token log-prob (score / length) must be < 0"
+            "orpo needs log-probabilities: every mean token log-prob (score / length) must be <= 0"
         )
-    log_odds = (mc - mr) - (log1mexp(mc) - log1mexp(mr))
+    oc, orr = _below_certain(mc), _below_certain(mr)
+    log_odds = (oc - orr) - (log1mexp(oc) - log1mexp(orr))
     loss = -mc - beta * logsig(log_odds)
     metrics = pair_metrics(s, beta * mc, beta * mr)
     metrics["log_odds"] = log_odds.detach()

@@ -38,7 +38,10 @@ class PairScores:
         return self.ref_chosen is not None and self.ref_rejected is not None
 
     def swapped(self) -> PairScores:
-        """The same pairs with chosen and rejected exchanged (label becomes 1 - label)."""
+        """The same pairs, the same preferences, with chosen and rejected exchanged: the label
+        becomes 1 - label, a missing label read as 1 (so the swap of an unlabelled pair has
+        label 0, as the swap of the pair labelled 1 has)."""
+        label = torch.ones_like(self.chosen) if self.label is None else self.label
         return replace(
             self,
             chosen=self.rejected,
@@ -47,7 +50,7 @@ class PairScores:
             ref_rejected=self.ref_chosen,
             chosen_len=self.rejected_len,
             rejected_len=self.chosen_len,
-            label=None if self.label is None else 1 - self.label,
+            label=1 - label,
         )
 
     def validate(self, *, need_reference: bool = False, loss_name: str = "loss") -> None:

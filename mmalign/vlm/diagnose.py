@@ -16,8 +16,12 @@ the tokens the training scorer sums (scorer.py).
 
 Ranking accuracy (Chen et al., "Preference Learning Algorithms Do Not Learn Preference
 Rankings", Section 3): a pair is ranked right when pi_c > pi_r, the summed completion
-log-probs of the model, with no reference. Implicit-reward accuracy (DPO, Rafailov et al.
-2023, Eq. 5's implicit reward): (pi_c - ref_c) - (pi_r - ref_r) > 0, only with a reference.
+log-probs of the model, with no reference (a tie is a miss, as there). Implicit-reward
+accuracy (DPO, Rafailov et al. 2023, Eq. 5's implicit reward): (pi_c - ref_c) - (pi_r - ref_r)
+> 0, only with a reference; an exact tie counts half (`implicit_correct` 0.5), as in
+`mmalign eval accuracy --model`. A pair labelled 0.5 (a tie in the labels) has no right order:
+it stays in the table (CHES, filters) with `tied_label` set and no accuracy value, and the
+accuracies are over the other pairs, as the diffusion diagnosis leaves such pairs out.
 
 All of these are functions of per-pair states (S+, S-, |y+|, |y-| and the log-probs): one
 model pass computes them, and a cache keyed by the weights, the pairs and the tokenization
@@ -108,8 +112,18 @@ def state_columns(t: dict[str, torch.Tensor]) -> dict[str, list[Any]]:
     if "ref_chosen" in t:
         rc, rr = t["ref_chosen"], t["ref_rejected"]
         out["ref_chosen"], out["ref_rejected"] = rc.tolist(), rr.tolist()
-        out["implicit_correct"] = ((lc - rc) - (lr - rr) > 0).tolist()
+        out["implicit_correct"] = [_credit(m) for m in ((lc - rc) - (lr - rr)).tolist()]
     return out
+
+
+def _credit(margin: float) -> float:
+    """1 for a positive implicit margin, 0.5 for an exact tie, 0 below."""
+    return 1.0 if margin > 0 else 0.5 if margin == 0 else 0.0
+
+
+def _tied(label: Any) -> bool:
+    """A label of 0.5: no preference, so no right order."""
+    return label is not None and abs(float(label) - 0.5) <= 1e-6
 
 
 def diagnose_batch(model: Any, batch: SequenceBatch,
@@ -219,12 +233,20 @@ def _orient(columns: dict[str, list[Any]], rows: Any, t: dict[str, torch.Tensor]
     """Pairs whose label is below 0.5 (a label 0: the `rejected` answer was preferred) are
     ranked right when the model prefers `rejected` (`rejected_preferred` marks them), and
     their CHES / LN-CHES take `rejected` as y+ (the preferred answer, whose likelihood DPO
-    displaces; the scores are not symmetric in y+ and y-); a column of labels all 1 or
-    missing changes nothing."""
+    displaces; the scores are not symmetric in y+ and y-). Pairs labelled 0.5 get
+    `tied_label` and no accuracy value (None). A column of labels all 1 or missing changes
+    nothing."""
     names = getattr(rows, "column_names", None) or []
     if "label" not in names:
         return
     labels = rows["label"]
+    tied = [_tied(labels[i]) for i in columns["row"]]
+    if any(tied):
+        columns["tied_label"] = tied
+        ranked = columns["ranking_correct"]
+        columns["ranking_correct"] = [None if d else v for v, d in zip(ranked, tied, strict=True)]
+        if "ref_chosen" in columns:
+            _implicit_correct(columns)
     flip = [labels[i] is not None and float(labels[i]) < 0.5 for i in columns["row"]]
     if not any(flip):
         return
@@ -236,21 +258,36 @@ def _orient(columns: dict[str, list[Any]], rows: Any, t: dict[str, torch.Tensor]
     ches, ln_ches = ches_scores(s_w, s_l, n_w, n_l)  # y+ = the preferred answer
     columns["ches"], columns["ln_ches"] = ches.tolist(), ln_ches.tolist()
     lc, lr = columns["logp_chosen"], columns["logp_rejected"]
-    columns["ranking_correct"] = [(b > a) if f else (a > b)
-                                  for a, b, f in zip(lc, lr, flip, strict=True)]  # fmt: skip
+    tied = _tied_column(columns)
+    columns["ranking_correct"] = [
+        None if d else (b > a) if f else (a > b)
+        for a, b, f, d in zip(lc, lr, flip, tied, strict=True)
+    ]
     if "ref_chosen" in columns:
         _implicit_correct(columns)
 
 
+def _tied_column(columns: dict[str, list[Any]]) -> list[bool]:
+    return columns.get("tied_label") or [False] * len(columns["logp_chosen"])
+
+
 def _implicit_correct(columns: dict[str, list[Any]]) -> None:
-    """implicit_correct from the log-prob columns, the `rejected_preferred` pairs' margin read
-    the other way."""
+    """implicit_correct (1, 0.5 on an exact tie, 0) from the log-prob columns, the
+    `rejected_preferred` pairs' margin read the other way; None for a `tied_label` pair."""
     flip = columns.get("rejected_preferred") or [False] * len(columns["logp_chosen"])
     margins = [(a - ra) - (b - rb) for a, b, ra, rb in zip(
         columns["logp_chosen"], columns["logp_rejected"], columns["ref_chosen"],
         columns["ref_rejected"], strict=True)]  # fmt: skip
-    columns["implicit_correct"] = [(m < 0) if f else (m > 0)
-                                   for m, f in zip(margins, flip, strict=True)]  # fmt: skip
+    tied = _tied_column(columns)
+    columns["implicit_correct"] = [
+        None if d else _credit(-m if f else m) for m, f, d in zip(margins, flip, tied, strict=True)
+    ]
+
+
+def _share(values: list[Any]) -> float | None:
+    """The mean of the values that are not None (booleans count 1 / 0); None if none is."""
+    decided = [float(v) for v in values if v is not None]
+    return sum(decided) / len(decided) if decided else None
 
 
 def add_reference(diag: Diagnosis, reference: Diagnosis, name: str) -> None:
@@ -305,10 +342,15 @@ def summarize(diag: Diagnosis) -> dict[str, Any]:
                            "seconds": round(diag.seconds, 2)}  # fmt: skip
     if n == 0:
         return out
-    out["ranking_accuracy"] = sum(cols["ranking_correct"]) / n
+    # over the pairs with a preference: a pair labelled 0.5 has no right order
+    tied = _tied_column(cols)
+    out["tied_labels"] = sum(tied)
+    out["ranking_accuracy"] = _share(cols["ranking_correct"])
     if "implicit_correct" in cols:
-        out["implicit_accuracy"] = sum(cols["implicit_correct"]) / n
-    ties = sum(a == b for a, b in zip(cols["logp_chosen"], cols["logp_rejected"], strict=True))
+        out["implicit_accuracy"] = _share(cols["implicit_correct"])
+        out["implicit_ties"] = sum(v == 0.5 for v in cols["implicit_correct"])
+    ties = sum(a == b and not d for a, b, d in
+               zip(cols["logp_chosen"], cols["logp_rejected"], tied, strict=True))  # fmt: skip
     out["ranking_ties"] = ties
     out["duplicates"] = sum(d >= 0 for d in cols["duplicate_of"])
     if "rejected_preferred" in cols:  # label-0 pairs, ranked with `rejected` as the winner
@@ -344,9 +386,9 @@ def summarize_by(diag: Diagnosis, groups: list[str]) -> dict[str, dict[str, Any]
     for name in sorted(set(groups)):
         idx = [i for i, g in enumerate(groups) if g == name]
         entry: dict[str, Any] = {"pairs": len(idx),
-                                 "ranking_accuracy": sum(cols["ranking_correct"][i]
-                                                         for i in idx) / len(idx)}  # fmt: skip
+                                 "ranking_accuracy": _share([cols["ranking_correct"][i]
+                                                             for i in idx])}  # fmt: skip
         if "implicit_correct" in cols:
-            entry["implicit_accuracy"] = sum(cols["implicit_correct"][i] for i in idx) / len(idx)
+            entry["implicit_accuracy"] = _share([cols["implicit_correct"][i] for i in idx])
         out[name] = {**entry, **group_means(cols, idx)}
     return out

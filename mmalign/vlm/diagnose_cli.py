@@ -179,10 +179,17 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     if reference is not None:
         meta["reference"] = ref_source
     summary = write_outputs(diag, rows, Path(args.out), meta, pair_filter, top=args.top)
+
+    def share(key: str) -> str:  # None: every pair labelled 0.5, no order to be right about
+        value = summary.get(key, float("nan"))
+        return "n/a" if value is None else f"{value:.1%}"
+
+    tied = summary.get("tied_labels", 0)
     print(f"{summary['pairs']} pairs in {summary['seconds']:.1f}s; ranking accuracy "
-          f"{summary.get('ranking_accuracy', float('nan')):.1%}"
-          + (f", implicit accuracy {summary['implicit_accuracy']:.1%}"
+          f"{share('ranking_accuracy')}"
+          + (f", implicit accuracy {share('implicit_accuracy')}"
              if "implicit_accuracy" in summary else "")
+          + (f" ({tied} pairs labelled 0.5 left out of the accuracies)" if tied else "")
           + f"; duplicates {summary.get('duplicates', 0)}")  # fmt: skip
     if "filter" in summary:
         f = summary["filter"]

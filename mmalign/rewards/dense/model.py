@@ -228,11 +228,22 @@ class DenseRewardModel(nn.Module):
         return enc["input_ids"], enc["attention_mask"].bool()
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """[B,3,H,W] in [0,1] -> the encoder's input: resized (toy), CLIP-normalised, or as
-        SiglipImageProcessor does it (bicubic resize to a square, no crop, [-1, 1])."""
+        """[B,3,H,W] in [0,1] -> the encoder's input: the whole image resized to the encoder's
+        square, then as is (toy), CLIP-normalised (clip) or to [-1, 1] as SiglipImageProcessor
+        does (siglip).
+
+        The CLIP backbone is not given CLIPImageProcessor's centre crop: the heatmaps cover the
+        whole image (training pools the targets of the whole image to the map, the scorer maps
+        the map back over it), so the tower must see the whole image, or a flaw outside the
+        crop would never reach it and one inside would come back stretched. For a square image
+        the two are the same."""
         s = self.config.image_size
         if self.config.backbone == "clip":
-            return clip_pixels(images, s)
+            if images.shape[-2:] != (s, s):
+                images = F.interpolate(
+                    images, size=(s, s), mode="bicubic", align_corners=False, antialias=True
+                ).clamp(0, 1)
+            return clip_pixels(images, s)  # square at size s: normalised only
         if self.config.backbone == "siglip":
             if images.shape[-2:] != (s, s):
                 images = F.interpolate(

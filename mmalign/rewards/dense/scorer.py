@@ -25,8 +25,8 @@ from .model import DenseRewardModel
 def _by_size(images: ImageBatch) -> list[list[int]]:
     """The indices of `images` grouped by size (a tensor is one group). `score` runs each group
     on its own: resizing a mixed batch to one square before the model's own preprocessing
-    squashed a non-square image that, scored alone, the CLIP backbone would centre-crop (and
-    SigLIP's resize bicubic), so an image's score depended on the sizes beside it."""
+    resized a non-square image twice (bilinear, then the backbone's bicubic), so an image's
+    score depended on the sizes beside it."""
     if isinstance(images, torch.Tensor):
         return [list(range(len(images)))]
     groups: dict[tuple[int, int], list[int]] = {}
