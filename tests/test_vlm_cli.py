@@ -42,4 +42,5 @@ def test_bad_pair_name_is_a_config_error(tmp_path, capsys):
         "objective=[{pair: visaul, loss: dpo}]",
     ])  # fmt: skip
     assert code == 2
-    assert "pair 'visaul'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "objective.0.pair: 'visaul'" in err and "did you mean 'visual'" in err
