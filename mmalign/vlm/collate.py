@@ -67,6 +67,17 @@ def special_tokens_kwargs(processor: Any, texts: Sequence[str]) -> dict[str, Any
     return {}
 
 
+def processor_settings(processor: Any) -> str:
+    """Digest of the processor's own settings (its processor_config.json: the image and video
+    processors, LLaVA's patch size, Idefics3's image_seq_len; not the tokenizer or the chat
+    template). They set the pixels and the number of image tokens of every sequence (Qwen2-VL's
+    min / max pixels), so caches of scores key on them beside the weights."""
+    from ..data.cache import digest
+
+    to_dict = getattr(processor, "to_dict", None)
+    return digest(to_dict() if callable(to_dict) and hasattr(processor, "tokenizer") else None)
+
+
 def image_key(image: Any) -> str:
     """Identity of an image's pixels (so a repeated image is encoded once)."""
     from ..data.schema import to_pil_image

@@ -66,7 +66,7 @@ def ches_scores(s_chosen: torch.Tensor, s_rejected: torch.Tensor, n_chosen: torc
 def hidden_sums(core: Any, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sum of last-layer hidden states over the predicting positions [S, H] in float64,
     completion log-prob sums [S], completion tokens [S]) of every sequence, one forward."""
-    features = image_features(core, batch) if batch.layout == "image" else None
+    features = image_features(core, batch)
     hidden, ids, scored = completion_hidden(core, batch, features)
     n = batch.input_ids.shape[0]
     h = hidden[scored.row, scored.source].double()

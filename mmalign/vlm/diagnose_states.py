@@ -19,10 +19,10 @@ pairs.parquet):
 
 and the metadata (all strings): `format`, `hidden_size` (D), `model` (digest of the loaded
 weights, `VLM.weights_key`), `model_name`, `pairs` (digest of the diagnosed pairs' contents,
-in order) and `tokens` (digest of the tokenizer size and chat template). float64 costs 16 * D
-bytes per pair (64 KiB at D = 4096) and keeps the scores from a file identical to a fresh
-pass's: CHES is a difference of two large inner products, and float32 sums moved toy-vlm's
-(size ~2e3) by up to 5e-5.
+in order) and `tokens` (digest of the tokenizer size, the chat template and the processor's
+image settings). float64 costs 16 * D bytes per pair (64 KiB at D = 4096) and keeps the scores
+from a file identical to a fresh pass's: CHES is a difference of two large inner products, and
+float32 sums moved toy-vlm's (size ~2e3) by up to 5e-5.
 
 The cache (`$MMALIGN_CACHE/vlm-states/<key>.safetensors`) is keyed by `model`, `pairs` and
 `tokens`. `max_length` is not in the key: it never truncates a row (collate.py), it only skips
@@ -65,11 +65,14 @@ class StatesKey:
     def of(cls, model_key: tuple[Any, ...] | None, pair_keys: list[str],
            processor: Any) -> StatesKey:  # fmt: skip
         """`model_key`: `VLM.weights_key` (dtype, source, revision, files, adapter, files)."""
+        from .collate import processor_settings
+
         tok = getattr(processor, "tokenizer", processor)
-        # tokens PRISM's stage tags add, or another chat template, change the sequences scored
-        # ("bos": 1, one BOS where the template writes it; states before that had two there)
+        # tokens PRISM's stage tags add, another chat template or other image settings (the
+        # image tokens) change the sequences scored ("bos": 1, one BOS where the template
+        # writes it; states before that had two there)
         tokens = digest({"vocab": len(tok), "template": getattr(processor, "chat_template", None),
-                         "bos": 1})  # fmt: skip
+                         "bos": 1, "processor": processor_settings(processor)})  # fmt: skip
         if not model_key:
             return cls("", "", digest(pair_keys), tokens)
         name = " + ".join(str(p) for p in (model_key[1:2] + model_key[4:5]) if p)
@@ -172,8 +175,8 @@ def check_states(states: PairStates, path: Path, label: str, key: StatesKey,
             f"by {key.model_name} (weights key {states.meta.get('model')} != {key.model}): {fix}"
         )
     if states.meta.get("tokens") != key.tokens:
-        raise InputError(f"{label} {path}: the states were computed with another tokenizer or "
-                         f"chat template than the model's: {fix}")  # fmt: skip
+        raise InputError(f"{label} {path}: the states were computed with another tokenizer, "
+                         f"chat template or image settings than the model's: {fix}")  # fmt: skip
     if states.meta.get("pairs") != key.pairs:
         raise InputError(
             f"{label} {path}: the states cover other pairs ({len(states)} of them) than the "

@@ -119,6 +119,11 @@ def load_vlm(
         with hub_errors(str(adapter), "adapter"):
             processor = AutoProcessor.from_pretrained(str(adapter))
         match_vocab(model, processor)
+    tok = getattr(processor, "tokenizer", processor)
+    if tok.pad_token is None and tok.eos_token is not None:
+        # every batched processor call pads (collator, generation): a tokenizer without a pad
+        # token pads with its EOS, masked out by the attention mask (as TRL's trainers set it)
+        tok.pad_token = tok.eos_token
     if adapter is not None:
         from peft import PeftModel
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..data.schema import ValidationReport
 from ..losses import Objective
 from ..train.config import Config
-from .collate import PAIR_FIELDS, PairCollator, SequenceBatch
+from .collate import PAIR_FIELDS, PairCollator, SequenceBatch, processor_settings
 from .load import in_image_path, load_vlm
 from .lora import add_lora, lora_targets, save_adapter, save_merged
 from .scorer import VLMPairScorer
@@ -213,10 +213,12 @@ class VLMRecipe:
             # "open-unclosed": PRISM's cut stages lost their end-of-turn token, so scores saved
             # before that would lack the sequences now scored (named only for vlm.prism). The
             # mixed precision is part of the key: the scores are computed under its autocast;
-            # so is the chat template, which renders the prompts the cache does not key on.
+            # so is the chat template, which renders the prompts the cache does not key on, and
+            # so are the processor's image settings, which set the image tokens
             template = getattr(self.vlm.processor, "chat_template", None)
             key = _digest(self.vlm.weights_key, self.rows._fingerprint, pairs, v.max_length, extra,
                           cfg.data.filter, blind_as_rows, _digest(template),
+                          processor_settings(self.vlm.processor),
                           *(["open-unclosed"] if v.prism else []),
                           *([cfg.train.mixed_precision] if cfg.train.mixed_precision != "no"
                             else []))  # fmt: skip

@@ -6,8 +6,9 @@ length-normalised losses (SimPO, IPO, ORPO).
 
 Speed levers over the public toolkits, which encode each image once per sequence and again for
 the reference:
-- every distinct image of a step is encoded once and its features are handed to the language
-  model through transformers' `mm_encoder_outputs`, for every sequence that shows it;
+- every distinct image of a step is encoded once (Idefics3 / SmolVLM, whose processors lay
+  pixels out per prompt: every prompt's images once) and its features are handed to the
+  language model through transformers' `mm_encoder_outputs`, for every sequence that shows it;
 - when nothing between the pixels and the language model trains (the default: LoRA on the
   language model, vision tower and projector frozen), those features are computed without a
   graph and reused by the reference pass too;
@@ -70,14 +71,20 @@ def as_forward(model: Any, run: Callable[[], Any]) -> Any:
 
 
 def image_features(core: Any, batch: SequenceBatch) -> list[torch.Tensor]:
-    """One feature tensor [tokens, hidden] per vision unit of the batch."""
+    """One feature tensor [tokens, hidden] per vision unit of the batch: per distinct image, or
+    per prompt in the per-prompt layout (Idefics3 and SmolVLM pool a prompt's images into one
+    tensor); none where the model does not give one per prompt there (its forward then encodes
+    each sequence's pixels, `completion_hidden`)."""
     if not batch.vision:
         return []
     out = core.model.get_image_features(**batch.vision, return_dict=True)
     features = out.pooler_output
     if isinstance(features, torch.Tensor):
         features = list(features)
-    return list(features)
+    features = list(features)
+    if batch.layout == "prompt" and len(features) != len(batch.vision["pixel_values"]):
+        return []
+    return features
 
 
 def completion_hidden(
@@ -102,8 +109,7 @@ def completion_hidden(
         scored = packed.scored
     kwargs.update(input_ids=ids, **extra)
     if batch.vision:
-        if batch.layout == "image":
-            assert features is not None
+        if features:  # each unit's features, handed to every sequence that shows it
             shown = [u for row_units in units for u in row_units]  # row by row, in order
             kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(
                 pooler_output=tuple(features[u] for u in shown))}  # fmt: skip
@@ -111,7 +117,8 @@ def completion_hidden(
                 kwargs["image_grid_thw"] = batch.vision["image_grid_thw"][shown]
             if "image_sizes" in batch.vision:
                 kwargs["image_sizes"] = batch.vision["image_sizes"][shown]
-        else:  # per-prompt layout: each row gets its prompt's pixels
+        else:  # per-prompt layout without per-prompt features: each row gets its pixels
+            assert batch.layout == "prompt", "the image layout needs the units' features"
             index = torch.tensor([row_units[0] for row_units in units])
             kwargs.update({k: v[index.to(v.device)] for k, v in batch.vision.items()})
     hidden = core.model(**kwargs, use_cache=False).last_hidden_state
@@ -196,7 +203,7 @@ class VLMPairScorer:
                         features: list[torch.Tensor] | None = None,
                         packed: Packed | None = None) -> torch.Tensor:  # fmt: skip
         with torch.no_grad(), self._reference(model) as ref:
-            if features is None or batch.layout != "image":
+            if features is None:
                 features = image_features(ref, batch)
             return sequence_logps(ref, batch, features, packed)[0]
 
@@ -211,14 +218,14 @@ class VLMPairScorer:
             self._frozen[id(core)] = not image_path_trainable(core)
         frozen = self._frozen[id(core)]
         features = None
-        if frozen and batch.layout == "image":
+        if frozen:
             with torch.no_grad():
                 features = image_features(core, batch)
         packed = self.packed(model, batch)
 
         def policy() -> tuple[torch.Tensor, torch.Tensor]:
             shown = features
-            if not frozen and batch.layout == "image":  # the image path trains
+            if not frozen:  # the image path trains
                 shown = image_features(core, batch)
             return sequence_logps(core, batch, shown, packed)
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..config import InputError
 from ..data.cache import cache_root, digest
-from .collate import special_tokens_kwargs
+from .collate import processor_settings, special_tokens_kwargs
 from .load import VLM
 
 POOLINGS = ("mean", "last", "contrast", "contrast_tokens")
@@ -201,15 +201,15 @@ def embed_users(
 def cache_key(
     vlm: VLM, examples: Mapping[str, Sequence[Example]], shots: int, layer: int, pooling: str
 ) -> str:
-    """Digest of the weights, the settings, the prompt format's version and exactly the
-    examples used (images by bytes)."""
+    """Digest of the weights, the settings, the prompt format's version, the processor's image
+    settings and exactly the examples used (images by bytes)."""
     used = {
         u: [(p, _image_digest(a), _image_digest(b)) for p, a, b in list(e)[:shots]]
         for u, e in examples.items()
     }
     return digest({"weights": vlm.weights_key, "shots": shots, "layer": layer,
-                   "pooling": pooling, "examples": used,
-                   "prompt_format": PROMPT_FORMAT_VERSION})  # fmt: skip
+                   "pooling": pooling, "examples": used, "prompt_format": PROMPT_FORMAT_VERSION,
+                   "processor": processor_settings(vlm.processor)})  # fmt: skip
 
 
 def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
