@@ -84,3 +84,22 @@ def test_the_loaders_keep_naming_model_for_a_command_line_model(network_down):
 
     with pytest.raises(InputError, match=f"^model: {MODEL} could not be downloaded"):
         load_pipeline(MODEL)
+
+
+def test_vlm_data_names_data_path(network_down, tmp_path, monkeypatch):
+    """The VLM recipe's data that cannot be downloaded is named `data.path` (was `data`, the
+    name `mmalign data diagnose DATA` still uses)."""
+    import datasets
+    from test_vlm_train import vlm_config
+
+    from mmalign.vlm.data import open_vlm_pairs
+    from mmalign.vlm.recipe import open_rows
+
+    monkeypatch.setattr(datasets, "load_dataset", _no_network)
+    cfg = vlm_config(tmp_path / "out", data={"path": "org/not-cached-data", "toy": None})
+    with pytest.raises(InputError) as info:
+        open_rows(cfg)
+    assert str(info.value).startswith("data.path: org/not-cached-data"), str(info.value)
+    with pytest.raises(InputError) as info:
+        open_vlm_pairs("org/not-cached-data")
+    assert str(info.value).startswith("data: org/not-cached-data"), str(info.value)

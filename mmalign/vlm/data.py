@@ -107,8 +107,11 @@ def open_vlm_pairs(
     image_root: str | Path | None = None,
     max_samples: int | None = None,
     strict: bool = False,
+    key: str = "data",
 ) -> tuple[Any, Any]:
-    """(PreferencePair `Dataset`, `ValidationReport`) from any supported source and format."""
+    """(PreferencePair `Dataset`, `ValidationReport`) from any supported source and format.
+    `key`: where the user named `path`, for messages (a recipe's `data.path`; a command's
+    DATA)."""
     from datasets import Dataset, load_dataset, load_from_disk
 
     from ..data.schema import validate_rows
@@ -151,8 +154,8 @@ def open_vlm_pairs(
                             and local.suffix not in (".json", ".jsonl")):  # fmt: skip
         # parquet shards in a folder, or a hub id (owner/name)
         if not local.exists():
-            require_one(path, "data", repo_type="dataset")
-        with hub_errors(path, "data", repo_type="dataset"):
+            require_one(path, key, repo_type="dataset")
+        with hub_errors(path, key, repo_type="dataset"):
             ds = load_dataset(path, split=split)
     else:
         raise FileNotFoundError(f"{path}: no such file, folder or hub id (owner/name)")

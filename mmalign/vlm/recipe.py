@@ -79,7 +79,7 @@ def open_rows(cfg: Config) -> tuple[Any, ValidationReport]:
         raise ValueError("data.toy is only for data.path: toy:<kind>")
     from .data import open_vlm_pairs
 
-    return open_vlm_pairs(d.path, d.split, max_samples=d.max_samples)
+    return open_vlm_pairs(d.path, d.split, max_samples=d.max_samples, key="data.path")
 
 
 def check_chosen_only(rows: Any, objective: Any, where: str) -> None:
