@@ -5,7 +5,8 @@ image(s) in `image` or `images`; rDPO rows add `retrieved_image`, BPO rows add `
 `<image>` in the prompt marks where each image goes (LLaVA conversation format); without
 one, the images come before the text. The chat template of the model's processor renders
 the conversation; the completion's tokens are exactly what the template appends for the
-assistant turn (its end-of-turn token included), and only they are scored.
+assistant turn (its end-of-turn token included; the tokenizer's EOS where the template
+appends none, `ChatFormat.closed`), and only they are scored.
 
 Each distinct (prompt, images) of a row is tokenized once, and every pair that shares a
 sequence shares it: rDPO scores three sequences per row (not four) and BPO three: the
@@ -124,7 +125,28 @@ class ChatFormat:
                 if end < 0:
                     raise ValueError(f"the chat template changed the open-ended answer {answer!r}")
                 completions[answer] = completions[answer][: end + len(answer.strip())]
+            else:
+                completions[answer] = self.closed(completions[answer], answer)
         return Templated(head, completions)
+
+    def closed(self, completion: str, answer: str) -> str:
+        """`completion` ending its turn: where the template appends no end-of-turn token after
+        the answer (LLaVA-1.5's and LLaVA-NeXT-vicuna's hub templates append a space), the
+        tokenizer's EOS replaces that trailing whitespace, as LLaVA's own training format
+        ends an assistant turn ("ASSISTANT: answer</s>", its vicuna_v1 conversation). Without
+        it the model is never trained to stop, and a stray space token is scored instead.
+        A template that ends the turn with any special token (Qwen's <|im_end|>, Idefics3's
+        <end_of_utterance>, an EOS) is left as it is."""
+        eos = getattr(self.tokenizer, "eos_token", None)
+        text = answer.strip()
+        end = completion.rfind(text) if text else -1
+        if not eos or end < 0:
+            return completion
+        tail = completion[end + len(text) :]
+        specials = [t for t in getattr(self.tokenizer, "all_special_tokens", []) if t]
+        if any(t in tail for t in specials):
+            return completion
+        return completion[: end + len(text)] + tail.rstrip() + eos
 
     def completion_ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

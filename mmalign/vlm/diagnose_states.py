@@ -70,9 +70,11 @@ class StatesKey:
         tok = getattr(processor, "tokenizer", processor)
         # tokens PRISM's stage tags add, another chat template or other image settings (the
         # image tokens) change the sequences scored ("bos": 1, one BOS where the template
-        # writes it; states before that had two there)
+        # writes it; states before that had two there; "eos": 1, an EOS ends the completions
+        # of templates that append none, collate.ChatFormat.closed)
         tokens = digest({"vocab": len(tok), "template": getattr(processor, "chat_template", None),
-                         "bos": 1, "processor": processor_settings(processor)})  # fmt: skip
+                         "bos": 1, "eos": 1,
+                         "processor": processor_settings(processor)})  # fmt: skip
         if not model_key:
             return cls("", "", digest(pair_keys), tokens)
         name = " + ".join(str(p) for p in (model_key[1:2] + model_key[4:5]) if p)

@@ -214,11 +214,12 @@ class VLMRecipe:
             # before that would lack the sequences now scored (named only for vlm.prism). The
             # mixed precision is part of the key: the scores are computed under its autocast;
             # so is the chat template, which renders the prompts the cache does not key on, and
-            # so are the processor's image settings, which set the image tokens
+            # so are the processor's image settings, which set the image tokens; "eos-closed":
+            # an EOS ends the completions of templates that append none (collate.ChatFormat)
             template = getattr(self.vlm.processor, "chat_template", None)
             key = _digest(self.vlm.weights_key, self.rows._fingerprint, pairs, v.max_length, extra,
                           cfg.data.filter, blind_as_rows, _digest(template),
-                          processor_settings(self.vlm.processor),
+                          processor_settings(self.vlm.processor), "eos-closed",
                           *(["open-unclosed"] if v.prism else []),
                           *([cfg.train.mixed_precision] if cfg.train.mixed_precision != "no"
                             else []))  # fmt: skip
