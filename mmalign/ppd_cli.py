@@ -159,6 +159,13 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
     from .diffusion.sample import sampling_defaults, sampling_resolution, size_argument
     from .eval.ppd_winrate import run_user_winrate
 
+    ignored = []  # winrate options this path does not read: refused, not silently dropped
+    if getattr(args, "seeds_per_prompt", 1) != 1:
+        ignored.append(f"--seeds-per-prompt {args.seeds_per_prompt} (one image per prompt)")
+    if getattr(args, "scorers", "toy:fidelity") != "toy:fidelity":
+        ignored.append(f"--scorers {args.scorers} (each user's own reward, toy:user:<id>)")
+    if ignored:
+        raise InputError(f"eval winrate --user does not take {'; '.join(ignored)}")
     scale = user_scale(args)
     users = user_set(args.user)  # the table, average and matrix are over these
     embedded = list(users)

@@ -150,6 +150,18 @@ def _scorer_key(name: str) -> Any:
     return [name, weight_files(checkpoint_folder(name.removeprefix("dense:")))]
 
 
+def mirrored_pair(images: Any, index: int) -> bool:
+    """Whether row `index` of `images` (a `PairImages`) has one image mirrored and not the other:
+    `diffusion.random_flip` with one coin per image (SD1.5's, `data.flip_coin`). SDXL's single
+    coin per pair, or no flips, never mirrors one image alone."""
+    seed = getattr(images, "flip_seed", None)
+    if seed is None or getattr(images, "flip_pairs", False):
+        return False
+    from .data import flip_coin
+
+    return flip_coin(seed, int(index), 0) != flip_coin(seed, int(index), 1)
+
+
 def pair_weights(
     spec: Any, images: Any, latent_size: int, cache_dir: Path | None = None
 ) -> DenseWeights:
@@ -158,7 +170,9 @@ def pair_weights(
     computed once at start, one batch of images decoded at a time. With `cache_dir` (the
     pre-encoding cache's folder, which already names the data, resolution and crop) the
     weights are written there as safetensors and read back by later runs and resumes. A row
-    with a label below 0.5 (its rejected image won) is weighted with its images swapped."""
+    with a label below 0.5 (its rejected image won) is weighted with its images swapped.
+    `sides: paired` on a row whose two images were flipped differently (`mirrored_pair`) puts
+    the winner's map mirrored on the other image, so it covers the same content there."""
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
@@ -167,8 +181,11 @@ def pair_weights(
     from ..rewards import get_scorer
 
     name = spec.scorer
-    # "winner": the weights follow the label (below); caches written before that are not reused
+    # "winner": the weights follow the label (below); caches written before that are not reused,
+    # nor paired ones written before the winner's map followed each image's flip ("mirrored")
     options = (name, spec.map, spec.sides, spec.normalize, latent_size, len(images), "winner")
+    if spec.sides == "paired":
+        options += ("mirrored",)
     path = None
     if cache_dir is not None:
         key = digest([_scorer_key(name), *options[1:]])
@@ -196,6 +213,11 @@ def pair_weights(
             normalize=spec.normalize, progress=False,
         ).weights  # fmt: skip
         weights[swap] = weights[swap].flip(1)
+        if spec.sides == "paired":  # the winner's map in the other image's own frame
+            for k in range(len(items)):
+                if mirrored_pair(images, start + k):
+                    win = int(bool(swap[k]))
+                    weights[k, 1 - win] = weights[k, win].flip(-1)
         out.append(weights)
     weights = torch.cat(out) if out else torch.ones(0, 2, 1, *size)
     if path is not None:  # written whole, then renamed: a cache is complete or absent

@@ -80,6 +80,14 @@ def load_tuned(
         final = run.get("final")
         if not final:
             raise ValueError(f"{path} is a training run that has not finished (no final weights)")
+        if final.get("kind") == "ppd":  # a user branch: it needs a user to condition on
+            from ..config import InputError
+
+            raise InputError(
+                f"{tuned} is a PPD run (a user branch, {Path(final['path']).name}): sample it "
+                f"with `mmalign sample BASE --ppd {tuned} --user ID` and evaluate it with "
+                f"`mmalign eval winrate --tuned {tuned} --user IDS`"
+            )
         base = base or run["base"]
         # the weights sit in the run folder itself; the recorded path is where it was at the
         # end of training, so a moved or copied run would miss them or read another run's
