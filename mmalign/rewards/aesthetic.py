@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
 
 CHECKPOINT = "sac+logos+ava1-l14-linearMSE.pth"
+# the same state dict as safetensors, looked for after the .pth in a folder (as ImageReward's)
+SAFETENSORS = "sac+logos+ava1-l14-linearMSE.safetensors"
 # A hub mirror of the GitHub file (christophschuhmann/improved-aesthetic-predictor); pass a
 # local path to use your own copy.
 REPO = "camenduru/improved-aesthetic-predictor"
@@ -49,8 +51,9 @@ class AestheticMLP(RewardMLP):
 
 
 class Aesthetic(OpenClipScorer):
-    """`aesthetic`: `path` is the MLP checkpoint (file, folder or hub repo); `clip` the
-    backbone as `<arch>:<pretrained tag or file>` (default ViT-L-14:openai)."""
+    """`aesthetic`: `path` is the MLP checkpoint (`.pth` or `.safetensors` file, folder or hub
+    repo); `clip` the backbone as `<arch>:<pretrained tag or file>` (default ViT-L-14:openai; a
+    file is taken for the OpenAI weights the MLP was trained on, QuickGELU included)."""
 
     def __init__(
         self,
@@ -61,11 +64,20 @@ class Aesthetic(OpenClipScorer):
     ) -> None:
         super().__init__(**options)
         self.name = "aesthetic"
-        file = resolve_file(path, CHECKPOINT, key=scorer_key("aesthetic"))
-        state = torch.load(file, map_location="cpu", weights_only=True)
-        self.mlp = AestheticMLP.from_state_dict(state).to(self.device, self.dtype).eval()
+        file = resolve_file(path, CHECKPOINT, SAFETENSORS, key=scorer_key("aesthetic"))
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        # float32 whatever the backbone's dtype: the reference feeds the MLP a FloatTensor
+        self.mlp = AestheticMLP.from_state_dict(state).to(self.device, torch.float32).eval()
         arch, _, pretrained = clip.partition(":")
-        self._load(arch, pretrained or "openai")
+        pretrained = pretrained or "openai"
+        # the MLP was trained on OpenAI's ViT-L/14 embeddings: a local file of the backbone is
+        # built as the `openai` tag's weights need (QuickGELU), where the arch has that tag
+        self._load(arch, pretrained, "openai" if Path(pretrained).is_file() else None)
         width = self.model.visual.output_dim
         if width != self.mlp.layers[0].in_features:
             raise ValueError(
@@ -73,5 +85,9 @@ class Aesthetic(OpenClipScorer):
                 f"the CLIP backbone {clip} gives {width}"
             )
 
+    def _too_long(self, prompts: list[str]) -> list[str]:
+        return []  # the prompt is not read
+
     def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        return self.mlp(F.normalize(self.model.encode_image(pixels), dim=-1)).squeeze(-1)
+        embedding = F.normalize(self.model.encode_image(pixels), dim=-1)
+        return self.mlp(embedding.float()).squeeze(-1)

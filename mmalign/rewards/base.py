@@ -29,26 +29,54 @@ class Scorer(Protocol):
 
 
 def as_image_batch(images: ImageBatch) -> torch.Tensor:
-    """A float tensor [B,3,H,W] in [0,1] from a tensor (float in [0,1] or uint8) or PIL images."""
+    """A float tensor [B,3,H,W] in [0,1] from a tensor (float in [0,1] or uint8) or PIL images
+    (each read at its bit depth: `_pil_array`)."""
     if isinstance(images, torch.Tensor):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [B,3,H,W], got {tuple(images.shape)}")
         if images.dtype == torch.uint8:
             return images.float() / 255
-        images = images.float()
-        if images.numel():
-            low, high = torch.aminmax(images)
-            # clamping absorbs a resize's overshoot; a whole other value range would be
-            # clamped into white (0-255) or black (-1..1) images and scored without a word
-            if high > 2 or low < -0.5:
-                raise ValueError(
-                    f"float images must be in [0, 1], got values in [{float(low):.3g}, "
-                    f"{float(high):.3g}]: pass uint8 for 0-255 pixels, map [-1, 1] with (x + 1) / 2"
-                )
-        return images.clamp(0, 1)
-    arrays = [np.asarray(img.convert("RGB"), dtype=np.float32) / 255 for img in images]
+        return _unit_range(images.float())
+    arrays = [_pil_array(img) for img in images]
     if not arrays:
         raise ValueError("no images to score")
     if len({a.shape for a in arrays}) > 1:
         raise ValueError(f"images differ in size: {sorted({a.shape[:2] for a in arrays})}")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def _unit_range(images: torch.Tensor) -> torch.Tensor:
+    """Float pixels clamped to [0, 1], refused when they are in a whole other range."""
+    if images.numel():
+        low, high = torch.aminmax(images)
+        # clamping absorbs a resize's overshoot; a whole other value range would be
+        # clamped into white (0-255) or black (-1..1) images and scored without a word
+        if high > 2 or low < -0.5:
+            raise ValueError(
+                f"float images must be in [0, 1], got values in [{float(low):.3g}, "
+                f"{float(high):.3g}]: pass uint8 for 0-255 pixels, map [-1, 1] with (x + 1) / 2"
+            )
+    return images.clamp(0, 1)
+
+
+def _pil_array(img: Image.Image) -> np.ndarray:
+    """[H,W,3] float32 in [0,1] from a PIL image at its own bit depth. `convert("RGB")` clips
+    16-bit grayscale ("I;16*" from a 16-bit PNG or TIFF; "I" from older Pillow) to 0-255 of
+    65535, a white image, and float ("F") pixels in [0, 1] to black: those are scaled by 65535
+    (an "I" image whose values all fit 0-255 is 8-bit, as `convert("I")` of an "L" one makes
+    it) or range-checked as float tensors are. Other modes go through `convert("RGB")`, as the
+    reference preprocessors do (alpha dropped, palette and L expanded)."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        grey = np.asarray(img).astype(np.float32)
+        low, high = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
+        if low < 0 or high > 65535:
+            raise ValueError(
+                f"a mode-{img.mode} image is read as 16-bit (0-65535), got values in "
+                f"[{low:.0f}, {high:.0f}]: convert it to 8-bit RGB first"
+            )
+        grey /= 255 if img.mode == "I" and high <= 255 else 65535
+    elif img.mode == "F":
+        grey = _unit_range(torch.from_numpy(np.asarray(img, dtype=np.float32).copy())).numpy()
+    else:
+        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255
+    return np.repeat(grey[..., None], 3, axis=-1)

@@ -3,6 +3,7 @@ pixel preprocessing on tensors, and finding a checkpoint file locally or on the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, TypedDict
@@ -47,10 +48,12 @@ def clip_pixels(
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,
     centre: Literal["floor", "round"] = "floor",
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic",
 ) -> torch.Tensor:
-    """CLIP preprocessing on a [B,3,H,W] batch in [0,1]: bicubic resize of the shorter side to
-    `size`, centre crop, normalise. The tensor form of CLIPImageProcessor / open_clip's
-    `preprocess_val`, so a batch is processed at once instead of image by image through PIL.
+    """CLIP preprocessing on a [B,3,H,W] batch in [0,1]: bicubic (or `interpolation`) resize
+    of the shorter side to `size`, centre crop, normalise. The tensor form of
+    CLIPImageProcessor / open_clip's `preprocess_val`, so a batch is processed at once instead
+    of image by image through PIL.
     `centre` places the crop when the excess is odd: "floor" as transformers' `center_crop`
     (`excess // 2`), "round" as torchvision's `CenterCrop`, which open_clip and ImageReward use
     (`int(round(excess / 2))`, half to even: an excess of 3 px starts the crop at 2, not 1)."""
@@ -63,13 +66,31 @@ def clip_pixels(
     new_h, new_w = (size, new_long) if h <= w else (new_long, size)
     if (new_h, new_w) != (h, w):
         images = F.interpolate(
-            images, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True
+            images, size=(new_h, new_w), mode=interpolation, align_corners=False, antialias=True
         ).clamp(0, 1)
     if centre == "round":
         top, left = round((new_h - size) / 2), round((new_w - size) / 2)
     else:
         top, left = (new_h - size) // 2, (new_w - size) // 2
     images = images[..., top : top + size, left : left + size]
+    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images - m) / s
+
+
+def squash_pixels(
+    images: torch.Tensor,
+    size: int,
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic",
+) -> torch.Tensor:
+    """open_clip's `resize_mode="squash"` (SigLIP, DFN) on a [B,3,H,W] batch in [0,1]: both
+    sides resized to `size`, aspect ratio not kept, nothing cropped; normalise."""
+    if tuple(images.shape[-2:]) != (size, size):
+        images = F.interpolate(
+            images, size=(size, size), mode=interpolation, align_corners=False, antialias=True
+        ).clamp(0, 1)
     m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images - m) / s
@@ -162,17 +183,23 @@ class BatchedScorer:
     applies CLIP preprocessing (`size`, `mean`, `std`, `fit`, `centre`, set by the subclass) and
     calls `_score_batch` on the model's device and dtype without gradients. A list of PIL images of
     different sizes (Pick-a-Pic mixes 512 and 1024 px) is preprocessed image by image. A
-    progress bar shows when there is more than one chunk."""
+    progress bar shows when there is more than one chunk. Prompts longer than the text encoder
+    reads (`max_tokens`) are cut as the reference models cut them, with a warning counting
+    them (`_warn_truncated`)."""
 
     name: str
     size: int
     mean: Sequence[float] = CLIP_MEAN
     std: Sequence[float] = CLIP_STD
-    # "crop": `clip_pixels` (CLIP's resize and centre crop); "pad": `pad_pixels` (HPSv2's)
-    fit: Literal["crop", "pad"] = "crop"
+    # "crop": `clip_pixels` (CLIP's resize and centre crop); "pad": `pad_pixels` (HPSv2's);
+    # "squash": `squash_pixels` (open_clip's resize_mode="squash")
+    fit: Literal["crop", "pad", "squash"] = "crop"
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"  # of "crop" and "squash"
     # where an odd crop excess puts the crop: torchvision's rounding (open_clip, ImageReward);
     # PickScore's transformers processor floors
     centre: Literal["floor", "round"] = "round"
+    # tokens of a prompt the text encoder reads (its tokenizer cuts the rest); None: no text
+    max_tokens: int | None = None
 
     def __init__(
         self,
@@ -190,14 +217,36 @@ class BatchedScorer:
         """Scores [B] of preprocessed pixels [B,3,size,size] (in self.dtype, on self.device)."""
         raise NotImplementedError
 
+    def _too_long(self, prompts: list[str]) -> list[str]:
+        """Those of `prompts` the scorer's tokenizer cuts to `max_tokens`."""
+        return []
+
+    def _warn_truncated(self, prompts: Sequence[str]) -> None:
+        """Warn, with a count, when prompts are cut: the reference models cut them silently
+        (CLIP at 77 tokens, ImageReward's BERT at 35), so a long prompt is scored on its
+        beginning only."""
+        distinct = list(dict.fromkeys(str(p) for p in prompts))
+        cut = self._too_long(distinct)
+        if cut:
+            warnings.warn(
+                f"{self.name}: {len(cut)} of {len(distinct)} distinct prompts are longer than "
+                f"the {self.max_tokens} tokens its text encoder reads and are scored on their "
+                f"first {self.max_tokens} tokens only, e.g. {cut[0][:80]!r}",
+                stacklevel=3,
+            )
+
     def _pixels(self, images: ImageBatch) -> torch.Tensor:
         # Resizing runs in float32 on the device; the model in self.dtype.
         if isinstance(images, torch.Tensor) or len({im.size for im in images}) == 1:
             batch = as_image_batch(images).to(self.device)
             if self.fit == "pad":
                 pixels = pad_pixels(batch, self.size, self.mean, self.std)
+            elif self.fit == "squash":
+                pixels = squash_pixels(batch, self.size, self.mean, self.std, self.interpolation)
             else:
-                pixels = clip_pixels(batch, self.size, self.mean, self.std, self.centre)
+                pixels = clip_pixels(
+                    batch, self.size, self.mean, self.std, self.centre, self.interpolation
+                )
             return pixels.to(self.dtype)
         return torch.cat([self._pixels([im]) for im in images])
 
@@ -209,6 +258,7 @@ class BatchedScorer:
             as_image_batch(images[:1])  # shape check before any work
         if len(images) == 0:  # no images, no scores (torch.cat of nothing would fail)
             return torch.empty(0)
+        self._warn_truncated(prompts)
         out = []
         n, step = len(images), self.batch_size
         chunks = tqdm(

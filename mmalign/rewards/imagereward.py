@@ -375,6 +375,11 @@ class ImageRewardScorer(BatchedScorer):
         self.model.mlp.float()  # the package runs the head on float features
         self.size = model.vision.config.image_size
         self.mean, self.std = CLIP_MEAN, CLIP_STD
+        self.max_tokens = MAX_LENGTH
+
+    def _too_long(self, prompts: list[str]) -> list[str]:
+        ids = self.tokenizer(prompts, truncation=True, max_length=MAX_LENGTH + 1)["input_ids"]
+        return [p for p, row in zip(prompts, ids, strict=True) if len(row) > MAX_LENGTH]
 
     def tokens(self, prompts: Sequence[str]):
         return self.tokenizer(

@@ -71,11 +71,12 @@ def create(
     dtype: torch.dtype,
     tag: str | None = None,
 ):
-    """(model, tokenizer, image size, mean, std). `pretrained` is an OpenCLIP tag (`openai`,
+    """(model, tokenizer, image size, mean, std, interpolation, resize mode): the model and its
+    `preprocess_val` settings. `pretrained` is an OpenCLIP tag (`openai`,
     `laion2b_s32b_b79k`: downloaded by open_clip), a local checkpoint file (loaded with
     `weights_only=True`; a dict with a 'state_dict' key, as HPSv2's, works too) or None
     (random weights, to be loaded by the caller). `tag` names the weights a local file holds
-    (`openai`), so the model is built as they were trained."""
+    (`openai`), so the model is built, and its images preprocessed, as they were trained."""
     oc = require_open_clip()
     name = model_name(arch)
     local = pretrained is not None and Path(pretrained).is_file()
@@ -105,21 +106,47 @@ def create(
     model = model.to(device=device, dtype=dtype).eval()
     size = model.visual.image_size
     size = size[0] if isinstance(size, tuple | list) else size
-    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    if local and tag:  # open_clip merges a tag's preprocessing only when it loads the tag
+        tag_cfg = oc.get_pretrained_cfg(name, tag)
+        keys = ("mean", "std", "interpolation", "resize_mode")
+        cfg |= {k: tag_cfg[k] for k in keys if k in tag_cfg}
     mean, std = tuple(cfg.get("mean", CLIP_MEAN)), tuple(cfg.get("std", CLIP_STD))
-    return model, oc.get_tokenizer(name), int(size), mean, std
+    interpolation = cfg.get("interpolation") or "bicubic"
+    resize_mode = cfg.get("resize_mode") or "shortest"
+    return model, oc.get_tokenizer(name), int(size), mean, std, interpolation, resize_mode
 
 
 class OpenClipScorer(BatchedScorer):
     """A scorer on an OpenCLIP model: `_load` builds it with its tokenizer and preprocessing
-    (size, mean, std) on the scorer's device and dtype; `_cosine` is cos(text, image)."""
+    (size, mean, std; for a scorer that crops, the model's resize mode and interpolation, as
+    open_clip's `preprocess_val`: SigLIP and DFN squash, MobileCLIP resizes bilinearly) on the
+    scorer's device and dtype; `_cosine` is cos(text, image)."""
 
     def _load(
         self, arch: str | Path, pretrained: str | Path | None, tag: str | None = None
     ) -> None:
-        self.model, self.tokenizer, self.size, self.mean, self.std = create(
+        self.model, self.tokenizer, self.size, self.mean, self.std, interpolation, mode = create(
             arch, pretrained=pretrained, device=self.device, dtype=self.dtype, tag=tag
         )
+        if self.fit == "crop":  # HPSv2 ("pad") follows its own preprocess_val, not the model's
+            fits = {"shortest": "crop", "squash": "squash"}
+            if mode not in fits or interpolation not in ("bicubic", "bilinear"):
+                raise ValueError(
+                    f"{self.name}: OpenCLIP {arch} preprocesses with resize_mode={mode!r}, "
+                    f"interpolation={interpolation!r}; supported: {sorted(fits)}, bicubic/bilinear"
+                )
+            self.fit, self.interpolation = fits[mode], interpolation
+        self.max_tokens = getattr(self.tokenizer, "context_length", None)
+
+    def _too_long(self, prompts: list[str]) -> list[str]:
+        # one token more than the model reads: a prompt that fits leaves that position the
+        # padding an empty prompt has there
+        n = self.max_tokens
+        if not n or not prompts:
+            return []
+        tokens = self.tokenizer([*prompts, ""], context_length=n + 1)
+        return [p for p, row in zip(prompts, tokens[:-1], strict=True) if row[n] != tokens[-1, n]]
 
     def _cosine(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         image = F.normalize(self.model.encode_image(pixels), dim=-1)

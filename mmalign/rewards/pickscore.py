@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 MODEL = "yuvalkirstain/PickScore_v1"
 PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+MAX_TOKENS = 77  # CLIP's context, start and end tokens included (the reference's max_length)
 
 
 def _embeds(output) -> torch.Tensor:
@@ -45,6 +46,7 @@ class PickScore(BatchedScorer):
     (default: the processor PickScore was trained with, a different repository)."""
 
     centre = "floor"  # transformers' center_crop: `excess // 2`, not torchvision's rounding
+    max_tokens = MAX_TOKENS
 
     def __init__(
         self,
@@ -74,10 +76,16 @@ class PickScore(BatchedScorer):
         self.size = _crop_size(ip.crop_size)
         self.mean, self.std = tuple(ip.image_mean), tuple(ip.image_std)
 
+    def _too_long(self, prompts: list[str]) -> list[str]:
+        ids = self.processor.tokenizer(prompts, truncation=True, max_length=MAX_TOKENS + 1)
+        lengths = [len(row) for row in ids["input_ids"]]
+        return [p for p, n in zip(prompts, lengths, strict=True) if n > MAX_TOKENS]
+
     def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         text = self.processor.tokenizer(
-            list(prompts), padding=True, truncation=True, max_length=77, return_tensors="pt"
-        ).to(self.device)
+            list(prompts), padding=True, truncation=True, max_length=MAX_TOKENS,
+            return_tensors="pt",
+        ).to(self.device)  # fmt: skip
         image_emb = F.normalize(_embeds(self.model.get_image_features(pixel_values=pixels)), dim=-1)
         text_emb = F.normalize(_embeds(self.model.get_text_features(**text)), dim=-1)
         return self.model.logit_scale.exp() * (image_emb * text_emb).sum(-1)
