@@ -1,10 +1,11 @@
 """`mmalign invert MODEL --image IMG --prompt "..." --out DIR`: ReNoise inversion of images.
 
-Writes, per image, the inverted noise (`noise.safetensors`, all images stacked), the
-reconstruction sampled back from it with deterministic DDIM on the same grid
-(`reconstruction-<i>.png`) and the same for plain DDIM inversion, and prints both
-reconstruction errors (latent MSE and pixel MSE against the VAE round trip of the input), so
-the gain of the ReNoise iterations is measured on the user's own images.
+Writes the inverted noise and the images' latents (`renoise-noise.safetensors`, all images
+stacked), each reconstruction sampled back from it with deterministic DDIM on the same grid
+(`renoise-reconstruction-<i>.png`), the same for plain DDIM inversion (`ddim-*`), the VAE round
+trip of each input (`input-vae-<i>.png`) and `invert.json`, and prints both reconstruction
+errors (latent MSE and pixel MSE against the VAE round trip of the input), so the gain of the
+ReNoise iterations is measured on the user's own images.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("steps", "iterations"):
         if getattr(args, name) < (1 if name == "steps" else 0):
             raise InputError(f"--{name} must be >= {1 if name == 'steps' else 0}")
+    if args.resolution is not None and args.resolution < 1:  # 0 read as "unset" before
+        raise InputError(f"--resolution must be >= 1 (or left out), got {args.resolution}")
     average = tuple(args.average) if args.average else None
     if args.iterations == 0:
         average = None

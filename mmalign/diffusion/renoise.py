@@ -14,8 +14,9 @@ The step is diffusers' `DDIMInverseScheduler.step` with `clip_sample` off (laten
 epsilon parameterisation: a v-prediction output is turned into noise with the latent and the
 level the UNet was given (`to_epsilon`). diffusers' inverse step would convert it with the
 lower level's latent instead, and then the ReNoise fixed point is not the latent that DDIM
-sampling maps back to z_t. Not here: the paper's noise regularisation and the noise
-correction for stochastic samplers.
+sampling maps back to z_t. Not here: the paper's noise regularisation, the noise correction
+for stochastic samplers, and its separate iteration count and averaging range for the first,
+low-noise steps (t < 250 in the authors' code): every step uses the same K and range.
 
 `invert_to_levels` inverts a batch whose rows stop at different grid levels, running the
 UNet only on the rows still climbing; `invert` is the standalone tool over images and prompts
@@ -75,7 +76,10 @@ def inverse_scheduler(scheduler_config: Any, steps: int, *, native: bool = False
     """diffusers' `DDIMInverseScheduler` on a pipeline's noise schedule with `steps` steps.
 
     Spacings other than leading/trailing (e.g. linspace) become leading, the only other one the
-    inverse scheduler has. A step count beyond the training schedule is an error, not a clamp.
+    inverse scheduler has. A step count beyond the training schedule is an error, not a clamp,
+    and so is a grid whose top level has alpha_bar = 0 (zero terminal SNR with trailing
+    spacing): there the epsilon step is the identity (the latent "at T - 1" stays the one a level
+    below) and DDIM sampling back divides by sqrt(alpha_bar) = 0.
     """
     from diffusers import DDIMInverseScheduler
 
@@ -94,6 +98,14 @@ def inverse_scheduler(scheduler_config: Any, steps: int, *, native: bool = False
         timestep_spacing=spacing if spacing in ("leading", "trailing") else "leading",
     )
     inv.set_timesteps(steps)
+    top = int(inv.timesteps[-1])
+    if not float(inv.alphas_cumprod[top]) > 0:
+        raise ValueError(
+            f"the noise schedule has zero terminal SNR (alpha_bar = 0 at timestep {top}, "
+            "rescale_betas_zero_snr), the top of this inversion grid: DDIM/ReNoise inversion "
+            "to it is degenerate (the inverted latent keeps the image), so it is refused; a "
+            "grid with timestep_spacing 'leading' in the scheduler config stops below it"
+        )
     return inv
 
 

@@ -59,6 +59,19 @@ def _scorer(scorer: Any, device: str | None) -> Any:
     return get_scorer(scorer, **({"device": device} if device else {}))
 
 
+def scorer_key(name: str) -> str:
+    """What identifies a reward scorer in the cache keys: its name, and for a trained dense head
+    (`dense:<path>`) its weight files too, so a head retrained at the same path is another
+    scorer (as `diffusion.dense` keys its weights)."""
+    if not name.startswith("dense:"):
+        return name
+    from ..rewards.dense.model import checkpoint_folder
+    from ..weights import weight_files
+
+    files = weight_files(checkpoint_folder(name.removeprefix("dense:")))
+    return f"{name}{json.dumps(files)}"
+
+
 def _score_chunk(scorer: Any, rows: Any, start: int, stop: int, batch_size: int, bar: Any):
     chosen, rejected = [], []
     for i in range(start, stop, batch_size):
@@ -185,7 +198,7 @@ def _smooth_locked(
     progress: bool,
 ) -> SmoothReport:
     name = scorer if isinstance(scorer, str) else str(getattr(scorer, "name", "scorer"))
-    key = key or f"{getattr(rows, '_fingerprint', '')};{name}"
+    key = key or f"{getattr(rows, '_fingerprint', '')};{scorer_key(name)}"
     report_path = out / REPORT
     if report_path.is_file() and json.loads(report_path.read_text()).get("key") == key:
         return load_report(out)
@@ -233,7 +246,7 @@ def smoothed_rows(rows: Any, spec: dict[str, Any], accelerator: Any) -> tuple[An
     from ..data.cache import cache_root, digest
 
     name = str(spec.get("scorer", "pickscore"))
-    key = f"{rows._fingerprint};{name}"
+    key = f"{rows._fingerprint};{scorer_key(name)}"
     folder = cache_root() / "smoothed" / digest(key)
     if accelerator.is_main_process:
         smooth_dataset(
