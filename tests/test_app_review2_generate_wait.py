@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip("gradio")
-from mmalign_label import app as app_module
+from mmalign_label import generate as generate_module
 from mmalign_label.testing import make_pairs_dataset
 
 pytestmark = pytest.mark.timeout(60)
@@ -77,7 +77,7 @@ def test_another_users_generate_waits_for_the_running_one_and_then_runs(tmp_path
 def test_the_wait_is_bounded_and_then_refused_with_a_clear_message(
     tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(app_module, "GENERATE_WAIT_S", 0.5)
+    monkeypatch.setattr(generate_module, "GENERATE_WAIT_S", 0.5)
     label, made, running, release = _app(tmp_path)
     notes: dict[str, str] = {}
     ann = _in_thread(label, "hold: a red circle", "ann", notes)
@@ -99,16 +99,16 @@ def test_the_wait_is_bounded_and_then_refused_with_a_clear_message(
 
 
 def test_only_a_few_generates_wait_at_once(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(app_module, "GENERATE_WAIT_S", 20.0)
+    monkeypatch.setattr(generate_module, "GENERATE_WAIT_S", 20.0)
     label, made, running, release = _app(tmp_path)
     notes: dict[str, str] = {}
     threads = [_in_thread(label, "hold: a red circle", "ann", notes)]
     try:
         assert running.wait(10)
-        waiters = [f"w{k}" for k in range(app_module.GENERATE_WAITERS)]
+        waiters = [f"w{k}" for k in range(generate_module.GENERATE_WAITERS)]
         threads += [_in_thread(label, f"from {w}", w, notes) for w in waiters]
         deadline = time.monotonic() + 5
-        while label._generate_waiting < len(waiters) and time.monotonic() < deadline:
+        while label.gate.waiting < len(waiters) and time.monotonic() < deadline:
             time.sleep(0.01)
         start = time.monotonic()
         note = label.on_generate("one too many", _user("late"))[5]

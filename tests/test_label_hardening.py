@@ -365,7 +365,8 @@ def test_slow_heads_and_bodies_are_cut_off_and_login_stays_open(server) -> None:
 def test_a_user_who_queues_many_generations_gets_one_at_a_time(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from mmalign_label.app import GENERATE_GAP_S, LabelApp
+    from mmalign_label.app import LabelApp
+    from mmalign_label.generate import GENERATE_GAP_S
     from mmalign_label.images import import_pairs
     from mmalign_label.store import Store
     from mmalign_label.users import Authenticator
@@ -389,7 +390,7 @@ def test_a_user_who_queues_many_generations_gets_one_at_a_time(tmp_path: Path) -
     assert len(made) == 1 and all("One generation at a time" in n for n in notes[1:])
     assert "One generation" not in app.on_generate("a blue square", bob)[5]  # bob is not held
     assert len(made) == 2
-    app._generated["ann"] -= GENERATE_GAP_S  # ann's gap has passed
+    app.gate.last_end["ann"] -= GENERATE_GAP_S  # ann's gap has passed
     app.on_generate("a red circle again", ann)
     assert made[-1] == "a red circle again"
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import html
 import os
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -31,9 +30,10 @@ from typing import Any
 
 import gradio as gr
 
+from . import generate as generate_module
 from .criteria import DEFAULT, CriteriaError
 from .fragments import PROGRESS_LOADING, admin_view, progress_html, prompt_html
-from .generate import PairGenerator
+from .generate import GenerateGate, PairGenerator
 from .images import ImageError, load_image
 from .labeling import Labeling
 from .quality import (
@@ -56,13 +56,6 @@ def _user(request: gr.Request | None) -> str:
     return str(name)
 
 
-GENERATE_GAP_S = 2.0  # seconds between the end of a user's generation and their next
-# A Generate that finds another user's generation running waits this long for it to end,
-# then is refused ("press Generate again"): a wait, not a stall. Its worker thread is held
-# meanwhile, so at most GENERATE_WAITERS Generates wait at once (more are refused at once),
-# and each user has one Generate running or waiting at a time.
-GENERATE_WAIT_S = 10.0
-GENERATE_WAITERS = 4
 _ONE_AT_A_TIME = "⚠️ One generation at a time: wait a moment, then press Generate again."
 _BUSY = "⚠️ The model is busy with other users' images{waited}: press Generate again."
 
@@ -91,20 +84,7 @@ class LabelApp:
         self.generator = (
             PairGenerator(store, self.image_root, model, steps=steps) if model else None
         )
-        # user -> when their last generation ended: generations run one at a time, and a user
-        # who queues many gets the rest refused until GENERATE_GAP_S has passed, so one
-        # user's queue of requests cannot hold up everyone else's Generate
-        self._generated: dict[str, float] = {}
-        # Held while a generation runs. The queue runs Generate one at a time, but Gradio's
-        # REST routes (`/run/predict` with the event's fn_index) run it beside the queue:
-        # without this, parallel direct calls all passed the gap and waited on the model in
-        # Gradio's worker threads. Another user's call waits for it (GENERATE_WAIT_S, at most
-        # GENERATE_WAITERS of them); a user's second call while their first runs or waits is
-        # refused at once, so one user's parallel calls cannot fill the waiting places.
-        self._generating = threading.Lock()
-        self._generate_users: set[str] = set()  # users with a Generate running or waiting
-        self._generate_waiting = 0  # calls waiting for `_generating` (or about to get it)
-        self._generate_state = threading.Lock()  # guards the two above
+        self.gate = GenerateGate()  # one generation at a time, a gap per user (generate.py)
         self.api_queue = os.environ.get("MMALIGN_LABEL_API_QUEUE", "1") == "1"
         # "1" puts the page's vote/undo events back on Gradio's queue (for comparisons)
         self.ui_queue = os.environ.get("MMALIGN_LABEL_UI_QUEUE", "0") == "1"
@@ -234,39 +214,15 @@ class LabelApp:
             return self._show(user, None, "⚠️ The prompt is over 500 characters.")
         if self.generator is None:  # the Generate button exists only in prompt mode
             raise gr.Error("this server has no model to generate pairs")
-        with self._generate_state:
-            mine = user in self._generate_users  # this user's Generate runs or waits already
-            full = self._generate_waiting >= GENERATE_WAITERS
-            if not (mine or full):
-                self._generate_users.add(user)
-                self._generate_waiting += 1
-        if mine:
+        generator = self.generator
+        outcome, pair = self.gate.run(user, lambda: generator.generate(prompt))
+        if outcome == "mine":
             return self._show(user, None, _ONE_AT_A_TIME)
-        if full:
-            return self._show(user, None, _BUSY.format(waited=""))
-        pair: Pair | None = None
-        ran = False
-        try:
-            got = self._generating.acquire(timeout=GENERATE_WAIT_S)
-            with self._generate_state:
-                self._generate_waiting -= 1
-            if not got:  # another user's generation outlasted the wait
-                waited = f" (waited {GENERATE_WAIT_S:g} s)"
-                return self._show(user, None, _BUSY.format(waited=waited))
-            try:
-                if time.monotonic() - self._generated.get(user, float("-inf")) >= GENERATE_GAP_S:
-                    ran = True
-                    try:
-                        pair = self.generator.generate(prompt)
-                    finally:
-                        self._generated[user] = time.monotonic()
-            finally:
-                self._generating.release()
-        finally:
-            with self._generate_state:
-                self._generate_users.discard(user)
-        if not ran:
-            return self._show(user, None, _ONE_AT_A_TIME)
+        if outcome != "ran":  # "full", or "waited": another user's generation outlasted the wait
+            waited = (
+                f" (waited {generate_module.GENERATE_WAIT_S:g} s)" if outcome == "waited" else ""
+            )
+            return self._show(user, None, _BUSY.format(waited=waited))
         return self._show(user, pair, f"Two images from {self.model_name} (different seeds).")
 
     def on_admin(self, request: gr.Request) -> tuple[Any, ...]:
