@@ -7,7 +7,10 @@ layouts the public VLM preference sets use:
 - `chosen` / `rejected` (RLHF-V, POVID, HA-DPO style): strings, a turn `{"from": "gpt",
   "value": ...}`, or a list of turns whose last one is the answer. Without `chosen`, the
   conversation's own `gpt` answer is the chosen one;
-- `output_1` / `output_2` with `preference` 1 or 2 (LLaVA-RLHF's human preference data).
+- `output_1` / `output_2` with `preference` 1 or 2 (LLaVA-RLHF's human preference data);
+- RLHF-V's release (hub `openbmb/RLHF-V-Dataset`): no `conversations`, but a `text` column
+  holding a JSON object `{"question", "chosen", "rejected"}` and the image in `image`. A
+  `text` that is not such an object is counted as `bad_text`.
 
 The prompt is the one human turn (its `<image>` placeholders mark the images); a record with
 several human turns is skipped and counted as `multi_turn_prompt`, since the VLM collator
@@ -17,6 +20,7 @@ for multi-image records; without `<image>` in the prompt the images come first.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,8 +33,20 @@ from .vlm_rows import (
 )
 
 HUMAN = ("human", "user")
-REQUIRED = {"conversations": ("conversations",)}
+REQUIRED = {"conversations": ("conversations", "text")}  # `text`: RLHF-V's JSON object
 SOURCE = "llava"
+RLHF_V_KEYS = ("question", "chosen", "rejected")
+
+
+def rlhf_v_text(value: Any) -> dict[str, Any] | None:
+    """RLHF-V's `text` (a JSON object with question, chosen, rejected) parsed, else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) and set(RLHF_V_KEYS) <= set(parsed) else None
 
 
 def _answer(value: Any) -> Any:
@@ -39,8 +55,19 @@ def _answer(value: Any) -> Any:
     return text_of(value) if isinstance(value, Mapping) else value
 
 
+def _images(record: Mapping[str, Any]) -> list[Any]:
+    image = record.get("image")
+    return image if isinstance(image, list) else ([] if image is None else [image])
+
+
 def llava_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, Any]:
     turns = record.get("conversations")
+    if turns is None and record.get("text") is not None:  # RLHF-V's release
+        text = rlhf_v_text(record["text"])
+        if text is None:
+            raise SkipRow("bad_text")
+        return make_row(text["question"], _images(record), text["chosen"], text["rejected"],
+                        image_root, source=SOURCE)  # fmt: skip
     if not isinstance(turns, list) or not all(isinstance(t, Mapping) for t in turns):
         raise SkipRow("bad_type_conversations")
     human = [t for t in turns if t.get("from", t.get("role")) in HUMAN]
@@ -61,12 +88,10 @@ def llava_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, A
             answers = [t for t in turns if t.get("from", t.get("role")) in ("gpt", "assistant")]
             chosen = answers[-1] if answers else None
         chosen, rejected = _answer(chosen), _answer(record.get("rejected"))
-    image = record.get("image")
-    images = image if isinstance(image, list) else ([] if image is None else [image])
     extra: dict[str, Any] = {"source": SOURCE}
     if record.get("id") is not None:
         extra["id"] = record["id"]
-    return make_row(prompt, images, chosen, rejected, image_root, **extra)
+    return make_row(prompt, _images(record), chosen, rejected, image_root, **extra)
 
 
 # `llava_pairs` converts records already read (a list, a `Dataset`), `read_llava` a file.

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict, IterableDataset, load_dataset, load_from_disk
 
-from .schema import ValidationReport, decodable, pair_features, to_pil_image
+from .schema import ValidationReport, decodable, pair_features, to_pil_image, to_rgb
 
 TiePolicy = Literal["drop", "half", "random"]
 
@@ -105,6 +105,13 @@ def _load_raw(
             ds = load_dataset(str(source), split=split, streaming=streaming, cache_dir=cache_dir)
         return ds.select_columns(columns) if columns else ds
 
+    if (root / "state.json").is_file():  # one split saved with `Dataset.save_to_disk`
+        ds = load_from_disk(str(root))
+        if ds.split is not None and str(ds.split) != split:  # never another split in its place
+            raise ValueError(f"{root} holds one saved split, {str(ds.split)!r}; asked for split "
+                             f"{split!r}")  # fmt: skip
+        ds = ds.select_columns(columns) if columns else ds
+        return ds.to_iterable_dataset() if streaming else ds
     parquet, saved = _parquet_splits(root), _saved_splits(root)
     if split not in parquet and split not in saved:
         available = sorted({*parquet, *saved})
@@ -260,7 +267,7 @@ def _jpeg(image: Any, quality: int) -> bytes:
     if isinstance(image, bytes | bytearray):  # already encoded: pass through untouched
         return bytes(image)
     buf = io.BytesIO()
-    to_pil_image(image).convert("RGB").save(buf, format="JPEG", quality=quality)
+    to_rgb(to_pil_image(image)).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 

@@ -155,6 +155,37 @@ def to_pil_image(value: Any) -> PILImage.Image:
     return PILImage.fromarray(array)
 
 
+def grey_unit(image: PILImage.Image) -> np.ndarray | None:
+    """[H,W] float64 in [0, 1] for a 16-bit (`I;16*` from a 16-bit PNG or TIFF, `I` from older
+    Pillow) or float (`F`) greyscale image, read at its own bit depth; None for other modes.
+    `convert("RGB")` clips the first to 0-255 of 65535 (a white image) and float pixels in
+    [0, 1] to black. An `I` image whose values all fit 0-255 is 8-bit already (as
+    `convert("I")` of an `L` one makes it); values outside 0-65535, or `F` outside [0, 1],
+    raise naming the mode."""
+    if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
+        return None
+    grey = np.asarray(image, dtype=np.float64)
+    low, high = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
+    top = 1.0 if image.mode == "F" else 255.0 if image.mode == "I" and high <= 255 else 65535.0
+    if low < 0 or high > top:
+        read_as = "floats in [0, 1]" if top == 1 else "16-bit (0-65535)"
+        raise ValueError(
+            f"a mode-{image.mode} image is read as {read_as}, got values in "
+            f"[{low:.3g}, {high:.3g}]: convert it to 8-bit RGB first"
+        )
+    return grey / top
+
+
+def to_rgb(image: PILImage.Image) -> PILImage.Image:
+    """`image` as 8-bit RGB at its own bit depth (`grey_unit` for 16-bit and float greyscale);
+    other modes go through `convert("RGB")` as diffusers' scripts do (alpha dropped, palette
+    and L expanded)."""
+    grey = grey_unit(image)
+    if grey is not None:
+        image = PILImage.fromarray(np.rint(grey * 255.0).astype(np.uint8))  # mode L
+    return image.convert("RGB")
+
+
 def decodable(value: Any) -> bool:
     """Whether `to_pil_image` decodes `value` (a truncated or corrupt file does not)."""
     try:

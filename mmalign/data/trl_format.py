@@ -1,7 +1,8 @@
 """TRL-style VLM preference data (`trl.DPOTrainer`'s vision format) into PreferencePair rows.
 
 Columns: `prompt`, `chosen`, `rejected` and `images` (a list of images; a single `image`
-column is accepted too). Two layouts, as TRL documents them:
+column is accepted too, and `question` for `prompt`, as RLAIF-V names it). Two layouts, as TRL
+documents them:
 
 - standard: `prompt`, `chosen`, `rejected` are strings;
 - conversational: lists of messages, e.g. `prompt = [{"role": "user", "content": [{"type":
@@ -28,6 +29,7 @@ from .vlm_rows import (
     RecordFormat,
     SkipRow,
     make_row,
+    pick,
     text_of,
 )
 
@@ -68,7 +70,9 @@ def _answer(value: Any, name: str) -> Any:
 
 
 def trl_row(record: Mapping[str, Any], image_root: Path | None) -> dict[str, Any]:
-    prompt, chosen, rejected = record.get("prompt"), record.get("chosen"), record.get("rejected")
+    # `question` as RLAIF-V (openbmb/RLAIF-V-Dataset, whose card names this reader) calls it
+    prompt = pick(record, ("prompt", "question"))
+    chosen, rejected = record.get("chosen"), record.get("rejected")
     if prompt is None and _is_messages(chosen) and _is_messages(rejected):  # implicit prompt
         if len(chosen) < 2 and len(rejected) < 2:  # nothing before either answer
             raise SkipRow("missing_prompt")

@@ -20,7 +20,7 @@ import torch
 from datasets import Dataset, load_dataset, load_from_disk
 
 from ..data.pickapic import is_pickapic_folder, load_pickapic
-from ..data.schema import ValidationReport, to_pil_image, validate_rows
+from ..data.schema import ValidationReport, to_pil_image, to_rgb, validate_rows
 from ..hub import hub_errors, require_one
 from ..toy.cache import TOY_PREFIX, toy_pairs
 
@@ -114,7 +114,7 @@ def crop_and_resize(
     import numpy as np
     from PIL import Image
 
-    image = image.convert("RGB")
+    image = to_rgb(image)  # 16-bit greyscale scaled, not clipped to white (schema.to_rgb)
     w, h = image.size
     if w <= h:
         new_w, new_h = resolution, int(resolution * h / w)
@@ -181,9 +181,12 @@ class PairImages(torch.utils.data.Dataset):
         for side, name in enumerate(("chosen", "rejected")):
             coin = 0 if self.flip_pairs else side
             flip = self.flip_seed is not None and flip_coin(self.flip_seed, int(index), coin)
-            px, original, crop = crop_and_resize(
-                to_pil_image(row[name]), self.resolution, self.resize_filter, flip
-            )
+            try:
+                px, original, crop = crop_and_resize(
+                    to_pil_image(row[name]), self.resolution, self.resize_filter, flip
+                )
+            except ValueError as err:  # an image mode it cannot read (`to_rgb`): say which
+                raise ValueError(f"row {int(index)}, {name} image: {err}") from err
             pixels.append(px)
             time_ids.append(torch.tensor([*original, *crop, self.resolution, self.resolution]))
         label = row.get("label") if self.has_label else None

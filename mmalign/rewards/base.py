@@ -60,23 +60,13 @@ def _unit_range(images: torch.Tensor) -> torch.Tensor:
 
 
 def _pil_array(img: Image.Image) -> np.ndarray:
-    """[H,W,3] float32 in [0,1] from a PIL image at its own bit depth. `convert("RGB")` clips
-    16-bit grayscale ("I;16*" from a 16-bit PNG or TIFF; "I" from older Pillow) to 0-255 of
-    65535, a white image, and float ("F") pixels in [0, 1] to black: those are scaled by 65535
-    (an "I" image whose values all fit 0-255 is 8-bit, as `convert("I")` of an "L" one makes
-    it) or range-checked as float tensors are. Other modes go through `convert("RGB")`, as the
-    reference preprocessors do (alpha dropped, palette and L expanded)."""
-    if img.mode.startswith("I;16") or img.mode == "I":
-        grey = np.asarray(img).astype(np.float32)
-        low, high = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
-        if low < 0 or high > 65535:
-            raise ValueError(
-                f"a mode-{img.mode} image is read as 16-bit (0-65535), got values in "
-                f"[{low:.0f}, {high:.0f}]: convert it to 8-bit RGB first"
-            )
-        grey /= 255 if img.mode == "I" and high <= 255 else 65535
-    elif img.mode == "F":
-        grey = _unit_range(torch.from_numpy(np.asarray(img, dtype=np.float32).copy())).numpy()
-    else:
+    """[H,W,3] float32 in [0,1] from a PIL image at its own bit depth: 16-bit and float
+    greyscale through `data.schema.grey_unit` (`convert("RGB")` would clip them to a white or
+    black image), other modes through `convert("RGB")`, as the reference preprocessors do
+    (alpha dropped, palette and L expanded)."""
+    from ..data.schema import grey_unit
+
+    grey = grey_unit(img)
+    if grey is None:
         return np.asarray(img.convert("RGB"), dtype=np.float32) / 255
-    return np.repeat(grey[..., None], 3, axis=-1)
+    return np.repeat(grey.astype(np.float32)[..., None], 3, axis=-1)

@@ -5,10 +5,12 @@ a folder holding one JSON file (and its images), parquet shards or a hub id, or 
 (a toy dataset, built once and cached). `format` names the reader; None detects it from the
 fields:
 
-- `llava`: a `conversations` field (LLaVA conversation format);
+- `llava`: a `conversations` field (LLaVA conversation format), or RLHF-V's `text` field (a
+  JSON object with question, chosen and rejected);
 - `realign`: a retrieved-image field (`image_neg`, `retrieved_image`, ...) or `y_w` / `y_l`,
   or `question` + `chosen` + `rejected` without MMSafe-PO's metadata;
-- `mmsafe`: `question` with `entity_type` (or `type` + `entity`), MMSafe-PO's fields;
+- `mmsafe`: `question` (or, without a `label` column, `prompt`: the released copy) with
+  `entity_type` (or `type` + `entity`), MMSafe-PO's fields;
 - `trl`: an `images` column, or conversational (message list) prompt / chosen / rejected;
   a JSON file of plain `prompt` / `chosen` / `rejected` strings is read as TRL standard too;
 - `pairs`: a saved PreferencePair dataset (string `prompt`, `chosen`, `rejected`; one
@@ -35,18 +37,24 @@ FORMATS = ("mmsafe", "realign", "trl", "llava", "pairs")
 def detect_format(fields: Sequence[str], sample: Mapping[str, Any] | None = None,
                   *, saved: bool = False) -> str:  # fmt: skip
     """The reader for records with these `fields` (see the module docstring)."""
+    from ..data.llava_format import rlhf_v_text
     from ..data.realign import RETRIEVED_KEYS
 
     keys = set(fields)
     sample = sample or {}
     plain = {"prompt", "chosen", "rejected"} <= keys and isinstance(sample.get("prompt"), str)
+    mmsafe = "entity_type" in keys or {"type", "entity"} <= keys  # MMSafe-PO's metadata
+    # the released MMSafe-PO (hub) asks its question in `prompt`; rows mmalign wrote (a saved
+    # PreferencePair set) carry the metadata too, but always with a `label` column
+    if mmsafe and "prompt" in keys and "label" not in keys:
+        return "mmsafe"
     if saved and plain and "images" not in keys:  # PreferencePair rows (e.g. the rDPO builder's)
         return "pairs"
     if keys & set(RETRIEVED_KEYS) or {"y_w", "y_l"} & keys:
         return "realign"
-    if "conversations" in keys:
-        return "llava"
-    if "question" in keys and ("entity_type" in keys or {"type", "entity"} <= keys):
+    if "conversations" in keys or ("text" in keys and rlhf_v_text(sample.get("text"))):
+        return "llava"  # (RLHF-V's release: a `text` column holding a JSON object)
+    if "question" in keys and mmsafe:
         return "mmsafe"
     if {"question", "chosen", "rejected"} <= keys:
         return "realign"
@@ -162,7 +170,7 @@ def open_vlm_pairs(
     if max_samples is not None:
         ds = ds.select(range(min(max_samples, len(ds))))
     # the text fields only: decoding row 0's images would read a path before it is checked
-    texts = [c for c in ("prompt", "chosen", "rejected") if c in ds.column_names]
+    texts = [c for c in ("prompt", "chosen", "rejected", "text") if c in ds.column_names]
     sample = ds.select_columns(texts)[0] if len(ds) else None
     chosen = format or detect_format(ds.column_names, sample, saved=True)
     if chosen == "pairs":
