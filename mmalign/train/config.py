@@ -316,21 +316,6 @@ class TrainConfig:
             )
 
 
-DIFFUSION_PAIRS = ("main",)  # the diffusion and flow scorers (PPD's too): {"main": scores}
-
-
-def scorer_pairs(kind: str) -> tuple[str, ...] | None:
-    """The pairs the scorer of a model.kind produces, which objective terms may read; None
-    for `reward`, whose recipe checks its terms itself (reward_model/recipe.py)."""
-    if kind == "diffusion":
-        return DIFFUSION_PAIRS
-    if kind == "vlm":
-        from ..vlm.collate import PAIR_FIELDS
-
-        return tuple(PAIR_FIELDS)
-    return None
-
-
 def _default_objective() -> list[dict[str, Any]]:
     return [{"pair": "main", "loss": "dpo", "beta": 0.1}]
 
@@ -352,7 +337,7 @@ class Config:
 
     def __post_init__(self) -> None:
         from ..losses import LOSSES
-        from .objective_check import check_pairs, check_term_keys, check_terms
+        from .objective_check import check_pairs, check_term_keys, check_terms, scorer_pairs
 
         defaults = {name: loss.defaults for name, loss in LOSSES.items()}
         check_term_keys(self.objective, defaults)

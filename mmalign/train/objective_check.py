@@ -69,6 +69,21 @@ def check_term_keys(specs: Sequence[Any], defaults: Mapping[str, Mapping[str, An
                 )
 
 
+DIFFUSION_PAIRS = ("main",)  # the diffusion and flow scorers (PPD's too): {"main": scores}
+
+
+def scorer_pairs(kind: str) -> tuple[str, ...] | None:
+    """The pairs the scorer of a model.kind produces, which objective terms may read; None
+    for `reward`, whose recipe checks its terms itself (reward_model/recipe.py)."""
+    if kind == "diffusion":
+        return DIFFUSION_PAIRS
+    if kind == "vlm":
+        from ..vlm.collate import PAIR_FIELDS
+
+        return tuple(PAIR_FIELDS)
+    return None
+
+
 def check_pairs(specs: Sequence[Any], produced: Sequence[str], kind: str) -> None:
     """Raise `ConfigError` naming `objective.<i>.pair` for a pair the scorer of model.kind
     `kind` does not produce (`produced`), with the name probably meant: a typo failed only at
