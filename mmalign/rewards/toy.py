@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -12,12 +13,28 @@ from ..toy.render import STYLES
 from ..toy.rewards import ALL_USERS, USERS, fidelity, style_score, user_reward
 from .base import ImageBatch, as_image_batch
 
+# Every toy scorer takes the keyword arguments callers give any scorer (`get_scorer(name,
+# device=...)`, as SmPO's `data.smooth.device` does) and ignores them: it has no weights to
+# place, and scores on the images' own device.
+Ignored = Any
+
+
+def _no_argument(name: str, argument: str | None) -> None:
+    if argument is not None:
+        raise ValueError(f"{name} takes no argument, got '{name}:{argument}'; use '{name}'")
+
 
 class ToyFidelity:
     """`toy:fidelity`: shape colour, shape kind and background each count a third."""
 
     name = "toy:fidelity"
     ceiling = 1.0  # a perfect image; `eval winrate` also reports the prompts below it
+
+    def __init__(
+        self, argument: str | None = None, *, device: Ignored = None, dtype: Ignored = None,
+        batch_size: Ignored = None,
+    ) -> None:  # fmt: skip
+        _no_argument(self.name, argument)
 
     def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
         return fidelity(as_image_batch(images), prompts)
@@ -28,7 +45,10 @@ class ToyStyle:
 
     variants = STYLES
 
-    def __init__(self, style: str = "outlined") -> None:
+    def __init__(
+        self, style: str = "outlined", *, device: Ignored = None, dtype: Ignored = None,
+        batch_size: Ignored = None,
+    ) -> None:  # fmt: skip
         if style not in STYLES:
             raise ValueError(f"unknown toy style '{style}'; {did_you_mean(style, STYLES)}")
         self.style = style
@@ -45,7 +65,10 @@ class ToyUser:
     variants = ALL_USERS
     requires_argument = True
 
-    def __init__(self, user_id: str | None = None) -> None:
+    def __init__(
+        self, user_id: str | None = None, *, device: Ignored = None, dtype: Ignored = None,
+        batch_size: Ignored = None,
+    ) -> None:  # fmt: skip
         if user_id is None:
             named = ", ".join(USERS)
             raise ValueError(
@@ -64,6 +87,12 @@ class ToyFlaws:
     """`toy:flaws`: ImageDoctor's `overall` dense score (alignment, aesthetics, plausibility)."""
 
     name = "toy:flaws"
+
+    def __init__(
+        self, argument: str | None = None, *, device: Ignored = None, dtype: Ignored = None,
+        batch_size: Ignored = None,
+    ) -> None:  # fmt: skip
+        _no_argument(self.name, argument)
 
     def score(self, images: ImageBatch, prompts: Sequence[str]) -> torch.Tensor:
         return dense_scores(as_image_batch(images), prompts)["overall"]

@@ -37,7 +37,8 @@ def _with_model(options: Mapping[str, Any], model: str | None) -> dict[str, Any]
 
 def toy_data_folder(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
     """Where toy dataset `kind` built with `options` is cached. Kinds sampled from toy-sd
-    (`MODEL_KINDS`) are also keyed by its weight files, so a rebuilt model gets new data."""
+    (`MODEL_KINDS`) are also keyed by its weight files, so a rebuilt model gets new data, and
+    pairs labelled by a trained dense head (`reward: dense:<path>`) by the head's."""
     from .datasets import BUILDERS, MODEL_KINDS
 
     opts = _with_model(options, model)
@@ -52,6 +53,12 @@ def toy_data_folder(kind: str, options: Mapping[str, Any], model: str | None = N
         source = opts.get("model")
         key.append(weight_files(source if source is not None else model_path("sd"),
                                 recursive=True))  # fmt: skip
+    reward = opts.get("reward")
+    if isinstance(reward, str) and reward.startswith("dense:"):
+        # a trained head labels the pairs: one retrained at the same path is another reward
+        from ..rewards.dense.model import checkpoint_folder
+
+        key.append({"reward_weights": weight_files(checkpoint_folder(reward[len("dense:") :]))})
     return cache_root() / "toy-data" / f"{kind}-{digest(key)}"
 
 

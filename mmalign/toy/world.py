@@ -45,6 +45,7 @@ HELDOUT_PERCENT = 17  # share of (shape, colour, background) combinations held o
 _SPLIT_SALT = "mmalign-toy-v1"  # changing it would reshuffle the split: never do
 
 Split = Literal["train", "heldout", "all"]
+SPLITS: tuple[str, ...] = ("train", "heldout", "all")
 
 
 def _article(word: str) -> str:
@@ -160,8 +161,8 @@ def all_prompts() -> list[ToyPrompt]:
 
 def prompts(split: Split = "train") -> list[ToyPrompt]:
     """The prompts of one split; `heldout` ones must never be used for training."""
-    if split not in ("train", "heldout", "all"):
-        raise ValueError(f"unknown split '{split}'; {did_you_mean(split, ('train', 'heldout'))}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split '{split}'; {did_you_mean(split, SPLITS)}")
     everything = all_prompts()
     if split == "all":
         return everything

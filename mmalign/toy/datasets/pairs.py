@@ -139,17 +139,18 @@ def build_style(
     texts = [p.text for p in prompts]
     chosen = render_mixed(prompts, ["outlined"] * n, stream_generator(seed, "style-chosen"))
     if rejected_source == "model":
+        pipe = toy_sd_pipeline(model)
+        rejected_model = toy_model_name(pipe)  # toy-sd, or toy-flow when `model` is one
         rejected = model_images(
-            toy_sd_pipeline(model),
+            pipe,
             texts,
             stream_seed(seed, "style"),
             steps=steps,
             guidance=guidance,
             batch_size=batch_size,
             progress=progress,
-            desc="toy-sd style",
+            desc=f"{rejected_model} style",
         )
-        rejected_model = "toy-sd"
     else:
         rejected = render_mixed(prompts, ["flat"] * n, stream_generator(seed, "style-rejected"))
         rejected_model = "toy-render-flat"
