@@ -29,10 +29,12 @@ class ShowcaseResult:
 
 
 def ranking_accuracy(logits: torch.Tensor, utility: torch.Tensor) -> float:
-    """Fraction of item pairs (i < j) ordered by `logits` as by `utility`."""
+    """Fraction of item pairs (i < j) ordered by `logits` as by `utility`; a pair tied in one
+    and not the other counts half, so the uniform start (all logits tied) is 0.5, chance."""
     i, j = torch.triu_indices(len(utility), len(utility), offset=1)
-    agree = torch.sign(logits[i] - logits[j]) == torch.sign(utility[i] - utility[j])
-    return float(agree.float().mean())
+    a, b = torch.sign(logits[i] - logits[j]), torch.sign(utility[i] - utility[j])
+    one_tied = (a == 0) ^ (b == 0)
+    return float(torch.where(one_tied, 0.5, (a == b).float()).mean())
 
 
 def train_bandit(

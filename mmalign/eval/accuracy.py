@@ -134,10 +134,14 @@ def accuracy(
     pickapic_root: str | None = None,
     max_rows: int | None = None,
     batch_size: int = 32,
+    split: str = "train",
 ) -> dict[str, Any]:
     """The scorer's accuracy on `data` with the tie threshold tuned on `tune_on` (default: the
-    validation split) or given as `threshold`."""
+    validation split) or given as `threshold`. `split`: the split of `data` when it is a saved
+    dataset folder (a `tune_on` folder is read at its train split)."""
     result: dict[str, Any] = {"scorer": scorer.name, "data": data}
+    if Path(data).expanduser().is_dir():
+        result["split"] = split
     if threshold is None:
         tune_on = tune_on or validation_spec(data)
         rows, report = load_pairs(tune_on, pickapic_root=pickapic_root, max_rows=max_rows)
@@ -147,7 +151,7 @@ def accuracy(
             "data": tune_on, "pairs": len(lab), "skipped": report.num_skipped,
             "accuracy_at_threshold": float(outcome_scores(d, lab, threshold).mean()),
         }  # fmt: skip
-    rows, report = load_pairs(data, pickapic_root=pickapic_root, max_rows=max_rows)
+    rows, report = load_pairs(data, pickapic_root=pickapic_root, max_rows=max_rows, split=split)
     diff, label = score_pairs(scorer, rows, batch_size)
     result.update(
         {

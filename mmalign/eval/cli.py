@@ -53,7 +53,7 @@ def _cmd_eval_implicit(args: argparse.Namespace) -> int:
     result = implicit_accuracy(
         args.model, args.data, base=args.base, draws=args.draws, batch_size=args.batch_size,
         max_rows=args.max_rows, pickapic_root=args.pickapic_root,
-        device=None if args.scorer_device == "auto" else args.scorer_device,
+        device=None if args.scorer_device == "auto" else args.scorer_device, split=args.split,
     )  # fmt: skip
     print(
         f"implicit reward of {result['model']} over {result['base']} on {result['data']}: "
@@ -84,6 +84,8 @@ def _cmd_eval_accuracy(args: argparse.Namespace) -> int:
     for flag, value, low in bounds:
         if value is not None and value < low:
             raise InputError(f"{flag} must be >= {low}, got {value}")
+    if args.split != "train" and not Path(args.data).expanduser().is_dir():
+        raise InputError(f"--split is for a dataset folder; {args.data} names its own split")
     if args.model is not None:
         return _cmd_eval_implicit(args)
 
@@ -92,11 +94,14 @@ def _cmd_eval_accuracy(args: argparse.Namespace) -> int:
     result = accuracy(
         scorer, args.data, tune_on=args.tune_on, threshold=args.threshold,
         pickapic_root=args.pickapic_root, max_rows=args.max_rows, batch_size=args.batch_size,
+        split=args.split,
     )  # fmt: skip
     tuned = result.get("tuned_on")
     where = f"tuned on {tuned['data']}" if tuned else "given"
     print(
-        f"{result['scorer']} on {result['data']}: accuracy {result['accuracy']:.1%} "
+        f"{result['scorer']} on {result['data']}"
+        + (f" (split {result['split']})" if "split" in result else "")
+        + f": accuracy {result['accuracy']:.1%} "
         f"(tie threshold {result['threshold']:.4g}, {where}; {result['pairs']} pairs, "
         f"{result['tied_labels']} tied labels, {result['skipped']} rows skipped); "
         f"without ties {result['accuracy_no_ties']:.1%}"
@@ -152,6 +157,10 @@ def register_eval(eval_sub) -> None:
     )  # fmt: skip
     p.add_argument("--base", default=None, help="the reference for --model (default: its base)")
     p.add_argument("--draws", type=int, default=4, help="--model: noise draws per pair")
+    p.add_argument(
+        "--split", default="train",
+        help="the split of a --data dataset folder (default train; a --tune-on folder: train)",
+    )  # fmt: skip
     p.add_argument("--tune-on", default=None, help="data the tie threshold is tuned on")
     p.add_argument("--threshold", type=float, default=None, help="a fixed tie threshold")
     p.add_argument("--max-rows", type=int, default=None, help="read at most N rows per split")

@@ -227,7 +227,11 @@ def register_dense(eval_sub: Any) -> None:
         help="toy:flaws:heldout (held-out prompts, seed 1), toy:flaws, toy:sd-samples (toy-sd's "
         "own images vs toy:flaws' ground truth), a RichHF-18K folder, a saved dense dataset",
     )  # fmt: skip
-    p.add_argument("--split", default="test", help="RichHF split (train, dev, test)")
+    p.add_argument(
+        "--split",
+        default="test",
+        help="RichHF split (train, dev, test), or a saved DatasetDict's",
+    )
     p.add_argument("--n", type=int, default=512, help="toy data: prompts to build")
     p.add_argument("--max-rows", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=64)

@@ -187,12 +187,13 @@ def implicit_accuracy(
     pickapic_root: str | None = None,
     seed: int = 0,
     device: str | None = None,
+    split: str = "train",
 ) -> dict[str, Any]:
     """Accuracy of the implicit reward of `tuned` (a training output_dir, LoRA or pipeline
-    folder) over its base on the labelled pairs of `data`."""
+    folder) over its base on the labelled pairs of `data` (`split`: of a dataset folder)."""
     scores = score_pairs(tuned, data, base=base, draws=draws, batch_size=batch_size,
                          max_rows=max_rows, pickapic_root=pickapic_root, seed=seed,
-                         device=device)  # fmt: skip
+                         device=device, split=split)  # fmt: skip
     margin = scores.implicit_margin()
     correct = implicit_credit(margin)
     return {

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 MAX_PROMPTS = 48  # prompts shown side by side; the table and plots use all of them
+THUMB = 256  # largest side of an image embedded in the page (shown at 128 px)
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1180px;
 color:#1d232b;background:#fafbfc}
@@ -53,8 +54,11 @@ def _winrate_plot(results: dict[str, Any]) -> str:
 
     names = list(results["scorers"])
     rates = [results["scorers"][n]["win_rate"] * 100 for n in names]
-    lo = [r - results["scorers"][n]["ci95"][0] * 100 for n, r in zip(names, rates, strict=True)]
-    hi = [results["scorers"][n]["ci95"][1] * 100 - r for n, r in zip(names, rates, strict=True)]
+    # at least 0: where every prompt has the same rate, the interval's ends are that rate up to
+    # rounding and can lie an ulp past the pooled one; matplotlib refuses a negative bar length
+    ci = [results["scorers"][n]["ci95"] for n in names]
+    lo = [max(0.0, r - c[0] * 100) for c, r in zip(ci, rates, strict=True)]
+    hi = [max(0.0, c[1] * 100 - r) for c, r in zip(ci, rates, strict=True)]
     fig, ax = plt.subplots(figsize=(6.4, 0.55 * len(names) + 1.2))
     colors = ["#2da44e" if r > 50 else "#cf222e" for r in rates]
     ax.barh(names, rates, xerr=[lo, hi], color=colors, alpha=0.8, capsize=4)
@@ -127,7 +131,21 @@ def _table(results: dict[str, Any]) -> str:
 
 
 def _image(path: Path) -> str:
-    return _png(path.read_bytes()) if path.is_file() else ""
+    """The saved image as a data URL, shrunk to at most THUMB px a side (shown at 128): the
+    full PNGs of 48 prompts at 1024 px made a page of hundreds of MB. Small images (the toy
+    world's 32 px) go in as they are, enlarged by the browser."""
+    if not path.is_file():
+        return ""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if max(im.size) <= THUMB:
+            return _png(path.read_bytes())
+        im = im.convert("RGB")
+        im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return _png(buf.getvalue())
 
 
 def _prompts_section(out_dir: Path, rows: list[dict[str, Any]], scorers: list[str]) -> str:

@@ -5,7 +5,8 @@ base's image for the same prompt and seed (METHODS.md section 4); an exact tie c
 a win. The 95% interval is a percentile bootstrap over prompts. Images are saved as PNGs under
 `out_dir/images/{base,tuned}/` and reused by a later run with the same models and sampler
 (resumable); the models are told apart by their ids, weight files (`fingerprint`) and, for flow
-models, the T5 setting they sample with (`text_encoding`).
+models, the T5 setting they sample with (`text_encoding`); a tuned model loaded on its base (a
+LoRA, a UNet, a training run) also by the base's id and weights (`on_base`).
 """
 
 from __future__ import annotations
@@ -183,12 +184,20 @@ def text_encoding(pipe: Any) -> dict[str, Any] | None:
     return {"t5": FlowModel(pipe, family, "").has_t5, "max_sequence_length": int(length)}
 
 
-def _sync_settings(out_dir: Path, settings: dict[str, Any]) -> None:
+def on_base(tuned: str | None) -> bool:
+    """Whether the tuned model's images depend on the base it is loaded on: all but a whole
+    pipeline folder (a LoRA, a UNet, a training output_dir sit on `--base`)."""
+    return tuned is None or not (Path(tuned) / "model_index.json").is_file()
+
+
+def _sync_settings(out_dir: Path, settings: dict[str, Any], tuned_on_base: bool = False) -> None:
     """Reuse images in out_dir/images only when they came from the same model and sampler: a
-    changed sampler clears both models' images, a changed model only its own; said aloud. A
-    setting the old record lacks reads as None: records written before `text_encoding` existed
-    lack it, so a flow model's images from them are drawn again (they may have used another
-    T5 setting), while a model whose setting is None (no T5) keeps its images."""
+    changed sampler clears both models' images, a changed model only its own (a changed base
+    id or weights the tuned model's too where it sits on that base, `tuned_on_base`: a LoRA
+    on another base draws other images); said aloud. A setting the old record lacks reads as
+    None: records written before `text_encoding` existed lack it, so a flow model's images
+    from them are drawn again (they may have used another T5 setting), while a model whose
+    setting is None (no T5) keeps its images."""
     path = out_dir / "images" / "settings.json"
     if path.is_file():
         old = json.loads(path.read_text())
@@ -196,6 +205,8 @@ def _sync_settings(out_dir: Path, settings: dict[str, Any]) -> None:
         stale = set()
         for key in changed:
             stale |= {key.split("_")[0]} if key.startswith(("base", "tuned")) else {"base", "tuned"}
+            if tuned_on_base and key in ("base", "base_weights"):
+                stale.add("tuned")
         for model in sorted(stale):
             folder = out_dir / "images" / model
             if folder.is_dir():
@@ -238,9 +249,12 @@ def generate_or_reuse(
                 pipe, [prompts[j] for j in chunk], [seeds[j] for j in chunk], batch_size=step,
                 desc=model, progress=False, **sampler,
             )  # fmt: skip
-            # saved per chunk: resumable
+            # saved per chunk: resumable. Written under another name, then renamed: a run
+            # killed mid-write leaves no half-written PNG to be taken for a saved image
             for j, image in zip(chunk, to_pil_images(new), strict=True):
-                image.save(files[j])
+                part = files[j].with_name(files[j].name + ".part")
+                image.save(part, format="PNG")
+                part.replace(files[j])
             bar.update(len(chunk))
     images = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))) for f in files]
     return torch.stack(images).permute(0, 3, 1, 2).float() / 255, len(missing)
@@ -281,6 +295,7 @@ def run_winrate(
          "base_text_encoding": text_encoding(base_pipe), "tuned": tuned_id,
          "tuned_weights": fingerprint(tuned_id), "tuned_text_encoding": text_encoding(tuned_pipe),
          "steps": steps, "guidance": guidance, "resolution": resolution},
+        tuned_on_base=on_base(tuned_id),
     )  # fmt: skip
     # Prompt-major order: the K seeds of prompt 0, then prompt 1, ...
     index = [i for i in range(len(prompts)) for _ in range(seeds_per_prompt)]

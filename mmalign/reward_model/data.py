@@ -6,7 +6,8 @@
   the options say), so evaluation never sees a training prompt or image;
 - a RichHF-18K folder (`<split>.tfrecord`, images from `$MMALIGN_RICHHF_IMAGES` or
   `<folder>/images`) or one `.tfrecord` file;
-- a `save_to_disk` folder with dense columns (prompt, image, heatmaps, the four scores);
+- a `save_to_disk` folder with dense columns (prompt, image, heatmaps, the four scores): a
+  Dataset, or a DatasetDict read at `split`;
 - `toy:sd-samples`: toy-sd's own samples of held-out prompts (seed 1, 20 steps, guidance 2.5),
   their ground truth from `mmalign.toy.flaws.dense_scores` (no injected flaws: what the
   model's own images get wrong).
@@ -63,12 +64,23 @@ def open_dense(
             richhf = RichHFRows(path, split, images=images)
             rows, report = richhf, richhf.report
         else:
-            from datasets import load_from_disk
-
-            rows = DatasetDenseRows(load_from_disk(str(path)), name=str(path))
+            rows = DatasetDenseRows(_saved_split(path, split), name=str(path))
     if max_samples is not None:
         rows = Subset(rows, range(min(max_samples, len(rows))))
     return rows, report
+
+
+def _saved_split(path: Path, split: str | None) -> Any:
+    """A `save_to_disk` folder: the Dataset itself, or the split `split` of a DatasetDict (as
+    the pair reader picks `data.split`; the DatasetDict itself has no columns to read)."""
+    from datasets import Dataset, load_from_disk
+
+    ds = load_from_disk(str(path))
+    if isinstance(ds, Dataset):
+        return ds
+    if split not in ds:
+        raise InputError(f"dense data: {path} has splits {list(ds)}; the split is {split!r}")
+    return ds[split]
 
 
 def toy_sd_rows(n: int, seed: int = 1, steps: int = 20, guidance: float = 2.5) -> list[DenseRow]:
