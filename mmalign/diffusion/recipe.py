@@ -22,7 +22,7 @@ from .encode import Encoder, fingerprint
 from .load import load_pipeline
 from .lora import add_lora, check_targets, save_lora
 from .recipe_base import PairRecipeBase, validation_prompts
-from .scorer import DiffusionPairScorer
+from .scorer import PREDICTION_TYPES, DiffusionPairScorer
 from .trajectory import make_trajectory
 
 FULL_UNET_DIR = "unet"
@@ -47,6 +47,12 @@ class DiffusionRecipe(PairRecipeBase):
                 f"model.name_or_path: {m.name_or_path} is a flow-matching pipeline "
                 f"({self.diffusion.family}); {type(self).__name__} trains SD1.5 / SDXL models "
                 "(flow models train through `mmalign train` without a ppd: section)"
+            )
+        prediction = self.diffusion.prediction_type
+        if prediction not in PREDICTION_TYPES:  # before the data is built (and pre-encoded)
+            raise ConfigError(
+                f"model.name_or_path: {m.name_or_path} has the prediction type {prediction!r}; "
+                f"the diffusion scorer trains {' and '.join(PREDICTION_TYPES)} models"
             )
         if cfg.lora is not None:  # before the data is built: a typo in a target fails now
             check_targets(self.diffusion.unet, cfg.lora.target_modules)

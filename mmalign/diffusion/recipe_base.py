@@ -153,13 +153,18 @@ class PairRecipeBase:
 
     @contextmanager
     def _sampling(self) -> Iterator[None]:
-        """The model in eval mode and the encoders on the accelerator, restored after."""
+        """The model in eval mode, the encoders on the accelerator and the VAE decoding in its
+        own dtype (sample.vae_in_own_precision: validation runs under the training autocast),
+        restored after."""
+        from .sample import vae_in_own_precision
+
         if self.cache is not None:
             self._encoders_to(self.accelerator.device)
         was_training = self.model.training
         self.model.eval()
         try:
-            yield
+            with vae_in_own_precision(self.diffusion.pipe.vae):
+                yield
         finally:
             self.model.train(was_training)
             if self.cache is not None:

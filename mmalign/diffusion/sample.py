@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -127,6 +128,28 @@ def generate(
         pipe, prompts, seeds, steps=steps, guidance=guidance, batch_size=batch_size,
         resolution=resolution, desc=desc,
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def vae_in_own_precision(vae: torch.nn.Module) -> Iterator[None]:
+    """Inside the block `vae.decode` casts its latents to the VAE's dtype and runs outside any
+    autocast; it is the class's own again after.
+
+    A half-precision model keeps its VAE in float32 (load.py: the SDXL VAE overflows in fp16),
+    but the pipelines hand the decoder the denoiser's bf16 / fp16 latents: without autocast
+    that fails ("Input type (c10::BFloat16) and bias type (float)"), and under the training
+    loop's fp16 autocast the float32 VAE would decode in fp16 after all."""
+    decode = vae.decode
+
+    def own_precision(z: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(z.device.type, enabled=False):
+            return decode(z.to(next(vae.parameters()).dtype), *args, **kwargs)
+
+    vae.decode = own_precision
+    try:
+        yield
+    finally:
+        del vae.decode
 
 
 def to_pil_images(images: torch.Tensor) -> list:

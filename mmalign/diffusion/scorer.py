@@ -29,6 +29,7 @@ from .load import DiffusionModel
 from .passes import policy_and_reference, seeded_dropout
 
 ReferenceKind = Literal["adapters", "copy", "none"]
+PREDICTION_TYPES = ("epsilon", "v_prediction")  # the targets `noise` and `get_velocity`
 
 
 class DiffusionPairScorer:
@@ -47,7 +48,7 @@ class DiffusionPairScorer:
 
         self.family = model.family
         self.prediction_type = model.prediction_type
-        if self.prediction_type not in ("epsilon", "v_prediction"):
+        if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
         self.noise_scheduler = DDPMScheduler.from_config(model.pipe.scheduler.config)
         self.num_timesteps = int(self.noise_scheduler.config.num_train_timesteps)
