@@ -16,6 +16,7 @@ import base64
 import html
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,17 @@ from tqdm.auto import tqdm
 from ..config import InputError
 from ..data.dense import DENSE_SCORES, DenseRows
 from ..data.schema import HEATMAP_CHANNELS
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` with every NaN or infinite float, at any depth, as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(v) for v in value]
+    return value
 
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -210,7 +222,8 @@ def _cmd_eval_dense(args: argparse.Namespace) -> int:
     out = Path(args.out)
     page = write_report(result, rows, out, args.sample)
     clean = {k: v for k, v in result.items() if not k.startswith("_")}
-    (out / "dense_eval.json").write_text(json.dumps(clean, indent=2) + "\n")
+    # an undefined metric (CC of all-empty maps) is null: strict JSON (jq, JavaScript) has no NaN
+    (out / "dense_eval.json").write_text(json.dumps(finite_or_null(clean), indent=2) + "\n")
     print(f"report: {page.resolve()}\nresults: {(out / 'dense_eval.json').resolve()}")
     return 0
 

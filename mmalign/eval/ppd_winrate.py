@@ -17,6 +17,7 @@ points, whatever it does to fidelity.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import time
@@ -127,6 +128,13 @@ def sync_images(out_dir: Path, settings: dict[str, Any]) -> None:
     path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
+def embedding_digest(embedding: torch.Tensor) -> str:
+    """Identity of a user embedding's values (the saved images' key): a digest of its bytes, so
+    any changed value draws the images again (a sum missed changes that cancel)."""
+    data = embedding.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def run_user_winrate(
     base_pipe: Any,
     ppd_pipe: Any,
@@ -159,7 +167,7 @@ def run_user_winrate(
         raise ValueError(f"users {missing} have no embedding")
     scorers = {u: get_scorer(f"toy:user:{u}") for u in embeddings}  # an unknown user fails here
     tuned = (meta or {}).get("tuned")
-    fixed = {u: float(e.double().sum()) for u, e in embeddings.items()}  # embeddings' checksums
+    fixed = {u: embedding_digest(e) for u, e in embeddings.items()}  # which embeddings drew
     base_id = (meta or {}).get("base")  # its weights too: a base retrained in place draws anew
     settings = {"base": base_id, "base_weights": fingerprint(base_id), "tuned": tuned,
                 "tuned_weights": fingerprint(tuned), "steps": steps, "guidance": guidance,
