@@ -21,6 +21,7 @@ def _load(model: str, adapter: str | None):
 def _cmd_chat(args: argparse.Namespace) -> int:
     from PIL import Image
 
+    from ..data.schema import to_rgb
     from .blind import generate_answers
     from .collate import user_content
 
@@ -31,7 +32,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     images = []
     for path in args.image or []:
         try:
-            images.append(Image.open(path).convert("RGB"))
+            images.append(to_rgb(Image.open(path)))
         except OSError as err:  # PIL's UnidentifiedImageError: not an image file
             raise InputError(f"--image {path}: not an image PIL can read ({err})") from None
     conversation = [{"role": "user", "content": user_content(args.prompt, len(images))}]

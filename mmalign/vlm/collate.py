@@ -279,7 +279,7 @@ class PairCollator:
     # ------------------------------------------------------------------------ collate
     def __call__(self, rows: Sequence[Mapping[str, Any]], *, check_length: bool = True,
                  row_ids: Sequence[int] | None = None) -> SequenceBatch:  # fmt: skip
-        from ..data.schema import to_pil_image
+        from ..data.schema import to_pil_image, to_rgb
 
         prompts: list[tuple[int, str]] = []  # (row, variant): one processor text each
         prompt_texts, prompt_images, sequences = [], [], []
@@ -293,7 +293,7 @@ class PairCollator:
                 rendered[variant] = self.format.render(row["prompt"], len(images), answers)
                 prompts.append((r, variant))
                 prompt_texts.append(rendered[variant].prompt)
-                prompt_images.append([to_pil_image(im).convert("RGB") for im in images])
+                prompt_images.append([to_rgb(to_pil_image(im)) for im in images])
             base = len(sequences)
             for variant, answer in seqs:
                 p = prompts.index((r, variant))

@@ -188,7 +188,7 @@ def open_vlm_pairs(
 
 
 def _cmd_realign(args: argparse.Namespace) -> int:
-    from ..data.schema import to_pil_image
+    from ..data.schema import to_pil_image, to_rgb
     from .load import load_vlm
     from .realign import build_realign, realign_dataset
     from .realign_embed import BagOfWordsEmbedder, OpenClipEmbedder, TokenEmbeddingEmbedder
@@ -207,7 +207,7 @@ def _cmd_realign(args: argparse.Namespace) -> int:
         )
         if not files:
             raise FileNotFoundError(f"--images {folder}: no image files")
-        pool = [to_pil_image(p).convert("RGB") for p in files]
+        pool = [to_rgb(to_pil_image(p)) for p in files]
     image_embedder = OpenClipEmbedder(args.clip, args.clip_pretrained) if args.clip else None
     text_embedder = BagOfWordsEmbedder() if args.text_embedder == "bow" else (
         TokenEmbeddingEmbedder(vlm))  # fmt: skip

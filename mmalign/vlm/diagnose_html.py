@@ -56,9 +56,9 @@ def _histograms(table: Any) -> str:
 
 
 def _thumb(image: Any) -> str:
-    from ..data.schema import to_pil_image
+    from ..data.schema import to_pil_image, to_rgb
 
-    pil = to_pil_image(image).convert("RGB")
+    pil = to_rgb(to_pil_image(image))
     pil.thumbnail((128, 128))
     buf = io.BytesIO()
     pil.save(buf, format="PNG")

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from ..data.schema import to_pil_image
+from ..data.schema import to_pil_image, to_rgb
 from .collate import image_key
 from .load import VLM
 from .realign_lexicon import WORD
@@ -48,7 +48,7 @@ class VisionEncoderEmbedder:
         image_processor = self.vlm.processor.image_processor
         for start in tqdm(range(0, len(items), self.batch_size), desc="embedding images",
                           unit="batch", leave=False):  # fmt: skip
-            chunk = [to_pil_image(x).convert("RGB") for x in items[start : start + self.batch_size]]
+            chunk = [to_rgb(to_pil_image(x)) for x in items[start : start + self.batch_size]]
             # one sample per image: a per-prompt processor (Idefics3) reads a flat list as one
             # prompt's images and would give the chunk a single embedding
             inputs = image_processor(images=[[im] for im in chunk], return_tensors="pt")
@@ -83,7 +83,7 @@ class OpenClipEmbedder:
         for start in tqdm(range(0, len(items), self.batch_size), desc="embedding images (CLIP)",
                           unit="batch", leave=False):  # fmt: skip
             chunk = items[start : start + self.batch_size]
-            pixels = torch.stack([self.preprocess(to_pil_image(x).convert("RGB")) for x in chunk])
+            pixels = torch.stack([self.preprocess(to_rgb(to_pil_image(x))) for x in chunk])
             out.append(self.model.encode_image(pixels.to(self.device)).float().cpu())
         return _normalise(torch.cat(out))
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..data.schema import to_pil_image
+from ..data.schema import to_pil_image, to_rgb
 from .collate import ChatFormat, special_tokens_kwargs
 from .load import VLM
 from .realign_lexicon import Span
@@ -44,7 +44,7 @@ class SpanFiller:
             for start in tqdm(range(0, len(texts), self.batch_size), desc=desc, unit="batch",
                               leave=False):  # fmt: skip
                 chunk = list(texts[start : start + self.batch_size])
-                pil = [to_pil_image(im).convert("RGB") for im in images[start : start + len(chunk)]]
+                pil = [to_rgb(to_pil_image(im)) for im in images[start : start + len(chunk)]]
                 inputs = processor(
                     text=chunk,
                     images=pil,

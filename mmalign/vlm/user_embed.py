@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..config import InputError
 from ..data.cache import cache_root, digest
+from ..data.schema import to_rgb
 from .collate import processor_settings, special_tokens_kwargs
 from .load import VLM
 
@@ -57,14 +58,14 @@ def few_shot_conversation(examples: Sequence[Example]) -> tuple[list[dict[str, A
             {"type": "text", "text": "dispreferred:"},
             {"type": "image"},
         ]
-        images += [preferred.convert("RGB"), dispreferred.convert("RGB")]
+        images += [to_rgb(preferred), to_rgb(dispreferred)]
     content.append({"type": "text", "text": "what does this user like?"})
     return [{"role": "user", "content": content}], images
 
 
 def _image_digest(image: Any) -> str:
     """The image's pixels and its size: the same bytes in another shape are another image."""
-    rgb = image.convert("RGB")
+    rgb = to_rgb(image)
     return hashlib.sha256(f"{rgb.size}:".encode() + rgb.tobytes()).hexdigest()[:16]
 
 
