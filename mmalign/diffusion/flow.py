@@ -13,10 +13,10 @@ Training sigmas (`FlowSettings.sampling`), as the SD3 paper's section 3.1 and di
 SD3's default mean 0, std 1), `uniform`, or `mode` (u -> 1 - u - s*(cos^2(pi*u/2) - 1 + u),
 s = 1.29). u is then shifted as the model's scheduler shifts its training table,
 sigma = shift*u / (1 + (shift - 1)*u) (SD3: 3.0; FLUX's dynamic shift: 1 at training), and
-clamped to the table's range [1/T, 1]. Departure: diffusers' scripts snap u to the 1000-level
-table; mmalign keeps u continuous. Optional SD3 loss weighting (paper Eq. 22 ff.): `sigma_sqrt`
-w = sigma^-2, `cosmap` w = 2 / (pi * (1 - 2 sigma + 2 sigma^2)), multiplying both images' error
-of a pair alike.
+clamped to the shifted table's range [shift(1/T), 1] (SD3: [0.002994, 1]). Departure:
+diffusers' scripts snap u to the 1000-level table; mmalign keeps u continuous. Optional SD3
+loss weighting (paper Eq. 22 ff.): `sigma_sqrt` w = sigma^-2, `cosmap`
+w = 2 / (pi * (1 - 2 sigma + 2 sigma^2)), multiplying both images' error of a pair alike.
 
 FLUX: latents are packed 2x2 into tokens with their RoPE ids, the timestep is sigma itself and
 FLUX.1-dev takes its guidance value as an input (`guidance`, required for such a model). SD3:
@@ -123,6 +123,9 @@ class FlowPairScorer:
         config = model.pipe.scheduler.config
         self.num_timesteps = int(config.get("num_train_timesteps", 1000))
         self.shift = self.settings.shift or training_shift(config)
+        # the table's lowest level, 1/T shifted as every level is (SD3: 0.002994, not 0.001)
+        low = 1.0 / self.num_timesteps
+        self.sigma_min = self.shift * low / (1 + (self.shift - 1) * low)
         self.empty = empty
         self.reference = reference
         self.caption_dropout = caption_dropout
@@ -155,7 +158,7 @@ class FlowPairScorer:
             gen.manual_seed(int(seed))
             u = self._u(gen)
             sigma = self.shift * u / (1 + (self.shift - 1) * u)
-            sigmas.append(sigma.clamp(1.0 / self.num_timesteps, 1.0))
+            sigmas.append(sigma.clamp(self.sigma_min, 1.0))
             noises.append(torch.randn(latent_shape, generator=gen))
             drops.append(torch.rand(1, generator=gen) < self.caption_dropout)
         return torch.cat(sigmas), torch.stack(noises), torch.cat(drops)

@@ -31,6 +31,15 @@ FLOW_SCHEDULERS = (
 )
 # the maximum T5 length each family's pipeline uses by default (`max_sequence_length`)
 DEFAULT_MAX_SEQUENCE = {"sd3": 256, "flux": 512}
+# FLUX.1-schnell's (no guidance embedding): BFL's reference loads its T5 with max_length 256,
+# and diffusers' FLUX page says schnell's max_sequence_length cannot be more than 256
+SCHNELL_MAX_SEQUENCE = 256
+
+
+def _flux_without_guidance(pipe: Any) -> bool:
+    transformer = getattr(pipe, "transformer", None)
+    config = getattr(transformer, "config", None)
+    return type(pipe).__name__ == "FluxPipeline" and not getattr(config, "guidance_embeds", True)
 
 
 def default_max_sequence(pipe: Any, family: FlowFamily) -> int:
@@ -39,21 +48,25 @@ def default_max_sequence(pipe: Any, family: FlowFamily) -> int:
     tokens (toy-flow is trained so). The zeros carry no text, but every one of them is a
     token the joint attention attends to and the MLPs process: 256 of them would triple a
     small model's sequence, and a count other than the one a model was trained with shifts
-    its attention."""
+    its attention. FLUX without a guidance embedding (schnell) gets 256, its training length."""
     if family == "sd3" and getattr(pipe, "text_encoder_3", None) is None:
         return int(pipe.tokenizer_max_length)
+    if family == "flux" and _flux_without_guidance(pipe):
+        return SCHNELL_MAX_SEQUENCE
     return DEFAULT_MAX_SEQUENCE[family]
 
 
 def sampling_kwargs(pipe: Any) -> dict[str, int]:
     """Extra arguments a pipeline call needs to sample as its training encoded the prompts:
-    a tuned run's own `max_sequence_length` (set by `load_tuned`), else SD3 without T5's
-    `default_max_sequence`, else nothing."""
+    a tuned run's own `max_sequence_length` (set by `load_tuned`), else SD3 without T5's or
+    FLUX-schnell's `default_max_sequence`, else nothing (the pipeline's default)."""
     trained = getattr(pipe, "mmalign_max_sequence_length", None)
     if trained:
         return {"max_sequence_length": int(trained)}
     if type(pipe).__name__ == "StableDiffusion3Pipeline" and pipe.text_encoder_3 is None:
         return {"max_sequence_length": default_max_sequence(pipe, "sd3")}
+    if _flux_without_guidance(pipe):
+        return {"max_sequence_length": default_max_sequence(pipe, "flux")}
     return {}
 
 
@@ -196,15 +209,20 @@ def load_flow_pipeline(
                 source, subfolder="vae", variant=variant, revision=revision,
                 **dtype_kwarg(torch.float32),
             )  # fmt: skip
+    no_t5 = "diffusion.drop_t5: FLUX needs its T5 encoder; only SD3 can drop it"
     if drop_t5:
-        if pipeline_class(source) == "FluxPipeline":
-            raise ValueError("diffusion.drop_t5: FLUX needs its T5 encoder; only SD3 can drop it")
+        # the class from model_index.json, a hub id's too (`pipeline_class` reads folders
+        # only: a hub FLUX id loaded with its T5, the drop ignored with a warning)
+        if (_model_index(source, revision) or {}).get("_class_name") == "FluxPipeline":
+            raise ValueError(no_t5)
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
     elif _saved_without_t5(source, revision):
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
     with hub_errors(source, key):
         pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
     family = flow_family(pipe)
+    if drop_t5 and family != "sd3":  # an index that could not be read before the load
+        raise ValueError(no_t5)
     if device is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)

@@ -178,7 +178,8 @@ class DiffusionConfig:
     sigma_shift: float | None = None  # the scheduler's training shift (SD3 3.0, FLUX 1)
     guidance: float | None = None  # FLUX.1-dev's embedded guidance; required for such a model
     drop_t5: bool = False  # SD3 without its T5 encoder (zeros in its place, as SD3 allows)
-    # T5 tokens (SD3 256, FLUX 512; SD3 without T5: as many zeros as its CLIP tokenizer length)
+    # T5 tokens (SD3 256, FLUX-dev 512, FLUX-schnell 256; SD3 without T5: as many zeros as its
+    # CLIP tokenizer length)
     max_sequence_length: int | None = None
 
     def __post_init__(self) -> None:
