@@ -14,17 +14,24 @@ An ASGI middleware around the whole server (`server.py`), in front of Gradio's o
   annotator who learns one could read or stop another's results, so each session hash and
   event id belongs to the user who used it first (the event ids Gradio returns belong to
   their caller), and a request naming another user's id is refused (403). An empty id
-  (`?session_hash=`) belongs to no one and is refused too.
+  (`?session_hash=`) belongs to no one and is refused too, and an id longer than any
+  Gradio makes (`MAX_ID`) is refused (400) before it is remembered.
+- A user starts at most `NEW_SESSIONS` Gradio sessions per `NEW_SESSIONS_S` (429 beyond):
+  Gradio keeps the state of its last 10,000 sessions only, so one user starting sessions
+  without end pushed out everyone else's page state.
 - Routes for features the app does not use (uploads, streams, run history, monitoring,
-  vibe editing, profiling, the proxy, component server functions) are closed for everyone
-  (404).
+  vibe editing, profiling, the proxy, component server functions, custom components) are
+  closed for everyone (404). Gradio's custom component route prints its path parameters
+  before it looks anything up: open, a signed-in user could write any text (carriage
+  returns, terminal escapes) into the server's log, a line of up to 64 KiB per request.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -42,10 +49,25 @@ _CLOSED_PREFIXES = (
     *(f"{API}/{p}" for p in ("upload", "stream", "reset", "run-history", "runs", "vibe",
                              "undo-vibe", "profiling", "process_recording", "proxy=",
                              "monitoring", "mcp", "dev/reload", "deep_link",
-                             "component_server")),
+                             "component_server", "custom_component")),
     "/monitoring",
 )  # fmt: skip
+# The longest session hash or event id named: Gradio's are 11 (its client's session hashes)
+# to 36 characters (event ids); every id named is remembered as its user's, so a longer
+# one is refused before it is (400), or 5,000 ids of a body's 1 MiB each were kept per user
+MAX_ID = 128
+# New sessions a user may start per window. Gradio keeps the state of its last 10,000
+# sessions (`state_session_capacity`) and forgets the least recently used beyond: one
+# annotator starting sessions without end (a fresh session hash per request, or `/call/`
+# without one) pushed every other user's page state out (the pair on screen, the answers
+# given), so their votes met "Nothing to vote on". A page load or a `gradio_client.Client`
+# starts one, a `/call/` without a session hash one per call (the load benchmark's `http`
+# client: 400 per annotator). At 1000 per 10 minutes, one user needs 100 minutes to push
+# out a page left that long.
+NEW_SESSIONS = 1000
+NEW_SESSIONS_S = 600.0
 _RESULT_STREAM = re.compile(rf"^{API}/call/(?:v2/)?[^/]+/(?P<event>[^/]+)$")
+_CALL = re.compile(rf"^{API}/call/(?:v2/)?[^/]+$")  # a call without a session hash: a new one
 _EVENT_ISSUERS = re.compile(rf"^{API}/(?:queue/join|call/(?:v2/)?[^/]+)$")
 _HEARTBEAT = re.compile(rf"^{API}/heartbeat/(?P<session>[^/]+)$")
 _API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.DOTALL)
@@ -60,10 +82,30 @@ class Owners:
     a user's oldest ids are forgotten first, so no one can push out another user's ids by
     claiming many of their own."""
 
-    def __init__(self, per_user: int = 5_000) -> None:
+    def __init__(self, per_user: int = 5_000, new_sessions: int = NEW_SESSIONS,
+                 window_s: float = NEW_SESSIONS_S, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.per_user = per_user
+        self.new_sessions, self.window_s, self.clock = new_sessions, window_s, clock
         self._owner: dict[str, str] = {}
         self._ids: dict[str, OrderedDict[str, None]] = {}
+        self._started: dict[str, deque[float]] = {}  # user -> when their new sessions began
+
+    def start(self, user: str, count: int) -> bool:
+        """Whether `user` may start `count` new sessions now (counted when True)."""
+        if count <= 0:
+            return True
+        times = self._started.setdefault(user, deque())
+        cutoff = self.clock() - self.window_s
+        while times and times[0] <= cutoff:
+            times.popleft()
+        if len(times) + count > self.new_sessions:
+            return False
+        times.extend([self.clock()] * count)
+        return True
+
+    def known(self, key: str) -> bool:
+        return key in self._owner
 
     def claim(self, key: str, user: str) -> bool:
         """True when `key` is `user`'s (now or before); False when it is someone else's."""
@@ -121,7 +163,7 @@ class RouteGuard:
             data = None  # Gradio answers malformed bodies itself
         refusal = self._refusal(scope, path, user, data)
         if refusal:
-            await answer(send, 403, refusal, {})
+            await answer(send, *refusal, {})
             return
         again = replay(body, receive) if scope["method"] == "POST" else receive
         if scope["method"] == "POST" and _EVENT_ISSUERS.match(path):
@@ -129,9 +171,10 @@ class RouteGuard:
         else:
             await self.app(scope, again, send)
 
-    def _refusal(self, scope: Scope, path: str, user: str, data: Any) -> str | None:
-        """Why this signed-in request names another user's session or event (None: it
-        does not)."""
+    def _refusal(self, scope: Scope, path: str, user: str, data: Any) -> tuple[int, str] | None:
+        """(status, why) when this signed-in request names another user's session or event,
+        an id longer than `MAX_ID`, or starts more sessions than its user may
+        (`NEW_SESSIONS`); None when it does not."""
         # keep_blank_values: Starlette (and so Gradio) reads `?session_hash=` as the empty
         # session hash; parsed as absent here, it went unchecked
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
@@ -146,12 +189,21 @@ class RouteGuard:
                 sessions.append(data["session_hash"])
             if path == f"{API}/cancel" and isinstance(data.get("event_id"), str):
                 events.append(data["event_id"])
+        if any(len(k) > MAX_ID for k in (*sessions, *events)):  # checked before any is kept
+            return 400, f"session hashes and event ids have at most {MAX_ID} characters"
+        # sessions new to Gradio: named here first, or a call that names none (Gradio
+        # gives it one of its own)
+        fresh = len({s for s in sessions if s and not self.owners.known(s)})
+        own = isinstance(data, dict) and isinstance(data.get("session_hash"), str)
+        fresh += scope["method"] == "POST" and bool(_CALL.match(path)) and not own
+        if not self.owners.start(user, fresh):
+            return 429, "too many new sessions: try again in a few minutes"
         # An empty id is no one's: anyone can name it, so it cannot be claimed by the first
         # caller the way a random id is (Gradio's clients never send one)
         if "" in sessions or not all(self.owners.claim(s, user) for s in sessions):
-            return "this session belongs to another user"
+            return 403, "this session belongs to another user"
         if not all(self.owners.owned(e, user) for e in events):
-            return "this event belongs to another user"
+            return 403, "this event belongs to another user"
         return None
 
     def _claiming(self, send: Any, user: str) -> Any:
