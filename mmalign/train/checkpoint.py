@@ -3,13 +3,15 @@
 A checkpoint holds only what training changes (for LoRA, the adapter weights, not the base
 model), as safetensors plus `torch.save` files read back with `weights_only=True`. It is
 written to a temporary folder and renamed, so a folder named `checkpoint-N` is always
-complete. The data position and every random draw derive from the step, so the step is all
-the loop needs to continue with identical losses.
+complete. The data position and the recipe's draws derive from the step; what draws from the
+global generators (a VLM LoRA's dropout masks) continues from their states, kept per process in
+`rng.pt`, so a resumed run continues with identical losses.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 from pathlib import Path
@@ -46,6 +48,7 @@ def save_checkpoint(
     scaler=None,
     total_limit: int | None = None,
     extra: dict[str, Any] | None = None,
+    rng_states: list[dict[str, Any]] | None = None,
 ) -> Path:
     root = Path(output_dir) / "checkpoints"
     final = root / f"checkpoint-{step}"
@@ -57,6 +60,8 @@ def save_checkpoint(
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     if scaler is not None:
         torch.save(scaler.state_dict(), tmp / "scaler.pt")
+    if rng_states is not None:  # one per process, by process index
+        torch.save(rng_states, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=2) + "\n")
     # A checkpoint of this step already there (a finished run resumed and saved again) is
     # renamed away, the new one takes its name, and only then is the old one deleted: deleting
@@ -98,6 +103,19 @@ def recover_set_aside(root: Path) -> None:
             shutil.rmtree(gone, ignore_errors=True)
 
 
+def later_than(output_dir: str | Path, step: int) -> list[Path]:
+    """The checkpoints of `output_dir` after `step`: a run resuming from `step` would replace
+    the continuation they belong to (its metrics lines after `step` are dropped), so rotation
+    would prune the new run's checkpoints as older than them and `resume_from=latest` would
+    go back to them."""
+    out = []
+    for path in list_checkpoints(output_dir):
+        match = PATTERN.match(path.name)
+        if match and int(match.group(1)) > step:
+            out.append(path)
+    return out
+
+
 def checkpoint_state(path: Path) -> dict[str, Any]:
     """The checkpoint's `state.json`: its step and what the loop saved beside it."""
     return json.loads((path / "state.json").read_text())
@@ -128,6 +146,17 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, sc
             f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
         )
     params = dict(model.named_parameters())
+    # `copy_` broadcasts: a [1, n] tensor would fill a [k, n] parameter with k copies of it
+    shapes = [
+        f"{name}: {list(value.shape)} in the checkpoint, {list(params[name].shape)} in the model"
+        for name, value in tensors.items()
+        if value.shape != params[name].shape
+    ]
+    if shapes:
+        raise ValueError(
+            f"checkpoint {path} does not match the model being trained: "
+            f"{'; '.join(shapes[:3])}{'; ...' if len(shapes) > 3 else ''}"
+        )
     with torch.no_grad():
         for name, value in tensors.items():
             params[name].copy_(value)
@@ -151,6 +180,48 @@ def _apply_schedule(optimizer, scheduler) -> None:
     for group, lr in zip(optimizer.param_groups, lrs, strict=True):
         group["lr"] = lr
     scheduler._last_lr = lrs
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's global random states (torch, its CUDA device, numpy, python), in types a
+    `torch.load(weights_only=True)` reads back."""
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, words, py_gauss = random.getstate()
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": [version, torch.tensor(words, dtype=torch.int64), py_gauss],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, words, py_gauss = state["python"]
+    random.setstate((version, tuple(words.tolist()), py_gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def load_rng_state(path: Path, rank: int) -> bool:
+    """Restore process `rank`'s random states from checkpoint `path`; False when it has none
+    (a checkpoint from before they were kept, or from a run with fewer processes)."""
+    if not (path / "rng.pt").is_file():
+        return False
+    states = torch.load(path / "rng.pt", weights_only=True)
+    if rank >= len(states):
+        return False
+    set_rng_state(states[rank])
+    return True
 
 
 def write_atomic(path: Path, text: str) -> None:

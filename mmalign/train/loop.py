@@ -29,9 +29,12 @@ from ..losses import PairScores
 from . import reporting
 from .checkpoint import (
     checkpoint_state,
+    later_than,
     list_checkpoints,
     load_checkpoint,
+    load_rng_state,
     resolve_resume,
+    rng_state,
     save_checkpoint,
     window_state,
     write_atomic,
@@ -125,6 +128,7 @@ def pair_seeds(seed: int, positions: torch.Tensor) -> torch.Tensor:
 
 def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainResult:
     from accelerate import Accelerator
+    from accelerate.utils import gather_object
 
     tc = cfg.train
     out_dir = Path(cfg.output_dir)
@@ -165,12 +169,21 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
                 f"{'; ...' if len(changes) > 6 else ''}): a resumed run may change only "
                 f"{', '.join(RESUMABLE)}. Choose another output_dir for the new recipe."
             )
+        _check_processes(resume.parent.parent / RUN_FILE, world, global_batch)
         start_step = load_checkpoint(resume, base, optimizer, scheduler, scaler)
         if start_step > tc.max_steps:  # it would save step-N weights as checkpoint-max_steps
             raise ConfigError(
                 f"train.max_steps: {tc.max_steps} is below the step of the checkpoint it resumes "
                 f"({resume}, step {start_step}); set train.max_steps >= {start_step}, or choose "
                 "another output_dir to train a shorter run from the start"
+            )
+        later = later_than(out_dir, start_step)
+        if later:  # refused, not deleted: they are another continuation's weights
+            raise TrainingError(
+                f"{out_dir} holds checkpoints after the one this run resumes ("
+                f"{', '.join(p.name for p in later)}); they belong to the run it would replace, "
+                f"and rotation and resume_from=latest would mix them with this one. Delete them "
+                f"to continue from {resume.name}, or resume into another output_dir"
             )
         # the log line after the checkpoint averages over the same steps as an unbroken run
         state = checkpoint_state(resume)
@@ -212,12 +225,17 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     # VLM recipes: chosen / rejected log-likelihood change since the start, and a warning
     alarm = None
     if cfg.model.kind == "vlm":
+        # the main pair, or the objective's first where it has none (the scorer makes no other)
+        pairs = objective.pairs
         alarm = DisplacementAlarm(
-            cfg.vlm.displacement_alarm, start_file=out_dir / ALARM_START, resume=start_step > 0
-        )
+            cfg.vlm.displacement_alarm, pair="main" if "main" in pairs else pairs[0],
+            start_file=out_dir / ALARM_START, resume=start_step > 0,
+        )  # fmt: skip
     # without a reference the alarm measures from the starting model's scores on the first
     # batch, taken before the first update
     alarm_start = alarm is not None and not objective.needs_reference and alarm.start is None
+    if resume is not None:  # last, after whatever drew from them since the process started
+        load_rng_state(resume, accelerator.process_index)
     for step in range(start_step, tc.max_steps):
         done = step + 1
         # The full metric set only on a step that logs; the others keep the loss and the
@@ -242,7 +260,8 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
                 raise TrainingError(
                     f"step {step + 1}: the loss is not finite (NaN or inf scores); stopped "
                     f"before the update. Last good checkpoint: {last_good}. Lower the learning "
-                    "rate or beta, then resume with train.resume_from=latest"
+                    "rate or beta and train again in another output_dir (a resumed run keeps its "
+                    "recipe, and without a change it meets the same NaN)"
                 )
             accelerator.backward(out.loss / tc.gradient_accumulation_steps)
             metrics = (
@@ -298,11 +317,12 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
                 accelerator.log({k: v for k, v in logged.items() if k != "step"}, step=done)
         if done % tc.checkpoint_every == 0 and done < tc.max_steps:
             extra = window_state(accelerator, window, window_steps)
+            rngs = gather_object([rng_state()])
             if main:
                 last_good = str(
                     save_checkpoint(
                         out_dir, done, base, optimizer, scheduler, scaler,
-                        tc.checkpoint_total_limit, extra,
+                        tc.checkpoint_total_limit, extra, rngs,
                     )
                 )  # fmt: skip
             accelerator.wait_for_everyone()
@@ -310,11 +330,13 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
             reporting.validate(accelerator, recipe, out_dir, done)
     bar.close()
     accelerator.wait_for_everyone()
+    rngs = gather_object([rng_state()])
     saved: dict[str, Any] = {}
     if main:
         save_checkpoint(
-            out_dir, tc.max_steps, base, optimizer, scheduler, scaler, tc.checkpoint_total_limit
-        )
+            out_dir, tc.max_steps, base, optimizer, scheduler, scaler, tc.checkpoint_total_limit,
+            rng_states=rngs,
+        )  # fmt: skip
         saved = recipe.save(out_dir)
         run = json.loads((out_dir / RUN_FILE).read_text())
         run["final"] = saved
@@ -327,6 +349,24 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     accelerator.end_training()
     seconds = time.perf_counter() - started
     return TrainResult(out_dir, tc.max_steps, logged, saved, seconds)
+
+
+def _check_processes(run_file: Path, world: int, global_batch: int) -> None:
+    """A resumed run keeps the process count of the run it resumes: the step's pairs are
+    positions in a stream of `global_batch` pairs a step, and train.batch_size may not change,
+    so another count meant another global batch (other rows; with scale_lr the old rate)."""
+    if not run_file.is_file():
+        return
+    saved = json.loads(run_file.read_text()).get("processes")
+    if saved is None or int(saved) == world:
+        return
+    old = global_batch // world * int(saved)
+    raise TrainingError(
+        f"{run_file.parent} was trained with {saved} processes (global batch {old}); this run "
+        f"has {world} (global batch {global_batch}), which would read other rows at every step. "
+        f"Resume it with `accelerate launch --num_processes {saved}`, or choose another "
+        "output_dir"
+    )
 
 
 def _enable_gradient_checkpointing(model: torch.nn.Module) -> None:

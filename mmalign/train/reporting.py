@@ -80,10 +80,18 @@ def log_image(accelerator, image, step: int) -> None:
 
 
 def rewrite_metrics(path: Path, upto: int) -> None:
-    """On resume, keep the logged steps up to the checkpoint: the file stays one run."""
+    """On resume, keep the logged steps up to the checkpoint: the file stays one run. A line
+    that is not JSON (cut short by the stop being resumed from) goes with the later ones."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= upto]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+        if step <= upto:
+            keep.append(line)
     write_atomic(path, "".join(line + "\n" for line in keep))
 
 
