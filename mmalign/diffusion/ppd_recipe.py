@@ -166,7 +166,7 @@ class PPDRecipe(DiffusionRecipe):
         device = self.accelerator.device
         # the pipeline chunks the embeddings into [negative; positive] only when it guides
         # (as `UserPipeline`): unguided, [zeros; e] would be read as 2x the user tokens
-        guided = float(self.cfg.validation.guidance) > 1
+        guided = self.validation_guidance() > 1
         rows, labels = [], []
         with self._sampling():
             for user in self.users[:3]:

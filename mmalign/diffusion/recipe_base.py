@@ -174,12 +174,21 @@ class PairRecipeBase:
         """Extra keyword arguments of the pipeline call (flow: the text length)."""
         return {}
 
+    def validation_guidance(self) -> float:
+        """`validation.guidance`, else the model's own sampling guidance (`sampling_defaults`):
+        for FLUX.1-dev the embedded value its training and `mmalign sample` use."""
+        from .sample import sampling_defaults
+
+        guidance = self.cfg.validation.guidance
+        return float(sampling_defaults(self.diffusion, None, guidance)[1])
+
     def _sample(self, prompts: list[str], **extra: Any) -> list[Any]:
         """One PIL image per prompt, prompt i seeded `validation.seed + i`."""
         v, device = self.cfg.validation, self.accelerator.device
         gens = [torch.Generator(device).manual_seed(v.seed + i) for i in range(len(prompts))]
+        guidance = self.validation_guidance()
         return self.diffusion.pipe(
-            prompts, num_inference_steps=v.steps, guidance_scale=v.guidance, generator=gens,
+            prompts, num_inference_steps=v.steps, guidance_scale=guidance, generator=gens,
             height=self.resolution, width=self.resolution, output_type="pil",
             **self._pipe_options(), **extra,
         ).images  # fmt: skip

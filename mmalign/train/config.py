@@ -267,7 +267,9 @@ class ValidationConfig:
     prompts: list[str] | str = "toy:heldout:8"  # a list, or toy:heldout:N
     seed: int = 0
     steps: int = 20
-    guidance: float = 5.0
+    # None: the model's sampling guidance (sample.sampling_defaults: FLUX.1-dev's embedded 3.5,
+    # SD3 7.0, toy-sd 2.5 ...), as `mmalign sample` and `eval winrate` draw
+    guidance: float | None = None
     enabled: bool = True
 
 
