@@ -5,28 +5,13 @@ read the empty value as a session hash) whoever had used it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any
 
 import pytest
+from label_helpers import call_status
 from mmalign_label.guard import RouteGuard
 
-
-def _call(guard: RouteGuard, user: str, method: str, path: str, query: bytes = b"",
-          body: bytes = b"") -> int:  # fmt: skip
-    scope = {"type": "http", "method": method, "path": path, "query_string": query,
-             "headers": [(b"content-type", b"application/json")], "user": user}  # fmt: skip
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(guard(scope, receive, send))
-    return int(sent[0]["status"])
+_call = call_status
 
 
 @pytest.fixture

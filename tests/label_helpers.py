@@ -1,0 +1,23 @@
+"""Shared by the labeling app's tests: one request through an ASGI middleware, in process."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+def call_status(app: Any, user: str, method: str, path: str, query: bytes = b"",
+                body: bytes = b"") -> int:  # fmt: skip
+    """The status `app` (e.g. a `guard.RouteGuard`) answers a signed-in `user`'s JSON request."""
+    scope = {"type": "http", "method": method, "path": path, "query_string": query,
+             "headers": [(b"content-type", b"application/json")], "user": user}  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return int(sent[0]["status"])
