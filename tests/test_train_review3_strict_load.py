@@ -35,3 +35,27 @@ def test_a_checkpoint_of_the_same_shapes_loads(tmp_path):
     path = save_checkpoint(tmp_path, 3, a, *_state(a))
     assert load_checkpoint(path, b, *_state(b)) == 3
     assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+
+def test_recovering_a_set_aside_checkpoint_tolerates_another_process_first(tmp_path, monkeypatch):
+    """Every process of a run calls `recover_set_aside` on `resume_from=latest`: the one that
+    comes second finds the folder renamed already (FileNotFoundError), which is not an error."""
+    from pathlib import Path
+
+    from mmalign.train.checkpoint import recover_set_aside
+
+    root = tmp_path / "checkpoints"
+    gone = root / ".checkpoint-3.removing"
+    gone.mkdir(parents=True)
+    (gone / "state.json").write_text('{"step": 3}')
+    rename = Path.rename
+
+    def raced(self: Path, target: Path) -> Path:
+        if self == gone:  # the other process renamed it a moment ago
+            rename(self, target)
+            raise FileNotFoundError(self)
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", raced)
+    recover_set_aside(root)  # no error
+    assert (root / "checkpoint-3" / "state.json").is_file()

@@ -97,10 +97,13 @@ def recover_set_aside(root: Path) -> None:
         return
     for gone in sorted(root.glob(".checkpoint-*.removing")):
         name = gone.name.removeprefix(".").removesuffix(".removing")
-        if not (root / name).exists() and (gone / "state.json").is_file():
-            gone.rename(root / name)
-        else:
-            shutil.rmtree(gone, ignore_errors=True)
+        try:
+            if not (root / name).exists() and (gone / "state.json").is_file():
+                gone.rename(root / name)
+            else:
+                shutil.rmtree(gone, ignore_errors=True)
+        except FileNotFoundError:  # another process of the run recovered it first
+            continue
 
 
 def later_than(output_dir: str | Path, step: int) -> list[Path]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -314,7 +315,10 @@ class VLMRecipe:
         from .scorer import image_features, pack_batch, sequence_logps
 
         if path.is_file():
-            return {(r, v, c): s for r, v, c, s in json.loads(path.read_text())}
+            try:
+                return {(r, v, c): s for r, v, c, s in json.loads(path.read_text())}
+            except ValueError:  # cut short (a run killed while an older version wrote it)
+                pass
         core, out = self.vlm.core, []
         batch_size = self.cfg.train.batch_size
         autocast = getattr(self.accelerator, "autocast", contextlib.nullcontext)
@@ -331,7 +335,11 @@ class VLMRecipe:
             for (row, variant, completion), s in zip(batch.sequence_keys, logps, strict=True):
                 out.append((batch.rows[row], variant, completion, s))
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out))
+        # written whole, then renamed: every process of a run writes the same scores, and a
+        # reader must never meet a file cut short
+        part = path.with_name(f"{path.name}.{os.getpid()}.part")
+        part.write_text(json.dumps(out))
+        part.replace(path)
         return {(r, v, c): s for r, v, c, s in out}
 
     # ----------------------------------------------------------------- the loop's API
