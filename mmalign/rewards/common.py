@@ -42,6 +42,13 @@ def pick_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return value
 
 
+def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(images - mean) / std per channel of a [B,3,H,W] batch, in its dtype and device."""
+    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images - m) / s
+
+
 def clip_pixels(
     images: torch.Tensor,
     size: int,
@@ -73,9 +80,7 @@ def clip_pixels(
     else:
         top, left = (new_h - size) // 2, (new_w - size) // 2
     images = images[..., top : top + size, left : left + size]
-    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images - m) / s
+    return normalise(images, mean, std)
 
 
 def squash_pixels(
@@ -91,9 +96,7 @@ def squash_pixels(
         images = F.interpolate(
             images, size=(size, size), mode=interpolation, align_corners=False, antialias=True
         ).clamp(0, 1)
-    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images - m) / s
+    return normalise(images, mean, std)
 
 
 def pad_pixels(
@@ -118,9 +121,7 @@ def pad_pixels(
     # a non-square image already `size` long is padded too (the reference leaves it non-square)
     pad_h, pad_w = size - new_h, size - new_w
     images = F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images - m) / s
+    return normalise(images, mean, std)
 
 
 def local_file(source: str | Path, filenames: Sequence[str]) -> Path | None:
