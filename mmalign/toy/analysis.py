@@ -7,6 +7,7 @@ reading serves fidelity (compare it with the prompt), style, user tastes and fla
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +50,22 @@ def check_images(images: torch.Tensor) -> torch.Tensor:
     ):
         raise ValueError(f"expected images [B,3,H,H] with H >= 16, got {tuple(images.shape)}")
     return images.float().clamp(0, 1)
+
+
+def broken(images: torch.Tensor) -> torch.Tensor:
+    """[B] bool: images with a non-finite pixel (a diverged decoder's output).
+
+    Every toy reward scores such an image 0 and warns with the count: NaN fails every
+    comparison, so the pixels would otherwise be skipped and a broken image could score 1.
+    """
+    bad = ~images.flatten(1).isfinite().all(1)
+    if bool(bad.any()):
+        warnings.warn(
+            f"{int(bad.sum())} of {len(images)} images have NaN or infinite pixels; "
+            "the toy rewards score them 0",
+            stacklevel=3,
+        )
+    return bad
 
 
 def as_prompts(prompts: Sequence[ToyPrompt | str], n: int) -> list[ToyPrompt]:

@@ -14,7 +14,15 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .analysis import Reading, as_prompts, check_images, color_distance, outline_rgb, read_images
+from .analysis import (
+    Reading,
+    as_prompts,
+    broken,
+    check_images,
+    color_distance,
+    outline_rgb,
+    read_images,
+)
 from .render import SHAPES, paint, palette_tensor, pixel_grid
 from .rewards import fidelity_parts
 from .world import COLORS, PALETTE, ToyPrompt
@@ -127,9 +135,11 @@ def flaw_heatmap(images: torch.Tensor, prompts: Sequence[ToyPrompt | str]) -> to
     """Pixels [B,1,H,W] in [0,1] not explained by the clean rendering of the prompt drawn at
     the detected box and style: artifacts and prompt violations together (`dense_scores`
     separates them)."""
+    bad = broken(images)[:, None, None, None]  # a non-finite image is flawed everywhere
     images = check_images(images)
     r = read_images(images)
-    return _unexplained(images, _prompt_render(images, as_prompts(prompts, len(images)), r))
+    heat = _unexplained(images, _prompt_render(images, as_prompts(prompts, len(images)), r))
+    return torch.where(bad, 1.0, heat)
 
 
 def _aesthetics(images: torch.Tensor) -> torch.Tensor:
@@ -153,10 +163,12 @@ def dense_scores(
     `artifact`: pixels the image's own clean reading (detected colours, shape, box, style)
     does not explain; `misalignment`: pixels that reading explains but the prompt does not.
     """
+    images_in = images
     images = check_images(images)
     parsed = as_prompts(prompts, len(images))
     r = read_images(images)
-    parts = fidelity_parts(images, parsed, r)
+    parts = fidelity_parts(images_in, parsed, r)  # warns about, and zeroes, broken images
+    bad = ~images_in.flatten(1).isfinite().all(1)
     alignment = (parts["background"] + parts["color"] + parts["shape"]) / 3
     palette = palette_tensor(COLORS, images.device)
     own = _clean_render(
@@ -164,8 +176,11 @@ def dense_scores(
     )
     artifact = _unexplained(images, own)
     misalignment = (_unexplained(images, _prompt_render(images, parsed, r)) - artifact).clamp(0, 1)
+    # A non-finite image is all artifact and scores 0 (NaN fails every comparison above).
+    artifact = torch.where(bad[:, None, None, None], 1.0, artifact)
+    misalignment = torch.where(bad[:, None, None, None], 0.0, misalignment)
     plausibility = (1 - artifact.flatten(1).mean(1) / PLAUSIBLE_AREA).clamp(0, 1)
-    aesthetics = _aesthetics(images)
+    aesthetics = torch.where(bad, 0.0, _aesthetics(images))
     return {
         "alignment": alignment,
         "aesthetics": aesthetics,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..suggest import did_you_mean
-from .analysis import DARK, Reading, as_prompts, read_images
+from .analysis import DARK, Reading, as_prompts, broken, read_images
 from .render import STYLES, palette_tensor
 from .world import COLORS, SHAPES, ToyPrompt
 
@@ -51,10 +51,11 @@ def fidelity_parts(
     r = reading if reading is not None else read_images(images)
     bg_ok, color_ok, best, shape = _matches(r, prompts)
     iou = r.ious.gather(1, shape[:, None])[:, 0]
+    whole = ~broken(images)  # a NaN pixel is skipped by every comparison: score the image 0
     return {
-        "background": bg_ok * r.border_purity,
-        "color": color_ok * r.fill_purity * r.has_shape,
-        "shape": best * _ramp(iou, IOU_FLOOR, IOU_FULL) * r.has_shape,
+        "background": bg_ok * r.border_purity * whole,
+        "color": color_ok * r.fill_purity * r.has_shape * whole,
+        "shape": best * _ramp(iou, IOU_FLOOR, IOU_FULL) * r.has_shape * whole,
     }
 
 
@@ -92,8 +93,9 @@ def style_score(images: torch.Tensor, style: str = "outlined") -> torch.Tensor:
     if style not in STYLES:
         raise ValueError(f"unknown style '{style}'; {did_you_mean(style, STYLES)}")
     r = read_images(images)
-    outlined = r.outline * r.has_shape
-    return outlined if style == "outlined" else (1 - r.outline) * r.has_shape
+    shaped = r.has_shape & ~broken(images)
+    outlined = r.outline * shaped
+    return outlined if style == "outlined" else (1 - r.outline) * shaped
 
 
 # --- users ----------------------------------------------------------------------------------
@@ -114,7 +116,8 @@ def _liking_colors(liked: tuple[str, ...]) -> Callable[[torch.Tensor, Reading], 
         weights = torch.softmax(-dist / _TEMPERATURE, dim=1)
         member = weights[:, [COLORS.index(c) for c in liked]].sum(1)
         ink = r.shape_mask & (images.amax(1) >= DARK)
-        return (member * ink).flatten(1).sum(1) / ink.flatten(1).sum(1).clamp(min=1)
+        share = (member * ink).flatten(1).sum(1) / ink.flatten(1).sum(1).clamp(min=1)
+        return share * r.has_shape  # stray pixels are no shape, as for every other taste
 
     return taste
 
@@ -225,7 +228,8 @@ def user_taste(images: torch.Tensor, user_id: str) -> torch.Tensor:
     """The user's taste alone, [B] in [0,1], ignoring the prompt. A family user's taste is
     `0.5 + 0.5 * w . taste_axes(image)` with `w = user_weights(user_id)`."""
     taste = _taste_of(user_id)
-    return taste(images.float().clamp(0, 1), read_images(images))
+    r = read_images(images)
+    return taste(images.float().clamp(0, 1), r).nan_to_num(0.0) * ~broken(images)
 
 
 def user_reward(
@@ -240,5 +244,5 @@ def user_reward(
     r = read_images(images)
     parts = fidelity_parts(images, prompts, r)
     fid = (parts["background"] + parts["color"] + parts["shape"]) / 3
-    taste = taste_fn(images.float().clamp(0, 1), r)
+    taste = taste_fn(images.float().clamp(0, 1), r).nan_to_num(0.0)  # broken images: fid 0
     return fid * (1 - TASTE_WEIGHT + TASTE_WEIGHT * taste)
