@@ -40,7 +40,7 @@ def test_validation_images_are_the_users_own(guidance):
         cfg=SimpleNamespace(validation=SimpleNamespace(prompts=PROMPTS, guidance=guidance)),
         accelerator=SimpleNamespace(device=torch.device("cpu")),
         users=["u"], embeddings={"u": e}, _sampling=contextlib.nullcontext, _sample=sample,
-        validation_guidance=lambda: guidance,
+        validation_guidance=lambda: guidance, diffusion=SimpleNamespace(pipe=pipe),
     )  # fmt: skip
     PPDRecipe.validate(recipe, 0)  # the grid of the first users' rows
     gens = [torch.Generator().manual_seed(i) for i in range(len(PROMPTS))]

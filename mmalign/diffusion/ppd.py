@@ -164,6 +164,44 @@ def user_kwargs(unet: Any, embedding: torch.Tensor) -> dict[str, list[torch.Tens
     return {"image_embeds": [e[:, None, :]]}
 
 
+def pipeline_guides(pipe: Any, guidance_scale: float | None = None) -> bool:
+    """Whether `pipe(..., guidance_scale=g)` runs classifier-free guidance (and so splits
+    `ip_adapter_image_embeds` into [negative; positive]): the pipeline's own
+    `do_classifier_free_guidance` for g (None: its own default `guidance_scale`). So a base
+    whose guidance is embedded or distilled (a UNet with `time_cond_proj_dim`; an LCM pipeline)
+    never guides, whatever g, as the stock pipeline decides."""
+    import inspect
+
+    if guidance_scale is None:
+        param = inspect.signature(pipe.__call__).parameters.get("guidance_scale")
+        has_default = param is not None and param.default is not inspect.Parameter.empty
+        guidance_scale = param.default if has_default else 7.5  # type: ignore[union-attr]
+    prop = getattr(type(pipe), "do_classifier_free_guidance", None)
+    if not isinstance(prop, property) or prop.fget is None:  # no property: SD's own rule
+        embedded = getattr(pipe.unet.config, "time_cond_proj_dim", None) is not None
+        return float(guidance_scale) > 1 and not embedded
+    missing = object()
+    before = pipe.__dict__.get("_guidance_scale", missing)
+    pipe._guidance_scale = guidance_scale  # what the pipeline's call sets before deciding
+    try:
+        return bool(prop.fget(pipe))
+    finally:
+        if before is missing:
+            del pipe._guidance_scale
+        else:
+            pipe._guidance_scale = before
+
+
+def pipeline_embeds(
+    pipe: Any, embedding: torch.Tensor, guidance_scale: float | None = None
+) -> list[torch.Tensor]:
+    """`ip_adapter_image_embeds` conditioning every image of a `pipe` call on one user: [1, 1, D],
+    or [zeros; e] ([2, 1, D], the zero user as the negative) when the pipeline guides
+    (`pipeline_guides`); the pipeline repeats it for its batch itself."""
+    e = check_embedding(pipe.unet, embedding)[:1].to(pipe.unet.device, pipe.unet.dtype)[None]
+    return [torch.cat([torch.zeros_like(e), e]) if pipeline_guides(pipe, guidance_scale) else e]
+
+
 def adapter_state_dict(unet: Any) -> dict[str, torch.Tensor]:
     """The branch as a flat IP-Adapter state dict (`image_proj.*`, `ip_adapter.<k>.*`)."""
     proj = unet.encoder_hid_proj.image_projection_layers[0]
@@ -207,17 +245,76 @@ def adapter_meta(path: str | Path) -> dict[str, Any]:
         return dict(json.loads((f.metadata() or {}).get("ppd", "{}")))
 
 
+def expected_shapes(unet: Any, embed_dim: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every adapter tensor (flat layout) a branch of width `embed_dim` has on
+    `unet`: the projection's on its cross-attention width, each layer's on its own `to_k` /
+    `to_v` (`init_state_dict` copies them)."""
+    cross = int(unet.config.cross_attention_dim)
+    out: dict[str, tuple[int, ...]] = {
+        "image_proj.proj.weight": (USER_TOKENS * cross, embed_dim),
+        "image_proj.proj.bias": (USER_TOKENS * cross,),
+        "image_proj.norm.weight": (cross,),
+        "image_proj.norm.bias": (cross,),
+    }
+    for k, name in enumerate(_cross_attention_names(unet)):
+        attn = _attention_module(unet, name)
+        out[f"ip_adapter.{2 * k + 1}.to_k_ip.weight"] = tuple(attn.to_k.weight.shape)
+        out[f"ip_adapter.{2 * k + 1}.to_v_ip.weight"] = tuple(attn.to_v.weight.shape)
+    return out
+
+
+def _trained_for(path: Path, meta: dict[str, Any]) -> str:
+    """'trained for base X' from the adapter's metadata or its run folder's record."""
+    base = meta.get("base")
+    if base is None:
+        from .recipe import run_info
+
+        base = (run_info(path.parent) or {}).get("base")
+    return f"trained for base {base}" if base else "base not recorded"
+
+
+def check_fits(unet: Any, flat: dict[str, torch.Tensor], path: Path) -> None:
+    """An InputError naming the adapter file, each tensor whose shape (or presence) differs
+    from what `unet` takes, and the base the adapter was trained for; nothing is loaded."""
+    proj = flat.get("image_proj.proj.weight")
+    width = int(proj.shape[-1]) if proj is not None else 0
+    want = expected_shapes(unet, width)
+    problems = [  # in the branch's order: the projection first, then layer by layer
+        f"{key}: expected {shape}, found {tuple(flat[key].shape)}"
+        for key, shape in want.items()
+        if key in flat and tuple(flat[key].shape) != shape
+    ]
+    layers = len(_cross_attention_names(unet))
+    problems += [
+        f"{key}: not in this base (it has {layers} cross-attention layers)"
+        for key in flat
+        if key not in want
+    ]
+    problems += [f"{key}: missing from the adapter" for key in want if key not in flat]
+    if not problems:
+        return
+    more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+    raise InputError(
+        f"{path}: this PPD adapter does not fit the UNet it is loaded into "
+        f"({_trained_for(path, adapter_meta(path))}): {'; '.join(problems[:3])}{more}. Load it "
+        "on the base it was trained for (a run's --base must have that base's architecture)"
+    )
+
+
 def load_adapter(unet: Any, path: str | Path) -> dict[str, Any]:
     """Load a saved adapter into a bare `unet` (the same diffusers loader a pipeline's
-    `load_ip_adapter` uses); returns its metadata."""
+    `load_ip_adapter` uses); returns its metadata. An adapter of other shapes (another base)
+    is an InputError naming the tensor, before anything is loaded (`check_fits`)."""
     from safetensors.torch import load_file
 
-    flat = load_file(str(_adapter_path(path)))
+    file = _adapter_path(path)
+    flat = load_file(str(file))
     state: dict[str, dict[str, Any]] = {"image_proj": {}, "ip_adapter": {}}
     for key, value in flat.items():
         head, _, rest = key.partition(".")
         if head not in state:
             raise InputError(f"{path}: unexpected key '{key}' in a PPD adapter")
         state[head][rest] = value
+    check_fits(unet, flat, file)
     install(unet, state)
     return adapter_meta(path)

@@ -163,15 +163,14 @@ class PPDRecipe(DiffusionRecipe):
         from .recipe_base import validation_prompts
 
         prompts = validation_prompts(self.cfg.validation.prompts)
-        device = self.accelerator.device
-        # the pipeline chunks the embeddings into [negative; positive] only when it guides
-        # (as `UserPipeline`): unguided, [zeros; e] would be read as 2x the user tokens
-        guided = self.validation_guidance() > 1
+        # the pipeline chunks the embeddings into [negative; positive] only when it guides, as
+        # it decides (a distilled base never does): `ppd.pipeline_embeds`, as `UserPipeline`
+        guidance = self.validation_guidance()
         rows, labels = [], []
         with self._sampling():
             for user in self.users[:3]:
-                e = self.embeddings[user].float().to(device)[None].expand(len(prompts), -1)
-                embeds = [(torch.cat([torch.zeros_like(e), e]) if guided else e)[:, None, :]]
+                e = self.embeddings[user].float()
+                embeds = ppd.pipeline_embeds(self.diffusion.pipe, e, guidance)
                 rows.append(self._sample(prompts, ip_adapter_image_embeds=embeds))
                 labels.append(f"step {step}, user {user}")
         return image_grid(rows, labels, prompts)
@@ -181,6 +180,7 @@ class PPDRecipe(DiffusionRecipe):
 
         keys = ("encoder", "shots", "layer", "pooling", "prompt_format")
         meta = {k: self.embed_info.get(k) for k in keys}  # a new user is embedded the same way
+        meta["base"] = str(self.diffusion.source)  # named when loaded on another base
         if self.cfg.data.path == "toy:users":  # a new toy user's examples are drawn the same way
             opts = {k: v for k, v in (self.cfg.data.toy or {}).items() if k not in ("n", "users")}
             meta["examples_toy"] = opts

@@ -182,8 +182,10 @@ def load_ppd(
 
 class UserPipeline:
     """A pipeline that conditions every image on one user embedding: `pipe(prompts, **kw)`
-    with `ip_adapter_image_embeds` [zeros; e] for the batch (the zero user is the negative of
-    classifier-free guidance, as user drop trained it)."""
+    with `ip_adapter_image_embeds` [zeros; e] when the pipeline runs classifier-free guidance
+    (the zero user is its negative, as user drop trained it), else e alone: the stock pipeline's
+    own decision (`ppd.pipeline_guides`), so a base with embedded or distilled guidance (LCM,
+    `time_cond_proj_dim`) gets no [zeros; e] it would read as extra user tokens."""
 
     def __init__(self, pipe: Any, embedding: torch.Tensor):
         self.pipe = pipe
@@ -191,8 +193,5 @@ class UserPipeline:
         self.embedding = ppd.check_embedding(pipe.unet, embedding)[0]
 
     def __call__(self, prompts: Sequence[str], **kwargs: Any) -> Any:
-        n = len(prompts)
-        e = self.embedding.to(self.unet.device, self.unet.dtype)[None, None].expand(n, 1, -1)
-        guided = float(kwargs.get("guidance_scale", 7.5)) > 1  # the pipeline chunks [neg; pos]
-        embeds = [torch.cat([torch.zeros_like(e), e]) if guided else e]
+        embeds = ppd.pipeline_embeds(self.pipe, self.embedding, kwargs.get("guidance_scale"))
         return self.pipe(list(prompts), ip_adapter_image_embeds=embeds, **kwargs)

@@ -125,6 +125,17 @@ def _png(array: np.ndarray, scale: int) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _embedded(array: np.ndarray) -> str:
+    """An image [H,W,3] in [0,1] as the report embeds it: a small one (the toy world's 32 px)
+    enlarged to about 160 px; a larger one as report.html's thumbnail (longest side
+    `report.THUMB`, 256 px)."""
+    from .report import THUMB, thumbnail_url
+
+    if max(array.shape[:2]) <= THUMB:
+        return _png(array, max(1, 160 // max(array.shape[:2])))
+    return thumbnail_url(PILImage.fromarray(np.clip(array * 255, 0, 255).astype(np.uint8)))
+
+
 def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
     """The image [H,W,3] in [0,1] darkened, with the heatmap [H,W] in red on top."""
     h = np.clip(heat, 0, 1)[..., None]
@@ -133,29 +144,31 @@ def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
     return image * 0.6 * (1 - h) + red * h
 
 
+def _card(row: Any, j: int, pred: dict, true: dict) -> str:
+    """One image's card: the image, then per heatmap channel the truth and the prediction."""
+    image = np.asarray(row.image.convert("RGB"), dtype=np.float32) / 255
+    imgs = [("image", _embedded(image))]
+    for key in HEATMAP_CHANNELS:
+        for side, maps in (("truth", true), ("predicted", pred)):
+            drawn = overlay(image, maps[key][j].numpy())
+            imgs.append((f"{key} {side}", _embedded(drawn)))
+    scores = " ".join(
+        f"{k[:5]} {float(pred[k][j]):.2f}/{float(true[k][j]):.2f}" for k in DENSE_SCORES
+    )
+    figs = "".join(f'<figure><img src="{s}"><figcaption>{t}</figcaption></figure>' for t, s in imgs)
+    title = f"{html.escape(row.prompt)} <small>({html.escape(row.name)})</small>"
+    return (
+        f'<div class="card"><p>{title}</p>{figs}'
+        f"<p><small>predicted/true: {scores}</small></p></div>"
+    )
+
+
 def write_report(result: dict[str, Any], rows: DenseRows, out: Path, sample: int) -> Path:
+    """`dense_report.html`: the metrics, and for the first `sample` images a card with the image
+    and, per heatmap channel, the truth and the prediction over it; an image larger than 256 px
+    goes in as a thumbnail, its overlays drawn at full size and shrunk with it."""
     pred, true, order = result["_pred"], result["_true"], result["_order"]
-    picks = list(range(min(sample, len(order))))
-    cells = []
-    for j in picks:
-        row = rows[order[j]]
-        image = np.asarray(row.image.convert("RGB"), dtype=np.float32) / 255
-        scale = max(1, 160 // max(image.shape[:2]))
-        imgs = [("image", _png(image, scale))]
-        for key in HEATMAP_CHANNELS:
-            imgs.append((f"{key} truth", _png(overlay(image, true[key][j].numpy()), scale)))
-            imgs.append((f"{key} predicted", _png(overlay(image, pred[key][j].numpy()), scale)))
-        scores = " ".join(
-            f"{k[:5]} {float(pred[k][j]):.2f}/{float(true[k][j]):.2f}" for k in DENSE_SCORES
-        )
-        figs = "".join(
-            f'<figure><img src="{s}"><figcaption>{t}</figcaption></figure>' for t, s in imgs
-        )
-        title = f"{html.escape(row.prompt)} <small>({html.escape(row.name)})</small>"
-        cells.append(
-            f'<div class="card"><p>{title}</p>{figs}'
-            f"<p><small>predicted/true: {scores}</small></p></div>"
-        )
+    cells = [_card(rows[order[j]], j, pred, true) for j in range(min(sample, len(order)))]
     table = "".join(
         f"<tr><td>{k}</td><td>{v['plcc']:.3f}</td><td>{v['srcc']:.3f}</td>"
         f"<td>{v['mse']:.4f}</td></tr>"

@@ -141,8 +141,15 @@ def _image(path: Path) -> str:
     with Image.open(path) as im:
         if max(im.size) <= THUMB:
             return _png(path.read_bytes())
-        im = im.convert("RGB")
-        im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
+        return thumbnail_url(im)
+
+
+def thumbnail_url(image: Any) -> str:
+    """A PIL image as a PNG data URL, shrunk to at most THUMB px a side."""
+    from PIL import Image
+
+    im = image.convert("RGB")
+    im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return _png(buf.getvalue())
