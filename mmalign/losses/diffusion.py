@@ -75,7 +75,8 @@ def diffusion_kto(s: PairScores, *, beta: float = 0.1) -> LossOutput:
     """Diffusion-KTO, Li et al. 2024, on a pair: chosen = desirable, rejected = undesirable.
 
     Per image `g = ref_mse - mse` (= lw or ll), `kl = clamp(mean(g), 0)`
-    detached, `1 - sig(sign*beta*(g - kl))` with sign +1 for the chosen and -1
+    detached (in training the mean over every process's images, as the authors
+    average it across GPUs), `1 - sig(sign*beta*(g - kl))` with sign +1 for the chosen and -1
     for the rejected image; the pair's loss is the sum of its two images'.
     The authors use beta = 1000.
 

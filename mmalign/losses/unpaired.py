@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ._common import check_beta, check_nonnegative, log_ratios, pair_metrics
+from .processes import batch_mean
 from .scores import LossOutput, PairScores
 
 
@@ -13,9 +14,10 @@ def kto_reference_point(lw: Tensor, ll: Tensor) -> Tensor:
     """`z = clamp(mean([lw; ll]), 0)`, detached: the KL reference point from the batch.
 
     TRL estimates z from mismatched prompt/completion pairs; Diffusion-KTO
-    uses the batch mean, as here.
+    uses the batch mean, as here. In training the mean is over the global batch, every
+    process's samples (`processes.across_processes`), and clamped after it, as both take it.
     """
-    return torch.cat([lw, ll]).mean().clamp(min=0).detach()
+    return batch_mean(torch.cat([lw, ll])).clamp(min=0)
 
 
 def kto(

@@ -14,6 +14,7 @@ import json
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -202,8 +203,12 @@ def rng_state() -> dict[str, Any]:
     return out
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` returned."""
+def set_rng_state(state: dict[str, Any], source: str = "the saved random states") -> None:
+    """Restore what `rng_state` returned. Its CUDA state goes to this process's current device
+    (its own GPU under accelerate). Saved and restored on different hardware (CUDA on one side
+    only) the CUDA part is skipped with a warning naming `source`: it only drives draws on a
+    CUDA device, and a resume on other hardware is allowed, but it does not continue the run's
+    draws exactly."""
     import numpy as np
 
     torch.set_rng_state(state["torch"])
@@ -211,8 +216,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, words, py_gauss = state["python"]
     random.setstate((version, tuple(words.tolist()), py_gauss))
-    if "cuda" in state and torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if "cuda" in state and cuda:
         torch.cuda.set_rng_state(state["cuda"])
+    elif "cuda" in state:
+        warnings.warn(
+            f"{source} holds a CUDA random state but this process has no CUDA: restored the "
+            "CPU, numpy and python states only, so the resumed run does not draw exactly as "
+            "the one it continues",
+            stacklevel=2,
+        )
+    elif cuda and torch.cuda.is_initialized():
+        warnings.warn(
+            f"{source} holds no CUDA random state (saved by a process without CUDA): this "
+            "process's CUDA generator keeps its own state, so the resumed run does not draw "
+            "exactly as the one it continues",
+            stacklevel=2,
+        )
 
 
 def load_rng_state(path: Path, rank: int) -> bool:
@@ -223,7 +243,7 @@ def load_rng_state(path: Path, rank: int) -> bool:
     states = torch.load(path / "rng.pt", weights_only=True)
     if rank >= len(states):
         return False
-    set_rng_state(states[rank])
+    set_rng_state(states[rank], f"{path / 'rng.pt'} (process {rank})")
     return True
 
 

@@ -231,8 +231,8 @@ class VLMConfig:
     train_vision: bool = False  # full fine-tune: train the vision tower too (LLaVA freezes it)
     # full fine-tune: train the projector (LLaVA's stage 2 does); false keeps the image features
     # the language model reads as loaded (configs/toy/prism_sft.yaml, docs/results.md). The
-    # projector is a module named *projector* (LLaVA's multi_modal_projector); Qwen2-VL's merger
-    # and Idefics3's connector belong to the vision side (train_vision)
+    # projector: *projector* modules and LLaVA-NeXT's image_newline; Qwen2-VL's merger and
+    # Idefics3's connector belong to the vision side (train_vision)
     train_projector: bool = True
     bpo_form: Literal["objective", "extra_rows"] = "objective"  # extra_rows: the released code
     blind_batch_size: int = 32  # generating blind responses (BPO) when the data has none

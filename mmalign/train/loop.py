@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..config import ConfigError, to_dict
 from ..losses import PairScores
+from ..losses.processes import across_processes
 from . import reporting
 from .checkpoint import (
     checkpoint_state,
@@ -254,7 +255,9 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
                 scores = recipe.score(model, batch, seeds, with_reference=objective.needs_reference)
                 finite = reporting.all_finite(scores)
                 if accelerator.reduce(finite, "sum").item() == world:
-                    out = objective(scores, with_metrics=full)
+                    # batch statistics in the losses (KTO's z) over the global batch
+                    with across_processes(lambda t: accelerator.reduce(t, "sum")):
+                        out = objective(scores, with_metrics=full)
                     finite = torch.isfinite(out.loss.detach()).float()
             if accelerator.reduce(finite, "sum").item() < world:
                 raise TrainingError(

@@ -25,7 +25,7 @@ from ..data.schema import ValidationReport
 from ..losses import Objective
 from ..train.config import Config
 from .collate import PAIR_FIELDS, PairCollator, SequenceBatch, processor_settings
-from .load import in_image_path, load_vlm
+from .load import full_finetune_trains, load_vlm
 from .lora import add_lora, lora_targets, save_adapter, save_merged
 from .scorer import VLMPairScorer
 
@@ -196,10 +196,9 @@ class VLMRecipe:
                     new_rows = [self.stage_tokens.ids[t] for t in self.stage_tokens.added]
                 model = add_lora(model, cfg.lora, trainable_tokens=new_rows)
         else:
-            model.requires_grad_(True)
+            parts = {"train_vision": v.train_vision, "train_projector": v.train_projector}
             for name, p in model.named_parameters():
-                if in_image_path(name):
-                    p.requires_grad_(v.train_projector if "projector" in name else v.train_vision)
+                p.requires_grad_(full_finetune_trains(name, **parts))
         self.model = model.to(device)
         self.vlm.model = self.model
         reference = v.reference
