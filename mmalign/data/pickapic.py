@@ -80,6 +80,28 @@ def is_pickapic_folder(root: str | Path) -> bool:
     return bool(shards) and "jpg_0" in pq.read_schema(shards[0]).names
 
 
+UNNAMED_SPLIT = "train"  # what `datasets` calls data saved or given without split names
+
+
+def check_saved_split(ds: Dataset, split: str, where: str | Path) -> None:
+    """One saved `Dataset` (not a DatasetDict) is one split: the one its state records, or
+    "train" when it records none (`load_dataset` names data files given without splits so).
+    Another `split` is a ValueError naming `data.split`, never the whole file in its place."""
+    recorded = None if ds.split is None else str(ds.split)
+    if recorded is not None and recorded != split:
+        raise ValueError(
+            f"{where} holds one saved split, {recorded!r}; asked for split {split!r} "
+            f"(data.split): set data.split: {recorded}, or give the folder of split {split!r}"
+        )
+    if recorded is None and split != UNNAMED_SPLIT:
+        raise ValueError(
+            f"{where} holds one saved dataset that records no split (read as "
+            f"{UNNAMED_SPLIT!r}, as `datasets` names data without splits); data.split is "
+            f"{split!r}: set data.split: {UNNAMED_SPLIT}, or save the {split!r} rows with "
+            "their split (`load_dataset(..., split=...)`, or a DatasetDict)"
+        )
+
+
 def _saved_splits(root: Path) -> list[str]:
     """Splits of a `save_to_disk` DatasetDict, or split-named `save_to_disk` folders."""
     if (root / "dataset_dict.json").exists():
@@ -107,9 +129,7 @@ def _load_raw(
 
     if (root / "state.json").is_file():  # one split saved with `Dataset.save_to_disk`
         ds = load_from_disk(str(root))
-        if ds.split is not None and str(ds.split) != split:  # never another split in its place
-            raise ValueError(f"{root} holds one saved split, {str(ds.split)!r}; asked for split "
-                             f"{split!r}")  # fmt: skip
+        check_saved_split(ds, split, root)  # never another split in its place
         ds = ds.select_columns(columns) if columns else ds
         return ds.to_iterable_dataset() if streaming else ds
     parquet, saved = _parquet_splits(root), _saved_splits(root)

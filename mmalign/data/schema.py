@@ -84,6 +84,8 @@ TEXT_PAIR_FEATURES = pair_features("text")
 SKIP_NOTES = {
     "prompt_mismatch": "chosen and rejected differ before their last message (two prompts, "
     "not one shared prompt)",
+    "not_different": "Pick-a-Pic's are_different is false (two equal images); "
+    "data.keep_identical: true keeps them, as Diffusion-DPO's code does",
 }
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from datasets import Dataset, load_dataset, load_from_disk
 
-from ..data.pickapic import is_pickapic_folder, load_pickapic
+from ..data.pickapic import check_saved_split, is_pickapic_folder, load_pickapic
 from ..data.schema import ValidationReport, to_pil_image, to_rgb, validate_rows
 from ..hub import hub_errors, require_one
 from ..toy.cache import TOY_PREFIX, toy_pairs
@@ -37,11 +37,16 @@ def open_pairs(
     model: str | None = None,
     max_samples: int | None = None,
     tie_policy: str = "drop",
+    require_different: bool = True,
 ) -> tuple[Dataset, ValidationReport]:
     """PreferencePair image rows and the report of what was skipped and why; `tie_policy`:
     what Pick-a-Pic-format data does with its ties (`drop` for training, `half` to score
-    them, as the evaluation protocol does)."""
-    if path.startswith(TOY_PREFIX):
+    them, as the evaluation protocol does); `require_different`: whether its rows marked
+    `are_different: false` are skipped (and counted) rather than kept (`data.keep_identical`).
+    One saved Dataset (not a DatasetDict) is one split, and `split` must be that one
+    (`check_saved_split`)."""
+    toy = path.startswith(TOY_PREFIX)  # built for the run, whatever split it is named
+    if toy:
         from ..toy.datasets import MODEL_KINDS
 
         kind = path[len(TOY_PREFIX) :]
@@ -63,6 +68,8 @@ def open_pairs(
                 if split not in ds:
                     raise ValueError(f"{path} has splits {list(ds)}; data.split is '{split}'")
                 ds = ds[split]
+            elif not toy:  # one saved split: the one asked for, never the whole file instead
+                check_saved_split(ds, split, path)
         else:  # parquet shards in a folder, or a hub id
             if not local.exists():
                 require_one(path, "data.path", repo_type="dataset")
@@ -78,6 +85,7 @@ def open_pairs(
             split,
             max_rows=max_samples,
             tie_policy=tie_policy,  # type: ignore[arg-type]
+            require_different=require_different,
         )
         assert isinstance(pairs, Dataset)
         return pairs, report

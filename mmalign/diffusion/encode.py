@@ -8,7 +8,9 @@ fingerprint of the encoders (config and weights), the resolution and the data; a
 any of them builds a new one.
 
 Latents are drawn from the VAE posterior with a generator seeded by the row index, so the
-cached and the uncached paths train on the same latents.
+cached and the uncached paths train on the same latents. An SDXL VAE whose config sets
+`latents_mean` / `latents_std` (Playground v2.5's) is normalised with them as diffusers' SDXL
+pipelines do (`to_model_latents`, `decode_latents`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,56 @@ from tqdm.auto import tqdm
 
 from .load import DiffusionModel
 
-CACHE_VERSION = 1
+# 2: 16-bit and float greyscale images read at their bit depth (schema.grey_unit; they were
+# clipped white), and SDXL latents normalised by the VAE's latents_mean / latents_std
+CACHE_VERSION = 2
 SHARD_ROWS = 4096
 VAE_BATCH_SIZE = 8  # images per VAE call (diffusion.vae_batch_size); see Encoder.latents
+
+
+def latent_stats(model: DiffusionModel) -> tuple[list[float], list[float]] | None:
+    """The VAE config's `latents_mean` and `latents_std` where the family's pipeline applies
+    them, else None. diffusers' SDXL pipelines normalise with them when the config has both
+    (StableDiffusionXLPipeline before decoding, its img2img pipeline after encoding);
+    StableDiffusionPipeline (SD1.5) never reads them, so neither does training an SD1.5 model."""
+    config = model.pipe.vae.config
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if model.family != "sdxl" or mean is None or std is None:
+        return None
+    return list(mean), list(std)
+
+
+def _channel_view(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values).view(1, -1, 1, 1).to(like.device, like.dtype)
+
+
+def to_model_latents(model: DiffusionModel, z: torch.Tensor) -> torch.Tensor:
+    """The denoiser's latents of raw VAE latents z [N,C,h,w]: `z * scaling_factor`, or with
+    latent statistics `(z - mean) * scaling_factor / std` (StableDiffusionXLImg2ImgPipeline's
+    `prepare_latents`, in this order)."""
+    scale = model.pipe.vae.config.scaling_factor
+    stats = latent_stats(model)
+    if stats is None:
+        return z * scale
+    return (z - _channel_view(stats[0], z)) * scale / _channel_view(stats[1], z)
+
+
+@torch.no_grad()
+def decode_latents(model: DiffusionModel, latents: torch.Tensor) -> torch.Tensor:
+    """Pixels [N,3,H,W] in [0,1] of the denoiser's latents, undoing `to_model_latents` as
+    StableDiffusionXLPipeline does before `vae.decode` (`latents * std / scaling_factor +
+    mean`; without statistics `latents / scaling_factor`)."""
+    vae = model.pipe.vae
+    first = next(vae.parameters())
+    latents = latents.to(first.device, first.dtype)
+    scale = vae.config.scaling_factor
+    stats = latent_stats(model)
+    if stats is None:
+        z = latents / scale
+    else:
+        z = latents * _channel_view(stats[1], latents) / scale + _channel_view(stats[0], latents)
+    x = vae.decode(z).sample
+    return (x.float() / 2 + 0.5).clamp(0, 1)
 
 
 class Encoder:
@@ -89,7 +138,7 @@ class Encoder:
         for i, seed in enumerate(seeds):
             gen.manual_seed(int(seed))
             noise[i] = torch.randn(mean.shape[1:], generator=gen, device=device, dtype=dtype)
-        return (mean + std * noise) * vae.config.scaling_factor
+        return to_model_latents(self.model, mean + std * noise)
 
     def encode(self, batch: dict[str, Any], rows: list[int]) -> dict[str, torch.Tensor]:
         """A collated `PairImages` batch -> latents [B,2,C,h,w], text embeddings, time ids."""

@@ -31,6 +31,25 @@ def validation_prompts(spec: list[str] | str) -> list[str]:
     return resolve_prompts(spec)
 
 
+def check_dropout_embedding(mode: str, family: str) -> None:
+    """`diffusion.caption_dropout_embedding: zeros` is SDXL's unconditional embedding; refused
+    for the families whose pipelines condition that branch on the encoded empty prompt."""
+    if mode == "zeros" and family != "sdxl":
+        raise ConfigError(
+            "diffusion.caption_dropout_embedding: 'zeros' is SDXL's unconditional embedding "
+            "(StableDiffusionXLPipeline's force_zeros_for_empty_prompt); this model's pipeline "
+            f"({family}) samples that branch on the encoded empty prompt: use 'empty'"
+        )
+
+
+def dropout_embedding(empty: dict[str, torch.Tensor], mode: str) -> dict[str, torch.Tensor]:
+    """What a dropped caption conditions on: `empty`, the encoded "" (mode `empty`), or zeros
+    of its shapes for every embedding, SDXL's prompt and pooled embeds alike (mode `zeros`)."""
+    if mode == "zeros":
+        return {key: torch.zeros_like(value) for key, value in empty.items()}
+    return empty
+
+
 class PairRecipeBase:
     """Mixed into `DiffusionRecipe` and `FlowRecipe`; they set the attributes below."""
 
@@ -63,7 +82,7 @@ class PairRecipeBase:
         cfg, accelerator = self.cfg, self.accelerator
         rows, self.report = open_pairs(
             cfg.data.path, cfg.data.split, toy_options=cfg.data.toy, model=model_source,
-            max_samples=cfg.data.max_samples,
+            max_samples=cfg.data.max_samples, require_different=not cfg.data.keep_identical,
         )  # fmt: skip
         if accelerator.is_main_process and self.report.num_skipped:
             print(f"mmalign: {self.report}")
@@ -90,13 +109,15 @@ class PairRecipeBase:
     def _open_dataset(self, images: PairImages, fingerprint_of: Callable[[str], str]) -> Any:
         """`self.dataset`: the pre-encoded pairs with `diffusion.precompute` (built once, by
         the main process, in a folder named by `fingerprint_of(data key)`), else the images.
-        Returns the empty caption's encoding (caption dropout)."""
+        Returns what a dropped caption conditions on (`diffusion.caption_dropout_embedding`):
+        the empty caption's encoding, or its zeros."""
         cfg, accelerator = self.cfg, self.accelerator
         d = cfg.diffusion
+        check_dropout_embedding(d.caption_dropout_embedding, self.diffusion.family)
         self.cache: Path | None = None
         if not d.precompute:
             self.dataset: torch.utils.data.Dataset = images
-            return self.encoder.empty()
+            return dropout_embedding(self.encoder.empty(), d.caption_dropout_embedding)
         # the data key holds the resize filter and the flips too: either changes the latents
         key = fingerprint_of(f"{self.rows._fingerprint};{images.describe()}")
         folder = Path(d.cache_dir or cache_root() / "encoded" / key)
@@ -108,7 +129,8 @@ class PairRecipeBase:
         self.dataset = EncodedPairs(folder)
         # Training never runs the encoders: keep them off the accelerator until sampling.
         self._encoders_to("cpu")
-        return self.dataset.empty  # type: ignore[attr-defined]
+        empty = self.dataset.empty  # type: ignore[attr-defined]
+        return dropout_embedding(empty, d.caption_dropout_embedding)
 
     def _cache_built(self, folder: Path) -> None:
         """Called on the main process once the cache at `folder` is complete."""

@@ -50,6 +50,7 @@ class DataConfig:
     max_samples: int | None = None
     toy: dict[str, Any] | None = None  # toy:<kind> builder options, e.g. {n: 512}
     num_workers: int = 0  # DataLoader workers decoding images
+    keep_identical: bool = False  # keep Pick-a-Pic's are_different: false rows (Diffusion-DPO)
     # SmPO soft labels from a reward model (mmalign/diffusion/smooth.py), e.g.
     # {scorer: toy:fidelity}; keys scorer (default pickscore), batch_size, device
     smooth: dict[str, Any] | None = None
@@ -148,6 +149,8 @@ class DiffusionConfig:
 
     resolution: int | None = None  # None: the UNet's native size
     caption_dropout: float = 0.2  # share of pairs trained on the empty prompt (both images)
+    # a dropped caption's embedding: the encoded "" (Diffusion-DPO) or SDXL's zeros (SDXL only)
+    caption_dropout_embedding: Literal["empty", "zeros"] = "empty"
     precompute: bool = False  # encode latents + text once into a cache; never run the encoders
     cache_dir: str | None = None  # default: $MMALIGN_CACHE/encoded/<fingerprint>
     reference: Literal["auto", "adapters", "copy"] = "auto"  # auto: adapters with LoRA
