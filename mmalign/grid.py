@@ -101,17 +101,23 @@ def pair_grid(
     scores: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     *,
     seeds: Sequence[int] | None = None,
+    numbers: Sequence[int] | None = None,
     per_row: int = 4,
     title: str = "",
 ) -> Image.Image:
-    """One card per item: the prompt (wrapped), then base | tuned at the same seed, each with
-    its scores under it; a green frame marks the image the first scorer prefers."""
+    """One card per item: its number and prompt (wrapped), then base | tuned at the same seed,
+    each with its scores under it; a green frame marks the image the first scorer prefers.
+    `numbers`: each card's prompt index (the win-rate evaluation's `prompt_index`, which the
+    report and the image files use; several seeds of a prompt share it), default 0, 1, 2, ..."""
     font, small = _font(), _font(FONT_SIZE - 2)
     names = list(scores)
     card_w = 2 * CELL + 3 * PAD
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    numbers = range(len(prompts)) if numbers is None else numbers
+    if len(numbers) != len(prompts):
+        raise ValueError(f"pair_grid: {len(numbers)} numbers for {len(prompts)} prompts")
     texts = [
-        wrap(f"{i + 1}. {p}" + (f"  (seed {seeds[i]})" if seeds else ""), card_w - 2 * PAD,
+        wrap(f"{numbers[i]}. {p}" + (f"  (seed {seeds[i]})" if seeds else ""), card_w - 2 * PAD,
              font, probe)
         for i, p in enumerate(prompts)
     ]  # fmt: skip

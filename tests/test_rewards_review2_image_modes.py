@@ -71,8 +71,8 @@ def test_8_bit_modes_are_unchanged():
     torch.testing.assert_close(as_image_batch([Image.fromarray(rgb)]), want)
     grey = Image.fromarray(rgb[..., 0])
     torch.testing.assert_close(as_image_batch([grey]), want[:, :1].expand(-1, 3, -1, -1))
-    rgba = Image.fromarray(np.dstack([rgb, np.zeros((8, 8), np.uint8)]))
-    torch.testing.assert_close(as_image_batch([rgba]), want)  # alpha dropped, as convert("RGB")
+    rgba = Image.fromarray(np.dstack([rgb, np.full((8, 8), 255, np.uint8)]))
+    torch.testing.assert_close(as_image_batch([rgba]), want)  # opaque: transparency is review 4's
 
 
 def test_a_scorer_scores_a_16_bit_image_as_its_8_bit_copy(tmp_path):

@@ -180,11 +180,16 @@ def grey_unit(image: PILImage.Image) -> np.ndarray | None:
 
 def to_rgb(image: PILImage.Image) -> PILImage.Image:
     """`image` as 8-bit RGB at its own bit depth (`grey_unit` for 16-bit and float greyscale);
-    other modes go through `convert("RGB")` as diffusers' scripts do (alpha dropped, palette
+    an image with transparency (RGBA, LA, a palette or RGB with a transparent colour) is
+    composited onto white, as transformers' image processors do (`convert("RGB")` shows the
+    colour stored under transparent pixels); other modes go through `convert("RGB")` (palette
     and L expanded)."""
     grey = grey_unit(image)
     if grey is not None:
         image = PILImage.fromarray(np.rint(grey * 255.0).astype(np.uint8))  # mode L
+    elif {"A", "a"} & set(image.getbands()) or image.info.get("transparency") is not None:
+        white = PILImage.new("RGBA", image.size, (255, 255, 255, 255))
+        return PILImage.alpha_composite(white, image.convert("RGBA")).convert("RGB")
     return image.convert("RGB")
 
 

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from .load import DiffusionModel
 
 # 2: 16-bit and float greyscale images read at their bit depth (schema.grey_unit; they were
-# clipped white), and SDXL latents normalised by the VAE's latents_mean / latents_std
+# clipped white), transparent images composited onto white (schema.to_rgb), and SDXL latents
+# normalised by the VAE's latents_mean / latents_std
 CACHE_VERSION = 2
 SHARD_ROWS = 4096
 VAE_BATCH_SIZE = 8  # images per VAE call (diffusion.vae_batch_size); see Encoder.latents

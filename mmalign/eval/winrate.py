@@ -4,13 +4,15 @@ For every scorer, prompt i is a win for the tuned model if its image scores high
 base's image for the same prompt and seed (METHODS.md section 4); an exact tie counts as half
 a win. The 95% interval is a percentile bootstrap over prompts. Images are saved as PNGs under
 `out_dir/images/{base,tuned}/` and reused by a later run with the same models and sampler
-(resumable); the models are told apart by their ids, weight files (`fingerprint`) and, for flow
-models, the T5 setting they sample with (`text_encoding`); a tuned model loaded on its base (a
-LoRA, a UNet, a training run) also by the base's id and weights (`on_base`).
+(resumable); the models are told apart by their ids, weight files or hub snapshot commit
+(`fingerprint`) and, for flow models, the T5 setting they sample with (`text_encoding`); a tuned
+model loaded on its base (a LoRA, a UNet, a training run) also by the base's id and weights
+(`on_base`).
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import shutil
@@ -25,8 +27,9 @@ from tqdm.auto import tqdm
 
 from ..diffusion.sample import generate_seeded, to_pil_images
 from ..grid import pair_grid
-from ..rewards import get_scorer
+from ..rewards import get_scorer, split_name
 from ..stats import bootstrap_ci
+from ..weights import hub_commit
 
 BOOTSTRAP = 10_000
 GRID_ROWS = 16
@@ -145,9 +148,14 @@ def _image_file(model: str, prompt_index: int, prompt: str, seed: int) -> str:
 
 def fingerprint(source: str | None) -> str | None:
     """Names, sizes and modification times of the weight files under a local model folder (a
-    retrained run at the same path gets a new fingerprint); None for a hub id or toy name."""
-    if source is None or not Path(source).exists():
+    retrained run at the same path gets a new fingerprint); for a hub id the commit of the
+    cached snapshot it was loaded from (`weights.hub_commit`: a new revision on the hub, once
+    downloaded, is another model); None for a toy name or a hub id not in the cache."""
+    if source is None:
         return None
+    if not Path(source).exists():
+        commit = hub_commit(source)
+        return None if commit is None else f"hub:{commit}"
     root = Path(source)
     files = [root] if root.is_file() else sorted(
         p for ext in ("*.safetensors", "*.bin", "*.pt") for p in root.rglob(ext)
@@ -260,6 +268,23 @@ def generate_or_reuse(
     return torch.stack(images).permute(0, 3, 1, 2).float() / 255, len(missing)
 
 
+def score_both(
+    name: str, kwargs: dict[str, Any], base: torch.Tensor, tuned: torch.Tensor, texts: list[str]
+) -> tuple[torch.Tensor, torch.Tensor, str, float | None]:
+    """(base scores, tuned scores, the scorer's model name, its ceiling) from scorer `name`,
+    loaded for this call only and freed before returning (its GPU memory given back), so an
+    evaluation with pickscore, hpsv2, imagereward and aesthetic holds one of them at a time."""
+    scorer = get_scorer(name, **kwargs)
+    try:
+        b, t = scorer.score(base, texts).cpu(), scorer.score(tuned, texts).cpu()
+        return b, t, getattr(scorer, "name", name), getattr(scorer, "ceiling", None)
+    finally:
+        del scorer
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def run_winrate(
     base_pipe,
     tuned_pipe,
@@ -278,16 +303,20 @@ def run_winrate(
     resolution: int | None = None,
 ) -> dict[str, Any]:
     """Generate with both pipelines (reusing images already in out_dir), score with every
-    scorer, write `results.json`, `per_prompt.jsonl` (one line per prompt and seed),
-    `grid.png` and, with `report`, `report.html`. `resolution`: the image side both models
-    sample at (None: the pipelines' default, as images saved before the option existed)."""
+    scorer (one loaded at a time, freed before the next: `score_both`), write `results.json`,
+    `per_prompt.jsonl` (one line per prompt and seed), `grid.png` (cards numbered by prompt
+    index, as the report and the image files) and, with `report`, `report.html`.
+    `resolution`: the image side both models sample at (None: the pipelines' default, as
+    images saved before the option existed). A scorer name is checked before any image is
+    drawn; its weights load only once the images exist (saved: a rerun reuses them)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if seeds_per_prompt < 1:
         raise ValueError(f"seeds_per_prompt must be >= 1, got {seeds_per_prompt}")
     started = time.perf_counter()
     scorer_kwargs = scorer_kwargs or {}
-    loaded = [get_scorer(name, **scorer_kwargs.get(name, {})) for name in scorers]  # fail early
+    for name in scorers:  # a typo fails before any image is drawn
+        split_name(name)
     base_id, tuned_id = (meta or {}).get("base"), (meta or {}).get("tuned")
     _sync_settings(
         out_dir,
@@ -307,12 +336,11 @@ def run_winrate(
     tuned, made_t = generate_or_reuse(tuned_pipe, "tuned", texts, seeds, index, out_dir, **sampler)
     results: dict[str, Any] = {"scorers": {}}
     scores: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for name, scorer in zip(scorers, loaded, strict=True):
-        b, t = scorer.score(base, texts).cpu(), scorer.score(tuned, texts).cpu()
+    for name in scorers:
+        b, t, model, ceiling = score_both(name, scorer_kwargs.get(name, {}), base, tuned, texts)
         scores[name] = (b, t)
-        stats = win_stats(b, t, seed, seeds_per_prompt=seeds_per_prompt,
-                          ceiling=getattr(scorer, "ceiling", None))  # fmt: skip
-        results["scorers"][name] = {**stats, "model": getattr(scorer, "name", name)}
+        stats = win_stats(b, t, seed, seeds_per_prompt=seeds_per_prompt, ceiling=ceiling)
+        results["scorers"][name] = {**stats, "model": model}
     with (out_dir / "per_prompt.jsonl").open("w") as f:
         for j, (i, s) in enumerate(zip(index, seeds, strict=True)):
             row = {
@@ -328,7 +356,7 @@ def run_winrate(
     grid = pair_grid(
         texts[:k], to_pil_images(base[:k]), to_pil_images(tuned[:k]),
         {n: (b[:k].tolist(), t[:k].tolist()) for n, (b, t) in scores.items()},
-        seeds=seeds[:k] if seeds_per_prompt > 1 else None,
+        seeds=seeds[:k] if seeds_per_prompt > 1 else None, numbers=index[:k],
         title=f"tuned {tuned_id or ''} vs base {base_id or ''}: first {k} of {len(texts)} images",
     )  # fmt: skip
     grid_path = out_dir / "grid.png"
