@@ -6,7 +6,8 @@ CLIP-G side by side, padded to the T5 width, then T5; FLUX: T5) and the pooled C
 The T5 sequence is the large part (FLUX.1: 512 x 4096 numbers a prompt), so text embeddings
 are kept in float16 on both paths, every step or from the cache, and training sees the same
 numbers either way. The cache itself is `encode.precompute`'s safetensors shards; its key
-covers every text encoder, the VAE, the T5 length, the resolution and the data.
+covers every text encoder, the VAE, the T5 length, the resolution, the data and the version of
+the image reading it shares with the DDPM cache (`encode.CACHE_VERSION`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from . import encode
 from .encode import VAE_BATCH_SIZE, Encoder, weights_checksum
 from .flow_load import FlowModel, default_max_sequence
 
@@ -72,10 +74,13 @@ class FlowEncoder(Encoder):
 def flow_fingerprint(
     model: FlowModel, resolution: int, data_fingerprint: str, rows: int, max_sequence: int
 ) -> str:
-    """Cache key: every encoder's config, weights and dtype, T5 length, resolution, data."""
+    """Cache key: every encoder's config, weights and dtype, T5 length, resolution, data, and
+    the DDPM cache's version too: both caches read the images the same way (`PairImages`), so a
+    change there (2: 16-bit greyscale read at its bit depth, not clipped) rebuilds flow caches."""
     encoders = [model.pipe.vae, *model.text_encoders]
     payload = {
         "version": FLOW_CACHE_VERSION,
+        "pixels_version": encode.CACHE_VERSION,  # read at call time: the shared image reading
         "family": model.family,
         "configs": [dict(e.config) if isinstance(e.config, dict) else e.config.to_dict()
                     for e in encoders],

@@ -4,7 +4,8 @@ The family comes from the pipeline itself, never from its name: a flow-matching 
 (`FlowMatchEulerDiscreteScheduler` and its siblings) makes it a flow model, and the
 transformer's class makes it `sd3` (`SD3Transformer2DModel`: three text encoders, latents as
 images) or `flux` (`FluxTransformer2DModel`: CLIP + T5, latents packed 2x2 into tokens, and
-FLUX.1-dev's guidance embedding). `process_of` reads the same fact from a folder's
+FLUX.1-dev's guidance embedding); a transformer that reads more than the VAE's latents (the
+control and fill variants) is refused. `process_of` reads the same fact from a folder's
 `model_index.json` before any weights load, so `mmalign train` picks the recipe without
 loading the model twice.
 """
@@ -128,13 +129,33 @@ def flow_family(pipe: Any) -> FlowFamily:
         )
     transformer = getattr(pipe, "transformer", None)
     if isinstance(transformer, SD3Transformer2DModel):
-        return "sd3"
+        return _text_to_image(pipe, "sd3")
     if isinstance(transformer, FluxTransformer2DModel):
-        return "flux"
+        return _text_to_image(pipe, "flux")
     raise ValueError(
         f"mmalign trains flow-matching StableDiffusion3Pipeline and FluxPipeline models; this "
         f"{type(pipe).__name__} has a {type(transformer).__name__} denoiser"
     )
+
+
+def _text_to_image(pipe: Any, family: FlowFamily) -> FlowFamily:
+    """`family`, once the transformer reads exactly the VAE's latents (SD3: its channels; FLUX:
+    4x them, packed 2x2). Control and fill variants (FLUX.1-Canny / Depth / Fill-dev) read the
+    control image's or the mask's channels beside them: refused here, not as a shape error in
+    the first step."""
+    vae = getattr(pipe, "vae", None)
+    if vae is None:
+        return family
+    latent = int(vae.config.latent_channels) * (4 if family == "flux" else 1)
+    given = int(pipe.transformer.config.in_channels)
+    if given != latent:
+        raise ValueError(
+            f"this {type(pipe).__name__}'s {type(pipe.transformer).__name__} takes {given} input "
+            f"channels, where a text-to-image {family.upper()} transformer takes the "
+            f"{'packed ' if family == 'flux' else ''}latents' {latent}: an image-conditioned "
+            "variant (control, fill, inpainting), which mmalign does not train"
+        )
+    return family
 
 
 def _model_index(source: str, revision: str | None = None) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ from .source import resolve_model
 from .trajectory import renoise_settings
 
 FULL_TRANSFORMER_DIR = "transformer"
+MAX_PIPELINE_SEQUENCE = 512  # the pipelines' `check_inputs` limit on T5 tokens
 # diffusion.* keys that mean something for flow-matching models only
 FLOW_KEYS = (
     "sigma_sampling", "logit_mean", "logit_std", "mode_scale", "loss_weighting",
@@ -91,6 +92,18 @@ def diffusion_recipe(cfg: Config, accelerator: Any) -> Any:
     return DiffusionRecipe(cfg, accelerator)
 
 
+def check_max_sequence(length: int | None) -> None:
+    """`diffusion.max_sequence_length` within what StableDiffusion3Pipeline and FluxPipeline
+    sample with: their `__call__` refuses more than 512 T5 tokens, their `encode_prompt` (what
+    training encodes with) does not, so a longer run trained and then could not be sampled."""
+    if length is not None and not 1 <= length <= MAX_PIPELINE_SEQUENCE:
+        raise ConfigError(
+            f"diffusion.max_sequence_length: {length} must be 1 to {MAX_PIPELINE_SEQUENCE} "
+            "(StableDiffusion3Pipeline and FluxPipeline sample with at most 512 T5 tokens; "
+            "null: the family's default)"
+        )
+
+
 def flow_settings(d: DiffusionConfig) -> FlowSettings:
     defaults = FlowSettings()
     return FlowSettings(
@@ -113,6 +126,7 @@ class FlowRecipe(PairRecipeBase):
         device = accelerator.device
         m, d = cfg.model, cfg.diffusion
         self._warn_beta_scale()
+        check_max_sequence(d.max_sequence_length)  # before the load: nothing else needed
         self.diffusion = load_flow_pipeline(
             m.name_or_path, dtype=m.dtype, variant=m.variant, revision=m.revision,
             drop_t5=d.drop_t5, key="model.name_or_path",
