@@ -7,6 +7,7 @@ the config loads, so a typo fails before any model is loaded.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -192,6 +193,16 @@ class DiffusionConfig:
             )
         if self.vae_batch_size is not None and self.vae_batch_size < 1:
             raise ValueError(f"diffusion.vae_batch_size must be >= 1, got {self.vae_batch_size}")
+        # SD3 paper (Esser et al. 2024, Sec. 3.1): f_mode maps [0, 1] onto itself monotonically
+        # only for -1 <= s <= 2 / (pi - 2); beyond it the clamp piles sigma at the ends
+        mode_max = 2 / (math.pi - 2)
+        if self.mode_scale is not None and not -1.0 <= self.mode_scale <= mode_max:
+            raise ValueError(
+                f"diffusion.mode_scale must be in [-1, {mode_max:.4f}] (SD3 paper, Sec. 3.1), "
+                f"got {self.mode_scale}"
+            )
+        if self.logit_std is not None and not self.logit_std > 0:
+            raise ValueError(f"diffusion.logit_std must be > 0, got {self.logit_std}")
         # a setting of one sigma distribution given with another would be silently unused
         sampling = self.sigma_sampling or "logit_normal"
         belongs = {"logit_mean": "logit_normal", "logit_std": "logit_normal", "mode_scale": "mode"}
