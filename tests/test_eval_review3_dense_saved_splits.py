@@ -34,6 +34,8 @@ def test_a_saved_dataset_dict_reads_the_split_asked_for(tmp_path):
     assert test[1].scores["overall"] == pytest.approx(0.8)
     with pytest.raises(InputError, match="has splits"):
         open_dense(str(tmp_path / "dd"), "dev")
-    # one saved Dataset is read whatever the split says, as before
+    # one saved Dataset recording no split is "train" only (check_saved_split; review 4)
     _part(102, 2).save_to_disk(tmp_path / "one")
-    assert len(open_dense(str(tmp_path / "one"), "test")[0]) == 2
+    assert len(open_dense(str(tmp_path / "one"), "train")[0]) == 2
+    with pytest.raises(InputError, match="records no split"):
+        open_dense(str(tmp_path / "one"), "test")

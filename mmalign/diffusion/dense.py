@@ -182,8 +182,11 @@ def pair_weights(
 
     name = spec.scorer
     # "winner": the weights follow the label (below); caches written before that are not reused,
-    # nor paired ones written before the winner's map followed each image's flip ("mirrored")
-    options = (name, spec.map, spec.sides, spec.normalize, latent_size, len(images), "winner")
+    # nor paired ones written before the winner's map followed each image's flip ("mirrored"),
+    # nor any written before 16-bit greyscale images were read at their bit depth and
+    # transparency composited onto white (schema.to_rgb): other pixels, other heatmaps ("rgb2")
+    options = (name, spec.map, spec.sides, spec.normalize, latent_size, len(images), "winner",
+               "rgb2")  # fmt: skip
     if spec.sides == "paired":
         options += ("mirrored",)
     path = None

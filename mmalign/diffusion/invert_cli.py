@@ -21,12 +21,15 @@ from ..config import InputError
 def _images(paths: list[str]) -> list[Any]:
     from PIL import Image
 
+    from ..data.schema import to_rgb
+
     images = []
     for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--image {path}: no such file")
-        try:
-            images.append(Image.open(path).convert("RGB"))
+        try:  # read as training reads it: transparency onto white, 16-bit grey at its depth
+            with Image.open(path) as image:
+                images.append(to_rgb(image))
         except OSError as err:
             raise InputError(f"--image {path}: not an image PIL can read ({err})") from None
     return images

@@ -248,8 +248,11 @@ def _as_model(pipe: Any) -> Any:
 
 @torch.no_grad()
 def encode_images(pipe: Any, images: Sequence[Any], resolution: int | None = None) -> torch.Tensor:
-    """Scaled VAE latents (posterior means) of PIL images, centre-cropped to `resolution`."""
+    """The denoiser's latents of the VAE posterior means of PIL images, centre-cropped to
+    `resolution`: scaled, and for an SDXL VAE with `latents_mean` / `latents_std` normalised
+    by them, as training's (`encode.to_model_latents`)."""
     from .data import crop_and_resize
+    from .encode import to_model_latents
 
     model = _as_model(pipe)
     res = resolution or model.default_resolution
@@ -257,7 +260,7 @@ def encode_images(pipe: Any, images: Sequence[Any], resolution: int | None = Non
     vae = model.pipe.vae
     first = next(vae.parameters())
     mean = vae.encode(pixels.to(first.device, first.dtype)).latent_dist.mean
-    return mean.float() * vae.config.scaling_factor
+    return to_model_latents(model, mean.float())
 
 
 @torch.no_grad()
@@ -334,8 +337,8 @@ def reconstruct(pipe: Any, inversion: Inversion, steps: int) -> torch.Tensor:
 
 @torch.no_grad()
 def decode(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Pixels [N,3,H,W] in [0,1] of scaled latents."""
-    vae = _as_model(pipe).pipe.vae
-    first = next(vae.parameters())
-    x = vae.decode(latents.to(first.device, first.dtype) / vae.config.scaling_factor).sample
-    return (x.float() / 2 + 0.5).clamp(0, 1)
+    """Pixels [N,3,H,W] in [0,1] of the denoiser's latents (`encode.decode_latents`: the
+    inverse of `encode_images`)."""
+    from .encode import decode_latents
+
+    return decode_latents(_as_model(pipe), latents)

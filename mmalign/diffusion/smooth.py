@@ -28,6 +28,10 @@ from ..data.smooth import SoftLabels, describe, soft_labels
 
 CHUNK_ROWS = 256  # rows scored between two saves of the partial rewards
 REPORT = "smooth.json"
+# In every key (outputs and partial chunks): 2: rewards of 16-bit greyscale images read at their
+# bit depth (they were clipped white) and of transparent ones composited onto white
+# (schema.to_rgb, which the scorers apply); the data and scorer keys did not change with them
+SMOOTH_VERSION = 2
 
 
 @dataclass
@@ -173,8 +177,9 @@ def smooth_dataset(
 ) -> SmoothReport:
     """Score, label and save `rows` to `out` (a `save_to_disk` folder with `smooth.json`).
 
-    An existing whole output with the same `key` is reused; an interrupted run's chunks in
-    `<out>.partial/` are reused when their key matches, else scored again.
+    An existing whole output with the same `key` (and `SMOOTH_VERSION`) is reused; an
+    interrupted run's chunks in `<out>.partial/` are reused when their key matches, else scored
+    again.
     """
     from filelock import FileLock
 
@@ -198,7 +203,7 @@ def _smooth_locked(
     progress: bool,
 ) -> SmoothReport:
     name = scorer if isinstance(scorer, str) else str(getattr(scorer, "name", "scorer"))
-    key = key or f"{getattr(rows, '_fingerprint', '')};{scorer_key(name)}"
+    key = f"v{SMOOTH_VERSION};" + (key or f"{getattr(rows, '_fingerprint', '')};{scorer_key(name)}")
     report_path = out / REPORT
     if report_path.is_file() and json.loads(report_path.read_text()).get("key") == key:
         return load_report(out)

@@ -7,7 +7,7 @@
 - a RichHF-18K folder (`<split>.tfrecord`, images from `$MMALIGN_RICHHF_IMAGES` or
   `<folder>/images`) or one `.tfrecord` file;
 - a `save_to_disk` folder with dense columns (prompt, image, heatmaps, the four scores): a
-  Dataset, or a DatasetDict read at `split`;
+  Dataset (one split: the one it records, else "train"), or a DatasetDict read at `split`;
 - `toy:sd-samples`: toy-sd's own samples of held-out prompts (seed 1, 20 steps, guidance 2.5),
   their ground truth from `mmalign.toy.flaws.dense_scores` (no injected flaws: what the
   model's own images get wrong).
@@ -71,12 +71,20 @@ def open_dense(
 
 
 def _saved_split(path: Path, split: str | None) -> Any:
-    """A `save_to_disk` folder: the Dataset itself, or the split `split` of a DatasetDict (as
-    the pair reader picks `data.split`; the DatasetDict itself has no columns to read)."""
+    """A `save_to_disk` folder: the Dataset itself when it is split `split` (the split its
+    state records, or "train" when it records none: `check_saved_split`, as the pair readers
+    do), or the split `split` of a DatasetDict (the DatasetDict itself has no columns)."""
     from datasets import Dataset, load_from_disk
+
+    from ..data.pickapic import check_saved_split
 
     ds = load_from_disk(str(path))
     if isinstance(ds, Dataset):
+        if split is not None:  # None: no split asked for, the folder whole
+            try:
+                check_saved_split(ds, split, path)
+            except ValueError as err:
+                raise InputError(f"dense data: {err} (`mmalign eval dense`: --split)") from None
         return ds
     if split not in ds:
         raise InputError(f"dense data: {path} has splits {list(ds)}; the split is {split!r}")

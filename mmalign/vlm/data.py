@@ -119,9 +119,11 @@ def open_vlm_pairs(
 ) -> tuple[Any, Any]:
     """(PreferencePair `Dataset`, `ValidationReport`) from any supported source and format.
     `key`: where the user named `path`, for messages (a recipe's `data.path`; a command's
-    DATA)."""
+    DATA). One saved Dataset (not a DatasetDict) is one split, and `split` must be that one
+    (`check_saved_split`)."""
     from datasets import Dataset, load_dataset, load_from_disk
 
+    from ..data.pickapic import check_saved_split
     from ..data.schema import validate_rows
     from ..data.vlm_rows import read_records
     from ..hub import hub_errors, require_one
@@ -129,7 +131,8 @@ def open_vlm_pairs(
 
     _check_format(format)
     path = os.path.expanduser(str(path))  # `data.path: ~/x.json`: no shell expanded it
-    if path.startswith(TOY_PREFIX):
+    toy = path.startswith(TOY_PREFIX)  # built for the run, whatever split it is named
+    if toy:
         if format not in (None, "pairs"):
             raise ValueError(f"{path} is a toy PreferencePair dataset; format must be 'pairs'")
         path = str(toy_pairs(path[len(TOY_PREFIX) :], {}))
@@ -158,6 +161,8 @@ def open_vlm_pairs(
             if split not in ds:
                 raise ValueError(f"{path} has splits {list(ds)}; asked for split {split!r}")
             ds = ds[split]
+        elif not toy:  # one saved split: the one asked for, never the whole file instead
+            check_saved_split(ds, split, path)
     elif local.exists() or ("/" in path and not path.startswith((".", "/"))
                             and local.suffix not in (".json", ".jsonl")):  # fmt: skip
         # parquet shards in a folder, or a hub id (owner/name)

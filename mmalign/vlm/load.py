@@ -17,7 +17,7 @@ import torch
 
 from ..config import InputError
 from ..hub import Need, hub_errors, require
-from ..weights import weight_files
+from ..weights import hub_commit, weight_files
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -129,17 +129,21 @@ def load_vlm(
 
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
-    # a hub id without a pinned revision is keyed by the snapshot it resolved to, so an
-    # upstream update is a new model to every cache keyed by it
+    # a hub id is keyed by the snapshot it resolved to (the loaded config's commit without a
+    # pinned revision; `hub_commit` in `weights_key` for a branch or tag too), so an upstream
+    # update is a new model to every cache keyed by it
     resolved = revision or getattr(getattr(model, "config", None), "_commit_hash", None)
     return VLM(model, processor, source, (dtype, *weights_key(source, resolved, adapter)))
 
 
 def weights_key(source: str, revision: str | None, adapter: str | Path | None) -> tuple:
     """The model folder's and the adapter's weight files (`mmalign.weights.weight_files`);
-    a hub id with its revision (the pinned one, or the snapshot commit it resolved to)."""
+    a hub id with its revision (the pinned one, or the snapshot commit it resolved to) and the
+    commit of the cached snapshot that revision names (`weights.hub_commit`; None for a local
+    folder): a branch or tag the cache moved to a new commit is another model."""
     adapter_name = str(adapter) if adapter else None
-    return (source, revision, weight_files(source), adapter_name, weight_files(adapter))
+    commit = hub_commit(source, revision)
+    return (source, revision, weight_files(source), adapter_name, weight_files(adapter), commit)
 
 
 def in_image_path(name: str) -> bool:
