@@ -97,7 +97,10 @@ def test_states_of_another_hidden_size_are_an_input_error(tmp_path, capsys):
     assert not (tmp_path / "llava-diag" / "pairs.parquet").exists()
 
 
-def test_a_damaged_cache_entry_is_an_input_error_naming_both_sizes(tmp_path):
+def test_a_damaged_cache_entry_is_an_input_error_naming_both_sizes(tmp_path, monkeypatch):
+    # its own cache: the damaged entry must not reach the session's shared one, where a later
+    # test diagnosing the same pairs would read it
+    monkeypatch.setenv("MMALIGN_CACHE", str(tmp_path / "cache"))
     vlm = load_vlm("toy:vlm")
     rows = pair_rows()
     diagnose_rows(vlm.model, vlm.processor, rows, model_key=vlm.weights_key, progress=False)
