@@ -8,6 +8,8 @@ the folder's state must be the one asked for, and one that records none is "trai
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from datasets import Dataset
@@ -70,3 +72,25 @@ def test_dense_a_folder_without_a_recorded_split_is_train_only(tmp_path):
     assert len(open_dense(str(tmp_path / "unnamed"), "train")[0]) == 3
     with pytest.raises(InputError, match=r"records no split.*'test'.*--split"):
         open_dense(str(tmp_path / "unnamed"), "test")  # `mmalign eval dense`'s default split
+
+
+CARDS = Path(__file__).resolve().parents[1] / "datasets"
+
+
+def test_every_shipped_card_loads_with_string_filters():
+    from mmalign.data.cards import load_card
+
+    for card in sorted(CARDS.glob("*.yaml")):
+        assert all(isinstance(f, str) for f in load_card(card).filters), card
+
+
+def test_a_card_filter_that_yaml_reads_as_a_mapping_is_refused(tmp_path):
+    from mmalign.config import ConfigError
+    from mmalign.data.cards import load_card
+
+    text = (CARDS / "pickapic_v2.yaml").read_text()
+    text = text.replace('  - "an image that does not decode: skipped and counted"',
+                        "  - an image that does not decode: skipped and counted")  # fmt: skip
+    (tmp_path / "card.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="filters must be a list of strings"):
+        load_card(tmp_path / "card.yaml")

@@ -135,10 +135,22 @@ def load_card(name: str | Path) -> DatasetCard:
         split=raw.get("split"),
         splits=dict(_mapping(raw, "splits", file)),
         ties=raw.get("ties"),
-        filters=list(raw.get("filters") or []),
+        filters=_strings(raw, "filters", file),
         toy=dict(_mapping(raw, "toy", file)),
         notes=str(raw.get("notes", "")).strip(),
     )
+
+
+def _strings(raw: dict[str, Any], key: str, file: Path) -> list[str]:
+    """A card's list of sentences; an unquoted item holding ": " is a YAML mapping, refused."""
+    items = raw.get(key) or []
+    bad = [x for x in items if not isinstance(x, str)] if isinstance(items, list) else [items]
+    if bad:
+        raise ConfigError(
+            f"{file}: {key} must be a list of strings; {bad[0]!r} is not (quote an item that "
+            "holds ': ')"
+        )
+    return list(items)
 
 
 def expand_data(value: Any) -> Any:
