@@ -64,6 +64,7 @@ import uuid
 from pathlib import Path
 
 from label_load_clients import ANNOTATORS, LoginFlood, cpu_seconds  # the clients
+from label_load_report import report  # the tables
 from mmalign_label.pgtemp import TempPostgres
 from mmalign_label.store import Pair, Store
 from mmalign_label.testing import Server, make_pairs_dataset
@@ -74,11 +75,6 @@ from tqdm import tqdm
 def _pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
-
-
-def _num(x: float | None, width: int) -> str:
-    """`x` to one decimal, or "-" where a run had no vote to measure (all of them failed)."""
-    return f"{'-' if x is None else f'{x:.1f}':>{width}}"
 
 
 def run_level(url: str, users: list[str], votes: int, kind: str, acked: dict, lat: list,
@@ -345,38 +341,7 @@ def _run_all(args: argparse.Namespace, work: Path, data: Path, users_file: Path,
         results["runs"].append(row)
         print(json.dumps(row), flush=True)
 
-    print(f"\n{'client':14} {'db':>10} {'phase':>12} {'annot.':>6} {'votes':>6} {'p50 ms':>8} "
-          f"{'p99 ms':>8} "
-          f"{'votes/s':>8} {'srv cpu ms':>10} {'store p50':>9} {'store v/s':>9} {'lost':>5} "
-          f"{'wrong':>5}")  # fmt: skip
-    for r in results["runs"]:
-        b, c = r["baseline_store"], r["check"]
-        cpu = r["server_cpu_ms_per_vote"]
-        print(f"{r['client']:14} {r['db']:>10} {r['phase']:>12} {r['annotators']:>6} "
-              f"{r['votes']:>6} {_num(r['p50_ms'], 8)} {_num(r['p99_ms'], 8)} "
-              f"{_num(r['votes_per_s'], 8)} "
-              f"{'-' if cpu is None else f'{cpu:.2f}':>10} {b['p50_ms']:>9.2f} "
-              f"{b['votes_per_s']:>9.0f} {c['missing']:>5} {c['wrong_annotator']:>5}")  # fmt: skip
-    _side_by_side(results["runs"])
-    quiet = {(r["client"], r["annotators"], r["db"]): r for r in results["runs"]
-             if r["phase"] == "quiet"}  # fmt: skip
-    for r in results["runs"]:
-        q = quiet.get((r["client"], r["annotators"], r["db"]))
-        if r["phase"] == "quiet" or not q or not r["p99_ms"] or not q["p99_ms"]:
-            continue
-        ratio = r["p99_ms"] / q["p99_ms"]
-        r["p99_over_quiet"] = ratio
-        verdict = "PASS" if ratio <= 2 else "MISS"
-        print(f"login flood ({r['phase']}, {r['client']} x{r['annotators']}, {r['db']}): vote p50 "
-              f"{q['p50_ms']:.1f} -> {r['p50_ms']:.1f} ms, p99 {q['p99_ms']:.1f} -> "
-              f"{r['p99_ms']:.1f} ms ({ratio:.2f}x, target <= 2x: {verdict}); logins answered "
-              f"{r['login_flood']['answers']}")  # fmt: skip
-    at32 = [r for r in results["runs"] if r["annotators"] == 32 and r["phase"] == "quiet"]
-    for r in at32:
-        p99 = r["p99_ms"]
-        verdict = "PASS" if p99 is not None and p99 <= 50 else "MISS"
-        print(f"target p99 <= 50 ms at 32 annotators ({r['client']}, {r['db']}): "
-              f"{_num(p99, 0)} ms {verdict}")  # fmt: skip
+    report(results["runs"])
     print(f"load average during the run: {os.getloadavg()} on {os.cpu_count()} CPUs")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
@@ -388,23 +353,6 @@ def _run_all(args: argparse.Namespace, work: Path, data: Path, users_file: Path,
     if any(r["n_errors"] for r in results["runs"]):
         print("some vote calls failed: see each run's `errors` in the JSON")
     return 1 if bad else 0
-
-
-def _side_by_side(runs: list[dict]) -> None:
-    """PostgreSQL's p50 / p99 / votes/s beside SQLite's, per client, phase and level."""
-    by = {(r["client"], r["phase"], r["annotators"], r["db"]): r for r in runs}
-    keys = sorted({k[:3] for k in by}, key=lambda k: (k[0], k[1], k[2]))
-    if not any((*k, "postgresql") in by and (*k, "sqlite") in by for k in keys):
-        return
-    print(f"\n{'client':14} {'phase':>12} {'annot.':>6} | {'SQLite p50':>10} {'p99':>7} "
-          f"{'votes/s':>8} | {'PostgreSQL p50':>14} {'p99':>7} {'votes/s':>8}")  # fmt: skip
-    for k in keys:
-        cells = []
-        for db in ("sqlite", "postgresql"):
-            r = by.get((*k, db))
-            cells.append("-" if r is None else f"{_num(r['p50_ms'], 0)} ms "
-                         f"{_num(r['p99_ms'], 0)} ms {_num(r['votes_per_s'], 0)}/s")  # fmt: skip
-        print(f"{k[0]:14} {k[1]:>12} {k[2]:>6} | {cells[0]:>28} | {cells[1]:>32}")
 
 
 if __name__ == "__main__":

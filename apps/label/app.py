@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import html
 import os
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -36,6 +35,7 @@ from .fragments import PROGRESS_LOADING, admin_view, progress_html, prompt_html
 from .generate import GenerateGate, PairGenerator
 from .images import ImageError, load_image
 from .labeling import Labeling
+from .logbudget import LOG
 from .quality import (
     QUALITY_HEADERS,
     quality_rows,
@@ -49,10 +49,16 @@ from .users import Authenticator
 from .vlm_pairs import is_vlm, response_html, responses_of
 
 
+def _refused(message: str) -> gr.Error:
+    """A request refused with `message` for the client and nothing in the server's log (a
+    `gr.Error` prints its stack trace by default: some 2 KiB a refused vote)."""
+    return gr.Error(message, print_exception=False)
+
+
 def _user(request: gr.Request | None) -> str:
     name = getattr(request, "username", None)
     if not name:  # Gradio's auth guards every route; this guards a misconfigured launch
-        raise gr.Error("not logged in")
+        raise _refused("not logged in")
     return str(name)
 
 
@@ -124,7 +130,7 @@ class LabelApp:
             content = self._content(pair, left)
         except ImageError as err:
             # the reason names server paths (the image folder): the log gets it, the page not
-            print(f"label: cannot show pair {pair.pair_id}: {err}", file=sys.stderr)
+            LOG.write(user, f"label: cannot show pair {pair.pair_id}: {err}")
             return ({}, prompt_html(pair.prompt, pair_id=pair.pair_id), None, None,
                     progress_html(done, total), f"⚠️ cannot show pair {pair.pair_id}: an "
                     "image of it is missing or unreadable (the server's log says why)",
@@ -213,7 +219,7 @@ class LabelApp:
         if len(prompt) > 500:
             return self._show(user, None, "⚠️ The prompt is over 500 characters.")
         if self.generator is None:  # the Generate button exists only in prompt mode
-            raise gr.Error("this server has no model to generate pairs")
+            raise _refused("this server has no model to generate pairs")
         generator = self.generator
         outcome, pair = self.gate.run(user, lambda: generator.generate(prompt))
         if outcome == "mine":
@@ -246,14 +252,14 @@ class LabelApp:
         try:
             left, ms = int(left_image), int(decide_ms)
         except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity
-            raise gr.Error("left_image and decide_ms must be integers") from None
+            raise _refused("left_image and decide_ms must be integers") from None
         try:
             return self.labeling.vote(
                 user, vote_id=vote_id, pair_id=pair_id, choice=choice, left_image=left,
                 decide_ms=ms, answers=answers,
             )  # fmt: skip
         except VoteError as err:  # a clean message; anything else reaches the client as
-            raise gr.Error(str(err)) from err  # a bare "Error" (show_error=False)
+            raise _refused(str(err)) from err  # a bare "Error" (show_error=False)
 
     def api_undo(self, request: gr.Request) -> dict[str, Any]:
         """Withdraw the caller's last vote."""
@@ -267,7 +273,7 @@ class LabelApp:
         """Counts, agreement, position bias and time per vote (admins only)."""
         user = _user(request)
         if self.auth.role(user) != "admin":
-            raise gr.Error("admin only")
+            raise _refused("admin only")
         return {**summarize(self.store.all_votes()),
                 "quality": team_quality(self.store, **quality_settings(self.store))}  # fmt: skip
 

@@ -24,6 +24,13 @@ An ASGI middleware around the whole server (`server.py`), in front of Gradio's o
   closed for everyone (404). Gradio's custom component route prints its path parameters
   before it looks anything up: open, a signed-in user could write any text (carriage
   returns, terminal escapes) into the server's log, a line of up to 64 KiB per request.
+  `/call/v2/...` (Gradio's keyword form of `/call/`, used by no client of the app) is closed
+  too: a keyword or name it does not know was a 500 with a stack trace in the log.
+- A call naming an event the app does not have, or sending it too few inputs, is refused
+  (404 / 422, `endpoints.py`) before Gradio fails on it with a stack trace in the log.
+- An exception that escapes a route is one short line in the log (`logbudget.py`: a stack
+  trace only the first time for its kind and place, at most `LINES` a minute per user)
+  instead of uvicorn's stack trace for every request.
 """
 
 from __future__ import annotations
@@ -36,8 +43,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from .endpoints import Endpoints
 from .hardening import MAX_BODY
 from .jsonbody import Refused, parse_json
+from .logbudget import LOG, LogBudget
 from .login import ASGIApp, Message, Scope, answer, replay
 
 API = "/gradio_api"
@@ -49,7 +58,7 @@ _CLOSED_PREFIXES = (
     *(f"{API}/{p}" for p in ("upload", "stream", "reset", "run-history", "runs", "vibe",
                              "undo-vibe", "profiling", "process_recording", "proxy=",
                              "monitoring", "mcp", "dev/reload", "deep_link",
-                             "component_server", "custom_component")),
+                             "component_server", "custom_component", "call/v2/")),
     "/monitoring",
 )  # fmt: skip
 # The longest session hash or event id named: Gradio's are 11 (its client's session hashes)
@@ -126,15 +135,37 @@ class Owners:
 class RouteGuard:
     """The middleware; `user_of(scope)` is the signed-in user of a request, or None."""
 
-    def __init__(self, app: ASGIApp, user_of: Callable[[Scope], str | None]) -> None:
+    def __init__(self, app: ASGIApp, user_of: Callable[[Scope], str | None],
+                 endpoints: Endpoints | None = None, log: LogBudget = LOG) -> None:  # fmt: skip
+        """`endpoints`: the Gradio app's events, to refuse calls of others (None: no check)."""
         self.app = app
         self.user_of = user_of
+        self.endpoints, self.log = endpoints, log
         self.owners = Owners()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":  # lifespan; Gradio's websockets are not used
             await self.app(scope, receive, send)
             return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._route(scope, receive, tracked)
+        except Exception as err:  # Starlette answered 500 already, if it got the chance
+            try:
+                user = self.user_of(scope)
+            except Exception:
+                user = None
+            self.log.error(user, f"{scope['method']} {scope['path']}", err)
+            if not started:
+                await answer(send, 500, "Internal Server Error", {})
+
+    async def _route(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope["path"].rstrip("/") or "/"
         if path.startswith(_CLOSED_PREFIXES):
             await answer(send, 404, "Not found", {})
@@ -161,7 +192,8 @@ class RouteGuard:
             return
         except ValueError:
             data = None  # Gradio answers malformed bodies itself
-        refusal = self._refusal(scope, path, user, data)
+        refusal = self.endpoints.refusal(scope["method"], path, data) if self.endpoints else None
+        refusal = refusal or self._refusal(scope, path, user, data)
         if refusal:
             await answer(send, *refusal, {})
             return

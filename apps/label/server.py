@@ -8,7 +8,8 @@ annotators back to back, `benchmarks/label_load.py`'s fast client).
 Around it all, outermost first: `hardening.RequestLimits` (bodies read in full within a
 deadline and a size cap, cross-site requests refused, no CORS answers), `login.LoginLimit`
 (failed logins per client and per account name, logins in flight) and `guard.RouteGuard`
-(anonymous requests reach the login page only; sessions and events belong to their user).
+(anonymous requests reach the login page only; sessions and events belong to their user;
+calls of events the app does not have are refused, `endpoints.Endpoints`).
 The password check runs off the event loop (`login.off_loop`); sessions end
 (`hardening.SessionTokens`); uvicorn runs its h11 protocol with a deadline on request heads
 (`hardening.header_deadline_protocol`), a share of the connections per client and a
@@ -22,6 +23,7 @@ from typing import Any
 from .app import LabelApp
 from .assets import ADMIN_CSS, CSS, KEYS_JS
 from .connections import PER_CLIENT, connection_limits
+from .endpoints import Endpoints
 from .fast_routes import add_fast_routes, session_user
 from .guard import RouteGuard
 from .hardening import (
@@ -74,7 +76,7 @@ def build_server(label: LabelApp, host: str = "127.0.0.1", port: int = 7860, *,
             scope[_USER] = session_user(gradio_app, Request(scope))
         return scope[_USER]
 
-    guarded = LoginLimit(RouteGuard(app, user_of), FailedLogins(login_limit),
+    guarded = LoginLimit(RouteGuard(app, user_of, Endpoints.of(demo)), FailedLogins(login_limit),
                          FailedLogins(name_limit, NAME_WINDOW_S))  # fmt: skip
     return RequestLimits(
         guarded, timeout_s=request_timeout, signed_in=lambda scope: user_of(scope) is not None
