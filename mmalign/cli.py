@@ -193,6 +193,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_showcase(args: argparse.Namespace) -> int:
     from .showcase import run_showcase
 
+    at_least_one(args, "steps")
     print("mmalign showcase: every registered loss trains a 16-item bandit policy ...")
     report = run_showcase(args.out, steps=args.steps, seed=args.seed)
     print(report.read_text())

@@ -4,14 +4,18 @@ Every error names the key: an unknown key suggests the closest valid one, a
 wrong type names the expected type and the value, a missing required field is
 named. Nothing is coerced silently (a YAML `yes` is not a path, `"1"` is not
 an int); the leniencies are two spellings YAML 1.1 reads otherwise: a float written in
-exponent form without a dot (`1e-5`, read as a string), and a choice spelled like a boolean
-(`mixed_precision: no`, read as false).
+exponent form without a dot or sign (`1e-5`, `5e3`: YAML 1.1 text, read here as numbers
+everywhere, loss arguments and builder options included, as YAML 1.2 reads them), and a choice
+spelled like a boolean (`mixed_precision: no`, read as false). A text value that starts with
+`~/` is a path in the home folder, expanded as a shell would (a YAML file is not a shell).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -23,6 +27,7 @@ import yaml
 from .suggest import did_you_mean
 
 T = TypeVar("T")
+_HOME_PATH = re.compile(r"~[^/\s]*(/|$)")  # `~/x`, `~user/x`: a path in a home folder
 
 
 class InputError(ValueError):
@@ -237,7 +242,8 @@ def convert(value: Any, tp: Any, key: str) -> Any:
                 pass
     elif tp is str:
         if isinstance(value, str):
-            return value
+            # `~/runs/x` in a YAML file or a quoted override, where no shell expands it
+            return os.path.expanduser(value) if _HOME_PATH.match(value) else value
     elif isinstance(tp, type):
         if isinstance(value, tp):
             return value
@@ -273,6 +279,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 floats need a dot and a signed exponent (`1.0e-5`): `1e-5`, `5e3` or `1.5E3` were
+# read as text, and a loss argument or a toy builder option received the string
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789.")
+)  # on this loader only: yaml.safe_load is unchanged
 
 
 def load_yaml(text: str) -> Any:

@@ -78,6 +78,9 @@ def show(card: DatasetCard, split: str | None, sample: int) -> str:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from .cli_errors import at_least_one
+
+    at_least_one(args, "sample")  # 0 or fewer rows read would report nothing, as fine
     print(show(load_card(args.card), args.split, args.sample))
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import load_config
+from .config import ConfigError, load_config
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy" / "mapo.yaml"
 
@@ -45,6 +45,10 @@ def run_demo(out: str | Path, config: str | Path = CONFIG, overrides: tuple[str,
     from .train import Config
     from .train.loop import train
 
+    if any(item.partition("=")[0] == "output_dir" for item in overrides):
+        # the demo evaluates OUT/train: a run trained elsewhere would leave it evaluating
+        # an earlier demo's weights, or none
+        raise ConfigError("demo: output_dir is OUT/train, set by --out OUT; give --out instead")
     out = Path(out)
     run_dir = out / "train"
     cfg = load_config(Config, config, [f"output_dir={run_dir}", "train.resume_from=latest",

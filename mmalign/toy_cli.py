@@ -38,28 +38,55 @@ def _cmd_toy_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_toy_data(args: argparse.Namespace) -> int:
-    import json
-
+def _set_options(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE ...` as builder options, each value read as YAML, as recipe overrides
+    are (`1e-2` a number); the options that have their own flag are refused, naming it."""
     import yaml
 
-    from .toy.datasets import build_dataset
+    from .config import load_yaml, yaml_problem
 
-    at_least_one(args, "n")
-    if args.model is not None and not Path(args.model).is_dir():
-        raise InputError(f"--model {args.model} does not exist (no such toy model folder)")
     options = {}
-    for item in args.set or []:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set '{item}' is not of the form key=value")
-        options[key] = yaml.safe_load(value)
+        if key in ("n", "seed", "model"):
+            raise ConfigError(f"--set {key}=...: give --{key} instead")
+        try:
+            options[key] = load_yaml(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"--set '{item}': the value is not YAML ({yaml_problem(err)})"
+            ) from None
+    return options
+
+
+def _toy_model(name: str | None) -> str | None:
+    """`--model`: a toy model folder, or `toy:sd` / `toy:flow` as recipes and `sample` name them."""
+    if name in ("toy:sd", "toy:flow"):
+        from .toy.paths import model_path
+
+        return str(model_path(name.removeprefix("toy:")))
+    if name is not None and not Path(name).expanduser().is_dir():
+        raise InputError(f"--model {name} does not exist (no such toy model folder)")
+    return None if name is None else str(Path(name).expanduser())
+
+
+def _cmd_toy_data(args: argparse.Namespace) -> int:
+    import json
+
+    from .toy import datasets
+
+    at_least_one(args, "n")
+    model = _toy_model(args.model)
+    options = _set_options(args.set or [])
     try:
-        summary = build_dataset(
-            args.kind, args.out, n=args.n, seed=args.seed, model=args.model, **options
+        summary = datasets.build_dataset(
+            args.kind, args.out, n=args.n, seed=args.seed, model=model, **options
         )
-    except (TypeError, ValueError) as err:
-        raise ConfigError(str(err)) from None
+    except (TypeError, ValueError) as err:  # an option's value the builder cannot use
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise ConfigError(f"{err}{f' (--set {given})' if given else ''}") from None
     keep = ("kind", "rows", "paths", "skipped", "seconds")
     print(json.dumps({k: summary[k] for k in keep if k in summary}, indent=2, default=str))
     return 0
@@ -93,7 +120,10 @@ def register(sub: Any) -> None:
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--n", type=int, default=64, help="number of rows (default: 64)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--model", default=None, help="toy-sd or toy-flow folder (default: toy-sd)")
+    t.add_argument(
+        "--model", default=None,
+        help="toy:sd, toy:flow or a toy model folder to sample (default: toy-sd)",
+    )  # fmt: skip
     t.add_argument(
         "--set", action="append", metavar="KEY=VALUE",
         help="builder option, e.g. --set label_noise=0.1 --set ties=keep",
