@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cli_errors import at_least_one
+from .cli_errors import at_least_one, finite_float
 from .config import ConfigError, InputError
 
 
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=1, help="images per prompt (seeds seed, seed+1, ...)")
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--guidance", type=finite_float, default=None)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--resolution", type=int, default=None, help=RESOLUTION_HELP)
     p.add_argument("--out", default="samples/grid.png", help="PNG path (default samples/grid.png)")
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--scorers", default="toy:fidelity", help="comma-separated scorer names")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--steps", type=int, default=None)
-    w.add_argument("--guidance", type=float, default=None)
+    w.add_argument("--guidance", type=finite_float, default=None)
     w.add_argument("--batch-size", type=int, default=50)
     w.add_argument("--seeds-per-prompt", type=int, default=1, help="images per prompt and model")
     w.add_argument("--resolution", type=int, default=None, help=RESOLUTION_HELP)

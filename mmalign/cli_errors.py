@@ -70,6 +70,20 @@ def input_error_message(err: BaseException) -> str | None:
     return None
 
 
+def finite_float(text: str) -> float:
+    """An argparse `type` for a float option: `nan`, `inf` and `-inf` (which `float` accepts)
+    are refused, so `--guidance nan` is a usage error, not a run of NaN images."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def at_least_one(args: argparse.Namespace, *names: str) -> None:
     """Counts given on the command line (None: the default) must be >= 1."""
     for name in names:

@@ -27,6 +27,7 @@ import yaml
 from .suggest import did_you_mean
 
 T = TypeVar("T")
+_COMMENT = re.compile(r"(^|\s)#")  # where YAML starts a comment
 _HOME_PATH = re.compile(r"~[^/\s]*(/|$)")  # `~/x`, `~user/x`: a path in a home folder
 
 
@@ -89,6 +90,11 @@ def apply_overrides(
         except yaml.YAMLError as err:
             problem = yaml_problem(err)
             raise ConfigError(f"override '{item}': the value is not YAML ({problem})") from None
+        if _COMMENT.search(text) and "#" not in str(value):  # YAML dropped it as a comment
+            raise ConfigError(
+                f"override '{item}': YAML reads ' #...' as a comment, so the value would be "
+                f"{value!r}; quote it to keep the '#': {key}='\"{text}\"'"
+            )
         parts = key.split(".")
         node: Any = raw
         schema = cls

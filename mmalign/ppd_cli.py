@@ -7,6 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
+from .cli_errors import finite_float
 from .config import InputError
 
 
@@ -22,7 +23,7 @@ def add_sample_options(p: argparse.ArgumentParser) -> None:
 
 def add_scale_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--user-scale", type=float, default=1.0,
+        "--user-scale", type=finite_float, default=1.0,
         help="PPD: the user branch's weight in every cross-attention layer (IP-Adapter's scale; "
         "1 as trained, 0 the base model)",
     )  # fmt: skip

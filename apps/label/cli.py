@@ -23,6 +23,8 @@ import math
 import sys
 from pathlib import Path
 
+from mmalign.cli_errors import finite_float
+
 _SUBCOMMANDS = ("adduser", "export", "gold", "stats")
 
 
@@ -165,9 +167,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _thresholds(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gold-floor", type=float, default=None,
+    p.add_argument("--gold-floor", type=finite_float, default=None,
                    help="flag annotators below this gold accuracy (default 0.7)")  # fmt: skip
-    p.add_argument("--bias-ceiling", type=float, default=None,
+    p.add_argument("--bias-ceiling", type=finite_float, default=None,
                    help="flag annotators whose left (or right) share is above this "
                    "(default 0.8)")  # fmt: skip
 
@@ -188,7 +190,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=int, default=None, help="annotators per pair (default 1)")
     p.add_argument(
         "--lease",
-        type=float,
+        type=finite_float,
         default=600.0,
         help="seconds a shown pair stays reserved for its annotator (default 600)",
     )
@@ -201,10 +203,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--connections-per-client", type=int, default=64,
                    help="open connections per client address (IPv6: per /64); 0: no limit "
                         "(default 64)")  # fmt: skip
-    p.add_argument("--session-hours", type=float, default=12.0,
+    p.add_argument("--session-hours", type=finite_float, default=12.0,
                    help="a login lasts this long (default 12); removing a user or setting a "
                         "new password ends their sessions at once")  # fmt: skip
-    p.add_argument("--request-timeout", type=float, default=15.0,
+    p.add_argument("--request-timeout", type=finite_float, default=15.0,
                    help="seconds a client has to send a request's headers, then its body "
                         "(default 15)")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1")
@@ -218,14 +220,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--temperature",
-        type=float,
+        type=finite_float,
         default=1.0,
         help="--vlm --model: sampling temperature of the two responses (default 1)",
     )
     p.add_argument("--criteria", default=None, help="YAML file of the questions asked per pair")
     p.add_argument(
         "--gold-rate",
-        type=float,
+        type=finite_float,
         default=None,
         help="share of each annotator's pairs that are gold pairs (default 0.1)",
     )

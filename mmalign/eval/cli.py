@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..cli_errors import finite_float
 from ..config import InputError
 
 
@@ -162,7 +163,7 @@ def register_eval(eval_sub) -> None:
         help="the split of a --data dataset folder (default train; a --tune-on folder: train)",
     )  # fmt: skip
     p.add_argument("--tune-on", default=None, help="data the tie threshold is tuned on")
-    p.add_argument("--threshold", type=float, default=None, help="a fixed tie threshold")
+    p.add_argument("--threshold", type=finite_float, default=None, help="a fixed tie threshold")
     p.add_argument("--max-rows", type=int, default=None, help="read at most N rows per split")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default=None, help="write the result as JSON here")

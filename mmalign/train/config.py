@@ -322,8 +322,10 @@ class TrainConfig:
                 "train.checkpoint_total_limit must be >= 1 (or null: keep every checkpoint), "
                 f"got {self.checkpoint_total_limit}"
             )
-        if not self.learning_rate > 0:
-            raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):  # .inf too
+            raise ValueError(
+                f"train.learning_rate must be a finite number > 0, got {self.learning_rate}"
+            )
         if self.warmup_steps < 0:
             raise ValueError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.warmup_steps and self.lr_scheduler == "constant":  # diffusers' ignores it

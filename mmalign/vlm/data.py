@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cli_errors import finite_float
 from ..subcommands import group_actions
 
 FORMATS = ("mmsafe", "realign", "trl", "llava", "pairs")
@@ -247,7 +248,7 @@ def register(sub: Any) -> None:
                    "own images)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder (a saved dataset)")
     p.add_argument("--k", type=int, default=3, help="retrieved images tried per row")
-    p.add_argument("--threshold", type=float, default=0.95, help="keep a fill whose cosine "
+    p.add_argument("--threshold", type=finite_float, default=0.95, help="keep a fill whose cosine "
                    "to the chosen answer is below this")  # fmt: skip
     p.add_argument(
         "--chosen",
