@@ -1,4 +1,5 @@
-"""Shared by the labeling app's tests: one request through an ASGI middleware, in process."""
+"""Shared by the labeling app's tests: one request through an ASGI middleware, in process, and a
+clock the tests move by hand."""
 
 from __future__ import annotations
 
@@ -21,3 +22,13 @@ def call_status(app: Any, user: str, method: str, path: str, query: bytes = b"",
 
     asyncio.run(app(scope, receive, send))
     return int(sent[0]["status"])
+
+
+class Clock:
+    """A `time.monotonic` stand-in that moves only when a test sets `now`."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now

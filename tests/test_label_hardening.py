@@ -15,20 +15,13 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("gradio")
+from label_helpers import Clock
 from mmalign_label.guard import Owners
 from mmalign_label.hardening import RequestLimits, SessionTokens, cross_site, same_host
 from mmalign_label.testing import make_pairs_dataset, serve
 from mmalign_label.users import Authenticator, add_user, load_users
 
 pytestmark = pytest.mark.timeout(300)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_sessions_end_after_their_lifetime_a_new_password_or_the_users_removal() -> None:

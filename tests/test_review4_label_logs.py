@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("gradio")
-from label_helpers import call_status
+from label_helpers import Clock, call_status
 from mmalign_label.endpoints import Endpoints, Event
 from mmalign_label.guard import RouteGuard
 from mmalign_label.logbudget import LogBudget
@@ -24,14 +24,6 @@ from mmalign_label.testing import cheap_password_hashes, make_pairs_dataset, ser
 from mmalign_label.users import add_user
 
 pytestmark = pytest.mark.timeout(300)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _endpoints() -> Endpoints:
