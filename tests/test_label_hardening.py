@@ -443,8 +443,10 @@ def test_vote_answers_must_be_an_object_and_bad_limits_are_refused_at_start(serv
             headers={"Cookie": cookie, "Content-Type": "application/json"},
         )  # fmt: skip
         assert status == 400 and b"answers" in body
-    for option in ("--session-hours", "--request-timeout"):
-        assert main(["label", "--users", str(server.users), option, "nan"]) == 2
+    for option in ("--session-hours", "--request-timeout"):  # refused by argparse: usage, 2
+        with pytest.raises(SystemExit) as end:
+            main(["label", "--users", str(server.users), option, "nan"])
+        assert end.value.code == 2
 
 
 def _raw(port: int, request: bytes, source: str = "127.0.0.1") -> bytes:
