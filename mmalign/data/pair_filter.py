@@ -2,9 +2,10 @@
 
 Spelling: `METRIC:RULE=VALUE`. METRIC is a column of `mmalign data diagnose`'s table (`ches`,
 `ln_ches`); RULE is `keep_lowest` (the fraction of pairs with the lowest scores, 0 < VALUE
-<= 1: Razin et al., "Unintentional Unalignment", Section 6 kept the 5% lowest LN-CHES) or
-`max` (pairs scoring at most VALUE). The same string is accepted by `mmalign data diagnose
---filter` and by a recipe's `data.filter`.
+<= 1, as a count rounded half up and at least one pair: Razin et al., "Unintentional
+Unalignment", Section 6 kept the 5% lowest LN-CHES) or `max` (pairs scoring at most VALUE).
+The same string is accepted by `mmalign data diagnose --filter` and by a recipe's
+`data.filter`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class PairFilter:
         finite = [i for i, s in enumerate(scores) if not math.isnan(s)]
         if self.rule == "max":
             return [i for i in finite if scores[i] <= self.value]
-        n = max(1, round(self.value * len(finite))) if finite else 0
+        # a half rounds up (`round` rounds it to even: 0.25 of 10 kept 2, as 0.15 did); the
+        # tolerance absorbs float noise such as 0.35 * 90 = 31.499999999999996
+        n = max(1, math.floor(self.value * len(finite) + 0.5 + 1e-9)) if finite else 0
         # ties broken by row order, so the same data always keeps the same rows
         lowest = sorted(finite, key=lambda i: (scores[i], i))[:n]
         return sorted(lowest)

@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import InputError
+from ..data.prism_files import SFT_ONLY
 from ..data.schema import ValidationReport
 from .collate import PairCollator, SequenceBatch, image_key, row_images
 from .diagnose_states import (
@@ -165,7 +166,8 @@ def diagnose_rows(model: Any, processor: Any, rows: Any, *, batch_size: int = 32
                   progress: bool = True, model_key: tuple[Any, ...] | None = None,
                   states: str | Path | None = None) -> Diagnosis:  # fmt: skip
     """Diagnose every pair of `rows` (PreferencePair rows with `prompt`, `chosen`, `rejected`
-    and their images) in batches of `batch_size` pairs.
+    and their images) in batches of `batch_size` pairs. Rows whose `rejected` is the PRISM-CoT
+    marker `SFT_ONLY` (no rejected answer) are skipped and counted as `sft_only`.
 
     `model_key` (`VLM.weights_key`): read the per-pair states from the cache when an entry
     for this model, these pairs and this tokenization exists (no model pass), else compute
@@ -184,6 +186,9 @@ def diagnose_rows(model: Any, processor: Any, rows: Any, *, batch_size: int = 32
     keys: list[str] = []
     for i in range(len(rows)):
         row = rows[i]
+        if row["rejected"] == SFT_ONLY:  # PRISM-CoT: no rejected answer to compare with
+            report.skip(i, "sft_only")
+            continue
         if max_length is not None and not collator.fits(row):
             report.skip(i, "too_long")
             continue
