@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,9 +25,13 @@ class Validates(Protocol):
 def pair_metrics(scores: dict[str, PairScores]) -> dict[str, torch.Tensor]:
     """Scores beside the losses (which report implicit and ranking accuracy): the policy's
     scores and the policy-minus-reference gaps that show the model moving while the loss
-    looks flat (METHODS.md section 2)."""
+    looks flat (METHODS.md section 2). "chosen" is each pair's preferred side: a pair labelled
+    below 0.5 (the rejected column preferred, as the losses train it) is read swapped, so the
+    displacement alarm watches the answers training raises."""
     out = {}
     for name, s in scores.items():
+        if s.label is not None:
+            s = _preferred_first(s)
         out[f"{name}/score_chosen"] = s.chosen.detach().float().mean()
         out[f"{name}/score_rejected"] = s.rejected.detach().float().mean()
         if s.has_reference:
@@ -36,6 +41,23 @@ def pair_metrics(scores: dict[str, PairScores]) -> dict[str, torch.Tensor]:
                 (s.rejected - s.ref_rejected).detach().float().mean()
             )
     return out
+
+
+def _preferred_first(s: PairScores) -> PairScores:
+    """`s` with each pair labelled below 0.5 read swapped (its rejected column is preferred)."""
+    assert s.label is not None
+    flip = s.label < 0.5
+
+    def side(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
+        return None if first is None or second is None else torch.where(flip, second, first)
+
+    return replace(
+        s,
+        chosen=side(s.chosen, s.rejected),
+        rejected=side(s.rejected, s.chosen),
+        ref_chosen=side(s.ref_chosen, s.ref_rejected),
+        ref_rejected=side(s.ref_rejected, s.ref_chosen),
+    )
 
 
 def all_finite(scores: dict[str, PairScores]) -> torch.Tensor:
