@@ -74,10 +74,12 @@ def test_one_user_cannot_start_sessions_without_end(world) -> None:
 def test_calls_without_a_session_hash_count_as_new_sessions(world) -> None:
     guard, reached, _ = world
     body = b'{"data": []}'
-    statuses = [_call(guard, "eve", "POST", "/gradio_api/call/v2/vote", body=body)
+    statuses = [_call(guard, "eve", "POST", "/gradio_api/call/vote", body=body)
                 for _ in range(NEW_SESSIONS + 5)]  # fmt: skip
     assert statuses.count(200) == NEW_SESSIONS and statuses[-1] == 429
     assert reached == ["eve"] * NEW_SESSIONS
+    # the keyword form /call/v2/ is closed to everyone (review 4: a 500 with a stack trace)
+    assert _call(guard, "carol", "POST", "/gradio_api/call/v2/vote", body=body) == 404
     # a page's usual traffic: one new session, then its result stream and heartbeats
     assert _join(guard, "carol", "c0000000001") == 200
     for _ in range(NEW_SESSIONS + 5):
