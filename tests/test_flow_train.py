@@ -150,7 +150,7 @@ def test_flow_settings_that_would_go_unused_are_refused(tmp_path):
     from mmalign.train.config import DiffusionConfig
 
     with pytest.raises(ConfigError, match=r"diffusion.mode_scale applies to sigma_sampling: mode"):
-        from_dict(DiffusionConfig, {"mode_scale": 5.0}, "diffusion")
+        from_dict(DiffusionConfig, {"mode_scale": 1.5}, "diffusion")
     with pytest.raises(ConfigError, match=r"diffusion.logit_std applies to .*logit_normal"):
         from_dict(DiffusionConfig, {"sigma_sampling": "uniform", "logit_std": 2.0}, "diffusion")
     from_dict(DiffusionConfig, {"sigma_sampling": "mode", "mode_scale": 1.0}, "diffusion")
