@@ -91,9 +91,11 @@ def apply_overrides(
             problem = yaml_problem(err)
             raise ConfigError(f"override '{item}': the value is not YAML ({problem})") from None
         if _COMMENT.search(text) and "#" not in str(value):  # YAML dropped it as a comment
+            quoted = "'" + text.replace("'", "''") + "'"  # a YAML single-quoted scalar
             raise ConfigError(
                 f"override '{item}': YAML reads ' #...' as a comment, so the value would be "
-                f"{value!r}; quote it to keep the '#': {key}='\"{text}\"'"
+                f"{value!r}; to keep the '#' give the value as YAML text, {key}={quoted} "
+                "(quoted again for your shell)"
             )
         parts = key.split(".")
         node: Any = raw
@@ -194,7 +196,7 @@ def convert(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
-        return value
+        return _plain(value)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -247,6 +249,8 @@ def convert(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
     elif tp is str:
+        if isinstance(value, _ExponentFloat):  # `revision: 8e41925` is the text written
+            return value.text
         if isinstance(value, str):
             # `~/runs/x` in a YAML file or a quoted override, where no shell expands it
             return os.path.expanduser(value) if _HOME_PATH.match(value) else value
@@ -287,12 +291,43 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class _ExponentFloat(float):
+    """A number YAML 1.1 reads as text (`1e-5`, `5e3`), read as a float that keeps the text it
+    was written as: a text key (`model.revision: 8e41925`, a short commit hash) gets the text
+    back (`convert`), every other key the number."""
+
+    text: str
+
+    def __new__(cls, text: str) -> _ExponentFloat:
+        number = super().__new__(cls, text.replace("_", ""))
+        number.text = text
+        return number
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy.deepcopy keeps the text
+        return (_ExponentFloat, (self.text,))
+
+
+def _plain(value: Any) -> Any:
+    """`value` with every `_ExponentFloat` in it a plain float (what dumps and loaders expect)."""
+    if isinstance(value, _ExponentFloat):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 # YAML 1.1 floats need a dot and a signed exponent (`1.0e-5`): `1e-5`, `5e3` or `1.5E3` were
 # read as text, and a loss argument or a toy builder option received the string
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789.")
+_EXPONENT_TAG = "tag:mmalign,2026:exponent-float"
+_UniqueKeyLoader.add_implicit_resolver(_EXPONENT_TAG, _EXPONENT_FLOAT, list("-+0123456789."))
+_UniqueKeyLoader.add_constructor(
+    _EXPONENT_TAG, lambda loader, node: _ExponentFloat(loader.construct_scalar(node))
 )  # on this loader only: yaml.safe_load is unchanged
+# where one reaches a dump untyped (`toy data --set` options): written as the number it is
+yaml.SafeDumper.add_representer(_ExponentFloat, lambda dumper, v: dumper.represent_float(float(v)))
 
 
 def load_yaml(text: str) -> Any:

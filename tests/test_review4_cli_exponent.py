@@ -39,8 +39,18 @@ def test_untyped_options_in_a_recipe_file(tmp_path: Path) -> None:
      ("1.0e5", 1e5), ("1_000e-3", 1.0), ("1.0e-5", 1e-5), ("0.5", 0.5), ("10", 10)],
 )  # fmt: skip
 def test_numbers(text: str, value: float) -> None:
-    read = load_yaml(text)
-    assert read == value and type(read) is type(value)
+    read = load_yaml(text)  # a float that also keeps its text, for text keys (below)
+    assert read == value and isinstance(read, type(value))
+
+
+def test_a_text_key_keeps_what_was_written(tmp_path) -> None:
+    # a short commit hash of digits-e-digits: a number to YAML 1.2, the revision to mmalign
+    cfg = load_config(Config, "configs/toy/dpo.yaml", ["model.revision=8e41925", "output_dir=x"])
+    assert cfg.model.revision == "8e41925"
+    (tmp_path / "r.yaml").write_text(
+        "model: {name_or_path: toy:sd, revision: 1e5}\ndata: {path: toy:pairs, split: train}\n"
+    )
+    assert load_config(Config, tmp_path / "r.yaml").model.revision == "1e5"
 
 
 @pytest.mark.parametrize("text", ["1e", "e5", "1e5x", "v1e5", "1e5.0", "1.2.3e4", "0x1e5"])

@@ -41,3 +41,19 @@ def test_paths_in_a_recipe_file(home: Path, tmp_path: Path) -> None:
 def test_other_text_is_kept(home: Path, text: str) -> None:
     cfg = load_config(Config, "configs/toy/mapo.yaml", [f"validation.prompts=['{text}']"])
     assert cfg.validation.prompts == [text]
+
+
+def test_a_run_saved_before_expansion_resumes(tmp_path) -> None:
+    """A run saved `~/cache` as written; the config now expands it: the same setting."""
+    import json
+
+    from mmalign.train.resume import recipe_changes
+
+    saved = {"config": {"diffusion": {"cache_dir": "~/cache"}, "output_dir": "runs/x"}}
+    (tmp_path / "run.json").write_text(json.dumps(saved))
+    now = {"diffusion": {"cache_dir": str(Path("~/cache").expanduser())}, "output_dir": "runs/x"}
+    assert recipe_changes(tmp_path / "run.json", now) == []
+    now["diffusion"]["cache_dir"] = "/elsewhere"
+    assert recipe_changes(tmp_path / "run.json", now) == [
+        "diffusion.cache_dir: '~/cache' -> '/elsewhere'"
+    ]

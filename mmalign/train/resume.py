@@ -11,6 +11,7 @@ given and refuses a resume when anything but the keys below differs.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import MISSING, asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
@@ -88,6 +89,14 @@ def _resumable(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in RESUMABLE)
 
 
+def _same(old: Any, new: Any) -> bool:
+    """Equal settings; a `~/...` text saved before the config expanded it (2026-12-07) equals
+    its expansion."""
+    if isinstance(old, str) and isinstance(new, str) and old.startswith("~"):
+        return os.path.expanduser(old) == new
+    return old == new
+
+
 def recipe_changes(run_file: Path, config: dict[str, Any]) -> list[str]:
     """`key: old -> new` for every setting that differs between the recipe saved in
     `run_file` and `config` (a run's config as a dict), leaving out the resumable keys and
@@ -101,7 +110,7 @@ def recipe_changes(run_file: Path, config: dict[str, Any]) -> list[str]:
     defaults, unset = _defaults(), object()
     changes = []
     for key in sorted(set(old) | set(new)):
-        if _resumable(key) or old.get(key, unset) == new.get(key, unset):
+        if _resumable(key) or _same(old.get(key, unset), new.get(key, unset)):
             continue
         # A setting added to mmalign after the run was saved: its default is what ran.
         if key not in old and _predates(key, new[key], saved, defaults):
