@@ -84,3 +84,14 @@ def test_an_open_clip_scorer_follows_the_same_rule(tmp_path):
     torch.testing.assert_close(
         scorer.score(images, PROMPTS), scorer.score([_on_white(im) for im in images], PROMPTS)
     )
+
+
+def test_the_label_app_shows_transparency_as_training_reads_it(tmp_path):
+    """Annotators vote on the pixels that train: transparent black shows as white."""
+    from mmalign_label.images import load_image
+
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[:4, :, 3] = 255  # top half opaque black, bottom half transparent black
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    shown = np.asarray(load_image(tmp_path, "a.png"))
+    assert shown[0, 0].tolist() == [0, 0, 0] and shown[7, 0].tolist() == [255, 255, 255]

@@ -66,7 +66,10 @@ def load_image(root: str | Path, ref: str) -> Image.Image:
         raise ImageError(f"image {ref!r} not found in {Path(root).resolve()}")
     if path.stat().st_size > MAX_BYTES:
         raise ImageError(f"image {ref!r}: over the {MAX_BYTES >> 20} MiB limit")
-    return check_bytes(path.read_bytes(), f"image {ref!r}").convert("RGB")
+    from mmalign.data.schema import to_rgb
+
+    # as training reads it (transparency onto white): annotators vote on the pixels that train
+    return to_rgb(check_bytes(path.read_bytes(), f"image {ref!r}"))
 
 
 def save_image(root: str | Path, data: bytes, what: str) -> str:

@@ -60,10 +60,12 @@ class ResponseSampler:
         whose samples stay equal or empty."""
         from tqdm import tqdm
 
+        from mmalign.data.schema import to_rgb
+
         out = []
         for i, (prompt, image) in enumerate(tqdm(rows, desc="VLM responses", unit="row")):
             for attempt in range(self.tries):
-                a, b = self._sample(prompt, image.convert("RGB"), self.seed + 1000 * i + attempt)
+                a, b = self._sample(prompt, to_rgb(image), self.seed + 1000 * i + attempt)
                 if a and b and a != b:
                     out.append((a, b))
                     break

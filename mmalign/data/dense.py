@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image as PILImage
 
-from .schema import HEATMAP_CHANNELS, to_pil_image
+from .schema import HEATMAP_CHANNELS, to_pil_image, to_rgb
 
 DENSE_SCORES = ("alignment", "aesthetics", "plausibility", "overall")  # ImageDoctor's four
 
@@ -104,7 +104,7 @@ class DatasetDenseRows:
 
     def __getitem__(self, index: int) -> DenseRow:
         row = self.ds[int(index)]
-        image = to_pil_image(row["image"]).convert("RGB")
+        image = to_rgb(to_pil_image(row["image"]))
         reason = heatmap_problem(row["heatmaps"], image.size)
         if reason is not None:
             raise ValueError(f"{self.name}: row {index}: {reason}")

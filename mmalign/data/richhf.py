@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from ..config import InputError
 from .dense import DENSE_SCORES, DenseRow, score_problem
-from .schema import HEATMAP_CHANNELS, ValidationReport
+from .schema import HEATMAP_CHANNELS, ValidationReport, to_rgb
 from .tfrecord import TFRecordError, Value, parse_example, read_records
 
 SPLITS = {"train": 15810, "dev": 995, "test": 955}
@@ -288,7 +288,7 @@ class RichHFRows:
         record, path, prompt = self.items[index]
         try:
             with PILImage.open(path) as im:
-                image = im.convert("RGB")  # decodes all pixels: a truncated file fails here
+                image = to_rgb(im)  # decodes all pixels: a truncated file fails here
         except Exception as err:  # PIL raises many types for a damaged file
             raise InputError(
                 f"RichHF-18K: record {record.index} ({record.filename}): image {path} does "

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..config import InputError
 from ..data.dense import DENSE_SCORES, DenseRows
-from ..data.schema import HEATMAP_CHANNELS
+from ..data.schema import HEATMAP_CHANNELS, to_rgb
 
 
 def finite_or_null(value: Any) -> Any:
@@ -146,7 +146,7 @@ def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
 
 def _card(row: Any, j: int, pred: dict, true: dict) -> str:
     """One image's card: the image, then per heatmap channel the truth and the prediction."""
-    image = np.asarray(row.image.convert("RGB"), dtype=np.float32) / 255
+    image = np.asarray(to_rgb(row.image), dtype=np.float32) / 255
     imgs = [("image", _embedded(image))]
     for key in HEATMAP_CHANNELS:
         for side, maps in (("truth", true), ("predicted", pred)):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..data.schema import to_rgb
 from ..stats import bootstrap_ci
 
 
@@ -26,7 +27,7 @@ def _images(folder: Path, rows: list[dict[str, Any]], side: str) -> torch.Tensor
     arrays = []
     for r in rows:
         with Image.open(folder / r[f"{side}_image"]) as im:
-            arrays.append(np.array(im.convert("RGB"), dtype=np.float32) / 255)
+            arrays.append(np.array(to_rgb(im), dtype=np.float32) / 255)
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 

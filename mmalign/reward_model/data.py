@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ..config import InputError
 from ..data.dense import DENSE_SCORES, DatasetDenseRows, DenseRow, DenseRows, Subset
 from ..data.richhf import RichHFRows
-from ..data.schema import ValidationReport
+from ..data.schema import ValidationReport, to_rgb
 from ..toy.cache import TOY_PREFIX, toy_pairs
 
 HELDOUT = {"prompt_split": "heldout", "seed": 1}
@@ -119,7 +119,7 @@ def toy_sd_rows(n: int, seed: int = 1, steps: int = 20, guidance: float = 2.5) -
 
 def image_tensor(image: Any) -> torch.Tensor:
     """A PIL image as float [3,H,W] in [0,1]."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    array = np.asarray(to_rgb(image), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 

@@ -63,7 +63,7 @@ def answer_lead(processor: Any) -> str:
 
 
 def _inputs(processor: Any, texts: list[str], images: list[tuple[Any, ...]], device: Any):
-    from ...data.schema import to_pil_image
+    from ...data.schema import to_pil_image, to_rgb
 
     kwargs: dict[str, Any] = {
         "text": texts,
@@ -71,7 +71,7 @@ def _inputs(processor: Any, texts: list[str], images: list[tuple[Any, ...]], dev
         "return_tensors": "pt",
         **special_tokens_kwargs(processor, texts),
     }
-    flat = [to_pil_image(im).convert("RGB") for ims in images for im in ims]
+    flat = [to_rgb(to_pil_image(im)) for ims in images for im in ims]
     if flat:
         kwargs["images"] = flat
     return processor(**kwargs).to(device)

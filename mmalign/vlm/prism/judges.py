@@ -130,7 +130,7 @@ class VLMJudge:
     def __call__(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         import torch
 
-        from ...data.schema import to_pil_image
+        from ...data.schema import to_pil_image, to_rgb
         from ..collate import row_images, special_tokens_kwargs
         from .generate import prompt_text
 
@@ -143,7 +143,7 @@ class VLMJudge:
             verdicts: list[Verdict | None] = []  # None: to be judged in this chunk's forward
             for it in chunk:  # a malformed item is its own failure, not the chunk's
                 try:
-                    shown = [to_pil_image(im).convert("RGB") for im in row_images(it.row)]
+                    shown = [to_rgb(to_pil_image(im)) for im in row_images(it.row)]
                     question = JUDGE_PROMPT.format(request=it.row["prompt"], answer=it.text)
                     texts.append(prompt_text(processor, question, len(shown)))
                     images += shown
