@@ -92,6 +92,14 @@ def test_an_error_has_its_stack_trace_once_per_place() -> None:
     assert text.count("Traceback") == 1 and text.count("label: POST /x failed") == 50
 
 
+def test_an_error_message_of_many_lines_is_one_line() -> None:
+    out = io.StringIO()
+    log = LogBudget(lines=3, traces=0, stream=out)  # no stack traces: the message alone
+    for _ in range(3):
+        log.error("mallory", "POST /x", ValueError("x\n" * 5000))
+    assert out.getvalue().count("\n") == 3  # three budgeted lines, newlines escaped
+
+
 def test_an_exception_escaping_a_route_is_one_short_line() -> None:
     calls = 0
 

@@ -47,7 +47,8 @@ def test_one_scorer_alive_at_a_time_and_the_same_numbers(tmp_path, monkeypatch):
     out = tmp_path / "eval"
     results = winrate.run_winrate(*pipes, PROMPTS, SCORERS, out, **KW)
     gc.collect()
-    assert loaded == SCORERS  # each loaded once
+    # toy scorers (no weights) are built once to check their names and dropped, then for scoring
+    assert loaded == SCORERS * 2
     assert max(most) == 1, f"{max(most)} scorers were alive at once"
     assert not alive  # none kept after the run
     # the same numbers as scoring the saved images directly with every scorer at once
@@ -75,4 +76,11 @@ def test_an_unknown_scorer_fails_before_any_image_is_drawn(tmp_path):
     pipes = tiny_sd_pipeline(seed=0), tiny_sd_pipeline(seed=1)
     with pytest.raises(InputError, match="unknown scorer 'toy:fidelty'"):
         winrate.run_winrate(*pipes, PROMPTS, ["toy:fidelty"], tmp_path / "eval", **KW)
+    assert not (tmp_path / "eval" / "images").exists()
+
+
+def test_a_toy_scorers_argument_fails_before_any_image_is_drawn(tmp_path):
+    pipes = tiny_sd_pipeline(seed=0), tiny_sd_pipeline(seed=1)
+    with pytest.raises(ValueError, match="unknown toy user 'wram'"):
+        winrate.run_winrate(*pipes, PROMPTS, ["toy:user:wram"], tmp_path / "eval", **KW)
     assert not (tmp_path / "eval" / "images").exists()

@@ -76,8 +76,10 @@ class LogBudget:
         frames = traceback.extract_tb(err.__traceback__)
         file, line = (frames[-1].filename, frames[-1].lineno or 0) if frames else ("", 0)
         place = (type(err).__name__, file, line)
-        text = f"label: {where} failed for {user or 'an anonymous request'}: "
-        text += f"{type(err).__name__}: {err}"
+        text = clean(
+            f"label: {where} failed for {user or 'an anonymous request'}: "
+            f"{type(err).__name__}: {err}"
+        )  # one line: its newlines escaped
         with self._lock:
             trace = place not in self._traced and len(self._traced) < self.traces
             if trace:

@@ -307,8 +307,10 @@ def run_winrate(
     `per_prompt.jsonl` (one line per prompt and seed), `grid.png` (cards numbered by prompt
     index, as the report and the image files) and, with `report`, `report.html`.
     `resolution`: the image side both models sample at (None: the pipelines' default, as
-    images saved before the option existed). A scorer name is checked before any image is
-    drawn; its weights load only once the images exist (saved: a rerun reuses them)."""
+    images saved before the option existed). A scorer name, and a toy scorer's argument
+    (`toy:user:<id>`), are checked before any image is drawn; a model scorer's weights (and
+    its argument, such as an HPSv2 version) load only once the images exist (saved: a rerun
+    reuses them)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if seeds_per_prompt < 1:
@@ -316,7 +318,8 @@ def run_winrate(
     started = time.perf_counter()
     scorer_kwargs = scorer_kwargs or {}
     for name in scorers:  # a typo fails before any image is drawn
-        split_name(name)
+        if split_name(name)[0].startswith("toy:"):  # programmatic, no weights: build it now,
+            get_scorer(name, **scorer_kwargs.get(name, {}))  # so `toy:user:wram` fails here
     base_id, tuned_id = (meta or {}).get("base"), (meta or {}).get("tuned")
     _sync_settings(
         out_dir,

@@ -143,7 +143,9 @@ def weights_key(source: str, revision: str | None, adapter: str | Path | None) -
     folder): a branch or tag the cache moved to a new commit is another model."""
     adapter_name = str(adapter) if adapter else None
     commit = hub_commit(source, revision)
-    return (source, revision, weight_files(source), adapter_name, weight_files(adapter), commit)
+    key = (source, revision, weight_files(source), adapter_name, weight_files(adapter))
+    # only where there is one: a local model's key stays what searches and caches recorded
+    return key if commit is None else (*key, commit)
 
 
 def in_image_path(name: str) -> bool:

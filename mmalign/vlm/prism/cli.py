@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ...cli_errors import finite_float
 from ...config import InputError
 from ...subcommands import group_actions
 
@@ -146,9 +147,11 @@ def register(sub: Any) -> None:
     p.add_argument("--iterations", type=int, default=200, help="iterations per tree")
     p.add_argument("--children", type=int, default=3, help="samples per expansion")
     p.add_argument("--max-depth", type=int, default=5)
-    p.add_argument("--c", type=float, default=1.5, help="UCB exploration constant")
-    p.add_argument("--margin", type=float, default=0.4, help="pairs: v_chosen - v_rejected > this")
-    p.add_argument("--min-value", type=float, default=0.8, help="pairs: v_chosen >= this")
+    p.add_argument("--c", type=finite_float, default=1.5, help="UCB exploration constant")
+    p.add_argument(
+        "--margin", type=finite_float, default=0.4, help="pairs: v_chosen - v_rejected > this"
+    )
+    p.add_argument("--min-value", type=finite_float, default=0.8, help="pairs: v_chosen >= this")
     p.add_argument(
         "--trees-per-batch",
         type=int,
@@ -158,6 +161,6 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=96, help="sequences per generate call")
     p.add_argument("--max-new-tokens", type=int, default=48, help="per stage; longer is a failure")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=finite_float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_mcts)
