@@ -37,6 +37,11 @@ def _set_aside_other_recipe(run_dir: Path, cfg: object) -> None:
     )
 
 
+def _with(overrides: tuple[str, ...]) -> str:
+    """The report's note of the overrides the recipe ran with (none: nothing)."""
+    return " with " + " ".join(f"`{o}`" for o in overrides) if overrides else ""
+
+
 def run_demo(out: str | Path, config: str | Path = CONFIG, overrides: tuple[str, ...] = ()):
     from .data.prompts import resolve_prompts
     from .diffusion import load_pipeline, load_tuned
@@ -66,7 +71,8 @@ def run_demo(out: str | Path, config: str | Path = CONFIG, overrides: tuple[str,
     lines = [
         "# mmalign demo: MaPO on toy-sd",
         "",
-        f"Recipe: `{config}` ({result.steps} steps, {result.seconds:.0f} s of training).",
+        f"Recipe: `{config}`{_with(overrides)} ({result.steps} steps, "
+        f"{result.seconds:.0f} s of training).",
         f"Trained LoRA: `{run_dir}` (load it with `pipe.load_lora_weights(...)`).",
         "",
         f"On {r['n']} held-out prompts with the same seeds, the tuned model beats toy-sd on",

@@ -42,3 +42,10 @@ def test_other_overrides_reach_the_recipe(tmp_path: Path, trained) -> None:
         main(["demo", "--out", str(tmp_path / "demo"), "train.max_steps=2"])
     assert trained[0].train.max_steps == 2
     assert trained[0].output_dir == str(tmp_path / "demo" / "train")
+
+
+def test_the_report_names_the_overrides_it_ran_with() -> None:
+    from mmalign.demo import _with
+
+    assert _with(()) == ""
+    assert _with(("train.max_steps=2", "seed=1")) == " with `train.max_steps=2` `seed=1`"
