@@ -259,7 +259,11 @@ def convert(value: Any, tp: Any, key: str) -> Any:
             return value
     else:
         raise ConfigError(f"{key}: unsupported annotation {tp!r}")
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
+    hint = ""
+    if tp is str and isinstance(value, int | float) and not isinstance(value, bool):
+        # `revision: 1234567` (an all-digit short hash): YAML reads a number
+        hint = f"; YAML read it as a number: quote it to give the text, {key}: '{value}'"
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}{hint}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

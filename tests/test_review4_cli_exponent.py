@@ -62,3 +62,14 @@ def test_text_that_only_looks_like_a_number(text: str) -> None:
 def test_config_show_prints_the_number(capsys) -> None:
     assert main(["config", "show", "configs/toy/mapo.yaml", "objective.0.beta=5e3"]) == 0
     assert "beta: 5000.0" in capsys.readouterr().out
+
+
+def test_an_all_digit_text_value_names_the_quoting() -> None:
+    from mmalign.config import ConfigError
+
+    with pytest.raises(ConfigError, match="YAML read it as a number: quote it"):
+        load_config(Config, "configs/toy/dpo.yaml", ["model.revision=1234567", "output_dir=x"])
+    quoted = load_config(
+        Config, "configs/toy/dpo.yaml", ["model.revision='1234567'", "output_dir=x"]
+    )
+    assert quoted.model.revision == "1234567"
