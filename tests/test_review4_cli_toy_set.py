@@ -77,3 +77,14 @@ def test_model_takes_the_toy_names(tmp_path: Path, calls, name: str) -> None:
 def test_a_missing_model_folder_is_still_named(tmp_path: Path, calls, capsys) -> None:
     err = _fails(["toy", "data", "pairs", "--out", str(tmp_path), "--model", "toy:sdd"], capsys)
     assert "--model toy:sdd" in err
+
+
+def test_an_unknown_data_toy_option_is_named_before_anything_is_built(tmp_path, monkeypatch):
+    from mmalign.toy.cache import toy_pairs
+
+    monkeypatch.setenv("MMALIGN_CACHE", str(tmp_path))
+    with pytest.raises(
+        ValueError, match=r"data\.toy: 'pairs' has no option 'nn'; did you mean 'n'"
+    ):
+        toy_pairs("pairs", {"nn": 10})
+    assert not any(tmp_path.rglob("pairs-*"))  # nothing was built

@@ -64,13 +64,17 @@ def toy_data_folder(kind: str, options: Mapping[str, Any], model: str | None = N
 
 def toy_pairs(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
     """Build toy dataset `kind` with `options` once; later calls return the cached `pairs/`."""
-    from .datasets import KINDS, build_dataset
+    from .datasets import KINDS, build_dataset, check_options
 
     if kind not in KINDS:
         raise ValueError(
             f"data.path: unknown toy dataset '{TOY_PREFIX}{kind}'; {did_you_mean(kind, KINDS)}"
         )
     opts = _with_model(options, model)
+    try:  # before anything is built or sampled, naming the recipe's key
+        check_options(kind, opts)
+    except ValueError as err:
+        raise ValueError(f"data.toy: {err}") from None
     folder = toy_data_folder(kind, options, model)
 
     def build(tmp: Path) -> None:

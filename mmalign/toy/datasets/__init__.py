@@ -32,7 +32,7 @@ VLM kinds), on the shared machinery of `common` (seeded streams, labelling, writ
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,16 +72,21 @@ def build_dataset(
     """Build the toy dataset `kind` (one of KINDS) into `out_dir`; returns the summary that is
     also written to `out_dir/summary.json`. `model`: toy-sd folder or loaded pipeline for the
     kinds that sample it (default: the shipped toy-sd); `options`: the kind's builder options."""
+    if model is not None:
+        options["model"] = model
+    check_options(kind, options)
+    return BUILDERS[kind](out_dir, n=n, seed=seed, **options)
+
+
+def check_options(kind: str, options: Mapping[str, Any]) -> None:
+    """A ValueError naming an unknown kind, or an option `kind`'s builder does not take."""
     if kind not in BUILDERS:
         raise ValueError(f"unknown toy dataset kind '{kind}'; {did_you_mean(kind, KINDS)}")
     accepted = [p for p in inspect.signature(BUILDERS[kind]).parameters if p != "out_dir"]
-    if model is not None:
-        options["model"] = model
     for name in options:
         if name not in accepted:
-            valid = [a for a in accepted if a not in ("n", "seed")]
+            valid = [a for a in accepted if a not in ("seed",)]
             raise ValueError(f"'{kind}' has no option '{name}'; {did_you_mean(name, valid)}")
-    return BUILDERS[kind](out_dir, n=n, seed=seed, **options)
 
 
 __all__ = [
