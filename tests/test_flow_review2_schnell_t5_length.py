@@ -9,11 +9,14 @@ training, each one attended to by every image token. FLUX.1-dev keeps 512.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from flow_helpers import tiny_flow
 
+from mmalign.config import ConfigError
 from mmalign.diffusion.flow_encode import FlowEncoder
 from mmalign.diffusion.flow_load import default_max_sequence, sampling_kwargs
+from mmalign.diffusion.flow_recipe import check_schnell_sequence
 
 
 def test_schnell_defaults_to_256_t5_tokens_and_dev_to_512():
@@ -34,3 +37,12 @@ def test_schnell_defaults_to_256_t5_tokens_and_dev_to_512():
     # a tuned run's recorded length still wins
     schnell.pipe.mmalign_max_sequence_length = 64
     assert sampling_kwargs(schnell.pipe) == {"max_sequence_length": 64}
+
+
+def test_more_than_256_t5_tokens_on_schnell_is_a_config_error():
+    schnell, dev = tiny_flow("flux", guidance_embeds=False), tiny_flow("flux")
+    with pytest.raises(ConfigError, match="max_sequence_length: 512 is more T5 tokens"):
+        check_schnell_sequence(schnell.pipe, "flux", 512)
+    for length in (None, 256, 64):
+        check_schnell_sequence(schnell.pipe, "flux", length)
+    check_schnell_sequence(dev.pipe, "flux", 512)  # FLUX.1-dev reads 512

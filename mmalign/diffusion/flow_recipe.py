@@ -24,6 +24,8 @@ from .data import check_hard_labels, has_soft_labels
 from .flow import FlowPairScorer, FlowSettings
 from .flow_encode import TEXT_DTYPE, FlowEncoder, cache_size, flow_fingerprint
 from .flow_load import (
+    SCHNELL_MAX_SEQUENCE,
+    _flux_without_guidance,
     _model_index,
     default_max_sequence,
     is_toy_flow,
@@ -104,6 +106,19 @@ def check_max_sequence(length: int | None) -> None:
         )
 
 
+def check_schnell_sequence(pipe: Any, family: str, length: int | None) -> None:
+    """FLUX without a guidance embedding (FLUX.1-schnell) reads at most 256 T5 tokens, its
+    training length (BFL's reference code and diffusers' FLUX docs): a longer
+    `diffusion.max_sequence_length` is refused before any data is read."""
+    if family == "flux" and length is not None and length > SCHNELL_MAX_SEQUENCE:
+        if _flux_without_guidance(pipe):
+            raise ConfigError(
+                f"diffusion.max_sequence_length: {length} is more T5 tokens than FLUX.1-schnell "
+                f"(a FLUX model without a guidance embedding) reads, {SCHNELL_MAX_SEQUENCE}: "
+                "use at most that, or null for its default"
+            )
+
+
 def flow_settings(d: DiffusionConfig) -> FlowSettings:
     defaults = FlowSettings()
     return FlowSettings(
@@ -157,6 +172,7 @@ class FlowRecipe(PairRecipeBase):
                 f"diffusion.resolution: {self.resolution} is not a multiple of {multiple} "
                 f"(VAE factor {model.vae_scale} x the 2x2 latent patches)"
             )
+        check_schnell_sequence(model.pipe, model.family, d.max_sequence_length)
         rows = self._open_rows(
             # toy data is sampled from toy-flow when it is the model being tuned (as the DDPM
             # path samples from its toy-sd); any other flow model trains on toy-sd's pairs
