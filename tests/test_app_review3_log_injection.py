@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("gradio")
+from label_helpers import login_cookie
 from mmalign_label.testing import cheap_password_hashes, make_pairs_dataset, serve
 from mmalign_label.users import add_user
 
@@ -30,15 +31,6 @@ def _get(url: str, cookie: str | None = None) -> int:
         return err.code
 
 
-def _login(url: str, user: str, password: str) -> str:
-    body = f"username={user}&password={password}".encode()
-    form = {"Content-Type": "application/x-www-form-urlencoded"}
-    req = urllib.request.Request(url + "/login", data=body, method="POST", headers=form)
-    with urllib.request.urlopen(req, timeout=20) as r:
-        cookies = r.headers.get_all("Set-Cookie")
-    return "; ".join(c.split(";")[0] for c in cookies)
-
-
 def test_a_signed_in_user_cannot_write_into_the_server_log(tmp_path: Path) -> None:
     data = make_pairs_dataset(tmp_path / "pairs", 4, size=24)
     users = tmp_path / "users.txt"
@@ -47,7 +39,7 @@ def test_a_signed_in_user_cannot_write_into_the_server_log(tmp_path: Path) -> No
     log = tmp_path / "server.log"
     args = ["--data", str(data), "--users", str(users), "--db", str(tmp_path / "l.sqlite")]
     with serve(args, log=log) as server:
-        cookie = _login(server.url, "mallory", "pw-mallory")
+        cookie = login_cookie(server.url, "mallory", "pw-mallory")
         forged = "\r\x1b[2Klabel: FORGED-LINE admin boss signed in"
         quoted = urllib.parse.quote(forged, safe="")
         for path in (f"/gradio_api/custom_component/{quoted}/client/x/y",

@@ -28,6 +28,7 @@ import pytest
 pytest.importorskip("gradio")
 import httpx
 from gradio_client import Client
+from label_helpers import login_cookie
 from mmalign_label.store import Store
 from mmalign_label.testing import Server, make_pairs_dataset, serve
 from mmalign_label.users import add_user
@@ -97,15 +98,6 @@ def _post(url: str, body: bytes, cookie: str | None = None) -> tuple[int, bytes]
         return err.code, err.read()
 
 
-def _login(url: str, user: str, password: str) -> str:
-    body = f"username={user}&password={password}".encode()
-    form = {"Content-Type": "application/x-www-form-urlencoded"}
-    req = urllib.request.Request(url + "/login", data=body, method="POST", headers=form)
-    with urllib.request.urlopen(req, timeout=20) as r:
-        cookies = r.headers.get_all("Set-Cookie")
-    return "; ".join(c.split(";")[0] for c in cookies)
-
-
 def test_no_route_serves_pairs_votes_or_images_without_login(server, world) -> None:
     image = next((Path(str(server.db) + ".images")).iterdir())
     prompt = Store(server.db).next_pair("nobody").prompt.encode()
@@ -140,7 +132,7 @@ def test_open_gradio_routes_and_the_login_page_need_a_login(server) -> None:
     status, page = _get(server.url + "/")  # the login page: no API description
     assert status == 200 and b"auth_required" in page
     assert b"my_votes" not in page and b"admin_stats" not in page
-    status, page = _get(server.url + "/", _login(server.url, "u00", "pw-u00"))
+    status, page = _get(server.url + "/", login_cookie(server.url, "u00", "pw-u00"))
     assert status == 200 and b"my_votes" in page  # signed in, the page is Gradio's own
 
 
@@ -151,7 +143,7 @@ def _call(url: str, api: str, cookie: str) -> str:
 
 
 def test_results_and_events_belong_to_their_user(server) -> None:
-    a, b = _login(server.url, "u08", "pw-u08"), _login(server.url, "u09", "pw-u09")
+    a, b = login_cookie(server.url, "u08", "pw-u08"), login_cookie(server.url, "u09", "pw-u09")
     pair = json.loads(_get(server.url + "/label_api/next_pair", a)[1])
     vid = uuid.uuid4().hex
     vote = {"vote_id": vid, "pair_id": pair["pair_id"], "choice": "left", "left_image": 0,
@@ -227,7 +219,7 @@ def test_guesses_spread_over_addresses_are_limited_per_64_and_per_account(server
 
 
 def test_file_routes_refuse_path_traversal_after_login(server) -> None:
-    cookie = _login(server.url, "u00", "pw-u00")
+    cookie = login_cookie(server.url, "u00", "pw-u00")
     assert _get(server.url + "/config", cookie)[0] == 200  # the cookie works
     for path in ["/gradio_api/file=/etc/passwd", "/gradio_api/file=../../../../etc/passwd",
                  "/gradio_api/file=%2e%2e/%2e%2e/%2e%2e/etc/passwd",
@@ -275,7 +267,7 @@ def _fast_vote(url: str, cookie: str, body: dict, **headers: str) -> tuple[int, 
 
 def test_fast_vote_route_session_identity_idempotent_next_pair(db_server) -> None:
     server = db_server
-    a, b = _login(server.url, "u00", "pw-u00"), _login(server.url, "u01", "pw-u01")
+    a, b = login_cookie(server.url, "u00", "pw-u00"), login_cookie(server.url, "u01", "pw-u01")
     status, raw = _get(server.url + "/label_api/next_pair", a)
     pair = json.loads(raw)
     assert status == 200 and pair["pair_id"] and pair["left_image"] in (0, 1)
@@ -504,7 +496,7 @@ def test_cli_adduser_and_export(world, db_server, tmp_path: Path) -> None:
 def test_component_server_route_is_closed_even_signed_in(server) -> None:
     """No component of the app has a server function, and a multipart body there would pass
     the guard's session check (it reads JSON bodies): closed for everyone."""
-    cookie = _login(server.url, "u00", "pw-u00")
+    cookie = login_cookie(server.url, "u00", "pw-u00")
     body = b'{"session_hash": "abc", "component_id": 1, "fn_name": "x", "data": null}'
     for path in ("/gradio_api/component_server", "/gradio_api/component_server/"):
         status, answer = _post(server.url + path, body, cookie)

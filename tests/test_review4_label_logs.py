@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("gradio")
-from label_helpers import Clock, call_status
+from label_helpers import Clock, call_status, login_cookie
 from mmalign_label.endpoints import Endpoints, Event
 from mmalign_label.guard import RouteGuard
 from mmalign_label.logbudget import LogBudget
@@ -154,11 +154,7 @@ def _post(url: str, body: object, cookie: str) -> tuple[int, bytes]:
 
 
 def _login(url: str, user: str) -> str:
-    form = {"Content-Type": "application/x-www-form-urlencoded"}
-    body = f"username={user}&password=pw-{user}".encode()
-    req = urllib.request.Request(url + "/login", data=body, headers=form)
-    with urllib.request.urlopen(req, timeout=20) as r:
-        return "; ".join(c.split(";")[0] for c in r.headers.get_all("Set-Cookie"))
+    return login_cookie(url, user, f"pw-{user}")
 
 
 def _log_since(server, start: int) -> str:
