@@ -52,14 +52,14 @@ def check_images(images: torch.Tensor) -> torch.Tensor:
     return images.float().clamp(0, 1)
 
 
-def broken(images: torch.Tensor) -> torch.Tensor:
+def broken(images: torch.Tensor, warn: bool = True) -> torch.Tensor:
     """[B] bool: images with a non-finite pixel (a diverged decoder's output).
 
-    Every toy reward scores such an image 0 and warns with the count: NaN fails every
+    Every toy reward scores such an image 0 and warns (`warn`) with the count: NaN fails every
     comparison, so the pixels would otherwise be skipped and a broken image could score 1.
     """
     bad = ~images.flatten(1).isfinite().all(1)
-    if bool(bad.any()):
+    if warn and bool(bad.any()):
         warnings.warn(
             f"{int(bad.sum())} of {len(images)} images have NaN or infinite pixels; "
             "the toy rewards score them 0",

@@ -168,7 +168,7 @@ def dense_scores(
     parsed = as_prompts(prompts, len(images))
     r = read_images(images)
     parts = fidelity_parts(images_in, parsed, r)  # warns about, and zeroes, broken images
-    bad = ~images_in.flatten(1).isfinite().all(1)
+    bad = broken(images_in, warn=False)  # fidelity_parts warned about them
     alignment = (parts["background"] + parts["color"] + parts["shape"]) / 3
     palette = palette_tensor(COLORS, images.device)
     own = _clean_render(
