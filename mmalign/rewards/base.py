@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -59,9 +60,9 @@ def _unit_range(images: torch.Tensor) -> torch.Tensor:
     rule can see; pass such tensors mapped with (x + 1) / 2, or as uint8."""
     if not images.numel():
         return images
-    if bool(images.isnan().any()):
+    low, high = (float(v) for v in torch.aminmax(images))  # NaN anywhere: both NaN
+    if math.isnan(low) or math.isnan(high):
         raise ValueError("float images hold NaN values (a half-precision VAE can overflow)")
-    low, high = (float(v) for v in torch.aminmax(images))
     if low < -ROUNDING or high > 1 + ROUNDING:
         if low >= -1 - ROUNDING and high <= 1 + ROUNDING:
             hint = "they look like [-1, 1] (as a VAE decodes): map [-1, 1] with (x + 1) / 2"
