@@ -146,7 +146,8 @@ def test_a_resumed_search_gives_the_same_trees(tmp_path):
     before = {p.name: p.read_text() for p in saved}
     resumed = search(tmp_path / "part", n=10)
     again = resumed.run()
-    assert resumed.counts["trees_loaded"] == len(saved)
+    # a saved tree whose batch runs again is searched again (test_review5_prism_search)
+    assert resumed.counts["trees_loaded"] + resumed.counts["trees_researched"] == len(saved)
     assert [t.to_json() for t in again] == [t.to_json() for t in full]
     for name, text in before.items():  # loaded, not redone
         assert (tmp_path / "part" / "trees" / name).read_text() == text

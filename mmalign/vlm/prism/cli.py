@@ -4,8 +4,9 @@ from a model's own stages, searched per request (`search.py`) and judged (`judge
 Writes into `--out`: `trees/tree-<row>.json` (every tree, nodes with their visits, values and
 texts, and its statistics), `pairs/` (a PreferencePair dataset for `mmalign train`, chosen and
 rejected the full prefixes) and `summary.json` (counts, failures, throughput, per-tree stats).
-A rerun with the same settings resumes: finished trees are loaded, not searched again; a rerun
-with other settings (search, model weights, data rows, judge, sampling) is refused.
+A rerun with the same settings resumes: finished trees are loaded, not searched again (those
+in a batch that runs again are searched again, and counted apart); a rerun with other settings
+(search, model weights, data rows, judge, sampling) is refused.
 """
 
 from __future__ import annotations
@@ -46,6 +47,22 @@ def _saved_trees_per_batch(args: argparse.Namespace) -> int | None:
         except (ValueError, KeyError, TypeError):
             pass  # not a search's settings: Search names the mismatch
     return None
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The line `prism-mcts` prints from `summarize`'s summary."""
+    this = summary["this_run"]
+    again = summary.get("trees_researched", 0)
+    resumed = f"{summary['trees_loaded']} resumed" + (f", {again} searched again" if again else "")
+    batch = this.get("judge_batch_failures", 0)
+    judge = (f"; {batch} judge batch failures, retried item by item "
+             f"(first: {this.get('first_judge_batch_error')})" if batch else "")  # fmt: skip
+    held = summary.get("pairs_withheld_unjudged", 0)
+    held_text = f" ({held} withheld: an unjudged dead end on one side)" if held else ""
+    return (f"prism-mcts: {summary['trees']} trees ({resumed}), {summary['nodes']} nodes, "
+            f"{summary['pairs']} pairs{held_text}; failures {summary['failures']}{judge}; "
+            f"{this['nodes_per_second']} nodes/s ({this['samples_per_second']} samples/s), "
+            f"{this['judge_calls_per_second']} judge calls/s")  # fmt: skip
 
 
 def _cmd_mcts(args: argparse.Namespace) -> int:
@@ -92,11 +109,7 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
     pairs.save_to_disk(str(out / "pairs"))  # type: ignore[union-attr]
     summary.update(model=args.model, data=args.data, pairs_skipped=pair_report.skipped)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    this = summary["this_run"]
-    print(f"prism-mcts: {summary['trees']} trees ({summary['trees_loaded']} resumed), "
-          f"{summary['nodes']} nodes, {summary['pairs']} pairs; failures {summary['failures']}; "
-          f"{this['nodes_per_second']} nodes/s ({this['samples_per_second']} samples/s), "
-          f"{this['judge_calls_per_second']} judge calls/s")  # fmt: skip
+    print(summary_line(summary))
     print(f"pairs: {(out / 'pairs').resolve()}")
     return 0
 

@@ -12,7 +12,9 @@ backed up again with its own score. 200 iterations per tree, depth at most 5.
 
 Pairs: siblings i, j with `v_i - v_j > margin` (0.4) and `v_i >= min_chosen` (0.8); chosen and
 rejected are the full prefixes (every stage from the root down to the node), so they share
-their parent's prefix exactly.
+their parent's prefix exactly. A node whose every child sample failed the judge (an `unjudged`
+dead end, scored by its own value alone) is in no pair: its label would rest on judgements
+that never happened.
 
 This module is the bookkeeping only: generation (`generate.py`) and judging (`judges.py`) are
 handed in by the driver (`search.py`), which runs many trees in lock-step.
@@ -57,6 +59,7 @@ class Node:
     children: list[int] = field(default_factory=list)
     terminal: bool = False
     failed: str | None = None  # "unclosed": cut at the length limit, scored as a failure
+    unjudged: bool = False  # a dead end: every child sample failed the judge (in no pair)
 
     @property
     def value(self) -> float:
@@ -145,7 +148,7 @@ class Tree:
         parent = self.nodes[leaf]
         stage = self.next_stage(leaf)
         seen = {self.nodes[c].text for c in parent.children}
-        made = []
+        made, skipped = [], 0
         for (text, closed), score in zip(samples, scores, strict=True):
             if not closed:
                 self.stats["unclosed"] += 1
@@ -157,6 +160,7 @@ class Tree:
                 continue
             elif score is None:
                 self.stats["skipped"] += 1
+                skipped += 1
                 continue
             else:
                 failed = None
@@ -173,29 +177,38 @@ class Tree:
         if not made:  # nothing usable came back: the leaf cannot grow
             parent.terminal = True
             self.stats["dead_ends"] += 1
+            if skipped:  # (every closed sample without a node here failed the judge)
+                parent.unjudged = True
+                self.stats["unjudged_dead_ends"] += 1
         self.iterations += 1
         return made
 
     # -------------------------------------------------------------------------- output
-    def pairs(self) -> list[Pair]:
-        """Sibling pairs with `v_i - v_j > margin` and `v_i >= min_chosen` (section 3.2)."""
+    def _sibling_pairs(self) -> list[tuple[int, Node, Node]]:
+        """(parent, chosen, rejected): siblings with `v_i - v_j > margin`, `v_i >= min_chosen`."""
         cfg, out = self.config, []
         for parent in self.nodes:
             kids = [self.nodes[c] for c in parent.children]
-            for a in kids:
-                for b in kids:
-                    if a.value - b.value > cfg.margin and a.value >= cfg.min_chosen:
-                        out.append(Pair(parent.id, a.id, b.id, self.prefix(a.id),
-                                        self.prefix(b.id), a.value, b.value,
-                                        a.stage or ""))  # fmt: skip
+            out += [(parent.id, a, b) for a in kids for b in kids
+                    if a.value - b.value > cfg.margin and a.value >= cfg.min_chosen]  # fmt: skip
         return out
+
+    def pairs(self) -> list[Pair]:
+        """Sibling pairs by the rule (section 3.2), none with an `unjudged` dead end."""
+        return [Pair(p, a.id, b.id, self.prefix(a.id), self.prefix(b.id), a.value, b.value,
+                     a.stage or "")
+                for p, a, b in self._sibling_pairs() if not (a.unjudged or b.unjudged)]  # fmt: skip
+
+    def withheld_pairs(self) -> int:
+        """Pairs the rule gives that `pairs` leaves out: one side an `unjudged` dead end."""
+        return sum(a.unjudged or b.unjudged for _, a, b in self._sibling_pairs())
 
     def summary(self) -> dict[str, Any]:
         depth = Counter(n.depth for n in self.nodes[1:])
         return {"row": self.row, "iterations": self.iterations, "nodes": len(self.nodes) - 1,
                 "by_depth": {str(k): v for k, v in sorted(depth.items())},
                 "root_value": self.nodes[0].value, "pairs": len(self.pairs()),
-                **dict(self.stats)}  # fmt: skip
+                "pairs_withheld_unjudged": self.withheld_pairs(), **dict(self.stats)}  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {"row": self.row, "config": asdict(self.config), "iterations": self.iterations,
@@ -207,4 +220,16 @@ class Tree:
         tree.nodes = [Node(**n) for n in data["nodes"]]
         tree.iterations = int(data["iterations"])
         tree.stats = Counter(data["stats"])
+        if tree.nodes and "unjudged" not in data["nodes"][0]:
+            tree._mark_old_dead_ends()
         return tree
+
+    def _mark_old_dead_ends(self) -> None:
+        """A tree saved before `Node.unjudged`: its dead ends (terminal, childless, not failed,
+        OUTPUT or at max depth) had every sample closed and skipped by the judge, since every
+        expansion gets `children` samples and only skipped ones leave no node."""
+        for node in self.nodes:
+            if node.terminal and not node.children and node.failed is None and \
+                    node.stage != STAGES[-1] and node.depth < self.config.max_depth:  # fmt: skip
+                node.unjudged = True
+                self.stats["unjudged_dead_ends"] += 1

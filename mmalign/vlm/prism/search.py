@@ -6,7 +6,8 @@ then one generation pass samples the next stage for all of them (`children` samp
 call scores every new node. A batch's random stream is seeded from (seed, first tree), so a
 batch gives the same trees whenever it runs; each tree is written to `trees/tree-<row>.json`
 as soon as it is done. A rerun with the same settings loads the finished trees and reruns only
-the batches with a tree missing, which gives the trees an uninterrupted run would have. The
+the batches with a tree missing, which gives the trees an uninterrupted run would have (a
+saved tree in such a batch is searched again with it: `trees_researched`, not `trees_loaded`). The
 settings compared (`Search.settings`, saved as `search.json`) are everything the trees depend
 on: the search config, batching and seed, the model's weights, a fingerprint of the rows, the
 judge (and a VLM judge's weights) and the sampling (temperature, max_new_tokens, batch_size); a
@@ -14,7 +15,10 @@ rerun that differs in any is refused, since loaded trees would silently mix two 
 
 Nothing stops the search mid-way without the finished trees on disk: a sample that never
 closes its stage is a failed node (counted), a judge that raises or answers outside [-1, 1] is
-counted and its node skipped.
+counted and its node skipped. A judge call that raises for a whole batch is retried one item at
+a time (counted as `judge_batch_failures`, the first error printed once); an item that raises
+alone is a judge failure like the others. KeyboardInterrupt, SystemExit and MemoryError stop
+the search.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -33,7 +38,7 @@ from tqdm.auto import tqdm
 
 from ..collate import row_images
 from .generate import StageGenerator, StageRequest
-from .judges import Judge, JudgeItem, check_verdict
+from .judges import Judge, JudgeItem, Verdict, check_verdict
 from .mcts import MCTSConfig, Tree
 
 
@@ -114,6 +119,7 @@ class Search:
         self._rows_fingerprint: str | None = None  # hashed once, on first use
         self.counts: Counter[str] = Counter()  # this run's generation and judge work
         self.seconds = {"generate": 0.0, "judge": 0.0}
+        self.judge_batch_error: str | None = None  # the first judge call that raised, by type
 
     def settings(self) -> dict[str, Any]:
         """Everything the trees depend on, as `search.json` holds it (after a JSON round trip,
@@ -163,7 +169,11 @@ class Search:
                 trees[i] = Tree.from_json(json.loads(tree_file(self.out, i).read_text()))
         n, per = len(self.rows), self.trees_per_batch
         todo = [s for s in range(0, n, per) if any(t is None for t in trees[s : s + per])]
-        self.counts["trees_loaded"] = sum(t is not None for t in trees)
+        # a saved tree in a batch that runs again is searched again (the batch's random stream
+        # needs every tree of it): loaded means taken whole, without a search
+        again = sum(t is not None for s in todo for t in trees[s : s + per])
+        self.counts["trees_loaded"] = sum(t is not None for t in trees) - again
+        self.counts["trees_researched"] = again
         bar = tqdm(total=len(self.rows), initial=len(self.rows) - sum(
             min(self.trees_per_batch, len(self.rows) - s) for s in todo),
             desc="prism-mcts trees", unit="tree", disable=not self.progress)  # fmt: skip
@@ -210,11 +220,9 @@ class Search:
                     items.append(JudgeItem(self.rows[tree.row], req.prefix + s.text, req.stage))
                     where.append((p, k))
         t0 = time.perf_counter()
-        verdicts = self.judge(items) if items else []
+        verdicts = self._judged(items) if items else []
         self.seconds["judge"] += time.perf_counter() - t0
         self.counts["judge_calls"] += len(items)
-        if len(verdicts) != len(items):
-            verdicts = [RuntimeError("the judge returned the wrong number of values")] * len(items)
         scores: dict[tuple[int, int], float | None] = {}
         for key, verdict in zip(where, verdicts, strict=True):
             value, problem = check_verdict(verdict)
@@ -226,6 +234,39 @@ class Search:
             made = tree.expand(leaf, [(s.text, s.closed) for s in got],
                                [scores.get((p, k)) for k in range(len(got))])  # fmt: skip
             self.counts["nodes"] += len(made)  # samples that became nodes: no duplicates
+
+    def _call(self, items: list[JudgeItem]) -> list[Verdict]:
+        verdicts = self.judge(items)
+        if len(verdicts) != len(items):
+            return [RuntimeError("the judge returned the wrong number of values")] * len(items)
+        return list(verdicts)
+
+    def _judged(self, items: list[JudgeItem]) -> list[Verdict]:
+        """The judge's verdicts on `items`; a call that raises for the batch is retried one item
+        at a time, and an item that raises alone gets its exception as its verdict."""
+        try:
+            return self._call(items)
+        except MemoryError:
+            raise
+        except Exception as err:
+            self.counts["judge_batch_failures"] += 1
+            if self.judge_batch_error is None:
+                self.judge_batch_error = f"{type(err).__name__}: {err}"
+                print(f"prism-mcts: the judge {self.judge.name!r} raised on a batch of "
+                      f"{len(items)} items ({self.judge_batch_error}); judging them one at a "
+                      "time (counted as judge_batch_failures; said once)",
+                      file=sys.stderr)  # fmt: skip
+            if len(items) == 1:  # already one item: its exception is its verdict
+                return [err]
+        out: list[Verdict] = []
+        for item in items:
+            try:
+                out += self._call([item])
+            except MemoryError:
+                raise
+            except Exception as err:
+                out.append(err)
+        return out
 
 
 def pair_rows(rows: Sequence[dict[str, Any]], trees: Sequence[Tree]) -> list[dict[str, Any]]:
@@ -274,8 +315,13 @@ def summarize(search: Search, trees: Sequence[Tree], seconds: float) -> dict[str
 
     return {
         "trees": len(trees), "trees_loaded": search.counts["trees_loaded"],
+        "trees_researched": search.counts["trees_researched"],
         "nodes": sum(len(t.nodes) - 1 for t in trees), "pairs": sum(len(t.pairs()) for t in trees),
+        # pairs the rule gives with an unjudged dead end on one side: not emitted
+        "pairs_withheld_unjudged": sum(t.withheld_pairs() for t in trees),
         "this_run": {"samples": made, "nodes": added, "judge_calls": search.counts["judge_calls"],
+                     "judge_batch_failures": search.counts["judge_batch_failures"],
+                     "first_judge_batch_error": search.judge_batch_error,
                      "generate_calls": search.generate.calls, "seconds": round(seconds, 2),
                      "generate_seconds": round(search.seconds["generate"], 2),
                      "judge_seconds": round(search.seconds["judge"], 2),
@@ -284,7 +330,8 @@ def summarize(search: Search, trees: Sequence[Tree], seconds: float) -> dict[str
                      "samples_per_second": per_second(made),
                      "judge_calls_per_second": per_second(search.counts["judge_calls"])},
         "failures": {k: totals[k] for k in ("unclosed", "judge_error", "judge_out_of_range",
-                                            "skipped", "duplicates", "dead_ends")},
+                                            "skipped", "duplicates", "dead_ends",
+                                            "unjudged_dead_ends")},
         "settings": search.settings(),
         "per_tree": [t.summary() for t in trees],
     }  # fmt: skip
