@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--debug", action="store_true",
-        help="show the traceback of an input error (also MMALIGN_DEBUG=1); any place on the line",
+        help="show the traceback of an input error (also MMALIGN_DEBUG=1); any place on the line, "
+        "except as an option's value or after --",
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -331,8 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (mmalign/cli_errors.py says which is which)."""
     from .cli_errors import debug_requested, input_error_message
 
-    debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
+    debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv), parser)
     args, extras = parser.parse_known_args(argv)
     if extras:  # under the command's usage, with the option (or recipe key) probably meant
         from .cli_errors import unknown_arguments

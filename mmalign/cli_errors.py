@@ -27,11 +27,78 @@ _OWN = (
 _FILE_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES}
 
 
-def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
+def debug_requested(
+    argv: list[str], parser: argparse.ArgumentParser | None = None
+) -> tuple[bool, list[str]]:
     """(whether to show tracebacks, argv without `--debug`): the flag is taken anywhere on
-    the line, since a user adds it after the command they are debugging."""
+    the line, since a user adds it after the command they are debugging, but only where it
+    stands as a flag. A `--debug` that is the value of the option before it (`--prompt
+    --debug`) or comes after `--` is left where it is, for argparse to read as it would any
+    such token. `parser`: the command line's (default: `mmalign.cli.build_parser()`)."""
     env = os.environ.get("MMALIGN_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
-    return env or "--debug" in argv, [a for a in argv if a != "--debug"]
+    if "--debug" not in argv:
+        return env, list(argv)
+    if parser is None:
+        from .cli import build_parser
+
+        parser = build_parser()
+    kept: list[str] = []
+    found = False
+    command, values = parser, 0.0  # values: tokens the last option still takes
+    for i, token in enumerate(argv):
+        if token == "--":  # every token after it is a positional, as argparse reads them
+            kept.extend(argv[i:])
+            break
+        if values:
+            values -= 1
+            kept.append(token)
+            continue
+        if token == "--debug":
+            found = True
+            continue
+        kept.append(token)
+        action = _option(command, token)
+        if action is not None:
+            values = _values_taken(action)
+        elif not token.startswith("-"):
+            command = _subcommand(command, token) or command
+    return env or found, kept
+
+
+def _option(command: argparse.ArgumentParser, token: str) -> argparse.Action | None:
+    """The option `token` names in `command`, as argparse matches it (an unambiguous prefix of
+    a long option too); None for a positional, an unknown option, or `--opt=value`."""
+    if not token.startswith("-") or "=" in token:
+        return None
+    options = command._option_string_actions
+    if token in options:
+        return options[token]
+    if token.startswith("--") and command.allow_abbrev:
+        matches = {a for name, a in options.items() if name.startswith(token)}
+        if len(matches) == 1:
+            return matches.pop()
+    return None
+
+
+def _values_taken(action: argparse.Action) -> float:
+    """How many of the next tokens belong to `action`: argparse reads them as its values, or
+    reports a value missing where one looks like an option, so a `--debug` among them is no
+    flag. An optional count (`?`, `*`) ends at an option-like token: none."""
+    nargs = action.nargs
+    if nargs is None:
+        return 1
+    if isinstance(nargs, int):
+        return nargs
+    if nargs == argparse.REMAINDER:
+        return float("inf")
+    return 1 if nargs == argparse.ONE_OR_MORE else 0
+
+
+def _subcommand(command: argparse.ArgumentParser, token: str) -> argparse.ArgumentParser | None:
+    for action in command._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(token)
+    return None
 
 
 def _raised_by_own_code(err: BaseException) -> bool:
