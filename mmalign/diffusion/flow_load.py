@@ -99,6 +99,11 @@ class FlowModel:
         return 1024  # FLUX.1's native size; its transformer config names none
 
     @property
+    def max_resolution(self) -> int | None:
+        """The largest image side the transformer takes (`max_resolution`)."""
+        return max_resolution(self.pipe)
+
+    @property
     def guidance_embeds(self) -> bool:
         """FLUX.1-dev embeds the guidance value; schnell and SD3 do not."""
         return bool(getattr(self.transformer.config, "guidance_embeds", False))
@@ -112,6 +117,37 @@ class FlowModel:
     def text_encoders(self) -> list[torch.nn.Module]:
         names = ("text_encoder", "text_encoder_2", "text_encoder_3")
         return [m for m in (getattr(self.pipe, n, None) for n in names) if m is not None]
+
+
+def max_resolution(pipe: Any) -> int | None:
+    """The largest image side `pipe`'s transformer takes: an SD3 transformer's position table
+    covers `pos_embed_max_size` latent patches a side, so `pos_embed_max_size x patch_size x`
+    the VAE factor pixels. None where nothing bounds it (FLUX's RoPE, a UNet, an SD3
+    transformer without the cropped table)."""
+    config = getattr(getattr(pipe, "transformer", None), "config", None)
+    table = getattr(config, "pos_embed_max_size", None)
+    patch = getattr(config, "patch_size", None)
+    vae = getattr(getattr(pipe, "vae", None), "config", None)
+    if not table or not patch or vae is None:
+        return None
+    return int(table) * int(patch) * 2 ** (len(vae.block_out_channels) - 1)
+
+
+def check_resolution(
+    pipe: Any, resolution: int, key: str, error: type[Exception] = ValueError
+) -> None:
+    """Raise `error` naming `key` when `resolution` is beyond `max_resolution(pipe)`: diffusers
+    would fail only inside the first transformer call, with a latent-size message."""
+    largest = max_resolution(pipe)
+    if largest is None or resolution <= largest:
+        return
+    config = pipe.transformer.config
+    raise error(
+        f"{key} {resolution} is larger than this model takes: give at most {largest} px (its "
+        f"SD3 transformer's position embedding covers pos_embed_max_size "
+        f"{config.pos_embed_max_size} latent patches a side, x patch_size {config.patch_size} "
+        f"x VAE factor {largest // (config.pos_embed_max_size * config.patch_size)})"
+    )
 
 
 def is_flow_scheduler(scheduler: Any) -> bool:

@@ -27,6 +27,7 @@ from .flow_load import (
     SCHNELL_MAX_SEQUENCE,
     _flux_without_guidance,
     _model_index,
+    check_resolution,
     default_max_sequence,
     is_toy_flow,
     load_flow_pipeline,
@@ -172,6 +173,7 @@ class FlowRecipe(PairRecipeBase):
                 f"diffusion.resolution: {self.resolution} is not a multiple of {multiple} "
                 f"(VAE factor {model.vae_scale} x the 2x2 latent patches)"
             )
+        check_resolution(model.pipe, self.resolution, "diffusion.resolution:", ConfigError)
         check_schnell_sequence(model.pipe, model.family, d.max_sequence_length)
         rows = self._open_rows(
             # toy data is sampled from toy-flow when it is the model being tuned (as the DDPM

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .flow_load import sampling_kwargs
+from .flow_load import check_resolution, sampling_kwargs
 
 # StableDiffusion3Pipeline's and FluxPipeline's defaults: (steps, guidance)
 FLOW_DEFAULTS = {"sd3": (28, 7.0), "flux": (28, 3.5)}
@@ -35,7 +35,8 @@ def sampling_resolution(model, requested: int | None, run: Mapping[str, Any] | N
     """The side to sample at: `requested` (`--resolution`), else the resolution the training
     run `run` (its `mmalign_run.json`) trained at, else the model's default. A requested side
     must be a positive multiple of the latent grid's step (the VAE factor; twice it for SD3 /
-    FLUX, whose transformers take 2x2 latent patches), else an InputError."""
+    FLUX, whose transformers take 2x2 latent patches) and no larger than an SD3 transformer's
+    position embedding covers (`flow_load.max_resolution`), else an InputError."""
     from ..config import InputError
 
     if requested is not None:
@@ -45,12 +46,14 @@ def sampling_resolution(model, requested: int | None, run: Mapping[str, Any] | N
                 f"--resolution {requested}: give a positive multiple of {step} (this model's "
                 f"latent grid; its default is {model.default_resolution})"
             )
+        check_resolution(model.pipe, requested, "--resolution", InputError)
         return int(requested)
     run = run or {}
     trained = run.get("resolution") or ((run.get("config") or {}).get("diffusion") or {}).get(
         "resolution"
     )
     if trained:
+        check_resolution(model.pipe, int(trained), "the training run's resolution", InputError)
         return int(trained)
     return pipeline_resolution(model.pipe) or int(model.default_resolution)
 
