@@ -23,6 +23,7 @@ def test_a_reference_free_objective_without_the_main_pair_trains(tmp_path):
                      train={"max_steps": 2})  # fmt: skip
     result = train(cfg, VLMRecipe)
     assert result.steps == 2
-    assert set(json.loads((out / ALARM_START).read_text())) == {"score_chosen", "score_rejected"}
+    saved = set(json.loads((out / ALARM_START).read_text()))
+    assert saved == {"version", "step", "score_chosen", "score_rejected"}
     assert "displacement/chosen" in result.final_metrics
     assert "visual/score_chosen" in result.final_metrics

@@ -282,7 +282,7 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
             keys = alarm.start_keys
             first = accelerator.reduce(torch.stack([sums[k].to(accelerator.device) for k in keys]),
                                        "mean").tolist()  # fmt: skip
-            alarm.set_start(first[0], first[1], write=main)
+            alarm.set_start(first[0], first[1], write=main, step=start_step)
             if not log_now:  # the full metrics were for the baseline only
                 sums = {k: v for k, v in sums.items() if k in ("loss", "grad_norm")}
         lr = scheduler.get_last_lr()[0]
