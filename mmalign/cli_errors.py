@@ -27,21 +27,16 @@ _OWN = (
 _FILE_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES}
 
 
-def debug_requested(
-    argv: list[str], parser: argparse.ArgumentParser | None = None
-) -> tuple[bool, list[str]]:
+def debug_requested(argv: list[str], parser: argparse.ArgumentParser) -> tuple[bool, list[str]]:
     """(whether to show tracebacks, argv without `--debug`): the flag is taken anywhere on
     the line, since a user adds it after the command they are debugging, but only where it
     stands as a flag. A `--debug` that is the value of the option before it (`--prompt
     --debug`) or comes after `--` is left where it is, for argparse to read as it would any
-    such token. `parser`: the command line's (default: `mmalign.cli.build_parser()`)."""
+    such token. `parser`: the command line's (`mmalign.cli.build_parser()`, handed in: this
+    module is imported by the CLI, not the other way round)."""
     env = os.environ.get("MMALIGN_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
     if "--debug" not in argv:
         return env, list(argv)
-    if parser is None:
-        from .cli import build_parser
-
-        parser = build_parser()
     kept: list[str] = []
     found = False
     command, values = parser, 0.0  # values: tokens the last option still takes

@@ -51,10 +51,10 @@ def test_an_option_value_or_a_token_after_double_dash_stays(parser, argv):
     assert not debug and rest == argv
 
 
-def test_without_a_parser_the_cli_parser_is_used():
+def test_the_cli_parser_reads_a_value_as_a_value(parser):
     argv = ["sample", "toy:sd", "--prompt", "--debug", "cat"]
-    assert debug_requested(argv) == (False, argv)
-    assert debug_requested(["train", "c.yaml", "--debug"]) == (True, ["train", "c.yaml"])
+    assert debug_requested(argv, parser) == (False, argv)
+    assert debug_requested(["train", "c.yaml", "--debug"], parser) == (True, ["train", "c.yaml"])
 
 
 def test_the_environment_still_turns_it_on(parser, monkeypatch):
