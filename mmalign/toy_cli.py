@@ -118,7 +118,7 @@ def register(sub: Any) -> None:
         choices=["pairs", "style", "users", "flaws", "vqa", "hallucination", "safety", "prism"],
     )
     t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--n", type=int, default=64, help="number of rows (default: 64)")
+    t.add_argument("--n", type=int, default=64, help="rows (default 64; pairs: prompts, less ties)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument(
         "--model", default=None,
