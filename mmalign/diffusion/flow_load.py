@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..hub import Need, hub_errors, require
+from ..hub import Need, hub_cache, hub_errors, offline, require
 from .source import DTYPES, dtype_kwarg, pipeline_class, resolve_model
 
 FlowFamily = Literal["sd3", "flux"]
@@ -203,8 +203,11 @@ def _model_index(source: str, revision: str | None = None) -> dict[str, Any] | N
     try:
         from huggingface_hub import hf_hub_download
 
-        return dict(json.loads(Path(hf_hub_download(source, "model_index.json",
-                                                    revision=revision)).read_text()))  # fmt: skip
+        # the cache and offline mode as mmalign reads them now: huggingface_hub reads
+        # HF_HUB_OFFLINE and the cache once, at import, and would retry a dead hub for ~23 s
+        path = hf_hub_download(source, "model_index.json", revision=revision,
+                               cache_dir=hub_cache(), local_files_only=offline())  # fmt: skip
+        return dict(json.loads(Path(path).read_text()))
     except Exception:  # offline or unknown: the loader names the problem later
         return None
 

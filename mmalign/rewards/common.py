@@ -155,12 +155,13 @@ def resolve_file(source: str | Path, filename: str, *alternatives: str, key: str
     from huggingface_hub import hf_hub_download
 
     from ..config import InputError
-    from ..hub import hub_errors, require_one
+    from ..hub import hub_cache, hub_errors, offline, require_one
 
     require_one(str(source), key, file=filename)
     try:
-        with hub_errors(source, key):
-            return Path(hf_hub_download(str(source), filename))
+        with hub_errors(source, key):  # the cache and offline mode as mmalign reads them now
+            return Path(hf_hub_download(str(source), filename, cache_dir=hub_cache(),
+                                        local_files_only=offline()))  # fmt: skip
     except InputError:
         raise
     except Exception as err:  # anything else the download meets: one clear message
