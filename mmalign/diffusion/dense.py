@@ -169,34 +169,61 @@ def pair_weights(
     (a `PairImages`: pixels [2,3,R,R] in [-1, 1] at the training resolution and crop),
     computed once at start, one batch of images decoded at a time. With `cache_dir` (the
     pre-encoding cache's folder, which already names the data, resolution and crop) the
-    weights are written there as safetensors and read back by later runs and resumes. A row
-    with a label below 0.5 (its rejected image won) is weighted with its images swapped.
+    weights are written there as safetensors and read back by later runs and resumes; the
+    computation holds the file's lock, so a second run wanting them at once waits and reads
+    them. A row with a label below 0.5 (its rejected image won) is weighted with its images
+    swapped.
     `sides: paired` on a row whose two images were flipped differently (`mirrored_pair`) puts
     the winner's map mirrored on the other image, so it covers the same content there."""
-    from safetensors.torch import load_file, save_file
+    from filelock import FileLock
+    from safetensors.torch import save_file
+
+    from ..data.cache import digest
+
+    if cache_dir is None:
+        return DenseWeights(_compute(spec, images, latent_size))
+    # "winner": the weights follow the label (_compute); caches written before that are not
+    # reused, nor paired ones written before the winner's map followed each image's flip
+    # ("mirrored"), nor any written before 16-bit greyscale images were read at their bit depth
+    # and transparency composited onto white (schema.to_rgb): other pixels, other heatmaps
+    options = (spec.map, spec.sides, spec.normalize, latent_size, len(images), "winner", "rgb2")
+    if spec.sides == "paired":
+        options += ("mirrored",)
+    key = digest([_scorer_key(spec.scorer), *options])
+    path = Path(cache_dir) / f"dense-weights-{key}.safetensors"
+    cached = _read_cached(path, len(images))
+    if cached is not None:  # no lock to read (a cache may sit on a read-only disk)
+        return cached
+    with FileLock(str(path) + ".lock"):
+        cached = _read_cached(path, len(images))  # another run's, written while this one waited
+        if cached is not None:
+            return cached
+        weights = _compute(spec, images, latent_size)
+        # written whole, then renamed: a cache is complete or absent
+        tmp = path.with_suffix(".tmp")
+        save_file({"weights": weights.contiguous()}, str(tmp))
+        tmp.replace(path)
+    return DenseWeights(weights)
+
+
+def _read_cached(path: Path, rows: int) -> DenseWeights | None:
+    """The weights saved at `path` when it holds one map pair per row, else None."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    weights = load_file(str(path))["weights"]
+    return DenseWeights(weights.float()) if weights.shape[0] == rows else None
+
+
+def _compute(spec: Any, images: Any, latent_size: int) -> torch.Tensor:
+    """The [N,2,1,h,w] weights of every row of `images` with `spec.scorer`'s heatmaps."""
     from tqdm.auto import tqdm
 
     from ..config import ConfigError
-    from ..data.cache import digest
     from ..rewards import get_scorer
 
     name = spec.scorer
-    # "winner": the weights follow the label (below); caches written before that are not reused,
-    # nor paired ones written before the winner's map followed each image's flip ("mirrored"),
-    # nor any written before 16-bit greyscale images were read at their bit depth and
-    # transparency composited onto white (schema.to_rgb): other pixels, other heatmaps ("rgb2")
-    options = (name, spec.map, spec.sides, spec.normalize, latent_size, len(images), "winner",
-               "rgb2")  # fmt: skip
-    if spec.sides == "paired":
-        options += ("mirrored",)
-    path = None
-    if cache_dir is not None:
-        key = digest([_scorer_key(name), *options[1:]])
-        path = Path(cache_dir) / f"dense-weights-{key}.safetensors"
-        if path.is_file():
-            weights = load_file(str(path))["weights"]
-            if weights.shape[0] == len(images):
-                return DenseWeights(weights.float())
     scorer = get_scorer(name, **({} if name.startswith("toy:") else {"device": spec.device}))
     if not hasattr(scorer, "dense"):
         raise ConfigError(f"diffusion.dense.scorer: {name} gives no heatmaps (toy:flaws, dense:)")
@@ -222,9 +249,4 @@ def pair_weights(
                     win = int(bool(swap[k]))
                     weights[k, 1 - win] = weights[k, win].flip(-1)
         out.append(weights)
-    weights = torch.cat(out) if out else torch.ones(0, 2, 1, *size)
-    if path is not None:  # written whole, then renamed: a cache is complete or absent
-        tmp = path.with_suffix(".tmp")
-        save_file({"weights": weights.contiguous()}, str(tmp))
-        tmp.replace(path)
-    return DenseWeights(weights)
+    return torch.cat(out) if out else torch.ones(0, 2, 1, *size)

@@ -5,7 +5,8 @@ plus the pooled embedding) and SDXL's time ids. `Encoder` computes them from pix
 cache (`precompute`) runs it once over the dataset and writes safetensors shards, so training
 streams `EncodedPairs` and never runs the VAE or the text encoders. A cache is keyed by a
 fingerprint of the encoders (config and weights), the resolution and the data; a change in
-any of them builds a new one.
+any of them builds a new one. A build holds a file lock (`<cache>.lock`): two runs wanting the
+same cache at once (configs/toy/dpo.yaml and mapo.yaml side by side) build it once.
 
 Latents are drawn from the VAE posterior with a generator seeded by the row index, so the
 cached and the uncached paths train on the same latents. An SDXL VAE whose config sets
@@ -198,6 +199,11 @@ def fingerprint(model: DiffusionModel, resolution: int, data_fingerprint: str, r
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
+def _current(out_dir: Path, key: str) -> bool:
+    meta = out_dir / "meta.json"
+    return meta.is_file() and json.loads(meta.read_text()).get("key") == key
+
+
 def precompute(
     encoder: Encoder,
     images: torch.utils.data.Dataset,
@@ -210,13 +216,31 @@ def precompute(
 ) -> Path:
     """Encode every row of `images` (a `PairImages`) once into `out_dir` (skipped if a cache
     with the same `key` is there). Written to a temporary folder, then renamed: a cache is
-    complete or absent."""
-    from .data import collate
+    complete or absent. The build holds `<out_dir>.lock`: a second run wanting the same cache
+    waits, then reuses it (before, both built into one `.partial` folder and one crashed)."""
+    from filelock import FileLock
 
     out_dir = Path(out_dir)
-    meta_path = out_dir / "meta.json"
-    if meta_path.is_file() and json.loads(meta_path.read_text()).get("key") == key:
+    if _current(out_dir, key):  # built: no lock (a cache may sit on a read-only disk)
         return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out_dir) + ".lock"):
+        if not _current(out_dir, key):  # else another run built it while this one waited
+            _build(encoder, images, out_dir, key, batch_size, num_workers, progress)
+    return out_dir
+
+
+def _build(
+    encoder: Encoder,
+    images: torch.utils.data.Dataset,
+    out_dir: Path,
+    key: str,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+) -> None:
+    from .data import collate
+
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -251,7 +275,6 @@ def precompute(
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
-    return out_dir
 
 
 class EncodedPairs(torch.utils.data.Dataset):

@@ -72,7 +72,10 @@ class PPDPairScorer(DiffusionPairScorer):
 
 def training_embeddings(cfg: Any, rows: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """One embedding per user of `rows`: read from `ppd.embeddings`, or computed (and cached)
-    by the encoder from each user's first `ppd.shots` pairs. Returns (embeddings, info)."""
+    by the encoder from each user's first `ppd.shots` pairs. Returns (embeddings, info).
+    Computing holds `$MMALIGN_CACHE/user_embed.lock`: of the processes of one launch (and of
+    runs side by side) one computes and writes the cache entry, the others wait and read it;
+    before, each process ran the encoder and wrote the same entry through one temporary file."""
     from ..vlm.user_embed import (
         PROMPT_FORMAT_VERSION,
         cached_user_embeddings,
@@ -97,13 +100,20 @@ def training_embeddings(cfg: Any, rows: Any) -> tuple[dict[str, torch.Tensor], d
             info.update({k: saved[k] for k in keys if k in saved})
             info["encoder"] = saved.get("model", p.encoder)
         return embs, {**info, "source": str(p.embeddings), "cached": True}
+    from filelock import FileLock
+
+    from ..data.cache import cache_root
     from ..vlm.load import load_vlm
 
     examples, ties = examples_from_pairs(rows)
-    vlm = load_vlm(p.encoder, key="ppd.encoder")
-    embs, hit = cached_user_embeddings(
-        vlm, examples, shots=p.shots, layer=p.layer, pooling=p.pooling, batch_size=p.batch_size
-    )
+    vlm = load_vlm(p.encoder, key="ppd.encoder")  # its weights are part of the cache key
+    lock = cache_root() / "user_embed.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        embs, hit = cached_user_embeddings(
+            vlm, examples, shots=p.shots, layer=p.layer, pooling=p.pooling,
+            batch_size=p.batch_size,
+        )  # fmt: skip
     del vlm
     info["prompt_format"] = PROMPT_FORMAT_VERSION
     return embs, {**info, "source": "computed", "cached": hit, "ties_skipped": ties}
