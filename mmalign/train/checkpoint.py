@@ -164,12 +164,20 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, sc
     with torch.no_grad():
         for name, value in tensors.items():
             params[name].copy_(value)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    # read onto the CPU: a CUDA run's moments are tagged cuda:0, which a process without CUDA
+    # cannot load and every process of `accelerate launch` would load onto GPU 0 first;
+    # `load_state_dict` moves each state to its parameter's device
+    optimizer.load_state_dict(_load(path / "optimizer.pt"))
+    scheduler.load_state_dict(_load(path / "scheduler.pt"))
     _apply_schedule(optimizer, scheduler)
     if scaler is not None and (path / "scaler.pt").is_file():
-        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
+        scaler.load_state_dict(_load(path / "scaler.pt"))
     return int(checkpoint_state(path)["step"])
+
+
+def _load(file: Path) -> Any:
+    """A `torch.save`d checkpoint file, its tensors on the CPU whatever device wrote them."""
+    return torch.load(file, map_location="cpu", weights_only=True)
 
 
 def _apply_schedule(optimizer, scheduler) -> None:
@@ -240,7 +248,7 @@ def load_rng_state(path: Path, rank: int) -> bool:
     (a checkpoint from before they were kept, or from a run with fewer processes)."""
     if not (path / "rng.pt").is_file():
         return False
-    states = torch.load(path / "rng.pt", weights_only=True)
+    states = _load(path / "rng.pt")
     if rank >= len(states):
         return False
     set_rng_state(states[rank], f"{path / 'rng.pt'} (process {rank})")

@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,6 +47,10 @@ from .optim import build_optimizer, build_scheduler, float32_master_weights
 from .resume import RESUMABLE, recipe_changes
 
 METRICS_FILE = "metrics.jsonl"
+# How long a process waits at a barrier (an NCCL collective on GPUs) for the others: the main
+# process builds the pre-encoding cache, SmPO's soft labels and dense weights while the others
+# wait, and NCCL's default 10 minutes stopped them mid-build (a cache was never finished).
+PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
 RUN_FILE = "mmalign_run.json"
 ALARM_START = "displacement_start.json"  # the alarm's reference-free baseline (displacement.py)
 
@@ -129,7 +134,7 @@ def pair_seeds(seed: int, positions: torch.Tensor) -> torch.Tensor:
 
 def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainResult:
     from accelerate import Accelerator
-    from accelerate.utils import gather_object
+    from accelerate.utils import InitProcessGroupKwargs, gather_object
 
     tc = cfg.train
     out_dir = Path(cfg.output_dir)
@@ -138,6 +143,7 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
         mixed_precision=tc.mixed_precision,
         log_with=trackers or None,
         project_dir=str(out_dir / "logs"),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)],
     )
     main = accelerator.is_main_process
     torch.manual_seed(tc.seed)  # adapter initialisation is part of the run's seed
