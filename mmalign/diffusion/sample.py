@@ -92,14 +92,18 @@ def generate_seeded(
     desc: str = "generate",
     progress: bool = True,
 ) -> torch.Tensor:
-    """Images [N,3,H,W] in [0,1]; image i uses a generator seeded with `seeds[i]`."""
+    """Images [N,3,H,W] in [0,1]; image i uses a generator seeded with `seeds[i]`. The VAE
+    decodes in its own dtype (`vae_in_own_precision`): a half-precision model keeps a float32
+    VAE, which its half-precision latents would otherwise not fit."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     device = (pipe.unet if hasattr(pipe, "unet") else pipe.transformer).device
     out = []
     size = {"height": resolution, "width": resolution} if resolution else {}
     size.update(sampling_kwargs(pipe))
-    with tqdm(total=len(prompts), desc=desc, unit="img", disable=not progress) as bar:
+    vae = getattr(getattr(pipe, "pipe", pipe), "vae", None)  # ppd_users.UserPipeline wraps one
+    own = vae_in_own_precision(vae) if vae is not None else contextlib.nullcontext()
+    with own, tqdm(total=len(prompts), desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
             gens = [
@@ -141,7 +145,11 @@ def vae_in_own_precision(vae: torch.nn.Module) -> Iterator[None]:
     A half-precision model keeps its VAE in float32 (load.py: the SDXL VAE overflows in fp16),
     but the pipelines hand the decoder the denoiser's bf16 / fp16 latents: without autocast
     that fails ("Input type (c10::BFloat16) and bias type (float)"), and under the training
-    loop's fp16 autocast the float32 VAE would decode in fp16 after all."""
+    loop's fp16 autocast the float32 VAE would decode in fp16 after all. Nested, the
+    outer block's wrapper stays."""
+    if "decode" in vae.__dict__:  # inside another such block already
+        yield
+        return
     decode = vae.decode
 
     def own_precision(z: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
