@@ -214,7 +214,10 @@ def _conditioning(model: Any, prompts: Sequence[str], resolution: int) -> dict[s
 
     cond = Encoder(model).text(list(prompts))
     if model.family == "sdxl":  # original size, crop (0, 0), target size: a centre-cropped square
-        ids = torch.tensor([resolution, resolution, 0, 0, resolution, resolution])
+        # beside the embeddings: `_model_fn` indexes both with rows on their device (a CPU
+        # tensor indexed with CUDA rows is an error)
+        device = cond["prompt_embeds"].device
+        ids = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], device=device)
         cond["time_ids"] = ids.float().expand(len(prompts), 6).clone()
     return cond
 

@@ -300,7 +300,9 @@ class VLMRecipe:
         if path.is_file():
             return list(json.loads(path.read_text()))
         v = self.cfg.vlm
-        answers = blind_responses(self.vlm.model, self.vlm.processor, prompts,
+        # on the accelerator (as data.filter's pass): the model is not moved there until later
+        model = self.vlm.model.to(self.accelerator.device)
+        answers = blind_responses(model, self.vlm.processor, prompts,
                                   batch_size=v.blind_batch_size,
                                   max_new_tokens=v.blind_max_new_tokens)  # fmt: skip
         if self.accelerator.is_main_process:
