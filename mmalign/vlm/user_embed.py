@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -247,10 +249,16 @@ def cached_user_embeddings(
         vlm, examples, shots=shots, layer=layer, pooling=pooling, batch_size=batch_size
     )
     root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    save_file({u: e.contiguous() for u, e in embs.items()}, str(tmp),
-              metadata={"prompt_format": str(PROMPT_FORMAT_VERSION)})  # fmt: skip
-    tmp.replace(path)  # replaces a stale entry under the same name
+    # a temporary name of this writer's own: `mmalign data user-embed` and a training run may
+    # write the same entry at once (with one shared name, the second rename found it gone)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{path.stem}.", suffix=".partial")
+    os.close(fd)
+    try:
+        save_file({u: e.contiguous() for u, e in embs.items()}, tmp,
+                  metadata={"prompt_format": str(PROMPT_FORMAT_VERSION)})  # fmt: skip
+        os.replace(tmp, path)  # replaces a stale entry under the same name
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return embs, False
 
 
