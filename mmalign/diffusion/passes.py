@@ -11,7 +11,9 @@ With `lora.dropout` > 0 the policy pass runs under a forked RNG seeded from the 
 pair seed (salted): LoRA dropout draws its masks from the global generator, which a checkpoint
 does not hold, so without the seed a resumed run drew other masks and lost the exact
 continuation every other draw of the step keeps. (The scorers run SmPO's ReNoise inversion, a
-policy pass too, under the same seeding.)
+policy pass too, under the same seeding.) A mask covers one process's batch, so with dropout
+two processes at batch b draw other masks than one process at 2b: such a run resumes exactly,
+but is not the one-process run (without dropout it is, within rounding).
 """
 
 from __future__ import annotations
