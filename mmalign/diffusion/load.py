@@ -2,7 +2,8 @@
 
 `load_pipeline` is the one entry point: a local folder or a hub id, a dtype (full precision
 unless asked), a weight variant and a revision. The VAE stays in float32 unless an fp16-safe
-VAE is given (`vae=`), because the SDXL VAE overflows in fp16 (METHODS.md section 2).
+VAE is given (`vae=`, its config saying `force_upcast: false`), because the SDXL VAE overflows
+in fp16 (METHODS.md section 2).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def load_pipeline(
     SD3 / FLUX one goes to `load_flow_pipeline`.
 
     dtype: "float32" (default), "float16" or "bfloat16" for the UNet and text encoders.
-    vae: an fp16-safe VAE (folder or hub id) loaded in `dtype`; without it the VAE is fp32.
+    vae: a VAE (folder or hub id) loaded in `dtype` when it is fp16-safe (its config says
+    `force_upcast: false`), else in float32; without it the pipeline's VAE is float32.
     drop_t5: SD3 without its T5 encoder (flow models only; ignored for SD1.5 / SDXL).
     key, vae_key: where the user named the model and the VAE, for messages (a recipe's
     `model.name_or_path` and `model.vae`; a command's MODEL).
@@ -102,8 +104,7 @@ def load_pipeline(
     if revision is not None:
         kwargs["revision"] = revision
     if vae is not None:
-        with hub_errors(vae, vae_key):
-            kwargs["vae"] = AutoencoderKL.from_pretrained(vae, **dtype_kwarg(DTYPES[dtype]))
+        kwargs["vae"] = _explicit_vae(vae, dtype, vae_key)
     elif dtype != "float32":
         with hub_errors(source, key):
             kwargs["vae"] = AutoencoderKL.from_pretrained(
@@ -119,6 +120,27 @@ def load_pipeline(
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return DiffusionModel(pipe, family, source)
+
+
+def _explicit_vae(vae: str, dtype: str, vae_key: str) -> Any:
+    """The VAE named by `vae_key`, in `dtype` unless its config says `force_upcast` (diffusers'
+    default when the config omits it): such a VAE (the SDXL one) overflows in fp16, and the
+    Encoder encodes with it as loaded, so it stays float32 as the pipeline's own VAE does.
+    Loaded in float32 and cast after, so an fp16-safe VAE's weights round only once."""
+    from diffusers import AutoencoderKL
+
+    with hub_errors(vae, vae_key):
+        model = AutoencoderKL.from_pretrained(vae, **dtype_kwarg(torch.float32))
+    if dtype == "float32":
+        return model
+    if getattr(model.config, "force_upcast", True):
+        print(
+            f"mmalign: {vae_key}: {vae} sets force_upcast (it overflows in float16): kept in "
+            f"float32, not {dtype}; give an fp16-safe VAE (force_upcast: false) to run it in "
+            f"{dtype}"
+        )
+        return model
+    return model.to(DTYPES[dtype])
 
 
 # ------------------------------------------------------------------ tiny random pipelines
