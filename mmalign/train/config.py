@@ -37,7 +37,9 @@ class ModelConfig:
     revision: str | None = None
     variant: str | None = None  # e.g. "fp16" weight files
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # full precision unless asked
-    vae: str | None = None  # an fp16-safe VAE; without it the VAE stays float32
+    # a VAE in dtype when fp16-safe (force_upcast: false), else float32; none: the model's VAE,
+    # float32
+    vae: str | None = None
 
 
 @dataclass
@@ -195,6 +197,9 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
+    # TF32 float32 matmuls and cuDNN convolutions on Ampere and later GPUs (diffusers' scripts'
+    # --allow_tf32); false leaves torch's defaults. No effect on a CPU
+    allow_tf32: bool = False
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500

@@ -146,6 +146,8 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
         kwargs_handlers=[InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)],
     )
     main = accelerator.is_main_process
+    if tc.allow_tf32:  # Ampere+ GPUs: float32 matmuls and convolutions in TF32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(tc.seed)  # adapter initialisation is part of the run's seed
     recipe = make_recipe(cfg, accelerator)
     if cfg.lora is None:  # the recipe's frozen copies (the reference) keep the model's dtype
@@ -222,6 +224,7 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
         batch_sampler=list(sampler.iterate(start_step, tc.max_steps)),
         collate_fn=recipe.collate,
         num_workers=cfg.data.num_workers,
+        pin_memory=accelerator.device.type == "cuda",  # faster copies to the GPU
     )
     batches = iter(loader)
     last_good = str(list_checkpoints(out_dir)[-1]) if list_checkpoints(out_dir) else "none"

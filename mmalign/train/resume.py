@@ -21,6 +21,7 @@ from typing import Any, get_args, get_type_hints
 # dropout masks when LoRA dropout is on).
 RESUMABLE = (
     "diffusion.compile",
+    "train.allow_tf32",  # rounding only, as compile
     "output_dir",
     "train.max_steps",
     "train.resume_from",
