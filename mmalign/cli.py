@@ -68,6 +68,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    from .devices import device_options
+
+    device, dtype = device_options(args)  # `--device cuda` without one: refused before loading
     if args.ppd is not None:  # PPD: the base with a user branch, conditioned on a user
         from .ppd_cli import cmd_sample_ppd
 
@@ -98,9 +101,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
         require_one(args.lora, "--lora")
     run = run_info(args.model)  # a training output_dir: its weights and resolution
-    model = load_tuned(args.model) if run is not None else load_pipeline(args.model)
+    if run is not None:
+        model = load_tuned(args.model, dtype=dtype, device=device)
+    else:
+        model = load_pipeline(args.model, dtype=dtype, device=device)
     if args.lora:
         apply_lora(model, args.lora)
+        model.pipe.to(device)  # the LoRA's layers with the rest, wherever PEFT put them
     steps, guidance = sampling_defaults(model, args.steps, args.guidance)
     resolution = sampling_resolution(model, args.resolution, run)
     prompts = [p for p in args.prompt for _ in range(args.n)]
@@ -120,6 +127,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     from .data.prompts import resolve_prompts
+    from .devices import device_options
     from .diffusion import load_pipeline, load_tuned
     from .diffusion.recipe import run_info
     from .diffusion.sample import sampling_defaults, sampling_resolution, size_argument
@@ -128,6 +136,7 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     from .rewards import split_name
 
     at_least_one(args, "n", "steps", "batch_size", "seeds_per_prompt")
+    device, dtype = device_options(args)  # both models: base and tuned alike
     if args.user is not None:  # PPD: each user scored with its own reward
         from .ppd_cli import cmd_winrate_users
 
@@ -152,10 +161,10 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     # the base samples with the text encoders and T5 length the run trained (and its tuned
     # model samples) with, as load_tuned loads it: else the comparison measures those too
     run = info or {}
-    base = load_pipeline(base_name, drop_t5=run.get("t5") is False)
+    base = load_pipeline(base_name, drop_t5=run.get("t5") is False, dtype=dtype, device=device)
     if run.get("max_sequence_length") and hasattr(base.pipe, "transformer"):
         base.pipe.mmalign_max_sequence_length = int(run["max_sequence_length"])
-    tuned = load_tuned(args.tuned, base_name)
+    tuned = load_tuned(args.tuned, base_name, dtype=dtype, device=device)
     steps, guidance = sampling_defaults(base, args.steps, args.guidance)
     # both models at the size the run trained at (`--resolution` to choose), not the base's
     # default: SD3 / FLUX recipes train at 512 against a 1024 default
@@ -251,8 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--resolution", type=int, default=None, help=RESOLUTION_HELP)
     p.add_argument("--out", default="samples/grid.png", help="PNG path (default samples/grid.png)")
+    from .devices import add_device_options
     from .ppd_cli import add_sample_options, add_winrate_options
 
+    add_device_options(p, "the pipeline")
     add_sample_options(p)
     p.set_defaults(func=_cmd_sample)
 
@@ -274,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seeds-per-prompt", type=int, default=1, help="images per prompt and model")
     w.add_argument("--resolution", type=int, default=None, help=RESOLUTION_HELP)
     w.add_argument("--out", required=True, help="output folder (results.json, report.html, ...)")
+    add_device_options(w, "both pipelines")
     add_winrate_options(w)
     w.set_defaults(func=_cmd_eval_winrate)
     from .eval.cli import add_scorer_options

@@ -117,6 +117,7 @@ def _cmd_user_embed(args: argparse.Namespace) -> int:
 
     from .config import InputError
     from .data.schema import load_pairs
+    from .devices import device_options
     from .vlm.load import load_vlm
     from .vlm.user_embed import (
         PROMPT_FORMAT_VERSION,
@@ -125,6 +126,7 @@ def _cmd_user_embed(args: argparse.Namespace) -> int:
         write_embeddings,
     )
 
+    device, dtype = device_options(args)  # a device the machine lacks: refused first
     folder = Path(args.data)
     pairs = folder / "pairs" if (folder / "pairs").is_dir() else folder
     if not pairs.is_dir():
@@ -132,16 +134,17 @@ def _cmd_user_embed(args: argparse.Namespace) -> int:
     examples, ties = examples_from_pairs(load_pairs(pairs))
     if ties:
         print(f"mmalign: skipped {ties} tied pair(s) (label 0.5): no preference to show")
-    vlm = load_vlm(args.model)
+    vlm = load_vlm(args.model, dtype=dtype, device=device)
     embs, hit = cached_user_embeddings(
         vlm, examples, shots=args.shots, layer=args.layer, pooling=args.pooling,
         batch_size=args.batch_size,
     )  # fmt: skip
     out = Path(args.out) if args.out else folder / "user_embeddings"
     # the prompt format's version too: embeddings of another version are another encoding
+    # and the encoder's dtype (a training run embeds its new users the same way)
     meta = {"model": args.model, "shots": args.shots, "layer": args.layer,
             "pooling": args.pooling, "data": str(folder), "cached": hit,
-            "prompt_format": PROMPT_FORMAT_VERSION}  # fmt: skip
+            "prompt_format": PROMPT_FORMAT_VERSION, "dtype": dtype}  # fmt: skip
     path = write_embeddings(embs, out, meta)
     print(f"wrote {len(embs)} user embeddings to {path} ({'from cache' if hit else 'computed'})")
     return 0
@@ -176,4 +179,7 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=8, help="users per forward pass")
     p.add_argument("--out", default=None, help="output folder (default DATA/user_embeddings)")
+    from .devices import add_device_options
+
+    add_device_options(p, "the VLM")
     p.set_defaults(func=_cmd_user_embed)

@@ -64,20 +64,23 @@ def refuse_stray_options(args: argparse.Namespace, needs: str) -> None:
         raise InputError(f"{', '.join(given)} only {verb} with {what.get(needs, needs)}")
 
 
-def sample_embedding(args: argparse.Namespace, base: str | None = None) -> object:
+def sample_embedding(
+    args: argparse.Namespace, base: str | None = None, device: object = None
+) -> object:
     """The embedding `mmalign sample --ppd` conditions on (torch tensor [D]); `base`: the
-    model a new toy user's examples are sampled from (default: the run's)."""
+    model a new toy user's examples are sampled from (default: the run's); `device`: where a
+    new user's encoder runs."""
     from .diffusion.ppd_users import embedding_file, mix, parse_mix, user_embeddings
 
     if args.user_embedding is not None:  # --user picks one of several users in the file
         e = embedding_file(args.user_embedding, args.user)
     elif args.user is not None:
-        e = user_embeddings(args.ppd, [args.user], base)[args.user]
+        e = user_embeddings(args.ppd, [args.user], base, device=device)[args.user]
     else:
         raise InputError("--ppd needs --user ID or --user-embedding FILE")
     if args.mix is not None:
         other, w = parse_mix(args.mix)
-        e_other = user_embeddings(args.ppd, [other], base)[other]
+        e_other = user_embeddings(args.ppd, [other], base, device=device)[other]
         if e.shape != e_other.shape:
             source = args.user_embedding or f"--user {args.user}"
             raise InputError(
@@ -89,6 +92,7 @@ def sample_embedding(args: argparse.Namespace, base: str | None = None) -> objec
 
 
 def cmd_sample_ppd(args: argparse.Namespace) -> int:
+    from .devices import device_options
     from .diffusion import ppd
     from .diffusion.ppd_users import UserPipeline, load_ppd
     from .diffusion.recipe import run_info
@@ -113,8 +117,9 @@ def cmd_sample_ppd(args: argparse.Namespace) -> int:
             f"model, so give the base (or the PPD run {args.ppd} itself, for its base)"
         )
     scale = user_scale(args)
-    model, _ = load_ppd(args.ppd, base, scale)
-    e = sample_embedding(args, base)
+    device, dtype = device_options(args)
+    model, _ = load_ppd(args.ppd, base, scale, device=device, dtype=dtype)
+    e = sample_embedding(args, base, device)
     pipe = UserPipeline(model.pipe, e)  # a width mismatch is an error here
     steps, guidance = sampling_defaults(model, args.steps, args.guidance)
     resolution = sampling_resolution(model, args.resolution, run_info(args.ppd))
@@ -154,6 +159,7 @@ def user_prompts(
 
 def cmd_winrate_users(args: argparse.Namespace) -> int:
     """`mmalign eval winrate --tuned RUN --user IDS`: per-user win rates, matrix, sweep."""
+    from .devices import device_options
     from .diffusion.load import load_pipeline
     from .diffusion.ppd_users import load_ppd, user_embeddings, user_set
     from .diffusion.recipe import run_info
@@ -177,9 +183,11 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
             raise InputError(f"--interpolate {args.interpolate!r}: expected A:B, e.g. h00:h03")
         pair = (a, b)
         embedded += [u for u in pair if u not in users]  # for the sweep only
-    embeddings = user_embeddings(args.tuned, embedded, args.base)  # unknown ids fail here
-    model, _ = load_ppd(args.tuned, args.base, scale)
-    base = load_pipeline(model.source)
+    device, dtype = device_options(args)  # the PPD model and its base alike
+    # unknown ids fail here; a new user's encoder runs on the device too
+    embeddings = user_embeddings(args.tuned, embedded, args.base, device=device)
+    model, _ = load_ppd(args.tuned, args.base, scale, device=device, dtype=dtype)
+    base = load_pipeline(model.source, dtype=dtype, device=device)
     from .toy.rewards import tastes_place
 
     keep = not any(tastes_place(u) for u in embedded)

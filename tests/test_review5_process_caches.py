@@ -144,7 +144,9 @@ def test_ppd_user_embeddings_are_computed_once_per_launch(tmp_path, monkeypatch)
     def start(process: int) -> PPDRecipe:
         recipe = PPDRecipe.__new__(PPDRecipe)
         recipe.cfg, recipe.rows, recipe.model = cfg, rows, None
-        recipe.accelerator = SimpleNamespace(is_main_process=process == 0)
+        recipe.accelerator = SimpleNamespace(
+            is_main_process=process == 0, device=torch.device("cpu")
+        )
         recipe._make_trainable()
         return recipe
 

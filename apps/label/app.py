@@ -78,6 +78,8 @@ class LabelApp:
         model: str | None = None,
         seed: int | None = None,
         steps: int | None = None,
+        device: Any = None,
+        dtype: str = "float32",
     ) -> None:
         self.store = store
         self.image_root = Path(image_root)
@@ -88,7 +90,9 @@ class LabelApp:
         self.criteria = self.labeling.criteria
         self.vlm = is_vlm(store)  # an image and a prompt above two text responses
         self.generator = (
-            PairGenerator(store, self.image_root, model, steps=steps) if model else None
+            PairGenerator(store, self.image_root, model, steps=steps, device=device, dtype=dtype)
+            if model
+            else None
         )
         self.gate = GenerateGate()  # one generation at a time, a gap per user (generate.py)
         self.api_queue = os.environ.get("MMALIGN_LABEL_API_QUEUE", "1") == "1"

@@ -39,6 +39,8 @@ def _image_root(db: str, images: str | None) -> Path:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from mmalign.devices import device_options
+
     from .app import LabelApp
     from .engines import shown_db
     from .images import import_pairs
@@ -46,6 +48,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .store import Store
     from .users import Authenticator
 
+    device, dtype = device_options(args)  # --model's; a device the machine lacks: refused here
     for name in ("session_hours", "request_timeout"):
         value = getattr(args, name)
         if not (math.isfinite(value) and value > 0):
@@ -84,7 +87,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             if args.data is None:
                 raise ValueError("--vlm --model needs --data FILE (prompt and image rows)")
             sampler = ResponseSampler(args.model, temperature=args.temperature,
-                                      seed=args.seed or 0)  # fmt: skip
+                                      seed=args.seed or 0, device=device,
+                                      dtype=dtype)  # fmt: skip
             rows = generate_vlm_pairs(sampler, args.data, root, limit=args.limit)
             added = add_vlm_pairs(store, rows)
             print(f"label: {added} new VLM pairs from {args.data} with responses of "
@@ -103,7 +107,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"{shown_db(args.db)}"
         )
     model = None if is_vlm(store) else args.model  # VLM mode: responses made at import
-    app = LabelApp(store, root, auth, model=model, seed=args.seed, steps=args.steps)
+    app = LabelApp(store, root, auth, model=model, seed=args.seed, steps=args.steps,
+                   device=device, dtype=dtype)  # fmt: skip
     print(f"label: http://{args.host}:{args.port} (users: {args.users}, overlap {store.overlap})")
     serve(app, args.host, args.port, login_limit=args.login_limit,
           name_limit=args.account_login_limit, session_hours=args.session_hours,
@@ -213,6 +218,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--seed", type=int, default=None, help="seed of the left/right coin")
     p.add_argument("--steps", type=int, default=None, help="--model sampler steps (card's)")
+    from mmalign.devices import add_device_options
+
+    add_device_options(p, "--model (the image generator or --vlm's response sampler)")
     p.add_argument(
         "--vlm",
         action="store_true",

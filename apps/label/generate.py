@@ -74,15 +74,24 @@ class GenerateGate:
 
 
 class PairGenerator:
-    """Generates pairs with `model` (loaded on first use); one generation at a time."""
+    """Generates pairs with `model` (loaded on first use, on `device` in `dtype`: `mmalign
+    label --device/--dtype`; None runs where it loads, the CPU); one generation at a time."""
 
     def __init__(
-        self, store: Store, image_root: str | Path, model: str, *, steps: int | None = None
+        self,
+        store: Store,
+        image_root: str | Path,
+        model: str,
+        *,
+        steps: int | None = None,
+        device: Any = None,
+        dtype: str = "float32",
     ) -> None:
         self.store = store
         self.image_root = Path(image_root)
         self.model_name = model
         self.steps = steps  # sampler steps (default: the model card's)
+        self.device, self.dtype = device, dtype
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -95,7 +104,7 @@ class PairGenerator:
         with self._lock:  # the model is not thread-safe
             if self._model is None:
                 name = "toy:sd" if self.model_name == "toy-sd" else self.model_name
-                self._model = load_pipeline(name)
+                self._model = load_pipeline(name, dtype=self.dtype, device=self.device)
             steps, guidance = sampling_defaults(self._model, self.steps, None)
             seed = secrets.randbelow(2**31 - 2)
             images = generate(self._model.pipe, [prompt, prompt], seed=seed, steps=steps,

@@ -23,7 +23,10 @@ class ResponseSampler:
     """Samples two different responses per (prompt, image) with a VLM loaded once."""
 
     def __init__(self, model: str, *, max_new_tokens: int = 48, temperature: float = 1.0,
-                 tries: int = 4, seed: int = 0) -> None:  # fmt: skip
+                 tries: int = 4, seed: int = 0, device: Any = None,
+                 dtype: str = "float32") -> None:  # fmt: skip
+        """`device`, `dtype`: where and at what precision the VLM runs (`mmalign label
+        --device/--dtype`; None: where it loads, the CPU)."""
         from mmalign.vlm.load import load_vlm
 
         if temperature <= 0:
@@ -31,7 +34,7 @@ class ResponseSampler:
                 f"--temperature must be > 0 to sample two responses, got {temperature}"
             )
         self.name = "toy:vlm" if model == "toy-vlm" else model
-        self.vlm = load_vlm(self.name)
+        self.vlm = load_vlm(self.name, dtype=dtype, device=device)
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.tries = tries

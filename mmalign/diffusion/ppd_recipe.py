@@ -70,9 +70,13 @@ class PPDPairScorer(DiffusionPairScorer):
             yield unet
 
 
-def training_embeddings(cfg: Any, rows: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def training_embeddings(
+    cfg: Any, rows: Any, *, device: str | torch.device | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """One embedding per user of `rows`: read from `ppd.embeddings`, or computed (and cached)
     by the encoder from each user's first `ppd.shots` pairs. Returns (embeddings, info).
+    The encoder runs on `device` (the training accelerator's; None: the CPU) in the recipe's
+    `model.dtype` (recorded as `encoder_dtype`, so a new user is embedded the same way).
     Computing holds `$MMALIGN_CACHE/user_embed.lock`: of the processes of one launch (and of
     runs side by side) one computes and writes the cache entry, the others wait and read it;
     before, each process ran the encoder and wrote the same entry through one temporary file."""
@@ -87,7 +91,8 @@ def training_embeddings(cfg: Any, rows: Any) -> tuple[dict[str, torch.Tensor], d
     # `prompt_format`: the encoder input's version (see user_embed.PROMPT_FORMAT_VERSION); None
     # for given embeddings that do not record it (written before it was versioned)
     info: dict[str, Any] = {"encoder": p.encoder, "shots": p.shots, "layer": p.layer,
-                            "pooling": p.pooling, "prompt_format": None}  # fmt: skip
+                            "pooling": p.pooling, "prompt_format": None,
+                            "encoder_dtype": None}  # fmt: skip
     if p.embeddings is not None:
         embs = load_embeddings(p.embeddings)
         meta_file = Path(p.embeddings)
@@ -99,6 +104,8 @@ def training_embeddings(cfg: Any, rows: Any) -> tuple[dict[str, torch.Tensor], d
             keys = ("shots", "layer", "pooling", "prompt_format")
             info.update({k: saved[k] for k in keys if k in saved})
             info["encoder"] = saved.get("model", p.encoder)
+            # `data user-embed --dtype` records `dtype`, a PPD run's own file `encoder_dtype`
+            info["encoder_dtype"] = saved.get("encoder_dtype", saved.get("dtype"))
         return embs, {**info, "source": str(p.embeddings), "cached": True}
     from filelock import FileLock
 
@@ -106,7 +113,9 @@ def training_embeddings(cfg: Any, rows: Any) -> tuple[dict[str, torch.Tensor], d
     from ..vlm.load import load_vlm
 
     examples, ties = examples_from_pairs(rows)
-    vlm = load_vlm(p.encoder, key="ppd.encoder")  # its weights are part of the cache key
+    dtype = str(getattr(getattr(cfg, "model", None), "dtype", None) or "float32")
+    # its weights and dtype are part of the cache key
+    vlm = load_vlm(p.encoder, key="ppd.encoder", dtype=dtype, device=device)
     lock = cache_root() / "user_embed.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock)):
@@ -115,7 +124,10 @@ def training_embeddings(cfg: Any, rows: Any) -> tuple[dict[str, torch.Tensor], d
             batch_size=p.batch_size,
         )  # fmt: skip
     del vlm
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the encoder's memory back before the diffusion model trains
     info["prompt_format"] = PROMPT_FORMAT_VERSION
+    info["encoder_dtype"] = dtype
     return embs, {**info, "source": "computed", "cached": hit, "ties_skipped": ties}
 
 
@@ -136,7 +148,9 @@ class PPDRecipe(DiffusionRecipe):
                 "pairs (e.g. toy:users with toy: {users: train})"
             )
         row_users = [str(u) for u in self.rows["user_id"]]
-        self.embeddings, self.embed_info = training_embeddings(cfg, self.rows)
+        self.embeddings, self.embed_info = training_embeddings(
+            cfg, self.rows, device=self.accelerator.device
+        )
         missing = sorted(set(row_users) - set(self.embeddings))
         if missing:
             raise ConfigError(
@@ -188,7 +202,7 @@ class PPDRecipe(DiffusionRecipe):
     def save(self, output_dir: Path) -> dict[str, Any]:
         from ..vlm.user_embed import write_embeddings
 
-        keys = ("encoder", "shots", "layer", "pooling", "prompt_format")
+        keys = ("encoder", "shots", "layer", "pooling", "prompt_format", "encoder_dtype")
         meta = {k: self.embed_info.get(k) for k in keys}  # a new user is embedded the same way
         meta["base"] = str(self.diffusion.source)  # named when loaded on another base
         if self.cfg.data.path == "toy:users":  # a new toy user's examples are drawn the same way

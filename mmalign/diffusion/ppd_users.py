@@ -47,13 +47,18 @@ def user_set(spec: str) -> list[str]:
 
 
 def _toy_embeddings(
-    users: Sequence[str], meta: dict[str, Any], base: str | None = None
+    users: Sequence[str],
+    meta: dict[str, Any],
+    base: str | None = None,
+    device: str | torch.device | None = None,
 ) -> dict[str, torch.Tensor]:
     """Embeddings of toy users from their first `shots` pairs of their own `toy:users` set,
         built with the run's own `data.toy` options (the same kind of examples its training users
         were embedded from; toy-sd samples come from `base`), with the encoder settings the adapter
         was trained with (cached like the training ones). A run whose users were embedded with
-    another encoder prompt format (`PROMPT_FORMAT_VERSION`) gets a warning."""
+    another encoder prompt format (`PROMPT_FORMAT_VERSION`) gets a warning. The encoder runs
+    on `device` (None: the CPU) in the dtype the run's users were embedded in (`encoder_dtype`;
+    float32 for a run that does not record it, as every run before it did)."""
     from datasets import load_from_disk
 
     from ..toy.cache import toy_pairs
@@ -85,7 +90,11 @@ def _toy_embeddings(
         opts = {**options, "n": n, "users": name}
         rows = load_from_disk(str(toy_pairs("users", opts, base)))
         examples, _ = examples_from_pairs(rows)
-        vlm = vlm or load_vlm(str(meta.get("encoder", "toy:vlm")))
+        vlm = vlm or load_vlm(
+            str(meta.get("encoder", "toy:vlm")),
+            dtype=str(meta.get("encoder_dtype") or "float32"),
+            device=device,
+        )
         embs, _ = cached_user_embeddings(
             vlm, {u: examples.get(u, []) for u in wanted}, shots=shots,  # none: a clear error
             layer=int(meta.get("layer", -2)), pooling=str(meta.get("pooling", "mean")),
@@ -103,11 +112,16 @@ def _suggest_user(name: str, saved: Sequence[str]) -> str:
 
 
 def user_embeddings(
-    run: str | Path, users: Sequence[str], base: str | None = None
+    run: str | Path,
+    users: Sequence[str],
+    base: str | None = None,
+    *,
+    device: str | torch.device | None = None,
 ) -> dict[str, torch.Tensor]:
     """One embedding per id: the run's own, else a toy user's from its few-shot examples
-    (sampled from `base` where they are model samples; default: the run's base model); an
-    unknown id is an error naming the closest known ones."""
+    (sampled from `base` where they are model samples; default: the run's base model; the
+    encoder on `device`); an unknown id is an error naming the closest known ones. The
+    embeddings are float32 on the CPU."""
     from ..toy.rewards import ALL_USERS
 
     saved = run_embeddings(run)
@@ -123,7 +137,7 @@ def user_embeddings(
         from .recipe import run_info
 
         base = base or (run_info(run) or {}).get("base")
-        out.update(_toy_embeddings(rest, ppd.adapter_meta(run), base))
+        out.update(_toy_embeddings(rest, ppd.adapter_meta(run), base, device))
     return {u: out[u].float() for u in users}
 
 
@@ -162,10 +176,16 @@ def mix(e_a: torch.Tensor, e_b: torch.Tensor, a: float) -> torch.Tensor:
 
 
 def load_ppd(
-    run: str | Path, base: str | None = None, scale: float = 1.0
+    run: str | Path,
+    base: str | None = None,
+    scale: float = 1.0,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str = "float32",
 ) -> tuple[Any, dict[str, Any]]:
     """The run's base pipeline with its user branch loaded at weight `scale` (1 as trained):
-    (DiffusionModel, adapter meta)."""
+    (DiffusionModel, adapter meta). The pipeline loads in `dtype`; once the branch is in, the
+    whole of it moves to `device` (None: it stays on the CPU)."""
     from .load import load_pipeline
     from .recipe import run_info
 
@@ -173,10 +193,12 @@ def load_ppd(
     source = base or info.get("base")
     if source is None:
         raise InputError(f"{run} is not a PPD training output_dir (no mmalign_run.json)")
-    model = load_pipeline(source)
+    model = load_pipeline(source, dtype=dtype)
     meta = ppd.load_adapter(model.pipe.unet, run)
     if scale != 1.0:
         ppd.set_user_scale(model.pipe.unet, scale)
+    if device is not None:
+        model.pipe.to(device)
     return model, meta
 
 

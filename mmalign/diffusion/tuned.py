@@ -64,10 +64,23 @@ def apply_lora(model: DiffusionModel, lora: str | Path) -> DiffusionModel:
 
 
 def load_tuned(
-    tuned: str | Path, base: str | None = None, *, dtype: str = "float32"
+    tuned: str | Path,
+    base: str | None = None,
+    *,
+    dtype: str = "float32",
+    device: str | torch.device | None = None,
 ) -> DiffusionModel:
     """`tuned`: a pipeline folder, a LoRA folder (needs `base`), a full-UNet folder (needs
-    `base`) or a training output_dir (its final weights; the base comes from its run file)."""
+    `base`) or a training output_dir (its final weights; the base comes from its run file).
+    `dtype`: the pipeline's precision, as `load_pipeline` takes it. `device`: where the whole
+    pipeline is moved once its tuned weights are in (None: it stays on the CPU)."""
+    model = _load_tuned(tuned, base, dtype)
+    if device is not None:
+        model.pipe.to(device)  # the LoRA, UNet or transformer just put in included
+    return model
+
+
+def _load_tuned(tuned: str | Path, base: str | None, dtype: str) -> DiffusionModel:
     from diffusers import UNet2DConditionModel
 
     path = Path(tuned)

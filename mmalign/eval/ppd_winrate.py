@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..devices import sampling_precision
 from ..diffusion import ppd
 from ..diffusion.ppd_users import UserPipeline, mix
 from ..rewards import get_scorer
@@ -128,6 +129,15 @@ def sync_images(out_dir: Path, settings: dict[str, Any]) -> None:
     path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
+def precision_settings(base_pipe: Any, ppd_pipe: Any) -> dict[str, Any]:
+    """Each model's device type and dtype (`sampling_precision`) where not CPU float32: absent
+    there, so images saved before they were recorded (all CPU float32) stay valid, while one
+    seed's images drawn on a GPU or in bfloat16 are not taken for them."""
+    before = {"device": "cpu", "dtype": "float32"}
+    found = {"base": sampling_precision(base_pipe), "tuned": sampling_precision(ppd_pipe)}
+    return {f"{tag}_precision": p for tag, p in found.items() if p != before}
+
+
 def embedding_digest(embedding: torch.Tensor) -> str:
     """Identity of a user embedding's values (the saved images' key): a digest of its bytes, so
     any changed value draws the images again (a sum missed changes that cancel)."""
@@ -177,6 +187,7 @@ def run_user_winrate(
         settings["user_scale"] = scale
     if resolution is not None:  # absent at the default, for the same reason
         settings["resolution"] = resolution
+    settings.update(precision_settings(base_pipe, ppd_pipe))  # absent at CPU float32
     sync_images(out_dir, settings)
     texts, index = list(prompts), list(range(len(prompts)))
     seeds = [image_seed(seed, i) for i in index]

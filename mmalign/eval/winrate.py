@@ -7,7 +7,8 @@ a win. The 95% interval is a percentile bootstrap over prompts. Images are saved
 (resumable); the models are told apart by their ids, weight files or hub snapshot commit
 (`fingerprint`) and, for flow models, the T5 setting they sample with (`text_encoding`); a tuned
 model loaded on its base (a LoRA, a UNet, a training run) also by the base's id and weights
-(`on_base`).
+(`on_base`). The device type and dtype each model samples in are recorded too
+(`devices.sampling_precision`): one seed draws other images on a GPU or in bfloat16.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..devices import sampling_precision
 from ..diffusion.sample import generate_seeded, to_pil_images
 from ..grid import pair_grid
 from ..rewards import get_scorer, split_name
@@ -32,6 +34,10 @@ from ..stats import bootstrap_ci
 from ..weights import hub_commit
 
 BOOTSTRAP = 10_000
+# What a saved-images record without a model's device and dtype was drawn with: before
+# `--device` / `--dtype`, every image was drawn on the CPU in float32.
+BEFORE_PRECISION = {f"{m}_{k}": v for m in ("base", "tuned")
+                    for k, v in (("device", "cpu"), ("dtype", "float32"))}  # fmt: skip
 GRID_ROWS = 16
 SEED_STRIDE = 100_000  # seed offset between a prompt's images k and k+1
 
@@ -205,10 +211,11 @@ def _sync_settings(out_dir: Path, settings: dict[str, Any], tuned_on_base: bool 
     on another base draws other images); said aloud. A setting the old record lacks reads as
     None: records written before `text_encoding` existed lack it, so a flow model's images
     from them are drawn again (they may have used another T5 setting), while a model whose
-    setting is None (no T5) keeps its images."""
+    setting is None (no T5) keeps its images. A missing device or dtype reads as CPU float32
+    (`BEFORE_PRECISION`), the only way images were drawn before they were recorded."""
     path = out_dir / "images" / "settings.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = {**BEFORE_PRECISION, **json.loads(path.read_text())}
         changed = sorted(k for k in settings if old.get(k) != settings[k])
         stale = set()
         for key in changed:
@@ -321,12 +328,14 @@ def run_winrate(
         if split_name(name)[0].startswith("toy:"):  # programmatic, no weights: build it now,
             get_scorer(name, **scorer_kwargs.get(name, {}))  # so `toy:user:wram` fails here
     base_id, tuned_id = (meta or {}).get("base"), (meta or {}).get("tuned")
+    precision = {f"{model}_{k}": v for model, pipe in (("base", base_pipe), ("tuned", tuned_pipe))
+                 for k, v in sampling_precision(pipe).items()}  # fmt: skip
     _sync_settings(
         out_dir,
         {"base": base_id, "base_weights": fingerprint(base_id),
          "base_text_encoding": text_encoding(base_pipe), "tuned": tuned_id,
          "tuned_weights": fingerprint(tuned_id), "tuned_text_encoding": text_encoding(tuned_pipe),
-         "steps": steps, "guidance": guidance, "resolution": resolution},
+         **precision, "steps": steps, "guidance": guidance, "resolution": resolution},
         tuned_on_base=on_base(tuned_id),
     )  # fmt: skip
     # Prompt-major order: the K seeds of prompt 0, then prompt 1, ...

@@ -7,15 +7,21 @@ import json
 from pathlib import Path
 
 from ..config import InputError
+from ..devices import add_device_options
 
 
-def _load(model: str, adapter: str | None):
+def _load(args: argparse.Namespace):
+    """MODEL (a training output_dir: its saved adapter or model) with `--adapter`, on
+    `--device` in `--dtype`."""
+    from ..devices import device_options
     from .load import load_vlm
 
+    device, dtype = device_options(args)  # a device the machine lacks: refused first
+    model = args.model
     run = Path(model) / "mmalign_run.json"
     if run.is_file():  # a training output_dir: its saved adapter or model
         model = json.loads(run.read_text())["final"]["path"]
-    return load_vlm(model, adapter=adapter)
+    return load_vlm(model, adapter=args.adapter, dtype=dtype, device=device)
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
@@ -28,7 +34,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     for path in args.image or []:  # before the model loads
         if not Path(path).is_file():
             raise FileNotFoundError(f"--image {path}: no such file")
-    vlm = _load(args.model, args.adapter)
+    vlm = _load(args)
     images = []
     for path in args.image or []:
         try:
@@ -49,7 +55,7 @@ def _cmd_eval_vlm(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
-    vlm = _load(args.model, args.adapter)
+    vlm = _load(args)
     results = evaluate_toy(vlm, args.task, n=args.n, seed=args.seed)
     rates = {k: v for k, v in results.items()
              if k.endswith(("_rate", "accuracy")) or k == "format_compliance"}  # fmt: skip
@@ -69,6 +75,7 @@ def register(sub) -> None:
     p.add_argument("--image", action="append", help="an image file (repeat for several)")
     p.add_argument("--prompt", required=True, help="the question; <image> marks image places")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    add_device_options(p, "the VLM")
     p.set_defaults(func=_cmd_chat)
 
 
@@ -82,4 +89,5 @@ def register_eval(eval_sub) -> None:
     p.add_argument("--n", type=int, default=2000, help="items drawn (held-out prompts)")
     p.add_argument("--seed", type=int, default=4321)
     p.add_argument("--out", help="write the results as JSON here")
+    add_device_options(p, "the VLM")
     p.set_defaults(func=_cmd_eval_vlm)

@@ -195,11 +195,13 @@ def open_vlm_pairs(
 
 def _cmd_realign(args: argparse.Namespace) -> int:
     from ..data.schema import to_pil_image, to_rgb
+    from ..devices import device_options
     from .load import load_vlm
     from .realign import build_realign, realign_dataset
     from .realign_embed import BagOfWordsEmbedder, OpenClipEmbedder, TokenEmbeddingEmbedder
 
-    vlm = load_vlm(args.model)
+    device, dtype = device_options(args)  # a device the machine lacks: refused first
+    vlm = load_vlm(args.model, dtype=dtype, device=device)
     rows, report = open_vlm_pairs(args.data, args.split, image_root=args.image_root,
                                   max_samples=args.max_samples)  # fmt: skip
     print(report)
@@ -214,7 +216,9 @@ def _cmd_realign(args: argparse.Namespace) -> int:
         if not files:
             raise FileNotFoundError(f"--images {folder}: no image files")
         pool = [to_rgb(to_pil_image(p)) for p in files]
-    image_embedder = OpenClipEmbedder(args.clip, args.clip_pretrained) if args.clip else None
+    image_embedder = (
+        OpenClipEmbedder(args.clip, args.clip_pretrained, device=str(device)) if args.clip else None
+    )
     text_embedder = BagOfWordsEmbedder() if args.text_embedder == "bow" else (
         TokenEmbeddingEmbedder(vlm))  # fmt: skip
     result = build_realign(vlm, rows, pool, image_embedder=image_embedder,
@@ -267,4 +271,7 @@ def register(sub: Any) -> None:
     p.add_argument("--clip-pretrained", default="openai", help="open_clip tag or local file")
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=32)
+    from ..devices import add_device_options
+
+    add_device_options(p, "the VLM (--clip's model: on the device, in float32)")
     p.set_defaults(func=_cmd_realign)

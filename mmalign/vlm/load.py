@@ -2,8 +2,9 @@
 SmolVLM, toy-vlm) with their processors, through transformers' Auto classes.
 
 `load_vlm` is the one entry point: a local folder or hub id, a dtype (full precision unless
-asked), a revision. `toy:vlm` names the shipped toy-vlm. A folder holding a PEFT adapter
-(`adapter_config.json`) loads its base model and applies the adapter.
+asked), a revision, a device (the CPU unless given). `toy:vlm` names the shipped toy-vlm. A
+folder holding a PEFT adapter (`adapter_config.json`) loads its base model and applies the
+adapter.
 """
 
 from __future__ import annotations
@@ -82,10 +83,13 @@ def load_vlm(
     revision: str | None = None,
     adapter: str | Path | None = None,
     key: str = "model",
+    device: str | torch.device | None = None,
 ) -> VLM:
     """The model (`AutoModelForImageTextToText`) and processor (`AutoProcessor`, with its chat
     template) from a folder or hub id. `adapter`: a PEFT adapter folder applied on top; a
-    folder that is itself an adapter loads its `base_model_name_or_path` first."""
+    folder that is itself an adapter loads its `base_model_name_or_path` first. `device`:
+    where the model (adapter included) is moved once loaded (None: where it loaded, the CPU;
+    inference commands resolve theirs with `mmalign.devices.resolve_device`)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     source = resolve_model(name_or_path)
@@ -128,6 +132,8 @@ def load_vlm(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
+    if device is not None:
+        model.to(device)
     model.eval()
     # a hub id is keyed by the snapshot it resolved to (the loaded config's commit without a
     # pinned revision; `hub_commit` in `weights_key` for a branch or tag too), so an upstream
