@@ -2,7 +2,9 @@
 
 Train `configs/toy/mapo.yaml` (LoRA on toy-sd, building its data on first use), compare the
 result with toy-sd on 200 held-out prompts (same seeds) and write a short report next to
-the win-rate results and the side-by-side grid.
+the win-rate results and the side-by-side grid. Training takes the accelerator's device; the
+win rate samples where `auto` resolves (`devices.resolve_device`: a GPU where torch sees
+one, else the CPU, where it draws exactly the images it drew before), in float32.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def _with(overrides: tuple[str, ...]) -> str:
 
 def run_demo(out: str | Path, config: str | Path = CONFIG, overrides: tuple[str, ...] = ()):
     from .data.prompts import resolve_prompts
+    from .devices import resolve_device
     from .diffusion import load_pipeline, load_tuned
     from .diffusion.recipe import DiffusionRecipe
     from .eval.winrate import run_winrate
@@ -60,8 +63,9 @@ def run_demo(out: str | Path, config: str | Path = CONFIG, overrides: tuple[str,
                                        *overrides])  # fmt: skip
     _set_aside_other_recipe(run_dir, cfg)
     result = train(cfg, DiffusionRecipe)
-    base = load_pipeline(cfg.model.name_or_path)
-    tuned = load_tuned(run_dir)
+    device = resolve_device("auto")  # as training: a GPU where there is one
+    base = load_pipeline(cfg.model.name_or_path, device=device)
+    tuned = load_tuned(run_dir, device=device)
     results = run_winrate(
         base.pipe, tuned.pipe, resolve_prompts("toy:heldout"), ["toy:fidelity"], out / "eval",
         steps=20, guidance=2.5, meta={"base": base.source, "tuned": str(run_dir)},

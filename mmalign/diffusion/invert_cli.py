@@ -5,7 +5,8 @@ stacked), each reconstruction sampled back from it with deterministic DDIM on th
 (`renoise-reconstruction-<i>.png`), the same for plain DDIM inversion (`ddim-*`), the VAE round
 trip of each input (`input-vae-<i>.png`) and `invert.json`, and prints both reconstruction
 errors (latent MSE and pixel MSE against the VAE round trip of the input), so the gain of the
-ReNoise iterations is measured on the user's own images.
+ReNoise iterations is measured on the user's own images. The model runs on `--device` (default
+`auto`: a GPU where torch sees one, else the CPU; `devices.resolve_device`).
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ def _images(paths: list[str]) -> list[Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from safetensors.torch import save_file
 
+    from ..devices import resolve_device
     from .load import load_pipeline
     from .renoise import decode, invert, reconstruct
 
+    device = resolve_device(args.device)  # a device the machine lacks: refused first
     prompts = args.prompt
     if len(prompts) == 1 and len(args.image) > 1:
         prompts = prompts * len(args.image)
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     elif average is None:
         average = (max(args.iterations - 1, 0), args.iterations + 1)  # the last two estimates
     images = _images(args.image)
-    model = load_pipeline(args.model, device=args.device)
+    model = load_pipeline(args.model, device=device)
     try:
         ren = invert(model, images, prompts, args.steps, args.iterations, average,
                      resolution=args.resolution, progress=True)  # fmt: skip
@@ -110,6 +113,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
+    from ..devices import DEVICE_HELP
+
     p = sub.add_parser("invert", help="ReNoise inversion of images (and plain DDIM's, compared)")
     p.add_argument("model", help="SD1.5/SDXL folder, hub id or toy:sd")
     p.add_argument("--image", action="append", required=True, help="an image (repeatable)")
@@ -122,5 +127,6 @@ def register(sub: Any) -> None:
     p.add_argument("--average", type=int, nargs=2, metavar=("LO", "HI"), default=None,
                    help="estimates [LO, HI) averaged (default: the last two)")  # fmt: skip
     p.add_argument("--resolution", type=int, default=None, help="default: the model's")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_HELP} "
+                   "(default auto)")  # fmt: skip
     p.set_defaults(func=_cmd_invert)

@@ -16,7 +16,8 @@ recipe's `data.filter` on the same data and model, skips the model pass.
 
 Image-pair data goes to the diffusion diagnosis: the toy image kinds and `pickapic:` by name,
 and a saved dataset (`save_to_disk`) by its columns (`chosen` holding images, or Pick-a-Pic's
-`jpg_0`), since its name says nothing.
+`jpg_0`), since its name says nothing. The models run on `--device` (default `auto`: a GPU
+where torch sees one, else the CPU; `devices.resolve_device`) in float32.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any],
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
     from ..data.pair_filter import parse_filter
+    from ..devices import resolve_device
     from .cli import _load
     from .data import open_vlm_pairs
     from .diagnose import add_reference, diagnose_rows
@@ -118,6 +120,9 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         raise InputError(f"--filter: {err}") from None
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    # a device the machine lacks: refused before anything loads; both paths (the VLM `_load`
+    # and the diffusion scorer) read the resolved name
+    args.device = str(resolve_device(args.device))
     if args.states is not None and not Path(args.states).is_file():
         raise InputError(f"--states {args.states}: no such file (it is DIR/states.safetensors "
                          "of an earlier `mmalign data diagnose --out DIR`)")  # fmt: skip
@@ -153,17 +158,14 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         raise InputError(f"{args.data}: no VLM preference pairs to diagnose ({report})")
     reference = None
     if args.reference is not None:  # its own pass first: one model in memory at a time
-        ref_vlm = _load(args.reference, None)
-        if args.device:
-            ref_vlm.model.to(args.device)
+        ref_vlm = _load(argparse.Namespace(**{**vars(args), "model": args.reference,
+                                              "adapter": None}))  # fmt: skip
         reference = diagnose_rows(ref_vlm.model, ref_vlm.processor, rows,
                                   batch_size=args.batch_size, max_length=args.max_length,
                                   model_key=ref_vlm.weights_key)  # fmt: skip
         ref_source = ref_vlm.source
         del ref_vlm
-    vlm = _load(args.model, args.adapter)
-    if args.device:
-        vlm.model.to(args.device)
+    vlm = _load(args)  # MODEL with --adapter, on --device
     diag = diagnose_rows(vlm.model, vlm.processor, rows, batch_size=args.batch_size,
                          max_length=args.max_length,
                          with_reference=args.adapter is not None,
@@ -202,6 +204,8 @@ def register(sub: Any, on_diffusion: Any = None) -> None:
     """Add `mmalign data diagnose` (the `data` command exists: mmalign/data_cli.py).
     `on_diffusion(args) -> int` handles image-pair data (the CLI passes the evaluation
     layer's, mmalign/eval/diagnose_diffusion.py: this module stays below it)."""
+    from ..devices import DEVICE_HELP
+
     data = sub.choices["data"]
     actions = next(a for a in data._actions if isinstance(a, argparse._SubParsersAction))
     p = actions.add_parser("diagnose", help="per-pair CHES / LN-CHES, ranking and implicit "
@@ -228,7 +232,8 @@ def register(sub: Any, on_diffusion: Any = None) -> None:
                    "run on the same data and model instead of the model pass (checked against "
                    "the model's hidden size and weights)")  # fmt: skip
     p.add_argument("--top", type=int, default=12, help="highest-LN-CHES pairs in the report")
-    p.add_argument("--device", default=None, help="e.g. cuda (default: where the model loads)")
+    p.add_argument("--device", default="auto", help=f"where the models run: {DEVICE_HELP} "
+                   "(default auto)")  # fmt: skip
     p.add_argument("--draws", type=int, default=4, help="diffusion data: (timestep, noise) "
                    "draws per pair")  # fmt: skip
     p.set_defaults(func=_cmd_diagnose, on_diffusion=on_diffusion)

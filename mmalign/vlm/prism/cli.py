@@ -6,7 +6,9 @@ texts, and its statistics), `pairs/` (a PreferencePair dataset for `mmalign trai
 rejected the full prefixes) and `summary.json` (counts, failures, throughput, per-tree stats).
 A rerun with the same settings resumes: finished trees are loaded, not searched again (those
 in a batch that runs again are searched again, and counted apart); a rerun with other settings
-(search, model weights, data rows, judge, sampling) is refused.
+(search, model weights, data rows, judge, sampling, device type or dtype) is refused. The
+policy and a `vlm:` judge run on `--device` (default `auto`: a GPU where torch sees one, else
+the CPU) in `--dtype` (default float32).
 """
 
 from __future__ import annotations
@@ -16,22 +18,28 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...cli_errors import finite_float
 from ...config import InputError
 from ...subcommands import group_actions
 
+if TYPE_CHECKING:
+    import torch
 
-def load_policy(model: str, dtype: str = "float32") -> Any:
+
+def load_policy(
+    model: str, dtype: str = "float32", device: str | torch.device | None = None
+) -> Any:
     """A VLM from a folder, hub id, adapter folder or training output_dir (its final weights);
-    a LoRA adapter is merged in (this is inference only)."""
+    a LoRA adapter is merged in (this is inference only). `device`: where it runs (None: the
+    CPU, where it loads)."""
     from ..load import load_vlm
 
     run = Path(model) / "mmalign_run.json"
     if run.is_file():
         model = json.loads(run.read_text())["final"]["path"]
-    vlm = load_vlm(model, dtype=dtype)
+    vlm = load_vlm(model, dtype=dtype, device=device)
     if hasattr(vlm.model, "merge_and_unload"):
         vlm.model = vlm.model.merge_and_unload().eval()
     return vlm
@@ -66,6 +74,7 @@ def summary_line(summary: dict[str, Any]) -> str:
 
 
 def _cmd_mcts(args: argparse.Namespace) -> int:
+    from ...devices import device_options
     from ..data import open_vlm_pairs
     from .format import tag_ids
     from .generate import StageGenerator
@@ -79,6 +88,7 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
                  "max_new_tokens"):  # fmt: skip
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1")
+    device, dtype = device_options(args)  # a device the machine lacks: refused before loading
     rows, report = open_vlm_pairs(args.data, args.split, max_samples=args.max_samples)
     print(report)
     if args.max_samples is not None and len(rows) < args.max_samples:
@@ -87,12 +97,12 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
                 "DIR/pairs)" if str(args.data).startswith("toy:") else "")  # fmt: skip
         print(f"mmalign: --max-samples {args.max_samples}, but {args.data} has {len(rows)} "
               f"rows: searching {len(rows)} trees{hint}", file=sys.stderr)  # fmt: skip
-    vlm = load_policy(args.model)
+    vlm = load_policy(args.model, dtype=dtype, device=device)
     try:
         tag_ids(vlm.processor)
     except ValueError as err:
         raise InputError(f"--model {args.model}: {err}") from None
-    judge = make_judge(args.judge)
+    judge = make_judge(args.judge, dtype=dtype, device=device)  # a vlm: judge beside the policy
     config = MCTSConfig(args.iterations, args.children, args.max_depth, args.c, args.margin,
                         args.min_value)  # fmt: skip
     generate = StageGenerator(vlm.model, vlm.processor, max_new_tokens=args.max_new_tokens,
@@ -100,7 +110,8 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
     data = [rows[i] for i in range(len(rows))]
     search = Search(data, generate, judge, config, args.out,
                     trees_per_batch=args.trees_per_batch, seed=args.seed,
-                    model=vlm.weights_key)  # fmt: skip
+                    model=vlm.weights_key,
+                    precision={"device": device.type, "dtype": dtype})  # fmt: skip
     started = time.perf_counter()
     trees = search.run()
     summary = summarize(search, trees, time.perf_counter() - started)
@@ -176,4 +187,7 @@ def register(sub: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=48, help="per stage; longer is a failure")
     p.add_argument("--temperature", type=finite_float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    from ...devices import add_device_options
+
+    add_device_options(p, "the policy and a vlm: judge")
     p.set_defaults(func=_cmd_mcts)

@@ -9,7 +9,8 @@ counts a failure or a value outside [-1, 1] and skips that node, it never stops.
   it complies with a forbidden request or refuses a harmless one, -0.5 when it answers wrongly;
   an earlier stage scores 1 when it equals the reference stage, else -1.
 - `vlm:<model>`: a local VLM asked whether the partial answer is safe and correct; the value
-  is `(p_yes - p_no) / (p_yes + p_no)` of its next token.
+  is `(p_yes - p_no) / (p_yes + p_no)` of its next token. It loads on the device and in the
+  dtype `make_judge` is given (`prism-mcts`: the policy's `--device` and `--dtype`).
 - `package.module:function`: a Python callable `f(item) -> float`, called per item.
 """
 
@@ -19,10 +20,13 @@ import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...data.prism_cot import STAGES, parse_stages
 from ...toy.prism import is_refusal
+
+if TYPE_CHECKING:
+    import torch
 
 Verdict = float | BaseException
 
@@ -186,8 +190,14 @@ def check_verdict(value: Verdict) -> tuple[float | None, str | None]:
     return v, None
 
 
-def make_judge(spec: str | Callable[[JudgeItem], float], *, dtype: str = "float32") -> Judge:
-    """`toy`, `vlm:<model>`, `package.module:function`, or a callable itself."""
+def make_judge(
+    spec: str | Callable[[JudgeItem], float],
+    *,
+    dtype: str = "float32",
+    device: str | torch.device | None = None,
+) -> Judge:
+    """`toy`, `vlm:<model>`, `package.module:function`, or a callable itself. `dtype` and
+    `device` (None: the CPU) are where a `vlm:` judge's model runs; the others have none."""
     if callable(spec):
         return CallableJudge(spec, getattr(spec, "__name__", "callable"))
     if spec == "toy":
@@ -198,7 +208,7 @@ def make_judge(spec: str | Callable[[JudgeItem], float], *, dtype: str = "float3
         model = spec[len("vlm:") :]
         if not model:
             raise ValueError("--judge vlm:<model> needs a model (folder, hub id or toy:vlm)")
-        return VLMJudge(load_vlm(model, dtype=dtype), name=spec)
+        return VLMJudge(load_vlm(model, dtype=dtype, device=device), name=spec)
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
         raise ValueError(f"unknown judge {spec!r}; use toy, vlm:<model> or package.module:function")

@@ -10,8 +10,11 @@ the batches with a tree missing, which gives the trees an uninterrupted run woul
 saved tree in such a batch is searched again with it: `trees_researched`, not `trees_loaded`). The
 settings compared (`Search.settings`, saved as `search.json`) are everything the trees depend
 on: the search config, batching and seed, the model's weights, a fingerprint of the rows, the
-judge (and a VLM judge's weights) and the sampling (temperature, max_new_tokens, batch_size); a
-rerun that differs in any is refused, since loaded trees would silently mix two searches.
+judge (and a VLM judge's weights), the sampling (temperature, max_new_tokens, batch_size) and
+the device type and dtype the models run in (one seed samples other trees on a GPU or in
+bfloat16); a rerun that differs in any is refused, since loaded trees would silently mix two
+searches. A search.json without the device and dtype was searched on the CPU in float32
+(`BEFORE_PRECISION`), the only way before they were recorded, and resumes there.
 
 Nothing stops the search mid-way without the finished trees on disk: a sample that never
 closes its stage is a failed node (counted), a judge that raises or answers outside [-1, 1] is
@@ -40,6 +43,10 @@ from ..collate import row_images
 from .generate import StageGenerator, StageRequest
 from .judges import Judge, JudgeItem, Verdict, check_verdict
 from .mcts import MCTSConfig, Tree
+
+# What a search.json without a device and dtype was searched with: before `--device` /
+# `--dtype`, every policy and judge ran on the CPU in float32.
+BEFORE_PRECISION = {"device": "cpu", "dtype": "float32"}
 
 
 def batch_seed(seed: int, first: int) -> int:
@@ -95,6 +102,8 @@ def _difference(key: str, saved: Mapping[str, Any], now: Mapping[str, Any]) -> s
         return "judge_weights (other judge weights)"
     if key == "data":
         return "data (other rows)"
+    if key in BEFORE_PRECISION:  # say how to resume it where it ran
+        return f"{key} {saved[key]} -> {now.get(key)} (--{key} {saved[key]} resumes it)"
     if key == "config":
         old, new = saved[key] or {}, now.get(key) or {}
         fields = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
@@ -104,11 +113,14 @@ def _difference(key: str, saved: Mapping[str, Any], now: Mapping[str, Any]) -> s
 
 class Search:
     """The search over `rows` with `generate` and `judge` (see the module docstring). `model`
-    identifies the weights that generate (`VLM.weights_key`), for the resume check."""
+    identifies the weights that generate (`VLM.weights_key`), for the resume check;
+    `precision` is {"device": type, "dtype": name} the models run in (None: the generating
+    model's, `devices.precision_of`; CPU float32 for a generator without one)."""
 
     def __init__(self, rows: Sequence[dict[str, Any]], generate: StageGenerator, judge: Judge,
                  config: MCTSConfig, out: str | Path, *, trees_per_batch: int | None = None,
-                 seed: int = 0, progress: bool = True, model: Any = None):  # fmt: skip
+                 seed: int = 0, progress: bool = True, model: Any = None,
+                 precision: Mapping[str, str] | None = None):  # fmt: skip
         if trees_per_batch is None:  # one round of expansions fills a generate call
             trees_per_batch = max(1, generate.batch_size // config.children)
         if trees_per_batch < 1:
@@ -116,6 +128,12 @@ class Search:
         self.rows, self.generate, self.judge, self.config = rows, generate, judge, config
         self.out, self.trees_per_batch, self.seed = Path(out), trees_per_batch, seed
         self.progress, self.model = progress, model
+        if precision is None:
+            from ...devices import precision_of
+
+            net = getattr(generate, "model", None)
+            precision = precision_of(net) if hasattr(net, "parameters") else BEFORE_PRECISION
+        self.precision = {k: str(precision[k]) for k in BEFORE_PRECISION}
         self._rows_fingerprint: str | None = None  # hashed once, on first use
         self.counts: Counter[str] = Counter()  # this run's generation and judge work
         self.seconds = {"generate": 0.0, "judge": 0.0}
@@ -134,7 +152,8 @@ class Search:
                 "judge": self.judge.name, "model": self.model,
                 "temperature": getattr(gen, "temperature", None),
                 "max_new_tokens": getattr(gen, "max_new_tokens", None),
-                "batch_size": getattr(gen, "batch_size", None)}  # fmt: skip
+                "batch_size": getattr(gen, "batch_size", None),
+                **self.precision}  # fmt: skip
         # a VLM judge is named by its folder: its weights too, or a judge retrained in place
         # would resume trees it never scored (absent for judges without weights: toy, callable)
         judge_weights = getattr(getattr(self.judge, "vlm", None), "weights_key", None)
@@ -146,8 +165,8 @@ class Search:
         """A rerun into the same folder must use the same settings (else its trees differ)."""
         path = self.out / "search.json"
         mine = self.settings()
-        if path.is_file():
-            theirs = json.loads(path.read_text())
+        if path.is_file():  # saved before the device and dtype were: CPU float32
+            theirs = {**BEFORE_PRECISION, **json.loads(path.read_text())}
             if theirs != mine:
                 from ...config import InputError
 
