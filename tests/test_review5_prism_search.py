@@ -157,7 +157,9 @@ def test_a_judge_raising_on_a_batch_is_retried_item_by_item(tmp_path, capsys):
     assert [t.to_json()["nodes"] for t in trees] == [t.to_json()["nodes"] for t in plain]
 
 
-def test_a_judge_that_always_raises_leaves_an_unjudged_root_and_no_pairs(tmp_path, capsys):
+def test_a_judge_that_always_raises_stops_the_search_unsaved(tmp_path, capsys):
+    """Broken, not flaky: no tree is saved that a rerun with a mended judge would load."""
+
     class Broken(FakeJudge):
         name = "broken"
 
@@ -171,11 +173,32 @@ def test_a_judge_that_always_raises_leaves_an_unjudged_root_and_no_pairs(tmp_pat
     judge = Broken()
     s = Search(rows(1), TwoWords(), judge, MCTSConfig(iterations=3, children=2), tmp_path,
                progress=False)  # fmt: skip
-    (tree,) = s.run()
+    with pytest.raises(RuntimeError, match="raised on every item it was given") as stop:
+        s.run()
+    assert "judge server down" in str(stop.value.__cause__)
     assert judge.calls == [2, 1, 1]  # the batch, then each item alone
-    assert tree.stats["judge_error"] == 2 and tree.nodes[0].unjudged and tree.pairs() == []
     assert s.counts["judge_batch_failures"] == 1
     assert capsys.readouterr().err.count("RuntimeError: judge server down") == 1
+    assert not list((tmp_path / "trees").glob("*.json"))  # nothing for a rerun to load
+
+
+def test_a_judge_that_answered_once_is_flaky_and_the_search_goes_on(tmp_path):
+    class Flaky(FakeJudge):
+        name = "flaky"
+
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, items):
+            self.calls += 1
+            if self.calls > 1:
+                raise RuntimeError("judge server down")
+            return super().__call__(items)
+
+    s = Search(rows(1), TwoWords(), Flaky(), MCTSConfig(iterations=3, children=2), tmp_path,
+               progress=False)  # fmt: skip
+    (tree,) = s.run()
+    assert tree.stats["judge_error"] > 0 and s.counts["judge_batch_failures"] > 0
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit, MemoryError])

@@ -138,6 +138,7 @@ class Search:
         self.counts: Counter[str] = Counter()  # this run's generation and judge work
         self.seconds = {"generate": 0.0, "judge": 0.0}
         self.judge_batch_error: str | None = None  # the first judge call that raised, by type
+        self.judge_answered = False  # whether the judge has given one verdict (this run)
 
     def settings(self) -> dict[str, Any]:
         """Everything the trees depend on, as `search.json` holds it (after a JSON round trip,
@@ -262,9 +263,14 @@ class Search:
 
     def _judged(self, items: list[JudgeItem]) -> list[Verdict]:
         """The judge's verdicts on `items`; a call that raises for the batch is retried one item
-        at a time, and an item that raises alone gets its exception as its verdict."""
+        at a time, and an item that raises alone gets its exception as its verdict. A judge
+        that has raised on every item it was ever given is broken, not flaky: the search stops
+        (finished trees are saved) rather than save trees that no judgement shaped, which a
+        rerun with a mended judge of the same name would load."""
         try:
-            return self._call(items)
+            verdicts = self._call(items)
+            self.judge_answered |= any(not isinstance(v, BaseException) for v in verdicts)
+            return verdicts
         except MemoryError:
             raise
         except Exception as err:
@@ -275,8 +281,9 @@ class Search:
                       f"{len(items)} items ({self.judge_batch_error}); judging them one at a "
                       "time (counted as judge_batch_failures; said once)",
                       file=sys.stderr)  # fmt: skip
+            first = err
             if len(items) == 1:  # already one item: its exception is its verdict
-                return [err]
+                return self._unless_broken([err], first)
         out: list[Verdict] = []
         for item in items:
             try:
@@ -285,7 +292,17 @@ class Search:
                 raise
             except Exception as err:
                 out.append(err)
-        return out
+        return self._unless_broken(out, first)
+
+    def _unless_broken(self, verdicts: list[Verdict], first: BaseException) -> list[Verdict]:
+        self.judge_answered |= any(not isinstance(v, BaseException) for v in verdicts)
+        if not self.judge_answered:
+            raise RuntimeError(
+                f"prism-mcts: the judge {self.judge.name!r} raised on every item it was given "
+                f"({type(first).__name__}: {first}); nothing was judged, so the search stops "
+                "here (finished trees are saved; mend the judge and run again to resume)"
+            ) from first
+        return verdicts
 
 
 def pair_rows(rows: Sequence[dict[str, Any]], trees: Sequence[Tree]) -> list[dict[str, Any]]:
