@@ -123,21 +123,22 @@ def load_pipeline(
 
 
 def _explicit_vae(vae: str, dtype: str, vae_key: str) -> Any:
-    """The VAE named by `vae_key`, in `dtype` unless its config says `force_upcast` (diffusers'
-    default when the config omits it): such a VAE (the SDXL one) overflows in fp16, and the
-    Encoder encodes with it as loaded, so it stays float32 as the pipeline's own VAE does.
-    Loaded in float32 and cast after, so an fp16-safe VAE's weights round only once."""
+    """The VAE named by `vae_key`, in `dtype`, except a float16 request for a VAE whose config
+    says `force_upcast` (diffusers' default when the config omits it): such a VAE (the SDXL
+    one) overflows in fp16, and the Encoder encodes with it as loaded, so it stays float32.
+    bfloat16 has float32's range, and diffusers upcasts only fp16 VAEs, so bf16 is kept.
+    Loaded in float32 and cast after, so the weights round only once."""
     from diffusers import AutoencoderKL
 
     with hub_errors(vae, vae_key):
         model = AutoencoderKL.from_pretrained(vae, **dtype_kwarg(torch.float32))
     if dtype == "float32":
         return model
-    if getattr(model.config, "force_upcast", True):
+    if dtype == "float16" and getattr(model.config, "force_upcast", True):
         print(
             f"mmalign: {vae_key}: {vae} sets force_upcast (it overflows in float16): kept in "
-            f"float32, not {dtype}; give an fp16-safe VAE (force_upcast: false) to run it in "
-            f"{dtype}"
+            f"float32, not float16; give an fp16-safe VAE (force_upcast: false) to run it in "
+            f"float16, or use bfloat16"
         )
         return model
     return model.to(DTYPES[dtype])
