@@ -44,6 +44,26 @@ def test_the_process_group_waits_for_the_main_process_builds(monkeypatch):
         h for h in seen.get("kwargs_handlers") or [] if isinstance(h, InitProcessGroupKwargs)
     ]
     assert len(handlers) == 1
-    assert handlers[0].timeout >= timedelta(hours=12)
+    assert handlers[0].timeout == timedelta(seconds=cfg.train.ddp_timeout)
+    assert cfg.train.ddp_timeout >= 12 * 3600  # the default outlasts a long build
     # only the timeout is passed on: the backend stays accelerate's choice (gloo on CPUs)
     assert handlers[0].to_kwargs() == {"timeout": handlers[0].timeout}
+
+
+def test_the_timeout_is_a_setting(monkeypatch):
+    seen = {}
+
+    def stub(**kwargs):
+        seen.update(kwargs)
+        raise Built
+
+    monkeypatch.setattr(accelerate, "Accelerator", stub)
+    cfg = from_dict(
+        Config,
+        {"model": {"name_or_path": "toy:sd"}, "data": {"path": "toy:pairs", "split": "train"},
+         "train": {"ddp_timeout": 1800}},
+    )  # fmt: skip
+    with pytest.raises(Built):
+        loop.train(cfg, lambda cfg, accelerator: None)
+    (handler,) = [h for h in seen["kwargs_handlers"] if isinstance(h, InitProcessGroupKwargs)]
+    assert handler.timeout == timedelta(minutes=30)

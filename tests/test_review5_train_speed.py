@@ -1,6 +1,6 @@
 """Two GPU speed settings of the training loop, checked on the CPU.
 
-`train.allow_tf32: true` lets float32 matmuls and cuDNN convolutions run in TF32 on Ampere and
+`train.allow_tf32: true` lets float32 matmuls (and cuDNN convolutions) run in TF32 on Ampere and
 later GPUs (diffusers' scripts' `--allow_tf32`; off by default, as there); nothing set it
 before. And the training DataLoader pins its batches' memory when the run is on CUDA (faster
 host-to-device copies), and only then: a CPU run builds it as before.
@@ -105,6 +105,14 @@ def test_allow_tf32_trains_the_same_on_the_cpu(tmp_path, tf32_flags):
     assert [m["loss"] for m in read_metrics(plain)] == [m["loss"] for m in read_metrics(tf32)]
 
 
-@pytest.mark.parametrize(("device", "pinned"), [("cuda", True), ("cpu", False)])
-def test_the_training_loader_pins_memory_on_cuda_only(tmp_path, monkeypatch, device, pinned):
-    assert _loader_kwargs(monkeypatch, _config(tmp_path), device).get("pin_memory", False) is pinned
+@pytest.mark.parametrize(
+    ("device", "workers", "pinned"), [("cuda", 2, True), ("cuda", 0, False), ("cpu", 2, False)]
+)
+def test_the_training_loader_pins_memory_on_cuda_with_workers(
+    tmp_path, monkeypatch, device, workers, pinned
+):
+    """Pinned by the loader's thread beside its workers; with none, pinning would be one more
+    copy in the training thread (nothing copies non-blocking)."""
+    cfg = _config(tmp_path)
+    cfg.data.num_workers = workers
+    assert _loader_kwargs(monkeypatch, cfg, device).get("pin_memory", False) is pinned

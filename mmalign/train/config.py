@@ -197,9 +197,13 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
-    # TF32 float32 matmuls and cuDNN convolutions on Ampere and later GPUs (diffusers' scripts'
-    # --allow_tf32); false leaves torch's defaults. No effect on a CPU
+    # TF32 float32 matmuls on Ampere and later GPUs (diffusers' scripts' --allow_tf32; torch
+    # already allows it in cuDNN convolutions); false leaves torch's defaults. Process-wide
     allow_tf32: bool = False
+    # seconds a process waits for the others at a collective: the main process builds the
+    # pre-encoding cache, soft labels and dense weights while the others wait (NCCL's default
+    # 10 minutes stopped them mid-build); lower it to see a hung run fail sooner
+    ddp_timeout: int = 86_400
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500

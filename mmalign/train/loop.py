@@ -47,10 +47,6 @@ from .optim import build_optimizer, build_scheduler, float32_master_weights
 from .resume import RESUMABLE, recipe_changes
 
 METRICS_FILE = "metrics.jsonl"
-# How long a process waits at a barrier (an NCCL collective on GPUs) for the others: the main
-# process builds the pre-encoding cache, SmPO's soft labels and dense weights while the others
-# wait, and NCCL's default 10 minutes stopped them mid-build (a cache was never finished).
-PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
 RUN_FILE = "mmalign_run.json"
 ALARM_START = "displacement_start.json"  # the alarm's reference-free baseline (displacement.py)
 
@@ -143,10 +139,11 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
         mixed_precision=tc.mixed_precision,
         log_with=trackers or None,
         project_dir=str(out_dir / "logs"),
-        kwargs_handlers=[InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)],
+        # the main process builds caches while the others wait (train.ddp_timeout)
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=tc.ddp_timeout))],
     )
     main = accelerator.is_main_process
-    if tc.allow_tf32:  # Ampere+ GPUs: float32 matmuls and convolutions in TF32
+    if tc.allow_tf32:  # Ampere+ GPUs: float32 matmuls in TF32 (cuDNN's default already)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(tc.seed)  # adapter initialisation is part of the run's seed
     recipe = make_recipe(cfg, accelerator)
@@ -224,7 +221,8 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
         batch_sampler=list(sampler.iterate(start_step, tc.max_steps)),
         collate_fn=recipe.collate,
         num_workers=cfg.data.num_workers,
-        pin_memory=accelerator.device.type == "cuda",  # faster copies to the GPU
+        # pinned by the loader's own thread beside the workers, for faster copies to the GPU
+        pin_memory=accelerator.device.type == "cuda" and cfg.data.num_workers > 0,
     )
     batches = iter(loader)
     last_good = str(list_checkpoints(out_dir)[-1]) if list_checkpoints(out_dir) else "none"

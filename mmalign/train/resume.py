@@ -22,6 +22,7 @@ from typing import Any, get_args, get_type_hints
 RESUMABLE = (
     "diffusion.compile",
     "train.allow_tf32",  # rounding only, as compile
+    "train.ddp_timeout",
     "output_dir",
     "train.max_steps",
     "train.resume_from",
