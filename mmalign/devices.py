@@ -16,6 +16,9 @@ import torch
 from .config import InputError
 
 DTYPES = ("float32", "float16", "bfloat16")
+# How everything ran before `--device` / `--dtype`: the CPU, in float32. A saved record (win-rate
+# images, a prism-mcts search) that names no device and dtype was made so.
+CPU_FLOAT32 = {"device": "cpu", "dtype": "float32"}
 DEVICE_HELP = "auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps"
 
 
@@ -83,7 +86,7 @@ def precision_of(module: Any) -> dict[str, str]:
     precision it runs (the device's type: `cuda`, not `cuda:1`)."""
     param = next(iter(module.parameters()), None)
     if param is None:
-        return {"device": "cpu", "dtype": "float32"}
+        return dict(CPU_FLOAT32)
     return {"device": param.device.type, "dtype": str(param.dtype).removeprefix("torch.")}
 
 

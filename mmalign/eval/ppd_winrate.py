@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..devices import sampling_precision
+from ..devices import CPU_FLOAT32, sampling_precision
 from ..diffusion import ppd
 from ..diffusion.ppd_users import UserPipeline, mix
 from ..rewards import get_scorer
@@ -133,9 +133,8 @@ def precision_settings(base_pipe: Any, ppd_pipe: Any) -> dict[str, Any]:
     """Each model's device type and dtype (`sampling_precision`) where not CPU float32: absent
     there, so images saved before they were recorded (all CPU float32) stay valid, while one
     seed's images drawn on a GPU or in bfloat16 are not taken for them."""
-    before = {"device": "cpu", "dtype": "float32"}
     found = {"base": sampling_precision(base_pipe), "tuned": sampling_precision(ppd_pipe)}
-    return {f"{tag}_precision": p for tag, p in found.items() if p != before}
+    return {f"{tag}_precision": p for tag, p in found.items() if p != CPU_FLOAT32}
 
 
 def embedding_digest(embedding: torch.Tensor) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..devices import sampling_precision
+from ..devices import CPU_FLOAT32, sampling_precision
 from ..diffusion.sample import generate_seeded, to_pil_images
 from ..grid import pair_grid
 from ..rewards import get_scorer, split_name
@@ -36,8 +36,7 @@ from ..weights import hub_commit
 BOOTSTRAP = 10_000
 # What a saved-images record without a model's device and dtype was drawn with: before
 # `--device` / `--dtype`, every image was drawn on the CPU in float32.
-BEFORE_PRECISION = {f"{m}_{k}": v for m in ("base", "tuned")
-                    for k, v in (("device", "cpu"), ("dtype", "float32"))}  # fmt: skip
+BEFORE_PRECISION = {f"{m}_{k}": v for m in ("base", "tuned") for k, v in CPU_FLOAT32.items()}
 GRID_ROWS = 16
 SEED_STRIDE = 100_000  # seed offset between a prompt's images k and k+1
 

@@ -39,14 +39,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ...devices import CPU_FLOAT32
 from ..collate import row_images
 from .generate import StageGenerator, StageRequest
 from .judges import Judge, JudgeItem, Verdict, check_verdict
 from .mcts import MCTSConfig, Tree
 
-# What a search.json without a device and dtype was searched with: before `--device` /
-# `--dtype`, every policy and judge ran on the CPU in float32.
-BEFORE_PRECISION = {"device": "cpu", "dtype": "float32"}
+# What a search.json without a device and dtype was searched with (the policy and judge)
+BEFORE_PRECISION = CPU_FLOAT32
 
 
 def batch_seed(seed: int, first: int) -> int:
