@@ -2,7 +2,7 @@
 a GPU where there is one: `--device` (invert, diagnose) defaults to `auto` (CUDA where torch
 sees it, else the CPU) instead of the CPU, and the demo evaluates where `auto` resolves. A
 device the machine lacks is refused (exit 2, naming `--device`) before anything loads.
-`data diagnose` also loads its models again: `vlm.cli._load` now takes the parsed arguments,
+`data diagnose` also loads its models again: `vlm.cli.load_from_args` takes the parsed arguments,
 and the old call `_load(model, adapter)` was a TypeError on every VLM diagnosis.
 
 The loaders are replaced by recorders that stop the command, so nothing loads or moves."""

@@ -10,7 +10,7 @@ from ..config import InputError
 from ..devices import add_device_options
 
 
-def _load(args: argparse.Namespace):
+def load_from_args(args: argparse.Namespace):
     """MODEL (a training output_dir: its saved adapter or model) with `--adapter`, on
     `--device` in `--dtype`."""
     from ..devices import device_options
@@ -34,7 +34,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     for path in args.image or []:  # before the model loads
         if not Path(path).is_file():
             raise FileNotFoundError(f"--image {path}: no such file")
-    vlm = _load(args)
+    vlm = load_from_args(args)
     images = []
     for path in args.image or []:
         try:
@@ -55,7 +55,7 @@ def _cmd_eval_vlm(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
-    vlm = _load(args)
+    vlm = load_from_args(args)
     results = evaluate_toy(vlm, args.task, n=args.n, seed=args.seed)
     rates = {k: v for k, v in results.items()
              if k.endswith(("_rate", "accuracy")) or k == "format_compliance"}  # fmt: skip

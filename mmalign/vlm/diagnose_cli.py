@@ -109,7 +109,7 @@ def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any],
 def _cmd_diagnose(args: argparse.Namespace) -> int:
     from ..data.pair_filter import parse_filter
     from ..devices import resolve_device
-    from .cli import _load
+    from .cli import load_from_args
     from .data import open_vlm_pairs
     from .diagnose import add_reference, diagnose_rows
     from .diagnose_html import NO_HISTOGRAMS, have_matplotlib
@@ -120,8 +120,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         raise InputError(f"--filter: {err}") from None
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    # a device the machine lacks: refused before anything loads; both paths (the VLM `_load`
-    # and the diffusion scorer) read the resolved name
+    # a device the machine lacks: refused before anything loads; both paths (the VLM's
+    # `load_from_args` and the diffusion scorer) read the resolved name
     args.device = str(resolve_device(args.device))
     if args.states is not None and not Path(args.states).is_file():
         raise InputError(f"--states {args.states}: no such file (it is DIR/states.safetensors "
@@ -158,14 +158,14 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         raise InputError(f"{args.data}: no VLM preference pairs to diagnose ({report})")
     reference = None
     if args.reference is not None:  # its own pass first: one model in memory at a time
-        ref_vlm = _load(argparse.Namespace(**{**vars(args), "model": args.reference,
+        ref_vlm = load_from_args(argparse.Namespace(**{**vars(args), "model": args.reference,
                                               "adapter": None}))  # fmt: skip
         reference = diagnose_rows(ref_vlm.model, ref_vlm.processor, rows,
                                   batch_size=args.batch_size, max_length=args.max_length,
                                   model_key=ref_vlm.weights_key)  # fmt: skip
         ref_source = ref_vlm.source
         del ref_vlm
-    vlm = _load(args)  # MODEL with --adapter, on --device
+    vlm = load_from_args(args)  # MODEL with --adapter, on --device
     diag = diagnose_rows(vlm.model, vlm.processor, rows, batch_size=args.batch_size,
                          max_length=args.max_length,
                          with_reference=args.adapter is not None,
