@@ -267,7 +267,7 @@ def test_label_serve_passes_its_device_to_the_app(tmp_path, monkeypatch, pretend
 # ------------------------------------------------------------------------------- PPD
 
 
-def test_ppd_training_encoder_runs_on_the_accelerator_in_the_recipe_dtype(monkeypatch):
+def test_ppd_training_encoder_runs_on_the_accelerator_in_ppd_encoder_dtype(monkeypatch):
     import mmalign.vlm.load
     from mmalign.diffusion import ppd_recipe
 
@@ -276,8 +276,9 @@ def test_ppd_training_encoder_runs_on_the_accelerator_in_the_recipe_dtype(monkey
     monkeypatch.setattr("mmalign.vlm.user_embed.examples_from_pairs", lambda rows: ({"u": []}, 0))
     cfg = SimpleNamespace(
         ppd=SimpleNamespace(encoder="toy:vlm", shots=4, layer=-2, pooling="mean",
-                            embeddings=None, batch_size=8),
-        model=SimpleNamespace(dtype="bfloat16"),
+                            embeddings=None, batch_size=8, encoder_device="auto",
+                            encoder_dtype="bfloat16"),
+        model=SimpleNamespace(dtype="float16"),  # not the encoder's (ppd.encoder_dtype)
     )  # fmt: skip
     with pytest.raises(Stop):
         ppd_recipe.training_embeddings(cfg, [], device=torch.device("cpu"))

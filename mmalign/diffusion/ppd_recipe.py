@@ -19,6 +19,7 @@ and the training users' `user_embeddings.safetensors` beside it.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,11 @@ def training_embeddings(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """One embedding per user of `rows`: read from `ppd.embeddings`, or computed (and cached)
     by the encoder from each user's first `ppd.shots` pairs. Returns (embeddings, info).
-    The encoder runs on `device` (the training accelerator's; None: the CPU) in the recipe's
-    `model.dtype` (recorded as `encoder_dtype`, so a new user is embedded the same way).
-    Computing holds `$MMALIGN_CACHE/user_embed.lock`: of the processes of one launch (and of
-    runs side by side) one computes and writes the cache entry, the others wait and read it;
-    before, each process ran the encoder and wrote the same entry through one temporary file."""
+    The encoder runs in `ppd.encoder_dtype` (float32 unless asked; not `model.dtype`) on
+    `device`, the training accelerator's (None: the CPU), or on the CPU with
+    `ppd.encoder_device: cpu`. `encoder_dtype` is recorded, so a new user is embedded the same
+    way. The cache entry is computed under its own lock (`cached_user_embeddings`): of the
+    processes of one launch (and of runs side by side) one computes, the others read it."""
     from ..vlm.user_embed import (
         PROMPT_FORMAT_VERSION,
         cached_user_embeddings,
@@ -88,11 +89,12 @@ def training_embeddings(
     )
 
     p = cfg.ppd
+    dtype = str(getattr(p, "encoder_dtype", "float32"))
     # `prompt_format`: the encoder input's version (see user_embed.PROMPT_FORMAT_VERSION); None
     # for given embeddings that do not record it (written before it was versioned)
     info: dict[str, Any] = {"encoder": p.encoder, "shots": p.shots, "layer": p.layer,
                             "pooling": p.pooling, "prompt_format": None,
-                            "encoder_dtype": None}  # fmt: skip
+                            "encoder_dtype": dtype}  # fmt: skip
     if p.embeddings is not None:
         embs = load_embeddings(p.embeddings)
         meta_file = Path(p.embeddings)
@@ -104,30 +106,33 @@ def training_embeddings(
             keys = ("shots", "layer", "pooling", "prompt_format")
             info.update({k: saved[k] for k in keys if k in saved})
             info["encoder"] = saved.get("model", p.encoder)
-            # `data user-embed --dtype` records `dtype`, a PPD run's own file `encoder_dtype`
-            info["encoder_dtype"] = saved.get("encoder_dtype", saved.get("dtype"))
+            # `data user-embed --dtype` records `dtype`, a PPD run's own file `encoder_dtype`;
+            # a file with neither was written when every encoder ran in float32
+            made = str(saved.get("encoder_dtype") or saved.get("dtype") or "float32")
+            info["encoder_dtype"] = made  # new users at inference: as these were embedded
+            if made != dtype:
+                warnings.warn(
+                    f"ppd.embeddings: {p.embeddings} were embedded in {made} ({meta_file}), "
+                    f"ppd.encoder_dtype is {dtype}: used as given; a new user is embedded in "
+                    f"{made}, as they were. Rerun `mmalign data user-embed --dtype {dtype}` "
+                    f"or set ppd.encoder_dtype: {made} to make them agree.",
+                    stacklevel=2,
+                )
         return embs, {**info, "source": str(p.embeddings), "cached": True}
-    from filelock import FileLock
-
-    from ..data.cache import cache_root
     from ..vlm.load import load_vlm
 
     examples, ties = examples_from_pairs(rows)
-    dtype = str(getattr(getattr(cfg, "model", None), "dtype", None) or "float32")
+    if getattr(p, "encoder_device", "auto") == "cpu":
+        device = torch.device("cpu")  # off the accelerator, where the diffusion model is
     # its weights and dtype are part of the cache key
     vlm = load_vlm(p.encoder, key="ppd.encoder", dtype=dtype, device=device)
-    lock = cache_root() / "user_embed.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock)):
-        embs, hit = cached_user_embeddings(
-            vlm, examples, shots=p.shots, layer=p.layer, pooling=p.pooling,
-            batch_size=p.batch_size,
-        )  # fmt: skip
+    embs, hit = cached_user_embeddings(
+        vlm, examples, shots=p.shots, layer=p.layer, pooling=p.pooling, batch_size=p.batch_size
+    )
     del vlm
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the encoder's memory back before the diffusion model trains
     info["prompt_format"] = PROMPT_FORMAT_VERSION
-    info["encoder_dtype"] = dtype
     return embs, {**info, "source": "computed", "cached": hit, "ties_skipped": ties}
 
 

@@ -121,6 +121,11 @@ class PPDConfig:
     user_drop: float = 0.1  # probability a pair's embedding is zeroed (the unconditional user)
     embeddings: str | None = None  # precomputed `mmalign data user-embed` output; None: compute
     batch_size: int = 8  # users per encoder forward pass
+    # the encoder's device: auto, the training accelerator's; cpu, off the GPU (where the
+    # diffusion model already is: a 7B VLM in float32 is ~28 GB more there)
+    encoder_device: Literal["auto", "cpu"] = "auto"
+    # the encoder's dtype (not model.dtype), recorded with the run: new users are embedded so
+    encoder_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
     def __post_init__(self) -> None:
         if self.shots < 1:

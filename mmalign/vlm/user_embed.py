@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -236,8 +236,13 @@ def cached_user_embeddings(
     batch_size: int = 8,
     cache_dir: str | Path | None = None,
 ) -> tuple[dict[str, torch.Tensor], bool]:
-    """`embed_users`, computed once: returns (embeddings, True if read from the cache)."""
-    from safetensors.torch import save_file
+    """`embed_users`, computed once: returns (embeddings, True if read from the cache).
+
+    A hit is read without a lock (a read-only cache serves its entries). A miss takes the
+    entry's own lock, `<key>.lock` beside it, and reads again (another writer, a training run's
+    process or `mmalign data user-embed`, may have finished meanwhile) before computing: of
+    the callers at once, one computes and the others read its entry."""
+    from filelock import FileLock
 
     _check(examples, shots, layer, pooling)
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "user_embed"
@@ -245,21 +250,35 @@ def cached_user_embeddings(
     cached = _read_cache(path) if path.is_file() else None
     if cached is not None:
         return cached, True
-    embs = embed_users(
-        vlm, examples, shots=shots, layer=layer, pooling=pooling, batch_size=batch_size
-    )
     root.mkdir(parents=True, exist_ok=True)
-    # a temporary name of this writer's own: `mmalign data user-embed` and a training run may
-    # write the same entry at once (with one shared name, the second rename found it gone)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{path.stem}.", suffix=".partial")
-    os.close(fd)
+    with FileLock(str(path.with_suffix(".lock"))):
+        cached = _read_cache(path) if path.is_file() else None
+        if cached is not None:
+            return cached, True
+        embs = embed_users(
+            vlm, examples, shots=shots, layer=layer, pooling=pooling, batch_size=batch_size
+        )
+        _write_entry(path, embs)
+    return embs, False
+
+
+def _write_entry(path: Path, embs: Mapping[str, torch.Tensor]) -> None:
+    """Write a cache entry through a temporary file of this writer's own (a writer that takes
+    no lock, such as an older mmalign, may write the same entry at once), created as any file
+    is: with the umask's permissions, so the other users of a shared cache can read it
+    (`tempfile.mkstemp` made it 0600, and the rename kept that). The bytes are written here:
+    safetensors' `save_file` (0.8) writes through a 0600 file of its own."""
+    from safetensors.torch import save
+
+    tmp = path.parent / f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.partial"
     try:
-        save_file({u: e.contiguous() for u, e in embs.items()}, tmp,
-                  metadata={"prompt_format": str(PROMPT_FORMAT_VERSION)})  # fmt: skip
+        data = save({u: e.contiguous() for u, e in embs.items()},
+                    metadata={"prompt_format": str(PROMPT_FORMAT_VERSION)})  # fmt: skip
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)  # replaces a stale entry under the same name
     finally:
-        Path(tmp).unlink(missing_ok=True)
-    return embs, False
+        tmp.unlink(missing_ok=True)
 
 
 def write_embeddings(
