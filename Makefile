@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 # A stamp per extras set: re-install when pyproject.toml changes.
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-fast lint install clean-venv toy-acceptance bench chromium label-load label-screenshots bench-vlm
+.PHONY: demo test test-fast test-gpu lint install clean-venv toy-acceptance bench chromium label-load label-screenshots bench-vlm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: $(STAMP)
 # The suite without the tests marked slow (servers, a browser, sampling the toy models).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow'
+
+# The checks that need a CUDA GPU (tests marked gpu: device placement, half precision,
+# resume, compile on CUDA); without one each is skipped, with the reason.
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m gpu -rs
 
 # Issue acceptance on the toy world (about 10 min per recipe on 2 CPU cores): train, then
 # the win rate over the base (toy-sd; toy-flow for flow_*) on 200 held-out prompts. Results
