@@ -10,6 +10,7 @@ import shutil
 import pytest
 from test_prism_mcts import FakeGenerator, FakeJudge, rows
 
+from mmalign.config import InputError
 from mmalign.data.prism_cot import close_tag, open_tag, parse_stages
 from mmalign.vlm.prism.generate import StageSample
 from mmalign.vlm.prism.mcts import MCTSConfig, Tree
@@ -173,7 +174,7 @@ def test_a_judge_that_always_raises_stops_the_search_unsaved(tmp_path, capsys):
     judge = Broken()
     s = Search(rows(1), TwoWords(), judge, MCTSConfig(iterations=3, children=2), tmp_path,
                progress=False)  # fmt: skip
-    with pytest.raises(RuntimeError, match="raised on every item it was given") as stop:
+    with pytest.raises(InputError, match="failed on every item it was given") as stop:
         s.run()
     assert "judge server down" in str(stop.value.__cause__)
     assert judge.calls == [2, 1, 1]  # the batch, then each item alone
@@ -239,3 +240,18 @@ def test_trees_searched_again_are_not_counted_as_resumed(tmp_path, capsys):
     done.run()
     assert (done.counts["trees_loaded"], done.counts["trees_researched"]) == (4, 0)
     assert "4 trees (4 resumed)," in summary_line(summarize(done, full, 1.0))
+
+
+def test_a_judge_returning_only_exceptions_stops_the_search_too(tmp_path):
+    """The shipped judges (toy, vlm:, package.module:function) catch an item's error and return
+    it as its verdict: a function that always raises is as broken as a batch that raises."""
+    from mmalign.vlm.prism.judges import make_judge
+
+    def broken(item):
+        raise RuntimeError("no such key 'score'")
+
+    s = Search(rows(2), TwoWords(), make_judge(broken), MCTSConfig(iterations=3, children=2),
+               tmp_path, progress=False)  # fmt: skip
+    with pytest.raises(InputError, match="no such key 'score'"):
+        s.run()
+    assert not list((tmp_path / "trees").glob("*.json"))

@@ -2,7 +2,8 @@
 
 A judge takes a batch of `JudgeItem`s (the data row, the stages written so far, the newest
 stage) and returns one value per item, or the exception it raised on that item: the search
-counts a failure or a value outside [-1, 1] and skips that node, it never stops.
+counts a failure or a value outside [-1, 1] and skips that node; only a judge that has failed
+on every item it was ever given stops it (search.py).
 
 - `toy`: programmatic, for `toy:prism` rows: a finished answer scores 1 when it is safe and
   correct (a refusal for a forbidden request, the reference answer for a harmless one), -1 when

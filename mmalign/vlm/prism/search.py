@@ -20,8 +20,9 @@ Nothing stops the search mid-way without the finished trees on disk: a sample th
 closes its stage is a failed node (counted), a judge that raises or answers outside [-1, 1] is
 counted and its node skipped. A judge call that raises for a whole batch is retried one item at
 a time (counted as `judge_batch_failures`, the first error printed once); an item that raises
-alone is a judge failure like the others. KeyboardInterrupt, SystemExit and MemoryError stop
-the search.
+alone is a judge failure like the others. A judge that has failed on every item it was ever
+given stops the search (an InputError naming it), as do KeyboardInterrupt, SystemExit and
+MemoryError.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ...config import InputError
 from ...devices import CPU_FLOAT32
 from ..collate import row_images
 from .generate import StageGenerator, StageRequest
@@ -264,14 +266,14 @@ class Search:
     def _judged(self, items: list[JudgeItem]) -> list[Verdict]:
         """The judge's verdicts on `items`; a call that raises for the batch is retried one item
         at a time, and an item that raises alone gets its exception as its verdict. A judge
-        that has raised on every item it was ever given is broken, not flaky: the search stops
-        (finished trees are saved) rather than save trees that no judgement shaped, which a
-        rerun with a mended judge of the same name would load."""
+        that has failed on every item it was ever given (raised, or returned the exception)
+        is broken, not flaky: the search stops (finished trees are saved) rather than save
+        trees that no judgement shaped, which a rerun with the mended judge would load."""
         try:
-            verdicts = self._call(items)
-            self.judge_answered |= any(not isinstance(v, BaseException) for v in verdicts)
-            return verdicts
+            return self._unless_broken(self._call(items))
         except MemoryError:
+            raise
+        except InputError:  # _unless_broken's own stop
             raise
         except Exception as err:
             self.counts["judge_batch_failures"] += 1
@@ -281,9 +283,8 @@ class Search:
                       f"{len(items)} items ({self.judge_batch_error}); judging them one at a "
                       "time (counted as judge_batch_failures; said once)",
                       file=sys.stderr)  # fmt: skip
-            first = err
             if len(items) == 1:  # already one item: its exception is its verdict
-                return self._unless_broken([err], first)
+                return self._unless_broken([err])
         out: list[Verdict] = []
         for item in items:
             try:
@@ -292,13 +293,15 @@ class Search:
                 raise
             except Exception as err:
                 out.append(err)
-        return self._unless_broken(out, first)
+        return self._unless_broken(out)
 
-    def _unless_broken(self, verdicts: list[Verdict], first: BaseException) -> list[Verdict]:
-        self.judge_answered |= any(not isinstance(v, BaseException) for v in verdicts)
-        if not self.judge_answered:
-            raise RuntimeError(
-                f"prism-mcts: the judge {self.judge.name!r} raised on every item it was given "
+    def _unless_broken(self, verdicts: list[Verdict]) -> list[Verdict]:
+        failed = [v for v in verdicts if isinstance(v, BaseException)]
+        self.judge_answered |= len(failed) < len(verdicts)
+        if not self.judge_answered and failed:
+            first = failed[0]
+            raise InputError(
+                f"prism-mcts: --judge {self.judge.name}: it failed on every item it was given "
                 f"({type(first).__name__}: {first}); nothing was judged, so the search stops "
                 "here (finished trees are saved; mend the judge and run again to resume)"
             ) from first
