@@ -9,6 +9,8 @@ a model in float32 on the CPU samples exactly what mmalign sampled before these 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -18,7 +20,7 @@ from .config import InputError
 DTYPES = ("float32", "float16", "bfloat16")
 # How everything ran before `--device` / `--dtype`: the CPU, in float32. A saved record (win-rate
 # images, a prism-mcts search) that names no device and dtype was made so.
-CPU_FLOAT32 = {"device": "cpu", "dtype": "float32"}
+CPU_FLOAT32: Mapping[str, str] = MappingProxyType({"device": "cpu", "dtype": "float32"})
 DEVICE_HELP = "auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps"
 
 

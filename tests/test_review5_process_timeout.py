@@ -67,3 +67,13 @@ def test_the_timeout_is_a_setting(monkeypatch):
         loop.train(cfg, lambda cfg, accelerator: None)
     (handler,) = [h for h in seen["kwargs_handlers"] if isinstance(h, InitProcessGroupKwargs)]
     assert handler.timeout == timedelta(minutes=30)
+
+
+@pytest.mark.parametrize("value", [0, -5])
+def test_a_timeout_below_one_second_is_refused(value):
+    with pytest.raises(ValueError, match="train.ddp_timeout must be >= 1"):
+        from_dict(
+            Config,
+            {"model": {"name_or_path": "toy:sd"}, "data": {"path": "toy:pairs"},
+             "train": {"ddp_timeout": value}},
+        )  # fmt: skip

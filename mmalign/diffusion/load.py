@@ -1,9 +1,9 @@
 """Load SD1.5- and SDXL-architecture pipelines (and the toy-sd), and build tiny random ones.
 
 `load_pipeline` is the one entry point: a local folder or a hub id, a dtype (full precision
-unless asked), a weight variant and a revision. The VAE stays in float32 unless an fp16-safe
-VAE is given (`vae=`, its config saying `force_upcast: false`), because the SDXL VAE overflows
-in fp16 (METHODS.md section 2).
+unless asked), a weight variant and a revision. The pipeline's own VAE stays in float32 (the
+SDXL VAE overflows in fp16, METHODS.md section 2); a VAE given as `vae=` loads in the dtype,
+except a `force_upcast` one under float16, which stays float32.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def load_pipeline(
     SD3 / FLUX one goes to `load_flow_pipeline`.
 
     dtype: "float32" (default), "float16" or "bfloat16" for the UNet and text encoders.
-    vae: a VAE (folder or hub id) loaded in `dtype` when it is fp16-safe (its config says
-    `force_upcast: false`), else in float32; without it the pipeline's VAE is float32.
+    vae: a VAE (folder or hub id) loaded in `dtype`, except float16 for one whose config says
+    `force_upcast` (kept float32); without it the pipeline's VAE is float32.
     drop_t5: SD3 without its T5 encoder (flow models only; ignored for SD1.5 / SDXL).
     key, vae_key: where the user named the model and the VAE, for messages (a recipe's
     `model.name_or_path` and `model.vae`; a command's MODEL).

@@ -217,7 +217,9 @@ class TrainConfig:
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # also wandb, trackio
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every"):
+        names = ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every",
+                 "ddp_timeout")  # fmt: skip
+        for name in names:
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.checkpoint_every < 1:

@@ -143,8 +143,8 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=tc.ddp_timeout))],
     )
     main = accelerator.is_main_process
-    if tc.allow_tf32:  # Ampere+ GPUs: float32 matmuls in TF32 (cuDNN's default already)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if tc.allow_tf32:  # Ampere+ GPUs: float32 matmuls in TF32 (cuDNN's is torch's default)
+        torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(tc.seed)  # adapter initialisation is part of the run's seed
     recipe = make_recipe(cfg, accelerator)
     if cfg.lora is None:  # the recipe's frozen copies (the reference) keep the model's dtype

@@ -23,6 +23,7 @@ RESUMABLE = (
     "diffusion.compile",
     "train.allow_tf32",  # rounding only, as compile
     "train.ddp_timeout",
+    "ppd.encoder_device",  # where the encoder runs; its embeddings are keyed on the weights
     "output_dir",
     "train.max_steps",
     "train.resume_from",

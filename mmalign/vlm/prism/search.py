@@ -135,7 +135,9 @@ class Search:
 
             net = getattr(generate, "model", None)
             precision = precision_of(net) if hasattr(net, "parameters") else BEFORE_PRECISION
-        self.precision = {k: str(precision[k]) for k in BEFORE_PRECISION}
+        # the device's type, as the CLI records it (`cuda`, not `cuda:0`)
+        self.precision = {"device": torch.device(str(precision["device"])).type,
+                          "dtype": str(precision["dtype"]).removeprefix("torch.")}  # fmt: skip
         self._rows_fingerprint: str | None = None  # hashed once, on first use
         self.counts: Counter[str] = Counter()  # this run's generation and judge work
         self.seconds = {"generate": 0.0, "judge": 0.0}
