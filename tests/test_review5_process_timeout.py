@@ -71,9 +71,9 @@ def test_the_timeout_is_a_setting(monkeypatch):
 
 @pytest.mark.parametrize("value", [0, -5])
 def test_a_timeout_below_one_second_is_refused(value):
-    with pytest.raises(ValueError, match="train.ddp_timeout must be >= 1"):
+    with pytest.raises(ValueError, match=r"train\.ddp_timeout must be >= 1"):
         from_dict(
             Config,
-            {"model": {"name_or_path": "toy:sd"}, "data": {"path": "toy:pairs"},
+            {"model": {"name_or_path": "toy:sd"}, "data": {"path": "toy:pairs", "split": "train"},
              "train": {"ddp_timeout": value}},
         )  # fmt: skip
