@@ -101,3 +101,11 @@ def _cheap_password_hashes(request):
 
     with cheap_password_hashes():
         yield
+
+
+@pytest.fixture
+def pretend_cuda(monkeypatch):
+    """torch says it has a GPU; nothing may be moved there (the device tests' loaders record
+    where they were asked to load, tests/device_helpers.py)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -9,29 +9,9 @@ from typing import Any
 
 import pytest
 import torch
+from device_helpers import Stop, recorder
 
 from mmalign.cli import main
-
-
-class Stop(Exception):
-    """Raised by a recording loader: the command got as far as loading its model."""
-
-
-def _recorder(calls: list[dict[str, Any]], stop: bool = True, result: Any = None):
-    def record(*args: Any, **kwargs: Any) -> Any:
-        calls.append({"args": args, **kwargs})
-        if stop:
-            raise Stop
-        return result
-
-    return record
-
-
-@pytest.fixture
-def pretend_cuda(monkeypatch):
-    """torch says it has a GPU (nothing is moved: the loaders are recorders)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
 
 
 def _device(call: dict[str, Any]) -> str:
@@ -86,9 +66,9 @@ def test_device_cuda_without_cuda_exits_2_naming_the_option(command, tmp_path, m
     import mmalign.diffusion
     import mmalign.vlm.load
 
-    monkeypatch.setattr(mmalign.diffusion, "load_pipeline", _recorder(calls))
-    monkeypatch.setattr(mmalign.diffusion, "load_tuned", _recorder(calls))
-    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", _recorder(calls))
+    monkeypatch.setattr(mmalign.diffusion, "load_pipeline", recorder(calls))
+    monkeypatch.setattr(mmalign.diffusion, "load_tuned", recorder(calls))
+    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", recorder(calls))
     argv = [a.replace("{tmp}", str(tmp_path)) for a in CUDA_COMMANDS[command]]
     assert main([*argv, "--device", "cuda"]) == 2
     err = capsys.readouterr().err
@@ -103,7 +83,7 @@ def test_sample_hands_its_loader_the_device_and_dtype(monkeypatch, pretend_cuda)
     import mmalign.diffusion
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.diffusion, "load_pipeline", _recorder(calls))
+    monkeypatch.setattr(mmalign.diffusion, "load_pipeline", recorder(calls))
     with pytest.raises(Stop):
         main(["sample", "toy:sd", "--prompt", "a red circle", "--dtype", "bfloat16"])
     assert _device(calls[0]) == "cuda" and calls[0]["dtype"] == "bfloat16"
@@ -120,7 +100,7 @@ def test_sample_of_a_training_run_loads_it_on_the_device(tmp_path, monkeypatch, 
 
     (tmp_path / "mmalign_run.json").write_text(json.dumps({"base": "toy:sd", "final": {}}))
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.diffusion, "load_tuned", _recorder(calls))
+    monkeypatch.setattr(mmalign.diffusion, "load_tuned", recorder(calls))
     with pytest.raises(Stop):
         main(["sample", str(tmp_path), "--prompt", "x", "--dtype", "float16"])
     assert _device(calls[0]) == "cuda" and calls[0]["dtype"] == "float16"
@@ -143,9 +123,9 @@ def test_eval_winrate_loads_base_and_tuned_alike(tmp_path, monkeypatch, pretend_
     tuned_calls: list[dict[str, Any]] = []
     fake = SimpleNamespace(pipe=SimpleNamespace(), source="toy:sd")
     monkeypatch.setattr(
-        mmalign.diffusion, "load_pipeline", _recorder(base_calls, stop=False, result=fake)
+        mmalign.diffusion, "load_pipeline", recorder(base_calls, stop=False, result=fake)
     )
-    monkeypatch.setattr(mmalign.diffusion, "load_tuned", _recorder(tuned_calls))
+    monkeypatch.setattr(mmalign.diffusion, "load_tuned", recorder(tuned_calls))
     argv = ["eval", "winrate", "--base", "toy:sd", "--tuned", str(tmp_path), "--out",
             str(tmp_path / "o"), "--dtype", "bfloat16"]  # fmt: skip
     with pytest.raises(Stop):
@@ -160,7 +140,7 @@ def test_sample_ppd_and_winrate_users_load_on_the_device(tmp_path, monkeypatch, 
 
     (tmp_path / ppd.ADAPTER_FILE).write_bytes(b"")
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(ppd_users, "load_ppd", _recorder(calls))
+    monkeypatch.setattr(ppd_users, "load_ppd", recorder(calls))
     with pytest.raises(Stop):
         main(["sample", "toy:sd", "--prompt", "x", "--ppd", str(tmp_path), "--user", "h01",
               "--dtype", "bfloat16"])  # fmt: skip
@@ -168,7 +148,7 @@ def test_sample_ppd_and_winrate_users_load_on_the_device(tmp_path, monkeypatch, 
 
     calls.clear()
     embed_calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(ppd_users, "user_embeddings", _recorder(embed_calls, stop=False, result={}))
+    monkeypatch.setattr(ppd_users, "user_embeddings", recorder(embed_calls, stop=False, result={}))
     with pytest.raises(Stop):
         main(["eval", "winrate", "--tuned", str(tmp_path), "--user", "h01", "--out",
               str(tmp_path / "o"), "--device", "cpu", "--dtype", "float16"])  # fmt: skip
@@ -192,7 +172,7 @@ def test_vlm_commands_hand_load_vlm_the_device_and_dtype(argv, monkeypatch, pret
     import mmalign.vlm.load
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", _recorder(calls))
+    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", recorder(calls))
     with pytest.raises(Stop):
         main([*argv, "--dtype", "bfloat16"])
     assert _device(calls[0]) == "cuda" and calls[0]["dtype"] == "bfloat16"
@@ -207,7 +187,7 @@ def test_data_user_embed_hands_load_vlm_the_device_and_dtype(tmp_path, monkeypat
     monkeypatch.setattr(mmalign.data.schema, "load_pairs", lambda path: [])
     monkeypatch.setattr(mmalign.vlm.user_embed, "examples_from_pairs", lambda rows: ({}, 0))
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", _recorder(calls))
+    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", recorder(calls))
     with pytest.raises(Stop):
         main(["data", "user-embed", str(tmp_path), "--device", "cpu", "--dtype", "bfloat16"])
     assert _device(calls[0]) == "cpu" and calls[0]["dtype"] == "bfloat16"
@@ -232,14 +212,14 @@ def test_label_generators_load_on_the_device(tmp_path, monkeypatch, pretend_cuda
     import mmalign.vlm.load
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.diffusion, "load_pipeline", _recorder(calls))
+    monkeypatch.setattr(mmalign.diffusion, "load_pipeline", recorder(calls))
     gen = PairGenerator(None, tmp_path, "toy-sd", device="cuda", dtype="float16")  # type: ignore[arg-type]
     with pytest.raises(Stop):
         gen.generate("a red circle")
     assert _device(calls[0]) == "cuda" and calls[0]["dtype"] == "float16"
 
     calls.clear()
-    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", _recorder(calls))
+    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", recorder(calls))
     with pytest.raises(Stop):
         ResponseSampler("toy-vlm", device="cuda", dtype="bfloat16")
     assert _device(calls[0]) == "cuda" and calls[0]["dtype"] == "bfloat16"
@@ -272,7 +252,7 @@ def test_ppd_training_encoder_runs_on_the_accelerator_in_ppd_encoder_dtype(monke
     from mmalign.diffusion import ppd_recipe
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", _recorder(calls))
+    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", recorder(calls))
     monkeypatch.setattr("mmalign.vlm.user_embed.examples_from_pairs", lambda rows: ({"u": []}, 0))
     cfg = SimpleNamespace(
         ppd=SimpleNamespace(encoder="toy:vlm", shots=4, layer=-2, pooling="mean",
@@ -319,7 +299,7 @@ def test_a_new_ppd_user_is_embedded_on_the_device_in_the_run_encoders_dtype(monk
     monkeypatch.setattr(datasets, "load_from_disk", lambda path: [])
     monkeypatch.setattr("mmalign.vlm.user_embed.examples_from_pairs", lambda rows: ({}, 0))
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", _recorder(calls))
+    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", recorder(calls))
     meta = {"encoder": "toy:vlm", "prompt_format": PROMPT_FORMAT_VERSION,
             "encoder_dtype": "bfloat16"}  # fmt: skip
     with pytest.raises(Stop):

@@ -16,31 +16,11 @@ from typing import Any
 import pytest
 import torch
 from datasets import Dataset
+from device_helpers import Stop, recorder
 from PIL import Image
 from vlm_helpers import pair_rows
 
 from mmalign.cli import main
-
-
-class Stop(Exception):
-    """Raised by a recording loader: the command got as far as loading its model."""
-
-
-def _recorder(calls: list[dict[str, Any]], result: Any = None, stop: bool = True):
-    def record(*args: Any, **kwargs: Any) -> Any:
-        calls.append({"args": args, **kwargs})
-        if stop:
-            raise Stop
-        return result
-
-    return record
-
-
-@pytest.fixture
-def pretend_cuda(monkeypatch):
-    """torch says it has a GPU (nothing is moved: the loaders are recorders)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
 
 
 @pytest.fixture
@@ -60,8 +40,8 @@ def test_the_demo_evaluates_where_auto_resolves(tmp_path, monkeypatch, cuda, exp
     monkeypatch.setattr(loop, "train", lambda cfg, recipe: SimpleNamespace(steps=1, seconds=0))
     base: list[dict[str, Any]] = []
     tuned: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.diffusion, "load_pipeline", _recorder(base, stop=False))
-    monkeypatch.setattr(mmalign.diffusion, "load_tuned", _recorder(tuned))
+    monkeypatch.setattr(mmalign.diffusion, "load_pipeline", recorder(base, stop=False))
+    monkeypatch.setattr(mmalign.diffusion, "load_tuned", recorder(tuned))
     from mmalign.demo import run_demo
 
     with pytest.raises(Stop):
@@ -85,7 +65,7 @@ def test_invert_loads_on_a_gpu_by_default(tmp_path, monkeypatch, pretend_cuda):
     import mmalign.diffusion.load
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.diffusion.load, "load_pipeline", _recorder(calls))
+    monkeypatch.setattr(mmalign.diffusion.load, "load_pipeline", recorder(calls))
     with pytest.raises(Stop):
         main(_invert_args(tmp_path))
     assert str(calls[0]["device"]) == "cuda"
@@ -99,7 +79,7 @@ def test_invert_on_a_cpu_machine_loads_on_the_cpu(tmp_path, monkeypatch, no_cuda
     import mmalign.diffusion.load
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.diffusion.load, "load_pipeline", _recorder(calls))
+    monkeypatch.setattr(mmalign.diffusion.load, "load_pipeline", recorder(calls))
     with pytest.raises(Stop):
         main(_invert_args(tmp_path))
     assert str(calls[0]["device"]) == "cpu"
@@ -119,7 +99,7 @@ def test_diagnose_loads_model_and_reference_on_a_gpu_by_default(
     import mmalign.vlm.load
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", _recorder(calls))
+    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", recorder(calls))
     argv = ["data", "diagnose", _vlm_data(tmp_path), "--model", "toy:vlm", "--out",
             str(tmp_path / "diag")]  # fmt: skip
     with pytest.raises(Stop):
@@ -138,7 +118,7 @@ def test_diagnose_of_diffusion_pairs_scores_on_the_resolved_device(
     import mmalign.eval.implicit
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.eval.implicit, "score_pairs", _recorder(calls))
+    monkeypatch.setattr(mmalign.eval.implicit, "score_pairs", recorder(calls))
     argv = ["data", "diagnose", "toy:pairs", "--model", "toy:sd", "--out", str(tmp_path / "d")]
     with pytest.raises(Stop):
         main(argv)
@@ -183,9 +163,9 @@ def test_device_cuda_without_cuda_exits_2_naming_the_option(
     import mmalign.vlm.load
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.diffusion.load, "load_pipeline", _recorder(calls))
-    monkeypatch.setattr(mmalign.eval.implicit, "score_pairs", _recorder(calls))
-    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", _recorder(calls))
+    monkeypatch.setattr(mmalign.diffusion.load, "load_pipeline", recorder(calls))
+    monkeypatch.setattr(mmalign.eval.implicit, "score_pairs", recorder(calls))
+    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", recorder(calls))
     if COMMANDS[command] is None:
         argv = _invert_args(tmp_path)
     else:

@@ -14,34 +14,13 @@ from typing import Any
 
 import pytest
 import torch
+from device_helpers import Stop, recorder
 from test_prism_mcts import FakeGenerator, FakeJudge, rows
 
 from mmalign.cli import main
 from mmalign.config import InputError
 from mmalign.vlm.prism.mcts import MCTSConfig
 from mmalign.vlm.prism.search import Search
-
-
-class Stop(Exception):
-    """Raised by a recording loader: the command got as far as loading its model."""
-
-
-def _recorder(calls: list[dict[str, Any]], result: Any = None, stop: bool = True):
-    def record(*args: Any, **kwargs: Any) -> Any:
-        calls.append({"args": args, **kwargs})
-        if stop:
-            raise Stop
-        return result
-
-    return record
-
-
-@pytest.fixture
-def pretend_cuda(monkeypatch):
-    """torch says it has a GPU (nothing is moved: the loaders are recorders)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-
 
 MCTS = ["data", "prism-mcts", "--model", "toy:vlm", "--data", "toy:prism", "--judge",
         "vlm:toy:vlm", "--max-samples", "1"]  # fmt: skip
@@ -57,9 +36,9 @@ def test_the_policy_and_the_vlm_judge_load_on_the_resolved_device(
     policy: list[dict[str, Any]] = []
     judge: list[dict[str, Any]] = []
     fake = SimpleNamespace(model=None, processor=None)
-    monkeypatch.setattr(prism_cli, "load_policy", _recorder(policy, fake, stop=False))
+    monkeypatch.setattr(prism_cli, "load_policy", recorder(policy, fake, stop=False))
     monkeypatch.setattr(prism_format, "tag_ids", lambda processor: {})
-    monkeypatch.setattr(judges, "make_judge", _recorder(judge))
+    monkeypatch.setattr(judges, "make_judge", recorder(judge))
     with pytest.raises(Stop):
         main([*MCTS, "--out", str(tmp_path / "a"), "--dtype", "bfloat16"])
     assert str(policy[0]["device"]) == "cuda" and policy[0]["dtype"] == "bfloat16"
@@ -78,7 +57,7 @@ def test_load_policy_and_make_judge_hand_load_vlm_the_device(monkeypatch):
     from mmalign.vlm.prism.judges import make_judge
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", _recorder(calls))
+    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", recorder(calls))
     with pytest.raises(Stop):
         load_policy("toy:vlm", dtype="float16", device=torch.device("cuda"))
     with pytest.raises(Stop):
@@ -94,7 +73,7 @@ def test_device_cuda_without_cuda_exits_2_before_anything_loads(tmp_path, monkey
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", _recorder(calls))
+    monkeypatch.setattr(mmalign.vlm.load, "load_vlm", recorder(calls))
     assert main([*MCTS, "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
     assert "--device cuda: torch sees no CUDA GPU" in capsys.readouterr().err
     assert calls == [] and not (tmp_path / "o").exists()
