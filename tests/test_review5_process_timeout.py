@@ -26,7 +26,16 @@ class Built(Exception):
     pass
 
 
-def test_the_process_group_waits_for_the_main_process_builds(monkeypatch):
+def _config(**train):
+    return from_dict(
+        Config,
+        {"model": {"name_or_path": "toy:sd"}, "data": {"path": "toy:pairs", "split": "train"},
+         "train": train},
+    )  # fmt: skip
+
+
+def _process_group_handlers(monkeypatch, cfg: Config) -> list[InitProcessGroupKwargs]:
+    """The process-group settings `train` hands accelerate (its Accelerator a recorder)."""
     seen = {}
 
     def stub(**kwargs):
@@ -34,15 +43,14 @@ def test_the_process_group_waits_for_the_main_process_builds(monkeypatch):
         raise Built
 
     monkeypatch.setattr(accelerate, "Accelerator", stub)
-    cfg = from_dict(
-        Config,
-        {"model": {"name_or_path": "toy:sd"}, "data": {"path": "toy:pairs", "split": "train"}},
-    )
     with pytest.raises(Built):
         loop.train(cfg, lambda cfg, accelerator: None)
-    handlers = [
-        h for h in seen.get("kwargs_handlers") or [] if isinstance(h, InitProcessGroupKwargs)
-    ]
+    return [h for h in seen.get("kwargs_handlers") or [] if isinstance(h, InitProcessGroupKwargs)]
+
+
+def test_the_process_group_waits_for_the_main_process_builds(monkeypatch):
+    cfg = _config()
+    handlers = _process_group_handlers(monkeypatch, cfg)
     assert len(handlers) == 1
     assert handlers[0].timeout == timedelta(seconds=cfg.train.ddp_timeout)
     assert cfg.train.ddp_timeout >= 12 * 3600  # the default outlasts a long build
@@ -51,29 +59,11 @@ def test_the_process_group_waits_for_the_main_process_builds(monkeypatch):
 
 
 def test_the_timeout_is_a_setting(monkeypatch):
-    seen = {}
-
-    def stub(**kwargs):
-        seen.update(kwargs)
-        raise Built
-
-    monkeypatch.setattr(accelerate, "Accelerator", stub)
-    cfg = from_dict(
-        Config,
-        {"model": {"name_or_path": "toy:sd"}, "data": {"path": "toy:pairs", "split": "train"},
-         "train": {"ddp_timeout": 1800}},
-    )  # fmt: skip
-    with pytest.raises(Built):
-        loop.train(cfg, lambda cfg, accelerator: None)
-    (handler,) = [h for h in seen["kwargs_handlers"] if isinstance(h, InitProcessGroupKwargs)]
+    (handler,) = _process_group_handlers(monkeypatch, _config(ddp_timeout=1800))
     assert handler.timeout == timedelta(minutes=30)
 
 
 @pytest.mark.parametrize("value", [0, -5])
 def test_a_timeout_below_one_second_is_refused(value):
     with pytest.raises(ValueError, match=r"train\.ddp_timeout must be >= 1"):
-        from_dict(
-            Config,
-            {"model": {"name_or_path": "toy:sd"}, "data": {"path": "toy:pairs", "split": "train"},
-             "train": {"ddp_timeout": value}},
-        )  # fmt: skip
+        _config(ddp_timeout=value)
