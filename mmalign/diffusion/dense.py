@@ -179,6 +179,7 @@ def pair_weights(
     from safetensors.torch import save_file
 
     from ..data.cache import digest
+    from ..files import make_readable
 
     if cache_dir is None:
         return DenseWeights(_compute(spec, images, latent_size))
@@ -202,6 +203,7 @@ def pair_weights(
         # written whole, then renamed: a cache is complete or absent
         tmp = path.with_suffix(".tmp")
         save_file({"weights": weights.contiguous()}, str(tmp))
+        make_readable(tmp)  # a shared cache: safetensors 0.8 leaves it 0600
         tmp.replace(path)
     return DenseWeights(weights)
 

@@ -27,6 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from ..files import make_readable
 from .load import DiffusionModel
 
 # 2: 16-bit and float greyscale images read at their bit depth (schema.grey_unit; they were
@@ -275,6 +276,7 @@ def _build(
     )
     meta = {"key": key, "rows": done, "shards": shards, "version": CACHE_VERSION}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    make_readable(tmp)  # shared caches: safetensors 0.8 leaves the shards 0600
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
 

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     from ..devices import resolve_device
+    from ..files import make_readable
     from .load import load_pipeline
     from .renoise import decode, invert, reconstruct
 
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             to_pil(image).save(out / f"{name}-reconstruction-{i}.png")
         tensors = {"noise": inv.noise.contiguous().cpu(), "latents": inv.latents.contiguous().cpu()}
         save_file(tensors, str(out / f"{name}-noise.safetensors"))
+        make_readable(out / f"{name}-noise.safetensors")  # safetensors 0.8 leaves it 0600
     for i, image in enumerate(target):
         to_pil(image).save(out / f"input-vae-{i}.png")
     (out / "invert.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..files import make_readable
+
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -57,6 +59,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    make_readable(tmp / "trainable.safetensors")  # safetensors 0.8 leaves it 0600
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     if scaler is not None:

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import ConfigError, to_dict
+from ..files import make_readable
 from ..losses import PairScores
 from ..losses.processes import across_processes
 from . import reporting
@@ -348,6 +349,7 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
             rng_states=rngs,
         )  # fmt: skip
         saved = recipe.save(out_dir)
+        make_readable(out_dir)  # the weights' writers (safetensors 0.8) leave them 0600
         run = json.loads((out_dir / RUN_FILE).read_text())
         run["final"] = saved
         write_atomic(out_dir / RUN_FILE, json.dumps(run, indent=2, default=str) + "\n")

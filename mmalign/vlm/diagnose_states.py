@@ -43,6 +43,7 @@ import torch
 
 from ..config import InputError
 from ..data.cache import cache_root, digest
+from ..files import make_readable
 
 STATES_FILE = "states.safetensors"
 FORMAT = "mmalign-ches-states/1"
@@ -128,6 +129,7 @@ def save_states(path: Path, states: PairStates) -> None:
     os.close(fd)
     try:
         save_file({k: v.contiguous() for k, v in states.tensors.items()}, tmp, states.meta)
+        make_readable(tmp)  # safetensors 0.8 (and mkstemp) leave it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from ..config import InputError
 from ..data.cache import cache_root, digest
 from ..data.schema import to_rgb
+from ..files import make_readable
 from .collate import processor_settings, special_tokens_kwargs
 from .load import VLM
 
@@ -264,18 +265,16 @@ def cached_user_embeddings(
 
 def _write_entry(path: Path, embs: Mapping[str, torch.Tensor]) -> None:
     """Write a cache entry through a temporary file of this writer's own (a writer that takes
-    no lock, such as an older mmalign, may write the same entry at once), created as any file
-    is: with the umask's permissions, so the other users of a shared cache can read it
-    (`tempfile.mkstemp` made it 0600, and the rename kept that). The bytes are written here:
-    safetensors' `save_file` (0.8) writes through a 0600 file of its own."""
-    from safetensors.torch import save
+    no lock, such as an older mmalign, may write the same entry at once), given the umask's
+    permissions before the rename, so the other users of a shared cache can read it
+    (safetensors' `save_file` (0.8) leaves its files 0600: `make_readable`)."""
+    from safetensors.torch import save_file
 
     tmp = path.parent / f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.partial"
     try:
-        data = save({u: e.contiguous() for u, e in embs.items()},
-                    metadata={"prompt_format": str(PROMPT_FORMAT_VERSION)})  # fmt: skip
-        with open(tmp, "wb") as f:
-            f.write(data)
+        save_file({u: e.contiguous() for u, e in embs.items()}, str(tmp),
+                  metadata={"prompt_format": str(PROMPT_FORMAT_VERSION)})  # fmt: skip
+        make_readable(tmp)
         os.replace(tmp, path)  # replaces a stale entry under the same name
     finally:
         tmp.unlink(missing_ok=True)
@@ -291,6 +290,7 @@ def write_embeddings(
     out.mkdir(parents=True, exist_ok=True)
     path = out / "user_embeddings.safetensors"
     save_file({u: e.contiguous() for u, e in embs.items()}, str(path))
+    make_readable(path)  # safetensors 0.8 leaves it 0600: a shared run folder's users read it
     width = next(iter(embs.values())).shape[-1] if embs else 0
     info = {**meta, "width": int(width), "users": sorted(embs)}
     (out / "user_embeddings.json").write_text(json.dumps(info, indent=1))
