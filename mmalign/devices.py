@@ -65,15 +65,19 @@ def check_dtype(dtype: str | None, flag: str = "--dtype") -> str:
     return name
 
 
-def add_device_options(p: argparse.ArgumentParser, what: str = "the model") -> None:
-    """`--device` (default auto) and `--dtype` (default float32) on a command's parser."""
+def add_device_options(
+    p: argparse.ArgumentParser, what: str = "the model", dtype: bool = True
+) -> None:
+    """`--device` (default auto) and, with `dtype`, `--dtype` (default float32) on a parser."""
     p.add_argument(
         "--device", default="auto", help=f"where {what} runs: {DEVICE_HELP} (default auto)"
     )
-    p.add_argument(
-        "--dtype", default="float32", choices=DTYPES,
-        help=f"the precision of {what} (default float32; float16 / bfloat16 halve its memory)",
-    )  # fmt: skip
+    if dtype:
+        p.add_argument(
+            "--dtype", default="float32", choices=DTYPES,
+            help=f"the precision of {what} (default float32; float16 / bfloat16 halve its "
+            "memory)",
+        )  # fmt: skip
 
 
 def device_options(args: argparse.Namespace) -> tuple[torch.device, str]:

@@ -26,17 +26,27 @@ def digest(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def build_once(folder: Path, build: Callable[[Path], Any], done: str = "summary.json") -> Path:
+def build_once(
+    folder: Path,
+    build: Callable[[Path], Any],
+    done: str = "summary.json",
+    ready: Callable[[Path], bool] | None = None,
+) -> Path:
     """Run `build(tmp)` once for `folder` and return `folder`; later calls find it built.
 
     Two runs wanting the same data (a DPO and a MaPO run side by side, or the processes of one
     `accelerate launch`) would both build into the same .partial folder: the second waits on
     the lock and then finds the first one's result. The build goes to `<folder>.partial` and is
-    renamed when whole, so an interrupted build never looks finished (`done` marks a whole one).
+    renamed when whole, so an interrupted build never looks finished. `ready(folder)` says a
+    whole one is there (default: its `done` file exists); a ready folder is returned without
+    taking the lock, so a cache on a read-only disk still serves what it holds.
     """
+    is_ready = ready or (lambda f: (f / done).is_file())
+    if is_ready(folder):
+        return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
-        if not (folder / done).is_file():
+        if not is_ready(folder):  # else another run built it while this one waited
             tmp = folder.with_name(folder.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
             build(tmp)

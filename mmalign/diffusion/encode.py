@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -217,33 +216,28 @@ def precompute(
 ) -> Path:
     """Encode every row of `images` (a `PairImages`) once into `out_dir` (skipped if a cache
     with the same `key` is there). Written to a temporary folder, then renamed: a cache is
-    complete or absent. The build holds `<out_dir>.lock`: a second run wanting the same cache
-    waits, then reuses it (before, both built into one `.partial` folder and one crashed)."""
-    from filelock import FileLock
+    complete or absent (`data.cache.build_once`): a second run wanting the same cache waits on
+    its lock, then reuses it (before, both built into one `.partial` folder and one crashed)."""
+    from ..data.cache import build_once
 
-    out_dir = Path(out_dir)
-    if _current(out_dir, key):  # built: no lock (a cache may sit on a read-only disk)
-        return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out_dir) + ".lock"):
-        if not _current(out_dir, key):  # else another run built it while this one waited
-            _build(encoder, images, out_dir, key, batch_size, num_workers, progress)
-    return out_dir
+    def build(tmp: Path) -> None:
+        _build(encoder, images, tmp, key, batch_size, num_workers, progress)
+
+    return build_once(Path(out_dir), build, ready=lambda folder: _current(folder, key))
 
 
 def _build(
     encoder: Encoder,
     images: torch.utils.data.Dataset,
-    out_dir: Path,
+    tmp: Path,
     key: str,
     batch_size: int,
     num_workers: int,
     progress: bool,
 ) -> None:
+    """Encode `images` into the new folder `tmp` (shards, the empty conditioning, meta.json)."""
     from .data import collate
 
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     loader = torch.utils.data.DataLoader(
         images, batch_size=batch_size, num_workers=num_workers, collate_fn=collate
@@ -277,8 +271,6 @@ def _build(
     meta = {"key": key, "rows": done, "shards": shards, "version": CACHE_VERSION}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     make_readable(tmp)  # shared caches: safetensors 0.8 leaves the shards 0600
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
 
 
 class EncodedPairs(torch.utils.data.Dataset):

@@ -115,7 +115,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    from ..devices import DEVICE_HELP
+    from ..devices import add_device_options
 
     p = sub.add_parser("invert", help="ReNoise inversion of images (and plain DDIM's, compared)")
     p.add_argument("model", help="SD1.5/SDXL folder, hub id or toy:sd")
@@ -129,6 +129,5 @@ def register(sub: Any) -> None:
     p.add_argument("--average", type=int, nargs=2, metavar=("LO", "HI"), default=None,
                    help="estimates [LO, HI) averaged (default: the last two)")  # fmt: skip
     p.add_argument("--resolution", type=int, default=None, help="default: the model's")
-    p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_HELP} "
-                   "(default auto)")  # fmt: skip
+    add_device_options(p, "the model", dtype=False)
     p.set_defaults(func=_cmd_invert)

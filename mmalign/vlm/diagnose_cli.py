@@ -204,7 +204,7 @@ def register(sub: Any, on_diffusion: Any = None) -> None:
     """Add `mmalign data diagnose` (the `data` command exists: mmalign/data_cli.py).
     `on_diffusion(args) -> int` handles image-pair data (the CLI passes the evaluation
     layer's, mmalign/eval/diagnose_diffusion.py: this module stays below it)."""
-    from ..devices import DEVICE_HELP
+    from ..devices import add_device_options
 
     data = sub.choices["data"]
     actions = next(a for a in data._actions if isinstance(a, argparse._SubParsersAction))
@@ -232,8 +232,7 @@ def register(sub: Any, on_diffusion: Any = None) -> None:
                    "run on the same data and model instead of the model pass (checked against "
                    "the model's hidden size and weights)")  # fmt: skip
     p.add_argument("--top", type=int, default=12, help="highest-LN-CHES pairs in the report")
-    p.add_argument("--device", default="auto", help=f"where the models run: {DEVICE_HELP} "
-                   "(default auto)")  # fmt: skip
+    add_device_options(p, "each model", dtype=False)
     p.add_argument("--draws", type=int, default=4, help="diffusion data: (timestep, noise) "
                    "draws per pair")  # fmt: skip
     p.set_defaults(func=_cmd_diagnose, on_diffusion=on_diffusion)
