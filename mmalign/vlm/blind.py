@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..devices import CPU_FLOAT32, precision_of
 from .collate import IMAGE_PLACEHOLDER, special_tokens_kwargs
 
 
@@ -54,3 +55,13 @@ def blind_responses(model: Any, processor: Any, prompts: Sequence[str], *,
         model, processor, [text_only(p) for p in prompts], batch_size=batch_size,
         max_new_tokens=max_new_tokens, desc="blind responses",
     )  # fmt: skip
+
+
+def cache_precision(model: Any, device: torch.device | str) -> list[dict[str, str]]:
+    """What a cache key of `model`'s greedy answers adds for where they are generated: the
+    device type and dtype once `model` is on `device` (greedy answers can differ on a GPU or
+    in bfloat16), or nothing for the CPU in float32, the only way they were generated before
+    the key named it (`devices.CPU_FLOAT32`): a CPU float32 run keeps finding its entries,
+    and no other run reads them."""
+    here = {"device": torch.device(device).type, "dtype": precision_of(model)["dtype"]}
+    return [] if here == CPU_FLOAT32 else [here]

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..data.schema import ValidationReport
 from ..losses import Objective
 from ..train.config import Config
+from .blind import cache_precision
 from .collate import PAIR_FIELDS, PairCollator, SequenceBatch, processor_settings
 from .load import full_finetune_trains, load_vlm
 from .lora import add_lora, lora_targets, save_adapter, save_merged
@@ -163,9 +164,11 @@ class VLMRecipe:
         missing = [i for i, b in enumerate(given) if b is None]
         if wants_blind and missing:  # the data's own blind answers are kept, the rest generated
             # "bos1": answers generated with one BOS where the template writes it; "missing":
-            # only for the rows without one
+            # only for the rows without one; then where `_blind` generates them (the device
+            # type and dtype, none for CPU float32: the key from before they were named)
             key = _digest(self.vlm.weights_key, self.rows._fingerprint, v.blind_max_new_tokens,
-                          "bos1", "missing")  # fmt: skip
+                          "bos1", "missing",
+                          *cache_precision(self.vlm.model, accelerator.device))  # fmt: skip
             prompts = self.rows["prompt"]
             answers = self._blind(cache_root() / "vlm-blind" / f"{key}.json",
                                   [prompts[i] for i in missing])  # fmt: skip

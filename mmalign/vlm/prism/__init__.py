@@ -7,5 +7,6 @@ Safety in Multimodality"): safety-aware structured reasoning for vision-language
 - `generate`: batched stage generation (stop at the closing tag, prefill the next opening one);
 - `judges`: the pluggable judges (`toy`, `vlm:<model>`, a Python callable);
 - `search`: trees run in batches, saved one file each, resumable (`mmalign data prism-mcts`);
+- `settings`: what the trees depend on (`search.json`), checked when a search resumes;
 - `evaluate`: attack success, over-refusal, benign accuracy and format compliance.
 """

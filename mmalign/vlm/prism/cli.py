@@ -6,9 +6,9 @@ texts, and its statistics), `pairs/` (a PreferencePair dataset for `mmalign trai
 rejected the full prefixes) and `summary.json` (counts, failures, throughput, per-tree stats).
 A rerun with the same settings resumes: finished trees are loaded, not searched again (those
 in a batch that runs again are searched again, and counted apart); a rerun with other settings
-(search, model weights, data rows, judge, sampling, device type or dtype) is refused. The
-policy and a `vlm:` judge run on `--device` (default `auto`: a GPU where torch sees one, else
-the CPU) in `--dtype` (default float32).
+(search, model weights, data rows, judge, sampling, device type or dtype) is refused: all
+but the weights before any model loads. The policy and a `vlm:` judge run on `--device`
+(default `auto`: a GPU where torch sees one, else the CPU) in `--dtype` (default float32).
 """
 
 from __future__ import annotations
@@ -57,6 +57,35 @@ def _saved_trees_per_batch(args: argparse.Namespace) -> int | None:
     return None
 
 
+def _check_before_loading(args: argparse.Namespace, data: list[dict[str, Any]], config: Any,
+                          precision: dict[str, Any]) -> str | None:  # fmt: skip
+    """Refuse a resume into `--out` whose settings differ, in what is known before any model
+    loads (all but the weights keys: `settings.planned_settings`), so an old CPU search
+    reopened on a GPU machine loads nothing onto the GPU to be refused; the weights are
+    compared once the models have loaded (`Search.run`). The rows' fingerprint when a saved
+    search made it hash them, else None."""
+    from .settings import check_resume, default_trees_per_batch, planned_settings, rows_fingerprint
+
+    out = Path(args.out)
+    if not (out / "search.json").is_file():
+        return None
+    fingerprint = rows_fingerprint(data)
+    per = args.trees_per_batch
+    if per is None:  # search.json without its batching: Search's default, as it will use
+        per = default_trees_per_batch(args.batch_size, config.children)
+    sampling = {
+        "temperature": args.temperature,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+    }  # as StageGenerator keeps them
+    # `make_judge` names a judge by its spec (toy, vlm:<model>, package.module:function)
+    mine = planned_settings(len(data), fingerprint, config, trees_per_batch=per, seed=args.seed,
+                            judge=args.judge, sampling=sampling, precision=precision)  # fmt: skip
+    later = ["model", "judge_weights"] if str(args.judge).startswith("vlm:") else ["model"]
+    check_resume(out, mine, later)
+    return fingerprint
+
+
 def summary_line(summary: dict[str, Any]) -> str:
     """The line `prism-mcts` prints from `summarize`'s summary."""
     this = summary["this_run"]
@@ -97,21 +126,23 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
                 "DIR/pairs)" if str(args.data).startswith("toy:") else "")  # fmt: skip
         print(f"mmalign: --max-samples {args.max_samples}, but {args.data} has {len(rows)} "
               f"rows: searching {len(rows)} trees{hint}", file=sys.stderr)  # fmt: skip
+    config = MCTSConfig(args.iterations, args.children, args.max_depth, args.c, args.margin,
+                        args.min_value)  # fmt: skip
+    data = [rows[i] for i in range(len(rows))]
+    precision = {"device": device.type, "dtype": dtype}
+    fingerprint = _check_before_loading(args, data, config, precision)
     vlm = load_policy(args.model, dtype=dtype, device=device)
     try:
         tag_ids(vlm.processor)
     except ValueError as err:
         raise InputError(f"--model {args.model}: {err}") from None
     judge = make_judge(args.judge, dtype=dtype, device=device)  # a vlm: judge beside the policy
-    config = MCTSConfig(args.iterations, args.children, args.max_depth, args.c, args.margin,
-                        args.min_value)  # fmt: skip
     generate = StageGenerator(vlm.model, vlm.processor, max_new_tokens=args.max_new_tokens,
                               temperature=args.temperature, batch_size=args.batch_size)  # fmt: skip
-    data = [rows[i] for i in range(len(rows))]
     search = Search(data, generate, judge, config, args.out,
                     trees_per_batch=args.trees_per_batch, seed=args.seed,
-                    model=vlm.weights_key,
-                    precision={"device": device.type, "dtype": dtype})  # fmt: skip
+                    model=vlm.weights_key, precision=precision,
+                    data_fingerprint=fingerprint)  # fmt: skip
     started = time.perf_counter()
     trees = search.run()
     summary = summarize(search, trees, time.perf_counter() - started)

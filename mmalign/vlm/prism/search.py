@@ -8,12 +8,13 @@ batch gives the same trees whenever it runs; each tree is written to `trees/tree
 as soon as it is done. A rerun with the same settings loads the finished trees and reruns only
 the batches with a tree missing, which gives the trees an uninterrupted run would have (a
 saved tree in such a batch is searched again with it: `trees_researched`, not `trees_loaded`). The
-settings compared (`Search.settings`, saved as `search.json`) are everything the trees depend
-on: the search config, batching and seed, the model's weights, a fingerprint of the rows, the
-judge (and a VLM judge's weights), the sampling (temperature, max_new_tokens, batch_size) and
-the device type and dtype the models run in (one seed samples other trees on a GPU or in
-bfloat16); a rerun that differs in any is refused, since loaded trees would silently mix two
-searches. A search.json without the device and dtype was searched on the CPU in float32
+settings compared (`Search.settings`, saved as `search.json`; `settings.py`) are everything the
+trees depend on: the search config, batching and seed, the model's weights, a fingerprint of
+the rows, the judge (and a VLM judge's weights), the sampling (temperature, max_new_tokens,
+batch_size) and the device type and dtype the models run in (one seed samples other trees on a
+GPU or in bfloat16); a rerun that differs in any is refused, since loaded trees would silently
+mix two searches (`prism-mcts` compares all but the weights before any model loads). A
+search.json without the device and dtype was searched on the CPU in float32
 (`BEFORE_PRECISION`), the only way before they were recorded, and resumes there.
 
 Nothing stops the search mid-way without the finished trees on disk: a sample that never
@@ -41,45 +42,24 @@ import torch
 from tqdm.auto import tqdm
 
 from ...config import InputError
-from ...devices import CPU_FLOAT32
 from ..collate import row_images
 from .generate import StageGenerator, StageRequest
 from .judges import Judge, JudgeItem, Verdict, check_verdict
 from .mcts import MCTSConfig, Tree
-
-# What a search.json without a device and dtype was searched with (the policy and judge)
-BEFORE_PRECISION = CPU_FLOAT32
+from .settings import (
+    BEFORE_PRECISION,
+    SAMPLING,
+    check_resume,
+    default_trees_per_batch,
+    planned_settings,
+    precision_record,
+    rows_fingerprint,
+)
 
 
 def batch_seed(seed: int, first: int) -> int:
     key = f"prism-mcts:{seed}:{first}".encode()
     return int(hashlib.sha256(key).hexdigest()[:12], 16)
-
-
-def _plain(value: Any) -> str:
-    """A JSON stand-in for a value `json` cannot write: images, arrays and bytes by a hash of
-    their contents (a path-free PIL image has no other identity), anything else by repr
-    (its type alone when the repr holds a memory address, which differs every run)."""
-    raw = value if isinstance(value, bytes | bytearray) else None
-    if raw is None and callable(getattr(value, "tobytes", None)):
-        raw = value.tobytes()
-    if raw is not None:
-        shape = getattr(value, "shape", getattr(value, "size", None))
-        mode = getattr(value, "mode", "")
-        return f"{type(value).__name__}:{shape}:{mode}:{hashlib.sha256(raw).hexdigest()}"
-    text = repr(value)
-    return type(value).__name__ if " at 0x" in text else text
-
-
-def rows_fingerprint(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A hash of every row's contents (prompt, images, reference answers, source...): the
-    generator sees the prompt and images and a judge may read any field, so other rows of the
-    same count must not resume a search."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps(dict(row), sort_keys=True, default=_plain).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()[:20]
 
 
 def tree_file(out: Path, row: int) -> Path:
@@ -93,38 +73,21 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)  # a tree file is whole or absent
 
 
-def _difference(key: str, saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:
-    """One differing setting for the resume error: short values shown, the model and data
-    (long keys, hashes) named only."""
-    if key not in saved:
-        return f"{key} (not recorded in search.json: an older search)"
-    if key == "model":
-        return "model (other weights)"
-    if key == "judge_weights":
-        return "judge_weights (other judge weights)"
-    if key == "data":
-        return "data (other rows)"
-    if key in BEFORE_PRECISION:  # say how to resume it where it ran
-        return f"{key} {saved[key]} -> {now.get(key)} (--{key} {saved[key]} resumes it)"
-    if key == "config":
-        old, new = saved[key] or {}, now.get(key) or {}
-        fields = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
-        return "config (" + ", ".join(f"{f} {old.get(f)} -> {new.get(f)}" for f in fields) + ")"
-    return f"{key} {saved[key]} -> {now.get(key)}"
-
-
 class Search:
     """The search over `rows` with `generate` and `judge` (see the module docstring). `model`
     identifies the weights that generate (`VLM.weights_key`), for the resume check;
     `precision` is {"device": type, "dtype": name} the models run in (None: the generating
-    model's, `devices.precision_of`; CPU float32 for a generator without one)."""
+    model's, `devices.precision_of`; CPU float32 for a generator without one);
+    `data_fingerprint` the rows' `rows_fingerprint` where the caller has it (hashed on first
+    use otherwise)."""
 
     def __init__(self, rows: Sequence[dict[str, Any]], generate: StageGenerator, judge: Judge,
                  config: MCTSConfig, out: str | Path, *, trees_per_batch: int | None = None,
                  seed: int = 0, progress: bool = True, model: Any = None,
-                 precision: Mapping[str, str] | None = None):  # fmt: skip
-        if trees_per_batch is None:  # one round of expansions fills a generate call
-            trees_per_batch = max(1, generate.batch_size // config.children)
+                 precision: Mapping[str, str] | None = None,
+                 data_fingerprint: str | None = None):  # fmt: skip
+        if trees_per_batch is None:
+            trees_per_batch = default_trees_per_batch(generate.batch_size, config.children)
         if trees_per_batch < 1:
             raise ValueError(f"trees_per_batch must be >= 1, got {trees_per_batch}")
         self.rows, self.generate, self.judge, self.config = rows, generate, judge, config
@@ -135,30 +98,23 @@ class Search:
 
             net = getattr(generate, "model", None)
             precision = precision_of(net) if hasattr(net, "parameters") else BEFORE_PRECISION
-        # the device's type, as the CLI records it (`cuda`, not `cuda:0`)
-        self.precision = {"device": torch.device(str(precision["device"])).type,
-                          "dtype": str(precision["dtype"]).removeprefix("torch.")}  # fmt: skip
-        self._rows_fingerprint: str | None = None  # hashed once, on first use
+        self.precision = precision_record(precision)
+        self._rows_fingerprint = data_fingerprint  # else hashed once, on first use
         self.counts: Counter[str] = Counter()  # this run's generation and judge work
         self.seconds = {"generate": 0.0, "judge": 0.0}
         self.judge_batch_error: str | None = None  # the first judge call that raised, by type
         self.judge_answered = False  # whether the judge has given one verdict (this run)
 
     def settings(self) -> dict[str, Any]:
-        """Everything the trees depend on, as `search.json` holds it (after a JSON round trip,
-        so tuples compare equal to the lists read back)."""
-        from dataclasses import asdict
-
+        """Everything the trees depend on, as `search.json` holds it (`settings.py`)."""
         if self._rows_fingerprint is None:
             self._rows_fingerprint = rows_fingerprint(self.rows)
-        gen = self.generate
-        mine = {"config": asdict(self.config), "trees_per_batch": self.trees_per_batch,
-                "seed": self.seed, "rows": len(self.rows), "data": self._rows_fingerprint,
-                "judge": self.judge.name, "model": self.model,
-                "temperature": getattr(gen, "temperature", None),
-                "max_new_tokens": getattr(gen, "max_new_tokens", None),
-                "batch_size": getattr(gen, "batch_size", None),
-                **self.precision}  # fmt: skip
+        mine = planned_settings(len(self.rows), self._rows_fingerprint, self.config,
+                                trees_per_batch=self.trees_per_batch, seed=self.seed,
+                                judge=self.judge.name,
+                                sampling={k: getattr(self.generate, k, None) for k in SAMPLING},
+                                precision=self.precision)  # fmt: skip
+        mine["model"] = self.model
         # a VLM judge is named by its folder: its weights too, or a judge retrained in place
         # would resume trees it never scored (absent for judges without weights: toy, callable)
         judge_weights = getattr(getattr(self.judge, "vlm", None), "weights_key", None)
@@ -168,21 +124,9 @@ class Search:
 
     def _checksettings(self) -> None:
         """A rerun into the same folder must use the same settings (else its trees differ)."""
-        path = self.out / "search.json"
         mine = self.settings()
-        if path.is_file():  # saved before the device and dtype were: CPU float32
-            theirs = {**BEFORE_PRECISION, **json.loads(path.read_text())}
-            if theirs != mine:
-                from ...config import InputError
-
-                diff = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
-                raise InputError(
-                    f"{self.out} holds a search with other settings: "
-                    f"{'; '.join(_difference(k, theirs, mine) for k in diff)}; use a new --out "
-                    "(or the same settings to resume)"
-                )
-        else:
-            _write(path, mine)
+        if not check_resume(self.out, mine):
+            _write(self.out / "search.json", mine)
 
     def run(self) -> list[Tree]:
         """Every row's tree, loaded when already done, else searched (and written)."""
