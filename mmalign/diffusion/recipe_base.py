@@ -175,17 +175,19 @@ class PairRecipeBase:
 
     @contextmanager
     def _sampling(self) -> Iterator[None]:
-        """The model in eval mode, the encoders on the accelerator and the VAE decoding in its
-        own dtype (sample.vae_in_own_precision: validation runs under the training autocast),
-        restored after."""
-        from .sample import vae_in_own_precision
+        """The model in eval mode, the encoders on the accelerator, and the VAE and the text
+        encoders running in their own dtype outside autocast (validation runs under the
+        training autocast: `sample.vae_in_own_precision`, `text_encoders_in_own_precision`;
+        fp16 autocast makes T5's prompt embeddings NaN), restored after."""
+        from .sample import text_encoders_in_own_precision, vae_in_own_precision
 
         if self.cache is not None:
             self._encoders_to(self.accelerator.device)
         was_training = self.model.training
         self.model.eval()
         try:
-            with vae_in_own_precision(self.diffusion.pipe.vae):
+            pipe = self.diffusion.pipe
+            with vae_in_own_precision(pipe.vae), text_encoders_in_own_precision(pipe):
                 yield
         finally:
             self.model.train(was_training)

@@ -169,3 +169,45 @@ def to_pil_images(images: torch.Tensor) -> list:
 
     arrays = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(a) for a in arrays]
+
+
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")  # SD / SDXL / SD3 / FLUX
+_OWN_PRECISION = "_mmalign_own_precision"  # marks a forward already wrapped (nested blocks)
+
+
+@contextlib.contextmanager
+def text_encoders_in_own_precision(pipe: Any) -> Iterator[None]:
+    """Inside the block each of the pipeline's text encoders runs outside any autocast, in its
+    own dtype, as training encodes prompts (the recipes' `to_device` and the pre-encoding cache
+    run outside the loop's autocast); each is its class's own again after.
+
+    Validation samples under the training autocast (train/reporting.py), and fp16 autocast
+    runs every matmul of T5 in float16, its feed-forward output `wo` included: transformers
+    keeps that layer in float32 (`_keep_in_fp32_modules`) because T5's activations overflow
+    float16 (T5, Raffel et al. 2020, was trained in bfloat16), and autocast undoes it: inf in
+    `wo`, NaN prompt embeddings, black validation images from SD3 and FLUX. diffusers' SD3 and
+    FLUX training scripts encode prompts outside autocast too."""
+    wrapped: list[tuple[torch.nn.Module, Any]] = []
+    for name in TEXT_ENCODERS:
+        module = getattr(pipe, name, None)
+        if module is None or getattr(module.forward, _OWN_PRECISION, False):
+            continue
+        forward = module.forward
+
+        def own_precision(*args: Any, _m: Any = module, _f: Any = forward, **kwargs: Any) -> Any:
+            # the encoder's own device type: autocast is switched on and off per device type
+            with torch.autocast(next(_m.parameters()).device.type, enabled=False):
+                return _f(*args, **kwargs)
+
+        setattr(own_precision, _OWN_PRECISION, True)
+        # a forward set on the instance before (an offloading hook) is put back after
+        wrapped.append((module, module.__dict__.get("forward")))
+        module.forward = own_precision
+    try:
+        yield
+    finally:
+        for module, before in wrapped:
+            if before is None:
+                del module.forward
+            else:
+                module.forward = before

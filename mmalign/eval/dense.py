@@ -18,7 +18,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 from ..config import InputError
 from ..data.dense import DENSE_SCORES, DenseRows
 from ..data.schema import HEATMAP_CHANNELS, to_rgb
+
+DEFAULT_SPLIT = "test"  # RichHF-18K's test split (of train / dev / test), a DatasetDict's "test"
 
 
 def finite_or_null(value: Any) -> Any:
@@ -113,6 +115,74 @@ def evaluate_dense(scorer: Any, rows: DenseRows, *, batch_size: int = 64) -> dic
             "_pred": pred, "_true": true, "_order": order}  # fmt: skip
 
 
+class DenseSplit(NamedTuple):
+    """What `mmalign eval dense` reads: `open_dense(data, open_as)`; `split` is the split the
+    report names (None: the data read whole, or built), `read` says so in words."""
+
+    data: str
+    open_as: str | None
+    split: str | None
+    read: str
+
+
+def resolve_split(data: str, split: str | None) -> DenseSplit:
+    """What `--data data --split split` (None: not given) reads: `DEFAULT_SPLIT` where the data
+    has splits, the data whole where it has none.
+
+    - a saved DatasetDict, or a folder of split-named `save_to_disk` folders (the splits
+      `pickapic._saved_splits` lists, as the Pick-a-Pic reader does): the split asked for, else
+      "test"; a split it lacks is an InputError naming it and the splits it has;
+    - one saved Dataset (not split): the folder whole when no split is asked for, as the split
+      its state records if it records one; a split asked for must be the one it holds
+      (`open_dense`: `check_saved_split`);
+    - a RichHF-18K folder: `<split>.tfrecord`, "test" by default; one `.tfrecord` file: whole
+      (a split asked for must be its name);
+    - toy data is built, not split: a `--split` is refused rather than ignored."""
+    from ..data.pickapic import _saved_splits
+    from ..suggest import closest
+
+    if data.startswith("toy:"):
+        if split is not None:
+            raise InputError(
+                f"--split {split}: toy data is built, not split (toy:flaws:heldout: the "
+                "held-out prompts, seed 1; toy:flaws: the training ones)"
+            )
+        return DenseSplit(data, None, None, "built: toy data has no splits")
+    path = Path(data).expanduser()
+    wanted = split or DEFAULT_SPLIT
+    named = DenseSplit(data, wanted, wanted, f"split {wanted!r}")
+    if path.is_file():  # one .tfrecord, read whole: a split is its name or none
+        if split is not None and path.stem != split:
+            raise InputError(f"--split {split}: {path} is one file, read whole; give its "
+                             "folder to read a split")  # fmt: skip
+        return DenseSplit(data, None, split, f"the whole file {path.name}")
+    if not path.is_dir():  # `open_dense` says what it expected
+        return named
+    if (path / "state.json").is_file():  # one Dataset.save_to_disk
+        if split is not None:
+            return named
+        from datasets import load_from_disk
+
+        recorded = load_from_disk(str(path)).split  # a NamedSplit, or None
+        if recorded is None:
+            return DenseSplit(data, None, None, "the whole folder: a dataset saved without splits")
+        name = str(recorded)
+        return DenseSplit(data, name, name, f"the whole folder: a dataset saved as split {name!r}")
+    if (path / "dataset_dict.json").is_file() or any(path.glob("*/state.json")):
+        splits = _saved_splits(path)
+        if wanted not in splits:
+            default = "" if split is not None else " (--split's default)"
+            guess = closest(wanted, splits)
+            hint = f"; did you mean {guess!r}?" if guess is not None else "."
+            raise InputError(
+                f"dense data: {path} has no split {wanted!r}{default}: its splits are "
+                f"{', '.join(splits)}{hint} Name one with --split."
+            )
+        if not (path / "dataset_dict.json").is_file():  # the split's own folder, read whole
+            return DenseSplit(str(path / wanted), None, wanted, f"split {wanted!r}")
+    return named
+
+
 # ------------------------------------------------------------------------- HTML report
 
 
@@ -179,12 +249,13 @@ def write_report(result: dict[str, Any], rows: DenseRows, out: Path, sample: int
         f"</td><td>{v['images_with_flaws']}</td></tr>"
         for k, v in result["heatmaps"].items()
     )
+    read = f" ({html.escape(str(result['read']))})" if result.get("read") else ""
     page = f"""<!doctype html><meta charset="utf-8"><title>dense eval</title>
 <style>body{{font-family:sans-serif}} .card{{display:inline-block;margin:6px;padding:6px;
 border:1px solid #ccc;max-width:900px}} figure{{display:inline-block;margin:2px}}
 figcaption{{font-size:11px;text-align:center}} td,th{{padding:2px 8px}}</style>
 <h1>Dense reward head: {html.escape(str(result.get("model", "")))}</h1>
-<p>data {html.escape(str(result.get("data", "")))}, {result["rows"]} images. Heatmaps in red
+<p>data {html.escape(str(result.get("data", "")))}{read}, {result["rows"]} images. Heatmaps in red
 over the darkened image: ground truth beside prediction.</p>
 <table><tr><th>score</th><th>PLCC</th><th>SRCC</th><th>MSE</th></tr>{table}</table>
 <table><tr><th>heatmap</th><th>MSE</th><th>MSE (empty truth)</th><th>CC</th>
@@ -197,7 +268,8 @@ over the darkened image: ground truth beside prediction.</p>
 
 
 def summary(result: dict[str, Any]) -> str:
-    lines = [f"{result['model']} on {result['data']}: {result['rows']} images"]
+    read = f" ({result['read']})" if result.get("read") else ""
+    lines = [f"{result['model']} on {result['data']}{read}: {result['rows']} images"]
     for k, v in result["scores"].items():
         lines.append(f"  {k:13s} PLCC {v['plcc']:.3f}  SRCC {v['srcc']:.3f}  MSE {v['mse']:.4f}")
     for k, v in result["heatmaps"].items():
@@ -226,11 +298,15 @@ def _cmd_eval_dense(args: argparse.Namespace) -> int:
     if not hasattr(scorer, "dense"):
         raise InputError(f"{name} has no heatmaps: give a dense head (dense:<path>) or toy:flaws")
     toy = {"n": args.n} if args.data.startswith("toy:") else None
-    rows, report = open_dense(args.data, args.split, toy_options=toy, max_samples=args.max_rows)
+    source = resolve_split(args.data, args.split)
+    rows, report = open_dense(
+        source.data, source.open_as, toy_options=toy, max_samples=args.max_rows
+    )
     if report is not None and report.num_skipped:
         print(f"mmalign: {report}")
     result = evaluate_dense(scorer, rows, batch_size=args.batch_size)
-    result.update(model=args.model, data=args.data, split=args.split)
+    # split: the split read, null where the data was read whole or built
+    result.update(model=args.model, data=args.data, split=source.split, read=source.read)
     print(summary(result))
     out = Path(args.out)
     page = write_report(result, rows, out, args.sample)
@@ -255,8 +331,9 @@ def register_dense(eval_sub: Any) -> None:
     )  # fmt: skip
     p.add_argument(
         "--split",
-        default="test",
-        help="RichHF split (train, dev, test), or a saved DatasetDict's",
+        default=None,
+        help=f"the split of a RichHF folder (train, dev, test) or a saved DatasetDict (default "
+        f"{DEFAULT_SPLIT}); a saved dataset without splits is evaluated whole",
     )
     p.add_argument("--n", type=int, default=512, help="toy data: prompts to build")
     p.add_argument("--max-rows", type=int, default=None)
