@@ -118,7 +118,7 @@ def _cmd_user_embed(args: argparse.Namespace) -> int:
     from .config import InputError
     from .data.schema import load_pairs
     from .devices import device_options
-    from .vlm.load import load_vlm
+    from .vlm.load import VLMRef
     from .vlm.user_embed import (
         PROMPT_FORMAT_VERSION,
         cached_user_embeddings,
@@ -134,7 +134,7 @@ def _cmd_user_embed(args: argparse.Namespace) -> int:
     examples, ties = examples_from_pairs(load_pairs(pairs))
     if ties:
         print(f"mmalign: skipped {ties} tied pair(s) (label 0.5): no preference to show")
-    vlm = load_vlm(args.model, dtype=dtype, device=device)
+    vlm = VLMRef(args.model, dtype=dtype, device=device)  # loaded only if not cached
     embs, hit = cached_user_embeddings(
         vlm, examples, shots=args.shots, layer=args.layer, pooling=args.pooling,
         batch_size=args.batch_size,

@@ -80,7 +80,9 @@ def training_embeddings(
     `device`, the training accelerator's (None: the CPU), or on the CPU with
     `ppd.encoder_device: cpu`. `encoder_dtype` is recorded, so a new user is embedded the same
     way. The cache entry is computed under its own lock (`cached_user_embeddings`): of the
-    processes of one launch (and of runs side by side) one computes, the others read it."""
+    processes of one launch (and of runs side by side) one computes, the others read it. The
+    encoder is named by a `VLMRef` (the key needs its files and processor, not its weights in
+    memory): only the process that computes the entry loads it; on a hit none does."""
     from ..vlm.user_embed import (
         PROMPT_FORMAT_VERSION,
         cached_user_embeddings,
@@ -119,18 +121,19 @@ def training_embeddings(
                     stacklevel=2,
                 )
         return embs, {**info, "source": str(p.embeddings), "cached": True}
-    from ..vlm.load import load_vlm
+    from ..vlm.load import VLMRef
 
     examples, ties = examples_from_pairs(rows)
     if getattr(p, "encoder_device", "auto") == "cpu":
         device = torch.device("cpu")  # off the accelerator, where the diffusion model is
-    # its weights and dtype are part of the cache key
-    vlm = load_vlm(p.encoder, key="ppd.encoder", dtype=dtype, device=device)
+    # its weights and dtype are part of the cache key; loaded on a miss, by the computing process
+    encoder = VLMRef(p.encoder, key="ppd.encoder", dtype=dtype, device=device)
     embs, hit = cached_user_embeddings(
-        vlm, examples, shots=p.shots, layer=p.layer, pooling=p.pooling, batch_size=p.batch_size
-    )
-    del vlm
-    if torch.cuda.is_available():
+        encoder, examples, shots=p.shots, layer=p.layer, pooling=p.pooling,
+        batch_size=p.batch_size,
+    )  # fmt: skip
+    del encoder  # and the model it loaded, if it did
+    if not hit and torch.cuda.is_available():
         torch.cuda.empty_cache()  # the encoder's memory back before the diffusion model trains
     info["prompt_format"] = PROMPT_FORMAT_VERSION
     return embs, {**info, "source": "computed", "cached": hit, "ties_skipped": ties}

@@ -63,7 +63,7 @@ def _toy_embeddings(
 
     from ..toy.cache import toy_pairs
     from ..toy.rewards import USER_SETS
-    from ..vlm.load import load_vlm
+    from ..vlm.load import VLMRef
     from ..vlm.user_embed import PROMPT_FORMAT_VERSION, cached_user_embeddings, examples_from_pairs
 
     trained = meta.get("prompt_format")
@@ -81,7 +81,12 @@ def _toy_embeddings(
     shots = int(meta.get("shots", 4))
     options = dict(meta.get("examples_toy") or {})
     out: dict[str, torch.Tensor] = {}
-    vlm = None
+    # the model loads only for a user set whose embeddings are not cached, once for them all
+    encoder = VLMRef(
+        str(meta.get("encoder", "toy:vlm")),
+        dtype=str(meta.get("encoder_dtype") or "float32"),
+        device=device,
+    )
     for name, members in USER_SETS.items():
         wanted = [u for u in users if u in members]
         if not wanted:
@@ -90,13 +95,8 @@ def _toy_embeddings(
         opts = {**options, "n": n, "users": name}
         rows = load_from_disk(str(toy_pairs("users", opts, base)))
         examples, _ = examples_from_pairs(rows)
-        vlm = vlm or load_vlm(
-            str(meta.get("encoder", "toy:vlm")),
-            dtype=str(meta.get("encoder_dtype") or "float32"),
-            device=device,
-        )
         embs, _ = cached_user_embeddings(
-            vlm, {u: examples.get(u, []) for u in wanted}, shots=shots,  # none: a clear error
+            encoder, {u: examples.get(u, []) for u in wanted}, shots=shots,  # none: a clear error
             layer=int(meta.get("layer", -2)), pooling=str(meta.get("pooling", "mean")),
         )  # fmt: skip
         out.update(embs)

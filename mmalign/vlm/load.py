@@ -5,12 +5,15 @@ SmolVLM, toy-vlm) with their processors, through transformers' Auto classes.
 asked), a revision, a device (the CPU unless given). `toy:vlm` names the shipped toy-vlm. A
 folder holding a PEFT adapter (`adapter_config.json`) loads its base model and applies the
 adapter.
+
+`VLMRef` names the same model without loading it (its cache key and processor): for caches
+that load the model only to compute a missing entry.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,57 @@ def _dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def _sources(name_or_path: str | Path, adapter: str | Path | None) -> tuple[str, str | Path | None]:
+    """(the model to load, the adapter on it): a folder that is itself a PEFT adapter names its
+    base model (`base_model_name_or_path`)."""
+    source = resolve_model(name_or_path)
+    config_file = Path(source) / "adapter_config.json"
+    if adapter is None and config_file.is_file():
+        adapter, source = source, json.loads(config_file.read_text())["base_model_name_or_path"]
+    return source, adapter
+
+
+def _require(source: str, revision: str | None, adapter: str | Path | None, key: str) -> None:
+    needs = [Need(source, key, file="config.json", revision=revision)]
+    if adapter is not None:
+        needs.append(Need(str(adapter), "adapter", file="adapter_config.json"))
+    require(needs)
+
+
+def _adapter_has_processor(adapter: str | Path | None) -> bool:
+    return adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
+
+
+def _load_processor(source: str, revision: str | None, adapter: str | Path | None, key: str) -> Any:
+    """`AutoProcessor` with its chat template: the adapter's own where it has one (it may hold
+    tokens the base lacks, PRISM's stage tags), with a pad token (its EOS where it has none)."""
+    from transformers import AutoProcessor
+
+    with hub_errors(source, key):
+        processor = AutoProcessor.from_pretrained(source, revision=revision)
+    if getattr(processor, "chat_template", None) is None:
+        raise ValueError(f"{source}: the processor has no chat template; mmalign needs one")
+    if _adapter_has_processor(adapter):
+        with hub_errors(str(adapter), "adapter"):
+            processor = AutoProcessor.from_pretrained(str(adapter))
+    tok = getattr(processor, "tokenizer", processor)
+    if tok.pad_token is None and tok.eos_token is not None:
+        # every batched processor call pads (collator, generation): a tokenizer without a pad
+        # token pads with its EOS, masked out by the attention mask (as TRL's trainers set it)
+        tok.pad_token = tok.eos_token
+    return processor
+
+
+def _loaded_key(
+    dtype: str, source: str, revision: str | None, adapter: str | Path | None, config: Any
+) -> tuple[Any, ...]:
+    """`VLM.weights_key`: a hub id is keyed by the snapshot it resolved to (the loaded config's
+    commit without a pinned revision; `hub_commit` in `weights_key` for a branch or tag too),
+    so an upstream update is a new model to every cache keyed by it."""
+    resolved = revision or getattr(config, "_commit_hash", None)
+    return (dtype, *weights_key(source, resolved, adapter))
+
+
 def load_vlm(
     name_or_path: str | Path,
     *,
@@ -90,16 +144,10 @@ def load_vlm(
     folder that is itself an adapter loads its `base_model_name_or_path` first. `device`:
     where the model (adapter included) is moved once loaded (None: where it loaded, the CPU;
     inference commands resolve theirs with `mmalign.devices.resolve_device`)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
-    source = resolve_model(name_or_path)
-    config_file = Path(source) / "adapter_config.json"
-    if adapter is None and config_file.is_file():
-        adapter, source = source, json.loads(config_file.read_text())["base_model_name_or_path"]
-    needs = [Need(source, key, file="config.json", revision=revision)]
-    if adapter is not None:
-        needs.append(Need(str(adapter), "adapter", file="adapter_config.json"))
-    require(needs)
+    source, adapter = _sources(name_or_path, adapter)
+    _require(source, revision, adapter, key)
     try:
         with hub_errors(source, key):
             model = AutoModelForImageTextToText.from_pretrained(
@@ -111,23 +159,13 @@ def load_vlm(
         raise ValueError(
             f"{source} is not an image-text-to-text model transformers can load ({err})"
         ) from None
-    with hub_errors(source, key):
-        processor = AutoProcessor.from_pretrained(source, revision=revision)
-    if getattr(processor, "chat_template", None) is None:
-        raise ValueError(f"{source}: the processor has no chat template; mmalign needs one")
-    if adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file():
-        # the adapter's own processor: it may hold tokens the base lacks (PRISM's stage tags),
-        # whose embedding rows the adapter carries; the base grows to fit them first
+    processor = _load_processor(source, revision, adapter, key)
+    if _adapter_has_processor(adapter):
+        # the adapter's tokens (PRISM's stage tags) have embedding rows the adapter carries:
+        # the base grows to fit them first
         from .prism.format import match_vocab
 
-        with hub_errors(str(adapter), "adapter"):
-            processor = AutoProcessor.from_pretrained(str(adapter))
         match_vocab(model, processor)
-    tok = getattr(processor, "tokenizer", processor)
-    if tok.pad_token is None and tok.eos_token is not None:
-        # every batched processor call pads (collator, generation): a tokenizer without a pad
-        # token pads with its EOS, masked out by the attention mask (as TRL's trainers set it)
-        tok.pad_token = tok.eos_token
     if adapter is not None:
         from peft import PeftModel
 
@@ -135,11 +173,62 @@ def load_vlm(
     if device is not None:
         model.to(device)
     model.eval()
-    # a hub id is keyed by the snapshot it resolved to (the loaded config's commit without a
-    # pinned revision; `hub_commit` in `weights_key` for a branch or tag too), so an upstream
-    # update is a new model to every cache keyed by it
-    resolved = revision or getattr(getattr(model, "config", None), "_commit_hash", None)
-    return VLM(model, processor, source, (dtype, *weights_key(source, resolved, adapter)))
+    config = getattr(model, "config", None)
+    return VLM(model, processor, source, _loaded_key(dtype, source, revision, adapter, config))
+
+
+@dataclass(eq=False)
+class VLMRef:
+    """What `load_vlm` would load, before it is loaded: its `weights_key` and `processor`, the
+    same as the loaded `VLM`'s, read from the files (the config, the processor's), and `load()`.
+
+    A cache keyed by the model (PPD's user embeddings, `user_embed.cache_key`) finds its entry
+    with a `VLMRef` and loads the model only to compute a missing one: a hit, and every process
+    of a launch but the one that computes the entry, never holds the model (with
+    `ppd.encoder_device: cpu`, N processes held N copies of the encoder in host memory)."""
+
+    name_or_path: str | Path
+    dtype: str = "float32"
+    revision: str | None = None
+    adapter: str | Path | None = None
+    key: str = "model"
+    device: str | torch.device | None = None
+    _processor: Any = field(default=None, init=False, repr=False)
+    _weights_key: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
+    _vlm: VLM | None = field(default=None, init=False, repr=False)
+
+    @property
+    def processor(self) -> Any:
+        if self._processor is None:
+            source, adapter = _sources(self.name_or_path, self.adapter)
+            _require(source, self.revision, adapter, self.key)
+            self._processor = _load_processor(source, self.revision, adapter, self.key)
+        return self._processor
+
+    @property
+    def weights_key(self) -> tuple[Any, ...]:
+        if self._weights_key is None:
+            from transformers import AutoConfig
+
+            source, adapter = _sources(self.name_or_path, self.adapter)
+            _require(source, self.revision, adapter, self.key)
+            config = None
+            if self.revision is None:  # the commit it resolves to, as the loaded model's config
+                with hub_errors(source, self.key):
+                    config = AutoConfig.from_pretrained(source)
+            self._weights_key = _loaded_key(self.dtype, source, self.revision, adapter, config)
+        return self._weights_key
+
+    def load(self) -> VLM:
+        """`load_vlm` with these settings (the model on `device`), once: later calls return
+        the same VLM (a caller with several entries to compute loads it once; dropping the
+        `VLMRef` frees it)."""
+        if self._vlm is None:
+            self._vlm = load_vlm(
+                self.name_or_path, dtype=self.dtype, revision=self.revision,
+                adapter=self.adapter, key=self.key, device=self.device,
+            )  # fmt: skip
+        return self._vlm
 
 
 def weights_key(source: str, revision: str | None, adapter: str | Path | None) -> tuple:

@@ -16,7 +16,9 @@ directly (on toy-vlm only they carry a user's taste: docs/results.md, PPD). Laye
 the rows used are recorded with the embeddings. Embeddings are cached by the model's weights
 (`VLM.weights_key`), the layer, the pooling, the exact examples (prompt text and image bytes) and
 `PROMPT_FORMAT_VERSION`, which each cache entry also records: an entry of another version, or of
-none (written before the version existed), is computed again, never served.
+none (written before the version existed), is computed again, never served. The key needs the
+weights' files and the processor, not the model: given a `VLMRef`, the encoder is loaded only to
+compute a missing entry, by the one caller that computes it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from ..data.cache import cache_root, digest
 from ..data.schema import to_rgb
 from ..files import make_readable
 from .collate import processor_settings, special_tokens_kwargs
-from .load import VLM
+from .load import VLM, VLMRef
 
 POOLINGS = ("mean", "last", "contrast", "contrast_tokens")
 # The version of the encoder's input: how `few_shot_conversation` words a user's examples and how
@@ -72,11 +74,15 @@ def _image_digest(image: Any) -> str:
     return hashlib.sha256(f"{rgb.size}:".encode() + rgb.tobytes()).hexdigest()[:16]
 
 
-def _check(examples: Mapping[str, Sequence[Example]], shots: int, layer: int, pooling: str) -> None:
+def _check_settings(shots: int, pooling: str) -> None:
     if shots < 1:
         raise InputError(f"--shots must be at least 1, got {shots}")
     if pooling not in POOLINGS:
         raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+
+
+def _check(examples: Mapping[str, Sequence[Example]], shots: int, layer: int, pooling: str) -> None:
+    _check_settings(shots, pooling)
     short = {u: len(e) for u, e in examples.items() if len(e) < shots}
     if short:
         listed = ", ".join(f"{u} ({n})" for u, n in sorted(short.items())[:8])
@@ -203,10 +209,15 @@ def embed_users(
 
 
 def cache_key(
-    vlm: VLM, examples: Mapping[str, Sequence[Example]], shots: int, layer: int, pooling: str
+    vlm: VLM | VLMRef,
+    examples: Mapping[str, Sequence[Example]],
+    shots: int,
+    layer: int,
+    pooling: str,
 ) -> str:
     """Digest of the weights, the settings, the prompt format's version, the processor's image
-    settings and exactly the examples used (images by bytes)."""
+    settings and exactly the examples used (images by bytes). A `VLMRef` gives the same key as
+    the `VLM` it loads, without loading the model."""
     used = {
         u: [(p, _image_digest(a), _image_digest(b)) for p, a, b in list(e)[:shots]]
         for u, e in examples.items()
@@ -228,7 +239,7 @@ def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
 
 
 def cached_user_embeddings(
-    vlm: VLM,
+    vlm: VLM | VLMRef,
     examples: Mapping[str, Sequence[Example]],
     *,
     shots: int = 4,
@@ -242,10 +253,13 @@ def cached_user_embeddings(
     A hit is read without a lock (a read-only cache serves its entries). A miss takes the
     entry's own lock, `<key>.lock` beside it, and reads again (another writer, a training run's
     process or `mmalign data user-embed`, may have finished meanwhile) before computing: of
-    the callers at once, one computes and the others read its entry."""
+    the callers at once, one computes and the others read its entry. Given a `VLMRef`, only
+    that one loads the encoder (`VLMRef.load`): a hit, and the processes of a launch that read
+    the entry another computed, never hold it. The examples are checked (`_check`) where they
+    are embedded: an entry exists only for examples that passed."""
     from filelock import FileLock
 
-    _check(examples, shots, layer, pooling)
+    _check_settings(shots, pooling)
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "user_embed"
     path = root / f"{cache_key(vlm, examples, shots, layer, pooling)}.safetensors"
     cached = _read_cache(path) if path.is_file() else None
@@ -256,8 +270,9 @@ def cached_user_embeddings(
         cached = _read_cache(path) if path.is_file() else None
         if cached is not None:
             return cached, True
+        model = vlm.load() if isinstance(vlm, VLMRef) else vlm
         embs = embed_users(
-            vlm, examples, shots=shots, layer=layer, pooling=pooling, batch_size=batch_size
+            model, examples, shots=shots, layer=layer, pooling=pooling, batch_size=batch_size
         )
         _write_entry(path, embs)
     return embs, False

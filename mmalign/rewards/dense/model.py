@@ -328,7 +328,12 @@ class DenseRewardModel(nn.Module):
         return model
 
     def save_pretrained(self, folder: str | Path) -> Path:
+        """Config, weights and tokenizer into `folder`, each file with the umask's permissions
+        (the weights too: safetensors 0.8 leaves them 0600, `make_readable`), so a reward
+        model saved outside a training run can be shared as one saved by a run."""
         from safetensors.torch import save_file
+
+        from ...files import make_readable
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -337,6 +342,7 @@ class DenseRewardModel(nn.Module):
         )
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+        make_readable(folder / WEIGHTS_FILE)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(folder / TOKENIZER_DIR)
         return folder

@@ -14,8 +14,13 @@ def save_and_measure(
     pipe: Any, out: Path, started: float, evaluate: Callable[..., dict], settings: Any
 ) -> dict:
     """Save `pipe` to `out`, evaluate it with the settings' sampler, and write
-    `build_metrics.json` (the metrics, the build's seconds since `started`, the settings)."""
+    `build_metrics.json` (the metrics, the build's seconds since `started`, the settings).
+    The weights get the umask's permissions (safetensors 0.8 leaves them 0600): the toy models
+    ship as package data, read by every user of an install."""
+    from ...files import make_readable
+
     pipe.save_pretrained(out)
+    make_readable(out)
     train_seconds = time.perf_counter() - started
     metrics = evaluate(out, settings.eval_prompts, steps=settings.eval_steps,
                        guidance=settings.guidance_scale)  # fmt: skip

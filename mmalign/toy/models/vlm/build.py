@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ....files import make_readable
 from .card import model_card
 from .evaluation import load_toy_vlm, refusal_rates, score
 from .model import make_model, make_processor
@@ -49,6 +50,7 @@ def build_toy_vlm(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
+    make_readable(out)  # package data, read by every user: safetensors 0.8 leaves it 0600
     processor.save_pretrained(out)
     saved, saved_processor = load_toy_vlm(out)  # evaluated as users will load it
     metrics = score(saved, saved_processor, settings.eval_n, seed=1234, styles=settings.styles)
