@@ -54,6 +54,7 @@ OPTIONAL_FEATURES: dict[str, Any] = {
 }
 FIELDS = (*REQUIRED, *OPTIONAL_FEATURES)
 IMAGE_FIELDS = ("image", "retrieved_image")  # optional image-valued fields
+IMAGE_PLACEHOLDER = "<image>"  # where each image of a VLM prompt goes (vlm_rows, vlm.chat_format)
 _ALWAYS = ("label", "source")  # present (maybe null) in every pair dataset
 
 
@@ -86,6 +87,10 @@ SKIP_NOTES = {
     "not one shared prompt)",
     "not_different": "Pick-a-Pic's are_different is false (two equal images); "
     "data.keep_identical: true keeps them, as Diffusion-DPO's code does",
+    "image_placeholder_mismatch": "the prompt's <image> placeholders differ in number from "
+    "the row's images",
+    "visual_needs_one_image": "the visual (rDPO) pair replaces the one shown image by the "
+    "retrieved one; the row shows none or several",
 }
 
 
@@ -233,6 +238,14 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _placeholder_mismatch(row: Mapping[str, Any]) -> bool:
+    """Whether a VLM prompt's `<image>` placeholders (if any) differ in number from its
+    images (`images`, else `image`): the collator could not place them (`make_row`'s rule)."""
+    slots = row["prompt"].count(IMAGE_PLACEHOLDER)
+    images = row.get("images") or ([row["image"]] if row.get("image") is not None else [])
+    return bool(slots) and slots != len(images)
+
+
 def check_row(row: Mapping[str, Any], kind: Kind) -> str | None:
     """The reason a row is unusable, or None when it is a valid PreferencePair."""
     for name in REQUIRED:
@@ -252,6 +265,8 @@ def check_row(row: Mapping[str, Any], kind: Kind) -> str | None:
         return "bad_label"
     if row.get("blind") is not None and not isinstance(row["blind"], str):
         return "bad_type_blind"
+    if kind == "text" and _placeholder_mismatch(row):
+        return "image_placeholder_mismatch"
     if not _heatmaps_ok(row.get("heatmaps")):
         return "bad_heatmaps"
     return None

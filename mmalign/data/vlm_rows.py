@@ -24,9 +24,8 @@ from typing import Any
 
 from datasets import Dataset, Features, Image, List, Value
 
-from .schema import ValidationReport
+from .schema import IMAGE_PLACEHOLDER, ValidationReport
 
-IMAGE_PLACEHOLDER = "<image>"
 STRING_FIELDS = ("prompt", "chosen", "rejected", "blind", "source")
 # keys of a JSON object that name a split (`{"train": [...], "test": [...]}`)
 SPLIT_NAMES = frozenset({"train", "test", "validation", "val", "valid", "dev", "eval", "heldout"})

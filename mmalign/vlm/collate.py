@@ -4,16 +4,19 @@ A row is a PreferencePair with text `chosen`/`rejected`, the instruction in `pro
 image(s) in `image` or `images`; rDPO rows add `retrieved_image`, BPO rows add `blind`.
 `<image>` in the prompt marks where each image goes (LLaVA conversation format); without
 one, the images come before the text. The chat template of the model's processor renders
-the conversation; the completion's tokens are exactly what the template appends for the
-assistant turn (its end-of-turn token included; the tokenizer's EOS where the template
-appends none, `ChatFormat.closed`), and only they are scored.
+the conversation (`chat_format.ChatFormat`); the completion's tokens are exactly what the
+template appends for the assistant turn (its end-of-turn token included; the tokenizer's EOS
+where the template appends none, `ChatFormat.closed`), and only they are scored.
 
 Each distinct (prompt, images) of a row is tokenized once, and every pair that shares a
 sequence shares it: rDPO scores three sequences per row (not four) and BPO three: the
 chosen answer under the shown image serves `main`, `visual` and `blind`.
 
 Image tokens are never truncated (METHODS.md section 3): a row longer than `max_length`
-is skipped and counted by `fits`, or raises in strict mode, naming the row.
+is skipped and counted by `fits`, or raises in strict mode, naming the row. A row the
+collator cannot use (a column its pairs need is empty, an rDPO row without exactly one image,
+`<image>` placeholders that do not match its images) raises a `RowError` naming the row and
+its reason; `skip_reason` tells it, without tokenizing, when the data is opened.
 """
 
 from __future__ import annotations
@@ -25,7 +28,24 @@ from typing import Any
 
 import torch
 
-IMAGE_PLACEHOLDER = "<image>"
+from .chat_format import (
+    IMAGE_PLACEHOLDER,
+    ChatFormat,
+    RowError,
+    Templated,
+    special_tokens_kwargs,
+    user_content,
+)
+
+__all__ = [
+    "IMAGE_PLACEHOLDER", "PAIR_FIELDS", "ChatFormat", "PairCollator", "RowError",
+    "SequenceBatch", "Templated", "image_key", "processor_settings", "row_images",
+    "special_tokens_kwargs", "user_content",
+]  # fmt: skip
+
+# the processor's outputs carried per token beside the ids: which tokens are image tokens
+# (Qwen2-VL's M-RoPE, Gemma 3's bidirectional attention over an image's tokens)
+TYPE_IDS = ("mm_token_type_ids", "token_type_ids")
 PAIR_FIELDS = {"main": (), "visual": ("retrieved_image",), "blind": ("blind",)}
 
 
@@ -35,37 +55,6 @@ def row_images(row: Mapping[str, Any]) -> list[Any]:
     if images:
         return list(images)
     return [row["image"]] if row.get("image") is not None else []
-
-
-def user_content(prompt: str, n_images: int) -> list[dict[str, str]]:
-    """Chat content parts: the prompt split at `<image>` placeholders, images interleaved."""
-    parts = prompt.split(IMAGE_PLACEHOLDER)
-    if len(parts) == 1:
-        return [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
-    if len(parts) - 1 != n_images:
-        raise ValueError(
-            f"the prompt has {len(parts) - 1} {IMAGE_PLACEHOLDER} placeholders but the row has "
-            f"{n_images} images"
-        )
-    content: list[dict[str, str]] = []
-    for i, text in enumerate(parts):
-        if i:
-            content.append({"type": "image"})
-        if text.strip():
-            content.append({"type": "text", "text": text.strip()})
-    return content
-
-
-def special_tokens_kwargs(processor: Any, texts: Sequence[str]) -> dict[str, Any]:
-    """Processor kwargs for chat-template texts: `add_special_tokens=False` when the template
-    already wrote the tokenizer's BOS (Idefics3's starts with `<|begin_of_text|>`), so the
-    sequence holds one BOS, not two; transformers' `processor.apply_chat_template(tokenize=True)`
-    follows the same rule. Texts without the BOS keep the processor's default (LLaVA-1.5's
-    template leaves the BOS to the tokenizer)."""
-    bos = getattr(getattr(processor, "tokenizer", processor), "bos_token", None)
-    if bos and texts and all(t.startswith(bos) for t in texts):
-        return {"add_special_tokens": False}
-    return {}
 
 
 def processor_settings(processor: Any) -> str:
@@ -87,69 +76,6 @@ def image_key(image: Any) -> str:
     h = hashlib.blake2b(pil.tobytes(), digest_size=12)
     h.update(f"{pil.size}{pil.mode}".encode())
     return h.hexdigest()
-
-
-@dataclass
-class Templated:
-    """A row's conversation rendered by the chat template: prompt text and completions."""
-
-    prompt: str
-    completions: dict[str, str]  # answer -> the text the template appends for it
-
-
-class ChatFormat:
-    """Render prompts and completions with a processor's chat template. `open_end(answer)`:
-    the answers whose turn is not over (a step-level prefix), which end without the template's
-    end-of-turn text."""
-
-    def __init__(self, processor: Any, open_end: Callable[[str], bool] | None = None):
-        self.processor = processor
-        self.tokenizer = getattr(processor, "tokenizer", processor)
-        self.open_end = open_end
-
-    def render(self, prompt: str, n_images: int, answers: Sequence[str]) -> Templated:
-        user = [{"role": "user", "content": user_content(prompt, n_images)}]
-        head = self.processor.apply_chat_template(user, add_generation_prompt=True)
-        completions = {}
-        for answer in answers:
-            turn = {"role": "assistant", "content": [{"type": "text", "text": answer}]}
-            full = self.processor.apply_chat_template([*user, turn])
-            if not full.startswith(head):
-                raise ValueError(
-                    "the chat template renders the assistant turn in a way that changes the "
-                    f"prompt before it; cannot separate the completion of {answer!r}"
-                )
-            completions[answer] = full[len(head) :]
-            if self.open_end is not None and self.open_end(answer):
-                end = completions[answer].rfind(answer.strip())
-                if end < 0:
-                    raise ValueError(f"the chat template changed the open-ended answer {answer!r}")
-                completions[answer] = completions[answer][: end + len(answer.strip())]
-            else:
-                completions[answer] = self.closed(completions[answer], answer)
-        return Templated(head, completions)
-
-    def closed(self, completion: str, answer: str) -> str:
-        """`completion` ending its turn: where the template appends no end-of-turn token after
-        the answer (LLaVA-1.5's and LLaVA-NeXT-vicuna's hub templates append a space), the
-        tokenizer's EOS replaces that trailing whitespace, as LLaVA's own training format
-        ends an assistant turn ("ASSISTANT: answer</s>", its vicuna_v1 conversation). Without
-        it the model is never trained to stop, and a stray space token is scored instead.
-        A template that ends the turn with any special token (Qwen's <|im_end|>, Idefics3's
-        <end_of_utterance>, an EOS) is left as it is."""
-        eos = getattr(self.tokenizer, "eos_token", None)
-        text = answer.strip()
-        end = completion.rfind(text) if text else -1
-        if not eos or end < 0:
-            return completion
-        tail = completion[end + len(text) :]
-        specials = [t for t in getattr(self.tokenizer, "all_special_tokens", []) if t]
-        if any(t in tail for t in specials):
-            return completion
-        return completion[: end + len(text)] + tail.rstrip() + eos
-
-    def completion_ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 @dataclass
@@ -239,7 +165,10 @@ class PairCollator:
         for pair in self.pairs:
             for name in PAIR_FIELDS[pair]:
                 if row.get(name) is None:
-                    raise ValueError(f"pair '{pair}' needs the column '{name}', which is empty")
+                    raise RowError(
+                        f"missing_{name}",
+                        f"pair '{pair}' needs the column '{name}', which is empty",
+                    )
         seqs: list[tuple[str, str]] = []
 
         def seq(variant: str, answer: str) -> int:
@@ -264,17 +193,54 @@ class PairCollator:
         images = row_images(row)
         if variant == "retrieved":  # Re-Align: the retrieved image replaces the shown one
             if len(images) != 1:
-                raise ValueError("the visual (rDPO) pair needs rows with exactly one image")
+                raise RowError(
+                    "visual_needs_one_image",
+                    "the visual (rDPO) pair needs rows with "
+                    f"exactly one image; this one has {len(images)}",
+                )
             return [row["retrieved_image"]]
         return images
 
-    def lengths(self, row: Mapping[str, Any]) -> int:
-        """The longest sequence of a row, in tokens (image tokens included)."""
-        batch = self([row], check_length=False)
+    def problem(self, row: Mapping[str, Any]) -> RowError | None:
+        """Why `row` cannot be collated for these pairs (a `RowError` with its reason), or
+        None; checked without tokenizing, so the rows can be checked when the data is opened
+        and never fail mid-run."""
+        try:
+            seqs, _ = self._plan(row)
+            for variant in dict.fromkeys(v for v, _ in seqs):
+                user_content(row["prompt"], len(self._images(row, variant)))
+        except RowError as err:
+            return err
+        return None
+
+    def skip_reason(self, row: Mapping[str, Any]) -> str | None:
+        """The reason `row` is skipped (and counted) when the data is opened: a `problem`'s,
+        `too_long` where it does not fit `max_length`, or None where it is used."""
+        bad = self.problem(row)
+        if bad is not None:
+            return bad.reason
+        return None if self.fits(row) else "too_long"
+
+    def lengths(self, row: Mapping[str, Any], index: int | None = None) -> int:
+        """The longest sequence of a row, in tokens (image tokens included). Errors name
+        the row `index` (none when not given)."""
+        try:
+            batch = self([row], check_length=False)
+        except RowError as err:
+            raise err.at(index) from None
         return int(batch.attention_mask.sum(-1).max())
 
-    def fits(self, row: Mapping[str, Any]) -> bool:
-        return self.max_length is None or self.lengths(row) <= self.max_length
+    def fits(self, row: Mapping[str, Any], index: int | None = None) -> bool:
+        return self.max_length is None or self.lengths(row, index) <= self.max_length
+
+    def _type_ids(self, inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The per-token type ids of `TYPE_IDS` the processor returned. Gemma 3's processor
+        names its image-token mask `token_type_ids` (its model attends bidirectionally
+        within an image's tokens from it; without it they are causal); a `token_type_ids`
+        that the tokenizer itself writes is a text segment id, which VLMs do not read."""
+        own = getattr(self.format.tokenizer, "model_input_names", ())
+        carried = [k for k in TYPE_IDS if k != "token_type_ids" or k not in own]
+        return {k: inputs[k] for k in carried if inputs.get(k) is not None}
 
     # ------------------------------------------------------------------------ collate
     def __call__(self, rows: Sequence[Mapping[str, Any]], *, check_length: bool = True,
@@ -285,12 +251,17 @@ class PairCollator:
         prompt_texts, prompt_images, sequences = [], [], []
         pair_idx: dict[str, tuple[list[int], list[int]]] = {p: ([], []) for p in self.pairs}
         for r, row in enumerate(rows):
-            seqs, plan = self._plan(row)
-            rendered = {}
-            for variant in dict.fromkeys(v for v, _ in seqs):
-                images = self._images(row, variant)
-                answers = [a for v, a in seqs if v == variant]
-                rendered[variant] = self.format.render(row["prompt"], len(images), answers)
+            rendered, shown = {}, {}
+            try:
+                seqs, plan = self._plan(row)
+                for variant in dict.fromkeys(v for v, _ in seqs):
+                    shown[variant] = self._images(row, variant)
+                    answers = [a for v, a in seqs if v == variant]
+                    rendered[variant] = self.format.render(row["prompt"], len(shown[variant]),
+                                                           answers)  # fmt: skip
+            except RowError as err:  # named as the dataset's row where the caller tells it
+                raise err.at(r if row_ids is None else row_ids[r]) from None
+            for variant, images in shown.items():
                 prompts.append((r, variant))
                 prompt_texts.append(rendered[variant].prompt)
                 prompt_images.append([to_rgb(to_pil_image(im)) for im in images])
@@ -336,16 +307,17 @@ class PairCollator:
         else:
             units_of_prompt = [[] for _ in prompt_texts]
         # Sequences: the prompt's tokens (padding removed) + the completion's tokens.
-        ids_rows, masks, extra_rows = [], [], []
-        type_ids = inputs.get("mm_token_type_ids")
+        ids_rows, masks = [], []
+        types = self._type_ids(inputs)
+        extra_rows: dict[str, list[list[int]]] = {k: [] for k in types}
         for p, completion in sequences:
             keep = inputs["attention_mask"][p].bool()
             prompt_ids = inputs["input_ids"][p][keep].tolist()
             comp = self.format.completion_ids(completion)
             ids_rows.append(prompt_ids + comp)
             masks.append([False] * len(prompt_ids) + [True] * len(comp))
-            if type_ids is not None:
-                extra_rows.append(type_ids[p][keep].tolist() + [0] * len(comp))
+            for k, values in types.items():  # the completion holds text tokens only: type 0
+                extra_rows[k].append(values[p][keep].tolist() + [0] * len(comp))
         longest = max(len(x) for x in ids_rows)
         if check_length and self.max_length is not None and longest > self.max_length:
             which = next(i for i, x in enumerate(ids_rows) if len(x) > self.max_length)
@@ -360,15 +332,14 @@ class PairCollator:
         input_ids = torch.full((n, longest), self.pad_id, dtype=torch.long)
         attention = torch.zeros(n, longest, dtype=torch.long)
         completion = torch.zeros(n, longest, dtype=torch.bool)
-        extra: dict[str, torch.Tensor] = {}
-        if extra_rows:
-            extra["mm_token_type_ids"] = torch.zeros(n, longest, dtype=type_ids.dtype)
+        # padding is type 0, as the processor pads them
+        extra = {k: torch.zeros(n, longest, dtype=v.dtype) for k, v in types.items()}
         for i, ids in enumerate(ids_rows):
             input_ids[i, : len(ids)] = torch.tensor(ids)
             attention[i, : len(ids)] = 1
             completion[i, : len(ids)] = torch.tensor(masks[i])
-            if extra_rows:
-                extra["mm_token_type_ids"][i, : len(ids)] = torch.tensor(extra_rows[i])
+            for k in extra:
+                extra[k][i, : len(ids)] = torch.tensor(extra_rows[k][i])
         labels = [row.get("label") for row in rows]
         label = None
         if any(x is not None and float(x) != 1.0 for x in labels):

@@ -72,9 +72,11 @@ class StatesKey:
         # tokens PRISM's stage tags add, another chat template or other image settings (the
         # image tokens) change the sequences scored ("bos": 1, one BOS where the template
         # writes it; states before that had two there; "eos": 1, an EOS ends the completions
-        # of templates that append none, collate.ChatFormat.closed)
+        # of templates that append none, collate.ChatFormat.closed; "answer": 1, an answer
+        # found where the template puts it, never inside its end-of-turn text: "d" under Qwen's
+        # template scored "d<|im_end|><|im_end|>" before, chat_format.ChatFormat.answer_end)
         tokens = digest({"vocab": len(tok), "template": getattr(processor, "chat_template", None),
-                         "bos": 1, "eos": 1,
+                         "bos": 1, "eos": 1, "answer": 1,
                          "processor": processor_settings(processor)})  # fmt: skip
         if not model_key:
             return cls("", "", digest(pair_keys), tokens)

@@ -1,0 +1,169 @@
+"""A row's conversation rendered by the processor's chat template, and the rows it refuses.
+
+`ChatFormat.render` gives the prompt text (the user turn and the generation prompt) and, per
+answer, the text the template appends for the assistant turn. The answer's place in that text
+is found by rendering the turn once with a sentinel answer: the text before and after the
+sentinel is the template's own (Qwen's `<|im_end|>\\n`, Idefics3's `<end_of_utterance>\\n`,
+LLaVA's `</s>`), so an answer such as "d", "of" or "s" that also occurs inside that text is
+never matched there. The completion's tokens are then exactly those that transformers'
+`apply_chat_template(tokenize=True)` of the whole conversation adds after the prompt
+(`ChatFormat.closed` adds the EOS only where the template ends the turn with none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..data.schema import IMAGE_PLACEHOLDER
+
+# an answer no template writes itself: its place in the rendered turn is the answer's place
+SENTINEL = "MMALIGN_ANSWER_SENTINEL_5f1c9e"
+
+
+class RowError(ValueError):
+    """A row that cannot be collated. `reason` is its skip-count key in a `ValidationReport`
+    (`missing_retrieved_image`, `image_placeholder_mismatch`, ...); `row` the row it names."""
+
+    def __init__(self, reason: str, detail: str, row: int | None = None):
+        super().__init__(detail if row is None else f"row {row}: {detail}")
+        self.reason, self.detail, self.row = reason, detail, row
+
+    def at(self, row: int | None) -> RowError:
+        """The same error naming `row`."""
+        return RowError(self.reason, self.detail, row)
+
+
+def user_content(prompt: str, n_images: int) -> list[dict[str, str]]:
+    """Chat content parts: the prompt split at `<image>` placeholders, images interleaved."""
+    parts = prompt.split(IMAGE_PLACEHOLDER)
+    if len(parts) == 1:
+        return [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
+    if len(parts) - 1 != n_images:
+        raise RowError(
+            "image_placeholder_mismatch",
+            f"the prompt has {len(parts) - 1} {IMAGE_PLACEHOLDER} placeholders but the row has "
+            f"{n_images} images",
+        )
+    content: list[dict[str, str]] = []
+    for i, text in enumerate(parts):
+        if i:
+            content.append({"type": "image"})
+        if text.strip():
+            content.append({"type": "text", "text": text.strip()})
+    return content
+
+
+def special_tokens_kwargs(processor: Any, texts: Sequence[str]) -> dict[str, Any]:
+    """Processor kwargs for chat-template texts: `add_special_tokens=False` when the template
+    already wrote the tokenizer's BOS (Idefics3's starts with `<|begin_of_text|>`), so the
+    sequence holds one BOS, not two; transformers' `processor.apply_chat_template(tokenize=True)`
+    follows the same rule. Texts without the BOS keep the processor's default (LLaVA-1.5's
+    template leaves the BOS to the tokenizer)."""
+    bos = getattr(getattr(processor, "tokenizer", processor), "bos_token", None)
+    if bos and texts and all(t.startswith(bos) for t in texts):
+        return {"add_special_tokens": False}
+    return {}
+
+
+@dataclass
+class Templated:
+    """A row's conversation rendered by the chat template: prompt text and completions."""
+
+    prompt: str
+    completions: dict[str, str]  # answer -> the text the template appends for it
+
+
+def _turn(answer: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": [{"type": "text", "text": answer}]}
+
+
+class ChatFormat:
+    """Render prompts and completions with a processor's chat template. `open_end(answer)`:
+    the answers whose turn is not over (a step-level prefix), which end without the template's
+    end-of-turn text."""
+
+    def __init__(self, processor: Any, open_end: Callable[[str], bool] | None = None):
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.open_end = open_end
+
+    def render(self, prompt: str, n_images: int, answers: Sequence[str]) -> Templated:
+        user = [{"role": "user", "content": user_content(prompt, n_images)}]
+        head = self.processor.apply_chat_template(user, add_generation_prompt=True)
+        frame = self._frame(user, head)
+        completions = {}
+        for answer in answers:
+            full = self.processor.apply_chat_template([*user, _turn(answer)])
+            if not full.startswith(head):
+                raise RowError(
+                    "template_changes_prompt",
+                    "the chat template renders the assistant turn in a way that changes the "
+                    f"prompt before it; cannot separate the completion of {answer!r}",
+                )
+            completion = full[len(head) :]
+            end = self.answer_end(completion, answer, frame)
+            if self.open_end is not None and self.open_end(answer):
+                if end is None:
+                    raise RowError(
+                        "template_changes_answer",
+                        f"the chat template changed the open-ended answer {answer!r}",
+                    )
+                completions[answer] = completion[:end]
+            else:
+                completions[answer] = self.closed(completion, answer, end)
+        return Templated(head, completions)
+
+    def _frame(self, user: list[dict[str, Any]], head: str) -> tuple[str, str] | None:
+        """The template's text before and after the answer in the assistant turn (the turn
+        rendered with `SENTINEL` as its answer), or None where it cannot be told apart."""
+        full = self.processor.apply_chat_template([*user, _turn(SENTINEL)])
+        if not full.startswith(head) or full.count(SENTINEL) != 1:
+            return None
+        before, _, after = full[len(head) :].partition(SENTINEL)
+        return before, after
+
+    @staticmethod
+    def answer_end(completion: str, answer: str, frame: tuple[str, str] | None) -> int | None:
+        """Where the answer's text (whitespace stripped) ends in `completion`, or None where
+        the template does not render it there. The answer sits between the template's own
+        text (`frame`); a template whose text around the answer depends on the answer falls
+        back to the answer's first occurrence: the prompt being a prefix of the rendered
+        conversation, the completion starts with the answer."""
+        text = answer.strip()
+        if not text:
+            return len(completion) if frame is None else len(completion) - len(frame[1])
+        if frame is not None:
+            before, after = frame
+            stop = len(completion) - len(after)
+            if completion.startswith(before) and completion.endswith(after) \
+                    and stop >= len(before):  # fmt: skip
+                middle = completion[len(before) : stop]
+                if middle.strip() == text:
+                    return len(before) + len(middle.rstrip())
+        start = completion.find(text)
+        return None if start < 0 else start + len(text)
+
+    def closed(self, completion: str, answer: str, end: int | None = None) -> str:
+        """`completion` ending its turn: where the template appends no end-of-turn token after
+        the answer (LLaVA-1.5's and LLaVA-NeXT-vicuna's hub templates append a space), the
+        tokenizer's EOS replaces that trailing whitespace, as LLaVA's own training format
+        ends an assistant turn ("ASSISTANT: answer</s>", its vicuna_v1 conversation). Without
+        it the model is never trained to stop, and a stray space token is scored instead.
+        A template that ends the turn with any special token (Qwen's <|im_end|>, Idefics3's
+        <end_of_utterance>, an EOS) is left as it is. `end`: where the answer ends in
+        `completion` (`answer_end`; found there when not given)."""
+        eos = getattr(self.tokenizer, "eos_token", None)
+        if end is None and answer.strip():
+            end = self.answer_end(completion, answer, None)
+        if not eos or end is None or not answer.strip():
+            return completion
+        tail = completion[end:]
+        specials = [t for t in getattr(self.tokenizer, "all_special_tokens", []) if t]
+        if any(t in tail for t in specials):
+            return completion
+        return completion[:end] + tail.rstrip() + eos
+
+    def completion_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
