@@ -31,23 +31,24 @@ def test_blind_responses_run_on_the_accelerator_device(tmp_path, monkeypatch):
 
     def stub(model, processor, prompts, **kwargs):
         seen.append(next(model.parameters()).device)
-        return [f"blind {p}" for p in prompts]
+        return blind.BlindAnswers([f"blind {p}" for p in prompts], [False] * len(prompts))
 
     monkeypatch.setattr(blind, "blind_responses", stub)
     recipe = _recipe("meta")
     path = tmp_path / "blind.json"
-    assert recipe._blind(path, ["a", "b"]) == ["blind a", "blind b"]
+    assert recipe._blind(path, ["a", "b"]).answers == ["blind a", "blind b"]
     assert seen == [torch.device("meta")]
-    assert json.loads(path.read_text()) == ["blind a", "blind b"]
+    assert json.loads(path.read_text())["answers"] == ["blind a", "blind b"]
     # a cached answer set is read back without touching the model
     recipe.vlm.model = torch.nn.Linear(2, 2)
-    assert recipe._blind(path, ["a", "b"]) == ["blind a", "blind b"]
+    assert recipe._blind(path, ["a", "b"]).answers == ["blind a", "blind b"]
     assert len(seen) == 1 and next(recipe.vlm.model.parameters()).device.type == "cpu"
 
 
 def test_on_a_cpu_run_they_stay_on_the_cpu(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(blind, "blind_responses", lambda model, processor, prompts, **kw: (
-        seen.append(next(model.parameters()).device) or ["x"] * len(prompts)))  # fmt: skip
+        seen.append(next(model.parameters()).device)
+        or blind.BlindAnswers(["x"] * len(prompts), [False] * len(prompts))))  # fmt: skip
     _recipe("cpu")._blind(tmp_path / "b.json", ["a"])
     assert seen == [torch.device("cpu")]

@@ -10,7 +10,6 @@ that records the device it ran on and stops the build on any device but the CPU.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,14 @@ def generated(tmp_path, monkeypatch) -> list[torch.device]:
     monkeypatch.setenv("MMALIGN_CACHE", str(tmp_path / "cache"))
     seen: list[torch.device] = []
 
-    def stub(model: Any, processor: Any, prompts: list[str], **kwargs: Any) -> list[str]:
+    def stub(model: Any, processor: Any, prompts: list[str], **kwargs: Any) -> blind.BlindAnswers:
         device = next(model.parameters()).device
         seen.append(device)
         if device.type != "cpu":
             raise Stop
-        return [f"blind {i}" for i in range(len(prompts))]
+        return blind.BlindAnswers(
+            [f"blind {i}" for i in range(len(prompts))], [False] * len(prompts)
+        )
 
     monkeypatch.setattr(blind, "blind_responses", stub)
     return seen
@@ -67,11 +68,14 @@ def test_answers_cached_on_the_cpu_are_not_reused_on_the_accelerator(tmp_path, g
 
 
 def test_a_cpu_float32_run_keeps_the_key_from_before_the_device_was_named(tmp_path, generated):
+    # the key from before the device was named, with "capped" since entries record which
+    # answers hit blind_max_new_tokens (tests/test_review6_vlm_blind_cap.py)
     recipe = _recipe(tmp_path, "cpu")
-    old = _digest(recipe.vlm.weights_key, recipe.rows._fingerprint, 3, "bos1", "missing")
-    entry = tmp_path / "cache" / "vlm-blind" / f"{old}.json"
+    key = _digest(recipe.vlm.weights_key, recipe.rows._fingerprint, 3, "bos1", "missing", "capped")
+    entry = tmp_path / "cache" / "vlm-blind" / f"{key}.json"
     assert entry.is_file()
-    entry.write_text(json.dumps([f"cached {i}" for i in range(4)]))  # as an older run left it
+    cached = blind.BlindAnswers([f"cached {i}" for i in range(4)], [False] * 4)
+    entry.write_text(cached.to_json())  # as an earlier CPU run left it
     again = _recipe(tmp_path, "cpu")
     assert again.dataset.extra["blind"] == [f"cached {i}" for i in range(4)]
     assert len(generated) == 1

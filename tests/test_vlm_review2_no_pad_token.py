@@ -41,5 +41,6 @@ def test_a_tokenizer_without_pad_token_collates_scores_and_generates(tmp_path, b
     assert torch.allclose(got.rejected, expected.rejected, atol=1e-5)
     prompts = [r["prompt"] for r in rows]
     batched = blind_responses(vlm.model, vlm.processor, prompts, max_new_tokens=4)
-    alone = [blind_responses(vlm.model, vlm.processor, [p], max_new_tokens=4)[0] for p in prompts]
-    assert batched == alone
+    alone = [blind_responses(vlm.model, vlm.processor, [p], max_new_tokens=4) for p in prompts]
+    assert batched.answers == [a.answers[0] for a in alone]
+    assert batched.capped == [a.capped[0] for a in alone]

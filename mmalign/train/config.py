@@ -151,6 +151,9 @@ class VLMConfig:
     blind_batch_size: int = 32  # generating blind responses (BPO) when the data has none
     blind_max_new_tokens: int = 32
     merge: bool = False  # also save the base model with the adapter merged in
+    # zero every dropout rate of the model as loaded (TRL's DPOConfig.disable_dropout, on by
+    # default): noisy policy and reference log-probs; lora.dropout is kept (mmalign/vlm/dropout.py)
+    disable_dropout: bool = True
     # completions that share a prompt run in one row, the prompt once (mmalign/vlm/packing.py);
     # used where the model supports it and a test shows it exact (LLaVA; not Qwen2-VL's M-RoPE)
     pack_prompts: bool = True

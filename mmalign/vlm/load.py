@@ -4,7 +4,11 @@ SmolVLM, toy-vlm) with their processors, through transformers' Auto classes.
 `load_vlm` is the one entry point: a local folder or hub id, a dtype (full precision unless
 asked), a revision, a device (the CPU unless given). `toy:vlm` names the shipped toy-vlm. A
 folder holding a PEFT adapter (`adapter_config.json`) loads its base model and applies the
-adapter.
+adapter; a base that is itself an adapter folder (a LoRA run started from an SFT adapter,
+`VLMRecipe`) is loaded first with its own adapter merged in. `merge_adapter` merges an
+adapter into its base (training from an adapter folder, PRISM's search policy).
+
+A model family outside `TESTED_FAMILIES` loads with a warning, once per family.
 
 `VLMRef` names the same model without loading it (its cache key and processor): for caches
 that load the model only to compute a missing entry.
@@ -13,6 +17,8 @@ that load the model only to compute a missing entry.
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +41,12 @@ VISION_PARTS = (
     "connector",
     "image_newline",
 )
+# the families the scorer, collator and recipes are tested on (tiny models, tests/); another
+# family loads with a warning (`warn_untested`): its template or image layout may need work
 TESTED_FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")
+_WARNED: set[str] = set()  # the untested families warned about in this process
+# a chain of adapter folders each naming the next as its base, followed at most this deep
+MAX_ADAPTER_CHAIN = 16
 
 
 @dataclass
@@ -48,6 +59,8 @@ class VLM:
     # Identifies the loaded weights (and dtype) for caches of what the model generated or
     # scored: a path alone would serve stale entries after the folder's weights change.
     weights_key: tuple[Any, ...] = ()
+    # the adapter folders applied on `source`, innermost first (all but the last merged in)
+    adapters: tuple[str, ...] = ()
 
     @property
     def family(self) -> str:
@@ -79,28 +92,35 @@ def _dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _sources(name_or_path: str | Path, adapter: str | Path | None) -> tuple[str, str | Path | None]:
-    """(the model to load, the adapter on it): a folder that is itself a PEFT adapter names its
-    base model (`base_model_name_or_path`)."""
+def _sources(name_or_path: str | Path, adapter: str | Path | None) -> tuple[str, tuple[str, ...]]:
+    """(the model to load, the adapters on it, innermost first): a folder that is itself a PEFT
+    adapter names its base model (`base_model_name_or_path`), which may be an adapter folder
+    in turn (the adapter of a LoRA run that started from an adapter, `VLMRecipe.save`); an
+    `adapter` given goes on top of them all."""
     source = resolve_model(name_or_path)
-    config_file = Path(source) / "adapter_config.json"
-    if adapter is None and config_file.is_file():
-        adapter, source = source, json.loads(config_file.read_text())["base_model_name_or_path"]
-    return source, adapter
+    chain = [str(adapter)] if adapter is not None else []
+    while (Path(source) / "adapter_config.json").is_file():
+        if source in chain or len(chain) > MAX_ADAPTER_CHAIN:
+            raise ValueError(f"{name_or_path}: the adapters' base_model_name_or_path loop")
+        chain.insert(0, source)
+        config = json.loads((Path(source) / "adapter_config.json").read_text())
+        source = resolve_model(config["base_model_name_or_path"])
+    return source, tuple(chain)
 
 
-def _require(source: str, revision: str | None, adapter: str | Path | None, key: str) -> None:
+def _require(source: str, revision: str | None, adapters: Sequence[str], key: str) -> None:
     needs = [Need(source, key, file="config.json", revision=revision)]
-    if adapter is not None:
-        needs.append(Need(str(adapter), "adapter", file="adapter_config.json"))
+    needs += [Need(a, "adapter", file="adapter_config.json") for a in adapters]
     require(needs)
 
 
-def _adapter_has_processor(adapter: str | Path | None) -> bool:
-    return adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
+def _processor_adapter(adapters: Sequence[str]) -> str | None:
+    """The outermost adapter folder that holds a processor (its tokenizer), or None."""
+    held = [a for a in adapters if (Path(a) / "tokenizer_config.json").is_file()]
+    return held[-1] if held else None
 
 
-def _load_processor(source: str, revision: str | None, adapter: str | Path | None, key: str) -> Any:
+def _load_processor(source: str, revision: str | None, adapters: Sequence[str], key: str) -> Any:
     """`AutoProcessor` with its chat template: the adapter's own where it has one (it may hold
     tokens the base lacks, PRISM's stage tags), with a pad token (its EOS where it has none)."""
     from transformers import AutoProcessor
@@ -109,9 +129,10 @@ def _load_processor(source: str, revision: str | None, adapter: str | Path | Non
         processor = AutoProcessor.from_pretrained(source, revision=revision)
     if getattr(processor, "chat_template", None) is None:
         raise ValueError(f"{source}: the processor has no chat template; mmalign needs one")
-    if _adapter_has_processor(adapter):
-        with hub_errors(str(adapter), "adapter"):
-            processor = AutoProcessor.from_pretrained(str(adapter))
+    own = _processor_adapter(adapters)
+    if own is not None:
+        with hub_errors(own, "adapter"):
+            processor = AutoProcessor.from_pretrained(own)
     tok = getattr(processor, "tokenizer", processor)
     if tok.pad_token is None and tok.eos_token is not None:
         # every batched processor call pads (collator, generation): a tokenizer without a pad
@@ -121,13 +142,37 @@ def _load_processor(source: str, revision: str | None, adapter: str | Path | Non
 
 
 def _loaded_key(
-    dtype: str, source: str, revision: str | None, adapter: str | Path | None, config: Any
+    dtype: str, source: str, revision: str | None, adapters: Sequence[str], config: Any
 ) -> tuple[Any, ...]:
     """`VLM.weights_key`: a hub id is keyed by the snapshot it resolved to (the loaded config's
     commit without a pinned revision; `hub_commit` in `weights_key` for a branch or tag too),
     so an upstream update is a new model to every cache keyed by it."""
     resolved = revision or getattr(config, "_commit_hash", None)
-    return (dtype, *weights_key(source, resolved, adapter))
+    return (dtype, *weights_key(source, resolved, adapters))
+
+
+def warn_untested(family: str) -> None:
+    """Warn once per process that `family` is outside `TESTED_FAMILIES`."""
+    if family in TESTED_FAMILIES or family in _WARNED:
+        return
+    _WARNED.add(family)
+    warnings.warn(
+        f"model family {family!r} is not one mmalign is tested on ({', '.join(TESTED_FAMILIES)}); "
+        "check that its chat template and image tokens collate as expected "
+        "(`mmalign data diagnose` scores a few pairs)",
+        stacklevel=3,
+    )
+
+
+def merge_adapter(vlm: VLM) -> bool:
+    """Merge the PEFT adapter of `vlm` into its base model, in place (`merge_and_unload`): the
+    model is then a plain transformers model whose weights are base + adapter. New LoRA goes on
+    its layers and a full fine-tune saves all of them; an inference user (PRISM's policy) runs
+    one model. Whether there was an adapter."""
+    if not hasattr(vlm.model, "merge_and_unload"):
+        return False
+    vlm.model = vlm.model.merge_and_unload().eval()
+    return True
 
 
 def load_vlm(
@@ -141,13 +186,14 @@ def load_vlm(
 ) -> VLM:
     """The model (`AutoModelForImageTextToText`) and processor (`AutoProcessor`, with its chat
     template) from a folder or hub id. `adapter`: a PEFT adapter folder applied on top; a
-    folder that is itself an adapter loads its `base_model_name_or_path` first. `device`:
+    folder that is itself an adapter loads its `base_model_name_or_path` first (an adapter
+    folder in turn is applied and merged in before it, `_sources`). `device`:
     where the model (adapter included) is moved once loaded (None: where it loaded, the CPU;
     inference commands resolve theirs with `mmalign.devices.resolve_device`)."""
     from transformers import AutoModelForImageTextToText
 
-    source, adapter = _sources(name_or_path, adapter)
-    _require(source, revision, adapter, key)
+    source, adapters = _sources(name_or_path, adapter)
+    _require(source, revision, adapters, key)
     try:
         with hub_errors(source, key):
             model = AutoModelForImageTextToText.from_pretrained(
@@ -159,22 +205,27 @@ def load_vlm(
         raise ValueError(
             f"{source} is not an image-text-to-text model transformers can load ({err})"
         ) from None
-    processor = _load_processor(source, revision, adapter, key)
-    if _adapter_has_processor(adapter):
+    warn_untested(str(model.config.model_type))
+    processor = _load_processor(source, revision, adapters, key)
+    if _processor_adapter(adapters) is not None:
         # the adapter's tokens (PRISM's stage tags) have embedding rows the adapter carries:
         # the base grows to fit them first
         from .prism.format import match_vocab
 
         match_vocab(model, processor)
-    if adapter is not None:
+    if adapters:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter))
+        for i, folder in enumerate(adapters):
+            if i:  # an adapter trained on the one before merged into its base
+                model = model.merge_and_unload()
+            model = PeftModel.from_pretrained(model, folder)
     if device is not None:
         model.to(device)
     model.eval()
     config = getattr(model, "config", None)
-    return VLM(model, processor, source, _loaded_key(dtype, source, revision, adapter, config))
+    return VLM(model, processor, source, _loaded_key(dtype, source, revision, adapters, config),
+               adapters)  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -200,9 +251,9 @@ class VLMRef:
     @property
     def processor(self) -> Any:
         if self._processor is None:
-            source, adapter = _sources(self.name_or_path, self.adapter)
-            _require(source, self.revision, adapter, self.key)
-            self._processor = _load_processor(source, self.revision, adapter, self.key)
+            source, adapters = _sources(self.name_or_path, self.adapter)
+            _require(source, self.revision, adapters, self.key)
+            self._processor = _load_processor(source, self.revision, adapters, self.key)
         return self._processor
 
     @property
@@ -210,13 +261,13 @@ class VLMRef:
         if self._weights_key is None:
             from transformers import AutoConfig
 
-            source, adapter = _sources(self.name_or_path, self.adapter)
-            _require(source, self.revision, adapter, self.key)
+            source, adapters = _sources(self.name_or_path, self.adapter)
+            _require(source, self.revision, adapters, self.key)
             config = None
             if self.revision is None:  # the commit it resolves to, as the loaded model's config
                 with hub_errors(source, self.key):
                     config = AutoConfig.from_pretrained(source)
-            self._weights_key = _loaded_key(self.dtype, source, self.revision, adapter, config)
+            self._weights_key = _loaded_key(self.dtype, source, self.revision, adapters, config)
         return self._weights_key
 
     def load(self) -> VLM:
@@ -231,14 +282,21 @@ class VLMRef:
         return self._vlm
 
 
-def weights_key(source: str, revision: str | None, adapter: str | Path | None) -> tuple:
-    """The model folder's and the adapter's weight files (`mmalign.weights.weight_files`);
+def weights_key(source: str, revision: str | None,
+                adapter: str | Path | Sequence[str] | None) -> tuple:  # fmt: skip
+    """The model folder's and the adapters' weight files (`mmalign.weights.weight_files`);
     a hub id with its revision (the pinned one, or the snapshot commit it resolved to) and the
     commit of the cached snapshot that revision names (`weights.hub_commit`; None for a local
-    folder): a branch or tag the cache moved to a new commit is another model."""
-    adapter_name = str(adapter) if adapter else None
+    folder): a branch or tag the cache moved to a new commit is another model. `adapter`: one
+    folder, or the chain `load_vlm` applies (innermost first)."""
+    chain = [adapter] if isinstance(adapter, (str, Path)) else list(adapter or ())
     commit = hub_commit(source, revision)
-    key = (source, revision, weight_files(source), adapter_name, weight_files(adapter))
+    if len(chain) <= 1:  # one adapter or none: the key searches and caches recorded
+        one = str(chain[0]) if chain else None
+        key: tuple = (source, revision, weight_files(source), one, weight_files(one))
+    else:
+        names = tuple(str(a) for a in chain)
+        key = (source, revision, weight_files(source), names, [weight_files(a) for a in names])
     # only where there is one: a local model's key stays what searches and caches recorded
     return key if commit is None else (*key, commit)
 

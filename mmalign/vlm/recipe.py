@@ -6,6 +6,10 @@ not fit `vlm.max_length`, builds BPO blind responses when the objective needs th
 whose data has none (a row's own `blind` answer is kept), and scores batches with
 `VLMPairScorer`. Output: a PEFT adapter folder (`adapter/`), or the full model (`model/`), plus
 `merged/` on request.
+
+A `model.name_or_path` that is a PEFT adapter folder (an SFT run's `adapter/`) is merged into its
+base first: training, and the reference, start from base + adapter. A LoRA run's `adapter/` then
+names that folder as its base (`base_model_name_or_path`; `load_vlm` merges it in again).
 """
 
 from __future__ import annotations
@@ -22,11 +26,17 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.schema import ValidationReport
-from ..losses import Objective
 from ..train.config import Config
-from .blind import cache_precision
+from .blind import (
+    BlindAnswers,
+    blind_rows_objective,
+    cache_precision,
+    open_or_capped,
+    summary_line,
+)
 from .collate import PAIR_FIELDS, PairCollator, SequenceBatch, processor_settings
-from .load import full_finetune_trains, load_vlm
+from .dropout import disable_dropout
+from .load import full_finetune_trains, load_vlm, merge_adapter
 from .lora import add_lora, lora_targets, save_adapter, save_merged
 from .scorer import VLMPairScorer
 
@@ -105,25 +115,6 @@ def check_chosen_only(rows: Any, objective: Any, where: str) -> None:
         )
 
 
-def blind_rows_objective(objective: Objective) -> Objective:
-    """The objective of BPO's extra-rows form (`vlm.bpo_form: extra_rows`, the released code):
-    each blind pair is an extra row of `main` (rejected = the blind answer), so the `main`
-    terms train it and the `blind` terms, which name the form, leave the objective. Each must
-    match a `main` term (same loss and arguments): the released code runs one plain DPO."""
-    from ..config import ConfigError
-
-    main = [(t.loss, dict(t.kwargs)) for t in objective.terms if t.pair == "main"]
-    for i, term in enumerate(objective.terms):
-        if term.pair == "blind" and (term.loss, dict(term.kwargs)) not in main:
-            raise ConfigError(
-                f"objective[{i}]: vlm.bpo_form: extra_rows trains the blind pairs as extra rows "
-                f"of the main term, so this blind term ({term.loss} {dict(term.kwargs)}) needs a "
-                "main term with the same loss and arguments; use bpo_form: objective to train "
-                "it as its own term"
-            )
-    return Objective([t for t in objective.terms if t.pair != "blind"])
-
-
 class VLMRecipe:
     def __init__(self, cfg: Config, accelerator: Any):
         from ..data.cache import cache_root
@@ -132,6 +123,18 @@ class VLMRecipe:
         m, v = cfg.model, cfg.vlm
         self.vlm = load_vlm(m.name_or_path, dtype=m.dtype, revision=m.revision,
                             key="model.name_or_path")  # fmt: skip
+        # an adapter folder (an SFT run's) merged into its base: LoRA goes on the base's layers
+        # (not the old adapter's), a full fine-tune saves every weight, and every reference
+        # (adapters off, a copy, precomputed) is the starting model, base + adapter
+        self.start_adapters = self.vlm.adapters if merge_adapter(self.vlm) else ()
+        main = accelerator.is_main_process
+        if self.start_adapters and main:
+            print(f"mmalign: {m.name_or_path} is a PEFT adapter: training starts from it merged "
+                  f"into {self.vlm.source}")  # fmt: skip
+        if v.disable_dropout:  # before LoRA: lora.dropout keeps its rate (dropout.py)
+            zeroed = disable_dropout(self.vlm.model)
+            if zeroed and main:
+                print(f"mmalign: vlm.disable_dropout: {zeroed} dropout rates of the model set to 0")
         self.stage_tokens = None
         if v.prism:  # PRISM's stage tags as special tokens, before any text is tokenized
             from .prism.format import add_stage_tokens
@@ -162,24 +165,36 @@ class VLMRecipe:
         given = (list(self.rows["blind"]) if wants_blind and "blind" in self.rows.column_names
                  else [None] * len(self.rows))  # fmt: skip
         missing = [i for i, b in enumerate(given) if b is None]
+        self.blind: BlindAnswers | None = None
+        self.blind_report: dict[str, Any] | None = None
         if wants_blind and missing:  # the data's own blind answers are kept, the rest generated
             # "bos1": answers generated with one BOS where the template writes it; "missing":
-            # only for the rows without one; then where `_blind` generates them (the device
-            # type and dtype, none for CPU float32: the key from before they were named)
+            # only for the rows without one; "capped": entries name the answers cut by
+            # blind_max_new_tokens (older ones cannot tell); then where `_blind` generates them
+            # (the device type and dtype, none for CPU float32: the key from before they were
+            # named)
             key = _digest(self.vlm.weights_key, self.rows._fingerprint, v.blind_max_new_tokens,
-                          "bos1", "missing",
+                          "bos1", "missing", "capped",
                           *cache_precision(self.vlm.model, accelerator.device))  # fmt: skip
             prompts = self.rows["prompt"]
-            answers = self._blind(cache_root() / "vlm-blind" / f"{key}.json",
-                                  [prompts[i] for i in missing])  # fmt: skip
-            for i, answer in zip(missing, answers, strict=True):
+            self.blind = self._blind(cache_root() / "vlm-blind" / f"{key}.json",
+                                     [prompts[i] for i in missing])  # fmt: skip
+            for i, answer in zip(missing, self.blind.answers, strict=True):
                 given[i] = answer
             extra["blind"] = given
+            data = [a for c in ("chosen", "rejected", "blind") if c in self.rows.column_names
+                    for a in self.rows[c] if a is not None]  # fmt: skip
+            self.blind_report = self.blind.summary(v.blind_max_new_tokens, data)
+            if main:
+                print(f"mmalign: {summary_line(self.blind_report)}")
+        capped = self.blind.open_texts() if self.blind is not None else frozenset()
         # an objective that reads only the chosen answers (sft): rejected is never tokenized
         chosen_only = all(t.loss == "sft" for t in objective.terms) and pairs == ["main"]
         open_end = None
         if v.prism:  # step-level prefixes and stages cut short end without the end of turn
             from .prism.format import open_ended as open_end
+        if capped:  # so do the capped blind answers (their text elsewhere too: counted)
+            open_end = open_or_capped(open_end, capped)
         self.collator = PairCollator(self.vlm.processor, ["main", "blind"] if blind_as_rows
                                      else pairs, v.max_length, chosen_only=chosen_only,
                                      open_end=open_end)  # fmt: skip
@@ -224,6 +239,7 @@ class VLMRecipe:
                           cfg.data.filter, blind_as_rows, _digest(template),
                           processor_settings(self.vlm.processor), "eos-closed",
                           *(["open-unclosed"] if v.prism else []),
+                          *(["blind-capped-open"] if capped else []),
                           *([cfg.train.mixed_precision] if cfg.train.mixed_precision != "no"
                             else []))  # fmt: skip
             scores = self._reference_pass(cache_root() / "vlm-reference" / f"{key}.json")
@@ -295,13 +311,15 @@ class VLMRecipe:
             )
         return kept
 
-    def _blind(self, path: Path, prompts: list[str]) -> list[str]:
-        """Blind responses of the base model to `prompts` (built once, cached by model and
-        data)."""
+    def _blind(self, path: Path, prompts: list[str]) -> BlindAnswers:
+        """Blind responses of the base model to `prompts` and which were capped (built once,
+        cached by model and data)."""
         from .blind import blind_responses
 
         if path.is_file():
-            return list(json.loads(path.read_text()))
+            cached = BlindAnswers.from_json(path.read_text())
+            if cached is not None and len(cached.answers) == len(prompts):
+                return cached
         v = self.cfg.vlm
         # on the accelerator (as data.filter's pass): the model is not moved there until later
         model = self.vlm.model.to(self.accelerator.device)
@@ -310,7 +328,7 @@ class VLMRecipe:
                                   max_new_tokens=v.blind_max_new_tokens)  # fmt: skip
         if self.accelerator.is_main_process:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(answers))
+            path.write_text(answers.to_json())
         return answers
 
     @torch.no_grad()
@@ -361,6 +379,9 @@ class VLMRecipe:
 
     def save(self, output_dir: Path) -> dict[str, Any]:
         if self.cfg.lora is not None:
+            if self.start_adapters:  # trained on that adapter merged in: it is this one's base
+                start = str(Path(self.start_adapters[-1]).resolve())
+                self.model.peft_config["default"].base_model_name_or_path = start
             path = save_adapter(self.model, self.vlm.processor, output_dir)
             saved: dict[str, Any] = {"kind": "peft_adapter", "path": str(path)}
             if self.cfg.vlm.merge:
@@ -379,6 +400,8 @@ class VLMRecipe:
             "rows": len(self.dataset),
             "skipped": self.report.skipped,
             "reference": self.scorer.reference,
+            **({"start_adapters": list(self.start_adapters)} if self.start_adapters else {}),
+            **({"blind": self.blind_report} if self.blind_report is not None else {}),
             **({"filter": self.filtered} if self.filtered is not None else {}),
             **({"stage_tokens": str(self.stage_tokens)} if self.stage_tokens else {}),
         }

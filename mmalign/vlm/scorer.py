@@ -28,6 +28,7 @@ import torch
 from ..adapters import AdapterSwitch
 from ..losses import PairScores
 from .collate import SequenceBatch
+from .dropout import evaluating
 from .load import image_path_trainable
 from .packing import (
     Packed,
@@ -193,11 +194,14 @@ class VLMPairScorer:
 
     @contextlib.contextmanager
     def _reference(self, model: Any):
+        # in eval mode: the loop scores in train mode (train/loop.py), and the policy with its
+        # LoRA off would sample dropout (a reference that differs on every call)
         if self.reference == "adapters":
-            with self._adapters.off(model):
+            with self._adapters.off(model), evaluating(_core(model)):
                 yield _core(model)
         else:
-            yield self.reference_model
+            with evaluating(self.reference_model):
+                yield self.reference_model
 
     def reference_logps(self, model: Any, batch: SequenceBatch,
                         features: list[torch.Tensor] | None = None,

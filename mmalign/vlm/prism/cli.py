@@ -34,14 +34,13 @@ def load_policy(
     """A VLM from a folder, hub id, adapter folder or training output_dir (its final weights);
     a LoRA adapter is merged in (this is inference only). `device`: where it runs (None: the
     CPU, where it loads)."""
-    from ..load import load_vlm
+    from ..load import load_vlm, merge_adapter
 
     run = Path(model) / "mmalign_run.json"
     if run.is_file():
         model = json.loads(run.read_text())["final"]["path"]
     vlm = load_vlm(model, dtype=dtype, device=device)
-    if hasattr(vlm.model, "merge_and_unload"):
-        vlm.model = vlm.model.merge_and_unload().eval()
+    merge_adapter(vlm)
     return vlm
 
 
