@@ -8,7 +8,7 @@ DatasetDict without "test" said only "has splits ['train', 'dev']; the split is 
 no hint for a mistyped split; toy data ignored `--split` and the report still said "test".
 Now (`eval.dense.resolve_split`): an unsplit folder is evaluated whole and the report says so
 (`split` null, `read` in words); a DatasetDict (or split-named saved folders, listed by the
-Pick-a-Pic reader's `_saved_splits`) is read at `--split`, "test" by default, and one lacking
+Pick-a-Pic reader's `saved_splits`) is read at `--split`, "test" by default, and one lacking
 it is an error naming the split, the splits it has and the closest one; toy data refuses a
 `--split` it would ignore.
 """

@@ -102,7 +102,7 @@ def check_saved_split(ds: Dataset, split: str, where: str | Path) -> None:
         )
 
 
-def _saved_splits(root: Path) -> list[str]:
+def saved_splits(root: Path) -> list[str]:
     """Splits of a `save_to_disk` DatasetDict, or split-named `save_to_disk` folders."""
     if (root / "dataset_dict.json").exists():
         return list(load_from_disk(str(root)))
@@ -132,7 +132,7 @@ def _load_raw(
         check_saved_split(ds, split, root)  # never another split in its place
         ds = ds.select_columns(columns) if columns else ds
         return ds.to_iterable_dataset() if streaming else ds
-    parquet, saved = _parquet_splits(root), _saved_splits(root)
+    parquet, saved = _parquet_splits(root), saved_splits(root)
     if split not in parquet and split not in saved:
         available = sorted({*parquet, *saved})
         if not available:

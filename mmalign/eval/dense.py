@@ -130,7 +130,7 @@ def resolve_split(data: str, split: str | None) -> DenseSplit:
     has splits, the data whole where it has none.
 
     - a saved DatasetDict, or a folder of split-named `save_to_disk` folders (the splits
-      `pickapic._saved_splits` lists, as the Pick-a-Pic reader does): the split asked for, else
+      `pickapic.saved_splits` lists, as the Pick-a-Pic reader does): the split asked for, else
       "test"; a split it lacks is an InputError naming it and the splits it has;
     - one saved Dataset (not split): the folder whole when no split is asked for, as the split
       its state records if it records one; a split asked for must be the one it holds
@@ -138,7 +138,7 @@ def resolve_split(data: str, split: str | None) -> DenseSplit:
     - a RichHF-18K folder: `<split>.tfrecord`, "test" by default; one `.tfrecord` file: whole
       (a split asked for must be its name);
     - toy data is built, not split: a `--split` is refused rather than ignored."""
-    from ..data.pickapic import _saved_splits
+    from ..data.pickapic import saved_splits
     from ..suggest import closest
 
     if data.startswith("toy:"):
@@ -169,7 +169,7 @@ def resolve_split(data: str, split: str | None) -> DenseSplit:
         name = str(recorded)
         return DenseSplit(data, name, name, f"the whole folder: a dataset saved as split {name!r}")
     if (path / "dataset_dict.json").is_file() or any(path.glob("*/state.json")):
-        splits = _saved_splits(path)
+        splits = saved_splits(path)
         if wanted not in splits:
             default = "" if split is not None else " (--split's default)"
             guess = closest(wanted, splits)
