@@ -91,6 +91,8 @@ SKIP_NOTES = {
     "the row's images",
     "visual_needs_one_image": "the visual (rDPO) pair replaces the one shown image by the "
     "retrieved one; the row shows none or several",
+    "pretemplated_prompt": "the prompt already carries the chat template's framing (role tags, "
+    "generation prompt or special tokens); give the raw user text, mmalign applies the template",
 }
 
 

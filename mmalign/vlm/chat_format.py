@@ -8,6 +8,11 @@ LLaVA's `</s>`), so an answer such as "d", "of" or "s" that also occurs inside t
 never matched there. The completion's tokens are then exactly those that transformers'
 `apply_chat_template(tokenize=True)` of the whole conversation adds after the prompt
 (`ChatFormat.closed` adds the EOS only where the template ends the turn with none).
+
+A prompt is the user's raw text: one that already carries the template's own framing (TRL's
+"standard" string prompts are used as they are, so such data often holds them: LLaVA's
+"USER: <image>\\n... ASSISTANT:", Qwen's "<|im_start|>user\\n...") would be templated twice, so
+`ChatFormat.check_prompt` refuses it (`RowError` "pretemplated_prompt").
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from ..data.schema import IMAGE_PLACEHOLDER
 
 # an answer no template writes itself: its place in the rendered turn is the answer's place
 SENTINEL = "MMALIGN_ANSWER_SENTINEL_5f1c9e"
+# a user text no template writes itself: the template's text around it frames every prompt
+PROMPT_SENTINEL = "MMALIGN_PROMPT_SENTINEL_8d2a47"
 
 
 class RowError(ValueError):
@@ -88,8 +95,74 @@ class ChatFormat:
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.open_end = open_end
+        self._user_frame: tuple[str, str] | None = None
+        self._own_specials: list[str] = []
+        self._framed = False  # the template's own text, rendered once on first use
+
+    def _learn_frame(self) -> None:
+        if self._framed:
+            return
+        user = [{"role": "user", "content": user_content(PROMPT_SENTINEL, 0)}]
+        head = self.processor.apply_chat_template(user, add_generation_prompt=True)
+        if isinstance(head, str) and head.count(PROMPT_SENTINEL) == 1:
+            before, _, after = head.partition(PROMPT_SENTINEL)
+            bos = getattr(self.tokenizer, "bos_token", None)
+            if bos and before.startswith(bos):  # Idefics3's <|begin_of_text|>
+                before = before[len(bos) :]
+            self._user_frame = before.strip(), after.strip()
+        # the special tokens the template writes (around a turn, an image, an answer) and
+        # BOS / EOS; not those it never writes, such as Qwen's <|box_start|>, which a user's
+        # grounding question may hold
+        shown = [{"role": "user", "content": user_content(PROMPT_SENTINEL, 1)}]
+        text = self.processor.apply_chat_template(shown, add_generation_prompt=True)
+        text += self.processor.apply_chat_template([*shown, _turn(SENTINEL)])
+        tok = self.tokenizer
+        ends = [getattr(tok, "bos_token", None), getattr(tok, "eos_token", None)]
+        # markup only: a special token that is a plain word or one character is no evidence
+        # of a template (a pad_token set to "!"); `<image>` is mmalign's own placeholder
+        self._own_specials = [
+            t for t in dict.fromkeys(getattr(tok, "all_special_tokens", []))
+            if t and len(t) > 2 and not t.isalnum() and t != IMAGE_PLACEHOLDER
+            and (t in text or t in ends)
+        ]  # fmt: skip
+        self._framed = True
+
+    def user_frame(self) -> tuple[str, str] | None:
+        """The template's text before the user's words and after them up to the end of the
+        generation prompt ("USER: ", " ASSISTANT:" for LLaVA-1.5; "<|im_start|>user\\n",
+        "<|im_end|>\\n<|im_start|>assistant\\n" for Qwen2-VL), each stripped and without a
+        leading BOS; None where the template does not render `PROMPT_SENTINEL` once."""
+        self._learn_frame()
+        return self._user_frame
+
+    def check_prompt(self, prompt: str) -> None:
+        """Refuse a prompt that already carries the chat template's own framing (it would be
+        templated twice: 'USER: USER: <image>\\n... ASSISTANT: ASSISTANT:'): one that starts
+        with the template's text before the user's words or ends with its generation prompt
+        (as rendered with `PROMPT_SENTINEL`; LLaVA's 'USER:' and 'ASSISTANT:', matched case
+        and all, so 'assistant:' inside a question passes), or that holds a special token the
+        template writes (`<|im_start|>`, Qwen's `<|vision_start|><|image_pad|>`), the BOS or
+        the EOS (`<s>`, `</s>`): no raw user text does. `<image>` is the user's placeholder."""
+        text = prompt.strip()
+        found = []
+        frame = self.user_frame()
+        if frame is not None and frame[0] and text.startswith(frame[0]):
+            found.append(f"it starts with the template's user-turn text {frame[0]!r}")
+        if frame is not None and frame[1] and text.endswith(frame[1]):
+            found.append(f"it ends with the template's generation prompt {frame[1]!r}")
+        held = [t for t in self._own_specials if t in text]
+        if held:
+            found.append(f"it holds the template's special token(s) {', '.join(held)}")
+        if found:
+            raise RowError(
+                "pretemplated_prompt",
+                f"the prompt is already in the chat template's format ({'; '.join(found)}): "
+                "give the raw user text; mmalign applies the model's chat template itself, and "
+                f"{IMAGE_PLACEHOLDER} marks where the images go",
+            )
 
     def render(self, prompt: str, n_images: int, answers: Sequence[str]) -> Templated:
+        self.check_prompt(prompt)
         user = [{"role": "user", "content": user_content(prompt, n_images)}]
         head = self.processor.apply_chat_template(user, add_generation_prompt=True)
         frame = self._frame(user, head)

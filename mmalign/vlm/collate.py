@@ -15,8 +15,9 @@ chosen answer under the shown image serves `main`, `visual` and `blind`.
 Image tokens are never truncated (METHODS.md section 3): a row longer than `max_length`
 is skipped and counted by `fits`, or raises in strict mode, naming the row. A row the
 collator cannot use (a column its pairs need is empty, an rDPO row without exactly one image,
-`<image>` placeholders that do not match its images) raises a `RowError` naming the row and
-its reason; `skip_reason` tells it, without tokenizing, when the data is opened.
+`<image>` placeholders that do not match its images, a prompt already in the chat template's
+format) raises a `RowError` naming the row and its reason; `skip_reason` tells it, without
+tokenizing, when the data is opened.
 """
 
 from __future__ import annotations
@@ -207,6 +208,7 @@ class PairCollator:
         and never fail mid-run."""
         try:
             seqs, _ = self._plan(row)
+            self.format.check_prompt(row["prompt"])  # the template's text, rendered once
             for variant in dict.fromkeys(v for v, _ in seqs):
                 user_content(row["prompt"], len(self._images(row, variant)))
         except RowError as err:
