@@ -1,11 +1,12 @@
 """The VLM recipe: what `mmalign train` needs for `model.kind: vlm`.
 
 It loads the model and processor, adds LoRA on the language model (or trains it in full with
-the vision tower frozen, against a frozen copy), opens the pairs, skips and counts rows that do
-not fit `vlm.max_length`, builds BPO blind responses when the objective needs them for the rows
-whose data has none (a row's own `blind` answer is kept), and scores batches with
-`VLMPairScorer`. Output: a PEFT adapter folder (`adapter/`), or the full model (`model/`), plus
-`merged/` on request.
+the vision tower frozen, against a frozen copy), opens the pairs, skips and counts the rows the
+collator cannot use (an empty column their pairs need, ...) or that do not fit
+`vlm.max_length`, all before training (a bad row never stops a run mid-way), builds BPO blind
+responses when the objective needs them for the rows whose data has none (a row's own `blind`
+answer is kept), and scores batches with `VLMPairScorer`. Output: a PEFT adapter folder
+(`adapter/`), or the full model (`model/`), plus `merged/` on request.
 
 A `model.name_or_path` that is a PEFT adapter folder (an SFT run's `adapter/`) is merged into its
 base first: training, and the reference, start from base + adapter. A LoRA run's `adapter/` then
@@ -14,11 +15,6 @@ names that folder as its base (`base_model_name_or_path`; `load_vlm` merges it i
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +30,12 @@ from .blind import (
     open_or_capped,
     summary_line,
 )
-from .collate import PAIR_FIELDS, PairCollator, SequenceBatch, processor_settings
+from .collate import PAIR_FIELDS, PairCollator, SequenceBatch
 from .dropout import disable_dropout
 from .load import full_finetune_trains, load_vlm, merge_adapter
 from .lora import add_lora, lora_targets, save_adapter, save_merged
+from .precomputed import digest as _digest
+from .precomputed import reference_key, reference_scores
 from .scorer import VLMPairScorer
 
 FULL_MODEL_DIR = "model"
@@ -46,7 +44,8 @@ FILTER_BATCH_SIZE = 32  # pairs per forward when data.filter scores the rows (di
 
 class VLMRows(torch.utils.data.Dataset):
     """Dataset rows as dicts, with generated columns (`blind`) added and, for BPO's
-    "extra rows" form, each blind pair appended as a plain row (rejected = blind)."""
+    "extra rows" form, each blind pair appended as a plain row (rejected = blind). An item is
+    (the row's id in `rows`, the row): errors, and the precomputed scores, name that row."""
 
     def __init__(self, rows: Any, keep: list[int], extra: dict[str, list[Any]] | None = None,
                  blind_as_rows: bool = False):  # fmt: skip
@@ -65,11 +64,7 @@ class VLMRows(torch.utils.data.Dataset):
             row[name] = values[row_id]
         if as_blind:  # the row's soft label rates its rejected answer, not the blind one
             row["rejected"], row["label"] = row["blind"], None
-        return int(i), row
-
-
-def _digest(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+        return row_id, row
 
 
 def open_rows(cfg: Config) -> tuple[Any, ValidationReport]:
@@ -228,21 +223,13 @@ class VLMRecipe:
             reference = "none"
         scores = None
         if reference == "precomputed":
-            # "open-unclosed": PRISM's cut stages lost their end-of-turn token, so scores saved
-            # before that would lack the sequences now scored (named only for vlm.prism). The
-            # mixed precision is part of the key: the scores are computed under its autocast;
-            # so is the chat template, which renders the prompts the cache does not key on, and
-            # so are the processor's image settings, which set the image tokens; "eos-closed":
-            # an EOS ends the completions of templates that append none (collate.ChatFormat)
-            template = getattr(self.vlm.processor, "chat_template", None)
-            key = _digest(self.vlm.weights_key, self.rows._fingerprint, pairs, v.max_length, extra,
-                          cfg.data.filter, blind_as_rows, _digest(template),
-                          processor_settings(self.vlm.processor), "eos-closed",
-                          *(["open-unclosed"] if v.prism else []),
-                          *(["blind-capped-open"] if capped else []),
-                          *([cfg.train.mixed_precision] if cfg.train.mixed_precision != "no"
-                            else []))  # fmt: skip
-            scores = self._reference_pass(cache_root() / "vlm-reference" / f"{key}.json")
+            key = reference_key(self.vlm, self.rows, cfg, pairs, extra, blind_as_rows,
+                                bool(capped))  # fmt: skip
+            scores = reference_scores(
+                cache_root() / "vlm-reference" / f"{key}.json", self.vlm.core, self.dataset,
+                self.collate, batch_size=cfg.train.batch_size, device=device,
+                autocast=getattr(accelerator, "autocast", None), pack=v.pack_prompts,
+            )  # fmt: skip
         self.scorer = VLMPairScorer(self.model, reference, scores,  # type: ignore[arg-type]
                                     pack=v.pack_prompts)  # fmt: skip
         if self.scorer.reference_model is not None:
@@ -250,30 +237,46 @@ class VLMRecipe:
 
     # ------------------------------------------------------------------ data preparation
     def _fitting(self, extra: dict[str, list[Any]]) -> list[int]:
-        """Row ids that fit max_length; the others are counted in the report (or raise)."""
-        n = len(self.rows)
-        if self.cfg.vlm.max_length is None:
-            return list(range(n))
-        keep, reasons = [], Counter[str]()
-        for i in tqdm(range(n), desc="checking lengths", unit="row", leave=False):
-            row = dict(self.rows[i])
+        """Ids of the rows the collator can use (`PairCollator.skip_reason`: a column its pairs
+        need, the images, the prompt, then `vlm.max_length`); each other row is counted in the
+        report under its reason, or raises naming it under `vlm.strict`. All checked here, so
+        a bad row never stops a run after its first steps."""
+        v, n = self.cfg.vlm, len(self.rows)
+        # nothing is tokenized without max_length: the rows are read as stored, no image decoded
+        stored = self.rows.with_format("arrow") if v.max_length is None else None
+        keep: list[int] = []
+        skipped: dict[str, list[int]] = {}  # reason -> rows
+        for i in tqdm(range(n), desc="checking rows", unit="row", leave=False):
+            row = dict(self.rows[i]) if stored is None else stored[i].to_pylist()[0]
             row.update({k: vals[i] for k, vals in extra.items()})
-            if self.collator.fits(row):
+            reason = self.collator.skip_reason(row)
+            if reason is None:
                 keep.append(i)
                 continue
-            if self.cfg.vlm.strict:
+            if v.strict:
+                problem = self.collator.problem(row)
+                if problem is not None:
+                    raise problem.at(i)
                 raise ValueError(
-                    f"row {i}: {self.collator.lengths(row)} tokens exceed vlm.max_length "
-                    f"{self.cfg.vlm.max_length}; image tokens are never truncated"
+                    f"row {i}: {self.collator.lengths(row, i)} tokens exceed vlm.max_length "
+                    f"{v.max_length}; image tokens are never truncated"
                 )
-            reasons["too_long"] += 1
+            skipped.setdefault(reason, []).append(i)
             self.report.kept, self.report.total = self.report.kept - 1, self.report.total - 1
-            self.report.skip(i, "too_long")
-        if reasons and self.accelerator.is_main_process:
-            print(f"mmalign: skipped {reasons['too_long']} of {n} rows longer than "
-                  f"vlm.max_length={self.cfg.vlm.max_length}")  # fmt: skip
+            self.report.skip(i, reason)
+
+        def line(reason: str, ids: list[int]) -> str:
+            over = f" (over vlm.max_length={v.max_length})" if reason == "too_long" else ""
+            named = ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
+            return f"{len(ids)} {reason}{over}: row{'s' * (len(ids) > 1)} {named}"
+
+        by_count = sorted(skipped.items(), key=lambda kv: -len(kv[1]))
+        counts = "; ".join(line(reason, ids) for reason, ids in by_count)
+        if skipped and self.accelerator.is_main_process:
+            print(f"mmalign: skipped {n - len(keep)} of {n} rows: {counts}")
         if not keep:
-            raise ValueError("no row fits vlm.max_length; raise it")
+            hint = "; raise vlm.max_length" if set(skipped) == {"too_long"} else ""
+            raise ValueError(f"no row of data.path is usable: {counts}{hint}")
         return keep
 
     def _filter(self, keep: list[int], device: torch.device) -> list[int]:
@@ -330,39 +333,6 @@ class VLMRecipe:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(answers.to_json())
         return answers
-
-    @torch.no_grad()
-    def _reference_pass(self, path: Path) -> dict[tuple[int, str, str], float]:
-        """Reference scores of every sequence, from one pass over the data (cached)."""
-        from .scorer import image_features, pack_batch, sequence_logps
-
-        if path.is_file():
-            try:
-                return {(r, v, c): s for r, v, c, s in json.loads(path.read_text())}
-            except ValueError:  # cut short (a run killed while an older version wrote it)
-                pass
-        core, out = self.vlm.core, []
-        batch_size = self.cfg.train.batch_size
-        autocast = getattr(self.accelerator, "autocast", contextlib.nullcontext)
-        for start in tqdm(range(0, len(self.dataset), batch_size), desc="reference scores"):
-            items = [self.dataset[i] for i in range(start, min(start + batch_size,
-                                                                 len(self.dataset)))]  # fmt: skip
-            batch = self.collate(items).to(self.accelerator.device)
-            packed = pack_batch(core, batch) if self.cfg.vlm.pack_prompts else None
-            # under the autocast the policy is scored with (train/loop.py), as TRL's reference
-            # pass: a float32 reference against a bf16 policy gives a nonzero margin at step 0
-            with autocast():
-                logps = sequence_logps(core, batch, image_features(core, batch), packed)[0]
-            logps = logps.tolist()
-            for (row, variant, completion), s in zip(batch.sequence_keys, logps, strict=True):
-                out.append((batch.rows[row], variant, completion, s))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # written whole, then renamed: every process of a run writes the same scores, and a
-        # reader must never meet a file cut short
-        part = path.with_name(f"{path.name}.{os.getpid()}.part")
-        part.write_text(json.dumps(out))
-        part.replace(path)
-        return {(r, v, c): s for r, v, c, s in out}
 
     # ----------------------------------------------------------------- the loop's API
     def collate(self, items: list[tuple[int, dict[str, Any]]]) -> SequenceBatch:
