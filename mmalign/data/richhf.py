@@ -156,7 +156,16 @@ def tfrecord_path(path: str | Path, split: str | None) -> Path:
         raise InputError(f"RichHF-18K: {p} is a folder; name a split: {', '.join(SPLITS)}")
     f = p / f"{split}.tfrecord"
     if not f.is_file():
-        raise InputError(f"RichHF-18K: no {f.name} in {p} (splits: {', '.join(SPLITS)})")
+        from ..suggest import closest
+
+        present = sorted(q.stem for q in p.glob("*.tfrecord"))
+        guess = closest(split, present)
+        hint = f"; did you mean {guess!r}?" if guess is not None else ""
+        held = f"it holds {', '.join(present)}" if present else "it holds no .tfrecord file"
+        raise InputError(
+            f"RichHF-18K: no {f.name} in {p} ({held}; the release's splits are "
+            f"{', '.join(SPLITS)}){hint}"
+        )
     return f
 
 

@@ -87,7 +87,11 @@ def _saved_split(path: Path, split: str | None) -> Any:
                 raise InputError(f"dense data: {err} (`mmalign eval dense`: --split)") from None
         return ds
     if split not in ds:
-        raise InputError(f"dense data: {path} has splits {list(ds)}; the split is {split!r}")
+        from ..suggest import closest
+
+        guess = closest(str(split), list(ds))
+        hint = f"; did you mean {guess!r}?" if guess is not None else ""
+        raise InputError(f"dense data: {path} has splits {list(ds)}; the split is {split!r}{hint}")
     return ds[split]
 
 
