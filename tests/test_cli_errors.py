@@ -84,7 +84,7 @@ CASES = [
     ("data", "data realign --model org/uncached --data toy:vqa --out {f}/o", f"org/uncached {UNCACHED}"),
     ("label", "label --users {f}/none/users.txt", "{f}/none/users.txt: No such file"),
     ("label", "label --users {f}/users.txt", "users.txt has no users"),
-    ("label", "label export --db {f}/none/l.sqlite --out {f}/o --format pairs", "unable to open database"),
+    ("label", "label export --db {f}/none/l.sqlite --out {f}/o --format pairs", "no such database file"),
     ("toy", "toy data pairs --out {f}/o --set bad", "--set 'bad' is not of the form key=value"),
     ("toy", "toy data pairs --out {f}/o --set nosuch=1", "no option 'nosuch'"),
     ("toy", "toy data pairs --out {f}/o --n -1", "--n must be >= 1"),

@@ -485,8 +485,8 @@ def test_cli_adduser_and_export(world, db_server, tmp_path: Path) -> None:
     users = tmp_path / "users.txt"
     cmd = [sys.executable, "-m", "mmalign.cli", "label", "adduser", "zed", "--users", str(users),
            "--password-stdin", "--role", "admin"]  # fmt: skip
-    out = subprocess.run(cmd, input="s3cret\n", capture_output=True, text=True, check=True)
-    assert "zed (admin)" in out.stdout and "s3cret" not in users.read_text()
+    out = subprocess.run(cmd, input="s3cret-pw\n", capture_output=True, text=True, check=True)
+    assert "zed (admin)" in out.stdout and "s3cret-pw" not in users.read_text()
     cmd = [sys.executable, "-m", "mmalign.cli", "label", "export", *db_server.db_args,
            "--out", str(tmp_path / "export"), "--format", "pairs"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)

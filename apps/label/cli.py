@@ -28,6 +28,19 @@ from mmalign.cli_errors import finite_float
 _SUBCOMMANDS = ("adduser", "export", "gold", "stats")
 
 
+MIN_PASSWORD = 8  # NIST SP 800-63B's floor for a password a person chooses
+
+
+def _existing_db(db: str) -> str:
+    """`db` for a command that reads votes (export, stats): a SQLite path must exist (else
+    opening it would create an empty database and the command would report nothing)."""
+    from mmalign.config import InputError
+
+    if "://" not in db and not Path(db).is_file():
+        raise InputError(f"--db {db}: no such database file (this command reads an existing one)")
+    return db
+
+
 def _image_root(db: str, images: str | None) -> Path:
     if images:
         return Path(images)
@@ -118,29 +131,41 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_adduser(args: argparse.Namespace) -> int:
+    from mmalign.config import InputError
+
     from .users import add_user
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
+    elif not sys.stdin.isatty():  # getpass would read a piped stdin with a warning, or fail
+        raise InputError("no terminal to read the password from: pipe it in with --password-stdin")
     else:
         password = getpass.getpass(f"password for {args.name}: ")
         if password != getpass.getpass("again: "):
-            raise ValueError("the two passwords differ")
+            raise InputError("the two passwords differ")
+    if len(password) < MIN_PASSWORD:  # the app faces the network
+        raise InputError(f"the password must have at least {MIN_PASSWORD} characters")
     user = add_user(args.users, args.name, password, args.role)
     print(f"label: {user.name} ({user.role}) saved in {args.users}")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from .engines import shown_db
     from .export import export_votes
     from .store import Store
 
-    store = Store(args.db)
+    store = Store(_existing_db(args.db))
     thresholds = {"gold_floor": args.gold_floor, "bias_ceiling": args.bias_ceiling}
     summary = export_votes(store, _image_root(args.db, args.images), args.out, args.format,
                            criterion=args.criterion, exclude_flagged=args.exclude_flagged,
                            thresholds=thresholds)  # fmt: skip
     print(json.dumps(summary, indent=2))
+    if not summary["rows"]:  # a folder of 0 pairs, which a recipe refuses: say so now
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(summary["skipped"].items()))
+        print(f"label: nothing exported from {shown_db(args.db)}: "
+              + (f"every vote was left out ({why})" if why else "it holds no votes yet"),
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -164,7 +189,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     from .quality import quality_settings, quality_table, team_quality
     from .store import Store
 
-    store = Store(args.db)
+    store = Store(_existing_db(args.db))
     thresholds = quality_settings(store, gold_floor=args.gold_floor, bias_ceiling=args.bias_ceiling)
     quality = team_quality(store, **thresholds)
     print(json.dumps(quality, indent=2) if args.json else quality_table(quality))
