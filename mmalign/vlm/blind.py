@@ -177,7 +177,8 @@ def cache_precision(model: Any, device: torch.device | str) -> list[dict[str, st
     """What a cache key of `model`'s greedy answers adds for where they are generated: the
     device type and dtype once `model` is on `device` (greedy answers can differ on a GPU or
     in bfloat16), or nothing for the CPU in float32, the only way they were generated before
-    the key named it (`devices.CPU_FLOAT32`): a CPU float32 run keeps finding its entries,
-    and no other run reads them."""
+    the key named it (`devices.CPU_FLOAT32`): a CPU float32 key stays as it was, and no other
+    run reads its entries. (Entries from before the `capped` record are regenerated anyway:
+    the recipe's key names it.)"""
     here = {"device": torch.device(device).type, "dtype": precision_of(model)["dtype"]}
     return [] if here == CPU_FLOAT32 else [here]

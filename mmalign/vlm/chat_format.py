@@ -37,6 +37,10 @@ class RowError(ValueError):
         super().__init__(detail if row is None else f"row {row}: {detail}")
         self.reason, self.detail, self.row = reason, detail, row
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a DataLoader worker pickles the error to the main process: rebuild it from its parts
+        return (RowError, (self.reason, self.detail, self.row))
+
     def at(self, row: int | None) -> RowError:
         """The same error naming `row`."""
         return RowError(self.reason, self.detail, row)

@@ -10,6 +10,7 @@ mode) the reference itself differs from call to call.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -46,15 +47,28 @@ def disable_dropout(model: torch.nn.Module) -> int:
     return int(zeroed)
 
 
+_MODULES: weakref.WeakKeyDictionary[torch.nn.Module, tuple[torch.nn.Module, ...]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 @contextlib.contextmanager
 def evaluating(model: torch.nn.Module) -> Iterator[None]:
     """`model` in eval mode (no dropout sampled), each module's own mode restored after: a
     reference pass inside a training step scores the reference model, never a noisy sample
-    of it, whatever `vlm.disable_dropout` says."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    of it, whatever `vlm.disable_dropout` says.
+
+    Called on every reference pass: the module list is walked once per model and kept (a
+    7B LLaVA with LoRA has ~3000 modules; three `modules()` walks a call cost ~20 ms), and
+    only the modules in training mode are switched and switched back."""
+    modules = _MODULES.get(model)
+    if modules is None:
+        modules = _MODULES[model] = tuple(model.modules())
+    switched = [m for m in modules if m.training]
+    for module in switched:
+        module.training = False
     try:
         yield
     finally:
-        for module, mode in modes:
-            module.training = mode
+        for module in switched:
+            module.training = True

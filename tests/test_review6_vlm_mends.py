@@ -1,0 +1,33 @@
+"""Mends from a review of the session's VLM changes: a RowError raised in a DataLoader worker
+reaches the main process as itself (it could not be unpickled), and `evaluating` switches only
+the modules in training mode, every call, restoring them after."""
+
+from __future__ import annotations
+
+import pickle
+
+import torch
+
+from mmalign.vlm.chat_format import RowError
+from mmalign.vlm.dropout import evaluating
+
+
+def test_row_error_survives_pickling() -> None:
+    err = RowError("missing_blind", "pair 'blind' needs the column 'blind'", row=7)
+    back = pickle.loads(pickle.dumps(err))
+    assert isinstance(back, RowError)
+    assert (back.reason, back.detail, back.row, str(back)) == (
+        err.reason, err.detail, err.row, str(err),
+    )  # fmt: skip
+
+
+def test_evaluating_switches_and_restores_each_call() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5), torch.nn.Linear(2, 2))
+    model.train()
+    model[2].eval()  # a module kept in eval mode stays there
+    for _ in range(3):  # the module list is kept between calls
+        with evaluating(model):
+            assert not any(m.training for m in model.modules())
+            x = torch.ones(4, 2)
+            assert torch.equal(model(x), model(x))  # no dropout sampled
+        assert [m.training for m in model.modules()] == [True, True, True, False]
