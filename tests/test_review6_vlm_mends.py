@@ -31,3 +31,22 @@ def test_evaluating_switches_and_restores_each_call() -> None:
             x = torch.ones(4, 2)
             assert torch.equal(model(x), model(x))  # no dropout sampled
         assert [m.training for m in model.modules()] == [True, True, True, False]
+
+
+def test_diagnose_skips_a_pre_templated_row_as_training_does() -> None:
+    """`mmalign data diagnose` crashed on one pre-templated prompt (a RowError out of the
+    collator) where training skips and counts it."""
+    from vlm_helpers import pair_rows
+
+    from mmalign.vlm.diagnose import diagnose_rows
+    from mmalign.vlm.load import load_vlm
+
+    vlm = load_vlm("toy:vlm")
+    a, b = pair_rows()
+    templated = {**a, "prompt": "USER: <image>\nWhat is shown? ASSISTANT:"}
+    for max_length in (None, 4096):
+        diag = diagnose_rows(vlm.model, vlm.processor, [b, templated, b], progress=False,
+                             max_length=max_length)  # fmt: skip
+        assert diag.columns["row"] == [0, 2]
+        assert diag.report.skipped == {"pretemplated_prompt": 1}
+        assert diag.report.examples["pretemplated_prompt"] == [1]

@@ -189,8 +189,9 @@ def diagnose_rows(model: Any, processor: Any, rows: Any, *, batch_size: int = 32
         if row["rejected"] == SFT_ONLY:  # PRISM-CoT: no rejected answer to compare with
             report.skip(i, "sft_only")
             continue
-        if max_length is not None and not collator.fits(row):
-            report.skip(i, "too_long")
+        reason = collator.skip_reason(row)  # as training skips it (a pre-templated prompt,
+        if reason is not None:  # a placeholder mismatch, longer than max_length...)
+            report.skip(i, reason)
             continue
         report.keep()
         keep.append(i)
