@@ -83,12 +83,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from .diffusion.recipe import run_info
     from .diffusion.sample import (
         generate,
+        sample_grid,
         sampling_defaults,
         sampling_resolution,
         size_argument,
-        to_pil_images,
     )
-    from .grid import image_grid
+    from .diffusion.tuned import check_lora
+    from .model_kind import require_kind
 
     at_least_one(args, "n", "steps", "batch_size")
     suffixes = (".png", ".jpg", ".jpeg", ".webp")
@@ -96,17 +97,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise InputError(
             f"--out {args.out}: give the grid's image path, ending in {', '.join(suffixes)}"
         )
-    if args.lora and not Path(args.lora).exists():  # before the model loads
-        from .hub import require_one
-
-        require_one(args.lora, "--lora")
+    require_kind(args.model, "model", "diffusion", "`mmalign sample`")  # toy:vlm, a VLM run
+    if args.lora:  # before the model loads: a local folder without the LoRA file, a VLM's
+        check_lora(args.lora, "--lora")
     run = run_info(args.model)  # a training output_dir: its weights and resolution
     if run is not None:
         model = load_tuned(args.model, dtype=dtype, device=device)
     else:
         model = load_pipeline(args.model, dtype=dtype, device=device)
     if args.lora:
-        apply_lora(model, args.lora)
+        apply_lora(model, args.lora, key="--lora")
         model.pipe.to(device)  # the LoRA's layers with the rest, wherever PEFT put them
     steps, guidance = sampling_defaults(model, args.steps, args.guidance)
     resolution = sampling_resolution(model, args.resolution, run)
@@ -115,10 +115,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         model.pipe, prompts, seed=args.seed, steps=steps, guidance=guidance,
         batch_size=args.batch_size, resolution=size_argument(model, resolution),
     )  # fmt: skip
-    header = f"seed {args.seed}, {steps} steps, cfg {guidance}"
+    header = f"{steps} steps, cfg {guidance:g}"
     if size_argument(model, resolution) is not None:  # not the pipeline's own size
         header += f", {resolution} px"
-    grid = image_grid([to_pil_images(images)], [header], prompts)
+    grid = sample_grid(images, prompts, args.seed, header)  # each row's seed in its label
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     grid.save(args.out)
     print(f"grid: {Path(args.out).resolve()}")
@@ -134,6 +134,7 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
     from .eval.cli import scorer_kwargs
     from .eval.winrate import describe, run_winrate
     from .rewards import split_name
+    from .rewards.files import require_scorer_files
 
     at_least_one(args, "n", "steps", "batch_size", "seeds_per_prompt")
     device, dtype = device_options(args)  # both models: base and tuned alike
@@ -149,12 +150,18 @@ def _cmd_eval_winrate(args: argparse.Namespace) -> int:
         raise InputError(f"--scorers {args.scorers!r}: name at least one scorer, e.g. toy:fidelity")
     for name in scorers:  # a typo fails before any model loads
         split_name(name)
+    require_scorer_files(scorer_kwargs(args, scorers))  # and so does a scorer file not there
     if not Path(args.tuned).exists():
         raise InputError(f"--tuned {args.tuned} does not exist (no such local folder)")
+    from .model_kind import require_kind
+
+    for key, name in (("--tuned", args.tuned), ("--base", args.base)):  # toy:vlm, a VLM run
+        if name is not None:
+            require_kind(name, key, "diffusion", "`mmalign eval winrate`")
     info = run_info(args.tuned)
     base_name = args.base or (info or {}).get("base")
     if base_name is None:
-        raise ConfigError("--base is needed unless --tuned is a training output_dir")
+        raise InputError("--base is needed unless --tuned is a training output_dir")
     prompts = resolve_prompts(args.prompts, pickapic_root=args.pickapic_root)
     if args.n is not None:
         prompts = prompts[: args.n]
@@ -214,6 +221,12 @@ RESOLUTION_HELP = (
     "image side in pixels (default: the training run's resolution for a "
     "training output_dir, else the pipeline's default)"
 )
+# what diffusion/sample.py's sampling_defaults picks when --steps / --guidance are not given
+STEPS_HELP = "denoising steps (default: the model's: 20 toy, 50 SD1.5 / SDXL, 28 SD3 / FLUX)"
+GUIDANCE_HELP = (
+    "classifier-free guidance scale (default: the model's: toy-sd 2.5, toy-flow 3.0, SD1.5 7.5, "
+    "SDXL 5.0, SD3 7.0, FLUX 3.5)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,13 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lora", default=None, help="a LoRA folder to load on top")
     p.add_argument("--prompt", action="append", required=True, help="repeat for more prompts")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n", type=int, default=1, help="images per prompt (seeds seed, seed+1, ...)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--guidance", type=finite_float, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of the first image (default 0); the grid's row i, counted over every prompt's "
+        "--n images in order, uses seed + i, shown in its label",
+    )  # fmt: skip
+    p.add_argument("--n", type=int, default=1, help="images per prompt (default 1)")
+    p.add_argument("--steps", type=int, default=None, help=STEPS_HELP)
+    p.add_argument("--guidance", type=finite_float, default=None, help=GUIDANCE_HELP)
+    p.add_argument("--batch-size", type=int, default=16, help="images per pass (default 16)")
     p.add_argument("--resolution", type=int, default=None, help=RESOLUTION_HELP)
-    p.add_argument("--out", default="samples/grid.png", help="PNG path (default samples/grid.png)")
+    p.add_argument(
+        "--out", default="samples/grid.png",
+        help="the grid's image path: .png, .jpg, .jpeg or .webp (default samples/grid.png)",
+    )  # fmt: skip
     from .devices import add_device_options
     from .ppd_cli import add_sample_options, add_winrate_options
 
@@ -274,15 +294,24 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--tuned", required=True, help="pipeline, LoRA folder or training output_dir")
     w.add_argument(
         "--prompts", default="toy:heldout",
-        help="toy:heldout[:N], pickapic:test_unique, parti:FILE, hps:FILE|DIR, or a text file",
+        help="toy:heldout[:N], pickapic:test_unique, parti:FILE, hps:FILE|DIR, or a text file "
+        "(default toy:heldout)",
     )  # fmt: skip
     w.add_argument("--n", type=int, default=None, help="use only the first N prompts")
-    w.add_argument("--scorers", default="toy:fidelity", help="comma-separated scorer names")
-    w.add_argument("--seed", type=int, default=0)
-    w.add_argument("--steps", type=int, default=None)
-    w.add_argument("--guidance", type=finite_float, default=None)
-    w.add_argument("--batch-size", type=int, default=50)
-    w.add_argument("--seeds-per-prompt", type=int, default=1, help="images per prompt and model")
+    w.add_argument(
+        "--scorers", default="toy:fidelity",
+        help="comma-separated scorer names, e.g. pickscore,hpsv2 (default toy:fidelity)",
+    )  # fmt: skip
+    w.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of prompt 0's image (default 0): image k of prompt i uses seed + i + 100000 k",
+    )  # fmt: skip
+    w.add_argument("--steps", type=int, default=None, help=STEPS_HELP)
+    w.add_argument("--guidance", type=finite_float, default=None, help=GUIDANCE_HELP)
+    w.add_argument("--batch-size", type=int, default=50, help="images per pass (default 50)")
+    w.add_argument(
+        "--seeds-per-prompt", type=int, default=1, help="images per prompt and model (default 1)"
+    )
     w.add_argument("--resolution", type=int, default=None, help=RESOLUTION_HELP)
     w.add_argument("--out", required=True, help="output folder (results.json, report.html, ...)")
     add_device_options(w, "both pipelines")

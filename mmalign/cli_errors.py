@@ -177,14 +177,26 @@ def unknown_arguments(
     command.error(message)
 
 
+# flags for where training runs: accelerate decides it, so no recipe key is the one meant
+DEVICE_FLAGS = {"device", "devices", "cpu", "gpu", "gpus", "cuda", "num_processes", "multi_gpu"}
+TRAIN_DEVICE_HINT = (
+    "training takes its device from accelerate, not a flag: the GPU when there is one (choose "
+    "it with CUDA_VISIBLE_DEVICES=N), the CPU with ACCELERATE_USE_CPU=1; several GPUs or "
+    "processes: `accelerate launch --num_processes N -m mmalign.cli train CONFIG`, or set them "
+    "once with `accelerate config`"
+)
+
+
 def _option_hint(command: argparse.ArgumentParser, flag: str, value: str) -> str:
     import difflib
 
     from .suggest import closest
 
     if any(a.dest == "overrides" for a in command._actions):  # train, config show, demo
-        keys = _recipe_keys()
         name = flag.lstrip("-").replace("-", "_")
+        if name in DEVICE_FLAGS:  # not a recipe key (`diffusion.dense.device` is a scorer's)
+            return TRAIN_DEVICE_HINT
+        keys = _recipe_keys()
         leaves = {key.rsplit(".", 1)[-1]: key for key in reversed(keys)}  # a leaf: its first key
         near = difflib.get_close_matches(name, [*keys, *leaves], n=1, cutoff=0.8)  # no wild guess
         guess = leaves.get(near[0], near[0]) if near else None

@@ -37,15 +37,14 @@ def _open(card: DatasetCard, split: str, sample: int) -> tuple[Any, Any]:
         rows = RichHFRows(card.location, split, images=images, max_rows=sample)
         return rows, rows.report
     # reader "pairs": a toy set (built once and cached) or a saved PreferencePair folder
-    from datasets import load_from_disk
-
+    from .data.saved import load_saved
     from .data.schema import validate_rows
     from .toy.cache import TOY_PREFIX, toy_pairs
 
     location = card.location
     if location.startswith(TOY_PREFIX):
         location = str(toy_pairs(location[len(TOY_PREFIX) :], card.toy))
-    rows = load_from_disk(location)
+    rows = load_saved(location)
     if sample is not None:
         rows = rows.select(range(min(sample, len(rows))))
     return validate_rows(rows, "image" if card.kind != "text" else "text", strict=False)
@@ -93,17 +92,21 @@ def _cmd_smooth(args: argparse.Namespace) -> int:
     from .rewards import split_name
 
     split_name(args.scorer)  # an unknown scorer fails before the data is read
+    from .rewards.files import parse_scorer_paths
+
+    files = parse_scorer_paths(args.scorer_path, [args.scorer]).get(args.scorer, {})
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    rows, report = open_pairs(args.data, args.split, max_samples=args.max_samples)
+    rows, report = open_pairs(args.data, args.split, max_samples=args.max_samples, key="DATA")
     if report.num_skipped:
         print(f"mmalign: {report}")
     if len(rows) == 0:
         raise InputError(f"{args.data}: no reward-scorable image pairs ({report})")
     try:
         result = smooth_dataset(
-            rows, args.scorer, args.out, batch_size=args.batch_size, device=args.device
-        )
+            rows, args.scorer, args.out, batch_size=args.batch_size, device=args.device,
+            files=files,
+        )  # fmt: skip
     except ValueError as err:  # equal rewards everywhere, a non-finite reward, ...
         raise InputError(f"mmalign data smooth: {err}") from None
     print(result)
@@ -166,6 +169,9 @@ def register(sub: Any) -> None:
     p.add_argument("--split", default="train")
     p.add_argument("--batch-size", type=int, default=32, help="pairs per scorer call")
     p.add_argument("--device", default=None, help="the scorer's device (default: its own)")
+    from .rewards.files import HELP as SCORER_PATH_HELP
+
+    p.add_argument("--scorer-path", action="append", metavar="NAME=PATH", help=SCORER_PATH_HELP)
     p.add_argument("--max-samples", type=int, default=None)
     p.set_defaults(func=_cmd_smooth)
     p = actions.add_parser("user-embed", help="PPD: one VLM user embedding per user of the pairs")

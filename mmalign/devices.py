@@ -70,7 +70,7 @@ def add_device_options(
 ) -> None:
     """`--device` (default auto) and, with `dtype`, `--dtype` (default float32) on a parser."""
     p.add_argument(
-        "--device", default="auto", help=f"where {what} runs: {DEVICE_HELP} (default auto)"
+        "--device", default="auto", help=f"the device for {what}: {DEVICE_HELP} (default auto)"
     )
     if dtype:
         p.add_argument(

@@ -64,22 +64,26 @@ def image_grid(
     row_labels: Sequence[str] | None = None,
     notes: Sequence[Sequence[str]] | None = None,
 ) -> Image.Image:
-    """Images in columns (one column per model), a header per column, a label per row (wrapped,
-    never cut) and an optional note under each image (e.g. its score)."""
+    """Images in columns (one column per model), a header per column and a label per row (both
+    wrapped, never cut: a header wider than its column takes more lines) and an optional note
+    under each image (e.g. its score)."""
     font = _font()
     n_rows = max(len(c) for c in columns)
     label_w = 260 if row_labels else 0
     note_h = LINE if notes else 0
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     labels = [wrap(t, label_w - 2 * PAD, font, probe) for t in row_labels or []]
+    heads = [wrap(h, CELL - 8, font, probe) for h in headers]
     row_h = [max(CELL + note_h, len(labels[i]) * LINE if labels else 0) for i in range(n_rows)]
     width = label_w + len(columns) * CELL
-    height = LINE + sum(row_h)
+    head_h = LINE * max((len(h) for h in heads), default=1)
+    height = head_h + sum(row_h)
     grid = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(grid)
-    for j, header in enumerate(headers):
-        draw.text((label_w + j * CELL + 4, 1), header, fill="black", font=font)
-    y = LINE
+    for j, lines in enumerate(heads):
+        for k, text in enumerate(lines):
+            draw.text((label_w + j * CELL + 4, 1 + k * LINE), text, fill="black", font=font)
+    y = head_h
     for i in range(n_rows):
         if labels:
             for k, text in enumerate(labels[i]):

@@ -4,8 +4,15 @@ A name is a local folder or file, or a Hugging Face hub id. `problem` tells, wit
 anything, whether it can be used: a local path that does not exist, or a hub id that is not in
 the local cache while the hub is offline (`HF_HUB_OFFLINE=1`), is reported with what to do.
 `require` raises one `InputError` naming every such input at once, so an SDXL recipe reports
-its pipeline, its VAE and its data together. `hub_errors` turns the errors a loader meets
-online (no network, a gated or missing repo, a missing file) into the same kind of message.
+its pipeline, its VAE and its data together; online, when the hub cannot be reached at all
+(`hub_reachable`, one quick request), every id that is not cached is named the same way, at
+once, instead of each loader retrying a dead connection in turn. `hub_errors` turns the errors
+a loader meets online (no network, a gated or missing repo, a missing file) into the same kind
+of message.
+
+A name that looks local (`./`, `../`, `/`, `~`, or one that exists) is never sent to the hub.
+A relative name that is also spelled like a hub id (`data/realign`) is both: where neither is
+found, the message says so (no such folder, and no such id), not just the hub half.
 
 The cache is located from the environment at call time (HF_HUB_CACHE, HF_HOME, ...), not from
 `huggingface_hub.constants`, which are read once at import: a test or a caller that points the
@@ -91,6 +98,34 @@ def is_repo_id(name: str) -> bool:
     return True
 
 
+def looks_local(name: str) -> bool:
+    """Whether `name` can only mean a local path: it exists, starts with `./`, `../`, `/` or
+    `~`, or is not spelled like a hub id. Such a name is never looked up on the hub."""
+    if name.startswith("toy:"):
+        return False
+    return Path(name).expanduser().exists() or not is_repo_id(name)
+
+
+# first folders of the relative paths mmalign's docs and recipes write (`runs/NAME`, the
+# default output_dir's folder; `data/NAME`): a name under one was meant as a local path
+LOCAL_ROOTS = ("runs", "data")
+
+
+def _also_local(need: Need) -> bool:
+    """Whether a hub-id-shaped `need` that does not exist locally was as likely meant as a
+    relative folder: its first folder exists here (`runs/nope` beside `runs/`), or is one of
+    `LOCAL_ROOTS`."""
+    if "/" not in need.name or Path(need.name).expanduser().exists():
+        return False
+    first = need.name.split("/", 1)[0]
+    return first in LOCAL_ROOTS or Path(first).is_dir()
+
+
+def _neither(need: Need) -> str:
+    """The local half of a message about a name that is neither a folder here nor on the hub."""
+    return f"no local folder of that name (relative to {Path.cwd()}), and "
+
+
 def missing_local(name: str) -> bool:
     """Whether `name` can only be a local path (not spelled like a hub id) and does not exist.
     `toy:...` names are not paths."""
@@ -134,19 +169,74 @@ def problem(need: Need) -> str | None:
     if not is_repo_id(need.name):
         return f"{need.key}: {need.name} does not exist (no such local folder or file)"
     if offline() and not is_cached(need):
+        hint = f"{download_hint(need.name, need.repo_type)} where there is network"
+        if _also_local(need):
+            return (
+                f"{need.key}: {need.name}: {_neither(need)}not a hub {need.repo_type} in the "
+                f"local cache (offline): if it is one, download it with {hint}; else set "
+                f"{need.key} to the folder's path"
+            )
         return (
             f"{need.key}: {need.name} is not in the local cache (offline): download it with "
-            f"{download_hint(need.name, need.repo_type)} where there is network, or set "
-            f"{need.key} to a local folder"
+            f"{hint}, or set {need.key} to a local folder"
         )
     return None  # cached, or online: the loader downloads it (`hub_errors` words a failure)
 
 
+def _unreachable(need: Need) -> str:
+    where, local = f"{need.key}: {need.name}", f"or set {need.key} to a local folder"
+    if _also_local(need):
+        where += f": {_neither(need)}it"
+    return _no_network(where, need.name, local, need.repo_type)
+
+
+_REACHABLE: dict[str, bool] = {}  # endpoint -> whether it answered, once per process
+
+
+def _probe(endpoint: str, timeout: float) -> bool:
+    """One request to the hub, no retries: False only when no connection could be made (any
+    answer, an error status included, means the hub is there for the loaders to ask)."""
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint, timeout=timeout)
+    except Exception as err:  # httpx or requests, as huggingface_hub's session is
+        name = type(err).__name__
+        return not (isinstance(err, OSError) or "Connect" in name or "Timeout" in name)
+    return True
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the hub (HF_ENDPOINT) answers, asked once per process. The loaders retry a dead
+    connection for about 20 s each, one id at a time; asking once first lets `require` name
+    every uncached id together, at once, as offline mode does."""
+    from huggingface_hub import constants
+
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    if endpoint not in _REACHABLE:
+        _REACHABLE[endpoint] = _probe(endpoint, timeout)
+    return _REACHABLE[endpoint]
+
+
+def problems(needs: Sequence[Need]) -> list[str]:
+    """Why each need cannot be used (`problem`), in order; online, ids that are not cached are
+    named too when the hub cannot be reached (`hub_reachable`, asked only if there are any)."""
+    found: list[str | None] = [problem(n) for n in needs]
+    uncached = [
+        i for i, (n, p) in enumerate(zip(needs, found, strict=True))
+        if p is None and not offline() and not looks_local(n.name) and not is_cached(n)
+    ]  # fmt: skip
+    if uncached and not hub_reachable():
+        for i in uncached:
+            found[i] = _unreachable(needs[i])
+    return [p for p in found if p is not None]
+
+
 def require(needs: Sequence[Need]) -> None:
     """Raise one `InputError` listing every need that cannot be used (one line each)."""
-    problems = [p for p in (problem(n) for n in needs) if p is not None]
-    if problems:
-        raise InputError("\n".join(problems))
+    found = problems(needs)
+    if found:
+        raise InputError("\n".join(found))
 
 
 def require_one(name: str, key: str, **fields: str | None) -> str:
@@ -172,45 +262,63 @@ def hub_error_message(
 ) -> str | None:
     """A one-line message for a hub or network failure met loading `name`, None for others.
     `repo_type` goes into the download hint: for a data set, `hf download ID` alone fetches
-    (or fails to find) a model repo of that name."""
+    (or fails to find) a model repo of that name.
+
+    The whole chain of causes is searched for the hub's own errors before a loader's wording
+    of them is read: diffusers words a connection that failed as "does not appear to have a
+    file named config.json", with the hub's `LocalEntryNotFoundError` as its cause."""
+    need = Need(name, key, repo_type)
+    where = f"{key}: {name}"
+    if _also_local(need):  # `runs/nope`, `data/x`: say it is no folder here either
+        where += f": {_neither(need)}it"
+    local = f"or set {key} to a local folder"
+    chain = list(_chain(err))
+    for e in chain:
+        message = _hub_failure(e, where, name, local, repo_type)
+        if message is not None:
+            return message
+    for e in chain:
+        text = str(e)
+        if isinstance(e, OSError) and "does not appear to have a file named" in text:
+            return f"{key}: {name}: {text.splitlines()[0]}"
+    return None
+
+
+def _hub_failure(
+    e: BaseException, where: str, name: str, local: str, repo_type: RepoType
+) -> str | None:
     from huggingface_hub import errors as hub
 
-    where = f"{key}: {name}"
-    local = f"or set {key} to a local folder"
-    for e in _chain(err):
-        if isinstance(e, hub.GatedRepoError):
+    if isinstance(e, hub.GatedRepoError):
+        return (
+            f"{where} is gated: accept its terms on https://huggingface.co/{name} and log "
+            f"in (`hf auth login`), {local}"
+        )
+    if isinstance(e, hub.RevisionNotFoundError):
+        return f"{where} has no such revision on the hub (the revision asked for)"
+    if isinstance(e, hub.RepositoryNotFoundError):
+        return (
+            f"{where} does not exist on the hub (or is private: log in with "
+            f"`hf auth login`); check the id, {local}"
+        )
+    if isinstance(e, hub.RemoteEntryNotFoundError):
+        return f"{where} has no file {getattr(e, 'filename', '') or 'the loader asked for'}"
+    if isinstance(e, hub.OfflineModeIsEnabled | hub.LocalEntryNotFoundError):
+        if offline():
             return (
-                f"{where} is gated: accept its terms on https://huggingface.co/{name} and log "
-                f"in (`hf auth login`), {local}"
+                f"{where} is not (completely) in the local cache (offline): download it "
+                f"with {download_hint(name, repo_type)} where there is network, {local}"
             )
-        if isinstance(e, hub.RevisionNotFoundError):
-            return f"{where}: the revision asked for does not exist on the hub"
-        if isinstance(e, hub.RepositoryNotFoundError):
-            return (
-                f"{where} does not exist on the hub (or is private: log in with "
-                f"`hf auth login`); check the id, {local}"
-            )
-        if isinstance(e, hub.RemoteEntryNotFoundError):
-            return f"{where} has no file {getattr(e, 'filename', '') or 'the loader asked for'}"
-        if isinstance(e, hub.OfflineModeIsEnabled | hub.LocalEntryNotFoundError):
-            if offline():
-                return (
-                    f"{where} is not (completely) in the local cache (offline): download it "
-                    f"with {download_hint(name, repo_type)} where there is network, {local}"
-                )
-            return _no_network(where, name, local, repo_type)
-        if type(e).__name__ in ("ConnectError", "ConnectionError", "ConnectTimeout", "Timeout"):
-            return _no_network(where, name, local, repo_type)
-        if type(e).__name__ == "DatasetNotFoundError":
-            return (
-                f"{where}: no such data set on the hub, or not in the local cache (offline); "
-                f"download it with {download_hint(name, 'dataset')}, {local}"
-            )
-        text = str(e)
-        if isinstance(e, OSError) and "couldn't connect" in text.lower():
-            return _no_network(where, name, local, repo_type)
-        if isinstance(e, OSError) and "does not appear to have a file named" in text:
-            return f"{where}: {text.splitlines()[0]}"
+        return _no_network(where, name, local, repo_type)
+    if type(e).__name__ in ("ConnectError", "ConnectionError", "ConnectTimeout", "Timeout"):
+        return _no_network(where, name, local, repo_type)
+    if type(e).__name__ == "DatasetNotFoundError":
+        return (
+            f"{where} is no data set on the hub, or not in the local cache (offline); "
+            f"download it with {download_hint(name, 'dataset')}, {local}"
+        )
+    if isinstance(e, OSError) and "couldn't connect" in str(e).lower():
+        return _no_network(where, name, local, repo_type)
     return None
 
 

@@ -98,12 +98,11 @@ def cmd_sample_ppd(args: argparse.Namespace) -> int:
     from .diffusion.recipe import run_info
     from .diffusion.sample import (
         generate,
+        sample_grid,
         sampling_defaults,
         sampling_resolution,
         size_argument,
-        to_pil_images,
     )
-    from .grid import image_grid
 
     if args.lora:
         raise InputError("--ppd and --lora cannot be combined")
@@ -129,10 +128,10 @@ def cmd_sample_ppd(args: argparse.Namespace) -> int:
         resolution=size_argument(model, resolution),
     )  # fmt: skip
     who = args.user or Path(args.user_embedding).name
-    header = f"user {who}{f' mix {args.mix}' if args.mix else ''}, seed {args.seed}"
+    header = f"user {who}{f' mix {args.mix}' if args.mix else ''}"
     if scale != 1.0:
         header += f", user scale {scale:g}"
-    grid = image_grid([to_pil_images(images)], [header], prompts)
+    grid = sample_grid(images, prompts, args.seed, header)  # each row's seed in its label
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     grid.save(args.out)
     print(f"grid: {Path(args.out).resolve()}")

@@ -51,8 +51,14 @@ def _recipe(tmp_path: Path, data: str) -> Path:
 def test_a_recipe_names_a_card_and_its_own_keys_win(tmp_path):
     cfg = load_config(Config, _recipe(tmp_path, str(CARDS_DIR / "toy_pairs.yaml")))
     assert (cfg.data.path, cfg.data.split, cfg.data.toy) == ("toy:pairs", "train", {"n": 64})
-    cfg = load_config(Config, _recipe(tmp_path, "{card: toy_pairs, split: validation}"))
-    assert (cfg.data.path, cfg.data.split) == ("toy:pairs", "validation")
+    cfg = load_config(Config, _recipe(tmp_path, "{card: pickapic_v2, split: validation}"))
+    card_path = load_card("pickapic_v2").data_config()["path"]
+    assert (cfg.data.path, cfg.data.split) == (card_path, "validation")
+    cfg = load_config(Config, _recipe(tmp_path, "{card: toy_pairs, max_samples: 5}"))
+    assert (cfg.data.path, cfg.data.max_samples) == ("toy:pairs", 5)
+    # toy data is built, not split: another split is refused, not ignored (review 6)
+    with pytest.raises(ConfigError, match="toy data is built, not split"):
+        load_config(Config, _recipe(tmp_path, "{card: toy_pairs, split: validation}"))
     cfg = load_config(Config, _recipe(tmp_path, "toy_pairs"), ["data.toy.n=8"])
     assert cfg.data.toy == {"n": 8}
 

@@ -101,8 +101,7 @@ def test_mmalign_sample_on_a_flux_run(tmp_path, capsys):
     """As test_flow_train's SD3 test: the reloaded run samples as the trained pipeline, and
     `mmalign sample RUN` writes a grid whose images are that pipeline's at the same seeds."""
     from mmalign.diffusion import load_pipeline, load_tuned
-    from mmalign.diffusion.sample import generate, sampling_defaults, to_pil_images
-    from mmalign.grid import image_grid
+    from mmalign.diffusion.sample import generate, sample_grid, sampling_defaults
 
     # 2 steps at 1e-2 move tiny FLUX's 8-bit images by at most 2 levels; 0.1 by about 18
     model, result, recipe = _flow_run(tmp_path, "flux", learning_rate=0.1, guidance=3.5)
@@ -122,7 +121,8 @@ def test_mmalign_sample_on_a_flux_run(tmp_path, capsys):
 
     def grid(images: torch.Tensor) -> np.ndarray:  # the header names FLUX's own guidance, 3.5
         # and the run's resolution, 32 (tiny FLUX's pipeline would sample 256 px by default)
-        made = image_grid([to_pil_images(images)], ["seed 3, 2 steps, cfg 3.5, 32 px"], PROMPTS)
+        # and each row its seed, 3 and 4
+        made = sample_grid(images, PROMPTS, 3, "2 steps, cfg 3.5, 32 px")
         return np.asarray(made).astype(np.int16)
 
     # the run's images at the size it trained at, rounded to 8 bits as the command does

@@ -247,7 +247,7 @@ def test_user_scale_weighs_the_branch(run, tmp_path, capsys) -> None:
     from PIL import Image
 
     from mmalign.cli import main
-    from mmalign.grid import LINE
+    from mmalign.grid import CELL
 
     common = ["sample", "toy:sd", "--prompt", "a red circle", "--steps", "2", "--n", "2"]
 
@@ -263,10 +263,12 @@ def test_user_scale_weighs_the_branch(run, tmp_path, capsys) -> None:
         grid("on", *user),
         grid("strong", *user, "--user-scale", "4"),
     )
-    header = LINE  # the grid's header row names the user; compare the images below it
-    assert np.array_equal(off[header:], base[header:])
-    assert not np.array_equal(on[header:], base[header:])
-    assert not np.array_equal(strong[header:], on[header:])
+    # the header names the user (wrapped to as many lines as it needs); compare the two rows
+    # of images (and their seed labels) under it
+    rows = 2 * CELL
+    assert np.array_equal(off[-rows:], base[-rows:])
+    assert not np.array_equal(on[-rows:], base[-rows:])
+    assert not np.array_equal(strong[-rows:], on[-rows:])
     assert main([*common, *user, "--user-scale", "-1", "--out", str(tmp_path / "x.png")]) == 2
     assert "--user-scale -1.0: expected a number >= 0" in capsys.readouterr().err
 
@@ -290,7 +292,7 @@ def test_sample_from_an_embedding_file_and_a_mix(run, tmp_path, capsys) -> None:
     from PIL import Image
 
     from mmalign.cli import main
-    from mmalign.grid import LINE
+    from mmalign.grid import CELL
 
     common = ["sample", "toy:sd", "--prompt", "a red circle", "--steps", "2", "--n", "2"]
     common += ["--ppd", str(run)]
@@ -298,7 +300,9 @@ def test_sample_from_an_embedding_file_and_a_mix(run, tmp_path, capsys) -> None:
     def grid(name: str, *extra: str) -> np.ndarray:
         out = tmp_path / f"{name}.png"
         assert main([*common, *extra, "--out", str(out)]) == 0
-        return np.asarray(Image.open(out))[LINE:]  # below the header row, which names the user
+        # the two rows of images under the header, which names the user (in as many lines as
+        # it needs)
+        return np.asarray(Image.open(out))[-2 * CELL :]
 
     file = run / "user_embeddings.safetensors"
     assert file.is_file()

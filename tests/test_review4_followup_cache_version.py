@@ -69,7 +69,8 @@ def test_dense_weights_under_the_key_before_the_change_are_computed_again(tmp_pa
 
 
 class _Brightness:
-    name = "toy:brightness"
+    # a registered name (its files are checked before get_scorer, patched below, builds it)
+    name = "toy:fidelity"
 
     def __init__(self) -> None:
         self.scored = 0
@@ -132,9 +133,9 @@ def test_a_recipes_smoothed_cache_before_the_change_is_scored_again(tmp_path, mo
         def wait_for_everyone(self) -> None:
             pass
 
-    rows, spec = _pairs(), {"scorer": "toy:brightness"}
+    rows, spec = _pairs(), {"scorer": "toy:fidelity"}
     first, first_report = smooth_mod.smoothed_rows(rows, spec, Accelerator())
-    old_key = f"{rows._fingerprint};toy:brightness"  # smoothed_rows' key before the change
+    old_key = f"{rows._fingerprint};toy:fidelity"  # smoothed_rows' key before the change
     folder = tmp_path / "cache" / "smoothed" / digest(old_key)
     if not folder.is_dir():  # the version went into the folder's name: the old one is not read
         first.save_to_disk(str(folder))

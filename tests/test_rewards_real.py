@@ -127,10 +127,11 @@ def test_imagereward_offline_hub_id_names_the_local_options(monkeypatch, tmp_pat
     from mmalign.config import InputError
 
     offline = "is not in the local cache \\(offline\\): download it with `hf download"
-    with pytest.raises(InputError, match=rf"bert-base-uncased {offline}.*tokenizer= to a local"):
+    local = "where there is network, or give a local copy with --scorer-path imagereward"
+    with pytest.raises(InputError, match=rf"bert-base-uncased {offline}.*{local}:tokenizer=DIR"):
         get_scorer("imagereward")
     bert = tiny.save_bert_tokenizer(tmp_path / "bert")
-    with pytest.raises(InputError, match=rf"THUDM/ImageReward {offline}.*\(path=\) to a local"):
+    with pytest.raises(InputError, match=rf"THUDM/ImageReward {offline}.*{local}=PATH"):
         get_scorer("imagereward", tokenizer=bert)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         get_scorer("imagereward", path=tmp_path / "ImageReward.pt", tokenizer=bert)

@@ -24,8 +24,9 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Dataset, DatasetDict, IterableDataset, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
 
+from .saved import load_saved  # (a split saved from 0 rows is an empty Dataset, not a crash)
 from .schema import ValidationReport, decodable, pair_features, to_pil_image, to_rgb
 
 TiePolicy = Literal["drop", "half", "random"]
@@ -105,7 +106,7 @@ def check_saved_split(ds: Dataset, split: str, where: str | Path) -> None:
 def saved_splits(root: Path) -> list[str]:
     """Splits of a `save_to_disk` DatasetDict, or split-named `save_to_disk` folders."""
     if (root / "dataset_dict.json").exists():
-        return list(load_from_disk(str(root)))
+        return list(load_saved(str(root)))
     return sorted(p.parent.name for p in root.glob("*/state.json"))
 
 
@@ -128,7 +129,7 @@ def _load_raw(
         return ds.select_columns(columns) if columns else ds
 
     if (root / "state.json").is_file():  # one split saved with `Dataset.save_to_disk`
-        ds = load_from_disk(str(root))
+        ds = load_saved(str(root))
         check_saved_split(ds, split, root)  # never another split in its place
         ds = ds.select_columns(columns) if columns else ds
         return ds.to_iterable_dataset() if streaming else ds
@@ -148,7 +149,7 @@ def _load_raw(
             cache_dir=None if cache_dir is None else str(cache_dir),
             **extra,
         )
-    loaded = load_from_disk(str(root if (root / "dataset_dict.json").exists() else root / split))
+    loaded = load_saved(str(root if (root / "dataset_dict.json").exists() else root / split))
     ds = loaded[split] if isinstance(loaded, DatasetDict) else loaded
     ds = ds.select_columns(columns) if columns else ds
     return ds.to_iterable_dataset() if streaming else ds

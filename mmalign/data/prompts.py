@@ -49,15 +49,68 @@ def _hps(path: Path) -> list[str]:
     return prompts
 
 
+TOY_SPLITS = ("heldout", "train")
+FAMILIES = ("toy", "pickapic", "parti", "hps")  # any other spec is a text file's path
+
+
+def _toy_parts(spec: str) -> tuple[str, int]:
+    """(split, N) of `toy:heldout[:N]` / `toy:train[:N]`; a ValueError naming what is wrong."""
+    from ..suggest import did_you_mean
+
+    parts = spec.split(":")
+    split = parts[1] if len(parts) > 1 else "heldout"
+    if split not in TOY_SPLITS or len(parts) > 3:
+        hint = f" ({did_you_mean(split, TOY_SPLITS)})" if split not in TOY_SPLITS else ""
+        raise ValueError(f"prompts {spec!r}: use toy:heldout[:N] or toy:train[:N]{hint}")
+    if len(parts) < 3:
+        return split, 200
+    try:
+        n = int(parts[2])
+    except ValueError:
+        raise ValueError(
+            f"prompts {spec!r}: N must be a whole number of prompts (toy:{split}:8), "
+            f"not {parts[2]!r}"
+        ) from None
+    if n < 1:
+        raise ValueError(f"prompts {spec!r}: N must be >= 1, got {n}")
+    return split, n
+
+
+def check_prompts(spec: str) -> None:
+    """Raise a ValueError for a spec whose form is wrong (`toy:held:4`, `toy:heldout:abc`,
+    `pickapic:` without its split), reading no file and loading nothing: a recipe checks its
+    `validation.prompts` so when it loads. A file's existence is the command's to check."""
+    from ..suggest import closest
+
+    family, sep, rest = spec.partition(":")
+    if family == "toy":
+        _toy_parts(spec)
+    elif family == "pickapic" and not rest:
+        raise ValueError("prompts pickapic: name the split, e.g. pickapic:test_unique")
+    elif family in ("parti", "hps") and not rest:
+        raise ValueError(f"prompts {spec!r}: name the file, e.g. {family}:FILE")
+    elif sep and family not in FAMILIES and not Path(spec).expanduser().exists():
+        guess = closest(family, FAMILIES)  # `tyo:heldout:8`: a family misspelt, not a file
+        if guess is not None:
+            raise ValueError(
+                f"prompts {spec!r}: no prompt set {family!r} and no such file; "
+                f"did you mean '{guess}:{rest}'?"
+            )
+
+
+def prompts_file(spec: str) -> Path | None:
+    """The local file (or folder) a spec reads, None for a toy or Pick-a-Pic set."""
+    family, _, rest = spec.partition(":")
+    if family in ("toy", "pickapic"):
+        return None
+    return Path(rest if family in ("parti", "hps") else spec).expanduser()
+
+
 def _toy(spec: str) -> list[str]:
     """`toy:heldout[:N]` / `toy:train[:N]`: the first N prompts of that split (seed 0)."""
     from ..toy.world import sample_prompts
 
-    parts = spec.split(":")
-    split = parts[1] if len(parts) > 1 else "heldout"
-    if split not in ("heldout", "train"):
-        raise ValueError(f"prompts {spec!r}: use toy:heldout[:N] or toy:train[:N]")
-    n = int(parts[2]) if len(parts) > 2 else 200
+    split, n = _toy_parts(spec)
     return [p.text for p in sample_prompts(n, split, 0)]  # type: ignore[arg-type]
 
 

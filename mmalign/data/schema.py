@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from datasets import Dataset, Features, Image, IterableDataset, List, Value, load_from_disk
+from datasets import Dataset, Features, Image, IterableDataset, List, Value
 from PIL import Image as PILImage
 
 from mmalign.suggest import did_you_mean
@@ -378,8 +378,11 @@ def write_pairs(
 
 
 def load_pairs(path: str | Path) -> Dataset:
-    """Load pairs saved by `write_pairs` (or any `save_to_disk` PreferencePair dataset)."""
-    ds = load_from_disk(str(path))
+    """Load pairs saved by `write_pairs` (or any `save_to_disk` PreferencePair dataset); one
+    saved from 0 rows is the empty Dataset of its columns (`saved.load_saved`)."""
+    from .saved import load_saved
+
+    ds = load_saved(path)
     if not isinstance(ds, Dataset):
         raise ValueError(f"{path} holds a DatasetDict {list(ds)}; load one split folder")
     missing = [name for name in REQUIRED if name not in ds.column_names]

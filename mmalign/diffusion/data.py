@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, load_dataset, load_from_disk
+from datasets import Dataset, load_dataset
 
 from ..data.pickapic import check_saved_split, is_pickapic_folder, load_pickapic
+from ..data.saved import load_saved, require_rows
 from ..data.schema import ValidationReport, to_pil_image, to_rgb, validate_rows
 from ..hub import hub_errors, require_one
 from ..toy.cache import TOY_PREFIX, toy_pairs
@@ -38,13 +39,16 @@ def open_pairs(
     max_samples: int | None = None,
     tie_policy: str = "drop",
     require_different: bool = True,
+    key: str = "data.path",
 ) -> tuple[Dataset, ValidationReport]:
     """PreferencePair image rows and the report of what was skipped and why; `tie_policy`:
     what Pick-a-Pic-format data does with its ties (`drop` for training, `half` to score
     them, as the evaluation protocol does); `require_different`: whether its rows marked
     `are_different: false` are skipped (and counted) rather than kept (`data.keep_identical`).
     One saved Dataset (not a DatasetDict) is one split, and `split` must be that one
-    (`check_saved_split`)."""
+    (`check_saved_split`). `key`: where the user named `path`, for messages (a recipe's
+    `data.path`; a command's DATA); no row to use (none held, or every one skipped) raises an
+    InputError naming it (`require_rows`)."""
     toy = path.startswith(TOY_PREFIX)  # built for the run, whatever split it is named
     if toy:
         from ..toy.datasets import MODEL_KINDS
@@ -59,11 +63,11 @@ def open_pairs(
     path = os.path.expanduser(path)
     local = Path(path)
     if local.is_file():
-        raise ValueError(f"data.path {path} is a file; give a dataset folder or a hub id")
+        raise ValueError(f"{key} {path} is a file; give a dataset folder or a hub id")
     pickapic = local.is_dir() and not _is_saved(local) and is_pickapic_folder(local)
     if not pickapic:  # (Pick-a-Pic shards go straight to their reader, below)
         if local.is_dir() and _is_saved(local):
-            ds = load_from_disk(str(local))
+            ds = load_saved(local)  # (a folder saved from 0 rows: refused below, by key)
             if not isinstance(ds, Dataset):
                 if split not in ds:
                     raise ValueError(f"{path} has splits {list(ds)}; data.split is '{split}'")
@@ -72,8 +76,8 @@ def open_pairs(
                 check_saved_split(ds, split, path)
         else:  # parquet shards in a folder, or a hub id
             if not local.exists():
-                require_one(path, "data.path", repo_type="dataset")
-            with hub_errors(path, "data.path", repo_type="dataset"):
+                require_one(path, key, repo_type="dataset")
+            with hub_errors(path, key, repo_type="dataset"):
                 ds = load_dataset(path, split=split)
         pickapic = "jpg_0" in ds.column_names
     if pickapic:  # Pick-a-Pic columns: its reader applies the tie policy
@@ -88,9 +92,11 @@ def open_pairs(
             require_different=require_different,
         )
         assert isinstance(pairs, Dataset)
+        require_rows(pairs, report, key, path)
         return pairs, report
     if max_samples is not None:
         ds = ds.select(range(min(max_samples, len(ds))))
+    require_rows(ds, None, key, path)
     missing = [c for c in ("prompt", "chosen", "rejected") if c not in ds.column_names]
     if missing:
         raise ValueError(
@@ -100,6 +106,7 @@ def open_pairs(
         )
     checked, report = validate_rows(ds, "image", strict=False)
     assert isinstance(checked, Dataset)
+    require_rows(checked, report, key, path)
     return checked, report
 
 

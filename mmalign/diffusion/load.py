@@ -1,7 +1,8 @@
 """Load SD1.5- and SDXL-architecture pipelines (and the toy-sd), and build tiny random ones.
 
 `load_pipeline` is the one entry point: a local folder or a hub id, a dtype (full precision
-unless asked), a weight variant and a revision. The pipeline's own VAE stays in float32 (the
+unless asked), a weight variant and a revision; a model of another kind (toy:vlm, a VLM folder)
+is refused naming what takes it (`mmalign.model_kind`). The pipeline's own VAE stays in float32 (the
 SDXL VAE overflows in fp16, METHODS.md section 2); a VAE given as `vae=` loads in the dtype,
 except a `force_upcast` one under float16, which stays float32.
 """
@@ -15,6 +16,7 @@ from typing import Any, Literal
 import torch
 
 from ..hub import Need, hub_errors, require
+from ..model_kind import require_kind
 from .source import DTYPES, dtype_kwarg, pipeline_class, resolve_model
 
 Family = Literal["sd", "sdxl"]
@@ -84,11 +86,19 @@ def load_pipeline(
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    needer = "a model.kind: diffusion recipe" if key.startswith("model.") else "this command"
+    require_kind(name_or_path, key, "diffusion", needer)
     source = resolve_model(name_or_path)
     if Path(source).exists() and pipeline_class(source) is None:
         raise FileNotFoundError(
             f"{source} is not a diffusers pipeline folder (no model_index.json)"
         )
+    needs = [Need(source, key, file="model_index.json", revision=revision)]
+    if vae is not None:
+        needs.append(Need(vae, vae_key, file="config.json"))
+    # before any lookup: every missing id named at once (a dead hub too, without each loader
+    # retrying it in turn)
+    require(needs)
     from .flow_load import load_flow_pipeline, process_of  # source.py: no cycle back
 
     if vae is None and process_of(source, revision) == "flow":  # SD3 / FLUX (flow_load.py)
@@ -96,10 +106,6 @@ def load_pipeline(
             source, dtype=dtype, variant=variant, revision=revision, device=device,
             drop_t5=drop_t5, key=key,
         )  # fmt: skip
-    needs = [Need(source, key, file="model_index.json", revision=revision)]
-    if vae is not None:
-        needs.append(Need(vae, vae_key, file="config.json"))
-    require(needs)  # before any weights load: every missing id named at once
     kwargs: dict[str, Any] = {**dtype_kwarg(DTYPES[dtype]), "variant": variant}
     if revision is not None:
         kwargs["revision"] = revision

@@ -139,6 +139,46 @@ def training_embeddings(
     return embs, {**info, "source": "computed", "cached": hit, "ties_skipped": ties}
 
 
+def check_user_rows(cfg: Any, rows: Any) -> None:
+    """Refuse, naming the recipe's keys, per-user pairs PPD cannot embed: no `user_id` column,
+    or (embeddings computed, not given in `ppd.embeddings`) a user with fewer untied pairs than
+    `ppd.shots`, the examples the encoder reads. Columns only, no image decoded: called when
+    the rows open, before they are pre-encoded (which takes minutes), not once they are."""
+    if "user_id" not in rows.column_names:
+        raise ConfigError(
+            f"ppd: data.path {cfg.data.path} has no user_id column; PPD trains on per-user "
+            "pairs (e.g. toy:users with toy: {users: train})"
+        )
+    p = cfg.ppd
+    if p.embeddings is not None:  # given: the users are checked against them later
+        return
+    labels = rows["label"] if "label" in rows.column_names else [None] * len(rows)
+    counts: dict[str, int] = {}
+    for user, label in zip(rows["user_id"], labels, strict=True):
+        tied = label is not None and float(label) == 0.5  # no preference: no example (user_embed)
+        counts[str(user)] = counts.get(str(user), 0) + (0 if tied else 1)
+    short = {u: n for u, n in counts.items() if n < p.shots}
+    if not short:
+        return
+    listed = ", ".join(f"{u} ({n})" for u, n in sorted(short.items())[:8])
+    listed += f" and {len(short) - 8} more" if len(short) > 8 else ""
+    more = "give more pairs per user in data.path"
+    if cfg.data.path == "toy:users":
+        from ..toy.rewards import USER_SETS
+
+        users = USER_SETS.get(str((cfg.data.toy or {}).get("users", "named")), ())
+        n = (cfg.data.toy or {}).get("n")
+        more = (
+            f"raise data.toy.n{f' (now {n})' if n is not None else ''}: toy:users deals its n "
+            f"pairs over its {len(users) or 'N'} users, so ppd.shots {p.shots} needs n >= "
+            f"{p.shots * len(users) if users else 'shots x users'}, more where pairs tie"
+        )
+    raise ConfigError(
+        f"ppd.shots: {len(short)} user(s) of data.path {cfg.data.path} have fewer than "
+        f"ppd.shots {p.shots} examples (untied pairs): {listed}; lower ppd.shots, or {more}"
+    )
+
+
 class PPDRecipe(DiffusionRecipe):
     """The diffusion recipe with PPD's user branch, per-pair users and branch-off reference."""
 
@@ -148,13 +188,13 @@ class PPDRecipe(DiffusionRecipe):
         super().__init__(cfg, accelerator)
         self.scorer.user_drop = float(cfg.ppd.user_drop)  # type: ignore[attr-defined]
 
+    def _open_rows(self, model_source: str | None) -> Any:
+        rows = super()._open_rows(model_source)
+        check_user_rows(self.cfg, rows)  # before the pre-encoding, not after it
+        return rows
+
     def _make_trainable(self) -> str:
         cfg = self.cfg
-        if "user_id" not in self.rows.column_names:
-            raise ConfigError(
-                f"ppd: data.path {cfg.data.path} has no user_id column; PPD trains on per-user "
-                "pairs (e.g. toy:users with toy: {users: train})"
-            )
         row_users = [str(u) for u in self.rows["user_id"]]
         self.embeddings, self.embed_info = training_embeddings(
             cfg, self.rows, device=self.accelerator.device

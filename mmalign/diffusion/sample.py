@@ -137,6 +137,16 @@ def generate(
     )  # fmt: skip
 
 
+def sample_grid(images: torch.Tensor, prompts: Sequence[str], seed: int, header: str) -> Any:
+    """The grid `mmalign sample` saves: one image a row, labelled with its prompt and the seed
+    `generate` drew it with (`seed + i` for row i: a prompt's `--n` images, then the next
+    prompt's), under `header` (the sampler settings), which wraps to the column's width."""
+    from ..grid import image_grid
+
+    labels = [f"seed {seed + i}: {p}" for i, p in enumerate(prompts)]
+    return image_grid([to_pil_images(images)], [header], labels)
+
+
 @contextlib.contextmanager
 def vae_in_own_precision(vae: torch.nn.Module) -> Iterator[None]:
     """Inside the block `vae.decode` casts its latents to the VAE's dtype and runs outside any

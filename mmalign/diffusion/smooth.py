@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..data.schema import to_pil_image
 from ..data.smooth import SoftLabels, describe, soft_labels
+from ..rewards.files import CLI
 
 CHUNK_ROWS = 256  # rows scored between two saves of the partial rewards
 REPORT = "smooth.json"
@@ -55,18 +56,29 @@ class SmoothReport:
         }
 
 
-def _scorer(scorer: Any, device: str | None) -> Any:
+def _scorer(
+    scorer: Any, device: str | None, files: dict[str, str] | None = None, where: str = CLI
+) -> Any:
+    """The scorer, loaded; its files (`rewards.files`) are checked first, named as the user
+    gives them (`where`: `--scorer-path`, or `data.smooth.scorer_path` in a recipe). Only
+    when rows need scoring: a rerun that reuses every saved reward loads nothing."""
     if not isinstance(scorer, str):
         return scorer  # a Scorer object (tests, callers with a loaded model)
     from ..rewards import get_scorer
+    from ..rewards.files import require_scorer_files
 
-    return get_scorer(scorer, **({"device": device} if device else {}))
+    kwargs = {**({"device": device} if device else {}), **(files or {})}
+    require_scorer_files({scorer: kwargs}, where=where)
+    return get_scorer(scorer, **kwargs)
 
 
-def scorer_key(name: str) -> str:
+def scorer_key(name: str, files: dict[str, str] | None = None) -> str:
     """What identifies a reward scorer in the cache keys: its name, and for a trained dense head
     (`dense:<path>`) its weight files too, so a head retrained at the same path is another
-    scorer (as `diffusion.dense` keys its weights)."""
+    scorer (as `diffusion.dense` keys its weights). Local `files` given for it
+    (`--scorer-path`) are part of it (the name alone keys the default weights, as before)."""
+    if files:
+        return f"{scorer_key(name)}{json.dumps(files, sort_keys=True)}"
     if not name.startswith("dense:"):
         return name
     from ..rewards.dense.model import checkpoint_folder
@@ -99,8 +111,11 @@ def score_pairs(
     device: str | None = None,
     work: Path | None = None,
     progress: bool = True,
+    files: dict[str, str] | None = None,
+    where: str = CLI,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards (chosen, rejected) of every row; with `work`, saved per chunk and resumed."""
+    """Rewards (chosen, rejected) of every row; with `work`, saved per chunk and resumed.
+    `files`: the scorer's local files by keyword (`path`, `processor`: rewards/files.py)."""
     if batch_size < 1:
         raise ValueError(f"smooth batch_size must be >= 1, got {batch_size}")
     missing = [c for c in ("prompt", "chosen", "rejected") if c not in rows.column_names]
@@ -120,7 +135,7 @@ def score_pairs(
                 rc, rr = saved["chosen"], saved["rejected"]
                 bar.update(stop - start)
             else:
-                model = model or _scorer(scorer, device)
+                model = model or _scorer(scorer, device, files, where)
                 rc, rr = _score_chunk(model, rows, start, stop, batch_size, bar)
                 if path is not None:  # whole or absent: a crash mid-save leaves no chunk
                     part = path.with_name(path.name + ".tmp")
@@ -174,12 +189,16 @@ def smooth_dataset(
     device: str | None = None,
     key: str | None = None,
     progress: bool = True,
+    files: dict[str, str] | None = None,
+    where: str = CLI,
 ) -> SmoothReport:
     """Score, label and save `rows` to `out` (a `save_to_disk` folder with `smooth.json`).
 
     An existing whole output with the same `key` (and `SMOOTH_VERSION`) is reused; an
     interrupted run's chunks in `<out>.partial/` are reused when their key matches, else scored
-    again.
+    again. `files`: the scorer's local files by keyword (`{"path": DIR}`: rewards/files.py),
+    part of the default key (other weights score otherwise), named in messages as `where`
+    gives them.
     """
     from filelock import FileLock
 
@@ -189,7 +208,7 @@ def smooth_dataset(
     # cache): the second waits, then reuses the first one's output
     with FileLock(str(out) + ".lock"):
         return _smooth_locked(rows, scorer, out, batch_size=batch_size, device=device, key=key,
-                              progress=progress)  # fmt: skip
+                              progress=progress, files=files, where=where)  # fmt: skip
 
 
 def _smooth_locked(
@@ -201,9 +220,12 @@ def _smooth_locked(
     device: str | None,
     key: str | None,
     progress: bool,
+    files: dict[str, str] | None = None,
+    where: str = CLI,
 ) -> SmoothReport:
     name = scorer if isinstance(scorer, str) else str(getattr(scorer, "name", "scorer"))
-    key = f"v{SMOOTH_VERSION};" + (key or f"{getattr(rows, '_fingerprint', '')};{scorer_key(name)}")
+    own = f"{getattr(rows, '_fingerprint', '')};{scorer_key(name, files)}"
+    key = f"v{SMOOTH_VERSION};" + (key or own)
     report_path = out / REPORT
     if report_path.is_file() and json.loads(report_path.read_text()).get("key") == key:
         return load_report(out)
@@ -218,8 +240,9 @@ def _smooth_locked(
     work = tmp / "rewards"
     work.mkdir(exist_ok=True)
     rc, rr = score_pairs(
-        rows, scorer, batch_size=batch_size, device=device, work=work, progress=progress
-    )
+        rows, scorer, batch_size=batch_size, device=device, work=work, progress=progress,
+        files=files, where=where,
+    )  # fmt: skip
     labels = soft_labels(rc, rr)
     labelled = apply_labels(rows, labels)
     data = tmp / "data"
@@ -243,20 +266,34 @@ def load_report(out: str | Path) -> SmoothReport:
     return SmoothReport(meta["scorer"], soft_labels(saved["chosen"], saved["rejected"]))
 
 
+RECIPE_KEY = "data.smooth.scorer_path"
+
+
+def recipe_files(name: str, given: Any) -> dict[str, str]:
+    """`data.smooth.scorer_path` (a `NAME=PATH` string or a list of them, as `--scorer-path`
+    takes: rewards/files.py) as the scorer's keyword arguments."""
+    from ..rewards.files import parse_scorer_paths
+
+    items = [given] if isinstance(given, str) else list(given or [])
+    return parse_scorer_paths(items, [name], flag=RECIPE_KEY).get(name, {})
+
+
 def smoothed_rows(rows: Any, spec: dict[str, Any], accelerator: Any) -> tuple[Any, SmoothReport]:
     """`data.smooth` of a recipe: the rows with soft labels, built once in the cache by the
-    main process (every process then reads the same folder)."""
+    main process (every process then reads the same folder). `scorer_path`: the scorer's
+    local files (`recipe_files`)."""
     from datasets import load_from_disk
 
     from ..data.cache import cache_root, digest
 
     name = str(spec.get("scorer", "pickscore"))
-    key = f"{rows._fingerprint};{scorer_key(name)}"
+    files = recipe_files(name, spec.get("scorer_path"))
+    key = f"{rows._fingerprint};{scorer_key(name, files)}"
     folder = cache_root() / "smoothed" / digest(key)
     if accelerator.is_main_process:
         smooth_dataset(
             rows, name, folder, key=key, batch_size=int(spec.get("batch_size", 32)),
-            device=spec.get("device"),
+            device=spec.get("device"), files=files, where=RECIPE_KEY,
         )  # fmt: skip
     accelerator.wait_for_everyone()
     return load_from_disk(str(folder)), load_report(folder)

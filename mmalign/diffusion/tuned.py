@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..hub import require_one
+from ..config import InputError
+from ..hub import hub_errors, looks_local, require_one
+from ..model_kind import require_kind
 from .load import DiffusionModel, dtype_kwarg, load_pipeline
 from .lora import LORA_FILE
 
@@ -41,16 +43,35 @@ def _quiet_text_encoder_notice() -> Iterator[None]:
             logger.removeFilter(notice)
 
 
-def apply_lora(model: DiffusionModel, lora: str | Path) -> DiffusionModel:
-    """`pipe.load_lora_weights(lora)`, failing clearly when the LoRA does not fit the model."""
-    path = Path(lora)
-    if path.is_dir() and not (path / LORA_FILE).is_file():
-        raise FileNotFoundError(f"{path} holds no {LORA_FILE}")
-    require_one(str(lora), "lora", file=LORA_FILE)  # a missing folder, or a hub id offline
+def check_lora(lora: str | Path, key: str = "lora") -> str:
+    """A LoRA given as `key` (`--lora`), checked before any model loads: a local one (it
+    exists, or is spelled as a path) must hold `pytorch_lora_weights.safetensors` and is never
+    looked up on the hub; a model of another kind (a VLM run or adapter) is named as such; a
+    hub id must be usable (`hub.require_one`: cached offline, or a hub that answers)."""
+    name = str(lora)
+    if not looks_local(name):
+        return require_one(name, key, file=LORA_FILE)
+    require_one(name, key)  # "does not exist (no such local folder or file)"
+    require_kind(name, key, "diffusion", key, noun="a diffusion LoRA folder")
+    path = Path(name).expanduser()
+    if not path.is_dir() or not (path / LORA_FILE).is_file():
+        raise InputError(
+            f"{key}: {name} holds no {LORA_FILE}; {key} takes a diffusion LoRA folder (a LoRA "
+            "training run's output_dir, or a folder `save_lora_weights` wrote)"
+        )
+    return name
+
+
+def apply_lora(model: DiffusionModel, lora: str | Path, key: str = "lora") -> DiffusionModel:
+    """`pipe.load_lora_weights(lora)`, failing clearly when the LoRA does not fit the model.
+    `key`: where the user named it (`--lora`), for messages."""
+    path = Path(check_lora(lora, key)).expanduser()
     before = _lora_params(model.unet)
     try:
-        with _quiet_text_encoder_notice():
-            model.pipe.load_lora_weights(str(path))
+        with _quiet_text_encoder_notice(), hub_errors(str(lora), key):
+            model.pipe.load_lora_weights(str(path) if path.exists() else str(lora))
+    except InputError:  # a hub id that could not be fetched (`hub_errors`)
+        raise
     except (RuntimeError, ValueError, KeyError) as err:
         raise ValueError(
             f"the LoRA at {path} does not fit the model {model.source}: {err}"
@@ -86,6 +107,7 @@ def _load_tuned(tuned: str | Path, base: str | None, dtype: str) -> DiffusionMod
     path = Path(tuned)
     if not path.exists():
         raise FileNotFoundError(f"--tuned {path} does not exist")
+    require_kind(tuned, "model", "diffusion", "this command")  # a VLM run or folder
     run_file = path / "mmalign_run.json"
     run: dict = {}
     if run_file.is_file():

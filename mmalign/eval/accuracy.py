@@ -5,6 +5,13 @@ differ by at most a threshold t, tuned on the validation split; a prediction sco
 matches the human label (left, right or tie), 0.5 when exactly one of the two is a tie, and 0
 when it picks the other image. With t = 0 and no tied labels this is plain pairwise accuracy.
 
+Besides `accuracy` (at the tuned t) the result has two forced-choice numbers, which the paper
+does not report: `accuracy_no_ties`, the same protocol at t = 0, where the scorer never
+predicts a tie (only exactly equal scores are one) and each labelled tie still scores 0.5
+against its pick (the key's name is kept for readers of older results: it is not accuracy with
+the tied pairs left out); and `accuracy_untied`, that forced choice over the pairs whose label
+is not a tie (plain pairwise accuracy; None when every label is a tie).
+
 Data: `pickapic:<split>` (a local v2 folder, `$MMALIGN_PICKAPIC`, or the hub) or a toy
 dataset `toy:<kind>[:N]` (built from toy-sd samples; the validation set uses another seed).
 """
@@ -158,6 +165,7 @@ def accuracy(
             "threshold": threshold,
             "accuracy": float(outcome_scores(diff, label, threshold).mean()),
             "accuracy_no_ties": float(outcome_scores(diff, label, 0.0).mean()),
+            "accuracy_untied": _untied(diff, label),
             "pairs": len(label),
             "tied_labels": int(((label - 0.5).abs() < 1e-6).sum()),
             "skipped": report.num_skipped,
@@ -165,3 +173,29 @@ def accuracy(
         }
     )
     return result
+
+
+def _untied(diff: torch.Tensor, label: torch.Tensor) -> float | None:
+    """Forced-choice accuracy (t = 0) over the pairs whose label is not a tie."""
+    untied = (label - 0.5).abs() >= 1e-6
+    if not bool(untied.any()):
+        return None
+    return float(outcome_scores(diff[untied], label[untied], 0.0).mean())
+
+
+def describe_accuracy(result: dict[str, Any]) -> str:
+    """The line `mmalign eval accuracy --scorer` prints for an `accuracy` result."""
+    tuned = result.get("tuned_on")
+    where = f"tuned on {tuned['data']}" if tuned else "given"
+    untied = result["pairs"] - result["tied_labels"]
+    text = (
+        f"{result['scorer']} on {result['data']}"
+        + (f" (split {result['split']})" if "split" in result else "")
+        + f": accuracy {result['accuracy']:.1%} "
+        f"(tie threshold {result['threshold']:.4g}, {where}; {result['pairs']} pairs, "
+        f"{result['tied_labels']} tied labels, {result['skipped']} rows skipped); "
+        f"forced choice (threshold 0, no predicted ties) {result['accuracy_no_ties']:.1%}"
+    )
+    if result.get("accuracy_untied") is not None and result["tied_labels"]:
+        text += f", {result['accuracy_untied']:.1%} on the {untied} pairs without a tied label"
+    return text

@@ -13,34 +13,30 @@ from ..config import InputError
 
 
 def scorer_kwargs(args: argparse.Namespace, names: list[str]) -> dict[str, dict[str, Any]]:
-    """Per scorer name: `path` from `--scorer-path NAME=PATH`, `device`/`dtype` for all."""
+    """Per scorer name: its files from `--scorer-path NAME=PATH` (`path`) and
+    `--scorer-path NAME:OPTION=PATH` (`processor`, `tokenizer`, ...; rewards/files.py), and
+    `device`/`dtype` for every model scorer."""
+    from ..rewards.files import parse_scorer_paths
+
+    paths = parse_scorer_paths(args.scorer_path, names)
     kwargs: dict[str, dict[str, Any]] = {}
-    paths: dict[str, str] = {}
-    for item in args.scorer_path or []:
-        name, sep, path = item.partition("=")
-        if not sep or not path:
-            raise ValueError(f"--scorer-path {item!r} is not of the form NAME=PATH")
-        if name not in names:
-            raise ValueError(f"--scorer-path {name}: not among the scorers {names}")
-        paths[name] = path
     for name in names:
         if name.startswith("toy:"):
             continue  # programmatic: no weights, no device
         kw: dict[str, Any] = {"device": args.scorer_device}
         if args.scorer_dtype:
             kw["dtype"] = args.scorer_dtype
-        if name in paths:
-            kw["path"] = paths[name]
-        kwargs[name] = kw
+        kwargs[name] = {**kw, **paths.get(name, {})}
     return kwargs
 
 
 def add_scorer_options(p: argparse.ArgumentParser) -> None:
+    from ..rewards.files import HELP
+
+    p.add_argument("--scorer-path", action="append", metavar="NAME=PATH", help=HELP)
     p.add_argument(
-        "--scorer-path", action="append", metavar="NAME=PATH",
-        help="local weights for a scorer, e.g. pickscore=/models/PickScore_v1 (repeatable)",
-    )  # fmt: skip
-    p.add_argument("--scorer-device", default="auto", help="auto (CUDA if present), cpu, cuda")
+        "--scorer-device", default="auto", help="auto (CUDA if present), cpu, cuda (default auto)"
+    )
     p.add_argument("--scorer-dtype", default=None, help="float32 (default), float16, bfloat16")
     p.add_argument(
         "--pickapic-root", default=None,
@@ -75,7 +71,8 @@ def _write(out: str | None, result: dict[str, Any]) -> None:
 
 def _cmd_eval_accuracy(args: argparse.Namespace) -> int:
     from ..rewards import get_scorer
-    from .accuracy import accuracy
+    from ..rewards.files import require_scorer_files
+    from .accuracy import accuracy, describe_accuracy
 
     if (args.scorer is None) == (args.model is None):
         raise ValueError("eval accuracy: give --scorer NAME (a reward model) or --model RUN "
@@ -90,23 +87,15 @@ def _cmd_eval_accuracy(args: argparse.Namespace) -> int:
     if args.model is not None:
         return _cmd_eval_implicit(args)
 
-    kwargs = scorer_kwargs(args, [args.scorer]).get(args.scorer, {})
-    scorer = get_scorer(args.scorer, **kwargs)
+    kwargs = scorer_kwargs(args, [args.scorer])
+    require_scorer_files(kwargs)  # every missing file named before anything loads
+    scorer = get_scorer(args.scorer, **kwargs.get(args.scorer, {}))
     result = accuracy(
         scorer, args.data, tune_on=args.tune_on, threshold=args.threshold,
         pickapic_root=args.pickapic_root, max_rows=args.max_rows, batch_size=args.batch_size,
         split=args.split,
     )  # fmt: skip
-    tuned = result.get("tuned_on")
-    where = f"tuned on {tuned['data']}" if tuned else "given"
-    print(
-        f"{result['scorer']} on {result['data']}"
-        + (f" (split {result['split']})" if "split" in result else "")
-        + f": accuracy {result['accuracy']:.1%} "
-        f"(tie threshold {result['threshold']:.4g}, {where}; {result['pairs']} pairs, "
-        f"{result['tied_labels']} tied labels, {result['skipped']} rows skipped); "
-        f"without ties {result['accuracy_no_ties']:.1%}"
-    )
+    print(describe_accuracy(result))
     _write(args.out, result)
     return 0
 

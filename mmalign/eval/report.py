@@ -98,6 +98,13 @@ def _distribution_plot(name: str, base: list[float], tuned: list[float]) -> str:
     return out
 
 
+def split_at_ceiling(r: dict[str, Any]) -> bool:
+    """Whether a scorer's `win_stats` is shown split at its ceiling (eval/winrate.py): some base
+    images reach it and some do not (with none at it, `below_ceiling` repeats the overall win
+    rate)."""
+    return bool(r.get("below_ceiling")) and r["at_ceiling"]["n"] > 0
+
+
 def _table(results: dict[str, Any]) -> str:
     head = (
         "<tr><th class=l>scorer</th><th>images</th><th>prompts</th><th>base mean</th>"
@@ -118,7 +125,7 @@ def _table(results: dict[str, Any]) -> str:
             f"<td>{r['ci95'][0]:.1%} – {r['ci95'][1]:.1%}</td>"
             f"<td>{r['wins']} / {r['ties']} / {r['losses']}</td></tr>"
         )
-        if r.get("below_ceiling"):  # eval/winrate.py: a perfect base image can only be tied
+        if split_at_ceiling(r):  # eval/winrate.py: a perfect base image can only be tied
             c, top = r["below_ceiling"], r["at_ceiling"]
             rows.append(
                 f"<tr><td class=l><span class=cap>where the base scores below {top['ceiling']:g}"

@@ -30,8 +30,10 @@ from ..devices import CPU_FLOAT32, sampling_precision
 from ..diffusion.sample import generate_seeded, to_pil_images
 from ..grid import pair_grid
 from ..rewards import get_scorer, split_name
+from ..rewards.files import require_scorer_files
 from ..stats import bootstrap_ci
 from ..weights import hub_commit
+from .report import split_at_ceiling
 
 BOOTSTRAP = 10_000
 # What a saved-images record without a model's device and dtype was drawn with: before
@@ -124,14 +126,16 @@ def describe(name: str, r: dict[str, Any]) -> str:
     """One scorer's `win_stats` as the lines `mmalign eval winrate` prints."""
     lo, hi = r["ci95"]
     text = (
-        f"{name}: win rate {r['win_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}, n={r['n']}), "
+        f"{name}: win rate {r['win_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}, n={r['n']}, "
+        f"wins/ties/losses {r['wins']}/{r['ties']}/{r['losses']}), "
         f"mean {r['base_mean']:.4f} -> {r['tuned_mean']:.4f}"
     )
-    if r.get("below_ceiling"):
+    if split_at_ceiling(r):
         c, top = r["below_ceiling"], r["at_ceiling"]
         text += (
             f"\n  where the base scores below {top['ceiling']:g}: win rate {c['win_rate']:.1%} "
-            f"(95% CI {c['ci95'][0]:.1%}-{c['ci95'][1]:.1%}, n={c['n']}); "
+            f"(95% CI {c['ci95'][0]:.1%}-{c['ci95'][1]:.1%}, n={c['n']}, "
+            f"wins/ties/losses {c['wins']}/{c['ties']}/{c['losses']}); "
             f"{top['n']} base images at {top['ceiling']:g}, {top['lost']} of them lost"
         )
     return text
@@ -313,10 +317,11 @@ def run_winrate(
     `per_prompt.jsonl` (one line per prompt and seed), `grid.png` (cards numbered by prompt
     index, as the report and the image files) and, with `report`, `report.html`.
     `resolution`: the image side both models sample at (None: the pipelines' default, as
-    images saved before the option existed). A scorer name, and a toy scorer's argument
-    (`toy:user:<id>`), are checked before any image is drawn; a model scorer's weights (and
-    its argument, such as an HPSv2 version) load only once the images exist (saved: a rerun
-    reuses them)."""
+    images saved before the option existed). A scorer name, a toy scorer's argument
+    (`toy:user:<id>`) and a model scorer's files and argument (a hub id in the cache when
+    offline, a local path that exists, an HPSv2 version: `rewards.files`) are checked before
+    any image is drawn; a model scorer's weights load only once the images exist (saved: a
+    rerun reuses them)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if seeds_per_prompt < 1:
@@ -326,6 +331,9 @@ def run_winrate(
     for name in scorers:  # a typo fails before any image is drawn
         if split_name(name)[0].startswith("toy:"):  # programmatic, no weights: build it now,
             get_scorer(name, **scorer_kwargs.get(name, {}))  # so `toy:user:wram` fails here
+    # every model scorer's files (hub ids in the cache when offline, local paths there, an
+    # HPSv2 version known), all named at once, before any image is drawn: nothing loads
+    require_scorer_files({name: scorer_kwargs.get(name, {}) for name in scorers})
     base_id, tuned_id = (meta or {}).get("base"), (meta or {}).get("tuned")
     precision = {f"{model}_{k}": v for model, pipe in (("base", base_pipe), ("tuned", tuned_pipe))
                  for k, v in sampling_precision(pipe).items()}  # fmt: skip

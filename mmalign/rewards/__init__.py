@@ -17,7 +17,9 @@ set `requires_argument`). Real models load lazily, so listing names costs no imp
 Keyword arguments of `get_scorer(name, **kwargs)` go to the factory: `path` (a local folder,
 file or hub id for the weights), `device`, `dtype`, `batch_size`, and per scorer `processor`
 (pickscore), `arch` (hpsv2: an OpenCLIP name or model config JSON), `clip` (aesthetic),
-`med_config` and `tokenizer` (imagereward).
+`med_config` and `tokenizer` (imagereward). `files.scorer_files(name, **kwargs)` lists the files
+a scorer would load and `files.require_scorer_files` checks them, loading nothing; on the
+command line `--scorer-path NAME=PATH` / `NAME:OPTION=PATH` gives them (`files.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def _lazy(module: str, cls: str, **attrs: Any) -> Callable[..., Scorer]:
         return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(*args, **kwargs)
 
     factory.__doc__ = f"mmalign.rewards.{module}.{cls}"
+    factory.files_module = module  # type: ignore[attr-defined]  # its `files`: rewards/files.py
     for key, value in attrs.items():
         setattr(factory, key, value)
     return factory

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from .common import RewardMLP, ScorerOptions, resolve_file, scorer_key
-from .openclip import OpenClipScorer
+from .common import RewardMLP, ScorerOptions, resolve_file
+from .files import ScorerFile
+from .openclip import OpenClipScorer, tag_file
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
@@ -50,6 +51,38 @@ class AestheticMLP(RewardMLP):
         return mlp
 
 
+def files(
+    *, path: str | Path = REPO, clip: str = "ViT-L-14:openai", **_options: object
+) -> list[ScorerFile]:
+    """The MLP checkpoint and the CLIP backbone's weights `Aesthetic(path=, clip=)` loads
+    (rewards/files.py)."""
+    found = [
+        ScorerFile(
+            "aesthetic",
+            "path",
+            "MLP checkpoint",
+            str(path),
+            in_folder=(CHECKPOINT, SAFETENSORS),
+            hub_file=CHECKPOINT,
+            give="PATH",
+            shown=f"{CHECKPOINT} from {path}",
+        )
+    ]
+    arch, _, pretrained = clip.partition(":")
+    pretrained = pretrained or "openai"
+    if Path(pretrained).is_file():
+        return found
+    if Path(pretrained).suffix or "/" in pretrained:  # a file, not a tag
+        return [
+            *found,
+            ScorerFile(
+                "aesthetic", "clip", "CLIP backbone", pretrained, hub=False, give=f"{arch}:FILE"
+            ),
+        ]
+    weights = tag_file("aesthetic", "clip", arch, pretrained, f"{arch}:FILE")
+    return [*found, weights] if weights.source else found
+
+
 class Aesthetic(OpenClipScorer):
     """`aesthetic`: `path` is the MLP checkpoint (`.pth` or `.safetensors` file, folder or hub
     repo); `clip` the backbone as `<arch>:<pretrained tag or file>` (default ViT-L-14:openai; a
@@ -64,7 +97,9 @@ class Aesthetic(OpenClipScorer):
     ) -> None:
         super().__init__(**options)
         self.name = "aesthetic"
-        file = resolve_file(path, CHECKPOINT, SAFETENSORS, key=scorer_key("aesthetic"))
+        file = resolve_file(
+            path, CHECKPOINT, SAFETENSORS, scorer="aesthetic", what="MLP checkpoint"
+        )
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -77,7 +112,8 @@ class Aesthetic(OpenClipScorer):
         pretrained = pretrained or "openai"
         # the MLP was trained on OpenAI's ViT-L/14 embeddings: a local file of the backbone is
         # built as the `openai` tag's weights need (QuickGELU), where the arch has that tag
-        self._load(arch, pretrained, "openai" if Path(pretrained).is_file() else None)
+        self._load(arch, pretrained, "openai" if Path(pretrained).is_file() else None,
+                   given_as=("aesthetic", "clip", f"{arch}:FILE"))  # fmt: skip
         width = self.model.visual.output_dim
         if width != self.mlp.layers[0].in_features:
             raise ValueError(

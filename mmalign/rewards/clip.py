@@ -12,12 +12,29 @@ from typing import TYPE_CHECKING
 import torch
 
 from .common import ScorerOptions
-from .openclip import OpenClipScorer
+from .files import ScorerFile
+from .openclip import OpenClipScorer, tag_file
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
 
 DEFAULT = "ViT-L-14:openai"
+
+
+def files(
+    backbone: str = DEFAULT, *, path: str | Path | None = None, **_options: object
+) -> list[ScorerFile]:
+    """The OpenCLIP weights `ClipScore(backbone, path=...)` loads: `path` (a local checkpoint
+    file), else the hub repo of the backbone's pretrained tag (rewards/files.py)."""
+    arch, _, tag = backbone.partition(":")
+    scorer = "clip" if backbone == DEFAULT else f"clip:{backbone}"
+    found = []
+    if Path(arch).suffix == ".json":
+        found.append(ScorerFile(scorer, "path", "OpenCLIP model config", arch, hub=False))
+    if path is not None:
+        return [*found, ScorerFile(scorer, "path", "checkpoint", str(path), hub=False, give="FILE")]
+    weights = tag_file(scorer, "path", arch, tag or "openai", "FILE")
+    return [*found, weights] if weights.source else found
 
 
 class ClipScore(OpenClipScorer):

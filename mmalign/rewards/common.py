@@ -140,26 +140,30 @@ def local_file(source: str | Path, filenames: Sequence[str]) -> Path | None:
     return None
 
 
-def scorer_key(name: str) -> str:
-    """How a user points scorer `name` at local weights, for messages."""
-    return f"--scorer-path {name} (path=)"
-
-
-def resolve_file(source: str | Path, filename: str, *alternatives: str, key: str = "path") -> Path:
+def resolve_file(
+    source: str | Path,
+    filename: str,
+    *alternatives: str,
+    scorer: str = "the scorer",
+    what: str = "checkpoint",
+) -> Path:
     """A checkpoint file: `local_file(source, [filename, *alternatives])`, else `filename`
     downloaded from the hub repo `source`; offline and not cached, or a failed download,
-    raises an `InputError` naming `key` (where the user gives the weights)."""
+    raises an `InputError` naming the scorer's `--scorer-path` (rewards/files.py)."""
     local = local_file(source, (filename, *alternatives))
     if local is not None:
         return local
     from huggingface_hub import hf_hub_download
 
     from ..config import InputError
-    from ..hub import hub_cache, hub_errors, offline, require_one
+    from ..hub import hub_cache, hub_errors, offline
+    from .files import ScorerFile, require_files
 
-    require_one(str(source), key, file=filename)
+    f = ScorerFile(scorer, "path", what, str(source), hub_file=filename, give="PATH",
+                   shown=f"{filename} from {source}")  # fmt: skip
+    require_files([f])
     try:
-        with hub_errors(source, key):  # the cache and offline mode as mmalign reads them now
+        with hub_errors(source, f.key):  # the cache and offline mode as mmalign reads them now
             return Path(hf_hub_download(str(source), filename, cache_dir=hub_cache(),
                                         local_files_only=offline()))  # fmt: skip
     except InputError:
@@ -167,7 +171,8 @@ def resolve_file(source: str | Path, filename: str, *alternatives: str, key: str
     except Exception as err:  # anything else the download meets: one clear message
         raise OSError(
             f"cannot get {filename} from the hub repo '{source}' ({type(err).__name__}: {err});"
-            f" without hub access pass path= a local {filename} or a folder holding it"
+            f" without hub access give a local {filename} or a folder holding it: "
+            f"{f.option_text}"
         ) from err
 
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..suggest import did_you_mean
-from .common import ScorerOptions, resolve_file, scorer_key
+from .common import ScorerOptions, resolve_file
+from .files import ScorerFile
 from .openclip import OpenClipScorer
 
 if TYPE_CHECKING:
@@ -24,6 +25,35 @@ if TYPE_CHECKING:
 
 REPO = "xswu/HPSv2"
 CHECKPOINTS = {"v2.1": "HPS_v2.1_compressed.pt", "v2.0": "HPS_v2_compressed.pt"}
+
+
+def _check_version(version: str) -> None:
+    if version not in CHECKPOINTS:
+        raise ValueError(f"unknown HPSv2 version '{version}'; {did_you_mean(version, CHECKPOINTS)}")
+
+
+def _name(version: str) -> str:
+    """How a user names the scorer (`hpsv2` for the default version)."""
+    return "hpsv2" if version == "v2.1" else f"hpsv2:{version}"
+
+
+def files(
+    version: str = "v2.1",
+    *,
+    path: str | Path = REPO,
+    arch: str | Path = "ViT-H-14",
+    **_options: object,
+) -> list[ScorerFile]:
+    """The checkpoint (and a model config JSON given as `arch`) `HPSv2` loads
+    (rewards/files.py)."""
+    _check_version(version)
+    file = CHECKPOINTS[version]
+    found = [ScorerFile(_name(version), "path", "checkpoint", str(path), in_folder=(file,),
+                        hub_file=file, give="PATH", shown=f"{file} from {path}")]  # fmt: skip
+    if Path(arch).suffix == ".json":
+        found.append(ScorerFile(_name(version), "arch", "OpenCLIP model config", str(arch),
+                                hub=False, give="FILE"))  # fmt: skip
+    return found
 
 
 class HPSv2(OpenClipScorer):
@@ -43,13 +73,10 @@ class HPSv2(OpenClipScorer):
         arch: str | Path = "ViT-H-14",
         **options: Unpack[ScorerOptions],
     ) -> None:
-        if version not in CHECKPOINTS:
-            raise ValueError(
-                f"unknown HPSv2 version '{version}'; {did_you_mean(version, CHECKPOINTS)}"
-            )
+        _check_version(version)
         super().__init__(**options)
         self.name = f"hpsv2:{version}"
-        checkpoint = resolve_file(path, CHECKPOINTS[version], key=scorer_key("hpsv2"))
+        checkpoint = resolve_file(path, CHECKPOINTS[version], scorer=_name(version))
         self._load(arch, checkpoint)
 
     def _score_batch(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:

@@ -35,8 +35,8 @@ from .common import (
     ScorerOptions,
     local_file,
     resolve_file,
-    scorer_key,
 )
+from .files import ScorerFile, require_files
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
@@ -307,10 +307,34 @@ def _source(path: str | Path) -> str:
     return ALIASES.get(str(path), str(path))
 
 
+def files(
+    *,
+    path: str | Path = REPO,
+    med_config: str | Path | Mapping[str, Any] | None = None,
+    tokenizer: str | Path = TOKENIZER,
+    **_options: object,
+) -> list[ScorerFile]:
+    """The tokenizer, checkpoint and med config file `ImageRewardScorer` loads
+    (rewards/files.py)."""
+    found = [
+        _tokenizer_file(tokenizer),
+        ScorerFile("imagereward", "path", "checkpoint", _source(path), in_folder=FILES,
+                   hub_file=CHECKPOINT, give="PATH", shown=f"{CHECKPOINT} from {_source(path)}"),
+    ]  # fmt: skip
+    if isinstance(med_config, str | Path):
+        found.append(ScorerFile("imagereward", "med_config", "med config", str(med_config),
+                                hub=False, give="FILE"))  # fmt: skip
+    return found
+
+
+def _tokenizer_file(source: str | Path) -> ScorerFile:
+    return ScorerFile("imagereward", "tokenizer", "tokenizer", str(source))
+
+
 def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of `path` (a file, a folder holding it, or a hub repo): safetensors for
     `.safetensors`, else `torch.load(weights_only=True)`."""
-    file = resolve_file(_source(path), *FILES, key=scorer_key("imagereward"))
+    file = resolve_file(_source(path), *FILES, scorer="imagereward")
     if file.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -327,18 +351,19 @@ def blip_tokenizer(source: str | Path = TOKENIZER):
     from transformers import AutoTokenizer
 
     from ..config import InputError
-    from ..hub import hub_errors, require_one
+    from ..hub import hub_errors
 
-    require_one(str(source), "imagereward tokenizer=")
+    f = _tokenizer_file(source)
+    require_files([f])
     try:
-        with hub_errors(source, "imagereward tokenizer="):
+        with hub_errors(source, f.key):
             tokenizer = AutoTokenizer.from_pretrained(str(source))
     except InputError:
         raise
     except OSError as err:
         raise OSError(
             f"imagereward: cannot load the BERT tokenizer '{source}' ({err}); without hub "
-            "access pass tokenizer= a local bert-base-uncased folder"
+            f"access give a local bert-base-uncased folder: {f.option_text}"
         ) from err
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})
     tokenizer.add_tokens(["[ENC]"], special_tokens=True)
@@ -361,8 +386,10 @@ class ImageRewardScorer(BatchedScorer):
     ) -> None:
         super().__init__(**options)
         self.name = "imagereward"
-        # Cheap failures first: a bad local path, then the tokenizer, then the (1.8 GB) weights.
+        # Cheap failures first: a bad local path, every file not in the cache while offline,
+        # then the tokenizer, then the (1.8 GB) weights.
         local_file(_source(path), FILES)
+        require_files(files(path=path, med_config=med_config, tokenizer=tokenizer))
         self.tokenizer = blip_tokenizer(tokenizer)
         model = ImageRewardModel.from_state_dict(load_checkpoint(path), med_config)
         vocab = model.text.config.vocab_size

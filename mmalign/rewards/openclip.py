@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import InputError
-from ..hub import hub_errors, require_one
+from ..hub import hub_errors
 from .common import CLIP_MEAN, CLIP_STD, BatchedScorer
+from .files import ScorerFile, require_files
 
 try:
     import open_clip
@@ -47,9 +48,13 @@ def model_name(arch: str | Path) -> str:
     return str(arch)
 
 
-def _require_tag(oc, name: str, tag: str) -> None:
-    """A pretrained tag OpenCLIP knows for `name`, whose hub repo is usable (cached when
-    offline); a path that does not exist is named as such."""
+def tag_file(scorer: str, option: str, arch: str | Path, tag: str, give: str) -> ScorerFile:
+    """The hub repo OpenCLIP downloads `arch`'s pretrained `tag` from, as a `ScorerFile` of
+    `scorer` (given instead with `--scorer-path` `option`); an unknown tag raises, a path
+    that does not exist is named as such. A tag whose weights come from elsewhere (a URL)
+    gives a `ScorerFile` that needs no check."""
+    oc = require_open_clip()
+    name = model_name(arch)
     tags = oc.list_pretrained_tags_by_model(name)
     if tag not in tags:
         if Path(tag).suffix or "/" in tag:
@@ -59,8 +64,8 @@ def _require_tag(oc, name: str, tag: str) -> None:
         raise InputError(f"OpenCLIP {name} has no pretrained weights '{tag}'; "
                          f"{did_you_mean(tag, tags)}")  # fmt: skip
     repo = (oc.get_pretrained_cfg(name, tag).get("hf_hub") or "").strip("/")
-    if repo:
-        require_one(repo, f"the OpenCLIP weights {name}:{tag} (or a local checkpoint file)")
+    shown = f"{name}:{tag} (hub repo {repo})"
+    return ScorerFile(scorer, option, "OpenCLIP weights", repo, give=give, shown=shown)
 
 
 def create(
@@ -70,18 +75,26 @@ def create(
     device: torch.device,
     dtype: torch.dtype,
     tag: str | None = None,
+    given_as: tuple[str, str, str] | None = None,
 ):
     """(model, tokenizer, image size, mean, std, interpolation, resize mode): the model and its
     `preprocess_val` settings. `pretrained` is an OpenCLIP tag (`openai`,
     `laion2b_s32b_b79k`: downloaded by open_clip), a local checkpoint file (loaded with
     `weights_only=True`; a dict with a 'state_dict' key, as HPSv2's, works too) or None
     (random weights, to be loaded by the caller). `tag` names the weights a local file holds
-    (`openai`), so the model is built, and its images preprocessed, as they were trained."""
+    (`openai`), so the model is built, and its images preprocessed, as they were trained.
+    `given_as`: (scorer, option, placeholder) by which a user gives these weights locally,
+    for messages (`files.ScorerFile`; default the `clip` scorer's `path`)."""
     oc = require_open_clip()
     name = model_name(arch)
     local = pretrained is not None and Path(pretrained).is_file()
+    key = "the OpenCLIP weights"  # where a download failure says to give them
     if pretrained is not None and not local:
-        _require_tag(oc, name, str(pretrained))
+        scorer, option, give = given_as or (f"clip:{name}:{pretrained}", "path", "FILE")
+        weights = tag_file(scorer, option, name, str(pretrained), give)
+        if weights.source:  # its hub repo usable (cached when offline)
+            require_files([weights])
+            key = weights.key
         tag = str(pretrained)
     # OpenAI's CLIPs were trained with QuickGELU, but `ViT-L-14` and the like are configured with
     # nn.GELU: open_clip >= 3 builds those with nn.GELU under the `openai` tag and only warns
@@ -92,7 +105,7 @@ def create(
     if local:  # open_clip warns "no pretrained weights loaded": the next line loads them
         root.setLevel(logging.ERROR)
     try:
-        with hub_errors(f"{name}:{pretrained}", "the OpenCLIP weights"):
+        with hub_errors(f"{name}:{pretrained}", key):
             model = oc.create_model(
                 name,
                 pretrained=None if local else pretrained,
@@ -124,11 +137,16 @@ class OpenClipScorer(BatchedScorer):
     scorer's device and dtype; `_cosine` is cos(text, image)."""
 
     def _load(
-        self, arch: str | Path, pretrained: str | Path | None, tag: str | None = None
+        self,
+        arch: str | Path,
+        pretrained: str | Path | None,
+        tag: str | None = None,
+        given_as: tuple[str, str, str] | None = None,
     ) -> None:
         self.model, self.tokenizer, self.size, self.mean, self.std, interpolation, mode = create(
-            arch, pretrained=pretrained, device=self.device, dtype=self.dtype, tag=tag
-        )
+            arch, pretrained=pretrained, device=self.device, dtype=self.dtype, tag=tag,
+            given_as=given_as,
+        )  # fmt: skip
         if self.fit == "crop":  # HPSv2 ("pad") follows its own preprocess_val, not the model's
             fits = {"shortest": "crop", "squash": "squash"}
             if mode not in fits or interpolation not in ("bicubic", "bilinear"):

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from ..hub import Need, hub_errors, require
-from .common import BatchedScorer, ScorerOptions, scorer_key
+from ..hub import hub_errors
+from .common import BatchedScorer, ScorerOptions
+from .files import ScorerFile, require_files
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is Python 3.11+
@@ -23,6 +24,33 @@ if TYPE_CHECKING:
 MODEL = "yuvalkirstain/PickScore_v1"
 PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 MAX_TOKENS = 77  # CLIP's context, start and end tokens included (the reference's max_length)
+# a saved processor's config: transformers < 5 writes the first, transformers 5 the second
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def processor_source(path: str | Path, processor: str | Path | None) -> str:
+    """The processor PickScore loads: `processor`; else the model's own folder where it holds
+    a processor's files (one folder saved with both); else `PROCESSOR`, the one PickScore was
+    trained with and its own example loads (a different repository from the model's)."""
+    if processor is not None:
+        return str(processor)
+    folder = Path(str(path)).expanduser()
+    if any((folder / name).is_file() for name in PROCESSOR_FILES):
+        return str(path)
+    return PROCESSOR
+
+
+def files(
+    path: str | Path = MODEL, *, processor: str | Path | None = None, **_options: object
+) -> list[ScorerFile]:
+    """The model and processor `PickScore(path, processor=...)` loads (rewards/files.py)."""
+    return [
+        ScorerFile("pickscore", "path", "model", str(path), in_folder=("config.json",),
+                   hub_file="config.json"),
+        ScorerFile("pickscore", "processor", "processor", processor_source(path, processor),
+                   in_folder=PROCESSOR_FILES, hub_file=PROCESSOR_FILES[0],
+                   note=", or save it into the model's folder"),
+    ]  # fmt: skip
 
 
 def _embeds(output) -> torch.Tensor:
@@ -43,7 +71,8 @@ def _crop_size(crop) -> int:
 
 class PickScore(BatchedScorer):
     """`pickscore`: `path` is the model (folder or hub id), `processor` its processor
-    (default: the processor PickScore was trained with, a different repository)."""
+    (default: the model's folder where it holds one, else the processor PickScore was trained
+    with, a different repository: `processor_source`)."""
 
     centre = "floor"  # transformers' center_crop: `excess // 2`, not torchvision's rounding
     max_tokens = MAX_TOKENS
@@ -59,19 +88,13 @@ class PickScore(BatchedScorer):
 
         super().__init__(**options)
         self.name = "pickscore"
-        processor = str(processor or PROCESSOR)
-        key = scorer_key("pickscore")
-        require(
-            [
-                Need(str(path), key, file="config.json"),
-                Need(processor, "pickscore processor=", file="preprocessor_config.json"),
-            ]
-        )
-        with hub_errors(path, key):
+        model_file, processor_file = files(path, processor=processor)
+        require_files([model_file, processor_file])
+        with hub_errors(path, model_file.key):
             model = CLIPModel.from_pretrained(str(path), dtype=self.dtype)
         self.model = model.to(self.device).eval()
-        with hub_errors(processor, "pickscore processor="):
-            self.processor = AutoProcessor.from_pretrained(processor)
+        with hub_errors(processor_file.source, processor_file.key):
+            self.processor = AutoProcessor.from_pretrained(processor_file.source)
         ip = self.processor.image_processor
         self.size = _crop_size(ip.crop_size)
         self.mean, self.std = tuple(ip.image_mean), tuple(ip.image_std)

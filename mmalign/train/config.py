@@ -58,6 +58,9 @@ class LoraConfig:
             raise ValueError(f"lora.alpha must be > 0 (or null: alpha = rank), got {self.alpha}")
 
 
+TOY_SPLIT = "train"  # the split a toy dataset is built as (toy/datasets; its cards say so)
+
+
 @dataclass
 class DataConfig:
     """`data:` of a recipe, or the name of a dataset card (`data: datasets/pickapic_v2.yaml`,
@@ -92,13 +95,22 @@ class DataConfig:
             if missing_local(self.path):  # the likelier mistake: the path, not data.toy
                 raise ConfigError(f"data.path: {self.path} does not exist (no such local folder)")
             raise ConfigError(f"data.toy is only for data.path: toy:<kind>, not {self.path}")
+        if self.path.startswith("toy:") and self.split != TOY_SPLIT:
+            raise ConfigError(  # it was ignored: the training rows trained whatever it said
+                f"data.split: {self.split}: toy data is built, not split ({self.path} is built "
+                f"for the run; data.split must be {TOY_SPLIT}). For rows on the held-out toy "
+                "prompts set data.toy.prompt_split: heldout (a new data.toy.seed draws others)"
+            )
         if self.smooth is not None:
-            unknown = sorted(set(self.smooth) - {"scorer", "batch_size", "device"})
+            unknown = sorted(set(self.smooth) - {"scorer", "batch_size", "device", "scorer_path"})
             if unknown:
                 raise ConfigError(
                     f"data.smooth: unknown key(s) {', '.join(unknown)}; "
-                    "use scorer, batch_size, device"
+                    "use scorer, batch_size, device, scorer_path"
                 )
+            from .diffusion_config import check_scorer
+
+            check_scorer(self.smooth.get("scorer", "pickscore"), "data.smooth.scorer")
         if self.filter is not None:
             from ..data.pair_filter import parse_filter
 
@@ -187,6 +199,23 @@ class ValidationConfig:
     # SD3 7.0, toy-sd 2.5 ...), as `mmalign sample` and `eval winrate` draw
     guidance: float | None = None
     enabled: bool = True
+
+    def __post_init__(self) -> None:
+        # the spec's form now, not after training: its prompts are drawn only at the end
+        from ..data.prompts import check_prompts
+
+        if isinstance(self.prompts, str):
+            try:
+                check_prompts(self.prompts)
+            except ValueError as err:
+                raise ConfigError(f"validation.prompts: {err}") from None
+        elif not all(isinstance(p, str) and p.strip() for p in self.prompts) or (
+            self.enabled and not self.prompts
+        ):
+            raise ConfigError(
+                "validation.prompts: a list needs at least one prompt, each a non-empty "
+                f"string; got {self.prompts!r}"
+            )
 
 
 @dataclass

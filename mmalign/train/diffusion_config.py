@@ -10,6 +10,32 @@ from typing import Literal
 from ..config import ConfigError
 
 
+def check_scorer(name: str, key: str, *, dense: bool = False) -> None:
+    """Raise a ConfigError naming `key` for a reward scorer name that is not registered (with
+    the closest one), or a toy scorer's argument it does not know (`toy:user:wram`); `dense`:
+    the scorer must give heatmaps (toy:flaws, dense:<path>). Loads no model: a toy scorer is
+    built (programmatic, no weights), a model scorer's weights load where it runs."""
+    from ..rewards import SCORERS, split_name
+    from ..suggest import did_you_mean
+
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{key}: name a reward scorer, e.g. toy:fidelity, got {name!r}")
+    if dense and name.startswith("toy:"):  # dense:<path> is a checkpoint, checked at the start
+        heatmaps = [b for b, factory in SCORERS.items() if hasattr(factory, "dense")]
+        if name.partition(":")[2] and not any(name.startswith(h) for h in heatmaps):
+            raise ConfigError(
+                f"{key}: {name!r} is no scorer that gives heatmaps; "
+                f"{did_you_mean(name, heatmaps)} (use toy:flaws or dense:<path>)"
+            )
+    try:
+        base, argument = split_name(name)
+        if base.startswith("toy:"):  # programmatic, no weights: built now, checking its argument
+            factory = SCORERS[base]
+            factory(argument) if argument is not None else factory()
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
 @dataclass
 class RenoiseConfig:
     """`diffusion.renoise` (with `trajectory: renoise`): DDIM inversion steps over the whole
@@ -55,6 +81,7 @@ class DenseConfig:
                 f"diffusion.dense.scorer: {self.scorer!r} gives no heatmaps; "
                 "use toy:flaws or dense:<path>"
             )
+        check_scorer(self.scorer, "diffusion.dense.scorer", dense=True)
         if self.batch_size < 1:
             raise ValueError(f"diffusion.dense.batch_size must be >= 1, got {self.batch_size}")
         if self.max_timestep is not None and self.max_timestep < 1:

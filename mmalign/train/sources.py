@@ -1,8 +1,10 @@
 """Every hub id a recipe needs, checked together before anything loads (`mmalign train`).
 
-An SDXL recipe needs its pipeline, its VAE and its data set; offline, each one missing from the
-local cache is named in one message with how to get it, instead of the first loader's
-traceback minutes later. An `output_dir` that is a file (or lies under one) is named with them.
+An SDXL recipe needs its pipeline, its VAE and its data set; offline, or online with a hub that
+cannot be reached, each one missing from the local cache is named in one message with how to
+get it, instead of the first loader's traceback minutes later (after a minute of retries). A
+model of another kind than `model.kind` (toy:sd in a VLM recipe), and an `output_dir` that is a
+file (or lies under one), are named with them.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import InputError
-from ..hub import Need, problem
+from ..hub import Need, problems
+from ..model_kind import kind_problem
 from .config import Config
 
 # The file that shows a model repo is in the cache, by what loads it.
@@ -42,10 +45,33 @@ def output_dir_problem(output_dir: str) -> str | None:
     return None
 
 
+def prompts_problem(cfg: Config) -> str | None:
+    """Why a diffusion recipe's `validation.prompts` file cannot be read, or None: its prompts
+    are drawn after the last step, and a missing file must not wait for the end of a run."""
+    from ..data.prompts import prompts_file
+
+    v = cfg.validation
+    if cfg.model.kind != "diffusion" or not v.enabled or not isinstance(v.prompts, str):
+        return None
+    path = prompts_file(v.prompts)
+    if path is None or path.exists():
+        return None
+    return (
+        f"validation.prompts: {v.prompts}: {path} does not exist (toy:heldout[:N], "
+        "pickapic:<split>, parti:<tsv>, hps:<json or folder>, or a text file)"
+    )
+
+
 def check_sources(cfg: Config) -> None:
     """Raise one `InputError` naming every input of `cfg` that cannot be used as it stands."""
-    problems = [problem(need) for need in recipe_needs(cfg)]
-    problems.append(output_dir_problem(cfg.output_dir))
-    found = [p for p in problems if p is not None]
+    m = cfg.model
+    noun = "toy:dense or a CLIP checkpoint" if m.kind == "reward" else None  # its backbone
+    wrong_kind = kind_problem(m.name_or_path, "model.name_or_path", m.kind,
+                              f"a model.kind: {m.kind} recipe", noun)  # fmt: skip
+    needs = recipe_needs(cfg)
+    if wrong_kind is not None:  # named as such: not also looked up as a hub id
+        needs = [n for n in needs if n.key != "model.name_or_path"]
+    found = [p for p in [wrong_kind, *problems(needs)] if p is not None]
+    found += [p for p in (output_dir_problem(cfg.output_dir), prompts_problem(cfg)) if p]
     if found:
         raise InputError("\n".join(found))

@@ -10,18 +10,19 @@ from ..config import InputError
 from ..devices import add_device_options
 
 
-def load_from_args(args: argparse.Namespace):
+def load_from_args(args: argparse.Namespace, needer: str = "this command"):
     """MODEL (a training output_dir: its saved adapter or model) with `--adapter`, on
-    `--device` in `--dtype`."""
+    `--device` in `--dtype`. A model of another kind (toy:sd, a diffusion run) is refused
+    before anything loads, naming the commands that take it and `needer` ("`mmalign chat`")."""
     from ..devices import device_options
+    from ..model_kind import require_kind
     from .load import load_vlm
 
     device, dtype = device_options(args)  # a device the machine lacks: refused first
-    model = args.model
-    run = Path(model) / "mmalign_run.json"
-    if run.is_file():  # a training output_dir: its saved adapter or model
-        model = json.loads(run.read_text())["final"]["path"]
-    return load_vlm(model, adapter=args.adapter, dtype=dtype, device=device)
+    require_kind(args.model, "model", "vlm", needer)
+    # a training output_dir resolves to its final weights in load_vlm (in the folder itself)
+    return load_vlm(args.model, adapter=args.adapter, dtype=dtype, device=device,
+                    adapter_key="--adapter")  # fmt: skip
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
@@ -34,7 +35,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     for path in args.image or []:  # before the model loads
         if not Path(path).is_file():
             raise FileNotFoundError(f"--image {path}: no such file")
-    vlm = load_from_args(args)
+    vlm = load_from_args(args, "`mmalign chat`")
     images = []
     for path in args.image or []:
         try:
@@ -55,7 +56,7 @@ def _cmd_eval_vlm(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
-    vlm = load_from_args(args)
+    vlm = load_from_args(args, "`mmalign eval vlm`")
     results = evaluate_toy(vlm, args.task, n=args.n, seed=args.seed)
     rates = {k: v for k, v in results.items()
              if k.endswith(("_rate", "accuracy")) or k == "format_compliance"}  # fmt: skip

@@ -122,9 +122,10 @@ def open_vlm_pairs(
     `key`: where the user named `path`, for messages (a recipe's `data.path`; a command's
     DATA). One saved Dataset (not a DatasetDict) is one split, and `split` must be that one
     (`check_saved_split`)."""
-    from datasets import Dataset, load_dataset, load_from_disk
+    from datasets import Dataset, load_dataset
 
     from ..data.pickapic import check_saved_split
+    from ..data.saved import load_saved, require_rows
     from ..data.schema import validate_rows
     from ..data.vlm_rows import read_records
     from ..hub import hub_errors, require_one
@@ -147,17 +148,20 @@ def open_vlm_pairs(
         local = single  # a folder with one JSON file and its images
     if local.is_file():
         records = read_records(local, split=split)
+        require_rows(records, None, key, local)  # (no fields to tell a format from)
         fields = list(dict.fromkeys(k for r in records[:100] for k in r))
         chosen = format or detect_format(fields, records[0] if records else None)
         if chosen == "pairs":
             chosen = "trl"  # plain prompt/chosen/rejected strings in JSON: TRL's standard form
-        return _readers()[chosen](records, image_root=image_root or local.parent,
-                                  where=str(local), max_samples=max_samples,
-                                  strict=strict)  # fmt: skip
+        rows, report = _readers()[chosen](records, image_root=image_root or local.parent,
+                                          where=str(local), max_samples=max_samples,
+                                          strict=strict)  # fmt: skip
+        require_rows(rows, report, key, local)
+        return rows, report
     saved = local.is_dir() and ((local / "state.json").is_file()
                                 or (local / "dataset_dict.json").is_file())  # fmt: skip
     if saved:
-        ds = load_from_disk(path)
+        ds = load_saved(path)  # (a folder saved from 0 rows: refused below, by key)
         if not isinstance(ds, Dataset):
             if split not in ds:
                 raise ValueError(f"{path} has splits {list(ds)}; asked for split {split!r}")
@@ -175,6 +179,7 @@ def open_vlm_pairs(
         raise FileNotFoundError(f"{path}: no such file, folder or hub id (owner/name)")
     if max_samples is not None:
         ds = ds.select(range(min(max_samples, len(ds))))
+    require_rows(ds, None, key, path)  # before its (absent) rows are read for the format
     # the text fields only: decoding row 0's images would read a path before it is checked
     texts = [c for c in ("prompt", "chosen", "rejected", "text") if c in ds.column_names]
     sample = ds.select_columns(texts)[0] if len(ds) else None
@@ -185,9 +190,13 @@ def open_vlm_pairs(
             raise ValueError(f"{path}: no column(s) {missing}; columns: {ds.column_names}")
         checked, report = validate_rows(ds, "text", strict=strict)
         report.name = path
+        require_rows(checked, report, key, path)
         return checked, report
     root = image_root or (local if local.is_dir() else None)
-    return _readers()[chosen](_raw_images(ds), image_root=root, where=path, strict=strict)
+    rows, report = _readers()[chosen](_raw_images(ds), image_root=root, where=path,
+                                      strict=strict)  # fmt: skip
+    require_rows(rows, report, key, path)
+    return rows, report
 
 
 # ---------------------------------------------------------------------- `mmalign data realign`

@@ -59,9 +59,11 @@ def has_image_pairs(data: str, split: str) -> bool:
     local = Path(data).expanduser()
     if not (local.is_dir() and any((local / f).is_file() for f in SAVED_MARKERS)):
         return False
-    from datasets import Dataset, load_from_disk
+    from datasets import Dataset
 
-    ds = load_from_disk(str(local))
+    from ..data.saved import load_saved
+
+    ds = load_saved(local)  # (0 rows: the reader that opens it says so, naming DATA)
     if not isinstance(ds, Dataset):
         if split not in ds:
             return False  # the VLM reader raises naming the splits there are
@@ -151,7 +153,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         return int(args.on_diffusion(args))
     if not have_matplotlib():  # said now, before the model pass, so it can be stopped
         print(f"mmalign: {NO_HISTOGRAMS}", file=sys.stderr)
-    rows, report = open_vlm_pairs(args.data, args.split, max_samples=args.max_samples)
+    rows, report = open_vlm_pairs(args.data, args.split, max_samples=args.max_samples,
+                                  key="DATA")  # fmt: skip
     if report.num_skipped:
         print(f"mmalign: {report}")
     if len(rows) == 0:

@@ -2,7 +2,9 @@
 SmolVLM, toy-vlm) with their processors, through transformers' Auto classes.
 
 `load_vlm` is the one entry point: a local folder or hub id, a dtype (full precision unless
-asked), a revision, a device (the CPU unless given). `toy:vlm` names the shipped toy-vlm. A
+asked), a revision, a device (the CPU unless given). `toy:vlm` names the shipped toy-vlm; a
+training output_dir names its final adapter or model; a model of another kind (toy:sd, a
+diffusion run) is refused naming what takes it (`mmalign.model_kind`). A
 folder holding a PEFT adapter (`adapter_config.json`) loads its base model and applies the
 adapter; a base that is itself an adapter folder (a LoRA run started from an SFT adapter,
 `VLMRecipe`) is loaded first with its own adapter merged in. `merge_adapter` merges an
@@ -26,7 +28,8 @@ from typing import Any
 import torch
 
 from ..config import InputError
-from ..hub import Need, hub_errors, require
+from ..hub import Need, hub_errors, looks_local, require
+from ..model_kind import require_kind, run_weights
 from ..weights import hub_commit, weight_files
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -92,13 +95,58 @@ def _dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _sources(name_or_path: str | Path, adapter: str | Path | None) -> tuple[str, tuple[str, ...]]:
+def _needer(key: str) -> str:
+    """Who needs the VLM, for a wrong-kind message: a recipe, a config key, or the command."""
+    if key.startswith("model."):
+        return "a model.kind: vlm recipe"
+    return key if "." in key else "this command"
+
+
+def _model_source(name_or_path: str | Path, key: str) -> str:
+    """The folder or id to load for `name_or_path`: a training output_dir gives its final
+    weights (in the folder itself, wherever the run was made); another kind is refused."""
+    require_kind(name_or_path, key, "vlm", _needer(key))
+    source = resolve_model(name_or_path)
+    weights = run_weights(source) if Path(source).is_dir() else None
+    return source if weights is None else str(weights)
+
+
+def _adapter_folder(adapter: str | Path, key: str) -> str:
+    """The adapter given on top, checked before anything loads: a local one (it exists, or is
+    spelled as a path) must be a PEFT adapter folder, else PEFT looks it up on the hub, with
+    retries; a VLM training output_dir gives its final adapter. A hub id is `_require`'s."""
+    name = str(adapter)
+    if not looks_local(name):
+        return name
+    require(needs=[Need(name, key)])  # "does not exist (no such local folder or file)"
+    require_kind(name, key, "vlm", key, noun="a VLM's PEFT adapter")
+    folder = Path(name).expanduser()
+    weights = run_weights(folder)
+    if weights is not None:
+        folder = weights
+    if weights is not None and not (folder / "adapter_config.json").is_file():
+        raise InputError(
+            f"{key}: {name}: the run's final weights ({folder}) are a whole model, not an "
+            "adapter: give the run as MODEL, with no adapter"
+        )
+    if not (folder / "adapter_config.json").is_file():
+        raise InputError(
+            f"{key}: {name} holds no adapter_config.json; {key} takes a PEFT adapter "
+            "folder (a LoRA VLM run's adapter/, or the run's output_dir)"
+        )
+    return str(folder)
+
+
+def _sources(
+    name_or_path: str | Path, adapter: str | Path | None, key: str = "model",
+    adapter_key: str = "adapter",
+) -> tuple[str, tuple[str, ...]]:  # fmt: skip
     """(the model to load, the adapters on it, innermost first): a folder that is itself a PEFT
     adapter names its base model (`base_model_name_or_path`), which may be an adapter folder
     in turn (the adapter of a LoRA run that started from an adapter, `VLMRecipe.save`); an
     `adapter` given goes on top of them all."""
-    source = resolve_model(name_or_path)
-    chain = [str(adapter)] if adapter is not None else []
+    source = _model_source(name_or_path, key)
+    chain = [_adapter_folder(adapter, adapter_key)] if adapter is not None else []
     while (Path(source) / "adapter_config.json").is_file():
         if source in chain or len(chain) > MAX_ADAPTER_CHAIN:
             raise ValueError(f"{name_or_path}: the adapters' base_model_name_or_path loop")
@@ -108,9 +156,10 @@ def _sources(name_or_path: str | Path, adapter: str | Path | None) -> tuple[str,
     return source, tuple(chain)
 
 
-def _require(source: str, revision: str | None, adapters: Sequence[str], key: str) -> None:
+def _require(source: str, revision: str | None, adapters: Sequence[str], key: str,
+             adapter_key: str = "adapter") -> None:  # fmt: skip
     needs = [Need(source, key, file="config.json", revision=revision)]
-    needs += [Need(a, "adapter", file="adapter_config.json") for a in adapters]
+    needs += [Need(a, adapter_key, file="adapter_config.json") for a in adapters]
     require(needs)
 
 
@@ -183,17 +232,19 @@ def load_vlm(
     adapter: str | Path | None = None,
     key: str = "model",
     device: str | torch.device | None = None,
+    adapter_key: str = "adapter",
 ) -> VLM:
     """The model (`AutoModelForImageTextToText`) and processor (`AutoProcessor`, with its chat
     template) from a folder or hub id. `adapter`: a PEFT adapter folder applied on top; a
     folder that is itself an adapter loads its `base_model_name_or_path` first (an adapter
-    folder in turn is applied and merged in before it, `_sources`). `device`:
+    folder in turn is applied and merged in before it, `_sources`). `key`, `adapter_key`:
+    where the user named the model and the adapter, for messages. `device`:
     where the model (adapter included) is moved once loaded (None: where it loaded, the CPU;
     inference commands resolve theirs with `mmalign.devices.resolve_device`)."""
     from transformers import AutoModelForImageTextToText
 
-    source, adapters = _sources(name_or_path, adapter)
-    _require(source, revision, adapters, key)
+    source, adapters = _sources(name_or_path, adapter, key, adapter_key)
+    _require(source, revision, adapters, key, adapter_key)
     try:
         with hub_errors(source, key):
             model = AutoModelForImageTextToText.from_pretrained(
@@ -219,7 +270,9 @@ def load_vlm(
         for i, folder in enumerate(adapters):
             if i:  # an adapter trained on the one before merged into its base
                 model = model.merge_and_unload()
-            model = PeftModel.from_pretrained(model, folder)
+            given = adapter is not None and i == len(adapters) - 1  # the one given on top
+            with hub_errors(folder, adapter_key if given else key):
+                model = PeftModel.from_pretrained(model, folder)
     if device is not None:
         model.to(device)
     model.eval()
@@ -244,15 +297,20 @@ class VLMRef:
     adapter: str | Path | None = None
     key: str = "model"
     device: str | torch.device | None = None
+    adapter_key: str = "adapter"
     _processor: Any = field(default=None, init=False, repr=False)
     _weights_key: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
     _vlm: VLM | None = field(default=None, init=False, repr=False)
 
+    def _sources(self) -> tuple[str, tuple[str, ...]]:
+        source, adapters = _sources(self.name_or_path, self.adapter, self.key, self.adapter_key)
+        _require(source, self.revision, adapters, self.key, self.adapter_key)
+        return source, adapters
+
     @property
     def processor(self) -> Any:
         if self._processor is None:
-            source, adapters = _sources(self.name_or_path, self.adapter)
-            _require(source, self.revision, adapters, self.key)
+            source, adapters = self._sources()
             self._processor = _load_processor(source, self.revision, adapters, self.key)
         return self._processor
 
@@ -261,8 +319,7 @@ class VLMRef:
         if self._weights_key is None:
             from transformers import AutoConfig
 
-            source, adapters = _sources(self.name_or_path, self.adapter)
-            _require(source, self.revision, adapters, self.key)
+            source, adapters = self._sources()
             config = None
             if self.revision is None:  # the commit it resolves to, as the loaded model's config
                 with hub_errors(source, self.key):
@@ -278,6 +335,7 @@ class VLMRef:
             self._vlm = load_vlm(
                 self.name_or_path, dtype=self.dtype, revision=self.revision,
                 adapter=self.adapter, key=self.key, device=self.device,
+                adapter_key=self.adapter_key,
             )  # fmt: skip
         return self._vlm
 

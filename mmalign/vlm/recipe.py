@@ -72,6 +72,7 @@ def open_rows(cfg: Config) -> tuple[Any, ValidationReport]:
     `open_vlm_pairs` reads (MMSafe-PO, Re-Align, TRL-style, LLaVA conversations, pairs)."""
     from datasets import load_from_disk
 
+    from ..data.saved import require_rows
     from ..data.schema import validate_rows
     from ..toy.cache import TOY_PREFIX, toy_pairs
 
@@ -81,6 +82,7 @@ def open_rows(cfg: Config) -> tuple[Any, ValidationReport]:
         if d.max_samples is not None:
             rows = rows.select(range(min(d.max_samples, len(rows))))
         checked, report = validate_rows(rows, "text")
+        require_rows(checked, report, "data.path", d.path)
         return checked, report
     if d.toy:
         raise ValueError("data.toy is only for data.path: toy:<kind>")

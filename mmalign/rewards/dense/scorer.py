@@ -19,6 +19,7 @@ from ...data.dense import DENSE_SCORES
 from ...data.schema import HEATMAP_CHANNELS
 from ..base import ImageBatch, as_image_batch
 from ..common import pick_device, pick_dtype
+from ..files import ScorerFile
 from .model import DenseRewardModel
 
 
@@ -40,6 +41,13 @@ def _sizes(images: ImageBatch) -> set[tuple[int, int]]:
     if isinstance(images, torch.Tensor):
         return {(int(images.shape[-1]), int(images.shape[-2]))}
     return {im.size for im in images}
+
+
+def files(path: str | Path | None = None, **_options: object) -> list[ScorerFile]:
+    """The head `DenseScorer(path)` loads: a local folder (rewards/files.py)."""
+    if path is None:
+        raise ValueError("dense needs a checkpoint: 'dense:<path>' (a trained dense head)")
+    return [ScorerFile(f"dense:{path}", "path", "dense reward head", str(path), hub=False)]
 
 
 class DenseScorer:
