@@ -50,3 +50,31 @@ def test_diagnose_skips_a_pre_templated_row_as_training_does() -> None:
         assert diag.columns["row"] == [0, 2]
         assert diag.report.skipped == {"pretemplated_prompt": 1}
         assert diag.report.examples["pretemplated_prompt"] == [1]
+
+
+def test_strict_raises_for_a_placeholder_mismatch_found_by_validation(tmp_path, monkeypatch):
+    """Since the data's validation counts `<image>` placeholder mismatches, `vlm.strict: true`
+    no longer raised for them (the docs and the behaviour before: a row error naming it)."""
+    import pytest
+    from datasets import load_from_disk
+    from test_vlm_train import _Accel, vlm_config
+
+    from mmalign.toy.cache import toy_pairs
+    from mmalign.vlm.recipe import VLMRecipe
+
+    monkeypatch.setenv("MMALIGN_CACHE", str(tmp_path / "cache"))
+    src = load_from_disk(str(toy_pairs("hallucination", {"n": 16})))
+
+    def edit(row, i):
+        if i == 3:
+            row["prompt"] = "<image> <image> " + row["prompt"]
+        return row
+
+    src.map(edit, with_indices=True, features=src.features).save_to_disk(str(tmp_path / "rows"))
+    data = {"path": str(tmp_path / "rows"), "split": "train", "toy": None}
+    train = {"batch_size": 4, "max_steps": 1}
+    lax = VLMRecipe(vlm_config(tmp_path / "a", data=data, vlm={}, train=train), _Accel())
+    assert lax.report.skipped == {"image_placeholder_mismatch": 1}
+    strict = vlm_config(tmp_path / "b", data=data, vlm={"strict": True}, train=train)
+    with pytest.raises(RowError, match=r"^row 3: .*placeholders"):
+        VLMRecipe(strict, _Accel())

@@ -91,6 +91,23 @@ def open_rows(cfg: Config) -> tuple[Any, ValidationReport]:
     return open_vlm_pairs(d.path, d.split, max_samples=d.max_samples, key="data.path")
 
 
+# skip reasons of the data's validation that are rows the collator could not use: under
+# vlm.strict they raise naming the row, as the collator's own reasons do in `_fitting`
+COLLATOR_REASONS = ("image_placeholder_mismatch",)
+
+
+def check_strict(report: ValidationReport, strict: bool) -> None:
+    """Under `vlm.strict`, the first row the data's validation skipped for a reason of the
+    collator's (`COLLATOR_REASONS`) raises naming it, as a row `_fitting` finds would."""
+    from ..data.schema import SKIP_NOTES
+    from .chat_format import RowError
+
+    for reason in COLLATOR_REASONS if strict else ():
+        if report.skipped.get(reason):
+            row = report.examples[reason][0]
+            raise RowError(reason, SKIP_NOTES.get(reason, reason) + " (vlm.strict: true)", row)
+
+
 def check_chosen_only(rows: Any, objective: Any, where: str) -> None:
     """Refuse a loss other than `sft` on chosen-only rows: PRISM-CoT rows
     (`mmalign data prism-import`) hold the marker `SFT_ONLY` as rejected, and a preference loss
@@ -156,6 +173,7 @@ class VLMRecipe:
             self.objective = blind_rows_objective(objective)
             pairs = list(self.objective.pairs)
         self.rows, self.report = open_rows(cfg)
+        check_strict(self.report, v.strict)
         check_chosen_only(self.rows, objective, cfg.data.path)
         extra: dict[str, list[Any]] = {}
         wants_blind = "blind" in objective.pairs
