@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -109,3 +112,15 @@ def pretend_cuda(monkeypatch):
     where they were asked to load, tests/device_helpers.py)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+@pytest.fixture
+def umask() -> Iterator[Any]:
+    """Set the process umask for a test (022 unless the test sets another) and restore it."""
+    old = os.umask(0o022)
+
+    def set_umask(value: int) -> None:
+        os.umask(value)
+
+    yield set_umask
+    os.umask(old)

@@ -9,33 +9,11 @@ gets: 0644 under umask 022, and still 0600 under 077.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from diffusion_helpers import save_tiny, tiny_config
-
-
-@pytest.fixture
-def umask() -> Iterator[Any]:
-    """Set the process umask for a test (022 unless the test sets another) and restore it."""
-    old = os.umask(0o022)
-
-    def set_umask(value: int) -> None:
-        os.umask(value)
-
-    yield set_umask
-    os.umask(old)
-
-
-def modes(folder: Path) -> dict[str, int]:
-    return {
-        str(p.relative_to(folder)): p.stat().st_mode & 0o777
-        for p in sorted(folder.rglob("*.safetensors"))
-    }
+from file_helpers import modes
 
 
 def test_a_training_run_leaves_its_weights_and_checkpoints_readable(tmp_path, umask):
