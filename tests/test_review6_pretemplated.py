@@ -11,25 +11,17 @@ or holds a colon passes.
 from __future__ import annotations
 
 import pytest
-from test_review6_vlm_collate import _llava_next_processor
-from test_vlm_review_realign_embed import tiny_idefics3
+from test_review6_vlm_collate import family_processors
 from vlm_helpers import random_images
 
 from mmalign.data.schema import SKIP_NOTES
 from mmalign.vlm.collate import ChatFormat, PairCollator, RowError
-from mmalign.vlm.load import load_vlm
-from mmalign.vlm.tiny import tiny_llava, tiny_qwen2vl
+from mmalign.vlm.tiny import tiny_qwen2vl
 
 
 @pytest.fixture(scope="module")
 def processors():
-    return {
-        "toy": load_vlm("toy:vlm").processor,
-        "llava": tiny_llava()[1],
-        "llava_next": _llava_next_processor(),
-        "qwen": tiny_qwen2vl()[1],
-        "idefics3": tiny_idefics3().processor,
-    }
+    return family_processors()
 
 
 def _row(prompt: str) -> dict:

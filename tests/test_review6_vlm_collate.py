@@ -41,8 +41,8 @@ def _llava_next_processor():
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def processors():
+def family_processors() -> dict:
+    """A processor of each family the collator is tested on (tiny, random weights)."""
     return {
         "toy": load_vlm("toy:vlm").processor,
         "llava": tiny_llava()[1],
@@ -50,6 +50,11 @@ def processors():
         "qwen": tiny_qwen2vl()[1],
         "idefics3": tiny_idefics3().processor,
     }
+
+
+@pytest.fixture(scope="module")
+def processors():
+    return family_processors()
 
 
 def _conversation(prompt: str, image, answer: str | None = None) -> list[dict]:
