@@ -251,7 +251,13 @@ class LabelApp:
         request: gr.Request, answers: dict[str, str] | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """Store the caller's vote; returns only after the vote is committed. `answers`:
-        criterion -> answer for a run with several questions."""
+        criterion -> answer for a run with several questions.
+
+        `vote_id` is the client's, new for every vote: 8-64 characters [A-Za-z0-9_-], unique
+        across all annotators. Sent again it is a retry (its other fields checked for form,
+        not compared): nothing is stored, `status` is `duplicate` (the first send counts) or
+        `undone` (withdrawn since), and `pair_id` is the first send's. To vote on a pair
+        again after an undo, use a new id (docs/labeling.md, "API for scripts")."""
         user = _user(request)
         try:
             left, ms = int(left_image), int(decide_ms)

@@ -77,6 +77,18 @@ def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
         return JSONResponse(await run_in_threadpool(labeling.next_for, user))
 
     async def vote(request: Request) -> JSONResponse:
+        """Store the session user's vote, a JSON object of `VOTE_FIELDS` (+ `answers`), and
+        answer after the commit with `{status, vote_id, pair_id, annotator, next}`.
+
+        `vote_id` is the client's, new for every vote: 8-64 characters [A-Za-z0-9_-] (the page
+        sends a uuid4 hex per pair shown), unique across all annotators. A repeated id is a
+        retry: nothing is stored and `status` says what became of the first send (`stored` the
+        first time, then `duplicate`, or `undone` once withdrawn: `votes.Ack`); the retry's
+        other fields are checked for form but not compared, and the reply's `pair_id` is the
+        first send's. Another
+        annotator's id, or a new id on a pair the user already has a vote on (not undone),
+        is refused with 400 (docs/labeling.md, "API for scripts").
+        """
         user = session_user(gradio_app(), request)
         if user is None:
             return _error(401, "not logged in")

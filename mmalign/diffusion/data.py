@@ -11,6 +11,7 @@ needs: each image's original size and the crop taken from it.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,11 +52,7 @@ def open_pairs(
     InputError naming it (`require_rows`)."""
     toy = path.startswith(TOY_PREFIX)  # built for the run, whatever split it is named
     if toy:
-        from ..toy.datasets import MODEL_KINDS
-
-        kind = path[len(TOY_PREFIX) :]
-        # only the kinds that sample a model take one: toy:flaws (rendered) trains as it is
-        path = str(toy_pairs(kind, toy_options or {}, model if kind in MODEL_KINDS else None))
+        path = str(_toy_pairs_folder(path, toy_options, model))
     elif toy_options:
         raise ValueError("data.toy is only for data.path: toy:<kind>")
     # `~/data` from a recipe or `key=value` (no shell expands it there): the existence check
@@ -108,6 +105,50 @@ def open_pairs(
     assert isinstance(checked, Dataset)
     require_rows(checked, report, key, path)
     return checked, report
+
+
+def _toy_pairs_folder(path: str, toy_options: Mapping[str, Any] | None, model: str | None) -> Path:
+    """The `pairs/` folder of toy dataset `path` (`toy:<kind>`), built on first use."""
+    from ..toy.datasets import MODEL_KINDS
+
+    kind = path[len(TOY_PREFIX) :]
+    # only the kinds that sample a model take one: toy:flaws (rendered) trains as it is
+    return toy_pairs(kind, toy_options or {}, model if kind in MODEL_KINDS else None)
+
+
+def toy_build_dropped(
+    path: str, *, toy_options: Mapping[str, Any] | None = None, model: str | None = None
+) -> dict[str, int]:
+    """What building toy dataset `path` left out, by reason (its summary.json's `skipped`:
+    `tie` for candidate pairs whose rewards tied under `ties: drop`); {} for other data. The
+    dataset is built already (`open_pairs` with the same arguments): this only reads it."""
+    if not path.startswith(TOY_PREFIX):
+        return {}
+    summary = _toy_pairs_folder(path, toy_options, model).parent / "summary.json"
+    if not summary.is_file():
+        return {}
+    left_out = json.loads(summary.read_text()).get("skipped") or {}
+    return {str(reason): int(n) for reason, n in left_out.items() if n}
+
+
+def pairs_record(
+    rows: Dataset, report: ValidationReport, built: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """What a training run records of its pairs (`mmalign_run.json`), tied pairs apart from
+    skipped rows: a tie is an outcome of the labelling, not a row that could not be read.
+
+    `skipped`: rows left out, by reason (the reader's, and for toy data what its build left
+    out: `built`, e.g. `no_visible_flaw`), ties excluded. `ties`: `dropped`, pairs left out
+    because their images tied (a Pick-a-Pic tie under the `drop` policy; a toy pair whose
+    rewards differ by less than its `tie_margin`, under `ties: drop`), and `kept`, rows trained
+    on as ties (label 0.5, as read, before any smoothing)."""
+    skipped = dict(built or {})
+    for reason, n in report.skipped.items():
+        skipped[reason] = skipped.get(reason, 0) + n
+    dropped = skipped.pop("tie", 0)
+    labels = rows["label"] if "label" in rows.column_names else []
+    kept = sum(1 for label in labels if label is not None and float(label) == 0.5)
+    return {"skipped": skipped, "ties": {"dropped": dropped, "kept": kept}}
 
 
 RESIZE_FILTERS = ("bilinear", "bicubic", "lanczos", "nearest")

@@ -133,7 +133,7 @@ class DiffusionRecipe(PairRecipeBase):
             "prediction_type": self.diffusion.prediction_type,
             "resolution": self.resolution,
             "rows": len(self.dataset),
-            "skipped": self.report.skipped,
+            **self.pairs_record,  # skipped rows by reason; ties dropped and kept
             "cache": str(self.cache) if self.cache else None,
         }
 

@@ -20,7 +20,7 @@ from ..config import ConfigError
 from ..data.cache import cache_root
 from ..data.prompts import resolve_prompts
 from ..train.config import Config
-from .data import PairImages, collate, open_pairs
+from .data import PairImages, collate, open_pairs, pairs_record, toy_build_dropped
 from .encode import EncodedPairs, precompute, stack
 
 
@@ -86,6 +86,13 @@ class PairRecipeBase:
         )  # fmt: skip
         if accelerator.is_main_process and self.report.num_skipped:
             print(f"mmalign: {self.report}")
+        # toy data: what its build left out (tied pairs) is in the run's record too
+        built = toy_build_dropped(cfg.data.path, toy_options=cfg.data.toy, model=model_source)
+        if accelerator.is_main_process and built:
+            why = ", ".join(f"{reason}: {n}" for reason, n in sorted(built.items()))
+            print(f"mmalign: building {cfg.data.path} left out {sum(built.values())} "
+                  f"candidate pair(s) ({why})")  # fmt: skip
+        self.pairs_record = pairs_record(rows, self.report, built)  # describe(): the run record
         if cfg.data.smooth is not None:  # SmPO soft labels from a reward model (smooth.py)
             from .smooth import smoothed_rows
 

@@ -11,6 +11,8 @@ from typing import Any
 from ..cli_errors import finite_float
 from ..config import InputError
 
+DRAWS = 4  # `eval accuracy --model`: (timestep, noise) draws per pair by default
+
 
 def scorer_kwargs(args: argparse.Namespace, names: list[str]) -> dict[str, dict[str, Any]]:
     """Per scorer name: its files from `--scorer-path NAME=PATH` (`path`) and
@@ -48,7 +50,8 @@ def _cmd_eval_implicit(args: argparse.Namespace) -> int:
     from .implicit import implicit_accuracy
 
     result = implicit_accuracy(
-        args.model, args.data, base=args.base, draws=args.draws, batch_size=args.batch_size,
+        args.model, args.data, base=args.base, batch_size=args.batch_size,
+        draws=DRAWS if args.draws is None else args.draws,
         max_rows=args.max_rows, pickapic_root=args.pickapic_root,
         device=None if args.scorer_device == "auto" else args.scorer_device, split=args.split,
     )  # fmt: skip
@@ -69,6 +72,28 @@ def _write(out: str | None, result: dict[str, Any]) -> None:
         print(f"results: {Path(out).resolve()}")
 
 
+# Options of one mode of `eval accuracy` that the other would silently ignore.
+SCORER_ONLY = ("scorer_path", "scorer_dtype", "tune_on", "threshold")
+MODEL_ONLY = ("base", "draws")
+
+
+def refuse_other_mode(args: argparse.Namespace) -> None:
+    """Refuse an option of the mode not chosen: with --model no reward scorer loads (the
+    diffusion model scores the pairs itself), so --scorer-path, --scorer-dtype, --tune-on and
+    --threshold would do nothing; with --scorer there is no reference or noise, so --base and
+    --draws would do nothing. (--scorer-device places either: the scorer, or the model.)"""
+    if args.model is not None:
+        given, mode = [k for k in SCORER_ONLY if getattr(args, k) is not None], "--scorer NAME"
+        why = "--model RUN loads no reward scorer (its implicit reward over --base scores pairs)"
+    else:
+        given, mode = [k for k in MODEL_ONLY if getattr(args, k) is not None], "--model RUN"
+        why = "--scorer NAME scores each image once (no reference model, no noise draws)"
+    if given:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        verb = "apply" if len(given) > 1 else "applies"
+        raise InputError(f"eval accuracy: {flags} only {verb} with {mode}; {why}")
+
+
 def _cmd_eval_accuracy(args: argparse.Namespace) -> int:
     from ..rewards import get_scorer
     from ..rewards.files import require_scorer_files
@@ -77,6 +102,7 @@ def _cmd_eval_accuracy(args: argparse.Namespace) -> int:
     if (args.scorer is None) == (args.model is None):
         raise ValueError("eval accuracy: give --scorer NAME (a reward model) or --model RUN "
                          "(a diffusion model's implicit reward), not both")  # fmt: skip
+    refuse_other_mode(args)
     bounds = (("--threshold", args.threshold, 0), ("--batch-size", args.batch_size, 1),
               ("--max-rows", args.max_rows, 1), ("--draws", args.draws, 1))  # fmt: skip
     for flag, value, low in bounds:
@@ -101,25 +127,12 @@ def _cmd_eval_accuracy(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_flaws(args: argparse.Namespace) -> int:
-    from .flaw_area import flaw_report
+    from .flaw_area import describe_flaws, flaw_report
 
     if len(args.dirs) > 2:
         raise InputError(f"eval flaws: one or two eval folders, got {len(args.dirs)}")
     report = flaw_report(args.dirs)
-    for folder, r in report["runs"].items():
-        area, lo_hi = r["tuned_area"], r["tuned_area"]["ci95"]
-        print(f"{folder}: flawed area base {r['base_area']['mean']:.2%} -> tuned "
-              f"{area['mean']:.2%} ({lo_hi[0]:.2%}-{lo_hi[1]:.2%}), change "
-              f"{r['area_change']['mean']:+.2%} ({r['area_change']['ci95'][0]:+.2%} to "
-              f"{r['area_change']['ci95'][1]:+.2%}); plausibility "
-              f"{r['tuned_plausibility']['mean']:.3f} ({r['prompts']} prompts)")  # fmt: skip
-    if "tuned_area_difference" in report:
-        d = report["tuned_area_difference"]
-        print(f"{d['of']}: flawed area {d['mean']:+.2%} ({d['ci95'][0]:+.2%} to "
-              f"{d['ci95'][1]:+.2%}), paired")  # fmt: skip
-        for name, r in report["tuned_score_difference"].items():
-            print(f"  {name}: tuned score {r['mean']:+.4f} ({r['ci95'][0]:+.4f} to "
-                  f"{r['ci95'][1]:+.4f}), paired")  # fmt: skip
+    print("\n".join(describe_flaws(report)))
     _write(args.out, report)
     return 0
 
@@ -146,7 +159,9 @@ def register_eval(eval_sub) -> None:
         "whose implicit reward over --base is measured (Diffusion-DPO)",
     )  # fmt: skip
     p.add_argument("--base", default=None, help="the reference for --model (default: its base)")
-    p.add_argument("--draws", type=int, default=4, help="--model: noise draws per pair")
+    p.add_argument(
+        "--draws", type=int, default=None, help=f"--model: noise draws per pair (default {DRAWS})"
+    )
     p.add_argument(
         "--split", default="train",
         help="the split of a --data dataset folder (default train; a --tune-on folder: train)",
@@ -165,7 +180,8 @@ def register_eval(eval_sub) -> None:
 
     p = eval_sub.add_parser(
         "flaws", help="flawed area (toy:flaws artifact heatmaps) of the base and tuned images of "
-        "one or two `eval winrate` folders, with bootstrap CIs (two: their paired difference)",
+        "one or two `eval winrate` folders, with 95% bootstrap CIs of the means over prompts "
+        "(two folders: their paired difference)",
     )  # fmt: skip
     p.add_argument("dirs", nargs="+", help="--out folders of mmalign eval winrate on toy prompts")
     p.add_argument("--out", default=None, help="write the result as JSON here")

@@ -323,7 +323,11 @@ def register_dense(eval_sub: Any) -> None:
         help="a dense reward head against true scores (PLCC/SRCC) and heatmaps (MSE, CC), "
         "with an HTML report of predicted beside true heatmaps",
     )
-    p.add_argument("--model", required=True, help="the head's folder or training output_dir")
+    p.add_argument(
+        "--model", required=True,
+        help="the head's folder or training output_dir (it holds every file the head loads: "
+        "weights, config, tokenizer; no --scorer-path), or toy:flaws",
+    )  # fmt: skip
     p.add_argument(
         "--data", required=True,
         help="toy:flaws:heldout (held-out prompts, seed 1), toy:flaws, toy:sd-samples (toy-sd's "

@@ -4,9 +4,12 @@ flaws (Guo et al. 2025), on the toy world's programmatic ground truth.
 For the base and tuned images of a `mmalign eval winrate` folder (per_prompt.jsonl), the
 flawed area of an image is the mean of its `toy:flaws` artifact heatmap (pixels its own clean
 reading does not explain, `mmalign.toy.flaws.dense_scores`) and its plausibility that score.
-Intervals are 95% percentile bootstraps over prompts (as `win_stats`: a prompt's images are
-averaged first). Two folders made from the same prompts and seeds are compared paired: the
-difference of their tuned areas, and of every score both were rated with.
+Every interval (`ci95`) is the 95% percentile-bootstrap CI of a mean over prompts (as
+`win_stats`: a prompt's images are averaged first, and the prompts are resampled,
+`stats.BOOTSTRAP` times). Areas are shares of the image, printed in percent; a change of area
+(tuned - base of one folder, or the tuned areas of two folders) is printed in percentage
+points. Two folders made from the same prompts and seeds are compared paired: the difference
+of their tuned areas, and of every score both were rated with.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ import torch
 from PIL import Image
 
 from ..data.schema import to_rgb
-from ..stats import bootstrap_ci
+from ..stats import BOOTSTRAP, bootstrap_ci
+
+# what every `ci95` of the report is, in the JSON and under the printed lines
+INTERVAL = (
+    f"each 95% CI (ci95) is a percentile bootstrap of the mean over prompts (a prompt's "
+    f"images averaged first), {BOOTSTRAP} resamples of the prompts"
+)
 
 
 def _images(folder: Path, rows: list[dict[str, Any]], side: str) -> torch.Tensor:
@@ -62,7 +71,7 @@ def per_prompt(values: torch.Tensor, rows: list[dict[str, Any]]) -> torch.Tensor
 def flaw_report(folders: list[str | Path], seed: int = 0) -> dict[str, Any]:
     """Per folder: base and tuned flawed area and plausibility (mean, CI) and the paired change
     tuned - base; with two folders, their paired tuned-area difference (second - first)."""
-    report: dict[str, Any] = {"runs": {}}
+    report: dict[str, Any] = {"interval": INTERVAL, "runs": {}}
     areas, keys, tables = [], [], []
     for folder in folders:
         rows, images = read_eval(folder)
@@ -98,3 +107,38 @@ def score_differences(first: list[dict[str, Any]], second: list[dict[str, Any]],
         diff = per_prompt(b - a, first)
         out[name] = {"mean": float(diff.mean()), "ci95": bootstrap_ci(diff, seed)}
     return out
+
+
+def _pp(mean: float, ci: list[float]) -> str:
+    """A difference of two area shares in percentage points, with its CI."""
+    return f"{100 * mean:+.2f} pp (95% CI {100 * ci[0]:+.2f} to {100 * ci[1]:+.2f} pp)"
+
+
+def describe_flaws(report: dict[str, Any]) -> list[str]:
+    """The lines `mmalign eval flaws` prints for `flaw_report`'s result: every interval named
+    (95% bootstrap CI of the mean over prompts), a change of area in percentage points."""
+    lines = []
+    for folder, r in report["runs"].items():
+        base, tuned, plaus = r["base_area"], r["tuned_area"], r["tuned_plausibility"]
+        lines.append(
+            f"{folder}: flawed area (share of the image, mean over prompts) "
+            f"base {base['mean']:.2%} (95% CI {base['ci95'][0]:.2%}-{base['ci95'][1]:.2%}) "
+            f"-> tuned {tuned['mean']:.2%} (95% CI {tuned['ci95'][0]:.2%}-{tuned['ci95'][1]:.2%}); "
+            f"change tuned - base {_pp(r['area_change']['mean'], r['area_change']['ci95'])}, "
+            "paired by prompt and seed; "
+            f"tuned plausibility {plaus['mean']:.3f} (95% CI {plaus['ci95'][0]:.3f}-"
+            f"{plaus['ci95'][1]:.3f}); {r['prompts']} prompts, {r['images']} images"
+        )
+    if "tuned_area_difference" in report:
+        d = report["tuned_area_difference"]
+        lines.append(
+            f"{d['of']}: tuned flawed area {_pp(d['mean'], d['ci95'])}, paired by prompt and seed"
+        )
+        for name, r in report["tuned_score_difference"].items():
+            lo, hi = r["ci95"]
+            lines.append(
+                f"  {name}: tuned score {r['mean']:+.4f} (95% CI {lo:+.4f} to {hi:+.4f}), "
+                "paired by prompt and seed"
+            )
+    lines.append(report.get("interval", INTERVAL))
+    return lines

@@ -31,7 +31,8 @@ from ..devices import CPU_FLOAT32, sampling_precision
 from ..diffusion import ppd
 from ..diffusion.ppd_users import UserPipeline, mix
 from ..rewards import get_scorer
-from .winrate import fingerprint, generate_or_reuse, image_seed, win_stats
+from .saved_images import fingerprint, generate_or_reuse, image_seed
+from .winrate import win_stats
 
 MIX_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SAME_TASTE = 1e-6  # taste weights closer than this (L1) count as the same taste

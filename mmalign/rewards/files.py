@@ -10,11 +10,13 @@ does not exist, a folder without the checkpoint, a hub id not in the local cache
 (`HF_HUB_OFFLINE=1`). `mmalign eval winrate` runs the check before any model or image, `eval
 accuracy` and `data smooth` before the data is read, and each scorer before it loads.
 
-One spelling gives them, in `eval winrate`, `eval accuracy` and `data smooth` (`--scorer-path`,
-repeatable) and in a recipe's `data.smooth.scorer_path` (a list of the same strings):
-`NAME=PATH` for a scorer's weights (`get_scorer`'s `path=`), `NAME:OPTION=PATH` for another of
-its files (`pickscore:processor=DIR`, `imagereward:tokenizer=DIR`). A PickScore folder holding
-the processor's files beside the model's needs no `processor`.
+One spelling gives them, in `eval winrate`, `eval accuracy --scorer` and `data smooth`
+(`--scorer-path`, repeatable) and in a recipe's `data.smooth.scorer_path` (a list of the same
+strings): `NAME=PATH` for a scorer's weights (`get_scorer`'s `path=`), `NAME:OPTION=PATH` for
+another of its files (`pickscore:processor=DIR`, `imagereward:tokenizer=DIR`). A PickScore
+folder holding the processor's files beside the model's needs no `processor`. `eval accuracy
+--model` loads no scorer and refuses the option; `eval dense` has none (a dense head's folder
+holds everything it loads).
 """
 
 from __future__ import annotations

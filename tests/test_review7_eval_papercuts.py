@@ -1,0 +1,166 @@
+"""Review 7: eval papercuts.
+
+- `eval accuracy --model RUN` ignored `--scorer-path`, `--scorer-dtype`, `--tune-on` and
+  `--threshold` (no reward scorer loads there: the diffusion model's implicit reward scores the
+  pairs), and `--scorer NAME` ignored `--base` and `--draws`: each is now refused, naming it.
+- `eval flaws` printed bare intervals ("tuned 2.37% (1.49%-3.26%)") and area changes in "%":
+  every interval is now named a 95% CI, what it is a bootstrap of is said once, and changes of
+  area are in percentage points.
+- A training run's `mmalign_run.json` said `skipped: {}` for toy data whose build dropped tied
+  pairs: it now records ties apart (`ties: {dropped, kept}`), skipped rows by reason.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import Dataset
+from test_eval_flaws import fake_eval  # an eval winrate folder of given images
+
+from mmalign.cli import main
+from mmalign.data.schema import ValidationReport
+
+# ---------------------------------------------------------------- eval accuracy: stray options
+
+
+@pytest.fixture
+def implicit_calls(monkeypatch):
+    """`implicit_accuracy` replaced by a recorder: no model loads."""
+    import mmalign.eval.implicit as implicit
+
+    calls: list[dict] = []
+
+    def fake(model, data, **kwargs):
+        calls.append(kwargs)
+        return {"model": model, "base": "b", "data": data, "implicit_accuracy": 0.5,
+                "pairs": 1, "draws": kwargs["draws"], "ties_left_out": 0, "skipped": 0}  # fmt: skip
+
+    monkeypatch.setattr(implicit, "implicit_accuracy", fake)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--scorer-path", "pickscore=/nowhere"], "--scorer-path"),
+        (["--scorer-dtype", "float16"], "--scorer-dtype"),
+        (["--tune-on", "toy:pairs:2"], "--tune-on"),
+        (["--threshold", "0.1"], "--threshold"),
+    ],
+)
+def test_model_mode_refuses_scorer_options(tmp_path, capsys, implicit_calls, extra, named):
+    argv = ["eval", "accuracy", "--data", "toy:pairs", "--model", str(tmp_path), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{named} only applies with --scorer NAME" in err
+    assert "loads no reward scorer" in err
+    assert implicit_calls == []  # refused before anything ran
+
+
+def test_model_mode_still_runs_with_its_own_options(tmp_path, capsys, implicit_calls):
+    argv = ["eval", "accuracy", "--data", "toy:pairs", "--model", str(tmp_path)]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert main([*argv, "--draws", "2", "--base", str(tmp_path)]) == 0
+    assert [c["draws"] for c in implicit_calls] == [4, 2]  # the default, then the option
+    assert implicit_calls[1]["base"] == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"), [(["--base", "toy:sd"], "--base"), (["--draws", "2"], "--draws")]
+)
+def test_scorer_mode_refuses_model_options(capsys, extra, named):
+    argv = ["eval", "accuracy", "--data", "toy:pairs", "--scorer", "toy:fidelity", *extra]
+    assert main(argv) == 2
+    assert f"{named} only applies with --model RUN" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- eval flaws: what the CI is
+
+
+def test_flaws_output_names_every_interval(tmp_path, capsys):
+    from mmalign.eval.flaw_area import flaw_report
+    from mmalign.toy.flaws import inject_flaws
+    from mmalign.toy.render import render_batch
+    from mmalign.toy.world import sample_prompts
+
+    prompts = sample_prompts(8, "heldout", seed=0)
+    clean = render_batch(prompts, 32)
+    flawed, _ = inject_flaws(clean, seed=1)
+    fake_eval(tmp_path / "a", prompts, clean, clean)
+    fake_eval(tmp_path / "b", prompts, clean, flawed)
+    out = tmp_path / "flaws.json"
+    assert main(["eval", "flaws", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                 str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1].startswith("results: ")  # --out
+    lines = printed[:-1]
+    report = flaw_report([tmp_path / "a", tmp_path / "b"])
+    b = report["runs"][str(tmp_path / "b")]
+    t, c = b["tuned_area"], b["area_change"]
+    run_b = next(line for line in lines if line.startswith(f"{tmp_path / 'b'}:"))
+    # each interval labelled, areas in percent, their change in percentage points
+    assert f"tuned {t['mean']:.2%} (95% CI {t['ci95'][0]:.2%}-{t['ci95'][1]:.2%})" in run_b
+    assert (
+        f"change tuned - base {100 * c['mean']:+.2f} pp (95% CI {100 * c['ci95'][0]:+.2f} to "
+        f"{100 * c['ci95'][1]:+.2f} pp), paired by prompt and seed"
+    ) in run_b
+    assert "tuned plausibility" in run_b and "8 prompts, 8 images" in run_b
+    d = report["tuned_area_difference"]
+    paired = next(line for line in lines if line.startswith(d["of"]))
+    assert f"tuned flawed area {100 * d['mean']:+.2f} pp (95% CI" in paired
+    assert all("(95% CI" in line for line in lines[:-1])  # no bare interval left
+    # what the interval is: said once, and kept in the JSON
+    assert lines[-1].startswith("each 95% CI (ci95) is a percentile bootstrap of the mean over")
+    assert "2000 resamples of the prompts" in lines[-1]
+    assert json.loads(out.read_text())["interval"] == lines[-1]
+
+
+# ---------------------------------------------------------------- the run record: ties apart
+
+
+def test_pairs_record_counts_ties_apart_from_skipped_rows():
+    from mmalign.diffusion.data import pairs_record
+
+    rows = Dataset.from_dict({"prompt": ["a", "b", "c"], "label": [1.0, 0.5, 1.0]})
+    report = ValidationReport(total=6, kept=3, skipped={"tie": 2, "missing_caption": 1})
+    built = {"tie": 3, "no_visible_flaw": 1}
+    record = pairs_record(rows, report, built)
+    assert record == {
+        "skipped": {"no_visible_flaw": 1, "missing_caption": 1},
+        "ties": {"dropped": 5, "kept": 1},
+    }
+    assert pairs_record(rows, ValidationReport()) == {
+        "skipped": {}, "ties": {"dropped": 0, "kept": 1},
+    }  # fmt: skip
+
+
+def test_toy_run_records_the_ties_its_build_dropped(tmp_path, capsys):
+    from diffusion_helpers import config_with
+
+    from mmalign.diffusion.recipe import DiffusionRecipe
+    from mmalign.toy.cache import toy_data_folder
+    from mmalign.toy.paths import model_path
+    from mmalign.train.loop import train
+
+    toy = {"n": 12, "steps": 2, "guidance": 2.5, "progress": False, "tie_margin": 0.05}
+    raw = {
+        "model": {"name_or_path": "toy:sd"},
+        "data": {"path": "toy:pairs", "split": "train", "toy": toy},
+        "objective": [{"loss": "dpo", "beta": 500.0}],
+        "lora": {"rank": 4},
+        "train": {"max_steps": 1, "batch_size": 2, "learning_rate": 1e-4, "log_every": 1,
+                  "checkpoint_every": 1, "trackers": [], "lr_scheduler": "constant"},
+        "validation": {"enabled": False},
+        "output_dir": str(tmp_path / "run"),
+    }  # fmt: skip
+    train(config_with(raw, {}), DiffusionRecipe)
+    run = json.loads((tmp_path / "run" / "mmalign_run.json").read_text())
+    folder = toy_data_folder("pairs", toy, str(model_path("sd")))
+    summary = json.loads((folder / "summary.json").read_text())
+    dropped = summary["skipped"].get("tie", 0)
+    assert dropped > 0, summary["skipped"]  # the case under test: the build dropped ties
+    assert run["rows"] == summary["rows"] == 12 - dropped
+    assert run["ties"] == {"dropped": dropped, "kept": 0}
+    assert run["skipped"] == {}  # no row was unreadable: ties are not skipped rows
+    assert f"left out {dropped} candidate pair(s) (tie: {dropped})" in capsys.readouterr().out
