@@ -6,7 +6,8 @@ a full fine-tune trained the base weights but saved the adapter files alone, the
 The adapter is now merged into its base first (`load.merge_adapter`, as PRISM's policy is):
 new LoRA goes on the base's layers, a full fine-tune saves every weight, and the reference
 (LoRA off, precomputed, a copy) is the starting model, base + adapter. A LoRA run's adapter
-names the starting adapter as its base, and `load_vlm` applies that one, merged, first."""
+names the starting adapter as its base, and `load_vlm` applies that one, merged, first (also
+where the adapter is given on top of the base model: review 7)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from test_vlm_train import _Accel, vlm_config
 
 from mmalign.train.config import LoraConfig
 from mmalign.train.loop import train
+from mmalign.vlm.adapter_chain import BASE_LINK
 from mmalign.vlm.collate import SequenceBatch
 from mmalign.vlm.load import load_vlm, merge_adapter
 from mmalign.vlm.lora import add_lora, save_adapter
@@ -73,14 +75,19 @@ def test_a_lora_run_from_an_adapter_saves_an_adapter_that_loads_on_it(tmp_path, 
     folder = Path(result.saved["path"])
     config = json.loads((folder / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(Path(sft).resolve())
+    # and relative to the adapter, so the run folders can move together (review 7)
+    link = json.loads((folder / BASE_LINK).read_text())["relative"]
+    assert (folder / link).resolve() == Path(sft).resolve()
     loaded = load_vlm(folder)
     assert loaded.adapters == (str(Path(sft).resolve()), str(folder))
     recipe = VLMRecipe(_config(tmp_path / "again", sft), _Accel())
     batch = recipe.collate([recipe.dataset[i] for i in range(4)])
     merged = _chosen(load_vlm(result.saved["merged"]).model, batch)  # the trained model, whole
     assert torch.allclose(_chosen(loaded.model, batch), merged, atol=1e-4)
-    on_base = load_vlm("toy:vlm", adapter=folder)  # the new adapter without its SFT start
-    assert not torch.allclose(_chosen(on_base.model, batch), merged, atol=1e-3)
+    # on its base model, the new adapter brings its SFT start too (review 7: it was left out)
+    on_base = load_vlm("toy:vlm", adapter=folder)
+    assert on_base.adapters == loaded.adapters
+    assert torch.allclose(_chosen(on_base.model, batch), merged, atol=1e-4)
 
 
 def test_full_fine_tune_from_an_adapter_saves_every_weight(tmp_path, sft):

@@ -106,14 +106,23 @@ class ValidationReport:
     skipped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[int]] = field(default_factory=dict)
     max_examples: int = 5
+    # the index in the data as read of each row kept (`keep(index)`): messages name that row
+    kept_rows: list[int] = field(default_factory=list)
 
     @property
     def num_skipped(self) -> int:
         return sum(self.skipped.values())
 
-    def keep(self) -> None:
+    def keep(self, index: int | None = None) -> None:
         self.total += 1
         self.kept += 1
+        if index is not None:
+            self.kept_rows.append(index)
+
+    def source_row(self, i: int) -> int:
+        """The index in the data as read of row `i` of the rows kept (`i` itself where the
+        reader recorded none)."""
+        return self.kept_rows[i] if self.kept_rows else i
 
     def skip(self, index: int, reason: str, *, strict: bool = False) -> None:
         if strict:
@@ -303,7 +312,7 @@ def validate_rows(
         if reason is not None:
             report.skip(index, reason, strict=strict)
             continue
-        report.keep()
+        report.keep(index)
         kept.append(_normalise(row, kind))
         extra.update(k for k, v in row.items() if v is not None)
     features = pair_features(kind, extra=extra & set(OPTIONAL_FEATURES))
@@ -347,7 +356,7 @@ def _validate_dataset(
         for j, index in enumerate(indices):
             reason = check_row({k: v[j] for k, v in batch.items()}, kind)
             if reason is None:
-                report.keep()
+                report.keep(index)
             else:
                 report.skip(index, reason, strict=strict)
             out.append(reason is None)

@@ -250,7 +250,7 @@ def collect(records: Iterable[Mapping[str, Any]], convert: Callable[[Mapping[str
         except SkipRow as skip:
             report.skip(index, skip.reason, strict=strict)
             continue
-        report.keep()
+        report.keep(index)
         rows.append(row)
     return rows
 

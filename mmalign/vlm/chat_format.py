@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..data.schema import IMAGE_PLACEHOLDER
+from ..data.schema import IMAGE_PLACEHOLDER, ValidationReport
 
 # an answer no template writes itself: its place in the rendered turn is the answer's place
 SENTINEL = "MMALIGN_ANSWER_SENTINEL_5f1c9e"
@@ -139,30 +139,61 @@ class ChatFormat:
         self._learn_frame()
         return self._user_frame
 
+    def _ends(self) -> dict[str, str]:
+        """The BOS and EOS among the template's special tokens, each with what it is."""
+        tok = self.tokenizer
+        roles = {"BOS": getattr(tok, "bos_token", None), "EOS": getattr(tok, "eos_token", None)}
+        ends: dict[str, str] = {}
+        for role, token in roles.items():
+            if token in self._own_specials:
+                ends[token] = f"{ends[token]} and {role}" if token in ends else role
+        return ends
+
     def check_prompt(self, prompt: str) -> None:
         """Refuse a prompt that already carries the chat template's own framing (it would be
         templated twice: 'USER: USER: <image>\\n... ASSISTANT: ASSISTANT:'): one that starts
         with the template's text before the user's words or ends with its generation prompt
         (as rendered with `PROMPT_SENTINEL`; LLaVA's 'USER:' and 'ASSISTANT:', matched case
         and all, so 'assistant:' inside a question passes), or that holds a special token the
-        template writes (`<|im_start|>`, Qwen's `<|vision_start|><|image_pad|>`), the BOS or
-        the EOS (`<s>`, `</s>`): no raw user text does. `<image>` is the user's placeholder."""
+        template writes (`<|im_start|>`, Qwen's `<|vision_start|><|image_pad|>`):
+        "pretemplated_prompt". `<image>` is the user's placeholder.
+
+        A prompt that holds the tokenizer's BOS or EOS as text and nothing of the template
+        (an HTML question, "what does <s> do?") is refused as "special_token_in_prompt": the
+        tokenizer reads that text as the special token, not as its characters (transformers
+        splits special tokens out of any text it encodes), so the model would see a sequence
+        start or end mid-prompt, and the message says so."""
         text = prompt.strip()
-        found = []
+        framing: list[str] = []
         frame = self.user_frame()
-        if frame is not None and frame[0] and text.startswith(frame[0]):
-            found.append(f"it starts with the template's user-turn text {frame[0]!r}")
+        bos = getattr(self.tokenizer, "bos_token", None)
+        body = text[len(bos) :].lstrip() if bos and text.startswith(bos) else text
+        if frame is not None and frame[0] and body.startswith(frame[0]):
+            framing.append(f"it starts with the template's user-turn text {frame[0]!r}")
         if frame is not None and frame[1] and text.endswith(frame[1]):
-            found.append(f"it ends with the template's generation prompt {frame[1]!r}")
-        held = [t for t in self._own_specials if t in text]
+            framing.append(f"it ends with the template's generation prompt {frame[1]!r}")
+        ends = self._ends()
+        held = [t for t in self._own_specials if t in text and t not in ends]
         if held:
-            found.append(f"it holds the template's special token(s) {', '.join(held)}")
-        if found:
+            framing.append(f"it holds the template's special token(s) {', '.join(held)}")
+        tokens = [t for t in ends if t in text]
+        read = "; ".join(f"{t} as its {ends[t]} token" for t in tokens)
+        if framing:
+            if tokens:
+                framing.append(f"it holds the tokenizer's special token(s) {', '.join(tokens)}")
             raise RowError(
                 "pretemplated_prompt",
-                f"the prompt is already in the chat template's format ({'; '.join(found)}): "
+                f"the prompt is already in the chat template's format ({'; '.join(framing)}): "
                 "give the raw user text; mmalign applies the model's chat template itself, and "
                 f"{IMAGE_PLACEHOLDER} marks where the images go",
+            )
+        if tokens:
+            raise RowError(
+                "special_token_in_prompt",
+                f"the prompt holds the tokenizer's special token(s) {', '.join(tokens)} as "
+                f"text: the tokenizer would read {read}, not as those characters, so the model "
+                "would see the sequence start or end mid-prompt; write it another way (in "
+                "words, or spaced out)",
             )
 
     def render(self, prompt: str, n_images: int, answers: Sequence[str]) -> Templated:
@@ -244,3 +275,59 @@ class ChatFormat:
 
     def completion_ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@dataclass
+class PromptScreen:
+    """Rows to generate answers for, by their prompts (`ChatFormat.check_prompt`): `kept` the
+    indices of those accepted; the refused ones counted by reason in `report`, with the first
+    refusal's words for each reason in `details`."""
+
+    kept: list[int]
+    report: ValidationReport
+    details: dict[str, str]
+
+    @property
+    def refused(self) -> int:
+        return self.report.num_skipped
+
+    def record(self) -> dict[str, Any]:
+        """The refused rows for a results or summary JSON: count, reasons, example rows."""
+        return {"refused": self.refused, "reasons": dict(self.report.skipped),
+                "rows": {k: list(v) for k, v in self.report.examples.items()},
+                "details": dict(self.details)}  # fmt: skip
+
+    def __str__(self) -> str:
+        said = [f"  {reason}, e.g.: {detail}" for reason, detail in self.details.items()]
+        return "\n".join([str(self.report), *said])
+
+
+def screen_prompts(processor: Any, prompts: Sequence[str], name: str = "prompts") -> PromptScreen:
+    """Check every prompt as training does (`ChatFormat.check_prompt`): generation on a prompt
+    already in the template's format would template it twice. The refused rows are counted,
+    for the caller to report and leave out; none is dropped without a word."""
+    chat = ChatFormat(processor)
+    report = ValidationReport(name)
+    kept: list[int] = []
+    details: dict[str, str] = {}
+    for i, prompt in enumerate(prompts):
+        try:
+            chat.check_prompt(prompt)
+        except RowError as err:
+            report.skip(i, err.reason)
+            details.setdefault(err.reason, err.detail)
+            continue
+        report.keep()
+        kept.append(i)
+    return PromptScreen(kept, report, details)
+
+
+def screen_rows(processor: Any, rows: Any, name: str = "prompts") -> tuple[Any, PromptScreen]:
+    """`rows` (a `datasets.Dataset` or a list of row dicts) without those whose prompt
+    `screen_prompts` refuses, and the screen that says which and why."""
+    prompts = rows["prompt"] if hasattr(rows, "column_names") else [r["prompt"] for r in rows]
+    screen = screen_prompts(processor, prompts, name)
+    if screen.refused:
+        kept = screen.kept
+        rows = rows.select(kept) if hasattr(rows, "select") else [rows[i] for i in kept]
+    return rows, screen

@@ -10,19 +10,25 @@ from ..config import InputError
 from ..devices import add_device_options
 
 
-def load_from_args(args: argparse.Namespace, needer: str = "this command"):
-    """MODEL (a training output_dir: its saved adapter or model) with `--adapter`, on
-    `--device` in `--dtype`. A model of another kind (toy:sd, a diffusion run) is refused
-    before anything loads, naming the commands that take it and `needer` ("`mmalign chat`")."""
+def ref_from_args(args: argparse.Namespace, needer: str = "this command"):
+    """What `load_from_args` loads, as a `VLMRef` (its processor read, nothing loaded), after
+    the same checks: a device the machine lacks, a model of another kind."""
     from ..devices import device_options
     from ..model_kind import require_kind
-    from .load import load_vlm
+    from .load import VLMRef
 
     device, dtype = device_options(args)  # a device the machine lacks: refused first
     require_kind(args.model, "model", "vlm", needer)
-    # a training output_dir resolves to its final weights in load_vlm (in the folder itself)
-    return load_vlm(args.model, adapter=args.adapter, dtype=dtype, device=device,
-                    adapter_key="--adapter")  # fmt: skip
+    return VLMRef(args.model, adapter=args.adapter, dtype=dtype, device=device,
+                  adapter_key="--adapter")  # fmt: skip
+
+
+def load_from_args(args: argparse.Namespace, needer: str = "this command"):
+    """MODEL (a training output_dir: its saved adapter or model) with `--adapter`, on
+    `--device` in `--dtype`. A model of another kind (toy:sd, a diffusion run) is refused
+    before anything loads, naming the commands that take it and `needer` ("`mmalign chat`").
+    A training output_dir resolves to its final weights in load_vlm (in the folder itself)."""
+    return ref_from_args(args, needer).load()
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
@@ -30,12 +36,18 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
     from ..data.schema import to_rgb
     from .blind import generate_answers
+    from .chat_format import ChatFormat, RowError
     from .collate import user_content
 
     for path in args.image or []:  # before the model loads
         if not Path(path).is_file():
             raise FileNotFoundError(f"--image {path}: no such file")
-    vlm = load_from_args(args, "`mmalign chat`")
+    ref = ref_from_args(args, "`mmalign chat`")
+    try:  # as training refuses it, with the processor alone: before the model loads
+        ChatFormat(ref.processor).check_prompt(args.prompt)
+    except RowError as err:
+        raise InputError(f"--prompt: {err.detail}") from None
+    vlm = ref.load()
     images = []
     for path in args.image or []:
         try:

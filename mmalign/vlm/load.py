@@ -7,8 +7,9 @@ training output_dir names its final adapter or model; a model of another kind (t
 diffusion run) is refused naming what takes it (`mmalign.model_kind`). A
 folder holding a PEFT adapter (`adapter_config.json`) loads its base model and applies the
 adapter; a base that is itself an adapter folder (a LoRA run started from an SFT adapter,
-`VLMRecipe`) is loaded first with its own adapter merged in. `merge_adapter` merges an
-adapter into its base (training from an adapter folder, PRISM's search policy).
+`VLMRecipe`) is loaded first with its own adapter merged in; an adapter given on top of a
+model brings the start adapters it was trained on too (`adapter_chain`). `merge_adapter`
+merges an adapter into its base (training from an adapter folder, PRISM's search policy).
 
 A model family outside `TESTED_FAMILIES` loads with a warning, once per family.
 
@@ -18,7 +19,6 @@ that load the model only to compute a missing entry.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +31,7 @@ from ..config import InputError
 from ..hub import Need, hub_errors, looks_local, require
 from ..model_kind import require_kind, run_weights
 from ..weights import hub_commit, weight_files
+from .adapter_chain import base_of, check_root, follow, is_adapter, resolve_model, stacked
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -48,8 +49,6 @@ VISION_PARTS = (
 # family loads with a warning (`warn_untested`): its template or image layout may need work
 TESTED_FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")
 _WARNED: set[str] = set()  # the untested families warned about in this process
-# a chain of adapter folders each naming the next as its base, followed at most this deep
-MAX_ADAPTER_CHAIN = 16
 
 
 @dataclass
@@ -78,15 +77,6 @@ class VLM:
     @property
     def tokenizer(self) -> Any:
         return getattr(self.processor, "tokenizer", self.processor)
-
-
-def resolve_model(name_or_path: str | Path) -> str:
-    """`toy:vlm` names the shipped toy-vlm; anything else is a folder or hub id as given."""
-    if str(name_or_path) == "toy:vlm":
-        from ..toy.paths import model_path
-
-        return str(model_path("vlm"))
-    return str(name_or_path)
 
 
 def _dtype(dtype: str) -> torch.dtype:
@@ -144,16 +134,23 @@ def _sources(
     """(the model to load, the adapters on it, innermost first): a folder that is itself a PEFT
     adapter names its base model (`base_model_name_or_path`), which may be an adapter folder
     in turn (the adapter of a LoRA run that started from an adapter, `VLMRecipe.save`); an
-    `adapter` given goes on top of them all."""
-    source = _model_source(name_or_path, key)
-    chain = [_adapter_folder(adapter, adapter_key)] if adapter is not None else []
-    while (Path(source) / "adapter_config.json").is_file():
-        if source in chain or len(chain) > MAX_ADAPTER_CHAIN:
-            raise ValueError(f"{name_or_path}: the adapters' base_model_name_or_path loop")
-        chain.insert(0, source)
-        config = json.loads((Path(source) / "adapter_config.json").read_text())
-        source = resolve_model(config["base_model_name_or_path"])
-    return source, tuple(chain)
+    `adapter` given goes on top of them all, with the start adapters its own chain names that
+    MODEL lacks between them (`adapter_chain.stacked`), so `load_vlm(BASE, adapter=X)` loads
+    the weights `load_vlm(X)` does."""
+    source, chain = follow(_model_source(name_or_path, key), name_or_path)
+    if not source and chain:
+        raise InputError(
+            f"{key}: {chain[0]}'s adapter_config.json names no base_model_name_or_path: give "
+            "its base model, and it as the adapter"
+        )
+    if adapter is None:
+        return source, tuple(chain)
+    top = _adapter_folder(adapter, adapter_key)
+    if not is_adapter(top):  # a hub adapter: PEFT reads it; its base is the user's MODEL
+        return source, (*chain, top)
+    root, start = follow(base_of(top), adapter)
+    check_root(root, source, adapter, adapter_key, key)
+    return source, (*stacked(chain, start, adapter, adapter_key, name_or_path, key), top)
 
 
 def _require(source: str, revision: str | None, adapters: Sequence[str], key: str,

@@ -10,7 +10,8 @@ answer is kept), and scores batches with `VLMPairScorer`. Output: a PEFT adapter
 
 A `model.name_or_path` that is a PEFT adapter folder (an SFT run's `adapter/`) is merged into its
 base first: training, and the reference, start from base + adapter. A LoRA run's `adapter/` then
-names that folder as its base (`base_model_name_or_path`; `load_vlm` merges it in again).
+names that folder as its base (`base_model_name_or_path`, absolute, and relative to the
+adapter in `adapter_chain.BASE_LINK`; `load_vlm` merges it in again).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..data.schema import ValidationReport
 from ..train.config import Config
+from .adapter_chain import write_base_link
 from .blind import (
     BlindAnswers,
     blind_rows_objective,
@@ -32,6 +33,7 @@ from .blind import (
 )
 from .collate import PAIR_FIELDS, PairCollator, SequenceBatch
 from .dropout import disable_dropout
+from .fitting import RowCheck
 from .load import full_finetune_trains, load_vlm, merge_adapter
 from .lora import add_lora, lora_targets, save_adapter, save_merged
 from .precomputed import digest as _digest
@@ -92,13 +94,13 @@ def open_rows(cfg: Config) -> tuple[Any, ValidationReport]:
 
 
 # skip reasons of the data's validation that are rows the collator could not use: under
-# vlm.strict they raise naming the row, as the collator's own reasons do in `_fitting`
+# vlm.strict they raise naming the row, as the collator's own reasons do (fitting.py)
 COLLATOR_REASONS = ("image_placeholder_mismatch",)
 
 
 def check_strict(report: ValidationReport, strict: bool) -> None:
     """Under `vlm.strict`, the first row the data's validation skipped for a reason of the
-    collator's (`COLLATOR_REASONS`) raises naming it, as a row `_fitting` finds would."""
+    collator's (`COLLATOR_REASONS`) raises naming it, as a row `RowCheck` finds would."""
     from ..data.schema import SKIP_NOTES
     from .chat_format import RowError
 
@@ -175,11 +177,28 @@ class VLMRecipe:
         self.rows, self.report = open_rows(cfg)
         check_strict(self.report, v.strict)
         check_chosen_only(self.rows, objective, cfg.data.path)
+        # an objective that reads only the chosen answers (sft): rejected is never tokenized
+        chosen_only = all(t.loss == "sft" for t in objective.terms) and pairs == ["main"]
+        collated = ["main", "blind"] if blind_as_rows else pairs
+        open_end = None
+        if v.prism:  # step-level prefixes and stages cut short end without the end of turn
+            from .prism.format import open_ended as open_end
+        check = RowCheck(self.rows, self.report, strict=v.strict)
         extra: dict[str, list[Any]] = {}
         wants_blind = "blind" in objective.pairs
         given = (list(self.rows["blind"]) if wants_blind and "blind" in self.rows.column_names
                  else [None] * len(self.rows))  # fmt: skip
         missing = [i for i, b in enumerate(given) if b is None]
+        checked: list[int] | None = None
+        if wants_blind and missing:  # checked first without the blind answers: no generate for
+            # a row skipped anyway (a capped answer's text, which ends open, is not known yet:
+            # a data answer equal to one is measured with its end-of-turn here, a bound)
+            rest = [p for p in collated if p != "blind"]
+            first = PairCollator(self.vlm.processor, rest or ["main"], v.max_length,
+                                 chosen_only=not rest, open_end=open_end)  # fmt: skip
+            checked = check.usable(first, extra)
+            usable = set(checked)
+            missing = [i for i in missing if i in usable]
         self.blind: BlindAnswers | None = None
         self.blind_report: dict[str, Any] | None = None
         if wants_blind and missing:  # the data's own blind answers are kept, the rest generated
@@ -187,10 +206,13 @@ class VLMRecipe:
             # only for the rows without one; "capped": entries name the answers cut by
             # blind_max_new_tokens (older ones cannot tell); then where `_blind` generates them
             # (the device type and dtype, none for CPU float32: the key from before they were
-            # named)
+            # named); "checked": the rows generated for, where the checks skipped some (all
+            # rows without one kept: the key from before the rows were checked first)
+            some = len(missing) < sum(1 for b in given if b is None)
             key = _digest(self.vlm.weights_key, self.rows._fingerprint, v.blind_max_new_tokens,
                           "bos1", "missing", "capped",
-                          *cache_precision(self.vlm.model, accelerator.device))  # fmt: skip
+                          *cache_precision(self.vlm.model, accelerator.device),
+                          *(["checked", _digest(missing)] if some else []))  # fmt: skip
             prompts = self.rows["prompt"]
             self.blind = self._blind(cache_root() / "vlm-blind" / f"{key}.json",
                                      [prompts[i] for i in missing])  # fmt: skip
@@ -203,17 +225,11 @@ class VLMRecipe:
             if main:
                 print(f"mmalign: {summary_line(self.blind_report)}")
         capped = self.blind.open_texts() if self.blind is not None else frozenset()
-        # an objective that reads only the chosen answers (sft): rejected is never tokenized
-        chosen_only = all(t.loss == "sft" for t in objective.terms) and pairs == ["main"]
-        open_end = None
-        if v.prism:  # step-level prefixes and stages cut short end without the end of turn
-            from .prism.format import open_ended as open_end
         if capped:  # so do the capped blind answers (their text elsewhere too: counted)
             open_end = open_or_capped(open_end, capped)
-        self.collator = PairCollator(self.vlm.processor, ["main", "blind"] if blind_as_rows
-                                     else pairs, v.max_length, chosen_only=chosen_only,
-                                     open_end=open_end)  # fmt: skip
-        keep = self._fitting(extra)
+        self.collator = PairCollator(self.vlm.processor, collated, v.max_length,
+                                     chosen_only=chosen_only, open_end=open_end)  # fmt: skip
+        keep = check.finish(check.usable(self.collator, extra, checked), v.max_length, main=main)
         self.filtered: dict[str, Any] | None = None
         if cfg.data.filter is not None:  # with the policy as loaded, before LoRA and reference
             keep = self._filter(keep, accelerator.device)
@@ -256,49 +272,6 @@ class VLMRecipe:
             self.scorer.reference_model.to(device)
 
     # ------------------------------------------------------------------ data preparation
-    def _fitting(self, extra: dict[str, list[Any]]) -> list[int]:
-        """Ids of the rows the collator can use (`PairCollator.skip_reason`: a column its pairs
-        need, the images, the prompt, then `vlm.max_length`); each other row is counted in the
-        report under its reason, or raises naming it under `vlm.strict`. All checked here, so
-        a bad row never stops a run after its first steps."""
-        v, n = self.cfg.vlm, len(self.rows)
-        # nothing is tokenized without max_length: the rows are read as stored, no image decoded
-        stored = self.rows.with_format("arrow") if v.max_length is None else None
-        keep: list[int] = []
-        skipped: dict[str, list[int]] = {}  # reason -> rows
-        for i in tqdm(range(n), desc="checking rows", unit="row", leave=False):
-            row = dict(self.rows[i]) if stored is None else stored[i].to_pylist()[0]
-            row.update({k: vals[i] for k, vals in extra.items()})
-            reason = self.collator.skip_reason(row)
-            if reason is None:
-                keep.append(i)
-                continue
-            if v.strict:
-                problem = self.collator.problem(row)
-                if problem is not None:
-                    raise problem.at(i)
-                raise ValueError(
-                    f"row {i}: {self.collator.lengths(row, i)} tokens exceed vlm.max_length "
-                    f"{v.max_length}; image tokens are never truncated"
-                )
-            skipped.setdefault(reason, []).append(i)
-            self.report.kept, self.report.total = self.report.kept - 1, self.report.total - 1
-            self.report.skip(i, reason)
-
-        def line(reason: str, ids: list[int]) -> str:
-            over = f" (over vlm.max_length={v.max_length})" if reason == "too_long" else ""
-            named = ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
-            return f"{len(ids)} {reason}{over}: row{'s' * (len(ids) > 1)} {named}"
-
-        by_count = sorted(skipped.items(), key=lambda kv: -len(kv[1]))
-        counts = "; ".join(line(reason, ids) for reason, ids in by_count)
-        if skipped and self.accelerator.is_main_process:
-            print(f"mmalign: skipped {n - len(keep)} of {n} rows: {counts}")
-        if not keep:
-            hint = "; raise vlm.max_length" if set(skipped) == {"too_long"} else ""
-            raise ValueError(f"no row of data.path is usable: {counts}{hint}")
-        return keep
-
     def _filter(self, keep: list[int], device: torch.device) -> list[int]:
         """The ids of `keep` that `data.filter` selects: the per-pair metric of each row from
         the model as loaded (mmalign/vlm/diagnose.py, the code of `mmalign data diagnose`),
@@ -369,10 +342,15 @@ class VLMRecipe:
 
     def save(self, output_dir: Path) -> dict[str, Any]:
         if self.cfg.lora is not None:
-            if self.start_adapters:  # trained on that adapter merged in: it is this one's base
-                start = str(Path(self.start_adapters[-1]).resolve())
-                self.model.peft_config["default"].base_model_name_or_path = start
+            start = self.start_adapters[-1] if self.start_adapters else None
+            if start is not None:  # trained on that adapter merged in: it is this one's base
+                # absolute, as PEFT and transformers read the field (a model to load from
+                # anywhere); `adapter_chain.BASE_LINK` records it relative to the adapter too
+                resolved = str(Path(start).resolve())
+                self.model.peft_config["default"].base_model_name_or_path = resolved
             path = save_adapter(self.model, self.vlm.processor, output_dir)
+            if start is not None:  # run folders moved or copied together keep their chain
+                write_base_link(path, start)
             saved: dict[str, Any] = {"kind": "peft_adapter", "path": str(path)}
             if self.cfg.vlm.merge:
                 saved["merged"] = str(save_merged(self.model, self.vlm.processor, output_dir))

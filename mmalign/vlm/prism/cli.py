@@ -6,9 +6,12 @@ texts, and its statistics), `pairs/` (a PreferencePair dataset for `mmalign trai
 rejected the full prefixes) and `summary.json` (counts, failures, throughput, per-tree stats).
 A rerun with the same settings resumes: finished trees are loaded, not searched again (those
 in a batch that runs again are searched again, and counted apart); a rerun with other settings
-(search, model weights, data rows, judge, sampling, device type or dtype) is refused: all
-but the weights before any model loads. The policy and a `vlm:` judge run on `--device`
-(default `auto`: a GPU where torch sees one, else the CPU) in `--dtype` (default float32).
+(search, model weights, data rows, judge, sampling, device type or dtype) is refused before
+any model loads (the weights keys read from the models' files, `VLMRef`). Rows whose prompt
+is already in the chat template's format (or holds its BOS or EOS as text) are left out, as
+training leaves them out: counted on stderr and in `summary.json` (`prompts_refused`). The
+policy and a `vlm:` judge run on `--device` (default `auto`: a GPU where torch sees one, else
+the CPU) in `--dtype` (default float32).
 """
 
 from __future__ import annotations
@@ -28,6 +31,19 @@ if TYPE_CHECKING:
     import torch
 
 
+def _policy_name(model: str) -> str:
+    """The folder or id the policy loads from: a training output_dir's final weights."""
+    run = Path(model) / "mmalign_run.json"
+    return str(json.loads(run.read_text())["final"]["path"]) if run.is_file() else model
+
+
+def policy_ref(model: str, dtype: str = "float32") -> Any:
+    """What `load_policy` loads, as a `VLMRef`: its processor and weights key, unloaded."""
+    from ..load import VLMRef
+
+    return VLMRef(_policy_name(model), dtype=dtype)
+
+
 def load_policy(
     model: str, dtype: str = "float32", device: str | torch.device | None = None
 ) -> Any:
@@ -36,10 +52,7 @@ def load_policy(
     CPU, where it loads)."""
     from ..load import load_vlm, merge_adapter
 
-    run = Path(model) / "mmalign_run.json"
-    if run.is_file():
-        model = json.loads(run.read_text())["final"]["path"]
-    vlm = load_vlm(model, dtype=dtype, device=device)
+    vlm = load_vlm(_policy_name(model), dtype=dtype, device=device)
     merge_adapter(vlm)
     return vlm
 
@@ -58,11 +71,13 @@ def _saved_trees_per_batch(args: argparse.Namespace) -> int | None:
 
 def _check_before_loading(args: argparse.Namespace, data: list[dict[str, Any]], config: Any,
                           precision: dict[str, Any]) -> str | None:  # fmt: skip
-    """Refuse a resume into `--out` whose settings differ, in what is known before any model
-    loads (all but the weights keys: `settings.planned_settings`), so an old CPU search
-    reopened on a GPU machine loads nothing onto the GPU to be refused; the weights are
-    compared once the models have loaded (`Search.run`). The rows' fingerprint when a saved
-    search made it hash them, else None."""
+    """Refuse a resume into `--out` whose settings differ, before any model loads: first what
+    the arguments and the data give (`settings.planned_settings`), so an old CPU search
+    reopened on a GPU machine loads nothing onto the GPU to be refused; then the weights keys
+    of the policy and a `vlm:` judge, read from their files (`VLMRef`: the same key the
+    loaded model gives; `Search.run` compares all once more after loading). The rows'
+    fingerprint when a saved search made it hash them, else None."""
+    from .judges import judge_model
     from .settings import check_resume, default_trees_per_batch, planned_settings, rows_fingerprint
 
     out = Path(args.out)
@@ -80,9 +95,36 @@ def _check_before_loading(args: argparse.Namespace, data: list[dict[str, Any]], 
     # `make_judge` names a judge by its spec (toy, vlm:<model>, package.module:function)
     mine = planned_settings(len(data), fingerprint, config, trees_per_batch=per, seed=args.seed,
                             judge=args.judge, sampling=sampling, precision=precision)  # fmt: skip
-    later = ["model", "judge_weights"] if str(args.judge).startswith("vlm:") else ["model"]
+    judged = judge_model(args.judge)
+    later = ["model", "judge_weights"] if judged is not None else ["model"]
     check_resume(out, mine, later)
+    from ..load import VLMRef
+
+    weights = {"model": policy_ref(args.model, precision["dtype"]).weights_key}
+    if judged:  # (`vlm:` naming none is make_judge's error)
+        weights["judge_weights"] = VLMRef(judged, dtype=precision["dtype"]).weights_key
+    # as `Search.settings` writes them (a JSON round trip: tuples read back as lists)
+    check_resume(out, {**mine, **json.loads(json.dumps(weights, default=str))})
     return fingerprint
+
+
+def _screened(
+    args: argparse.Namespace, data: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The rows whose prompts the policy's chat template takes as raw user text (as training
+    checks them, `ChatFormat.check_prompt`), read with its processor before it loads, and
+    the record of the others (None where none is refused): left out of the search, counted
+    and named on stderr."""
+    from ..chat_format import screen_prompts
+
+    processor = policy_ref(args.model).processor
+    screen = screen_prompts(processor, [row["prompt"] for row in data], "prism-mcts prompts")
+    if not screen.refused:
+        return data, None
+    print(f"mmalign: {screen}", file=sys.stderr)
+    if not screen.kept:
+        raise InputError(f"--data {args.data}: every prompt is refused ({screen.report})")
+    return [data[i] for i in screen.kept], screen.record()
 
 
 def summary_line(summary: dict[str, Any]) -> str:
@@ -127,7 +169,7 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
               f"rows: searching {len(rows)} trees{hint}", file=sys.stderr)  # fmt: skip
     config = MCTSConfig(args.iterations, args.children, args.max_depth, args.c, args.margin,
                         args.min_value)  # fmt: skip
-    data = [rows[i] for i in range(len(rows))]
+    data, refused = _screened(args, [rows[i] for i in range(len(rows))])
     precision = {"device": device.type, "dtype": dtype}
     fingerprint = _check_before_loading(args, data, config, precision)
     vlm = load_policy(args.model, dtype=dtype, device=device)
@@ -149,6 +191,8 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
     out = Path(args.out)
     pairs.save_to_disk(str(out / "pairs"))  # type: ignore[union-attr]
     summary.update(model=args.model, data=args.data, pairs_skipped=pair_report.skipped)
+    if refused is not None:
+        summary["prompts_refused"] = refused
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(summary_line(summary))
     print(f"pairs: {(out / 'pairs').resolve()}")

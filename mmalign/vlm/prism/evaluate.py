@@ -19,12 +19,14 @@ A reply refuses when its final answer opens with the refusal's first words ("I c
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ...data.prism_cot import final_answer, parse_stages
 from ...toy.prism import is_refusal
+from ..chat_format import screen_rows
 from ..rates import rate
 from .generate import generate_full
 
@@ -73,10 +75,16 @@ def evaluate_prism(vlm: Any, n: int = 600, seed: int = 4321, *, batch_size: int 
                    max_new_tokens: int = 96) -> dict[str, Any]:  # fmt: skip
     """Generate answers to `n` held-out toy:prism requests and score them."""
     dataset = prism_eval_rows(n, seed)
-    rows = [dataset[i] for i in range(len(dataset))]
+    # a prompt the template would frame twice (or holding its BOS / EOS) is left out, as
+    # training leaves it out: counted in `dropped` by reason and said on stderr
+    rows, screen = screen_rows(vlm.processor, [dataset[i] for i in range(len(dataset))])
+    if screen.refused:
+        print(f"mmalign: {screen}", file=sys.stderr)
     answers = generate_full(vlm.model, vlm.processor, rows, batch_size=batch_size,
                             max_new_tokens=max_new_tokens)  # fmt: skip
     out: dict[str, Any] = {"task": "prism", "n": len(rows), "seed": seed}
+    if screen.refused:
+        out["dropped"] = dict(screen.report.skipped)
     out.update(score_answers(rows, answers))
     pairs = list(zip(rows, answers, strict=True))[:12]
     out["examples"] = [{"prompt": r["prompt"], "source": r["source"], "expected": r["chosen"],

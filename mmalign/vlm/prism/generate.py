@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..chat_format import ChatFormat
 from ..collate import row_images, special_tokens_kwargs, user_content
 from .decode import plain_sampling, sample_shared, shares_prefix
 from .format import close_tag, decode_keep_tags, open_tag, special_ids_to_drop, tag_ids
@@ -147,6 +148,8 @@ class StageGenerator:
         self.eos = tok.eos_token_id
         self.calls = 0  # generate() calls made
         self.lead = answer_lead(processor)
+        self._chat = ChatFormat(processor)
+        self._checked: set[str] = set()  # the prompts `check_prompt` took, checked once
 
     def _sample(self, stage: str, close: int, ids: torch.Tensor) -> StageSample:
         text = open_tag(stage) + decode_keep_tags(self.processor, ids, self.drop)
@@ -154,6 +157,10 @@ class StageGenerator:
 
     def __call__(self, requests: Sequence[StageRequest], samples: int) -> list[list[StageSample]]:
         """`samples` samples of each request's stage, in request order."""
+        for r in requests:  # (`prism-mcts` leaves such rows out first, counted)
+            if r.prompt not in self._checked:
+                self._chat.check_prompt(r.prompt)  # RowError: it would be templated twice
+                self._checked.add(r.prompt)
         per_call = max(1, self.batch_size // samples)
         out: list[list[StageSample]] = []
         for start in range(0, len(requests), per_call):
@@ -175,7 +182,11 @@ def generate_full(model: Any, processor: Any, rows: Sequence[dict[str, Any]], *,
                   batch_size: int = 64, max_new_tokens: int = 128,
                   desc: str = "answering") -> list[str]:  # fmt: skip
     """Greedy whole answers to `rows` (prompt + image), stage tags kept when the tokenizer has
-    them (a model without the format answers plainly)."""
+    them (a model without the format answers plainly). A prompt already in the chat template's
+    format raises `RowError` (`evaluate_prism` leaves such rows out first, counted)."""
+    chat = ChatFormat(processor)
+    for row in rows:
+        chat.check_prompt(row["prompt"])
     tok = getattr(processor, "tokenizer", processor)
     eos = [tok.eos_token_id]
     drop = special_ids_to_drop(processor)

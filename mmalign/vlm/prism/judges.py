@@ -191,6 +191,14 @@ def check_verdict(value: Verdict) -> tuple[float | None, str | None]:
     return v, None
 
 
+def judge_model(spec: Any) -> str | None:
+    """The model a `vlm:<model>` judge spec names (its weights are a search setting), else
+    None; "" for `vlm:` with none."""
+    if isinstance(spec, str) and spec.startswith("vlm:"):
+        return spec[len("vlm:") :]
+    return None
+
+
 def make_judge(
     spec: str | Callable[[JudgeItem], float],
     *,
@@ -203,10 +211,10 @@ def make_judge(
         return CallableJudge(spec, getattr(spec, "__name__", "callable"))
     if spec == "toy":
         return ToyJudge()
-    if spec.startswith("vlm:"):
+    model = judge_model(spec)
+    if model is not None:
         from ..load import load_vlm
 
-        model = spec[len("vlm:") :]
         if not model:
             raise ValueError("--judge vlm:<model> needs a model (folder, hub id or toy:vlm)")
         return VLMJudge(load_vlm(model, dtype=dtype, device=device), name=spec)

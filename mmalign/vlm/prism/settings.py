@@ -4,10 +4,12 @@ and the resume check that compares a rerun's settings with it (`search.py`).
 The settings are the search config, batching and seed, a fingerprint of the rows, the judge,
 the sampling (temperature, max_new_tokens, batch_size), the device type and dtype the models
 run in, and the weights keys (`VLM.weights_key`) of the policy (`model`) and of a VLM judge
-(`judge_weights`). All but the weights keys are known from the arguments and the data, before
-any model loads (`planned_settings`): `prism-mcts` checks those first, so a rerun refused for
-its device or dtype has loaded nothing onto the GPU; the weights keys, which need the loaded
-models (a hub model's key holds the commit its loaded config names), are checked after.
+(`judge_weights`). All but the weights keys are known from the arguments and the data
+(`planned_settings`): `prism-mcts` checks those first, so a rerun refused for its device or
+dtype has loaded nothing onto the GPU; then the weights keys, read from the models' files
+without loading them (`load.VLMRef`, the key the loaded model gives: a hub model's holds the
+commit its config names), so a rerun on other weights is refused before loading too; `Search`
+compares every setting once more with the loaded models' keys.
 """
 
 from __future__ import annotations
