@@ -61,7 +61,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     result = train(cfg, recipe)
     if result.saved:
-        print(f"mmalign: trained {result.steps} steps in {result.seconds:.0f} s")
+        from .words import plural
+
+        print(f"mmalign: trained {plural(result.steps, 'step')} in {result.seconds:.0f} s")
         print(f"weights: {result.saved['path']}")
         print(f"metrics: {result.output_dir / 'metrics.jsonl'}")
     return 0

@@ -10,10 +10,12 @@ by reason on the sample.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from .data.cards import DatasetCard, load_card
 from .subcommands import group_actions
+from .words import plural
 
 VLM_READERS = ("llava", "mmsafe", "realign", "trl")
 
@@ -66,12 +68,15 @@ def show(card: DatasetCard, split: str | None, sample: int) -> str:
     if card.reader in ("none", "prompts"):
         lines.append(f"  no preference-pair reader: {card.notes or 'nothing to open'}")
         return "\n".join(line for line in lines if line)
+    from .toy.cache import DEFAULT_SPLIT, split_to_read
+
     data = card.data_config()
-    lines.append(f"  resolves to: data.path={data['path']} data.split={split or card.split}")
+    split = split_to_read(data["path"], split, card.split or DEFAULT_SPLIT)  # toy: refused
+    lines.append(f"  resolves to: data.path={data['path']} data.split={split}")
     if data.get("toy"):
         lines.append(f"  toy options: {data['toy']}")
-    rows, report = _open(card, split or card.split or "train", sample)
-    lines.append(f"  sample: {len(rows)} rows, columns {list(rows.column_names)}")
+    rows, report = _open(card, split, sample)
+    lines.append(f"  sample: {plural(len(rows), 'row')}, columns {list(rows.column_names)}")
     lines.append("  " + str(report).replace("\n", "\n  "))
     return "\n".join(line for line in lines if line)
 
@@ -97,7 +102,10 @@ def _cmd_smooth(args: argparse.Namespace) -> int:
     files = parse_scorer_paths(args.scorer_path, [args.scorer]).get(args.scorer, {})
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    rows, report = open_pairs(args.data, args.split, max_samples=args.max_samples, key="DATA")
+    from .toy.cache import split_to_read
+
+    split = split_to_read(args.data, args.split)  # toy data: refused, not ignored
+    rows, report = open_pairs(args.data, split, max_samples=args.max_samples, key="DATA")
     if report.num_skipped:
         print(f"mmalign: {report}")
     if len(rows) == 0:
@@ -114,10 +122,42 @@ def _cmd_smooth(args: argparse.Namespace) -> int:
     return 0
 
 
+EMBEDDING_FILES = (
+    "user_embeddings.safetensors and user_embeddings.json"  # vlm.user_embed.write_embeddings
+)
+USER_PAIRS = "a folder of per-user pairs, as `mmalign toy data users --out DIR` writes: give DIR"
+
+
+def user_embed_paths(data: str, out: str | None) -> tuple[Path, Path, Path]:
+    """(DATA's folder, its saved pairs, the output folder) of `data user-embed`, checked before
+    the VLM runs: DATA is a `mmalign toy data users --out DIR` folder (or its `pairs/`), and
+    `--out` a folder (default DATA/user_embeddings) that gets the two embedding files."""
+    from .config import InputError
+
+    if data.startswith("toy:"):  # built in the cache: its folder is no place for the output
+        raise InputError(
+            f"{data}: user-embed reads {USER_PAIRS} (a PPD recipe on data.path: {data} embeds its "
+            "users itself)"
+        )
+    folder = Path(data).expanduser()
+    if not folder.exists():
+        raise InputError(f"{data}: no such folder; user-embed reads {USER_PAIRS}")
+    if not folder.is_dir():
+        raise InputError(f"{data} is a file; user-embed reads {USER_PAIRS}")
+    pairs = folder / "pairs" if (folder / "pairs").is_dir() else folder
+    target = Path(out).expanduser() if out else folder / "user_embeddings"
+    if target.exists() and not target.is_dir():
+        raise InputError(f"--out {out} is a file: --out is a folder, for {EMBEDDING_FILES}")
+    if not target.exists() and target.suffix in (".safetensors", ".json"):
+        raise InputError(
+            f"--out {out}: --out is a folder, for {EMBEDDING_FILES}; give the folder "
+            f"(e.g. {target.with_suffix('')})"
+        )
+    return folder, pairs, target
+
+
 def _cmd_user_embed(args: argparse.Namespace) -> int:
     """PPD user embeddings (Dang et al. CVPR 2025): one per user, from its first --shots pairs."""
-    from pathlib import Path
-
     from .config import InputError
     from .data.schema import load_pairs
     from .devices import device_options
@@ -130,26 +170,28 @@ def _cmd_user_embed(args: argparse.Namespace) -> int:
     )
 
     device, dtype = device_options(args)  # a device the machine lacks: refused first
-    folder = Path(args.data)
-    pairs = folder / "pairs" if (folder / "pairs").is_dir() else folder
-    if not pairs.is_dir():
-        raise InputError(f"{args.data}: no saved pairs dataset (a folder from `mmalign toy data`)")
-    examples, ties = examples_from_pairs(load_pairs(pairs))
+    folder, pairs, out = user_embed_paths(args.data, args.out)
+    try:
+        rows = load_pairs(pairs)
+    except FileNotFoundError:  # `datasets`' own, no errno: it ended in a traceback
+        raise InputError(f"{args.data}: no saved pairs dataset in it; user-embed reads "
+                         f"{USER_PAIRS}") from None  # fmt: skip
+    examples, ties = examples_from_pairs(rows)
     if ties:
-        print(f"mmalign: skipped {ties} tied pair(s) (label 0.5): no preference to show")
+        print(f"mmalign: skipped {plural(ties, 'tied pair')} (label 0.5): no preference to show")
     vlm = VLMRef(args.model, dtype=dtype, device=device)  # loaded only if not cached
     embs, hit = cached_user_embeddings(
         vlm, examples, shots=args.shots, layer=args.layer, pooling=args.pooling,
         batch_size=args.batch_size,
     )  # fmt: skip
-    out = Path(args.out) if args.out else folder / "user_embeddings"
     # the prompt format's version too: embeddings of another version are another encoding
     # and the encoder's dtype (a training run embeds its new users the same way)
     meta = {"model": args.model, "shots": args.shots, "layer": args.layer,
             "pooling": args.pooling, "data": str(folder), "cached": hit,
             "prompt_format": PROMPT_FORMAT_VERSION, "dtype": dtype}  # fmt: skip
     path = write_embeddings(embs, out, meta)
-    print(f"wrote {len(embs)} user embeddings to {path} ({'from cache' if hit else 'computed'})")
+    print(f"wrote {plural(len(embs), 'user embedding')} to {path} "
+          f"({'from cache' if hit else 'computed'})")  # fmt: skip
     return 0
 
 
@@ -158,7 +200,8 @@ def register(sub: Any) -> None:
     actions = group_actions(sub, "data")
     p = actions.add_parser("show", help="what a dataset card (datasets/*.yaml) resolves to")
     p.add_argument("card", help="a card file, or a name in datasets/ (e.g. toy_pairs)")
-    p.add_argument("--split", default=None, help="split to open (default: the card's)")
+    p.add_argument("--split", default=None, help="split to open (default: the card's; none "
+                   "for toy data, which is built, not split)")  # fmt: skip
     p.add_argument("--sample", type=int, default=64, help="rows to read and check (default 64)")
     p.set_defaults(func=_cmd_show)
     p = actions.add_parser("smooth", help="SmPO soft labels for image pairs from a reward model")
@@ -166,7 +209,8 @@ def register(sub: Any) -> None:
     p.add_argument("--scorer", default="pickscore", help="reward scorer (default pickscore; "
                    "toy:fidelity, toy:user:<id>, ...)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder (a saved dataset)")
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default=None, help="split to read (default train; none for toy "
+                   "data, which is built, not split)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32, help="pairs per scorer call")
     p.add_argument("--device", default=None, help="the scorer's device (default: its own)")
     from .rewards.files import HELP as SCORER_PATH_HELP

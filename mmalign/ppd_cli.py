@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .cli_errors import finite_float
 from .config import InputError
+from .words import plural
 
 
 def add_sample_options(p: argparse.ArgumentParser) -> None:
@@ -206,7 +207,7 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
         lo, hi = r["ci95"]
         print(f"{u}: win rate {r['win_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}, n={r['n']}), "
               f"mean {r['base_mean']:.4f} -> {r['tuned_mean']:.4f}")  # fmt: skip
-    print(f"average win rate over {len(results['users'])} users: "
+    print(f"average win rate over {plural(len(results['users']), 'user')}: "
           f"{results['average_win_rate']:.1%}")  # fmt: skip
     if "specificity" in results:
         s = results["specificity"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from .cli_errors import at_least_one
 from .config import ConfigError, InputError
+from .words import plural
 
 TOY_MODELS = ("sd", "vlm", "flow")  # what `mmalign toy build` trains
 
@@ -72,17 +74,61 @@ def _toy_model(name: str | None) -> str | None:
     return None if name is None else str(Path(name).expanduser())
 
 
+BUILT = ("pairs", "pickapic", "dense", "summary.json")  # what a build writes (and replaces)
+
+
+def _earlier_build(out: Path) -> str | None:
+    """What an earlier toy data build left in `out`, in words (None: nothing a build replaces)."""
+    import json
+
+    found = [name for name in BUILT if (out / name).exists()]
+    if not found:
+        return None
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+        what = f"a toy '{summary['kind']}' dataset of {plural(int(summary['rows']), 'row')}, "
+    except (OSError, ValueError, KeyError, TypeError):  # no summary, or not one of ours
+        what = ""
+    return f"{what}{', '.join(found)}"
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """`--out`: refused when it holds an earlier build, unless `--overwrite` (then said on
+    stderr, naming what else is there and stays: files made from the replaced build)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder")
+    earlier = _earlier_build(out)
+    if earlier is None:
+        return
+    if not overwrite:
+        raise InputError(
+            f"--out {out} already holds an earlier build ({earlier}); give --overwrite to "
+            "replace it, or another --out"
+        )
+    others = sorted(p.name for p in out.iterdir() if p.name not in BUILT)
+    kept = f"; left as they are: {', '.join(others)}" if others else ""
+    print(f"mmalign: --overwrite: replacing the earlier build in {out} ({earlier}){kept}",
+          file=sys.stderr)  # fmt: skip
+
+
 def _cmd_toy_data(args: argparse.Namespace) -> int:
     import json
 
     from .toy import datasets
 
     at_least_one(args, "n")
+    if args.model is not None and args.kind not in datasets.MODEL_KINDS:
+        raise InputError(
+            f"--model {args.model}: toy data {args.kind} is rendered, not sampled from a model; "
+            f"--model is for {', '.join(datasets.MODEL_KINDS)}"
+        )
     model = _toy_model(args.model)
     options = _set_options(args.set or [])
+    out = Path(args.out).expanduser()
+    _check_out(out, args.overwrite)
     try:
         summary = datasets.build_dataset(
-            args.kind, args.out, n=args.n, seed=args.seed, model=model, **options
+            args.kind, out, n=args.n, seed=args.seed, model=model, **options
         )
     except (TypeError, ValueError) as err:  # an option's value the builder cannot use
         given = ", ".join(f"{k}={v!r}" for k, v in options.items())
@@ -118,6 +164,9 @@ def register(sub: Any) -> None:
         choices=["pairs", "style", "users", "flaws", "vqa", "hallucination", "safety", "prism"],
     )
     t.add_argument("--out", required=True, help="output folder")
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier build in --out (else refused)"
+    )
     t.add_argument("--n", type=int, default=64, help="rows (default 64; pairs: prompts, less ties)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument(

@@ -2,9 +2,10 @@
 (`search.json`). The settings known from the arguments and the data (search config, batching,
 seed, rows, judge, sampling, device type, dtype) are compared before any model loads: an old
 CPU search reopened on a GPU machine is refused at once, without loading the policy and a
-`vlm:` judge onto the GPU first. The weights keys, which need the loaded models, are compared
-after they load. A dtype change is named as the dtype, not also as "other weights" (a weights
-key starts with the dtype it loaded in)."""
+`vlm:` judge onto the GPU first. The weights keys are compared too, read from the files
+before loading (review 7, tests/test_review7_prism_checks.py), and once more after. A dtype
+change is named as the dtype, not also as "other weights" (a weights key starts with the dtype
+it loaded in)."""
 
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def test_the_same_settings_still_resume_with_a_vlm_judge(tmp_path, tagged_model,
 
 
 def test_weights_retrained_in_place_are_still_refused_after_loading(tmp_path, tagged_model, capsys):
-    """The weights key needs the loaded model: compared after loading, as before."""
+    """Other weights are refused (before loading since review 7; see test_review7_prism_checks)."""
     import shutil
 
     model = tmp_path / "model"

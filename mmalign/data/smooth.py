@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..words import plural
+
 P_MAX = math.e / (1 + math.e)  # the largest label: n_c = 1, n_r = 0
 
 
@@ -87,8 +89,8 @@ def describe(labels: SoftLabels, bins: int = 5) -> str:
     """Lines for a report: pairs, swapped, ties, bounds and the label histogram."""
     n = len(labels.label)
     lines = [
-        f"{n} pairs: {labels.num_swapped} swapped (the reward ranks them the other way), "
-        f"{labels.num_ties} ties (p = 0.5: kept, no gradient)",
+        f"{plural(n, 'pair')}: {labels.num_swapped} swapped (the reward ranks them the other "
+        f"way), {plural(labels.num_ties, 'tie')} (p = 0.5: kept, no gradient)",
         f"reward min-max {labels.low:.6g} .. {labels.high:.6g}; "
         f"label mean {float(labels.label.mean()):.4f}",
         "label histogram:",

@@ -6,15 +6,38 @@ VLM) and the evaluation take toy data from this one place.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..config import InputError
 from ..data.cache import build_once, cache_root, digest
 from ..suggest import did_you_mean
 from ..weights import weight_files
 
 TOY_PREFIX = "toy:"
+DEFAULT_SPLIT = "train"  # what a command's `--split` reads when none is given
+
+
+def split_to_read(
+    data: str, split: str | None, default: str = DEFAULT_SPLIT, hint: str | None = None
+) -> str:
+    """The split a command reads of `data` for `--split split` (None: not given): `split`, else
+    `default`. Toy data is built, not split: a `--split` given for `toy:<kind>` is refused
+    rather than ignored (the command would read the built rows whatever it named). `hint`: the
+    command's own way to other toy rows, in place of building them on the held-out prompts."""
+    if data.startswith(TOY_PREFIX) and split is not None:
+        kind = data[len(TOY_PREFIX) :].split(":")[0]
+        hint = hint or (
+            "For rows on the held-out toy prompts, build them with `mmalign toy data "
+            f"{kind} --set prompt_split=heldout --out DIR` and give DIR/pairs"
+        )
+        raise InputError(
+            f"--split {split}: toy data is built, not split ({data} is built whole on first "
+            f"use); leave --split out. {hint}"
+        )
+    return default if split is None else split
 
 
 def _resolve(model: Any) -> Any:
@@ -80,5 +103,20 @@ def toy_pairs(kind: str, options: Mapping[str, Any], model: str | None = None) -
     def build(tmp: Path) -> None:
         print(f"mmalign: building toy dataset '{kind}' {opts} into {folder} (first use)")
         build_dataset(kind, tmp, **opts)
+        final_paths(tmp, folder)
 
     return build_once(folder, build) / "pairs"
+
+
+def final_paths(tmp: Path, folder: Path) -> None:
+    """Rewrite the `paths` of the summary.json built in `tmp` as they will be once `tmp` is
+    renamed to `folder` (`build_once`): they named the `.partial` folder, gone by then."""
+    file = tmp / "summary.json"
+    summary = json.loads(file.read_text()) if file.is_file() else None
+    if not isinstance(summary, dict) or not isinstance(summary.get("paths"), dict):
+        return
+    summary["paths"] = {
+        k: str(folder / Path(v).relative_to(tmp)) if Path(v).is_relative_to(tmp) else v
+        for k, v in summary["paths"].items()
+    }
+    file.write_text(json.dumps(summary, indent=2) + "\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -204,6 +205,8 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
             f"{out_dir} already holds checkpoints; set train.resume_from=latest to continue "
             "that run, or choose another output_dir"
         )
+    elif main and tc.resume_from == "latest":  # said, as diffusers' examples say it, not silent
+        print(f"mmalign: no checkpoint in {out_dir}; starting from step 0", file=sys.stderr)
     metrics_path = out_dir / METRICS_FILE
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)

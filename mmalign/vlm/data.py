@@ -205,13 +205,16 @@ def open_vlm_pairs(
 def _cmd_realign(args: argparse.Namespace) -> int:
     from ..data.schema import to_pil_image, to_rgb
     from ..devices import device_options
+    from ..toy.cache import split_to_read
+    from ..words import plural
     from .load import load_vlm
     from .realign import build_realign, realign_dataset
     from .realign_embed import BagOfWordsEmbedder, OpenClipEmbedder, TokenEmbeddingEmbedder
 
     device, dtype = device_options(args)  # a device the machine lacks: refused first
+    split = split_to_read(args.data, args.split)  # toy data: refused, not ignored
     vlm = load_vlm(args.model, dtype=dtype, device=device)
-    rows, report = open_vlm_pairs(args.data, args.split, image_root=args.image_root,
+    rows, report = open_vlm_pairs(args.data, split, image_root=args.image_root,
                                   max_samples=args.max_samples)  # fmt: skip
     print(report)
     pool = None
@@ -242,7 +245,7 @@ def _cmd_realign(args: argparse.Namespace) -> int:
         "mean_similarity": sum(result.similarities) / max(1, len(result.similarities)),
     }  # fmt: skip
     Path(args.out, "realign_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"re-align pairs: {Path(args.out).resolve()} ({len(ds)} rows)")
+    print(f"re-align pairs: {Path(args.out).resolve()} ({plural(len(ds), 'row')})")
     return 0
 
 
@@ -255,7 +258,8 @@ def register(sub: Any) -> None:
     p.add_argument("--model", required=True, help="VLM folder, hub id or toy:vlm")
     p.add_argument("--data", required=True, help="rows with prompt + image (+ chosen): any "
                    "format open_vlm_pairs reads, e.g. toy:vqa or a JSON file")  # fmt: skip
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default=None, help="split to read (default train; none for toy "
+                   "data, which is built, not split)")  # fmt: skip
     p.add_argument("--image-root", default=None, help="folder the data's image paths are in")
     p.add_argument("--images", default=None, help="image pool folder (default: the data's "
                    "own images)")  # fmt: skip

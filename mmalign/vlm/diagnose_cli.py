@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import InputError
+from ..words import plural
 
 # toy kinds whose pairs are images: CHES is defined for language-model responses
 DIFFUSION_TOY = ("toy:pairs", "toy:style", "toy:users", "toy:flaws")
@@ -79,9 +80,10 @@ def is_diffusion_model(model: str) -> bool:
     return model == "toy:sd" or (Path(model) / "model_index.json").is_file()
 
 
-def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any],
-                  pair_filter: Any = None, top: int = 12) -> dict[str, Any]:  # fmt: skip
-    """Parquet table, summary.json, report.html (and filtered/) under `out`; the summary."""
+def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any], pair_filter: Any = None,
+                  top: int = 12) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    """Parquet table, summary.json, report.html (and filtered/, states.safetensors) under
+    `out`; the summary and the names of everything written, for the command to list."""
     import pandas as pd
 
     from .diagnose import summarize, summarize_by
@@ -94,23 +96,27 @@ def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any],
     for name in texts:
         table[name] = [str(rows[i][name]) for i in diag.columns["row"]]
     table.to_parquet(out / "pairs.parquet", index=False)
+    written = ["pairs.parquet", "summary.json", "report.html"]
     summary = {**meta, **summarize(diag)}
     if "source" in table and len(table):  # e.g. toy:safety's forbidden / synonym / benign
         summary["by_source"] = summarize_by(diag, list(table["source"]))
     if pair_filter is not None:
         kept = [diag.columns["row"][i] for i in pair_filter.keep(diag.columns[pair_filter.metric])]
         rows.select(kept).save_to_disk(str(out / "filtered"))
+        written.append("filtered/")
         summary["filter"] = {"spec": str(pair_filter), "kept": len(kept), "of": len(diag)}
     if diag.states is not None:
         save_states(out / STATES_FILE, diag.states)
+        written.append(STATES_FILE)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.html").write_text(render_report(table, rows, summary, top=top))
-    return summary
+    return summary, written
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
     from ..data.pair_filter import parse_filter
     from ..devices import resolve_device
+    from ..toy.cache import split_to_read
     from .cli import load_from_args
     from .data import open_vlm_pairs
     from .diagnose import add_reference, diagnose_rows
@@ -122,6 +128,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         raise InputError(f"--filter: {err}") from None
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    args.split = split_to_read(args.data, args.split)  # toy data: refused, not ignored
     # a device the machine lacks: refused before anything loads; both paths (the VLM's
     # `load_from_args` and the diffusion scorer) read the resolved name
     args.device = str(resolve_device(args.device))
@@ -183,23 +190,23 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
             "adapter": args.adapter, "opened": dict(report.skipped)}  # fmt: skip
     if reference is not None:
         meta["reference"] = ref_source
-    summary = write_outputs(diag, rows, Path(args.out), meta, pair_filter, top=args.top)
+    summary, written = write_outputs(diag, rows, Path(args.out), meta, pair_filter, top=args.top)
 
     def share(key: str) -> str:  # None: every pair labelled 0.5, no order to be right about
         value = summary.get(key, float("nan"))
         return "n/a" if value is None else f"{value:.1%}"
 
     tied = summary.get("tied_labels", 0)
-    print(f"{summary['pairs']} pairs in {summary['seconds']:.1f}s; ranking accuracy "
+    print(f"{plural(summary['pairs'], 'pair')} in {summary['seconds']:.1f}s; ranking accuracy "
           f"{share('ranking_accuracy')}"
           + (f", implicit accuracy {share('implicit_accuracy')}"
              if "implicit_accuracy" in summary else "")
-          + (f" ({tied} pairs labelled 0.5 left out of the accuracies)" if tied else "")
+          + (f" ({plural(tied, 'pair')} labelled 0.5 left out of the accuracies)" if tied else "")
           + f"; duplicates {summary.get('duplicates', 0)}")  # fmt: skip
     if "filter" in summary:
         f = summary["filter"]
         print(f"filter {f['spec']}: kept {f['kept']} of {f['of']} -> {Path(args.out, 'filtered')}")
-    print(f"wrote {Path(args.out).resolve()} (pairs.parquet, summary.json, report.html)")
+    print(f"wrote {Path(args.out).resolve()} ({', '.join(written)})")
     return 0
 
 
@@ -224,7 +231,8 @@ def register(sub: Any, on_diffusion: Any = None) -> None:
                    "implicit-reward accuracy when MODEL has no adapter to switch off (e.g. the "
                    "base of a full fine-tune); it must share MODEL's tokenizer")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default=None, help="split to read (default train; none for toy "
+                   "data, which is built, not split)")  # fmt: skip
     p.add_argument("--filter", default=None, help="write DIR/filtered with the pairs kept by "
                    "METRIC:RULE=VALUE, e.g. ln_ches:keep_lowest=0.05 or ln_ches:max=3")  # fmt: skip
     p.add_argument("--max-length", type=int, default=None, help="skip (and count) pairs "

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ...cli_errors import finite_float
 from ...config import InputError
 from ...subcommands import group_actions
+from ...words import plural
 
 if TYPE_CHECKING:
     import torch
@@ -137,14 +138,16 @@ def summary_line(summary: dict[str, Any]) -> str:
              f"(first: {this.get('first_judge_batch_error')})" if batch else "")  # fmt: skip
     held = summary.get("pairs_withheld_unjudged", 0)
     held_text = f" ({held} withheld: an unjudged dead end on one side)" if held else ""
-    return (f"prism-mcts: {summary['trees']} trees ({resumed}), {summary['nodes']} nodes, "
-            f"{summary['pairs']} pairs{held_text}; failures {summary['failures']}{judge}; "
+    return (f"prism-mcts: {plural(summary['trees'], 'tree')} ({resumed}), "
+            f"{plural(summary['nodes'], 'node')}, {plural(summary['pairs'], 'pair')}"
+            f"{held_text}; failures {summary['failures']}{judge}; "
             f"{this['nodes_per_second']} nodes/s ({this['samples_per_second']} samples/s), "
             f"{this['judge_calls_per_second']} judge calls/s")  # fmt: skip
 
 
 def _cmd_mcts(args: argparse.Namespace) -> int:
     from ...devices import device_options
+    from ...toy.cache import split_to_read
     from ..data import open_vlm_pairs
     from .format import tag_ids
     from .generate import StageGenerator
@@ -159,7 +162,8 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1")
     device, dtype = device_options(args)  # a device the machine lacks: refused before loading
-    rows, report = open_vlm_pairs(args.data, args.split, max_samples=args.max_samples)
+    split = split_to_read(args.data, args.split)  # toy data: refused, not ignored
+    rows, report = open_vlm_pairs(args.data, split, max_samples=args.max_samples)
     print(report)
     if args.max_samples is not None and len(rows) < args.max_samples:
         # a toy spec builds its default 64 rows: say so rather than search fewer trees silently
@@ -209,7 +213,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         raise InputError(str(err)) from None
     print(report)
     rows.save_to_disk(str(args.out))
-    print(f"{len(rows)} rows: {Path(args.out).resolve()} (data.path for a recipe)")
+    print(f"{plural(len(rows), 'row')}: {Path(args.out).resolve()} (data.path for a recipe)")
     return 0
 
 
@@ -240,7 +244,8 @@ def register(sub: Any) -> None:
     p.add_argument("--data", required=True, help="requests (prompt + image), e.g. toy:prism")
     p.add_argument("--judge", default="toy", help="toy, vlm:<model> or package.module:function")
     p.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default=None, help="split to read (default train; none for toy "
+                   "data, which is built, not split)")  # fmt: skip
     p.add_argument("--max-samples", type=int, default=None, help="search only the first N rows")
     p.add_argument("--iterations", type=int, default=200, help="iterations per tree")
     p.add_argument("--children", type=int, default=3, help="samples per expansion")
