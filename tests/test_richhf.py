@@ -186,7 +186,7 @@ def test_data_show_reads_the_richhf_card(richhf, monkeypatch, capsys):
     monkeypatch.setenv("MMALIGN_RICHHF", str(root))
     assert main(["data", "show", "richhf_18k", "--split", "dev", "--sample", "5"]) == 0
     out = capsys.readouterr().out
-    assert "reader: richhf" in out and "sample: 1 rows" in out
+    assert "reader: richhf" in out and "sample: 1 row," in out
     assert "image_not_found: 1" in out and "overall_out_of_range: 1" in out
 
 
