@@ -45,3 +45,23 @@ def test_every_command_has_help(command):
     )
     assert result.returncode == 0, result.stderr
     assert "usage: mmalign" in result.stdout
+
+
+def test_every_subcommand_formats_its_help():
+    """`mmalign ... --help` of every (sub)command: argparse %-formats each help string, so a
+    bare '%' (as in "95% bootstrap") crashed `mmalign eval --help` with a ValueError."""
+    import argparse
+
+    from mmalign.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+        assert "usage: mmalign" in parser.format_help(), path
+        seen = [path]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    seen += walk(child, (*path, name))
+        return seen
+
+    paths = walk(build_parser(), ())
+    assert ("eval", "flaws") in paths and len(paths) > 20

@@ -126,9 +126,10 @@ def test_pairs_record_counts_ties_apart_from_skipped_rows():
     report = ValidationReport(total=6, kept=3, skipped={"tie": 2, "missing_caption": 1})
     built = {"tie": 3, "no_visible_flaw": 1}
     record = pairs_record(rows, report, built)
-    assert record == {
-        "skipped": {"no_visible_flaw": 1, "missing_caption": 1},
-        "ties": {"dropped": 5, "kept": 1},
+    assert record == {  # the toy build's counts under their own key (test_review7_run_record)
+        "skipped": {"missing_caption": 1},
+        "ties": {"dropped": 2, "kept": 1},
+        "build_skipped": {"tie": 3, "no_visible_flaw": 1},
     }
     assert pairs_record(rows, ValidationReport()) == {
         "skipped": {}, "ties": {"dropped": 0, "kept": 1},
@@ -161,6 +162,7 @@ def test_toy_run_records_the_ties_its_build_dropped(tmp_path, capsys):
     dropped = summary["skipped"].get("tie", 0)
     assert dropped > 0, summary["skipped"]  # the case under test: the build dropped ties
     assert run["rows"] == summary["rows"] == 12 - dropped
-    assert run["ties"] == {"dropped": dropped, "kept": 0}
+    assert run["build_skipped"] == {"tie": dropped}  # what the build left out, ties included
+    assert run["ties"] == {"dropped": 0, "kept": 0}  # this run's rows: none tied
     assert run["skipped"] == {}  # no row was unreadable: ties are not skipped rows
     assert f"left out {dropped} candidate pair(s) (tie: {dropped})" in capsys.readouterr().out

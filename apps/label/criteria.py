@@ -32,7 +32,8 @@ from mmalign.suggest import did_you_mean
 ANSWERS = ("left", "right", "tie", "both_bad")  # what one question can be answered with
 FILE_KEYS = ("criteria", "label")
 CRITERION_KEYS = ("name", "question")
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# fullmatched: with `match`, `$` also matches before a final newline ("overall\n" passed)
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_CRITERIA = 8
 SETTING = "criteria"
 
@@ -135,7 +136,7 @@ def parse_criteria(raw: Any, where: str = "criteria") -> Criteria:
                     f"{at}: unknown key {key!r}; {did_you_mean(str(key), CRITERION_KEYS)}"
                 )
         name, question = item.get("name"), item.get("question")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise CriteriaError(f"{at}: name must match [a-z][a-z0-9_]* (<= 64), got {name!r}")
         if not isinstance(question, str) or not question.strip():
             raise CriteriaError(f"{at} ({name}): 'question' must be a non-empty string")

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROLES = ("annotator", "admin")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# fullmatched: with `match`, `$` also matches before a final newline ("alice\n" passed)
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # N=2^17 takes 128*r*N = 128 MiB and about 0.4 s of a core per check. Checks run on at most
 # 4 threads (`login.off_loop`; one on a 2-core machine), so 512 MiB at most in flight. Tests
 # set SCRYPT_N lower for speed; every hash carries its own parameters.
@@ -98,7 +99,7 @@ def load_users(path: str | Path) -> dict[str, User]:
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split(":")
-        if len(parts) != 3 or parts[1] not in ROLES or not _NAME.match(parts[0]):
+        if len(parts) != 3 or parts[1] not in ROLES or not _NAME.fullmatch(parts[0]):
             raise ValueError(f"{path}:{lineno}: expected name:role:hash with role in {ROLES}")
         users[parts[0]] = User(parts[0], parts[1], parts[2])
     return users
@@ -106,7 +107,7 @@ def load_users(path: str | Path) -> dict[str, User]:
 
 def add_user(path: str | Path, name: str, password: str, role: str = "annotator") -> User:
     """Add a user or replace their password/role; the file is rewritten atomically."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ValueError(f"user name {name!r}: use 1-64 characters from A-Z a-z 0-9 _ . -")
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")

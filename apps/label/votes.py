@@ -22,7 +22,8 @@ from .tables import answers as answers_table
 from .tables import votes
 
 CHOICES = ("left", "right", "tie", "both_bad", "skip")
-_VOTE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+# fullmatched: with `match`, `$` also matches before a final newline ("abcdefgh\n" passed)
+_VOTE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _RACED = object()  # _undo_once: the vote was withdrawn by a concurrent undo
 
 
@@ -78,7 +79,7 @@ class VoteWriter:
         `answers` (criterion -> left/right/tie/both_bad, checked by `criteria.Criteria`) go
         to the `answers` table in the same transaction.
         """
-        if not isinstance(vote_id, str) or not _VOTE_ID.match(vote_id):
+        if not isinstance(vote_id, str) or not _VOTE_ID.fullmatch(vote_id):
             raise VoteError(f"vote_id must be 8-64 characters [A-Za-z0-9_-], got {vote_id!r}")
         if choice not in CHOICES:
             raise VoteError(f"choice must be one of {CHOICES}, got {choice!r}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,19 +117,37 @@ def _toy_pairs_folder(path: str, toy_options: Mapping[str, Any] | None, model: s
     return toy_pairs(kind, toy_options or {}, model if kind in MODEL_KINDS else None)
 
 
-def toy_build_dropped(
+@dataclass(frozen=True)
+class ToyBuild:
+    """What building a toy dataset wrote (its summary.json): `rows`, the rows it holds, and
+    `skipped`, the candidate pairs it left out, by reason (`tie` for pairs whose rewards tied
+    under `ties: drop`, `no_visible_flaw`, ...). Counted over the whole build: a run's
+    `data.max_samples` takes a prefix of its rows afterwards."""
+
+    rows: int
+    skipped: dict[str, int]
+
+
+def toy_build(
     path: str, *, toy_options: Mapping[str, Any] | None = None, model: str | None = None
-) -> dict[str, int]:
-    """What building toy dataset `path` left out, by reason (its summary.json's `skipped`:
-    `tie` for candidate pairs whose rewards tied under `ties: drop`); {} for other data. The
-    dataset is built already (`open_pairs` with the same arguments): this only reads it."""
+) -> ToyBuild | None:
+    """What building toy dataset `path` wrote and left out (`ToyBuild`); None for other data.
+    The dataset is built already (`open_pairs` with the same arguments): this only reads it."""
     if not path.startswith(TOY_PREFIX):
-        return {}
-    summary = _toy_pairs_folder(path, toy_options, model).parent / "summary.json"
+        return None
+    from ..toy.cache import toy_data_folder
+    from ..toy.datasets import MODEL_KINDS
+
+    kind = path[len(TOY_PREFIX) :]
+    # where `open_pairs` built it; never built here (a dataset that is not there has no record)
+    chosen = model if kind in MODEL_KINDS else None
+    summary = toy_data_folder(kind, toy_options or {}, chosen) / "summary.json"
     if not summary.is_file():
-        return {}
-    left_out = json.loads(summary.read_text()).get("skipped") or {}
-    return {str(reason): int(n) for reason, n in left_out.items() if n}
+        return None
+    info = json.loads(summary.read_text())
+    left_out = info.get("skipped") or {}
+    skipped = {str(reason): int(n) for reason, n in left_out.items() if n}
+    return ToyBuild(rows=int(info.get("rows", 0)), skipped=skipped)
 
 
 def pairs_record(
@@ -137,18 +156,21 @@ def pairs_record(
     """What a training run records of its pairs (`mmalign_run.json`), tied pairs apart from
     skipped rows: a tie is an outcome of the labelling, not a row that could not be read.
 
-    `skipped`: rows left out, by reason (the reader's, and for toy data what its build left
-    out: `built`, e.g. `no_visible_flaw`), ties excluded. `ties`: `dropped`, pairs left out
-    because their images tied (a Pick-a-Pic tie under the `drop` policy; a toy pair whose
-    rewards differ by less than its `tie_margin`, under `ties: drop`), and `kept`, rows trained
-    on as ties (label 0.5, as read, before any smoothing)."""
-    skipped = dict(built or {})
-    for reason, n in report.skipped.items():
-        skipped[reason] = skipped.get(reason, 0) + n
+    `skipped` and `ties` are what reading this run's rows saw (after `data.max_samples`):
+    `skipped`, rows left out by reason, ties excluded; `ties`: `dropped`, pairs left out
+    because their images tied (a Pick-a-Pic tie under the `drop` policy), and `kept`, rows
+    trained on as ties (label 0.5, as read, before any smoothing). `build_skipped`, only for
+    toy data (`built`, `ToyBuild.skipped`): what building the toy dataset left out, by reason
+    and ties included, over the whole build. It is a key of its own because `data.max_samples`
+    trains on a prefix of the build: beside `rows: 4` the build's 40 ties read as this run's."""
+    skipped = dict(report.skipped)
     dropped = skipped.pop("tie", 0)
     labels = rows["label"] if "label" in rows.column_names else []
     kept = sum(1 for label in labels if label is not None and float(label) == 0.5)
-    return {"skipped": skipped, "ties": {"dropped": dropped, "kept": kept}}
+    record: dict[str, Any] = {"skipped": skipped, "ties": {"dropped": dropped, "kept": kept}}
+    if built is not None:
+        record["build_skipped"] = dict(built)
+    return record
 
 
 RESIZE_FILTERS = ("bilinear", "bicubic", "lanczos", "nearest")

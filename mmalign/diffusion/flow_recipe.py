@@ -255,7 +255,7 @@ class FlowRecipe(PairRecipeBase):
             "family": self.diffusion.family,
             "resolution": self.resolution,
             "rows": len(self.dataset),
-            **self.pairs_record,  # skipped rows by reason; ties dropped and kept
+            **self.pairs_record,  # skipped rows, ties dropped and kept; toy: build_skipped
             "cache": str(self.cache) if self.cache else None,
             "cache_mb": self.cache_mb,
             "sigma": {

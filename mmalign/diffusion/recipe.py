@@ -133,7 +133,7 @@ class DiffusionRecipe(PairRecipeBase):
             "prediction_type": self.diffusion.prediction_type,
             "resolution": self.resolution,
             "rows": len(self.dataset),
-            **self.pairs_record,  # skipped rows by reason; ties dropped and kept
+            **self.pairs_record,  # skipped rows, ties dropped and kept; toy: build_skipped
             "cache": str(self.cache) if self.cache else None,
         }
 

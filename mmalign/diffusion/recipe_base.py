@@ -20,7 +20,7 @@ from ..config import ConfigError
 from ..data.cache import cache_root
 from ..data.prompts import resolve_prompts
 from ..train.config import Config
-from .data import PairImages, collate, open_pairs, pairs_record, toy_build_dropped
+from .data import PairImages, ToyBuild, collate, open_pairs, pairs_record, toy_build
 from .encode import EncodedPairs, precompute, stack
 
 
@@ -48,6 +48,19 @@ def dropout_embedding(empty: dict[str, torch.Tensor], mode: str) -> dict[str, to
     if mode == "zeros":
         return {key: torch.zeros_like(value) for key, value in empty.items()}
     return empty
+
+
+def build_left_out(path: str, built: ToyBuild, max_samples: int | None) -> str:
+    """The line saying what building toy dataset `path` left out: counted over the whole
+    build, of which a run with `data.max_samples` trains on a prefix only."""
+    why = ", ".join(f"{reason}: {n}" for reason, n in sorted(built.skipped.items()))
+    line = f"building {path} left out {sum(built.skipped.values())} candidate pair(s) ({why})"
+    if max_samples is not None and max_samples < built.rows:
+        line += (
+            f" over the whole build; data.max_samples: this run trains on the first "
+            f"{max_samples} of its {built.rows} rows"
+        )
+    return line
 
 
 class PairRecipeBase:
@@ -86,13 +99,13 @@ class PairRecipeBase:
         )  # fmt: skip
         if accelerator.is_main_process and self.report.num_skipped:
             print(f"mmalign: {self.report}")
-        # toy data: what its build left out (tied pairs) is in the run's record too
-        built = toy_build_dropped(cfg.data.path, toy_options=cfg.data.toy, model=model_source)
-        if accelerator.is_main_process and built:
-            why = ", ".join(f"{reason}: {n}" for reason, n in sorted(built.items()))
-            print(f"mmalign: building {cfg.data.path} left out {sum(built.values())} "
-                  f"candidate pair(s) ({why})")  # fmt: skip
-        self.pairs_record = pairs_record(rows, self.report, built)  # describe(): the run record
+        # toy data: what its build left out (tied pairs) is in the run's record too, apart
+        # from what this run's rows saw (`build_skipped`): data.max_samples takes a prefix
+        built = toy_build(cfg.data.path, toy_options=cfg.data.toy, model=model_source)
+        if accelerator.is_main_process and built is not None and built.skipped:
+            print(f"mmalign: {build_left_out(cfg.data.path, built, cfg.data.max_samples)}")
+        left_out = built.skipped if built is not None else None
+        self.pairs_record = pairs_record(rows, self.report, left_out)  # describe(): run record
         if cfg.data.smooth is not None:  # SmPO soft labels from a reward model (smooth.py)
             from .smooth import smoothed_rows
 

@@ -180,7 +180,7 @@ def register_eval(eval_sub) -> None:
 
     p = eval_sub.add_parser(
         "flaws", help="flawed area (toy:flaws artifact heatmaps) of the base and tuned images of "
-        "one or two `eval winrate` folders, with 95% bootstrap CIs of the means over prompts "
+        "one or two `eval winrate` folders, with 95%% bootstrap CIs of the means over prompts "
         "(two folders: their paired difference)",
     )  # fmt: skip
     p.add_argument("dirs", nargs="+", help="--out folders of mmalign eval winrate on toy prompts")

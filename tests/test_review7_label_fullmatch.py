@@ -1,0 +1,102 @@
+"""Review 7: the labeling app's validations match the whole string.
+
+`vote_id`, user names and criterion names were checked with `re.match` and a `^...$`
+pattern, and `$` also matches before a final newline: `'abcdefgh\\n'` was a valid vote id
+(docs/labeling.md: only 8 to 64 characters of [A-Za-z0-9_-]), `'alice\\n'` a user name
+written into the users file as a line of its own. Each is now `fullmatch`ed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("gradio")
+
+
+def _post(app: Any, path: str, body: bytes) -> tuple[int, bytes]:
+    """One signed-in JSON POST through the ASGI app (as test_app_review_json_values)."""
+    sent: list[dict] = []
+
+    async def main() -> None:
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": path, "query_string": b"",
+                 "headers": [(b"host", b"labels.example.org"), (b"cookie", b"access-token-x=t"),
+                             (b"content-type", b"application/json")]}  # fmt: skip
+        await app(scope, receive, send)
+
+    asyncio.run(main())
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_a_vote_id_with_a_trailing_newline_is_refused_over_http(tmp_path: Path) -> None:
+    from fastapi import FastAPI
+    from mmalign_label.fast_routes import add_fast_routes
+    from mmalign_label.labeling import Labeling
+    from mmalign_label.store import Pair, Store
+    from starlette.routing import Mount
+
+    store = Store(tmp_path / "labels.sqlite")
+    store.add_pairs([Pair("p0", "a prompt", "a.png", "b.png", "test")])
+    app = FastAPI()
+    add_fast_routes(app, Labeling(store))
+
+    async def gradio(scope, receive, send):  # type: ignore[no-untyped-def]
+        raise AssertionError("not reached")
+
+    gradio.cookie_id, gradio.tokens = "x", {"t": "alice"}  # type: ignore[attr-defined]
+    app.router.routes.append(Mount("/", app=gradio))
+    vote = {"pair_id": "p0", "choice": "left", "left_image": 0, "decide_ms": 5}
+    for bad in ("abcdefgh\n", "abcdefgh\r\n", "\nabcdefgh", "abcdefgh \n"):
+        status, text = _post(app, "/label_api/vote", json.dumps({**vote, "vote_id": bad}).encode())
+        assert status == 400, (bad, status, text)
+        assert "vote_id must be 8-64 characters" in json.loads(text)["error"]
+    assert store.votes_of("alice") == []  # none stored
+    status, text = _post(
+        app, "/label_api/vote", json.dumps({**vote, "vote_id": "abcdefgh"}).encode()
+    )
+    assert status == 200 and json.loads(text)["status"] == "stored", text
+
+
+def _vote(vote_id: str) -> dict[str, Any]:
+    return {"vote_id": vote_id, "annotator": "alice", "pair_id": "p0", "choice": "left",
+            "left_image": 0, "decide_ms": 5}  # fmt: skip
+
+
+def test_the_store_refuses_a_vote_id_with_a_trailing_newline(tmp_path: Path) -> None:
+    from mmalign_label.store import Pair, Store, VoteError
+
+    store = Store(tmp_path / "labels.sqlite")
+    store.add_pairs([Pair("p0", "a prompt", "a.png", "b.png", "test")])
+    with pytest.raises(VoteError, match="vote_id must be 8-64 characters"):
+        store.record_vote(**_vote("abcdefgh\n"))
+    assert store.record_vote(**_vote("a" * 64)).status == "stored"
+
+
+def test_user_names_with_a_trailing_newline_are_refused(tmp_path: Path) -> None:
+    from mmalign_label.users import add_user, load_users
+
+    users = tmp_path / "users.txt"
+    with pytest.raises(ValueError, match="user name"):
+        add_user(users, "alice\n", "a long enough password")
+    assert not users.exists()  # nothing written
+    add_user(users, "alice", "a long enough password")
+    assert list(load_users(users)) == ["alice"]
+
+
+def test_criterion_names_with_a_trailing_newline_are_refused() -> None:
+    from mmalign_label.criteria import CriteriaError, parse_criteria
+
+    with pytest.raises(CriteriaError, match="name must match"):
+        parse_criteria({"criteria": [{"name": "overall\n", "question": "Which is better?"}]})
+    good = parse_criteria({"criteria": [{"name": "overall", "question": "Which?"}]})
+    assert [c.name for c in good.items] == ["overall"]
