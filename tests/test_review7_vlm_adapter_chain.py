@@ -25,7 +25,7 @@ import torch
 
 from mmalign.config import InputError
 from mmalign.train.config import LoraConfig
-from mmalign.vlm.adapter_chain import BASE_LINK, check_root, write_base_link
+from mmalign.vlm.adapter_chain import BASE_LINK, check_root, fingerprint, write_base_link
 from mmalign.vlm.load import VLMRef, load_vlm, merge_adapter
 from mmalign.vlm.lora import add_lora, save_adapter
 
@@ -145,7 +145,9 @@ def test_run_folders_moved_together_keep_their_chain(chain, tmp_path):
     shutil.copytree(chain["runs"] / "dpo", runs / "dpo")
     write_base_link(runs / "dpo" / "adapter", runs / "sft" / "adapter")
     link = json.loads((runs / "dpo" / "adapter" / BASE_LINK).read_text())
-    assert link == {"relative": "../../sft/adapter"}
+    # (and the start adapter's fingerprint, checked when the link is followed)
+    sft_print = fingerprint(runs / "sft" / "adapter")
+    assert link == {"relative": "../../sft/adapter", "fingerprint": sft_print}
     moved = tmp_path / "moved"
     runs.rename(moved)  # the folders the link was written in are gone
     loaded = load_vlm(moved / "dpo" / "adapter")

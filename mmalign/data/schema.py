@@ -92,7 +92,10 @@ SKIP_NOTES = {
     "visual_needs_one_image": "the visual (rDPO) pair replaces the one shown image by the "
     "retrieved one; the row shows none or several",
     "pretemplated_prompt": "the prompt already carries the chat template's framing (role tags, "
-    "generation prompt or special tokens); give the raw user text, mmalign applies the template",
+    "generation prompt, special tokens the template writes); give the raw user text, mmalign "
+    "applies the template",
+    "special_token_in_prompt": "the prompt holds the tokenizer's BOS or EOS as text (as <s>): the "
+    "tokenizer reads it as that token, a sequence start or end mid-prompt; write it otherwise",
 }
 
 
@@ -371,13 +374,8 @@ def _validate_dataset(
     return ds
 
 
-def write_pairs(
-    rows: Dataset | Iterable[Mapping[str, Any]],
-    out_dir: str | Path,
-    kind: Kind,
-    *,
-    strict: bool = True,
-) -> ValidationReport:
+def write_pairs(rows: Dataset | Iterable[Mapping[str, Any]], out_dir: str | Path, kind: Kind, *,
+                strict: bool = True) -> ValidationReport:  # fmt: skip
     """Validate and save pairs with `save_to_disk`. Strict by default: bad rows are
     a bug in whoever produced them, so writing should fail loudly."""
     ds, report = validate_rows(rows, kind, strict=strict)

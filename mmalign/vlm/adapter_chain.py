@@ -10,25 +10,40 @@ and a root that is clearly another model than MODEL is warned about (`check_root
 Where a chain link points: `base_model_name_or_path` in `adapter_config.json` holds the start
 adapter's absolute path (PEFT's field, which its own loaders and transformers read as a model
 to load from anywhere). `BASE_LINK` beside it holds the same folder relative to the adapter
-folder, and wins where it exists: run folders moved or copied together keep their chain.
+folder, and wins where it exists: run folders moved or copied together keep their chain. The
+link also holds the start adapter's `fingerprint`: a link that leads to another adapter (the
+DPO run copied next to another SFT run) falls back to the absolute path if that one is the
+adapter it was trained on, else is refused naming both.
+
+A `merged/` folder (`vlm.merge: true`, `lora.save_merged`) is a plain model that holds its
+run's adapters merged in: `MERGED_RECORD` beside its weights names them (and their base), and
+an adapter given on top counts them as MODEL's own, so its start adapters are not applied a
+second time. Adapters are compared by their fingerprints, so a copy of one is the same one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..config import InputError
 from ..hub import looks_local
+from ..weights import weight_files
 
 # a chain of adapter folders each naming the next as its base, followed at most this deep
 MAX_ADAPTER_CHAIN = 16
 # the start adapter's folder relative to the adapter folder, beside its adapter_config.json
 BASE_LINK = "mmalign_base.json"
+# beside a merged model's weights: the base and the adapter folders merged into it
+MERGED_RECORD = "mmalign_merged.json"
 _WARNED: set[tuple[str, str, str]] = set()  # (root, model, adapter) warned about in this process
+# fingerprints computed in this process, by folder and its weight files' sizes and times
+_PRINTS: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
 
 
 def resolve_model(name_or_path: str | Path) -> str:
@@ -44,24 +59,49 @@ def is_adapter(folder: str) -> bool:
     return bool(folder) and (Path(folder) / "adapter_config.json").is_file()
 
 
+def fingerprint(folder: str | Path) -> str:
+    """The identity of an adapter folder's weights: a sha256 of its weight files' bytes and of
+    its `adapter_config.json` less the base path (the rank, alpha and targets shape what the
+    weights do; the base path changes with where a copy lives). A byte-identical copy has the
+    same one; retraining into the folder changes it. LoRA files are small, and each folder is
+    hashed once per process while its files stay as they are (`weights.weight_files`)."""
+    files = weight_files(folder)
+    key = (str(Path(folder).resolve()), tuple(files))
+    if key not in _PRINTS:
+        digest = hashlib.sha256()
+        for name, _, _ in files:
+            digest.update(name.encode() + b"\0")
+            with open(Path(folder) / name, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        config = json.loads((Path(folder) / "adapter_config.json").read_text())
+        config.pop("base_model_name_or_path", None)
+        digest.update(json.dumps(config, sort_keys=True).encode())
+        _PRINTS[key] = digest.hexdigest()
+    return _PRINTS[key]
+
+
 def write_base_link(adapter: str | Path, start: str | Path) -> None:
-    """Record `start` (a local adapter folder) relative to the adapter folder `adapter`."""
+    """Record `start` (a local adapter folder) relative to the adapter folder `adapter`, with
+    its `fingerprint`."""
     rel = os.path.relpath(Path(start).resolve(), Path(adapter).resolve())
-    (Path(adapter) / BASE_LINK).write_text(json.dumps({"relative": Path(rel).as_posix()}) + "\n")
+    link = {"relative": Path(rel).as_posix(), "fingerprint": fingerprint(start)}
+    (Path(adapter) / BASE_LINK).write_text(json.dumps(link) + "\n")
 
 
-def base_of(folder: str) -> str:
-    """The model or adapter folder that adapter folder `folder` was trained on: `BASE_LINK`'s
-    folder where it exists; else `base_model_name_or_path` as PEFT wrote it (a hub id, or a
-    path as the training run spelled it; a relative one that is no folder from here is read
-    against the adapter folder); "" where it names none."""
-    here = Path(folder)
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object mmalign wrote; {} where there is none (or it is not one)."""
     try:
-        rel = json.loads((here / BASE_LINK).read_text()).get("relative")
-    except (OSError, ValueError, AttributeError):  # no link, or not one mmalign wrote
-        rel = None
-    if isinstance(rel, str) and rel and (here / rel).is_dir():
-        return str((here / rel).resolve())
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _recorded_base(here: Path) -> str:
+    """`base_model_name_or_path` as PEFT wrote it (a hub id, or a path as the training run
+    spelled it; a relative one that is no folder from here is read against the adapter
+    folder); "" where it names none."""
     base = json.loads((here / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base:
         return ""
@@ -70,6 +110,56 @@ def base_of(folder: str) -> str:
     if not path.is_absolute() and not path.exists() and (here / path).exists():
         return str((here / path).resolve())
     return base
+
+
+def base_of(folder: str) -> str:
+    """The model or adapter folder that adapter folder `folder` was trained on: `BASE_LINK`'s
+    folder where it exists; else `base_model_name_or_path` (`_recorded_base`). Where the link
+    holds a fingerprint, the first of the two that holds that adapter (the DPO run copied
+    alone next to another SFT run: the absolute path); neither, where one of them is another
+    adapter, is refused naming it."""
+    here = Path(folder)
+    link = _read_json(here / BASE_LINK)
+    rel, want = link.get("relative"), link.get("fingerprint")
+    linked = here / rel if isinstance(rel, str) and rel else None
+    base = _recorded_base(here)
+    places = [str(linked.resolve())] if linked is not None and linked.is_dir() else []
+    places += [base] if base else []
+    if not want:  # no link, or one written before links held fingerprints
+        return places[0] if places else ""
+    for place in places:
+        if is_adapter(place) and fingerprint(place) == want:
+            return place
+    others = [place for place in places if is_adapter(place)]
+    if not others:  # the start folder is gone: loading its base says so, naming it
+        return base
+    raise InputError(
+        f"{folder} was trained on another adapter than {' or '.join(others)} (the folder its "
+        f"{BASE_LINK} leads to, and its adapter_config.json's base): their weights differ from "
+        "the start adapter's it recorded; put a copy of the adapter it was trained from where "
+        "its link leads, or point base_model_name_or_path at one"
+    )
+
+
+def write_merged_record(folder: str | Path, base: str, adapters: Sequence[str | Path]) -> None:
+    """Record in a merged model's folder the model it was merged from and the adapter
+    folders merged into it (innermost first), with their fingerprints."""
+    held = [{"path": str(Path(a).resolve()), "fingerprint": fingerprint(a)} for a in adapters]
+    record = {"base": base, "adapters": held}
+    (Path(folder) / MERGED_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def merged_record(source: str) -> tuple[str, list[tuple[str, str | None]]] | None:
+    """(the base, [(adapter folder, fingerprint)] innermost first) merged into the model
+    folder `source`, where it holds a `MERGED_RECORD`; else None."""
+    if not source or not looks_local(source):
+        return None
+    record = _read_json(Path(source).expanduser() / MERGED_RECORD)
+    adapters = record.get("adapters")
+    if not isinstance(adapters, list) or not adapters:
+        return None
+    held = [(str(a.get("path", "")), a.get("fingerprint")) for a in adapters if isinstance(a, dict)]
+    return str(record.get("base") or ""), held
 
 
 def follow(source: str, name: str | Path) -> tuple[str, list[str]]:
@@ -100,38 +190,79 @@ def _same_place(a: str, b: str) -> bool | None:
     return None
 
 
-def check_root(root: str, source: str, adapter: str | Path, adapter_key: str, key: str) -> None:
+def _loadable(name: str) -> bool:
+    """A hub id, or a local folder holding a model (its config.json)."""
+    return not looks_local(name) or (Path(name).expanduser() / "config.json").is_file()
+
+
+def check_root(root: str, source: str, adapter: str | Path, adapter_key: str, key: str, *,
+               starts: Sequence[str] = (), merged_from: str = "") -> None:  # fmt: skip
     """Warn where the model at the root of the given adapter's chain is clearly not `source`,
     the model the user named (both local folders, or both hub ids, and different): the
     adapter loads on `source` as asked (a moved or copied base is the same model under
-    another path), but its weights were trained on `root`."""
-    if _same_place(root, source) is False and (root, source, str(adapter)) not in _WARNED:
-        _WARNED.add((root, source, str(adapter)))  # once: a VLMRef and its load both check
-        warnings.warn(
-            f"{adapter_key} {adapter} was trained on {root} (the base its adapter_config.json "
-            f"records), but {key} is {source}: it is applied on {source} as given; give "
-            f"{adapter} alone as the model to load it on {root}",
-            stacklevel=4,
+    another path), but its weights were trained on `root`. `merged_from`: the base that
+    `source`, a merged model, was merged from (`merged_record`), compared in its place.
+
+    `starts`: the start adapters the given one was trained on that are stacked on `source`
+    (MODEL holds none of them). On a root that is clearly another model, which a merged
+    folder written without a `MERGED_RECORD` is, they may be applied a second time: refused
+    where `root` can be loaded (the adapter alone loads it, starts and all: nothing is lost),
+    else warned about, naming them."""
+    if _same_place(root, merged_from or source) is not False:
+        return
+    if starts and _loadable(root):
+        raise InputError(
+            f"{adapter_key} {adapter} was trained on {root} with the adapter(s) "
+            f"{', '.join(starts)} merged in, but {key} is {source}: they would be applied "
+            f"again on {source} if it holds them already (a merged/ folder written before "
+            f"mmalign recorded what it holds); give {adapter} alone as the model (it loads "
+            f"{root} with them), or {root} as {key}"
         )
+    if (root, source, str(adapter)) in _WARNED:
+        return
+    _WARNED.add((root, source, str(adapter)))  # once: a VLMRef and its load both check
+    stacking = f", with its start adapter(s) {', '.join(starts)} merged in below it" if starts \
+        else ""  # fmt: skip
+    warnings.warn(
+        f"{adapter_key} {adapter} was trained on {root} (the base its adapter_config.json "
+        f"records), but {key} is {source}: it is applied on {source} as given{stacking}; "
+        f"give {adapter} alone as the model to load it on {root}",
+        stacklevel=4,
+    )
+
+
+def _same_adapter(mine: tuple[str, str | None], theirs: str) -> bool:
+    """Whether MODEL's adapter `mine` ((folder, its recorded fingerprint or None)) is the
+    start adapter `theirs`: by the recorded fingerprint (the weights merged in) where there
+    is one, else the same folder or a copy of it (`fingerprint`)."""
+    folder, recorded = mine
+    if recorded is None and Path(folder).resolve() == Path(theirs).resolve():
+        return True
+    if not is_adapter(theirs) or (recorded is None and not is_adapter(folder)):
+        return False
+    return fingerprint(theirs) == (recorded or fingerprint(folder))
 
 
 def stacked(chain: Sequence[str], start: Sequence[str], adapter: str | Path, adapter_key: str,
-            name: str | Path, key: str) -> list[str]:  # fmt: skip
+            name: str | Path, key: str,
+            held: Sequence[tuple[str, str | None]] = ()) -> list[str]:  # fmt: skip
     """The adapters to apply below the given `adapter`: MODEL's own (`chain`) and the start
-    adapters the given one was trained on (`start`, innermost first) that MODEL lacks. MODEL's
-    adapters must be the first of those starts: an adapter trained from an SFT adapter on
-    another adapter is not the model it was trained on, and is refused. An adapter trained
-    on a plain model keeps going on MODEL's adapters, as the user asks."""
+    adapters the given one was trained on (`start`, innermost first) that MODEL lacks. `held`:
+    those merged into MODEL already ((folder, fingerprint), `merged_record`), below `chain`
+    and never applied again. MODEL's adapters must be the first of those starts: an adapter
+    trained from an SFT adapter on another adapter is not the model it was trained on, and is
+    refused. An adapter trained on a plain model keeps going on MODEL's adapters, as the user
+    asks."""
     if not start:
         return list(chain)
-    mine = [Path(a).resolve() for a in chain]
-    theirs = [Path(a).resolve() for a in start]
-    if theirs[: len(mine)] == mine:
-        return [*chain, *start[len(chain) :]]
+    mine = [*held, *((a, None) for a in chain)]
+    if len(mine) <= len(start) and all(map(_same_adapter, mine, start)):
+        return [*chain, *start[len(mine) :]]
+    names = [*(f"{a} (merged in)" for a, _ in held), *chain]
     raise InputError(
         f"{adapter_key} {adapter} was trained from the adapter {start[-1]} (its "
         f"adapter_config.json's base; {len(start)} adapter(s) down to the model), but {key} "
-        f"{name} holds the adapter(s) {', '.join(chain)}, which it was not trained on: give "
+        f"{name} holds the adapter(s) {', '.join(names)}, which it was not trained on: give "
         f"{adapter} alone as the model (it loads its start adapters itself), or their base "
         f"model as {key}"
     )

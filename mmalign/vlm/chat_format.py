@@ -302,10 +302,13 @@ class PromptScreen:
         return "\n".join([str(self.report), *said])
 
 
-def screen_prompts(processor: Any, prompts: Sequence[str], name: str = "prompts") -> PromptScreen:
+def screen_prompts(processor: Any, prompts: Sequence[str], name: str = "prompts",
+                   source_row: Callable[[int], int] | None = None) -> PromptScreen:  # fmt: skip
     """Check every prompt as training does (`ChatFormat.check_prompt`): generation on a prompt
     already in the template's format would template it twice. The refused rows are counted,
-    for the caller to report and leave out; none is dropped without a word."""
+    for the caller to report and leave out; none is dropped without a word. `source_row`:
+    the row of the data as read that prompt `i` is (`ValidationReport.source_row` of the
+    opened data), as the report names them; `kept` holds positions in `prompts`."""
     chat = ChatFormat(processor)
     report = ValidationReport(name)
     kept: list[int] = []
@@ -314,7 +317,7 @@ def screen_prompts(processor: Any, prompts: Sequence[str], name: str = "prompts"
         try:
             chat.check_prompt(prompt)
         except RowError as err:
-            report.skip(i, err.reason)
+            report.skip(i if source_row is None else source_row(i), err.reason)
             details.setdefault(err.reason, err.detail)
             continue
         report.keep()

@@ -31,6 +31,7 @@ model pass computes them, and a cache keyed by the weights, the pairs and the to
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,10 +165,13 @@ class Diagnosis:
 def diagnose_rows(model: Any, processor: Any, rows: Any, *, batch_size: int = 32,
                   max_length: int | None = None, with_reference: bool = False,
                   progress: bool = True, model_key: tuple[Any, ...] | None = None,
-                  states: str | Path | None = None) -> Diagnosis:  # fmt: skip
+                  states: str | Path | None = None,
+                  source_row: Callable[[int], int] | None = None) -> Diagnosis:  # fmt: skip
     """Diagnose every pair of `rows` (PreferencePair rows with `prompt`, `chosen`, `rejected`
     and their images) in batches of `batch_size` pairs. Rows whose `rejected` is the PRISM-CoT
-    marker `SFT_ONLY` (no rejected answer) are skipped and counted as `sft_only`.
+    marker `SFT_ONLY` (no rejected answer) are skipped and counted as `sft_only`; the report
+    names rows as `source_row` does (the opened data's `ValidationReport.source_row`), the
+    `row` column by their index in `rows`.
 
     `model_key` (`VLM.weights_key`): read the per-pair states from the cache when an entry
     for this model, these pairs and this tokenization exists (no model pass), else compute
@@ -184,14 +188,14 @@ def diagnose_rows(model: Any, processor: Any, rows: Any, *, batch_size: int = 32
     columns: dict[str, list[Any]] = {"row": [], "duplicate_of": []}
     keep: list[int] = []
     keys: list[str] = []
+    named = source_row or (lambda i: i)
     for i in range(len(rows)):
         row = rows[i]
-        if row["rejected"] == SFT_ONLY:  # PRISM-CoT: no rejected answer to compare with
-            report.skip(i, "sft_only")
-            continue
-        reason = collator.skip_reason(row)  # as training skips it (a pre-templated prompt,
-        if reason is not None:  # a placeholder mismatch, longer than max_length...)
-            report.skip(i, reason)
+        # PRISM-CoT's rows have no rejected answer to compare with; others are skipped as
+        # training skips them (a pre-templated prompt, longer than max_length...)
+        reason = "sft_only" if row["rejected"] == SFT_ONLY else collator.skip_reason(row)
+        if reason is not None:
+            report.skip(named(i), reason)
             continue
         report.keep()
         keep.append(i)
@@ -296,29 +300,25 @@ def _share(values: list[Any]) -> float | None:
     return sum(decided) / len(decided) if decided else None
 
 
-def add_reference(diag: Diagnosis, reference: Diagnosis, name: str) -> None:
+def add_reference(diag: Diagnosis, reference: Diagnosis, name: str,
+                  source_row: Callable[[int], int] | None = None) -> None:  # fmt: skip
     """Give `diag` reference log-probs and implicit-reward accuracy from another model's
     diagnosis of the same pairs (`--reference`: e.g. the base of a full fine-tune, which has
     no adapter to switch off). Both must have diagnosed the same rows with the same token
-    counts, else the log-probs would not be of the same sequences: an InputError."""
+    counts, else the log-probs would not be of the same sequences: an InputError naming the
+    first pair that differs as `source_row` names it (`diagnose_rows`)."""
     if diag.columns["row"] != reference.columns["row"]:
         raise InputError(f"--reference {name} skipped other pairs than the model (a different "
                          "tokenizer or length limit): its log-probs would not line up")  # fmt: skip
     for side in ("chosen_tokens", "rejected_tokens"):
         if diag.columns[side] != reference.columns[side]:
-            first = next(
-                i
-                for i, (a, b) in enumerate(
-                    zip(diag.columns[side], reference.columns[side], strict=True)
-                )
-                if a != b
-            )
-            raise InputError(
-                f"--reference {name} tokenizes the answers differently from the model (pair "
-                f"{diag.columns['row'][first]}: {reference.columns[side][first]} against "
-                f"{diag.columns[side][first]} {side.replace('_', ' ')}): implicit accuracy "
-                "needs one tokenizer"
-            )  # fmt: skip
+            pairs = zip(diag.columns[side], reference.columns[side], strict=True)
+            first = next(i for i, (a, b) in enumerate(pairs) if a != b)
+            row = (source_row or (lambda i: i))(diag.columns["row"][first])
+            raise InputError(f"--reference {name} tokenizes the answers differently from the "
+                             f"model (pair {row}: {reference.columns[side][first]} against "
+                             f"{diag.columns[side][first]} {side.replace('_', ' ')}): implicit "
+                             "accuracy needs one tokenizer")  # fmt: skip
     diag.columns["ref_chosen"] = list(reference.columns["logp_chosen"])
     diag.columns["ref_rejected"] = list(reference.columns["logp_rejected"])
     _implicit_correct(diag.columns)

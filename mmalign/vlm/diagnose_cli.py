@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,13 @@ def is_diffusion_model(model: str) -> bool:
 
 
 def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any], pair_filter: Any = None,
-                  top: int = 12) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+                  top: int = 12,
+                  source_row: Callable[[int], int] | None = None,
+                  ) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
     """Parquet table, summary.json, report.html (and filtered/, states.safetensors) under
-    `out`; the summary and the names of everything written, for the command to list."""
+    `out`; the summary and the names of everything written, for the command to list. The
+    table's `row` and `duplicate_of` name rows as `source_row` does (the opened data's
+    `ValidationReport.source_row`: the row of DATA as read, as its skip reports name them)."""
     import pandas as pd
 
     from .diagnose import summarize, summarize_by
@@ -95,7 +100,11 @@ def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any], pair_fi
     texts = [n for n in ("prompt", "chosen", "rejected", "source") if n in rows.column_names]
     for name in texts:
         table[name] = [str(rows[i][name]) for i in diag.columns["row"]]
-    table.to_parquet(out / "pairs.parquet", index=False)
+    named = source_row or (lambda i: i)
+    table["position"] = table["row"]  # in `rows`: the report's images are read from there
+    table["row"] = [named(i) for i in diag.columns["row"]]
+    table["duplicate_of"] = [named(d) if d >= 0 else -1 for d in diag.columns["duplicate_of"]]
+    table.drop(columns="position").to_parquet(out / "pairs.parquet", index=False)
     written = ["pairs.parquet", "summary.json", "report.html"]
     summary = {**meta, **summarize(diag)}
     if "source" in table and len(table):  # e.g. toy:safety's forbidden / synonym / benign
@@ -172,16 +181,18 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
                                               "adapter": None}))  # fmt: skip
         reference = diagnose_rows(ref_vlm.model, ref_vlm.processor, rows,
                                   batch_size=args.batch_size, max_length=args.max_length,
-                                  model_key=ref_vlm.weights_key)  # fmt: skip
+                                  model_key=ref_vlm.weights_key,
+                                  source_row=report.source_row)  # fmt: skip
         ref_source = ref_vlm.source
         del ref_vlm
     vlm = load_from_args(args)  # MODEL with --adapter, on --device
     diag = diagnose_rows(vlm.model, vlm.processor, rows, batch_size=args.batch_size,
                          max_length=args.max_length,
                          with_reference=args.adapter is not None,
-                         model_key=vlm.weights_key, states=args.states)  # fmt: skip
+                         model_key=vlm.weights_key, states=args.states,
+                         source_row=report.source_row)  # fmt: skip
     if reference is not None:
-        add_reference(diag, reference, args.reference)
+        add_reference(diag, reference, args.reference, report.source_row)
     if diag.report.num_skipped:
         print(f"mmalign: {diag.report}")
     for note in diag.notes:
@@ -190,7 +201,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
             "adapter": args.adapter, "opened": dict(report.skipped)}  # fmt: skip
     if reference is not None:
         meta["reference"] = ref_source
-    summary, written = write_outputs(diag, rows, Path(args.out), meta, pair_filter, top=args.top)
+    summary, written = write_outputs(diag, rows, Path(args.out), meta, pair_filter, top=args.top,
+                                     source_row=report.source_row)  # fmt: skip
 
     def share(key: str) -> str:  # None: every pair labelled 0.5, no order to be right about
         value = summary.get(key, float("nan"))

@@ -86,7 +86,8 @@ def render_report(table: Any, rows: Any, summary: dict[str, Any], top: int = 12)
             "<th>rejected</th><th>LN-CHES</th><th>CHES</th><th>pi_c - pi_r</th></tr>"
         )
         for _, r in worst.iterrows():
-            images = "".join(_thumb(im) for im in row_images(rows[int(r["row"])]))
+            at = int(r["position"]) if "position" in r else int(r["row"])  # its index in rows
+            images = "".join(_thumb(im) for im in row_images(rows[at]))
             margin = r["logp_chosen"] - r["logp_rejected"]
             parts.append(
                 f"<tr><td>{int(r['row'])}</td><td>{images}</td><td>{esc(r['prompt'])}</td>"

@@ -31,7 +31,15 @@ from ..config import InputError
 from ..hub import Need, hub_errors, looks_local, require
 from ..model_kind import require_kind, run_weights
 from ..weights import hub_commit, weight_files
-from .adapter_chain import base_of, check_root, follow, is_adapter, resolve_model, stacked
+from .adapter_chain import (
+    base_of,
+    check_root,
+    follow,
+    is_adapter,
+    merged_record,
+    resolve_model,
+    stacked,
+)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -135,8 +143,9 @@ def _sources(
     adapter names its base model (`base_model_name_or_path`), which may be an adapter folder
     in turn (the adapter of a LoRA run that started from an adapter, `VLMRecipe.save`); an
     `adapter` given goes on top of them all, with the start adapters its own chain names that
-    MODEL lacks between them (`adapter_chain.stacked`), so `load_vlm(BASE, adapter=X)` loads
-    the weights `load_vlm(X)` does."""
+    MODEL lacks between them (`adapter_chain.stacked`; those a merged MODEL holds, as its
+    `adapter_chain.MERGED_RECORD` names them, count as MODEL's), so `load_vlm(BASE, adapter=X)`
+    loads the weights `load_vlm(X)` does."""
     source, chain = follow(_model_source(name_or_path, key), name_or_path)
     if not source and chain:
         raise InputError(
@@ -149,8 +158,12 @@ def _sources(
     if not is_adapter(top):  # a hub adapter: PEFT reads it; its base is the user's MODEL
         return source, (*chain, top)
     root, start = follow(base_of(top), adapter)
-    check_root(root, source, adapter, adapter_key, key)
-    return source, (*stacked(chain, start, adapter, adapter_key, name_or_path, key), top)
+    # a merged model (`vlm.merge: true`) holds its run's adapters: never applied again
+    merged_from, held = merged_record(source) or ("", [])
+    below = stacked(chain, start, adapter, adapter_key, name_or_path, key, held)
+    check_root(root, source, adapter, adapter_key, key, starts=below[len(chain) :],
+               merged_from=merged_from)  # fmt: skip
+    return source, (*below, top)
 
 
 def _require(source: str, revision: str | None, adapters: Sequence[str], key: str,

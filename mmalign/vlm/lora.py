@@ -7,12 +7,14 @@ would also adapt the vision tower and the projector, which LLaVA-style recipes k
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..train.config import LoraConfig
+from .adapter_chain import write_merged_record
 from .load import in_image_path
 
 ADAPTER_DIR = "adapter"
@@ -70,12 +72,19 @@ def save_adapter(model: Any, processor: Any, out_dir: str | Path) -> Path:
     return folder
 
 
-def save_merged(model: Any, processor: Any, out_dir: str | Path) -> Path:
-    """The base model with the adapter merged in, a plain transformers folder."""
+def save_merged(model: Any, processor: Any, out_dir: str | Path, base: str = "",
+                adapters: Sequence[str | Path] = ()) -> Path:  # fmt: skip
+    """The base model with the adapter merged in, a plain transformers folder. `base`, the
+    model it was loaded from, and `adapters`, the adapter folders now merged into it (innermost
+    first: the run's start adapters and its own saved `adapter/`), are recorded beside the
+    weights (`adapter_chain.MERGED_RECORD`): an adapter trained from one of them, given on
+    top of this folder, does not bring it again (`adapter_chain.stacked`)."""
     import copy
 
     folder = Path(out_dir) / "merged"
     merged = copy.deepcopy(model).merge_and_unload()
     merged.save_pretrained(folder, safe_serialization=True)
     processor.save_pretrained(folder)
+    if adapters:
+        write_merged_record(folder, base, adapters)
     return folder

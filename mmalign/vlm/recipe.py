@@ -352,8 +352,11 @@ class VLMRecipe:
             if start is not None:  # run folders moved or copied together keep their chain
                 write_base_link(path, start)
             saved: dict[str, Any] = {"kind": "peft_adapter", "path": str(path)}
-            if self.cfg.vlm.merge:
-                saved["merged"] = str(save_merged(self.model, self.vlm.processor, output_dir))
+            if self.cfg.vlm.merge:  # recording what it holds: start adapters and this one
+                held = [*self.start_adapters, path]
+                merged = save_merged(self.model, self.vlm.processor, output_dir,
+                                     self.vlm.source, held)  # fmt: skip
+                saved["merged"] = str(merged)
             return saved
         folder = output_dir / FULL_MODEL_DIR
         self.model.save_pretrained(folder, safe_serialization=True)

@@ -31,29 +31,26 @@ from ...words import plural
 if TYPE_CHECKING:
     import torch
 
-
-def _policy_name(model: str) -> str:
-    """The folder or id the policy loads from: a training output_dir's final weights."""
-    run = Path(model) / "mmalign_run.json"
-    return str(json.loads(run.read_text())["final"]["path"]) if run.is_file() else model
+    from ...data.schema import ValidationReport
 
 
 def policy_ref(model: str, dtype: str = "float32") -> Any:
     """What `load_policy` loads, as a `VLMRef`: its processor and weights key, unloaded."""
     from ..load import VLMRef
 
-    return VLMRef(_policy_name(model), dtype=dtype)
+    return VLMRef(model, dtype=dtype, key="--model")
 
 
 def load_policy(
     model: str, dtype: str = "float32", device: str | torch.device | None = None
 ) -> Any:
-    """A VLM from a folder, hub id, adapter folder or training output_dir (its final weights);
-    a LoRA adapter is merged in (this is inference only). `device`: where it runs (None: the
-    CPU, where it loads)."""
+    """A VLM from a folder, hub id, adapter folder or training output_dir (its final weights,
+    found in the folder as `load_vlm` finds them; an unfinished run is refused); a LoRA
+    adapter is merged in (this is inference only). `device`: where it runs (None: the CPU,
+    where it loads)."""
     from ..load import load_vlm, merge_adapter
 
-    vlm = load_vlm(_policy_name(model), dtype=dtype, device=device)
+    vlm = load_vlm(model, dtype=dtype, device=device, key="--model")
     merge_adapter(vlm)
     return vlm
 
@@ -110,16 +107,18 @@ def _check_before_loading(args: argparse.Namespace, data: list[dict[str, Any]], 
 
 
 def _screened(
-    args: argparse.Namespace, data: list[dict[str, Any]]
+    args: argparse.Namespace, data: list[dict[str, Any]], report: ValidationReport
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The rows whose prompts the policy's chat template takes as raw user text (as training
     checks them, `ChatFormat.check_prompt`), read with its processor before it loads, and
     the record of the others (None where none is refused): left out of the search, counted
-    and named on stderr."""
+    and named on stderr by their row in `--data` (`report`: the opened data's validation,
+    which names its own skips so)."""
     from ..chat_format import screen_prompts
 
     processor = policy_ref(args.model).processor
-    screen = screen_prompts(processor, [row["prompt"] for row in data], "prism-mcts prompts")
+    prompts = [row["prompt"] for row in data]
+    screen = screen_prompts(processor, prompts, "prism-mcts prompts", report.source_row)
     if not screen.refused:
         return data, None
     print(f"mmalign: {screen}", file=sys.stderr)
@@ -173,7 +172,7 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
               f"rows: searching {len(rows)} trees{hint}", file=sys.stderr)  # fmt: skip
     config = MCTSConfig(args.iterations, args.children, args.max_depth, args.c, args.margin,
                         args.min_value)  # fmt: skip
-    data, refused = _screened(args, [rows[i] for i in range(len(rows))])
+    data, refused = _screened(args, [rows[i] for i in range(len(rows))], report)
     precision = {"device": device.type, "dtype": dtype}
     fingerprint = _check_before_loading(args, data, config, precision)
     vlm = load_policy(args.model, dtype=dtype, device=device)
