@@ -15,11 +15,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from datasets import Dataset
 from test_eval_flaws import fake_eval  # an eval winrate folder of given images
 
 from mmalign.cli import main
-from mmalign.data.schema import ValidationReport
 
 # ---------------------------------------------------------------- eval accuracy: stray options
 
@@ -116,53 +114,4 @@ def test_flaws_output_names_every_interval(tmp_path, capsys):
     assert json.loads(out.read_text())["interval"] == lines[-1]
 
 
-# ---------------------------------------------------------------- the run record: ties apart
-
-
-def test_pairs_record_counts_ties_apart_from_skipped_rows():
-    from mmalign.diffusion.data import pairs_record
-
-    rows = Dataset.from_dict({"prompt": ["a", "b", "c"], "label": [1.0, 0.5, 1.0]})
-    report = ValidationReport(total=6, kept=3, skipped={"tie": 2, "missing_caption": 1})
-    built = {"tie": 3, "no_visible_flaw": 1}
-    record = pairs_record(rows, report, built)
-    assert record == {  # the toy build's counts under their own key (test_review7_run_record)
-        "skipped": {"missing_caption": 1},
-        "ties": {"dropped": 2, "kept": 1},
-        "build_skipped": {"tie": 3, "no_visible_flaw": 1},
-    }
-    assert pairs_record(rows, ValidationReport()) == {
-        "skipped": {}, "ties": {"dropped": 0, "kept": 1},
-    }  # fmt: skip
-
-
-def test_toy_run_records_the_ties_its_build_dropped(tmp_path, capsys):
-    from diffusion_helpers import config_with
-
-    from mmalign.diffusion.recipe import DiffusionRecipe
-    from mmalign.toy.cache import toy_data_folder
-    from mmalign.toy.paths import model_path
-    from mmalign.train.loop import train
-
-    toy = {"n": 12, "steps": 2, "guidance": 2.5, "progress": False, "tie_margin": 0.05}
-    raw = {
-        "model": {"name_or_path": "toy:sd"},
-        "data": {"path": "toy:pairs", "split": "train", "toy": toy},
-        "objective": [{"loss": "dpo", "beta": 500.0}],
-        "lora": {"rank": 4},
-        "train": {"max_steps": 1, "batch_size": 2, "learning_rate": 1e-4, "log_every": 1,
-                  "checkpoint_every": 1, "trackers": [], "lr_scheduler": "constant"},
-        "validation": {"enabled": False},
-        "output_dir": str(tmp_path / "run"),
-    }  # fmt: skip
-    train(config_with(raw, {}), DiffusionRecipe)
-    run = json.loads((tmp_path / "run" / "mmalign_run.json").read_text())
-    folder = toy_data_folder("pairs", toy, str(model_path("sd")))
-    summary = json.loads((folder / "summary.json").read_text())
-    dropped = summary["skipped"].get("tie", 0)
-    assert dropped > 0, summary["skipped"]  # the case under test: the build dropped ties
-    assert run["rows"] == summary["rows"] == 12 - dropped
-    assert run["build_skipped"] == {"tie": dropped}  # what the build left out, ties included
-    assert run["ties"] == {"dropped": 0, "kept": 0}  # this run's rows: none tied
-    assert run["skipped"] == {}  # no row was unreadable: ties are not skipped rows
-    assert f"left out {dropped} candidate pair(s) (tie: {dropped})" in capsys.readouterr().out
+# the run record's tied pairs and toy build counts: tests/test_review7_run_record.py

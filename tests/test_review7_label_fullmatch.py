@@ -8,7 +8,6 @@ written into the users file as a line of its own. Each is now `fullmatch`ed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -17,25 +16,7 @@ import pytest
 
 pytest.importorskip("gradio")
 
-
-def _post(app: Any, path: str, body: bytes) -> tuple[int, bytes]:
-    """One signed-in JSON POST through the ASGI app (as test_app_review_json_values)."""
-    sent: list[dict] = []
-
-    async def main() -> None:
-        async def receive() -> dict:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict) -> None:
-            sent.append(message)
-
-        scope = {"type": "http", "method": "POST", "path": path, "query_string": b"",
-                 "headers": [(b"host", b"labels.example.org"), (b"cookie", b"access-token-x=t"),
-                             (b"content-type", b"application/json")]}  # fmt: skip
-        await app(scope, receive, send)
-
-    asyncio.run(main())
-    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+from test_app_review_json_values import _post
 
 
 def test_a_vote_id_with_a_trailing_newline_is_refused_over_http(tmp_path: Path) -> None:

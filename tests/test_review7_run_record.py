@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from datasets import Dataset
 
 from mmalign.data.schema import ValidationReport
@@ -32,7 +33,11 @@ def test_pairs_record_keeps_the_build_apart_from_the_rows():
     assert "build_skipped" not in pairs_record(rows, report)
 
 
-def test_toy_run_with_max_samples_keeps_build_counts_apart(tmp_path, capsys):
+@pytest.mark.parametrize("max_samples", [None, 2])
+def test_toy_run_records_what_its_build_left_out(tmp_path, capsys, max_samples):
+    """A one-step toy:pairs run whose build dropped tied pairs: without data.max_samples it
+    trains on every built row; with it, on a prefix, and the line says the counts are the
+    whole build's."""
     from diffusion_helpers import config_with
 
     from mmalign.diffusion.recipe import DiffusionRecipe
@@ -41,9 +46,12 @@ def test_toy_run_with_max_samples_keeps_build_counts_apart(tmp_path, capsys):
     from mmalign.train.loop import train
 
     toy = {"n": 12, "steps": 2, "guidance": 2.5, "progress": False, "tie_margin": 0.05}
+    data = {"path": "toy:pairs", "split": "train", "toy": toy}
+    if max_samples is not None:
+        data["max_samples"] = max_samples
     raw = {
         "model": {"name_or_path": "toy:sd"},
-        "data": {"path": "toy:pairs", "split": "train", "toy": toy, "max_samples": 2},
+        "data": data,
         "objective": [{"loss": "dpo", "beta": 500.0}],
         "lora": {"rank": 4},
         "train": {"max_steps": 1, "batch_size": 2, "learning_rate": 1e-4, "log_every": 1,
@@ -57,12 +65,13 @@ def test_toy_run_with_max_samples_keeps_build_counts_apart(tmp_path, capsys):
     summary = json.loads((folder / "summary.json").read_text())
     dropped = summary["skipped"].get("tie", 0)
     assert dropped > 0, summary["skipped"]  # the case under test: the build dropped ties
-    assert summary["rows"] > 2 and run["rows"] == 2  # the run trains on a prefix
+    assert summary["rows"] == 12 - dropped
+    assert run["rows"] == (summary["rows"] if max_samples is None else max_samples)
     # the whole build's counts under their own key; this run's rows saw no tie and no skip
     assert run["build_skipped"] == {"tie": dropped}
     assert run["ties"] == {"dropped": 0, "kept": 0}
-    assert run["skipped"] == {}
-    out = capsys.readouterr().out
-    line = next(x for x in out.splitlines() if "left out" in x)
+    assert run["skipped"] == {}  # no row was unreadable: ties are not skipped rows
+    line = next(x for x in capsys.readouterr().out.splitlines() if "left out" in x)
     assert f"left out {dropped} candidate pair(s) (tie: {dropped})" in line
-    assert "whole build" in line and f"first 2 of its {summary['rows']} rows" in line
+    prefix = f"first {max_samples} of its {summary['rows']} rows"
+    assert ("whole build" in line and prefix in line) if max_samples else "whole" not in line
