@@ -82,7 +82,9 @@ def test_the_route_guard_answers_400_before_gradio_sees_the_body(monkeypatch) ->
     assert reached == ["/gradio_api/run/my_votes"]  # only the small body got through
 
 
-def test_the_fast_vote_route_answers_400(tmp_path: Path, monkeypatch) -> None:
+def fast_app(tmp_path: Path) -> tuple[Any, Any]:
+    """The app's fast routes over a store with one pair `p0`, alice signed in (token `t`),
+    and a stand-in for the Gradio mount that must not be reached: (app, store)."""
     from fastapi import FastAPI
     from mmalign_label.fast_routes import add_fast_routes
     from mmalign_label.labeling import Labeling
@@ -99,6 +101,11 @@ def test_the_fast_vote_route_answers_400(tmp_path: Path, monkeypatch) -> None:
 
     gradio.cookie_id, gradio.tokens = "x", {"t": "alice"}  # type: ignore[attr-defined]
     app.router.routes.append(Mount("/", app=gradio))
+    return app, store
+
+
+def test_the_fast_vote_route_answers_400(tmp_path: Path, monkeypatch) -> None:
+    app, store = fast_app(tmp_path)
     vote = {"vote_id": "abcdefgh12", "pair_id": "p0", "choice": "left", "left_image": 0,
             "decide_ms": 5}  # fmt: skip
     status, text = _post(app, "/label_api/vote", json.dumps(vote).encode())

@@ -16,26 +16,11 @@ import pytest
 
 pytest.importorskip("gradio")
 
-from test_app_review_json_values import _post
+from test_app_review_json_values import _post, fast_app
 
 
 def test_a_vote_id_with_a_trailing_newline_is_refused_over_http(tmp_path: Path) -> None:
-    from fastapi import FastAPI
-    from mmalign_label.fast_routes import add_fast_routes
-    from mmalign_label.labeling import Labeling
-    from mmalign_label.store import Pair, Store
-    from starlette.routing import Mount
-
-    store = Store(tmp_path / "labels.sqlite")
-    store.add_pairs([Pair("p0", "a prompt", "a.png", "b.png", "test")])
-    app = FastAPI()
-    add_fast_routes(app, Labeling(store))
-
-    async def gradio(scope, receive, send):  # type: ignore[no-untyped-def]
-        raise AssertionError("not reached")
-
-    gradio.cookie_id, gradio.tokens = "x", {"t": "alice"}  # type: ignore[attr-defined]
-    app.router.routes.append(Mount("/", app=gradio))
+    app, store = fast_app(tmp_path)
     vote = {"pair_id": "p0", "choice": "left", "left_image": 0, "decide_ms": 5}
     for bad in ("abcdefgh\n", "abcdefgh\r\n", "\nabcdefgh", "abcdefgh \n"):
         status, text = _post(app, "/label_api/vote", json.dumps({**vote, "vote_id": bad}).encode())
