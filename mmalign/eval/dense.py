@@ -140,13 +140,11 @@ def resolve_split(data: str, split: str | None) -> DenseSplit:
     - toy data is built, not split: a `--split` is refused rather than ignored."""
     from ..data.pickapic import saved_splits
     from ..suggest import closest
+    from ..toy.cache import TOY_PREFIX, split_to_read
 
-    if data.startswith("toy:"):
-        if split is not None:
-            raise InputError(
-                f"--split {split}: toy data is built, not split (toy:flaws:heldout: the "
-                "held-out prompts, seed 1; toy:flaws: the training ones)"
-            )
+    if data.startswith(TOY_PREFIX):  # a --split given is refused (`split_to_read`)
+        split_to_read(data, split, hint="toy:flaws:heldout: the held-out prompts, seed 1; "
+                      "toy:flaws: the training ones")  # fmt: skip
         return DenseSplit(data, None, None, "built: toy data has no splits")
     path = Path(data).expanduser()
     wanted = split or DEFAULT_SPLIT
