@@ -9,7 +9,6 @@ from typing import Any
 
 from .cli_errors import at_least_one
 from .config import ConfigError, InputError
-from .words import plural
 
 TOY_MODELS = ("sd", "vlm", "flow")  # what `mmalign toy build` trains
 
@@ -74,30 +73,14 @@ def _toy_model(name: str | None) -> str | None:
     return None if name is None else str(Path(name).expanduser())
 
 
-BUILT = ("pairs", "pickapic", "dense", "summary.json")  # what a build writes (and replaces)
-
-
-def _earlier_build(out: Path) -> str | None:
-    """What an earlier toy data build left in `out`, in words (None: nothing a build replaces)."""
-    import json
-
-    found = [name for name in BUILT if (out / name).exists()]
-    if not found:
-        return None
-    try:
-        summary = json.loads((out / "summary.json").read_text())
-        what = f"a toy '{summary['kind']}' dataset of {plural(int(summary['rows']), 'row')}, "
-    except (OSError, ValueError, KeyError, TypeError):  # no summary, or not one of ours
-        what = ""
-    return f"{what}{', '.join(found)}"
-
-
 def _check_out(out: Path, overwrite: bool) -> None:
     """`--out`: refused when it holds an earlier build, unless `--overwrite` (then said on
     stderr, naming what else is there and stays: files made from the replaced build)."""
+    from .toy.datasets import BUILT, earlier_build
+
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder")
-    earlier = _earlier_build(out)
+    earlier = earlier_build(out)  # the rule `build_dataset` refuses by too
     if earlier is None:
         return
     if not overwrite:
@@ -128,12 +111,18 @@ def _cmd_toy_data(args: argparse.Namespace) -> int:
     _check_out(out, args.overwrite)
     try:
         summary = datasets.build_dataset(
-            args.kind, out, n=args.n, seed=args.seed, model=model, **options
+            args.kind,
+            out,
+            n=args.n,
+            seed=args.seed,
+            model=model,
+            overwrite=args.overwrite,
+            **options,
         )
     except (TypeError, ValueError) as err:  # an option's value the builder cannot use
         given = ", ".join(f"{k}={v!r}" for k, v in options.items())
         raise ConfigError(f"{err}{f' (--set {given})' if given else ''}") from None
-    keep = ("kind", "rows", "paths", "skipped", "seconds")
+    keep = ("kind", "rows", "paths", "skipped", "ties", "seconds")  # ties apart from skipped
     print(json.dumps({k: summary[k] for k in keep if k in summary}, indent=2, default=str))
     return 0
 

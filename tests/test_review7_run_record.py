@@ -63,7 +63,8 @@ def test_toy_run_records_what_its_build_left_out(tmp_path, capsys, max_samples):
     run = json.loads((tmp_path / "run" / "mmalign_run.json").read_text())
     folder = toy_data_folder("pairs", toy, str(model_path("sd")))
     summary = json.loads((folder / "summary.json").read_text())
-    dropped = summary["skipped"].get("tie", 0)
+    assert "tie" not in summary["skipped"]  # kept apart from skipped candidates (review 8)
+    dropped = summary["ties"]["dropped"]
     assert dropped > 0, summary["skipped"]  # the case under test: the build dropped ties
     assert summary["rows"] == 12 - dropped
     assert run["rows"] == (summary["rows"] if max_samples is None else max_samples)

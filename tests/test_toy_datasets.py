@@ -84,8 +84,10 @@ def test_pairs_from_toy_sd_ties_kept_dropped_and_deterministic(toy_sd, tmp_path)
 
     dropped = build_dataset("pairs", tmp_path / "drop", ties="drop", **opts)
     ties = kept["labels"]["counts"].get("0.5", 0)
-    assert dropped["skipped"].get("tie", 0) == ties
-    if dropped["skipped"].get("tie", 0) < 8:  # a random model may tie everywhere
+    # ties apart from skipped candidates, dropped or kept (review 8)
+    assert kept["ties"] == {"dropped": 0, "kept": ties}
+    assert dropped["ties"] == {"dropped": ties, "kept": 0} and "tie" not in dropped["skipped"]
+    if ties < 8:  # a random model may tie everywhere
         check(tmp_path / "drop", "image", IMAGE_COLUMNS, tmp_path)
 
 

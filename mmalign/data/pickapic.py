@@ -248,6 +248,8 @@ def load_pickapic(
                 report.skip(index, reason or "unknown")
                 continue
             report.keep()
+            if pair["label"] == 0.5:  # a tie kept (policy `half`): counted apart, as dropped ones
+                report.ties_kept += 1
             for name in out:
                 out[name].append(tag if name == "source" else pair.get(name))
         return out

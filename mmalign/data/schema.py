@@ -111,6 +111,8 @@ class ValidationReport:
     max_examples: int = 5
     # the index in the data as read of each row kept (`keep(index)`): messages name that row
     kept_rows: list[int] = field(default_factory=list)
+    # rows kept as ties (label 0.5), where the reader applies a tie policy (Pick-a-Pic's)
+    ties_kept: int = 0
 
     @property
     def num_skipped(self) -> int:
@@ -137,12 +139,20 @@ class ValidationReport:
             seen.append(index)
 
     def __str__(self) -> str:
-        lines = [f"{self.name}: read {self.total}, kept {self.kept}, skipped {self.num_skipped}"]
-        for reason, count in sorted(self.skipped.items(), key=lambda kv: -kv[1]):
+        """Tied pairs apart from skipped rows, as a run's record (`ties: dropped, kept`): a tie
+        dropped under the `drop` policy is an outcome of the labels, not a row unread."""
+        dropped = self.skipped.get("tie", 0)
+        others = self.num_skipped - dropped  # rows unusable: ties are not among them
+        line = f"{self.name}: read {self.total}, kept {self.kept}, skipped {others}"
+        if dropped or self.ties_kept:
+            line += f"; ties: {dropped} dropped, {self.ties_kept} kept (label 0.5)"
+        lines = [line]
+        for reason, count in sorted(self.skipped.items(), key=lambda kv: (kv[0] == "tie", -kv[1])):
             rows = ", ".join(map(str, self.examples.get(reason, [])))
             more = ", ..." if count > len(self.examples.get(reason, [])) else ""
             note = f": {SKIP_NOTES[reason]}" if reason in SKIP_NOTES else ""
-            lines.append(f"  {reason}: {count} (rows {rows}{more}){note}")
+            what = "tied pairs dropped" if reason == "tie" else reason
+            lines.append(f"  {what}: {count} (rows {rows}{more}){note}")
         return "\n".join(lines)
 
 

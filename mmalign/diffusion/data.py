@@ -121,8 +121,9 @@ def _toy_pairs_folder(path: str, toy_options: Mapping[str, Any] | None, model: s
 class ToyBuild:
     """What building a toy dataset wrote (its summary.json): `rows`, the rows it holds, and
     `skipped`, the candidate pairs it left out, by reason (`tie` for pairs whose rewards tied
-    under `ties: drop`, `no_visible_flaw`, ...). Counted over the whole build: a run's
-    `data.max_samples` takes a prefix of its rows afterwards."""
+    under `ties: drop`, which summary.json keeps apart as `ties.dropped`, `no_visible_flaw`,
+    ...). Counted over the whole build: a run's `data.max_samples` takes a prefix of its rows
+    afterwards."""
 
     rows: int
     skipped: dict[str, int]
@@ -145,7 +146,10 @@ def toy_build(
     if not summary.is_file():
         return None
     info = json.loads(summary.read_text())
-    left_out = info.get("skipped") or {}
+    left_out = dict(info.get("skipped") or {})
+    ties = info.get("ties")
+    if isinstance(ties, dict):  # ties written apart from skipped candidates (older: `tie` in it)
+        left_out["tie"] = ties.get("dropped", 0)
     skipped = {str(reason): int(n) for reason, n in left_out.items() if n}
     return ToyBuild(rows=int(info.get("rows", 0)), skipped=skipped)
 

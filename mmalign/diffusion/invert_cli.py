@@ -36,16 +36,6 @@ def _images(paths: list[str]) -> list[Any]:
     return images
 
 
-def flow_refused(model: str) -> str:
-    """Why `mmalign invert` does not take flow model `model` (it said "mmalign trains
-    StableDiffusionPipeline and StableDiffusionXLPipeline models; this one is a FlowModel")."""
-    return (
-        f"mmalign invert: {model} is a flow-matching (SD3 / FLUX) pipeline; `mmalign "
-        "invert` is DDIM and ReNoise inversion of SD1.5 / SDXL (UNet) models. SmPO on a flow "
-        "model inverts its images during training (diffusion.trajectory: renoise)"
-    )
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from safetensors.torch import save_file
 
@@ -53,7 +43,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..files import make_readable
     from .flow_load import process_of
     from .load import DiffusionModel, load_pipeline
-    from .renoise import decode, invert, reconstruct
+    from .renoise import decode, flow_refused, invert, reconstruct
     from .source import resolve_model
 
     device = resolve_device(args.device)  # a device the machine lacks: refused first
@@ -75,10 +65,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     images = _images(args.image)
     source = resolve_model(args.model)  # a local folder (toy:flow too): refused before loading
     if Path(source).is_dir() and process_of(source) == "flow":
-        raise InputError(flow_refused(args.model))
+        raise InputError(flow_refused(args.model, "mmalign invert"))
     model = load_pipeline(args.model, device=device)
     if not isinstance(model, DiffusionModel):  # a flow model on the hub, known once loaded
-        raise InputError(flow_refused(args.model))
+        raise InputError(flow_refused(args.model, "mmalign invert"))
     try:
         ren = invert(model, images, prompts, args.steps, args.iterations, average,
                      resolution=args.resolution, progress=True)  # fmt: skip

@@ -243,10 +243,29 @@ def _model_fn(model: Any, cond: dict[str, torch.Tensor], *, native: bool = False
     return call
 
 
-def _as_model(pipe: Any) -> Any:
+def flow_refused(model: str, who: str) -> str:
+    """Why `who` (this module's functions, `mmalign invert`) does not take flow model `model`.
+    Said before as "mmalign trains StableDiffusionPipeline and StableDiffusionXLPipeline
+    models; this one is a FlowModel", which reads as if mmalign trained no flow model."""
+    return (
+        f"{who}: {model} is a flow-matching (SD3 / FLUX) pipeline; `{who}` is DDIM and ReNoise "
+        "inversion of SD1.5 / SDXL (UNet) models. SmPO on a flow model inverts its images "
+        "during training (diffusion.trajectory: renoise)"
+    )
+
+
+def _as_model(pipe: Any, who: str) -> Any:
+    """`pipe` (a DiffusionModel or an SD1.5 / SDXL pipeline) as a DiffusionModel; a flow model
+    (a FlowModel, or a pipeline with a flow-matching scheduler) is refused naming `who`."""
+    from .flow_load import FlowModel, is_flow_scheduler
     from .load import DiffusionModel, _family
 
-    return pipe if isinstance(pipe, DiffusionModel) else DiffusionModel(pipe, _family(pipe), "")
+    if isinstance(pipe, DiffusionModel):
+        return pipe
+    if isinstance(pipe, FlowModel) or is_flow_scheduler(getattr(pipe, "scheduler", None)):
+        source = f" ({pipe.source})" if isinstance(pipe, FlowModel) else ""
+        raise ValueError(flow_refused(f"this {type(pipe).__name__}{source}", who))
+    return DiffusionModel(pipe, _family(pipe), "")
 
 
 @torch.no_grad()
@@ -257,7 +276,7 @@ def encode_images(pipe: Any, images: Sequence[Any], resolution: int | None = Non
     from .data import crop_and_resize
     from .encode import to_model_latents
 
-    model = _as_model(pipe)
+    model = _as_model(pipe, "renoise.encode_images")
     res = resolution or model.default_resolution
     pixels = torch.stack([crop_and_resize(img, res)[0] for img in images])
     vae = model.pipe.vae
@@ -292,7 +311,7 @@ def invert(
     """
     if len(images) != len(prompts) or not images:
         raise ValueError(f"invert needs one prompt per image, got {len(images)} / {len(prompts)}")
-    model = _as_model(pipe)
+    model = _as_model(pipe, "renoise.invert")
     if iterations == 0:
         average_range = None  # one estimate per step: nothing to average
     settings = ReNoiseSettings(steps, iterations, average_range)
@@ -320,7 +339,7 @@ def reconstruct(pipe: Any, inversion: Inversion, steps: int) -> torch.Tensor:
     """Deterministic DDIM (eta 0, no guidance) from the inverted noise down the same grid."""
     from diffusers import DDIMScheduler
 
-    model = _as_model(pipe)
+    model = _as_model(pipe, "renoise.reconstruct")
     config = model.pipe.scheduler.config
     spacing = config.get("timestep_spacing", "leading")
     ddim = DDIMScheduler.from_config(
@@ -344,4 +363,4 @@ def decode(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
     inverse of `encode_images`)."""
     from .encode import decode_latents
 
-    return decode_latents(_as_model(pipe), latents)
+    return decode_latents(_as_model(pipe, "renoise.decode"), latents)

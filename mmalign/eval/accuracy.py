@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.prompts import pickapic_source
+from ..words import plural
 
 VALIDATION = {"test": "validation", "test_unique": "validation_unique"}
 
@@ -192,10 +193,14 @@ def describe_accuracy(result: dict[str, Any]) -> str:
         f"{result['scorer']} on {result['data']}"
         + (f" (split {result['split']})" if "split" in result else "")
         + f": accuracy {result['accuracy']:.1%} "
-        f"(tie threshold {result['threshold']:.4g}, {where}; {result['pairs']} pairs, "
-        f"{result['tied_labels']} tied labels, {result['skipped']} rows skipped); "
+        f"(tie threshold {result['threshold']:.4g}, {where}; {plural(result['pairs'], 'pair')}, "
+        f"{plural(result['tied_labels'], 'tied label')}, "
+        f"{plural(result['skipped'], 'row')} skipped); "
         f"forced choice (threshold 0, no predicted ties) {result['accuracy_no_ties']:.1%}"
     )
     if result.get("accuracy_untied") is not None and result["tied_labels"]:
-        text += f", {result['accuracy_untied']:.1%} on the {untied} pairs without a tied label"
+        text += (
+            f", {result['accuracy_untied']:.1%} on the {plural(untied, 'pair')} without a tied "
+            "label"
+        )
     return text

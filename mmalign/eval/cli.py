@@ -47,7 +47,7 @@ def add_scorer_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_eval_implicit(args: argparse.Namespace) -> int:
-    from .implicit import implicit_accuracy
+    from .implicit import describe_implicit, implicit_accuracy
 
     result = implicit_accuracy(
         args.model, args.data, base=args.base, batch_size=args.batch_size,
@@ -55,12 +55,7 @@ def _cmd_eval_implicit(args: argparse.Namespace) -> int:
         max_rows=args.max_rows, pickapic_root=args.pickapic_root,
         device=None if args.scorer_device == "auto" else args.scorer_device, split=args.split,
     )  # fmt: skip
-    print(
-        f"implicit reward of {result['model']} over {result['base']} on {result['data']}: "
-        f"accuracy {result['implicit_accuracy']:.1%} ({result['pairs']} pairs, "
-        f"{result['draws']} draws each; {result['ties_left_out']} ties left out, "
-        f"{result['skipped']} rows skipped)"
-    )
+    print(describe_implicit(result))
     _write(args.out, result)
     return 0
 

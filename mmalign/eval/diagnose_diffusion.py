@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from ..config import InputError
+from ..words import plural
 
 NO_CHES = ("CHES and LN-CHES are defined for language-model responses (hidden states of the "
            "response tokens, Razin et al.); diffusion pairs get ranking and implicit-reward "
@@ -68,9 +69,18 @@ def diagnose_diffusion(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(columns).to_parquet(out / "pairs.parquet", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{n} diffusion pairs ({scores.ties} tied labels left out); ranking accuracy "
-          f"{summary['ranking_accuracy']:.1%}"
-          + (f", implicit accuracy {summary['implicit_accuracy']:.1%}"
-             if "implicit_accuracy" in summary else "") + f". {NO_CHES}.")  # fmt: skip
+    print(summary_line(summary))
     print(f"wrote {out.resolve()} (pairs.parquet, summary.json)")
     return 0
+
+
+def summary_line(summary: dict) -> str:
+    """The line `mmalign data diagnose` prints of a diffusion diagnosis (its summary.json)."""
+    implicit = summary.get("implicit_accuracy")
+    return (
+        f"{plural(summary['pairs'], 'diffusion pair')} "
+        f"({plural(summary['tied_labels'], 'tied label')} left out); ranking accuracy "
+        f"{summary['ranking_accuracy']:.1%}"
+        + (f", implicit accuracy {implicit:.1%}" if implicit is not None else "")
+        + f". {NO_CHES}."
+    )

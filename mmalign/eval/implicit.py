@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..words import plural
 from .accuracy import load_pairs
 
 
@@ -210,3 +211,13 @@ def implicit_accuracy(
         "skipped": scores.report.num_skipped,
         "skip_reasons": dict(scores.report.skipped),
     }
+
+
+def describe_implicit(result: dict[str, Any]) -> str:
+    """The line `mmalign eval accuracy --model` prints for an `implicit_accuracy` result."""
+    return (
+        f"implicit reward of {result['model']} over {result['base']} on {result['data']}: "
+        f"accuracy {result['implicit_accuracy']:.1%} ({plural(result['pairs'], 'pair')}, "
+        f"{plural(result['draws'], 'draw')} each; {plural(result['ties_left_out'], 'tie')} left "
+        f"out, {plural(result['skipped'], 'row')} skipped)"
+    )

@@ -1,12 +1,14 @@
 """Toy preference datasets: the data every alignment recipe trains on, built from the shapes world.
 
-`build_dataset(kind, out_dir, n=..., seed=...)` writes into `out_dir`:
+`build_dataset(kind, out_dir, n=..., seed=...)` writes into `out_dir` (an earlier build there is
+replaced only with `overwrite=True`):
 
 - `pairs/`: PreferencePair rows (`save_to_disk`, Arrow inside), validated strictly on write;
 - `pickapic/`: image kinds only, the same pairs as Pick-a-Pic v2 parquet shards (split "train"
   unless `split=` says otherwise), so any Pick-a-Pic script runs on toy data;
 - `dense/`: kind `flaws` only, single images with heatmaps and the four dense scores;
-- `summary.json`: rows, skipped rows by reason, label statistics, options, timing.
+- `summary.json`: rows, candidates skipped by reason (`skipped`) and tied pairs apart from them
+  (`ties`: `dropped` under `ties=drop`, `kept` at label 0.5), label statistics, options, timing.
 
 | kind | analog of | chosen | rejected |
 |---|---|---|---|
@@ -38,7 +40,7 @@ from typing import Any
 
 from ...suggest import did_you_mean
 from ..qa import FORBIDDEN_REQUESTS, REFUSAL
-from .common import DENSE_SCORES, IMAGE_SIZE, TIE_MARGIN, Built
+from .common import BUILT, DENSE_SCORES, IMAGE_SIZE, TIE_MARGIN, Built, earlier_build
 from .flaws import build_flaws
 from .pairs import build_pairs, build_style
 from .prism import build_prism
@@ -67,14 +69,28 @@ def build_dataset(
     n: int = 64,
     seed: int = 0,
     model: Any = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Build the toy dataset `kind` (one of KINDS) into `out_dir`; returns the summary that is
     also written to `out_dir/summary.json`. `model`: toy-sd folder or loaded pipeline for the
-    kinds that sample it (default: the shipped toy-sd); `options`: the kind's builder options."""
+    kinds that sample it (default: the shipped toy-sd); `options`: the kind's builder options.
+
+    An earlier build in `out_dir` (its pairs/, pickapic/, dense/ or summary.json) is replaced
+    only with `overwrite=True`, else refused before anything is built (FileExistsError), as
+    `mmalign toy data` refuses it without `--overwrite`: a build deletes those folders."""
     if model is not None:
         options["model"] = model
     check_options(kind, options)
+    out = Path(out_dir)  # as the builder writes it
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out_dir} is a file; the toy dataset is built into a folder")
+    earlier = earlier_build(out)
+    if earlier is not None and not overwrite:
+        raise FileExistsError(
+            f"{out_dir} already holds an earlier build ({earlier}); pass overwrite=True to "
+            "replace it, or another out_dir"
+        )
     return BUILDERS[kind](out_dir, n=n, seed=seed, **options)
 
 
@@ -91,6 +107,7 @@ def check_options(kind: str, options: Mapping[str, Any]) -> None:
 
 __all__ = [
     "BUILDERS",
+    "BUILT",
     "COOL",
     "DENSE_SCORES",
     "FORBIDDEN_REQUESTS",
@@ -112,4 +129,5 @@ __all__ = [
     "build_style",
     "build_users",
     "build_vqa",
+    "earlier_build",
 ]

@@ -19,9 +19,11 @@ import torch
 
 from ...data.pickapic import write_pickapic
 from ...data.schema import FIELDS, Kind, write_pairs
+from ...words import plural
 from ..render import render_batch
 from ..world import ToyPrompt
 
+BUILT = ("pairs", "pickapic", "dense", "summary.json")  # what a build writes (and replaces)
 IMAGE_SIZE = 32  # toy-sd's and toy-vlm's resolution
 TIE_MARGIN = 0.02  # reward differences below this are ties
 DENSE_SCORES = ("alignment", "aesthetics", "plausibility", "overall")  # ImageDoctor's four
@@ -40,6 +42,20 @@ class Built:
 
 
 # --------------------------------------------------------------------------- shared helpers
+
+
+def earlier_build(out: Path) -> str | None:
+    """What an earlier build left in folder `out` that a build would replace, in words ("a toy
+    'vqa' dataset of 4 rows, pairs, summary.json"); None where there is none."""
+    found = [name for name in BUILT if (out / name).exists()]
+    if not found:
+        return None
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+        what = f"a toy '{summary['kind']}' dataset of {plural(int(summary['rows']), 'row')}, "
+    except (OSError, ValueError, KeyError, TypeError):  # no summary, or not one of ours
+        what = ""
+    return f"{what}{', '.join(found)}"
 
 
 def stream_seed(seed: int, *salt: object) -> int:
@@ -138,6 +154,16 @@ def _label_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def left_out(built: Built) -> tuple[dict[str, int], dict[str, int]]:
+    """(`skipped`, `ties`) of a build, as a training run records its pairs
+    (`diffusion.data.pairs_record`): candidates left out by reason, ties apart, and `ties`:
+    `dropped` (rewards tied under `ties: drop`) and `kept` (rows labelled 0.5, `ties: keep`).
+    A tie is an outcome of the labelling, not a candidate that could not be made."""
+    skipped = {reason: n for reason, n in built.skipped.items() if reason != "tie"}
+    kept = sum(1 for r in built.rows if r.get("label") is not None and float(r["label"]) == 0.5)
+    return skipped, {"dropped": built.skipped.get("tie", 0), "kept": kept}
+
+
 def finish(
     kind: str,
     out_dir: str | Path,
@@ -149,12 +175,16 @@ def finish(
     options: dict[str, Any],
     started: float,
 ) -> dict[str, Any]:
-    """Write pairs (+ Pick-a-Pic, + dense) and summary.json; return the summary."""
+    """Write pairs (+ Pick-a-Pic, + dense) and summary.json; return the summary (`skipped`
+    and `ties` apart: `left_out`)."""
+    skipped, ties = left_out(built)
     if not built.rows:
-        raise ValueError(f"{kind}: no rows left to write (skipped: {dict(built.skipped)})")
+        raise ValueError(
+            f"{kind}: no rows left to write (skipped: {skipped}; ties dropped: {ties['dropped']})"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("pairs", "pickapic", "dense"):  # a rebuild replaces what a build wrote
+    for name in BUILT:  # a rebuild replaces what a build wrote (summary.json: written below)
         if (out / name).is_dir():
             shutil.rmtree(out / name)
     paths = {"pairs": out / "pairs"}
@@ -188,7 +218,8 @@ def finish(
         "n": n,
         "seed": seed,
         "paths": {k: str(v) for k, v in paths.items()},
-        "skipped": dict(built.skipped),
+        "skipped": skipped,
+        "ties": ties,
         "validation": {"total": report.total, "kept": report.kept, "skipped": report.skipped},
         "labels": _label_stats(built.rows),
         **_reward_stats(built.rows),
