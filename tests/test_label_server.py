@@ -238,7 +238,8 @@ def test_identity_comes_from_the_session(db_server) -> None:
     ack = a.predict(vid, pair["pair_id"], "left", pair["left_image"], 700, api_name="/vote")
     assert ack["annotator"] == "u00" and ack["status"] == "stored"
     assert ack["next"]["pair_id"] != pair["pair_id"]  # the reply carries the next pair
-    again = a.predict(vid, pair["pair_id"], "left", 0, 700, api_name="/vote")
+    # a retry repeats the vote (a vote id sent for another vote is a conflict: review 8)
+    again = a.predict(vid, pair["pair_id"], "left", pair["left_image"], 700, api_name="/vote")
     assert again["status"] == "duplicate"
     with pytest.raises(Exception, match="another annotator"):  # b cannot replay a's vote id
         b.predict(vid, pair["pair_id"], "right", 0, 700, api_name="/vote")

@@ -9,7 +9,8 @@ API (through `gradio_client`, logged in): `next_pair() -> {pair_id, prompt, left
 `vote(vote_id, pair_id, choice, left_image, decide_ms) -> {status, vote_id, pair_id,
 annotator, next}` (`next`: the caller's next pair, so a client needs one call per vote;
 `status`: `stored`, `duplicate` for a retry, `undone` for a retry of a vote undone since,
-which stays undone: `votes.Ack`),
+which stays undone: `votes.Ack`; a vote id reused for a different vote is refused with a
+message starting `conflict:`, `votes.VoteConflict`),
 `undo() -> {pair_id}`, `my_votes() -> [..]` (the caller's own votes only),
 `admin_stats()` (admins only).
 
@@ -44,7 +45,7 @@ from .quality import (
     team_quality,
 )
 from .stats import summarize
-from .store import Pair, Store, VoteError
+from .store import Pair, Store, VoteConflict, VoteError
 from .users import Authenticator
 from .vlm_pairs import is_vlm, response_html, responses_of
 
@@ -188,6 +189,9 @@ class LabelApp:
                 choice=first, left_image=state["left_image"], decide_ms=ms,
                 answers=answers if self.criteria != DEFAULT else None,
             )  # fmt: skip
+        except VoteConflict:  # a second click with another answer on a pair already voted on
+            note = "⚠️ This pair's vote was already saved with another answer; it stands."
+            return self._show(user, self.store.next_pair(user), note)
         except (VoteError, CriteriaError) as err:
             return self._show(user, self.store.next_pair(user), f"⚠️ {err}")
         if ack.status == "undone":  # this pair's vote was sent before and undone since
@@ -254,10 +258,13 @@ class LabelApp:
         criterion -> answer for a run with several questions.
 
         `vote_id` is the client's, new for every vote: 8-64 characters [A-Za-z0-9_-], unique
-        across all annotators. Sent again it is a retry (its other fields checked for form,
-        not compared): nothing is stored, `status` is `duplicate` (the first send counts) or
-        `undone` (withdrawn since), and `pair_id` is the first send's. To vote on a pair
-        again after an undo, use a new id (docs/labeling.md, "API for scripts")."""
+        across all annotators. Sent again with the same `pair_id`, `choice`, `left_image` and
+        answers it is a retry (`decide_ms` not compared): nothing is stored, `status` is
+        `duplicate` (the first send counts) or `undone` (withdrawn since). Sent again with any
+        of those different it is refused with an error starting `conflict:` (nothing stored,
+        the first vote stands); another annotator's id is refused as before, whatever the
+        fields. To vote on a pair again after an undo, use a new id (docs/labeling.md, "API
+        for scripts")."""
         user = _user(request)
         try:
             left, ms = int(left_image), int(decide_ms)

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .jsonbody import Refused, parse_json
 from .labeling import Labeling
-from .store import VoteError
+from .store import VoteConflict, VoteError
 
 VOTE_FIELDS = ("vote_id", "pair_id", "choice", "left_image", "decide_ms")
 
@@ -81,13 +81,14 @@ def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
         answer after the commit with `{status, vote_id, pair_id, annotator, next}`.
 
         `vote_id` is the client's, new for every vote: 8-64 characters [A-Za-z0-9_-] (the page
-        sends a uuid4 hex per pair shown), unique across all annotators. A repeated id is a
-        retry: nothing is stored and `status` says what became of the first send (`stored` the
-        first time, then `duplicate`, or `undone` once withdrawn: `votes.Ack`); the retry's
-        other fields are checked for form but not compared, and the reply's `pair_id` is the
-        first send's. Another
-        annotator's id, or a new id on a pair the user already has a vote on (not undone),
-        is refused with 400 (docs/labeling.md, "API for scripts").
+        sends a uuid4 hex per pair shown), unique across all annotators. A repeated id with the
+        same `pair_id`, `choice`, `left_image` and answers is a retry (`decide_ms` is not
+        compared): nothing is stored and `status` says what became of the first send (`stored`
+        the first time, then `duplicate`, or `undone` once withdrawn: `votes.Ack`). The user's
+        own id sent with any of those different is refused with 409 and `{"status":
+        "conflict", "error": ...}`: nothing is stored, the first vote stands. Another
+        annotator's id (whatever the other fields), or a new id on a pair the user already has
+        a vote on (not undone), is refused with 400 (docs/labeling.md, "API for scripts").
         """
         user = session_user(gradio_app(), request)
         if user is None:
@@ -126,6 +127,8 @@ def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
 
         try:
             return JSONResponse(await run_in_threadpool(store_and_next))
+        except VoteConflict as err:  # the caller's own id, reused for another vote
+            return JSONResponse({"status": "conflict", "error": str(err)}, status_code=409)
         except VoteError as err:
             return _error(400, str(err))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, delete, func, select, update
 
-from .tables import gold, leases, pairs, votes
+from .tables import answers, gold, leases, pairs, votes
 
 _MINE = select(votes.c.pair_id).where(
     votes.c.annotator == bindparam("annotator"), votes.c.undone == 0
@@ -62,6 +62,10 @@ COUNT_MINE = (
     .where(votes.c.annotator == bindparam("annotator"), votes.c.undone == 0)
 )
 VOTE_BY_ID = select(votes).where(votes.c.vote_id == bindparam("vote_id"))
+# A vote's stored answers: a resent id is a retry only if they are the send's (`votes.py`).
+ANSWERS_OF = select(answers.c.criterion, answers.c.choice).where(
+    answers.c.vote_id == bindparam("vote_id")
+)
 LOCK_PAIR = select(pairs.c.n_votes).where(pairs.c.pair_id == bindparam("pair_id")).with_for_update()
 OTHERS_LEASES = (
     select(func.count())

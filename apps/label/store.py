@@ -3,7 +3,8 @@
 Every vote is one transaction and carries a client-generated id (`vote_id`, the primary
 key of its row), so a submit that is retried after a lost acknowledgement is stored once
 (`duplicate`; `undone` when the vote was withdrawn since, and then the retry stores nothing:
-`votes.Ack`).
+`votes.Ack`). An id sent again with other fields is no retry: it is refused
+(`votes.VoteConflict`), decided in the same transaction, or after the unique key's violation.
 A vote is acknowledged only after its transaction commits. Inside one process the writers
 queue on a lock before SQLite's own: SQLite's busy handler retries with sleeps of up to
 100 ms, so 32 threads contending on the database lock starve each other (p99 in seconds
@@ -35,9 +36,9 @@ from . import goldmix
 from . import statements as stmt
 from .engines import dialect_insert, make_engine
 from .tables import metadata, pairs, settings, votes
-from .votes import CHOICES, Ack, VoteError, VoteWriter
+from .votes import CHOICES, Ack, VoteConflict, VoteError, VoteWriter
 
-__all__ = ["CHOICES", "Ack", "Pair", "Store", "VoteError", "pair_id_for"]
+__all__ = ["CHOICES", "Ack", "Pair", "Store", "VoteConflict", "VoteError", "pair_id_for"]
 
 LEASE_S = 600.0  # how long a handed-out pair stays reserved for its annotator
 # Reservations lost to other annotators before `next_pair` gives up: each loss means another

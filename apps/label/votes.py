@@ -31,13 +31,31 @@ class VoteError(ValueError):
     """A vote the store refuses: unknown pair, bad choice, already voted, foreign vote id."""
 
 
+class VoteConflict(VoteError):
+    """The caller's own vote id, sent again for a different vote (another pair, choice, left
+    image or answers): refused, nothing stored, the first vote stands. Not a retry, so not
+    `duplicate`, which a client reads as "this vote is stored" and would lose the new one."""
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What a vote send says; a retry must say the same as the stored vote (`decide_ms` is
+    left out: a resend may measure it again)."""
+
+    pair_id: str
+    choice: str
+    left_image: int
+    answers: Mapping[str, str]
+
+
 @dataclass(frozen=True)
 class Ack:
     """The answer to a vote: `stored` (new), `duplicate` (this vote id was stored before and
     counts) or `undone` (this vote id was stored before, then withdrawn by an undo: it does
     not count, and this send stored nothing).
 
-    A retried send answers with what became of the vote it repeats. A retry that arrives
+    A retried send (the same pair, choice, left image and answers: `_Sent`; otherwise
+    `VoteConflict`) answers with what became of the vote it repeats. A retry that arrives
     after an undo (its first send was stored, the acknowledgement lost, then the annotator
     pressed undo) must not bring the vote back: the undo came later and stands. Nor may it
     be acknowledged as `duplicate`, which a client reads as "my vote is stored". To vote on
@@ -73,7 +91,8 @@ class VoteWriter:
         answers: Mapping[str, str] | None = None,
     ) -> Ack:
         """Store one vote in one transaction; a repeated `vote_id` is acknowledged, not stored
-        (`duplicate`, or `undone` when its vote was withdrawn since: `Ack`).
+        (`duplicate`, or `undone` when its vote was withdrawn since: `Ack`), when it repeats
+        the stored vote; sent with other fields it is refused (`VoteConflict`).
 
         `annotator` must come from the authenticated session, never from the client.
         `answers` (criterion -> left/right/tie/both_bad, checked by `criteria.Criteria`) go
@@ -88,11 +107,10 @@ class VoteWriter:
         if answers and any(v not in CHOICES[:-1] for v in answers.values()):
             raise VoteError(f"answers must be among {CHOICES[:-1]}, got {dict(answers)!r}")
         decide_ms = max(0, min(int(decide_ms), 86_400_000))
+        sent = _Sent(pair_id, choice, left_image, dict(answers or {}))
         try:
             with self._tx() as conn:
-                ack = self._insert_vote(
-                    conn, vote_id, annotator, pair_id, choice, left_image, decide_ms
-                )
+                ack = self._insert_vote(conn, vote_id, annotator, sent, decide_ms)
                 if answers and ack.status == "stored":
                     conn.execute(answers_table.insert(), [
                         {"vote_id": vote_id, "criterion": k, "choice": v}
@@ -100,13 +118,15 @@ class VoteWriter:
                     ])  # fmt: skip
                 return ack
         except IntegrityError:
-            # Two retries of one vote raced past the lookup: the loser reads the winner's row.
-            return self._existing(vote_id, annotator)
+            # Two sends of one id raced past the lookup (on PostgreSQL when they lock different
+            # pairs): the loser reads the winner's committed row, answers and all, and
+            # compares with it there, so a race cannot turn a conflict into a duplicate.
+            return self._existing(vote_id, annotator, sent)
 
     def _insert_vote(
-        self, conn: Connection, vote_id: str, annotator: str, pair_id: str, choice: str,
-        left_image: int, decide_ms: int,
-    ) -> Ack:  # fmt: skip
+        self, conn: Connection, vote_id: str, annotator: str, sent: _Sent, decide_ms: int
+    ) -> Ack:
+        pair_id, choice, left_image = sent.pair_id, sent.choice, sent.left_image
         mine = {"annotator": annotator, "pair_id": pair_id, "now": self.clock()}
         locked = conn.execute(stmt.LOCK_PAIR, mine).first()
         # The id is looked up after the pair's lock: on PostgreSQL (READ COMMITTED) a retry
@@ -114,7 +134,7 @@ class VoteWriter:
         # before, it would find the annotator's vote on the pair but not its id.
         old = conn.execute(stmt.VOTE_BY_ID, {"vote_id": vote_id}).first()
         if old is not None:
-            return _ack_existing(old, annotator)
+            return _ack_existing(conn, old, annotator, sent)
         if locked is None:
             raise VoteError(f"unknown pair {pair_id!r}")
         if conn.execute(stmt.VOTED_ALREADY, mine).first() is not None:
@@ -137,12 +157,12 @@ class VoteWriter:
         conn.execute(stmt.DROP_LEASE, mine)  # the place is a vote now, or given back (skip)
         return Ack("stored", vote_id, annotator, pair_id)
 
-    def _existing(self, vote_id: str, annotator: str) -> Ack:
+    def _existing(self, vote_id: str, annotator: str, sent: _Sent) -> Ack:
         with self.read.begin() as conn:
             old = conn.execute(stmt.VOTE_BY_ID, {"vote_id": vote_id}).first()
-        if old is None:
-            raise VoteError(f"vote {vote_id} could not be stored")
-        return _ack_existing(old, annotator)
+            if old is None:
+                raise VoteError(f"vote {vote_id} could not be stored")
+            return _ack_existing(conn, old, annotator, sent)
 
     def undo_last(self, annotator: str) -> str | None:
         """Withdraw the annotator's most recent vote; returns its pair id (None: nothing to undo).
@@ -184,8 +204,23 @@ class VoteWriter:
             return str(row.pair_id)
 
 
-def _ack_existing(old: Any, annotator: str) -> Ack:
+def _ack_existing(conn: Connection, old: Any, annotator: str, sent: _Sent) -> Ack:
+    """The answer to a send whose id is stored (`old`): refused when another annotator's,
+    `VoteConflict` when the caller's for a different vote, else `duplicate` or `undone`."""
+    # Another annotator's id is refused before any field is compared: the answer is the
+    # same whatever the send says, so it cannot be used to probe that vote's pair or choice.
     if old.annotator != annotator:  # never reveal or touch another annotator's vote
         raise VoteError("vote id already used by another annotator")
+    differ = [k for k in ("pair_id", "choice", "left_image") if getattr(old, k) != getattr(sent, k)]
+    if not differ:  # the answers are read only for a send that could be a retry
+        stored = conn.execute(stmt.ANSWERS_OF, {"vote_id": old.vote_id}).all()
+        if {str(r.criterion): str(r.choice) for r in stored} != dict(sent.answers):
+            differ.append("answers")
+    if differ:
+        raise VoteConflict(
+            f"conflict: vote id {old.vote_id} was used before for a different vote "
+            f"({', '.join(differ)} differ); nothing was stored and the first vote stands: "
+            "send a new vote id for a new vote"
+        )
     status = "undone" if old.undone else "duplicate"  # an undone vote stays undone (`Ack`)
     return Ack(status, old.vote_id, old.annotator, old.pair_id)
