@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 # A stamp per extras set: re-install when pyproject.toml changes.
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-fast test-gpu lint install clean-venv toy-acceptance bench chromium label-load label-screenshots bench-vlm
+.PHONY: demo test test-fast test-gpu test-acceptance lint install clean-venv toy-acceptance bench chromium label-load label-screenshots bench-vlm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ test-fast: $(STAMP)
 # resume, compile on CUDA); without one each is skipped, with the reason.
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q -m gpu -rs
+
+# The slow tests at the full size of their issues' acceptance, where `make test` runs them
+# scaled down (MMALIGN_ACCEPTANCE=1): the labeling app's 32 annotators x 200 votes with a
+# SIGKILL and restart on SQLite and PostgreSQL (`make test`: 40 votes each).
+test-acceptance: $(STAMP)
+	MMALIGN_ACCEPTANCE=1 $(BIN)/python -m pytest -q -m slow
 
 # Issue acceptance on the toy world (about 10 min per recipe on 2 CPU cores): train, then
 # the win rate over the base (toy-sd; toy-flow for flow_*) on 200 held-out prompts. Results
