@@ -18,7 +18,10 @@ adapter it was trained on, else is refused naming both.
 A `merged/` folder (`vlm.merge: true`, `lora.save_merged`) is a plain model that holds its
 run's adapters merged in: `MERGED_RECORD` beside its weights names them (and their base), and
 an adapter given on top counts them as MODEL's own, so its start adapters are not applied a
-second time. Adapters are compared by their fingerprints, so a copy of one is the same one.
+second time. An adapter trained from a merged folder counts them as its start adapters in
+the same way (`starts_below`): given on the plain base, they go between them, as on an
+adapter trained from an adapter. Adapters are compared by their fingerprints, so a copy of
+one is the same one.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ MERGED_RECORD = "mmalign_merged.json"
 _WARNED: set[tuple[str, str, str]] = set()  # (root, model, adapter) warned about in this process
 # fingerprints computed in this process, by folder and its weight files' sizes and times
 _PRINTS: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+# an adapter folder and its fingerprint where a record holds one (`MERGED_RECORD`), else None
+Held = tuple[str, str | None]
 
 
 def resolve_model(name_or_path: str | Path) -> str:
@@ -149,17 +154,28 @@ def write_merged_record(folder: str | Path, base: str, adapters: Sequence[str | 
     (Path(folder) / MERGED_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
-def merged_record(source: str) -> tuple[str, list[tuple[str, str | None]]] | None:
-    """(the base, [(adapter folder, fingerprint)] innermost first) merged into the model
-    folder `source`, where it holds a `MERGED_RECORD`; else None."""
-    if not source or not looks_local(source):
-        return None
-    record = _read_json(Path(source).expanduser() / MERGED_RECORD)
-    adapters = record.get("adapters")
-    if not isinstance(adapters, list) or not adapters:
-        return None
-    held = [(str(a.get("path", "")), a.get("fingerprint")) for a in adapters if isinstance(a, dict)]
-    return str(record.get("base") or ""), held
+def merged_record(source: str) -> tuple[str, list[Held]] | None:
+    """(the plain model at the bottom, [(adapter folder, fingerprint)] innermost first)
+    merged into the model folder `source`, where it holds a `MERGED_RECORD`; else None. A
+    base that is a merged folder in turn (a run with `vlm.merge: true` started from another's
+    merged/) gives its own adapters first and its base."""
+    base, held, seen = source, [], set()
+    while base and looks_local(base) and len(seen) <= MAX_ADAPTER_CHAIN:
+        record = _read_json(Path(base).expanduser() / MERGED_RECORD)
+        adapters = record.get("adapters")
+        if not isinstance(adapters, list) or not adapters or base in seen:
+            break
+        seen.add(base)
+        held = [(str(a.get("path", "")), a.get("fingerprint")) for a in adapters
+                if isinstance(a, dict)] + held  # fmt: skip
+        base = str(record.get("base") or "")
+    return (base, held) if seen else None
+
+
+def _holds(held: Held) -> bool:
+    """Whether the folder of `held` is there and holds the adapter recorded."""
+    folder, recorded = held
+    return is_adapter(folder) and (recorded is None or fingerprint(folder) == recorded)
 
 
 def follow(source: str, name: str | Path) -> tuple[str, list[str]]:
@@ -196,12 +212,14 @@ def _loadable(name: str) -> bool:
 
 
 def check_root(root: str, source: str, adapter: str | Path, adapter_key: str, key: str, *,
-               starts: Sequence[str] = (), merged_from: str = "") -> None:  # fmt: skip
+               starts: Sequence[str] = (), merged_from: str = "",
+               why: str = "the base its adapter_config.json records") -> None:  # fmt: skip
     """Warn where the model at the root of the given adapter's chain is clearly not `source`,
     the model the user named (both local folders, or both hub ids, and different): the
     adapter loads on `source` as asked (a moved or copied base is the same model under
     another path), but its weights were trained on `root`. `merged_from`: the base that
     `source`, a merged model, was merged from (`merged_record`), compared in its place.
+    `why`: how `root` is known, for the warning.
 
     `starts`: the start adapters the given one was trained on that are stacked on `source`
     (MODEL holds none of them). On a root that is clearly another model, which a merged
@@ -224,45 +242,92 @@ def check_root(root: str, source: str, adapter: str | Path, adapter_key: str, ke
     stacking = f", with its start adapter(s) {', '.join(starts)} merged in below it" if starts \
         else ""  # fmt: skip
     warnings.warn(
-        f"{adapter_key} {adapter} was trained on {root} (the base its adapter_config.json "
-        f"records), but {key} is {source}: it is applied on {source} as given{stacking}; "
-        f"give {adapter} alone as the model to load it on {root}",
-        stacklevel=4,
+        f"{adapter_key} {adapter} was trained on {root} ({why}), but {key} is {source}: it "
+        f"is applied on {source} as given{stacking}; give {adapter} alone as the model to "
+        f"load it on {root}",
+        stacklevel=5,
     )
 
 
-def _same_adapter(mine: tuple[str, str | None], theirs: str) -> bool:
-    """Whether MODEL's adapter `mine` ((folder, its recorded fingerprint or None)) is the
-    start adapter `theirs`: by the recorded fingerprint (the weights merged in) where there
-    is one, else the same folder or a copy of it (`fingerprint`)."""
-    folder, recorded = mine
-    if recorded is None and Path(folder).resolve() == Path(theirs).resolve():
-        return True
-    if not is_adapter(theirs) or (recorded is None and not is_adapter(folder)):
-        return False
-    return fingerprint(theirs) == (recorded or fingerprint(folder))
+def _same_adapter(mine: Held, theirs: Held) -> bool:
+    """Whether MODEL's adapter `mine` is the start adapter `theirs` (each (folder, its
+    recorded fingerprint or None)): by the recorded fingerprints (the weights merged in) where
+    there are, else the same folder or a copy of it (`fingerprint`)."""
+    (folder, recorded), (their_folder, their_print) = mine, theirs
+    if recorded is None and their_print is None:
+        if Path(folder).resolve() == Path(their_folder).resolve():
+            return True
+    if recorded is None:
+        recorded = fingerprint(folder) if is_adapter(folder) else None
+    if their_print is None:
+        their_print = fingerprint(their_folder) if is_adapter(their_folder) else None
+    return recorded is not None and recorded == their_print
 
 
-def stacked(chain: Sequence[str], start: Sequence[str], adapter: str | Path, adapter_key: str,
-            name: str | Path, key: str,
-            held: Sequence[tuple[str, str | None]] = ()) -> list[str]:  # fmt: skip
+def stacked(chain: Sequence[str], start: Sequence[Held], adapter: str | Path, adapter_key: str,
+            name: str | Path, key: str, held: Sequence[Held] = (),
+            trained: str = "") -> list[str]:  # fmt: skip
     """The adapters to apply below the given `adapter`: MODEL's own (`chain`) and the start
-    adapters the given one was trained on (`start`, innermost first) that MODEL lacks. `held`:
-    those merged into MODEL already ((folder, fingerprint), `merged_record`), below `chain`
-    and never applied again. MODEL's adapters must be the first of those starts: an adapter
-    trained from an SFT adapter on another adapter is not the model it was trained on, and is
-    refused. An adapter trained on a plain model keeps going on MODEL's adapters, as the user
-    asks."""
+    adapters the given one was trained on (`start`, innermost first, each (folder,
+    fingerprint or None)) that MODEL lacks. `held`: those merged into MODEL already
+    ((folder, fingerprint), `merged_record`), below `chain` and never applied again. MODEL's
+    adapters must be the first of those starts: an adapter trained from an SFT adapter on
+    another adapter is not the model it was trained on, and is refused (`trained`: what it
+    was trained on, for the message). An adapter trained on a plain model keeps going on
+    MODEL's adapters, as the user asks."""
     if not start:
         return list(chain)
     mine = [*held, *((a, None) for a in chain)]
     if len(mine) <= len(start) and all(map(_same_adapter, mine, start)):
-        return [*chain, *start[len(mine) :]]
+        return [*chain, *(folder for folder, _ in start[len(mine) :])]
     names = [*(f"{a} (merged in)" for a, _ in held), *chain]
+    trained = trained or (f"from the adapter {start[-1][0]} (its adapter_config.json's base; "
+                          f"{len(start)} adapter(s) down to the model)")  # fmt: skip
     raise InputError(
-        f"{adapter_key} {adapter} was trained from the adapter {start[-1]} (its "
-        f"adapter_config.json's base; {len(start)} adapter(s) down to the model), but {key} "
-        f"{name} holds the adapter(s) {', '.join(names)}, which it was not trained on: give "
-        f"{adapter} alone as the model (it loads its start adapters itself), or their base "
-        f"model as {key}"
+        f"{adapter_key} {adapter} was trained {trained}, but {key} {name} holds the "
+        f"adapter(s) {', '.join(names)}, which it was not trained on: give {adapter} alone as "
+        f"the model (it loads its start adapters itself), or their base model as {key}"
     )
+
+
+def starts_below(source: str, chain: Sequence[str], top: str, adapter: str | Path,
+                 adapter_key: str, name: str | Path, key: str) -> list[str]:  # fmt: skip
+    """The adapters `load_vlm` applies below the adapter folder `top` (given as `adapter`) on
+    MODEL (`name`: the model `source` with its own adapters `chain`): `chain` and the start
+    adapters of `top` that MODEL lacks (`stacked`), after `check_root`.
+
+    Where `top`'s chain starts from a merged folder, the adapters its `MERGED_RECORD` names
+    count as start adapters below the others, on the record's base: given on the plain base
+    they are applied between (from their folders: the weights `load_vlm(top)` gives), given
+    on the merged folder or another holding them they are not. Where one MODEL lacks is not
+    where the record says (moved, deleted, retrained), the merged folder stays the root, and
+    the warning says what it holds."""
+    root, start = follow(base_of(top), adapter)
+    merged_from, held = merged_record(source) or ("", [])
+    bottom, merged_in = merged_record(root) or (root, [])
+    starts: list[Held] = [(a, None) for a in start]
+    why = "the base its adapter_config.json records"
+    if merged_in:
+        names = ", ".join(a for a, _ in merged_in)
+        on = f" and the adapter(s) {', '.join(start)} on it" if start else ""
+        trained = f"on {root}, which holds {bottom} with the adapter(s) {names} merged in{on}"
+        below = stacked(chain, [*merged_in, *starts], adapter, adapter_key, name, key, held,
+                        trained)  # fmt: skip
+        applied = below[len(chain) :]
+        gone = [a for a, made in merged_in if a in applied and not _holds((a, made))]
+        if not gone:
+            why = (f"{root}, its adapter_config.json's base, holds it with the adapter(s) "
+                   f"{names} merged in, as its {MERGED_RECORD} records")  # fmt: skip
+            check_root(bottom, source, adapter, adapter_key, key, starts=below[len(chain) :],
+                       merged_from=merged_from, why=why)  # fmt: skip
+            return below
+        # their weights are not there to apply: the merged folder stays the root (warned)
+        why += (
+            f"; it holds {bottom} with the adapter(s) {names} merged in, as its "
+            f"{MERGED_RECORD} records, and {', '.join(gone)} is no longer there as it was"
+        )
+        bottom = root
+    below = stacked(chain, starts, adapter, adapter_key, name, key, held)
+    check_root(bottom, source, adapter, adapter_key, key, starts=below[len(chain) :],
+               merged_from=merged_from, why=why)  # fmt: skip
+    return below

@@ -28,20 +28,23 @@ TASKS = ("hallucination", "safety", "prism")  # prism: mmalign/vlm/prism/evaluat
 
 
 def heldout_build(task: str, n: int, seed: int) -> tuple[Any, dict[str, int]]:
-    """The toy rows of `task` built from `n` items on held-out prompts (in a temporary folder),
-    and the items the builder dropped, by reason (its own skips and its validation's)."""
+    """The toy rows of `task` built from `n` items on held-out prompts (in memory: the
+    temporary folder they are built in is removed), and the items the builder dropped, by
+    reason (its own skips and its validation's)."""
     from datasets import load_from_disk
 
     from ..toy.datasets import build_dataset
 
     if task not in TASKS:
         raise ValueError(f"unknown toy VLM task {task!r}; use {', '.join(TASKS)}")
-    folder = Path(tempfile.mkdtemp(prefix=f"mmalign-eval-{task}-"))
-    summary = build_dataset(task, folder, n=n, seed=seed, prompt_split="heldout")
+    with tempfile.TemporaryDirectory(prefix=f"mmalign-eval-{task}-") as folder:
+        summary = build_dataset(task, folder, n=n, seed=seed, prompt_split="heldout")
+        # read into memory: every `eval vlm` left its build in the temporary folder before
+        rows = load_from_disk(str(Path(folder) / "pairs"), keep_in_memory=True)
     dropped = dict(summary["skipped"])
     for reason, count in summary["validation"]["skipped"].items():
         dropped[reason] = dropped.get(reason, 0) + count
-    return load_from_disk(str(folder / "pairs")), dropped
+    return rows, dropped
 
 
 def heldout_rows(task: str, n: int, seed: int) -> Any:

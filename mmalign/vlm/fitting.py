@@ -18,7 +18,32 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..data.schema import ValidationReport
-from .collate import PairCollator
+from .collate import PairCollator, RowError
+
+
+class OpenBound(PairCollator):
+    """A `PairCollator` for the first check of BPO rows, before their blind answers are
+    generated: a row is too long only where it is too long with every answer scored open too
+    (without the end-of-turn token). A data answer with the text of a blind answer cut by
+    `vlm.blind_max_new_tokens` is scored open once those are known (`blind.open_or_capped`),
+    and which ones are is not known yet: measured closed here, a row right at `max_length`
+    would be skipped by its end-of-turn token, and get no blind answer, though the final check
+    (with the blind answers, exact) keeps it."""
+
+    def __init__(self, processor: Any, pairs: Sequence[str], max_length: int | None, *,
+                 chosen_only: bool = False, open_end: Any = None):  # fmt: skip
+        super().__init__(processor, pairs, max_length, chosen_only=chosen_only,
+                         open_end=open_end)  # fmt: skip
+        self.opened = PairCollator(processor, pairs, max_length, chosen_only=chosen_only,
+                                   open_end=lambda answer: True)  # fmt: skip
+
+    def fits(self, row: Any, index: int | None = None) -> bool:
+        if super().fits(row, index):
+            return True
+        try:  # only a row too long as it stands is measured again, open
+            return self.opened.fits(row, index)
+        except RowError:  # an answer the template changes cannot end open: it never will
+            return False
 
 
 class RowCheck:

@@ -31,15 +31,7 @@ from ..config import InputError
 from ..hub import Need, hub_errors, looks_local, require
 from ..model_kind import require_kind, run_weights
 from ..weights import hub_commit, weight_files
-from .adapter_chain import (
-    base_of,
-    check_root,
-    follow,
-    is_adapter,
-    merged_record,
-    resolve_model,
-    stacked,
-)
+from .adapter_chain import follow, is_adapter, resolve_model, starts_below
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -143,9 +135,10 @@ def _sources(
     adapter names its base model (`base_model_name_or_path`), which may be an adapter folder
     in turn (the adapter of a LoRA run that started from an adapter, `VLMRecipe.save`); an
     `adapter` given goes on top of them all, with the start adapters its own chain names that
-    MODEL lacks between them (`adapter_chain.stacked`; those a merged MODEL holds, as its
-    `adapter_chain.MERGED_RECORD` names them, count as MODEL's), so `load_vlm(BASE, adapter=X)`
-    loads the weights `load_vlm(X)` does."""
+    MODEL lacks between them (`adapter_chain.starts_below`; those a merged MODEL holds, as its
+    `adapter_chain.MERGED_RECORD` names them, count as MODEL's, and those a merged folder X
+    was trained from holds count as X's starts), so `load_vlm(BASE, adapter=X)` loads the
+    weights `load_vlm(X)` does."""
     source, chain = follow(_model_source(name_or_path, key), name_or_path)
     if not source and chain:
         raise InputError(
@@ -157,12 +150,8 @@ def _sources(
     top = _adapter_folder(adapter, adapter_key)
     if not is_adapter(top):  # a hub adapter: PEFT reads it; its base is the user's MODEL
         return source, (*chain, top)
-    root, start = follow(base_of(top), adapter)
     # a merged model (`vlm.merge: true`) holds its run's adapters: never applied again
-    merged_from, held = merged_record(source) or ("", [])
-    below = stacked(chain, start, adapter, adapter_key, name_or_path, key, held)
-    check_root(root, source, adapter, adapter_key, key, starts=below[len(chain) :],
-               merged_from=merged_from)  # fmt: skip
+    below = starts_below(source, chain, top, adapter, adapter_key, name_or_path, key)
     return source, (*below, top)
 
 
@@ -243,6 +232,7 @@ def load_vlm(
     key: str = "model",
     device: str | torch.device | None = None,
     adapter_key: str = "adapter",
+    processor: Any = None,
 ) -> VLM:
     """The model (`AutoModelForImageTextToText`) and processor (`AutoProcessor`, with its chat
     template) from a folder or hub id. `adapter`: a PEFT adapter folder applied on top; a
@@ -250,7 +240,9 @@ def load_vlm(
     folder in turn is applied and merged in before it, `_sources`). `key`, `adapter_key`:
     where the user named the model and the adapter, for messages. `device`:
     where the model (adapter included) is moved once loaded (None: where it loaded, the CPU;
-    inference commands resolve theirs with `mmalign.devices.resolve_device`)."""
+    inference commands resolve theirs with `mmalign.devices.resolve_device`). `processor`:
+    the one `_load_processor` already read for these sources (`VLMRef.processor`, read before
+    the model loads to check a prompt): used, not read again."""
     from transformers import AutoModelForImageTextToText
 
     source, adapters = _sources(name_or_path, adapter, key, adapter_key)
@@ -267,7 +259,8 @@ def load_vlm(
             f"{source} is not an image-text-to-text model transformers can load ({err})"
         ) from None
     warn_untested(str(model.config.model_type))
-    processor = _load_processor(source, revision, adapters, key)
+    if processor is None:
+        processor = _load_processor(source, revision, adapters, key)
     if _processor_adapter(adapters) is not None:
         # the adapter's tokens (PRISM's stage tags) have embedding rows the adapter carries:
         # the base grows to fit them first
@@ -340,13 +333,15 @@ class VLMRef:
     def load(self) -> VLM:
         """`load_vlm` with these settings (the model on `device`), once: later calls return
         the same VLM (a caller with several entries to compute loads it once; dropping the
-        `VLMRef` frees it)."""
+        `VLMRef` frees it). A processor already read (`processor`) is the VLM's: not read
+        again."""
         if self._vlm is None:
             self._vlm = load_vlm(
                 self.name_or_path, dtype=self.dtype, revision=self.revision,
                 adapter=self.adapter, key=self.key, device=self.device,
-                adapter_key=self.adapter_key,
+                adapter_key=self.adapter_key, processor=self._processor,
             )  # fmt: skip
+            self._processor = self._vlm.processor
         return self._vlm
 
 

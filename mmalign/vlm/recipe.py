@@ -33,7 +33,7 @@ from .blind import (
 )
 from .collate import PAIR_FIELDS, PairCollator, SequenceBatch
 from .dropout import disable_dropout
-from .fitting import RowCheck
+from .fitting import OpenBound, RowCheck
 from .load import full_finetune_trains, load_vlm, merge_adapter
 from .lora import add_lora, lora_targets, save_adapter, save_merged
 from .precomputed import digest as _digest
@@ -192,10 +192,11 @@ class VLMRecipe:
         checked: list[int] | None = None
         if wants_blind and missing:  # checked first without the blind answers: no generate for
             # a row skipped anyway (a capped answer's text, which ends open, is not known yet:
-            # a data answer equal to one is measured with its end-of-turn here, a bound)
+            # a row too long is measured again with its answers open, `OpenBound`, so no row
+            # the final check keeps is skipped here by an end-of-turn token)
             rest = [p for p in collated if p != "blind"]
-            first = PairCollator(self.vlm.processor, rest or ["main"], v.max_length,
-                                 chosen_only=not rest, open_end=open_end)  # fmt: skip
+            first = OpenBound(self.vlm.processor, rest or ["main"], v.max_length,
+                              chosen_only=not rest, open_end=open_end)  # fmt: skip
             checked = check.usable(first, extra)
             usable = set(checked)
             missing = [i for i in missing if i in usable]

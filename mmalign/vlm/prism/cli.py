@@ -4,6 +4,9 @@ from a model's own stages, searched per request (`search.py`) and judged (`judge
 Writes into `--out`: `trees/tree-<row>.json` (every tree, nodes with their visits, values and
 texts, and its statistics), `pairs/` (a PreferencePair dataset for `mmalign train`, chosen and
 rejected the full prefixes) and `summary.json` (counts, failures, throughput, per-tree stats).
+A tree's `row` is its request's position among those searched (the resume key its file is
+named by); `summary.json`'s `per_tree` adds `source_row`, the row of `--data` it searched, as
+the data's report and the refused prompts name rows.
 A rerun with the same settings resumes: finished trees are loaded, not searched again (those
 in a batch that runs again are searched again, and counted apart); a rerun with other settings
 (search, model weights, data rows, judge, sampling, device type or dtype) is refused before
@@ -108,23 +111,24 @@ def _check_before_loading(args: argparse.Namespace, data: list[dict[str, Any]], 
 
 def _screened(
     args: argparse.Namespace, data: list[dict[str, Any]], report: ValidationReport
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[int]]:
     """The rows whose prompts the policy's chat template takes as raw user text (as training
-    checks them, `ChatFormat.check_prompt`), read with its processor before it loads, and
-    the record of the others (None where none is refused): left out of the search, counted
-    and named on stderr by their row in `--data` (`report`: the opened data's validation,
-    which names its own skips so)."""
+    checks them, `ChatFormat.check_prompt`), read with its processor before it loads, the
+    record of the others (None where none is refused): left out of the search, counted and
+    named on stderr by their row in `--data` (`report`: the opened data's validation, which
+    names its own skips so), and the row in `--data` of each row kept."""
     from ..chat_format import screen_prompts
 
     processor = policy_ref(args.model).processor
     prompts = [row["prompt"] for row in data]
     screen = screen_prompts(processor, prompts, "prism-mcts prompts", report.source_row)
+    sources = [report.source_row(i) for i in screen.kept]
     if not screen.refused:
-        return data, None
+        return data, None, sources
     print(f"mmalign: {screen}", file=sys.stderr)
     if not screen.kept:
         raise InputError(f"--data {args.data}: every prompt is refused ({screen.report})")
-    return [data[i] for i in screen.kept], screen.record()
+    return [data[i] for i in screen.kept], screen.record(), sources
 
 
 def summary_line(summary: dict[str, Any]) -> str:
@@ -172,7 +176,7 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
               f"rows: searching {len(rows)} trees{hint}", file=sys.stderr)  # fmt: skip
     config = MCTSConfig(args.iterations, args.children, args.max_depth, args.c, args.margin,
                         args.min_value)  # fmt: skip
-    data, refused = _screened(args, [rows[i] for i in range(len(rows))], report)
+    data, refused, sources = _screened(args, [rows[i] for i in range(len(rows))], report)
     precision = {"device": device.type, "dtype": dtype}
     fingerprint = _check_before_loading(args, data, config, precision)
     vlm = load_policy(args.model, dtype=dtype, device=device)
@@ -194,6 +198,8 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
     out = Path(args.out)
     pairs.save_to_disk(str(out / "pairs"))  # type: ignore[union-attr]
     summary.update(model=args.model, data=args.data, pairs_skipped=pair_report.skipped)
+    for entry in summary["per_tree"]:  # a tree's row is a position (its resume key): the user
+        entry["source_row"] = sources[entry["row"]]  # looks for the row of their file
     if refused is not None:
         summary["prompts_refused"] = refused
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -40,10 +40,11 @@ def prism_eval_rows(n: int, seed: int, wrap_share: float = 0.5) -> Any:
 
     from ...toy.datasets import build_dataset
 
-    folder = Path(tempfile.mkdtemp(prefix="mmalign-eval-prism-"))
-    build_dataset("prism", folder, n=n, seed=seed, prompt_split="heldout", attacks="heldout",
-                  wrap_share=wrap_share)  # fmt: skip
-    return load_from_disk(str(folder / "pairs"))
+    with tempfile.TemporaryDirectory(prefix="mmalign-eval-prism-") as folder:
+        build_dataset("prism", folder, n=n, seed=seed, prompt_split="heldout",
+                      attacks="heldout", wrap_share=wrap_share)  # fmt: skip
+        # read into memory, the folder removed (each eval left its build behind before)
+        return load_from_disk(str(Path(folder) / "pairs"), keep_in_memory=True)
 
 
 def score_answers(rows: Any, answers: list[str]) -> dict[str, Any]:
