@@ -19,7 +19,7 @@ from mmalign.data.schema import ValidationReport
 
 
 def test_pairs_record_keeps_the_build_apart_from_the_rows():
-    from mmalign.diffusion.data import pairs_record
+    from mmalign.data.run_record import pairs_record
 
     rows = Dataset.from_dict({"prompt": ["a", "b", "c"], "label": [1.0, 0.5, 1.0]})
     report = ValidationReport(total=6, kept=3, skipped={"tie": 2, "missing_caption": 1})

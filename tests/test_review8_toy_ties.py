@@ -74,8 +74,9 @@ def test_run_record_reads_the_build_ties_back(tmp_path: Path) -> None:
     from `ties.dropped` now, and from `skipped.tie` in a summary.json written before."""
     from datasets import Dataset
 
+    from mmalign.data.run_record import pairs_record
     from mmalign.data.schema import ValidationReport
-    from mmalign.diffusion.data import pairs_record, toy_build
+    from mmalign.toy.build_record import toy_build
     from mmalign.toy.cache import toy_data_folder
 
     folder = toy_data_folder("vqa", {"n": 6})  # (a rendered kind: no model weights in its key)

@@ -225,6 +225,9 @@ def load_pickapic(
     "random" (a coin seeded by `seed` and the row index picks the winner, label 1).
     max_rows: read at most this many source rows (before filtering).
     With `streaming=True` the result is lazy and the report fills in as it is iterated.
+    The report names rows, skipped (`examples`) and kept (`source_row`), by their index in
+    the split as read: its shards in file-name order, counted on from one shard to the next
+    (row 3 of a split of two-row shards is the second row of the second shard).
     """
     if tie_policy not in ("drop", "half", "random"):
         raise ValueError(f"tie_policy must be 'drop', 'half' or 'random', got {tie_policy!r}")
@@ -247,7 +250,7 @@ def load_pickapic(
             if pair is None:
                 report.skip(index, reason or "unknown")
                 continue
-            report.keep()
+            report.keep(index)  # messages about kept row i name the row read (source_row)
             if pair["label"] == 0.5:  # a tie kept (policy `half`): counted apart, as dropped ones
                 report.ties_kept += 1
             for name in out:

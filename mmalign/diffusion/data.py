@@ -11,10 +11,8 @@ needs: each image's original size and the crop taken from it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,66 +113,6 @@ def _toy_pairs_folder(path: str, toy_options: Mapping[str, Any] | None, model: s
     kind = path[len(TOY_PREFIX) :]
     # only the kinds that sample a model take one: toy:flaws (rendered) trains as it is
     return toy_pairs(kind, toy_options or {}, model if kind in MODEL_KINDS else None)
-
-
-@dataclass(frozen=True)
-class ToyBuild:
-    """What building a toy dataset wrote (its summary.json): `rows`, the rows it holds, and
-    `skipped`, the candidate pairs it left out, by reason (`tie` for pairs whose rewards tied
-    under `ties: drop`, which summary.json keeps apart as `ties.dropped`, `no_visible_flaw`,
-    ...). Counted over the whole build: a run's `data.max_samples` takes a prefix of its rows
-    afterwards."""
-
-    rows: int
-    skipped: dict[str, int]
-
-
-def toy_build(
-    path: str, *, toy_options: Mapping[str, Any] | None = None, model: str | None = None
-) -> ToyBuild | None:
-    """What building toy dataset `path` wrote and left out (`ToyBuild`); None for other data.
-    The dataset is built already (`open_pairs` with the same arguments): this only reads it."""
-    if not path.startswith(TOY_PREFIX):
-        return None
-    from ..toy.cache import toy_data_folder
-    from ..toy.datasets import MODEL_KINDS
-
-    kind = path[len(TOY_PREFIX) :]
-    # where `open_pairs` built it; never built here (a dataset that is not there has no record)
-    chosen = model if kind in MODEL_KINDS else None
-    summary = toy_data_folder(kind, toy_options or {}, chosen) / "summary.json"
-    if not summary.is_file():
-        return None
-    info = json.loads(summary.read_text())
-    left_out = dict(info.get("skipped") or {})
-    ties = info.get("ties")
-    if isinstance(ties, dict):  # ties written apart from skipped candidates (older: `tie` in it)
-        left_out["tie"] = ties.get("dropped", 0)
-    skipped = {str(reason): int(n) for reason, n in left_out.items() if n}
-    return ToyBuild(rows=int(info.get("rows", 0)), skipped=skipped)
-
-
-def pairs_record(
-    rows: Dataset, report: ValidationReport, built: Mapping[str, int] | None = None
-) -> dict[str, Any]:
-    """What a training run records of its pairs (`mmalign_run.json`), tied pairs apart from
-    skipped rows: a tie is an outcome of the labelling, not a row that could not be read.
-
-    `skipped` and `ties` are what reading this run's rows saw (after `data.max_samples`):
-    `skipped`, rows left out by reason, ties excluded; `ties`: `dropped`, pairs left out
-    because their images tied (a Pick-a-Pic tie under the `drop` policy), and `kept`, rows
-    trained on as ties (label 0.5, as read, before any smoothing). `build_skipped`, only for
-    toy data (`built`, `ToyBuild.skipped`): what building the toy dataset left out, by reason
-    and ties included, over the whole build. It is a key of its own because `data.max_samples`
-    trains on a prefix of the build: beside `rows: 4` the build's 40 ties read as this run's."""
-    skipped = dict(report.skipped)
-    dropped = skipped.pop("tie", 0)
-    labels = rows["label"] if "label" in rows.column_names else []
-    kept = sum(1 for label in labels if label is not None and float(label) == 0.5)
-    record: dict[str, Any] = {"skipped": skipped, "ties": {"dropped": dropped, "kept": kept}}
-    if built is not None:
-        record["build_skipped"] = dict(built)
-    return record
 
 
 RESIZE_FILTERS = ("bilinear", "bicubic", "lanczos", "nearest")

@@ -19,8 +19,10 @@ import torch
 from ..config import ConfigError
 from ..data.cache import cache_root
 from ..data.prompts import resolve_prompts
+from ..data.run_record import pairs_record
+from ..toy.build_record import build_left_out, toy_build
 from ..train.config import Config
-from .data import PairImages, ToyBuild, collate, open_pairs, pairs_record, toy_build
+from .data import PairImages, collate, open_pairs
 from .encode import EncodedPairs, precompute, stack
 
 
@@ -48,19 +50,6 @@ def dropout_embedding(empty: dict[str, torch.Tensor], mode: str) -> dict[str, to
     if mode == "zeros":
         return {key: torch.zeros_like(value) for key, value in empty.items()}
     return empty
-
-
-def build_left_out(path: str, built: ToyBuild, max_samples: int | None) -> str:
-    """The line saying what building toy dataset `path` left out: counted over the whole
-    build, of which a run with `data.max_samples` trains on a prefix only."""
-    why = ", ".join(f"{reason}: {n}" for reason, n in sorted(built.skipped.items()))
-    line = f"building {path} left out {sum(built.skipped.values())} candidate pair(s) ({why})"
-    if max_samples is not None and max_samples < built.rows:
-        line += (
-            f" over the whole build; data.max_samples: this run trains on the first "
-            f"{max_samples} of its {built.rows} rows"
-        )
-    return line
 
 
 class PairRecipeBase:

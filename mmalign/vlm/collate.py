@@ -246,8 +246,16 @@ class PairCollator:
 
     # ------------------------------------------------------------------------ collate
     def __call__(self, rows: Sequence[Mapping[str, Any]], *, check_length: bool = True,
-                 row_ids: Sequence[int] | None = None) -> SequenceBatch:  # fmt: skip
+                 row_ids: Sequence[int] | None = None,
+                 names: Sequence[int] | None = None) -> SequenceBatch:  # fmt: skip
+        """One batch of `rows`. `row_ids`: the dataset's id of each row (`SequenceBatch.rows`,
+        the key of its precomputed reference scores; default their positions); `names`: the
+        row each error names (default `row_ids`), the row of the data as read where the
+        caller knows it (`ValidationReport.source_row`), as the checks that opened it named
+        it."""
         from ..data.schema import to_pil_image, to_rgb
+
+        named = names if names is not None else row_ids
 
         prompts: list[tuple[int, str]] = []  # (row, variant): one processor text each
         prompt_texts, prompt_images, sequences = [], [], []
@@ -261,8 +269,8 @@ class PairCollator:
                     answers = [a for v, a in seqs if v == variant]
                     rendered[variant] = self.format.render(row["prompt"], len(shown[variant]),
                                                            answers)  # fmt: skip
-            except RowError as err:  # named as the dataset's row where the caller tells it
-                raise err.at(r if row_ids is None else row_ids[r]) from None
+            except RowError as err:  # named as the caller names the row, where it tells
+                raise err.at(r if named is None else named[r]) from None
             for variant, images in shown.items():
                 prompts.append((r, variant))
                 prompt_texts.append(rendered[variant].prompt)
@@ -324,7 +332,7 @@ class PairCollator:
         if check_length and self.max_length is not None and longest > self.max_length:
             which = next(i for i, x in enumerate(ids_rows) if len(x) > self.max_length)
             row = prompts[sequences[which][0]][0]
-            name = row if row_ids is None else row_ids[row]
+            name = row if named is None else named[row]
             raise ValueError(
                 f"row {name}: {len(ids_rows[which])} tokens exceed max_length "
                 f"{self.max_length}; image tokens are never truncated (skip such rows when "

@@ -21,7 +21,9 @@ from typing import Any
 
 import torch
 
+from ..data.run_record import pairs_record
 from ..data.schema import ValidationReport
+from ..toy.build_record import build_left_out, toy_build
 from ..train.config import Config
 from .adapter_chain import write_base_link
 from .blind import (
@@ -175,6 +177,11 @@ class VLMRecipe:
             self.objective = blind_rows_objective(objective)
             pairs = list(self.objective.pairs)
         self.rows, self.report = open_rows(cfg)
+        # toy data: what its build left out (toy:hallucination's `no_similar_image` items) is in
+        # the run's record too, apart from what this run's rows saw (`build_skipped`)
+        built = toy_build(cfg.data.path, toy_options=cfg.data.toy)
+        if main and built is not None and built.skipped:
+            print(f"mmalign: {build_left_out(cfg.data.path, built, cfg.data.max_samples)}")
         check_strict(self.report, v.strict)
         check_chosen_only(self.rows, objective, cfg.data.path)
         # an objective that reads only the chosen answers (sft): rejected is never tokenized
@@ -236,6 +243,10 @@ class VLMRecipe:
             keep = self._filter(keep, accelerator.device)
         self.collator.pairs = tuple(pairs)
         self.dataset = VLMRows(self.rows, keep, extra, blind_as_rows)
+        # describe(): skipped rows (the collator's too), ties dropped and kept among the rows
+        # trained on, toy data's build_skipped, as a diffusion run records them
+        self.pairs_record = pairs_record(self.rows.select(keep), self.report,
+                                         built.skipped if built is not None else None)  # fmt: skip
         device = accelerator.device
         model = self.vlm.model
         if cfg.lora is not None:
@@ -330,7 +341,12 @@ class VLMRecipe:
 
     # ----------------------------------------------------------------- the loop's API
     def collate(self, items: list[tuple[int, dict[str, Any]]]) -> SequenceBatch:
-        return self.collator([row for _, row in items], row_ids=[i for i, _ in items])
+        """A batch of `VLMRows` items. Its `rows` are the opened rows' ids (the precomputed
+        reference scores' key); an error names the row of the data as read
+        (`ValidationReport.source_row`), as every check of the rows names it (fitting.py)."""
+        ids = [i for i, _ in items]
+        return self.collator([row for _, row in items], row_ids=ids,
+                             names=[self.report.source_row(i) for i in ids])  # fmt: skip
 
     def to_device(self, batch: SequenceBatch, rows: list[int], device: torch.device):
         return batch.to(device)
@@ -370,7 +386,7 @@ class VLMRecipe:
             "base": self.vlm.source,
             "family": self.vlm.family,
             "rows": len(self.dataset),
-            "skipped": self.report.skipped,
+            **self.pairs_record,  # skipped rows, ties dropped and kept; toy: build_skipped
             "reference": self.scorer.reference,
             **({"start_adapters": list(self.start_adapters)} if self.start_adapters else {}),
             **({"blind": self.blind_report} if self.blind_report is not None else {}),

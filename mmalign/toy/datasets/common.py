@@ -156,7 +156,7 @@ def _label_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def left_out(built: Built) -> tuple[dict[str, int], dict[str, int]]:
     """(`skipped`, `ties`) of a build, as a training run records its pairs
-    (`diffusion.data.pairs_record`): candidates left out by reason, ties apart, and `ties`:
+    (`data.run_record.pairs_record`): candidates left out by reason, ties apart, and `ties`:
     `dropped` (rewards tied under `ties: drop`) and `kept` (rows labelled 0.5, `ties: keep`).
     A tie is an outcome of the labelling, not a candidate that could not be made."""
     skipped = {reason: n for reason, n in built.skipped.items() if reason != "tie"}
