@@ -149,6 +149,8 @@ def test_richhf_reader_on_tiny_file(richhf):
     records, report = read_records_richhf(root, "dev")
     assert [r.filename for r in records] == ["aaa.png", "ddd.png", "eee.png"]
     assert report.skipped == {"overall_out_of_range": 1, "missing_artifact_map": 1}
+    # kept records are named by their row in the file, as skipped ones are (review 8)
+    assert [report.source_row(i) for i in range(len(records))] == [0, 3, 4]
     assert records[0].token_labels == [1, 1, 0, 1]
     assert records[0].scores == {"alignment": 0.25, "aesthetics": 0.5, "plausibility": 0.75,
                                  "overall": 1.0}  # fmt: skip

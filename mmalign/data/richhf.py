@@ -200,7 +200,7 @@ def read_records_richhf(
                 )
             report.skip(index, parsed)
             continue
-        report.keep()
+        report.keep(index)  # a later message about this record names its row in the file
         out.append(parsed)
     return out, report
 
@@ -282,7 +282,7 @@ class RichHFRows:
                     )
                 kept.skip(record.index, reason)
                 continue
-            kept.keep()
+            kept.keep(record.index)
             self.items.append((record, image, prompt))  # type: ignore[arg-type]
         self.report = kept
 
