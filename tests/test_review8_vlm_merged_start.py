@@ -123,3 +123,46 @@ def test_a_merged_adapter_that_is_gone_is_warned_about_exactly(runs, tmp_path):
     assert f"it holds {record['base']} with the adapter(s) {gone} merged in" in said
     assert f"{gone} is no longer there as it was" in said
     assert loaded.adapters == (str(dpo),)  # applied on MODEL as given, as warned
+
+
+def _gone_copies(runs, tmp_path) -> tuple[Path, Path, str]:
+    """Copies of merged/ (its record's adapter moved away), of DPO on it and of B on DPO."""
+    merged = tmp_path / "merged"
+    shutil.copytree(runs["merged"], merged)
+    record = json.loads((merged / MERGED_RECORD).read_text())
+    gone = str(tmp_path / "gone" / "adapter")
+    record["adapters"][0]["path"] = gone
+    (merged / MERGED_RECORD).write_text(json.dumps(record))
+    dpo, b = tmp_path / "dpo", tmp_path / "b"
+    for src, dst, base in ((runs["dpo"], dpo, merged), (runs["b"], b, dpo)):
+        shutil.copytree(src, dst)
+        config = json.loads((dst / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = str(base)
+        (dst / "adapter_config.json").write_text(json.dumps(config))
+    return dpo, b, gone
+
+
+def test_a_start_above_a_gone_merged_adapter_is_refused_naming_what_is_gone(runs, tmp_path):
+    """B on DPO on merged/ whose SFT adapter is gone, given on toy-vlm: DPO alone would go on
+    toy-vlm without SFT, so it is refused, and the message says why (it said "a merged/ folder
+    written before mmalign recorded what it holds", which this one does)."""
+    _, b, gone = _gone_copies(runs, tmp_path)
+    with pytest.raises(InputError) as err:
+        load_vlm("toy:vlm", adapter=b, adapter_key="--adapter")
+    message = str(err.value)
+    assert f"{gone} is no longer there as it was" in message
+    assert "written before mmalign recorded" not in message
+
+
+def test_a_model_that_may_be_the_merged_folder_gets_the_adapter_alone_warned(runs):
+    """MODEL a hub id, the merged folder's base a local folder: MODEL may be the merged folder
+    on the hub (it holds SFT already) as well as the base, so SFT is not stacked on it a
+    second time unasked: DPO goes on alone, and the warning says how to get either."""
+    from mmalign.vlm.adapter_chain import starts_below
+
+    dpo = str(runs["dpo"])
+    with pytest.warns(UserWarning, match="cannot be told from their names") as caught:
+        below = starts_below("someone/toy-vlm-sft", [], dpo, dpo, "--adapter", "x", "MODEL")
+    assert below == []  # SFT was stacked below DPO here: twice on a merged copy
+    said = str(caught[0].message)
+    assert f"Give {dpo} alone as the model to load it on {runs['merged']}" in said

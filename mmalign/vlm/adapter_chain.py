@@ -49,6 +49,7 @@ _WARNED: set[tuple[str, str, str]] = set()  # (root, model, adapter) warned abou
 _PRINTS: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
 # an adapter folder and its fingerprint where a record holds one (`MERGED_RECORD`), else None
 Held = tuple[str, str | None]
+ROOT_WHY = "the base its adapter_config.json records"  # how a chain's root is known, usually
 
 
 def resolve_model(name_or_path: str | Path) -> str:
@@ -213,7 +214,7 @@ def _loadable(name: str) -> bool:
 
 def check_root(root: str, source: str, adapter: str | Path, adapter_key: str, key: str, *,
                starts: Sequence[str] = (), merged_from: str = "",
-               why: str = "the base its adapter_config.json records") -> None:  # fmt: skip
+               why: str = ROOT_WHY) -> None:  # fmt: skip
     """Warn where the model at the root of the given adapter's chain is clearly not `source`,
     the model the user named (both local folders, or both hub ids, and different): the
     adapter loads on `source` as asked (a moved or copied base is the same model under
@@ -229,11 +230,13 @@ def check_root(root: str, source: str, adapter: str | Path, adapter_key: str, ke
     if _same_place(root, merged_from or source) is not False:
         return
     if starts and _loadable(root):
+        because = "a merged/ folder written before mmalign recorded what it holds" \
+            if why == ROOT_WHY else why  # fmt: skip
         raise InputError(
             f"{adapter_key} {adapter} was trained on {root} with the adapter(s) "
             f"{', '.join(starts)} merged in, but {key} is {source}: they would be applied "
-            f"again on {source} if it holds them already (a merged/ folder written before "
-            f"mmalign recorded what it holds); give {adapter} alone as the model (it loads "
+            f"again on {source} if it holds them already ({because}); give {adapter} alone "
+            f"as the model (it loads "
             f"{root} with them), or {root} as {key}"
         )
     if (root, source, str(adapter)) in _WARNED:
@@ -306,7 +309,7 @@ def starts_below(source: str, chain: Sequence[str], top: str, adapter: str | Pat
     merged_from, held = merged_record(source) or ("", [])
     bottom, merged_in = merged_record(root) or (root, [])
     starts: list[Held] = [(a, None) for a in start]
-    why = "the base its adapter_config.json records"
+    why = ROOT_WHY
     if merged_in:
         names = ", ".join(a for a, _ in merged_in)
         on = f" and the adapter(s) {', '.join(start)} on it" if start else ""
@@ -315,6 +318,12 @@ def starts_below(source: str, chain: Sequence[str], top: str, adapter: str | Pat
                         trained)  # fmt: skip
         applied = below[len(chain) :]
         gone = [a for a, made in merged_in if a in applied and not _holds((a, made))]
+        # MODEL, with no record of its own, may be the merged folder copied (re-saved, or on
+        # the hub) rather than its base: stacked only where MODEL is known to be the base
+        if not gone and any(a in applied for a, _ in merged_in):
+            if _same_place(bottom, merged_from or source) is None:
+                _warn_unsure(root, bottom, names, source, adapter, adapter_key, key)
+                return stacked(chain, starts, adapter, adapter_key, name, key, held)
         if not gone:
             why = (f"{root}, its adapter_config.json's base, holds it with the adapter(s) "
                    f"{names} merged in, as its {MERGED_RECORD} records")  # fmt: skip
@@ -331,3 +340,22 @@ def starts_below(source: str, chain: Sequence[str], top: str, adapter: str | Pat
     check_root(bottom, source, adapter, adapter_key, key, starts=below[len(chain) :],
                merged_from=merged_from, why=why)  # fmt: skip
     return below
+
+
+def _warn_unsure(root: str, bottom: str, names: str, source: str, adapter: str | Path,
+                 adapter_key: str, key: str) -> None:  # fmt: skip
+    """Warn (once) that `adapter`, trained from the merged folder `root` (`bottom` with the
+    adapters `names` merged in), goes on MODEL `source` without them: whether `source` is
+    `bottom` or a copy of `root` cannot be told from their names, and applied on a copy they
+    would count twice."""
+    if (root, source, str(adapter)) in _WARNED:
+        return
+    _WARNED.add((root, source, str(adapter)))
+    warnings.warn(
+        f"{adapter_key} {adapter} was trained on {root}, which holds {bottom} with the "
+        f"adapter(s) {names} merged in ({MERGED_RECORD}); whether {key} {source} is {bottom} "
+        f"or holds them already cannot be told from their names, so {adapter} is applied on "
+        f"{source} without them. Give {adapter} alone as the model to load it on {root}, or "
+        f"{bottom} as {key} to have them applied below it",
+        stacklevel=5,
+    )
