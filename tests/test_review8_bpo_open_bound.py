@@ -109,3 +109,26 @@ def test_open_bound_fits_a_row_only_its_open_answers_fit(data):
     assert not PairCollator(processor, ["main"], opened).fits(row)  # as the first check was
     assert not OpenBound(processor, ["main"], opened - 1).fits(row)
     assert OpenBound(processor, ["main"], closed).fits(row)
+
+
+def test_the_open_bound_closes_only_the_answers_that_cannot_end_open(monkeypatch):
+    """An answer the template changes cannot end open (the final check measures it closed):
+    the bound measures it closed and still opens the row's other answers; before, the whole
+    row counted as too long (review 8)."""
+    from mmalign.vlm.chat_format import ChatFormat
+    from mmalign.vlm.collate import RowError
+    from mmalign.vlm.load import VLMRef
+
+    found = ChatFormat.answer_end
+    monkeypatch.setattr(ChatFormat, "answer_end", staticmethod(
+        lambda completion, answer, frame: None if answer == "changed" else found(
+            completion, answer, frame)))  # fmt: skip
+    chat = ChatFormat(VLMRef("toy:vlm").processor, open_end=lambda answer: True)
+    with pytest.raises(RowError, match="changed the open-ended answer"):
+        chat.render("What?", 1, ["kept open", "changed"])
+    chat.open_where_possible = True
+    done = chat.render("What?", 1, ["kept open", "changed"]).completions
+    closed = ChatFormat(VLMRef("toy:vlm").processor).render("What?", 1, ["changed"])
+    assert done["changed"] == closed.completions["changed"]  # measured as it will be
+    assert done["kept open"] == " kept open"  # no end-of-turn: open
+    assert OpenBound(VLMRef("toy:vlm").processor, ["main"], 8).opened.format.open_where_possible

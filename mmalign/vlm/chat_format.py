@@ -99,6 +99,9 @@ class ChatFormat:
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.open_end = open_end
+        # an answer `open_end` names that cannot end open (the template changes it) is closed
+        # instead of refused: `fitting.OpenBound`'s lower bound, where that one stays closed
+        self.open_where_possible = False
         self._user_frame: tuple[str, str] | None = None
         self._own_specials: list[str] = []
         self._framed = False  # the template's own text, rendered once on first use
@@ -212,7 +215,10 @@ class ChatFormat:
                 )
             completion = full[len(head) :]
             end = self.answer_end(completion, answer, frame)
-            if self.open_end is not None and self.open_end(answer):
+            opens = self.open_end is not None and self.open_end(answer)
+            if opens and end is None and self.open_where_possible:
+                opens = False  # it cannot end open: measured closed, as it will be
+            if opens:
                 if end is None:
                     raise RowError(
                         "template_changes_answer",

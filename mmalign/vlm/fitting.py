@@ -36,13 +36,16 @@ class OpenBound(PairCollator):
                          open_end=open_end)  # fmt: skip
         self.opened = PairCollator(processor, pairs, max_length, chosen_only=chosen_only,
                                    open_end=lambda answer: True)  # fmt: skip
+        # an answer the template changes cannot end open, capped or not: closed, as the final
+        # check measures it, while the others of its row are measured open
+        self.opened.format.open_where_possible = True
 
     def fits(self, row: Any, index: int | None = None) -> bool:
         if super().fits(row, index):
             return True
         try:  # only a row too long as it stands is measured again, open
             return self.opened.fits(row, index)
-        except RowError:  # an answer the template changes cannot end open: it never will
+        except RowError:  # a row the template cannot render at all: the final check skips it
             return False
 
 
