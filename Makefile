@@ -29,14 +29,22 @@ chromium:
 
 # `make test` runs without it where it cannot be installed (no root, no apt-get): the browser
 # test then skips itself.
+# The suite runs in TEST_WORKERS processes (pytest-xdist, a test file per worker at a time),
+# each torch on one thread: two OpenMP pools on two cores busy-wait each other. On this 2-core
+# machine two workers take the suite from about 21 to 12 minutes; TEST_WORKERS=0 runs it in
+# one process (torch's own thread count).
+TEST_WORKERS ?= 2
+PYTEST = $(if $(filter 0,$(TEST_WORKERS)),$(BIN)/python -m pytest -q,\
+  OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile)
+
 test: $(STAMP)
 	@$(MAKE) --no-print-directory chromium || echo "make test: Chromium could not be" \
 	  "installed (apt-get needs root on Debian/Ubuntu); the browser test will be skipped"
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The suite without the tests marked slow (servers, a browser, sampling the toy models).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not slow'
+	$(PYTEST) -m 'not slow'
 
 # The checks that need a CUDA GPU (tests marked gpu: device placement, half precision,
 # resume, compile on CUDA); without one each is skipped, with the reason.
