@@ -103,28 +103,6 @@ def test_another_adapter_as_model_is_refused_naming_the_merged_folder(runs, tmp_
     assert f"{runs['sft'].resolve()} merged in" in message and "not trained on" in message
 
 
-def test_a_merged_adapter_that_is_gone_is_warned_about_exactly(runs, tmp_path):
-    """The record's adapter is no longer where it says: the merged folder stays the root, and
-    the warning names what it holds and what is missing."""
-    merged = tmp_path / "merged"
-    shutil.copytree(runs["merged"], merged)
-    record = json.loads((merged / MERGED_RECORD).read_text())
-    gone = str(tmp_path / "gone" / "adapter")
-    record["adapters"][0]["path"] = gone
-    (merged / MERGED_RECORD).write_text(json.dumps(record))
-    dpo = tmp_path / "dpo"
-    shutil.copytree(runs["dpo"], dpo)
-    config = json.loads((dpo / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = str(merged)
-    (dpo / "adapter_config.json").write_text(json.dumps(config))
-    with pytest.warns(UserWarning, match=f"was trained on {merged} ") as caught:
-        loaded = load_vlm("toy:vlm", adapter=dpo, adapter_key="--adapter")
-    said = str(caught[0].message)
-    assert f"it holds {record['base']} with the adapter(s) {gone} merged in" in said
-    assert f"{gone} is no longer there as it was" in said
-    assert loaded.adapters == (str(dpo),)  # applied on MODEL as given, as warned
-
-
 def _gone_copies(runs, tmp_path) -> tuple[Path, Path, str]:
     """Copies of merged/ (its record's adapter moved away), of DPO on it and of B on DPO."""
     merged = tmp_path / "merged"
@@ -140,6 +118,20 @@ def _gone_copies(runs, tmp_path) -> tuple[Path, Path, str]:
         config["base_model_name_or_path"] = str(base)
         (dst / "adapter_config.json").write_text(json.dumps(config))
     return dpo, b, gone
+
+
+def test_a_merged_adapter_that_is_gone_is_warned_about_exactly(runs, tmp_path):
+    """The record's adapter is no longer where it says: the merged folder stays the root, and
+    the warning names what it holds and what is missing."""
+    dpo, _, gone = _gone_copies(runs, tmp_path)
+    merged = tmp_path / "merged"
+    record = json.loads((merged / MERGED_RECORD).read_text())
+    with pytest.warns(UserWarning, match=f"was trained on {merged} ") as caught:
+        loaded = load_vlm("toy:vlm", adapter=dpo, adapter_key="--adapter")
+    said = str(caught[0].message)
+    assert f"it holds {record['base']} with the adapter(s) {gone} merged in" in said
+    assert f"{gone} is no longer there as it was" in said
+    assert loaded.adapters == (str(dpo),)  # applied on MODEL as given, as warned
 
 
 def test_a_start_above_a_gone_merged_adapter_is_refused_naming_what_is_gone(runs, tmp_path):

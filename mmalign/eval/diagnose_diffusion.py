@@ -11,6 +11,10 @@ half, as in `mmalign eval accuracy --model`. Pairs labelled 0.5 are left out and
 CHES and LN-CHES (Razin et al.) are defined on a language model's hidden states of the
 response tokens, so they are not computed here, and `--filter` (which ranks by them) is
 refused.
+
+Writes DIR/pairs.parquet (one row per scored pair, with its prompt), DIR/summary.json and
+DIR/report.html: the summary and the `--top` pairs of lowest margin (the implicit margin with
+`--adapter`, else the ranking margin -MSE_w - (-MSE_l)), the pairs the model gets most wrong.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from ..config import InputError
+from ..diagnose_page import page_head, value_table
 from ..words import plural
 
 NO_CHES = ("CHES and LN-CHES are defined for language-model responses (hidden states of the "
@@ -28,7 +34,8 @@ NO_CHES = ("CHES and LN-CHES are defined for language-model responses (hidden st
 
 
 def diagnose_diffusion(args: argparse.Namespace) -> int:
-    """Write DIR/pairs.parquet and DIR/summary.json for the diffusion pairs of `args.data`."""
+    """Write DIR/pairs.parquet, DIR/summary.json and DIR/report.html for the diffusion pairs
+    of `args.data`."""
     import pandas as pd
 
     from .implicit import implicit_credit, score_pairs
@@ -43,6 +50,7 @@ def diagnose_diffusion(args: argparse.Namespace) -> int:
                          split=args.split)  # fmt: skip
     columns: dict[str, list] = {
         "row": scores.kept,
+        "prompt": scores.prompts,
         "score_chosen": scores.chosen.tolist(),
         "score_rejected": scores.rejected.tolist(),
         "ranking_correct": (scores.chosen > scores.rejected).tolist(),
@@ -67,11 +75,35 @@ def diagnose_diffusion(args: argparse.Namespace) -> int:
         summary["mean_implicit_margin"] = float(margin.mean())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(columns).to_parquet(out / "pairs.parquet", index=False)
+    table = pd.DataFrame(columns)
+    table.to_parquet(out / "pairs.parquet", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.html").write_text(render_report(table, summary, top=args.top))
     print(summary_line(summary))
-    print(f"wrote {out.resolve()} (pairs.parquet, summary.json)")
+    print(f"wrote {out.resolve()} (pairs.parquet, summary.json, report.html)")
     return 0
+
+
+def render_report(table: Any, summary: dict[str, Any], top: int = 12) -> str:
+    """The HTML report: the summary and the `top` pairs of lowest margin, every column of
+    pairs.parquet, escaped (prompts are user text). The margin is the implicit one where a
+    reference was scored, else the model's own ranking margin score_chosen - score_rejected:
+    the pairs at the bottom are those the model ranks most wrongly."""
+    parts = page_head(summary)
+    if "implicit_margin" in table:
+        name = "implicit_margin"
+    else:  # shown as a column of its own: the table's sort key
+        name = "ranking_margin"
+        table = table.assign(ranking_margin=table["score_chosen"] - table["score_rejected"])
+    # a stable sort: pairs of equal margin keep the data's order, so the report is reproducible
+    lowest = table.sort_values(name, kind="stable").head(top)
+    records = [list(r) for r in lowest.itertuples(index=False)]
+    parts.append(
+        f"<h2>The {len(lowest)} pairs of lowest {name.replace('_', ' ')} (the model ranks "
+        "them most wrongly)</h2>"
+    )
+    parts.append(value_table(list(lowest.columns), records))
+    return "\n".join(parts) + "\n"
 
 
 def summary_line(summary: dict) -> str:

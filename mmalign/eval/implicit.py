@@ -22,7 +22,7 @@ diagnose` reports per pair for diffusion data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,7 +36,8 @@ from .accuracy import load_pairs
 class PairScores:
     """Per kept pair (labelled ties left out): the model's scores (-MSE, mean over the draws)
     of the preferred ("chosen") and the other image, and the reference's when one was scored.
-    `swapped` pairs were labelled below 0.5: their row's `rejected` image is "chosen" here."""
+    `swapped` pairs were labelled below 0.5: their row's `rejected` image is "chosen" here.
+    `prompts`: each kept pair's prompt, for the report of `mmalign data diagnose`."""
 
     kept: list[int]  # row indices in the data as loaded
     chosen: torch.Tensor
@@ -47,6 +48,7 @@ class PairScores:
     ties: int
     report: Any
     swapped: int = 0
+    prompts: list[str] = field(default_factory=list)
 
     def implicit_margin(self) -> torch.Tensor:
         """(ref_mse_w - mse_w) - (ref_mse_l - mse_l) per pair (needs the reference)."""
@@ -121,6 +123,7 @@ def score_pairs(
     if len(rows) == 0:
         raise ValueError(f"{data}: no labelled pairs without a tie")
     images = PairImages(rows, resolution)
+    prompts = [str(p) for p in rows["prompt"]]  # every pair source has one (Pick-a-Pic: caption)
     model.unet.eval()
     sums: dict[str, list[torch.Tensor]] = {"c": [], "r": [], "rc": [], "rr": []}
     with torch.no_grad():
@@ -143,7 +146,7 @@ def score_pairs(
     got = {k: torch.cat(v) for k, v in sums.items()}
     return PairScores(keep, got["c"], got["r"], got["rc"] if reference else None,
                       got["rr"] if reference else None, base, ties, report,
-                      swapped=sum(swap))  # fmt: skip
+                      swapped=sum(swap), prompts=prompts)  # fmt: skip
 
 
 def _winner_first(item: dict[str, Any], swap: bool) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """`mmalign data diagnose DATA --model MODEL --out DIR`: per-pair diagnostics of VLM
 preference data (mmalign/vlm/diagnose.py: CHES, LN-CHES, ranking and implicit accuracy,
 lengths, duplicates); diffusion pairs get ranking and implicit accuracy only
-(mmalign/eval/diagnose_diffusion.py).
+(mmalign/eval/diagnose_diffusion.py: pairs.parquet, summary.json and a report.html of the
+lowest-margin pairs).
 
 Writes `DIR/pairs.parquet` (one row per diagnosed pair), `DIR/summary.json` and
 `DIR/report.html` (histograms and the highest-LN-CHES pairs with their images and texts; the
@@ -254,7 +255,8 @@ def register(sub: Any, on_diffusion: Any = None) -> None:
     p.add_argument("--states", default=None, help="reuse DIR/states.safetensors of an earlier "
                    "run on the same data and model instead of the model pass (checked against "
                    "the model's hidden size and weights)")  # fmt: skip
-    p.add_argument("--top", type=int, default=12, help="highest-LN-CHES pairs in the report")
+    p.add_argument("--top", type=int, default=12, help="highest-LN-CHES pairs in the report "
+                   "(diffusion data: the lowest-margin pairs)")  # fmt: skip
     add_device_options(p, "each model", dtype=False)
     p.add_argument("--draws", type=int, default=4, help="diffusion data: (timestep, noise) "
                    "draws per pair")  # fmt: skip

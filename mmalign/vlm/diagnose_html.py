@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from typing import Any
+
+from ..diagnose_page import page_head
 
 NO_HISTOGRAMS = (
     "matplotlib is not installed, so this report has no histograms; "
@@ -69,11 +70,7 @@ def render_report(table: Any, rows: Any, summary: dict[str, Any], top: int = 12)
     from .collate import row_images
 
     esc = html.escape
-    parts = ["<!doctype html><meta charset='utf-8'><title>mmalign data diagnose</title>",
-             "<style>body{font-family:sans-serif;margin:2em}td{vertical-align:top;"
-             "padding:4px 8px;border-bottom:1px solid #ddd}pre{white-space:pre-wrap}</style>",
-             f"<h1>Preference-data diagnostics: {esc(str(summary.get('data')))}</h1>",
-             f"<pre>{esc(json.dumps(summary, indent=2))}</pre>"]  # fmt: skip
+    parts = page_head(summary)  # shared with the diffusion report (mmalign/diagnose_page.py)
     if len(table):
         if have_matplotlib():
             parts.append(_histograms(table))
