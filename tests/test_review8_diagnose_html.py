@@ -82,3 +82,25 @@ def test_report_ranks_by_the_implicit_margin_where_there_is_one():
     assert rows == [1, 3, 2]  # equal margins keep the data's order
     assert "<td>b &amp; c</td>" in body and "<td>-0.25</td>" in body
     assert "&lt;b&gt;d&lt;/b&gt;" in page and "<b>d</b>" not in page
+
+
+def test_rows_are_named_by_their_row_in_data_and_top_must_be_positive(tmp_path, capsys):
+    """Row 0 of DATA has no prompt (skipped by validation): the parquet's `row` is each pair's
+    row in DATA (it was its position among the rows kept); `--top 0` is refused."""
+    from datasets import Dataset, Features, Image, Value
+    from PIL import Image as PILImage
+
+    images = [PILImage.new("RGB", (32, 32), (40 * k, 0, 0)) for k in range(6)]
+    features = Features({"prompt": Value("string"), "chosen": Image(), "rejected": Image()})
+    columns = {"prompt": ["", "a red square", "a blue circle"], "chosen": images[:3],
+               "rejected": images[3:]}  # fmt: skip
+    data = tmp_path / "pairs"
+    Dataset.from_dict(columns, features=features).save_to_disk(str(data))
+    tiny, out = save_tiny(tmp_path), tmp_path / "diag"
+    args = ["data", "diagnose", str(data), "--model", str(tiny), "--out", str(out),
+            "--draws", "1", "--device", "cpu"]  # fmt: skip
+    assert main([*args, "--top", "0"]) != 0
+    assert "--top must be >= 1, got 0" in capsys.readouterr().err
+    assert main(args) == 0, capsys.readouterr().err
+    table = pd.read_parquet(out / "pairs.parquet")
+    assert list(table["row"]) == [1, 2] and list(table["prompt"]) == columns["prompt"][1:]

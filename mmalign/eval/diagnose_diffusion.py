@@ -49,7 +49,8 @@ def diagnose_diffusion(args: argparse.Namespace) -> int:
                          max_rows=args.max_samples, device=args.device,
                          split=args.split)  # fmt: skip
     columns: dict[str, list] = {
-        "row": scores.kept,
+        # the row of DATA as read (rows validation skipped counted), as every report names it
+        "row": [scores.report.source_row(i) for i in scores.kept],
         "prompt": scores.prompts,
         "score_chosen": scores.chosen.tolist(),
         "score_rejected": scores.rejected.tolist(),

@@ -124,6 +124,7 @@ def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any], pair_fi
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from ..cli_errors import at_least_one
     from ..data.pair_filter import parse_filter
     from ..devices import resolve_device
     from ..toy.cache import split_to_read
@@ -136,8 +137,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         pair_filter = parse_filter(args.filter) if args.filter else None
     except ValueError as err:
         raise InputError(f"--filter: {err}") from None
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    at_least_one(args, "batch_size", "top")  # a negative --top cut rows off the report's end
     args.split = split_to_read(args.data, args.split)  # toy data: refused, not ignored
     # a device the machine lacks: refused before anything loads; both paths (the VLM's
     # `load_from_args` and the diffusion scorer) read the resolved name
