@@ -35,7 +35,7 @@ from .criteria import DEFAULT, CriteriaError
 from .fragments import PROGRESS_LOADING, admin_view, progress_html, prompt_html
 from .generate import GenerateGate, PairGenerator
 from .images import ImageError, load_image
-from .labeling import Labeling
+from .labeling import Labeling, whole_number
 from .logbudget import LOG
 from .quality import (
     QUALITY_HEADERS,
@@ -267,8 +267,8 @@ class LabelApp:
         for scripts")."""
         user = _user(request)
         try:
-            left, ms = int(left_image), int(decide_ms)
-        except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity
+            left, ms = whole_number(left_image), whole_number(decide_ms)
+        except ValueError:
             raise _refused("left_image and decide_ms must be integers") from None
         try:
             return self.labeling.vote(

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from .jsonbody import Refused, parse_json
-from .labeling import Labeling
+from .labeling import Labeling, whole_number
 from .store import VoteConflict, VoteError
 
 VOTE_FIELDS = ("vote_id", "pair_id", "choice", "left_image", "decide_ms")
@@ -114,8 +114,8 @@ def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
         ):
             return _error(400, "answers must be an object of criterion -> answer (text)")
         try:
-            left_image, decide_ms = int(body["left_image"]), int(body["decide_ms"])
-        except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity
+            left_image, decide_ms = (whole_number(body[k]) for k in ("left_image", "decide_ms"))
+        except ValueError:
             return _error(400, "left_image and decide_ms must be integers")
 
         def store_and_next() -> dict[str, Any]:  # acknowledged only after the commit

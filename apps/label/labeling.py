@@ -62,6 +62,19 @@ class Labeling:
                 "annotator": ack.annotator, "next": self.next_for(user)}  # fmt: skip
 
 
+def whole_number(value: Any) -> int:
+    """`value` as an int when it is one: an int (not a bool), a float with no fraction (JSON
+    clients may send 1.0) or a string of digits; ValueError otherwise. `int()` alone truncated
+    0.5 to 0, storing a vote for a left side the client never named."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValueError(f"not a whole number: {value!r}")
+
+
 def _check_types(*, vote_id: Any, pair_id: Any, choice: Any, left_image: Any, decide_ms: Any,
                  answers: Any) -> None:  # fmt: skip
     """VoteError for a field of the wrong type: API clients send any JSON, and a list that

@@ -79,6 +79,8 @@ class Store(VoteWriter):
         self.write, self.read = make_engine(db)
         # SQLite has one writer at a time anyway; PostgreSQL takes row locks, no queue needed.
         self._write_lock = threading.Lock() if self.write.dialect.name == "sqlite" else None
+        if overlap is not None and overlap < 1:  # checked before it is kept: a bad value
+            raise ValueError(f"overlap (annotators per pair) must be >= 1, got {overlap}")
         self._create_tables()
         if overlap is not None:
             self.set_setting("overlap", str(overlap))

@@ -112,6 +112,10 @@ def add_user(path: str | Path, name: str, password: str, role: str = "annotator"
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     path = Path(path)
+    if path.exists() and not path.is_file():  # load_users would say "not found: adduser"
+        raise ValueError(f"users file {path} is a folder, not a file")
+    if not path.parent.is_dir():  # else the error names the temporary file
+        raise ValueError(f"users file {path}: no folder {path.parent}")
     users = load_users(path) if path.exists() else {}
     users[name] = User(name, role, hash_password(password))
     tmp = path.with_name(path.name + ".tmp")
