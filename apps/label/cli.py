@@ -71,6 +71,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if getattr(args, name) < least:
             raise ValueError(f"--{name.replace('_', '-')} must be >= {least}, "
                              f"got {getattr(args, name)}")  # fmt: skip
+    if args.limit is not None and args.limit < 1:  # 0 imported pairs: a server with no work
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if not Path(args.users).is_file():  # (the raw OSError named no way out)
+        raise ValueError(f"users file {args.users} not found: create it with `mmalign label "
+                         f"adduser NAME --users {args.users}`")  # fmt: skip
     auth = Authenticator(args.users)
     if not auth.users():
         raise ValueError(f"{args.users} has no users: add one with `mmalign label adduser`")
