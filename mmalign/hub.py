@@ -166,6 +166,12 @@ def problem(need: Need) -> str | None:
     """Why `need` cannot be used as it stands (one line naming it and what to do), or None."""
     if Path(need.name).expanduser().exists():
         return None  # a local folder or file: its contents are the loader's to check
+    from .model_kind import TOY
+
+    if need.name.startswith("toy:") and need.name not in TOY:  # a typo, not a path: name the toys
+        from .suggest import did_you_mean
+
+        return f"{need.key}: no toy model {need.name!r}; {did_you_mean(need.name, TOY)}"
     if not is_repo_id(need.name):
         return f"{need.key}: {need.name} does not exist (no such local folder or file)"
     if offline() and not is_cached(need):

@@ -62,9 +62,10 @@ def load_pairs(
     pickapic_root: str | None = None,
     max_rows: int | None = None,
     split: str = "train",
+    flag: str = "--data",
 ):
     """(rows with prompt, chosen, rejected, label; the skip report) for a data spec; `split`
-    picks the split of a saved dataset folder."""
+    picks the split of a saved dataset folder; `flag` names the option in an error."""
     family, _, rest = spec.partition(":")
     if family == "pickapic":
         from ..data.pickapic import load_pickapic
@@ -92,8 +93,15 @@ def load_pairs(
 
         # ties stay (label 0.5) as for pickapic:<split>: the protocol scores them
         return open_pairs(str(folder), split, max_samples=max_rows, tie_policy="half")
-    raise ValueError(
-        f"data {spec!r}: use pickapic:<split>, toy:<kind>[:seed] or a saved pair dataset folder"
+    raise ValueError(unknown_data(spec, flag))
+
+
+def unknown_data(spec: str, flag: str = "--data") -> str:
+    """`--data` that names nothing: a folder that does not exist reads as a typo'd path, so the
+    message says the folder is missing before listing the other spellings."""
+    return (
+        f"{flag} {spec!r}: no such dataset folder, and not pickapic:<split> or toy:<kind>[:seed]; "
+        "give a saved pair dataset folder (`save_to_disk`) or one of those"
     )
 
 
@@ -111,7 +119,7 @@ def validation_spec(spec: str) -> str:
                 f"--data {spec}: a dataset folder has no known validation split; tune the tie "
                 "threshold on other data with --tune-on, or give it with --threshold"
             )
-        raise ValueError(f"--data {spec!r}: use pickapic:<split> or toy:<kind>[:seed]")
+        raise ValueError(unknown_data(spec))
     kind, _, seed = rest.partition(":")
     return f"toy:{kind}:{int(seed or 0) + 1}"
 
@@ -152,7 +160,9 @@ def accuracy(
         result["split"] = split
     if threshold is None:
         tune_on = tune_on or validation_spec(data)
-        rows, report = load_pairs(tune_on, pickapic_root=pickapic_root, max_rows=max_rows)
+        rows, report = load_pairs(
+            tune_on, pickapic_root=pickapic_root, max_rows=max_rows, flag="--tune-on"
+        )
         d, lab = score_pairs(scorer, rows, batch_size)
         threshold = tune_threshold(d, lab)
         result["tuned_on"] = {

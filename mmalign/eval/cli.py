@@ -95,8 +95,9 @@ def _cmd_eval_accuracy(args: argparse.Namespace) -> int:
     from .accuracy import accuracy, describe_accuracy
 
     if (args.scorer is None) == (args.model is None):
+        which = "not both" if args.scorer is not None else "one of them"
         raise ValueError("eval accuracy: give --scorer NAME (a reward model) or --model RUN "
-                         "(a diffusion model's implicit reward), not both")  # fmt: skip
+                         f"(a diffusion model's implicit reward), {which}")  # fmt: skip
     refuse_other_mode(args)
     bounds = (("--threshold", args.threshold, 0), ("--batch-size", args.batch_size, 1),
               ("--max-rows", args.max_rows, 1), ("--draws", args.draws, 1))  # fmt: skip

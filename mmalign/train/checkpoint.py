@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..files import make_readable
+from ..suggest import closest
 
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
@@ -138,8 +139,19 @@ def resolve_resume(output_dir: str | Path, resume_from: str | None) -> Path | No
         return found[-1] if found else None
     path = Path(resume_from)
     if not (path / "state.json").is_file():
-        raise FileNotFoundError(f"train.resume_from: {path} is not an mmalign checkpoint folder")
+        raise FileNotFoundError(f"train.resume_from: {path} is not an mmalign checkpoint folder; "
+                                + _resume_hint(path))  # fmt: skip
     return path
+
+
+def _resume_hint(path: Path) -> str:
+    """What `train.resume_from` takes, worded for the likely mistake: a typo of `latest`, or a
+    run's output_dir where one of its checkpoints was meant."""
+    if list_checkpoints(path):
+        return f"it is a run's output_dir: give `latest`, or {path}/checkpoints/checkpoint-N"
+    if not path.exists() and len(path.parts) == 1 and closest(str(path), ["latest"]):
+        return "did you mean 'latest'?"
+    return "give `latest` (the newest in output_dir) or OUTPUT_DIR/checkpoints/checkpoint-N"
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, scaler=None) -> int:
