@@ -2,7 +2,7 @@
 
 - With `data.max_samples`, `mmalign_run.json` put what the WHOLE toy build left out
   (`ties.dropped: 40`) next to `rows`, the truncated prefix (`rows: 4`), and the printed
-  "building toy:... left out N candidate pair(s)" line read as if it were this run's. The
+  "building toy:... left out N candidate pairs" line read as if it were this run's. The
   build's counts now have their own key (`build_skipped`, the whole build, by reason, ties
   included) and the line says they are the whole build's; `skipped` and `ties` are what this
   run's rows saw.
@@ -16,6 +16,7 @@ import pytest
 from datasets import Dataset
 
 from mmalign.data.schema import ValidationReport
+from mmalign.words import plural
 
 
 def test_pairs_record_keeps_the_build_apart_from_the_rows():
@@ -73,6 +74,6 @@ def test_toy_run_records_what_its_build_left_out(tmp_path, capsys, max_samples):
     assert run["ties"] == {"dropped": 0, "kept": 0}
     assert run["skipped"] == {}  # no row was unreadable: ties are not skipped rows
     line = next(x for x in capsys.readouterr().out.splitlines() if "left out" in x)
-    assert f"left out {dropped} candidate pair(s) (tie: {dropped})" in line
+    assert f"left out {plural(dropped, 'candidate pair')} (tie: {dropped})" in line
     prefix = f"first {max_samples} of its {summary['rows']} rows"
     assert ("whole build" in line and prefix in line) if max_samples else "whole" not in line

@@ -105,6 +105,6 @@ def test_toy_run_records_what_its_build_left_out(tmp_path, toy_hallucination, ca
     assert described["skipped"] == skipped and described["rows"] == 2
     json.dumps(described)  # as mmalign_run.json holds it (train/loop.py)
     line = next(x for x in capsys.readouterr().out.splitlines() if "left out" in x)
-    assert "building toy:hallucination left out 4 candidate pair(s) (no_similar_image: 4)" in line
+    assert "building toy:hallucination left out 4 candidate pairs (no_similar_image: 4)" in line
     prefix = "over the whole build; data.max_samples: this run trains on the first 2 of its 3"
     assert (prefix in line) if max_samples else "whole build" not in line

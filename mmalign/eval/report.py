@@ -207,6 +207,12 @@ def render_report(out_dir: str | Path) -> str:
     out_dir = Path(out_dir)
     results_path = out_dir / "results.json"
     if not results_path.is_file():
+        if not out_dir.is_dir():
+            raise FileNotFoundError(f"{out_dir}: no such folder (give the --out folder of "
+                                    "`mmalign eval winrate`)")  # fmt: skip
+        if (out_dir / "eval" / "results.json").is_file():  # a run folder: its eval is inside
+            raise FileNotFoundError(f"{out_dir} has no results.json; did you mean "
+                                    f"{out_dir / 'eval'}?")  # fmt: skip
         raise FileNotFoundError(f"{out_dir} has no results.json: run `mmalign eval winrate` first")
     results = json.loads(results_path.read_text())
     per_prompt = out_dir / "per_prompt.jsonl"

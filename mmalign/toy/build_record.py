@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..words import plural
 from .cache import TOY_PREFIX, toy_data_folder
 
 
@@ -56,7 +57,9 @@ def build_left_out(path: str, built: ToyBuild, max_samples: int | None) -> str:
     """The line saying what building toy dataset `path` left out: counted over the whole
     build, of which a run with `data.max_samples` trains on a prefix only."""
     why = ", ".join(f"{reason}: {n}" for reason, n in sorted(built.skipped.items()))
-    line = f"building {path} left out {sum(built.skipped.values())} candidate pair(s) ({why})"
+    line = (
+        f"building {path} left out {plural(sum(built.skipped.values()), 'candidate pair')} ({why})"
+    )
     if max_samples is not None and max_samples < built.rows:
         line += (
             f" over the whole build; data.max_samples: this run trains on the first "
