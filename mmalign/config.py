@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from .suggest import did_you_mean
+from .suggest import closest, did_you_mean
 
 T = TypeVar("T")
 _COMMENT = re.compile(r"(^|\s)#")  # where YAML starts a comment
@@ -41,6 +41,22 @@ class ConfigError(InputError):
     """A config that cannot be used; the message names the key."""
 
 
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _sibling_hint(path: Path) -> str:
+    """`; did you mean ...?` naming the YAML file beside a missing `path` that was likely meant:
+    the same name with the other extension (`dpo.yml` for `dpo.yaml`) first, else the closest
+    name; "" when its folder holds none."""
+    folder = path.parent
+    if not folder.is_dir():
+        return ""
+    names = [p.name for p in folder.iterdir() if p.suffix in YAML_SUFFIXES and p.is_file()]
+    same_stem = [n for n in names if Path(n).stem == path.stem]
+    guess = same_stem[0] if same_stem else closest(path.name, names)
+    return f"; did you mean '{folder / guess}'?" if guess else ""
+
+
 def load_config(cls: type[T], path: str | Path | None, overrides: Iterable[str] = ()) -> T:
     """Read YAML at `path` (or start empty), apply `a.b.c=value` overrides, validate."""
     raw: dict[str, Any] = {}
@@ -49,7 +65,7 @@ def load_config(cls: type[T], path: str | Path | None, overrides: Iterable[str] 
         if path.is_dir():
             raise ConfigError(f"{path} is a folder, not a YAML file: name the recipe's .yaml file")
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+            raise ConfigError(f"config file not found: {path}{_sibling_hint(path)}")
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:

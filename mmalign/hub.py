@@ -166,7 +166,7 @@ def problem(need: Need) -> str | None:
     """Why `need` cannot be used as it stands (one line naming it and what to do), or None."""
     if Path(need.name).expanduser().exists():
         return None  # a local folder or file: its contents are the loader's to check
-    from .model_kind import TOY
+    from .toy_names import TOY
 
     if need.name.startswith("toy:") and need.name not in TOY:  # a typo, not a path: name the toys
         from .suggest import did_you_mean

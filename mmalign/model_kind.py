@@ -17,14 +17,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from .config import InputError
+from .toy_names import TOY, Kind
 
-Kind = Literal["diffusion", "vlm", "reward"]
-TOY: dict[str, Kind] = {
-    "toy:sd": "diffusion", "toy:flow": "diffusion", "toy:vlm": "vlm", "toy:dense": "reward",
-}  # fmt: skip
 NOUN: dict[Kind, str] = {"diffusion": "a diffusion model", "vlm": "a VLM",
                          "reward": "a dense reward head"}  # fmt: skip
 TAKEN_BY: dict[Kind, str] = {

@@ -186,7 +186,7 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
     device, dtype = device_options(args)  # the PPD model and its base alike
     # unknown ids fail here; a new user's encoder runs on the device too
     embeddings = user_embeddings(args.tuned, embedded, args.base, device=device)
-    model, _ = load_ppd(args.tuned, args.base, scale, device=device, dtype=dtype)
+    model, _ = load_ppd(args.tuned, args.base, scale, device=device, dtype=dtype, key="--base")
     base = load_pipeline(model.source, dtype=dtype, device=device)
     from .toy.rewards import tastes_place
 

@@ -124,7 +124,9 @@ def cmd_eval_winrate(args: argparse.Namespace) -> int:
     # the base samples with the text encoders and T5 length the run trained (and its tuned
     # model samples) with, as load_tuned loads it: else the comparison measures those too
     run = info or {}
-    base = load_pipeline(base_name, drop_t5=run.get("t5") is False, dtype=dtype, device=device)
+    # named `--base` in messages even when the run gave it: that flag is how to give another
+    base = load_pipeline(base_name, drop_t5=run.get("t5") is False, dtype=dtype, device=device,
+                         key="--base")  # fmt: skip
     if run.get("max_sequence_length") and hasattr(base.pipe, "transformer"):
         base.pipe.mmalign_max_sequence_length = int(run["max_sequence_length"])
     tuned = load_tuned(args.tuned, base_name, dtype=dtype, device=device)

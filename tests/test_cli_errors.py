@@ -59,7 +59,7 @@ CASES = [
     ("eval winrate", "eval winrate --tuned {f}/none --out {f}/o", "--tuned {f}/none does not exist"),
     ("eval winrate", "eval winrate --tuned {f}/tuned --scorers toy:fidelty --out {f}/o", "unknown scorer 'toy:fidelty'"),
     ("eval winrate", "eval winrate --tuned {f}/tuned --base toy:sd --prompts {f}/none.txt --out {f}/o", "{f}/none.txt"),
-    ("eval winrate", "eval winrate --tuned {f}/tuned --base org/uncached --out {f}/o", f"model: org/uncached {UNCACHED}"),
+    ("eval winrate", "eval winrate --tuned {f}/tuned --base org/uncached --out {f}/o", f"--base: org/uncached {UNCACHED}"),
     ("eval winrate", "eval winrate --tuned {f}/tuned --steps 0 --out {f}/o", "--steps must be >= 1"),
     ("eval accuracy", "eval accuracy --scorer pickscore --data toy:pairs", f"yuvalkirstain/PickScore_v1 {UNCACHED}"),
     ("eval accuracy", "eval accuracy --scorer pickscor --data toy:pairs", "unknown scorer 'pickscor'"),

@@ -85,6 +85,10 @@ def vlm_calls(monkeypatch) -> list[dict[str, Any]]:
     """The VLM replaced by a recorder: every refusal below comes before it is touched."""
     import mmalign.vlm.load
 
+    # imported first under the patch, user_embed kept the recorder as its VLMRef for the rest
+    # of the session (test_ppd_eval failed after this file): imported before it
+    import mmalign.vlm.user_embed
+
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(mmalign.vlm.load, "VLMRef", recorder(calls))
     return calls

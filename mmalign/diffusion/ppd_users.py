@@ -182,10 +182,12 @@ def load_ppd(
     *,
     device: str | torch.device | None = None,
     dtype: str = "float32",
+    key: str = "model",
 ) -> tuple[Any, dict[str, Any]]:
     """The run's base pipeline with its user branch loaded at weight `scale` (1 as trained):
     (DiffusionModel, adapter meta). The pipeline loads in `dtype`; once the branch is in, the
-    whole of it moves to `device` (None: it stays on the CPU)."""
+    whole of it moves to `device` (None: it stays on the CPU). `key`: where the user names the
+    base (a command's MODEL, or `--base`), for messages."""
     from .load import load_pipeline
     from .recipe import run_info
 
@@ -193,7 +195,7 @@ def load_ppd(
     source = base or info.get("base")
     if source is None:
         raise InputError(f"{run} is not a PPD training output_dir (no mmalign_run.json)")
-    model = load_pipeline(source, dtype=dtype)
+    model = load_pipeline(source, dtype=dtype, key=key)
     meta = ppd.load_adapter(model.pipe.unet, run)
     if scale != 1.0:
         ppd.set_user_scale(model.pipe.unet, scale)

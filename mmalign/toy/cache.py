@@ -13,7 +13,7 @@ from typing import Any
 
 from ..config import InputError
 from ..data.cache import build_once, cache_root, digest
-from ..suggest import did_you_mean
+from ..suggest import closest
 from ..weights import weight_files
 
 TOY_PREFIX = "toy:"
@@ -85,14 +85,23 @@ def toy_data_folder(kind: str, options: Mapping[str, Any], model: str | None = N
     return cache_root() / "toy-data" / f"{kind}-{digest(key)}"
 
 
+def unknown_kind(kind: str, key: str = "data.path") -> str:
+    """The message for toy dataset `kind` (of `toy:<kind>`, given at `key`) that is not one:
+    the suggestion carries the prefix, as the user writes it (`toy:pairs`, not `pairs`)."""
+    from .datasets import KINDS
+
+    names = [f"{TOY_PREFIX}{k}" for k in KINDS]
+    guess = closest(kind, KINDS)  # on the bare kind: the shared prefix would make all close
+    hint = f"did you mean '{TOY_PREFIX}{guess}'?" if guess else "valid: " + ", ".join(names)
+    return f"{key}: unknown toy dataset '{TOY_PREFIX}{kind}'; {hint}"
+
+
 def toy_pairs(kind: str, options: Mapping[str, Any], model: str | None = None) -> Path:
     """Build toy dataset `kind` with `options` once; later calls return the cached `pairs/`."""
     from .datasets import KINDS, build_dataset, check_options
 
     if kind not in KINDS:
-        raise ValueError(
-            f"data.path: unknown toy dataset '{TOY_PREFIX}{kind}'; {did_you_mean(kind, KINDS)}"
-        )
+        raise ValueError(unknown_kind(kind))
     opts = _with_model(options, model)
     try:  # before anything is built or sampled, naming the recipe's key
         check_options(kind, opts)

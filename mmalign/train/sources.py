@@ -3,8 +3,9 @@
 An SDXL recipe needs its pipeline, its VAE and its data set; offline, or online with a hub that
 cannot be reached, each one missing from the local cache is named in one message with how to
 get it, instead of the first loader's traceback minutes later (after a minute of retries). A
-model of another kind than `model.kind` (toy:sd in a VLM recipe), and an `output_dir` that is a
-file (or lies under one), are named with them.
+model of another kind than `model.kind` (toy:sd in a VLM recipe), an `output_dir` that is a
+file (or lies under one), a `toy:<kind>` data set that does not exist and a `train.resume_from`
+that is no checkpoint are named with them.
 """
 
 from __future__ import annotations
@@ -62,6 +63,36 @@ def prompts_problem(cfg: Config) -> str | None:
     )
 
 
+def toy_data_problem(cfg: Config) -> str | None:
+    """Why `data.path: toy:<kind>` names no toy dataset, or None: a diffusion or VLM recipe
+    builds it only after its model has loaded. (A reward recipe's toy names are its own:
+    `toy:flaws[:heldout]`, `toy:sd-samples`.)"""
+    from ..toy.cache import TOY_PREFIX, unknown_kind
+    from ..toy.datasets import KINDS
+
+    path = cfg.data.path
+    if cfg.model.kind == "reward" or not path.startswith(TOY_PREFIX):
+        return None
+    kind = path[len(TOY_PREFIX) :]
+    return None if kind in KINDS else unknown_kind(kind)
+
+
+def resume_problem(cfg: Config) -> str | None:
+    """Why `train.resume_from` names no checkpoint, or None: the loop resolves it only after
+    the data is built and the model loaded. `latest` is left to the loop (it may recover a
+    checkpoint an interrupted rotation set aside, which a check must not do)."""
+    from .checkpoint import resolve_resume
+
+    resume_from = cfg.train.resume_from
+    if resume_from is None or resume_from == "latest":
+        return None
+    try:
+        resolve_resume(cfg.output_dir, resume_from)
+    except FileNotFoundError as err:  # its message, with the hint for the likely mistake
+        return str(err)
+    return None
+
+
 def check_sources(cfg: Config) -> None:
     """Raise one `InputError` naming every input of `cfg` that cannot be used as it stands."""
     m = cfg.model
@@ -73,5 +104,6 @@ def check_sources(cfg: Config) -> None:
         needs = [n for n in needs if n.key != "model.name_or_path"]
     found = [p for p in [wrong_kind, *problems(needs)] if p is not None]
     found += [p for p in (output_dir_problem(cfg.output_dir), prompts_problem(cfg)) if p]
+    found += [p for p in (toy_data_problem(cfg), resume_problem(cfg)) if p]
     if found:
         raise InputError("\n".join(found))
