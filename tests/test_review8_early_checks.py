@@ -13,20 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_cli_errors import offline  # noqa: F401  (autouse: offline, an empty hub cache)
 
 from mmalign.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DPO = str(ROOT / "configs" / "toy" / "dpo.yaml")
-
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    home = tmp_path / "hf"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.delenv("MMALIGN_DEBUG", raising=False)
 
 
 @pytest.fixture
