@@ -99,9 +99,9 @@ def cmd_sample_ppd(args: argparse.Namespace) -> int:
     from .diffusion.recipe import run_info
     from .diffusion.sample import (
         generate,
-        sample_grid,
         sampling_defaults,
         sampling_resolution,
+        save_sample_grid,
         size_argument,
     )
 
@@ -132,10 +132,8 @@ def cmd_sample_ppd(args: argparse.Namespace) -> int:
     header = f"user {who}{f' mix {args.mix}' if args.mix else ''}"
     if scale != 1.0:
         header += f", user scale {scale:g}"
-    grid = sample_grid(images, prompts, args.seed, header)  # each row's seed in its label
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    grid.save(args.out)
-    print(f"grid: {Path(args.out).resolve()}")
+    # each row's seed in its label
+    print(f"grid: {save_sample_grid(images, prompts, args.seed, header, args.out)}")
     return 0
 
 

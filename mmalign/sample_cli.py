@@ -39,9 +39,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .diffusion.recipe import run_info
     from .diffusion.sample import (
         generate,
-        sample_grid,
         sampling_defaults,
         sampling_resolution,
+        save_sample_grid,
         size_argument,
     )
     from .diffusion.tuned import check_lora
@@ -74,10 +74,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     header = f"{steps} steps, cfg {guidance:g}"
     if size_argument(model, resolution) is not None:  # not the pipeline's own size
         header += f", {resolution} px"
-    grid = sample_grid(images, prompts, args.seed, header)  # each row's seed in its label
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    grid.save(args.out)
-    print(f"grid: {Path(args.out).resolve()}")
+    # each row's seed in its label
+    print(f"grid: {save_sample_grid(images, prompts, args.seed, header, args.out)}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -145,6 +146,17 @@ def sample_grid(images: torch.Tensor, prompts: Sequence[str], seed: int, header:
 
     labels = [f"seed {seed + i}: {p}" for i, p in enumerate(prompts)]
     return image_grid([to_pil_images(images)], [header], labels)
+
+
+def save_sample_grid(
+    images: torch.Tensor, prompts: Sequence[str], seed: int, header: str, out: str | Path
+) -> Path:
+    """`sample_grid` saved at `out` (its folder made); returns the path, resolved, for the
+    `grid:` line `mmalign sample` and `sample --ppd` print."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sample_grid(images, prompts, seed, header).save(path)
+    return path.resolve()
 
 
 @contextlib.contextmanager
