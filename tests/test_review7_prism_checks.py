@@ -33,16 +33,22 @@ def _prism_rows(n: int) -> list[dict]:
     return [dict(rows[i]) for i in range(len(rows))]
 
 
-def test_prism_mcts_leaves_templated_prompts_out_counted(tmp_path, tagged_model, capsys):  # noqa: F811
+def _mcts_argv(rows: list[dict], model, tmp_path) -> list[str]:
+    """`data prism-mcts` on `rows` (saved as tmp_path/data), every row read, out tmp_path/out."""
     from datasets import Dataset
 
-    rows = _prism_rows(8)[:3]
-    rows[1]["prompt"] = TEMPLATED
     data = tmp_path / "data"
     Dataset.from_list(rows).save_to_disk(str(data))
-    argv = _args(tagged_model, tmp_path / "out")
+    argv = _args(model, tmp_path / "out")
     argv[argv.index("--data") + 1] = str(data)
-    argv[argv.index("--max-samples") + 1] = "3"
+    argv[argv.index("--max-samples") + 1] = str(len(rows))
+    return argv
+
+
+def test_prism_mcts_leaves_templated_prompts_out_counted(tmp_path, tagged_model, capsys):  # noqa: F811
+    rows = _prism_rows(8)[:3]
+    rows[1]["prompt"] = TEMPLATED
+    argv = _mcts_argv(rows, tagged_model, tmp_path)
     capsys.readouterr()
     assert main(argv) == 0
     err = capsys.readouterr().err

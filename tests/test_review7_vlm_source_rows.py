@@ -20,7 +20,7 @@ import shutil
 import pandas as pd
 import pytest
 from test_review6_prism_resume import _args, tagged_model  # noqa: F401
-from test_review7_prism_checks import TEMPLATED, _prism_rows
+from test_review7_prism_checks import TEMPLATED, _mcts_argv, _prism_rows
 from vlm_helpers import pair_rows
 
 from mmalign.cli import main
@@ -29,16 +29,10 @@ from mmalign.vlm.load import VLMRef
 
 
 def test_prism_mcts_names_refused_prompts_by_their_source_row(tmp_path, tagged_model, capsys):  # noqa: F811
-    from datasets import Dataset
-
     rows = _prism_rows(8)[:4]
     rows[0]["chosen"] = ""  # dropped by validation: the rows after it move up one
     rows[2]["prompt"] = TEMPLATED
-    data = tmp_path / "data"
-    Dataset.from_list(rows).save_to_disk(str(data))
-    argv = _args(tagged_model, tmp_path / "out")
-    argv[argv.index("--data") + 1] = str(data)
-    argv[argv.index("--max-samples") + 1] = "4"
+    argv = _mcts_argv(rows, tagged_model, tmp_path)
     capsys.readouterr()
     assert main(argv) == 0
     captured = capsys.readouterr()

@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import json
 
-from test_review6_prism_resume import _args, tagged_model  # noqa: F401
-from test_review7_prism_checks import TEMPLATED, _prism_rows
+from test_review6_prism_resume import tagged_model  # noqa: F401
+from test_review7_prism_checks import TEMPLATED, _mcts_argv, _prism_rows
 
 from mmalign.cli import main
 
 
 def test_per_tree_names_the_source_row_and_keeps_the_tree_ids(tmp_path, tagged_model, capsys):  # noqa: F811
-    from datasets import Dataset
-
     rows = _prism_rows(8)[:4]
     rows[0]["chosen"] = ""  # dropped by validation
     rows[2]["prompt"] = TEMPLATED  # refused by the prompt screen
-    data = tmp_path / "data"
-    Dataset.from_list(rows).save_to_disk(str(data))
-    argv = _args(tagged_model, tmp_path / "out")
-    argv[argv.index("--data") + 1] = str(data)
-    argv[argv.index("--max-samples") + 1] = "4"
+    argv = _mcts_argv(rows, tagged_model, tmp_path)
     assert main(argv) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     per_tree = summary["per_tree"]
