@@ -6,7 +6,7 @@
     mmalign label --vlm --data VLM_PAIRS --users users.txt    # image + prompt, two responses
     mmalign label --vlm --model VLM --data PROMPTS.jsonl ...  # responses sampled by a VLM
     mmalign label export --db labels.sqlite --out DIR --format pickapic|pairs|trl
-        [--criterion NAME] [--exclude-flagged]
+        [--criterion NAME] [--exclude-flagged] [--overwrite]
     mmalign label gold add FILE --db labels.sqlite            # pairs with a known answer
     mmalign label stats --db labels.sqlite [--json]           # annotator quality
 
@@ -157,15 +157,20 @@ def _cmd_adduser(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .engines import shown_db
-    from .export import export_votes
+    from .export import earlier_export, export_votes
     from .store import Store
 
-    store = Store(_existing_db(args.db))
+    db = _existing_db(args.db)
+    earlier = earlier_export(args.out, args.overwrite)  # refused before the votes are read
+    store = Store(db)
     thresholds = {"gold_floor": args.gold_floor, "bias_ceiling": args.bias_ceiling}
     summary = export_votes(store, _image_root(args.db, args.images), args.out, args.format,
                            criterion=args.criterion, exclude_flagged=args.exclude_flagged,
-                           thresholds=thresholds)  # fmt: skip
+                           thresholds=thresholds, overwrite=args.overwrite)  # fmt: skip
     print(json.dumps(summary, indent=2))
+    if earlier:
+        print(f"label: --overwrite: replaced the earlier export in {args.out} "
+              f"({len(earlier)} file(s))", file=sys.stderr)  # fmt: skip
     if not summary["rows"]:  # a folder of 0 pairs, which a recipe refuses: say so now
         why = ", ".join(f"{n} {reason}" for reason, n in sorted(summary["skipped"].items()))
         print(f"label: nothing exported from {shown_db(args.db)}: "
@@ -283,7 +288,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = actions.add_parser("export", help="export votes as a Hugging Face dataset")
     e.add_argument("--db", default="labels.sqlite", help="SQLite file or SQLAlchemy URL")
     e.add_argument("--images", default=None, help="image folder (default: DB.images)")
-    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--out", required=True, help="output folder (new or empty)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export in --out (else refused)")  # fmt: skip
     e.add_argument(
         "--format",
         choices=["pickapic", "pairs", "trl"],

@@ -14,18 +14,23 @@ Gradio's `/login` set (the same token table Gradio's own routes check); no cooki
 answer (401). The annotator's name is never read from the request. Bodies must be JSON
 (415 otherwise) and a request whose `Origin` is another site is refused (403): a browser
 sends `Origin` with every cross-site POST, and a JSON body needs a CORS preflight first,
-so the session cookie cannot be used to vote from another page (CSRF).
+so the session cookie cannot be used to vote from another page (CSRF). `next_pair` is a GET
+that reserves a pair (a lease), and a link from another site is a top-level navigation that
+carries the `SameSite=Lax` cookie: both routes refuse what `hardening.cross_site` names
+(403), a navigation marked `Sec-Fetch-Site: cross-site` or `same-site` included, here as in
+`hardening.RequestLimits` in front of the server, so the routes stay closed to other sites
+where they are mounted without it.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from .hardening import cross_site
 from .jsonbody import Refused, parse_json
 from .labeling import Labeling, whole_number
 from .store import VoteConflict, VoteError
@@ -51,13 +56,6 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _same_origin(request: Request) -> bool:
-    origin = request.headers.get("origin")
-    if origin is None:  # not a browser cross-origin request (scripts, curl, same-origin GET)
-        return True
-    return urlsplit(origin).netloc == request.headers.get("host")
-
-
 def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
     """Add `/label_api/vote` and `/label_api/next_pair` to `app`, the FastAPI app the Gradio
     UI gets mounted on; the login is the mounted Gradio app's (found on the first request)."""
@@ -74,6 +72,9 @@ def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
         user = session_user(gradio_app(), request)
         if user is None:
             return _error(401, "not logged in")
+        refusal = cross_site(request.scope)  # no header (scripts, curl): not a browser's
+        if refusal:
+            return _error(403, refusal)
         return JSONResponse(await run_in_threadpool(labeling.next_for, user))
 
     async def vote(request: Request) -> JSONResponse:
@@ -93,8 +94,9 @@ def add_fast_routes(app: FastAPI, labeling: Labeling) -> None:
         user = session_user(gradio_app(), request)
         if user is None:
             return _error(401, "not logged in")
-        if not _same_origin(request):
-            return _error(403, "cross-origin vote refused")
+        refusal = cross_site(request.scope)
+        if refusal:
+            return _error(403, refusal)
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return _error(415, "send the vote as application/json")
         try:

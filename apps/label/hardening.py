@@ -6,13 +6,19 @@
     huge body holds no login slot, thread or memory (Starlette's form parser and `request.json()`
     read whatever they are sent);
   - cross-site requests are refused (403): an `Origin` other than the request's own host, or
-    `Sec-Fetch-Site: cross-site` / `same-site` on anything but a page navigation (a link to the
-    app still opens it; a link to `/logout` does not log anyone out);
+    `Sec-Fetch-Site: cross-site` / `same-site` on anything but a page navigation (GET or HEAD,
+    `Sec-Fetch-Mode: navigate`) to the page or its static files (`NAVIGABLE`). A link to the
+    app still opens it, but a link to any other route is refused: a top-level navigation
+    carries the `SameSite=Lax` session cookie, so a link to `/logout` logged the user out and
+    one to `/label_api/next_pair` reserved a pair for them (as any GET under `/gradio_api/`
+    ran the app's API for them).
+    Same-origin requests and requests without these headers (scripts, curl) are unaffected;
   - no answer carries CORS headers. Gradio's CORS middleware approves any origin, with
     credentials, when the server is reached under a name other than localhost (as behind a
     TLS proxy), which let any page read `/gradio_api/token`: the session token itself;
   - the session cookie is `SameSite=Lax` (Gradio sets `None`, for embedding in other sites,
-    which this app does not need), so other sites' requests do not carry it; over HTTPS
+    which this app does not need), so other sites' requests do not carry it (but for their
+    links, top-level navigations: above); over HTTPS
     Gradio's second cookie for plain-HTTP use (no `Secure` flag) is not set;
   - `/logout` always ends every session of its user (with `?all_session=false`, Gradio ends
     only the session of the secure cookie, and a plain-HTTP browser sends the other one).
@@ -78,6 +84,20 @@ def same_host(origin: str, host: str | None) -> bool:
     return (o_port or default) == h_port
 
 
+# Where a link from another site may lead: the page (the login form before signing in) and
+# the static files it loads. A top-level navigation carries the `SameSite=Lax` session
+# cookie, so a link to any other GET route (`/label_api/next_pair` reserves a pair, `/logout`
+# ends the sessions, `/gradio_api/...` runs the app's API) acted for the signed-in user.
+NAVIGABLE = frozenset({"/", "/login", "/favicon.ico", "/manifest.json", "/robots.txt",
+                       "/theme.css"})  # fmt: skip
+NAVIGABLE_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon")
+
+
+def navigable(path: str) -> bool:
+    """Whether another site may link to `path` (see `NAVIGABLE`)."""
+    return (path or "/") in NAVIGABLE or path.startswith(NAVIGABLE_PREFIXES)
+
+
 def cross_site(scope: Scope) -> str | None:
     """Why this request comes from another site (None: it does not)."""
     origins = [v for k, v in scope.get("headers", ()) if k.lower() == b"origin"]
@@ -91,7 +111,7 @@ def cross_site(scope: Scope) -> str | None:
         navigation = scope["method"] in ("GET", "HEAD") and (
             (_header(scope, b"sec-fetch-mode") or "").lower() == "navigate"
         )
-        if not navigation or scope["path"].rstrip("/") == "/logout":
+        if not (navigation and navigable(scope["path"])):
             return "cross-site request refused"
     return None
 
