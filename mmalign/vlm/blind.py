@@ -124,8 +124,12 @@ def _generate(model: Any, processor: Any, conversations: Sequence[list[dict]],
                 "return_tensors": "pt",
                 **special_tokens_kwargs(processor, texts),
             }
-            if images is not None and any(images[start : start + batch_size]):
-                kwargs["images"] = [im for ims in images[start : start + batch_size] for im in ims]
+            shown = [] if images is None else list(images[start : start + batch_size])
+            if any(shown):
+                # as the collator lays them out: one list per prompt where one shows several
+                # (LLaVA-OneVision tiles an image alone, not one among others), else flat
+                several = any(len(ims) > 1 for ims in shown)
+                kwargs["images"] = shown if several else [im for ims in shown for im in ims]
             inputs = processor(**kwargs).to(model.device)
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
             new = out[:, inputs["input_ids"].shape[1] :]

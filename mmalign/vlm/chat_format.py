@@ -7,7 +7,10 @@ sentinel is the template's own (Qwen's `<|im_end|>\\n`, Idefics3's `<end_of_utte
 LLaVA's `</s>`), so an answer such as "d", "of" or "s" that also occurs inside that text is
 never matched there. The completion's tokens are then exactly those that transformers'
 `apply_chat_template(tokenize=True)` of the whole conversation adds after the prompt
-(`ChatFormat.closed` adds the EOS only where the template ends the turn with none).
+(`ChatFormat.closed` adds the EOS only where the template ends the turn with none). A template
+that opens the assistant turn other than with its generation prompt (LLaVA-OneVision's writes
+"assistant \\n" where its generation prompt is "assistant\\n") has the answer and what follows
+it scored after the generation prompt, as the model generates it (`ChatFormat._opening`).
 
 A prompt is the user's raw text: one that already carries the template's own framing (TRL's
 "standard" string prompts are used as they are, so such data often holds them: LLaVA's
@@ -203,17 +206,19 @@ class ChatFormat:
         self.check_prompt(prompt)
         user = [{"role": "user", "content": user_content(prompt, n_images)}]
         head = self.processor.apply_chat_template(user, add_generation_prompt=True)
-        frame = self._frame(user, head)
+        sentinel = self.processor.apply_chat_template([*user, _turn(SENTINEL)])
+        opening = self._opening(user, head, sentinel)
+        frame = self._frame(sentinel, head, opening)
         completions = {}
         for answer in answers:
             full = self.processor.apply_chat_template([*user, _turn(answer)])
-            if not full.startswith(head):
+            completion = self._completion(full, head, opening)
+            if completion is None:
                 raise RowError(
                     "template_changes_prompt",
                     "the chat template renders the assistant turn in a way that changes the "
                     f"prompt before it; cannot separate the completion of {answer!r}",
                 )
-            completion = full[len(head) :]
             end = self.answer_end(completion, answer, frame)
             opens = self.open_end is not None and self.open_end(answer)
             if opens and end is None and self.open_where_possible:
@@ -229,13 +234,37 @@ class ChatFormat:
                 completions[answer] = self.closed(completion, answer, end)
         return Templated(head, completions)
 
-    def _frame(self, user: list[dict[str, Any]], head: str) -> tuple[str, str] | None:
-        """The template's text before and after the answer in the assistant turn (the turn
-        rendered with `SENTINEL` as its answer), or None where it cannot be told apart."""
-        full = self.processor.apply_chat_template([*user, _turn(SENTINEL)])
-        if not full.startswith(head) or full.count(SENTINEL) != 1:
+    def _opening(self, user: list[dict[str, Any]], head: str, sentinel: str) -> str | None:
+        """The conversation's text up to the answer where the template opens the assistant
+        turn other than with its generation prompt (LLaVA-OneVision's hub template writes
+        "<|im_start|>assistant \\n" before the answer, its generation prompt
+        "<|im_start|>assistant\\n"), the user turn rendered alike in both; None where the
+        turn follows the generation prompt (or the user turn changes too). `sentinel`: the
+        conversation rendered with `SENTINEL` as the answer."""
+        if sentinel.startswith(head) or sentinel.count(SENTINEL) != 1:
             return None
-        before, _, after = full[len(head) :].partition(SENTINEL)
+        base = self.processor.apply_chat_template(user)  # the user turn alone
+        opening = sentinel.partition(SENTINEL)[0]
+        return opening if head.startswith(base) and opening.startswith(base) else None
+
+    @staticmethod
+    def _completion(full: str, head: str, opening: str | None) -> str | None:
+        """What the template appends after the prompt `head` for the turn rendered in `full`:
+        where the turn opens other than the generation prompt (`opening`), the answer and what
+        follows it, after the generation prompt, as the model generates it; None where `full`
+        does not continue the prompt."""
+        if full.startswith(head):
+            return full[len(head) :]
+        return full[len(opening) :] if opening is not None and full.startswith(opening) else None
+
+    def _frame(self, sentinel: str, head: str, opening: str | None) -> tuple[str, str] | None:
+        """The template's text before and after the answer in the assistant turn (`sentinel`:
+        the turn rendered with `SENTINEL` as its answer), or None where it cannot be told
+        apart."""
+        completion = self._completion(sentinel, head, opening)
+        if completion is None or completion.count(SENTINEL) != 1:
+            return None
+        before, _, after = completion.partition(SENTINEL)
         return before, after
 
     @staticmethod

@@ -122,14 +122,30 @@ def _split_pixels(inputs: Mapping[str, torch.Tensor], n_images: int, n_texts: in
         return [{"pixel_values": c, "image_grid_thw": grid[i : i + 1]} for i, c in
                 enumerate(chunks)]  # fmt: skip
     if pixel.shape[0] == n_images and "pixel_attention_mask" not in inputs:
+        shown_with = None
+        if "batch_num_images" in inputs:  # LLaVA-OneVision: per prompt, how many images
+            counts = torch.as_tensor(inputs["batch_num_images"])
+            shown_with = counts.repeat_interleave(counts)  # per image, its prompt's count
         out = []
         for i in range(n_images):
             unit = {"pixel_values": pixel[i : i + 1]}
             if "image_sizes" in inputs:
                 unit["image_sizes"] = inputs["image_sizes"][i : i + 1]
+            if shown_with is not None:
+                # an image among others is its base tile only, one shown alone is tiled
+                # (anyres): `scorer.image_features` encodes each as its processor laid it out
+                unit["batch_num_images"] = shown_with[i : i + 1]
             out.append(unit)
         return out
     return None
+
+
+def _unit_key(image: Any, unit: Mapping[str, torch.Tensor]) -> str:
+    """A vision unit's identity: the image's pixels, and for LLaVA-OneVision whether it is
+    shown among others (then not tiled: other pixels, other features than shown alone)."""
+    shown_with = unit.get("batch_num_images")
+    among = shown_with is not None and int(shown_with) != 1
+    return image_key(image) + (":among" if among else "")
 
 
 def _cat_units(units: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -304,7 +320,7 @@ class PairCollator:
                 units_of_prompt = [[i] for i in range(len(prompt_texts))]
                 vision = {k: v for k, v in inputs.items() if k.startswith("pixel")}
             else:
-                keys = [image_key(im) for im in flat_images]
+                keys = [_unit_key(im, u) for im, u in zip(flat_images, per_image, strict=True)]
                 first: dict[str, int] = {}
                 for k in keys:
                     first.setdefault(k, len(first))

@@ -1,5 +1,5 @@
-"""Load vision-language models (LLaVA-1.5, LLaVA-NeXT, Qwen2-VL / Qwen2.5-VL, Idefics3 /
-SmolVLM, toy-vlm) with their processors, through transformers' Auto classes.
+"""Load vision-language models (LLaVA-1.5, LLaVA-NeXT, LLaVA-OneVision, Qwen2-VL / Qwen2.5-VL,
+Idefics3 / SmolVLM, toy-vlm) with their processors, through transformers' Auto classes.
 
 `load_vlm` is the one entry point: a local folder or hub id, a dtype (full precision unless
 asked), a revision, a device (the CPU unless given). `toy:vlm` names the shipped toy-vlm; a
@@ -47,7 +47,8 @@ VISION_PARTS = (
 )
 # the families the scorer, collator and recipes are tested on (tiny models, tests/); another
 # family loads with a warning (`warn_untested`): its template or image layout may need work
-TESTED_FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")
+TESTED_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "idefics3",
+                   "smolvlm")  # fmt: skip
 _WARNED: set[str] = set()  # the untested families warned about in this process
 
 

@@ -78,6 +78,8 @@ def image_features(core: Any, batch: SequenceBatch) -> list[torch.Tensor]:
     each sequence's pixels, `completion_hidden`)."""
     if not batch.vision:
         return []
+    if "batch_num_images" in batch.vision:
+        return _tiled_apart(core, batch.vision)
     out = core.model.get_image_features(**batch.vision, return_dict=True)
     features = out.pooler_output
     if isinstance(features, torch.Tensor):
@@ -85,6 +87,31 @@ def image_features(core: Any, batch: SequenceBatch) -> list[torch.Tensor]:
     features = list(features)
     if batch.layout == "prompt" and len(features) != len(batch.vision["pixel_values"]):
         return []
+    return features
+
+
+def _tiled_apart(core: Any, vision: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """LLaVA-OneVision's features per image: one shown alone in its prompt is tiled (anyres),
+    one shown among others is its base tile, as its processor expanded each (the collator's
+    per-image `batch_num_images`, the number of images of its prompt). `get_image_features`
+    tiles the images its `batch_num_images` counts alone, so the two kinds are encoded apart:
+    those shown among others as one group of them all (a lone one beside a copy of itself, as
+    a group of one would be tiled)."""
+    shown_with = vision["batch_num_images"].tolist()
+    inputs = {k: v for k, v in vision.items() if k != "batch_num_images"}
+    alone = [i for i, n in enumerate(shown_with) if n == 1]
+    among = [i for i, n in enumerate(shown_with) if n != 1]
+    features: list[Any] = [None] * len(shown_with)
+    for group, counts in ((alone, None), (among if len(among) > 1 else among * 2, True)):
+        if not group:
+            continue
+        index = torch.tensor(group, device=inputs["pixel_values"].device)
+        kwargs = {k: v[index.to(v.device)] for k, v in inputs.items()}
+        if counts:
+            kwargs["batch_num_images"] = torch.tensor([len(group)])
+        out = core.model.get_image_features(**kwargs, return_dict=True).pooler_output
+        for i, f in zip(group, out, strict=True):
+            features[i] = f
     return features
 
 

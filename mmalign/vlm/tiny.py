@@ -1,8 +1,10 @@
-"""Tiny random LLaVA and Qwen2-VL models with their processors, built from config.
+"""Tiny random LLaVA, LLaVA-OneVision and Qwen2-VL models with their processors, built from
+config.
 
-They exist for tests and benchmarks: the same classes as llava-hf/llava-1.5-7b-hf and
-Qwen/Qwen2-VL-2B-Instruct at a few hundred thousand parameters, saved with `save_pretrained`
-so that they load back through `load_vlm` exactly like the real checkpoints.
+They exist for tests and benchmarks: the same classes as llava-hf/llava-1.5-7b-hf,
+llava-hf/llava-onevision-qwen2-7b-ov-hf and Qwen/Qwen2-VL-2B-Instruct at a few hundred thousand
+parameters, saved with `save_pretrained` so that they load back through `load_vlm` exactly like
+the real checkpoints.
 """
 
 from __future__ import annotations
@@ -27,6 +29,23 @@ QWEN_TEMPLATE = (
     "{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
     "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
     "{{ '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# llava-hf/llava-onevision-qwen2-*-ov-hf's chat_template.json: a turn's images first (side by
+# side, nothing between them), then each text part on its own line; the assistant turn opens
+# with "assistant " where the generation prompt writes "assistant\n"
+ONEVISION_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
+    "{{ '<video>' }}{% endfor %}"
+    "{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ '\n' + content['text'] }}{% endfor %}"
+    "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ '\n' + content['text'] }}{% endgeneration %}{% endfor %}{% endif %}"
+    "{{'<|im_end|>'}}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 CORPUS = (
@@ -147,6 +166,69 @@ def tiny_qwen2vl(out_dir: str | Path | None = None, *, seed: int = 0, image_size
         tokenizer=tok,
         video_processor=Qwen2VLVideoProcessor(),
         chat_template=QWEN_TEMPLATE,
+    )
+    return _maybe_save(model, processor, out_dir)
+
+
+def tiny_llava_onevision(out_dir: str | Path | None = None, *, seed: int = 0,
+                         image_size: int = 16):  # fmt: skip
+    """(model, processor) of a random LlavaOnevisionForConditionalGeneration: a SigLIP tower
+    (no CLS token, `full` features) and a Qwen2 language model. A lone image is tiled anyres:
+    resized to the best of `image_grid_pinpoints` (1x1 to 2x2 tiles of `image_size`), its
+    tiles' features unpadded to the image's aspect ratio with an `image_newline` after each
+    row, after the base tile's ((image_size / 4)^2 tokens a tile, 16 by default): its token
+    count depends on its size. An image among several in a prompt is its base tile and one
+    `image_newline` (17 tokens by default). The chat template is the hub's
+    (`ONEVISION_TEMPLATE`)."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+    tok = make_tokenizer(special, bos=None, eos="<|im_end|>", pad="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": special[1:]})
+    patch = 4
+    vision = SiglipVisionConfig(
+        image_size=image_size, patch_size=patch, hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=2, vision_use_head=False,
+    )  # fmt: skip
+    text = Qwen2Config(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+    )  # fmt: skip
+    pinpoints = [[image_size * h, image_size * w] for h in (1, 2) for w in (1, 2)]
+    config = LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        video_token_index=tok.convert_tokens_to_ids("<video>"),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=pinpoints,
+        vision_aspect_ratio="anyres_max_9",
+    )
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    _generation_defaults(model, tok)
+    image_processor = LlavaOnevisionImageProcessor(
+        size={"height": image_size, "width": image_size}, image_grid_pinpoints=pinpoints,
+        image_mean=[0.5] * 3, image_std=[0.5] * 3,
+    )  # fmt: skip
+    processor = LlavaOnevisionProcessor(
+        image_processor=image_processor,
+        tokenizer=tok,
+        video_processor=LlavaOnevisionVideoProcessor(),
+        num_image_tokens=(image_size // patch) ** 2,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+        chat_template=ONEVISION_TEMPLATE,
     )
     return _maybe_save(model, processor, out_dir)
 

@@ -8,13 +8,15 @@ intermediate layer) is pooled: `mean` over the real tokens, the `last` token, or
 the two images of each example (`contrast`: the preferred image's tokens' mean minus the
 dispreferred's, averaged over the examples; `contrast_tokens`: the same token by token, for
 models that give every image the same number of tokens, flattened: T_img * D wide, 2048 on
-toy-vlm but 576 * 4096 on LLaVA-1.5, where `contrast` is the one to use). Both need a model that
-expands each image into one run of image tokens (LLaVA, LLaVA-OneVision, Qwen2-VL); others get
-a clear error. The symmetric poolings see both images of an example alike, so which one was
-preferred reaches them only through what the layers made of the order; the contrasts read it
-directly (on toy-vlm only they carry a user's taste: docs/results.md, PPD). Layer, pooling and
-the rows used are recorded with the embeddings. Embeddings are cached by the model's weights
-(`VLM.weights_key`), the layer, the pooling, the exact examples (prompt text and image bytes) and
+toy-vlm but 576 * 4096 on LLaVA-1.5, where `contrast` is the one to use). Both need each image's
+tokens told apart: one run of image tokens per image (LLaVA, Qwen2-VL), or runs side by side
+split by each image's token count from the forward's image features (LLaVA-OneVision, whose
+template writes a prompt's images first, nothing between them); others get a clear error. The
+symmetric poolings see both images of an example alike, so which one was preferred reaches them
+only through what the layers made of the order; the contrasts read it directly (on toy-vlm only
+they carry a user's taste: docs/results.md, PPD). Layer, pooling and the rows used are recorded
+with the embeddings. Embeddings are cached by the model's weights (`VLM.weights_key`), the
+layer, the pooling, the exact examples (prompt text and image bytes) and
 `PROMPT_FORMAT_VERSION`, which each cache entry also records: an entry of another version, or of
 none (written before the version existed), is computed again, never served. The key needs the
 weights' files and the processor, not the model: given a `VLMRef`, the encoder is loaded only to
@@ -47,8 +49,11 @@ POOLINGS = ("mean", "last", "contrast", "contrast_tokens")
 # cache key names it; bump it with any change to the conversation, the template call or the
 # tokenizer kwargs, or cached embeddings of the old input are reused as if the same. 1: the
 # format before it was versioned (two BOS where the chat template writes one); 2: one BOS
-# (`special_tokens_kwargs`). Caches without a version are read as stale.
-PROMPT_FORMAT_VERSION = 2
+# (`special_tokens_kwargs`); 3: a user's images given to the processor as one list per
+# conversation (LLaVA-OneVision's lays out each of a prompt's several images as its base tile;
+# a flat list had every image tiled as if alone, anyres). Caches without a version are read
+# as stale.
+PROMPT_FORMAT_VERSION = 3
 Example = tuple[str, Any, Any]  # (prompt, preferred PIL image, dispreferred PIL image)
 
 
@@ -106,13 +111,30 @@ def image_token_id(model: Any, processor: Any) -> int:
     )
 
 
-def image_blocks(input_ids: torch.Tensor, token_id: int) -> list[torch.Tensor]:
-    """Positions of each image's tokens in one sequence: runs of consecutive `token_id`s."""
+def image_blocks(input_ids: torch.Tensor, token_id: int,
+                 sizes: Sequence[int] | None = None) -> list[torch.Tensor]:  # fmt: skip
+    """Positions of each image's tokens in one sequence: runs of consecutive `token_id`s; with
+    `sizes` (each image's token count, in order) that add up to its image tokens, those counts
+    in order, for templates that set a prompt's images side by side (LLaVA-OneVision's writes
+    them all first, nothing between them: one run for all)."""
     pos = (input_ids == token_id).nonzero().flatten()
     if pos.numel() == 0:
         return []
+    if sizes is not None and sum(sizes) == pos.numel():
+        return list(torch.split(pos, list(sizes)))
     breaks = (pos[1:] - pos[:-1] > 1).nonzero().flatten() + 1
     return list(torch.tensor_split(pos, breaks.tolist()))
+
+
+def image_token_counts(output: Any, n_images: int) -> list[int] | None:
+    """Each image's token count in a forward's order, from the image features it placed
+    (`image_outputs.pooler_output`, one [tokens, D] per image); None where the output has no
+    such features, or not one per image (Idefics3's are per tile)."""
+    image = getattr(output, "image_outputs", None)
+    features = getattr(image, "pooler_output", None)
+    if features is None or len(features) != n_images:
+        return None
+    return [int(f.shape[0]) for f in features]
 
 
 def contrast_pool(
@@ -122,7 +144,8 @@ def contrast_pool(
     blocks, in order preferred, dispreferred, preferred, ...: `contrast` [D], the mean over
     examples of (mean preferred-image state - mean dispreferred-image state);
     `contrast_tokens` [T_img * D], the same per image token. The blocks must be exactly one
-    run of image tokens per image (LLaVA, LLaVA-OneVision, Qwen2-VL expand an image so)."""
+    run of image tokens per image (`image_blocks`: LLaVA, Qwen2-VL; LLaVA-OneVision's, side by
+    side, split by each image's token count)."""
     if len(blocks) != 2 * shots:
         raise InputError(
             f"pooling {pooling}: found {len(blocks)} runs of image tokens in a prompt of "
@@ -169,11 +192,12 @@ def embed_users(
             for u in chunk:
                 messages, ims = few_shot_conversation(list(examples[u])[:shots])
                 texts.append(processor.apply_chat_template(messages, add_generation_prompt=True))
-                images += ims
+                images.append(ims)  # one list per conversation: its images, in order
             inputs = processor(text=texts, images=images, padding=True, return_tensors="pt",
                                **special_tokens_kwargs(processor, texts))  # fmt: skip
             inputs = inputs.to(device)
-            hidden = model(**inputs, output_hidden_states=True).hidden_states
+            output = model(**inputs, output_hidden_states=True)
+            hidden = output.hidden_states
             if not -len(hidden) <= layer < len(hidden):
                 raise InputError(f"layer {layer} out of range: the model has {len(hidden)} states")
             h = hidden[layer].float()
@@ -185,10 +209,14 @@ def embed_users(
                         f"line up with its input ids ({inputs['input_ids'].shape[1]}); use mean"
                     )
                 token = image_token_id(model, processor)
+                n = 2 * shots  # images per user, in the order of `images`
+                sizes = image_token_counts(output, n * h.shape[0])
                 rows = [
-                    contrast_pool(h[i], image_blocks(inputs["input_ids"][i], token), pooling, shots)
+                    contrast_pool(h[i], image_blocks(inputs["input_ids"][i], token,
+                                                     sizes and sizes[i * n : (i + 1) * n]),
+                                  pooling, shots)
                     for i in range(h.shape[0])
-                ]
+                ]  # fmt: skip
                 widths = {int(r.numel()) for r in rows} | ({width} if width else set())
                 if len(widths) != 1:
                     raise InputError(
