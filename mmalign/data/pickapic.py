@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
+from datasets import Dataset, DatasetDict, IterableDataset, SplitDict, SplitInfo, load_dataset
 
 from .saved import load_saved  # (a split saved from 0 rows is an empty Dataset, not a crash)
 from .schema import ValidationReport, decodable, pair_features, to_pil_image, to_rgb
@@ -58,6 +58,8 @@ PICKAPIC_COLUMNS = tuple(PICKAPIC_SCHEMA.names)
 PAIR_FEATURES = pair_features("image", extra=("user_id",))
 _UID_NAMESPACE = uuid.UUID("6f1c1d2e-6d3a-5b7e-9a4f-2c8e0b1d7a55")  # fixed: uids reproducible
 _EPOCH = datetime(2023, 1, 1)  # placeholder created_at for generated rows
+# where a hub id came from, in messages, when the caller names no flag (`prompts.pickapic_key`)
+HUB_KEY = "Pick-a-Pic (a local folder or $MMALIGN_PICKAPIC)"
 
 
 # ---------------------------------------------------------------- locating splits
@@ -110,6 +112,14 @@ def saved_splits(root: Path) -> list[str]:
     return sorted(p.parent.name for p in root.glob("*/state.json"))
 
 
+def _stream(ds: Dataset | IterableDataset, split: str, rows: int) -> IterableDataset:
+    """`ds` as a stream whose info records the split's `rows`, as a hub card's and a
+    non-streaming load's do: how many rows one pass reads (`ValidationReport.pass_rows`)."""
+    stream = ds.to_iterable_dataset() if isinstance(ds, Dataset) else ds
+    stream.info.splits = SplitDict({split: SplitInfo(split, num_examples=rows)})
+    return stream
+
+
 def _load_raw(
     source: str | Path,
     split: str,
@@ -117,12 +127,12 @@ def _load_raw(
     streaming: bool,
     columns: list[str] | None = None,
     cache_dir: str | Path | None = None,
+    key: str = HUB_KEY,
 ) -> Dataset | IterableDataset:
     root = Path(source).expanduser()  # `~/pickapic` from a recipe: no shell expanded it
     if not root.exists():  # a hub id; `datasets` itself lists the splits on a typo
         from ..hub import hub_errors, require_one
 
-        key = "Pick-a-Pic (a local folder or $MMALIGN_PICKAPIC)"
         require_one(str(source), key, repo_type="dataset")
         with hub_errors(source, key, repo_type="dataset"):
             ds = load_dataset(str(source), split=split, streaming=streaming, cache_dir=cache_dir)
@@ -132,7 +142,7 @@ def _load_raw(
         ds = load_saved(str(root))
         check_saved_split(ds, split, root)  # never another split in its place
         ds = ds.select_columns(columns) if columns else ds
-        return ds.to_iterable_dataset() if streaming else ds
+        return _stream(ds, split, len(ds)) if streaming else ds
     parquet, saved = _parquet_splits(root), saved_splits(root)
     if split not in parquet and split not in saved:
         available = sorted({*parquet, *saved})
@@ -141,7 +151,7 @@ def _load_raw(
         raise ValueError(f"split {split!r} not found in {root}; available splits: {available}")
     if split in parquet:
         extra = {"columns": columns} if columns else {}
-        return load_dataset(
+        ds = load_dataset(
             "parquet",
             data_files={split: parquet[split]},
             split=split,
@@ -149,10 +159,12 @@ def _load_raw(
             cache_dir=None if cache_dir is None else str(cache_dir),
             **extra,
         )
+        rows = sum(pq.read_metadata(f).num_rows for f in parquet[split]) if streaming else 0
+        return _stream(ds, split, rows) if streaming else ds
     loaded = load_saved(str(root if (root / "dataset_dict.json").exists() else root / split))
     ds = loaded[split] if isinstance(loaded, DatasetDict) else loaded
     ds = ds.select_columns(columns) if columns else ds
-    return ds.to_iterable_dataset() if streaming else ds
+    return _stream(ds, split, len(ds)) if streaming else ds
 
 
 # ----------------------------------------------------------------------- reader
@@ -216,6 +228,7 @@ def load_pickapic(
     max_rows: int | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    key: str = HUB_KEY,
 ) -> tuple[Dataset | IterableDataset, ValidationReport]:
     """Pick-a-Pic rows as PreferencePair rows (prompt, chosen, rejected, label, user_id, source).
 
@@ -223,22 +236,28 @@ def load_pickapic(
     the hub), a `save_to_disk` folder, or a hub dataset id. `split` has no default.
     tie_policy: "drop" (counted as "tie"), "half" (kept with label 0.5), or
     "random" (a coin seeded by `seed` and the row index picks the winner, label 1).
-    max_rows: read at most this many source rows (before filtering).
-    With `streaming=True` the result is lazy and the report fills in as it is iterated.
+    max_rows: read at most this many source rows (before filtering). key: where the user named
+    `source`, for messages (`--pickapic-root`; `prompts.pickapic_key`).
+    With `streaming=True` the result is lazy and the report fills in as it is iterated, over one
+    pass (`ValidationReport.pass_rows`: the split's rows from its parquet footers, saved length
+    or hub card, at most max_rows), so a second epoch, in any order, leaves it as it is.
     The report names rows, skipped (`examples`) and kept (`source_row`), by their index in
     the split as read: its shards in file-name order, counted on from one shard to the next
-    (row 3 of a split of two-row shards is the second row of the second shard).
+    (row 3 of a split of two-row shards is the second row of the second shard; a `shuffle()`d
+    stream numbers rows within each shard).
     """
     if tie_policy not in ("drop", "half", "random"):
         raise ValueError(f"tie_policy must be 'drop', 'half' or 'random', got {tie_policy!r}")
-    raw = _load_raw(source, split, streaming=streaming, cache_dir=cache_dir)
-    if max_rows is not None:
-        raw = (
-            raw.take(max_rows)
-            if isinstance(raw, IterableDataset)
-            else raw.select(range(min(max_rows, len(raw))))
-        )
-    report = ValidationReport(name=f"pickapic:{split}")
+    raw = _load_raw(source, split, streaming=streaming, cache_dir=cache_dir, key=key)
+    if max_rows is not None and isinstance(raw, IterableDataset):
+        raw = raw.take(max_rows)
+    elif max_rows is not None:
+        raw = raw.select(range(min(max_rows, len(raw))))
+    info = raw.info.splits if streaming else None  # a local split's count is set by _stream
+    rows = (info[split].num_examples or None) if info and split in info else None
+    if rows is not None and max_rows is not None:
+        rows = min(rows, max_rows)
+    report = ValidationReport(name=f"pickapic:{split}", pass_rows=rows)
     tag = f"pickapic:{split}"
 
     def convert(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
@@ -250,9 +269,8 @@ def load_pickapic(
             if pair is None:
                 report.skip(index, reason or "unknown")
                 continue
-            report.keep(index)  # messages about kept row i name the row read (source_row)
-            if pair["label"] == 0.5:  # a tie kept (policy `half`): counted apart, as dropped ones
-                report.ties_kept += 1
+            # messages about kept row i name the row read (source_row); a tie kept (`half`)
+            report.keep(index, tie=pair["label"] == 0.5)  # is counted apart, as dropped ones
             for name in out:
                 out[name].append(tag if name == "source" else pair.get(name))
         return out
@@ -277,11 +295,13 @@ def load_pickapic(
 
 
 def pickapic_prompts(
-    source: str | Path, split: str, *, cache_dir: str | Path | None = None
+    source: str | Path, split: str, *, cache_dir: str | Path | None = None, key: str = HUB_KEY
 ) -> list[str]:
-    """Unique captions of a split, first occurrence order (e.g. `test_unique`'s 500)."""
+    """Unique captions of a split, first occurrence order (e.g. `test_unique`'s 500); `key` as
+    for `load_pickapic`."""
     streaming = not Path(source).expanduser().exists()  # on the hub, do not download images
-    raw = _load_raw(source, split, streaming=streaming, columns=["caption"], cache_dir=cache_dir)
+    raw = _load_raw(source, split, streaming=streaming, columns=["caption"], cache_dir=cache_dir,
+                    key=key)  # fmt: skip
     captions = (row["caption"] for row in raw) if streaming else raw["caption"]
     return list(dict.fromkeys(c for c in captions if c))
 

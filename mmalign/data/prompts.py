@@ -19,11 +19,25 @@ from pathlib import Path
 
 PICKAPIC_HUB = "yuvalkirstain/pickapic_v2"
 PICKAPIC_ENV = "MMALIGN_PICKAPIC"
+PICKAPIC_FLAG = "--pickapic-root"  # the option of the commands that read Pick-a-Pic (eval/cli.py)
 
 
 def pickapic_source(root: str | Path | None = None) -> str:
     """A local Pick-a-Pic folder (`root`, else `$MMALIGN_PICKAPIC`) or the hub id."""
     return str(root or os.environ.get(PICKAPIC_ENV) or PICKAPIC_HUB)
+
+
+def pickapic_key(root: str | Path | None = None, flag: str | None = None) -> str:
+    """Where `pickapic_source(root)` was named, for messages (the `key` of `hub.require`):
+    `flag` (default `--pickapic-root`) for a `root` given, `$MMALIGN_PICKAPIC` when that is set,
+    else, for the hub id, what would name a local copy instead: the command's `flag` and the
+    variable (`--pickapic-root (or $MMALIGN_PICKAPIC)`), or the variable alone where there is
+    no flag (a recipe's `validation.prompts`)."""
+    if root:
+        return flag or PICKAPIC_FLAG
+    if os.environ.get(PICKAPIC_ENV):
+        return f"${PICKAPIC_ENV}"
+    return f"{flag} (or ${PICKAPIC_ENV})" if flag else f"${PICKAPIC_ENV}"
 
 
 def _parti(path: Path) -> list[str]:
@@ -121,8 +135,11 @@ def _existing(spec: str, path: str) -> Path:
     return p
 
 
-def resolve_prompts(spec: str, *, pickapic_root: str | Path | None = None) -> list[str]:
-    """The prompts a spec names (see the module docstring)."""
+def resolve_prompts(
+    spec: str, *, pickapic_root: str | Path | None = None, pickapic_flag: str | None = None
+) -> list[str]:
+    """The prompts a spec names (see the module docstring). `pickapic_flag`: the command's option
+    that gives `pickapic_root` (`--pickapic-root`), named in messages; None where there is none."""
     family, _, rest = spec.partition(":")
     if family == "toy":
         return _toy(spec)
@@ -131,7 +148,8 @@ def resolve_prompts(spec: str, *, pickapic_root: str | Path | None = None) -> li
 
         if not rest:
             raise ValueError("prompts pickapic: name the split, e.g. pickapic:test_unique")
-        return pickapic_prompts(pickapic_source(pickapic_root), rest)
+        key = pickapic_key(pickapic_root, pickapic_flag)
+        return pickapic_prompts(pickapic_source(pickapic_root), rest, key=key)
     if family == "parti":
         return _parti(_existing(spec, rest))
     if family == "hps":

@@ -74,12 +74,12 @@ def apply_lora(model: DiffusionModel, lora: str | Path, key: str = "lora") -> Di
         raise
     except (RuntimeError, ValueError, KeyError) as err:
         raise ValueError(
-            f"the LoRA at {path} does not fit the model {model.source}: {err}"
+            f"{key}: the LoRA at {path} does not fit the model {model.source}: {err}"
         ) from None
     if _lora_params(model.unet) == before:
         raise ValueError(
-            f"the LoRA at {path} does not fit the model {model.source}: none of its layers "
-            "matched the UNet (was it trained on another architecture?)"
+            f"{key}: the LoRA at {path} does not fit the model {model.source}: none of its "
+            "layers matched the UNet (was it trained on another architecture?)"
         )
     return model
 
@@ -90,24 +90,32 @@ def load_tuned(
     *,
     dtype: str = "float32",
     device: str | torch.device | None = None,
+    key: str = "--tuned",
+    base_key: str = "--base",
 ) -> DiffusionModel:
     """`tuned`: a pipeline folder, a LoRA folder (needs `base`), a full-UNet folder (needs
     `base`) or a training output_dir (its final weights; the base comes from its run file).
     `dtype`: the pipeline's precision, as `load_pipeline` takes it. `device`: where the whole
-    pipeline is moved once its tuned weights are in (None: it stays on the CPU)."""
-    model = _load_tuned(tuned, base, dtype)
+    pipeline is moved once its tuned weights are in (None: it stays on the CPU).
+    key, base_key: where the user named `tuned` and the base, for messages (`eval winrate`'s
+    --tuned and --base; a command that names the tuned model otherwise passes its own, as
+    `eval accuracy --model`). The base is named `base_key` even where the run file gave it:
+    that option is how to give another."""
+    model = _load_tuned(tuned, base, dtype, key, base_key)
     if device is not None:
         model.pipe.to(device)  # the LoRA, UNet or transformer just put in included
     return model
 
 
-def _load_tuned(tuned: str | Path, base: str | None, dtype: str) -> DiffusionModel:
+def _load_tuned(
+    tuned: str | Path, base: str | None, dtype: str, key: str, base_key: str
+) -> DiffusionModel:
     from diffusers import UNet2DConditionModel
 
     path = Path(tuned)
     if not path.exists():
-        raise FileNotFoundError(f"--tuned {path} does not exist")
-    require_kind(tuned, "model", "diffusion", "this command")  # a VLM run or folder
+        raise FileNotFoundError(f"{key} {path} does not exist")
+    require_kind(tuned, key, "diffusion", "this command")  # a VLM run or folder
     run_file = path / "mmalign_run.json"
     run: dict = {}
     if run_file.is_file():
@@ -130,15 +138,17 @@ def _load_tuned(tuned: str | Path, base: str | None, dtype: str) -> DiffusionMod
         if final["kind"] == "lora":
             path = path.parent
     if (path / "model_index.json").is_file():
-        return load_pipeline(path, dtype=dtype)
+        return load_pipeline(path, dtype=dtype, key=key)
     if base is None:
-        raise ValueError(f"{path} holds LoRA or UNet weights only: give the base model (--base)")
+        raise ValueError(
+            f"{path} holds LoRA or UNet weights only: give the base model ({base_key})"
+        )
     # a flow run samples with the text encoders and T5 length it trained with (flow_recipe)
-    model = load_pipeline(base, dtype=dtype, drop_t5=run.get("t5") is False)
+    model = load_pipeline(base, dtype=dtype, drop_t5=run.get("t5") is False, key=base_key)
     if run.get("max_sequence_length") and hasattr(model.pipe, "transformer"):
         model.pipe.mmalign_max_sequence_length = int(run["max_sequence_length"])
     if (path / LORA_FILE).is_file():
-        return apply_lora(model, path)
+        return apply_lora(model, path, key=key)
     if (path / "config.json").is_file() and hasattr(model.pipe, "transformer"):  # SD3 / FLUX
         cls = type(model.pipe.transformer)
         transformer = cls.from_pretrained(path, **dtype_kwarg(model.pipe.transformer.dtype))

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..data.prompts import pickapic_source
+from ..data.prompts import PICKAPIC_FLAG, pickapic_key, pickapic_source
 from ..words import plural
 
 VALIDATION = {"test": "validation", "test_unique": "validation_unique"}
@@ -72,10 +72,12 @@ def load_pairs(
 
         if not rest:
             raise ValueError("data pickapic: name the split, e.g. pickapic:test")
-        # Ties stay (label 0.5): the protocol scores them.
+        # Ties stay (label 0.5): the protocol scores them. Messages name `--pickapic-root`, the
+        # option of both commands that read this (eval accuracy --scorer and --model)
         return load_pickapic(
-            pickapic_source(pickapic_root), rest, tie_policy="half", max_rows=max_rows
-        )
+            pickapic_source(pickapic_root), rest, tie_policy="half", max_rows=max_rows,
+            key=pickapic_key(pickapic_root, PICKAPIC_FLAG),
+        )  # fmt: skip
     if family == "toy":
         from ..diffusion.data import open_pairs
 

@@ -33,6 +33,7 @@ def scorer_kwargs(args: argparse.Namespace, names: list[str]) -> dict[str, dict[
 
 
 def add_scorer_options(p: argparse.ArgumentParser) -> None:
+    from ..data.prompts import PICKAPIC_FLAG
     from ..rewards.files import HELP
 
     p.add_argument("--scorer-path", action="append", metavar="NAME=PATH", help=HELP)
@@ -41,7 +42,7 @@ def add_scorer_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--scorer-dtype", default=None, help="float32 (default), float16, bfloat16")
     p.add_argument(
-        "--pickapic-root", default=None,
+        PICKAPIC_FLAG, default=None,  # the flag `data.prompts.pickapic_key` names in messages
         help="local Pick-a-Pic v2 folder (default: $MMALIGN_PICKAPIC, else the hub)",
     )  # fmt: skip
 
