@@ -18,7 +18,7 @@ import json
 import pytest
 from PIL import Image
 
-import mmalign.data.pickapic as pickapic_module
+import mmalign.data.pickapic_files as pickapic_files
 import mmalign.diffusion.data as diffusion_data
 from mmalign.config import InputError
 from mmalign.data.pickapic import load_pickapic, write_pickapic
@@ -64,7 +64,7 @@ def _no_network(*args, **kwargs):
 def test_a_dataset_that_cannot_be_downloaded_gets_a_dataset_download_hint(monkeypatch, reader):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online: the loader is left to try the hub
     monkeypatch.setattr(diffusion_data, "load_dataset", _no_network)
-    monkeypatch.setattr(pickapic_module, "load_dataset", _no_network)
+    monkeypatch.setattr(pickapic_files, "load_dataset", _no_network)
     monkeypatch.setattr("datasets.load_dataset", _no_network)  # open_vlm_pairs imports it late
     call = {"open_pairs": open_pairs, "load_pickapic": load_pickapic,
             "open_vlm_pairs": open_vlm_pairs}[reader]  # fmt: skip

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from datasets import Dataset, load_dataset
 
-from ..data.pickapic import check_saved_split, is_pickapic_folder, load_pickapic
+from ..data.pickapic import load_pickapic
+from ..data.pickapic_files import check_saved_split, is_pickapic_folder
 from ..data.saved import load_saved, require_rows
 from ..data.schema import ValidationReport, to_pil_image, to_rgb, validate_rows
 from ..hub import hub_errors, require_one

@@ -138,7 +138,7 @@ def resolve_split(data: str, split: str | None) -> DenseSplit:
     - a RichHF-18K folder: `<split>.tfrecord`, "test" by default; one `.tfrecord` file: whole
       (a split asked for must be its name);
     - toy data is built, not split: a `--split` is refused rather than ignored."""
-    from ..data.pickapic import saved_splits
+    from ..data.pickapic_files import saved_splits
     from ..suggest import closest
     from ..toy.cache import TOY_PREFIX, split_to_read
 

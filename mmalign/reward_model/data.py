@@ -76,7 +76,7 @@ def _saved_split(path: Path, split: str | None) -> Any:
     do), or the split `split` of a DatasetDict (the DatasetDict itself has no columns)."""
     from datasets import Dataset, load_from_disk
 
-    from ..data.pickapic import check_saved_split
+    from ..data.pickapic_files import check_saved_split
 
     ds = load_from_disk(str(path))
     if isinstance(ds, Dataset):

@@ -124,7 +124,7 @@ def open_vlm_pairs(
     (`check_saved_split`)."""
     from datasets import Dataset, load_dataset
 
-    from ..data.pickapic import check_saved_split
+    from ..data.pickapic_files import check_saved_split
     from ..data.saved import load_saved, require_rows
     from ..data.schema import validate_rows
     from ..data.vlm_rows import read_records
