@@ -1,5 +1,7 @@
 """`mmalign data show CARD`: what a dataset card resolves to, read on a sample of its rows;
-`mmalign data smooth DATA --scorer NAME --out DIR`: SmPO soft labels from a reward model.
+`mmalign data smooth DATA --scorer NAME --out DIR`: SmPO soft labels from a reward model;
+`mmalign data users SOURCE --out DIR`: PPD's per-user pairs, split into train / held-out users;
+`mmalign data user-embed DATA`: PPD's user embeddings.
 
 Prints the card (source, license, split, columns, policy, published rows), then opens the data
 the way a recipe would (toy sets are built on first use and cached; Pick-a-Pic and the VLM
@@ -122,16 +124,127 @@ def _cmd_smooth(args: argparse.Namespace) -> int:
     return 0
 
 
+def users_source(
+    source: str, split: str | None, max_rows: int | None, pickapic_root: str | None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(rows, the reader's ValidationReport, what was read) for `data users SOURCE`: ties kept
+    (label 0.5), to be counted per user. `pickapic:<split>` reads Pick-a-Pic v2 from
+    `--pickapic-root`, `$MMALIGN_PICKAPIC` or the hub, as `eval accuracy --data` does; any
+    other SOURCE opens as a recipe's `data.path` does (`open_pairs`: a saved PreferencePair
+    folder, Pick-a-Pic shards or a saved copy, a hub id, toy:<kind>)."""
+    from .config import InputError
+    from .data.saved import require_rows
+
+    family, _, rest = source.partition(":")
+    if family == "pickapic":
+        from .data.pickapic import load_pickapic
+        from .data.prompts import PICKAPIC_FLAG, pickapic_key, pickapic_source
+
+        if not rest:
+            raise InputError("SOURCE pickapic: name the split, e.g. pickapic:train")
+        if split is not None and split != rest:
+            raise InputError(f"--split {split} and SOURCE {source} name two splits; give one")
+        where = pickapic_source(pickapic_root)
+        rows, report = load_pickapic(where, rest, tie_policy="half", max_rows=max_rows,
+                                     key=pickapic_key(pickapic_root, PICKAPIC_FLAG))  # fmt: skip
+        require_rows(rows, report, "SOURCE", source)
+        return rows, report, {"source": source, "path": where, "split": rest}
+    if pickapic_root is not None:
+        raise InputError(f"--pickapic-root is for SOURCE pickapic:<split>, not {source}")
+    from .diffusion.data import open_pairs
+    from .toy.cache import split_to_read
+
+    split = split_to_read(source, split)  # toy data: refused, not ignored
+    rows, report = open_pairs(source, split, max_samples=max_rows, tie_policy="half",
+                              key="SOURCE")  # fmt: skip
+    return rows, report, {"source": source, "split": split}
+
+
+def users_out(out: str, overwrite: bool, source: str) -> tuple[Path, list[str]]:
+    """`--out` of `data users` and what of an earlier build in it `--overwrite` replaces:
+    refused when it holds one, unless `--overwrite`, as `mmalign toy data` does. A SOURCE
+    inside that earlier build is refused: it would be deleted before it is written again."""
+    from .config import InputError
+    from .data.users import SPLITS, WRITTEN
+
+    target = Path(out).expanduser()
+    if target.exists() and not target.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder")
+    earlier = [name for name in WRITTEN if (target / name).exists()]
+    if not earlier:
+        return target, []
+    if not overwrite:
+        raise InputError(
+            f"--out {out} already holds an earlier build ({', '.join(earlier)}); give "
+            "--overwrite to replace it, or another --out"
+        )
+    read, root = Path(source).expanduser().resolve(), target.resolve()
+    splits = [root / name for name in SPLITS]
+    if read == root or any(read == folder or folder in read.parents for folder in splits):
+        raise InputError(
+            f"SOURCE {source} is the earlier build in --out {out} that --overwrite replaces; "
+            "give another --out"
+        )
+    return target, earlier
+
+
+def replace_earlier(out: Path, earlier: list[str]) -> None:
+    """Delete the earlier build's `earlier` entries of `out`, said on stderr with what else
+    is there and stays (as `mmalign toy data --overwrite` says it); called once the new
+    build is planned, so a refused one leaves the earlier build as it was."""
+    import shutil
+    import sys
+
+    from .data.users import WRITTEN
+
+    if not earlier:
+        return
+    others = sorted(p.name for p in out.iterdir() if p.name not in WRITTEN)
+    kept = f"; left as they are: {', '.join(others)}" if others else ""
+    print(f"mmalign: --overwrite: replacing the earlier build in {out} ({', '.join(earlier)})"
+          f"{kept}", file=sys.stderr)  # fmt: skip
+    for name in earlier:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _cmd_users(args: argparse.Namespace) -> int:
+    """PPD's per-user pairs (Dang et al. CVPR 2025): users with enough decided pairs, split
+    by user into DIR/train and DIR/heldout (mmalign/data/users.py)."""
+    from .cli_errors import at_least_one
+    from .data.users import check_heldout, describe, plan_user_splits, write_user_splits
+
+    at_least_one(args, "min_pairs", "max_rows")
+    check_heldout(args.heldout_users, args.heldout_share)
+    out, earlier = users_out(args.out, args.overwrite, args.source)  # refused before the read
+    rows, report, read = users_source(args.source, args.split, args.max_rows, args.pickapic_root)
+    if report.num_skipped:
+        print(f"mmalign: {report}")
+    read.update(max_rows=args.max_rows, reader={"rows": report.total, "kept": report.kept,
+                                                "skipped": dict(report.skipped)})  # fmt: skip
+    plan = plan_user_splits(rows, min_pairs=args.min_pairs, heldout_users=args.heldout_users,
+                            heldout_share=args.heldout_share, seed=args.seed)  # fmt: skip
+    replace_earlier(out, earlier)
+    print(describe(write_user_splits(rows, plan, out, read=read)))
+    return 0
+
+
 EMBEDDING_FILES = (
     "user_embeddings.safetensors and user_embeddings.json"  # vlm.user_embed.write_embeddings
 )
-USER_PAIRS = "a folder of per-user pairs, as `mmalign toy data users --out DIR` writes: give DIR"
+USER_PAIRS = (
+    "a folder of per-user pairs: a saved PreferencePair folder with a user_id column (`mmalign "
+    "data users SOURCE --out DIR` writes DIR/train and DIR/heldout) or a `mmalign toy data "
+    "users --out DIR` folder"
+)
 
 
 def user_embed_paths(data: str, out: str | None) -> tuple[Path, Path, Path]:
     """(DATA's folder, its saved pairs, the output folder) of `data user-embed`, checked before
-    the VLM runs: DATA is a `mmalign toy data users --out DIR` folder (or its `pairs/`), and
-    `--out` a folder (default DATA/user_embeddings) that gets the two embedding files."""
+    the VLM runs: DATA is a saved PreferencePair folder with a user_id column (as `mmalign data
+    users` writes DIR/train and DIR/heldout) or a `mmalign toy data users --out DIR` folder (or
+    its `pairs/`), and `--out` a folder (default DATA/user_embeddings) that gets the two
+    embedding files."""
     from .config import InputError
 
     if data.startswith("toy:"):  # built in the cache: its folder is no place for the output
@@ -196,7 +309,7 @@ def _cmd_user_embed(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """Add `mmalign data` (once) with its `show` and `smooth` actions."""
+    """Add `mmalign data` (once) with its `show`, `smooth`, `users` and `user-embed` actions."""
     actions = group_actions(sub, "data")
     p = actions.add_parser("show", help="what a dataset card (datasets/*.yaml) resolves to")
     p.add_argument("card", help="a card file, or a name in datasets/ (e.g. toy_pairs)")
@@ -218,8 +331,40 @@ def register(sub: Any) -> None:
     p.add_argument("--scorer-path", action="append", metavar="NAME=PATH", help=SCORER_PATH_HELP)
     p.add_argument("--max-samples", type=int, default=None)
     p.set_defaults(func=_cmd_smooth)
+    p = actions.add_parser(
+        "users", help="PPD: per-user pairs, users with enough pairs split into train / held out"
+    )
+    from .data.users import DEFAULT_HELDOUT_SHARE, DEFAULT_MIN_PAIRS, PPD_SHOTS
+
+    p.add_argument("source", help="pairs with a user_id: pickapic:<split>, Pick-a-Pic shards or "
+                   "a saved copy, a hub id, a saved pair folder, toy:users")  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder: DIR/train, DIR/heldout and "
+                   "DIR/summary.json")  # fmt: skip
+    p.add_argument("--min-pairs", type=int, default=DEFAULT_MIN_PAIRS,
+                   help=f"keep users with at least this many decided (untied) pairs (default "
+                   f"{DEFAULT_MIN_PAIRS}: ppd.shots {PPD_SHOTS} to embed a user, one more to "
+                   "evaluate a held-out user on)")  # fmt: skip
+    held = p.add_mutually_exclusive_group()
+    held.add_argument("--heldout-users", type=int, default=None,
+                      help="hold out this many of the kept users (0: none)")  # fmt: skip
+    held.add_argument("--heldout-share", type=float, default=None,
+                      help=f"hold out this share of the kept users (default "
+                      f"{DEFAULT_HELDOUT_SHARE}, at least one user)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the user split (default 0)")
+    p.add_argument("--split", default=None, help="split of SOURCE to read (default train; none "
+                   "for toy data, which is built, not split)")  # fmt: skip
+    p.add_argument("--max-rows", type=int, default=None, help="read at most this many rows")
+    from .data.prompts import PICKAPIC_FLAG
+
+    p.add_argument(PICKAPIC_FLAG, default=None, help="pickapic:<split>: a local Pick-a-Pic v2 "
+                   "folder (default $MMALIGN_PICKAPIC, else the hub)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier build in --out (else refused)")  # fmt: skip
+    p.set_defaults(func=_cmd_users)
     p = actions.add_parser("user-embed", help="PPD: one VLM user embedding per user of the pairs")
-    p.add_argument("data", help="per-user pairs (a `mmalign toy data users` folder)")
+    p.add_argument("data", help="per-user pairs: a saved pair folder with user_id (`mmalign data "
+                   "users --out DIR`'s DIR/heldout or DIR/train) or a `mmalign toy data users` "
+                   "folder")  # fmt: skip
     p.add_argument("--model", default="toy:vlm", help="VLM folder or hub id (default toy:vlm)")
     p.add_argument("--shots", type=int, default=4, help="examples per user (default 4)")
     p.add_argument("--layer", type=int, default=-2, help="hidden state to pool (default -2)")
