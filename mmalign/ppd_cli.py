@@ -145,10 +145,10 @@ def user_prompts(
     `keep_position` for the named users, whose prompts keep their position words."""
     from dataclasses import replace
 
-    from .data.prompts import resolve_prompts
+    from .data.prompts import PICKAPIC_FLAG, resolve_prompts
     from .toy.world import parse_prompt
 
-    prompts = resolve_prompts(spec, pickapic_root=pickapic_root)
+    prompts = resolve_prompts(spec, pickapic_root=pickapic_root, pickapic_flag=PICKAPIC_FLAG)
     if spec.startswith("toy:"):
         place = {} if keep_position else {"position": "center"}
         prompts = [replace(parse_prompt(p), size="medium", **place).text for p in prompts]

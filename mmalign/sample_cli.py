@@ -80,7 +80,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_winrate(args: argparse.Namespace) -> int:
-    from .data.prompts import resolve_prompts
+    from .data.prompts import PICKAPIC_FLAG, resolve_prompts
     from .devices import device_options
     from .diffusion import load_pipeline, load_tuned
     from .diffusion.recipe import run_info
@@ -116,7 +116,9 @@ def cmd_eval_winrate(args: argparse.Namespace) -> int:
     base_name = args.base or (info or {}).get("base")
     if base_name is None:
         raise InputError("--base is needed unless --tuned is a training output_dir")
-    prompts = resolve_prompts(args.prompts, pickapic_root=args.pickapic_root)
+    prompts = resolve_prompts(
+        args.prompts, pickapic_root=args.pickapic_root, pickapic_flag=PICKAPIC_FLAG
+    )
     if args.n is not None:
         prompts = prompts[: args.n]
     # the base samples with the text encoders and T5 length the run trained (and its tuned

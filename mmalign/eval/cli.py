@@ -55,6 +55,7 @@ def _cmd_eval_implicit(args: argparse.Namespace) -> int:
         draws=DRAWS if args.draws is None else args.draws,
         max_rows=args.max_rows, pickapic_root=args.pickapic_root,
         device=None if args.scorer_device == "auto" else args.scorer_device, split=args.split,
+        key="--model",
     )  # fmt: skip
     print(describe_implicit(result))
     _write(args.out, result)

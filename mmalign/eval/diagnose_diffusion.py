@@ -47,7 +47,8 @@ def diagnose_diffusion(args: argparse.Namespace) -> int:
     scores = score_pairs(tuned, args.data, base=base, reference=args.adapter is not None,
                          draws=args.draws, batch_size=args.batch_size,
                          max_rows=args.max_samples, device=args.device,
-                         split=args.split)  # fmt: skip
+                         split=args.split, key="--adapter" if args.adapter else "--model",
+                         base_key="--model")  # fmt: skip
     columns: dict[str, list] = {
         # the row of DATA as read (rows validation skipped counted), as every report names it
         "row": [scores.report.source_row(i) for i in scores.kept],

@@ -23,6 +23,7 @@ diagnose` reports per pair for diffusion data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -76,10 +77,13 @@ def score_pairs(
     seed: int = 0,
     device: str | None = None,
     split: str = "train",
+    key: str = "--tuned",
+    base_key: str = "--base",
 ) -> PairScores:
     """Score every labelled, untied pair of `data` with `tuned` (a training output_dir, LoRA
     or pipeline folder) and, with `reference`, with its base: the same (timestep, noise) draws
-    per pair for both, no caption dropout."""
+    per pair for both, no caption dropout. key, base_key: the flags that named `tuned` and
+    `base`, for messages."""
     from ..diffusion import load_pipeline, load_tuned
     from ..diffusion.data import PairImages, collate
     from ..diffusion.encode import Encoder
@@ -91,8 +95,13 @@ def score_pairs(
         raise ValueError(f"draws must be >= 1, got {draws}")
     base = base or (run_info(tuned) or {}).get("base")
     if reference and base is None:
-        raise ValueError("the base model is needed unless the tuned model is a training output_dir")
-    model = load_tuned(tuned, base) if base is not None else load_pipeline(tuned)
+        where = "" if Path(tuned).expanduser().exists() else ": no such folder"
+        raise ValueError(f"{base_key} (the base model) is needed unless {key} is a training "
+                         f"output_dir ({tuned} is not one{where})")  # fmt: skip
+    if base is not None:
+        model = load_tuned(tuned, base, key=key, base_key=base_key)
+    else:
+        model = load_pipeline(tuned, key=key)
     dev = pick_device(device)
     model.pipe.to(dev)
     lora = any("lora_" in n for n, _ in model.unet.named_parameters())
@@ -192,12 +201,13 @@ def implicit_accuracy(
     seed: int = 0,
     device: str | None = None,
     split: str = "train",
+    key: str = "--tuned",
 ) -> dict[str, Any]:
     """Accuracy of the implicit reward of `tuned` (a training output_dir, LoRA or pipeline
     folder) over its base on the labelled pairs of `data` (`split`: of a dataset folder)."""
     scores = score_pairs(tuned, data, base=base, draws=draws, batch_size=batch_size,
                          max_rows=max_rows, pickapic_root=pickapic_root, seed=seed,
-                         device=device, split=split)  # fmt: skip
+                         device=device, split=split, key=key)  # fmt: skip
     margin = scores.implicit_margin()
     correct = implicit_credit(margin)
     return {
