@@ -1,28 +1,38 @@
 """Every hub id a recipe needs, checked together before anything loads (`mmalign train`).
 
-An SDXL recipe needs its pipeline, its VAE and its data set; offline, or online with a hub that
-cannot be reached, each one missing from the local cache is named in one message with how to
-get it, instead of the first loader's traceback minutes later (after a minute of retries). A
-model of another kind than `model.kind` (toy:sd in a VLM recipe), an `output_dir` that is a
-file (or lies under one), a `toy:<kind>` data set that does not exist and a `train.resume_from`
-that is no checkpoint are named with them.
+An SDXL recipe needs its pipeline, its VAE and its data set; a SmPO recipe the reward scorer of
+its soft labels (`data.smooth`: PickScore and its processor), a PPD recipe its user encoder
+(`ppd.encoder`), a dense one its heatmap head (`diffusion.dense.scorer: dense:<path>`).
+Offline, or online with a hub that cannot be reached, each one missing from the local cache is
+named in one message with how to get it, instead of the first loader's traceback minutes or
+hours later (the scorer loads after the data is read). A model of another kind than
+`model.kind` (toy:sd in a VLM recipe), an `output_dir` that is a file (or lies under one), a
+`toy:<kind>` data set that does not exist and a `train.resume_from` that is no checkpoint are
+named with them.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..config import InputError
 from ..hub import Need, problems
 from ..model_kind import kind_problem
 from .config import Config
 
+if TYPE_CHECKING:
+    from ..rewards.files import ScorerFile
+
 # The file that shows a model repo is in the cache, by what loads it.
 MARKERS = {"diffusion": "model_index.json", "vlm": "config.json", "reward": "config.json"}
 
 
 def recipe_needs(cfg: Config) -> list[Need]:
-    """The model, VAE and data a recipe loads, as `Need`s (toy names need nothing)."""
+    """The model, VAE, data and PPD user encoder a recipe loads, as `Need`s (toy names need
+    nothing). The scorers' files are `scorer_problems`' (a scorer names them its own way)."""
     m = cfg.model
     needs = []
     if not m.name_or_path.startswith("toy:"):
@@ -32,7 +42,111 @@ def recipe_needs(cfg: Config) -> list[Need]:
         needs.append(Need(m.vae, "model.vae", file="config.json"))
     if not cfg.data.path.startswith("toy:"):
         needs.append(Need(cfg.data.path, "data.path", repo_type="dataset"))
+    p = cfg.ppd
+    # given embeddings are read instead of computed: the encoder is then only their record
+    if m.kind == "diffusion" and p is not None and p.embeddings is None:
+        if not p.encoder.startswith("toy:"):  # its config and processor key the embeddings
+            needs.append(Need(p.encoder, "ppd.encoder", file=MARKERS["vlm"]))
     return needs
+
+
+def _file_problems(files: Sequence[ScorerFile], key: str) -> list[str]:
+    """`rewards.files.problem` of each of `files`, after `key`; online, the hub ids not cached
+    are named too when the hub cannot be reached, as `hub.problems` names a model's."""
+    from ..hub import download_hint, hub_reachable, is_cached, looks_local, offline
+    from ..rewards.files import problem
+
+    found = [problem(f) for f in files]
+    uncached = [
+        i for i, (f, p) in enumerate(zip(files, found, strict=True))
+        if p is None and f.hub and not offline() and not looks_local(f.source)
+        and not is_cached(Need(f.source, f.key, file=f.hub_file))
+    ]  # fmt: skip
+    if uncached and not hub_reachable():
+        for i in uncached:
+            f = files[i]
+            found[i] = (
+                f"{f.scorer}'s {f.what} {f.shown or f.source} could not be downloaded (no "
+                f"connection to the hub): download it with {download_hint(f.source)} where "
+                f"there is network, or give a local copy with {f.option_text}{f.note}"
+            )
+    return [f"{key}: {p}" for p in dict.fromkeys(found) if p is not None]
+
+
+def _smoothed_before(name: str, files: dict[str, str]) -> bool:
+    """Whether mmalign's cache holds a whole SmPO labelling scored by scorer `name` with these
+    `files` (diffusion/smooth.py's key ends with the scorer's): a rerun reuses its rewards and
+    loads no scorer, so an offline rerun must not be refused for a scorer it will not load."""
+    from ..data.cache import cache_root
+    from ..diffusion.smooth import REPORT, SMOOTH_VERSION, scorer_key
+
+    try:
+        tail = f";{scorer_key(name, files)}"
+    except (InputError, OSError):  # a dense head that is not there: nothing was scored by it
+        return False
+    for report in (cache_root() / "smoothed").glob(f"*/{REPORT}"):
+        try:
+            key = json.loads(report.read_text()).get("key")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(key, str) and key.startswith(f"v{SMOOTH_VERSION};") and key.endswith(tail):
+            return True
+    return False
+
+
+def _smooth_problems(spec: dict[str, Any]) -> list[str]:
+    """`scorer_problems` of `data.smooth`, unless its labels are cached (`_smoothed_before`)."""
+    from ..diffusion.smooth import RECIPE_KEY, recipe_files
+    from ..rewards.files import scorer_files
+
+    name = str(spec.get("scorer", "pickscore"))
+    try:
+        files = recipe_files(name, spec.get("scorer_path"))
+    except InputError as err:  # a malformed data.smooth.scorer_path, named by its message
+        return [str(err)]
+    try:
+        found = _file_problems(scorer_files(name, where=RECIPE_KEY, **files), "data.smooth.scorer")
+    except (InputError, ValueError, OSError) as err:  # an unknown OpenCLIP tag, no open_clip
+        found = [f"data.smooth.scorer: {err}"]
+    return found if found and not _smoothed_before(name, files) else []
+
+
+def scorer_problems(cfg: Config) -> list[str]:
+    """What the reward models of a diffusion recipe miss, one line each: the scorer of SmPO's
+    soft labels (`data.smooth`, its files as `data.smooth.scorer_path` gives them: PickScore's
+    model and processor, an OpenCLIP tag's hub repo, ...) and the dense head of
+    `diffusion.dense.scorer: dense:<path>` (a local folder; its weight files key the cached
+    weights, so it is read even on a rerun). Nothing loads."""
+    if cfg.model.kind != "diffusion":  # data.smooth and diffusion.dense are diffusion's
+        return []
+    found = [] if cfg.data.smooth is None else _smooth_problems(cfg.data.smooth)
+    dense = cfg.diffusion.dense
+    if dense is not None and dense.scorer.startswith("dense:"):
+        from ..rewards.dense.model import checkpoint_folder
+
+        path = dense.scorer.removeprefix("dense:")
+        try:
+            checkpoint_folder(path)
+        except InputError as err:
+            hint = "" if Path(path).expanduser().exists() else (
+                " (train one first with a model.kind: reward recipe, e.g. `mmalign train "
+                "configs/toy/dense_reward.yaml`)"
+            )  # fmt: skip
+            found.append(f"diffusion.dense.scorer: {err}{hint}")
+    return found
+
+
+def ppd_problem(cfg: Config) -> str | None:
+    """Why `ppd.embeddings` cannot be read, or None: they are read after the model loads."""
+    p = cfg.ppd
+    if cfg.model.kind != "diffusion" or p is None or p.embeddings is None:
+        return None
+    if Path(p.embeddings).expanduser().exists():
+        return None
+    return (
+        f"ppd.embeddings: {p.embeddings} does not exist (make it with `mmalign data "
+        "user-embed`, or remove ppd.embeddings to compute them with ppd.encoder)"
+    )
 
 
 def output_dir_problem(output_dir: str) -> str | None:
@@ -104,6 +218,7 @@ def check_sources(cfg: Config) -> None:
         needs = [n for n in needs if n.key != "model.name_or_path"]
     found = [p for p in [wrong_kind, *problems(needs)] if p is not None]
     found += [p for p in (output_dir_problem(cfg.output_dir), prompts_problem(cfg)) if p]
-    found += [p for p in (toy_data_problem(cfg), resume_problem(cfg)) if p]
+    found += [p for p in (toy_data_problem(cfg), resume_problem(cfg), ppd_problem(cfg)) if p]
+    found += scorer_problems(cfg)
     if found:
         raise InputError("\n".join(found))
