@@ -4,20 +4,28 @@ Training needs, per pair: VAE latents of both images, the prompt's text embeddin
 plus the pooled embedding) and SDXL's time ids. `Encoder` computes them from pixels; the
 cache (`precompute`) runs it once over the dataset and writes safetensors shards, so training
 streams `EncodedPairs` and never runs the VAE or the text encoders. A cache is keyed by a
-fingerprint of the encoders (config and weights), the resolution and the data; a change in
-any of them builds a new one. A build holds a file lock (`<cache>.lock`): two runs wanting the
-same cache at once (configs/toy/dpo.yaml and mapo.yaml side by side) build it once.
+fingerprint of the encoders (config and weights), the resolution and the data (and the rows it
+holds); a change in any of them builds a new one. A build holds a file lock (`<cache>.lock`):
+two runs wanting the same cache at once (configs/toy/dpo.yaml and mapo.yaml side by side)
+build it once.
+
+A run that reads fewer rows than the data set holds (`train/sampler.py rows_read`: shorter
+than one epoch) encodes only those (`precompute(rows=...)`); the cache keeps their indices
+(`rows.safetensors`) and `EncodedPairs` is indexed by the data set's rows as before, so the
+loop's sampler, the seeds and a resume are unchanged. A row it does not hold is an error, never
+another row's encoding.
 
 Latents are drawn from the VAE posterior with a generator seeded by the row index, so the
-cached and the uncached paths train on the same latents. An SDXL VAE whose config sets
-`latents_mean` / `latents_std` (Playground v2.5's) is normalised with them as diffusers' SDXL
-pipelines do (`to_model_latents`, `decode_latents`).
+cached and the uncached paths, and a cache of all rows or of some, train on the same latents.
+An SDXL VAE whose config sets `latents_mean` / `latents_std` (Playground v2.5's) is normalised
+with them as diffusers' SDXL pipelines do (`to_model_latents`, `decode_latents`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +42,7 @@ from .load import DiffusionModel
 # normalised by the VAE's latents_mean / latents_std
 CACHE_VERSION = 2
 SHARD_ROWS = 4096
+ROWS_FILE = "rows.safetensors"  # the data set rows a partial cache holds, in its order
 VAE_BATCH_SIZE = 8  # images per VAE call (diffusion.vae_batch_size); see Encoder.latents
 
 
@@ -213,15 +222,17 @@ def precompute(
     batch_size: int = 32,
     num_workers: int = 0,
     progress: bool = True,
+    rows: Sequence[int] | None = None,
 ) -> Path:
-    """Encode every row of `images` (a `PairImages`) once into `out_dir` (skipped if a cache
-    with the same `key` is there). Written to a temporary folder, then renamed: a cache is
-    complete or absent (`data.cache.build_once`): a second run wanting the same cache waits on
-    its lock, then reuses it (before, both built into one `.partial` folder and one crashed)."""
+    """Encode every row of `images` (a `PairImages`), or only `rows` (the rows a run reads:
+    `key` must name them), once into `out_dir` (skipped if a cache with the same `key` is
+    there). Written to a temporary folder, then renamed: a cache is complete or absent
+    (`data.cache.build_once`): a second run wanting the same cache waits on its lock, then
+    reuses it (before, both built into one `.partial` folder and one crashed)."""
     from ..data.cache import build_once
 
     def build(tmp: Path) -> None:
-        _build(encoder, images, tmp, key, batch_size, num_workers, progress)
+        _build(encoder, images, tmp, key, batch_size, num_workers, progress, rows)
 
     return build_once(Path(out_dir), build, ready=lambda folder: _current(folder, key))
 
@@ -234,13 +245,17 @@ def _build(
     batch_size: int,
     num_workers: int,
     progress: bool,
+    subset: Sequence[int] | None = None,
 ) -> None:
-    """Encode `images` into the new folder `tmp` (shards, the empty conditioning, meta.json)."""
+    """Encode `images` (or its rows `subset`) into the new folder `tmp` (shards, the empty
+    conditioning, meta.json; for a subset its row indices too)."""
     from .data import collate
 
     tmp.mkdir(parents=True)
+    index = list(range(len(images))) if subset is None else [int(r) for r in subset]
+    source = images if subset is None else torch.utils.data.Subset(images, index)
     loader = torch.utils.data.DataLoader(
-        images, batch_size=batch_size, num_workers=num_workers, collate_fn=collate
+        source, batch_size=batch_size, num_workers=num_workers, collate_fn=collate
     )
     shard: dict[str, list[torch.Tensor]] = {}
     shards, done = 0, 0
@@ -253,9 +268,9 @@ def _build(
             shards += 1
             shard.clear()
 
-    with tqdm(total=len(images), desc="pre-encoding", unit="pair", disable=not progress) as bar:
+    with tqdm(total=len(index), desc="pre-encoding", unit="pair", disable=not progress) as bar:
         for batch in loader:
-            rows = list(range(done, done + len(batch["prompt"])))
+            rows = index[done : done + len(batch["prompt"])]  # the data set's: they seed latents
             # to the CPU batch by batch: a shard of the accelerator's tensors (FLUX's T5
             # embeddings, ~16 GB for 4096 rows, doubled by the concatenation) ran it out of memory
             for k, v in encoder.encode(batch, rows).items():
@@ -268,18 +283,29 @@ def _build(
     save_file(
         {k: v.contiguous() for k, v in encoder.empty().items()}, str(tmp / "empty.safetensors")
     )
-    meta = {"key": key, "rows": done, "shards": shards, "version": CACHE_VERSION}
+    meta: dict[str, Any] = {"key": key, "rows": done, "shards": shards, "version": CACHE_VERSION}
+    if subset is not None:  # `of`: the data set's rows, what the loop's sampler draws from
+        save_file({"rows": torch.tensor(index, dtype=torch.int64)}, str(tmp / ROWS_FILE))
+        meta["of"] = len(images)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     make_readable(tmp)  # shared caches: safetensors 0.8 leaves the shards 0600
 
 
 class EncodedPairs(torch.utils.data.Dataset):
-    """Rows of a pre-encoding cache, read lazily from its safetensors shards."""
+    """Rows of a pre-encoding cache, read lazily from its safetensors shards, indexed by the
+    data set's rows: a cache of some rows (`precompute(rows=...)`) has the data set's length
+    and refuses a row it does not hold."""
 
     def __init__(self, cache_dir: str | Path):
         self.dir = Path(cache_dir)
         meta = json.loads((self.dir / "meta.json").read_text())
-        self.rows = int(meta["rows"])
+        self.encoded = int(meta["rows"])
+        self.rows = int(meta.get("of", self.encoded))
+        self._position: dict[int, int] | None = None  # data set row -> place in the shards
+        if (self.dir / ROWS_FILE).is_file():
+            with safe_open(str(self.dir / ROWS_FILE), framework="pt") as f:
+                held = f.get_tensor("rows").tolist()
+            self._position = {int(r): i for i, r in enumerate(held)}
         self._files = [
             safe_open(str(self.dir / f"shard-{i:05d}.safetensors"), framework="pt")
             for i in range(int(meta["shards"]))
@@ -293,6 +319,13 @@ class EncodedPairs(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         i = int(index)
+        if self._position is not None:
+            if i not in self._position:  # LookupError: not IndexError, which ends an iteration
+                raise LookupError(
+                    f"row {i} is not in the pre-encoding cache {self.dir}: it holds the "
+                    f"{self.encoded} of {self.rows} rows its run reads (train/sampler.py)"
+                )
+            i = self._position[i]
         for f, size in zip(self._files, self._sizes, strict=True):
             if i < size:
                 return {k: f.get_slice(k)[i : i + 1][0] for k in f.keys()}

@@ -227,7 +227,7 @@ class FlowRecipe(PairRecipeBase):
         print(
             f"mmalign: pre-encoding cache {folder}: {self.cache_mb['total_mb']:.2f} MB "
             f"({self.cache_mb['text_mb']:.2f} MB text embeddings in {TEXT_DTYPE}, "
-            f"{self.cache_mb['latents_mb']:.2f} MB latents) for {len(self.rows)} pairs"
+            f"{self.cache_mb['latents_mb']:.2f} MB latents) for {self.cache_rows} pairs"
         )
 
     def _pipe_options(self) -> dict[str, Any]:

@@ -17,11 +17,12 @@ from typing import Any
 import torch
 
 from ..config import ConfigError
-from ..data.cache import cache_root
+from ..data.cache import cache_root, digest
 from ..data.prompts import resolve_prompts
 from ..data.run_record import pairs_record
 from ..toy.build_record import build_left_out, toy_build
 from ..train.config import Config
+from ..train.sampler import rows_read
 from .data import PairImages, collate, open_pairs
 from .encode import EncodedPairs, precompute, stack
 
@@ -115,23 +116,51 @@ class PairRecipeBase:
         return PairImages(self.rows, self.resolution, resize_filter=d.resize_filter,
                           flip_seed=flip_seed, flip_pairs=self._flip_pairs())  # fmt: skip
 
+    def _rows_to_encode(self, n: int) -> list[int] | None:
+        """The rows of the `n` the run reads (`train.sampler.rows_read`), or None for all."""
+        t = self.cfg.train
+        return rows_read(n, max_steps=t.max_steps, batch_size=t.batch_size,
+                         accumulation=t.gradient_accumulation_steps, world=self._world(),
+                         seed=t.seed)  # fmt: skip
+
+    def _world(self) -> int:
+        return int(getattr(self.accelerator, "num_processes", 1))
+
     def _open_dataset(self, images: PairImages, fingerprint_of: Callable[[str], str]) -> Any:
         """`self.dataset`: the pre-encoded pairs with `diffusion.precompute` (built once, by
         the main process, in a folder named by `fingerprint_of(data key)`), else the images.
+        A run shorter than one epoch encodes only the rows it reads (`_rows_to_encode`; the
+        key names them, so another seed, length or global batch has its own cache).
         Returns what a dropped caption conditions on (`diffusion.caption_dropout_embedding`):
         the empty caption's encoding, or its zeros."""
         cfg, accelerator = self.cfg, self.accelerator
         d = cfg.diffusion
         check_dropout_embedding(d.caption_dropout_embedding, self.diffusion.family)
         self.cache: Path | None = None
+        self.cache_rows: int | None = None  # the rows the cache holds (a run's, or all)
         if not d.precompute:
             self.dataset: torch.utils.data.Dataset = images
             return dropout_embedding(self.encoder.empty(), d.caption_dropout_embedding)
         # the data key holds the resize filter and the flips too: either changes the latents
-        key = fingerprint_of(f"{self.rows._fingerprint};{images.describe()}")
+        data = f"{self.rows._fingerprint};{images.describe()}"
+        subset = self._rows_to_encode(len(images))
+        self.cache_rows = len(images) if subset is None else len(subset)
+        if subset is not None:  # a whole-data cache keeps its key (and is reused as before)
+            data += f";rows={digest(subset)}"
+        key = fingerprint_of(data)
         folder = Path(d.cache_dir or cache_root() / "encoded" / key)
         if accelerator.is_main_process:
-            precompute(self.encoder, images, folder, key, num_workers=cfg.data.num_workers)
+            if subset is not None:
+                t = cfg.train
+                print(
+                    f"mmalign: diffusion.precompute: encoding the {len(subset):,} of "
+                    f"{len(images):,} pairs this run reads ({t.max_steps} steps x "
+                    f"{t.batch_size * t.gradient_accumulation_steps * self._world()} pairs, "
+                    f"seed {t.seed}); a longer run, "
+                    "another seed or another global batch encodes its own"
+                )
+            precompute(self.encoder, images, folder, key, num_workers=cfg.data.num_workers,
+                       rows=subset)  # fmt: skip
             self._cache_built(folder)
         accelerator.wait_for_everyone()
         self.cache = folder
