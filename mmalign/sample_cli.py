@@ -58,7 +58,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         check_lora(args.lora, "--lora")
     run = run_info(args.model)  # a training output_dir: its weights and resolution
     if run is not None:
-        model = load_tuned(args.model, dtype=dtype, device=device)
+        # `sample` has no --base: the base is the one the run recorded
+        model = load_tuned(
+            args.model,
+            dtype=dtype,
+            device=device,
+            key="MODEL",
+            base_key=f"the base recorded in {args.model}/mmalign_run.json",
+        )
     else:
         model = load_pipeline(args.model, dtype=dtype, device=device)
     if args.lora:

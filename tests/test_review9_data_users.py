@@ -246,6 +246,7 @@ def test_an_earlier_build_is_refused_unless_overwrite(built, pickapic, tmp_path,
     err = capsys.readouterr().err
     assert f"--overwrite: replacing the earlier build in {out}" in err
     assert "left as they are: notes.txt" in err
+    assert "with heldout/user_embeddings)" in err  # deleted with its split: said so
     assert not (out / "heldout" / "user_embeddings").exists()
     assert (out / "notes.txt").read_text() == "mine"
     # SOURCE inside the build --overwrite would delete: refused

@@ -47,7 +47,9 @@ class ValidationReport:
     # describes one pass, so once `total` reaches it `keep` and `skip` count no more (a second
     # epoch reads the same rows again, in whatever order). A pass broken off (`next(iter(...))`
     # converts a whole batch, up to 1000 rows) still counts, and the next tops the report up to
-    # `pass_rows`. None (no count known, e.g. a hub card without one): every row is counted.
+    # `pass_rows` from its own first rows: the report then counts those rows twice and the
+    # pass's last rows (and their skips) not at all, so read a stream whole before trusting
+    # its report. None (no count known, e.g. a hub card without one): every row is counted.
     # DataLoader workers count in copies of the report, not in this one.
     pass_rows: int | None = None
 

@@ -73,7 +73,7 @@ def load_pairs(
         if not rest:
             raise ValueError("data pickapic: name the split, e.g. pickapic:test")
         # Ties stay (label 0.5): the protocol scores them. Messages name `--pickapic-root`, the
-        # option of both commands that read this (eval accuracy --scorer and --model)
+        # option of every command that reads this (eval accuracy, data diagnose)
         return load_pickapic(
             pickapic_source(pickapic_root), rest, tie_policy="half", max_rows=max_rows,
             key=pickapic_key(pickapic_root, PICKAPIC_FLAG),

@@ -47,6 +47,7 @@ def diagnose_diffusion(args: argparse.Namespace) -> int:
     scores = score_pairs(tuned, args.data, base=base, reference=args.adapter is not None,
                          draws=args.draws, batch_size=args.batch_size,
                          max_rows=args.max_samples, device=args.device,
+                         pickapic_root=args.pickapic_root,
                          split=args.split, key="--adapter" if args.adapter else "--model",
                          base_key="--model")  # fmt: skip
     columns: dict[str, list] = {

@@ -95,7 +95,8 @@ def score_pairs(
         raise ValueError(f"draws must be >= 1, got {draws}")
     base = base or (run_info(tuned) or {}).get("base")
     if reference and base is None:
-        where = "" if Path(tuned).expanduser().exists() else ": no such folder"
+        local = str(tuned).startswith(("/", ".", "~"))  # a path, not a name (toy:sd, a hub id)
+        where = ": no such folder" if local and not Path(tuned).expanduser().exists() else ""
         raise ValueError(f"{base_key} (the base model) is needed unless {key} is a training "
                          f"output_dir ({tuned} is not one{where})")  # fmt: skip
     if base is not None:

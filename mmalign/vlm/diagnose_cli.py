@@ -138,6 +138,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise InputError(f"--filter: {err}") from None
     at_least_one(args, "batch_size", "top")  # a negative --top cut rows off the report's end
+    if args.pickapic_root is not None and not args.data.startswith("pickapic:"):
+        raise InputError(f"--pickapic-root is for DATA pickapic:<split>, not {args.data}")
     args.split = split_to_read(args.data, args.split)  # toy data: refused, not ignored
     # a device the machine lacks: refused before anything loads; both paths (the VLM's
     # `load_from_args` and the diffusion scorer) read the resolved name
@@ -260,4 +262,8 @@ def register(sub: Any, on_diffusion: Any = None) -> None:
     add_device_options(p, "each model", dtype=False)
     p.add_argument("--draws", type=int, default=4, help="diffusion data: (timestep, noise) "
                    "draws per pair")  # fmt: skip
+    from ..data.prompts import PICKAPIC_FLAG
+
+    p.add_argument(PICKAPIC_FLAG, default=None, help="DATA pickapic:<split>: a local Pick-a-Pic "
+                   "v2 folder (default $MMALIGN_PICKAPIC, else the hub)")  # fmt: skip
     p.set_defaults(func=_cmd_diagnose, on_diffusion=on_diffusion)
