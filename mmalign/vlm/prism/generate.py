@@ -72,9 +72,12 @@ def _inputs(processor: Any, texts: list[str], images: list[tuple[Any, ...]], dev
         "return_tensors": "pt",
         **special_tokens_kwargs(processor, texts),
     }
-    flat = [to_rgb(to_pil_image(im)) for ims in images for im in ims]
-    if flat:
-        kwargs["images"] = flat
+    shown = [[to_rgb(to_pil_image(im)) for im in ims] for ims in images]
+    if any(shown):
+        # as the collator lays them out (vlm/blind.py): one list per prompt where one shows
+        # several (LLaVA-OneVision tiles an image alone, not one among others), else flat
+        several = any(len(ims) > 1 for ims in shown)
+        kwargs["images"] = shown if several else [im for ims in shown for im in ims]
     return processor(**kwargs).to(device)
 
 
