@@ -12,13 +12,17 @@ sequence, while the prompt runs through the model once instead of twice (forward
 backward). This is the prefix-sharing idea of Wang et al. 2024 ("Accelerating Direct
 Preference Optimization with Prefix Sharing"), applied to image+text prompts.
 
-It needs a model whose positions are one index per token and whose attention takes a custom
-4-D mask, and it is allowed only where a test shows packed scores and gradients equal the
-unpacked ones (tests/test_vlm_packing.py): LLaVA (toy-vlm, LLaVA-1.5) under sdpa or eager
-attention. Qwen2-VL's M-RoPE positions (3 per token, set by the image grid) and
-flash-attention (no 4-D masks) keep one sequence per completion, as do LLaVA-NeXT and
-Idefics3/SmolVLM until such a test covers them (their language models take 1-D positions, so
-they are candidates).
+It needs a model whose positions are one index per token, whose attention takes a custom
+4-D mask used as given, and whose language model attends to the whole causal past (a sliding
+window would be dropped by the 4-D mask: packed != unpacked once a sequence outgrows it), and
+the image features must not depend on the row they land in: each image's features are
+scattered into its image tokens in row order, so a prompt held once gets exactly the features
+it gets alone. It is allowed only where a test shows packed scores and gradients equal the
+unpacked ones: LLaVA (toy-vlm, LLaVA-1.5; tests/test_vlm_packing.py) and LLaVA-OneVision
+(tests/test_review9_onevision_packing.py) under sdpa or eager attention. Qwen2-VL's M-RoPE
+positions (3 per token, set by the image grid) and flash-attention (no 4-D masks) keep one
+sequence per completion, as do LLaVA-NeXT and Idefics3/SmolVLM until such a test covers them
+(their language models take 1-D positions, so they are candidates).
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ from typing import Any
 import torch
 
 # model_type of the *ForConditionalGeneration config: 1-D positions, transformers' generic
-# causal-mask path (a 4-D mask is used as given), and packed == unpacked tested
-PACKABLE_MODEL_TYPES = frozenset({"llava"})
+# causal-mask path (a 4-D mask is used as given), and packed == unpacked tested.
+# LLaVA-OneVision qualifies like LLaVA: its Qwen2 language model takes 1-D positions and a 4-D
+# mask, and its image features, anyres tiles of a lone image or the base tile of one among
+# others, are computed per image before the language model (`scorer._tiled_apart`) and
+# scattered into the image tokens in order, whatever row holds the prompt.
+PACKABLE_MODEL_TYPES = frozenset({"llava", "llava_onevision"})
 
 
 def text_attention(core: Any) -> str:
@@ -41,11 +49,25 @@ def text_attention(core: Any) -> str:
     return str(getattr(text, "_attn_implementation", None) or "eager")
 
 
+def full_attention(core: Any) -> bool:
+    """Whether every layer of the language model attends to the whole causal past. A sliding
+    window (Mistral's `sliding_window`, Qwen2's `use_sliding_window`) is applied when
+    transformers builds the mask from a 2-D one, and dropped from a 4-D mask, which is used
+    as given: a packed row would see further back than its sequence alone."""
+    config = core.config
+    text = getattr(config, "text_config", None) or config
+    layers = getattr(text, "layer_types", None) or ()
+    return getattr(text, "sliding_window", None) is None and all(
+        t == "full_attention" for t in layers
+    )
+
+
 def supports_packing(core: Any) -> bool:
     """Whether `core` (a transformers VLM) scores packed rows exactly like separate ones."""
-    return core.config.model_type in PACKABLE_MODEL_TYPES and text_attention(core) in (
-        "sdpa",
-        "eager",
+    return (
+        core.config.model_type in PACKABLE_MODEL_TYPES
+        and text_attention(core) in ("sdpa", "eager")
+        and full_attention(core)
     )
 
 
