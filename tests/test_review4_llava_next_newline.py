@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmalign.vlm.load import full_finetune_trains
+from mmalign.vlm.parts import full_finetune_trains
 
 
 def _tiny_llava_next() -> torch.nn.Module:

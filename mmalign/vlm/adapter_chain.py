@@ -359,3 +359,21 @@ def _warn_unsure(root: str, bottom: str, names: str, source: str, adapter: str |
         f"{bottom} as {key} to have them applied below it",
         stacklevel=5,
     )
+
+
+def held_already(source: str, chain: Sequence[str], top: str) -> str | None:
+    """Where MODEL (`source` with its own adapters `chain`) already holds the adapter folder
+    `top` given on top of it: the folder of `chain`, or the one its `MERGED_RECORD` names,
+    with the same `fingerprint` (a copy counts as the adapter); else None. Applying it again
+    would add its LoRA delta twice, with no error (`mmalign eval vlm RUN --adapter
+    RUN/adapter` scored another model than RUN)."""
+    mine = fingerprint(top)
+    for folder in chain:
+        if is_adapter(folder) and fingerprint(folder) == mine:
+            return folder
+    for folder, recorded in (merged_record(source) or ("", []))[1]:
+        if recorded is None and is_adapter(folder):
+            recorded = fingerprint(folder)
+        if recorded == mine:
+            return f"{folder} (merged into {source})"
+    return None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -110,6 +111,11 @@ def write_outputs(diag: Any, rows: Any, out: Path, meta: dict[str, Any], pair_fi
     summary = {**meta, **summarize(diag)}
     if "source" in table and len(table):  # e.g. toy:safety's forbidden / synonym / benign
         summary["by_source"] = summarize_by(diag, list(table["source"]))
+    if pair_filter is None and (out / "filtered").exists():
+        # an earlier run's filtered/ beside a summary with no filter would be read as this one's
+        shutil.rmtree(out / "filtered")
+        print(f"mmalign: removed {out / 'filtered'}, an earlier run's: this run has no --filter",
+              file=sys.stderr)  # fmt: skip
     if pair_filter is not None:
         kept = [diag.columns["row"][i] for i in pair_filter.keep(diag.columns[pair_filter.metric])]
         rows.select(kept).save_to_disk(str(out / "filtered"))
@@ -137,6 +143,10 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         pair_filter = parse_filter(args.filter) if args.filter else None
     except ValueError as err:
         raise InputError(f"--filter: {err}") from None
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():  # said before the model pass, not after it
+        raise InputError(f"--out {args.out} is an existing file: give a folder (new, or one "
+                         "an earlier diagnose wrote)")  # fmt: skip
     at_least_one(args, "batch_size", "top")  # a negative --top cut rows off the report's end
     if args.pickapic_root is not None and not args.data.startswith("pickapic:"):
         raise InputError(f"--pickapic-root is for DATA pickapic:<split>, not {args.data}")
@@ -181,14 +191,14 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     reference = None
     if args.reference is not None:  # its own pass first: one model in memory at a time
         ref_vlm = load_from_args(argparse.Namespace(**{**vars(args), "model": args.reference,
-                                              "adapter": None}))  # fmt: skip
+                                              "adapter": None}), key="--reference")  # fmt: skip
         reference = diagnose_rows(ref_vlm.model, ref_vlm.processor, rows,
                                   batch_size=args.batch_size, max_length=args.max_length,
                                   model_key=ref_vlm.weights_key,
                                   source_row=report.source_row)  # fmt: skip
         ref_source = ref_vlm.source
         del ref_vlm
-    vlm = load_from_args(args)  # MODEL with --adapter, on --device
+    vlm = load_from_args(args, key="--model")  # MODEL with --adapter, on --device
     diag = diagnose_rows(vlm.model, vlm.processor, rows, batch_size=args.batch_size,
                          max_length=args.max_length,
                          with_reference=args.adapter is not None,

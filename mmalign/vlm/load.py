@@ -19,6 +19,7 @@ that load the model only to compute a missing entry.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,25 +32,16 @@ from ..config import InputError
 from ..hub import Need, hub_errors, looks_local, require
 from ..model_kind import require_kind, run_weights
 from ..weights import hub_commit, weight_files
-from .adapter_chain import follow, is_adapter, resolve_model, starts_below
+from .adapter_chain import follow, held_already, is_adapter, resolve_model, starts_below
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-# Module-name parts of the image path (vision tower and projector) across the families we load:
-# LoRA "all-linear" stays out of them and the features they produce can be reused.
-VISION_PARTS = (
-    "vision_tower",
-    "visual",
-    "vision_model",
-    "multi_modal_projector",
-    "connector",
-    "image_newline",
-)
 # the families the scorer, collator and recipes are tested on (tiny models, tests/); another
 # family loads with a warning (`warn_untested`): its template or image layout may need work
 TESTED_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "idefics3",
                    "smolvlm")  # fmt: skip
 _WARNED: set[str] = set()  # the untested families warned about in this process
+_NOTED: set[tuple[str, str]] = set()  # (model, adapter) given twice, noted in this process
 
 
 @dataclass
@@ -146,14 +138,47 @@ def _sources(
             f"{key}: {chain[0]}'s adapter_config.json names no base_model_name_or_path: give "
             "its base model, and it as the adapter"
         )
+    _not_a_model(source, name_or_path, key)
     if adapter is None:
         return source, tuple(chain)
     top = _adapter_folder(adapter, adapter_key)
     if not is_adapter(top):  # a hub adapter: PEFT reads it; its base is the user's MODEL
         return source, (*chain, top)
+    again = held_already(source, chain, top)
+    if again is not None:  # matched by fingerprint, as start adapters are: applied once
+        _note_once(str(name_or_path), str(adapter),
+                   f"{adapter_key} {adapter} is the adapter {key} {name_or_path} already holds "
+                   f"({again}): applied once, not a second time")  # fmt: skip
+        return source, tuple(chain)
     # a merged model (`vlm.merge: true`) holds its run's adapters: never applied again
     below = starts_below(source, chain, top, adapter, adapter_key, name_or_path, key)
     return source, (*below, top)
+
+
+def _note_once(model: str, adapter: str, note: str) -> None:
+    """Print `note` once per (model, adapter) in this process: a `VLMRef` resolves its sources
+    for its processor, its weights key and its load."""
+    if (model, adapter) not in _NOTED:
+        _NOTED.add((model, adapter))
+        print(f"mmalign: note: {note}", file=sys.stderr)
+
+
+def _not_a_model(source: str, name: str | Path, key: str) -> None:
+    """Refuse a local folder with no config.json (a training checkpoint, a folder of runs)
+    before the processor or the model is read: transformers' own errors differ between the
+    two (chat read the processor first and ended in a traceback)."""
+    folder = Path(source).expanduser()
+    if not source or not folder.is_dir() or (folder / "config.json").is_file():
+        return
+    given = f"{name} ({source})" if str(name) != source else source
+    hint = ""
+    if (folder / "state.json").is_file() and (folder / "trainable.safetensors").is_file():
+        hint = (": it is a training checkpoint (what `train.resume_from` continues from); give "
+                "the run's output_dir, or its adapter/")  # fmt: skip
+    raise InputError(
+        f"{key}: {given} is not an image-text-to-text model transformers can load (it holds "
+        f"no config.json){hint}"
+    )
 
 
 def _require(source: str, revision: str | None, adapters: Sequence[str], key: str,
@@ -174,8 +199,15 @@ def _load_processor(source: str, revision: str | None, adapters: Sequence[str], 
     tokens the base lacks, PRISM's stage tags), with a pad token (its EOS where it has none)."""
     from transformers import AutoProcessor
 
-    with hub_errors(source, key):
-        processor = AutoProcessor.from_pretrained(source, revision=revision)
+    try:
+        with hub_errors(source, key):
+            processor = AutoProcessor.from_pretrained(source, revision=revision)
+    except InputError:
+        raise
+    except ValueError as err:  # no processor files: said as load_vlm says a model it can't load
+        raise ValueError(
+            f"{source} is not an image-text-to-text model transformers can load ({err})"
+        ) from None
     if getattr(processor, "chat_template", None) is None:
         raise ValueError(f"{source}: the processor has no chat template; mmalign needs one")
     own = _processor_adapter(adapters)
@@ -363,24 +395,3 @@ def weights_key(source: str, revision: str | None,
         key = (source, revision, weight_files(source), names, [weight_files(a) for a in names])
     # only where there is one: a local model's key stays what searches and caches recorded
     return key if commit is None else (*key, commit)
-
-
-def in_image_path(name: str) -> bool:
-    return any(part in VISION_PARTS for part in name.split("."))
-
-
-def full_finetune_trains(name: str, *, train_vision: bool, train_projector: bool) -> bool:
-    """Whether parameter `name` trains in a full fine-tune (`lora: null`): the language model
-    always; in the image path, the projector side follows `vlm.train_projector`, the rest (the
-    vision tower) `vlm.train_vision`. The projector side is a module named *projector* and
-    LLaVA-NeXT's `image_newline`, the vector it appends after each row of projected features
-    (in the language model's embedding space, as the projector's output is)."""
-    if not in_image_path(name):
-        return True
-    projector = "projector" in name or "image_newline" in name.split(".")
-    return train_projector if projector else train_vision
-
-
-def image_path_trainable(model: torch.nn.Module) -> bool:
-    """Whether any parameter between the pixels and the language model trains."""
-    return any(p.requires_grad for n, p in model.named_parameters() if in_image_path(n))

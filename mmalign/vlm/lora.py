@@ -15,7 +15,7 @@ import torch
 
 from ..train.config import LoraConfig
 from .adapter_chain import write_merged_record
-from .load import in_image_path
+from .parts import in_image_path
 
 ADAPTER_DIR = "adapter"
 

@@ -33,12 +33,16 @@ differing in their colour word still have cosine 0.989.
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..config import InputError
 from ..data.schema import ValidationReport, to_pil_image
 from .collate import image_key, row_images
 from .load import VLM
@@ -176,3 +180,50 @@ def realign_dataset(result: RealignResult) -> Any:
     for r in rows:
         del r["image"]
     return to_dataset(rows, result.report, "re-align builder")
+
+
+# what `mmalign data realign --out DIR` writes: a saved dataset and its summary
+SUMMARY = "realign_summary.json"
+_BUILD = (SUMMARY, "state.json", "dataset_info.json")
+
+
+def earlier_realign(out: str | Path) -> list[str]:
+    """The entries of an earlier `data realign` build in `out` (its summary, the saved
+    dataset's files and shards), sorted; [] where there is none."""
+    folder = Path(out).expanduser()
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name in _BUILD or (p.suffix == ".arrow" and p.is_file()))  # fmt: skip
+
+
+def check_realign_out(out: str, overwrite: bool) -> list[str]:
+    """`--out` of `data realign`, before the model loads: refused where it is a file, or holds
+    an earlier build unless `overwrite` (a rerun wrote its rows over the earlier ones without
+    a word: 39 rows became 24), as `mmalign toy data` refuses. With `overwrite`, what the
+    earlier build holds, for `replace_realign` to delete once the new rows are built."""
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder")
+    earlier = earlier_realign(folder)
+    if earlier and not overwrite:
+        raise InputError(
+            f"--out {out} already holds an earlier build ({', '.join(earlier)}); give "
+            "--overwrite to replace it, or another --out"
+        )
+    return earlier
+
+
+def replace_realign(out: str, earlier: Sequence[str]) -> None:
+    """Delete the earlier build's entries `earlier` of `out` (`check_realign_out`), said on
+    stderr with what else is there and stays, as `mmalign toy data --overwrite` says it."""
+    if not earlier:
+        return
+    folder = Path(out).expanduser()
+    others = sorted(p.name for p in folder.iterdir() if p.name not in earlier)
+    kept = f"; left as they are: {', '.join(others)}" if others else ""
+    print(f"mmalign: --overwrite: replacing the earlier build in {out} ({', '.join(earlier)})"
+          f"{kept}", file=sys.stderr)  # fmt: skip
+    for name in earlier:
+        path = folder / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -36,8 +36,9 @@ from .blind import (
 from .collate import PAIR_FIELDS, PairCollator, SequenceBatch
 from .dropout import disable_dropout
 from .fitting import OpenBound, RowCheck
-from .load import full_finetune_trains, load_vlm, merge_adapter
+from .load import load_vlm, merge_adapter
 from .lora import add_lora, lora_targets, save_adapter, save_merged
+from .parts import full_finetune_trains
 from .precomputed import digest as _digest
 from .precomputed import reference_key, reference_scores
 from .scorer import VLMPairScorer

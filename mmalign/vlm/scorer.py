@@ -29,7 +29,6 @@ from ..adapters import AdapterSwitch
 from ..losses import PairScores
 from .collate import SequenceBatch
 from .dropout import evaluating
-from .load import image_path_trainable
 from .packing import (
     Packed,
     Scored,
@@ -38,6 +37,7 @@ from .packing import (
     text_attention,
     unpacked_scored,
 )
+from .parts import image_path_trainable
 
 Reference = Literal["adapters", "copy", "precomputed", "none"]
 

@@ -103,7 +103,9 @@ def _check_before_loading(args: argparse.Namespace, data: list[dict[str, Any]], 
 
     weights = {"model": policy_ref(args.model, precision["dtype"]).weights_key}
     if judged:  # (`vlm:` naming none is make_judge's error)
-        weights["judge_weights"] = VLMRef(judged, dtype=precision["dtype"]).weights_key
+        weights["judge_weights"] = VLMRef(
+            judged, dtype=precision["dtype"], key="--judge"
+        ).weights_key
     # as `Search.settings` writes them (a JSON round trip: tuples read back as lists)
     check_resume(out, {**mine, **json.loads(json.dumps(weights, default=str))})
     return fingerprint

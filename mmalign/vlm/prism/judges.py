@@ -217,7 +217,7 @@ def make_judge(
 
         if not model:
             raise ValueError("--judge vlm:<model> needs a model (folder, hub id or toy:vlm)")
-        return VLMJudge(load_vlm(model, dtype=dtype, device=device), name=spec)
+        return VLMJudge(load_vlm(model, dtype=dtype, device=device, key="--judge"), name=spec)
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
         raise ValueError(f"unknown judge {spec!r}; use toy, vlm:<model> or package.module:function")
