@@ -162,7 +162,7 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
     from .diffusion.ppd_users import load_ppd, user_embeddings, user_set
     from .diffusion.recipe import run_info
     from .diffusion.sample import sampling_defaults, sampling_resolution, size_argument
-    from .eval.ppd_winrate import run_user_winrate
+    from .eval.ppd_winrate import run_user_winrate, shown_rho
 
     ignored = []  # winrate options this path does not read: refused, not silently dropped
     if getattr(args, "seeds_per_prompt", 1) != 1:
@@ -214,11 +214,12 @@ def cmd_winrate_users(args: argparse.Namespace) -> int:
     if "taste_response" in results:
         r = results["taste_response"]
         print("taste response (Spearman over users, weight vs the samples' mean): " + ", ".join(
-            f"{axis} {r['spearman'][axis]:+.2f}" for axis in r["axes"]))  # fmt: skip
+            f"{axis} {shown_rho(r['spearman'][axis])}" for axis in r["axes"]))  # fmt: skip
     if "interpolation" in results:
         s = results["interpolation"]
-        print(f"interpolation {s['a']}->{s['b']}: Spearman {s['b']} up {s['spearman_b_up']:.2f}, "
-              f"{s['a']} down {s['spearman_a_down']:.2f}")  # fmt: skip
+        print(f"interpolation {s['a']}->{s['b']}: Spearman {s['b']} up "
+              f"{shown_rho(s['spearman_b_up'], False)}, {s['a']} down "
+              f"{shown_rho(s['spearman_a_down'], False)}")  # fmt: skip
     print(f"results: {Path(args.out).resolve() / 'results.json'}")
     print(f"report: {Path(results['report']).resolve()}")
     return 0

@@ -9,6 +9,7 @@ except a `force_upcast` one under float16, which stays float32.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,19 @@ import torch
 from ..hub import Need, hub_errors, require
 from ..model_kind import require_kind
 from .source import DTYPES, dtype_kwarg, pipeline_class, resolve_model
+
+
+class _NoEmptyFp32Notice(logging.Filter):
+    """Drop diffusers' "modules ... that should be kept in float32: []" warning: its
+    `ModelMixin.to` warns on every dtype cast, even when no module is to be kept (an empty
+    list, as for every UNet), which reads as a precision problem that is not there. The
+    warning with modules named still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+logging.getLogger("diffusers.models.modeling_utils").addFilter(_NoEmptyFp32Notice())
 
 Family = Literal["sd", "sdxl"]
 

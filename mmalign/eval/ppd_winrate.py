@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,6 +56,25 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denom = (rx.norm() * ry.norm()).item()
     return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
+
+
+def shown_rho(value: float, sign: bool = True) -> str:
+    """A Spearman correlation as printed; an undefined one (nan: the samples, or the weights,
+    did not vary) is said so, not printed as `nan`."""
+    if math.isnan(value):
+        return "undefined (constant)"
+    return f"{value:+.2f}" if sign else f"{value:.2f}"
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every nan float as None: results.json stays valid JSON (`NaN` is not)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def tastes_differ(a: str, b: str) -> bool:
@@ -225,7 +245,8 @@ def run_user_winrate(
         "prompts": len(texts), "seed": seed, "steps": steps, "guidance": guidance,
         "user_scale": scale, "seconds": time.perf_counter() - started, **(meta or {}),
     })  # fmt: skip
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    # an undefined correlation (constant samples) is null, not NaN, which JSON lacks
+    (out_dir / "results.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
     results["report"] = str(write_user_report(out_dir, results))
     return results
 
@@ -305,7 +326,7 @@ def write_user_report(out_dir: str | Path, results: Mapping[str, Any]) -> Path:
         for who, means in rows:
             cells = "".join(f"<td>{v:+.3f}</td>" for v in means)
             parts.append(f"<tr><td class=l>{e(who)}</td>{cells}</tr>")
-        rho = ", ".join(f"{e(x)} {response['spearman'][x]:+.2f}" for x in axes)
+        rho = ", ".join(f"{e(x)} {shown_rho(response['spearman'][x])}" for x in axes)
         parts.append(f"</table><p>Spearman over users, weight vs mean: {rho}</p>")
     sweep = results.get("interpolation")
     if sweep:
@@ -315,8 +336,8 @@ def write_user_report(out_dir: str | Path, results: Mapping[str, Any]) -> Path:
         for w, ra, rb in zip(sweep["weights"], sweep["mean_a"], sweep["mean_b"], strict=True):
             parts.append(f"<tr><td>{w:g}</td><td>{ra:.4f}</td><td>{rb:.4f}</td></tr>")
         parts.append(
-            f"</table><p>Spearman: {e(b)} up {sweep['spearman_b_up']:.2f}, "
-            f"{e(a)} down {sweep['spearman_a_down']:.2f}</p>"
+            f"</table><p>Spearman: {e(b)} up {shown_rho(sweep['spearman_b_up'], False)}, "
+            f"{e(a)} down {shown_rho(sweep['spearman_a_down'], False)}</p>"
         )
     path = Path(out_dir) / "report.html"
     path.write_text("".join(parts) + "\n")
