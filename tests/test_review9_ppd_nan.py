@@ -34,3 +34,26 @@ def test_diffusers_empty_fp32_notice_is_dropped(caplog) -> None:
         log.warning("There are modules in T5 that should be kept in float32: ['wo'].")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["There are modules in T5 that should be kept in float32: ['wo']."]
+
+
+def test_a_user_the_run_lacks_embedded_at_another_width_is_named(monkeypatch, tmp_path) -> None:
+    """A run trained on given embeddings (`ppd.embeddings`, e.g. 5-wide oracle tastes) asked
+    for a toy user it does not hold: the recorded encoder embeds that user 2048 wide, and the
+    error says the run's users came from elsewhere, not 'use the encoder it was trained on'."""
+    import pytest
+    import torch
+
+    from mmalign.config import InputError
+    from mmalign.diffusion import ppd, ppd_users
+
+    def wide(users, *args):
+        return {u: torch.zeros(2048) for u in users}
+
+    monkeypatch.setattr(ppd_users, "run_embeddings", lambda run: {"big": torch.zeros(5)})
+    monkeypatch.setattr(ppd, "adapter_meta", lambda run: {"encoder": "toy:vlm"})
+    monkeypatch.setattr(ppd_users, "_toy_embeddings", wide)
+    monkeypatch.setattr("mmalign.diffusion.recipe.run_info", lambda run: {"base": "toy:sd"})
+    widths = r"h00: not in .* embeds them 2048 wide where the run's users are 5"
+    with pytest.raises(InputError, match=widths):
+        ppd_users.user_embeddings(tmp_path, ["big", "h00"])
+    assert ppd_users.user_embeddings(tmp_path, ["big"])["big"].shape == (5,)

@@ -137,7 +137,19 @@ def user_embeddings(
         from .recipe import run_info
 
         base = base or (run_info(run) or {}).get("base")
-        out.update(_toy_embeddings(rest, ppd.adapter_meta(run), base, device))
+        meta = ppd.adapter_meta(run)
+        new = _toy_embeddings(rest, meta, base, device)
+        width = next(iter(saved.values())).shape[-1] if saved else None
+        made = next(iter(new.values())).shape[-1]
+        if width is not None and made != width:  # the run's users came from elsewhere
+            raise InputError(
+                f"{', '.join(rest)}: not in {run}/user_embeddings.safetensors, and the encoder "
+                f"the run records ({meta.get('encoder', 'toy:vlm')}) embeds them {made} wide "
+                f"where the run's users are {width}: the run was trained on embeddings made "
+                "otherwise (ppd.embeddings); add these users to that file and retrain, or give "
+                "one's embedding with --user-embedding FILE"
+            )
+        out.update(new)
     return {u: out[u].float() for u in users}
 
 
