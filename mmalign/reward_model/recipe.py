@@ -20,6 +20,7 @@ import torch
 from ..config import ConfigError
 from ..losses import PairScores
 from ..rewards.dense import DenseRewardModel
+from ..toy.build_record import build_left_out, toy_build
 from ..train.config import Config
 from .data import DenseTensors, collate_dense, open_dense
 
@@ -54,6 +55,12 @@ class RewardRecipe:
         )  # fmt: skip
         if self.report is not None and accelerator.is_main_process and self.report.num_skipped:
             print(f"mmalign: {self.report}")
+        # toy data: what its build left out (flaws that no pixel shows), said and recorded as
+        # the preference recipes do (`build_skipped`)
+        built = toy_build(cfg.data.path, toy_options=cfg.data.toy)
+        if accelerator.is_main_process and built is not None and built.skipped:
+            print(f"mmalign: {build_left_out(cfg.data.path, built, cfg.data.max_samples)}")
+        self.build_skipped = dict(built.skipped) if built is not None else None
         self.dataset = DenseTensors(rows, self.model.config.map_size)
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -95,5 +102,6 @@ class RewardRecipe:
             "backbone": c.backbone,
             "rows": len(self.dataset),
             "skipped": self.report.skipped if self.report is not None else {},
+            **({"build_skipped": self.build_skipped} if self.build_skipped else {}),
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
