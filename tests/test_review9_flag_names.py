@@ -73,3 +73,14 @@ def test_data_diagnose_takes_pickapic_root(capsys, tmp_path) -> None:
 def test_eval_accuracy_names_a_model_name_without_calling_it_a_folder(capsys) -> None:
     message = _error(capsys, ["eval", "accuracy", "--model", "toy:sd", "--data", "toy:pairs:1"])
     assert "(toy:sd is not one)" in message and "no such folder" not in message, message
+
+
+def test_a_missing_prompts_file_is_said_to_be_missing() -> None:
+    import pytest
+
+    from mmalign.data.prompts import resolve_prompts
+
+    with pytest.raises(FileNotFoundError, match=r"runs/x/val_prompts.txt does not exist \("):
+        resolve_prompts("runs/x/val_prompts.txt")
+    with pytest.raises(FileNotFoundError, match=r"toyheldout is none of toy:heldout"):
+        resolve_prompts("toyheldout")

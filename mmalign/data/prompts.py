@@ -154,10 +154,14 @@ def resolve_prompts(
         return _parti(_existing(spec, rest))
     if family == "hps":
         return _hps(_existing(spec, rest))
-    path = Path(spec)
+    path = Path(spec).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
-            f"prompts: {spec} is none of toy:heldout[:N], pickapic:<split>, parti:<tsv>, "
-            "hps:<json or folder>, or a text file"
-        )
+        # a path-like spec is a prompts file the user meant: say it is missing (or a folder)
+        looks_like_file = path.suffix != "" or "/" in spec or path.exists()
+        what = ("is a folder" if path.is_dir() else "does not exist") if looks_like_file else ""
+        kinds = ("toy:heldout[:N], pickapic:<split>, parti:<tsv>, hps:<json or folder>, or a "
+                 "text file of one prompt per line")  # fmt: skip
+        if what:
+            raise FileNotFoundError(f"prompts: {spec} {what} (prompts are {kinds})")
+        raise FileNotFoundError(f"prompts: {spec} is none of {kinds}")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
