@@ -44,6 +44,11 @@ def test_online_the_lookup_may_download(calls, monkeypatch):
 def test_a_scorer_checkpoint_download_uses_the_cache_named_now(calls, monkeypatch, tmp_path):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    from mmalign import hub
+
+    # online with a hub that answers (the scorer's up-front check probes it once)
+    monkeypatch.setattr(hub, "_REACHABLE", {})
+    monkeypatch.setattr(hub, "_probe", lambda endpoint, timeout: True)
     with pytest.raises(Exception):  # noqa: B017 (the download above raises; its wrapping is not the point)
         resolve_file("org/scorer", "model.safetensors")
     assert calls and str(calls[0]["cache_dir"]) == str(tmp_path / "hub")

@@ -7,8 +7,10 @@ predictor its CLIP backbone (`clip`). Each scorer module's `files(...)` lists th
 `ScorerFile`s from the scorer's own keyword arguments, without loading anything, and
 `require_files` checks them all at once as mmalign/hub.py checks a model: a local path that
 does not exist, a folder without the checkpoint, a hub id not in the local cache while offline
-(`HF_HUB_OFFLINE=1`). `mmalign eval winrate` runs the check before any model or image, `eval
-accuracy` and `data smooth` before the data is read, and each scorer before it loads.
+(`HF_HUB_OFFLINE=1`) or while the hub cannot be reached (`hub.hub_reachable`: one quick
+request, as `mmalign train` asks it, not a loader's minute of retries). `mmalign eval winrate`
+runs the check before any model or image, `eval accuracy` and `data smooth` before the data
+is read, and each scorer before it loads.
 
 One spelling gives them, in `eval winrate`, `eval accuracy --scorer` and `data smooth`
 (`--scorer-path`, repeatable) and in a recipe's `data.smooth.scorer_path` (a list of the same
@@ -102,9 +104,41 @@ def problem(f: ScorerFile) -> str | None:
     return None  # cached, or online: the loader downloads it (`hub_errors` words a failure)
 
 
+def _unreachable(f: ScorerFile) -> str:
+    from ..hub import download_hint
+
+    return (
+        f"{f.scorer}'s {f.what} {f.shown or f.source} could not be downloaded (no connection "
+        f"to the hub): download it with {download_hint(f.source)} where there is network, or "
+        f"give a local copy with {f.option_text}{f.note}"
+    )
+
+
+def file_problems(files: Iterable[ScorerFile]) -> list[str]:
+    """`problem` of each of `files`, in order, each once; online, the hub ids not in the cache
+    are named too when the hub cannot be reached (`hub.hub_reachable`: one quick request,
+    asked only if there are any), as `hub.problems` names a model's, instead of each loader
+    retrying a dead connection (about 50 s) after the images are drawn."""
+    from ..hub import Need, hub_reachable, is_cached, looks_local, offline
+
+    files = list(files)
+    found = [problem(f) for f in files]
+    uncached = [
+        i for i, (f, p) in enumerate(zip(files, found, strict=True))
+        if p is None and f.hub and not offline() and not looks_local(f.source)
+        and not is_cached(Need(f.source, f.key, file=f.hub_file))
+    ]  # fmt: skip
+    if uncached and not hub_reachable():
+        for i in uncached:
+            found[i] = _unreachable(files[i])
+    return list(dict.fromkeys(p for p in found if p is not None))
+
+
 def require_files(files: Iterable[ScorerFile]) -> None:
-    """Raise one `InputError` listing every file in `files` that cannot be loaded."""
-    problems = list(dict.fromkeys(p for p in map(problem, files) if p is not None))
+    """Raise one `InputError` listing every file in `files` that cannot be loaded
+    (`file_problems`: offline, or online with a hub that cannot be reached, every hub id not
+    in the local cache)."""
+    problems = file_problems(files)
     if problems:
         raise InputError("\n".join(problems))
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
+from ..config import InputError
 from ..data.schema import to_pil_image, to_rgb
+from ..hub import download_hint
 from .collate import image_key
 from .load import VLM
 from .realign_lexicon import WORD
@@ -58,6 +61,76 @@ class VisionEncoderEmbedder:
         return _normalise(torch.stack(out).cpu())
 
 
+def clip_repo(model_name: str, pretrained: str | None) -> str | None:
+    """The hub repo open_clip downloads `model_name`'s weights `pretrained` (an open_clip tag)
+    from (`ViT-B-32`, `openai` -> `timm/vit_base_patch32_clip_224.openai`), as its pretrained
+    config names it; None for no weights, a local file, a tag open_clip does not know (its
+    own error lists the tags) or one it fetches from a URL only."""
+    if pretrained is None or Path(pretrained).expanduser().is_file():
+        return None
+    import open_clip
+
+    return (open_clip.get_pretrained_cfg(model_name, pretrained).get("hf_hub") or "").strip(
+        "/"
+    ) or None
+
+
+def _clip_message(model_name: str, pretrained: str, repo: str, why: str) -> str:
+    import open_clip
+
+    local = "give a local checkpoint file with --clip-pretrained FILE"
+    quick = open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu", False)
+    if quick and "quickgelu" not in model_name:  # a local file does not carry the tag's config
+        local += (
+            f" and --clip {model_name}-quickgelu (the activation '{pretrained}' was trained with)"
+        )
+    return (
+        f"--clip {model_name} --clip-pretrained {pretrained}: open_clip's weights, hub repo "
+        f"{repo}, {why}: download them with {download_hint(repo)} where there is network, "
+        f"or {local}"
+    )
+
+
+def clip_weights_problem(model_name: str, pretrained: str | None) -> str | None:
+    """Why open_clip cannot get the weights of `--clip model_name --clip-pretrained
+    pretrained` now, loading nothing (one line naming the hub repo and the local option), or
+    None: offline and not in the cache, or online and not in the cache with a hub that cannot
+    be reached (`hub.hub_reachable`, one quick request, instead of open_clip's minute of
+    retries)."""
+    from ..hub import Need, hub_reachable, is_cached, offline
+
+    repo = clip_repo(model_name, pretrained)
+    if repo is None or is_cached(Need(repo, "--clip-pretrained")):
+        return None
+    if offline():
+        why = "is not in the local cache (offline)"
+    elif not hub_reachable():
+        why = "could not be downloaded (no connection to the hub)"
+    else:
+        return None  # the hub answers: open_clip downloads them
+    return _clip_message(model_name, str(pretrained), repo, why)
+
+
+def require_clip_weights(model_name: str, pretrained: str | None) -> None:
+    """Raise `clip_weights_problem` as an `InputError`, if there is one."""
+    message = clip_weights_problem(model_name, pretrained)
+    if message is not None:
+        raise InputError(message)
+
+
+def clip_download_error(err: BaseException, model_name: str, pretrained: str | None) -> str | None:
+    """`clip_weights_problem`'s message for a hub or network failure open_clip met downloading
+    the weights (its own error ends in `hf download ID`, with no id), None for others."""
+    from ..hub import hub_error_message
+
+    repo = clip_repo(model_name, pretrained)
+    hub_failure = hub_error_message(err, repo, "--clip-pretrained") if repo else None
+    if repo is None or (hub_failure is None and "Failed to download" not in str(err)):
+        return None
+    why = f"could not be downloaded ({str(err).splitlines()[0][:300]})"
+    return _clip_message(model_name, str(pretrained), repo, why)
+
+
 class OpenClipEmbedder:
     """CLIP image embeddings through open_clip (`pip install open_clip_torch`, in the `eval`
     extra). `pretrained`: an open_clip tag or a local checkpoint file; None = random weights."""
@@ -71,9 +144,16 @@ class OpenClipEmbedder:
                 "the CLIP image embedder needs open_clip: pip install open_clip_torch "
                 "(or mmalign[eval]); the VLM's own vision encoder needs nothing extra"
             ) from None
-        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device
-        )
+        require_clip_weights(model_name, pretrained)  # at once, not after a minute of retries
+        try:
+            self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=pretrained, device=device
+            )
+        except Exception as err:  # a download that failed: name the repo and the local option
+            message = clip_download_error(err, model_name, pretrained)
+            if message is None:
+                raise
+            raise InputError(message) from err
         self.model.eval()
         self.batch_size, self.device = batch_size, device
 
