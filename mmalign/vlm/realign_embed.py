@@ -145,10 +145,15 @@ class OpenClipEmbedder:
                 "(or mmalign[eval]); the VLM's own vision encoder needs nothing extra"
             ) from None
         require_clip_weights(model_name, pretrained)  # at once, not after a minute of retries
+        # OpenAI's CLIPs were trained with QuickGELU; open_clip >= 3 builds `ViT-B-32` with
+        # nn.GELU under the `openai` tag and only warns: the tag's config says which it needs
+        tag = pretrained if pretrained and not Path(str(pretrained)).expanduser().exists() else None
+        cfg = open_clip.get_pretrained_cfg(model_name, tag) if tag else {}
         try:
             self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=pretrained, device=device
-            )
+                model_name, pretrained=pretrained, device=device,
+                force_quick_gelu=bool(cfg.get("quick_gelu", False)),
+            )  # fmt: skip
         except Exception as err:  # a download that failed: name the repo and the local option
             message = clip_download_error(err, model_name, pretrained)
             if message is None:
