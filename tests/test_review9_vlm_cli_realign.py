@@ -43,3 +43,17 @@ def test_overwrite_replaces_the_build_and_says_what_stays(built, capsys):
     assert (
         "--overwrite: replacing the earlier build" in err and "left as they are: notes.txt" in err
     )
+
+
+def test_the_command_refuses_an_earlier_build_before_the_model_loads(built, monkeypatch, capsys):
+    from mmalign.cli import main
+    from mmalign.vlm import load
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the VLM loaded before --out was checked")
+
+    monkeypatch.setattr(load, "load_vlm", no_model)
+    argv = ["data", "realign", "--model", "toy:vlm", "--data", "toy:vqa", "--out", str(built)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "already holds an earlier build" in err and "--overwrite" in err

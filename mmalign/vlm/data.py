@@ -208,12 +208,20 @@ def _cmd_realign(args: argparse.Namespace) -> int:
     from ..toy.cache import split_to_read
     from ..words import plural
     from .load import load_vlm
-    from .realign import build_realign, realign_dataset
-    from .realign_embed import BagOfWordsEmbedder, OpenClipEmbedder, TokenEmbeddingEmbedder
+    from .realign import build_realign, check_realign_out, realign_dataset, replace_realign
+    from .realign_embed import (
+        BagOfWordsEmbedder,
+        OpenClipEmbedder,
+        TokenEmbeddingEmbedder,
+        require_clip_weights,
+    )
 
     device, dtype = device_options(args)  # a device the machine lacks: refused first
     split = split_to_read(args.data, args.split)  # toy data: refused, not ignored
-    vlm = load_vlm(args.model, dtype=dtype, device=device)
+    earlier = check_realign_out(args.out, args.overwrite)  # before the model loads
+    if args.clip:  # its weights, before a VLM loads for a minute only to be refused after
+        require_clip_weights(args.clip, args.clip_pretrained)
+    vlm = load_vlm(args.model, dtype=dtype, device=device, key="--model")
     rows, report = open_vlm_pairs(args.data, split, image_root=args.image_root,
                                   max_samples=args.max_samples)  # fmt: skip
     print(report)
@@ -238,6 +246,7 @@ def _cmd_realign(args: argparse.Namespace) -> int:
                            chosen=args.chosen, batch_size=args.batch_size)  # fmt: skip
     print(result.report)
     ds = realign_dataset(result)
+    replace_realign(args.out, earlier)
     ds.save_to_disk(args.out)
     summary = {
         "rows": len(ds), "read": result.report.total, "skipped": result.report.skipped,
@@ -264,6 +273,7 @@ def register(sub: Any) -> None:
     p.add_argument("--images", default=None, help="image pool folder (default: the data's "
                    "own images)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder (a saved dataset)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier build in --out")
     p.add_argument("--k", type=int, default=3, help="retrieved images tried per row")
     p.add_argument("--threshold", type=finite_float, default=0.95, help="keep a fill whose cosine "
                    "to the chosen answer is below this")  # fmt: skip
