@@ -192,26 +192,17 @@ def replace_earlier(out: Path, earlier: list[str]) -> None:
     """Delete the earlier build's `earlier` entries of `out`, said on stderr with what else
     is there and stays (as `mmalign toy data --overwrite` says it); called once the new
     build is planned, so a refused one leaves the earlier build as it was."""
-    import shutil
-    import sys
-
     from .data.users import WRITTEN
+    from .files import replace_earlier_build
 
     if not earlier:
         return
-    others = sorted(p.name for p in out.iterdir() if p.name not in WRITTEN)
-    kept = f"; left as they are: {', '.join(others)}" if others else ""
     # what else lives in the split folders goes with them (`data user-embed DIR/heldout`
     # writes DIR/heldout/user_embeddings): named, never deleted unsaid
     saved = ("data-", "dataset_info.json", "state.json")
     inside = sorted(f"{name}/{q.name}" for name in earlier if (out / name).is_dir()
                     for q in (out / name).iterdir() if not q.name.startswith(saved))  # fmt: skip
-    gone = f", with {', '.join(inside)}" if inside else ""
-    print(f"mmalign: --overwrite: replacing the earlier build in {out} ({', '.join(earlier)}"
-          f"{gone}){kept}", file=sys.stderr)  # fmt: skip
-    for name in earlier:
-        path = out / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    replace_earlier_build(out, earlier, written=WRITTEN, inside=inside)
 
 
 def _cmd_users(args: argparse.Namespace) -> int:

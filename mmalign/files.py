@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 OWNER_ONLY = 0o600  # what safetensors 0.8 leaves
@@ -55,3 +56,27 @@ def make_readable(path: str | Path) -> None:
         ours = stat.S_ISREG(st.st_mode) and (uid is None or st.st_uid == uid)
         if ours and (st.st_mode & 0o777) == OWNER_ONLY and mode != OWNER_ONLY:
             os.chmod(file, mode)
+
+
+def replace_earlier_build(
+    out: Path, earlier: Sequence[str], *, written: Collection[str] | None = None,
+    inside: Sequence[str] = (),
+) -> None:  # fmt: skip
+    """Delete the entries `earlier` of `out` (an earlier build that `--overwrite` replaces),
+    said on stderr first with what of the folder stays (entries outside `written`, default
+    `earlier`) and what goes with them (`inside`: files a user put in them), as `mmalign toy
+    data --overwrite` says it: nothing is deleted unsaid."""
+    import shutil
+    import sys
+
+    if not earlier:
+        return
+    ours = set(earlier if written is None else written)
+    others = sorted(p.name for p in out.iterdir() if p.name not in ours)
+    kept = f"; left as they are: {', '.join(others)}" if others else ""
+    gone = f", with {', '.join(inside)}" if inside else ""
+    print(f"mmalign: --overwrite: replacing the earlier build in {out} ({', '.join(earlier)}"
+          f"{gone}){kept}", file=sys.stderr)  # fmt: skip
+    for name in earlier:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()

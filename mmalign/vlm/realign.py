@@ -33,8 +33,6 @@ differing in their colour word still have cosine 0.989.
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +42,7 @@ from tqdm.auto import tqdm
 
 from ..config import InputError
 from ..data.schema import ValidationReport, to_pil_image
+from ..files import replace_earlier_build
 from .collate import image_key, row_images
 from .load import VLM
 from .realign_embed import (
@@ -217,13 +216,4 @@ def check_realign_out(out: str, overwrite: bool) -> list[str]:
 def replace_realign(out: str, earlier: Sequence[str]) -> None:
     """Delete the earlier build's entries `earlier` of `out` (`check_realign_out`), said on
     stderr with what else is there and stays, as `mmalign toy data --overwrite` says it."""
-    if not earlier:
-        return
-    folder = Path(out).expanduser()
-    others = sorted(p.name for p in folder.iterdir() if p.name not in earlier)
-    kept = f"; left as they are: {', '.join(others)}" if others else ""
-    print(f"mmalign: --overwrite: replacing the earlier build in {out} ({', '.join(earlier)})"
-          f"{kept}", file=sys.stderr)  # fmt: skip
-    for name in earlier:
-        path = folder / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    replace_earlier_build(Path(out).expanduser(), earlier)
