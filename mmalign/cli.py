@@ -60,10 +60,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from .diffusion.flow_recipe import diffusion_recipe as recipe
 
     result = train(cfg, recipe)
-    if result.saved:
-        from .words import plural
-
-        print(f"mmalign: trained {plural(result.steps, 'step')} in {result.seconds:.0f} s")
+    if result.saved:  # the steps this invocation ran (a resume at the last step ran none)
+        print(f"mmalign: {result.line()}")
         print(f"weights: {result.saved['path']}")
         print(f"metrics: {result.output_dir / 'metrics.jsonl'}")
     return 0

@@ -94,7 +94,9 @@ def test_bpo_generates_no_blind_answer_for_a_skipped_row(tmp_path, data, prompts
     assert prompts == [[p for i, p in enumerate(src) if i not in (DROPPED, LONG)]]
     assert recipe.describe()["blind"]["generated"] == 6
     out = capsys.readouterr().out
-    assert "generated for 6 rows" in out and "skipped 1 of 7 rows: 1 too_long" in out
+    # every row dropped is counted, the validation's (missing_chosen) with the collator's
+    assert "generated for 6 rows" in out and "skipped 2 of 8 rows: " in out
+    assert "1 missing_chosen: row 1" in out and "1 too_long" in out
     blinds = recipe.dataset.extra["blind"]
     assert [b is not None for b in blinds] == [i != LONG - 1 for i in range(7)]
     again = _recipe(tmp_path, data, BPO)  # read back from the cache: no generate
@@ -120,8 +122,9 @@ def test_a_blind_answer_too_long_is_still_skipped_after_it_is_generated(tmp_path
     recipe = _recipe(tmp_path, data, BPO)
     # the third row generated for is source row 3 (row 1 was refused by validation)
     assert recipe.report.examples["too_long"] == [3]
-    assert "skipped 1 of 7 rows: 1 too_long (over vlm.max_length=256): row 3" in (
-        capsys.readouterr().out)  # fmt: skip
+    out = capsys.readouterr().out  # (with the row validation refused: every row dropped)
+    assert "skipped 2 of 8 rows: " in out and "1 missing_chosen: row 1" in out
+    assert "1 too_long (over vlm.max_length=256): row 3" in out
 
 
 def test_the_cache_key_is_the_one_from_before_when_no_row_is_skipped(tmp_path, monkeypatch,

@@ -285,7 +285,10 @@ def _validate_dataset(
             raise ValueError(f"dataset has no column(s) {missing}; columns: {list(features)}")
         expected = Image if kind == "image" else Value
         if not isinstance(features["chosen"], expected):
-            raise ValueError(f"kind={kind!r} but 'chosen' is {features['chosen']}")
+            held = "text (VLM) pairs" if kind == "image" else "image pairs (diffusion)"
+            asked = "image pairs (diffusion)" if kind == "image" else "text (VLM) pairs"
+            raise ValueError(f"the data holds {held} ('chosen' is {features['chosen']}), "
+                             f"but {asked} were asked for")  # fmt: skip
         # Check images from their bytes; decoding every image up front would both
         # cost memory and crash on the first corrupt one instead of counting it.
         raw = {k: Image(decode=False) for k, f in features.items() if isinstance(f, Image)}

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from datasets import Dataset, load_dataset
 
+from ..config import InputError
+from ..data.folder_kind import folder_problem, kind_problem, pairs_kind
 from ..data.pickapic import load_pickapic
 from ..data.pickapic_files import check_saved_split, is_pickapic_folder
 from ..data.saved import load_saved, require_rows
@@ -59,6 +61,11 @@ def open_pairs(
     # (hub.problem) expands it, so without this the folder was looked up on the hub
     path = os.path.expanduser(path)
     local = Path(path)
+    problem = folder_problem(local, key) or kind_problem(
+        pairs_kind(local, split), "image", key, path, "a model.kind: diffusion recipe"
+    )  # empty, a training run, a toy build's folder instead of its pairs/, or text pairs
+    if problem is not None:
+        raise InputError(problem)
     if local.is_file():
         raise ValueError(f"{key} {path} is a file; give a dataset folder or a hub id")
     pickapic = local.is_dir() and not _is_saved(local) and is_pickapic_folder(local)

@@ -18,6 +18,20 @@ from ..weights import weight_files
 
 TOY_PREFIX = "toy:"
 DEFAULT_SPLIT = "train"  # what a command's `--split` reads when none is given
+# What each toy dataset's pairs are (toy.datasets.KINDS): images for the diffusion recipes,
+# text answers for the VLM ones. Read to refuse a kind before it is built (toy:pairs samples
+# toy-sd for minutes) for a recipe that cannot train on it.
+PAIR_KINDS = {
+    "pairs": "image", "style": "image", "users": "image", "flaws": "image",
+    "vqa": "text", "hallucination": "text", "safety": "text", "prism": "text",
+}  # fmt: skip
+
+
+def toy_pairs_kind(path: str) -> str | None:
+    """`image` or `text` for `toy:<kind>[:...]`; None for another name or an unknown kind."""
+    if not path.startswith(TOY_PREFIX):
+        return None
+    return PAIR_KINDS.get(path[len(TOY_PREFIX) :].split(":")[0])
 
 
 def split_to_read(

@@ -18,7 +18,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,6 +45,7 @@ from .checkpoint import (
 from .config import Config
 from .displacement import DisplacementAlarm
 from .optim import build_optimizer, build_scheduler, float32_master_weights
+from .result import TrainResult
 from .resume import RESUMABLE, recipe_changes
 
 METRICS_FILE = "metrics.jsonl"
@@ -76,15 +76,6 @@ class Recipe(Protocol):
     def validate(self, step: int) -> Any: ...  # a PIL image, or None
 
     def describe(self) -> dict[str, Any]: ...
-
-
-@dataclass
-class TrainResult:
-    output_dir: Path
-    steps: int
-    final_metrics: dict[str, float]
-    saved: dict[str, Any]
-    seconds: float
 
 
 class StepBatches:
@@ -363,7 +354,7 @@ def train(cfg: Config, make_recipe: Callable[[Config, Any], Recipe]) -> TrainRes
     accelerator.wait_for_everyone()
     accelerator.end_training()
     seconds = time.perf_counter() - started
-    return TrainResult(out_dir, tc.max_steps, logged, saved, seconds)
+    return TrainResult(out_dir, tc.max_steps, logged, saved, seconds, start_step)
 
 
 def _check_processes(run_file: Path, world: int, global_batch: int) -> None:

@@ -100,6 +100,19 @@ def _same(old: Any, new: Any) -> bool:
     return old == new
 
 
+# What an objective term means when it leaves these keys out (`Objective.from_config`): a
+# recipe that writes `weight: 1.0` and one that leaves it out are the same recipe.
+TERM_DEFAULTS = {"pair": "main", "weight": 1.0}
+
+
+def _with_term_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    terms = config.get("objective")
+    if not isinstance(terms, list):
+        return config
+    filled = [{**TERM_DEFAULTS, **t} if isinstance(t, dict) else t for t in terms]
+    return {**config, "objective": filled}
+
+
 def recipe_changes(run_file: Path, config: dict[str, Any]) -> list[str]:
     """`key: old -> new` for every setting that differs between the recipe saved in
     `run_file` and `config` (a run's config as a dict), leaving out the resumable keys and
@@ -108,8 +121,9 @@ def recipe_changes(run_file: Path, config: dict[str, Any]) -> list[str]:
     if not run_file.is_file():
         return []
     saved = json.loads(run_file.read_text()).get("config", {})
-    old = _flatten(saved)
-    new = _flatten(json.loads(json.dumps(config, default=str)))  # as the file stores it
+    old = _flatten(_with_term_defaults(saved))
+    as_stored = json.loads(json.dumps(config, default=str))  # as the file stores it
+    new = _flatten(_with_term_defaults(as_stored))
     defaults, unset = _defaults(), object()
     changes = []
     for key in sorted(set(old) | set(new)):

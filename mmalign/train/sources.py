@@ -7,8 +7,9 @@ Offline, or online with a hub that cannot be reached, each one missing from the 
 named in one message with how to get it, instead of the first loader's traceback minutes or
 hours later (the scorer loads after the data is read). A model of another kind than
 `model.kind` (toy:sd in a VLM recipe), an `output_dir` that is a file (or lies under one), a
-`toy:<kind>` data set that does not exist and a `train.resume_from` that is no checkpoint are
-named with them.
+`toy:<kind>` data set that does not exist, a `data.path` that holds no data or pairs of the
+other model's kind (`data_problem`), an `output_dir` holding another run's checkpoints and a
+`train.resume_from` that is no checkpoint (or one of another recipe) are named with them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..config import InputError
 from ..hub import Need, problems
 from ..model_kind import kind_problem
 from .config import Config
+from .existing_run import existing_run_problem
 
 if TYPE_CHECKING:
     from ..rewards.files import ScorerFile
@@ -51,26 +53,11 @@ def recipe_needs(cfg: Config) -> list[Need]:
 
 
 def _file_problems(files: Sequence[ScorerFile], key: str) -> list[str]:
-    """`rewards.files.problem` of each of `files`, after `key`; online, the hub ids not cached
-    are named too when the hub cannot be reached, as `hub.problems` names a model's."""
-    from ..hub import download_hint, hub_reachable, is_cached, looks_local, offline
-    from ..rewards.files import problem
+    """`rewards.files.file_problems` of `files`, after `key`: offline, or online with a hub
+    that cannot be reached, every hub id not in the local cache is named."""
+    from ..rewards.files import file_problems
 
-    found = [problem(f) for f in files]
-    uncached = [
-        i for i, (f, p) in enumerate(zip(files, found, strict=True))
-        if p is None and f.hub and not offline() and not looks_local(f.source)
-        and not is_cached(Need(f.source, f.key, file=f.hub_file))
-    ]  # fmt: skip
-    if uncached and not hub_reachable():
-        for i in uncached:
-            f = files[i]
-            found[i] = (
-                f"{f.scorer}'s {f.what} {f.shown or f.source} could not be downloaded (no "
-                f"connection to the hub): download it with {download_hint(f.source)} where "
-                f"there is network, or give a local copy with {f.option_text}{f.note}"
-            )
-    return [f"{key}: {p}" for p in dict.fromkeys(found) if p is not None]
+    return [f"{key}: {p}" for p in file_problems(files)]
 
 
 def _smoothed_before(name: str, files: dict[str, str]) -> bool:
@@ -191,6 +178,30 @@ def toy_data_problem(cfg: Config) -> str | None:
     return None if kind in KINDS else unknown_kind(kind)
 
 
+def data_problem(cfg: Config) -> str | None:
+    """Why a diffusion or VLM recipe's `data.path` cannot be its data, or None, said before
+    the model loads and the data is built: a toy kind of the other model's pairs (image pairs
+    for diffusion, text pairs for VLMs: `toy:pairs` samples toy-sd for minutes first), a local
+    folder that holds no data (`folder_kind.folder_problem`: empty, a training run, a toy or
+    prism-mcts output folder instead of its pairs/), or a saved dataset of the other kind."""
+    from ..data.folder_kind import folder_problem, kind_problem, pairs_kind
+    from ..toy.cache import toy_pairs_kind
+
+    kind = cfg.model.kind
+    if kind not in ("diffusion", "vlm"):
+        return None
+    path = cfg.data.path
+    wanted = "image" if kind == "diffusion" else "text"
+    wants = f"a model.kind: {kind} recipe"
+    found = toy_pairs_kind(path)
+    if found is not None:
+        return kind_problem(found, wanted, "data.path", path, wants)  # type: ignore[arg-type]
+    if path.startswith("toy:"):
+        return None  # (an unknown kind: toy_data_problem names it)
+    return folder_problem(path, "data.path") or kind_problem(
+        pairs_kind(path, cfg.data.split), wanted, "data.path", path, wants)  # fmt: skip
+
+
 def resume_problem(cfg: Config) -> str | None:
     """Why `train.resume_from` names no checkpoint, or None: the loop resolves it only after
     the data is built and the model loaded. `latest` is left to the loop (it may recover a
@@ -219,6 +230,7 @@ def check_sources(cfg: Config) -> None:
     found = [p for p in [wrong_kind, *problems(needs)] if p is not None]
     found += [p for p in (output_dir_problem(cfg.output_dir), prompts_problem(cfg)) if p]
     found += [p for p in (toy_data_problem(cfg), resume_problem(cfg), ppd_problem(cfg)) if p]
+    found += [p for p in (data_problem(cfg), existing_run_problem(cfg)) if p]
     found += scorer_problems(cfg)
     if found:
         raise InputError("\n".join(found))

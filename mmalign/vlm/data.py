@@ -65,8 +65,9 @@ def detect_format(fields: Sequence[str], sample: Mapping[str, Any] | None = None
     if {"prompt", "chosen", "rejected"} <= keys:
         return "pairs" if saved else "trl"
     raise ValueError(
-        f"cannot tell the format of data with fields {sorted(keys)[:20]}; expected one of "
-        f"{', '.join(FORMATS)} (see mmalign.vlm.data), or pass format=..."
+        f"cannot tell the format of data with fields {sorted(keys)[:20]}: these are no "
+        "preference pairs mmalign reads (MMSafe-PO, Re-Align, TRL, LLaVA conversations or "
+        "PreferencePair rows; see docs/vlm.md)"
     )
 
 
@@ -108,6 +109,19 @@ def _single_json(folder: Path) -> Path | None:
     return files[0] if len(files) == 1 else None
 
 
+def _refuse_folder(local: Path, path: str, key: str, split: str) -> None:
+    """An InputError where the folder `local` holds no VLM data: `folder_kind.folder_problem`
+    (empty, a training run, a toy or prism-mcts output folder), or saved image pairs."""
+    from ..config import InputError
+    from ..data.folder_kind import folder_problem, kind_problem, pairs_kind
+
+    wants = "a model.kind: vlm recipe" if key == "data.path" else "this command"
+    problem = folder_problem(local, key) or kind_problem(
+        pairs_kind(local, split), "text", key, path, wants)  # fmt: skip
+    if problem is not None:
+        raise InputError(problem)
+
+
 def open_vlm_pairs(
     path: str | Path,
     split: str = "train",
@@ -140,6 +154,7 @@ def open_vlm_pairs(
         path = str(toy_pairs(path[len(TOY_PREFIX) :], {}))
         format = "pairs"
     local = Path(path)
+    _refuse_folder(local, path, key, split)
     if (
         local.is_dir()
         and (single := _single_json(local)) is not None

@@ -89,23 +89,32 @@ class RowCheck:
 
     def line(self, max_length: int | None) -> str:
         """The skipped rows by reason, most first ("2 too_long (over vlm.max_length=64): rows
-        3, 9; ...")."""
+        3, 9; ..."): these checks' and those of the reading and validation before them (the
+        data's report), so every row dropped is counted."""
+        counts = {r: c for r, c in self.report.skipped.items() if c and r != "tie"}
+        for reason, rows in self.skipped.items():  # (already in the report, unless it is a copy)
+            counts[reason] = max(counts.get(reason, 0), len(rows))
 
-        def one(reason: str, rows: list[int]) -> str:
+        def one(reason: str, count: int) -> str:
             over = f" (over vlm.max_length={max_length})" if reason == "too_long" else ""
-            rows = sorted(rows)  # (the steps of the checks each name their rows in order)
-            named = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
-            return f"{len(rows)} {reason}{over}: row{'s' * (len(rows) > 1)} {named}"
+            # (the steps of the checks each name their rows in order)
+            rows = sorted(self.skipped.get(reason) or self.report.examples.get(reason, []))
+            named = ", ".join(map(str, rows[:5])) + (", ..." if count > min(len(rows), 5) else "")
+            return f"{count} {reason}{over}: row{'s' * (count > 1)} {named}"
 
-        by_count = sorted(self.skipped.items(), key=lambda kv: -len(kv[1]))
-        return "; ".join(one(reason, rows) for reason, rows in by_count)
+        by_count = sorted(counts.items(), key=lambda kv: -kv[1])
+        return "; ".join(one(reason, count) for reason, count in by_count)
 
     def finish(self, keep: list[int], max_length: int | None, *, main: bool = True) -> list[int]:
-        """`keep`, after the log line of the skipped rows (on the main process); no row kept
-        raises with their counts."""
-        n, counts = len(self.rows), self.line(max_length)
-        if self.skipped and main:
-            print(f"mmalign: skipped {n - len(keep)} of {n} rows: {counts}")
+        """`keep`, after the log line of the skipped rows (on the main process): every row the
+        data's reading, its validation and these checks dropped, of all the rows read; no row
+        kept raises with their counts."""
+        counts = self.line(max_length)
+        dropped = sum(c for r, c in self.report.skipped.items() if r != "tie")
+        dropped = max(dropped, len(self.rows) - len(keep))
+        n = max(self.report.total, len(self.rows))
+        if counts and main:
+            print(f"mmalign: skipped {dropped} of {n} rows: {counts}")
         if not keep:
             hint = "; raise vlm.max_length" if set(self.skipped) == {"too_long"} else ""
             raise ValueError(f"no row of data.path is usable: {counts}{hint}")
