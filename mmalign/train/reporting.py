@@ -132,8 +132,13 @@ def validate(accelerator, recipe: Validates, out_dir: Path, step: int) -> None:
 
 
 def progress_postfix(record: dict[str, float]) -> dict[str, str]:
+    """The loss, and the first preference term's accuracy and margin. An `sft` term's are
+    left out: it trains on the chosen side only (a dense reward head's terms have no rejected
+    side at all), so its "accuracy" 0.00 and negative margin read as a failing run."""
     out = {"loss": f"{record['loss']:.4f}"}
     for key, value in record.items():
+        if "/sft/" in key:
+            continue
         if key.endswith("/accuracy") and "acc" not in out:
             out["acc"] = f"{value:.2f}"
         if key.endswith("/margin") and "margin" not in out:
