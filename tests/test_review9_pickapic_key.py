@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from test_cli_errors import offline  # noqa: F401  (autouse: offline, an empty hub cache)
 
 from mmalign.cli import main
 from mmalign.config import InputError
@@ -15,16 +16,6 @@ from mmalign.data.prompts import resolve_prompts
 
 HUB = "yuvalkirstain/pickapic_v2"
 BOTH = "--pickapic-root (or $MMALIGN_PICKAPIC)"
-
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    home = tmp_path / "hf"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.delenv("MMALIGN_DEBUG", raising=False)
-    monkeypatch.delenv("MMALIGN_PICKAPIC", raising=False)
 
 
 def _error(argv: list[str], capsys) -> str:

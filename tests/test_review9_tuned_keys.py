@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_cli_errors import offline  # noqa: F401  (autouse: offline, an empty hub cache)
 
 import mmalign.diffusion.tuned as tuned_module
 from mmalign.cli import main
@@ -17,15 +18,6 @@ from mmalign.diffusion import apply_lora, load_tuned
 from mmalign.diffusion.lora import LORA_FILE
 
 MISSING = "org/no-such-base"
-
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    home = tmp_path / "hf"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.delenv("MMALIGN_DEBUG", raising=False)
 
 
 @pytest.fixture
