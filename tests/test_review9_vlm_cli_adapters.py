@@ -15,25 +15,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_review6_vlm_adapter_start import sft  # noqa: F401  (a random-B adapter on toy-vlm)
 
 from mmalign.cli import main
-from mmalign.train.config import LoraConfig
 from mmalign.vlm.adapter_chain import fingerprint, write_merged_record
 from mmalign.vlm.load import _sources, load_vlm, merge_adapter
-from mmalign.vlm.lora import add_lora, save_adapter
 
 
 @pytest.fixture(scope="module")
-def adapter(tmp_path_factory) -> Path:
-    """A LoRA adapter on toy-vlm with a random B (not the identity)."""
-    vlm = load_vlm("toy:vlm")
-    torch.manual_seed(0)
-    model = add_lora(vlm.model, LoraConfig(rank=4))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-    return save_adapter(model, vlm.processor, tmp_path_factory.mktemp("run") / "adapter")
+def adapter(sft) -> Path:  # noqa: F811 (the imported fixture, by name)
+    """A LoRA adapter on toy-vlm with a random B (not the identity): review 6's `sft`."""
+    return Path(sft)
 
 
 def test_the_adapter_model_holds_given_again_is_applied_once(adapter, capsys):
